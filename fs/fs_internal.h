@@ -1,0 +1,189 @@
+/*
+ * fs_internal.h - private to fs/: on-flash record format, keys, and the
+ * functions the log layer (fs_log.c) and the file layer (fs_file.c) share.
+ * The format is described in docs/FS.md.
+ */
+#ifndef CELLAR_FS_INTERNAL_H
+#define CELLAR_FS_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "crc32.h"
+#include "fs.h"
+
+#ifndef FS_ASSERT
+#include <assert.h>
+#define FS_ASSERT(x) assert(x)
+#endif
+
+/* ---- addresses -------------------------------------------------------------
+ * A record address is a byte offset inside the partition. Blocks 0 and 1 are
+ * the anchor blocks and never hold records, so 0 can mean "deleted". */
+#define FS_ADDR_NONE 0xffffffffu
+#define FS_ADDR_DELETED 0u
+
+/* ---- record header (20 bytes, little-endian) --------------------------------
+ *   u8 type, u8 flags, u16 len (payload bytes), u32 ino, u32 idx,
+ *   u32 dcrc (CRC-32 of the payload), u32 hcrc (CRC-32 of the 16 bytes before)
+ * The payload follows the header; a record may span blocks (it continues at
+ * the start of the next good block). The payload is programmed before the
+ * header, so a header that checks out means the whole record was written. */
+#define REC_HDR 20u
+#define REC_MAX_PAYLOAD 4200u
+
+enum {
+    R_INODE = 1,   /* key (ino, 0): inode; may carry a commit trailer */
+    R_DIRCHUNK = 2,/* key (ino, DIR|i): directory entries */
+    R_PATCH = 3,   /* key (ino, SEG|s): data for part of a segment */
+    R_EXTMAP = 4,  /* key (ino, SEG|s): full extent map of a segment */
+    R_COMMIT = 5,  /* key (0, 0): a commit trailer only */
+    R_BUCKET = 6,  /* key (MAP, b): object-map bucket page */
+    R_DIRPAGE = 7, /* key (MAP, DIRPAGE|d): bucket directory page */
+    R_CKPT = 8,    /* key (MAP, CKPT): checkpoint */
+    R_TOMB = 9,    /* key K: K is deleted (a chain element) */
+};
+#define F_COMMIT 0x01 /* payload ends with a commit trailer */
+#define F_CHAIN 0x02  /* R_INODE: payload is inode + u32 prev (chained) */
+/* Where a record keeps its "previous record of the same operation" link:
+ *   PATCH/EXTMAP: payload offset 4 (after base); DIRCHUNK, TOMB: offset 0;
+ *   INODE with F_CHAIN: offset 20. */
+
+typedef struct rec_hdr {
+    uint8_t type, flags;
+    uint16_t len;
+    uint32_t ino, idx;
+    uint32_t dcrc, hcrc;
+} rec_hdr_t;
+
+/* ---- keys ------------------------------------------------------------------ */
+#define KIND_INODE 0u
+#define KIND_DIR 1u
+#define KIND_SEG 2u
+#define KEY_KIND(idx) ((idx) >> 28)
+#define KEY_INDEX(idx) ((idx) & 0x0fffffffu)
+#define MKIDX(kind, i) (((uint32_t)(kind) << 28) | (uint32_t)(i))
+#define MAP_INO 0xffffffffu
+#define DIRPAGE_IDX 0x80000000u
+#define CKPT_IDX 0xc0000000u
+#define ROOT_INO 1u
+
+/* ---- segments ---------------------------------------------------------------
+ * File data is split into segments of SEG_SPAN bytes of file offset. A
+ * segment's newest version is a PATCH (data for [off, off+n) plus a pointer
+ * to the previous version) or an EXTMAP (extents pointing at PATCH records).
+ * Chains are at most SEG_CHAIN_MAX long; then an EXTMAP is written. */
+#define SEG_SPAN 16384u
+#define PATCH_MAX 4096u    /* data bytes in one PATCH */
+#define SEG_FIXED 10u      /* u32 base, u32 prev_pending, u16 off */
+#define SEG_CHAIN_MAX 12u
+#define EXT_SIZE 8u        /* u16 off, u16 len, u32 record */
+#define EXT_MAX 256u
+/* Pending (unsynced) segments a handle may hold before an automatic sync. */
+#define FS_AUTOSYNC_SEGS 48u
+
+/* ---- inode payload (20 bytes) ---------------------------------------------- */
+#define INODE_SIZE 20u
+typedef struct inode {
+    uint8_t type;      /* FS_TYPE_FILE / FS_TYPE_DIR */
+    uint8_t pad;
+    uint16_t nchunks;  /* directories: chunks in use */
+    uint32_t parent;
+    uint32_t size;
+    uint32_t ctime, mtime;
+} inode_t;
+
+/* ---- commit trailer: entries[n] {u32 ino, u32 idx, u32 addr},
+ *      then u32 chain_tail, u16 n, u16 COMMIT_MAGIC ---------------------------- */
+#define COMMIT_TAIL 8u
+#define COMMIT_ENT 12u
+#define COMMIT_MAGIC 0xc0c0u
+#define COMMIT_MAX_ENT 40u
+
+/* ---- directory chunk entries: u32 ino, u8 type, u8 namelen, name ---------- */
+#define DIRCHUNK_MAX 512u
+#define DIRENT_FIXED 6u
+
+/* ---- bucket pages: entries {u32 ino, u32 idx, u32 addr} -------------------- */
+#define BUCKET_MAX 21u
+#define DIRPAGE_FAN 64u
+
+/* ---- little-endian helpers ------------------------------------------------ */
+static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- a commit being built (caller-owned, on the stack) -------------------- */
+typedef struct commit {
+    uint32_t chain_tail;              /* pending chain to apply, or NONE */
+    uint32_t n;
+    fs_jent_t ent[COMMIT_MAX_ENT];
+} commit_t;
+
+/* ---- log layer (fs_log.c) -------------------------------------------------- */
+uint32_t fs_now(fs_t *fs);
+int fs_flash_read(fs_t *fs, uint32_t addr, void *buf, uint32_t len);
+int fs_rec_read_hdr(fs_t *fs, uint32_t addr, rec_hdr_t *h);
+/* Read len payload bytes at payload offset off (no checksum check). */
+int fs_rec_read(fs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
+/* Check the payload checksum of the record at addr (reads it all). */
+int fs_rec_verify(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
+/* Write a record: payload given as up to two pieces (p2 may be NULL).
+ * Returns the record address through *addr. May run garbage collection
+ * first (never inside GC/checkpoint). */
+int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
+                 uint32_t idx, const void *p1, uint32_t n1, const void *p2,
+                 uint32_t n2, uint32_t *addr);
+/* Streaming record write: begin reserves room for len payload bytes, append
+ * programs payload bytes, end writes the header. */
+int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr);
+int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
+                  uint32_t len, uint32_t *crc);
+int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
+               uint32_t ino, uint32_t idx, uint32_t len, uint32_t crc);
+
+/* Object map. */
+int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr);
+/* Make sure a commit adding up to n keys fits in the journal index
+ * (checkpointing first if needed). */
+int fs_journal_room(fs_t *fs, uint32_t n);
+/* Write the commit (as an R_COMMIT record, or as the trailer of the inode
+ * record given by ino/inode when inode != NULL) and apply it. */
+int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode,
+              uint32_t *inode_addr);
+int fs_checkpoint(fs_t *fs);
+/* Bracket every public mutating operation: begin runs garbage collection if
+ * free space is short (GC never runs inside an operation, so record
+ * addresses an operation holds stay valid) and refuses with NOSPC when the
+ * operation's bytes would not fit above the reserve. */
+int fs_op_begin(fs_t *fs, uint32_t bytes);
+void fs_op_end(fs_t *fs);
+int fs_gc_run(fs_t *fs, uint32_t blocks, int forced);
+uint32_t fs_free_blocks(const fs_t *fs);
+
+/* ---- file layer (fs_file.c), used by the log layer ------------------------ */
+void inode_encode(const inode_t *in, uint8_t *p);
+void inode_decode(inode_t *in, const uint8_t *p);
+int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr);
+/* GC: is the segment record at addr (key ino/idx) reachable from the
+ * segment's current version? */
+int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr);
+/* GC: relocate the live segment records in moved[] of segment (ino, idx):
+ * copies them and writes a new EXTMAP; adds the entry to c. */
+int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx,
+                    const uint32_t *moved, uint32_t nmoved, commit_t *c);
+/* GC: commit every open handle that has uncommitted records of ino. */
+int fs_sync_ino(fs_t *fs, uint32_t ino);
+/* The chain link of the record at a (FS_ADDR_NONE at the end). */
+int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev);
+/* Apply a commit: used by fs_commit and by replay at mount. */
+int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h);
+
+#endif /* CELLAR_FS_INTERNAL_H */

@@ -1,0 +1,121 @@
+/*
+ * fs_types.h - the caller-owned objects of the filesystem. Their fields are
+ * private to fs/: treat them as opaque and only take their size. Included by
+ * fs.h; do not include it directly.
+ */
+#ifndef CELLAR_FS_TYPES_H
+#define CELLAR_FS_TYPES_H
+
+#include <stdint.h>
+
+/* Journal index: key -> record address for objects committed since the last
+ * checkpoint. A checkpoint is written when it is half full. */
+#define FS_JOURNAL_MAX 128
+/* Records written since the last checkpoint before one is forced; bounds the
+ * work (and the flash read) of a mount. */
+#define FS_JOURNAL_RECORDS 256
+/* Blocks retired as worn out that the checkpoint can list. */
+#define FS_BAD_MAX 64
+/* Size of the page buffers. */
+#define FS_PAGE 256
+
+typedef struct fs_key {
+    uint32_t ino;
+    uint32_t idx; /* kind << 28 | index */
+} fs_key_t;
+
+typedef struct fs_jent {
+    fs_key_t key;
+    uint32_t addr; /* FS_ADDR_DELETED for a removed key */
+} fs_jent_t;
+
+typedef struct fs_file fs_file_t;
+
+typedef struct fs {
+    const struct flash_dev *dev;
+    uint32_t first_block;   /* partition start on the device */
+    uint32_t nblocks;       /* blocks in the partition */
+    uint32_t bsize;         /* bytes per block */
+    uint32_t (*clock)(void *);
+    void *clock_ctx;
+    uint32_t gc_free_blocks;
+    uint8_t mounted;
+    uint8_t rofs;           /* worn out: refuse writes */
+    uint8_t in_gc;          /* re-entrancy guard */
+    uint8_t pad0;
+
+    /* log */
+    uint32_t head;          /* next byte to write (partition byte address) */
+    uint32_t tail;          /* oldest byte still in use */
+    uint32_t laps;          /* times the head wrapped around the partition */
+    uint32_t ckpt_head;     /* where the journal of the last checkpoint starts */
+    uint32_t ckpt_addr;     /* address of the last checkpoint record */
+    uint32_t ckpt_seq;
+    uint32_t journal_records; /* records written since the last checkpoint */
+    uint32_t ckpt_lap;      /* lap of the last checkpoint record */
+    uint8_t head_erased;    /* the head block was erased in this lap */
+    uint8_t in_ckpt;        /* a checkpoint is being written */
+    uint8_t in_op;          /* inside a public operation: no GC */
+    uint8_t pad1;
+    uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
+    uint32_t gc_trigger;    /* run GC below this many free blocks */
+    uint32_t reserve;       /* free blocks kept for GC and checkpoints */
+    uint64_t dirty_dirpages; /* dir pages to rewrite at the next checkpoint */
+
+    /* anchors (blocks 0 and 1 of the partition) */
+    uint32_t anchor_block;  /* 0 or 1: block holding the newest anchor */
+    uint32_t anchor_slot;   /* next free slot in it */
+
+    /* object map: bucket pages under dir pages */
+    uint32_t nbuckets;
+    uint32_t ndirpages;
+    uint32_t dirpage_addr[64];
+
+    /* journal index */
+    uint32_t njournal;
+    uint32_t commit_gen;
+    fs_jent_t journal[FS_JOURNAL_MAX];
+    uint8_t jgen[FS_JOURNAL_MAX];
+
+    /* counters (persisted in checkpoints, kept current in RAM) */
+    uint32_t next_ino;
+    uint32_t files;
+    uint32_t dirs;
+    uint64_t live;
+
+    /* retired blocks */
+    uint32_t nbad;
+    uint16_t bad[FS_BAD_MAX];
+    uint32_t failing_block; /* block that failed a prog, retired at GC */
+
+    fs_file_t *open_files;  /* list of open handles */
+
+    /* page buffers */
+    uint8_t buf[FS_PAGE];
+    uint8_t buf2[FS_PAGE];
+} fs_t;
+
+struct fs_file {
+    fs_file_t *next;        /* list of open handles of the fs */
+    uint32_t ino;
+    uint32_t flags;
+    uint32_t pos;
+    uint32_t size;          /* current size including pending writes */
+    uint32_t ctime;
+    uint32_t pending_tail;  /* newest uncommitted record, or FS_ADDR_NONE */
+    uint32_t pending_segs;  /* segments touched since the last commit */
+    uint32_t pend_lo, pend_hi; /* range of segments with pending records */
+    uint32_t cache_idx;     /* last segment written and its newest version */
+    uint32_t cache_addr;
+    uint8_t dirty;
+    uint8_t pad[3];
+};
+
+typedef struct fs_dir {
+    uint32_t ino;
+    uint32_t chunk;         /* next chunk to read */
+    uint32_t off;           /* byte offset in it */
+    uint32_t nchunks;
+} fs_dir_t;
+
+#endif /* CELLAR_FS_TYPES_H */

@@ -1,0 +1,485 @@
+/*
+ * cellar.h - libcellar, the C client library of the cellar storage service.
+ *
+ * One cellar_t per connection to one device. The caller owns the cellar_t
+ * (on the stack, in a struct, static or malloc'ed); its fields are private.
+ * Lifecycle, as in mbedTLS:
+ *
+ *     cellar_t c;
+ *     cellar_init(&c, NULL);                 // cannot fail
+ *     int err = cellar_connect(&c, "tcp://127.0.0.1:7070");
+ *     if (err < 0) { fprintf(stderr, "%s\n", cellar_errmsg(&c)); ... }
+ *     err = cellar_put_file(&c, "main.py", "/usr/main.py", NULL);
+ *     cellar_close(&c);                      // NULL-safe, always call it
+ *
+ * Errors: every call returns a negative cellar_err_t on failure (the errno
+ * numbers of Linux, negated: CELLAR_ERR_NOENT == -2). Calls that produce a
+ * size or a handle return it as a non-negative number. cellar_errmsg() gives
+ * the message of the last failure: the device's own message when the device
+ * refused a request, otherwise a local description (URL, socket error).
+ *
+ * Threads: there is no global state. A cellar_t must not be used by two
+ * threads at once; use one handle per thread (each is its own connection).
+ * The library never installs signal handlers: sockets are written with
+ * MSG_NOSIGNAL, so a dropped connection is an error (CELLAR_ERR_PIPE /
+ * CELLAR_ERR_CONNRESET), not a SIGPIPE.
+ *
+ * Memory: each connected handle uses one buffer of CELLAR_BUFFER_SIZE bytes,
+ * allocated by cellar_connect() unless cellar_config_t.buffer hands one in.
+ * A pipelined write or upload allocates a read-ahead buffer of at most
+ * 80 chunks (1.25 MiB at 16 KiB) for its duration; a pipelined read
+ * allocates CELLAR_MAX_INFLIGHT chunks (1 MiB) only if the device answers
+ * out of order. Listings (cellar_list_alloc, tree copies) grow with the
+ * directory, up to 1,000,000 entries. Nothing else is allocated in
+ * proportion to what the device claims.
+ *
+ * Paths on the device: "/usr/..." is the working filesystem, a relative path
+ * is relative to /usr, "/" lists the partitions ("usr", "bak") and "/bak" is
+ * read-only through file RPCs. At most CELLAR_PATH_MAX bytes.
+ *
+ * Link with `pkg-config --libs cellar` (-lcellar -lprotobuf-nanopb
+ * -lmbedcrypto).
+ */
+#ifndef CELLAR_H
+#define CELLAR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- constants ------------------------------------------------------------ */
+#define CELLAR_LIB_VERSION "0.1.0"
+#define CELLAR_PROTOCOL_VERSION 1      /* protocol version sent in Hello */
+#define CELLAR_DEFAULT_PORT 7070       /* tcp:// without a port */
+#define CELLAR_DEFAULT_TLS_PORT 7443   /* tls:// without a port */
+#define CELLAR_DEFAULT_URL "tcp://127.0.0.1:7070"
+#define CELLAR_PATH_MAX 255            /* bytes in a device path, no NUL */
+#define CELLAR_CHUNK 16384             /* default and largest chunk, bytes */
+#define CELLAR_MAX_INFLIGHT 64         /* client cap on the request window */
+#define CELLAR_VERIFY_RANGE (256u * 1024) /* bytes per pipelined SHA-256 check */
+#define CELLAR_MAX_PARTITIONS 4        /* partitions reported by Hello */
+#define CELLAR_LIST_PAGE 32            /* largest page of a List reply */
+#define CELLAR_SHA256_SIZE 32          /* bytes in a SHA-256 digest */
+#define CELLAR_BUFFER_SIZE (160 * 1024) /* per-connection buffer, bytes */
+#define CELLAR_TIMEOUT_MS 30000        /* default I/O timeout */
+#define CELLAR_CONNECT_TIMEOUT_MS 5000 /* default connect timeout */
+
+/* ---- errors ---------------------------------------------------------------- */
+typedef enum {
+    CELLAR_OK = 0,
+    CELLAR_ERR_PERM = -1,          /* operation not permitted */
+    CELLAR_ERR_NOENT = -2,         /* no such file or directory */
+    CELLAR_ERR_IO = -5,            /* I/O error (device flash, local file) */
+    CELLAR_ERR_BADF = -9,          /* unknown or closed file handle */
+    CELLAR_ERR_NOMEM = -12,        /* out of memory / a device table is full */
+    CELLAR_ERR_ACCES = -13,        /* not allowed (e.g. /bak is read-only) */
+    CELLAR_ERR_BUSY = -16,         /* in use */
+    CELLAR_ERR_EXIST = -17,        /* already exists */
+    CELLAR_ERR_NOTDIR = -20,       /* not a directory */
+    CELLAR_ERR_ISDIR = -21,        /* is a directory */
+    CELLAR_ERR_INVAL = -22,        /* invalid argument, path or URL */
+    CELLAR_ERR_FBIG = -27,         /* file too large */
+    CELLAR_ERR_NOSPC = -28,        /* no space left on the device */
+    CELLAR_ERR_ROFS = -30,         /* read-only filesystem */
+    CELLAR_ERR_PIPE = -32,         /* connection closed by the device */
+    CELLAR_ERR_NAMETOOLONG = -36,  /* path longer than CELLAR_PATH_MAX */
+    CELLAR_ERR_NOTEMPTY = -39,     /* directory not empty */
+    CELLAR_ERR_PROTO = -71,        /* protocol error (malformed reply) */
+    CELLAR_ERR_BADMSG = -74,       /* SHA-256 or size mismatch after transfer */
+    CELLAR_ERR_NOTMOUNTED = -77,   /* no filesystem on the partition */
+    CELLAR_ERR_ILSEQ = -84,        /* data on flash is corrupt */
+    CELLAR_ERR_MSGSIZE = -90,      /* frame or field too large */
+    CELLAR_ERR_NOTSUP = -95,       /* not supported (transport, request) */
+    CELLAR_ERR_CONNRESET = -104,   /* connection reset */
+    CELLAR_ERR_NOTCONN = -107,     /* handle not connected (or broken) */
+    CELLAR_ERR_TIMEDOUT = -110,    /* no answer within the timeout */
+    CELLAR_ERR_CONNREFUSED = -111, /* nothing listens at the URL */
+    CELLAR_ERR_HOSTUNREACH = -113, /* host unknown or unreachable */
+} cellar_err_t;
+
+/* Human-readable text of an error code ("no such file or directory"); never
+ * NULL. Accepts negative or positive codes; unknown codes give "error N"
+ * from a static table ("unknown error"). Thread-safe. */
+const char *cellar_strerror(int err);
+
+/* Short symbolic name of an error code ("ENOENT"), or "EUNKNOWN". */
+const char *cellar_errname(int err);
+
+/* ---- URLs -------------------------------------------------------------------- */
+typedef enum {
+    CELLAR_URL_TCP = 1,  /* tcp://HOST[:PORT] (also HOST:PORT) */
+    CELLAR_URL_TLS = 2,  /* tls://HOST[:PORT] */
+    CELLAR_URL_UART = 3, /* uart:/dev/ttyX[?baud=N] */
+} cellar_url_kind_t;
+
+typedef struct cellar_url {
+    cellar_url_kind_t kind;
+    char host[256];   /* TCP/TLS: host name or address (IPv6 without []) */
+    uint16_t port;    /* TCP/TLS: port (default 7070 / 7443) */
+    char device[256]; /* UART: device path */
+    uint32_t baud;    /* UART: baud rate (default 115200) */
+} cellar_url_t;
+
+/* Parse a device URL. Returns 0 or CELLAR_ERR_INVAL. Accepted:
+ * "tcp://HOST", "tcp://HOST:PORT", "tcp://[IPV6]:PORT", "HOST:PORT",
+ * "tls://HOST[:PORT]", "uart:/dev/ttyX?baud=N" (also "uart:///dev/ttyX"). */
+int cellar_url_parse(const char *url, cellar_url_t *out);
+
+/* ---- transports -------------------------------------------------------------- */
+/* A byte stream in the mbedTLS BIO shape, so TLS and UART framing stack on
+ * any transport. send/recv return a byte count (> 0), 0 on orderly close
+ * (recv only), or a negative cellar_err_t. They block for at most
+ * timeout_ms milliseconds and return CELLAR_ERR_TIMEDOUT after it;
+ * timeout_ms 0 means "do not block" (recv is polled that way while a
+ * transfer has other work to do). close is called once by cellar_close(). */
+typedef struct cellar_transport {
+    const char *name; /* "tcp", ... (for messages) */
+    int (*send)(void *ctx, const void *buf, size_t len, uint32_t timeout_ms);
+    int (*recv)(void *ctx, void *buf, size_t len, uint32_t timeout_ms);
+    void (*close)(void *ctx);
+} cellar_transport_t;
+
+/* ---- configuration ----------------------------------------------------------- */
+/* Zero fields mean "default". */
+typedef struct cellar_config {
+    const char *client_name;     /* sent in Hello (default "libcellar/0.1.0");
+                                  * at most 63 bytes are sent */
+    uint32_t timeout_ms;         /* per-request I/O timeout (CELLAR_TIMEOUT_MS) */
+    uint32_t connect_timeout_ms; /* CELLAR_CONNECT_TIMEOUT_MS */
+    void *buffer;                /* CELLAR_BUFFER_SIZE bytes, 16-byte aligned,
+                                  * owned by the caller; NULL = allocate */
+} cellar_config_t;
+
+/* ---- device information (from Hello) ----------------------------------------- */
+typedef struct cellar_partition {
+    char path[16];        /* "/usr", "/bak" */
+    uint32_t first_block; /* first erase block on the flash */
+    uint32_t block_count; /* erase blocks */
+    bool read_only;       /* not writable through file RPCs */
+} cellar_partition_t;
+
+typedef struct cellar_info {
+    uint32_t version;      /* protocol version of the device */
+    char device[64];       /* device identity */
+    char firmware[64];     /* e.g. "cellard 0.1.0" */
+    uint32_t max_frame;    /* largest frame the device accepts, bytes */
+    uint32_t max_inflight; /* requests a client may keep in flight (>= 1) */
+    uint32_t max_path;     /* longest path, bytes */
+    uint32_t max_chunk;    /* largest Read length / Write data, bytes (>= 1) */
+    uint32_t max_handles;  /* open file handles per connection */
+    uint32_t block_size;   /* flash erase block, bytes */
+    uint32_t block_count;  /* erase blocks on the flash */
+    uint32_t page_size;    /* flash program page, bytes */
+    uint32_t npartitions;
+    cellar_partition_t partitions[CELLAR_MAX_PARTITIONS];
+} cellar_info_t;
+
+/* ---- the handle ---------------------------------------------------------------- */
+/* Caller-owned. All fields are private to the library. */
+typedef struct cellar {
+    const cellar_transport_t *tp; /* NULL when not connected */
+    void *tp_ctx;
+    int fd;                       /* socket of the built-in TCP transport */
+    cellar_config_t cfg;
+    uint8_t *buf;                 /* CELLAR_BUFFER_SIZE bytes */
+    bool own_buf;                 /* buf was allocated by the library */
+    bool broken;                  /* stream out of sync: refuse further I/O */
+    uint32_t next_id;             /* next request id (never 0) */
+    uint32_t rx_start, rx_end;    /* buffered received bytes in buf */
+    cellar_info_t info;
+    char errmsg[256];
+    char errpath[512];
+} cellar_t;
+
+/* Initialise a handle (cannot fail). cfg may be NULL (all defaults); it is
+ * copied, but cfg->buffer and cfg->client_name must outlive the handle. */
+void cellar_init(cellar_t *c, const cellar_config_t *cfg);
+
+/* Connect to url (see cellar_url_parse) and exchange Hello; the device's
+ * limits are then in cellar_info(). TCP resolves HOST with getaddrinfo and
+ * tries every IPv4/IPv6 address; TCP_NODELAY is set. tls:// and uart: are
+ * parsed and refused with CELLAR_ERR_NOTSUP for now. Returns 0 or an error
+ * (CELLAR_ERR_CONNREFUSED, _HOSTUNREACH, _TIMEDOUT, _INVAL for a bad URL,
+ * _PROTO for a device that does not speak the protocol, _NOMEM). On failure
+ * the handle is left unconnected; cellar_close() is still safe. Calling it
+ * on a connected handle closes the old connection first. */
+int cellar_connect(cellar_t *c, const char *url);
+
+/* Connect over a caller-provided byte stream (socketpair, link emulator,
+ * TLS session, ...) and exchange Hello. The transport's close is called by
+ * cellar_close (and on a failed Hello). Returns as cellar_connect. */
+int cellar_connect_transport(cellar_t *c, const cellar_transport_t *tp,
+                             void *tp_ctx);
+
+/* Close the connection and free the buffer the library allocated. The
+ * device closes every file handle of the connection. NULL-safe; the handle
+ * may be connected again afterwards. */
+void cellar_close(cellar_t *c);
+
+/* true while the handle is connected and its stream is in sync. After a
+ * transport error or a malformed reply the handle refuses further requests
+ * with CELLAR_ERR_NOTCONN; close it and connect again. */
+bool cellar_connected(const cellar_t *c);
+
+/* The device's Hello data (valid while connected). */
+const cellar_info_t *cellar_info(const cellar_t *c);
+
+/* Message of the last failure on this handle ("" if none). Valid until the
+ * next call on the handle. */
+const char *cellar_errmsg(const cellar_t *c);
+
+/* The path the last failure is about: a local path as given, or a device
+ * path prefixed with ':' (the real name, never a temporary); "" when the
+ * failure is not about a path (connection, protocol). */
+const char *cellar_errpath(const cellar_t *c);
+
+/* Request timeout in milliseconds (0 = CELLAR_TIMEOUT_MS), from now on. */
+void cellar_set_timeout(cellar_t *c, uint32_t timeout_ms);
+
+/* ---- requests: one RPC each ---------------------------------------------------- */
+typedef enum {
+    CELLAR_TYPE_NONE = 0,
+    CELLAR_TYPE_FILE = 1,
+    CELLAR_TYPE_DIR = 2,
+} cellar_type_t;
+
+typedef struct cellar_stat {
+    char name[256];     /* entry name (list) or the path asked (stat) */
+    cellar_type_t type;
+    uint64_t size;      /* bytes (0 for directories) */
+    uint32_t ctime;     /* created, seconds since 1970 */
+    uint32_t mtime;     /* last modified, seconds since 1970 */
+} cellar_stat_t;
+
+/* Round trip with an echoed payload of at most 64 bytes (payload may be
+ * NULL when len is 0). Returns 0, or CELLAR_ERR_PROTO if the echo differs. */
+int cellar_ping(cellar_t *c, const void *payload, uint32_t len);
+
+/* Information about one path. Returns 0 or an error (CELLAR_ERR_NOENT). */
+int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st);
+
+/* One page of a directory listing. *cursor is 0 for the first page and is
+ * set to the cursor of the next page, 0 when the listing is complete.
+ * max_entries 0 means the device default; at most CELLAR_LIST_PAGE entries
+ * are stored. Returns the number of entries stored in out (>= 0). Entries
+ * come in no particular order. */
+int cellar_list(cellar_t *c, const char *path, uint32_t *cursor,
+                cellar_stat_t *out, uint32_t max_entries);
+
+/* Whole listing: calls fn for every entry, page after page. fn may make
+ * other requests on the same handle. A non-zero return from fn stops the
+ * listing and is returned. Returns 0, fn's value or an error. */
+typedef int (*cellar_list_fn)(void *ctx, const cellar_stat_t *entry);
+int cellar_list_all(cellar_t *c, const char *path, cellar_list_fn fn,
+                    void *ctx);
+
+/* Whole listing into a malloc'ed array (free() it). At most 1,000,000
+ * entries (CELLAR_ERR_NOMEM beyond). Returns the number of entries. */
+int cellar_list_alloc(cellar_t *c, const char *path, cellar_stat_t **out);
+
+/* Open flags (the protocol's OpenFlags; combine with |). */
+enum {
+    CELLAR_O_READ = 1,
+    CELLAR_O_WRITE = 2,
+    CELLAR_O_RDWR = 3,
+    CELLAR_O_CREATE = 4,  /* create if missing */
+    CELLAR_O_EXCL = 8,    /* with CREATE: fail with EXIST if it exists */
+    CELLAR_O_TRUNC = 16,  /* truncate to 0 */
+    CELLAR_O_APPEND = 32, /* every write goes to the end */
+};
+
+/* A file handle chosen by the device (never 0). */
+typedef uint32_t cellar_fh_t;
+
+/* Open a file: *fh gets the handle, *size (may be NULL) the file size.
+ * Returns 0 or an error. Handles belong to the connection (at most
+ * cellar_info()->max_handles open at once) and close with it. */
+int cellar_file_open(cellar_t *c, const char *path, uint32_t flags,
+                     cellar_fh_t *fh, uint64_t *size);
+
+/* Read up to len bytes at absolute offset off (handles keep no cursor).
+ * Large reads are split into max_chunk requests and pipelined. Returns the
+ * bytes read (short only at end of file; 0 at or past the end) or an error.
+ * len is at most INT32_MAX. */
+int32_t cellar_file_read(cellar_t *c, cellar_fh_t fh, uint64_t off, void *buf,
+                         uint32_t len);
+
+/* Write len bytes at absolute offset off (ignored with CELLAR_O_APPEND).
+ * Large writes are split and pipelined. Data becomes durable at
+ * cellar_file_sync or cellar_file_close. Returns len or an error. */
+int32_t cellar_file_write(cellar_t *c, cellar_fh_t fh, uint64_t off,
+                          const void *buf, uint32_t len);
+
+/* Seek the device-side position (whence 0 set, 1 cur, 2 end). Returns the
+ * new position (>= 0) or an error; *size (may be NULL) gets the file size. */
+int64_t cellar_file_seek(cellar_t *c, cellar_fh_t fh, int64_t off, int whence,
+                         uint64_t *size);
+
+/* Truncate (or extend) an open file to size bytes. */
+int cellar_file_truncate(cellar_t *c, cellar_fh_t fh, uint64_t size);
+
+/* Truncate a file by path (it must not be open elsewhere for writing). */
+int cellar_truncate(cellar_t *c, const char *path, uint64_t size);
+
+/* Make the data written so far durable. */
+int cellar_file_sync(cellar_t *c, cellar_fh_t fh);
+
+/* Sync and close a handle. */
+int cellar_file_close(cellar_t *c, cellar_fh_t fh);
+
+/* Remove a file or an empty directory. */
+int cellar_remove(cellar_t *c, const char *path);
+
+/* Create a directory; with parents, create missing parents too and succeed
+ * if it exists already (like mkdir -p). */
+int cellar_mkdir(cellar_t *c, const char *path, bool parents);
+
+/* Remove an empty directory. */
+int cellar_rmdir(cellar_t *c, const char *path);
+
+/* Rename atomically; replaces an existing file at `to`. */
+int cellar_rename(cellar_t *c, const char *from, const char *to);
+
+/* Space and wear of the partition holding path ("/usr" when NULL). */
+typedef struct cellar_statfs {
+    uint64_t total;       /* bytes usable for data and metadata */
+    uint64_t used;        /* bytes the log holds (live and stale) */
+    uint64_t live;        /* bytes of live records */
+    uint64_t free;        /* bytes erased and ready */
+    uint64_t reclaimable; /* stale bytes garbage collection can free */
+    uint32_t files;
+    uint32_t dirs;
+    uint32_t erase_max;   /* erase counts over good blocks */
+    uint32_t erase_mean;
+    uint32_t erase_min;
+    uint32_t bad_blocks;  /* blocks retired as worn out */
+    uint32_t block_size;
+    uint32_t block_count;
+} cellar_statfs_t;
+int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out);
+
+/* SHA-256 of length bytes of a file from offset, computed on the device
+ * (length 0 = to the end). *hashed (may be NULL) gets the bytes hashed. */
+int cellar_hash(cellar_t *c, const char *path, uint64_t offset,
+                uint64_t length, uint8_t sha256[CELLAR_SHA256_SIZE],
+                uint64_t *hashed);
+
+/* Erase and re-create the filesystem of a partition: "/usr" (NULL means
+ * "/usr") or "" for every partition. Everything on it is lost. */
+int cellar_format(cellar_t *c, const char *partition);
+
+/* ---- whole files and trees ------------------------------------------------------ */
+/* Result of one file of a transfer: 0 copied, CELLAR_SKIPPED unchanged. */
+#define CELLAR_SKIPPED 1
+
+/* Progress of the current file: done of total bytes, called after each
+ * acknowledged chunk (and once with done == 0 at the start). */
+typedef void (*cellar_progress_fn)(void *ctx, const char *path, uint64_t done,
+                                   uint64_t total);
+
+/* Called after each file of a transfer (and each directory created by a
+ * tree copy, with result 0) with src/dst as given or joined, and the result:
+ * 0 copied, CELLAR_SKIPPED, or a negative error (cellar_errmsg tells why). */
+typedef void (*cellar_file_fn)(void *ctx, const char *src, const char *dst,
+                               bool is_dir, int result);
+
+/* Options of a transfer; NULL or zero fields mean defaults. */
+typedef struct cellar_xfer {
+    bool skip_unchanged;  /* do not copy files whose SHA-256 already match */
+    bool no_mtime;        /* get: do not set local mtimes from the device */
+    uint32_t chunk;       /* bytes per request (0 = min(16 KiB, max_chunk)) */
+    uint32_t inflight;    /* requests in flight (0 = device max_inflight,
+                           * capped at CELLAR_MAX_INFLIGHT) */
+    uint32_t verify_range; /* files larger than this are SHA-256 verified per
+                            * range of this many bytes, pipelined with the
+                            * data (0 = CELLAR_VERIFY_RANGE; UINT32_MAX =
+                            * always one Hash of the whole file at the end) */
+    cellar_progress_fn progress;
+    void *progress_ctx;
+    cellar_file_fn on_file; /* tree copies and single files */
+    void *on_file_ctx;
+} cellar_xfer_t;
+
+/* Upload a local file to the device. The data goes to a hidden temporary
+ * file in the destination directory (".NAME.cellar-tmp"), pipelined
+ * (`inflight` Write requests of `chunk` bytes in flight). It is then checked
+ * against the SHA-256 computed locally (mbedTLS) by the device's Hash:
+ * for files up to verify_range bytes one Hash of the whole file after it is
+ * closed; for larger files one Hash per range, each sent (after a Sync) in
+ * the same pipeline as the data, so the device hashes range k while range
+ * k+1 is still flowing and a mismatch stops the transfer at once (the last
+ * range is hashed to the end of the file, which also proves its size).
+ * Only then is the temporary renamed over `remote` in one atomic step, so
+ * a broken transfer never leaves a truncated file under the real name; on
+ * any failure the temporary is removed if the connection still works (the
+ * device closes a dead client's handles). Returns 0 (copied),
+ * CELLAR_SKIPPED (skip_unchanged and the device already holds the same
+ * SHA-256) or an error: CELLAR_ERR_BADMSG when a hash differs,
+ * CELLAR_ERR_NOSPC, a negative errno for the local file, ... */
+int cellar_put_file(cellar_t *c, const char *local, const char *remote,
+                    const cellar_xfer_t *x);
+
+/* Upload len bytes from memory, as cellar_put_file. */
+int cellar_put_mem(cellar_t *c, const void *data, size_t len,
+                   const char *remote, const cellar_xfer_t *x);
+
+/* Download a file to a local path: pipelined Reads into a temporary
+ * ".NAME.cellar-tmp" beside local, SHA-256 checked against the device's
+ * Hash (whole file, or per verify_range range pipelined with the Reads, as
+ * for cellar_put_file), then renamed over local (so local is never left
+ * truncated). Sets the local mtime to the device's unless x->no_mtime.
+ * Returns 0, or CELLAR_SKIPPED (skip_unchanged and local already
+ * identical), or an error (CELLAR_ERR_BADMSG on a hash mismatch or a file
+ * that changed during the transfer). */
+int cellar_get_file(cellar_t *c, const char *remote, const char *local,
+                    const cellar_xfer_t *x);
+
+/* Download a file to an open file descriptor (a pipe, stdout, ...), with
+ * the same SHA-256 verification; the data is already written when a
+ * mismatch is found (CELLAR_ERR_BADMSG). skip_unchanged is ignored. */
+int cellar_get_fd(cellar_t *c, const char *remote, int fd,
+                  const cellar_xfer_t *x);
+
+/* Download a whole file into a malloc'ed buffer (free() it), SHA-256
+ * verified. At most max_size bytes (CELLAR_ERR_FBIG beyond). Returns 0 and
+ * sets *data and *len. */
+int cellar_get_mem(cellar_t *c, const char *remote, size_t max_size,
+                   void **data, size_t *len);
+
+/* Recursive upload of a local directory to remote (created, with parents,
+ * if missing): every regular file is copied as cellar_put_file does,
+ * sub-directories recursively. Symbolic links are followed; other special
+ * files are skipped. Continues after a failed file and returns the first
+ * error (0 if none); x->on_file reports each file. */
+int cellar_put_tree(cellar_t *c, const char *localdir, const char *remotedir,
+                    const cellar_xfer_t *x);
+
+/* Recursive download of a device directory into localdir (created if
+ * missing), as cellar_get_file for each file. Continues after a failed file
+ * and returns the first error. */
+int cellar_get_tree(cellar_t *c, const char *remotedir, const char *localdir,
+                    const cellar_xfer_t *x);
+
+/* Remove a file, or a directory and everything under it. */
+int cellar_remove_tree(cellar_t *c, const char *path);
+
+/* ---- SHA-256 helpers -------------------------------------------------------------- */
+/* SHA-256 of a local file. Returns 0 or a negative errno. */
+int cellar_sha256_file(const char *path, uint8_t sha256[CELLAR_SHA256_SIZE]);
+
+/* SHA-256 of a buffer (cannot fail). */
+void cellar_sha256(const void *data, size_t len,
+                   uint8_t sha256[CELLAR_SHA256_SIZE]);
+
+/* Lower-case hex of a digest into hex (65 bytes with the NUL); returns hex. */
+char *cellar_sha256_hex(const uint8_t sha256[CELLAR_SHA256_SIZE], char hex[65]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CELLAR_H */

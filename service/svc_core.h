@@ -1,0 +1,258 @@
+/*
+ * svc_core.h - the cellar service core: transport-agnostic, device-side.
+ *
+ * svc_t owns the mounted partitions of one flash device (a filesystem per
+ * partition of the layout in block 0: "usr" served read-write at /usr, "bak"
+ * served read-only at /bak) and the connections. A transport (TCP, TLS,
+ * UART, lwIP) feeds each connection's received bytes in and drains its
+ * replies; the core never calls the OS, never allocates and never blocks:
+ *
+ *   svc_init(&svc);
+ *   svc_setup(&svc, &cfg);                     // mount (and provision)
+ *   svc_conn_open(&svc, &conn, "tcp 1.2.3.4:5");
+ *   loop:
+ *     svc_tick(&svc, now_ms);                  // idle timeouts
+ *     n = svc_conn_input_space(&conn, &dst);   // recv up to n bytes to dst
+ *     svc_conn_input_commit(&conn, got);       //   (or svc_conn_input())
+ *     svc_process(&svc);                       // <= 1 request per conn
+ *     svc_conn_output(&conn, &ptr, &len);      // send what you can ...
+ *     svc_conn_consumed(&conn, sent);          // ... and say how much
+ *     if (svc_conn_done(&conn)) svc_conn_close(&svc, &conn, "reason");
+ *   svc_free(&svc);                            // close all, unmount
+ *
+ * Memory is fixed: a connection holds one input buffer of one maximal frame
+ * (CODEC_BUF_MIN) and an output queue of SVC_OUT_BYTES. A request is only
+ * taken when the queue has room for a maximal reply; when it has not, the
+ * connection is not read (svc_conn_want_read() is false) - backpressure goes
+ * all the way to the peer, and nothing grows with what a peer claims.
+ *
+ * Every request gets exactly one Response with its id, in order per
+ * connection. Errors carry a proto Code and a message naming the path and
+ * the reason. Framing errors (length 0 or above CODEC_MAX_FRAME) get an
+ * error Response with id 0, then the connection is closed.
+ *
+ * Portable device-side code: no OS calls, no allocation, no stdio. One svc_t
+ * is not thread-safe: drive it from one event loop.
+ */
+#ifndef CELLAR_SVC_CORE_H
+#define CELLAR_SVC_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cellar.pb.h"
+#include "codec.h"
+#include "flash.h"
+#include "fs.h"
+#include "layout.h"
+
+/* ---- limits (advertised in HelloReply) ----------------------------------- */
+#define SVC_MAX_HANDLES 8u       /* open handles per connection */
+#define SVC_MAX_INFLIGHT 16u     /* requests a client should keep in flight */
+#define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
+#define SVC_MAX_CHUNK CODEC_MAX_CHUNK
+#define SVC_LIST_MAX 32u         /* entries per List page (proto max_count) */
+#define SVC_MAX_PARTS 2u         /* usr and bak */
+#define SVC_IDLE_DEFAULT_MS 300000u /* idle timeout when the config says 0 */
+#define SVC_IDLE_NEVER UINT32_MAX   /* no idle timeout */
+
+/* Output queue per connection: room for two maximal frames, so one reply is
+ * taken while the previous one is still being sent. May be overridden at
+ * build time (>= CODEC_BUF_MIN). */
+#ifndef SVC_OUT_BYTES
+#define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
+#endif
+
+#ifndef CELLAR_VERSION
+#define CELLAR_VERSION "0.1.0"
+#endif
+
+/* ---- configuration -------------------------------------------------------- */
+typedef void (*svc_log_fn)(void *ctx, const char *line);
+
+typedef struct svc_config {
+    const flash_dev_t *dev;   /* the flash device (required) */
+    const char *device_id;    /* HelloReply.device; NULL = "cellar" */
+    const char *firmware;     /* HelloReply.firmware; NULL =
+                                 "cellard " CELLAR_VERSION */
+    /* A connection that completes no request for this long is closed (after
+     * an ETIMEDOUT error Response with id 0), and a handle not used for this
+     * long is closed. Milliseconds; 0 = SVC_IDLE_DEFAULT_MS; SVC_IDLE_NEVER
+     * disables both. Driven by svc_tick(). */
+    uint32_t idle_timeout_ms;
+    /* Wall clock for file times (seconds since 1970); NULL = times are 0. */
+    uint32_t (*clock)(void *clock_ctx);
+    void *clock_ctx;
+    /* One line per connection open/close and per failed request (no
+     * newline). NULL = silent. */
+    svc_log_fn log;
+    void *log_ctx;
+    /* Provisioning at svc_setup: when block 0 holds no layout, write the
+     * default one (layout_default with bak_blocks) and format both
+     * partitions; when a partition holds no filesystem
+     * (FS_ERR_NOTMOUNTED), format it. A corrupt layout or filesystem is
+     * never formatted over. false = fail instead. */
+    bool provision;
+    uint32_t bak_blocks;      /* for the default layout; 0 = a quarter */
+} svc_config_t;
+
+/* ---- objects (caller-owned; fields are private to svc_core.c) ------------- */
+typedef struct svc svc_t;
+typedef struct svc_conn svc_conn_t;
+
+typedef struct svc_handle {
+    uint32_t id;          /* 0 = slot free */
+    uint8_t part;         /* partition index */
+    uint8_t readable;
+    uint8_t writable;
+    uint8_t append;
+    uint64_t last_ms;     /* last use, for the idle timeout */
+    fs_file_t file;
+    char path[SVC_MAX_PATH + 8]; /* normalised full path, for messages */
+} svc_handle_t;
+
+struct svc_conn {
+    svc_t *svc;
+    svc_conn_t *next;
+    uint32_t num;         /* connection number, for logs */
+    char peer[64];        /* transport's name for the peer */
+    codec_parser_t in;
+    uint32_t out_start, out_end; /* queued reply bytes: out[start..end) */
+    uint64_t last_ms;     /* open, or last request taken */
+    uint32_t requests;    /* requests answered */
+    uint32_t errors;      /* of which failed */
+    uint32_t handle_seq;
+    uint8_t closing;      /* close once the output queue is drained */
+    uint8_t abort;        /* close now, drop the output queue */
+    uint8_t eof;          /* the peer sent everything it will send */
+    uint8_t pad;
+    const char *close_reason;
+    svc_handle_t h[SVC_MAX_HANDLES];
+    uint8_t inbuf[CODEC_BUF_MIN];
+    uint8_t out[SVC_OUT_BYTES];
+};
+
+/* A request path after validation. */
+typedef struct svc_path {
+    int part;                    /* partition index, or -1 for "/" itself */
+    char fs[SVC_MAX_PATH + 2];   /* path inside the partition: "/" or "/a/b" */
+    char show[SVC_MAX_PATH + 8]; /* normalised full path: "/usr/a/b", "/" */
+} svc_path_t;
+
+typedef struct svc_part {
+    char name[LAYOUT_NAME_MAX]; /* "usr" */
+    uint8_t mounted;
+    uint8_t read_only;    /* through file RPCs */
+    fs_config_t cfg;
+    fs_t fs;
+} svc_part_t;
+
+struct svc {
+    svc_config_t cfg;
+    uint32_t idle_ms;
+    layout_t layout;
+    uint32_t nparts;
+    svc_part_t part[SVC_MAX_PARTS];
+    svc_conn_t *conns;
+    uint32_t nconns;
+    uint32_t conn_seq;
+    uint64_t now_ms;
+    uint8_t set_up;
+    /* scratch for the request being served (one at a time) */
+    cellar_Request req;
+    cellar_Response resp;
+    codec_scan_t scan;
+    svc_path_t pa, pb;    /* resolved paths of the request */
+    fs_file_t tmpfile;    /* for path-based truncate and hash */
+    fs_dir_t dir;
+    const char *op;       /* name of the request being served */
+    char logline[256];
+    uint8_t scratch[4096];
+};
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+/* Zero the service (cannot fail). */
+void svc_init(svc_t *svc);
+
+/* Read the layout from block 0 of cfg->dev and mount every partition
+ * (provisioning first if cfg->provision, see svc_config_t). cfg is copied;
+ * the strings it points to must outlive svc. Returns 0 or a negative
+ * fs_err_t / flash_err_t, and logs the reason. */
+int svc_setup(svc_t *svc, const svc_config_t *cfg);
+
+/* Close every connection still open (closing its handles), unmount every
+ * partition (a checkpoint each) and sync the device. NULL-safe. Returns 0
+ * or the first error met; svc is zeroed either way. */
+int svc_free(svc_t *svc);
+
+/* The partition table in use (valid after svc_setup). */
+const layout_t *svc_layout(const svc_t *svc);
+/* The mounted filesystem of a partition ("usr", "bak"), or NULL. */
+fs_t *svc_fs(svc_t *svc, const char *name);
+
+/* ---- time ------------------------------------------------------------------ */
+
+/* Tell the service the time (a monotonic clock, milliseconds) and apply the
+ * idle timeouts. Call it every loop turn, or at least every second. */
+void svc_tick(svc_t *svc, uint64_t now_ms);
+
+/* ---- connections ------------------------------------------------------------- */
+
+/* Attach a caller-owned connection (logs "open"). peer names it in logs
+ * (copied, may be NULL). */
+void svc_conn_open(svc_t *svc, svc_conn_t *conn, const char *peer);
+
+/* Detach it: close its handles and log "close" with the reason (NULL = the
+ * one the core recorded, or "closed"). The struct may then be reused. */
+void svc_conn_close(svc_t *svc, svc_conn_t *conn, const char *reason);
+
+/* Input. svc_conn_input copies what fits and returns how many bytes it took
+ * (fewer than len when the input buffer is full: offer the rest later).
+ * svc_conn_input_space / _commit let a transport receive straight into the
+ * buffer: space returns the free bytes at *dst (0 = do not read now). */
+size_t svc_conn_input(svc_conn_t *conn, const void *bytes, size_t len);
+uint32_t svc_conn_input_space(svc_conn_t *conn, uint8_t **dst);
+void svc_conn_input_commit(svc_conn_t *conn, uint32_t n);
+/* The peer closed its sending side: answer what is buffered, then close. */
+void svc_conn_input_eof(svc_conn_t *conn);
+
+/* Should the transport read from this connection now? (False when the
+ * input buffer is full, the output queue is full, or the connection is
+ * closing.) */
+bool svc_conn_want_read(const svc_conn_t *conn);
+
+/* Output: *ptr / *len (also returned) are the queued reply bytes; after
+ * sending n of them call svc_conn_consumed(conn, n). */
+size_t svc_conn_output(svc_conn_t *conn, const uint8_t **ptr, size_t *len);
+void svc_conn_consumed(svc_conn_t *conn, size_t n);
+
+/* Is the connection finished (error, idle timeout, or the peer's EOF with
+ * everything answered and sent)? The transport then closes it and calls
+ * svc_conn_close. */
+bool svc_conn_done(svc_conn_t *conn);
+
+/* Ask for a connection to be closed after its queued output is sent (no
+ * more requests are taken). */
+void svc_conn_shutdown(svc_conn_t *conn, const char *reason);
+
+/* ---- serving ---------------------------------------------------------------- */
+
+/* Serve at most one buffered request per connection (so every connection
+ * makes progress, whatever the others send). Returns the number served. */
+int svc_process(svc_t *svc);
+
+/* Is there a buffered request that svc_process could serve right now? (The
+ * event loop then polls without sleeping.) */
+bool svc_pending(svc_t *svc);
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+/* The proto Code for a negative fs/flash/codec error (e.g. -2 ->
+ * cellar_Code_ENOENT; unknown errors -> cellar_Code_EIO). */
+cellar_Code svc_code(int err);
+/* "ENOENT" for a Code. */
+const char *svc_code_name(cellar_Code code);
+
+#endif /* CELLAR_SVC_CORE_H */

@@ -1,0 +1,979 @@
+/*
+ * cli_device.c - the device commands of the `cellar` tool: ls, cat, cp, rm,
+ * mkdir, rmdir, mv, touch, sha256sum, tree, df, info, format.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHOW_MAX (CELLAR_PATH_MAX + 2)
+
+static const cli_cmd_t *cmd_of(const char *name)
+{
+    for (const cli_cmd_t *c = cli_device_cmds; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+/* Parse options; returns operand count, or -(exit status + 1). */
+static int parse(cli_t *cli, int argc, char **argv, cli_opts_t *o)
+{
+    int n = cli_parse(cli, cmd_of(argv[0]), argc, argv, o);
+    if (n == -2)
+        return -(CLI_OK + 1);
+    if (n < 0)
+        return -(CLI_USAGE + 1);
+    return n;
+}
+#define PARSE_OR_RETURN(n, cli, argc, argv, o)  \
+    int n = parse((cli), (argc), (argv), (o)); \
+    if (n < 0)                                 \
+        return -n - 1
+
+/* Device path of an operand, or a usage error (returns false). */
+static bool devpath_arg(cli_t *cli, const char *arg, char *out)
+{
+    int err = cli_devpath(arg, out);
+    if (err < 0) {
+        cli_error(cli, arg, err, "%s", cellar_strerror(err));
+        return false;
+    }
+    return true;
+}
+
+static const char *type_name(cellar_type_t t)
+{
+    return t == CELLAR_TYPE_DIR ? "dir" : t == CELLAR_TYPE_FILE ? "file" : "none";
+}
+
+static cJSON *entry_json(const cellar_stat_t *st, const char *name,
+                         const char *path)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON_AddStringToObject(e, "path", path);
+    cJSON_AddStringToObject(e, "type", type_name(st->type));
+    cli_json_num(e, "size", (double)st->size);
+    cli_json_num(e, "mtime", st->mtime);
+    cli_json_num(e, "ctime", st->ctime);
+    return e;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (!p) {
+        perror("cellar");
+        exit(CLI_FAILED);
+    }
+    size_t dl = strlen(dir);
+    snprintf(p, n, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", name);
+    return p;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
+}
+
+/* Sorted listing; returns count or error (reported). */
+static int list_sorted(cli_t *cli, const char *path, cellar_stat_t **out)
+{
+    int n = cellar_list_alloc(&cli->dev, path, out);
+    if (n < 0) {
+        char show[SHOW_MAX];
+        cli_lib_error(cli, cli_show(path, show, sizeof(show)), n);
+        return n;
+    }
+    qsort(*out, (size_t)n, sizeof(**out), by_name);
+    return n;
+}
+
+/* ---- ls ------------------------------------------------------------------------ */
+typedef struct ls_opts {
+    bool lng, rec, all;
+} ls_opts_t;
+
+static void ls_print(cli_t *cli, const ls_opts_t *lo, const cellar_stat_t *st,
+                     const char *rel)
+{
+    if (cli->json)
+        return;
+    const char *slash = st->type == CELLAR_TYPE_DIR ? "/" : "";
+    if (lo->lng) {
+        char t[32];
+        printf("%c %10llu  %s  %s%s\n", st->type == CELLAR_TYPE_DIR ? 'd' : '-',
+               (unsigned long long)st->size, cli_time(st->mtime, t, sizeof(t)),
+               rel, slash);
+    } else {
+        printf("%s%s\n", rel, slash);
+    }
+}
+
+static void ls_dir(cli_t *cli, const ls_opts_t *lo, const char *path,
+                   const char *rel, cJSON *arr)
+{
+    cellar_stat_t *ents = NULL;
+    int n = list_sorted(cli, path, &ents);
+    if (n < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (!lo->all && ents[i].name[0] == '.')
+            continue;
+        char *full = join(path, ents[i].name);
+        char *r = *rel ? join(rel, ents[i].name) : strdup(ents[i].name);
+        char show[SHOW_MAX + 256];
+        snprintf(show, sizeof(show), ":%s", full);
+        ls_print(cli, lo, &ents[i], r);
+        if (arr)
+            cJSON_AddItemToArray(arr, entry_json(&ents[i], r, show));
+        if (lo->rec && ents[i].type == CELLAR_TYPE_DIR)
+            ls_dir(cli, lo, full, r, arr);
+        free(full);
+        free(r);
+    }
+    free(ents);
+}
+
+static int cmd_ls(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {.shorts = "lra"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n > 1)
+        return cli_usage(cli, cmd_of("ls"), "too many paths");
+    char path[CELLAR_PATH_MAX + 1];
+    if (!devpath_arg(cli, n ? argv[0] : ":", path))
+        return CLI_FAILED;
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    ls_opts_t lo = {.lng = o.flag['l'], .rec = o.flag['r'], .all = o.flag['a']};
+    char show[SHOW_MAX];
+    cli_show(path, show, sizeof(show));
+    cellar_stat_t st;
+    int err = cellar_stat(&cli->dev, path, &st);
+    if (err < 0) {
+        cli_lib_error(cli, show, err);
+        return CLI_FAILED;
+    }
+    cJSON *arr = NULL;
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "path", show);
+        arr = cJSON_AddArrayToObject(cli->out, "entries");
+    }
+    if (st.type != CELLAR_TYPE_DIR) {
+        const char *base = strrchr(path, '/') + 1;
+        ls_print(cli, &lo, &st, base);
+        if (arr)
+            cJSON_AddItemToArray(arr, entry_json(&st, base, show));
+        return CLI_OK;
+    }
+    ls_dir(cli, &lo, path, "", arr);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- cat ------------------------------------------------------------------------- */
+static bool valid_utf8_text(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c == 0)
+            return false;
+        int k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                           : (c & 0xf8) == 0xf0 ? 3 : -1;
+        if (k < 0 || i + (size_t)k >= n + (k ? 0 : 1))
+            return false;
+        for (int j = 1; j <= k; j++)
+            if (i + (size_t)j >= n || (p[i + (size_t)j] & 0xc0) != 0x80)
+                return false;
+        i += (size_t)k + 1;
+    }
+    return true;
+}
+
+static char *base64(const uint8_t *p, size_t n)
+{
+    static const char t[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = malloc(4 * ((n + 2) / 3) + 1), *q = o;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        *q++ = t[v >> 18 & 63];
+        *q++ = t[v >> 12 & 63];
+        *q++ = i + 1 < n ? t[v >> 6 & 63] : '=';
+        *q++ = i + 2 < n ? t[v & 63] : '=';
+    }
+    *q = 0;
+    return o;
+}
+
+static int cmd_cat(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("cat"), "missing device path");
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
+    for (int i = 0; i < n; i++) {
+        char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
+        if (!devpath_arg(cli, argv[i], path))
+            continue;
+        cli_show(path, show, sizeof(show));
+        int err;
+        if (!cli->json) {
+            fflush(stdout);
+            err = cellar_get_fd(&cli->dev, path, STDOUT_FILENO, NULL);
+        } else {
+            void *data = NULL;
+            size_t len = 0;
+            err = cellar_get_mem(&cli->dev, path, 256u << 20, &data, &len);
+            if (err == 0) {
+                cJSON *f = cJSON_CreateObject();
+                cJSON_AddStringToObject(f, "path", show);
+                cli_json_num(f, "size", (double)len);
+                uint8_t sha[32];
+                char hex[65];
+                cellar_sha256(data, len, sha);
+                cJSON_AddStringToObject(f, "sha256", cellar_sha256_hex(sha, hex));
+                if (valid_utf8_text(data, len)) {
+                    char *s = malloc(len + 1);
+                    if (s) {
+                        memcpy(s, data, len);
+                        s[len] = 0;
+                        cJSON_AddStringToObject(f, "content", s);
+                        free(s);
+                    }
+                } else {
+                    char *b = base64(data, len);
+                    if (b)
+                        cJSON_AddStringToObject(f, "content_base64", b);
+                    free(b);
+                }
+                cJSON_AddItemToArray(arr, f);
+            }
+            free(data);
+        }
+        if (err < 0)
+            cli_lib_error(cli, show, err);
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- cp -------------------------------------------------------------------------- */
+typedef struct cp_ctx {
+    cli_t *cli;
+    bool upload;
+    cJSON *copied, *skipped;
+    unsigned ncopied, nskipped, nfailed;
+} cp_ctx_t;
+
+static void cp_on_file(void *ctx, const char *src, const char *dst, bool is_dir,
+                       int result)
+{
+    cp_ctx_t *cp = ctx;
+    cli_t *cli = cp->cli;
+    char s[4096 + 2], d[4096 + 2];
+    snprintf(s, sizeof(s), "%s%s", cp->upload || !src ? "" : ":", src ? src : "-");
+    snprintf(d, sizeof(d), "%s%s", cp->upload ? ":" : "", dst);
+    if (result < 0) {
+        cp->nfailed++;
+        cli_lib_error(cli, cp->upload ? d : s, result);
+        return;
+    }
+    if (is_dir)
+        return;
+    uint64_t bytes = 0;
+    struct stat st;
+    if (stat(cp->upload ? src : dst, &st) == 0)
+        bytes = (uint64_t)st.st_size;
+    cli_bar_clear(cli);
+    if (result == CELLAR_SKIPPED) {
+        cp->nskipped++;
+        if (!cli->json)
+            printf("skipped %s (unchanged)\n", d);
+        if (cp->skipped) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "src", s);
+            cJSON_AddStringToObject(e, "dst", d);
+            cli_json_num(e, "bytes", (double)bytes);
+            cJSON_AddItemToArray(cp->skipped, e);
+        }
+    } else {
+        cp->ncopied++;
+        if (!cli->json)
+            printf("copied %s -> %s (%llu bytes)\n", s, d, (unsigned long long)bytes);
+        if (cp->copied) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "src", s);
+            cJSON_AddStringToObject(e, "dst", d);
+            cli_json_num(e, "bytes", (double)bytes);
+            cJSON_AddItemToArray(cp->copied, e);
+        }
+    }
+    fflush(stdout);
+}
+
+/* Last component of a local or device path, ignoring trailing slashes. */
+static void base_of(const char *p, char *out, size_t cap)
+{
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        n--;
+    size_t s = n;
+    while (s > 0 && p[s - 1] != '/')
+        s--;
+    snprintf(out, cap, "%.*s", (int)(n - s), p + s);
+}
+
+static int cmd_cp(cli_t *cli, int argc, char **argv)
+{
+    const cli_cmd_t *me = cmd_of("cp");
+    cli_opts_t o = {.shorts = "rf"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 2)
+        return cli_usage(cli, me, "need a source and a destination");
+    const char *dst = argv[n - 1];
+    bool upload = cli_is_remote(dst);
+    for (int i = 0; i < n - 1; i++) {
+        if (cli_is_remote(argv[i]) == upload)
+            return cli_usage(cli, me,
+                             upload ? "'%s': copying between two device paths is "
+                                      "not supported; sources must be local"
+                                    : "'%s': one side must be a device path "
+                                      "(:PATH)",
+                             argv[i]);
+    }
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cp_ctx_t cp = {.cli = cli, .upload = upload};
+    if (cli->json) {
+        cp.copied = cJSON_AddArrayToObject(cli->out, "copied");
+        cp.skipped = cJSON_AddArrayToObject(cli->out, "skipped");
+    }
+    cellar_xfer_t x = {
+        .skip_unchanged = !o.flag['f'],
+        .progress = cli_progress, .progress_ctx = cli,
+        .on_file = cp_on_file, .on_file_ctx = &cp,
+    };
+    bool multi = n > 2;
+    size_t dl = strlen(dst);
+    bool dst_slash = dst[dl - 1] == '/' || (upload && dl == 1);
+
+    if (upload) {
+        char rdst[CELLAR_PATH_MAX + 1];
+        if (!devpath_arg(cli, dst, rdst))
+            return CLI_FAILED;
+        cellar_stat_t st;
+        int serr = cellar_stat(&cli->dev, rdst, &st);
+        bool dst_dir = serr == 0 && st.type == CELLAR_TYPE_DIR;
+        if (serr < 0 && serr != CELLAR_ERR_NOENT) {
+            char show[SHOW_MAX];
+            cli_lib_error(cli, cli_show(rdst, show, sizeof(show)), serr);
+            return CLI_FAILED;
+        }
+        if ((multi || dst_slash) && !dst_dir) {
+            char show[SHOW_MAX];
+            cli_error(cli, cli_show(rdst, show, sizeof(show)),
+                      serr == 0 ? CELLAR_ERR_NOTDIR : CELLAR_ERR_NOENT, "%s",
+                      serr == 0 ? "not a directory" : "no such directory");
+            return CLI_FAILED;
+        }
+        for (int i = 0; i < n - 1 && cellar_connected(&cli->dev); i++) {
+            const char *src = argv[i];
+            struct stat ls;
+            if (stat(src, &ls) < 0) {
+                cli_error(cli, src, -errno, "%s", strerror(errno));
+                continue;
+            }
+            char target[4096 + CELLAR_PATH_MAX + 8];
+            char base[4096];
+            base_of(src, base, sizeof(base));
+            if (dst_dir)
+                snprintf(target, sizeof(target), "%s%s%s", rdst,
+                         strcmp(rdst, "/") ? "/" : "", base);
+            else
+                snprintf(target, sizeof(target), "%s", rdst);
+            if (strlen(target) > CELLAR_PATH_MAX) {
+                cli_error(cli, target, CELLAR_ERR_NAMETOOLONG, "path too long");
+                continue;
+            }
+            if (S_ISDIR(ls.st_mode)) {
+                if (!o.flag['r']) {
+                    cli_error(cli, src, CELLAR_ERR_ISDIR,
+                              "is a directory (use -r to copy it)");
+                    continue;
+                }
+                (void)cellar_put_tree(&cli->dev, src, target, &x);
+            } else {
+                (void)cellar_put_file(&cli->dev, src, target, &x);
+            }
+        }
+    } else {
+        struct stat ls;
+        bool dst_dir = stat(dst, &ls) == 0 && S_ISDIR(ls.st_mode);
+        if ((multi || dst_slash) && !dst_dir) {
+            cli_error(cli, dst, CELLAR_ERR_NOTDIR, "no such directory");
+            return CLI_FAILED;
+        }
+        for (int i = 0; i < n - 1 && cellar_connected(&cli->dev); i++) {
+            char rsrc[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
+            if (!devpath_arg(cli, argv[i], rsrc))
+                continue;
+            cli_show(rsrc, show, sizeof(show));
+            cellar_stat_t st;
+            int err = cellar_stat(&cli->dev, rsrc, &st);
+            if (err < 0) {
+                cli_lib_error(cli, show, err);
+                continue;
+            }
+            char base[CELLAR_PATH_MAX + 1];
+            base_of(rsrc, base, sizeof(base));
+            if (!strcmp(rsrc, "/"))
+                snprintf(base, sizeof(base), "root");
+            char *target = dst_dir ? join(dst, base) : strdup(dst);
+            if (st.type == CELLAR_TYPE_DIR) {
+                if (!o.flag['r'])
+                    cli_error(cli, show, CELLAR_ERR_ISDIR,
+                              "is a directory (use -r to copy it)");
+                else
+                    (void)cellar_get_tree(&cli->dev, rsrc, target, &x);
+            } else {
+                (void)cellar_get_file(&cli->dev, rsrc, target, &x);
+            }
+            free(target);
+        }
+    }
+    if (!cellar_connected(&cli->dev) && !cli->failed)
+        cli_lib_error(cli, NULL, CELLAR_ERR_NOTCONN);
+    if (!cli->json && (cp.ncopied + cp.nskipped + cp.nfailed) > 1)
+        printf("%u copied, %u skipped, %u failed\n", cp.ncopied, cp.nskipped,
+               cp.nfailed);
+    if (cli->json) {
+        cli_json_num(cli->out, "ncopied", cp.ncopied);
+        cli_json_num(cli->out, "nskipped", cp.nskipped);
+        cli_json_num(cli->out, "nfailed", cp.nfailed);
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- rm, mkdir, rmdir, touch ---------------------------------------------------------- */
+static bool is_part_root(const char *p)
+{
+    if (!strcmp(p, "/"))
+        return true;
+    const char *s = strchr(p + 1, '/');
+    return s == NULL;
+}
+
+/* Run op on each operand; collect the paths done under `key`. */
+static int each_path(cli_t *cli, int n, char **argv, const char *key,
+                     int (*op)(cli_t *cli, const char *path, const char *show,
+                               const cli_opts_t *o),
+                     const cli_opts_t *o)
+{
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, key) : NULL;
+    for (int i = 0; i < n && cellar_connected(&cli->dev); i++) {
+        char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
+        if (!devpath_arg(cli, argv[i], path))
+            continue;
+        cli_show(path, show, sizeof(show));
+        int err = op(cli, path, show, o);
+        if (err == 0 && arr)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(show));
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+static int op_rm(cli_t *cli, const char *path, const char *show, const cli_opts_t *o)
+{
+    cellar_stat_t st;
+    int err = cellar_stat(&cli->dev, path, &st);
+    if (err == 0 && st.type == CELLAR_TYPE_DIR) {
+        if (!o->flag['r']) {
+            cli_error(cli, show, CELLAR_ERR_ISDIR, "is a directory (use -r)");
+            return CELLAR_ERR_ISDIR;
+        }
+        if (is_part_root(path)) {
+            cli_error(cli, show, CELLAR_ERR_PERM,
+                      "refusing to remove a partition root (use format)");
+            return CELLAR_ERR_PERM;
+        }
+        err = cellar_remove_tree(&cli->dev, path);
+    } else if (err == 0) {
+        err = cellar_remove(&cli->dev, path);
+    }
+    if (err < 0)
+        cli_lib_error(cli, show, err);
+    return err;
+}
+
+static int cmd_rm(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {.shorts = "rf"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("rm"), "missing device path");
+    return each_path(cli, n, argv, "removed", op_rm, &o);
+}
+
+static int op_mkdir(cli_t *cli, const char *path, const char *show,
+                    const cli_opts_t *o)
+{
+    int err = cellar_mkdir(&cli->dev, path, o->flag['p']);
+    if (err < 0)
+        cli_lib_error(cli, show, err);
+    return err;
+}
+
+static int cmd_mkdir(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {.shorts = "p"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("mkdir"), "missing device path");
+    return each_path(cli, n, argv, "created", op_mkdir, &o);
+}
+
+static int op_rmdir(cli_t *cli, const char *path, const char *show,
+                    const cli_opts_t *o)
+{
+    int err = cellar_rmdir(&cli->dev, path);
+    if (err < 0)
+        cli_lib_error(cli, show, err);
+    return err;
+}
+
+static int cmd_rmdir(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("rmdir"), "missing device path");
+    return each_path(cli, n, argv, "removed", op_rmdir, &o);
+}
+
+static int op_touch(cli_t *cli, const char *path, const char *show,
+                    const cli_opts_t *o)
+{
+    cellar_stat_t st;
+    int err = cellar_stat(&cli->dev, path, &st);
+    if (err == 0 && st.type == CELLAR_TYPE_DIR)
+        return 0;
+    cellar_fh_t fh;
+    if (err == 0 || err == CELLAR_ERR_NOENT)
+        err = cellar_file_open(&cli->dev, path,
+                               CELLAR_O_WRITE | CELLAR_O_CREATE | CELLAR_O_APPEND,
+                               &fh, NULL);
+    if (err == 0)
+        err = cellar_file_close(&cli->dev, fh);
+    if (err < 0)
+        cli_lib_error(cli, show, err);
+    return err;
+}
+
+static int cmd_touch(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("touch"), "missing device path");
+    return each_path(cli, n, argv, "touched", op_touch, &o);
+}
+
+/* ---- mv ------------------------------------------------------------------------------- */
+static int cmd_mv(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n != 2)
+        return cli_usage(cli, cmd_of("mv"), "need exactly a source and a destination");
+    char from[CELLAR_PATH_MAX + 1], to[CELLAR_PATH_MAX + 1];
+    char sf[SHOW_MAX], st_[SHOW_MAX];
+    if (!devpath_arg(cli, argv[0], from) || !devpath_arg(cli, argv[1], to))
+        return CLI_FAILED;
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cellar_stat_t st;
+    if (cellar_stat(&cli->dev, to, &st) == 0 && st.type == CELLAR_TYPE_DIR) {
+        char base[CELLAR_PATH_MAX + 1];
+        base_of(from, base, sizeof(base));
+        size_t tl = strlen(to);
+        if (tl + 1 + strlen(base) > CELLAR_PATH_MAX) {
+            cli_error(cli, argv[1], CELLAR_ERR_NAMETOOLONG, "path too long");
+            return CLI_FAILED;
+        }
+        if (strcmp(to, "/"))
+            to[tl++] = '/';
+        memcpy(to + tl, base, strlen(base) + 1);
+    }
+    cli_show(from, sf, sizeof(sf));
+    cli_show(to, st_, sizeof(st_));
+    int err = cellar_rename(&cli->dev, from, to);
+    if (err < 0) {
+        cli_lib_error(cli, sf, err);
+        return CLI_FAILED;
+    }
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "from", sf);
+        cJSON_AddStringToObject(cli->out, "to", st_);
+    }
+    return CLI_OK;
+}
+
+/* ---- sha256sum ------------------------------------------------------------------------- */
+static int cmd_sha256sum(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1)
+        return cli_usage(cli, cmd_of("sha256sum"), "missing path");
+    cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
+    for (int i = 0; i < n; i++) {
+        uint8_t sha[CELLAR_SHA256_SIZE];
+        char hex[65], show[SHOW_MAX];
+        const char *name = argv[i];
+        uint64_t size = 0;
+        int err;
+        if (cli_is_remote(argv[i])) {
+            char path[CELLAR_PATH_MAX + 1];
+            if (!devpath_arg(cli, argv[i], path))
+                continue;
+            name = cli_show(path, show, sizeof(show));
+            if (cli_connect(cli) < 0)
+                return CLI_FAILED;
+            err = cellar_hash(&cli->dev, path, 0, 0, sha, &size);
+            if (err < 0) {
+                cli_lib_error(cli, name, err);
+                continue;
+            }
+        } else {
+            err = cellar_sha256_file(argv[i], sha);
+            if (err < 0) {
+                cli_error(cli, argv[i], err, "%s", cellar_strerror(err));
+                continue;
+            }
+            struct stat ls;
+            if (stat(argv[i], &ls) == 0)
+                size = (uint64_t)ls.st_size;
+        }
+        cellar_sha256_hex(sha, hex);
+        if (arr) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "path", name);
+            cJSON_AddStringToObject(e, "sha256", hex);
+            cli_json_num(e, "size", (double)size);
+            cJSON_AddItemToArray(arr, e);
+        } else {
+            printf("%s  %s\n", hex, name);
+        }
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- tree ------------------------------------------------------------------------------- */
+typedef struct tree_ctx {
+    cli_t *cli;
+    bool all;
+    unsigned dirs, files;
+    uint64_t bytes;
+} tree_ctx_t;
+
+static void tree_dir(tree_ctx_t *t, const char *path, const char *prefix, cJSON *node)
+{
+    cellar_stat_t *ents = NULL;
+    int n = list_sorted(t->cli, path, &ents);
+    if (n < 0)
+        return;
+    int last = -1;
+    for (int i = 0; i < n; i++)
+        if (t->all || ents[i].name[0] != '.')
+            last = i;
+    cJSON *kids = node ? cJSON_AddArrayToObject(node, "children") : NULL;
+    for (int i = 0; i <= last; i++) {
+        if (!t->all && ents[i].name[0] == '.')
+            continue;
+        bool is_dir = ents[i].type == CELLAR_TYPE_DIR;
+        if (!t->cli->json)
+            printf("%s%s%s%s\n", prefix, i == last ? "\u2514\u2500\u2500 " : "\u251c\u2500\u2500 ",
+                   ents[i].name, is_dir ? "/" : "");
+        cJSON *k = NULL;
+        if (kids) {
+            k = cJSON_CreateObject();
+            cJSON_AddStringToObject(k, "name", ents[i].name);
+            cJSON_AddStringToObject(k, "type", type_name(ents[i].type));
+            cli_json_num(k, "size", (double)ents[i].size);
+            cli_json_num(k, "mtime", ents[i].mtime);
+            cJSON_AddItemToArray(kids, k);
+        }
+        if (is_dir) {
+            t->dirs++;
+            char *sub = join(path, ents[i].name);
+            size_t pl = strlen(prefix) + 8;
+            char *np = malloc(pl);
+            if (np) {
+                snprintf(np, pl, "%s%s", prefix, i == last ? "    " : "\u2502   ");
+                tree_dir(t, sub, np, k);
+                free(np);
+            }
+            free(sub);
+        } else {
+            t->files++;
+            t->bytes += ents[i].size;
+        }
+    }
+    free(ents);
+}
+
+static int cmd_tree(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {.shorts = "a"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n > 1)
+        return cli_usage(cli, cmd_of("tree"), "too many paths");
+    char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
+    if (!devpath_arg(cli, n ? argv[0] : ":", path))
+        return CLI_FAILED;
+    cli_show(path, show, sizeof(show));
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cellar_stat_t st;
+    int err = cellar_stat(&cli->dev, path, &st);
+    if (err == 0 && st.type != CELLAR_TYPE_DIR)
+        err = CELLAR_ERR_NOTDIR;
+    if (err < 0) {
+        if (err == CELLAR_ERR_NOTDIR)
+            cli_error(cli, show, err, "not a directory");
+        else
+            cli_lib_error(cli, show, err);
+        return CLI_FAILED;
+    }
+    tree_ctx_t t = {.cli = cli, .all = o.flag['a']};
+    cJSON *root = NULL;
+    if (cli->json) {
+        root = cJSON_AddObjectToObject(cli->out, "tree");
+        cJSON_AddStringToObject(root, "name", show);
+        cJSON_AddStringToObject(root, "type", "dir");
+    } else {
+        printf("%s\n", show);
+    }
+    tree_dir(&t, path, "", root);
+    if (cli->json) {
+        cli_json_num(cli->out, "dirs", t.dirs);
+        cli_json_num(cli->out, "files", t.files);
+        cli_json_num(cli->out, "bytes", (double)t.bytes);
+    } else {
+        char h[32];
+        printf("\n%u director%s, %u file%s, %s\n", t.dirs, t.dirs == 1 ? "y" : "ies",
+               t.files, t.files == 1 ? "" : "s", cli_human(t.bytes, h, sizeof(h)));
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- df --------------------------------------------------------------------------------- */
+static int cmd_df(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    const cellar_info_t *in = cellar_info(&cli->dev);
+    char paths[CELLAR_MAX_PARTITIONS + 8][CELLAR_PATH_MAX + 1];
+    int np = 0;
+    if (n > 0) {
+        for (int i = 0; i < n && np < CELLAR_MAX_PARTITIONS + 8; i++)
+            if (devpath_arg(cli, argv[i], paths[np]))
+                np++;
+    } else {
+        for (uint32_t i = 0; i < in->npartitions; i++)
+            snprintf(paths[np++], sizeof(paths[0]), "%s", in->partitions[i].path);
+        if (np == 0)
+            snprintf(paths[np++], sizeof(paths[0]), "/usr");
+    }
+    cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "partitions") : NULL;
+    if (!cli->json)
+        printf("%-8s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size", "used",
+               "free", "use%", "files", "dirs", "erase max", "mean", "bad");
+    for (int i = 0; i < np; i++) {
+        cellar_statfs_t f;
+        char show[SHOW_MAX];
+        int err = cellar_statfs(&cli->dev, paths[i], &f);
+        if (err < 0) {
+            cli_lib_error(cli, cli_show(paths[i], show, sizeof(show)), err);
+            continue;
+        }
+        double pct = f.total ? 100.0 * (double)f.used / (double)f.total : 0;
+        if (arr) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "path", paths[i]);
+            cli_json_num(e, "total", (double)f.total);
+            cli_json_num(e, "used", (double)f.used);
+            cli_json_num(e, "live", (double)f.live);
+            cli_json_num(e, "free", (double)f.free);
+            cli_json_num(e, "reclaimable", (double)f.reclaimable);
+            cli_json_num(e, "use_percent", pct);
+            cli_json_num(e, "files", f.files);
+            cli_json_num(e, "dirs", f.dirs);
+            cli_json_num(e, "erase_max", f.erase_max);
+            cli_json_num(e, "erase_mean", f.erase_mean);
+            cli_json_num(e, "erase_min", f.erase_min);
+            cli_json_num(e, "bad_blocks", f.bad_blocks);
+            cli_json_num(e, "block_size", f.block_size);
+            cli_json_num(e, "block_count", f.block_count);
+            cJSON_AddItemToArray(arr, e);
+        } else {
+            char a[32], b[32], c[32];
+            printf("%-8s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
+                   cli_human(f.total, a, sizeof(a)), cli_human(f.used, b, sizeof(b)),
+                   cli_human(f.free, c, sizeof(c)), pct, f.files, f.dirs,
+                   f.erase_max, f.erase_mean, f.bad_blocks);
+        }
+    }
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- info ------------------------------------------------------------------------------- */
+static int cmd_info(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n > 0)
+        return cli_usage(cli, cmd_of("info"), "no operands expected");
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    const cellar_info_t *in = cellar_info(&cli->dev);
+    if (cli->json) {
+        cJSON *j = cli->out;
+        cJSON_AddStringToObject(j, "url", cli->url);
+        cJSON_AddStringToObject(j, "device", in->device);
+        cJSON_AddStringToObject(j, "firmware", in->firmware);
+        cli_json_num(j, "protocol", in->version);
+        cli_json_num(j, "max_frame", in->max_frame);
+        cli_json_num(j, "max_inflight", in->max_inflight);
+        cli_json_num(j, "max_path", in->max_path);
+        cli_json_num(j, "max_chunk", in->max_chunk);
+        cli_json_num(j, "max_handles", in->max_handles);
+        cli_json_num(j, "block_size", in->block_size);
+        cli_json_num(j, "block_count", in->block_count);
+        cli_json_num(j, "page_size", in->page_size);
+        cli_json_num(j, "flash_bytes", (double)in->block_size * in->block_count);
+        cJSON *arr = cJSON_AddArrayToObject(j, "partitions");
+        for (uint32_t i = 0; i < in->npartitions; i++) {
+            const cellar_partition_t *p = &in->partitions[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "path", p->path);
+            cli_json_num(e, "first_block", p->first_block);
+            cli_json_num(e, "block_count", p->block_count);
+            cli_json_num(e, "bytes", (double)p->block_count * in->block_size);
+            cJSON_AddBoolToObject(e, "read_only", p->read_only);
+            cJSON_AddItemToArray(arr, e);
+        }
+        return CLI_OK;
+    }
+    char h[32];
+    printf("url:           %s\n", cli->url);
+    printf("device:        %s\n", in->device);
+    printf("firmware:      %s\n", in->firmware);
+    printf("protocol:      %u\n", in->version);
+    printf("flash:         %s (%u blocks of %u bytes, %u-byte pages)\n",
+           cli_human((uint64_t)in->block_size * in->block_count, h, sizeof(h)),
+           in->block_count, in->block_size, in->page_size);
+    printf("limits:        frame %u B, chunk %u B, %u in flight, %u handles, "
+           "path %u B\n", in->max_frame, in->max_chunk, in->max_inflight,
+           in->max_handles, in->max_path);
+    printf("partitions:\n");
+    for (uint32_t i = 0; i < in->npartitions; i++) {
+        const cellar_partition_t *p = &in->partitions[i];
+        printf("  %-6s blocks %u-%u (%s)%s\n", p->path, p->first_block,
+               p->first_block + p->block_count - 1,
+               cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),
+               p->read_only ? ", read-only" : "");
+    }
+    return CLI_OK;
+}
+
+/* ---- format ------------------------------------------------------------------------------ */
+static int cmd_format(cli_t *cli, int argc, char **argv)
+{
+    static const char *const longs[] = {"yes", "all", NULL};
+    cli_opts_t o = {.longs = longs, .shorts = "y"};
+    const cli_cmd_t *me = cmd_of("format");
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n > 1 || (n == 1 && o.long_set[1]))
+        return cli_usage(cli, me, "give one partition or --all");
+    char part[CELLAR_PATH_MAX + 1] = "/usr";
+    if (o.long_set[1])
+        part[0] = 0;
+    else if (n == 1 && !devpath_arg(cli, argv[0], part))
+        return CLI_FAILED;
+    const char *show = part[0] ? part : "every partition";
+    if (!o.long_set[0] && !o.flag['y'])
+        return cli_usage(cli, me, "this erases everything on %s: add --yes to confirm",
+                         show);
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    int err = cellar_format(&cli->dev, part);
+    if (err < 0) {
+        char s[SHOW_MAX];
+        cli_lib_error(cli, part[0] ? cli_show(part, s, sizeof(s)) : NULL, err);
+        return CLI_FAILED;
+    }
+    if (cli->json)
+        cJSON_AddStringToObject(cli->out, "formatted", part[0] ? part : "all");
+    else
+        printf("formatted %s\n", show);
+    return CLI_OK;
+}
+
+const cli_cmd_t cli_device_cmds[] = {
+    {"ls", cmd_ls, "ls [-l] [-r] [-a] [:PATH]",
+     "List a device directory (default \":\" = /usr; \":/\" lists the partitions).",
+     "  -l  long listing: type, size, modification time (UTC)\n"
+     "  -r  recursive\n"
+     "  -a  show hidden entries (names starting with '.')\n"},
+    {"cat", cmd_cat, "cat :PATH...", "Print device files (SHA-256 verified).", NULL},
+    {"cp", cmd_cp, "cp [-r] [-f] SRC... DST",
+     "Copy files between the host and the device (device paths start with ':').",
+     "  -r  copy directories recursively\n"
+     "  -f  copy even when the destination has the same SHA-256 (by default\n"
+     "      unchanged files are skipped)\n"
+     "Uploads go to a hidden temporary name, are verified by SHA-256 on the\n"
+     "device and renamed into place, so a broken transfer never leaves a\n"
+     "truncated file. Example: cellar cp -r app :/usr/app\n"},
+    {"rm", cmd_rm, "rm [-r] :PATH...", "Remove device files (-r: directories too).", NULL},
+    {"mkdir", cmd_mkdir, "mkdir [-p] :PATH...",
+     "Create device directories (-p: with parents, no error if it exists).", NULL},
+    {"rmdir", cmd_rmdir, "rmdir :PATH...", "Remove empty device directories.", NULL},
+    {"mv", cmd_mv, "mv :SRC :DST",
+     "Rename atomically on the device (into DST if it is a directory).", NULL},
+    {"touch", cmd_touch, "touch :PATH...", "Create empty device files if missing.", NULL},
+    {"sha256sum", cmd_sha256sum, "sha256sum PATH...",
+     "SHA-256 of device files (:PATH, computed on the device) or local files.", NULL},
+    {"tree", cmd_tree, "tree [-a] [:PATH]", "Show a device directory as a tree.", NULL},
+    {"df", cmd_df, "df [:PATH...]",
+     "Space and wear of the partitions: size, used, free, files, erase counts, "
+     "bad blocks.", NULL},
+    {"info", cmd_info, "info", "Show the device's Hello data and partitions.", NULL},
+    {"format", cmd_format, "format --yes [:/usr | :/bak | --all]",
+     "Erase and re-create a partition's filesystem (default /usr).",
+     "  --yes  required: everything on the partition is lost\n"
+     "  --all  every partition\n"},
+    {NULL, NULL, NULL, NULL, NULL},
+};

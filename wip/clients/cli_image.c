@@ -1,0 +1,1124 @@
+/*
+ * cli_image.c - `cellar image build|ls|cat|extract|check|info`: offline
+ * flash images, no device needed. They use the filesystem (fs/fs.h) on the
+ * NOR simulator (fs/flash_sim.h) with the partition table of
+ * service/layout.h, exactly as cellard does.
+ *
+ * An image is the raw flash: 4 KiB erase blocks, 256-byte pages, its size a
+ * multiple of the block size. Read-only commands work on a copy in memory,
+ * so they never change the file (a mount may replay or repair in RAM).
+ * build writes a temporary file beside the image and renames it into place.
+ */
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "flash_sim.h"
+#include "fs.h"
+#include "layout.h"
+
+#define IMG_BLOCK 4096u
+#define IMG_PAGE 256u
+
+typedef struct img {
+    flash_sim_t *sim;
+    const flash_dev_t *dev;
+    layout_t layout;
+    bool has_layout;
+    uint32_t now;                       /* clock for fs (file times) */
+    fs_config_t cfg[LAYOUT_MAX_PARTS];
+    fs_t *fs[LAYOUT_MAX_PARTS];         /* mounted, or NULL */
+    int mount_err[LAYOUT_MAX_PARTS];
+} img_t;
+
+static const cli_cmd_t *cmd_of(const char *name)
+{
+    for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+static int parse(cli_t *cli, int argc, char **argv, cli_opts_t *o)
+{
+    int n = cli_parse(cli, cmd_of(argv[0]), argc, argv, o);
+    if (n == -2)
+        return -(CLI_OK + 1);
+    if (n < 0)
+        return -(CLI_USAGE + 1);
+    return n;
+}
+#define PARSE_OR_RETURN(n, cli, argc, argv, o)  \
+    int n = parse((cli), (argc), (argv), (o)); \
+    if (n < 0)                                 \
+        return -n - 1
+
+static uint32_t img_clock(void *ctx)
+{
+    return ((img_t *)ctx)->now;
+}
+
+static void img_free(img_t *im)
+{
+    for (int i = 0; i < LAYOUT_MAX_PARTS; i++) {
+        free(im->fs[i]);
+        im->fs[i] = NULL;
+    }
+    flash_sim_free(im->sim);
+    im->sim = NULL;
+}
+
+static int img_new(cli_t *cli, img_t *im, uint32_t blocks)
+{
+    memset(im, 0, sizeof(*im));
+    flash_sim_config_t sc = {.block_size = IMG_BLOCK, .block_count = blocks,
+                             .page_size = IMG_PAGE};
+    im->sim = flash_sim_new(&sc);
+    if (!im->sim) {
+        cli_error(cli, NULL, -ENOMEM, "cannot create a %u-block flash simulator",
+                  (unsigned)blocks);
+        return -ENOMEM;
+    }
+    im->dev = flash_sim_dev(im->sim);
+    return 0;
+}
+
+/* Load an image file into a RAM simulator and read its partition table. */
+static int img_load(cli_t *cli, const char *path, img_t *im)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = -errno;
+        cli_error(cli, path, e, "%s", strerror(-e));
+        return e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        cli_error(cli, path, CELLAR_ERR_INVAL, "not a regular file");
+        return CELLAR_ERR_INVAL;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size == 0 || size % IMG_BLOCK || size / IMG_BLOCK > UINT32_MAX) {
+        close(fd);
+        cli_error(cli, path, CELLAR_ERR_INVAL,
+                  "not a cellar image: size %llu is not a multiple of %u bytes",
+                  (unsigned long long)size, IMG_BLOCK);
+        return CELLAR_ERR_INVAL;
+    }
+    int err = img_new(cli, im, (uint32_t)(size / IMG_BLOCK));
+    if (err < 0) {
+        close(fd);
+        return err;
+    }
+    uint8_t *data = flash_sim_data(im->sim);
+    uint64_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, data + got, (size_t)(size - got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            err = r < 0 ? -errno : -EIO;
+            close(fd);
+            cli_error(cli, path, err, "read: %s", strerror(-err));
+            img_free(im);
+            return err;
+        }
+        got += (uint64_t)r;
+    }
+    close(fd);
+    err = layout_read(im->dev, &im->layout);
+    if (err == -2) {
+        cli_error(cli, path, CELLAR_ERR_INVAL,
+                  "no cellar partition table in block 0 (not an image?)");
+        img_free(im);
+        return CELLAR_ERR_INVAL;
+    }
+    if (err < 0) {
+        cli_error(cli, path, CELLAR_ERR_ILSEQ, "partition table is corrupt (%s)",
+                  fs_strerror(err));
+        img_free(im);
+        return CELLAR_ERR_ILSEQ;
+    }
+    im->has_layout = true;
+    return 0;
+}
+
+static fs_config_t *part_cfg(img_t *im, int i)
+{
+    fs_config_t *c = &im->cfg[i];
+    memset(c, 0, sizeof(*c));
+    c->dev = im->dev;
+    c->first_block = im->layout.part[i].first_block;
+    c->block_count = im->layout.part[i].block_count;
+    c->clock = img_clock;
+    c->clock_ctx = im;
+    return c;
+}
+
+/* Mount partition i (once). Returns the fs or NULL (mount_err set). */
+static fs_t *img_mount(img_t *im, int i)
+{
+    if (im->fs[i])
+        return im->fs[i];
+    if (im->mount_err[i])
+        return NULL;
+    fs_t *fs = calloc(1, sizeof(*fs));
+    if (!fs) {
+        im->mount_err[i] = FS_ERR_NOMEM;
+        return NULL;
+    }
+    int err = fs_mount(fs, part_cfg(im, i));
+    if (err < 0) {
+        free(fs);
+        im->mount_err[i] = err;
+        return NULL;
+    }
+    im->fs[i] = fs;
+    return fs;
+}
+
+static int part_index(const img_t *im, const char *name)
+{
+    for (uint32_t i = 0; i < im->layout.nparts; i++)
+        if (strcmp(im->layout.part[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* A path inside the image: "/usr/a.py", "a.py" (in /usr), "/bak/x", "/".
+ * Sets *part (-1 for "/") and fspath ("/" or "/a/b"). */
+static int img_path(cli_t *cli, img_t *im, const char *arg, int *part,
+                    char fspath[CELLAR_PATH_MAX + 1], char show[CELLAR_PATH_MAX + 2])
+{
+    char p[CELLAR_PATH_MAX + 1];
+    int err = cli_devpath(arg, p);
+    if (err < 0) {
+        cli_error(cli, arg, err, "%s", cellar_strerror(err));
+        return err;
+    }
+    snprintf(show, CELLAR_PATH_MAX + 2, "%s", p);
+    if (strcmp(p, "/") == 0) {
+        *part = -1;
+        strcpy(fspath, "/");
+        return 0;
+    }
+    const char *name = p + 1, *rest = strchr(name, '/');
+    char pn[LAYOUT_NAME_MAX + 1];
+    size_t nl = rest ? (size_t)(rest - name) : strlen(name);
+    if (nl > LAYOUT_NAME_MAX) {
+        cli_error(cli, show, CELLAR_ERR_NOENT, "no such partition");
+        return CELLAR_ERR_NOENT;
+    }
+    memcpy(pn, name, nl);
+    pn[nl] = 0;
+    *part = part_index(im, pn);
+    if (*part < 0) {
+        cli_error(cli, show, CELLAR_ERR_NOENT, "no such partition '%s'", pn);
+        return CELLAR_ERR_NOENT;
+    }
+    snprintf(fspath, CELLAR_PATH_MAX + 1, "%s", rest ? rest : "/");
+    return 0;
+}
+
+static int mount_or_report(cli_t *cli, img_t *im, int part, fs_t **out)
+{
+    *out = img_mount(im, part);
+    if (!*out) {
+        cli_error(cli, NULL, im->mount_err[part], "/%s: cannot mount: %s",
+                  im->layout.part[part].name, fs_strerror(im->mount_err[part]));
+        return im->mount_err[part];
+    }
+    return 0;
+}
+
+/* ---- build ------------------------------------------------------------------------ */
+typedef struct build {
+    cli_t *cli;
+    img_t *im;
+    fs_t *fs;
+    const char *part;
+    uint32_t files, dirs;
+    uint64_t bytes;
+    uint8_t *buf;
+} build_t;
+
+static int no_dots(const struct dirent *d)
+{
+    return strcmp(d->d_name, ".") && strcmp(d->d_name, "..");
+}
+
+static int build_file(build_t *b, const char *src, const char *dst,
+                      const struct stat *st)
+{
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = -errno;
+        cli_error(b->cli, src, e, "%s", strerror(-e));
+        return e;
+    }
+    if ((uint64_t)st->st_size > FS_FILE_MAX) {
+        close(fd);
+        cli_error(b->cli, src, CELLAR_ERR_FBIG, "file too large");
+        return CELLAR_ERR_FBIG;
+    }
+    b->im->now = (uint32_t)st->st_mtime;
+    fs_file_t f;
+    int err = fs_file_open(b->fs, &f, dst, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    if (err < 0) {
+        close(fd);
+        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, fs_strerror(err));
+        return err;
+    }
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t r = read(fd, b->buf, 65536);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            err = -errno;
+            cli_error(b->cli, src, err, "read: %s", strerror(-err));
+            break;
+        }
+        if (r == 0)
+            break;
+        int w = fs_file_write(b->fs, &f, b->buf, (uint32_t)r);
+        if (w < 0) {
+            err = w;
+            cli_error(b->cli, src, err, "/%s%s: %s%s", b->part, dst, fs_strerror(err),
+                      err == FS_ERR_NOSPC ? " (image too small: use a larger --size)"
+                                          : "");
+            break;
+        }
+        total += (uint64_t)r;
+    }
+    close(fd);
+    int cerr = fs_file_close(b->fs, &f);
+    if (err == 0 && cerr < 0) {
+        err = cerr;
+        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, fs_strerror(err));
+    }
+    if (err == 0) {
+        b->files++;
+        b->bytes += total;
+    }
+    return err;
+}
+
+static int build_dir(build_t *b, const char *src, const char *dst)
+{
+    struct dirent **names = NULL;
+    int n = scandir(src, &names, no_dots, alphasort);
+    if (n < 0) {
+        int e = -errno;
+        cli_error(b->cli, src, e, "%s", strerror(-e));
+        return e;
+    }
+    int err = 0;
+    for (int i = 0; i < n && err == 0; i++) {
+        size_t sl = strlen(src) + strlen(names[i]->d_name) + 2;
+        char *sp = malloc(sl);
+        char dp[CELLAR_PATH_MAX + 2];
+        if (!sp) {
+            err = -ENOMEM;
+            break;
+        }
+        snprintf(sp, sl, "%s/%s", src, names[i]->d_name);
+        int dl = snprintf(dp, sizeof(dp), "%s%s%s", dst, strcmp(dst, "/") ? "/" : "",
+                          names[i]->d_name);
+        struct stat st;
+        if (dl < 0 || (size_t)dl > FS_PATH_MAX) {
+            err = CELLAR_ERR_NAMETOOLONG;
+            cli_error(b->cli, sp, err, "path too long inside the image (max %d bytes)",
+                      FS_PATH_MAX);
+        } else if (stat(sp, &st) < 0) {
+            err = -errno;
+            cli_error(b->cli, sp, err, "%s", strerror(-err));
+        } else if (S_ISDIR(st.st_mode)) {
+            b->im->now = (uint32_t)st.st_mtime;
+            err = fs_mkdir(b->fs, dp);
+            if (err < 0)
+                cli_error(b->cli, sp, err, "/%s%s: %s", b->part, dp, fs_strerror(err));
+            else {
+                b->dirs++;
+                err = build_dir(b, sp, dp);
+            }
+        } else if (S_ISREG(st.st_mode)) {
+            err = build_file(b, sp, dp, &st);
+        } else {
+            fprintf(stderr, "cellar: %s: %s: not a regular file, skipped\n",
+                    b->cli->cmd, sp);
+        }
+        free(sp);
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return err;
+}
+
+static int write_image(cli_t *cli, img_t *im, const char *out)
+{
+    size_t n = strlen(out) + 16;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return -ENOMEM;
+    snprintf(tmp, n, "%s.tmp%d", out, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    int err = 0;
+    if (fd < 0) {
+        err = -errno;
+        cli_error(cli, out, err, "%s", strerror(-err));
+        free(tmp);
+        return err;
+    }
+    const uint8_t *data = flash_sim_data(im->sim);
+    uint64_t size = flash_sim_size(im->sim), done = 0;
+    while (done < size) {
+        ssize_t w = write(fd, data + done, (size_t)(size - done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            err = -errno;
+            break;
+        }
+        done += (uint64_t)w;
+    }
+    if (err == 0 && fsync(fd) < 0)
+        err = -errno;
+    if (close(fd) < 0 && err == 0)
+        err = -errno;
+    if (err == 0 && rename(tmp, out) < 0)
+        err = -errno;
+    if (err < 0) {
+        unlink(tmp);
+        cli_error(cli, out, err, "write: %s", strerror(-err));
+    }
+    free(tmp);
+    return err;
+}
+
+static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
+                      build_t *b, cJSON *parts)
+{
+    fs_t *fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return -ENOMEM;
+    im->fs[idx] = fs;
+    fs_config_t *cfg = part_cfg(im, idx);
+    int err = fs_format(fs, cfg);
+    if (err == 0)
+        err = fs_mount(fs, cfg);
+    if (err < 0) {
+        cli_error(cli, NULL, err, "/%s: format: %s", im->layout.part[idx].name,
+                  fs_strerror(err));
+        return err;
+    }
+    b->fs = fs;
+    b->part = im->layout.part[idx].name;
+    b->files = b->dirs = 0;
+    b->bytes = 0;
+    if (dir) {
+        struct stat st;
+        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+            cli_error(cli, dir, CELLAR_ERR_NOTDIR, "not a directory");
+            return CELLAR_ERR_NOTDIR;
+        }
+        err = build_dir(b, dir, "/");
+    }
+    fs_statvfs_t sv;
+    if (err == 0)
+        err = fs_statvfs(fs, &sv);
+    int uerr = fs_unmount(fs);
+    if (err == 0 && uerr < 0) {
+        err = uerr;
+        cli_error(cli, NULL, err, "/%s: unmount: %s", b->part, fs_strerror(err));
+    }
+    free(fs);
+    im->fs[idx] = NULL;
+    if (err < 0)
+        return err;
+    if (parts) {
+        cJSON *p = cJSON_CreateObject();
+        char path[16];
+        snprintf(path, sizeof(path), "/%s", b->part);
+        cJSON_AddStringToObject(p, "path", path);
+        if (dir)
+            cJSON_AddStringToObject(p, "source", dir);
+        cli_json_num(p, "files", b->files);
+        cli_json_num(p, "dirs", b->dirs);
+        cli_json_num(p, "bytes", (double)b->bytes);
+        cli_json_num(p, "used", (double)sv.used);
+        cli_json_num(p, "total", (double)sv.total);
+        cJSON_AddItemToArray(parts, p);
+    } else if (!cli->json) {
+        char h1[32], h2[32], h3[32];
+        printf("/%s: %u files, %u directories, %s of data; %s of %s used\n", b->part,
+               b->files, b->dirs, cli_human(b->bytes, h1, sizeof(h1)),
+               cli_human(sv.used, h2, sizeof(h2)),
+               cli_human(sv.total, h3, sizeof(h3)));
+    }
+    return 0;
+}
+
+static int cmd_build(cli_t *cli, int argc, char **argv)
+{
+    static const char *const vlongs[] = {"size", "bak-dir", "bak-size", "output", NULL};
+    const cli_cmd_t *me = cmd_of("build");
+    cli_opts_t o = {.value_longs = vlongs, .value_shorts = "o"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    const char *out = o.svalue['o'] ? o.svalue['o'] : o.value[3];
+    if (n != 1)
+        return cli_usage(cli, me, n ? "one source directory expected"
+                                    : "missing source directory");
+    if (!out)
+        return cli_usage(cli, me, "missing -o IMG");
+    if (!o.value[0])
+        return cli_usage(cli, me, "missing --size SIZE");
+    uint64_t size = 0, bak = 0;
+    if (cli_parse_size(o.value[0], &size) < 0 || size == 0 || size % IMG_BLOCK ||
+        size / IMG_BLOCK > 0x7fffffffu)
+        return cli_usage(cli, me, "--size '%s': need a multiple of %u bytes "
+                                  "(e.g. 4M)", o.value[0], IMG_BLOCK);
+    if (o.value[2] && (cli_parse_size(o.value[2], &bak) < 0 || bak % IMG_BLOCK ||
+                       bak == 0))
+        return cli_usage(cli, me, "--bak-size '%s': need a multiple of %u bytes",
+                         o.value[2], IMG_BLOCK);
+    uint32_t blocks = (uint32_t)(size / IMG_BLOCK);
+    img_t im;
+    if (img_new(cli, &im, blocks) < 0)
+        return CLI_FAILED;
+    int status = CLI_FAILED;
+    build_t b = {.cli = cli, .im = &im, .buf = malloc(65536)};
+    cJSON *parts = NULL;
+    if (!b.buf)
+        goto done;
+    int err = layout_default(blocks, (uint32_t)(bak / IMG_BLOCK), &im.layout);
+    if (err < 0) {
+        cli_error(cli, out, CELLAR_ERR_INVAL,
+                  "%llu bytes is too small for this layout (each partition needs "
+                  "at least 16 blocks of %u bytes)", (unsigned long long)size,
+                  IMG_BLOCK);
+        goto done;
+    }
+    err = layout_write(im.dev, &im.layout);
+    if (err < 0) {
+        cli_error(cli, out, err, "writing the partition table: %s", fs_strerror(err));
+        goto done;
+    }
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", out);
+        cli_json_num(cli->out, "size", (double)size);
+        cli_json_num(cli->out, "block_size", IMG_BLOCK);
+        cli_json_num(cli->out, "block_count", blocks);
+        parts = cJSON_AddArrayToObject(cli->out, "partitions");
+    }
+    for (uint32_t i = 0; i < im.layout.nparts; i++) {
+        const char *name = im.layout.part[i].name;
+        const char *dir = !strcmp(name, "usr") ? argv[0]
+                          : !strcmp(name, "bak") ? o.value[1] : NULL;
+        if (build_part(cli, &im, (int)i, dir, &b, parts) < 0)
+            goto done;
+    }
+    if (write_image(cli, &im, out) < 0)
+        goto done;
+    if (!cli->json) {
+        char h[32];
+        printf("wrote %s (%s, %u blocks)\n", out, cli_human(size, h, sizeof(h)), blocks);
+    }
+    status = CLI_OK;
+done:
+    free(b.buf);
+    img_free(&im);
+    return status;
+}
+
+/* ---- ls ----------------------------------------------------------------------------- */
+typedef struct ent {
+    char name[FS_NAME_MAX + 1];
+    fs_stat_t st;
+} ent_t;
+
+static int ent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const ent_t *)a)->name, ((const ent_t *)b)->name);
+}
+
+/* Sorted listing of a directory of fs; returns count or an fs error. */
+static int img_list(fs_t *fs, const char *path, ent_t **out)
+{
+    *out = NULL;
+    fs_dir_t d;
+    int err = fs_dir_open(fs, &d, path);
+    if (err < 0)
+        return err;
+    ent_t *v = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            ent_t *nv = realloc(v, cap * sizeof(*v));
+            if (!nv) {
+                err = FS_ERR_NOMEM;
+                break;
+            }
+            v = nv;
+        }
+        err = fs_dir_read(fs, &d, v[n].name, sizeof(v[n].name), &v[n].st);
+        if (err <= 0)
+            break;
+        n++;
+    }
+    (void)fs_dir_close(fs, &d);
+    if (err < 0) {
+        free(v);
+        return err;
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), ent_cmp);
+    *out = v;
+    return (int)n;
+}
+
+static cJSON *ent_json(const char *name, const char *path, const fs_stat_t *st)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON_AddStringToObject(e, "path", path);
+    cJSON_AddStringToObject(e, "type", st->type == FS_TYPE_DIR ? "dir" : "file");
+    cli_json_num(e, "size", st->size);
+    cli_json_num(e, "mtime", st->mtime);
+    cli_json_num(e, "ctime", st->ctime);
+    return e;
+}
+
+static void ent_print(cli_t *cli, bool lng, const char *rel, const fs_stat_t *st)
+{
+    if (cli->json)
+        return;
+    const char *slash = st->type == FS_TYPE_DIR ? "/" : "";
+    if (lng) {
+        char t[32];
+        printf("%c %10u  %s  %s%s\n", st->type == FS_TYPE_DIR ? 'd' : '-',
+               (unsigned)st->size, cli_time(st->mtime, t, sizeof(t)), rel, slash);
+    } else {
+        printf("%s%s\n", rel, slash);
+    }
+}
+
+typedef struct ls_ctx {
+    cli_t *cli;
+    fs_t *fs;
+    const char *part;
+    bool lng, rec, all;
+    cJSON *arr;
+} ls_ctx_t;
+
+static void img_ls_dir(ls_ctx_t *l, const char *path, const char *rel)
+{
+    ent_t *v = NULL;
+    int n = img_list(l->fs, path, &v);
+    if (n < 0) {
+        cli_error(l->cli, NULL, n, "/%s%s: %s", l->part, path, fs_strerror(n));
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!l->all && v[i].name[0] == '.')
+            continue;
+        char full[2 * CELLAR_PATH_MAX + 4], r[2 * CELLAR_PATH_MAX + 4], show[sizeof(full) + 16];
+        snprintf(full, sizeof(full), "%s%s%s", path, strcmp(path, "/") ? "/" : "", v[i].name);
+        snprintf(r, sizeof(r), "%s%s%s", rel, *rel ? "/" : "", v[i].name);
+        snprintf(show, sizeof(show), "/%s%s", l->part, full);
+        ent_print(l->cli, l->lng, r, &v[i].st);
+        if (l->arr)
+            cJSON_AddItemToArray(l->arr, ent_json(r, show, &v[i].st));
+        if (l->rec && v[i].st.type == FS_TYPE_DIR)
+            img_ls_dir(l, full, r);
+    }
+    free(v);
+}
+
+static int cmd_ls(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {.shorts = "lra"};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 1 || n > 2)
+        return cli_usage(cli, cmd_of("ls"), n ? "too many operands" : "missing IMG");
+    img_t im;
+    if (img_load(cli, argv[0], &im) < 0)
+        return CLI_FAILED;
+    int part;
+    char fspath[CELLAR_PATH_MAX + 1], show[CELLAR_PATH_MAX + 2];
+    if (img_path(cli, &im, n > 1 ? argv[1] : "/usr", &part, fspath, show) < 0) {
+        img_free(&im);
+        return CLI_FAILED;
+    }
+    ls_ctx_t l = {.cli = cli, .lng = o.flag['l'], .rec = o.flag['r'], .all = o.flag['a']};
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", argv[0]);
+        cJSON_AddStringToObject(cli->out, "path", show);
+        l.arr = cJSON_AddArrayToObject(cli->out, "entries");
+    }
+    if (part < 0) {
+        for (uint32_t i = 0; i < im.layout.nparts; i++) {
+            fs_stat_t st = {.type = FS_TYPE_DIR};
+            fs_t *fs = img_mount(&im, (int)i);
+            if (fs)
+                (void)fs_stat(fs, "/", &st);
+            char sp[16];
+            snprintf(sp, sizeof(sp), "/%s", im.layout.part[i].name);
+            ent_print(cli, l.lng, im.layout.part[i].name, &st);
+            if (l.arr)
+                cJSON_AddItemToArray(l.arr, ent_json(im.layout.part[i].name, sp, &st));
+            if (l.rec && fs) {
+                l.fs = fs;
+                l.part = im.layout.part[i].name;
+                img_ls_dir(&l, "/", im.layout.part[i].name);
+            }
+        }
+    } else if (mount_or_report(cli, &im, part, &l.fs) == 0) {
+        l.part = im.layout.part[part].name;
+        fs_stat_t st;
+        int err = fs_stat(l.fs, fspath, &st);
+        if (err < 0) {
+            cli_error(cli, show, err, "%s", fs_strerror(err));
+        } else if (st.type != FS_TYPE_DIR) {
+            const char *base = strrchr(show, '/') + 1;
+            ent_print(cli, l.lng, base, &st);
+            if (l.arr)
+                cJSON_AddItemToArray(l.arr, ent_json(base, show, &st));
+        } else {
+            img_ls_dir(&l, fspath, "");
+        }
+    }
+    img_free(&im);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- cat ------------------------------------------------------------------------------ */
+/* Read a whole file of the image into a malloc'ed buffer. */
+static int img_read_file(fs_t *fs, const char *path, uint8_t **data, uint32_t *len)
+{
+    fs_file_t f;
+    *data = NULL;
+    *len = 0;
+    int err = fs_file_open(fs, &f, path, FS_O_RDONLY);
+    if (err < 0)
+        return err;
+    int32_t size = fs_file_size(fs, &f);
+    if (size < 0) {
+        (void)fs_file_close(fs, &f);
+        return size;
+    }
+    uint8_t *buf = malloc((size_t)size + 1);
+    if (!buf) {
+        (void)fs_file_close(fs, &f);
+        return FS_ERR_NOMEM;
+    }
+    uint32_t got = 0;
+    while (got < (uint32_t)size) {
+        uint32_t want = (uint32_t)size - got;
+        if (want > 65536)
+            want = 65536;
+        int r = fs_file_read(fs, &f, buf + got, want);
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        if (r == 0)
+            break;
+        got += (uint32_t)r;
+    }
+    (void)fs_file_close(fs, &f);
+    if (err == 0 && got != (uint32_t)size)
+        err = FS_ERR_IO;
+    if (err < 0) {
+        free(buf);
+        return err;
+    }
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+static int cmd_cat(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n < 2)
+        return cli_usage(cli, cmd_of("cat"), n ? "missing PATH" : "missing IMG and PATH");
+    img_t im;
+    if (img_load(cli, argv[0], &im) < 0)
+        return CLI_FAILED;
+    cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
+    for (int i = 1; i < n; i++) {
+        int part;
+        fs_t *fs;
+        char fspath[CELLAR_PATH_MAX + 1], show[CELLAR_PATH_MAX + 2];
+        if (img_path(cli, &im, argv[i], &part, fspath, show) < 0)
+            continue;
+        if (part < 0) {
+            cli_error(cli, show, CELLAR_ERR_ISDIR, "is a directory");
+            continue;
+        }
+        if (mount_or_report(cli, &im, part, &fs) < 0)
+            continue;
+        uint8_t *data;
+        uint32_t len;
+        int err = img_read_file(fs, fspath, &data, &len);
+        if (err < 0) {
+            cli_error(cli, show, err, "%s", fs_strerror(err));
+            continue;
+        }
+        if (arr) {
+            cJSON *f = cJSON_CreateObject();
+            uint8_t sha[32];
+            char hex[65];
+            cellar_sha256(data, len, sha);
+            cJSON_AddStringToObject(f, "path", show);
+            cli_json_num(f, "size", len);
+            cJSON_AddStringToObject(f, "sha256", cellar_sha256_hex(sha, hex));
+            data[len] = 0;
+            if (memchr(data, 0, len) == NULL) {
+                cJSON *s = cJSON_CreateString((const char *)data);
+                cJSON_AddItemToObject(f, "content", s);
+            }
+            cJSON_AddItemToArray(arr, f);
+        } else {
+            fwrite(data, 1, len, stdout);
+        }
+        free(data);
+    }
+    fflush(stdout);
+    img_free(&im);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- extract ---------------------------------------------------------------------------- */
+typedef struct ext {
+    cli_t *cli;
+    fs_t *fs;
+    const char *part;
+    uint32_t files, dirs;
+    uint64_t bytes;
+} ext_t;
+
+static void set_times(const char *path, uint32_t mtime)
+{
+    if (!mtime)
+        return;
+    struct timespec ts[2] = {{.tv_sec = mtime}, {.tv_sec = mtime}};
+    (void)utimensat(AT_FDCWD, path, ts, 0);
+}
+
+static int extract_dir(ext_t *e, const char *fspath, const char *dir)
+{
+    ent_t *v = NULL;
+    int n = img_list(e->fs, fspath, &v);
+    if (n < 0) {
+        cli_error(e->cli, NULL, n, "/%s%s: %s", e->part, fspath, fs_strerror(n));
+        return n;
+    }
+    int first = 0;
+    for (int i = 0; i < n; i++) {
+        if (strchr(v[i].name, '/') || !strcmp(v[i].name, ".") || !strcmp(v[i].name, ".."))
+            continue;
+        char fp[2 * CELLAR_PATH_MAX + 4];
+        snprintf(fp, sizeof(fp), "%s%s%s", fspath, strcmp(fspath, "/") ? "/" : "",
+                 v[i].name);
+        size_t ll = strlen(dir) + strlen(v[i].name) + 2;
+        char *lp = malloc(ll);
+        if (!lp)
+            return -ENOMEM;
+        snprintf(lp, ll, "%s/%s", dir, v[i].name);
+        int err = 0;
+        if (v[i].st.type == FS_TYPE_DIR) {
+            if (mkdir(lp, 0777) < 0 && errno != EEXIST) {
+                err = -errno;
+                cli_error(e->cli, lp, err, "%s", strerror(-err));
+            } else {
+                e->dirs++;
+                err = extract_dir(e, fp, lp);
+                set_times(lp, v[i].st.mtime);
+            }
+        } else {
+            uint8_t *data;
+            uint32_t len;
+            err = img_read_file(e->fs, fp, &data, &len);
+            if (err < 0) {
+                cli_error(e->cli, NULL, err, "/%s%s: %s", e->part, fp, fs_strerror(err));
+            } else {
+                int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+                if (fd < 0) {
+                    err = -errno;
+                } else {
+                    uint32_t done = 0;
+                    while (done < len) {
+                        ssize_t w = write(fd, data + done, len - done);
+                        if (w < 0 && errno == EINTR)
+                            continue;
+                        if (w < 0) {
+                            err = -errno;
+                            break;
+                        }
+                        done += (uint32_t)w;
+                    }
+                    if (close(fd) < 0 && err == 0)
+                        err = -errno;
+                }
+                if (err < 0)
+                    cli_error(e->cli, lp, err, "%s", strerror(-err));
+                else {
+                    set_times(lp, v[i].st.mtime);
+                    e->files++;
+                    e->bytes += len;
+                }
+                free(data);
+            }
+        }
+        free(lp);
+        if (err < 0 && first == 0)
+            first = err;
+    }
+    free(v);
+    return first;
+}
+
+static int cmd_extract(cli_t *cli, int argc, char **argv)
+{
+    static const char *const vlongs[] = {"bak-dir", NULL};
+    cli_opts_t o = {.value_longs = vlongs};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n != 2)
+        return cli_usage(cli, cmd_of("extract"), "need IMG and DIR");
+    img_t im;
+    if (img_load(cli, argv[0], &im) < 0)
+        return CLI_FAILED;
+    cJSON *parts = NULL;
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", argv[0]);
+        parts = cJSON_AddArrayToObject(cli->out, "partitions");
+    }
+    const char *targets[2][2] = {{"usr", argv[1]}, {"bak", o.value[0]}};
+    for (int t = 0; t < 2; t++) {
+        if (!targets[t][1])
+            continue;
+        int part = part_index(&im, targets[t][0]);
+        if (part < 0) {
+            cli_error(cli, argv[0], CELLAR_ERR_NOENT, "no /%s partition", targets[t][0]);
+            continue;
+        }
+        ext_t e = {.cli = cli, .part = targets[t][0]};
+        if (mount_or_report(cli, &im, part, &e.fs) < 0)
+            continue;
+        const char *dir = targets[t][1];
+        if (mkdir(dir, 0777) < 0 && errno != EEXIST) {
+            cli_error(cli, dir, -errno, "%s", strerror(errno));
+            continue;
+        }
+        (void)extract_dir(&e, "/", dir);
+        if (parts) {
+            cJSON *p = cJSON_CreateObject();
+            char pp[16];
+            snprintf(pp, sizeof(pp), "/%s", e.part);
+            cJSON_AddStringToObject(p, "path", pp);
+            cJSON_AddStringToObject(p, "dir", dir);
+            cli_json_num(p, "files", e.files);
+            cli_json_num(p, "dirs", e.dirs);
+            cli_json_num(p, "bytes", (double)e.bytes);
+            cJSON_AddItemToArray(parts, p);
+        } else {
+            char h[32];
+            printf("/%s -> %s: %u files, %u directories, %s\n", e.part, dir, e.files,
+                   e.dirs, cli_human(e.bytes, h, sizeof(h)));
+        }
+    }
+    img_free(&im);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+/* ---- check ------------------------------------------------------------------------------ */
+typedef struct chk {
+    cli_t *cli;
+    const char *part;
+    cJSON *problems;
+    unsigned count;
+} chk_t;
+
+static void chk_report(void *ctx, const char *line)
+{
+    chk_t *c = ctx;
+    c->count++;
+    if (c->problems)
+        cJSON_AddItemToArray(c->problems, cJSON_CreateString(line));
+    else
+        fprintf(stderr, "cellar: %s: /%s: %s\n", c->cli->cmd, c->part, line);
+}
+
+static int cmd_check(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n != 1)
+        return cli_usage(cli, cmd_of("check"), "need IMG");
+    img_t im;
+    if (img_load(cli, argv[0], &im) < 0)
+        return CLI_FAILED;
+    cJSON *parts = NULL;
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", argv[0]);
+        parts = cJSON_AddArrayToObject(cli->out, "partitions");
+    }
+    bool clean = true;
+    for (uint32_t i = 0; i < im.layout.nparts; i++) {
+        chk_t c = {.cli = cli, .part = im.layout.part[i].name};
+        cJSON *p = NULL;
+        if (parts) {
+            p = cJSON_CreateObject();
+            char pp[16];
+            snprintf(pp, sizeof(pp), "/%s", c.part);
+            cJSON_AddStringToObject(p, "path", pp);
+            c.problems = cJSON_AddArrayToObject(p, "problems");
+            cJSON_AddItemToArray(parts, p);
+        }
+        fs_t *fs = img_mount(&im, (int)i);
+        int err;
+        if (!fs) {
+            char line[128];
+            err = im.mount_err[i];
+            snprintf(line, sizeof(line), "cannot mount: %s", fs_strerror(err));
+            chk_report(&c, line);
+        } else {
+            err = fs_fsck(fs, chk_report, &c);
+            if (err < 0 && c.count == 0) {
+                char line[128];
+                snprintf(line, sizeof(line), "fsck: %s", fs_strerror(err));
+                chk_report(&c, line);
+            }
+        }
+        bool ok = err == 0 && c.count == 0;
+        if (p)
+            cJSON_AddBoolToObject(p, "clean", ok);
+        else
+            printf("/%s: %s\n", c.part, ok ? "clean" : "CORRUPT");
+        if (!ok) {
+            clean = false;
+            cli->failed = true;
+        }
+    }
+    if (cli->json)
+        cJSON_AddBoolToObject(cli->out, "clean", clean);
+    if (!clean && !cli->json)
+        fprintf(stderr, "cellar: %s: %s: the image is corrupt\n", cli->cmd, argv[0]);
+    img_free(&im);
+    return clean ? CLI_OK : CLI_FAILED;
+}
+
+/* ---- info ------------------------------------------------------------------------------- */
+static int cmd_info(cli_t *cli, int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n != 1)
+        return cli_usage(cli, cmd_of("info"), "need IMG");
+    img_t im;
+    if (img_load(cli, argv[0], &im) < 0)
+        return CLI_FAILED;
+    uint64_t size = flash_sim_size(im.sim);
+    uint32_t blocks = (uint32_t)(size / IMG_BLOCK);
+    char h[32], h2[32], h3[32], h4[32];
+    cJSON *parts = NULL;
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", argv[0]);
+        cli_json_num(cli->out, "size", (double)size);
+        cli_json_num(cli->out, "block_size", IMG_BLOCK);
+        cli_json_num(cli->out, "block_count", blocks);
+        cli_json_num(cli->out, "page_size", IMG_PAGE);
+        parts = cJSON_AddArrayToObject(cli->out, "partitions");
+    } else {
+        printf("image:      %s\n", argv[0]);
+        printf("flash:      %s, %u blocks of %u bytes, %u-byte pages\n",
+               cli_human(size, h, sizeof(h)), blocks, IMG_BLOCK, IMG_PAGE);
+        printf("partitions:\n");
+    }
+    for (uint32_t i = 0; i < im.layout.nparts; i++) {
+        const layout_part_t *lp = &im.layout.part[i];
+        fs_t *fs = img_mount(&im, (int)i);
+        fs_statvfs_t sv;
+        int err = fs ? fs_statvfs(fs, &sv) : im.mount_err[i];
+        if (parts) {
+            cJSON *p = cJSON_CreateObject();
+            char pp[16];
+            snprintf(pp, sizeof(pp), "/%s", lp->name);
+            cJSON_AddStringToObject(p, "path", pp);
+            cli_json_num(p, "first_block", lp->first_block);
+            cli_json_num(p, "block_count", lp->block_count);
+            cli_json_num(p, "bytes", (double)lp->block_count * IMG_BLOCK);
+            cJSON_AddBoolToObject(p, "mounted", err == 0);
+            if (err < 0) {
+                cJSON_AddStringToObject(p, "error", fs_strerror(err));
+            } else {
+                cli_json_num(p, "total", (double)sv.total);
+                cli_json_num(p, "used", (double)sv.used);
+                cli_json_num(p, "live", (double)sv.live);
+                cli_json_num(p, "free", (double)sv.free);
+                cli_json_num(p, "reclaimable", (double)sv.reclaimable);
+                cli_json_num(p, "files", sv.files);
+                cli_json_num(p, "dirs", sv.dirs);
+                cli_json_num(p, "erase_max", sv.erase_max);
+                cli_json_num(p, "erase_mean", sv.erase_mean);
+                cli_json_num(p, "erase_min", sv.erase_min);
+                cli_json_num(p, "bad_blocks", sv.bad_blocks);
+            }
+            cJSON_AddItemToArray(parts, p);
+        } else {
+            printf("  /%-4s blocks %u-%u (%s)\n", lp->name, lp->first_block,
+                   lp->first_block + lp->block_count - 1,
+                   cli_human((uint64_t)lp->block_count * IMG_BLOCK, h, sizeof(h)));
+            if (err < 0) {
+                printf("        cannot mount: %s\n", fs_strerror(err));
+            } else {
+                printf("        used %s of %s (%s free, %s reclaimable), %u files, "
+                       "%u dirs\n", cli_human(sv.used, h, sizeof(h)),
+                       cli_human(sv.total, h2, sizeof(h2)),
+                       cli_human(sv.free, h3, sizeof(h3)),
+                       cli_human(sv.reclaimable, h4, sizeof(h4)), sv.files, sv.dirs);
+                printf("        wear: erase count max %u, mean %u, min %u; %u bad "
+                       "blocks\n", sv.erase_max, sv.erase_mean, sv.erase_min,
+                       sv.bad_blocks);
+            }
+        }
+        if (err < 0)
+            cli->failed = true;
+    }
+    img_free(&im);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+const cli_cmd_t cli_image_cmds[] = {
+    {"build", cmd_build,
+     "image build DIR -o IMG --size SIZE [--bak-dir DIR2] [--bak-size SIZE]",
+     "Build a flash image: partition table, /usr from DIR (and /bak).",
+     "  -o IMG            output image (written atomically)\n"
+     "  --size SIZE       flash size, a multiple of 4 KiB (4M, 64MiB, 1048576)\n"
+     "  --bak-dir DIR2    content of the /bak partition (default empty)\n"
+     "  --bak-size SIZE   size of /bak (default a quarter of the flash)\n"
+     "Files keep their modification times.\n"},
+    {"ls", cmd_ls, "image ls [-l] [-r] [-a] IMG [PATH]",
+     "List a directory of an image (\"/usr/lib\", \"lib\" = /usr/lib, \"/\").", NULL},
+    {"cat", cmd_cat, "image cat IMG PATH...", "Print files of an image.", NULL},
+    {"extract", cmd_extract, "image extract IMG DIR [--bak-dir DIR2]",
+     "Copy /usr of an image into DIR (and /bak into DIR2), with times.", NULL},
+    {"check", cmd_check, "image check IMG",
+     "Check every partition (fs_fsck); exit status 1 when corrupt.", NULL},
+    {"info", cmd_info, "image info IMG",
+     "Geometry, partitions, usage and wear of an image.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};

@@ -1,0 +1,1137 @@
+/*
+ * libcellar.c - connection, transport, framing and one function per RPC
+ * (see include/cellar.h). Whole-file helpers are in libcellar_xfer.c.
+ */
+#include "libcellar_int.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pb_decode.h>
+#include <pb_encode.h>
+
+/* ---- buffer layout --------------------------------------------------------- */
+#define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
+#define REQ_OFF 0u
+#define RESP_OFF ALIGN16(REQ_OFF + sizeof(cellar_Request))
+#define TX_OFF ALIGN16(RESP_OFF + sizeof(cellar_Response))
+#define TX_SIZE (4u + cellar_Request_size)
+#define RX_OFF ALIGN16(TX_OFF + TX_SIZE)
+#define RX_SIZE (CELLAR_BUFFER_SIZE - RX_OFF)
+
+_Static_assert(RX_OFF + 4 * (cellar_Response_size + 4) <= CELLAR_BUFFER_SIZE,
+               "CELLAR_BUFFER_SIZE too small for the protocol's messages");
+_Static_assert(CELLAR_CHUNK <= sizeof(((cellar_WriteRequest *)0)->data.bytes),
+               "CELLAR_CHUNK larger than WriteRequest.data");
+_Static_assert(CELLAR_LIST_PAGE == sizeof(((cellar_ListReply *)0)->entries) /
+                                       sizeof(cellar_FileInfo),
+               "CELLAR_LIST_PAGE differs from ListReply.entries");
+_Static_assert(CELLAR_MAX_PARTITIONS >= sizeof(((cellar_HelloReply *)0)->partitions) /
+                                            sizeof(cellar_Partition),
+               "CELLAR_MAX_PARTITIONS below HelloReply.partitions");
+
+cellar_Request *cellar__req(cellar_t *c)
+{
+    return (cellar_Request *)(void *)(c->buf + REQ_OFF);
+}
+
+cellar_Response *cellar__resp(cellar_t *c)
+{
+    return (cellar_Response *)(void *)(c->buf + RESP_OFF);
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} err_table[] = {
+    {0, "OK", "success"},
+    {1, "EPERM", "operation not permitted"},
+    {2, "ENOENT", "no such file or directory"},
+    {5, "EIO", "input/output error"},
+    {9, "EBADF", "bad file handle"},
+    {12, "ENOMEM", "out of memory or device table full"},
+    {13, "EACCES", "permission denied"},
+    {16, "EBUSY", "device or resource busy"},
+    {17, "EEXIST", "file exists"},
+    {20, "ENOTDIR", "not a directory"},
+    {21, "EISDIR", "is a directory"},
+    {22, "EINVAL", "invalid argument"},
+    {27, "EFBIG", "file too large"},
+    {28, "ENOSPC", "no space left on device"},
+    {30, "EROFS", "read-only file system"},
+    {32, "EPIPE", "connection closed"},
+    {36, "ENAMETOOLONG", "file name too long"},
+    {39, "ENOTEMPTY", "directory not empty"},
+    {71, "EPROTO", "protocol error"},
+    {74, "EBADMSG", "SHA-256 mismatch: data corrupted in transfer"},
+    {77, "ENOTMOUNTED", "no filesystem on the partition"},
+    {84, "EILSEQ", "data on flash is corrupt"},
+    {90, "EMSGSIZE", "message too long"},
+    {95, "ENOTSUP", "not supported"},
+    {104, "ECONNRESET", "connection reset by the device"},
+    {107, "ENOTCONN", "not connected"},
+    {110, "ETIMEDOUT", "timed out"},
+    {111, "ECONNREFUSED", "connection refused"},
+    {113, "EHOSTUNREACH", "host unreachable"},
+    {-1, "EHOSTUNKNOWN", "unknown host"},
+};
+
+const char *cellar_strerror(int err)
+{
+    int code = err < 0 ? -err : err;
+    for (size_t i = 0; i < sizeof(err_table) / sizeof(err_table[0]); i++)
+        if (err_table[i].code == code)
+            return err_table[i].text;
+    return "unknown error";
+}
+
+const char *cellar_errname(int err)
+{
+    int code = err < 0 ? -err : err;
+    for (size_t i = 0; i < sizeof(err_table) / sizeof(err_table[0]); i++)
+        if (err_table[i].code == code)
+            return err_table[i].name;
+    return "EUNKNOWN";
+}
+
+int cellar__fail(cellar_t *c, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+    va_end(ap);
+    c->errpath[0] = 0;
+    return err;
+}
+
+const char *cellar_errmsg(const cellar_t *c)
+{
+    return c ? c->errmsg : "";
+}
+
+const char *cellar_errpath(const cellar_t *c)
+{
+    return c ? c->errpath : "";
+}
+
+/* ---- URLs -------------------------------------------------------------------- */
+static int parse_port(const char *s, uint16_t *port)
+{
+    if (!*s)
+        return -1;
+    unsigned long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(*s - '0');
+        if (v > 65535)
+            return -1;
+    }
+    if (v == 0)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* "HOST", "HOST:PORT", "[V6]", "[V6]:PORT" */
+static int parse_hostport(const char *s, cellar_url_t *u, uint16_t defport)
+{
+    const char *host = s, *port = NULL;
+    size_t hlen;
+    if (*s == '[') {
+        const char *e = strchr(s, ']');
+        if (!e)
+            return CELLAR_ERR_INVAL;
+        host = s + 1;
+        hlen = (size_t)(e - host);
+        if (e[1] == ':')
+            port = e + 2;
+        else if (e[1] != 0)
+            return CELLAR_ERR_INVAL;
+    } else {
+        const char *colon = strchr(s, ':');
+        if (colon && strchr(colon + 1, ':')) {
+            hlen = strlen(s); /* bare IPv6 address, no port */
+        } else if (colon) {
+            hlen = (size_t)(colon - s);
+            port = colon + 1;
+        } else {
+            hlen = strlen(s);
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof(u->host))
+        return CELLAR_ERR_INVAL;
+    memcpy(u->host, host, hlen);
+    u->host[hlen] = 0;
+    for (size_t i = 0; i < hlen; i++)
+        if (u->host[i] == '/' || u->host[i] == ' ' || u->host[i] == '?')
+            return CELLAR_ERR_INVAL;
+    u->port = defport;
+    if (port && parse_port(port, &u->port) < 0)
+        return CELLAR_ERR_INVAL;
+    return 0;
+}
+
+int cellar_url_parse(const char *url, cellar_url_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    if (!url || !*url)
+        return CELLAR_ERR_INVAL;
+    if (strncmp(url, "tcp://", 6) == 0) {
+        u->kind = CELLAR_URL_TCP;
+        return parse_hostport(url + 6, u, CELLAR_DEFAULT_PORT);
+    }
+    if (strncmp(url, "tls://", 6) == 0) {
+        u->kind = CELLAR_URL_TLS;
+        return parse_hostport(url + 6, u, CELLAR_DEFAULT_TLS_PORT);
+    }
+    if (strncmp(url, "uart:", 5) == 0) {
+        const char *p = url + 5;
+        if (strncmp(p, "//", 2) == 0)
+            p += 2;
+        u->kind = CELLAR_URL_UART;
+        u->baud = 115200;
+        const char *q = strchr(p, '?');
+        size_t dlen = q ? (size_t)(q - p) : strlen(p);
+        if (dlen == 0 || dlen >= sizeof(u->device) || p[0] != '/')
+            return CELLAR_ERR_INVAL;
+        memcpy(u->device, p, dlen);
+        u->device[dlen] = 0;
+        if (q) {
+            if (strncmp(q + 1, "baud=", 5) != 0)
+                return CELLAR_ERR_INVAL;
+            char *end;
+            errno = 0;
+            unsigned long b = strtoul(q + 6, &end, 10);
+            if (errno || *end || b == 0 || b > 100000000ul || q[6] == 0)
+                return CELLAR_ERR_INVAL;
+            u->baud = (uint32_t)b;
+        }
+        return 0;
+    }
+    if (strstr(url, "://"))
+        return CELLAR_ERR_INVAL; /* unknown scheme */
+    u->kind = CELLAR_URL_TCP;      /* HOST:PORT */
+    return parse_hostport(url, u, CELLAR_DEFAULT_PORT);
+}
+
+/* ---- the built-in TCP transport ------------------------------------------------- */
+static int wait_fd(int fd, short events, uint32_t timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    for (;;) {
+        int n = poll(&p, 1, (int)timeout_ms);
+        if (n > 0)
+            return 0;
+        if (n == 0)
+            return CELLAR_ERR_TIMEDOUT;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int tcp_send(void *ctx, const void *buf, size_t len, uint32_t timeout_ms)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n > 0)
+            return (int)n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int err = wait_fd(fd, POLLOUT, timeout_ms);
+            if (err < 0)
+                return err;
+            continue;
+        }
+        return n < 0 ? -errno : CELLAR_ERR_PIPE;
+    }
+}
+
+static int tcp_recv(void *ctx, void *buf, size_t len, uint32_t timeout_ms)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n >= 0)
+            return (int)n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int err = wait_fd(fd, POLLIN, timeout_ms);
+            if (err < 0)
+                return err;
+            continue;
+        }
+        return -errno;
+    }
+}
+
+static void tcp_close(void *ctx)
+{
+    int *fd = ctx;
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static const cellar_transport_t tcp_transport = {
+    .name = "tcp", .send = tcp_send, .recv = tcp_recv, .close = tcp_close,
+};
+
+static int tcp_connect_one(const struct addrinfo *ai, uint32_t timeout_ms)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
+    if (fd < 0)
+        return -errno;
+    int err = 0;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS) {
+            err = -errno;
+            goto fail;
+        }
+        err = wait_fd(fd, POLLOUT, timeout_ms);
+        if (err < 0)
+            goto fail;
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
+            err = -errno;
+            goto fail;
+        }
+        if (soerr) {
+            err = -soerr;
+            goto fail;
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+fail:
+    close(fd);
+    return err;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------- */
+void cellar_init(cellar_t *c, const cellar_config_t *cfg)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    if (cfg)
+        c->cfg = *cfg;
+    if (!c->cfg.timeout_ms)
+        c->cfg.timeout_ms = CELLAR_TIMEOUT_MS;
+    if (!c->cfg.connect_timeout_ms)
+        c->cfg.connect_timeout_ms = CELLAR_CONNECT_TIMEOUT_MS;
+    c->next_id = 1;
+}
+
+void cellar_set_timeout(cellar_t *c, uint32_t timeout_ms)
+{
+    c->cfg.timeout_ms = timeout_ms ? timeout_ms : CELLAR_TIMEOUT_MS;
+}
+
+bool cellar_connected(const cellar_t *c)
+{
+    return c && c->tp && !c->broken;
+}
+
+const cellar_info_t *cellar_info(const cellar_t *c)
+{
+    return &c->info;
+}
+
+void cellar_close(cellar_t *c)
+{
+    if (!c)
+        return;
+    if (c->tp && c->tp->close)
+        c->tp->close(c->tp_ctx);
+    c->tp = NULL;
+    c->tp_ctx = NULL;
+    c->fd = -1;
+    if (c->own_buf)
+        free(c->buf);
+    c->buf = NULL;
+    c->own_buf = false;
+    c->broken = false;
+    c->rx_start = c->rx_end = 0;
+}
+
+static int get_buffer(cellar_t *c)
+{
+    if (c->buf)
+        return 0;
+    if (c->cfg.buffer) {
+        c->buf = c->cfg.buffer;
+        c->own_buf = false;
+        return 0;
+    }
+    c->buf = aligned_alloc(16, CELLAR_BUFFER_SIZE);
+    if (!c->buf)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    c->own_buf = true;
+    return 0;
+}
+
+static int hello(cellar_t *c)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_hello_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    req->body.hello.version = CELLAR_PROTOCOL_VERSION;
+    const char *name = c->cfg.client_name ? c->cfg.client_name
+                                          : "libcellar/" CELLAR_LIB_VERSION;
+    snprintf(req->body.hello.client, sizeof(req->body.hello.client), "%s", name);
+    int err = cellar__rpc(c, cellar_Response_hello_tag);
+    if (err < 0)
+        return err;
+    const cellar_HelloReply *h = &cellar__resp(c)->body.hello;
+    cellar_info_t *in = &c->info;
+    memset(in, 0, sizeof(*in));
+    in->version = h->version;
+    snprintf(in->device, sizeof(in->device), "%s", h->device);
+    snprintf(in->firmware, sizeof(in->firmware), "%s", h->firmware);
+    in->max_frame = h->max_frame;
+    in->max_inflight = h->max_inflight ? h->max_inflight : 1;
+    in->max_path = h->max_path ? h->max_path : CELLAR_PATH_MAX;
+    in->max_chunk = h->max_chunk ? h->max_chunk : 4096;
+    in->max_handles = h->max_handles;
+    in->block_size = h->block_size;
+    in->block_count = h->block_count;
+    in->page_size = h->page_size;
+    in->npartitions = h->partitions_count;
+    if (in->npartitions > CELLAR_MAX_PARTITIONS)
+        in->npartitions = CELLAR_MAX_PARTITIONS;
+    for (uint32_t i = 0; i < in->npartitions; i++) {
+        cellar_partition_t *p = &in->partitions[i];
+        snprintf(p->path, sizeof(p->path), "%s", h->partitions[i].path);
+        p->first_block = h->partitions[i].first_block;
+        p->block_count = h->partitions[i].block_count;
+        p->read_only = h->partitions[i].read_only;
+    }
+    c->errmsg[0] = 0;
+    return 0;
+}
+
+/* Attach a transport to a closed handle and say Hello. */
+static int attach(cellar_t *c, const cellar_transport_t *tp, void *tp_ctx)
+{
+    int err = get_buffer(c);
+    if (err < 0) {
+        if (tp->close)
+            tp->close(tp_ctx);
+        return err;
+    }
+    c->tp = tp;
+    c->tp_ctx = tp_ctx;
+    c->broken = false;
+    c->rx_start = c->rx_end = 0;
+    err = hello(c);
+    if (err < 0) {
+        char msg[sizeof(c->errmsg)];
+        snprintf(msg, sizeof(msg), "%s", c->errmsg);
+        cellar_close(c);
+        cellar__fail(c, err, "hello: %s", msg);
+    }
+    return err;
+}
+
+int cellar_connect_transport(cellar_t *c, const cellar_transport_t *tp,
+                             void *tp_ctx)
+{
+    cellar_close(c);
+    c->errmsg[0] = c->errpath[0] = 0;
+    return attach(c, tp, tp_ctx);
+}
+
+int cellar_connect(cellar_t *c, const char *url)
+{
+    cellar_close(c);
+    c->errmsg[0] = c->errpath[0] = 0;
+    cellar_url_t u;
+    if (cellar_url_parse(url, &u) < 0)
+        return cellar__fail(c, CELLAR_ERR_INVAL,
+                            "%s: invalid device URL (expected tcp://HOST:PORT, "
+                            "tls://HOST:PORT or uart:/dev/ttyX?baud=N)",
+                            url ? url : "(null)");
+    if (u.kind == CELLAR_URL_TLS)
+        return cellar__fail(c, CELLAR_ERR_NOTSUP,
+                            "%s: the TLS transport is not supported yet", url);
+    if (u.kind == CELLAR_URL_UART)
+        return cellar__fail(c, CELLAR_ERR_NOTSUP,
+                            "%s: the UART transport is not supported yet", url);
+
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)u.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(u.host, port, &hints, &res);
+    if (gai == EAI_ADDRFAMILY || gai == EAI_NONAME || gai == EAI_FAIL ||
+        gai == EAI_NODATA) {
+        /* AI_ADDRCONFIG hides ::1 on hosts without global IPv6: retry. */
+        hints.ai_flags = AI_NUMERICSERV;
+        gai = getaddrinfo(u.host, port, &hints, &res);
+    }
+    if (gai != 0)
+        return cellar__fail(c, CELLAR_ERR_HOSTUNREACH, "%s: %s", u.host,
+                            gai_strerror(gai));
+    int fd = CELLAR_ERR_HOSTUNREACH;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = tcp_connect_one(ai, c->cfg.connect_timeout_ms);
+        if (fd >= 0)
+            break;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return cellar__fail(c, fd, "%s: %s", url, cellar_strerror(fd));
+    c->fd = fd;
+    int err = attach(c, &tcp_transport, &c->fd);
+    if (err < 0) {
+        char msg[sizeof(c->errmsg)];
+        snprintf(msg, sizeof(msg), "%s", c->errmsg);
+        cellar__fail(c, err, "%s: %s", url, msg);
+    }
+    return err;
+}
+
+/* ---- framing ------------------------------------------------------------------ */
+static int broken(cellar_t *c, int err, const char *what)
+{
+    c->broken = true;
+    return cellar__fail(c, err, "connection %s: %s", what, cellar_strerror(err));
+}
+
+static int ready(cellar_t *c)
+{
+    if (!c->tp || !c->buf)
+        return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
+    if (c->broken)
+        return cellar__fail(c, CELLAR_ERR_NOTCONN,
+                            "connection lost earlier; reconnect");
+    return 0;
+}
+
+/* Bytes of the request body member of a tag (clearing the whole 16 KiB
+ * union for every small request would cost more than sending it). */
+static size_t body_size(pb_size_t which)
+{
+    const cellar_Request *r = NULL;
+    switch (which) {
+    case cellar_Request_read_tag: return sizeof(r->body.read);
+    case cellar_Request_sync_tag: return sizeof(r->body.sync);
+    case cellar_Request_close_tag: return sizeof(r->body.close);
+    case cellar_Request_seek_tag: return sizeof(r->body.seek);
+    case cellar_Request_ping_tag: return sizeof(r->body.ping);
+    default: return sizeof(r->body);
+    }
+}
+
+cellar_Request *cellar__new_req(cellar_t *c, pb_size_t which)
+{
+    if (ready(c) < 0)
+        return NULL;
+    cellar_Request *req = cellar__req(c);
+    memset(req, 0, offsetof(cellar_Request, body) + body_size(which));
+    req->which_body = which;
+    return req;
+}
+
+int64_t cellar__send(cellar_t *c)
+{
+    int err = ready(c);
+    if (err < 0)
+        return err;
+    cellar_Request *req = cellar__req(c);
+    req->id = c->next_id++;
+    if (c->next_id == 0)
+        c->next_id = 1;
+    uint8_t *tx = c->buf + TX_OFF;
+    pb_ostream_t os = pb_ostream_from_buffer(tx + 4, TX_SIZE - 4);
+    if (!pb_encode(&os, cellar_Request_fields, req))
+        return cellar__fail(c, CELLAR_ERR_MSGSIZE, "encoding request: %s",
+                            PB_GET_ERROR(&os));
+    uint32_t n = (uint32_t)os.bytes_written;
+    tx[0] = (uint8_t)n;
+    tx[1] = (uint8_t)(n >> 8);
+    tx[2] = (uint8_t)(n >> 16);
+    tx[3] = (uint8_t)(n >> 24);
+    size_t off = 0, len = 4 + (size_t)n;
+    while (off < len) {
+        int w = c->tp->send(c->tp_ctx, tx + off, len - off, c->cfg.timeout_ms);
+        if (w <= 0)
+            return broken(c, w < 0 ? w : CELLAR_ERR_PIPE, "send");
+        off += (size_t)w;
+    }
+    return req->id;
+}
+
+/* Make at least n bytes available at rx + rx_start. */
+static int fill(cellar_t *c, uint32_t n)
+{
+    uint8_t *rx = c->buf + RX_OFF;
+    if (c->rx_end - c->rx_start >= n)
+        return 0;
+    if (c->rx_start + n > RX_SIZE) {
+        memmove(rx, rx + c->rx_start, c->rx_end - c->rx_start);
+        c->rx_end -= c->rx_start;
+        c->rx_start = 0;
+    }
+    while (c->rx_end - c->rx_start < n) {
+        int r = c->tp->recv(c->tp_ctx, rx + c->rx_end, RX_SIZE - c->rx_end,
+                            c->cfg.timeout_ms);
+        if (r == 0)
+            return broken(c, CELLAR_ERR_PIPE, "closed by the device");
+        if (r < 0)
+            return broken(c, r, "receive");
+        c->rx_end += (uint32_t)r;
+    }
+    return 0;
+}
+
+/* Bytes of the next frame (with its length prefix) if known, else 4. */
+static uint32_t next_frame_bytes(const cellar_t *c)
+{
+    if (c->rx_end - c->rx_start < 4)
+        return 4;
+    const uint8_t *p = c->buf + RX_OFF + c->rx_start;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    return n > RX_SIZE - 4 ? 4 : 4 + n;
+}
+
+int cellar__reply_ready(cellar_t *c)
+{
+    int err = ready(c);
+    if (err < 0)
+        return err;
+    uint32_t need = next_frame_bytes(c);
+    if (c->rx_end - c->rx_start >= need)
+        return 1;
+    uint8_t *rx = c->buf + RX_OFF;
+    if (c->rx_start + need > RX_SIZE || c->rx_end == RX_SIZE) {
+        memmove(rx, rx + c->rx_start, c->rx_end - c->rx_start);
+        c->rx_end -= c->rx_start;
+        c->rx_start = 0;
+    }
+    int r = c->tp->recv(c->tp_ctx, rx + c->rx_end, RX_SIZE - c->rx_end, 0);
+    if (r == CELLAR_ERR_TIMEDOUT)
+        return 0;
+    if (r == 0)
+        return broken(c, CELLAR_ERR_PIPE, "closed by the device");
+    if (r < 0)
+        return broken(c, r, "receive");
+    c->rx_end += (uint32_t)r;
+    need = next_frame_bytes(c);
+    return c->rx_end - c->rx_start >= need;
+}
+
+int cellar__recv(cellar_t *c)
+{
+    int err = ready(c);
+    if (err < 0)
+        return err;
+    err = fill(c, 4);
+    if (err < 0)
+        return err;
+    const uint8_t *p = c->buf + RX_OFF + c->rx_start;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    if (n == 0 || n > RX_SIZE - 4) {
+        c->broken = true;
+        return cellar__fail(c, CELLAR_ERR_PROTO,
+                            "bad frame length %u from the device", (unsigned)n);
+    }
+    err = fill(c, 4 + n);
+    if (err < 0)
+        return err;
+    p = c->buf + RX_OFF + c->rx_start + 4;
+    cellar_Response *resp = cellar__resp(c);
+    pb_istream_t is = pb_istream_from_buffer(p, n);
+    bool ok = pb_decode(&is, cellar_Response_fields, resp);
+    c->rx_start += 4 + n;
+    if (c->rx_start == c->rx_end)
+        c->rx_start = c->rx_end = 0;
+    if (!ok) {
+        c->broken = true;
+        return cellar__fail(c, CELLAR_ERR_PROTO, "malformed reply: %s",
+                            PB_GET_ERROR(&is));
+    }
+    return 0;
+}
+
+int cellar__check(cellar_t *c, pb_size_t which)
+{
+    cellar_Response *resp = cellar__resp(c);
+    if (resp->has_error && resp->error.code != 0) {
+        int code = (int)resp->error.code;
+        if (code < 0 || code > 4095)
+            code = -CELLAR_ERR_IO;
+        resp->error.message[sizeof(resp->error.message) - 1] = 0;
+        if (resp->error.message[0])
+            cellar__fail(c, -code, "%s", resp->error.message);
+        else
+            cellar__fail(c, -code, "%s", cellar_strerror(code));
+        return -code;
+    }
+    if (which && resp->which_body != which)
+        return cellar__fail(c, CELLAR_ERR_PROTO,
+                            "unexpected reply (body %u, expected %u)",
+                            (unsigned)resp->which_body, (unsigned)which);
+    return 0;
+}
+
+int cellar__rpc(cellar_t *c, pb_size_t which)
+{
+    int64_t id = cellar__send(c);
+    if (id < 0)
+        return (int)id;
+    int err = cellar__recv(c);
+    if (err < 0)
+        return err;
+    cellar_Response *resp = cellar__resp(c);
+    if (resp->id != (uint32_t)id) {
+        if (resp->id == 0 && resp->has_error)
+            return cellar__check(c, which); /* unsolicited error */
+        c->broken = true;
+        return cellar__fail(c, CELLAR_ERR_PROTO,
+                            "reply id %u does not match request id %u",
+                            (unsigned)resp->id, (unsigned)id);
+    }
+    return cellar__check(c, which);
+}
+
+int cellar__path(cellar_t *c, char *dst, size_t cap, const char *path)
+{
+    if (!path)
+        return cellar__fail(c, CELLAR_ERR_INVAL, "no path given");
+    size_t n = strlen(path);
+    if (n >= cap || n > CELLAR_PATH_MAX) {
+        cellar__fail(c, CELLAR_ERR_NAMETOOLONG, "%.64s...: path too long",
+                     path);
+        return CELLAR_ERR_NAMETOOLONG;
+    }
+    memcpy(dst, path, n + 1);
+    return 0;
+}
+
+/* Path-carrying requests record the path of a failure for cellar_errpath. */
+static int with_path(cellar_t *c, int err, const char *path)
+{
+    if (err < 0 && path && c->tp && !c->broken)
+        snprintf(c->errpath, sizeof(c->errpath), ":%s", path);
+    return err;
+}
+
+/* ---- RPCs ----------------------------------------------------------------------- */
+int cellar_ping(cellar_t *c, const void *payload, uint32_t len)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_ping_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    if (len > sizeof(req->body.ping.payload.bytes))
+        return cellar__fail(c, CELLAR_ERR_MSGSIZE, "ping payload over %zu bytes",
+                            sizeof(req->body.ping.payload.bytes));
+    if (len)
+        memcpy(req->body.ping.payload.bytes, payload, len);
+    req->body.ping.payload.size = (pb_size_t)len;
+    int err = cellar__rpc(c, cellar_Response_ping_tag);
+    if (err < 0)
+        return err;
+    const cellar_PingReply *r = &cellar__resp(c)->body.ping;
+    if (r->payload.size != len || (len && memcmp(r->payload.bytes, payload, len)))
+        return cellar__fail(c, CELLAR_ERR_PROTO, "ping echo differs");
+    return 0;
+}
+
+static void copy_info(cellar_stat_t *st, const cellar_FileInfo *fi)
+{
+    memset(st, 0, sizeof(*st));
+    snprintf(st->name, sizeof(st->name), "%s", fi->name);
+    st->type = fi->type == cellar_FileType_DIR    ? CELLAR_TYPE_DIR
+               : fi->type == cellar_FileType_FILE ? CELLAR_TYPE_FILE
+                                                  : CELLAR_TYPE_NONE;
+    st->size = fi->size;
+    st->ctime = fi->ctime;
+    st->mtime = fi->mtime;
+}
+
+int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_stat_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.stat.path, sizeof(req->body.stat.path), path);
+    if (err < 0)
+        return err;
+    err = cellar__rpc(c, cellar_Response_stat_tag);
+    if (err < 0)
+        return with_path(c, err, path);
+    const cellar_StatReply *r = &cellar__resp(c)->body.stat;
+    copy_info(st, &r->info);
+    if (!r->info.name[0])
+        snprintf(st->name, sizeof(st->name), "%s", path);
+    return 0;
+}
+
+int cellar_list(cellar_t *c, const char *path, uint32_t *cursor,
+                cellar_stat_t *out, uint32_t max_entries)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_list_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.list.path, sizeof(req->body.list.path), path);
+    if (err < 0)
+        return err;
+    req->body.list.cursor = *cursor;
+    req->body.list.max_entries =
+        max_entries > CELLAR_LIST_PAGE ? CELLAR_LIST_PAGE : max_entries;
+    err = cellar__rpc(c, cellar_Response_list_tag);
+    if (err < 0)
+        return with_path(c, err, path);
+    const cellar_ListReply *r = &cellar__resp(c)->body.list;
+    uint32_t n = r->entries_count;
+    uint32_t cap = max_entries ? max_entries : CELLAR_LIST_PAGE;
+    if (cap > CELLAR_LIST_PAGE)
+        cap = CELLAR_LIST_PAGE;
+    if (n > cap)
+        n = cap;
+    for (uint32_t i = 0; i < n; i++)
+        copy_info(&out[i], &r->entries[i]);
+    if (r->next_cursor && r->next_cursor == *cursor)
+        return cellar__fail(c, CELLAR_ERR_PROTO, "list cursor does not advance");
+    *cursor = r->next_cursor;
+    return (int)n;
+}
+
+int cellar_list_all(cellar_t *c, const char *path, cellar_list_fn fn, void *ctx)
+{
+    cellar_stat_t *page = malloc(sizeof(*page) * CELLAR_LIST_PAGE);
+    if (!page)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    uint32_t cursor = 0;
+    int ret = 0;
+    do {
+        int n = cellar_list(c, path, &cursor, page, CELLAR_LIST_PAGE);
+        if (n < 0) {
+            ret = n;
+            break;
+        }
+        for (int i = 0; i < n && ret == 0; i++)
+            ret = fn(ctx, &page[i]);
+    } while (ret == 0 && cursor != 0);
+    free(page);
+    return ret;
+}
+
+#define LIST_ALLOC_MAX 1000000
+
+int cellar_list_alloc(cellar_t *c, const char *path, cellar_stat_t **out)
+{
+    *out = NULL;
+    cellar_stat_t *v = NULL;
+    size_t n = 0, cap = 0;
+    uint32_t cursor = 0;
+    do {
+        if (cap - n < CELLAR_LIST_PAGE) {
+            size_t ncap = cap ? cap * 2 : 64;
+            if (ncap > LIST_ALLOC_MAX + CELLAR_LIST_PAGE) {
+                free(v);
+                return cellar__fail(c, CELLAR_ERR_NOMEM,
+                                    "%s: more than %d entries", path,
+                                    LIST_ALLOC_MAX);
+            }
+            cellar_stat_t *nv = realloc(v, ncap * sizeof(*v));
+            if (!nv) {
+                free(v);
+                return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+            }
+            v = nv;
+            cap = ncap;
+        }
+        int got = cellar_list(c, path, &cursor, v + n, CELLAR_LIST_PAGE);
+        if (got < 0) {
+            free(v);
+            return got;
+        }
+        n += (size_t)got;
+    } while (cursor != 0);
+    *out = v;
+    return (int)n;
+}
+
+int cellar_file_open(cellar_t *c, const char *path, uint32_t flags,
+                     cellar_fh_t *fh, uint64_t *size)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_open_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.open.path, sizeof(req->body.open.path), path);
+    if (err < 0)
+        return err;
+    req->body.open.flags = flags;
+    err = cellar__rpc(c, cellar_Response_open_tag);
+    if (err < 0)
+        return with_path(c, err, path);
+    const cellar_OpenReply *r = &cellar__resp(c)->body.open;
+    if (r->handle == 0)
+        return cellar__fail(c, CELLAR_ERR_PROTO, "device returned handle 0");
+    *fh = r->handle;
+    if (size)
+        *size = r->size;
+    return 0;
+}
+
+uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x)
+{
+    uint32_t chunk = (x && x->chunk) ? x->chunk : CELLAR_CHUNK;
+    if (chunk > CELLAR_CHUNK)
+        chunk = CELLAR_CHUNK;
+    if (c->info.max_chunk && chunk > c->info.max_chunk)
+        chunk = c->info.max_chunk;
+    return chunk ? chunk : 1;
+}
+
+uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x)
+{
+    uint32_t w = c->info.max_inflight ? c->info.max_inflight : 1;
+    if (x && x->inflight && x->inflight < w)
+        w = x->inflight;
+    if (w > CELLAR_MAX_INFLIGHT)
+        w = CELLAR_MAX_INFLIGHT;
+    return w ? w : 1;
+}
+
+static int mem_src(void *ctx, uint64_t pos, void *buf, uint32_t len)
+{
+    memcpy(buf, (const uint8_t *)ctx + pos, len);
+    return (int)len;
+}
+
+static int mem_sink(void *ctx, uint64_t pos, const void *buf, uint32_t len)
+{
+    memcpy((uint8_t *)ctx + pos, buf, len);
+    return 0;
+}
+
+int32_t cellar_file_read(cellar_t *c, cellar_fh_t handle, uint64_t off, void *buf,
+                         uint32_t len)
+{
+    if (len > INT32_MAX)
+        return cellar__fail(c, CELLAR_ERR_INVAL, "read length over INT32_MAX");
+    if (len == 0)
+        return 0;
+    uint64_t got = 0;
+    cellar__pipe_t p = {.handle = handle, .off = off, .total = len,
+                        .chunk = cellar__chunk(c, NULL),
+                        .window = cellar__window(c, NULL)};
+    int err = cellar__pipe_read(c, &p, mem_sink, buf, &got);
+    return err < 0 ? err : (int32_t)got;
+}
+
+int32_t cellar_file_write(cellar_t *c, cellar_fh_t handle, uint64_t off,
+                          const void *buf, uint32_t len)
+{
+    if (len > INT32_MAX)
+        return cellar__fail(c, CELLAR_ERR_INVAL, "write length over INT32_MAX");
+    if (len == 0)
+        return 0;
+    cellar__pipe_t p = {.handle = handle, .off = off, .total = len,
+                        .chunk = cellar__chunk(c, NULL),
+                        .window = cellar__window(c, NULL)};
+    int err = cellar__pipe_write(c, &p, mem_src, (void *)buf);
+    return err < 0 ? err : (int32_t)len;
+}
+
+int64_t cellar_file_seek(cellar_t *c, cellar_fh_t handle, int64_t off, int whence,
+                         uint64_t *size)
+{
+    if (whence < 0 || whence > 2)
+        return cellar__fail(c, CELLAR_ERR_INVAL, "bad whence %d", whence);
+    cellar_Request *req = cellar__new_req(c, cellar_Request_seek_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    req->body.seek.handle = (uint32_t)handle;
+    req->body.seek.offset = off;
+    req->body.seek.whence = (uint32_t)whence;
+    int err = cellar__rpc(c, cellar_Response_seek_tag);
+    if (err < 0)
+        return err;
+    const cellar_SeekReply *r = &cellar__resp(c)->body.seek;
+    if (size)
+        *size = r->size;
+    if (r->position > INT64_MAX)
+        return cellar__fail(c, CELLAR_ERR_PROTO, "bad position");
+    return (int64_t)r->position;
+}
+
+/* Requests answered by EmptyReply ("done"). */
+static int done_rpc(cellar_t *c, const char *path)
+{
+    return with_path(c, cellar__rpc(c, cellar_Response_done_tag), path);
+}
+
+int cellar_file_truncate(cellar_t *c, cellar_fh_t handle, uint64_t size)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_truncate_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    req->body.truncate.handle = (uint32_t)handle;
+    req->body.truncate.size = size;
+    return done_rpc(c, NULL);
+}
+
+int cellar_truncate(cellar_t *c, const char *path, uint64_t size)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_truncate_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.truncate.path,
+                           sizeof(req->body.truncate.path), path);
+    if (err < 0)
+        return err;
+    req->body.truncate.size = size;
+    return done_rpc(c, path);
+}
+
+int cellar_file_sync(cellar_t *c, cellar_fh_t handle)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_sync_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    req->body.sync.handle = (uint32_t)handle;
+    return done_rpc(c, NULL);
+}
+
+int cellar_file_close(cellar_t *c, cellar_fh_t handle)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_close_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    req->body.close.handle = (uint32_t)handle;
+    return done_rpc(c, NULL);
+}
+
+int cellar_remove(cellar_t *c, const char *path)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_remove_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.remove.path, sizeof(req->body.remove.path), path);
+    return err < 0 ? err : done_rpc(c, path);
+}
+
+int cellar_mkdir(cellar_t *c, const char *path, bool parents)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_mkdir_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.mkdir.path, sizeof(req->body.mkdir.path), path);
+    if (err < 0)
+        return err;
+    req->body.mkdir.parents = parents;
+    return done_rpc(c, path);
+}
+
+int cellar_rmdir(cellar_t *c, const char *path)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_rmdir_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.rmdir.path, sizeof(req->body.rmdir.path), path);
+    return err < 0 ? err : done_rpc(c, path);
+}
+
+int cellar_rename(cellar_t *c, const char *from, const char *to)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_rename_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.rename.from, sizeof(req->body.rename.from), from);
+    if (err < 0)
+        return err;
+    err = cellar__path(c, req->body.rename.to, sizeof(req->body.rename.to), to);
+    if (err < 0)
+        return err;
+    return done_rpc(c, from);
+}
+
+int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_statfs_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.statfs.path, sizeof(req->body.statfs.path),
+                           path ? path : "/usr");
+    if (err < 0)
+        return err;
+    err = cellar__rpc(c, cellar_Response_statfs_tag);
+    if (err < 0)
+        return with_path(c, err, path ? path : "/usr");
+    const cellar_StatFsReply *r = &cellar__resp(c)->body.statfs;
+    memset(out, 0, sizeof(*out));
+    out->total = r->total;
+    out->used = r->used;
+    out->live = r->live;
+    out->free = r->free;
+    out->reclaimable = r->reclaimable;
+    out->files = r->files;
+    out->dirs = r->dirs;
+    out->erase_max = r->erase_max;
+    out->erase_mean = r->erase_mean;
+    out->erase_min = r->erase_min;
+    out->bad_blocks = r->bad_blocks;
+    out->block_size = r->block_size;
+    out->block_count = r->block_count;
+    return 0;
+}
+
+int cellar_hash(cellar_t *c, const char *path, uint64_t offset, uint64_t length,
+                uint8_t sha256[CELLAR_SHA256_SIZE], uint64_t *hashed)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_hash_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__path(c, req->body.hash.path, sizeof(req->body.hash.path), path);
+    if (err < 0)
+        return err;
+    req->body.hash.offset = offset;
+    req->body.hash.length = length;
+    err = cellar__rpc(c, cellar_Response_hash_tag);
+    if (err < 0)
+        return with_path(c, err, path);
+    const cellar_HashReply *r = &cellar__resp(c)->body.hash;
+    memcpy(sha256, r->sha256, CELLAR_SHA256_SIZE);
+    if (hashed)
+        *hashed = r->length;
+    return 0;
+}
+
+int cellar_format(cellar_t *c, const char *partition)
+{
+    cellar_Request *req = cellar__new_req(c, cellar_Request_format_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    const char *p = partition ? partition : "/usr";
+    if (strlen(p) >= sizeof(req->body.format.partition))
+        return cellar__fail(c, CELLAR_ERR_INVAL, "%s: no such partition", p);
+    strcpy(req->body.format.partition, p);
+    req->body.format.confirm = true;
+    return done_rpc(c, *p ? p : "/");
+}

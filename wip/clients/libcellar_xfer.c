@@ -1,0 +1,723 @@
+/*
+ * libcellar_xfer.c - whole-file and tree transfers of libcellar: pipelined,
+ * SHA-256 verified, atomic by temporary name + rename (see include/cellar.h).
+ */
+#include "libcellar_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TMP_SUFFIX ".cellar-tmp"
+
+/* ---- SHA-256 ---------------------------------------------------------------------- */
+void cellar_sha256(const void *data, size_t len, uint8_t out[CELLAR_SHA256_SIZE])
+{
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    cellar__sha_starts(&sha);
+    cellar__sha_update(&sha, data, len);
+    cellar__sha_finish(&sha, out);
+    mbedtls_sha256_free(&sha);
+}
+
+char *cellar_sha256_hex(const uint8_t sha[CELLAR_SHA256_SIZE], char hex[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < CELLAR_SHA256_SIZE; i++) {
+        hex[2 * i] = digits[sha[i] >> 4];
+        hex[2 * i + 1] = digits[sha[i] & 15];
+    }
+    hex[64] = 0;
+    return hex;
+}
+
+static int sha_fd(int fd, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
+{
+    enum { BUF = 64 * 1024 };
+    uint8_t *buf = malloc(BUF);
+    if (!buf)
+        return -ENOMEM;
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    cellar__sha_starts(&sha);
+    int err = 0;
+    uint64_t pos = 0;
+    for (;;) {
+        size_t want = BUF;
+        if (size != UINT64_MAX && size - pos < want)
+            want = (size_t)(size - pos);
+        if (want == 0)
+            break;
+        ssize_t n = pread(fd, buf, want, (off_t)pos);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = -errno;
+            break;
+        }
+        if (n == 0) {
+            if (size != UINT64_MAX)
+                err = -EIO; /* shrank while hashing */
+            break;
+        }
+        cellar__sha_update(&sha, buf, (size_t)n);
+        pos += (uint64_t)n;
+    }
+    cellar__sha_finish(&sha, out);
+    mbedtls_sha256_free(&sha);
+    free(buf);
+    return err;
+}
+
+int cellar_sha256_file(const char *path, uint8_t out[CELLAR_SHA256_SIZE])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+        int err = S_ISDIR(st.st_mode) ? -EISDIR : -errno;
+        close(fd);
+        return err;
+    }
+    int err = sha_fd(fd, UINT64_MAX, out);
+    close(fd);
+    return err;
+}
+
+/* ---- names ------------------------------------------------------------------------ */
+/* Split path into the directory prefix (with its trailing '/', possibly "")
+ * and the last component. */
+static void split(const char *path, size_t *dirlen, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    *dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    *base = slash ? slash + 1 : path;
+}
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* dir/.base.cellar-tmp, or dir/.ct-XXXXXXXX.cellar-tmp when that would be
+ * longer than max (or the component longer than 255). */
+static int tmp_name(const char *path, char *out, size_t cap, size_t max)
+{
+    size_t dl;
+    const char *base;
+    split(path, &dl, &base);
+    if (!*base)
+        return -EINVAL;
+    size_t blen = strlen(base);
+    if (dl + 1 + blen + sizeof(TMP_SUFFIX) - 1 <= max && 1 + blen + 11 <= 255)
+        snprintf(out, cap, "%.*s.%s" TMP_SUFFIX, (int)dl, path, base);
+    else
+        snprintf(out, cap, "%.*s.ct-%08x" TMP_SUFFIX, (int)dl, path,
+                 (unsigned)fnv1a(base));
+    return strlen(out) <= max ? 0 : -ENAMETOOLONG;
+}
+
+static bool is_tmp_name(const char *name)
+{
+    size_t n = strlen(name), s = sizeof(TMP_SUFFIX) - 1;
+    return name[0] == '.' && n > s && strcmp(name + n - s, TMP_SUFFIX) == 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir);
+    bool slash = dl > 0 && dir[dl - 1] == '/';
+    size_t n = dl + (slash ? 0 : 1) + strlen(name) + 1;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s%s%s", dir, slash || dl == 0 ? "" : "/", name);
+    return p;
+}
+
+/* A failure about a local path. */
+static int local_fail(cellar_t *c, int err, const char *path, const char *what)
+{
+    char buf[128];
+    const char *text = strerror_r(-err, buf, sizeof(buf)); /* GNU: thread-safe */
+    cellar__fail(c, err, "%s: %s%s%s", path, what ? what : "",
+                 what ? ": " : "", text);
+    snprintf(c->errpath, sizeof(c->errpath), "%s", path);
+    return err;
+}
+
+/* A failure about a device path (keep the device's message). */
+static int remote_fail(cellar_t *c, int err, const char *path)
+{
+    snprintf(c->errpath, sizeof(c->errpath), ":%s", path);
+    return err;
+}
+
+static void report(const cellar_xfer_t *x, const char *src, const char *dst,
+                   bool is_dir, int result)
+{
+    if (x && x->on_file)
+        x->on_file(x->on_file_ctx, src, dst, is_dir, result);
+}
+
+/* ---- upload ----------------------------------------------------------------------- */
+typedef struct src {
+    cellar_t *c;
+    int fd;               /* local file, or -1 */
+    const uint8_t *mem;   /* or memory */
+    const char *path;     /* local path for messages (may be NULL) */
+    bool failed;          /* a local read failed */
+} src_t;
+
+static int src_read(void *ctx, uint64_t pos, void *buf, uint32_t len)
+{
+    src_t *s = ctx;
+    if (s->mem) {
+        memcpy(buf, s->mem + pos, len);
+        return (int)len;
+    }
+    uint32_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(s->fd, (uint8_t *)buf + done, len - done,
+                          (off_t)(pos + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            s->failed = true;
+            if (n == 0)
+                return local_fail(s->c, -EIO, s->path, "file shrank while reading");
+            return local_fail(s->c, -errno, s->path, "read");
+        }
+        done += (uint32_t)n;
+    }
+    return (int)len;
+}
+
+static int src_sha(src_t *s, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
+{
+    if (s->mem) {
+        cellar_sha256(s->mem, (size_t)size, out);
+        return 0;
+    }
+    int err = sha_fd(s->fd, size, out);
+    if (err < 0) {
+        s->failed = true;
+        return local_fail(s->c, err, s->path, "read");
+    }
+    return 0;
+}
+
+static uint64_t verify_range(const cellar_xfer_t *x)
+{
+    return (x && x->verify_range) ? x->verify_range : CELLAR_VERIFY_RANGE;
+}
+
+static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
+                      const cellar_xfer_t *x)
+{
+    if (!cellar_connected(c))
+        return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
+    if (strlen(remote) > CELLAR_PATH_MAX) {
+        cellar__fail(c, CELLAR_ERR_NAMETOOLONG, "%s: path too long", remote);
+        return remote_fail(c, CELLAR_ERR_NAMETOOLONG, remote);
+    }
+    char tmp[CELLAR_PATH_MAX + 1];
+    if (tmp_name(remote, tmp, sizeof(tmp), CELLAR_PATH_MAX) < 0) {
+        cellar__fail(c, CELLAR_ERR_NAMETOOLONG, "%s: path too long", remote);
+        return remote_fail(c, CELLAR_ERR_NAMETOOLONG, remote);
+    }
+    uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
+    bool have_lsha = false;
+    uint64_t hashed = 0;
+    int err;
+
+    if (x && x->skip_unchanged) {
+        cellar_stat_t st;
+        err = cellar_stat(c, remote, &st);
+        if (err == 0 && st.type == CELLAR_TYPE_DIR) {
+            cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
+            return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+        }
+        if (err == 0 && st.size == size) {
+            err = src_sha(s, size, lsha);
+            if (err < 0)
+                return err;
+            have_lsha = true;
+            err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
+            if (err == 0 && hashed == size && !memcmp(lsha, rsha, sizeof(lsha)))
+                return CELLAR_SKIPPED;
+        }
+        if (err < 0 && !cellar_connected(c))
+            return remote_fail(c, err, remote);
+    }
+
+    cellar_fh_t h;
+    err = cellar_file_open(c, tmp, CELLAR_O_WRITE | CELLAR_O_CREATE | CELLAR_O_TRUNC,
+                           &h, NULL);
+    if (err < 0)
+        return remote_fail(c, err, remote);
+
+    uint64_t range = verify_range(x);
+    bool ranged = size > range;
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    cellar__sha_starts(&sha);
+    cellar__pipe_t p = {
+        .handle = h, .off = 0, .total = size,
+        .chunk = cellar__chunk(c, x), .window = cellar__window(c, x),
+        .sha = (have_lsha || ranged) ? NULL : &sha,
+        .range = ranged ? range : 0, .hash_path = tmp,
+        .progress = x ? x->progress : NULL,
+        .progress_ctx = x ? x->progress_ctx : NULL, .path = remote,
+    };
+    err = cellar__pipe_write(c, &p, src_read, s);
+    if (!have_lsha)
+        cellar__sha_finish(&sha, lsha);
+    mbedtls_sha256_free(&sha);
+
+    char msg[sizeof(c->errmsg)];
+    if (cellar_connected(c)) {
+        snprintf(msg, sizeof(msg), "%s", c->errmsg);
+        int cerr = cellar_file_close(c, h);
+        if (err == 0)
+            err = cerr;
+        else
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
+    }
+    if (err == 0 && !ranged) {
+        err = cellar_hash(c, tmp, 0, 0, rsha, &hashed);
+        if (err == 0 && (hashed != size || memcmp(lsha, rsha, sizeof(lsha)))) {
+            char a[65], b[65];
+            err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                               "%s: SHA-256 mismatch after upload (local %s, "
+                               "device %s, %llu of %llu bytes)",
+                               remote, cellar_sha256_hex(lsha, a),
+                               cellar_sha256_hex(rsha, b),
+                               (unsigned long long)hashed,
+                               (unsigned long long)size);
+        }
+    }
+    if (err == 0)
+        err = cellar_rename(c, tmp, remote);
+    if (err < 0) {
+        if (cellar_connected(c)) {
+            snprintf(msg, sizeof(msg), "%s", c->errmsg);
+            (void)cellar_remove(c, tmp);
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
+        }
+        if (s->failed && s->path)
+            snprintf(c->errpath, sizeof(c->errpath), "%s", s->path);
+        else
+            remote_fail(c, err, remote);
+        return err;
+    }
+    return 0;
+}
+
+int cellar_put_file(cellar_t *c, const char *local, const char *remote,
+                    const cellar_xfer_t *x)
+{
+    int ret;
+    int fd = open(local, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ret = local_fail(c, -errno, local, NULL);
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        ret = local_fail(c, -errno, local, NULL);
+        close(fd);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        ret = local_fail(c, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL, local,
+                         S_ISDIR(st.st_mode) ? NULL : "not a regular file");
+        close(fd);
+        goto out;
+    }
+    src_t s = {.c = c, .fd = fd, .path = local};
+    ret = put_common(c, &s, (uint64_t)st.st_size, remote, x);
+    close(fd);
+out:
+    report(x, local, remote, false, ret);
+    return ret;
+}
+
+int cellar_put_mem(cellar_t *c, const void *data, size_t len, const char *remote,
+                   const cellar_xfer_t *x)
+{
+    static const uint8_t empty[1];
+    src_t s = {.c = c, .fd = -1, .mem = data ? data : empty};
+    int ret = put_common(c, &s, len, remote, x);
+    report(x, NULL, remote, false, ret);
+    return ret;
+}
+
+/* ---- download --------------------------------------------------------------------- */
+typedef struct sink {
+    cellar_t *c;
+    int fd;             /* write here, or */
+    uint8_t *mem;       /* copy here (mem_cap bytes) */
+    uint64_t mem_cap;
+    const char *path;   /* local path for messages */
+    bool failed;
+} sink_t;
+
+static int sink_write(void *ctx, uint64_t pos, const void *buf, uint32_t len)
+{
+    sink_t *k = ctx;
+    if (k->mem) {
+        if (pos + len > k->mem_cap)
+            return cellar__fail(k->c, CELLAR_ERR_PROTO, "more data than the file size");
+        memcpy(k->mem + pos, buf, len);
+        return 0;
+    }
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = write(k->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            k->failed = true;
+            return local_fail(k->c, -errno, k->path ? k->path : "(output)", "write");
+        }
+        p += n;
+        len -= (uint32_t)n;
+    }
+    return 0;
+}
+
+/* Open remote, stream it to the sink, close, check the device's SHA-256. */
+static int get_core(cellar_t *c, const char *remote, sink_t *k,
+                    const cellar_xfer_t *x, uint64_t *size_out)
+{
+    uint64_t size = 0, got = 0, hashed = 0;
+    cellar_fh_t h;
+    int oerr = cellar_file_open(c, remote, CELLAR_O_READ, &h, &size);
+    if (oerr < 0)
+        return remote_fail(c, oerr, remote);
+    if (k->mem && size > k->mem_cap) {
+        (void)cellar_file_close(c, h);
+        cellar__fail(c, CELLAR_ERR_FBIG, "%s: file changed size", remote);
+        return remote_fail(c, CELLAR_ERR_FBIG, remote);
+    }
+    uint64_t range = verify_range(x);
+    bool ranged = size > range;
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    cellar__sha_starts(&sha);
+    cellar__pipe_t p = {
+        .handle = h, .off = 0, .total = size,
+        .chunk = cellar__chunk(c, x), .window = cellar__window(c, x),
+        .sha = ranged ? NULL : &sha,
+        .range = ranged ? range : 0, .hash_path = remote,
+        .progress = x ? x->progress : NULL,
+        .progress_ctx = x ? x->progress_ctx : NULL, .path = remote,
+    };
+    int err = cellar__pipe_read(c, &p, sink_write, k, &got);
+    uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
+    cellar__sha_finish(&sha, lsha);
+    mbedtls_sha256_free(&sha);
+    if (cellar_connected(c)) {
+        char msg[sizeof(c->errmsg)];
+        snprintf(msg, sizeof(msg), "%s", c->errmsg);
+        int cerr = cellar_file_close(c, h);
+        if (err == 0)
+            err = cerr;
+        else
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
+    }
+    if (err == 0 && got != size)
+        err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                           "%s: file changed during the transfer (%llu of %llu "
+                           "bytes)", remote, (unsigned long long)got,
+                           (unsigned long long)size);
+    if (err == 0 && !ranged) {
+        err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
+        if (err == 0 && (hashed != got || memcmp(lsha, rsha, sizeof(lsha)))) {
+            char a[65], b[65];
+            err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                               "%s: SHA-256 mismatch after download (local %s, "
+                               "device %s)", remote, cellar_sha256_hex(lsha, a),
+                               cellar_sha256_hex(rsha, b));
+        }
+    }
+    if (err < 0) {
+        if (k->failed && k->path)
+            snprintf(c->errpath, sizeof(c->errpath), "%s", k->path);
+        else
+            remote_fail(c, err, remote);
+        return err;
+    }
+    if (size_out)
+        *size_out = got;
+    return 0;
+}
+
+int cellar_get_fd(cellar_t *c, const char *remote, int fd, const cellar_xfer_t *x)
+{
+    sink_t k = {.c = c, .fd = fd};
+    return get_core(c, remote, &k, x, NULL);
+}
+
+int cellar_get_mem(cellar_t *c, const char *remote, size_t max_size, void **data,
+                   size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    cellar_stat_t st;
+    int err = cellar_stat(c, remote, &st);
+    if (err < 0)
+        return err;
+    if (st.type == CELLAR_TYPE_DIR) {
+        cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
+        return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+    }
+    if (st.size > max_size) {
+        cellar__fail(c, CELLAR_ERR_FBIG, "%s: %llu bytes, over %zu", remote,
+                     (unsigned long long)st.size, max_size);
+        return remote_fail(c, CELLAR_ERR_FBIG, remote);
+    }
+    /* Room for growth up to max_size is not needed: get_core reads the size
+     * seen at open, and refuses a file that grew past our buffer. */
+    uint64_t cap = st.size;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    if (!buf)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    sink_t k = {.c = c, .fd = -1, .mem = buf, .mem_cap = cap};
+    uint64_t got = 0;
+    err = get_core(c, remote, &k, NULL, &got);
+    if (err < 0) {
+        free(buf);
+        return err;
+    }
+    *data = buf;
+    *len = (size_t)got;
+    return 0;
+}
+
+static int get_file(cellar_t *c, const char *remote, const char *local,
+                    const cellar_xfer_t *x)
+{
+    cellar_stat_t st;
+    int err = cellar_stat(c, remote, &st);
+    if (err < 0)
+        return remote_fail(c, err, remote);
+    if (st.type == CELLAR_TYPE_DIR) {
+        cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
+        return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+    }
+    struct stat lst;
+    bool exists = stat(local, &lst) == 0;
+    if (exists && S_ISDIR(lst.st_mode))
+        return local_fail(c, -EISDIR, local, NULL);
+    if (x && x->skip_unchanged && exists && S_ISREG(lst.st_mode) &&
+        (uint64_t)lst.st_size == st.size) {
+        uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
+        uint64_t hashed = 0;
+        err = cellar_sha256_file(local, lsha);
+        if (err < 0)
+            return local_fail(c, err, local, "read");
+        err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
+        if (err < 0)
+            return remote_fail(c, err, remote);
+        if (hashed == st.size && !memcmp(lsha, rsha, sizeof(lsha)))
+            return CELLAR_SKIPPED;
+    }
+
+    size_t n = strlen(local) + 32;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    if (tmp_name(local, tmp, n, n - 1) < 0) {
+        free(tmp);
+        return local_fail(c, -EINVAL, local, "bad file name");
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        err = local_fail(c, -errno, local, "create");
+        free(tmp);
+        return err;
+    }
+    sink_t k = {.c = c, .fd = fd, .path = local};
+    err = get_core(c, remote, &k, x, NULL);
+    if (err == 0 && !(x && x->no_mtime) && st.mtime) {
+        struct timespec ts[2] = {{.tv_sec = st.mtime}, {.tv_sec = st.mtime}};
+        (void)futimens(fd, ts);
+    }
+    if (close(fd) < 0 && err == 0)
+        err = local_fail(c, -errno, local, "write");
+    if (err == 0 && rename(tmp, local) < 0)
+        err = local_fail(c, -errno, local, "rename");
+    if (err < 0)
+        unlink(tmp);
+    free(tmp);
+    return err;
+}
+
+int cellar_get_file(cellar_t *c, const char *remote, const char *local,
+                    const cellar_xfer_t *x)
+{
+    int ret = get_file(c, remote, local, x);
+    report(x, remote, local, false, ret);
+    return ret;
+}
+
+/* ---- trees ---------------------------------------------------------------------- */
+static int not_dots(const struct dirent *d)
+{
+    return strcmp(d->d_name, ".") && strcmp(d->d_name, "..") &&
+           !is_tmp_name(d->d_name);
+}
+
+int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
+                    const cellar_xfer_t *x)
+{
+    struct stat st;
+    if (stat(ldir, &st) < 0) {
+        int err = local_fail(c, -errno, ldir, NULL);
+        report(x, ldir, rdir, true, err);
+        return err;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        int err = local_fail(c, -ENOTDIR, ldir, NULL);
+        report(x, ldir, rdir, true, err);
+        return err;
+    }
+    int err = cellar_mkdir(c, rdir, true);
+    if (err == CELLAR_ERR_EXIST) {
+        cellar_stat_t rs;
+        err = cellar_stat(c, rdir, &rs);
+        if (err == 0 && rs.type != CELLAR_TYPE_DIR) {
+            cellar__fail(c, CELLAR_ERR_NOTDIR, "%s: not a directory", rdir);
+            err = remote_fail(c, CELLAR_ERR_NOTDIR, rdir);
+        }
+    }
+    report(x, ldir, rdir, true, err);
+    if (err < 0)
+        return err;
+
+    struct dirent **names = NULL;
+    int n = scandir(ldir, &names, not_dots, alphasort);
+    if (n < 0)
+        return local_fail(c, -errno, ldir, NULL);
+    int first = 0;
+    for (int i = 0; i < n; i++) {
+        char *lp = join(ldir, names[i]->d_name);
+        char *rp = join(rdir, names[i]->d_name);
+        int r = 0;
+        if (!lp || !rp) {
+            r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+        } else if (stat(lp, &st) < 0) {
+            r = local_fail(c, -errno, lp, NULL);
+            report(x, lp, rp, false, r);
+        } else if (S_ISDIR(st.st_mode)) {
+            r = cellar_put_tree(c, lp, rp, x);
+        } else if (S_ISREG(st.st_mode)) {
+            r = cellar_put_file(c, lp, rp, x);
+        }
+        if (r < 0 && first == 0)
+            first = r;
+        free(lp);
+        free(rp);
+        if (!cellar_connected(c))
+            break;
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return first;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
+}
+
+int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
+                    const cellar_xfer_t *x)
+{
+    cellar_stat_t *ents = NULL;
+    int n = cellar_list_alloc(c, rdir, &ents);
+    if (n < 0) {
+        remote_fail(c, n, rdir);
+        report(x, rdir, ldir, true, n);
+        return n;
+    }
+    int err = 0;
+    if (mkdir(ldir, 0777) < 0) {
+        struct stat st;
+        if (errno != EEXIST || stat(ldir, &st) < 0 || !S_ISDIR(st.st_mode))
+            err = local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
+    }
+    report(x, rdir, ldir, true, err);
+    if (err < 0) {
+        free(ents);
+        return err;
+    }
+    qsort(ents, (size_t)n, sizeof(*ents), by_name);
+    int first = 0;
+    for (int i = 0; i < n; i++) {
+        if (is_tmp_name(ents[i].name) || !ents[i].name[0] ||
+            strchr(ents[i].name, '/') || !strcmp(ents[i].name, ".") ||
+            !strcmp(ents[i].name, ".."))
+            continue; /* never follow a hostile name out of ldir */
+        char *rp = join(rdir, ents[i].name);
+        char *lp = join(ldir, ents[i].name);
+        int r = 0;
+        if (!lp || !rp)
+            r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+        else if (ents[i].type == CELLAR_TYPE_DIR)
+            r = cellar_get_tree(c, rp, lp, x);
+        else
+            r = cellar_get_file(c, rp, lp, x);
+        if (r < 0 && first == 0)
+            first = r;
+        free(lp);
+        free(rp);
+        if (!cellar_connected(c))
+            break;
+    }
+    free(ents);
+    return first;
+}
+
+int cellar_remove_tree(cellar_t *c, const char *path)
+{
+    cellar_stat_t st;
+    int err = cellar_stat(c, path, &st);
+    if (err < 0)
+        return err;
+    if (st.type != CELLAR_TYPE_DIR)
+        return cellar_remove(c, path);
+    cellar_stat_t *ents = NULL;
+    int n = cellar_list_alloc(c, path, &ents);
+    if (n < 0)
+        return n;
+    for (int i = 0; i < n && err == 0; i++) {
+        if (!ents[i].name[0] || strchr(ents[i].name, '/') ||
+            !strcmp(ents[i].name, ".") || !strcmp(ents[i].name, ".."))
+            continue;
+        char *p = join(path, ents[i].name);
+        if (!p) {
+            err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+            break;
+        }
+        err = ents[i].type == CELLAR_TYPE_DIR ? cellar_remove_tree(c, p)
+                                              : cellar_remove(c, p);
+        free(p);
+    }
+    free(ents);
+    if (err < 0)
+        return err;
+    return cellar_rmdir(c, path);
+}

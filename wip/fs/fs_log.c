@@ -1,0 +1,1481 @@
+/*
+ * fs_log.c - the log layer of cfs: record I/O on a circular log, anchors,
+ * the object map (journal index + bucket pages), commits, checkpoints,
+ * mount-time replay and garbage collection. See docs/FS.md.
+ */
+#include "fs_internal.h"
+
+/* ---- geometry ------------------------------------------------------------- */
+
+#define FIRST_DATA 2u /* blocks 0 and 1 are the anchors */
+#define ANCHOR_SIZE 16u
+#define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
+
+static inline uint32_t blk_of(const fs_t *fs, uint32_t a) { return a / fs->bsize; }
+static inline uint32_t off_of(const fs_t *fs, uint32_t a) { return a % fs->bsize; }
+static inline uint32_t ndata(const fs_t *fs) { return fs->nblocks - FIRST_DATA; }
+
+static int is_bad(const fs_t *fs, uint32_t b)
+{
+    for (uint32_t i = 0; i < fs->nbad; i++)
+        if (fs->bad[i] == b)
+            return 1;
+    return 0;
+}
+
+/* Next good data block after b, wrapping; *wrapped set when it wrapped. */
+static uint32_t next_good(const fs_t *fs, uint32_t b, int *wrapped)
+{
+    for (uint32_t i = 0; i < fs->nblocks; i++) {
+        b++;
+        if (b >= fs->nblocks) {
+            b = FIRST_DATA;
+            if (wrapped)
+                *wrapped = 1;
+        }
+        if (!is_bad(fs, b))
+            return b;
+    }
+    return FIRST_DATA; /* every block bad: callers see ROFS before this */
+}
+
+/* Address n bytes after a in log order; bumps *lap on wrap. */
+static uint32_t addr_add(const fs_t *fs, uint32_t a, uint32_t n, uint32_t *lap)
+{
+    uint32_t b = blk_of(fs, a), o = off_of(fs, a);
+    while (o + n >= fs->bsize) {
+        n -= fs->bsize - o;
+        int w = 0;
+        b = next_good(fs, b, &w);
+        if (w && lap)
+            (*lap)++;
+        o = 0;
+        if (n == 0)
+            break;
+    }
+    return b * fs->bsize + o + n;
+}
+
+/* Distance in data blocks from block a forward to block b. */
+static uint32_t blk_dist(const fs_t *fs, uint32_t a, uint32_t b)
+{
+    return (b + ndata(fs) - a) % ndata(fs);
+}
+
+/* Lap in which the record at addr was written, judged against the head:
+ * everything behind the head in its lap, the rest in the lap before. */
+static uint32_t lap_of(const fs_t *fs, uint32_t a)
+{
+    uint32_t hb = blk_of(fs, fs->head), b = blk_of(fs, a);
+    if (b < hb || (b == hb && a < fs->head))
+        return fs->laps;
+    return fs->laps - 1;
+}
+
+uint32_t fs_free_blocks(const fs_t *fs)
+{
+    uint32_t hb = blk_of(fs, fs->head), tb = blk_of(fs, fs->tail);
+    uint32_t n;
+    if (hb == tb && fs->tail <= fs->head)
+        n = ndata(fs) - 1;
+    else
+        n = blk_dist(fs, hb, tb) - 1;
+    if (!fs->head_erased)
+        n++;
+    /* bad blocks inside the free range do not count */
+    for (uint32_t i = 0; i < fs->nbad; i++) {
+        uint32_t b = fs->bad[i];
+        if (b == hb || b == tb)
+            continue;
+        if (blk_dist(fs, hb, b) < blk_dist(fs, hb, tb) || (hb == tb && fs->tail <= fs->head))
+            n--;
+    }
+    return n;
+}
+
+uint32_t fs_now(fs_t *fs)
+{
+    return fs->clock ? fs->clock(fs->clock_ctx) : 0;
+}
+
+/* ---- raw flash access ------------------------------------------------------ */
+
+static int dev_err(int err)
+{
+    if (err == 0)
+        return 0;
+    return err == FLASH_ERR_CORRUPT ? FS_ERR_IO : (err < 0 ? FS_ERR_IO : err);
+}
+
+int fs_flash_read(fs_t *fs, uint32_t a, void *buf, uint32_t len)
+{
+    uint8_t *p = buf;
+    while (len) {
+        uint32_t b = blk_of(fs, a), o = off_of(fs, a);
+        uint32_t n = fs->bsize - o < len ? fs->bsize - o : len;
+        int err = fs->dev->read(fs->dev, fs->first_block + b, o, p, n);
+        if (err)
+            return dev_err(err);
+        p += n;
+        len -= n;
+        a = addr_add(fs, a, n, NULL);
+    }
+    return 0;
+}
+
+/* Program bytes at a (spanning blocks that were entered already). On a
+ * failed program the block is remembered as failing (retired by GC). */
+static int flash_prog(fs_t *fs, uint32_t a, const void *buf, uint32_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        uint32_t b = blk_of(fs, a), o = off_of(fs, a);
+        uint32_t n = fs->bsize - o < len ? fs->bsize - o : len;
+        int err = fs->dev->prog(fs->dev, fs->first_block + b, o, p, n);
+        if (err) {
+            if (err != FLASH_ERR_POWER)
+                fs->failing_block = b;
+            return FS_ERR_IO;
+        }
+        p += n;
+        len -= n;
+        a = addr_add(fs, a, n, NULL);
+    }
+    return 0;
+}
+
+static int retire_block(fs_t *fs, uint32_t b)
+{
+    if (is_bad(fs, b))
+        return 0;
+    if (fs->nbad >= FS_BAD_MAX) {
+        fs->rofs = 1;
+        return FS_ERR_ROFS;
+    }
+    fs->bad[fs->nbad++] = (uint16_t)b;
+    return 0;
+}
+
+/* Erase the head block if this lap has not erased it yet. A block that fails
+ * to erase is retired on the spot (it holds nothing live: it is free). */
+static int enter_head(fs_t *fs)
+{
+    while (!fs->head_erased) {
+        uint32_t b = blk_of(fs, fs->head);
+        int err = fs->dev->erase(fs->dev, fs->first_block + b);
+        if (err == 0) {
+            fs->head_erased = 1;
+            break;
+        }
+        if (err == FLASH_ERR_POWER)
+            return FS_ERR_IO;
+        err = retire_block(fs, b);
+        if (err)
+            return err;
+        if (fs_free_blocks(fs) == 0)
+            return FS_ERR_NOSPC;
+        int w = 0;
+        uint32_t nb = next_good(fs, b, &w);
+        if (w)
+            fs->laps++;
+        fs->head = nb * fs->bsize;
+    }
+    return 0;
+}
+
+/* Move the head to the start of the next block (abandoning the rest of the
+ * current one). */
+static void head_next_block(fs_t *fs)
+{
+    int w = 0;
+    uint32_t nb = next_good(fs, blk_of(fs, fs->head), &w);
+    if (w)
+        fs->laps++;
+    fs->head = nb * fs->bsize;
+    fs->head_erased = 0;
+}
+
+/* ---- records ---------------------------------------------------------------- */
+
+static void hdr_encode(const rec_hdr_t *h, uint8_t *p, uint32_t lap)
+{
+    p[0] = h->type;
+    p[1] = h->flags;
+    put16(p + 2, h->len);
+    put32(p + 4, h->ino);
+    put32(p + 8, h->idx);
+    put32(p + 12, h->dcrc);
+    put32(p + 16, crc32_update(lap, p, 16));
+}
+
+static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
+{
+    int erased = 1;
+    for (int i = 0; i < (int)REC_HDR; i++)
+        if (p[i] != 0xff) {
+            erased = 0;
+            break;
+        }
+    if (erased)
+        return FS_ERR_NOENT;
+    if (crc32_update(lap, p, 16) != get32(p + 16))
+        return FS_ERR_CORRUPT;
+    h->type = p[0];
+    h->flags = p[1];
+    h->len = get16(p + 2);
+    h->ino = get32(p + 4);
+    h->idx = get32(p + 8);
+    h->dcrc = get32(p + 12);
+    h->hcrc = get32(p + 16);
+    if (h->type < R_INODE || h->type > R_TOMB || h->len > REC_MAX_PAYLOAD)
+        return FS_ERR_CORRUPT;
+    return 0;
+}
+
+static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
+{
+    uint8_t p[REC_HDR];
+    int err = fs_flash_read(fs, a, p, REC_HDR);
+    if (err)
+        return err;
+    return hdr_decode(h, p, lap);
+}
+
+int fs_rec_read_hdr(fs_t *fs, uint32_t a, rec_hdr_t *h)
+{
+    if (a == FS_ADDR_NONE || a == FS_ADDR_DELETED ||
+        blk_of(fs, a) < FIRST_DATA || blk_of(fs, a) >= fs->nblocks)
+        return FS_ERR_CORRUPT;
+    int err = read_hdr_lap(fs, a, h, lap_of(fs, a));
+    return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+}
+
+int fs_rec_read(fs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
+{
+    return fs_flash_read(fs, addr_add(fs, a, REC_HDR + off, NULL), buf, len);
+}
+
+static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+{
+    uint8_t tmp[64];
+    uint32_t crc = 0, off = 0;
+    uint32_t p = addr_add(fs, a, REC_HDR, NULL);
+    while (off < h->len) {
+        uint32_t n = h->len - off < sizeof(tmp) ? h->len - off : sizeof(tmp);
+        int err = fs_flash_read(fs, p, tmp, n);
+        if (err)
+            return err;
+        crc = crc32_update(crc, tmp, n);
+        off += n;
+        p = addr_add(fs, p, n, NULL);
+    }
+    return crc == h->dcrc ? 0 : FS_ERR_CORRUPT;
+}
+
+int fs_rec_verify(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+{
+    return verify_payload(fs, a, h);
+}
+
+/* Blocks a record of total bytes starting at the head would newly enter. */
+static uint32_t blocks_needed(const fs_t *fs, uint32_t total)
+{
+    uint32_t o = off_of(fs, fs->head);
+    uint32_t n = (o + total + fs->bsize - 1) / fs->bsize; /* blocks touched */
+    return fs->head_erased ? n - 1 : n;
+}
+
+static int ensure_space(fs_t *fs, uint32_t total)
+{
+    if (fs->rofs)
+        return FS_ERR_ROFS;
+    uint32_t need = blocks_needed(fs, total);
+    if (fs->in_gc || fs->in_ckpt)
+        return fs_free_blocks(fs) >= need ? 0 : FS_ERR_NOSPC;
+    /* inside an operation: no GC (it would move records the operation holds
+     * addresses of); keep room for a checkpoint */
+    return fs_free_blocks(fs) >= need + fs->ckpt_blocks + 1 ? 0 : FS_ERR_NOSPC;
+}
+
+int fs_op_begin(fs_t *fs, uint32_t bytes)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    if (fs->rofs)
+        return FS_ERR_ROFS;
+    uint32_t need = (bytes + fs->bsize - 1) / fs->bsize + 1;
+    if (fs->in_op == 0 && fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger) {
+        int err = fs_gc_run(fs, 0, 0);
+        if (err < 0 && err != FS_ERR_NOSPC)
+            return err;
+    }
+    if (fs_free_blocks(fs) < need + fs->reserve)
+        return FS_ERR_NOSPC;
+    fs->in_op++;
+    return 0;
+}
+
+void fs_op_end(fs_t *fs)
+{
+    if (fs->in_op)
+        fs->in_op--;
+}
+
+int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
+{
+    uint32_t total = REC_HDR + len;
+    int err = ensure_space(fs, total);
+    if (err)
+        return err;
+    err = enter_head(fs);
+    if (err)
+        return err;
+    /* enter every further block the record spans */
+    uint32_t a = fs->head;
+    uint32_t o = off_of(fs, a);
+    uint32_t span = (o + total - 1) / fs->bsize; /* extra blocks */
+    uint32_t b = blk_of(fs, a);
+    for (uint32_t i = 0; i < span; i++) {
+        int w = 0;
+        b = next_good(fs, b, &w);
+        int e = fs->dev->erase(fs->dev, fs->first_block + b);
+        if (e) {
+            if (e == FLASH_ERR_POWER)
+                return FS_ERR_IO;
+            /* retire it and restart the record in a fresh block */
+            err = retire_block(fs, b);
+            if (err)
+                return err;
+            head_next_block(fs);
+            return fs_rec_begin(fs, len, addr);
+        }
+    }
+    *addr = a;
+    uint32_t lap = fs->laps;
+    fs->head = addr_add(fs, a, total, &lap);
+    fs->laps = lap;
+    /* the head now sits in the last block the record touched (erased), or
+     * at the start of a block not entered yet */
+    fs->head_erased = off_of(fs, fs->head) != 0;
+    fs->journal_records++;
+    return 0;
+}
+
+int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
+                  uint32_t len, uint32_t *crc)
+{
+    if (crc)
+        *crc = crc32_update(*crc, buf, len);
+    return flash_prog(fs, addr_add(fs, addr, REC_HDR + off, NULL), buf, len);
+}
+
+int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
+               uint32_t ino, uint32_t idx, uint32_t len, uint32_t crc)
+{
+    rec_hdr_t h = {type, flags, (uint16_t)len, ino, idx, crc, 0};
+    uint8_t p[REC_HDR];
+    hdr_encode(&h, p, lap_of(fs, addr));
+    return flash_prog(fs, addr, p, REC_HDR);
+}
+
+int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
+                 uint32_t idx, const void *p1, uint32_t n1, const void *p2,
+                 uint32_t n2, uint32_t *addr)
+{
+    int err = FS_ERR_IO;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint32_t a, crc = 0;
+        err = fs_rec_begin(fs, n1 + n2, &a);
+        if (err)
+            return err;
+        err = fs_rec_append(fs, a, 0, p1, n1, &crc);
+        if (!err && n2)
+            err = fs_rec_append(fs, a, n1, p2, n2, &crc);
+        if (!err)
+            err = fs_rec_end(fs, a, type, flags, ino, idx, n1 + n2, crc);
+        if (!err) {
+            *addr = a;
+            return 0;
+        }
+        if (fs->failing_block == FS_ADDR_NONE)
+            return err; /* power loss or a device that is gone */
+        /* a worn block refused the program: carry on in the next block */
+        head_next_block(fs);
+    }
+    return err;
+}
+
+/* ---- object map --------------------------------------------------------------- */
+
+static uint32_t key_bucket(const fs_t *fs, uint32_t ino, uint32_t idx)
+{
+    if (ino == MAP_INO && (idx >> 28) == 4)
+        return idx & 0x0fffffffu; /* GC marker: rewrite this bucket */
+    uint32_t cl = KEY_KIND(idx) == KIND_INODE ? 0 : (KEY_KIND(idx) << 28) | (KEY_INDEX(idx) >> 4);
+    uint32_t h = ino * 0x9e3779b1u ^ (cl + 0x7f4a7c15u) * 0x85ebca77u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return h % fs->nbuckets;
+}
+
+static int jfind(const fs_t *fs, uint32_t ino, uint32_t idx)
+{
+    for (uint32_t i = 0; i < fs->njournal; i++)
+        if (fs->journal[i].key.ino == ino && fs->journal[i].key.idx == idx)
+            return (int)i;
+    return -1;
+}
+
+/* Read and verify a map page (bucket or dir page) into buf. */
+static int read_page(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
+{
+    rec_hdr_t h;
+    int err = fs_rec_read_hdr(fs, a, &h);
+    if (err)
+        return err;
+    if (h.type != type || h.len > FS_PAGE)
+        return FS_ERR_CORRUPT;
+    err = fs_rec_read(fs, a, 0, buf, h.len);
+    if (err)
+        return err;
+    if (crc32_update(0, buf, h.len) != h.dcrc)
+        return FS_ERR_CORRUPT;
+    *len = h.len;
+    return 0;
+}
+
+/* Address of bucket b's page from the checkpointed map, or NONE. */
+static int bucket_addr(fs_t *fs, uint32_t b, uint32_t *out)
+{
+    uint32_t d = b / DIRPAGE_FAN;
+    uint32_t da = fs->dirpage_addr[d];
+    *out = FS_ADDR_NONE;
+    if (da == FS_ADDR_NONE)
+        return 0;
+    uint8_t p[4];
+    rec_hdr_t h;
+    int err = fs_rec_read_hdr(fs, da, &h);
+    if (err)
+        return err;
+    if (h.type != R_DIRPAGE || h.len != DIRPAGE_FAN * 4)
+        return FS_ERR_CORRUPT;
+    /* verify the whole page once, then read the one entry */
+    err = verify_payload(fs, da, &h);
+    if (err)
+        return err;
+    err = fs_rec_read(fs, da, (b % DIRPAGE_FAN) * 4, p, 4);
+    if (err)
+        return err;
+    *out = get32(p);
+    return 0;
+}
+
+/* Look a key up in the checkpointed map only. */
+static int map_lookup_ckpt(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr, uint32_t *count)
+{
+    uint32_t b = key_bucket(fs, ino, idx), ba, len = 0;
+    *addr = FS_ADDR_NONE;
+    if (count)
+        *count = 0;
+    int err = bucket_addr(fs, b, &ba);
+    if (err || ba == FS_ADDR_NONE)
+        return err;
+    uint8_t page[FS_PAGE];
+    err = read_page(fs, ba, R_BUCKET, page, &len);
+    if (err)
+        return err;
+    if (count)
+        *count = len / 12;
+    for (uint32_t i = 0; i + 12 <= len; i += 12)
+        if (get32(page + i) == ino && get32(page + i + 4) == idx) {
+            *addr = get32(page + i + 8);
+            break;
+        }
+    return 0;
+}
+
+int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr)
+{
+    int j = jfind(fs, ino, idx);
+    if (j >= 0 && fs->journal[j].addr != FS_ADDR_NONE) {
+        *addr = fs->journal[j].addr == FS_ADDR_DELETED ? FS_ADDR_NONE : fs->journal[j].addr;
+        return 0;
+    }
+    return map_lookup_ckpt(fs, ino, idx, addr, NULL);
+}
+
+/* Set key -> addr in the journal index (room was checked by the caller).
+ * addr NONE only marks the key's bucket for rewriting. */
+static int jset(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
+{
+    int j = jfind(fs, ino, idx);
+    if (j < 0) {
+        if (fs->njournal >= FS_JOURNAL_MAX)
+            return FS_ERR_NOMEM;
+        j = (int)fs->njournal++;
+        fs->journal[j].key.ino = ino;
+        fs->journal[j].key.idx = idx;
+    } else if (addr == FS_ADDR_NONE) {
+        return 0; /* a real update already dirties the bucket */
+    }
+    fs->journal[j].addr = addr;
+    fs->jgen[j] = (uint8_t)fs->commit_gen;
+    return 0;
+}
+
+/* Would inserting new keys overflow their buckets? Checked before a commit
+ * adds keys that do not exist yet, so a checkpoint never fails on it. */
+static int bucket_room(fs_t *fs, uint32_t ino, uint32_t idx)
+{
+    uint32_t a, count;
+    int err = map_lookup_ckpt(fs, ino, idx, &a, &count);
+    if (err)
+        return err;
+    if (a != FS_ADDR_NONE)
+        return 0;
+    uint32_t b = key_bucket(fs, ino, idx);
+    for (uint32_t i = 0; i < fs->njournal; i++)
+        if (fs->journal[i].addr != FS_ADDR_NONE && fs->journal[i].addr != FS_ADDR_DELETED &&
+            key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx) == b) {
+            uint32_t a2;
+            err = map_lookup_ckpt(fs, fs->journal[i].key.ino, fs->journal[i].key.idx, &a2, NULL);
+            if (err)
+                return err;
+            if (a2 == FS_ADDR_NONE)
+                count++;
+        }
+    return count + 1 + 2 <= BUCKET_MAX ? 0 : FS_ERR_NOSPC;
+}
+
+int fs_journal_room(fs_t *fs, uint32_t n)
+{
+    if (fs->njournal + n <= FS_JOURNAL_MAX)
+        return 0;
+    int err = fs_checkpoint(fs);
+    if (err)
+        return err;
+    return fs->njournal + n <= FS_JOURNAL_MAX ? 0 : FS_ERR_NOMEM;
+}
+
+/* ---- commits ---------------------------------------------------------------------- */
+
+static void next_gen(fs_t *fs)
+{
+    fs->commit_gen = (fs->commit_gen + 1) & 0xff;
+    if (fs->commit_gen == 0) {
+        memset(fs->jgen, 0, sizeof(fs->jgen));
+        fs->commit_gen = 1;
+    }
+}
+
+/* Set a key as part of the current commit unless a newer record of the same
+ * commit already set it. Tracks file/dir counts and live bytes. */
+static int commit_set(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
+{
+    int j = jfind(fs, ino, idx);
+    if (j >= 0 && fs->jgen[j] == (uint8_t)fs->commit_gen && fs->journal[j].addr != FS_ADDR_NONE)
+        return 0;
+    if (KEY_KIND(idx) == KIND_INODE && ino != 0 && ino != MAP_INO) {
+        /* counters: compare with the previous inode */
+        inode_t old, nw;
+        uint32_t oa;
+        int had = fs_inode_get(fs, ino, &old, &oa) == 0;
+        int has = 0;
+        if (addr != FS_ADDR_DELETED) {
+            uint8_t p[INODE_SIZE];
+            int err = fs_rec_read(fs, addr, 0, p, INODE_SIZE);
+            if (err)
+                return err;
+            inode_decode(&nw, p);
+            has = 1;
+        }
+        if (had) {
+            if (old.type == FS_TYPE_DIR)
+                fs->dirs--;
+            else
+                fs->files--;
+            fs->live -= old.size + 64;
+        }
+        if (has) {
+            if (nw.type == FS_TYPE_DIR)
+                fs->dirs++;
+            else
+                fs->files++;
+            fs->live += nw.size + 64;
+        }
+        if (ino >= fs->next_ino)
+            fs->next_ino = ino + 1;
+    }
+    return jset(fs, ino, idx, addr);
+}
+
+int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
+{
+    uint8_t t[COMMIT_TAIL];
+    if (h->len < COMMIT_TAIL)
+        return FS_ERR_CORRUPT;
+    int err = fs_rec_read(fs, rec_addr, h->len - COMMIT_TAIL, t, COMMIT_TAIL);
+    if (err)
+        return err;
+    uint32_t chain = get32(t);
+    uint32_t n = get16(t + 4);
+    if (get16(t + 6) != COMMIT_MAGIC || n > COMMIT_MAX_ENT ||
+        COMMIT_TAIL + n * COMMIT_ENT > h->len)
+        return FS_ERR_CORRUPT;
+    next_gen(fs);
+    /* explicit entries and the record itself win over the pending chain */
+    uint32_t ent_off = h->len - COMMIT_TAIL - n * COMMIT_ENT;
+    if (h->type == R_INODE) {
+        err = commit_set(fs, h->ino, 0, rec_addr);
+        if (err)
+            return err;
+    }
+    for (uint32_t i = n; i-- > 0;) {
+        uint8_t e[COMMIT_ENT];
+        err = fs_rec_read(fs, rec_addr, ent_off + i * COMMIT_ENT, e, COMMIT_ENT);
+        if (err)
+            return err;
+        err = commit_set(fs, get32(e), get32(e + 4), get32(e + 8));
+        if (err)
+            return err;
+    }
+    /* the pending chain, newest first */
+    uint32_t guard = 0;
+    while (chain != FS_ADDR_NONE) {
+        rec_hdr_t ch;
+        uint32_t prev;
+        if (++guard > 4096)
+            return FS_ERR_CORRUPT;
+        err = fs_rec_read_hdr(fs, chain, &ch);
+        if (!err)
+            err = fs_chain_prev(fs, chain, &ch, &prev);
+        if (err)
+            return err;
+        err = commit_set(fs, ch.ino, ch.idx, ch.type == R_TOMB ? FS_ADDR_DELETED : chain);
+        if (err)
+            return err;
+        chain = prev;
+    }
+    return 0;
+}
+
+int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
+{
+    uint32_t off;
+    switch (h->type) {
+    case R_PATCH:
+    case R_EXTMAP: off = 4; break;
+    case R_DIRCHUNK:
+    case R_TOMB: off = 0; break;
+    case R_INODE:
+        if (!(h->flags & F_CHAIN))
+            return FS_ERR_CORRUPT;
+        off = INODE_SIZE;
+        break;
+    default: return FS_ERR_CORRUPT;
+    }
+    if (off + 4 > h->len)
+        return FS_ERR_CORRUPT;
+    uint8_t p[4];
+    int err = fs_rec_read(fs, a, off, p, 4);
+    if (err)
+        return err;
+    *prev = get32(p);
+    return 0;
+}
+
+int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_t *inode_addr)
+{
+    uint8_t buf[INODE_SIZE + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
+    uint32_t n = 0;
+    int err;
+    /* count the keys the chain may add (upper bound: key changes) */
+    uint32_t keys = c->n + 1, last_ino = 0, last_idx = 0xffffffffu;
+    for (uint32_t ch = c->chain_tail, g = 0; ch != FS_ADDR_NONE && g < 4096; g++) {
+        rec_hdr_t h;
+        int e = fs_rec_read_hdr(fs, ch, &h);
+        if (!e)
+            e = fs_chain_prev(fs, ch, &h, &ch);
+        if (e)
+            return e;
+        if (h.ino != last_ino || h.idx != last_idx) {
+            keys++;
+            last_ino = h.ino;
+            last_idx = h.idx;
+            if (h.type != R_TOMB) {
+                e = bucket_room(fs, h.ino, h.idx);
+                if (e)
+                    return e;
+            }
+        }
+    }
+    int e = fs_journal_room(fs, keys);
+    if (e)
+        return e;
+    /* new keys must fit their buckets at the next checkpoint */
+    for (uint32_t i = 0; i < c->n; i++)
+        if (c->ent[i].addr != FS_ADDR_DELETED) {
+            e = bucket_room(fs, c->ent[i].key.ino, c->ent[i].key.idx);
+            if (e)
+                return e;
+        }
+    if (inode) {
+        e = bucket_room(fs, ino, 0);
+        if (e)
+            return e;
+        inode_encode(inode, buf);
+        n = INODE_SIZE;
+    }
+    for (uint32_t i = 0; i < c->n; i++) {
+        put32(buf + n, c->ent[i].key.ino);
+        put32(buf + n + 4, c->ent[i].key.idx);
+        put32(buf + n + 8, c->ent[i].addr);
+        n += COMMIT_ENT;
+    }
+    put32(buf + n, c->chain_tail);
+    put16(buf + n + 4, (uint16_t)c->n);
+    put16(buf + n + 6, COMMIT_MAGIC);
+    n += COMMIT_TAIL;
+    uint32_t a;
+    err = fs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
+                       buf, n, NULL, 0, &a);
+    if (err)
+        return err;
+    if (fs->dev->sync) {
+        int s = fs->dev->sync(fs->dev);
+        if (s)
+            return FS_ERR_IO;
+    }
+    rec_hdr_t h;
+    e = fs_rec_read_hdr(fs, a, &h);
+    if (e)
+        return e;
+    e = fs_apply_commit(fs, a, &h);
+    if (e)
+        return e;
+    if (inode_addr)
+        *inode_addr = a;
+    if (fs->njournal >= FS_JOURNAL_MAX / 2 || fs->journal_records >= FS_JOURNAL_RECORDS)
+        return fs_checkpoint(fs);
+    return 0;
+}
+
+/* ---- anchors ------------------------------------------------------------------------ */
+
+static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
+                       uint32_t *ckpt, uint32_t *lap)
+{
+    uint8_t p[ANCHOR_SIZE];
+    int err = fs->dev->read(fs->dev, fs->first_block + blk, slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
+    if (err)
+        return FS_ERR_IO;
+    int erased = 1;
+    for (uint32_t i = 0; i < ANCHOR_SIZE; i++)
+        if (p[i] != 0xff)
+            erased = 0;
+    if (erased)
+        return FS_ERR_NOENT;
+    if (crc32_update(ANCHOR_MAGIC, p, 12) != get32(p + 12))
+        return FS_ERR_CORRUPT;
+    *seq = get32(p);
+    *ckpt = get32(p + 4);
+    *lap = get32(p + 8);
+    return 0;
+}
+
+static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
+{
+    uint32_t slots = fs->bsize / ANCHOR_SIZE;
+    if (fs->anchor_slot >= slots) {
+        uint32_t other = 1 - fs->anchor_block;
+        int err = fs->dev->erase(fs->dev, fs->first_block + other);
+        if (err)
+            return FS_ERR_IO;
+        fs->anchor_block = other;
+        fs->anchor_slot = 0;
+    }
+    uint8_t p[ANCHOR_SIZE];
+    put32(p, fs->ckpt_seq);
+    put32(p + 4, ckpt);
+    put32(p + 8, lap);
+    put32(p + 12, crc32_update(ANCHOR_MAGIC, p, 12));
+    int err = fs->dev->prog(fs->dev, fs->first_block + fs->anchor_block,
+                            fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
+    fs->anchor_slot++;
+    if (!err && fs->dev->sync)
+        err = fs->dev->sync(fs->dev);
+    return err ? FS_ERR_IO : 0;
+}
+
+/* Newest valid anchor in one block: binary search for the first erased slot
+ * (slots are written in order), then step back over a torn one. */
+static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
+                       uint32_t *lap, uint32_t *next_slot)
+{
+    uint32_t slots = fs->bsize / ANCHOR_SIZE, lo = 0, hi = slots;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2, s, c, l;
+        int err = anchor_read(fs, blk, mid, &s, &c, &l);
+        if (err == FS_ERR_IO)
+            return err;
+        if (err == FS_ERR_NOENT)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *next_slot = lo;
+    for (uint32_t k = lo; k > 0 && k + 2 > lo; k--) {
+        if (anchor_read(fs, blk, k - 1, seq, ckpt, lap) == 0)
+            return 0;
+    }
+    return FS_ERR_NOENT;
+}
+
+/* ---- checkpoints ---------------------------------------------------------------------- */
+
+static void jsort_by_bucket(fs_t *fs)
+{
+    for (uint32_t i = 1; i < fs->njournal; i++) {
+        fs_jent_t e = fs->journal[i];
+        uint32_t be = key_bucket(fs, e.key.ino, e.key.idx);
+        uint32_t j = i;
+        while (j > 0 && key_bucket(fs, fs->journal[j - 1].key.ino, fs->journal[j - 1].key.idx) > be) {
+            fs->journal[j] = fs->journal[j - 1];
+            j--;
+        }
+        fs->journal[j] = e;
+    }
+}
+
+static int write_checkpoint_record(fs_t *fs)
+{
+    uint8_t *p = fs->buf2; /* reuse: dir page buffer is free now */
+    uint8_t big[48 + 64 * 4 + FS_BAD_MAX * 2];
+    uint32_t n = 0;
+    (void)p;
+    put32(big + n, fs->ckpt_seq + 1); n += 4;
+    put32(big + n, fs->tail); n += 4;
+    put32(big + n, fs->next_ino); n += 4;
+    put32(big + n, fs->files); n += 4;
+    put32(big + n, fs->dirs); n += 4;
+    put32(big + n, (uint32_t)fs->live); n += 4;
+    put32(big + n, (uint32_t)(fs->live >> 32)); n += 4;
+    put32(big + n, fs->nbuckets); n += 4;
+    put32(big + n, fs->failing_block); n += 4;
+    put16(big + n, (uint16_t)fs->ndirpages); n += 2;
+    put16(big + n, (uint16_t)fs->nbad); n += 2;
+    for (uint32_t i = 0; i < fs->ndirpages; i++, n += 4)
+        put32(big + n, fs->dirpage_addr[i]);
+    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
+        put16(big + n, fs->bad[i]);
+    uint32_t a;
+    int err = fs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, NULL, 0, &a);
+    if (err)
+        return err;
+    if (fs->dev->sync && fs->dev->sync(fs->dev))
+        return FS_ERR_IO;
+    fs->ckpt_seq++;
+    uint32_t lap = lap_of(fs, a);
+    err = anchor_write(fs, a, lap);
+    if (err)
+        return err;
+    fs->ckpt_addr = a;
+    fs->ckpt_lap = lap;
+    fs->ckpt_head = fs->head;
+    fs->journal_records = 0;
+    return 0;
+}
+
+static int checkpoint_space(const fs_t *fs)
+{
+    uint32_t buckets = fs->njournal < fs->nbuckets ? fs->njournal : fs->nbuckets;
+    uint32_t dps = fs->ndirpages;
+    uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
+                     dps * (REC_HDR + DIRPAGE_FAN * 4) + 600;
+    return (int)((bytes + fs->bsize - 1) / fs->bsize + 1);
+}
+
+int fs_checkpoint(fs_t *fs)
+{
+    if (fs->in_ckpt)
+        return 0;
+    if (!fs->in_gc && !fs->in_op && fs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 1) {
+        int e = fs_gc_run(fs, 0, 1);
+        if (e < 0 && e != FS_ERR_NOSPC)
+            return e;
+    }
+    fs->in_ckpt = 1;
+    int err = 0;
+    jsort_by_bucket(fs);
+    uint32_t i = 0;
+    uint32_t cur_dp = FS_ADDR_NONE;
+    uint8_t *dp = fs->buf2; /* current dir page contents */
+    uint8_t *bp = fs->buf;  /* current bucket page contents */
+    while (i < fs->njournal || cur_dp != FS_ADDR_NONE) {
+        uint32_t b = i < fs->njournal ? key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx)
+                                      : FS_ADDR_NONE;
+        uint32_t d = b == FS_ADDR_NONE ? FS_ADDR_NONE : b / DIRPAGE_FAN;
+        if (cur_dp != FS_ADDR_NONE && d != cur_dp) {
+            /* flush the dir page */
+            uint32_t a;
+            err = fs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | cur_dp, dp,
+                               DIRPAGE_FAN * 4, NULL, 0, &a);
+            if (err)
+                goto out;
+            fs->dirpage_addr[cur_dp] = a;
+            fs->dirty_dirpages &= ~(1ull << cur_dp);
+            cur_dp = FS_ADDR_NONE;
+        }
+        if (b == FS_ADDR_NONE)
+            break;
+        if (cur_dp == FS_ADDR_NONE) {
+            cur_dp = d;
+            if (fs->dirpage_addr[d] == FS_ADDR_NONE) {
+                memset(dp, 0xff, DIRPAGE_FAN * 4);
+            } else {
+                uint32_t len;
+                err = read_page(fs, fs->dirpage_addr[d], R_DIRPAGE, dp, &len);
+                if (err)
+                    goto out;
+                if (len != DIRPAGE_FAN * 4) {
+                    err = FS_ERR_CORRUPT;
+                    goto out;
+                }
+            }
+        }
+        /* load the bucket page */
+        uint32_t ba = get32(dp + (b % DIRPAGE_FAN) * 4), blen = 0;
+        if (ba != FS_ADDR_NONE) {
+            err = read_page(fs, ba, R_BUCKET, bp, &blen);
+            if (err)
+                goto out;
+        }
+        /* apply every journal entry of this bucket */
+        for (; i < fs->njournal &&
+               key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx) == b; i++) {
+            fs_jent_t *e = &fs->journal[i];
+            if (e->addr == FS_ADDR_NONE)
+                continue; /* bucket only marked for rewrite */
+            uint32_t k;
+            for (k = 0; k + 12 <= blen; k += 12)
+                if (get32(bp + k) == e->key.ino && get32(bp + k + 4) == e->key.idx)
+                    break;
+            if (e->addr == FS_ADDR_DELETED) {
+                if (k + 12 <= blen) {
+                    memmove(bp + k, bp + k + 12, blen - k - 12);
+                    blen -= 12;
+                }
+            } else if (k + 12 <= blen) {
+                put32(bp + k + 8, e->addr);
+            } else {
+                if (blen + 12 > BUCKET_MAX * 12) {
+                    err = FS_ERR_NOSPC; /* prevented by bucket_room */
+                    goto out;
+                }
+                put32(bp + blen, e->key.ino);
+                put32(bp + blen + 4, e->key.idx);
+                put32(bp + blen + 8, e->addr);
+                blen += 12;
+            }
+        }
+        uint32_t na = FS_ADDR_NONE;
+        if (blen) {
+            err = fs_rec_write(fs, R_BUCKET, 0, MAP_INO, b, bp, blen, NULL, 0, &na);
+            if (err)
+                goto out;
+        }
+        put32(dp + (b % DIRPAGE_FAN) * 4, na);
+    }
+    /* dir pages marked by GC that no bucket change rewrote */
+    for (uint32_t d = 0; d < fs->ndirpages; d++) {
+        if (!(fs->dirty_dirpages & (1ull << d)) || fs->dirpage_addr[d] == FS_ADDR_NONE)
+            continue;
+        uint32_t len, a;
+        err = read_page(fs, fs->dirpage_addr[d], R_DIRPAGE, dp, &len);
+        if (!err)
+            err = fs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | d, dp, len, NULL, 0, &a);
+        if (err)
+            goto out;
+        fs->dirpage_addr[d] = a;
+    }
+    fs->dirty_dirpages = 0;
+    err = write_checkpoint_record(fs);
+    if (err)
+        goto out;
+    fs->njournal = 0;
+out:
+    fs->in_ckpt = 0;
+    return err;
+}
+
+/* ---- garbage collection ----------------------------------------------------------------- */
+
+/* Relocation state of one GC pass: the commit being built and the seg records
+ * moved so far, grouped per segment when the EXTMAPs are written. */
+typedef struct gc_state {
+    commit_t c;
+} gc_state_t;
+
+static int gc_flush(fs_t *fs, gc_state_t *g)
+{
+    if (g->c.n == 0 && g->c.chain_tail == FS_ADDR_NONE)
+        return 0;
+    int err = fs_commit(fs, &g->c, 0, NULL, NULL);
+    g->c.n = 0;
+    g->c.chain_tail = FS_ADDR_NONE;
+    return err;
+}
+
+static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
+{
+    uint32_t cur;
+    int err;
+    switch (h->type) {
+    case R_INODE:
+    case R_DIRCHUNK:
+        err = fs_map_lookup(fs, h->ino, h->idx, &cur);
+        if (err)
+            return err;
+        if (cur != a)
+            return 0;
+        {
+            /* copy the object (without any commit trailer) */
+            uint8_t obj[DIRCHUNK_MAX];
+            uint32_t len = h->type == R_INODE ? INODE_SIZE : h->len;
+            if (len > sizeof(obj))
+                return FS_ERR_CORRUPT;
+            err = fs_rec_read(fs, a, 0, obj, len);
+            if (err)
+                return err;
+            if (h->type == R_DIRCHUNK || !(h->flags & (F_COMMIT | F_CHAIN))) {
+                if (crc32_update(0, obj, len) != h->dcrc)
+                    return FS_ERR_CORRUPT;
+            } else {
+                err = verify_payload(fs, a, h);
+                if (err)
+                    return err;
+            }
+            if (h->type == R_DIRCHUNK)
+                memset(obj, 0xff, 4); /* the copy is in no chain */
+            uint32_t na;
+            err = fs_rec_write(fs, h->type, 0, h->ino, h->idx, obj, len, NULL, 0, &na);
+            if (err)
+                return err;
+            if (g->c.n >= COMMIT_MAX_ENT) {
+                err = gc_flush(fs, g);
+                if (err)
+                    return err;
+            }
+            g->c.ent[g->c.n].key.ino = h->ino;
+            g->c.ent[g->c.n].key.idx = h->idx;
+            g->c.ent[g->c.n].addr = na;
+            g->c.n++;
+        }
+        return 0;
+    case R_PATCH:
+    case R_EXTMAP:
+        err = fs_sync_ino(fs, h->ino); /* pending data reaching the tail */
+        if (err)
+            return err;
+        err = fs_seg_live(fs, h->ino, h->idx, a);
+        if (err <= 0)
+            return err;
+        if (g->c.n >= COMMIT_MAX_ENT) {
+            err = gc_flush(fs, g);
+            if (err)
+                return err;
+        }
+        return fs_seg_relocate(fs, h->ino, h->idx, &a, 1, &g->c);
+    case R_DIRPAGE: {
+        uint32_t d = h->idx & ~DIRPAGE_IDX;
+        if (d < fs->ndirpages && fs->dirpage_addr[d] == a)
+            fs->dirty_dirpages |= 1ull << d;
+        return 0;
+    }
+    default:
+        return 0; /* commits and checkpoints: superseded by the next one */
+    }
+}
+
+int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
+{
+    if (fs->in_gc || fs->in_ckpt || fs->rofs)
+        return 0;
+    fs->in_gc = 1;
+    gc_state_t g;
+    g.c.n = 0;
+    g.c.chain_tail = FS_ADDR_NONE;
+    uint32_t freed = 0, scanned = 0, start_free = fs_free_blocks(fs);
+    uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
+    uint32_t new_tail = fs->tail;
+    int err = 0;
+    uint32_t marks_bucket = 0;
+    (void)marks_bucket;
+    while (1) {
+        uint32_t tb = blk_of(fs, new_tail);
+        if (tb == blk_of(fs, fs->head))
+            break; /* the log is down to the head block */
+        if (blocks ? freed >= blocks : fs_free_blocks(fs) + freed >= want)
+            break;
+        if (scanned >= ndata(fs))
+            break; /* a whole lap: nothing more to gain */
+        /* never let relocation eat the last blocks */
+        if (fs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 2)
+            break;
+        uint32_t a = new_tail;
+        while (blk_of(fs, a) == tb && a != fs->head) {
+            rec_hdr_t h;
+            int e = read_hdr_lap(fs, a, &h, lap_of(fs, a));
+            if (e == FS_ERR_IO) {
+                err = e;
+                goto out;
+            }
+            if (e) {
+                /* erased or torn: nothing valid follows in this block */
+                int w = 0;
+                a = next_good(fs, tb, &w) * fs->bsize;
+                break;
+            }
+            /* bucket pages are tracked in the journal with a marker key:
+             * mark the bucket itself dirty */
+            if (h.type == R_BUCKET) {
+                uint32_t ba;
+                e = bucket_addr(fs, h.idx, &ba);
+                if (e) {
+                    err = e;
+                    goto out;
+                }
+                if (ba == a) {
+                    /* find any key of that bucket: use a marker entry */
+                    if (fs->njournal >= FS_JOURNAL_MAX) {
+                        err = FS_ERR_NOMEM;
+                        goto out;
+                    }
+                    fs->journal[fs->njournal].key.ino = MAP_INO;
+                    fs->journal[fs->njournal].key.idx = 0x40000000u | h.idx;
+                    fs->jgen[fs->njournal] = 0;
+                    fs->journal[fs->njournal].addr = FS_ADDR_NONE;
+                    fs->njournal++;
+                }
+            } else {
+                e = gc_record(fs, &g, a, &h);
+                if (e) {
+                    err = e;
+                    goto out;
+                }
+            }
+            a = addr_add(fs, a, REC_HDR + h.len, NULL);
+            if (fs->njournal >= FS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
+                err = gc_flush(fs, &g);
+                if (!err) {
+                    fs->in_gc = 1;
+                    err = fs_checkpoint(fs);
+                }
+                if (err)
+                    goto out;
+            }
+        }
+        if (a == fs->head)
+            break;
+        /* block tb is done (the record at a starts in a later block) */
+        freed += blk_dist(fs, tb, blk_of(fs, a));
+        scanned += blk_dist(fs, tb, blk_of(fs, a));
+        if (fs->failing_block == tb) {
+            err = retire_block(fs, tb);
+            fs->failing_block = FS_ADDR_NONE;
+            if (err)
+                goto out;
+        }
+        new_tail = a;
+    }
+    err = gc_flush(fs, &g);
+    if (err)
+        goto out;
+    if (new_tail != fs->tail) {
+        uint32_t old = fs->tail;
+        fs->tail = new_tail; /* becomes durable with the checkpoint */
+        err = fs_checkpoint(fs);
+        if (err) {
+            fs->tail = old;
+            goto out;
+        }
+    }
+out:
+    fs->in_gc = 0;
+    if (err)
+        return err;
+    if (!forced && fs_free_blocks(fs) <= start_free && freed == 0)
+        return FS_ERR_NOSPC;
+    return (int)freed;
+}
+
+/* ---- format / mount / unmount ---------------------------------------------------------------- */
+
+static int setup(fs_t *fs, const fs_config_t *cfg)
+{
+    if (!fs || !cfg || !cfg->dev)
+        return FS_ERR_INVAL;
+    const flash_dev_t *dev = cfg->dev;
+    uint32_t count = cfg->block_count ? cfg->block_count : dev->block_count - cfg->first_block;
+    if (cfg->first_block >= dev->block_count || count < 16 ||
+        cfg->first_block + count > dev->block_count || dev->block_size < 1024 ||
+        dev->block_size > 65536 || dev->prog_size != 1 || count > 65535)
+        return FS_ERR_INVAL;
+    memset(fs, 0, sizeof(*fs));
+    fs->dev = dev;
+    fs->first_block = cfg->first_block;
+    fs->nblocks = count;
+    fs->bsize = dev->block_size;
+    fs->clock = cfg->clock;
+    fs->clock_ctx = cfg->clock_ctx;
+    fs->failing_block = FS_ADDR_NONE;
+    fs->nbuckets = (count - FIRST_DATA) / 2;
+    if (fs->nbuckets < 8)
+        fs->nbuckets = 8;
+    if (fs->nbuckets > DIRPAGE_FAN * 64)
+        fs->nbuckets = DIRPAGE_FAN * 64;
+    fs->ndirpages = (fs->nbuckets + DIRPAGE_FAN - 1) / DIRPAGE_FAN;
+    for (uint32_t i = 0; i < 64; i++)
+        fs->dirpage_addr[i] = FS_ADDR_NONE;
+    fs->commit_gen = 1;
+    /* room kept for a checkpoint of a full journal index, and on top of it
+     * for one GC pass */
+    {
+        uint32_t buckets = FS_JOURNAL_MAX < fs->nbuckets ? FS_JOURNAL_MAX : fs->nbuckets;
+        uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
+                         fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + 600;
+        fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
+        fs->reserve = fs->ckpt_blocks + 6;
+    }
+    fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks : 4;
+    if (fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
+        return FS_ERR_INVAL; /* too small for its metadata reserve */
+    return 0;
+}
+
+int fs_format(fs_t *fs, const fs_config_t *cfg)
+{
+    int err = setup(fs, cfg);
+    if (err)
+        return err;
+    for (uint32_t b = 0; b < fs->nblocks; b++) {
+        int e = fs->dev->erase(fs->dev, fs->first_block + b);
+        if (e && b < FIRST_DATA)
+            return FS_ERR_IO; /* the anchors must work */
+        if (e && retire_block(fs, b))
+            return FS_ERR_IO;
+    }
+    fs->laps = 1;
+    fs->head = next_good(fs, FIRST_DATA - 1, NULL) * fs->bsize;
+    fs->head_erased = 1;
+    fs->tail = fs->head;
+    fs->anchor_block = 0;
+    fs->anchor_slot = 0;
+    fs->next_ino = ROOT_INO + 1;
+    fs->mounted = 1;
+    /* the root directory */
+    inode_t root = {FS_TYPE_DIR, 0, 0, 0, 0, fs_now(fs), fs_now(fs)};
+    commit_t c;
+    c.n = 0;
+    c.chain_tail = FS_ADDR_NONE;
+    err = fs_commit(fs, &c, ROOT_INO, &root, NULL);
+    if (!err)
+        err = fs_checkpoint(fs);
+    fs->mounted = 0;
+    return err;
+}
+
+/* Replay the journal after the checkpoint: apply every commit record. */
+static int replay(fs_t *fs, uint32_t start, uint32_t lap)
+{
+    uint32_t a = start;
+    uint32_t n = 0;
+    fs->head = a;
+    fs->laps = lap;
+    while (n < 4 * FS_JOURNAL_RECORDS) {
+        rec_hdr_t h;
+        int err = read_hdr_lap(fs, a, &h, lap);
+        if (err == FS_ERR_IO)
+            return err;
+        if (err)
+            break;
+        uint32_t next_lap = lap;
+        uint32_t next = addr_add(fs, a, REC_HDR + h.len, &next_lap);
+        /* position the head after this record so lap_of() sees it */
+        fs->head = next;
+        fs->laps = next_lap;
+        if (h.flags & F_COMMIT) {
+            err = verify_payload(fs, a, &h);
+            if (err == FS_ERR_CORRUPT)
+                break; /* treat as the torn end of the log */
+            if (err)
+                return err;
+            if (fs->njournal + COMMIT_MAX_ENT + FS_AUTOSYNC_SEGS + 2 > FS_JOURNAL_MAX) {
+                /* cannot happen with a well-formed log; checkpoint to make room */
+                fs->head_erased = 0;
+                return FS_ERR_CORRUPT;
+            }
+            err = fs_apply_commit(fs, a, &h);
+            if (err)
+                return err;
+        }
+        a = next;
+        lap = next_lap;
+        n++;
+    }
+    fs->head = a;
+    fs->laps = lap;
+    fs->journal_records = n;
+    /* the rest of the head block may hold a torn record: start afresh in the
+     * next block. An erased head block (offset 0) is erased again on use. */
+    if (off_of(fs, a) != 0)
+        head_next_block(fs);
+    else
+        fs->head_erased = 0;
+    return 0;
+}
+
+int fs_mount(fs_t *fs, const fs_config_t *cfg)
+{
+    int err = setup(fs, cfg);
+    if (err)
+        return err;
+    uint32_t seq[2] = {0, 0}, ck[2], lp[2], next[2];
+    int ok[2];
+    for (uint32_t b = 0; b < 2; b++) {
+        err = anchor_scan(fs, b, &seq[b], &ck[b], &lp[b], &next[b]);
+        if (err == FS_ERR_IO)
+            return err;
+        ok[b] = err == 0;
+    }
+    if (!ok[0] && !ok[1])
+        return FS_ERR_NOTMOUNTED;
+    uint32_t pick = (!ok[0] || (ok[1] && seq[1] > seq[0])) ? 1 : 0;
+    fs->anchor_block = pick;
+    fs->anchor_slot = next[pick];
+    fs->ckpt_seq = seq[pick];
+    uint32_t ca = ck[pick], cl = lp[pick];
+    if (blk_of(fs, ca) < FIRST_DATA || blk_of(fs, ca) >= fs->nblocks)
+        return FS_ERR_CORRUPT;
+    /* read the checkpoint (its lap is in the anchor) */
+    rec_hdr_t h;
+    err = read_hdr_lap(fs, ca, &h, cl);
+    if (err)
+        return err == FS_ERR_IO ? err : FS_ERR_CORRUPT;
+    uint8_t big[48 + 64 * 4 + FS_BAD_MAX * 2];
+    if (h.type != R_CKPT || h.len < 40 || h.len > sizeof(big))
+        return FS_ERR_CORRUPT;
+    err = fs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+    if (err)
+        return err;
+    if (crc32_update(0, big, h.len) != h.dcrc)
+        return FS_ERR_CORRUPT;
+    uint32_t n = 0;
+    uint32_t cseq = get32(big + n); n += 4;
+    fs->tail = get32(big + n); n += 4;
+    fs->next_ino = get32(big + n); n += 4;
+    fs->files = get32(big + n); n += 4;
+    fs->dirs = get32(big + n); n += 4;
+    fs->live = get32(big + n); n += 4;
+    fs->live |= (uint64_t)get32(big + n) << 32; n += 4;
+    uint32_t nb = get32(big + n); n += 4;
+    fs->failing_block = get32(big + n); n += 4;
+    uint32_t ndp = get16(big + n); n += 2;
+    fs->nbad = get16(big + n); n += 2;
+    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
+        fs->nbad > FS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
+        return FS_ERR_CORRUPT;
+    for (uint32_t i = 0; i < ndp; i++, n += 4)
+        fs->dirpage_addr[i] = get32(big + n);
+    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
+        fs->bad[i] = get16(big + n);
+    if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks)
+        return FS_ERR_CORRUPT;
+    fs->ckpt_addr = ca;
+    fs->ckpt_lap = cl;
+    uint32_t jl = cl;
+    uint32_t js = addr_add(fs, ca, REC_HDR + h.len, &jl);
+    fs->mounted = 1;
+    err = replay(fs, js, jl);
+    if (err) {
+        fs->mounted = 0;
+        return err;
+    }
+    fs->ckpt_head = js;
+    /* the root must exist */
+    inode_t root;
+    uint32_t ra;
+    err = fs_inode_get(fs, ROOT_INO, &root, &ra);
+    if (err || root.type != FS_TYPE_DIR) {
+        fs->mounted = 0;
+        return err ? err : FS_ERR_CORRUPT;
+    }
+    return 0;
+}
+
+int fs_statvfs(fs_t *fs, fs_statvfs_t *out)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    memset(out, 0, sizeof(*out));
+    uint32_t good = ndata(fs) - fs->nbad;
+    out->block_size = fs->bsize;
+    out->block_count = fs->nblocks;
+    out->total = (uint64_t)good * fs->bsize;
+    out->free = (uint64_t)fs_free_blocks(fs) * fs->bsize;
+    out->used = out->total - out->free;
+    out->live = fs->live;
+    out->reclaimable = out->used > fs->live ? out->used - fs->live : 0;
+    out->files = fs->files;
+    out->dirs = fs->dirs;
+    /* Every data block is erased once per lap of the head, plus once at
+     * format: counts follow from the lap and the head's position. */
+    uint32_t hb = blk_of(fs, fs->head);
+    uint32_t entered = 0;
+    for (uint32_t b = FIRST_DATA; b < fs->nblocks && b <= hb; b++)
+        if (!is_bad(fs, b))
+            entered++;
+    if (!fs->head_erased && entered)
+        entered--;
+    out->erase_min = fs->laps + (entered == good ? 1 : 0);
+    out->erase_max = fs->laps + (entered ? 1 : 0);
+    out->erase_mean = fs->laps + (good ? (entered * 2 >= good ? 1 : 0) : 0);
+    out->bad_blocks = fs->nbad;
+    return 0;
+}
+
+int fs_gc(fs_t *fs, uint32_t blocks)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    if (fs->rofs)
+        return FS_ERR_ROFS;
+    int r = fs_gc_run(fs, blocks ? blocks : ndata(fs), 1);
+    return r;
+}
+
+const char *fs_strerror(int err)
+{
+    switch (err) {
+    case FS_OK: return "success";
+    case FS_ERR_PERM: return "operation not permitted";
+    case FS_ERR_NOENT: return "no such file or directory";
+    case FS_ERR_IO: return "flash I/O error";
+    case FS_ERR_BADF: return "bad file handle";
+    case FS_ERR_NOMEM: return "too many open files or table full";
+    case FS_ERR_BUSY: return "resource busy";
+    case FS_ERR_EXIST: return "file exists";
+    case FS_ERR_NOTDIR: return "not a directory";
+    case FS_ERR_ISDIR: return "is a directory";
+    case FS_ERR_INVAL: return "invalid argument";
+    case FS_ERR_FBIG: return "file too large";
+    case FS_ERR_NOSPC: return "no space left on device";
+    case FS_ERR_ROFS: return "read-only filesystem (flash worn out)";
+    case FS_ERR_NAMETOOLONG: return "path too long";
+    case FS_ERR_NOTEMPTY: return "directory not empty";
+    case FS_ERR_NOTMOUNTED: return "no filesystem (not formatted or not mounted)";
+    case FS_ERR_CORRUPT: return "data corrupt (checksum mismatch)";
+    default: return "unknown error";
+    }
+}

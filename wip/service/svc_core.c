@@ -1,0 +1,1788 @@
+/* svc_core.c - the cellar service core (see svc_core.h). Device-side code:
+ * no OS calls, no allocation, no stdio. */
+#include "svc_core.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include <mbedtls/sha256.h>
+#include <mbedtls/version.h>
+
+/* mbedTLS 2.x names the int-returning SHA-256 calls *_ret; 3.x drops it. */
+#if MBEDTLS_VERSION_MAJOR >= 3
+#define sha256_starts mbedtls_sha256_starts
+#define sha256_update mbedtls_sha256_update
+#define sha256_finish mbedtls_sha256_finish
+#else
+#define sha256_starts mbedtls_sha256_starts_ret
+#define sha256_update mbedtls_sha256_update_ret
+#define sha256_finish mbedtls_sha256_finish_ret
+#endif
+
+/* ---- message builder -------------------------------------------------------
+ * Builds NUL-terminated UTF-8 text into a fixed buffer. Output is cut at a
+ * character boundary and ends with "..." when it does not fit; everything
+ * that comes from a peer is escaped, so messages are always valid UTF-8 (a
+ * proto string must be). */
+typedef struct sb {
+    char *p;
+    size_t cap;
+    size_t n;
+    bool full;
+} sb_t;
+
+static void sb_init(sb_t *b, char *buf, size_t cap)
+{
+    b->p = buf;
+    b->cap = cap;
+    b->n = 0;
+    b->full = false;
+    buf[0] = 0;
+}
+
+/* Append n bytes as one unit (a whole character or token). */
+static void sb_unit(sb_t *b, const char *s, size_t n)
+{
+    if (b->full)
+        return;
+    if (b->n + n + 4 > b->cap) { /* keep room for "..." and the NUL */
+        b->full = true;
+        if (b->n + 4 <= b->cap) {
+            memcpy(b->p + b->n, "...", 3);
+            b->n += 3;
+        }
+        b->p[b->n] = 0;
+        return;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void sb_str(sb_t *b, const char *s) /* trusted ASCII */
+{
+    while (*s)
+        sb_unit(b, s++, 1);
+}
+
+static void sb_u64(sb_t *b, uint64_t v)
+{
+    char t[24];
+    int i = (int)sizeof(t);
+    t[--i] = 0;
+    do {
+        t[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    sb_str(b, t + i);
+}
+
+static void sb_hex32(sb_t *b, uint32_t v)
+{
+    static const char hx[] = "0123456789abcdef";
+    char t[11] = "0x";
+    for (int i = 0; i < 8; i++)
+        t[2 + i] = hx[(v >> (28 - 4 * i)) & 15];
+    t[10] = 0;
+    sb_str(b, t);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one.
+ * Rejects overlong forms, surrogates and code points above U+10FFFF. */
+static size_t utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    uint8_t lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* A peer's string, quoted; control bytes, quotes, backslashes and invalid
+ * UTF-8 are escaped as \xNN / \" / \\. */
+static void sb_quoted(sb_t *b, const char *str, size_t n)
+{
+    static const char hx[] = "0123456789abcdef";
+    const uint8_t *s = (const uint8_t *)str;
+    sb_unit(b, "\"", 1);
+    size_t i = 0;
+    while (i < n && !b->full) {
+        size_t k = utf8_seq(s + i, n - i);
+        if (k == 1 && (s[i] < 0x20 || s[i] == 0x7f)) {
+            k = 0;
+        } else if (k == 1 && (s[i] == '"' || s[i] == '\\')) {
+            char e[2] = { '\\', (char)s[i] };
+            sb_unit(b, e, 2);
+            i++;
+            continue;
+        }
+        if (k == 0) {
+            char e[4] = { '\\', 'x', hx[s[i] >> 4], hx[s[i] & 15] };
+            sb_unit(b, e, 4);
+            i++;
+        } else {
+            sb_unit(b, (const char *)s + i, k);
+            i += k;
+        }
+    }
+    sb_unit(b, "\"", 1);
+}
+
+static void sb_qstr(sb_t *b, const char *s)
+{
+    sb_quoted(b, s, strlen(s));
+}
+
+/* ---- codes ------------------------------------------------------------------ */
+
+cellar_Code svc_code(int err)
+{
+    if (err >= 0)
+        return cellar_Code_OK;
+    switch (-err) {
+    case cellar_Code_EPERM: case cellar_Code_ENOENT: case cellar_Code_EIO:
+    case cellar_Code_EBADF: case cellar_Code_ENOMEM: case cellar_Code_EACCES:
+    case cellar_Code_EBUSY: case cellar_Code_EEXIST: case cellar_Code_ENOTDIR:
+    case cellar_Code_EISDIR: case cellar_Code_EINVAL: case cellar_Code_EFBIG:
+    case cellar_Code_ENOSPC: case cellar_Code_EROFS:
+    case cellar_Code_ENAMETOOLONG: case cellar_Code_ENOTEMPTY:
+    case cellar_Code_EPROTO: case cellar_Code_EBADMSG: case cellar_Code_EILSEQ:
+    case cellar_Code_EMSGSIZE: case cellar_Code_ENOTSUP:
+    case cellar_Code_ETIMEDOUT:
+        return (cellar_Code)(-err);
+    default:
+        return cellar_Code_EIO;
+    }
+}
+
+const char *svc_code_name(cellar_Code code)
+{
+    switch (code) {
+    case cellar_Code_OK: return "OK";
+    case cellar_Code_EPERM: return "EPERM";
+    case cellar_Code_ENOENT: return "ENOENT";
+    case cellar_Code_EIO: return "EIO";
+    case cellar_Code_EBADF: return "EBADF";
+    case cellar_Code_ENOMEM: return "ENOMEM";
+    case cellar_Code_EACCES: return "EACCES";
+    case cellar_Code_EBUSY: return "EBUSY";
+    case cellar_Code_EEXIST: return "EEXIST";
+    case cellar_Code_ENOTDIR: return "ENOTDIR";
+    case cellar_Code_EISDIR: return "EISDIR";
+    case cellar_Code_EINVAL: return "EINVAL";
+    case cellar_Code_EFBIG: return "EFBIG";
+    case cellar_Code_ENOSPC: return "ENOSPC";
+    case cellar_Code_EROFS: return "EROFS";
+    case cellar_Code_ENAMETOOLONG: return "ENAMETOOLONG";
+    case cellar_Code_ENOTEMPTY: return "ENOTEMPTY";
+    case cellar_Code_EPROTO: return "EPROTO";
+    case cellar_Code_EBADMSG: return "EBADMSG";
+    case cellar_Code_EILSEQ: return "EILSEQ";
+    case cellar_Code_EMSGSIZE: return "EMSGSIZE";
+    case cellar_Code_ENOTSUP: return "ENOTSUP";
+    case cellar_Code_ETIMEDOUT: return "ETIMEDOUT";
+    }
+    return "E?";
+}
+
+/* Reason text for an error: the filesystem's words where it has them. */
+static const char *reason(int err)
+{
+    switch (err) {
+    case -(int)cellar_Code_EPROTO: return "protocol error";
+    case -(int)cellar_Code_EMSGSIZE: return "message too large";
+    case -(int)cellar_Code_EACCES: return "permission denied";
+    case -(int)cellar_Code_ENOTSUP: return "not supported";
+    case -125: return "flash device lost power";
+    default: return fs_strerror(err);
+    }
+}
+
+/* ---- logging ------------------------------------------------------------------ */
+
+static sb_t log_begin(svc_t *s, const svc_conn_t *c)
+{
+    sb_t b;
+    sb_init(&b, s->logline, sizeof(s->logline));
+    if (c) {
+        sb_str(&b, "conn ");
+        sb_u64(&b, c->num);
+        if (c->peer[0]) {
+            sb_str(&b, " ");
+            sb_str(&b, c->peer); /* set by the transport: trusted */
+        }
+        sb_str(&b, ": ");
+    } else {
+        sb_str(&b, "svc: ");
+    }
+    return b;
+}
+
+static void log_end(svc_t *s)
+{
+    if (s->cfg.log)
+        s->cfg.log(s->cfg.log_ctx, s->logline);
+}
+
+static void log_msg(svc_t *s, const svc_conn_t *c, const char *msg)
+{
+    if (!s->cfg.log)
+        return;
+    sb_t b = log_begin(s, c);
+    sb_str(&b, msg);
+    log_end(s);
+}
+
+/* ---- partitions ---------------------------------------------------------------- */
+
+static const char *const part_names[SVC_MAX_PARTS] = { "usr", "bak" };
+
+const layout_t *svc_layout(const svc_t *svc)
+{
+    return &svc->layout;
+}
+
+fs_t *svc_fs(svc_t *svc, const char *name)
+{
+    for (uint32_t i = 0; i < svc->nparts; i++)
+        if (strcmp(svc->part[i].name, name) == 0 && svc->part[i].mounted)
+            return &svc->part[i].fs;
+    return NULL;
+}
+
+void svc_init(svc_t *svc)
+{
+    memset(svc, 0, sizeof(*svc));
+}
+
+static void log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
+{
+    if (!s->cfg.log)
+        return;
+    sb_t b = log_begin(s, NULL);
+    sb_str(&b, what);
+    sb_str(&b, " /");
+    sb_str(&b, p->name);
+    sb_str(&b, " (blocks ");
+    sb_u64(&b, p->cfg.first_block);
+    sb_str(&b, "..");
+    sb_u64(&b, (uint64_t)p->cfg.first_block + p->cfg.block_count - 1);
+    sb_str(&b, ")");
+    if (err < 0) {
+        sb_str(&b, ": ");
+        sb_str(&b, reason(err));
+    }
+    log_end(s);
+}
+
+int svc_setup(svc_t *s, const svc_config_t *cfg)
+{
+    int err;
+    bool format_all = false;
+
+    if (!cfg || !cfg->dev)
+        return FS_ERR_INVAL;
+    svc_init(s);
+    s->cfg = *cfg;
+    if (!s->cfg.device_id)
+        s->cfg.device_id = "cellar";
+    if (!s->cfg.firmware)
+        s->cfg.firmware = "cellard " CELLAR_VERSION;
+    s->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
+                                      : SVC_IDLE_DEFAULT_MS;
+
+    err = layout_read(cfg->dev, &s->layout);
+    if (err == -2 && cfg->provision) {
+        err = layout_default(cfg->dev->block_count, cfg->bak_blocks,
+                             &s->layout);
+        if (err) {
+            log_msg(s, NULL, "no partition table, and the device is too "
+                             "small for the default layout");
+            goto fail;
+        }
+        log_msg(s, NULL, "no partition table: writing the default layout");
+        err = layout_write(cfg->dev, &s->layout);
+        if (err) {
+            log_msg(s, NULL, "writing the partition table failed");
+            goto fail;
+        }
+        format_all = true;
+    } else if (err) {
+        log_msg(s, NULL, err == -2 ? "no partition table in block 0"
+                                   : "the partition table is corrupt");
+        goto fail;
+    }
+
+    for (uint32_t i = 0; i < SVC_MAX_PARTS; i++) {
+        const layout_part_t *lp = layout_find(&s->layout, part_names[i]);
+        svc_part_t *p = &s->part[i];
+        if (!lp) {
+            sb_t b = log_begin(s, NULL);
+            sb_str(&b, "the partition table has no \"");
+            sb_str(&b, part_names[i]);
+            sb_str(&b, "\" partition");
+            log_end(s);
+            err = FS_ERR_CORRUPT;
+            goto fail;
+        }
+        memcpy(p->name, lp->name, sizeof(p->name));
+        p->name[sizeof(p->name) - 1] = 0;
+        p->read_only = strcmp(p->name, "bak") == 0;
+        p->cfg.dev = cfg->dev;
+        p->cfg.first_block = lp->first_block;
+        p->cfg.block_count = lp->block_count;
+        p->cfg.clock = cfg->clock;
+        p->cfg.clock_ctx = cfg->clock_ctx;
+        s->nparts = i + 1;
+        if (format_all) {
+            log_part(s, "formatting", p, 0);
+            err = fs_format(&p->fs, &p->cfg);
+            if (err) {
+                log_part(s, "format failed:", p, err);
+                goto fail;
+            }
+        }
+        err = fs_mount(&p->fs, &p->cfg);
+        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all) {
+            log_part(s, "no filesystem on", p, 0);
+            log_part(s, "formatting", p, 0);
+            err = fs_format(&p->fs, &p->cfg);
+            if (!err)
+                err = fs_mount(&p->fs, &p->cfg);
+        }
+        if (err) {
+            log_part(s, "cannot mount", p, err);
+            goto fail;
+        }
+        p->mounted = 1;
+        log_part(s, "mounted", p, 0);
+    }
+    s->set_up = 1;
+    return 0;
+
+fail:
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (s->part[i].mounted)
+            (void)fs_unmount(&s->part[i].fs);
+    s->nparts = 0;
+    return err;
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static void handle_release(svc_t *s, svc_handle_t *h)
+{
+    svc_part_t *p = &s->part[h->part];
+    int err = p->mounted ? fs_file_close(&p->fs, &h->file) : 0;
+    if (err < 0 && s->cfg.log) {
+        sb_t b = log_begin(s, NULL);
+        sb_str(&b, "closing ");
+        sb_qstr(&b, h->path);
+        sb_str(&b, ": ");
+        sb_str(&b, reason(err));
+        log_end(s);
+    }
+    memset(h, 0, sizeof(*h));
+}
+
+void svc_conn_open(svc_t *s, svc_conn_t *c, const char *peer)
+{
+    /* the two big buffers need no clearing */
+    memset(c, 0, offsetof(svc_conn_t, inbuf));
+    c->svc = s;
+    (void)codec_parser_init(&c->in, c->inbuf, sizeof(c->inbuf));
+    if (peer) {
+        size_t n = strlen(peer);
+        if (n >= sizeof(c->peer))
+            n = sizeof(c->peer) - 1;
+        memcpy(c->peer, peer, n);
+        c->peer[n] = 0;
+    }
+    c->num = ++s->conn_seq;
+    c->last_ms = s->now_ms;
+    c->next = s->conns;
+    s->conns = c;
+    s->nconns++;
+    log_msg(s, c, "open");
+}
+
+void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
+{
+    svc_conn_t **pp = &s->conns;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (!*pp)
+        return; /* not attached */
+    *pp = c->next;
+    s->nconns--;
+    for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++)
+        if (c->h[i].id)
+            handle_release(s, &c->h[i]);
+    if (s->cfg.log) {
+        sb_t b = log_begin(s, c);
+        sb_str(&b, "close (");
+        sb_str(&b, why ? why : c->close_reason ? c->close_reason : "closed");
+        sb_str(&b, "; ");
+        sb_u64(&b, c->requests);
+        sb_str(&b, " requests, ");
+        sb_u64(&b, c->errors);
+        sb_str(&b, " failed)");
+        log_end(s);
+    }
+    c->svc = NULL;
+    c->next = NULL;
+}
+
+int svc_free(svc_t *s)
+{
+    int first = 0;
+    if (!s)
+        return 0;
+    while (s->conns)
+        svc_conn_close(s, s->conns, "service stopping");
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        svc_part_t *p = &s->part[i];
+        if (!p->mounted)
+            continue;
+        int err = fs_unmount(&p->fs);
+        if (err) {
+            log_part(s, "unmount failed:", p, err);
+            if (!first)
+                first = err;
+        } else {
+            log_part(s, "unmounted", p, 0);
+        }
+    }
+    if (s->cfg.dev && s->cfg.dev->sync) {
+        int err = s->cfg.dev->sync(s->cfg.dev);
+        if (err && !first)
+            first = err;
+    }
+    svc_init(s);
+    return first;
+}
+
+size_t svc_conn_input(svc_conn_t *c, const void *bytes, size_t len)
+{
+    if (c->closing || c->abort || c->eof)
+        return 0;
+    return codec_parser_feed(&c->in, bytes, len);
+}
+
+uint32_t svc_conn_input_space(svc_conn_t *c, uint8_t **dst)
+{
+    if (c->closing || c->abort || c->eof) {
+        *dst = NULL;
+        return 0;
+    }
+    return codec_parser_space(&c->in, dst);
+}
+
+void svc_conn_input_commit(svc_conn_t *c, uint32_t n)
+{
+    codec_parser_commit(&c->in, n);
+}
+
+void svc_conn_input_eof(svc_conn_t *c)
+{
+    c->eof = 1;
+}
+
+static uint32_t out_free(const svc_conn_t *c)
+{
+    return SVC_OUT_BYTES - (c->out_end - c->out_start);
+}
+
+/* Make `need` contiguous bytes free at the end of the output queue. */
+static bool out_room(svc_conn_t *c, uint32_t need)
+{
+    if (SVC_OUT_BYTES - c->out_end >= need)
+        return true;
+    if (c->out_start) {
+        memmove(c->out, c->out + c->out_start, c->out_end - c->out_start);
+        c->out_end -= c->out_start;
+        c->out_start = 0;
+    }
+    return SVC_OUT_BYTES - c->out_end >= need;
+}
+
+bool svc_conn_want_read(const svc_conn_t *c)
+{
+    if (c->closing || c->abort || c->eof || c->in.err)
+        return false;
+    if (c->in.len >= c->in.cap)
+        return false;
+    return out_free(c) >= CODEC_BUF_MIN;
+}
+
+size_t svc_conn_output(svc_conn_t *c, const uint8_t **ptr, size_t *len)
+{
+    *ptr = c->out + c->out_start;
+    *len = c->out_end - c->out_start;
+    return *len;
+}
+
+void svc_conn_consumed(svc_conn_t *c, size_t n)
+{
+    size_t have = c->out_end - c->out_start;
+    if (n > have)
+        n = have;
+    c->out_start += (uint32_t)n;
+    if (c->out_start == c->out_end)
+        c->out_start = c->out_end = 0;
+}
+
+bool svc_conn_done(svc_conn_t *c)
+{
+    if (c->abort)
+        return true;
+    bool drained = c->out_end == c->out_start;
+    if (c->closing)
+        return drained;
+    if (c->eof && drained) {
+        const uint8_t *f;
+        uint32_t n;
+        return codec_parser_next(&c->in, &f, &n) == 0;
+    }
+    return false;
+}
+
+void svc_conn_shutdown(svc_conn_t *c, const char *why)
+{
+    if (!c->closing) {
+        c->closing = 1;
+        c->close_reason = why;
+    }
+}
+
+/* ---- replies ------------------------------------------------------------------ */
+
+static void resp_reset(svc_t *s, uint32_t id)
+{
+    memset(&s->resp, 0, sizeof(s->resp));
+    s->resp.id = id;
+}
+
+/* Start an error reply; returns a builder on its message. */
+static sb_t err_begin(svc_t *s, int err)
+{
+    sb_t b;
+    s->resp.which_body = 0;
+    s->resp.has_error = true;
+    s->resp.error.code = svc_code(err);
+    sb_init(&b, s->resp.error.message, sizeof(s->resp.error.message));
+    sb_str(&b, s->op);
+    return b;
+}
+
+/* "<op> "<path>": <why>" */
+static int fail_path(svc_t *s, int err, const char *path, const char *why)
+{
+    sb_t b = err_begin(s, err);
+    sb_str(&b, " ");
+    sb_qstr(&b, path);
+    sb_str(&b, ": ");
+    sb_str(&b, why ? why : reason(err));
+    return err;
+}
+
+/* "<op>: <why>" */
+static int fail(svc_t *s, int err, const char *why)
+{
+    sb_t b = err_begin(s, err);
+    sb_str(&b, ": ");
+    sb_str(&b, why ? why : reason(err));
+    return err;
+}
+
+/* "<op> handle N "<path>": <why>" */
+static int fail_handle(svc_t *s, int err, const svc_handle_t *h,
+                       const char *why)
+{
+    sb_t b = err_begin(s, err);
+    sb_str(&b, " handle ");
+    sb_u64(&b, h->id);
+    sb_str(&b, " ");
+    sb_qstr(&b, h->path);
+    sb_str(&b, ": ");
+    sb_str(&b, why ? why : reason(err));
+    return err;
+}
+
+/* Queue the reply in s->resp. The caller made sure there is room. */
+static void resp_send(svc_t *s, svc_conn_t *c)
+{
+    int n = codec_encode_response(&s->resp, c->out + c->out_end,
+                                  SVC_OUT_BYTES - c->out_end);
+    if (n < 0) {
+        /* Cannot happen with the proto's caps; answer something anyway. */
+        uint32_t id = s->resp.id;
+        resp_reset(s, id);
+        (void)fail(s, -(int)cellar_Code_EIO, "reply does not encode");
+        n = codec_encode_response(&s->resp, c->out + c->out_end,
+                                  SVC_OUT_BYTES - c->out_end);
+        if (n < 0) {
+            c->abort = 1;
+            return;
+        }
+    }
+    c->out_end += (uint32_t)n;
+}
+
+/* ---- paths -------------------------------------------------------------------- */
+
+static int part_index(const svc_t *s, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (strlen(s->part[i].name) == n &&
+            memcmp(s->part[i].name, name, n) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Validate and normalise a request path (see docs/PROTOCOL.md, "Paths").
+ * Returns 0, or a negative error with the error reply set. */
+static int resolve(svc_t *s, const char *in, svc_path_t *out)
+{
+    size_t len = strlen(in);
+    const uint8_t *u = (const uint8_t *)in;
+
+    memset(out, 0, sizeof(*out));
+    if (len > SVC_MAX_PATH) {
+        sb_t b = err_begin(s, FS_ERR_NAMETOOLONG);
+        sb_str(&b, " ");
+        sb_quoted(&b, in, 40);
+        sb_str(&b, ": path is ");
+        sb_u64(&b, len);
+        sb_str(&b, " bytes, the limit is 255");
+        return FS_ERR_NAMETOOLONG;
+    }
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq(u + i, len - i);
+        if (!k)
+            return fail_path(s, FS_ERR_INVAL, in, "path is not valid UTF-8");
+        i += k;
+    }
+
+    /* Walk the components. */
+    size_t i = 0;
+    bool absolute = len > 0 && in[0] == '/';
+    int part = absolute ? -1 : 0; /* relative paths live in /usr */
+    size_t fn = 0;
+    bool first = true;
+    while (i < len) {
+        while (i < len && in[i] == '/')
+            i++;
+        if (i >= len)
+            break;
+        size_t st = i;
+        while (i < len && in[i] != '/')
+            i++;
+        size_t cl = i - st;
+        const char *comp = in + st;
+        if ((cl == 1 && comp[0] == '.') ||
+            (cl == 2 && comp[0] == '.' && comp[1] == '.'))
+            return fail_path(s, FS_ERR_INVAL, in,
+                             cl == 1 ? "\".\" components are not allowed"
+                                     : "\"..\" components are not allowed");
+        if (absolute && first) {
+            part = part_index(s, comp, cl);
+            if (part < 0) {
+                sb_t b = err_begin(s, FS_ERR_NOENT);
+                sb_str(&b, " ");
+                sb_qstr(&b, in);
+                sb_str(&b, ": no such partition ");
+                sb_quoted(&b, comp, cl);
+                sb_str(&b, " (\"/\" holds only /usr and /bak)");
+                return FS_ERR_NOENT;
+            }
+            first = false;
+            continue;
+        }
+        first = false;
+        if (fn + 1 + cl > SVC_MAX_PATH)
+            return fail_path(s, FS_ERR_NAMETOOLONG, in,
+                             "path is longer than 255 bytes inside its "
+                             "partition");
+        out->fs[fn++] = '/';
+        memcpy(out->fs + fn, comp, cl);
+        fn += cl;
+    }
+    if (fn == 0)
+        out->fs[fn++] = '/';
+    out->fs[fn] = 0;
+    out->part = part;
+    if (part < 0) {
+        strcpy(out->show, "/");
+    } else {
+        size_t pn = strlen(s->part[part].name);
+        out->show[0] = '/';
+        memcpy(out->show + 1, s->part[part].name, pn);
+        if (fn == 1) {
+            out->show[1 + pn] = 0;
+        } else {
+            memcpy(out->show + 1 + pn, out->fs, fn + 1);
+        }
+    }
+    return 0;
+}
+
+static bool is_part_root(const svc_path_t *p)
+{
+    return p->part >= 0 && p->fs[0] == '/' && p->fs[1] == 0;
+}
+
+/* The mounted fs of a resolved path (part >= 0), or NULL with an error. */
+static fs_t *path_fs(svc_t *s, const svc_path_t *p)
+{
+    svc_part_t *pt = &s->part[p->part];
+    if (!pt->mounted) {
+        (void)fail_path(s, FS_ERR_IO, p->show, "partition is not mounted");
+        return NULL;
+    }
+    return &pt->fs;
+}
+
+/* Refuse writes through file RPCs on a read-only partition. */
+static int check_writable(svc_t *s, const svc_path_t *p)
+{
+    if (p->part >= 0 && s->part[p->part].read_only) {
+        sb_t b = err_begin(s, -(int)cellar_Code_EACCES);
+        sb_str(&b, " ");
+        sb_qstr(&b, p->show);
+        sb_str(&b, ": partition /");
+        sb_str(&b, s->part[p->part].name);
+        sb_str(&b, " is read-only");
+        return -(int)cellar_Code_EACCES;
+    }
+    return 0;
+}
+
+/* ---- handles ---------------------------------------------------------------------- */
+
+static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
+{
+    uint32_t slot = (id & 15u) - 1u;
+    if (id != 0 && slot < SVC_MAX_HANDLES && c->h[slot].id == id) {
+        c->h[slot].last_ms = s->now_ms;
+        if (!s->part[c->h[slot].part].mounted) {
+            (void)fail_handle(s, FS_ERR_IO, &c->h[slot],
+                              "partition is not mounted");
+            return NULL;
+        }
+        return &c->h[slot];
+    }
+    sb_t b = err_begin(s, FS_ERR_BADF);
+    sb_str(&b, " handle ");
+    sb_u64(&b, id);
+    sb_str(&b, ": no such open handle on this connection");
+    return NULL;
+}
+
+static fs_t *hfs(svc_t *s, const svc_handle_t *h)
+{
+    return &s->part[h->part].fs;
+}
+
+/* ---- requests ---------------------------------------------------------------------- */
+
+/* Copy a NUL-terminated string into a fixed field, cut to fit. */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+static void fill_info(cellar_FileInfo *fi, const char *name,
+                      const fs_stat_t *st)
+{
+    copy_str(fi->name, sizeof(fi->name), name);
+    fi->type = st->type == FS_TYPE_DIR ? cellar_FileType_DIR
+                                       : cellar_FileType_FILE;
+    fi->size = st->type == FS_TYPE_DIR ? 0 : st->size;
+    fi->ctime = st->ctime;
+    fi->mtime = st->mtime;
+}
+
+static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
+{
+    cellar_HelloReply *o = &s->resp.body.hello;
+    const flash_dev_t *dev = s->cfg.dev;
+    s->resp.which_body = cellar_Response_hello_tag;
+    o->version = CODEC_PROTOCOL_VERSION;
+    copy_str(o->device, sizeof(o->device), s->cfg.device_id);
+    copy_str(o->firmware, sizeof(o->firmware), s->cfg.firmware);
+    o->max_frame = CODEC_MAX_FRAME;
+    o->max_inflight = SVC_MAX_INFLIGHT;
+    o->max_path = SVC_MAX_PATH;
+    o->max_chunk = SVC_MAX_CHUNK;
+    o->max_handles = SVC_MAX_HANDLES;
+    o->block_size = dev->block_size;
+    o->block_count = dev->block_count;
+    o->page_size = dev->page_size;
+    o->partitions_count = 0;
+    for (uint32_t i = 0; i < s->nparts && i < 4; i++) {
+        cellar_Partition *p = &o->partitions[o->partitions_count++];
+        p->path[0] = '/';
+        copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
+        p->first_block = s->part[i].cfg.first_block;
+        p->block_count = s->part[i].cfg.block_count;
+        p->read_only = s->part[i].read_only;
+    }
+    if (s->cfg.log) {
+        sb_t b = log_begin(s, c);
+        sb_str(&b, "hello from ");
+        sb_qstr(&b, r->client);
+        sb_str(&b, " (protocol ");
+        sb_u64(&b, r->version);
+        sb_str(&b, ")");
+        log_end(s);
+    }
+    return 0;
+}
+
+static int do_ping(svc_t *s, const cellar_PingRequest *r)
+{
+    s->resp.which_body = cellar_Response_ping_tag;
+    s->resp.body.ping.payload.size = r->payload.size;
+    memcpy(s->resp.body.ping.payload.bytes, r->payload.bytes,
+           r->payload.size);
+    return 0;
+}
+
+static int do_stat(svc_t *s, const cellar_StatRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_stat_t st;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    memset(&st, 0, sizeof(st));
+    if (p->part < 0) {
+        st.type = FS_TYPE_DIR;
+    } else {
+        fs_t *fs = path_fs(s, p);
+        if (!fs)
+            return FS_ERR_IO;
+        err = fs_stat(fs, p->fs, &st);
+        if (err)
+            return fail_path(s, err, p->show, NULL);
+    }
+    s->resp.which_body = cellar_Response_stat_tag;
+    s->resp.body.stat.has_info = true;
+    fill_info(&s->resp.body.stat.info, p->show, &st);
+    return 0;
+}
+
+static int do_list(svc_t *s, const cellar_ListRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    cellar_ListReply *o = &s->resp.body.list;
+    uint32_t max = r->max_entries;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (max == 0 || max > SVC_LIST_MAX)
+        max = SVC_LIST_MAX;
+    s->resp.which_body = cellar_Response_list_tag;
+
+    if (p->part < 0) { /* "/": the partitions */
+        for (uint32_t i = r->cursor; i < s->nparts; i++) {
+            if (o->entries_count == max) {
+                o->next_cursor = i;
+                break;
+            }
+            cellar_FileInfo *fi = &o->entries[o->entries_count++];
+            fs_stat_t st = { .type = FS_TYPE_DIR };
+            if (s->part[i].mounted)
+                (void)fs_stat(&s->part[i].fs, "/", &st);
+            fill_info(fi, s->part[i].name, &st);
+        }
+        return 0;
+    }
+
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    err = fs_dir_open(fs, &s->dir, p->fs);
+    if (err)
+        return fail_path(s, err, p->show, NULL);
+    /* The cursor counts entries already returned: skip that many. */
+    char *name = (char *)s->scratch;
+    fs_stat_t st;
+    uint32_t idx = 0;
+    while (idx < r->cursor) {
+        err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+        if (err <= 0)
+            break;
+        idx++;
+    }
+    if (err >= 0 && idx == r->cursor) {
+        for (;;) {
+            err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+            if (err <= 0)
+                break;
+            if (o->entries_count == max) {
+                o->next_cursor = idx; /* there is at least one more */
+                break;
+            }
+            fill_info(&o->entries[o->entries_count++], name, &st);
+            idx++;
+        }
+    }
+    (void)fs_dir_close(fs, &s->dir);
+    if (err < 0) {
+        s->resp.which_body = 0;
+        return fail_path(s, err, p->show, NULL);
+    }
+    return 0;
+}
+
+static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
+{
+    const uint32_t rw = cellar_OpenFlags_O_READ | cellar_OpenFlags_O_WRITE;
+    const uint32_t known = rw | cellar_OpenFlags_O_CREATE |
+                           cellar_OpenFlags_O_EXCL | cellar_OpenFlags_O_TRUNC |
+                           cellar_OpenFlags_O_APPEND;
+    uint32_t fl = r->flags;
+    svc_path_t *p = &s->pa;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (fl & ~known) {
+        sb_t b = err_begin(s, FS_ERR_INVAL);
+        sb_str(&b, " ");
+        sb_qstr(&b, p->show);
+        sb_str(&b, ": unknown open flags ");
+        sb_hex32(&b, fl & ~known);
+        return FS_ERR_INVAL;
+    }
+    if (!(fl & rw))
+        return fail_path(s, FS_ERR_INVAL, p->show,
+                         "open flags need O_READ and/or O_WRITE");
+    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
+        return fail_path(s, FS_ERR_INVAL, p->show,
+                         "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need "
+                         "O_WRITE");
+    if (p->part < 0 || is_part_root(p))
+        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((fl & cellar_OpenFlags_O_WRITE) && (err = check_writable(s, p)))
+        return err;
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+
+    svc_handle_t *h = NULL;
+    uint32_t slot;
+    for (slot = 0; slot < SVC_MAX_HANDLES; slot++)
+        if (!c->h[slot].id) {
+            h = &c->h[slot];
+            break;
+        }
+    if (!h)
+        return fail_path(s, FS_ERR_NOMEM, p->show,
+                         "too many open handles on this connection "
+                         "(max 8)");
+
+    int ff = 0;
+    if ((fl & rw) == rw)
+        ff = FS_O_RDWR;
+    else if (fl & cellar_OpenFlags_O_WRITE)
+        ff = FS_O_WRONLY;
+    else
+        ff = FS_O_RDONLY;
+    if (fl & cellar_OpenFlags_O_CREATE)
+        ff |= FS_O_CREAT;
+    if (fl & cellar_OpenFlags_O_EXCL)
+        ff |= FS_O_EXCL;
+    if (fl & cellar_OpenFlags_O_TRUNC)
+        ff |= FS_O_TRUNC;
+    if (fl & cellar_OpenFlags_O_APPEND)
+        ff |= FS_O_APPEND;
+
+    memset(h, 0, sizeof(*h));
+    err = fs_file_open(fs, &h->file, p->fs, ff);
+    if (err < 0) {
+        memset(h, 0, sizeof(*h));
+        if (err == FS_ERR_NOMEM)
+            return fail_path(s, err, p->show,
+                             "too many files open on the device");
+        return fail_path(s, err, p->show, NULL);
+    }
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0) {
+        (void)fs_file_close(fs, &h->file);
+        memset(h, 0, sizeof(*h));
+        return fail_path(s, size, p->show, NULL);
+    }
+    c->handle_seq = (c->handle_seq + 1) & 0x0fffffffu;
+    if (!c->handle_seq)
+        c->handle_seq = 1;
+    h->id = c->handle_seq << 4 | (slot + 1);
+    h->part = (uint8_t)p->part;
+    h->readable = (fl & cellar_OpenFlags_O_READ) != 0;
+    h->writable = (fl & cellar_OpenFlags_O_WRITE) != 0;
+    h->append = (fl & cellar_OpenFlags_O_APPEND) != 0;
+    h->last_ms = s->now_ms;
+    memcpy(h->path, p->show, sizeof(h->path));
+    s->resp.which_body = cellar_Response_open_tag;
+    s->resp.body.open.handle = h->id;
+    s->resp.body.open.size = (uint64_t)size;
+    return 0;
+}
+
+static int do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (!h->readable)
+        return fail_handle(s, FS_ERR_BADF, h, "not open for reading");
+    fs_t *fs = hfs(s, h);
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0)
+        return fail_handle(s, size, h, NULL);
+    cellar_ReadReply *o = &s->resp.body.read;
+    uint32_t want = r->length < SVC_MAX_CHUNK ? r->length : SVC_MAX_CHUNK;
+    uint32_t got = 0;
+    if (r->offset < (uint64_t)size) {
+        uint32_t off = (uint32_t)r->offset;
+        if (want > (uint32_t)size - off)
+            want = (uint32_t)size - off;
+        while (got < want) {
+            int n = fs_file_pread(fs, &h->file, o->data.bytes + got,
+                                  want - got, off + got);
+            if (n < 0)
+                return fail_handle(s, n, h, NULL);
+            if (n == 0)
+                break;
+            got += (uint32_t)n;
+        }
+    }
+    s->resp.which_body = cellar_Response_read_tag;
+    o->offset = r->offset;
+    o->data.size = (pb_size_t)got;
+    o->eof = r->offset + got >= (uint64_t)size;
+    return 0;
+}
+
+static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (!h->writable)
+        return fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+    fs_t *fs = hfs(s, h);
+    uint32_t len = r->data.size;
+    uint64_t off = r->offset;
+    int n;
+    if (h->append) {
+        int32_t size = fs_file_size(fs, &h->file);
+        if (size < 0)
+            return fail_handle(s, size, h, NULL);
+        off = (uint64_t)size;
+        if (len > FS_FILE_MAX - off)
+            return fail_handle(s, FS_ERR_FBIG, h, NULL);
+        n = fs_file_write(fs, &h->file, r->data.bytes, len);
+    } else {
+        if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
+            return fail_handle(s, FS_ERR_FBIG, h, NULL);
+        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
+    }
+    if (n < 0)
+        return fail_handle(s, n, h, NULL);
+    s->resp.which_body = cellar_Response_write_tag;
+    s->resp.body.write.offset = off;
+    s->resp.body.write.written = (uint32_t)n;
+    return 0;
+}
+
+static int do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (r->whence > 2)
+        return fail_handle(s, FS_ERR_INVAL, h,
+                           "whence must be 0 (set), 1 (cur) or 2 (end)");
+    if (r->offset > INT32_MAX || r->offset < -(int64_t)INT32_MAX)
+        return fail_handle(s, FS_ERR_INVAL, h, "offset out of range");
+    fs_t *fs = hfs(s, h);
+    int32_t pos = fs_file_seek(fs, &h->file, (int32_t)r->offset,
+                               (int)r->whence);
+    if (pos < 0)
+        return fail_handle(s, pos, h, NULL);
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0)
+        return fail_handle(s, size, h, NULL);
+    s->resp.which_body = cellar_Response_seek_tag;
+    s->resp.body.seek.position = (uint64_t)pos;
+    s->resp.body.seek.size = (uint64_t)size;
+    return 0;
+}
+
+static void reply_done(svc_t *s)
+{
+    s->resp.which_body = cellar_Response_done_tag;
+}
+
+static int do_truncate(svc_t *s, svc_conn_t *c,
+                       const cellar_TruncateRequest *r)
+{
+    int err;
+    if (r->handle) {
+        svc_handle_t *h = handle_get(s, c, r->handle);
+        if (!h)
+            return FS_ERR_BADF;
+        if (!h->writable)
+            return fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+        if (r->size > FS_FILE_MAX)
+            return fail_handle(s, FS_ERR_FBIG, h, NULL);
+        err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
+        if (err < 0)
+            return fail_handle(s, err, h, NULL);
+        reply_done(s);
+        return 0;
+    }
+    svc_path_t *p = &s->pa;
+    if ((err = resolve(s, r->path, p)))
+        return err;
+    if (p->part < 0 || is_part_root(p))
+        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((err = check_writable(s, p)))
+        return err;
+    if (r->size > FS_FILE_MAX)
+        return fail_path(s, FS_ERR_FBIG, p->show, NULL);
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_WRONLY);
+    if (err < 0)
+        return fail_path(s, err, p->show, NULL);
+    err = fs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
+    int err2 = fs_file_close(fs, &s->tmpfile);
+    if (err >= 0)
+        err = err2;
+    if (err < 0)
+        return fail_path(s, err, p->show, NULL);
+    reply_done(s);
+    return 0;
+}
+
+static int do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    int err = fs_file_sync(hfs(s, h), &h->file);
+    if (err < 0)
+        return fail_handle(s, err, h, NULL);
+    reply_done(s);
+    return 0;
+}
+
+static int do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    int err = fs_file_close(hfs(s, h), &h->file);
+    if (err < 0) {
+        /* The handle is gone either way; report why the data may not be. */
+        (void)fail_handle(s, err, h, NULL);
+        memset(h, 0, sizeof(*h));
+        return err;
+    }
+    memset(h, 0, sizeof(*h));
+    reply_done(s);
+    return 0;
+}
+
+static int do_remove(svc_t *s, const char *path, bool dir_only)
+{
+    svc_path_t *p = &s->pa;
+    int err = resolve(s, path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || is_part_root(p))
+        return fail_path(s, FS_ERR_PERM, p->show,
+                         p->part < 0 ? "the root cannot be removed"
+                                     : "a partition cannot be removed");
+    if ((err = check_writable(s, p)))
+        return err;
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+    if (err < 0)
+        return fail_path(s, err, p->show, NULL);
+    reply_done(s);
+    return 0;
+}
+
+static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_stat_t st;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || is_part_root(p)) {
+        if (r->parents) {
+            reply_done(s);
+            return 0;
+        }
+        return fail_path(s, FS_ERR_EXIST, p->show, NULL);
+    }
+    if ((err = check_writable(s, p)))
+        return err;
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    if (!r->parents) {
+        err = fs_mkdir(fs, p->fs);
+        if (err < 0)
+            return fail_path(s, err, p->show, NULL);
+        reply_done(s);
+        return 0;
+    }
+    /* With parents: check every prefix first, so a path through a file
+     * fails before anything is created; then create what is missing. */
+    char *pre = (char *)s->scratch;
+    size_t n = strlen(p->fs);
+    size_t first_missing = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && p->fs[i] != '/')
+            continue;
+        memcpy(pre, p->fs, i);
+        pre[i] = 0;
+        err = fs_stat(fs, pre, &st);
+        if (err == FS_ERR_NOENT) {
+            first_missing = i;
+            break;
+        }
+        if (err < 0)
+            return fail_path(s, err, p->show, NULL);
+        if (st.type != FS_TYPE_DIR)
+            return fail_path(s, FS_ERR_NOTDIR, p->show,
+                             "a component is a file, not a directory");
+    }
+    if (first_missing) {
+        for (size_t i = first_missing; i <= n; i++) {
+            if (i < n && p->fs[i] != '/')
+                continue;
+            memcpy(pre, p->fs, i);
+            pre[i] = 0;
+            err = fs_mkdir(fs, pre);
+            if (err < 0 && err != FS_ERR_EXIST)
+                return fail_path(s, err, p->show, NULL);
+        }
+    }
+    reply_done(s);
+    return 0;
+}
+
+static int do_rename(svc_t *s, const cellar_RenameRequest *r)
+{
+    svc_path_t *a = &s->pa, *b = &s->pb;
+    int err;
+    if ((err = resolve(s, r->from, a)) || (err = resolve(s, r->to, b)))
+        return err;
+    if (a->part < 0 || is_part_root(a))
+        return fail_path(s, FS_ERR_PERM, a->show,
+                         "a partition cannot be renamed");
+    if (b->part < 0 || is_part_root(b))
+        return fail_path(s, FS_ERR_PERM, b->show,
+                         "a partition cannot be replaced");
+    if ((err = check_writable(s, a)) || (err = check_writable(s, b)))
+        return err;
+    if (a->part != b->part) {
+        sb_t m = err_begin(s, FS_ERR_INVAL);
+        sb_str(&m, " ");
+        sb_qstr(&m, a->show);
+        sb_str(&m, " to ");
+        sb_qstr(&m, b->show);
+        sb_str(&m, ": cannot rename across partitions");
+        return FS_ERR_INVAL;
+    }
+    fs_t *fs = path_fs(s, a);
+    if (!fs)
+        return FS_ERR_IO;
+    err = fs_rename(fs, a->fs, b->fs);
+    if (err < 0) {
+        sb_t m = err_begin(s, err);
+        sb_str(&m, " ");
+        sb_qstr(&m, a->show);
+        sb_str(&m, " to ");
+        sb_qstr(&m, b->show);
+        sb_str(&m, ": ");
+        sb_str(&m, reason(err));
+        return err;
+    }
+    reply_done(s);
+    return 0;
+}
+
+static void statfs_add(cellar_StatFsReply *o, const fs_statvfs_t *v,
+                       bool first)
+{
+    o->total += v->total;
+    o->used += v->used;
+    o->free += v->free;
+    o->reclaimable += v->reclaimable;
+    o->live += v->live;
+    o->files += v->files;
+    o->dirs += v->dirs;
+    o->bad_blocks += v->bad_blocks;
+    o->block_size = v->block_size;
+    if (first || v->erase_max > o->erase_max)
+        o->erase_max = v->erase_max;
+    if (first || v->erase_min < o->erase_min)
+        o->erase_min = v->erase_min;
+    /* mean over blocks of all partitions summed so far */
+    uint64_t sum = (uint64_t)o->erase_mean * o->block_count +
+                   (uint64_t)v->erase_mean * v->block_count;
+    o->block_count += v->block_count;
+    o->erase_mean = o->block_count ? (uint32_t)(sum / o->block_count) : 0;
+}
+
+static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_statvfs_t v;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    cellar_StatFsReply *o = &s->resp.body.statfs;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        if (p->part >= 0 && (uint32_t)p->part != i)
+            continue;
+        svc_path_t q = *p;
+        q.part = (int)i;
+        fs_t *fs = path_fs(s, &q);
+        if (!fs)
+            return FS_ERR_IO;
+        err = fs_statvfs(fs, &v);
+        if (err < 0)
+            return fail_path(s, err, p->show, NULL);
+        statfs_add(o, &v, o->block_count == 0);
+    }
+    s->resp.which_body = cellar_Response_statfs_tag;
+    return 0;
+}
+
+static int do_hash(svc_t *s, const cellar_HashRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    mbedtls_sha256_context sha;
+    int err = resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || is_part_root(p))
+        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    fs_t *fs = path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_RDONLY);
+    if (err < 0)
+        return fail_path(s, err, p->show, NULL);
+    int32_t size = fs_file_size(fs, &s->tmpfile);
+    if (size < 0) {
+        err = size;
+        goto out;
+    }
+    if (r->offset > (uint64_t)size) {
+        (void)fs_file_close(fs, &s->tmpfile);
+        return fail_path(s, FS_ERR_INVAL, p->show,
+                         "offset is past the end of the file");
+    }
+    uint32_t off = (uint32_t)r->offset;
+    uint32_t left = (uint32_t)size - off;
+    if (r->length && r->length < left)
+        left = (uint32_t)r->length;
+    uint32_t total = left;
+
+    mbedtls_sha256_init(&sha);
+    err = sha256_starts(&sha, 0) ? FS_ERR_IO : 0;
+    while (!err && left) {
+        uint32_t want = left < sizeof(s->scratch) ? left
+                                                  : (uint32_t)sizeof(s->scratch);
+        int n = fs_file_pread(fs, &s->tmpfile, s->scratch, want, off);
+        if (n < 0) {
+            err = n;
+            break;
+        }
+        if (n == 0) { /* shorter than its size said: corrupt */
+            err = FS_ERR_CORRUPT;
+            break;
+        }
+        if (sha256_update(&sha, s->scratch, (size_t)n)) {
+            err = FS_ERR_IO;
+            break;
+        }
+        off += (uint32_t)n;
+        left -= (uint32_t)n;
+    }
+    if (!err && sha256_finish(&sha, s->resp.body.hash.sha256))
+        err = FS_ERR_IO;
+    mbedtls_sha256_free(&sha);
+out:;
+    int err2 = fs_file_close(fs, &s->tmpfile);
+    if (!err && err2 < 0)
+        err = err2;
+    if (err < 0) {
+        memset(&s->resp.body.hash, 0, sizeof(s->resp.body.hash));
+        return fail_path(s, err, p->show, NULL);
+    }
+    s->resp.which_body = cellar_Response_hash_tag;
+    s->resp.body.hash.length = total;
+    return 0;
+}
+
+static int format_part(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    /* Every handle on the partition, of every connection, goes first. */
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (c->h[k].id && c->h[k].part == i)
+                handle_release(s, &c->h[k]);
+    if (p->mounted)
+        (void)fs_unmount(&p->fs);
+    p->mounted = 0;
+    log_part(s, "formatting", p, 0);
+    int err = fs_format(&p->fs, &p->cfg);
+    if (!err)
+        err = fs_mount(&p->fs, &p->cfg);
+    if (err) {
+        log_part(s, "format failed:", p, err);
+        return err;
+    }
+    p->mounted = 1;
+    return 0;
+}
+
+static int do_format(svc_t *s, const cellar_FormatRequest *r)
+{
+    const char *w = r->partition;
+    int which; /* partition index, or -1 for all */
+    if (w[0] == '/')
+        w++;
+    if (strcmp(w, "*") == 0)
+        which = -1;
+    else if (w[0] == 0)
+        which = 0;
+    else if ((which = part_index(s, w, strlen(w))) < 0)
+        return fail_path(s, FS_ERR_NOENT, r->partition,
+                         "no such partition (use \"/usr\", \"/bak\" or "
+                         "\"*\" for all)");
+    if (!r->confirm)
+        return fail_path(s, FS_ERR_INVAL,
+                         which < 0 ? "*" : s->part[which].name,
+                         "confirm must be true: format erases every file");
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        if (which >= 0 && (uint32_t)which != i)
+            continue;
+        int err = format_part(s, i);
+        if (err) {
+            char nm[LAYOUT_NAME_MAX + 2] = "/";
+            strcpy(nm + 1, s->part[i].name);
+            return fail_path(s, err, nm, NULL);
+        }
+    }
+    reply_done(s);
+    return 0;
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+
+static const char *op_name(uint32_t tag)
+{
+    switch (tag) {
+    case cellar_Request_hello_tag: return "hello";
+    case cellar_Request_ping_tag: return "ping";
+    case cellar_Request_stat_tag: return "stat";
+    case cellar_Request_list_tag: return "list";
+    case cellar_Request_open_tag: return "open";
+    case cellar_Request_read_tag: return "read";
+    case cellar_Request_write_tag: return "write";
+    case cellar_Request_seek_tag: return "seek";
+    case cellar_Request_truncate_tag: return "truncate";
+    case cellar_Request_close_tag: return "close";
+    case cellar_Request_remove_tag: return "remove";
+    case cellar_Request_mkdir_tag: return "mkdir";
+    case cellar_Request_rmdir_tag: return "rmdir";
+    case cellar_Request_rename_tag: return "rename";
+    case cellar_Request_statfs_tag: return "statfs";
+    case cellar_Request_hash_tag: return "hash";
+    case cellar_Request_format_tag: return "format";
+    case cellar_Request_sync_tag: return "sync";
+    default: return "request";
+    }
+}
+
+/* A string field the scan found bad: answer before decoding. */
+static int scan_problem(svc_t *s)
+{
+    const codec_scan_t *sc = &s->scan;
+    uint32_t body = sc->body_tag;
+    sb_t b;
+    if (sc->problem == CODEC_SCAN_NUL) {
+        b = err_begin(s, FS_ERR_INVAL);
+        sb_str(&b, " ");
+        sb_qstr(&b, sc->prefix);
+        sb_str(&b, body == cellar_Request_hello_tag
+                       ? ": client name contains a NUL byte"
+                       : ": path contains a NUL byte");
+        return FS_ERR_INVAL;
+    }
+    /* CODEC_SCAN_LONG */
+    if (body == cellar_Request_write_tag || body == cellar_Request_ping_tag ||
+        body == cellar_Request_hello_tag) {
+        b = err_begin(s, -(int)cellar_Code_EMSGSIZE);
+        sb_str(&b, body == cellar_Request_write_tag ? ": data is "
+                   : body == cellar_Request_ping_tag ? ": payload is "
+                                                     : ": client name is ");
+        sb_u64(&b, sc->problem_len);
+        sb_str(&b, body == cellar_Request_write_tag
+                       ? " bytes, the limit is max_chunk (16384)"
+                   : body == cellar_Request_ping_tag ? " bytes, the limit is 64"
+                                                     : " bytes, the limit is 63");
+        return -(int)cellar_Code_EMSGSIZE;
+    }
+    b = err_begin(s, FS_ERR_NAMETOOLONG);
+    sb_str(&b, " ");
+    sb_qstr(&b, sc->prefix);
+    sb_str(&b, ": ");
+    sb_str(&b, body == cellar_Request_format_tag ? "partition name" : "path");
+    sb_str(&b, " is ");
+    sb_u64(&b, sc->problem_len);
+    sb_str(&b, body == cellar_Request_format_tag ? " bytes, the limit is 15"
+                                                 : " bytes, the limit is 255");
+    return FS_ERR_NAMETOOLONG;
+}
+
+static int dispatch(svc_t *s, svc_conn_t *c)
+{
+    cellar_Request *q = &s->req;
+    switch (q->which_body) {
+    case cellar_Request_hello_tag: return do_hello(s, c, &q->body.hello);
+    case cellar_Request_ping_tag: return do_ping(s, &q->body.ping);
+    case cellar_Request_stat_tag: return do_stat(s, &q->body.stat);
+    case cellar_Request_list_tag: return do_list(s, &q->body.list);
+    case cellar_Request_open_tag: return do_open(s, c, &q->body.open);
+    case cellar_Request_read_tag: return do_read(s, c, &q->body.read);
+    case cellar_Request_write_tag: return do_write(s, c, &q->body.write);
+    case cellar_Request_seek_tag: return do_seek(s, c, &q->body.seek);
+    case cellar_Request_truncate_tag:
+        return do_truncate(s, c, &q->body.truncate);
+    case cellar_Request_close_tag: return do_close(s, c, &q->body.close);
+    case cellar_Request_remove_tag:
+        return do_remove(s, q->body.remove.path, false);
+    case cellar_Request_mkdir_tag: return do_mkdir(s, &q->body.mkdir);
+    case cellar_Request_rmdir_tag:
+        return do_remove(s, q->body.rmdir.path, true);
+    case cellar_Request_rename_tag: return do_rename(s, &q->body.rename);
+    case cellar_Request_statfs_tag: return do_statfs(s, &q->body.statfs);
+    case cellar_Request_hash_tag: return do_hash(s, &q->body.hash);
+    case cellar_Request_format_tag: return do_format(s, &q->body.format);
+    case cellar_Request_sync_tag: return do_sync(s, c, &q->body.sync);
+    default: {
+        sb_t b;
+        s->op = "request";
+        b = err_begin(s, -(int)cellar_Code_EPROTO);
+        if (s->scan.unknown_tag) {
+            sb_str(&b, ": unknown request type (field ");
+            sb_u64(&b, s->scan.unknown_tag);
+            sb_str(&b, "); this device speaks protocol version 1");
+        } else {
+            sb_str(&b, ": no request body (set one of the Request.body "
+                       "fields)");
+        }
+        return -(int)cellar_Code_EPROTO;
+    }
+    }
+}
+
+static void log_failure(svc_t *s, svc_conn_t *c)
+{
+    if (!s->cfg.log)
+        return;
+    sb_t b = log_begin(s, c);
+    sb_str(&b, "id ");
+    sb_u64(&b, s->resp.id);
+    sb_str(&b, " ");
+    sb_str(&b, svc_code_name(s->resp.error.code));
+    sb_str(&b, " ");
+    sb_str(&b, s->resp.error.message); /* already escaped */
+    log_end(s);
+}
+
+/* Serve one request frame; the reply goes to the output queue. */
+static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
+                        uint32_t n)
+{
+    const char *why = NULL;
+    codec_scan(cellar_Request_fields, f, n, &s->scan);
+    resp_reset(s, s->scan.has_id ? s->scan.id : 0);
+    s->op = op_name(s->scan.body_tag);
+    if (s->scan.problem) {
+        (void)scan_problem(s);
+    } else if (codec_decode_request(&s->req, f, n, &why) < 0) {
+        sb_t b = err_begin(s, -(int)cellar_Code_EPROTO);
+        sb_str(&b, ": malformed request (");
+        sb_str(&b, why ? why : "does not decode");
+        sb_str(&b, ")");
+    } else {
+        s->resp.id = s->req.id;
+        s->op = op_name(s->req.which_body);
+        (void)dispatch(s, c);
+    }
+    if (s->resp.has_error) {
+        s->resp.which_body = 0;
+        c->errors++;
+        log_failure(s, c);
+    }
+    resp_send(s, c);
+}
+
+/* A bad length prefix: one error reply with id 0, then close. */
+static void frame_error(svc_t *s, svc_conn_t *c, int err)
+{
+    uint32_t len = codec_get_len(c->in.buf);
+    resp_reset(s, 0);
+    s->op = "frame";
+    sb_t b = err_begin(s, err);
+    sb_str(&b, ": length ");
+    sb_u64(&b, len);
+    if (err == CODEC_ERR_MSGSIZE)
+        sb_str(&b, " is above the limit of 16896 bytes; closing");
+    else
+        sb_str(&b, " is not allowed (1..16896); closing");
+    c->errors++;
+    log_failure(s, c);
+    c->closing = 1;
+    c->close_reason = "bad frame";
+    if (out_room(c, 512))
+        resp_send(s, c);
+    else
+        c->abort = 1;
+}
+
+/* Serve the next buffered request of c, if any and if there is room for
+ * its reply. Returns 1 if something was done. */
+static int serve_one(svc_t *s, svc_conn_t *c)
+{
+    const uint8_t *f;
+    uint32_t n;
+    if (c->closing || c->abort)
+        return 0;
+    int r = codec_parser_next(&c->in, &f, &n);
+    if (r < 0) {
+        frame_error(s, c, r);
+        return 1;
+    }
+    if (r == 0 || !out_room(c, CODEC_BUF_MIN))
+        return 0;
+    serve_frame(s, c, f, n);
+    codec_parser_pop(&c->in);
+    c->last_ms = s->now_ms;
+    c->requests++;
+    return 1;
+}
+
+int svc_process(svc_t *s)
+{
+    int served = 0;
+    svc_conn_t *c = s->conns;
+    while (c) {
+        svc_conn_t *next = c->next; /* c stays attached: only the
+                                       transport closes connections */
+        served += serve_one(s, c);
+        c = next;
+    }
+    return served;
+}
+
+bool svc_pending(svc_t *s)
+{
+    for (svc_conn_t *c = s->conns; c; c = c->next) {
+        const uint8_t *f;
+        uint32_t n;
+        if (c->closing || c->abort)
+            continue;
+        int r = codec_parser_next(&c->in, &f, &n);
+        if (r < 0 || (r == 1 && out_free(c) >= CODEC_BUF_MIN))
+            return true;
+    }
+    return false;
+}
+
+void svc_tick(svc_t *s, uint64_t now_ms)
+{
+    s->now_ms = now_ms;
+    if (s->idle_ms == SVC_IDLE_NEVER)
+        return;
+    for (svc_conn_t *c = s->conns; c; c = c->next) {
+        if (c->closing || c->abort)
+            continue;
+        for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++) {
+            svc_handle_t *h = &c->h[i];
+            if (!h->id || now_ms - h->last_ms < s->idle_ms)
+                continue;
+            if (s->cfg.log) {
+                sb_t b = log_begin(s, c);
+                sb_str(&b, "handle ");
+                sb_u64(&b, h->id);
+                sb_str(&b, " ");
+                sb_qstr(&b, h->path);
+                sb_str(&b, " closed: idle for ");
+                sb_u64(&b, (now_ms - h->last_ms) / 1000);
+                sb_str(&b, " s");
+                log_end(s);
+            }
+            handle_release(s, h);
+        }
+        if (now_ms - c->last_ms < s->idle_ms)
+            continue;
+        resp_reset(s, 0);
+        s->op = "connection";
+        sb_t b = err_begin(s, -(int)cellar_Code_ETIMEDOUT);
+        sb_str(&b, ": no complete request for ");
+        sb_u64(&b, (now_ms - c->last_ms) / 1000);
+        sb_str(&b, " s; closing");
+        c->closing = 1;
+        c->close_reason = "idle timeout";
+        if (out_room(c, 512))
+            resp_send(s, c);
+        else
+            c->abort = 1;
+    }
+}
