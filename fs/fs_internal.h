@@ -17,6 +17,14 @@
 #define FS_ASSERT(x) assert(x)
 #endif
 
+/* CORRUPT_HERE: FS_ERR_CORRUPT, and with -DFS_DEBUG where it was found. */
+#ifdef FS_DEBUG
+#include <stdio.h>
+#define CORRUPT_HERE (fprintf(stderr, "corrupt: %s:%d\n", __FILE__, __LINE__), FS_ERR_CORRUPT)
+#else
+#define CORRUPT_HERE FS_ERR_CORRUPT
+#endif
+
 /* ---- addresses -------------------------------------------------------------
  * A record address is a byte offset inside the partition. Blocks 0 and 1 are
  * the anchor blocks and never hold records, so 0 can mean "deleted". */
@@ -42,9 +50,14 @@ enum {
     R_DIRPAGE = 7, /* key (MAP, DIRPAGE|d): bucket directory page */
     R_CKPT = 8,    /* key (MAP, CKPT): checkpoint */
     R_TOMB = 9,    /* key K: K is deleted (a chain element) */
+    R_PAD = 10,    /* an abandoned record: skipped */
 };
 #define F_COMMIT 0x01 /* payload ends with a commit trailer */
 #define F_CHAIN 0x02  /* R_INODE: payload is inode + u32 prev (chained) */
+#define F_ZERO 0x04   /* R_PATCH: no data, u16 count of zero bytes instead */
+/* R_PATCH: depth of the patch chain under it (1..SEG_CHAIN_MAX+1). */
+#define SEG_DEPTH(flags) ((uint32_t)(flags) >> 3)
+#define SEG_DEPTH_FLAGS(d) ((uint8_t)((d) << 3))
 /* Where a record keeps its "previous record of the same operation" link:
  *   PATCH/EXTMAP: payload offset 4 (after base); DIRCHUNK, TOMB: offset 0;
  *   INODE with F_CHAIN: offset 20. */
@@ -75,8 +88,12 @@ typedef struct rec_hdr {
  * Chains are at most SEG_CHAIN_MAX long; then an EXTMAP is written. */
 #define SEG_SPAN 16384u
 #define PATCH_MAX 4096u    /* data bytes in one PATCH */
-#define SEG_FIXED 10u      /* u32 base, u32 prev_pending, u16 off */
-#define SEG_CHAIN_MAX 12u
+#define SEG_FIXED 12u      /* u32 base, u32 prev, u16 off, u16 check */
+/* The off field: bits 0-13 the segment offset; bit 15 set on an uncommitted
+ * patch whose base came from the map (is the committed version). */
+#define SEG_OFF_MASK 0x3fffu
+#define SEG_BASE_MAPPED 0x8000u
+#define SEG_CHAIN_MAX 24u
 #define EXT_SIZE 8u        /* u16 off, u16 len, u32 record */
 #define EXT_MAX 256u
 /* Pending (unsynced) segments a handle may hold before an automatic sync. */
@@ -135,6 +152,9 @@ int fs_rec_read_hdr(fs_t *fs, uint32_t addr, rec_hdr_t *h);
 int fs_rec_read(fs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
 /* Check the payload checksum of the record at addr (reads it all). */
 int fs_rec_verify(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
+/* Read a whole payload (at most max bytes) into buf and check it: the bytes
+ * used are the bytes checked. */
+int fs_rec_load(fs_t *fs, uint32_t addr, const rec_hdr_t *h, void *buf, uint32_t max);
 /* Write a record: payload given as up to two pieces (p2 may be NULL).
  * Returns the record address through *addr. May run garbage collection
  * first (never inside GC/checkpoint). */
@@ -148,6 +168,9 @@ int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
                   uint32_t len, uint32_t *crc);
 int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
                uint32_t ino, uint32_t idx, uint32_t len, uint32_t crc);
+/* Close a record begun with fs_rec_begin whose content is given up: every
+ * begun record gets a header, so scans of the log can step over it. */
+void fs_rec_abandon(fs_t *fs, uint32_t addr, uint32_t len);
 
 /* Object map. */
 int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr);
@@ -172,6 +195,8 @@ uint32_t fs_free_blocks(const fs_t *fs);
 void inode_encode(const inode_t *in, uint8_t *p);
 void inode_decode(inode_t *in, const uint8_t *p);
 int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr);
+/* The inode record of ino at addr, checked. */
+int fs_inode_at(fs_t *fs, uint32_t addr, uint32_t ino, inode_t *in);
 /* GC: is the segment record at addr (key ino/idx) reachable from the
  * segment's current version? */
 int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr);
@@ -181,6 +206,19 @@ int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx,
                     const uint32_t *moved, uint32_t nmoved, commit_t *c);
 /* GC: commit every open handle that has uncommitted records of ino. */
 int fs_sync_ino(fs_t *fs, uint32_t ino);
+/* GC: would moving the committed records of segment (ino, idx) break an
+ * open handle's uncommitted version of it (one holding an extent map that
+ * points at committed records)? 1 yes, 0 no, or a negative error. */
+int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx);
+/* GC: is the tail about to pass uncommitted records of an open handle (its
+ * pending records start in block b)? Then fs_sync_block commits them. */
+int fs_pending_in_block(fs_t *fs, uint32_t b);
+int fs_sync_block(fs_t *fs, uint32_t b);
+/* Log order: distance in bytes from the tail to address a. */
+uint32_t fs_log_dist(const fs_t *fs, uint32_t a);
+/* An extent record value meaning "data lost: read as a corruption error"
+ * (GC found the record it had to move damaged). */
+#define FS_ADDR_LOST 1u
 /* The chain link of the record at a (FS_ADDR_NONE at the end). */
 int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev);
 /* Apply a commit: used by fs_commit and by replay at mount. */

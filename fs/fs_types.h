@@ -13,7 +13,7 @@
 #define FS_JOURNAL_MAX 128
 /* Records written since the last checkpoint before one is forced; bounds the
  * work (and the flash read) of a mount. */
-#define FS_JOURNAL_RECORDS 256
+#define FS_JOURNAL_RECORDS 512
 /* Blocks retired as worn out that the checkpoint can list. */
 #define FS_BAD_MAX 64
 /* Size of the page buffers. */
@@ -42,7 +42,7 @@ typedef struct fs {
     uint8_t mounted;
     uint8_t rofs;           /* worn out: refuse writes */
     uint8_t in_gc;          /* re-entrancy guard */
-    uint8_t pad0;
+    uint8_t ckpt_wanted;    /* blocks retired since the last checkpoint */
 
     /* log */
     uint32_t head;          /* next byte to write (partition byte address) */
@@ -56,7 +56,7 @@ typedef struct fs {
     uint8_t head_erased;    /* the head block was erased in this lap */
     uint8_t in_ckpt;        /* a checkpoint is being written */
     uint8_t in_op;          /* inside a public operation: no GC */
-    uint8_t pad1;
+    uint8_t gc_urgent;      /* GC may commit open files' pending writes */
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */
@@ -104,11 +104,15 @@ struct fs_file {
     uint32_t ctime;
     uint32_t pending_tail;  /* newest uncommitted record, or FS_ADDR_NONE */
     uint32_t pending_segs;  /* segments touched since the last commit */
-    uint32_t pend_lo, pend_hi; /* range of segments with pending records */
+    uint32_t csize;         /* size as last committed */
+    uint32_t pend_hi;       /* 1 + highest segment with pending records */
     uint32_t cache_idx;     /* last segment written and its newest version */
     uint32_t cache_addr;
+    uint32_t sync_head;     /* log head when the handle last committed:
+                               its pending records all lie after it */
     uint8_t dirty;
-    uint8_t pad[3];
+    uint8_t rebase;         /* GC moved committed data under pending writes */
+    uint8_t pad[2];
 };
 
 typedef struct fs_dir {

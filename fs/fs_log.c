@@ -10,6 +10,7 @@
 #define FIRST_DATA 2u /* blocks 0 and 1 are the anchors */
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
+#define BADANCHOR_MAGIC 0x42414431u /* "BAD1": a retired-block note */
 
 static inline uint32_t blk_of(const fs_t *fs, uint32_t a) { return a / fs->bsize; }
 static inline uint32_t off_of(const fs_t *fs, uint32_t a) { return a % fs->bsize; }
@@ -72,22 +73,31 @@ static uint32_t lap_of(const fs_t *fs, uint32_t a)
     return fs->laps - 1;
 }
 
+uint32_t fs_log_dist(const fs_t *fs, uint32_t a)
+{
+    return blk_dist(fs, blk_of(fs, fs->tail), blk_of(fs, a)) * fs->bsize + off_of(fs, a);
+}
+
 uint32_t fs_free_blocks(const fs_t *fs)
 {
     uint32_t hb = blk_of(fs, fs->head), tb = blk_of(fs, fs->tail);
     uint32_t n;
-    if (hb == tb && fs->tail <= fs->head)
+    if (hb == tb && fs->tail > fs->head)
+        return 0; /* the head has come round to the tail's block */
+    if (hb == tb)
         n = ndata(fs) - 1;
     else
         n = blk_dist(fs, hb, tb) - 1;
-    if (!fs->head_erased)
+    /* the head block is free while this lap has not entered it (and it is
+     * not retired) */
+    if (!fs->head_erased && !is_bad(fs, hb))
         n++;
     /* bad blocks inside the free range do not count */
     for (uint32_t i = 0; i < fs->nbad; i++) {
         uint32_t b = fs->bad[i];
         if (b == hb || b == tb)
             continue;
-        if (blk_dist(fs, hb, b) < blk_dist(fs, hb, tb) || (hb == tb && fs->tail <= fs->head))
+        if ((hb == tb || blk_dist(fs, hb, b) < blk_dist(fs, hb, tb)) && n > 0)
             n--;
     }
     return n;
@@ -144,6 +154,8 @@ static int flash_prog(fs_t *fs, uint32_t a, const void *buf, uint32_t len)
     return 0;
 }
 
+static void anchor_note_bad(fs_t *fs, uint32_t b);
+
 static int retire_block(fs_t *fs, uint32_t b)
 {
     if (is_bad(fs, b))
@@ -153,6 +165,9 @@ static int retire_block(fs_t *fs, uint32_t b)
         return FS_ERR_ROFS;
     }
     fs->bad[fs->nbad++] = (uint16_t)b;
+    fs->ckpt_wanted = 1; /* make the list durable soon */
+    if (fs->mounted)
+        anchor_note_bad(fs, b); /* and at once, in the anchor block */
     return 0;
 }
 
@@ -162,6 +177,8 @@ static int enter_head(fs_t *fs)
 {
     while (!fs->head_erased) {
         uint32_t b = blk_of(fs, fs->head);
+        if (b == blk_of(fs, fs->tail) && fs->tail > fs->head)
+            return FS_ERR_NOSPC; /* never erase the block the log starts in */
         int err = fs->dev->erase(fs->dev, fs->first_block + b);
         if (err == 0) {
             fs->head_erased = 1;
@@ -219,7 +236,7 @@ static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
     if (erased)
         return FS_ERR_NOENT;
     if (crc32_update(lap, p, 16) != get32(p + 16))
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     h->type = p[0];
     h->flags = p[1];
     h->len = get16(p + 2);
@@ -227,27 +244,39 @@ static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
     h->idx = get32(p + 8);
     h->dcrc = get32(p + 12);
     h->hcrc = get32(p + 16);
-    if (h->type < R_INODE || h->type > R_TOMB || h->len > REC_MAX_PAYLOAD)
-        return FS_ERR_CORRUPT;
+    if (h->type < R_INODE || h->type > R_PAD || h->len > REC_MAX_PAYLOAD)
+        return CORRUPT_HERE;
     return 0;
 }
+
+/* A checksum mismatch is read again before it is believed: a bit that
+ * flips on one read (noise) must not pass for a torn or damaged record. */
+#define READ_TRIES 3
 
 static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 {
     uint8_t p[REC_HDR];
-    int err = fs_flash_read(fs, a, p, REC_HDR);
-    if (err)
-        return err;
-    return hdr_decode(h, p, lap);
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_flash_read(fs, a, p, REC_HDR);
+        if (!err)
+            err = hdr_decode(h, p, lap);
+    }
+    return err;
 }
 
 int fs_rec_read_hdr(fs_t *fs, uint32_t a, rec_hdr_t *h)
 {
     if (a == FS_ADDR_NONE || a == FS_ADDR_DELETED ||
         blk_of(fs, a) < FIRST_DATA || blk_of(fs, a) >= fs->nblocks)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     int err = read_hdr_lap(fs, a, h, lap_of(fs, a));
-    return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+#ifdef FS_DEBUG
+    if (err)
+        fprintf(stderr, "bad header at %u (block %u): head %u tail %u laps %u lap_of %u\n", a,
+                blk_of(fs, a), fs->head, fs->tail, fs->laps, lap_of(fs, a));
+#endif
+    return err == FS_ERR_NOENT ? CORRUPT_HERE : err;
 }
 
 int fs_rec_read(fs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
@@ -255,9 +284,9 @@ int fs_rec_read(fs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
     return fs_flash_read(fs, addr_add(fs, a, REC_HDR + off, NULL), buf, len);
 }
 
-static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+static int verify_payload_once(fs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
-    uint8_t tmp[64];
+    uint8_t tmp[256];
     uint32_t crc = 0, off = 0;
     uint32_t p = addr_add(fs, a, REC_HDR, NULL);
     while (off < h->len) {
@@ -269,12 +298,33 @@ static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
         off += n;
         p = addr_add(fs, p, n, NULL);
     }
-    return crc == h->dcrc ? 0 : FS_ERR_CORRUPT;
+    return crc == h->dcrc ? 0 : CORRUPT_HERE;
+}
+
+static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+        err = verify_payload_once(fs, a, h);
+    return err;
 }
 
 int fs_rec_verify(fs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
     return verify_payload(fs, a, h);
+}
+
+int fs_rec_load(fs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t max)
+{
+    if (h->len > max)
+        return CORRUPT_HERE;
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_rec_read(fs, a, 0, buf, h->len);
+        if (!err && crc32_update(0, buf, h->len) != h->dcrc)
+            err = FS_ERR_CORRUPT;
+    }
+    return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
 }
 
 /* Blocks a record of total bytes starting at the head would newly enter. */
@@ -304,13 +354,35 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     if (fs->rofs)
         return FS_ERR_ROFS;
     uint32_t need = (bytes + fs->bsize - 1) / fs->bsize + 1;
-    if (fs->in_op == 0 && fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger) {
-        int err = fs_gc_run(fs, 0, 0);
-        if (err < 0 && err != FS_ERR_NOSPC)
-            return err;
+    /* bytes 0: an operation that frees space or only commits what is
+     * written already (remove, sync): it may use the reserve down to what a
+     * checkpoint needs, so a full device can always be emptied */
+    uint32_t reserve = bytes ? fs->reserve : fs->ckpt_blocks + 3;
+    /* GC only when it can gain: the log holds more than a couple of blocks
+     * of stale records */
+    uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
+    int worth = used > fs->live + 2ull * fs->bsize;
+    /* Passes go on while the tail advances (up to a lap), even when a pass
+     * gains nothing: stale records may lie behind a stretch of live ones. */
+    for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
+                             fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
+        fs->gc_urgent = fs_free_blocks(fs) < need + reserve + 1;
+        int r = fs_gc_run(fs, 0, 0);
+        fs->gc_urgent = 0;
+        if (r < 0 && r != FS_ERR_NOSPC)
+            return r;
+        if (r <= 0)
+            break;
+        swept += (uint32_t)r;
+        if (fs_free_blocks(fs) >= need + reserve + 1 && swept >= 4)
+            break; /* enough for this operation: leave the rest for later */
     }
-    if (fs_free_blocks(fs) < need + fs->reserve)
+    if (fs_free_blocks(fs) < need + reserve) {
+#ifdef FS_DEBUG
+        fprintf(stderr, "op_begin NOSPC: bytes %u need %u reserve %u free %u njournal %u worth %d used %llu live %llu\n", bytes, need, reserve, fs_free_blocks(fs), fs->njournal, worth, (unsigned long long)used, (unsigned long long)fs->live);
+#endif
         return FS_ERR_NOSPC;
+    }
     fs->in_op++;
     return 0;
 }
@@ -319,6 +391,12 @@ void fs_op_end(fs_t *fs)
 {
     if (fs->in_op)
         fs->in_op--;
+    if (fs->in_op == 0 && fs->ckpt_wanted && !fs->rofs) {
+        /* blocks were retired: a checkpoint records them (best effort; the
+         * next operation tries again) */
+        if (fs_checkpoint(fs) == 0)
+            fs->ckpt_wanted = 0;
+    }
 }
 
 int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
@@ -335,9 +413,30 @@ int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
     uint32_t o = off_of(fs, a);
     uint32_t span = (o + total - 1) / fs->bsize; /* extra blocks */
     uint32_t b = blk_of(fs, a);
+    int gap = 0;
+    for (uint32_t i = 0, c = b; i < span && !gap; i++) {
+        uint32_t want = c + 1 >= fs->nblocks ? FIRST_DATA : c + 1;
+        c = next_good(fs, c, NULL);
+        gap = c != want;
+    }
+    if (gap && fs->ckpt_wanted) {
+        /* A record never spans over a block retired since the last
+         * checkpoint: a mount, not knowing of it, would read the record's
+         * rest from that block. Start afresh in the next good block, or
+         * (a record longer than a block) checkpoint the retirement first. */
+        if (o != 0)
+            head_next_block(fs);
+        else if (!fs->in_ckpt && fs_checkpoint(fs) == 0)
+            fs->ckpt_wanted = 0;
+        else
+            return FS_ERR_IO;
+        return fs_rec_begin(fs, len, addr);
+    }
     for (uint32_t i = 0; i < span; i++) {
         int w = 0;
         b = next_good(fs, b, &w);
+        if (b == blk_of(fs, fs->tail))
+            return FS_ERR_NOSPC; /* never erase the block the log starts in */
         int e = fs->dev->erase(fs->dev, fs->first_block + b);
         if (e) {
             if (e == FLASH_ERR_POWER)
@@ -378,6 +477,12 @@ int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
     return flash_prog(fs, addr, p, REC_HDR);
 }
 
+void fs_rec_abandon(fs_t *fs, uint32_t addr, uint32_t len)
+{
+    /* a header over whatever payload got written, so scans step over it */
+    (void)fs_rec_end(fs, addr, R_PAD, 0, 0, 0, len, 0);
+}
+
 int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
                  uint32_t idx, const void *p1, uint32_t n1, const void *p2,
                  uint32_t n2, uint32_t *addr)
@@ -402,7 +507,7 @@ int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
         /* a worn block refused the program: carry on in the next block */
         head_next_block(fs);
     }
-    return err;
+    return FS_ERR_NOSPC; /* no block took the record: worn out */
 }
 
 /* ---- object map --------------------------------------------------------------- */
@@ -428,21 +533,29 @@ static int jfind(const fs_t *fs, uint32_t ino, uint32_t idx)
 }
 
 /* Read and verify a map page (bucket or dir page) into buf. */
-static int read_page(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
+static int read_page_once(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
 {
     rec_hdr_t h;
     int err = fs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     if (h.type != type || h.len > FS_PAGE)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     err = fs_rec_read(fs, a, 0, buf, h.len);
     if (err)
         return err;
     if (crc32_update(0, buf, h.len) != h.dcrc)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     *len = h.len;
     return 0;
+}
+
+static int read_page(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+        err = read_page_once(fs, a, type, buf, len);
+    return err;
 }
 
 /* Address of bucket b's page from the checkpointed map, or NONE. */
@@ -453,21 +566,14 @@ static int bucket_addr(fs_t *fs, uint32_t b, uint32_t *out)
     *out = FS_ADDR_NONE;
     if (da == FS_ADDR_NONE)
         return 0;
-    uint8_t p[4];
-    rec_hdr_t h;
-    int err = fs_rec_read_hdr(fs, da, &h);
+    uint8_t page[FS_PAGE];
+    uint32_t len;
+    int err = read_page(fs, da, R_DIRPAGE, page, &len);
     if (err)
         return err;
-    if (h.type != R_DIRPAGE || h.len != DIRPAGE_FAN * 4)
-        return FS_ERR_CORRUPT;
-    /* verify the whole page once, then read the one entry */
-    err = verify_payload(fs, da, &h);
-    if (err)
-        return err;
-    err = fs_rec_read(fs, da, (b % DIRPAGE_FAN) * 4, p, 4);
-    if (err)
-        return err;
-    *out = get32(p);
+    if (len != DIRPAGE_FAN * 4)
+        return CORRUPT_HERE;
+    *out = get32(page + (b % DIRPAGE_FAN) * 4);
     return 0;
 }
 
@@ -583,11 +689,9 @@ static int commit_set(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
         int had = fs_inode_get(fs, ino, &old, &oa) == 0;
         int has = 0;
         if (addr != FS_ADDR_DELETED) {
-            uint8_t p[INODE_SIZE];
-            int err = fs_rec_read(fs, addr, 0, p, INODE_SIZE);
+            int err = fs_inode_at(fs, addr, ino, &nw);
             if (err)
                 return err;
-            inode_decode(&nw, p);
             has = 1;
         }
         if (had) {
@@ -612,17 +716,18 @@ static int commit_set(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
 
 int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
 {
-    uint8_t t[COMMIT_TAIL];
+    uint8_t pay[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
     if (h->len < COMMIT_TAIL)
-        return FS_ERR_CORRUPT;
-    int err = fs_rec_read(fs, rec_addr, h->len - COMMIT_TAIL, t, COMMIT_TAIL);
+        return CORRUPT_HERE;
+    int err = fs_rec_load(fs, rec_addr, h, pay, sizeof(pay));
     if (err)
         return err;
+    const uint8_t *t = pay + h->len - COMMIT_TAIL;
     uint32_t chain = get32(t);
     uint32_t n = get16(t + 4);
     if (get16(t + 6) != COMMIT_MAGIC || n > COMMIT_MAX_ENT ||
         COMMIT_TAIL + n * COMMIT_ENT > h->len)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     next_gen(fs);
     /* explicit entries and the record itself win over the pending chain */
     uint32_t ent_off = h->len - COMMIT_TAIL - n * COMMIT_ENT;
@@ -632,10 +737,7 @@ int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
             return err;
     }
     for (uint32_t i = n; i-- > 0;) {
-        uint8_t e[COMMIT_ENT];
-        err = fs_rec_read(fs, rec_addr, ent_off + i * COMMIT_ENT, e, COMMIT_ENT);
-        if (err)
-            return err;
+        const uint8_t *e = pay + ent_off + i * COMMIT_ENT;
         err = commit_set(fs, get32(e), get32(e + 4), get32(e + 8));
         if (err)
             return err;
@@ -646,7 +748,7 @@ int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
         rec_hdr_t ch;
         uint32_t prev;
         if (++guard > 4096)
-            return FS_ERR_CORRUPT;
+            return CORRUPT_HERE;
         err = fs_rec_read_hdr(fs, chain, &ch);
         if (!err)
             err = fs_chain_prev(fs, chain, &ch, &prev);
@@ -670,15 +772,24 @@ int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
     case R_TOMB: off = 0; break;
     case R_INODE:
         if (!(h->flags & F_CHAIN))
-            return FS_ERR_CORRUPT;
+            return CORRUPT_HERE;
         off = INODE_SIZE;
         break;
-    default: return FS_ERR_CORRUPT;
+    default: return CORRUPT_HERE;
     }
     if (off + 4 > h->len)
-        return FS_ERR_CORRUPT;
-    uint8_t p[4];
-    int err = fs_rec_read(fs, a, off, p, 4);
+        return CORRUPT_HERE;
+    /* covered by the payload checksum, which is not read here: read twice
+     * so that noise on one read cannot send a chain walk astray */
+    uint8_t p[4], q[4];
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_rec_read(fs, a, off, p, 4);
+        if (!err)
+            err = fs_rec_read(fs, a, off, q, 4);
+        if (!err && memcmp(p, q, 4) != 0)
+            err = FS_ERR_CORRUPT;
+    }
     if (err)
         return err;
     *prev = get32(p);
@@ -756,15 +867,15 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
         return e;
     if (inode_addr)
         *inode_addr = a;
-    if (fs->njournal >= FS_JOURNAL_MAX / 2 || fs->journal_records >= FS_JOURNAL_RECORDS)
+    if (fs->njournal >= FS_JOURNAL_MAX * 3 / 4 || fs->journal_records >= FS_JOURNAL_RECORDS)
         return fs_checkpoint(fs);
     return 0;
 }
 
 /* ---- anchors ------------------------------------------------------------------------ */
 
-static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
-                       uint32_t *ckpt, uint32_t *lap)
+static int anchor_read_once(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
+                            uint32_t *ckpt, uint32_t *lap)
 {
     uint8_t p[ANCHOR_SIZE];
     int err = fs->dev->read(fs->dev, fs->first_block + blk, slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
@@ -776,12 +887,39 @@ static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
             erased = 0;
     if (erased)
         return FS_ERR_NOENT;
-    if (crc32_update(ANCHOR_MAGIC, p, 12) != get32(p + 12))
-        return FS_ERR_CORRUPT;
     *seq = get32(p);
     *ckpt = get32(p + 4);
     *lap = get32(p + 8);
-    return 0;
+    if (crc32_update(ANCHOR_MAGIC, p, 12) == get32(p + 12))
+        return 0;
+    if (crc32_update(BADANCHOR_MAGIC, p, 12) == get32(p + 12))
+        return 1; /* a retired-block note: *ckpt is the block */
+    return FS_ERR_CORRUPT;
+}
+
+static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
+                       uint32_t *ckpt, uint32_t *lap)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+        err = anchor_read_once(fs, blk, slot, seq, ckpt, lap);
+    return err;
+}
+
+/* Note a retired block in the anchor block, so a mount knows of it before
+ * the next checkpoint lists it (best effort: the checkpoint does it too). */
+static void anchor_note_bad(fs_t *fs, uint32_t b)
+{
+    if (fs->anchor_slot >= fs->bsize / ANCHOR_SIZE)
+        return;
+    uint8_t p[ANCHOR_SIZE];
+    put32(p, fs->ckpt_seq);
+    put32(p + 4, b);
+    put32(p + 8, 0);
+    put32(p + 12, crc32_update(BADANCHOR_MAGIC, p, 12));
+    (void)fs->dev->prog(fs->dev, fs->first_block + fs->anchor_block,
+                        fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
+    fs->anchor_slot++;
 }
 
 static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
@@ -790,8 +928,13 @@ static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
     if (fs->anchor_slot >= slots) {
         uint32_t other = 1 - fs->anchor_block;
         int err = fs->dev->erase(fs->dev, fs->first_block + other);
-        if (err)
+        if (err == FLASH_ERR_POWER)
             return FS_ERR_IO;
+        if (err) {
+            /* the anchors are worn out: no new state can be made durable */
+            fs->rofs = 1;
+            return FS_ERR_ROFS;
+        }
         fs->anchor_block = other;
         fs->anchor_slot = 0;
     }
@@ -810,8 +953,11 @@ static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
 
 /* Newest valid anchor in one block: binary search for the first erased slot
  * (slots are written in order), then step back over a torn one. */
+/* Newest checkpoint anchor in one block: binary search for the first erased
+ * slot (slots are written in order), then step back over retired-block notes
+ * (collected into bad[], *nbad) and over one torn slot at the end. */
 static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
-                       uint32_t *lap, uint32_t *next_slot)
+                       uint32_t *lap, uint32_t *next_slot, uint16_t *bad, uint32_t *nbad)
 {
     uint32_t slots = fs->bsize / ANCHOR_SIZE, lo = 0, hi = slots;
     while (lo < hi) {
@@ -825,9 +971,20 @@ static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
             lo = mid + 1;
     }
     *next_slot = lo;
-    for (uint32_t k = lo; k > 0 && k + 2 > lo; k--) {
-        if (anchor_read(fs, blk, k - 1, seq, ckpt, lap) == 0)
+    *nbad = 0;
+    for (uint32_t k = lo; k > 0; k--) {
+        int r = anchor_read(fs, blk, k - 1, seq, ckpt, lap);
+        if (r == 0)
             return 0;
+        if (r == 1) {
+            if (*nbad < FS_BAD_MAX)
+                bad[(*nbad)++] = (uint16_t)*ckpt;
+            continue;
+        }
+        if (r == FS_ERR_IO)
+            return r;
+        if (k != lo)
+            break; /* only the last slot can be torn */
     }
     return FS_ERR_NOENT;
 }
@@ -1043,19 +1200,9 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
             /* copy the object (without any commit trailer) */
             uint8_t obj[DIRCHUNK_MAX];
             uint32_t len = h->type == R_INODE ? INODE_SIZE : h->len;
-            if (len > sizeof(obj))
-                return FS_ERR_CORRUPT;
-            err = fs_rec_read(fs, a, 0, obj, len);
+            err = fs_rec_load(fs, a, h, obj, sizeof(obj));
             if (err)
                 return err;
-            if (h->type == R_DIRCHUNK || !(h->flags & (F_COMMIT | F_CHAIN))) {
-                if (crc32_update(0, obj, len) != h->dcrc)
-                    return FS_ERR_CORRUPT;
-            } else {
-                err = verify_payload(fs, a, h);
-                if (err)
-                    return err;
-            }
             if (h->type == R_DIRCHUNK)
                 memset(obj, 0xff, 4); /* the copy is in no chain */
             uint32_t na;
@@ -1075,16 +1222,37 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
         return 0;
     case R_PATCH:
     case R_EXTMAP:
-        err = fs_sync_ino(fs, h->ino); /* pending data reaching the tail */
-        if (err)
+        err = fs_seg_conflict(fs, h->ino, h->idx);
+        if (err < 0)
             return err;
+        if (err) {
+            /* An open handle's uncommitted extent map of this segment points
+             * at the records GC is about to move: commit it first (as an
+             * automatic sync), so the move starts from its version. */
+            err = gc_flush(fs, g);
+            if (!err)
+                err = fs_sync_ino(fs, h->ino);
+            if (err)
+                return err;
+        }
         err = fs_seg_live(fs, h->ino, h->idx, a);
-        if (err <= 0)
+        if (err < 0)
             return err;
+        if (err == 0)
+            return 0;
         if (g->c.n >= COMMIT_MAX_ENT) {
             err = gc_flush(fs, g);
             if (err)
                 return err;
+        }
+        if (err == 2) {
+            /* an orphan key (file removed or truncated, cleanup cut short):
+             * drop it from the map */
+            g->c.ent[g->c.n].key.ino = h->ino;
+            g->c.ent[g->c.n].key.idx = h->idx;
+            g->c.ent[g->c.n].addr = FS_ADDR_DELETED;
+            g->c.n++;
+            return 0;
         }
         return fs_seg_relocate(fs, h->ino, h->idx, &a, 1, &g->c);
     case R_DIRPAGE: {
@@ -1109,20 +1277,39 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
     uint32_t freed = 0, scanned = 0, start_free = fs_free_blocks(fs);
     uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
     uint32_t new_tail = fs->tail;
+    /* Records from this block on are this pass's own copies (not committed
+     * yet): the pass stops before them. */
+    uint32_t stop_block = blk_of(fs, fs->head);
     int err = 0;
     uint32_t marks_bucket = 0;
     (void)marks_bucket;
     while (1) {
         uint32_t tb = blk_of(fs, new_tail);
-        if (tb == blk_of(fs, fs->head))
+        if (tb == blk_of(fs, fs->head) || tb == stop_block)
             break; /* the log is down to the head block */
         if (blocks ? freed >= blocks : fs_free_blocks(fs) + freed >= want)
             break;
         if (scanned >= ndata(fs))
             break; /* a whole lap: nothing more to gain */
-        /* never let relocation eat the last blocks */
-        if (fs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 2)
+        /* never let relocation eat the last blocks: keep what a checkpoint
+         * of the journal as it is needs, and a block for relocations. An
+         * operation that frees space (fs_op_begin with bytes 0) stops one
+         * block above this, so GC can always run after it */
+        if (fs_free_blocks(fs) < fs->ckpt_blocks + 3)
             break;
+        if (fs_pending_in_block(fs, tb)) {
+            /* Uncommitted records of an open file start here. Unless space
+             * is short, stop: they stay uncommitted until their sync. When
+             * it is, commit them (an automatic sync) before the tail passes
+             * them. */
+            if (!fs->gc_urgent)
+                break;
+            err = gc_flush(fs, &g);
+            if (!err)
+                err = fs_sync_block(fs, tb);
+            if (err)
+                goto out;
+        }
         uint32_t a = new_tail;
         while (blk_of(fs, a) == tb && a != fs->head) {
             rec_hdr_t h;
@@ -1203,6 +1390,9 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
     }
 out:
     fs->in_gc = 0;
+#ifdef FS_DEBUG
+    fprintf(stderr, "gc pass: err %d freed %u free %u->%u tail %u head %u\n", err, freed, start_free, fs_free_blocks(fs), fs->tail, fs->head);
+#endif
     if (err)
         return err;
     if (!forced && fs_free_blocks(fs) <= start_free && freed == 0)
@@ -1246,9 +1436,17 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
         uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
                          fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + 600;
         fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
+        /* Invariants: an ordinary operation leaves reserve blocks free;
+         * an operation that frees space (fs_op_begin with 0) needs what a
+         * checkpoint of the journal needs + 3 and uses at most one; GC
+         * relocates a block only with that + 2 free. So GC can always run
+         * after either, and the margin above lets one GC pass move several
+         * blocks for one checkpoint. */
         fs->reserve = fs->ckpt_blocks + 6;
     }
-    fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks : 4;
+    if (cfg->gc_free_blocks && cfg->gc_free_blocks < 6)
+        return FS_ERR_INVAL; /* below the documented minimum */
+    fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks : 8;
     if (fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
         return FS_ERR_INVAL; /* too small for its metadata reserve */
     return 0;
@@ -1298,8 +1496,29 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
         int err = read_hdr_lap(fs, a, &h, lap);
         if (err == FS_ERR_IO)
             return err;
-        if (err)
-            break;
+        if (err) {
+            /* The head may have left the rest of this block (after a mount,
+             * or a block that refused a program) and gone on at the start
+             * of a following block: a record of this lap there continues
+             * the log. Blocks not entered in this lap hold only records of
+             * older laps, whose checksums do not match. */
+            uint32_t b = blk_of(fs, a), jl = lap, found = 0;
+            for (int k = 0; k < 32 && !found; k++) {
+                int w = 0;
+                b = next_good(fs, b, &w);
+                if (w)
+                    jl++;
+                int e = read_hdr_lap(fs, b * fs->bsize, &h, jl);
+                if (e == FS_ERR_IO)
+                    return e;
+                if (e == 0)
+                    found = 1;
+            }
+            if (!found)
+                break;
+            a = b * fs->bsize;
+            lap = jl;
+        }
         uint32_t next_lap = lap;
         uint32_t next = addr_add(fs, a, REC_HDR + h.len, &next_lap);
         /* position the head after this record so lap_of() sees it */
@@ -1314,7 +1533,7 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
             if (fs->njournal + COMMIT_MAX_ENT + FS_AUTOSYNC_SEGS + 2 > FS_JOURNAL_MAX) {
                 /* cannot happen with a well-formed log; checkpoint to make room */
                 fs->head_erased = 0;
-                return FS_ERR_CORRUPT;
+                return CORRUPT_HERE;
             }
             err = fs_apply_commit(fs, a, &h);
             if (err)
@@ -1341,10 +1560,11 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     int err = setup(fs, cfg);
     if (err)
         return err;
-    uint32_t seq[2] = {0, 0}, ck[2], lp[2], next[2];
+    uint32_t seq[2] = {0, 0}, ck[2], lp[2], next[2], nb_notes[2];
+    uint16_t notes[2][FS_BAD_MAX];
     int ok[2];
     for (uint32_t b = 0; b < 2; b++) {
-        err = anchor_scan(fs, b, &seq[b], &ck[b], &lp[b], &next[b]);
+        err = anchor_scan(fs, b, &seq[b], &ck[b], &lp[b], &next[b], notes[b], &nb_notes[b]);
         if (err == FS_ERR_IO)
             return err;
         ok[b] = err == 0;
@@ -1357,7 +1577,7 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     fs->ckpt_seq = seq[pick];
     uint32_t ca = ck[pick], cl = lp[pick];
     if (blk_of(fs, ca) < FIRST_DATA || blk_of(fs, ca) >= fs->nblocks)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     /* read the checkpoint (its lap is in the anchor) */
     rec_hdr_t h;
     err = read_hdr_lap(fs, ca, &h, cl);
@@ -1365,12 +1585,15 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
         return err == FS_ERR_IO ? err : FS_ERR_CORRUPT;
     uint8_t big[48 + 64 * 4 + FS_BAD_MAX * 2];
     if (h.type != R_CKPT || h.len < 40 || h.len > sizeof(big))
-        return FS_ERR_CORRUPT;
-    err = fs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+        return CORRUPT_HERE;
+    err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+        if (!err && crc32_update(0, big, h.len) != h.dcrc)
+            err = FS_ERR_CORRUPT;
+    }
     if (err)
-        return err;
-    if (crc32_update(0, big, h.len) != h.dcrc)
-        return FS_ERR_CORRUPT;
+        return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
     uint32_t n = 0;
     uint32_t cseq = get32(big + n); n += 4;
     fs->tail = get32(big + n); n += 4;
@@ -1385,13 +1608,19 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     fs->nbad = get16(big + n); n += 2;
     if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
         fs->nbad > FS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     for (uint32_t i = 0; i < ndp; i++, n += 4)
         fs->dirpage_addr[i] = get32(big + n);
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
         fs->bad[i] = get16(big + n);
+    /* blocks retired after that checkpoint, noted in the anchor block */
+    for (uint32_t i = 0; i < nb_notes[pick]; i++) {
+        uint32_t b = notes[pick][i];
+        if (b >= FIRST_DATA && b < fs->nblocks && !is_bad(fs, b) && fs->nbad < FS_BAD_MAX)
+            fs->bad[fs->nbad++] = (uint16_t)b;
+    }
     if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks)
-        return FS_ERR_CORRUPT;
+        return CORRUPT_HERE;
     fs->ckpt_addr = ca;
     fs->ckpt_lap = cl;
     uint32_t jl = cl;
@@ -1425,7 +1654,9 @@ int fs_statvfs(fs_t *fs, fs_statvfs_t *out)
     out->total = (uint64_t)good * fs->bsize;
     out->free = (uint64_t)fs_free_blocks(fs) * fs->bsize;
     out->used = out->total - out->free;
-    out->live = fs->live;
+    /* live is counted from file sizes: a sparse file can claim more than
+     * the log holds */
+    out->live = fs->live < out->used ? fs->live : out->used;
     out->reclaimable = out->used > fs->live ? out->used - fs->live : 0;
     out->files = fs->files;
     out->dirs = fs->dirs;
@@ -1451,8 +1682,24 @@ int fs_gc(fs_t *fs, uint32_t blocks)
         return FS_ERR_NOTMOUNTED;
     if (fs->rofs)
         return FS_ERR_ROFS;
-    int r = fs_gc_run(fs, blocks ? blocks : ndata(fs), 1);
-    return r;
+    if (blocks)
+        return fs_gc_run(fs, blocks, 1);
+    /* everything there is to gain: passes while stale records remain and
+     * the tail advances, up to one lap of the log */
+    uint32_t start = fs_free_blocks(fs), swept = 0;
+    while (swept < ndata(fs)) {
+        uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
+        if (used <= fs->live + fs->bsize)
+            break;
+        int r = fs_gc_run(fs, 4, 1);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        swept += (uint32_t)r;
+    }
+    uint32_t end = fs_free_blocks(fs);
+    return end > start ? (int)(end - start) : 0;
 }
 
 const char *fs_strerror(int err)

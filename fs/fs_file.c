@@ -1,0 +1,2075 @@
+/*
+ * fs_file.c - the file layer of cfs: inodes, directories and paths, file
+ * handles, segment data (patch chains and extent maps), the namespace
+ * operations, fsck, and the hooks the log layer's GC calls.
+ * See docs/FS-DESIGN.md for the format and the rules.
+ */
+#include "fs_internal.h"
+
+#define CHUNK_ENT_MAX (DIRCHUNK_MAX - 4u) /* entry bytes in one chunk */
+#define CHAIN_GUARD 8192u
+#define PATH_DEPTH_MAX 128u
+#define NSEGS(size) (((uint64_t)(size) + SEG_SPAN - 1) / SEG_SPAN)
+
+static uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+/* ---- inodes ---------------------------------------------------------------- */
+
+void inode_encode(const inode_t *in, uint8_t *p)
+{
+    p[0] = in->type;
+    p[1] = 0;
+    put16(p + 2, in->nchunks);
+    put32(p + 4, in->parent);
+    put32(p + 8, in->size);
+    put32(p + 12, in->ctime);
+    put32(p + 16, in->mtime);
+}
+
+void inode_decode(inode_t *in, const uint8_t *p)
+{
+    in->type = p[0];
+    in->pad = 0;
+    in->nchunks = get16(p + 2);
+    in->parent = get32(p + 4);
+    in->size = get32(p + 8);
+    in->ctime = get32(p + 12);
+    in->mtime = get32(p + 16);
+}
+
+static int inode_load(fs_t *fs, uint32_t a, uint32_t ino, inode_t *in)
+{
+    rec_hdr_t h;
+    uint8_t p[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
+    int err = fs_rec_read_hdr(fs, a, &h);
+    if (err)
+        return err;
+    if (h.type != R_INODE || h.ino != ino || h.idx != 0 || h.len < INODE_SIZE)
+        return CORRUPT_HERE;
+    err = fs_rec_load(fs, a, &h, p, sizeof(p));
+    if (err)
+        return err;
+    inode_decode(in, p);
+    if (in->type != FS_TYPE_FILE && in->type != FS_TYPE_DIR)
+        return CORRUPT_HERE;
+    return 0;
+}
+
+int fs_inode_at(fs_t *fs, uint32_t addr, uint32_t ino, inode_t *in)
+{
+    return inode_load(fs, addr, ino, in);
+}
+
+int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr)
+{
+    uint32_t a;
+    int err = fs_map_lookup(fs, ino, 0, &a);
+    if (err)
+        return err;
+    if (a == FS_ADDR_NONE)
+        return FS_ERR_NOENT;
+    if (addr)
+        *addr = a;
+    return inode_load(fs, a, ino, in);
+}
+
+/* ---- operations: a pending chain of records plus explicit entries --------------
+ * Every namespace change writes its records linked through their prev field;
+ * lookups made during the operation look at that chain before the map, so
+ * the steps of one operation (or of fs_rename_many) build on each other. The
+ * commit makes them all visible at once. */
+typedef commit_t op_t;
+
+static void op_init(op_t *op)
+{
+    op->chain_tail = FS_ADDR_NONE;
+    op->n = 0;
+}
+
+/* Newest version of a key in a chain; *found 0 when the chain lacks it. */
+static int chain_find(fs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx,
+                      uint32_t *addr, int *found)
+{
+    *found = 0;
+    for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+        rec_hdr_t h;
+        uint32_t prev;
+        if (g > CHAIN_GUARD)
+            return CORRUPT_HERE;
+        int err = fs_rec_read_hdr(fs, chain, &h);
+        if (!err)
+            err = fs_chain_prev(fs, chain, &h, &prev);
+        if (err)
+            return err;
+        if (h.ino == ino && h.idx == idx) {
+            *addr = h.type == R_TOMB ? FS_ADDR_NONE : chain;
+            *found = 1;
+            return 0;
+        }
+        chain = prev;
+    }
+    return 0;
+}
+
+static int obj_find(fs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx, uint32_t *addr)
+{
+    int found;
+    int err = chain_find(fs, chain, ino, idx, addr, &found);
+    if (err || found)
+        return err;
+    return fs_map_lookup(fs, ino, idx, addr);
+}
+
+static int op_inode(fs_t *fs, const op_t *op, uint32_t ino, inode_t *in)
+{
+    uint32_t a;
+    int err = obj_find(fs, op->chain_tail, ino, 0, &a);
+    if (err)
+        return err;
+    if (a == FS_ADDR_NONE)
+        return FS_ERR_NOENT;
+    return inode_load(fs, a, ino, in);
+}
+
+static int op_put_inode(fs_t *fs, op_t *op, uint32_t ino, const inode_t *in)
+{
+    uint8_t p[INODE_SIZE + 4];
+    inode_encode(in, p);
+    put32(p + INODE_SIZE, op->chain_tail);
+    return fs_rec_write(fs, R_INODE, F_CHAIN, ino, 0, p, sizeof(p), NULL, 0, &op->chain_tail);
+}
+
+static int op_tomb(fs_t *fs, op_t *op, uint32_t ino, uint32_t idx)
+{
+    uint8_t p[4];
+    put32(p, op->chain_tail);
+    return fs_rec_write(fs, R_TOMB, 0, ino, idx, p, 4, NULL, 0, &op->chain_tail);
+}
+
+static int op_commit(fs_t *fs, op_t *op)
+{
+    if (op->chain_tail == FS_ADDR_NONE && op->n == 0)
+        return 0;
+    return fs_commit(fs, op, 0, NULL, NULL);
+}
+
+/* Delete the segment keys [from, to) of ino from the map, in batches. Used
+ * after a remove or a truncation has been committed; keys left behind by a
+ * power cut are harmless (data beyond a file's size is never read) and GC
+ * drops them when it passes their records. */
+static int seg_cleanup(fs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
+{
+    while (from < to) {
+        op_t c;
+        op_init(&c);
+        for (; from < to && c.n < COMMIT_MAX_ENT; from++) {
+            c.ent[c.n].key.ino = ino;
+            c.ent[c.n].key.idx = MKIDX(KIND_SEG, (uint32_t)from);
+            c.ent[c.n].addr = FS_ADDR_DELETED;
+            c.n++;
+        }
+        int err = fs_commit(fs, &c, 0, NULL, NULL);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/* Add seg-key deletions [*from, to) to an operation's entries while room is
+ * left; *from is advanced past what was added. */
+static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t to)
+{
+    for (; *from < to && op->n < COMMIT_MAX_ENT; (*from)++) {
+        op->ent[op->n].key.ino = ino;
+        op->ent[op->n].key.idx = MKIDX(KIND_SEG, (uint32_t)*from);
+        op->ent[op->n].addr = FS_ADDR_DELETED;
+        op->n++;
+    }
+}
+
+/* ---- directory chunks -------------------------------------------------------
+ * Chunk i of directory d is the record (d, DIR|i): u32 prev, then entries
+ * {u32 ino, u8 type, u8 namelen, name}. A chunk with no entries is deleted. */
+typedef struct chunk {
+    uint32_t len; /* entry bytes */
+    uint8_t p[DIRCHUNK_MAX];
+} chunk_t;
+
+static int chunk_parse_ok(const uint8_t *e, uint32_t len)
+{
+    uint32_t off = 0;
+    while (off < len) {
+        if (off + DIRENT_FIXED > len)
+            return 0;
+        uint32_t nl = e[off + 5];
+        if (nl == 0 || off + DIRENT_FIXED + nl > len)
+            return 0;
+        if (e[off + 4] != FS_TYPE_FILE && e[off + 4] != FS_TYPE_DIR)
+            return 0;
+        off += DIRENT_FIXED + nl;
+    }
+    return 1;
+}
+
+static int chunk_load_once(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
+{
+    rec_hdr_t h;
+    uint8_t tmp[DIRCHUNK_MAX];
+    ck->len = 0;
+    if (a == FS_ADDR_NONE)
+        return 0;
+    int err = fs_rec_read_hdr(fs, a, &h);
+    if (err)
+        return err;
+    if (h.type != R_DIRCHUNK || h.ino != dino || h.idx != MKIDX(KIND_DIR, i) ||
+        h.len < 4 || h.len > DIRCHUNK_MAX)
+        return CORRUPT_HERE;
+    err = fs_rec_read(fs, a, 0, tmp, h.len);
+    if (err)
+        return err;
+    if (crc32_update(0, tmp, h.len) != h.dcrc || !chunk_parse_ok(tmp + 4, h.len - 4u))
+        return CORRUPT_HERE;
+    ck->len = h.len - 4u;
+    memcpy(ck->p, tmp + 4, ck->len);
+    return 0;
+}
+
+/* Checksum mismatches are read again before they are believed (a bit that
+ * flips on one read must not pass for damage). */
+#define READ_TRIES 3
+
+static int chunk_load_at(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+        err = chunk_load_once(fs, a, dino, i, ck);
+    return err;
+}
+
+static int chunk_load(fs_t *fs, uint32_t chain, uint32_t dino, uint32_t i, chunk_t *ck)
+{
+    uint32_t a;
+    int err = obj_find(fs, chain, dino, MKIDX(KIND_DIR, i), &a);
+    if (err)
+        return err;
+    return chunk_load_at(fs, a, dino, i, ck);
+}
+
+static int op_put_chunk(fs_t *fs, op_t *op, uint32_t dino, uint32_t i, const chunk_t *ck)
+{
+    if (ck->len == 0)
+        return op_tomb(fs, op, dino, MKIDX(KIND_DIR, i));
+    uint8_t p[4];
+    put32(p, op->chain_tail);
+    return fs_rec_write(fs, R_DIRCHUNK, 0, dino, MKIDX(KIND_DIR, i), p, 4, ck->p, ck->len,
+                        &op->chain_tail);
+}
+
+/* Where a name was found in a directory. */
+typedef struct dirpos {
+    uint32_t chunk, off;
+    uint32_t ino;
+    uint8_t type;
+} dirpos_t;
+
+static int dir_find(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din,
+                    const char *name, uint32_t nl, dirpos_t *pos, chunk_t *ck)
+{
+    for (uint32_t i = 0; i < din->nchunks; i++) {
+        int err = chunk_load(fs, chain, dino, i, ck);
+        if (err)
+            return err;
+        for (uint32_t off = 0; off < ck->len; off += DIRENT_FIXED + ck->p[off + 5]) {
+            if (ck->p[off + 5] == nl && memcmp(ck->p + off + DIRENT_FIXED, name, nl) == 0) {
+                pos->chunk = i;
+                pos->off = off;
+                pos->ino = get32(ck->p + off);
+                pos->type = ck->p[off + 4];
+                return 0;
+            }
+        }
+    }
+    return FS_ERR_NOENT;
+}
+
+static int dir_is_empty(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din)
+{
+    chunk_t ck;
+    for (uint32_t i = 0; i < din->nchunks; i++) {
+        int err = chunk_load(fs, chain, dino, i, &ck);
+        if (err)
+            return err;
+        if (ck.len)
+            return 0;
+    }
+    return 1;
+}
+
+/* Add an entry to directory dino (whose inode *din is updated and rewritten
+ * when a chunk is added). */
+static int dir_add(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
+                   uint8_t type, const char *name, uint32_t nl)
+{
+    chunk_t ck;
+    uint32_t need = DIRENT_FIXED + nl, i;
+    int err;
+    /* the last chunk first, then any other chunk with room */
+    for (uint32_t k = 0; k < din->nchunks; k++) {
+        i = din->nchunks - 1 - k;
+        err = chunk_load(fs, op->chain_tail, dino, i, &ck);
+        if (err)
+            return err;
+        if (ck.len + need <= CHUNK_ENT_MAX)
+            goto add;
+    }
+    if (din->nchunks >= 0xffffu)
+        return FS_ERR_NOSPC;
+    i = din->nchunks++;
+    ck.len = 0;
+    err = op_put_inode(fs, op, dino, din);
+    if (err)
+        return err;
+add:
+    put32(ck.p + ck.len, child);
+    ck.p[ck.len + 4] = type;
+    ck.p[ck.len + 5] = (uint8_t)nl;
+    memcpy(ck.p + ck.len + DIRENT_FIXED, name, nl);
+    ck.len += need;
+    return op_put_chunk(fs, op, dino, i, &ck);
+}
+
+/* Remove the entry at pos (ck holds that chunk). */
+static int dir_del(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, const dirpos_t *pos,
+                   chunk_t *ck)
+{
+    uint32_t elen = DIRENT_FIXED + ck->p[pos->off + 5];
+    memmove(ck->p + pos->off, ck->p + pos->off + elen, ck->len - pos->off - elen);
+    ck->len -= elen;
+    int err = op_put_chunk(fs, op, dino, pos->chunk, ck);
+    if (err)
+        return err;
+    if (ck->len == 0 && pos->chunk + 1 == din->nchunks) {
+        din->nchunks--;
+        err = op_put_inode(fs, op, dino, din);
+    }
+    return err;
+}
+
+/* ---- paths ----------------------------------------------------------------------
+ * Absolute, '/'-separated; no empty, "." or ".." component, no trailing '/'
+ * (except "/" itself). */
+static int path_check(const char *path)
+{
+    if (!path)
+        return FS_ERR_INVAL;
+    size_t n = 0;
+    while (n <= FS_PATH_MAX && path[n])
+        n++;
+    if (n > FS_PATH_MAX)
+        return FS_ERR_NAMETOOLONG;
+    if (n == 0 || path[0] != '/')
+        return FS_ERR_INVAL;
+    if (n == 1)
+        return 0;
+    if (path[n - 1] == '/')
+        return FS_ERR_INVAL;
+    const char *p = path + 1;
+    while (*p) {
+        const char *e = p;
+        while (*e && *e != '/')
+            e++;
+        size_t cl = (size_t)(e - p);
+        if (cl == 0 || (cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.'))
+            return FS_ERR_INVAL;
+        if (cl > FS_NAME_MAX)
+            return FS_ERR_NAMETOOLONG;
+        p = *e ? e + 1 : e;
+    }
+    return 0;
+}
+
+typedef struct lookup {
+    int exists;
+    uint32_t ino;      /* the object (when exists) */
+    inode_t in;
+    uint32_t parent;   /* its directory (0 for the root) */
+    inode_t pin;
+    const char *name;  /* last component */
+    uint32_t nlen;
+    dirpos_t pos;      /* where the entry is (when exists) */
+} lookup_t;
+
+static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
+{
+    int err = path_check(path);
+    if (err)
+        return err;
+    op_t view;
+    view.chain_tail = chain;
+    memset(L, 0, sizeof(*L));
+    err = op_inode(fs, &view, ROOT_INO, &L->in);
+    if (err)
+        return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+    L->ino = ROOT_INO;
+    L->exists = 1;
+    if (path[1] == 0)
+        return 0;
+    chunk_t ck;
+    const char *p = path + 1;
+    for (uint32_t depth = 0; *p; depth++) {
+        const char *e = p;
+        while (*e && *e != '/')
+            e++;
+        uint32_t nl = (uint32_t)(e - p);
+        if (L->in.type != FS_TYPE_DIR || depth > PATH_DEPTH_MAX)
+            return FS_ERR_NOTDIR;
+        L->parent = L->ino;
+        L->pin = L->in;
+        L->name = p;
+        L->nlen = nl;
+        err = dir_find(fs, chain, L->parent, &L->pin, p, nl, &L->pos, &ck);
+        if (err == FS_ERR_NOENT) {
+            L->exists = 0;
+            return *e ? FS_ERR_NOENT : 0;
+        }
+        if (err)
+            return err;
+        L->ino = L->pos.ino;
+        err = op_inode(fs, &view, L->ino, &L->in);
+        if (err)
+            return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+        if (L->in.type != L->pos.type)
+            return CORRUPT_HERE;
+        p = *e ? e + 1 : e;
+    }
+    return 0;
+}
+
+/* ---- handles ---------------------------------------------------------------------- */
+
+static int handle_open(const fs_t *fs, const fs_file_t *f)
+{
+    for (const fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h == f)
+            return 1;
+    return 0;
+}
+
+static int ino_open(const fs_t *fs, uint32_t ino)
+{
+    for (const fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->ino == ino)
+            return 1;
+    return 0;
+}
+
+int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx)
+{
+    for (fs_file_t *h = fs->open_files; h; h = h->next) {
+        if (h->ino != ino || h->pending_tail == FS_ADDR_NONE)
+            continue;
+        uint32_t chain = h->pending_tail;
+        for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+            rec_hdr_t rh;
+            if (g > CHAIN_GUARD)
+                return CORRUPT_HERE;
+            int err = fs_rec_read_hdr(fs, chain, &rh);
+            if (!err)
+                err = fs_chain_prev(fs, chain, &rh, &chain);
+            if (err)
+                return err;
+            if (rh.type == R_EXTMAP && rh.ino == ino && rh.idx == idx)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+int fs_pending_in_block(fs_t *fs, uint32_t b)
+{
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->dirty && h->pending_tail != FS_ADDR_NONE && h->sync_head / fs->bsize == b)
+            return 1;
+    return 0;
+}
+
+/* ---- segments ----------------------------------------------------------------------
+ * Segment s of a file holds the file bytes [s*SEG_SPAN, (s+1)*SEG_SPAN). Its
+ * current version is the newest record of key (ino, SEG|s): a PATCH
+ * {base, prev, off, check, data} laid over the version `base`, or an EXTMAP
+ * listing extents {off, len, record} of PATCH records. */
+
+static void seg_fixed(uint8_t *p, uint32_t base, uint32_t prev, uint32_t off)
+{
+    put32(p, base);
+    put32(p + 4, prev);
+    put16(p + 8, (uint16_t)off);
+    put16(p + 10, (uint16_t)crc32_update(0, p, 10));
+}
+
+static int seg_fixed_read(fs_t *fs, uint32_t a, uint8_t *p)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_rec_read(fs, a, 0, p, SEG_FIXED);
+        if (!err && get16(p + 10) != (uint16_t)crc32_update(0, p, 10))
+            err = FS_ERR_CORRUPT;
+    }
+    return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
+}
+
+/* A segment version, loaded: its patches newest first over an EXTMAP. */
+typedef struct segv {
+    uint32_t n;
+    uint32_t addr[SEG_CHAIN_MAX + 2];
+    uint16_t off[SEG_CHAIN_MAX + 2];
+    uint16_t len[SEG_CHAIN_MAX + 2];
+    uint8_t zero[SEG_CHAIN_MAX + 2];
+    uint32_t ext;  /* EXTMAP at the bottom, or NONE */
+    uint32_t next; /* its extent count */
+    uint32_t cur;  /* extent cursor */
+    uint8_t stale; /* a handle's view whose committed base has moved */
+} segv_t;
+
+
+/* Load version v of segment s. With a handle f, v may be one of its
+ * uncommitted records: where their base links leave them, the committed
+ * version is taken from the map (GC may have moved it since). */
+static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+                     segv_t *r)
+{
+    r->n = 0;
+    r->ext = FS_ADDR_NONE;
+    r->next = 0;
+    r->cur = 0;
+    r->stale = 0;
+    while (v != FS_ADDR_NONE) {
+        rec_hdr_t h;
+        uint8_t fx[SEG_FIXED + 2];
+        int err = fs_rec_read_hdr(fs, v, &h);
+        if (err)
+            return err;
+        if (h.ino != ino || h.idx != MKIDX(KIND_SEG, s) || h.len < SEG_FIXED)
+            return CORRUPT_HERE;
+        err = seg_fixed_read(fs, v, fx);
+        if (err)
+            return err;
+        if (h.type == R_EXTMAP) {
+            if ((h.len - SEG_FIXED) % EXT_SIZE || (h.len - SEG_FIXED) / EXT_SIZE > EXT_MAX)
+                return CORRUPT_HERE;
+            err = fs_rec_verify(fs, v, &h);
+            if (err)
+                return err;
+            r->ext = v;
+            r->next = (h.len - SEG_FIXED) / EXT_SIZE;
+            return 0;
+        }
+        if (h.type != R_PATCH || r->n >= SEG_CHAIN_MAX + 2)
+            return CORRUPT_HERE;
+        uint32_t len;
+        if (h.flags & F_ZERO) {
+            if (h.len != SEG_FIXED + 2)
+                return CORRUPT_HERE;
+            err = fs_rec_load(fs, v, &h, fx, sizeof(fx));
+            if (err)
+                return err;
+            len = get16(fx + SEG_FIXED);
+        } else {
+            len = h.len - SEG_FIXED;
+        }
+        uint32_t off = get16(fx + 8) & SEG_OFF_MASK;
+        if (off + len > SEG_SPAN)
+            return CORRUPT_HERE;
+        r->addr[r->n] = v;
+        r->off[r->n] = (uint16_t)off;
+        r->len[r->n] = (uint16_t)len;
+        r->zero[r->n] = (h.flags & F_ZERO) != 0;
+        r->n++;
+        v = get32(fx);
+        if (f && (get16(fx + 8) & SEG_BASE_MAPPED)) {
+            /* an uncommitted patch laid over the committed version: that
+             * version is whatever the map holds now (GC may have moved it
+             * since; the commit rebases on it) */
+            uint32_t m;
+            err = fs_map_lookup(fs, ino, MKIDX(KIND_SEG, s), &m);
+            if (err)
+                return err;
+            r->stale = m != v;
+            v = m;
+            f = NULL;
+        }
+    }
+    return 0;
+}
+
+/* One run of segment bytes [p, end): zeros (rec 0), lost data
+ * (rec FS_ADDR_LOST) or bytes of PATCH record rec starting at data offset
+ * doff in it. */
+typedef struct run {
+    uint32_t end;
+    uint32_t rec;
+    uint32_t doff;
+} run_t;
+
+static int ext_read(fs_t *fs, const segv_t *r, uint32_t i, uint32_t *off, uint32_t *len,
+                    uint32_t *rec)
+{
+    /* the map's checksum was checked when it was loaded; the entry is read
+     * twice so that noise on this read cannot go unseen */
+    uint8_t e[EXT_SIZE], e2[EXT_SIZE];
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        err = fs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e, EXT_SIZE);
+        if (!err)
+            err = fs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e2, EXT_SIZE);
+        if (!err && memcmp(e, e2, EXT_SIZE) != 0)
+            err = FS_ERR_CORRUPT;
+    }
+    if (err)
+        return err;
+    *off = get16(e);
+    *len = get16(e + 2);
+    *rec = get32(e + 4);
+    return *off + *len > SEG_SPAN ? CORRUPT_HERE : 0;
+}
+
+static int seg_run(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, uint32_t limit,
+                   run_t *out)
+{
+    uint32_t end = limit;
+    for (uint32_t i = 0; i < r->n; i++) {
+        uint32_t o = r->off[i], l = r->len[i];
+        if (p >= o && p < o + l) {
+            out->end = min32(end, o + l);
+            out->rec = r->zero[i] ? 0 : r->addr[i];
+            out->doff = p - o;
+            return 0;
+        }
+        if (o > p)
+            end = min32(end, o);
+    }
+    out->rec = 0;
+    out->doff = 0;
+    out->end = end;
+    while (r->ext != FS_ADDR_NONE && r->cur < r->next) {
+        uint32_t eo, el, rec;
+        int err = ext_read(fs, r, r->cur, &eo, &el, &rec);
+        if (err)
+            return err;
+        if (eo + el <= p) {
+            r->cur++;
+            continue;
+        }
+        if (eo > p) {
+            out->end = min32(end, eo);
+            return 0;
+        }
+        out->end = min32(end, eo + el);
+        out->rec = rec;
+        if (rec != 0 && rec != FS_ADDR_LOST) {
+            /* the record's own segment offset tells where p is in its data */
+            rec_hdr_t h;
+            uint8_t fx[SEG_FIXED];
+            err = fs_rec_read_hdr(fs, rec, &h);
+            if (!err)
+                err = seg_fixed_read(fs, rec, fx);
+            if (err)
+                return err;
+            uint32_t ro = get16(fx + 8) & SEG_OFF_MASK;
+            if (h.type != R_PATCH || (h.flags & F_ZERO) || h.ino != ino ||
+                h.idx != MKIDX(KIND_SEG, s) || ro > p || p - ro >= h.len - SEG_FIXED)
+                return CORRUPT_HERE;
+            out->doff = p - ro;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* Read n data bytes at data offset doff of PATCH rec, verifying the whole
+ * record's checksum (buf may be NULL to verify only). */
+static int patch_read_once(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
+{
+    rec_hdr_t h;
+    uint8_t tmp[256];
+    int err = fs_rec_read_hdr(fs, rec, &h);
+    if (err)
+        return err;
+    if (h.type != R_PATCH || h.len < SEG_FIXED + doff + n)
+        return CORRUPT_HERE;
+    uint32_t crc = 0, want_lo = SEG_FIXED + doff, want_hi = want_lo + n;
+    for (uint32_t off = 0; off < h.len;) {
+        uint32_t k = min32(h.len - off, sizeof(tmp));
+        err = fs_rec_read(fs, rec, off, tmp, k);
+        if (err)
+            return err;
+        crc = crc32_update(crc, tmp, k);
+        if (buf) {
+            uint32_t lo = off > want_lo ? off : want_lo, hi = min32(off + k, want_hi);
+            if (lo < hi)
+                memcpy(buf + (lo - want_lo), tmp + (lo - off), hi - lo);
+        }
+        off += k;
+    }
+    return crc == h.dcrc ? 0 : CORRUPT_HERE;
+}
+
+static int patch_read(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
+{
+    int err = FS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+        err = patch_read_once(fs, rec, doff, buf, n);
+    return err;
+}
+
+/* Read segment bytes [o, o+n) of version v into buf (NULL: verify only). */
+static int seg_read(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+                    uint32_t o, uint8_t *buf, uint32_t n)
+{
+    if (v == FS_ADDR_NONE) {
+        if (buf)
+            memset(buf, 0, n);
+        return 0;
+    }
+    segv_t r;
+    int err = segv_load(fs, f, ino, s, v, &r);
+    if (err)
+        return err;
+    uint32_t p = o;
+    while (p < o + n) {
+        run_t run;
+        err = seg_run(fs, ino, s, &r, p, o + n, &run);
+        if (err)
+            return err;
+        if (run.end <= p)
+            return CORRUPT_HERE;
+        uint32_t k = run.end - p;
+        if (run.rec == FS_ADDR_LOST)
+            return CORRUPT_HERE;
+        if (run.rec == 0) {
+            if (buf)
+                memset(buf + (p - o), 0, k);
+        } else {
+            err = patch_read(fs, run.rec, run.doff, buf ? buf + (p - o) : NULL, k);
+            if (err) {
+                return err;
+            }
+        }
+        p = run.end;
+    }
+    return 0;
+}
+
+/* Write a new EXTMAP for the segment version v over [0, seglen): its data
+ * runs become extents (runs of record `old` point at `repl` instead). When
+ * the extents would not fit, the data is copied into fresh PATCH records.
+ * The EXTMAP's chain link is prev; its address goes to *out. */
+static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+                       uint32_t seglen, uint32_t old, uint32_t repl, uint32_t prev,
+                       uint32_t *out)
+{
+    uint32_t idx = MKIDX(KIND_SEG, s);
+    uint8_t ebuf[64 * EXT_SIZE];
+    uint32_t copies[SEG_SPAN / PATCH_MAX];
+    uint32_t ncopies = 0;
+    segv_t r;
+    int err;
+    uint32_t count = 0;
+    uint32_t open_a = FS_ADDR_NONE, open_len = 0; /* a record begun, not ended */
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t a = FS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0;
+        if (pass == 1) {
+            uint8_t fx[SEG_FIXED];
+            seg_fixed(fx, FS_ADDR_NONE, prev, 0);
+            err = fs_rec_begin(fs, SEG_FIXED + count * EXT_SIZE, &a);
+            if (err)
+                return err;
+            open_a = a;
+            open_len = SEG_FIXED + count * EXT_SIZE;
+            err = fs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
+            if (err)
+                goto fail;
+        }
+        err = segv_load(fs, f, ino, s, v, &r);
+        if (err)
+            goto fail;
+        uint32_t p = 0, n = 0;
+        uint32_t lo = 0, hi = 0, lrec = 0, ldoff = 0; /* extent being merged */
+        while (p < seglen) {
+            run_t run;
+            if (ncopies) {
+                /* defragmented: the copies hold [0, seglen) in order */
+                uint32_t i = p / PATCH_MAX;
+                run.rec = copies[i];
+                run.doff = p - i * PATCH_MAX;
+                run.end = min32(seglen, (i + 1) * PATCH_MAX);
+            } else {
+                err = seg_run(fs, ino, s, &r, p, seglen, &run);
+                if (err)
+                    goto fail;
+                if (run.end <= p) {
+                    err = CORRUPT_HERE;
+                    goto fail;
+                }
+                if (run.rec == old && old != FS_ADDR_NONE)
+                    run.rec = repl;
+            }
+            if (run.rec != 0) {
+                if (hi == p && lrec == run.rec && ldoff + (hi - lo) == run.doff) {
+                    hi = run.end; /* continues the previous extent */
+                } else {
+                    if (hi > lo) {
+                        if (pass == 1) {
+                            put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
+                            put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
+                            put32(ebuf + nb * EXT_SIZE + 4, lrec);
+                            if (++nb == 64) {
+                                err = fs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
+                                if (err)
+                                    goto fail;
+                                written += nb * EXT_SIZE;
+                                nb = 0;
+                            }
+                        }
+                        n++;
+                    }
+                    lo = p;
+                    hi = run.end;
+                    lrec = run.rec;
+                    ldoff = run.doff;
+                }
+            }
+            p = run.end;
+        }
+        if (hi > lo) {
+            if (pass == 1) {
+                put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
+                put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
+                put32(ebuf + nb * EXT_SIZE + 4, lrec);
+                nb++;
+            }
+            n++;
+        }
+        if (pass == 0) {
+            count = n;
+            if (count > EXT_MAX && ncopies == 0) {
+                /* too fragmented: copy the data into fresh records */
+                for (uint32_t o = 0; o < seglen; o += PATCH_MAX) {
+                    uint32_t len = min32(PATCH_MAX, seglen - o), ca, ccrc = 0;
+                    uint8_t fx[SEG_FIXED];
+                    uint8_t tmp[256];
+                    seg_fixed(fx, FS_ADDR_NONE, FS_ADDR_NONE, o);
+                    err = fs_rec_begin(fs, SEG_FIXED + len, &ca);
+                    if (err)
+                        goto fail;
+                    open_a = ca;
+                    open_len = SEG_FIXED + len;
+                    err = fs_rec_append(fs, ca, 0, fx, SEG_FIXED, &ccrc);
+                    for (uint32_t k = 0; !err && k < len; k += sizeof(tmp)) {
+                        uint32_t m = min32(sizeof(tmp), len - k);
+                        err = seg_read(fs, f, ino, s, v, o + k, tmp, m);
+                        if (!err)
+                            err = fs_rec_append(fs, ca, SEG_FIXED + k, tmp, m, &ccrc);
+                    }
+                    if (!err)
+                        err = fs_rec_end(fs, ca, R_PATCH, SEG_DEPTH_FLAGS(1), ino, idx,
+                                         SEG_FIXED + len, ccrc);
+                    if (err)
+                        goto fail;
+                    open_a = FS_ADDR_NONE;
+                    copies[ncopies++] = ca;
+                }
+                pass = -1; /* count again over the copies */
+                continue;
+            }
+        } else {
+            if (n != count) {
+                err = CORRUPT_HERE; /* the version changed under us */
+                goto fail;
+            }
+            if (nb) {
+                err = fs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
+                if (err)
+                    goto fail;
+            }
+            err = fs_rec_end(fs, a, R_EXTMAP, 0, ino, idx, SEG_FIXED + count * EXT_SIZE, crc);
+            if (err)
+                goto fail;
+            *out = a;
+        }
+    }
+    return 0;
+fail:
+    if (open_a != FS_ADDR_NONE)
+        fs_rec_abandon(fs, open_a, open_len);
+    return err;
+}
+
+/* Bytes of segment s that lie inside a file of the given size. */
+static uint32_t seg_len(uint32_t size, uint32_t s)
+{
+    uint64_t start = (uint64_t)s * SEG_SPAN;
+    if (size <= start)
+        return 0;
+    return (uint32_t)(size - start < SEG_SPAN ? size - start : SEG_SPAN);
+}
+
+/* Current version of segment s as handle f sees it: its own pending chain
+ * first, then the map. */
+static int seg_version_from(fs_t *fs, fs_file_t *f, uint32_t s, uint32_t *addr, int *mapped)
+{
+    uint32_t idx = MKIDX(KIND_SEG, s);
+    *mapped = 0;
+    if (f->pending_tail != FS_ADDR_NONE) {
+        if (f->cache_idx == s) {
+            *addr = f->cache_addr;
+            return 0;
+        }
+        int found;
+        int err = chain_find(fs, f->pending_tail, f->ino, idx, addr, &found);
+        if (err || found)
+            return err;
+    }
+    *mapped = 1;
+    return fs_map_lookup(fs, f->ino, idx, addr);
+}
+
+static int seg_version(fs_t *fs, fs_file_t *f, uint32_t s, uint32_t *addr)
+{
+    int mapped;
+    return seg_version_from(fs, f, s, addr, &mapped);
+}
+
+static void handle_pending(fs_file_t *f, uint32_t s, uint32_t a)
+{
+    if (f->cache_idx != s)
+        f->pending_segs++;
+    f->pending_tail = a;
+    f->cache_idx = s;
+    f->cache_addr = a;
+    if (s + 1 > f->pend_hi)
+        f->pend_hi = s + 1;
+}
+
+/* Write one piece (inside one segment, at most PATCH_MAX bytes) to the
+ * handle's pending chain: data, or zeros when data is NULL. */
+static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data, uint32_t n)
+{
+    uint32_t s = off / SEG_SPAN, o = off % SEG_SPAN, idx = MKIDX(KIND_SEG, s);
+    uint32_t base = FS_ADDR_NONE, depth = 0;
+    int err, mapped = 0;
+    if (f->pending_tail == FS_ADDR_NONE)
+        f->sync_head = fs->head; /* the first pending record goes after this */
+    if ((uint64_t)s * SEG_SPAN < f->size) {
+        /* the segment holds file data: patch over its current version.
+         * (A segment wholly beyond the size holds nothing live: start
+         * afresh.) */
+        err = seg_version_from(fs, f, s, &base, &mapped);
+        if (err)
+            return err;
+        if (base != FS_ADDR_NONE) {
+            rec_hdr_t h;
+            err = fs_rec_read_hdr(fs, base, &h);
+            if (err)
+                return err;
+            if ((h.type != R_PATCH && h.type != R_EXTMAP) || h.ino != f->ino || h.idx != idx)
+                return CORRUPT_HERE;
+            depth = h.type == R_PATCH ? SEG_DEPTH(h.flags) : 0;
+            if (depth >= SEG_CHAIN_MAX) {
+                uint32_t e;
+                err = seg_rebuild(fs, f, f->ino, s, base, seg_len(f->size, s), FS_ADDR_NONE,
+                                  FS_ADDR_NONE, f->pending_tail, &e);
+                if (err)
+                    return err;
+                handle_pending(f, s, e);
+                base = e;
+                depth = 0;
+                mapped = 0;
+            }
+        }
+    }
+    uint8_t fx[SEG_FIXED + 2];
+    uint32_t a;
+    seg_fixed(fx, base, f->pending_tail, o | (mapped && base != FS_ADDR_NONE ? SEG_BASE_MAPPED : 0));
+    if (data) {
+        err = fs_rec_write(fs, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), f->ino, idx, fx, SEG_FIXED,
+                           data, n, &a);
+    } else {
+        put16(fx + SEG_FIXED, (uint16_t)n);
+        err = fs_rec_write(fs, R_PATCH, (uint8_t)(F_ZERO | SEG_DEPTH_FLAGS(depth + 1)), f->ino,
+                           idx, fx, SEG_FIXED + 2, NULL, 0, &a);
+    }
+    if (err)
+        return err;
+    handle_pending(f, s, a);
+    f->dirty = 1;
+    return 0;
+}
+
+/* Make the file bytes [f->size, to) read as zeros: segments wholly in that
+ * range may still hold stale records (left by a truncation); tombstone
+ * them. The segment holding f->size reads zeros past it already. */
+static int expose(fs_t *fs, fs_file_t *f, uint64_t to)
+{
+    uint64_t first = NSEGS(f->size), last = NSEGS(to);
+    for (uint64_t s = first; s < last; s++) {
+        uint32_t a;
+        int err = seg_version(fs, f, (uint32_t)s, &a);
+        if (err)
+            return err;
+        if (a == FS_ADDR_NONE)
+            continue;
+        uint8_t p[4];
+        if (f->pending_tail == FS_ADDR_NONE)
+            f->sync_head = fs->head;
+        put32(p, f->pending_tail);
+        err = fs_rec_write(fs, R_TOMB, 0, f->ino, MKIDX(KIND_SEG, (uint32_t)s), p, 4, NULL, 0,
+                           &a);
+        if (err)
+            return err;
+        handle_pending(f, (uint32_t)s, FS_ADDR_NONE);
+        f->pending_tail = a;
+        f->dirty = 1;
+    }
+    return 0;
+}
+
+/* GC moved committed segment data while f had writes pending on it: give
+ * every such segment a pending extent map over the moved version, so the
+ * commit never links to records GC has freed. */
+static int handle_rebase(fs_t *fs, fs_file_t *f)
+{
+    uint32_t keys[FS_AUTOSYNC_SEGS + 16], addrs[FS_AUTOSYNC_SEGS + 16], nk = 0;
+    uint32_t chain = f->pending_tail;
+    for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+        rec_hdr_t h;
+        uint32_t a = chain, k;
+        if (g > CHAIN_GUARD)
+            return CORRUPT_HERE;
+        int err = fs_rec_read_hdr(fs, a, &h);
+        if (!err)
+            err = fs_chain_prev(fs, a, &h, &chain);
+        if (err)
+            return err;
+        if (KEY_KIND(h.idx) != KIND_SEG)
+            continue;
+        for (k = 0; k < nk && keys[k] != h.idx; k++)
+            ;
+        if (k < nk)
+            continue; /* an older record of a segment seen already */
+        if (nk == sizeof(keys) / sizeof(keys[0]))
+            return CORRUPT_HERE; /* more segments than autosync allows */
+        keys[nk] = h.idx;
+        addrs[nk++] = h.type == R_TOMB ? FS_ADDR_NONE : a;
+    }
+    for (uint32_t k = 0; k < nk; k++) {
+        uint32_t s = KEY_INDEX(keys[k]), e, len = seg_len(f->size, s);
+        segv_t r;
+        if (addrs[k] == FS_ADDR_NONE || len == 0)
+            continue;
+        int err = segv_load(fs, f, f->ino, s, addrs[k], &r);
+        if (err)
+            return err;
+        if (!r.stale)
+            continue;
+        err = seg_rebuild(fs, f, f->ino, s, addrs[k], len, FS_ADDR_NONE, FS_ADDR_NONE,
+                          f->pending_tail, &e);
+        if (err)
+            return err;
+        handle_pending(f, s, e);
+    }
+    f->rebase = 0;
+    return 0;
+}
+
+/* Commit a handle's pending records and its size. */
+static int handle_sync(fs_t *fs, fs_file_t *f)
+{
+    if (!f->dirty)
+        return 0;
+    inode_t in;
+    int err;
+    if (f->rebase && f->pending_tail != FS_ADDR_NONE) {
+        err = handle_rebase(fs, f);
+        if (err)
+            return err;
+    }
+    err = fs_inode_get(fs, f->ino, &in, NULL);
+    if (err)
+        return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+    in.size = f->size;
+    in.mtime = fs_now(fs);
+    op_t c;
+    op_init(&c);
+    c.chain_tail = f->pending_tail;
+    uint64_t from = NSEGS(f->size);
+    uint64_t to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
+    op_add_seg_deletes(&c, f->ino, &from, to);
+    err = fs_commit(fs, &c, f->ino, &in, NULL);
+    if (err)
+        return err;
+    f->pending_tail = FS_ADDR_NONE;
+    f->cache_idx = FS_ADDR_NONE;
+    f->pending_segs = 0;
+    f->pend_hi = 0;
+    f->dirty = 0;
+    f->rebase = 0;
+    f->csize = f->size;
+    f->sync_head = fs->head;
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h != f && h->ino == f->ino && !h->dirty)
+            h->size = h->csize = f->size;
+    return seg_cleanup(fs, f->ino, from, to);
+}
+
+int fs_sync_block(fs_t *fs, uint32_t b)
+{
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->dirty && h->pending_tail != FS_ADDR_NONE && h->sync_head / fs->bsize == b) {
+            int err = handle_sync(fs, h);
+            if (err)
+                return err;
+        }
+    return 0;
+}
+
+int fs_sync_ino(fs_t *fs, uint32_t ino)
+{
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->ino == ino && h->dirty) {
+            int err = handle_sync(fs, h);
+            if (err)
+                return err;
+        }
+    return 0;
+}
+
+/* ---- GC hooks ---------------------------------------------------------------------- */
+
+int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
+{
+    inode_t in;
+    uint32_t v;
+    int err = fs_map_lookup(fs, ino, idx, &v);
+    if (err)
+        return err;
+    if (v == FS_ADDR_NONE)
+        return 0;
+    err = fs_inode_get(fs, ino, &in, NULL);
+    if (err && err != FS_ERR_NOENT)
+        return err;
+    uint32_t s = KEY_INDEX(idx);
+    if (err == FS_ERR_NOENT || in.type != FS_TYPE_FILE || seg_len(in.size, s) == 0)
+        return v == addr ? 2 : 0; /* a key left behind: drop it */
+    segv_t r;
+    err = segv_load(fs, NULL, ino, s, v, &r);
+    if (err)
+        return err;
+    for (uint32_t i = 0; i < r.n; i++)
+        if (r.addr[i] == addr)
+            return 1;
+    if (r.ext == FS_ADDR_NONE)
+        return 0;
+    if (r.ext == addr)
+        return 1;
+    for (uint32_t i = 0; i < r.next; i++) {
+        uint32_t eo, el, rec;
+        err = ext_read(fs, &r, i, &eo, &el, &rec);
+        if (err)
+            return err;
+        if (rec == addr)
+            return 1;
+    }
+    return 0;
+}
+
+/* Checksum of a record's payload as read now. */
+static int payload_crc(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
+{
+    uint8_t tmp[256];
+    *crc = 0;
+    for (uint32_t off = 0; off < h->len; off += sizeof(tmp)) {
+        uint32_t k = min32(sizeof(tmp), h->len - off);
+        int err = fs_rec_read(fs, a, off, tmp, k);
+        if (err)
+            return err;
+        *crc = crc32_update(*crc, tmp, k);
+    }
+    return 0;
+}
+
+/* Copy a PATCH record verbatim. *out is FS_ADDR_LOST when the record is
+ * damaged on flash: two reads give the same wrong checksum. Reads that
+ * disagree are noise: tried again, and FS_ERR_IO if it does not settle. */
+static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
+{
+    rec_hdr_t h;
+    uint8_t tmp[256];
+    uint32_t bad = 0;
+    int have_bad = 0;
+    int err = fs_rec_read_hdr(fs, a, &h);
+    if (err)
+        return err;
+    *out = FS_ADDR_LOST;
+    for (int t = 0; t < 8; t++) {
+        uint32_t c;
+        err = payload_crc(fs, a, &h, &c);
+        if (err)
+            return err;
+        if (c != h.dcrc) {
+            if (have_bad && c == bad)
+                return 0; /* damaged on flash: the data is lost */
+            bad = c;
+            have_bad = 1;
+            continue;
+        }
+        uint32_t na, crc = 0;
+        err = fs_rec_begin(fs, h.len, &na);
+        if (err)
+            return err;
+        for (uint32_t off = 0; !err && off < h.len; off += sizeof(tmp)) {
+            uint32_t k = min32(sizeof(tmp), h.len - off);
+            err = fs_rec_read(fs, a, off, tmp, k);
+            if (!err)
+                err = fs_rec_append(fs, na, off, tmp, k, &crc);
+        }
+        if (!err && crc == h.dcrc) {
+            err = fs_rec_end(fs, na, h.type, h.flags, h.ino, h.idx, h.len, crc);
+            if (!err)
+                *out = na;
+            return err;
+        }
+        fs_rec_abandon(fs, na, h.len);
+        if (err)
+            return err;
+    }
+    return FS_ERR_IO;
+}
+
+int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, const uint32_t *moved,
+                    uint32_t nmoved, commit_t *c)
+{
+    uint32_t v = FS_ADDR_NONE, slot = c->n;
+    int err;
+    /* a version this GC pass wrote already comes first */
+    for (uint32_t i = 0; i < c->n; i++)
+        if (c->ent[i].key.ino == ino && c->ent[i].key.idx == idx) {
+            v = c->ent[i].addr;
+            slot = i;
+        }
+    if (slot == c->n) {
+        err = fs_map_lookup(fs, ino, idx, &v);
+        if (err)
+            return err;
+    }
+    inode_t in;
+    err = fs_inode_get(fs, ino, &in, NULL);
+    if (err)
+        return err;
+    for (uint32_t m = 0; m < nmoved; m++) {
+        rec_hdr_t h;
+        uint32_t repl = FS_ADDR_NONE, na;
+        err = fs_rec_read_hdr(fs, moved[m], &h);
+        if (err)
+            return err;
+        if (h.type == R_PATCH && !(h.flags & F_ZERO)) {
+            err = patch_copy(fs, moved[m], &repl);
+            if (err)
+                return err;
+        }
+        err = seg_rebuild(fs, NULL, ino, KEY_INDEX(idx), v, seg_len(in.size, KEY_INDEX(idx)),
+                          moved[m], repl, FS_ADDR_NONE, &na);
+        if (err)
+            return err;
+        v = na;
+    }
+    /* open handles with uncommitted writes on this file must rebase them
+     * on the moved version when they commit */
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->ino == ino && h->dirty)
+            h->rebase = 1;
+    c->ent[slot].key.ino = ino;
+    c->ent[slot].key.idx = idx;
+    c->ent[slot].addr = v;
+    if (slot == c->n)
+        c->n++;
+    return 0;
+}
+
+/* ---- files: public API -------------------------------------------------------------- */
+
+#define O_KNOWN (FS_O_RDWR | FS_O_CREAT | FS_O_EXCL | FS_O_TRUNC | FS_O_APPEND)
+
+static int file_check(fs_t *fs, fs_file_t *f)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    if (!f || !handle_open(fs, f))
+        return FS_ERR_BADF;
+    return 0;
+}
+
+/* Create a file or directory at L (which does not exist) in one commit. */
+static int create_obj(fs_t *fs, lookup_t *L, uint8_t type, uint32_t *ino_out)
+{
+    op_t op;
+    op_init(&op);
+    uint32_t ino = fs->next_ino;
+    uint32_t now = fs_now(fs);
+    inode_t in = {type, 0, 0, L->parent, 0, now, now};
+    int err = op_put_inode(fs, &op, ino, &in);
+    if (!err)
+        err = dir_add(fs, &op, L->parent, &L->pin, ino, type, L->name, L->nlen);
+    if (!err)
+        err = op_commit(fs, &op);
+    if (!err && ino_out)
+        *ino_out = ino;
+    return err;
+}
+
+int fs_file_open(fs_t *fs, fs_file_t *f, const char *path, int flags)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    int acc = flags & FS_O_RDWR;
+    if (!f || acc == 0 || (flags & ~O_KNOWN) || ((flags & FS_O_TRUNC) && !(acc & FS_O_WRONLY)) ||
+        ((flags & FS_O_EXCL) && !(flags & FS_O_CREAT)))
+        return FS_ERR_INVAL;
+    if (handle_open(fs, f))
+        return FS_ERR_BUSY;
+    uint32_t nopen = 0;
+    for (fs_file_t *h = fs->open_files; h; h = h->next)
+        nopen++;
+    if (nopen >= FS_MAX_OPEN)
+        return FS_ERR_NOMEM;
+    int err = path_check(path);
+    if (err)
+        return err;
+    int writer = (acc & FS_O_WRONLY) != 0;
+    int creating = (flags & FS_O_CREAT) != 0;
+    if (writer || creating) {
+        err = fs_op_begin(fs, 4096);
+        if (err)
+            return err;
+    }
+    lookup_t L;
+    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    if (err)
+        goto out;
+    if (L.ino == ROOT_INO && L.exists) {
+        err = FS_ERR_ISDIR;
+        goto out;
+    }
+    if (!L.exists) {
+        if (!creating) {
+            err = FS_ERR_NOENT;
+            goto out;
+        }
+        if (fs->rofs) {
+            err = FS_ERR_ROFS;
+            goto out;
+        }
+        err = create_obj(fs, &L, FS_TYPE_FILE, &L.ino);
+        if (err)
+            goto out;
+        err = fs_inode_get(fs, L.ino, &L.in, NULL);
+        if (err)
+            goto out;
+    } else if (creating && (flags & FS_O_EXCL)) {
+        err = FS_ERR_EXIST;
+        goto out;
+    }
+    if (L.in.type == FS_TYPE_DIR) {
+        err = FS_ERR_ISDIR;
+        goto out;
+    }
+    if (writer) {
+        for (fs_file_t *h = fs->open_files; h; h = h->next)
+            if (h->ino == L.ino && (h->flags & FS_O_WRONLY)) {
+                err = FS_ERR_BUSY; /* one writer per file at a time */
+                goto out;
+            }
+    }
+    memset(f, 0, sizeof(*f));
+    f->ino = L.ino;
+    f->flags = (uint32_t)flags;
+    f->size = f->csize = L.in.size;
+    f->ctime = L.in.ctime;
+    f->pending_tail = FS_ADDR_NONE;
+    f->cache_idx = FS_ADDR_NONE;
+    f->cache_addr = FS_ADDR_NONE;
+    f->sync_head = fs->head;
+    if ((flags & FS_O_TRUNC) && f->size) {
+        f->size = 0; /* takes effect at sync/close */
+        f->dirty = 1;
+    }
+    f->next = fs->open_files;
+    fs->open_files = f;
+out:
+    if (writer || creating)
+        fs_op_end(fs);
+    return err;
+}
+
+int fs_file_sync(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    if (err || !f->dirty)
+        return err;
+    err = fs_op_begin(fs, 0);
+    if (err)
+        return err;
+    err = handle_sync(fs, f);
+    fs_op_end(fs);
+    return err;
+}
+
+int fs_file_close(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    if (f->dirty)
+        err = fs_file_sync(fs, f);
+    for (fs_file_t **pp = &fs->open_files; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    f->next = NULL;
+    return err;
+}
+
+int fs_file_pread(fs_t *fs, fs_file_t *f, void *buf, uint32_t len, uint32_t off)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    if (!(f->flags & FS_O_RDONLY))
+        return FS_ERR_BADF;
+    if (!buf && len)
+        return FS_ERR_INVAL;
+    if (off >= f->size || len == 0)
+        return 0;
+    if (len > f->size - off)
+        len = f->size - off;
+    if (len > 0x7fffffffu)
+        len = 0x7fffffffu;
+    uint8_t *p = buf;
+    uint32_t done = 0;
+    while (done < len) {
+        uint32_t pos = off + done, s = pos / SEG_SPAN, o = pos % SEG_SPAN;
+        uint32_t n = min32(len - done, SEG_SPAN - o), v;
+        err = seg_version(fs, f, s, &v);
+        if (!err)
+            err = seg_read(fs, f, f->ino, s, v, o, p + done, n);
+        if (err)
+            return err;
+        done += n;
+    }
+    return (int)done;
+}
+
+int fs_file_read(fs_t *fs, fs_file_t *f, void *buf, uint32_t len)
+{
+    int r = fs_file_pread(fs, f, buf, len, f && fs && handle_open(fs, f) ? f->pos : 0);
+    if (r > 0)
+        f->pos += (uint32_t)r;
+    return r;
+}
+
+int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32_t off)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    if (!(f->flags & FS_O_WRONLY))
+        return FS_ERR_BADF;
+    if (!buf && len)
+        return FS_ERR_INVAL;
+    if (len == 0)
+        return 0;
+    if (len > 0x7fffffffu || (uint64_t)off + len > FS_FILE_MAX)
+        return FS_ERR_FBIG;
+    const uint8_t *p = buf;
+    uint32_t done = 0;
+    if (off > f->size) {
+        err = fs_op_begin(fs, 1024);
+        if (err)
+            return err;
+        err = expose(fs, f, (uint64_t)off / SEG_SPAN * SEG_SPAN);
+        fs_op_end(fs);
+        if (err)
+            return err;
+    }
+    while (done < len) {
+        uint32_t pos = off + done, o = pos % SEG_SPAN;
+        uint32_t n = min32(min32(len - done, SEG_SPAN - o), PATCH_MAX);
+        err = fs_op_begin(fs, n + 256);
+        if (err)
+            break;
+        err = write_piece(fs, f, pos, p + done, n);
+        if (!err) {
+            done += n;
+            if (pos + n > f->size)
+                f->size = pos + n;
+            if (f->pending_segs >= FS_AUTOSYNC_SEGS)
+                err = handle_sync(fs, f);
+        }
+        fs_op_end(fs);
+        if (err)
+            break;
+    }
+    if (err && done == 0)
+        return err;
+    return err ? err : (int)done;
+}
+
+int fs_file_write(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    uint32_t off = (f->flags & FS_O_APPEND) ? f->size : f->pos;
+    int r = fs_file_pwrite(fs, f, buf, len, off);
+    if (r > 0)
+        f->pos = off + (uint32_t)r;
+    return r;
+}
+
+int32_t fs_file_seek(fs_t *fs, fs_file_t *f, int32_t off, int whence)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    int64_t base;
+    switch (whence) {
+    case FS_SEEK_SET: base = 0; break;
+    case FS_SEEK_CUR: base = f->pos; break;
+    case FS_SEEK_END: base = f->size; break;
+    default: return FS_ERR_INVAL;
+    }
+    int64_t np = base + off;
+    if (np < 0 || np > FS_FILE_MAX)
+        return FS_ERR_INVAL;
+    f->pos = (uint32_t)np;
+    return (int32_t)np;
+}
+
+int32_t fs_file_tell(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    return err ? err : (int32_t)f->pos;
+}
+
+int32_t fs_file_size(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    return err ? err : (int32_t)f->size;
+}
+
+int fs_file_truncate(fs_t *fs, fs_file_t *f, uint32_t size)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    if (!(f->flags & FS_O_WRONLY))
+        return FS_ERR_BADF;
+    if (size > FS_FILE_MAX)
+        return FS_ERR_FBIG;
+    if (size == f->size)
+        return 0;
+    err = fs_op_begin(fs, size < f->size ? 0 : 1024);
+    if (err)
+        return err;
+    if (size < f->size) {
+        /* zero the rest of the segment that keeps data, so a later
+         * extension reads zeros there */
+        uint32_t o = size % SEG_SPAN;
+        if (o) {
+            uint32_t n = min32(SEG_SPAN - o, f->size - size);
+            err = write_piece(fs, f, size, NULL, n);
+        }
+        if (!err)
+            f->size = size;
+    } else {
+        err = expose(fs, f, size);
+        if (!err)
+            f->size = size;
+    }
+    if (!err)
+        f->dirty = 1;
+    fs_op_end(fs);
+    return err;
+}
+
+/* ---- namespace: public API ------------------------------------------------------------ */
+
+static void stat_fill(fs_stat_t *st, uint32_t ino, const inode_t *in)
+{
+    st->type = (fs_type_t)in->type;
+    st->size = in->type == FS_TYPE_FILE ? in->size : 0;
+    st->ctime = in->ctime;
+    st->mtime = in->mtime;
+    st->ino = ino;
+}
+
+/* Resolve a path that must exist (committed state). */
+static int lookup_existing(fs_t *fs, const char *path, lookup_t *L)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    int err = resolve(fs, FS_ADDR_NONE, path, L);
+    if (!err && !L->exists)
+        err = FS_ERR_NOENT;
+    return err;
+}
+
+int fs_stat(fs_t *fs, const char *path, fs_stat_t *st)
+{
+    lookup_t L;
+    if (!st)
+        return fs && fs->mounted ? FS_ERR_INVAL : FS_ERR_NOTMOUNTED;
+    int err = lookup_existing(fs, path, &L);
+    if (!err)
+        stat_fill(st, L.ino, &L.in);
+    return err;
+}
+
+int fs_mkdir(fs_t *fs, const char *path)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    int err = path_check(path);
+    if (err)
+        return err;
+    err = fs_op_begin(fs, 2048);
+    if (err)
+        return err;
+    lookup_t L;
+    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    if (!err && L.exists)
+        err = FS_ERR_EXIST;
+    if (!err)
+        err = create_obj(fs, &L, FS_TYPE_DIR, NULL);
+    fs_op_end(fs);
+    return err;
+}
+
+/* Remove the object found by L within op: its entry, its inode, and as many
+ * of its segment keys as fit in the commit (*seg_from.. the rest after). */
+static int remove_in_op(fs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uint64_t *seg_to)
+{
+    chunk_t ck;
+    int err;
+    if (L->in.type == FS_TYPE_DIR) {
+        err = dir_is_empty(fs, op->chain_tail, L->ino, &L->in);
+        if (err < 0)
+            return err;
+        if (err == 0)
+            return FS_ERR_NOTEMPTY;
+        for (uint32_t i = 0; i < L->in.nchunks; i++) {
+            err = op_tomb(fs, op, L->ino, MKIDX(KIND_DIR, i));
+            if (err)
+                return err;
+        }
+    } else if (ino_open(fs, L->ino)) {
+        return FS_ERR_BUSY;
+    }
+    /* reload the entry's chunk through the op (earlier steps may have
+     * changed it) */
+    err = dir_find(fs, op->chain_tail, L->parent, &L->pin, L->name, L->nlen, &L->pos, &ck);
+    if (!err)
+        err = dir_del(fs, op, L->parent, &L->pin, &L->pos, &ck);
+    if (!err)
+        err = op_tomb(fs, op, L->ino, 0);
+    if (err)
+        return err;
+    *seg_from = 0;
+    *seg_to = L->in.type == FS_TYPE_FILE ? NSEGS(L->in.size) : 0;
+    op_add_seg_deletes(op, L->ino, seg_from, *seg_to);
+    return 0;
+}
+
+static int remove_common(fs_t *fs, const char *path, int want_dir)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    int err = path_check(path);
+    if (err)
+        return err;
+    err = fs_op_begin(fs, 0);
+    if (err)
+        return err;
+    lookup_t L;
+    op_t op;
+    op_init(&op);
+    uint64_t from = 0, to = 0;
+    uint32_t ino = 0;
+    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    if (!err && !L.exists)
+        err = FS_ERR_NOENT;
+    if (!err && L.ino == ROOT_INO)
+        err = FS_ERR_PERM;
+    if (!err && want_dir && L.in.type != FS_TYPE_DIR)
+        err = FS_ERR_NOTDIR;
+    if (!err) {
+        ino = L.ino;
+        err = remove_in_op(fs, &op, &L, &from, &to);
+    }
+    if (!err)
+        err = op_commit(fs, &op);
+    if (!err)
+        err = seg_cleanup(fs, ino, from, to);
+    fs_op_end(fs);
+    return err;
+}
+
+int fs_remove(fs_t *fs, const char *path) { return remove_common(fs, path, 0); }
+int fs_rmdir(fs_t *fs, const char *path) { return remove_common(fs, path, 1); }
+
+/* Is directory dino `anc` or inside it? Walks the parent links. */
+static int is_within(fs_t *fs, const op_t *op, uint32_t dino, uint32_t anc)
+{
+    for (uint32_t depth = 0; depth <= PATH_DEPTH_MAX + 1; depth++) {
+        if (dino == anc)
+            return 1;
+        if (dino == ROOT_INO)
+            return 0;
+        inode_t in;
+        int err = op_inode(fs, op, dino, &in);
+        if (err)
+            return err;
+        dino = in.parent;
+    }
+    return CORRUPT_HERE;
+}
+
+/* One rename (dst NULL: remove) inside op. Deferred segment cleanups of a
+ * replaced target are returned through cl_ino/cl_from/cl_to. */
+static int rename_in_op(fs_t *fs, op_t *op, const char *src, const char *dst, uint32_t *cl_ino,
+                        uint64_t *cl_from, uint64_t *cl_to)
+{
+    lookup_t S, D;
+    int err = resolve(fs, op->chain_tail, src, &S);
+    if (err)
+        return err;
+    if (!S.exists)
+        return FS_ERR_NOENT;
+    if (S.ino == ROOT_INO)
+        return FS_ERR_PERM;
+    *cl_ino = 0;
+    *cl_from = *cl_to = 0;
+    if (!dst) {
+        *cl_ino = S.ino;
+        return remove_in_op(fs, op, &S, cl_from, cl_to);
+    }
+    err = resolve(fs, op->chain_tail, dst, &D);
+    if (err)
+        return err;
+    if (D.exists && D.ino == ROOT_INO)
+        return FS_ERR_PERM;
+    if (D.exists && D.ino == S.ino)
+        return 0; /* same object */
+    if (S.in.type == FS_TYPE_DIR) {
+        err = is_within(fs, op, D.parent, S.ino);
+        if (err < 0)
+            return err;
+        if (err)
+            return FS_ERR_INVAL; /* a directory into itself */
+    }
+    if (D.exists) {
+        if (S.in.type == FS_TYPE_FILE && D.in.type == FS_TYPE_DIR)
+            return FS_ERR_ISDIR;
+        if (S.in.type == FS_TYPE_DIR && D.in.type == FS_TYPE_FILE)
+            return FS_ERR_NOTDIR;
+        *cl_ino = D.ino;
+        err = remove_in_op(fs, op, &D, cl_from, cl_to);
+        if (err)
+            return err;
+    }
+    /* take the entry out of the source directory */
+    chunk_t ck;
+    err = op_inode(fs, op, S.parent, &S.pin);
+    if (!err)
+        err = dir_find(fs, op->chain_tail, S.parent, &S.pin, S.name, S.nlen, &S.pos, &ck);
+    if (!err)
+        err = dir_del(fs, op, S.parent, &S.pin, &S.pos, &ck);
+    if (err)
+        return err;
+    /* and put it into the target directory */
+    err = op_inode(fs, op, D.parent, &D.pin);
+    if (!err)
+        err = dir_add(fs, op, D.parent, &D.pin, S.ino, S.in.type, D.name, D.nlen);
+    if (err)
+        return err;
+    if (S.in.parent != D.parent) {
+        inode_t in;
+        err = op_inode(fs, op, S.ino, &in);
+        if (err)
+            return err;
+        in.parent = D.parent;
+        err = op_put_inode(fs, op, S.ino, &in);
+    }
+    return err;
+}
+
+int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst, uint32_t n)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    if (n > FS_RENAME_MANY_MAX || (n && !src))
+        return FS_ERR_INVAL;
+    if (n == 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int err = path_check(src[i]);
+        if (!err && dst && dst[i])
+            err = path_check(dst[i]);
+        if (err)
+            return err;
+    }
+    int err = fs_op_begin(fs, 4096 + n * 2048);
+    if (err)
+        return err;
+    op_t op;
+    op_init(&op);
+    uint32_t cl_ino[FS_RENAME_MANY_MAX];
+    uint64_t cl_from[FS_RENAME_MANY_MAX], cl_to[FS_RENAME_MANY_MAX];
+    for (uint32_t i = 0; i < n && !err; i++)
+        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
+                           &cl_to[i]);
+    if (!err)
+        err = op_commit(fs, &op);
+    for (uint32_t i = 0; i < n && !err; i++)
+        if (cl_ino[i])
+            err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
+    fs_op_end(fs);
+    return err;
+}
+
+int fs_rename(fs_t *fs, const char *src, const char *dst)
+{
+    if (!dst)
+        return FS_ERR_INVAL;
+    const char *s[1] = {src}, *d[1] = {dst};
+    return fs_rename_many(fs, s, d, 1);
+}
+
+/* ---- directories ------------------------------------------------------------------------ */
+
+int fs_dir_open(fs_t *fs, fs_dir_t *dir, const char *path)
+{
+    lookup_t L;
+    if (!dir)
+        return fs && fs->mounted ? FS_ERR_INVAL : FS_ERR_NOTMOUNTED;
+    int err = lookup_existing(fs, path, &L);
+    if (err)
+        return err;
+    if (L.in.type != FS_TYPE_DIR)
+        return FS_ERR_NOTDIR;
+    dir->ino = L.ino;
+    dir->chunk = 0;
+    dir->off = 0;
+    dir->nchunks = L.in.nchunks;
+    return 0;
+}
+
+int fs_dir_read(fs_t *fs, fs_dir_t *dir, char *name, uint32_t name_size, fs_stat_t *st)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    if (!dir || !name || name_size == 0)
+        return FS_ERR_INVAL;
+    if (dir->ino == 0)
+        return FS_ERR_BADF;
+    chunk_t ck;
+    while (dir->chunk < dir->nchunks) {
+        int err = chunk_load(fs, FS_ADDR_NONE, dir->ino, dir->chunk, &ck);
+        if (err)
+            return err;
+        if (dir->off >= ck.len) {
+            dir->chunk++;
+            dir->off = 0;
+            continue;
+        }
+        const uint8_t *e = ck.p + dir->off;
+        uint32_t nl = e[5], child = get32(e);
+        if (nl + 1 > name_size)
+            return FS_ERR_NAMETOOLONG;
+        memcpy(name, e + DIRENT_FIXED, nl);
+        name[nl] = 0;
+        dir->off += DIRENT_FIXED + nl;
+        if (st) {
+            inode_t in;
+            err = fs_inode_get(fs, child, &in, NULL);
+            if (err)
+                return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+            stat_fill(st, child, &in);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+int fs_dir_close(fs_t *fs, fs_dir_t *dir)
+{
+    if (!fs || !dir)
+        return FS_ERR_INVAL;
+    if (dir->ino == 0)
+        return FS_ERR_BADF;
+    dir->ino = 0;
+    return 0;
+}
+
+/* ---- unmount ---------------------------------------------------------------------------- */
+
+int fs_unmount(fs_t *fs)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    int err = 0;
+    while (fs->open_files) {
+        int e = fs_file_close(fs, fs->open_files);
+        if (e && !err)
+            err = e;
+    }
+    if (!fs->rofs) {
+        int e = fs_checkpoint(fs);
+        if (e && !err)
+            err = e;
+    }
+    fs->mounted = 0;
+    return err;
+}
+
+/* ---- fsck ---------------------------------------------------------------------------------- */
+
+typedef struct fsck {
+    fs_t *fs;
+    fs_report_fn report;
+    void *ctx;
+    uint32_t problems;
+    uint32_t files, dirs;
+} fsck_t;
+
+static void fsck_say(fsck_t *k, const char *what, uint32_t ino, uint32_t n, int err)
+{
+    k->problems++;
+    if (!k->report)
+        return;
+    char line[160];
+    static const char hex[] = "0123456789";
+    /* small formatter: no stdio in fs/ */
+    uint32_t o = 0;
+    for (const char *p = what; *p && o < 100; p++)
+        line[o++] = *p;
+    const char *lbl = " (inode ";
+    for (const char *p = lbl; *p; p++)
+        line[o++] = *p;
+    char num[12];
+    uint32_t nn = 0, v = ino;
+    do {
+        num[nn++] = hex[v % 10];
+        v /= 10;
+    } while (v);
+    while (nn)
+        line[o++] = num[--nn];
+    lbl = ", item ";
+    for (const char *p = lbl; *p; p++)
+        line[o++] = *p;
+    v = n;
+    do {
+        num[nn++] = hex[v % 10];
+        v /= 10;
+    } while (v);
+    while (nn)
+        line[o++] = num[--nn];
+    line[o++] = ')';
+    if (err) {
+        line[o++] = ':';
+        line[o++] = ' ';
+        for (const char *p = fs_strerror(err); *p && o < sizeof(line) - 1; p++)
+            line[o++] = *p;
+    }
+    line[o] = 0;
+    k->report(k->ctx, line);
+}
+
+static void fsck_file(fsck_t *k, uint32_t ino, const inode_t *in)
+{
+    uint8_t tmp[256];
+    for (uint64_t s = 0; s < NSEGS(in->size); s++) {
+        uint32_t v, len = seg_len(in->size, (uint32_t)s);
+        int err = fs_map_lookup(k->fs, ino, MKIDX(KIND_SEG, (uint32_t)s), &v);
+        for (uint32_t o = 0; !err && o < len; o += sizeof(tmp))
+            err = seg_read(k->fs, NULL, ino, (uint32_t)s, v, o, tmp, min32(sizeof(tmp), len - o));
+        if (err)
+            fsck_say(k, "file data unreadable", ino, (uint32_t)s, err);
+    }
+}
+
+int fs_fsck(fs_t *fs, fs_report_fn report, void *report_ctx)
+{
+    if (!fs || !fs->mounted)
+        return FS_ERR_NOTMOUNTED;
+    fsck_t k = {fs, report, report_ctx, 0, 0, 0};
+    struct frame {
+        uint32_t ino, nchunks, chunk;
+    } stack[PATH_DEPTH_MAX + 1];
+    uint32_t sp = 0;
+    inode_t in;
+    int err = fs_inode_get(fs, ROOT_INO, &in, NULL);
+    if (err || in.type != FS_TYPE_DIR) {
+        fsck_say(&k, "root directory unreadable", ROOT_INO, 0, err ? err : FS_ERR_CORRUPT);
+        return CORRUPT_HERE;
+    }
+    k.dirs = 1;
+    stack[sp++] = (struct frame){ROOT_INO, in.nchunks, 0};
+    chunk_t ck;
+    while (sp) {
+        struct frame *fr = &stack[sp - 1];
+        if (fr->chunk >= fr->nchunks) {
+            sp--;
+            continue;
+        }
+        uint32_t dino = fr->ino, ci = fr->chunk++;
+        err = chunk_load(fs, FS_ADDR_NONE, dino, ci, &ck);
+        if (err) {
+            fsck_say(&k, "directory chunk unreadable", dino, ci, err);
+            continue;
+        }
+        for (uint32_t off = 0; off < ck.len; off += DIRENT_FIXED + ck.p[off + 5]) {
+            uint32_t child = get32(ck.p + off);
+            uint8_t type = ck.p[off + 4];
+            inode_t ci_in;
+            err = fs_inode_get(fs, child, &ci_in, NULL);
+            if (err) {
+                fsck_say(&k, "directory entry without a readable inode", child, dino, err);
+                continue;
+            }
+            if (ci_in.type != type)
+                fsck_say(&k, "directory entry type differs from the inode", child, dino, 0);
+            if (ci_in.parent != dino)
+                fsck_say(&k, "inode parent link differs from its directory", child, dino, 0);
+            if (ci_in.type == FS_TYPE_FILE) {
+                k.files++;
+                fsck_file(&k, child, &ci_in);
+            } else {
+                k.dirs++;
+                if (sp > PATH_DEPTH_MAX) {
+                    fsck_say(&k, "directory tree too deep (a cycle?)", child, dino, 0);
+                    continue;
+                }
+                stack[sp++] = (struct frame){child, ci_in.nchunks, 0};
+            }
+            if (k.files + k.dirs > fs->files + fs->dirs + 1000000u)
+                break;
+        }
+    }
+    if (k.files != fs->files)
+        fsck_say(&k, "file count differs from the counters", 0, k.files, 0);
+    if (k.dirs != fs->dirs)
+        fsck_say(&k, "directory count differs from the counters", 0, k.dirs, 0);
+    return k.problems ? CORRUPT_HERE : 0;
+}
