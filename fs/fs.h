@@ -83,7 +83,8 @@ typedef struct fs_config {
     uint32_t (*clock)(void *clock_ctx);
     void *clock_ctx;
     /* Automatic garbage collection starts when fewer than this many blocks
-     * are erased and free (0 = default 8; at least 6). */
+     * above the reserve are free (0 = default: 1/16 of the partition, at
+     * least 8; otherwise at least 6). */
     uint32_t gc_free_blocks;
 } fs_config_t;
 
@@ -135,8 +136,11 @@ int fs_unmount(fs_t *fs);
  * Durability: data written to a file becomes durable, and visible to other
  * handles of the same file, when fs_file_sync or fs_file_close returns. After
  * a power cut every file is in its last synced/closed state, never a mix. A
- * file written without sync is synced automatically when its pending data
- * covers more than FS_AUTOSYNC_BYTES (documented in docs/FS.md). */
+ * file written without sync is synced automatically when its pending writes
+ * touch 48 segments (768 KiB of file offsets), or when the device is so full
+ * that garbage collection reaches its pending records (docs/FS.md). One
+ * handle at a time may have a file open for writing (others get
+ * FS_ERR_BUSY); any number may read it. */
 int fs_file_open(fs_t *fs, fs_file_t *file, const char *path, int flags);
 int fs_file_close(fs_t *fs, fs_file_t *file);
 int fs_file_sync(fs_t *fs, fs_file_t *file);

@@ -2,7 +2,7 @@
  * fs_file.c - the file layer of cfs: inodes, directories and paths, file
  * handles, segment data (patch chains and extent maps), the namespace
  * operations, fsck, and the hooks the log layer's GC calls.
- * See docs/FS-DESIGN.md for the format and the rules.
+ * See docs/FS.md for the format and the rules.
  */
 #include "fs_internal.h"
 

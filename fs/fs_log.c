@@ -1446,7 +1446,10 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
     }
     if (cfg->gc_free_blocks && cfg->gc_free_blocks < 6)
         return FS_ERR_INVAL; /* below the documented minimum */
-    fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks : 8;
+    /* default: 1/16 of the partition, at least 8 blocks: the headroom lets
+     * one GC pass move many blocks of live (static) data per checkpoint */
+    fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks
+                                         : ((count - FIRST_DATA) / 16 > 8 ? (count - FIRST_DATA) / 16 : 8);
     if (fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
         return FS_ERR_INVAL; /* too small for its metadata reserve */
     return 0;
