@@ -76,6 +76,19 @@ typedef struct cli_opts {
 int cli_parse(cli_t *cli, const cli_cmd_t *cmd, int argc, char **argv,
               cli_opts_t *o);
 
+/* The command called name in a NULL-terminated table, or NULL. */
+const cli_cmd_t *cli_cmd_find(const cli_cmd_t *table, const char *name);
+/* cli_parse for the command argv[0] of table. Returns the operand count,
+ * or -(exit status + 1) when the command is done (--help: CLI_OK; a usage
+ * error: CLI_USAGE). */
+int cli_parse_cmd(cli_t *cli, const cli_cmd_t *table, int argc, char **argv,
+                  cli_opts_t *o);
+/* Declare int n = the operand count, or return the exit status. */
+#define CLI_PARSE_OR_RETURN(n, cli, table, argc, argv, o)          \
+    int n = cli_parse_cmd((cli), (table), (argc), (argv), (o)); \
+    if (n < 0)                                                  \
+        return -n - 1
+
 /* Print "cellar: CMD: msg" and the command's usage; returns CLI_USAGE. */
 int cli_usage(cli_t *cli, const cli_cmd_t *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -120,5 +133,8 @@ void cli_bar_clear(cli_t *cli);
 
 /* Add a number that fits a double exactly to a cJSON object. */
 void cli_json_num(cJSON *o, const char *name, double v);
+/* Add the space and wear figures of a partition (total, used, live, free,
+ * reclaimable, files, dirs, erase_max/mean/min, bad_blocks). */
+void cli_json_space(cJSON *o, const cellar_statfs_t *f);
 
 #endif /* CELLAR_CLI_H */

@@ -68,6 +68,17 @@ CELLAR_INTERNAL int cellar__fail(cellar_t *c, int err, const char *fmt, ...)
 /* Copy a path into a request field of cap bytes (with the NUL). */
 CELLAR_INTERNAL int cellar__path(cellar_t *c, char *dst, size_t cap, const char *path);
 
+/* Start a request (cellar__new_req) that carries path in its path field
+ * (Rename: `from`). Returns it, or NULL with *err set (path too long, not
+ * connected). */
+CELLAR_INTERNAL cellar_Request *cellar__path_req(cellar_t *c, pb_size_t which,
+                                                 const char *path, int *err);
+/* Build (not send) a Hash request; returns 0 or an error. */
+CELLAR_INTERNAL int cellar__hash_req(cellar_t *c, const char *path, uint64_t off,
+                                     uint64_t len);
+/* Build (not send) a Sync, Close or Truncate request of a handle. */
+CELLAR_INTERNAL int cellar__handle_req(cellar_t *c, pb_size_t which, cellar_fh_t handle);
+
 /* Effective chunk and window of a transfer. */
 CELLAR_INTERNAL uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x);
 CELLAR_INTERNAL uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x);

@@ -52,7 +52,7 @@ const char *fs_strerror(int err);
 /* ---- limits ------------------------------------------------------------- */
 #define FS_PATH_MAX 255      /* bytes in a whole path, without the NUL */
 #define FS_NAME_MAX 255      /* bytes in one path component */
-#define FS_MAX_OPEN 16       /* open files per fs_t at once */
+#define FS_MAX_OPEN 64       /* open files per fs_t at once */
 #define FS_FILE_MAX 0x7fffffffu /* largest file size in bytes */
 
 typedef enum { FS_TYPE_FILE = 1, FS_TYPE_DIR = 2 } fs_type_t;

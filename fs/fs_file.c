@@ -1112,6 +1112,7 @@ static int handle_sync(fs_t *fs, fs_file_t *f)
     f->cache_idx = FS_ADDR_NONE;
     f->pending_segs = 0;
     f->pend_hi = 0;
+    f->commits++;
     f->dirty = 0;
     f->rebase = 0;
     f->csize = f->size;
@@ -1478,6 +1479,20 @@ int fs_file_read(fs_t *fs, fs_file_t *f, void *buf, uint32_t len)
     return r;
 }
 
+/* Put a handle back in the state *before (its records since become
+ * garbage), unless a commit happened since. Returns 1 if it did. */
+static int handle_restore(fs_file_t *f, const fs_file_t *before)
+{
+    if (f->commits != before->commits)
+        return 0;
+    fs_file_t *next = f->next;  /* the list may have changed since */
+    uint8_t rebase = f->rebase; /* GC may have moved data meanwhile */
+    *f = *before;
+    f->next = next;
+    f->rebase |= rebase;
+    return 1;
+}
+
 int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32_t off)
 {
     int err = file_check(fs, f);
@@ -1493,14 +1508,20 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
         return FS_ERR_FBIG;
     const uint8_t *p = buf;
     uint32_t done = 0;
+    /* A write that fails changes nothing: unless a commit happened in the
+     * middle (an automatic sync), the handle goes back to this state and
+     * the records written become garbage. */
+    fs_file_t before = *f;
     if (off > f->size) {
         err = fs_op_begin(fs, 1024);
         if (err)
             return err;
         err = expose(fs, f, (uint64_t)off / SEG_SPAN * SEG_SPAN);
         fs_op_end(fs);
-        if (err)
+        if (err) {
+            handle_restore(f, &before);
             return err;
+        }
     }
     while (done < len) {
         uint32_t pos = off + done, o = pos % SEG_SPAN;
@@ -1520,9 +1541,13 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
         if (err)
             break;
     }
-    if (err && done == 0)
+    if (err) {
+        /* (if an automatic sync committed part of it, that part stays: the
+         * error is still reported, so the caller knows the write failed) */
+        handle_restore(f, &before);
         return err;
-    return err ? err : (int)done;
+    }
+    return (int)done;
 }
 
 int fs_file_write(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len)

@@ -122,7 +122,7 @@ typedef struct inode {
 #define DIRENT_FIXED 6u
 
 /* ---- bucket pages: entries {u32 ino, u32 idx, u32 addr} -------------------- */
-#define BUCKET_MAX 21u
+#define BUCKET_MAX 42u
 #define DIRPAGE_FAN 64u
 
 /* ---- little-endian helpers ------------------------------------------------ */

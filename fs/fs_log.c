@@ -8,6 +8,22 @@
 /* ---- geometry ------------------------------------------------------------- */
 
 #define FIRST_DATA 2u /* blocks 0 and 1 are the anchors */
+
+_Static_assert(FS_PAGE >= BUCKET_MAX * 12, "bucket page buffer");
+_Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
+
+/* Space tiers (K = ckpt_blocks, what a checkpoint of a full journal needs):
+ *   GC moves one more block only with K + 3 free (the block's relocations,
+ *   their commit, the checkpoint that ends the pass);
+ *   an operation that frees space (fs_op_begin with 0) starts with K + 4
+ *   free and its records never go below K + 3: GC can run after it;
+ *   an ordinary operation starts with its size + reserve (2K + 6) free,
+ *   its records never go below K + 4, and with a checkpoint it may need
+ *   (journal full) it still leaves K + 6: a remove can run after it.
+ * The early checkpoint (journal half full) is written at the start of an
+ * operation, only when it leaves the operation its own budget. */
+#define GC_FLOOR(fs) ((fs)->ckpt_blocks + 3)
+
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
 #define BADANCHOR_MAGIC 0x42414431u /* "BAD1": a retired-block note */
@@ -265,6 +281,20 @@ static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
     return err;
 }
 
+/* Is a header that failed its checksum really damaged (or torn), or was it
+ * noise on the reads? Damage reads the same every time. */
+static int hdr_stable(fs_t *fs, uint32_t a)
+{
+    uint8_t p[REC_HDR], q[REC_HDR];
+    if (fs_flash_read(fs, a, p, REC_HDR))
+        return 0;
+    for (int t = 0; t < 4; t++) {
+        if (fs_flash_read(fs, a, q, REC_HDR) || memcmp(p, q, REC_HDR) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 int fs_rec_read_hdr(fs_t *fs, uint32_t a, rec_hdr_t *h)
 {
     if (a == FS_ADDR_NONE || a == FS_ADDR_DELETED ||
@@ -301,6 +331,23 @@ static int verify_payload_once(fs_t *fs, uint32_t a, const rec_hdr_t *h)
     return crc == h->dcrc ? 0 : CORRUPT_HERE;
 }
 
+static int payload_crc_raw(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
+{
+    uint8_t tmp[256];
+    uint32_t p = addr_add(fs, a, REC_HDR, NULL);
+    *crc = 0;
+    for (uint32_t off = 0; off < h->len;) {
+        uint32_t n = h->len - off < sizeof(tmp) ? h->len - off : sizeof(tmp);
+        int err = fs_flash_read(fs, p, tmp, n);
+        if (err)
+            return err;
+        *crc = crc32_update(*crc, tmp, n);
+        off += n;
+        p = addr_add(fs, p, n, NULL);
+    }
+    return 0;
+}
+
 static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
     int err = FS_ERR_CORRUPT;
@@ -335,6 +382,9 @@ static uint32_t blocks_needed(const fs_t *fs, uint32_t total)
     return fs->head_erased ? n - 1 : n;
 }
 
+static int checkpoint_space(const fs_t *fs);
+static int checkpoint_space_for(const fs_t *fs, uint32_t more);
+
 static int ensure_space(fs_t *fs, uint32_t total)
 {
     if (fs->rofs)
@@ -344,7 +394,7 @@ static int ensure_space(fs_t *fs, uint32_t total)
         return fs_free_blocks(fs) >= need ? 0 : FS_ERR_NOSPC;
     /* inside an operation: no GC (it would move records the operation holds
      * addresses of); keep room for a checkpoint */
-    return fs_free_blocks(fs) >= need + fs->ckpt_blocks + 1 ? 0 : FS_ERR_NOSPC;
+    return fs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : FS_ERR_NOSPC;
 }
 
 int fs_op_begin(fs_t *fs, uint32_t bytes)
@@ -355,9 +405,9 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
         return FS_ERR_ROFS;
     uint32_t need = (bytes + fs->bsize - 1) / fs->bsize + 1;
     /* bytes 0: an operation that frees space or only commits what is
-     * written already (remove, sync): it may use the reserve down to what a
-     * checkpoint needs, so a full device can always be emptied */
-    uint32_t reserve = bytes ? fs->reserve : fs->ckpt_blocks + 3;
+     * written already (remove, sync): it may use the reserve down to the GC
+     * floor, so a full device can always be emptied (see the tiers above) */
+    uint32_t reserve = bytes ? fs->reserve : GC_FLOOR(fs);
     /* GC only when it can gain: the log holds more than a couple of blocks
      * of stale records */
     uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
@@ -377,12 +427,20 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
         if (fs_free_blocks(fs) >= need + reserve + 1 && swept >= 4)
             break; /* enough for this operation: leave the rest for later */
     }
-    if (fs_free_blocks(fs) < need + reserve) {
-#ifdef FS_DEBUG
-        fprintf(stderr, "op_begin NOSPC: bytes %u need %u reserve %u free %u njournal %u worth %d used %llu live %llu\n", bytes, need, reserve, fs_free_blocks(fs), fs->njournal, worth, (unsigned long long)used, (unsigned long long)fs->live);
-#endif
+    if (fs_free_blocks(fs) < need + reserve)
         return FS_ERR_NOSPC;
+    /* A checkpoint when the journal is half full, here at the start of an
+     * operation and out of the reserve, so the operation's own commits
+     * rarely need one (fs_journal_room insists only when it is full). */
+    if (fs->in_op == 0 && (fs->njournal >= FS_JOURNAL_MAX / 2 ||
+                           fs->journal_records >= FS_JOURNAL_RECORDS) &&
+        fs_free_blocks(fs) >= need + reserve + (uint32_t)checkpoint_space(fs)) {
+        int e = fs_checkpoint(fs);
+        if (e && e != FS_ERR_NOSPC)
+            return e;
     }
+    if (fs->in_op == 0)
+        fs->op_frees = bytes == 0;
     fs->in_op++;
     return 0;
 }
@@ -391,6 +449,8 @@ void fs_op_end(fs_t *fs)
 {
     if (fs->in_op)
         fs->in_op--;
+    if (fs->in_op == 0)
+        fs->op_frees = 0;
     if (fs->in_op == 0 && fs->ckpt_wanted && !fs->rofs) {
         /* blocks were retired: a checkpoint records them (best effort; the
          * next operation tries again) */
@@ -516,7 +576,7 @@ static uint32_t key_bucket(const fs_t *fs, uint32_t ino, uint32_t idx)
 {
     if (ino == MAP_INO && (idx >> 28) == 4)
         return idx & 0x0fffffffu; /* GC marker: rewrite this bucket */
-    uint32_t cl = KEY_KIND(idx) == KIND_INODE ? 0 : (KEY_KIND(idx) << 28) | (KEY_INDEX(idx) >> 4);
+    uint32_t cl = KEY_KIND(idx) == KIND_INODE ? 0 : (KEY_KIND(idx) << 28) | (KEY_INDEX(idx) >> 3);
     uint32_t h = ino * 0x9e3779b1u ^ (cl + 0x7f4a7c15u) * 0x85ebca77u;
     h ^= h >> 15;
     h *= 0x2c1b3c6du;
@@ -539,7 +599,8 @@ static int read_page_once(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint
     int err = fs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
-    if (h.type != type || h.len > FS_PAGE)
+    uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
+    if (h.type != type || h.len > max)
         return CORRUPT_HERE;
     err = fs_rec_read(fs, a, 0, buf, h.len);
     if (err)
@@ -630,16 +691,24 @@ static int jset(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
     return 0;
 }
 
-/* Would inserting new keys overflow their buckets? Checked before a commit
- * adds keys that do not exist yet, so a checkpoint never fails on it. */
-static int bucket_room(fs_t *fs, uint32_t ino, uint32_t idx)
+/* Keys a commit adds, checked against their buckets before it is written,
+ * so a checkpoint never finds a bucket overflowing. */
+#define ROOM_MAX (COMMIT_MAX_ENT + FS_AUTOSYNC_SEGS + 16)
+typedef struct room {
+    uint32_t n;
+    uint32_t ino[ROOM_MAX], idx[ROOM_MAX], bucket[ROOM_MAX];
+    uint8_t fresh[ROOM_MAX];
+} room_t;
+
+/* Keys of bucket b in the map and in the journal (*count), and whether
+ * (ino, idx) itself is in neither (*fresh). */
+static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, int *fresh)
 {
-    uint32_t a, count;
-    int err = map_lookup_ckpt(fs, ino, idx, &a, &count);
+    uint32_t a;
+    int err = map_lookup_ckpt(fs, ino, idx, &a, count);
     if (err)
         return err;
-    if (a != FS_ADDR_NONE)
-        return 0;
+    *fresh = a == FS_ADDR_NONE;
     uint32_t b = key_bucket(fs, ino, idx);
     for (uint32_t i = 0; i < fs->njournal; i++)
         if (fs->journal[i].addr != FS_ADDR_NONE && fs->journal[i].addr != FS_ADDR_DELETED &&
@@ -649,9 +718,41 @@ static int bucket_room(fs_t *fs, uint32_t ino, uint32_t idx)
             if (err)
                 return err;
             if (a2 == FS_ADDR_NONE)
-                count++;
+                (*count)++;
+            if (fs->journal[i].key.ino == ino && fs->journal[i].key.idx == idx)
+                *fresh = 0;
         }
-    return count + 1 + 2 <= BUCKET_MAX ? 0 : FS_ERR_NOSPC;
+    return 0;
+}
+
+static int room_add(fs_t *fs, room_t *rm, uint32_t ino, uint32_t idx)
+{
+    if (ino == MAP_INO)
+        return 0; /* not a map key */
+    for (uint32_t i = 0; i < rm->n; i++)
+        if (rm->ino[i] == ino && rm->idx[i] == idx)
+            return 0;
+    if (rm->n >= ROOM_MAX)
+        return FS_ERR_NOMEM;
+    uint32_t count;
+    int fresh;
+    int err = bucket_count(fs, ino, idx, &count, &fresh);
+    if (err)
+        return err;
+    uint32_t b = key_bucket(fs, ino, idx);
+    if (fresh) {
+        for (uint32_t i = 0; i < rm->n; i++)
+            if (rm->fresh[i] && rm->bucket[i] == b)
+                count++;
+        if (count + 1 + 2 > BUCKET_MAX)
+            return FS_ERR_NOSPC; /* that bucket is full */
+    }
+    rm->ino[rm->n] = ino;
+    rm->idx[rm->n] = idx;
+    rm->bucket[rm->n] = b;
+    rm->fresh[rm->n] = (uint8_t)fresh;
+    rm->n++;
+    return 0;
 }
 
 int fs_journal_room(fs_t *fs, uint32_t n)
@@ -814,25 +915,33 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
             keys++;
             last_ino = h.ino;
             last_idx = h.idx;
-            if (h.type != R_TOMB) {
-                e = bucket_room(fs, h.ino, h.idx);
-                if (e)
-                    return e;
-            }
         }
     }
     int e = fs_journal_room(fs, keys);
     if (e)
         return e;
-    /* new keys must fit their buckets at the next checkpoint */
+    /* the keys it adds must fit their buckets at the next checkpoint,
+     * counted together */
+    room_t rm; /* 1.3 KiB of stack */
+    rm.n = 0;
+    for (uint32_t ch = c->chain_tail, g = 0; ch != FS_ADDR_NONE && g < 4096; g++) {
+        rec_hdr_t h;
+        e = fs_rec_read_hdr(fs, ch, &h);
+        if (!e)
+            e = fs_chain_prev(fs, ch, &h, &ch);
+        if (!e && h.type != R_TOMB)
+            e = room_add(fs, &rm, h.ino, h.idx);
+        if (e)
+            return e;
+    }
     for (uint32_t i = 0; i < c->n; i++)
         if (c->ent[i].addr != FS_ADDR_DELETED) {
-            e = bucket_room(fs, c->ent[i].key.ino, c->ent[i].key.idx);
+            e = room_add(fs, &rm, c->ent[i].key.ino, c->ent[i].key.idx);
             if (e)
                 return e;
         }
     if (inode) {
-        e = bucket_room(fs, ino, 0);
+        e = room_add(fs, &rm, ino, 0);
         if (e)
             return e;
         inode_encode(inode, buf);
@@ -867,8 +976,6 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
         return e;
     if (inode_addr)
         *inode_addr = a;
-    if (fs->njournal >= FS_JOURNAL_MAX * 3 / 4 || fs->journal_records >= FS_JOURNAL_RECORDS)
-        return fs_checkpoint(fs);
     return 0;
 }
 
@@ -1044,13 +1151,20 @@ static int write_checkpoint_record(fs_t *fs)
     return 0;
 }
 
-static int checkpoint_space(const fs_t *fs)
+/* Blocks a checkpoint needs once `more` keys have joined the journal. */
+static int checkpoint_space_for(const fs_t *fs, uint32_t more)
 {
-    uint32_t buckets = fs->njournal < fs->nbuckets ? fs->njournal : fs->nbuckets;
+    uint32_t keys = fs->njournal + more;
+    uint32_t buckets = keys < fs->nbuckets ? keys : fs->nbuckets;
     uint32_t dps = fs->ndirpages;
     uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
                      dps * (REC_HDR + DIRPAGE_FAN * 4) + 600;
     return (int)((bytes + fs->bsize - 1) / fs->bsize + 1);
+}
+
+static int checkpoint_space(const fs_t *fs)
+{
+    return checkpoint_space_for(fs, 0);
 }
 
 int fs_checkpoint(fs_t *fs)
@@ -1064,6 +1178,11 @@ int fs_checkpoint(fs_t *fs)
     }
     fs->in_ckpt = 1;
     int err = 0;
+    /* on failure the durable checkpoint stays the old one: so must the RAM
+     * copy of its directory page addresses */
+    uint32_t saved_dp[64];
+    memcpy(saved_dp, fs->dirpage_addr, sizeof(saved_dp));
+    uint64_t saved_dirty = fs->dirty_dirpages;
     jsort_by_bucket(fs);
     uint32_t i = 0;
     uint32_t cur_dp = FS_ADDR_NONE;
@@ -1162,6 +1281,10 @@ int fs_checkpoint(fs_t *fs)
         goto out;
     fs->njournal = 0;
 out:
+    if (err) {
+        memcpy(fs->dirpage_addr, saved_dp, sizeof(saved_dp));
+        fs->dirty_dirpages = saved_dirty;
+    }
     fs->in_ckpt = 0;
     return err;
 }
@@ -1295,7 +1418,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
          * of the journal as it is needs, and a block for relocations. An
          * operation that frees space (fs_op_begin with bytes 0) stops one
          * block above this, so GC can always run after it */
-        if (fs_free_blocks(fs) < fs->ckpt_blocks + 3)
+        if (fs_free_blocks(fs) < GC_FLOOR(fs))
             break;
         if (fs_pending_in_block(fs, tb)) {
             /* Uncommitted records of an open file start here. Unless space
@@ -1316,6 +1439,10 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
             int e = read_hdr_lap(fs, a, &h, lap_of(fs, a));
             if (e == FS_ERR_IO) {
                 err = e;
+                goto out;
+            }
+            if (e == FS_ERR_CORRUPT && !hdr_stable(fs, a)) {
+                err = FS_ERR_IO; /* noise: try again later, move nothing */
                 goto out;
             }
             if (e) {
@@ -1380,8 +1507,10 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
     if (err)
         goto out;
     if (new_tail != fs->tail) {
+        /* the new tail becomes durable with a checkpoint: replay never has
+         * to read a record the tail has passed */
         uint32_t old = fs->tail;
-        fs->tail = new_tail; /* becomes durable with the checkpoint */
+        fs->tail = new_tail;
         err = fs_checkpoint(fs);
         if (err) {
             fs->tail = old;
@@ -1390,9 +1519,6 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
     }
 out:
     fs->in_gc = 0;
-#ifdef FS_DEBUG
-    fprintf(stderr, "gc pass: err %d freed %u free %u->%u tail %u head %u\n", err, freed, start_free, fs_free_blocks(fs), fs->tail, fs->head);
-#endif
     if (err)
         return err;
     if (!forced && fs_free_blocks(fs) <= start_free && freed == 0)
@@ -1436,13 +1562,10 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
         uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
                          fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + 600;
         fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
-        /* Invariants: an ordinary operation leaves reserve blocks free;
-         * an operation that frees space (fs_op_begin with 0) needs what a
-         * checkpoint of the journal needs + 3 and uses at most one; GC
-         * relocates a block only with that + 2 free. So GC can always run
-         * after either, and the margin above lets one GC pass move several
-         * blocks for one checkpoint. */
-        fs->reserve = fs->ckpt_blocks + 6;
+        /* The tiers at the top of this file: an ordinary operation may use
+         * its size and a checkpoint, and must still leave what a remove
+         * needs (K + 4). */
+        fs->reserve = 2 * fs->ckpt_blocks + 6;
     }
     if (cfg->gc_free_blocks && cfg->gc_free_blocks < 6)
         return FS_ERR_INVAL; /* below the documented minimum */
@@ -1450,6 +1573,10 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
      * one GC pass move many blocks of live (static) data per checkpoint */
     fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks
                                          : ((count - FIRST_DATA) / 16 > 8 ? (count - FIRST_DATA) / 16 : 8);
+    /* a small partition (16 blocks is the minimum) gets what fits */
+    while (!cfg->gc_free_blocks && fs->gc_trigger > 2 &&
+           fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
+        fs->gc_trigger--;
     if (fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
         return FS_ERR_INVAL; /* too small for its metadata reserve */
     return 0;
@@ -1494,11 +1621,17 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
     uint32_t n = 0;
     fs->head = a;
     fs->laps = lap;
-    while (n < 4 * FS_JOURNAL_RECORDS) {
+    /* Every record up to the head is replayed. Checkpoints (every 512
+     * records when space allows) keep this short; a cap here would drop
+     * commits. The bound only stops a walk over a damaged image. */
+    uint32_t bound = ndata(fs) * (fs->bsize / REC_HDR + 1);
+    while (n < bound) {
         rec_hdr_t h;
         int err = read_hdr_lap(fs, a, &h, lap);
         if (err == FS_ERR_IO)
             return err;
+        if (err == FS_ERR_CORRUPT && !hdr_stable(fs, a))
+            return FS_ERR_IO; /* noise: the end of the log is not known */
         if (err) {
             /* The head may have left the rest of this block (after a mount,
              * or a block that refused a program) and gone on at the start
@@ -1529,15 +1662,18 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
         fs->laps = next_lap;
         if (h.flags & F_COMMIT) {
             err = verify_payload(fs, a, &h);
-            if (err == FS_ERR_CORRUPT)
-                break; /* treat as the torn end of the log */
+            if (err == FS_ERR_CORRUPT) {
+                /* a torn commit ends the log; noise does not */
+                uint32_t c1, c2;
+                if (payload_crc_raw(fs, a, &h, &c1) || payload_crc_raw(fs, a, &h, &c2) ||
+                    c1 != c2)
+                    return FS_ERR_IO;
+                break;
+            }
             if (err)
                 return err;
-            if (fs->njournal + COMMIT_MAX_ENT + FS_AUTOSYNC_SEGS + 2 > FS_JOURNAL_MAX) {
-                /* cannot happen with a well-formed log; checkpoint to make room */
-                fs->head_erased = 0;
-                return CORRUPT_HERE;
-            }
+            /* the same commits fitted the journal index when they were
+             * written (fs_journal_room), so they fit it now */
             err = fs_apply_commit(fs, a, &h);
             if (err)
                 return err;

@@ -16,8 +16,10 @@
 #define FS_JOURNAL_RECORDS 512
 /* Blocks retired as worn out that the checkpoint can list. */
 #define FS_BAD_MAX 64
-/* Size of the page buffers. */
-#define FS_PAGE 256
+/* Size of the map page buffers: a bucket page (42 entries of 12 bytes) and
+ * a directory page (64 addresses). */
+#define FS_PAGE 512
+#define FS_DIRPAGE 256
 
 typedef struct fs_key {
     uint32_t ino;
@@ -57,6 +59,8 @@ typedef struct fs {
     uint8_t in_ckpt;        /* a checkpoint is being written */
     uint8_t in_op;          /* inside a public operation: no GC */
     uint8_t gc_urgent;      /* GC may commit open files' pending writes */
+    uint8_t op_frees;       /* the operation under way frees space */
+    uint8_t pad2[3];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */
@@ -92,7 +96,7 @@ typedef struct fs {
 
     /* page buffers */
     uint8_t buf[FS_PAGE];
-    uint8_t buf2[FS_PAGE];
+    uint8_t buf2[FS_DIRPAGE];
 } fs_t;
 
 struct fs_file {
@@ -108,6 +112,7 @@ struct fs_file {
     uint32_t pend_hi;       /* 1 + highest segment with pending records */
     uint32_t cache_idx;     /* last segment written and its newest version */
     uint32_t cache_addr;
+    uint32_t commits;       /* commits made for this handle */
     uint32_t sync_head;     /* log head when the handle last committed:
                                its pending records all lie after it */
     uint8_t dirty;

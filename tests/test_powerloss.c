@@ -627,9 +627,9 @@ static const workload_t workloads[] = {
     { "rename",      48, base_files, wl_rename,      250 },
     { "remove",      48, base_files, wl_remove,      250 },
     { "mkdir",       48, base_files, wl_mkdir,       250 },
-    { "rename_many", 48, base_stage, wl_rename_many, 250 },
-    { "gc_full",     40, base_full,  wl_gc_full,     600 },
-    { "churn",       40, base_churn, wl_churn,       600 },
+    { "rename_many", 64, base_stage, wl_rename_many, 250 },
+    { "gc_full",     64, base_full,  wl_gc_full,     600 },
+    { "churn",       64, base_churn, wl_churn,       600 },
 };
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 

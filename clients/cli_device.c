@@ -14,28 +14,9 @@
 
 #define SHOW_MAX (CELLAR_PATH_MAX + 2)
 
-static const cli_cmd_t *cmd_of(const char *name)
-{
-    for (const cli_cmd_t *c = cli_device_cmds; c->name; c++)
-        if (strcmp(c->name, name) == 0)
-            return c;
-    return NULL;
-}
-
-/* Parse options; returns operand count, or -(exit status + 1). */
-static int parse(cli_t *cli, int argc, char **argv, cli_opts_t *o)
-{
-    int n = cli_parse(cli, cmd_of(argv[0]), argc, argv, o);
-    if (n == -2)
-        return -(CLI_OK + 1);
-    if (n < 0)
-        return -(CLI_USAGE + 1);
-    return n;
-}
-#define PARSE_OR_RETURN(n, cli, argc, argv, o)  \
-    int n = parse((cli), (argc), (argv), (o)); \
-    if (n < 0)                                 \
-        return -n - 1
+#define cmd_of(name) cli_cmd_find(cli_device_cmds, (name))
+#define PARSE_OR_RETURN(n, cli, argc, argv, o) \
+    CLI_PARSE_OR_RETURN(n, cli, cli_device_cmds, argc, argv, o)
 
 /* Device path of an operand, or a usage error (returns false). */
 static bool devpath_arg(cli_t *cli, const char *arg, char *out)
@@ -823,18 +804,8 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
         if (arr) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "path", paths[i]);
-            cli_json_num(e, "total", (double)f.total);
-            cli_json_num(e, "used", (double)f.used);
-            cli_json_num(e, "live", (double)f.live);
-            cli_json_num(e, "free", (double)f.free);
-            cli_json_num(e, "reclaimable", (double)f.reclaimable);
+            cli_json_space(e, &f);
             cli_json_num(e, "use_percent", pct);
-            cli_json_num(e, "files", f.files);
-            cli_json_num(e, "dirs", f.dirs);
-            cli_json_num(e, "erase_max", f.erase_max);
-            cli_json_num(e, "erase_mean", f.erase_mean);
-            cli_json_num(e, "erase_min", f.erase_min);
-            cli_json_num(e, "bad_blocks", f.bad_blocks);
             cli_json_num(e, "block_size", f.block_size);
             cli_json_num(e, "block_count", f.block_count);
             cJSON_AddItemToArray(arr, e);

@@ -38,27 +38,9 @@ typedef struct img {
     int mount_err[LAYOUT_MAX_PARTS];
 } img_t;
 
-static const cli_cmd_t *cmd_of(const char *name)
-{
-    for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
-        if (strcmp(c->name, name) == 0)
-            return c;
-    return NULL;
-}
-
-static int parse(cli_t *cli, int argc, char **argv, cli_opts_t *o)
-{
-    int n = cli_parse(cli, cmd_of(argv[0]), argc, argv, o);
-    if (n == -2)
-        return -(CLI_OK + 1);
-    if (n < 0)
-        return -(CLI_USAGE + 1);
-    return n;
-}
-#define PARSE_OR_RETURN(n, cli, argc, argv, o)  \
-    int n = parse((cli), (argc), (argv), (o)); \
-    if (n < 0)                                 \
-        return -n - 1
+#define cmd_of(name) cli_cmd_find(cli_image_cmds, (name))
+#define PARSE_OR_RETURN(n, cli, argc, argv, o) \
+    CLI_PARSE_OR_RETURN(n, cli, cli_image_cmds, argc, argv, o)
 
 static uint32_t img_clock(void *ctx)
 {
@@ -237,6 +219,31 @@ static int mount_or_report(cli_t *cli, img_t *im, int part, fs_t **out)
         return im->mount_err[part];
     }
     return 0;
+}
+
+/* img_load for the commands that report per partition: with --json the
+ * result gets "image" and a "partitions" array (*parts; NULL otherwise). */
+static int img_load_parts(cli_t *cli, const char *path, img_t *im, cJSON **parts)
+{
+    *parts = NULL;
+    if (img_load(cli, path, im) < 0)
+        return -1;
+    if (cli->json) {
+        cJSON_AddStringToObject(cli->out, "image", path);
+        *parts = cJSON_AddArrayToObject(cli->out, "partitions");
+    }
+    return 0;
+}
+
+/* A new {"path": "/NAME"} object at the end of parts. */
+static cJSON *part_json(cJSON *parts, const char *name)
+{
+    cJSON *p = cJSON_CreateObject();
+    char pp[LAYOUT_NAME_MAX + 2];
+    snprintf(pp, sizeof(pp), "/%s", name);
+    cJSON_AddStringToObject(p, "path", pp);
+    cJSON_AddItemToArray(parts, p);
+    return p;
 }
 
 /* ---- build ------------------------------------------------------------------------ */
@@ -446,10 +453,7 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
     if (err < 0)
         return err;
     if (parts) {
-        cJSON *p = cJSON_CreateObject();
-        char path[16];
-        snprintf(path, sizeof(path), "/%s", b->part);
-        cJSON_AddStringToObject(p, "path", path);
+        cJSON *p = part_json(parts, b->part);
         if (dir)
             cJSON_AddStringToObject(p, "source", dir);
         cli_json_num(p, "files", b->files);
@@ -457,7 +461,6 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
         cli_json_num(p, "bytes", (double)b->bytes);
         cli_json_num(p, "used", (double)sv.used);
         cli_json_num(p, "total", (double)sv.total);
-        cJSON_AddItemToArray(parts, p);
     } else if (!cli->json) {
         char h1[32], h2[32], h3[32];
         printf("/%s: %u files, %u directories, %s of data; %s of %s used\n", b->part,
@@ -899,13 +902,9 @@ static int cmd_extract(cli_t *cli, int argc, char **argv)
     if (n != 2)
         return cli_usage(cli, cmd_of("extract"), "need IMG and DIR");
     img_t im;
-    if (img_load(cli, argv[0], &im) < 0)
+    cJSON *parts;
+    if (img_load_parts(cli, argv[0], &im, &parts) < 0)
         return CLI_FAILED;
-    cJSON *parts = NULL;
-    if (cli->json) {
-        cJSON_AddStringToObject(cli->out, "image", argv[0]);
-        parts = cJSON_AddArrayToObject(cli->out, "partitions");
-    }
     const char *targets[2][2] = {{"usr", argv[1]}, {"bak", o.value[0]}};
     for (int t = 0; t < 2; t++) {
         if (!targets[t][1])
@@ -925,15 +924,11 @@ static int cmd_extract(cli_t *cli, int argc, char **argv)
         }
         (void)extract_dir(&e, "/", dir);
         if (parts) {
-            cJSON *p = cJSON_CreateObject();
-            char pp[16];
-            snprintf(pp, sizeof(pp), "/%s", e.part);
-            cJSON_AddStringToObject(p, "path", pp);
+            cJSON *p = part_json(parts, e.part);
             cJSON_AddStringToObject(p, "dir", dir);
             cli_json_num(p, "files", e.files);
             cli_json_num(p, "dirs", e.dirs);
             cli_json_num(p, "bytes", (double)e.bytes);
-            cJSON_AddItemToArray(parts, p);
         } else {
             char h[32];
             printf("/%s -> %s: %u files, %u directories, %s\n", e.part, dir, e.files,
@@ -969,24 +964,16 @@ static int cmd_check(cli_t *cli, int argc, char **argv)
     if (n != 1)
         return cli_usage(cli, cmd_of("check"), "need IMG");
     img_t im;
-    if (img_load(cli, argv[0], &im) < 0)
+    cJSON *parts;
+    if (img_load_parts(cli, argv[0], &im, &parts) < 0)
         return CLI_FAILED;
-    cJSON *parts = NULL;
-    if (cli->json) {
-        cJSON_AddStringToObject(cli->out, "image", argv[0]);
-        parts = cJSON_AddArrayToObject(cli->out, "partitions");
-    }
     bool clean = true;
     for (uint32_t i = 0; i < im.layout.nparts; i++) {
         chk_t c = {.cli = cli, .part = im.layout.part[i].name};
         cJSON *p = NULL;
         if (parts) {
-            p = cJSON_CreateObject();
-            char pp[16];
-            snprintf(pp, sizeof(pp), "/%s", c.part);
-            cJSON_AddStringToObject(p, "path", pp);
+            p = part_json(parts, c.part);
             c.problems = cJSON_AddArrayToObject(p, "problems");
-            cJSON_AddItemToArray(parts, p);
         }
         fs_t *fs = img_mount(&im, (int)i);
         int err;
@@ -1029,19 +1016,17 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     if (n != 1)
         return cli_usage(cli, cmd_of("info"), "need IMG");
     img_t im;
-    if (img_load(cli, argv[0], &im) < 0)
+    cJSON *parts;
+    if (img_load_parts(cli, argv[0], &im, &parts) < 0)
         return CLI_FAILED;
     uint64_t size = flash_sim_size(im.sim);
     uint32_t blocks = (uint32_t)(size / IMG_BLOCK);
     char h[32], h2[32], h3[32], h4[32];
-    cJSON *parts = NULL;
     if (cli->json) {
-        cJSON_AddStringToObject(cli->out, "image", argv[0]);
         cli_json_num(cli->out, "size", (double)size);
         cli_json_num(cli->out, "block_size", IMG_BLOCK);
         cli_json_num(cli->out, "block_count", blocks);
         cli_json_num(cli->out, "page_size", IMG_PAGE);
-        parts = cJSON_AddArrayToObject(cli->out, "partitions");
     } else {
         printf("image:      %s\n", argv[0]);
         printf("flash:      %s, %u blocks of %u bytes, %u-byte pages\n",
@@ -1054,10 +1039,7 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
         fs_statvfs_t sv;
         int err = fs ? fs_statvfs(fs, &sv) : im.mount_err[i];
         if (parts) {
-            cJSON *p = cJSON_CreateObject();
-            char pp[16];
-            snprintf(pp, sizeof(pp), "/%s", lp->name);
-            cJSON_AddStringToObject(p, "path", pp);
+            cJSON *p = part_json(parts, lp->name);
             cli_json_num(p, "first_block", lp->first_block);
             cli_json_num(p, "block_count", lp->block_count);
             cli_json_num(p, "bytes", (double)lp->block_count * IMG_BLOCK);
@@ -1065,19 +1047,16 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             if (err < 0) {
                 cJSON_AddStringToObject(p, "error", fs_strerror(err));
             } else {
-                cli_json_num(p, "total", (double)sv.total);
-                cli_json_num(p, "used", (double)sv.used);
-                cli_json_num(p, "live", (double)sv.live);
-                cli_json_num(p, "free", (double)sv.free);
-                cli_json_num(p, "reclaimable", (double)sv.reclaimable);
-                cli_json_num(p, "files", sv.files);
-                cli_json_num(p, "dirs", sv.dirs);
-                cli_json_num(p, "erase_max", sv.erase_max);
-                cli_json_num(p, "erase_mean", sv.erase_mean);
-                cli_json_num(p, "erase_min", sv.erase_min);
-                cli_json_num(p, "bad_blocks", sv.bad_blocks);
+                cellar_statfs_t f = {
+                    .total = sv.total, .used = sv.used, .live = sv.live,
+                    .free = sv.free, .reclaimable = sv.reclaimable,
+                    .files = sv.files, .dirs = sv.dirs, .erase_max = sv.erase_max,
+                    .erase_mean = sv.erase_mean, .erase_min = sv.erase_min,
+                    .bad_blocks = sv.bad_blocks, .block_size = sv.block_size,
+                    .block_count = sv.block_count,
+                };
+                cli_json_space(p, &f);
             }
-            cJSON_AddItemToArray(parts, p);
         } else {
             printf("  /%-4s blocks %u-%u (%s)\n", lp->name, lp->first_block,
                    lp->first_block + lp->block_count - 1,

@@ -783,6 +783,16 @@ static int check_writable(svc_t *s, const svc_path_t *p)
 
 /* ---- handles ---------------------------------------------------------------------- */
 
+/* An fs_file_open failure: the device-wide table of open files (FS_MAX_OPEN
+ * per partition, every connection's handles and the file Hash or Truncate
+ * opens for the request) is named as such. */
+static int fail_open(svc_t *s, int err, const char *show)
+{
+    return fail_path(s, err, show,
+                     err == FS_ERR_NOMEM ? "too many files open on the device"
+                                         : NULL);
+}
+
 static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
 {
     uint32_t slot = (id & 15u) - 1u;
@@ -1030,10 +1040,7 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
     err = fs_file_open(fs, &h->file, p->fs, ff);
     if (err < 0) {
         memset(h, 0, sizeof(*h));
-        if (err == FS_ERR_NOMEM)
-            return fail_path(s, err, p->show,
-                             "too many files open on the device");
-        return fail_path(s, err, p->show, NULL);
+        return fail_open(s, err, p->show);
     }
     int32_t size = fs_file_size(fs, &h->file);
     if (size < 0) {
@@ -1185,7 +1192,7 @@ static int do_truncate(svc_t *s, svc_conn_t *c,
         return FS_ERR_IO;
     err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_WRONLY);
     if (err < 0)
-        return fail_path(s, err, p->show, NULL);
+        return fail_open(s, err, p->show);
     err = fs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
     int err2 = fs_file_close(fs, &s->tmpfile);
     if (err >= 0)
@@ -1412,7 +1419,7 @@ static int do_hash(svc_t *s, const cellar_HashRequest *r)
         return FS_ERR_IO;
     err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_RDONLY);
     if (err < 0)
-        return fail_path(s, err, p->show, NULL);
+        return fail_open(s, err, p->show);
     int32_t size = fs_file_size(fs, &s->tmpfile);
     if (size < 0) {
         err = size;

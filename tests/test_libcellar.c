@@ -585,6 +585,8 @@ static void test_put_get(const char *url)
         CHECK(b != NULL && bl == n && (n == 0 || !memcmp(b, data, n)));
         free(b);
         struct stat lst;
+        /* the forced put above wrote it again: take its mtime now */
+        CHECK_EQ(cellar_stat(&c, remote, &st), 0);
         CHECK(stat(back, &lst) == 0 && (uint32_t)lst.st_mtime == st.mtime);
         x.skip_unchanged = true;
         CHECK_EQ(cellar_get_file(&c, remote, back, &x), CELLAR_SKIPPED);
@@ -779,6 +781,37 @@ static void test_many(const char *url)
 }
 
 /* ---- concurrency ---------------------------------------------------------------------- */
+/* The device keeps at most FS_MAX_OPEN (64) files open per partition, all
+ * connections together (docs/PROTOCOL.md, "Limits"): one more open gets
+ * ENOMEM "too many files open on the device". The 32 clients below all
+ * transfer at once (the gate only bounds them by that limit). */
+enum { DEVICE_OPEN_FILES = 64 };
+
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int free;
+} gate_t;
+
+static gate_t g_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+static void gate_enter(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (g->free == 0)
+        pthread_cond_wait(&g->cv, &g->mu);
+    g->free--;
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_leave(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->free++;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 typedef struct worker {
     const char *url;
     int id;
@@ -801,11 +834,13 @@ static void *worker_main(void *arg)
         fill_random(data, n, (uint64_t)w->id * 100 + (uint64_t)round);
         char p[64];
         snprintf(p, sizeof(p), "/usr/conc/w%02d.bin", w->id);
+        gate_enter(&g_gate);
         int err = cellar_put_mem(&c, data, n, p, NULL);
         void *back = NULL;
         size_t bl = 0;
         if (err == 0)
             err = cellar_get_mem(&c, p, n, &back, &bl);
+        gate_leave(&g_gate);
         if (err < 0 || bl != n || memcmp(back, data, n)) {
             w->ok = false;
             w->err = err;
@@ -825,6 +860,41 @@ static void test_concurrent(const char *url)
     cellar_init(&c, NULL);
     CHECK_EQ(cellar_connect(&c, url), 0);
     CHECK_EQ(cellar_mkdir(&c, "/usr/conc", true), 0);
+    /* The device-wide limit itself: DEVICE_OPEN_FILES files open over
+     * connections of 8 handles each, then one more open, from another
+     * connection, is refused until one is closed. */
+    {
+        enum { PER = 8, NC = DEVICE_OPEN_FILES / PER, LIM = DEVICE_OPEN_FILES };
+        cellar_t hc[NC + 1];
+        cellar_fh_t fh[LIM + 1];
+        char p[64];
+        for (int k = 0; k <= NC; k++) {
+            cellar_init(&hc[k], NULL);
+            CHECK_EQ(cellar_connect(&hc[k], url), 0);
+        }
+        for (int i = 0; i < LIM; i++) {
+            snprintf(p, sizeof(p), "/usr/conc/lim%02d", i);
+            CHECK_EQ(cellar_file_open(&hc[i / PER], p, CELLAR_O_WRITE | CELLAR_O_CREATE,
+                                      &fh[i], NULL), 0);
+        }
+        snprintf(p, sizeof(p), "/usr/conc/lim%02d", LIM);
+        CHECK_EQ(cellar_file_open(&hc[NC], p, CELLAR_O_WRITE | CELLAR_O_CREATE, &fh[LIM],
+                                  NULL),
+                 CELLAR_ERR_NOMEM);
+        CHECK(strstr(cellar_errmsg(&hc[NC]), "too many files open on the device") != NULL);
+        CHECK_EQ(cellar_file_close(&hc[0], fh[0]), 0);
+        CHECK_EQ(cellar_file_open(&hc[NC], p, CELLAR_O_WRITE | CELLAR_O_CREATE, &fh[LIM], NULL),
+                 0);
+        for (int i = 1; i <= LIM; i++)
+            CHECK_EQ(cellar_file_close(&hc[i == LIM ? NC : i / PER], fh[i]), 0);
+        for (int k = 0; k <= NC; k++)
+            cellar_close(&hc[k]);
+        for (int i = 0; i <= LIM; i++) {
+            snprintf(p, sizeof(p), "/usr/conc/lim%02d", i);
+            CHECK_EQ(cellar_remove(&c, p), 0);
+        }
+    }
+    g_gate.free = DEVICE_OPEN_FILES;
     enum { N = 32 };
     pthread_t th[N];
     worker_t w[N];

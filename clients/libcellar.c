@@ -739,6 +739,65 @@ static int with_path(cellar_t *c, int err, const char *path)
     return err;
 }
 
+cellar_Request *cellar__path_req(cellar_t *c, pb_size_t which, const char *path,
+                                 int *err)
+{
+    cellar_Request *req = cellar__new_req(c, which);
+    if (!req) {
+        *err = CELLAR_ERR_NOTCONN;
+        return NULL;
+    }
+    char *dst;
+    size_t cap;
+#define PATH_FIELD(f) (dst = req->body.f, cap = sizeof(req->body.f))
+    switch (which) {
+    case cellar_Request_stat_tag: PATH_FIELD(stat.path); break;
+    case cellar_Request_list_tag: PATH_FIELD(list.path); break;
+    case cellar_Request_open_tag: PATH_FIELD(open.path); break;
+    case cellar_Request_truncate_tag: PATH_FIELD(truncate.path); break;
+    case cellar_Request_remove_tag: PATH_FIELD(remove.path); break;
+    case cellar_Request_mkdir_tag: PATH_FIELD(mkdir.path); break;
+    case cellar_Request_rmdir_tag: PATH_FIELD(rmdir.path); break;
+    case cellar_Request_rename_tag: PATH_FIELD(rename.from); break;
+    case cellar_Request_statfs_tag: PATH_FIELD(statfs.path); break;
+    case cellar_Request_hash_tag: PATH_FIELD(hash.path); break;
+    default:
+        *err = cellar__fail(c, CELLAR_ERR_INVAL, "request %u has no path",
+                            (unsigned)which);
+        return NULL;
+    }
+#undef PATH_FIELD
+    *err = cellar__path(c, dst, cap, path);
+    return *err < 0 ? NULL : req;
+}
+
+int cellar__hash_req(cellar_t *c, const char *path, uint64_t off, uint64_t len)
+{
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_hash_tag, path, &err);
+    if (!req)
+        return err;
+    req->body.hash.offset = off;
+    req->body.hash.length = len;
+    return 0;
+}
+
+int cellar__handle_req(cellar_t *c, pb_size_t which, cellar_fh_t handle)
+{
+    cellar_Request *req = cellar__new_req(c, which);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    switch (which) {
+    case cellar_Request_sync_tag: req->body.sync.handle = handle; break;
+    case cellar_Request_close_tag: req->body.close.handle = handle; break;
+    case cellar_Request_truncate_tag: req->body.truncate.handle = handle; break;
+    default:
+        return cellar__fail(c, CELLAR_ERR_INVAL, "request %u has no handle",
+                            (unsigned)which);
+    }
+    return 0;
+}
+
 /* ---- RPCs ----------------------------------------------------------------------- */
 int cellar_ping(cellar_t *c, const void *payload, uint32_t len)
 {
@@ -774,11 +833,8 @@ static void copy_info(cellar_stat_t *st, const cellar_FileInfo *fi)
 
 int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_stat_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.stat.path, sizeof(req->body.stat.path), path);
-    if (err < 0)
+    int err;
+    if (!cellar__path_req(c, cellar_Request_stat_tag, path, &err))
         return err;
     err = cellar__rpc(c, cellar_Response_stat_tag);
     if (err < 0)
@@ -793,11 +849,9 @@ int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st)
 int cellar_list(cellar_t *c, const char *path, uint32_t *cursor,
                 cellar_stat_t *out, uint32_t max_entries)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_list_tag);
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_list_tag, path, &err);
     if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.list.path, sizeof(req->body.list.path), path);
-    if (err < 0)
         return err;
     req->body.list.cursor = *cursor;
     req->body.list.max_entries =
@@ -879,11 +933,9 @@ int cellar_list_alloc(cellar_t *c, const char *path, cellar_stat_t **out)
 int cellar_file_open(cellar_t *c, const char *path, uint32_t flags,
                      cellar_fh_t *fh, uint64_t *size)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_open_tag);
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_open_tag, path, &err);
     if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.open.path, sizeof(req->body.open.path), path);
-    if (err < 0)
         return err;
     req->body.open.flags = flags;
     err = cellar__rpc(c, cellar_Response_open_tag);
@@ -989,22 +1041,18 @@ static int done_rpc(cellar_t *c, const char *path)
 
 int cellar_file_truncate(cellar_t *c, cellar_fh_t handle, uint64_t size)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_truncate_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    req->body.truncate.handle = (uint32_t)handle;
-    req->body.truncate.size = size;
+    int err = cellar__handle_req(c, cellar_Request_truncate_tag, handle);
+    if (err < 0)
+        return err;
+    cellar__req(c)->body.truncate.size = size;
     return done_rpc(c, NULL);
 }
 
 int cellar_truncate(cellar_t *c, const char *path, uint64_t size)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_truncate_tag);
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_truncate_tag, path, &err);
     if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.truncate.path,
-                           sizeof(req->body.truncate.path), path);
-    if (err < 0)
         return err;
     req->body.truncate.size = size;
     return done_rpc(c, path);
@@ -1012,38 +1060,29 @@ int cellar_truncate(cellar_t *c, const char *path, uint64_t size)
 
 int cellar_file_sync(cellar_t *c, cellar_fh_t handle)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_sync_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    req->body.sync.handle = (uint32_t)handle;
-    return done_rpc(c, NULL);
+    int err = cellar__handle_req(c, cellar_Request_sync_tag, handle);
+    return err < 0 ? err : done_rpc(c, NULL);
 }
 
 int cellar_file_close(cellar_t *c, cellar_fh_t handle)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_close_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    req->body.close.handle = (uint32_t)handle;
-    return done_rpc(c, NULL);
+    int err = cellar__handle_req(c, cellar_Request_close_tag, handle);
+    return err < 0 ? err : done_rpc(c, NULL);
 }
 
 int cellar_remove(cellar_t *c, const char *path)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_remove_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.remove.path, sizeof(req->body.remove.path), path);
-    return err < 0 ? err : done_rpc(c, path);
+    int err;
+    if (!cellar__path_req(c, cellar_Request_remove_tag, path, &err))
+        return err;
+    return done_rpc(c, path);
 }
 
 int cellar_mkdir(cellar_t *c, const char *path, bool parents)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_mkdir_tag);
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_mkdir_tag, path, &err);
     if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.mkdir.path, sizeof(req->body.mkdir.path), path);
-    if (err < 0)
         return err;
     req->body.mkdir.parents = parents;
     return done_rpc(c, path);
@@ -1051,20 +1090,17 @@ int cellar_mkdir(cellar_t *c, const char *path, bool parents)
 
 int cellar_rmdir(cellar_t *c, const char *path)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_rmdir_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.rmdir.path, sizeof(req->body.rmdir.path), path);
-    return err < 0 ? err : done_rpc(c, path);
+    int err;
+    if (!cellar__path_req(c, cellar_Request_rmdir_tag, path, &err))
+        return err;
+    return done_rpc(c, path);
 }
 
 int cellar_rename(cellar_t *c, const char *from, const char *to)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_rename_tag);
+    int err;
+    cellar_Request *req = cellar__path_req(c, cellar_Request_rename_tag, from, &err);
     if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.rename.from, sizeof(req->body.rename.from), from);
-    if (err < 0)
         return err;
     err = cellar__path(c, req->body.rename.to, sizeof(req->body.rename.to), to);
     if (err < 0)
@@ -1074,12 +1110,8 @@ int cellar_rename(cellar_t *c, const char *from, const char *to)
 
 int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_statfs_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.statfs.path, sizeof(req->body.statfs.path),
-                           path ? path : "/usr");
-    if (err < 0)
+    int err;
+    if (!cellar__path_req(c, cellar_Request_statfs_tag, path ? path : "/usr", &err))
         return err;
     err = cellar__rpc(c, cellar_Response_statfs_tag);
     if (err < 0)
@@ -1105,14 +1137,9 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
 int cellar_hash(cellar_t *c, const char *path, uint64_t offset, uint64_t length,
                 uint8_t sha256[CELLAR_SHA256_SIZE], uint64_t *hashed)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_hash_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.hash.path, sizeof(req->body.hash.path), path);
+    int err = cellar__hash_req(c, path, offset, length);
     if (err < 0)
         return err;
-    req->body.hash.offset = offset;
-    req->body.hash.length = length;
     err = cellar__rpc(c, cellar_Response_hash_tag);
     if (err < 0)
         return with_path(c, err, path);

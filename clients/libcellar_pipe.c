@@ -81,24 +81,14 @@ static int ring_recv(cellar_t *c, ring_t *r)
 /* Send Sync of the handle (uploads) - a pipelined request. */
 static int64_t send_sync(cellar_t *c, cellar_fh_t h)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_sync_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    req->body.sync.handle = h;
-    return cellar__send(c);
+    int err = cellar__handle_req(c, cellar_Request_sync_tag, h);
+    return err < 0 ? err : cellar__send(c);
 }
 
 static int64_t send_hash(cellar_t *c, const char *path, uint64_t off, uint64_t len)
 {
-    cellar_Request *req = cellar__new_req(c, cellar_Request_hash_tag);
-    if (!req)
-        return CELLAR_ERR_NOTCONN;
-    int err = cellar__path(c, req->body.hash.path, sizeof(req->body.hash.path), path);
-    if (err < 0)
-        return err;
-    req->body.hash.offset = off;
-    req->body.hash.length = len;
-    return cellar__send(c);
+    int err = cellar__hash_req(c, path, off, len);
+    return err < 0 ? err : cellar__send(c);
 }
 
 static int range_mismatch(cellar_t *c, const cellar__pipe_t *p, const slot_t *s,

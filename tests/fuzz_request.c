@@ -15,7 +15,7 @@
 #include "flash_sim.h"
 #include "svc_core.h"
 
-#define BLOCKS 64u
+#define BLOCKS 128u
 
 static flash_sim_t *sim;
 static uint8_t *pristine;

@@ -221,6 +221,61 @@ static uint64_t verify_range(const cellar_xfer_t *x)
     return (x && x->verify_range) ? x->verify_range : CELLAR_VERIFY_RANGE;
 }
 
+/* The pipeline of a whole-file transfer of size bytes through handle h:
+ * files over verify_range are checked per range by Hash of hash_path,
+ * smaller ones are fed to sha (may be NULL) for one Hash at the end. */
+static cellar__pipe_t xfer_pipe(const cellar_t *c, const cellar_xfer_t *x,
+                                cellar_fh_t h, uint64_t size, const char *hash_path,
+                                const char *path, mbedtls_sha256_context *sha)
+{
+    uint64_t range = verify_range(x);
+    bool ranged = size > range;
+    cellar__pipe_t p = {
+        .handle = h, .off = 0, .total = size,
+        .chunk = cellar__chunk(c, x), .window = cellar__window(c, x),
+        .sha = ranged ? NULL : sha,
+        .range = ranged ? range : 0, .hash_path = hash_path,
+        .progress = x ? x->progress : NULL,
+        .progress_ctx = x ? x->progress_ctx : NULL, .path = path,
+    };
+    return p;
+}
+
+/* Close h after a transfer that ended with err: returns err, or the Close
+ * error if err is 0; the message of an earlier failure is kept. */
+static int close_after(cellar_t *c, cellar_fh_t h, int err)
+{
+    if (!cellar_connected(c))
+        return err;
+    char msg[sizeof(c->errmsg)];
+    snprintf(msg, sizeof(msg), "%s", c->errmsg);
+    int cerr = cellar_file_close(c, h);
+    if (err == 0)
+        return cerr;
+    snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
+    return err;
+}
+
+/* One device Hash of the whole of hash_path, compared with the local
+ * SHA-256 of size bytes. Returns 0, CELLAR_ERR_BADMSG or an error. */
+static int verify_whole(cellar_t *c, const char *hash_path, const char *path,
+                        const char *what, const uint8_t lsha[CELLAR_SHA256_SIZE],
+                        uint64_t size)
+{
+    uint8_t rsha[CELLAR_SHA256_SIZE];
+    uint64_t hashed = 0;
+    int err = cellar_hash(c, hash_path, 0, 0, rsha, &hashed);
+    if (err == 0 && (hashed != size || memcmp(lsha, rsha, CELLAR_SHA256_SIZE))) {
+        char a[65], b[65];
+        err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                           "%s: SHA-256 mismatch after %s (local %s, device %s, "
+                           "%llu of %llu bytes)", path, what,
+                           cellar_sha256_hex(lsha, a), cellar_sha256_hex(rsha, b),
+                           (unsigned long long)hashed, (unsigned long long)size);
+    }
+    return err;
+}
+
 static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
                       const cellar_xfer_t *x)
 {
@@ -266,50 +321,23 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
     if (err < 0)
         return remote_fail(c, err, remote);
 
-    uint64_t range = verify_range(x);
-    bool ranged = size > range;
     mbedtls_sha256_context sha;
     mbedtls_sha256_init(&sha);
     cellar__sha_starts(&sha);
-    cellar__pipe_t p = {
-        .handle = h, .off = 0, .total = size,
-        .chunk = cellar__chunk(c, x), .window = cellar__window(c, x),
-        .sha = (have_lsha || ranged) ? NULL : &sha,
-        .range = ranged ? range : 0, .hash_path = tmp,
-        .progress = x ? x->progress : NULL,
-        .progress_ctx = x ? x->progress_ctx : NULL, .path = remote,
-    };
+    cellar__pipe_t p = xfer_pipe(c, x, h, size, tmp, remote, have_lsha ? NULL : &sha);
     err = cellar__pipe_write(c, &p, src_read, s);
     if (!have_lsha)
         cellar__sha_finish(&sha, lsha);
     mbedtls_sha256_free(&sha);
 
-    char msg[sizeof(c->errmsg)];
-    if (cellar_connected(c)) {
-        snprintf(msg, sizeof(msg), "%s", c->errmsg);
-        int cerr = cellar_file_close(c, h);
-        if (err == 0)
-            err = cerr;
-        else
-            snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
-    }
-    if (err == 0 && !ranged) {
-        err = cellar_hash(c, tmp, 0, 0, rsha, &hashed);
-        if (err == 0 && (hashed != size || memcmp(lsha, rsha, sizeof(lsha)))) {
-            char a[65], b[65];
-            err = cellar__fail(c, CELLAR_ERR_BADMSG,
-                               "%s: SHA-256 mismatch after upload (local %s, "
-                               "device %s, %llu of %llu bytes)",
-                               remote, cellar_sha256_hex(lsha, a),
-                               cellar_sha256_hex(rsha, b),
-                               (unsigned long long)hashed,
-                               (unsigned long long)size);
-        }
-    }
+    err = close_after(c, h, err);
+    if (err == 0 && !p.range)
+        err = verify_whole(c, tmp, remote, "upload", lsha, size);
     if (err == 0)
         err = cellar_rename(c, tmp, remote);
     if (err < 0) {
         if (cellar_connected(c)) {
+            char msg[sizeof(c->errmsg)];
             snprintf(msg, sizeof(msg), "%s", c->errmsg);
             (void)cellar_remove(c, tmp);
             snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
@@ -400,7 +428,7 @@ static int sink_write(void *ctx, uint64_t pos, const void *buf, uint32_t len)
 static int get_core(cellar_t *c, const char *remote, sink_t *k,
                     const cellar_xfer_t *x, uint64_t *size_out)
 {
-    uint64_t size = 0, got = 0, hashed = 0;
+    uint64_t size = 0, got = 0;
     cellar_fh_t h;
     int oerr = cellar_file_open(c, remote, CELLAR_O_READ, &h, &size);
     if (oerr < 0)
@@ -410,47 +438,22 @@ static int get_core(cellar_t *c, const char *remote, sink_t *k,
         cellar__fail(c, CELLAR_ERR_FBIG, "%s: file changed size", remote);
         return remote_fail(c, CELLAR_ERR_FBIG, remote);
     }
-    uint64_t range = verify_range(x);
-    bool ranged = size > range;
     mbedtls_sha256_context sha;
     mbedtls_sha256_init(&sha);
     cellar__sha_starts(&sha);
-    cellar__pipe_t p = {
-        .handle = h, .off = 0, .total = size,
-        .chunk = cellar__chunk(c, x), .window = cellar__window(c, x),
-        .sha = ranged ? NULL : &sha,
-        .range = ranged ? range : 0, .hash_path = remote,
-        .progress = x ? x->progress : NULL,
-        .progress_ctx = x ? x->progress_ctx : NULL, .path = remote,
-    };
+    cellar__pipe_t p = xfer_pipe(c, x, h, size, remote, remote, &sha);
     int err = cellar__pipe_read(c, &p, sink_write, k, &got);
-    uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
+    uint8_t lsha[CELLAR_SHA256_SIZE];
     cellar__sha_finish(&sha, lsha);
     mbedtls_sha256_free(&sha);
-    if (cellar_connected(c)) {
-        char msg[sizeof(c->errmsg)];
-        snprintf(msg, sizeof(msg), "%s", c->errmsg);
-        int cerr = cellar_file_close(c, h);
-        if (err == 0)
-            err = cerr;
-        else
-            snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
-    }
+    err = close_after(c, h, err);
     if (err == 0 && got != size)
         err = cellar__fail(c, CELLAR_ERR_BADMSG,
                            "%s: file changed during the transfer (%llu of %llu "
                            "bytes)", remote, (unsigned long long)got,
                            (unsigned long long)size);
-    if (err == 0 && !ranged) {
-        err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
-        if (err == 0 && (hashed != got || memcmp(lsha, rsha, sizeof(lsha)))) {
-            char a[65], b[65];
-            err = cellar__fail(c, CELLAR_ERR_BADMSG,
-                               "%s: SHA-256 mismatch after download (local %s, "
-                               "device %s)", remote, cellar_sha256_hex(lsha, a),
-                               cellar_sha256_hex(rsha, b));
-        }
-    }
+    if (err == 0 && !p.range)
+        err = verify_whole(c, remote, remote, "download", lsha, got);
     if (err < 0) {
         if (k->failed && k->path)
             snprintf(c->errpath, sizeof(c->errpath), "%s", k->path);
@@ -638,6 +641,13 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
     return first;
 }
 
+/* A name a device listing may hand us that is safe to join to a local or
+ * device directory: not empty, no '/', not "." or "..". */
+static bool plain_name(const char *name)
+{
+    return name[0] && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
@@ -667,9 +677,7 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     qsort(ents, (size_t)n, sizeof(*ents), by_name);
     int first = 0;
     for (int i = 0; i < n; i++) {
-        if (is_tmp_name(ents[i].name) || !ents[i].name[0] ||
-            strchr(ents[i].name, '/') || !strcmp(ents[i].name, ".") ||
-            !strcmp(ents[i].name, ".."))
+        if (is_tmp_name(ents[i].name) || !plain_name(ents[i].name))
             continue; /* never follow a hostile name out of ldir */
         char *rp = join(rdir, ents[i].name);
         char *lp = join(ldir, ents[i].name);
@@ -704,8 +712,7 @@ int cellar_remove_tree(cellar_t *c, const char *path)
     if (n < 0)
         return n;
     for (int i = 0; i < n && err == 0; i++) {
-        if (!ents[i].name[0] || strchr(ents[i].name, '/') ||
-            !strcmp(ents[i].name, ".") || !strcmp(ents[i].name, ".."))
+        if (!plain_name(ents[i].name))
             continue;
         char *p = join(path, ents[i].name);
         if (!p) {

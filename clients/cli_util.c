@@ -50,6 +50,25 @@ int cli_usage(cli_t *cli, const cli_cmd_t *cmd, const char *fmt, ...)
     return CLI_USAGE;
 }
 
+const cli_cmd_t *cli_cmd_find(const cli_cmd_t *table, const char *name)
+{
+    for (const cli_cmd_t *c = table; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+int cli_parse_cmd(cli_t *cli, const cli_cmd_t *table, int argc, char **argv,
+                  cli_opts_t *o)
+{
+    int n = cli_parse(cli, cli_cmd_find(table, argv[0]), argc, argv, o);
+    if (n == -2)
+        return -(CLI_OK + 1);
+    if (n < 0)
+        return -(CLI_USAGE + 1);
+    return n;
+}
+
 static int find_str(const char *const *list, const char *s, size_t n)
 {
     for (int i = 0; list && list[i]; i++)
@@ -400,4 +419,19 @@ void cli_progress(void *ctx, const char *path, uint64_t done, uint64_t total)
     cli->bar_shown = true;
     if (done >= total)
         cli_bar_clear(cli);
+}
+
+void cli_json_space(cJSON *o, const cellar_statfs_t *f)
+{
+    cli_json_num(o, "total", (double)f->total);
+    cli_json_num(o, "used", (double)f->used);
+    cli_json_num(o, "live", (double)f->live);
+    cli_json_num(o, "free", (double)f->free);
+    cli_json_num(o, "reclaimable", (double)f->reclaimable);
+    cli_json_num(o, "files", f->files);
+    cli_json_num(o, "dirs", f->dirs);
+    cli_json_num(o, "erase_max", f->erase_max);
+    cli_json_num(o, "erase_mean", f->erase_mean);
+    cli_json_num(o, "erase_min", f->erase_min);
+    cli_json_num(o, "bad_blocks", f->bad_blocks);
 }
