@@ -20,7 +20,7 @@ VERSION := 0.1.0
 
 # ---- Debian packages ---------------------------------------------------
 DEB_PKGS := liblwip-dev libmbedtls-dev libnanopb-dev nanopb protobuf-compiler \
-            libcjson-dev clang libclang-rt-14-dev pkg-config iproute2 python3
+            libcjson-dev zlib1g-dev clang libclang-rt-14-dev pkg-config iproute2 python3
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 $(DEPS_STAMP):
@@ -43,7 +43,7 @@ BASEFLAGS := -std=c11 -g $(WARN) -D_GNU_SOURCE -DCELLAR_VERSION='"$(VERSION)"' $
 REL_CFLAGS := $(BASEFLAGS) -O2 -fPIC
 SAN_CFLAGS := $(BASEFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_LDFLAGS := -fsanitize=address,undefined
-LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lpthread -lm
+LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lz -lpthread -lm
 
 # ---- sources ----------------------------------------------------------------
 GEN_C    := $(BUILD)/gen/cellar.pb.c
@@ -190,7 +190,7 @@ size: $(GEN_C)
 	for f in $(DEVICE_SRCS) $(GEN_C); do \
 	  o=$(BUILD)/arm/$$(basename $$f .c).o; \
 	  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-	    -DCELLAR_DEVICE $(INCLUDES) -c $$f -o $$o || exit 1; \
+	    -DCELLAR_DEVICE -DNDEBUG $(INCLUDES) -idirafter /usr/include -c $$f -o $$o || exit 1; \
 	  arm-none-eabi-size $$o | awk -v m=$$f 'NR==2{printf "%-28s %8d %8d %8d\n", m, $$1, $$2, $$3}'; \
 	done
 

@@ -26,8 +26,9 @@ static void main_help(void)
     for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
     printf("\nGlobal options:\n"
-           "  -d URL, --device URL  device: tcp://HOST[:PORT] (default port %d),\n"
-           "                        tls://HOST[:PORT], uart:/dev/ttyX?baud=N;\n"
+           "  -d URL, --device URL  device: tcp://HOST[:PORT] (default port %d; IPv6\n"
+           "                        as tcp://[::1]:PORT); tls:// and uart: URLs are\n"
+           "                        reserved for transports not built yet;\n"
            "                        default $CELLAR_DEVICE or %s\n"
            "  --json                machine-readable output (one JSON object)\n"
            "  -h, --help            this help; `cellar COMMAND --help` for one command\n"
