@@ -20,7 +20,7 @@ VERSION := 0.1.0
 
 # ---- Debian packages ---------------------------------------------------
 DEB_PKGS := liblwip-dev libmbedtls-dev libnanopb-dev nanopb protobuf-compiler \
-            libcjson-dev zlib1g-dev clang libclang-rt-14-dev pkg-config iproute2 python3
+            libcjson-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev pkg-config iproute2 python3
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 $(DEPS_STAMP):
@@ -43,7 +43,7 @@ BASEFLAGS := -std=c11 -g $(WARN) -D_GNU_SOURCE -DCELLAR_VERSION='"$(VERSION)"' $
 REL_CFLAGS := $(BASEFLAGS) -O2 -fPIC
 SAN_CFLAGS := $(BASEFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_LDFLAGS := -fsanitize=address,undefined
-LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lz -lpthread -lm
+LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lz -lcrypto -lpthread -lm
 
 # ---- sources ----------------------------------------------------------------
 GEN_C    := $(BUILD)/gen/cellar.pb.c
@@ -119,10 +119,10 @@ LIBCELLAR_OBJS := $(call objs,rel,$(LIB_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
 $(BUILD)/libcellar.a: $(LIBCELLAR_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcellar.so: $(LIBCELLAR_OBJS)
-	$(CC) -shared -Wl,-soname,libcellar.so.0 -o $@ $^ -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto
+	$(CC) -shared -Wl,-soname,libcellar.so.0 -o $@ $^ -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto
 $(BUILD)/cellar.pc: Makefile
 	@mkdir -p $(BUILD)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: cellar\nDescription: client library for the cellar storage service\nVersion: %s\nLibs: -L$${libdir} -lcellar\nLibs.private: -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: cellar\nDescription: client library for the cellar storage service\nVersion: %s\nLibs: -L$${libdir} -lcellar\nLibs.private: -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include

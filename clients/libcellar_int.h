@@ -15,19 +15,7 @@
 #include "cellar.h"
 #include "cellar.pb.h"
 
-#include <mbedtls/sha256.h>
-#include <mbedtls/version.h>
-
-/* mbedTLS 2.x names the returning SHA-256 calls *_ret; 3.x dropped it. */
-#if MBEDTLS_VERSION_NUMBER >= 0x03000000
-#define cellar__sha_starts(ctx) mbedtls_sha256_starts((ctx), 0)
-#define cellar__sha_update(ctx, p, n) mbedtls_sha256_update((ctx), (p), (n))
-#define cellar__sha_finish(ctx, out) mbedtls_sha256_finish((ctx), (out))
-#else
-#define cellar__sha_starts(ctx) mbedtls_sha256_starts_ret((ctx), 0)
-#define cellar__sha_update(ctx, p, n) mbedtls_sha256_update_ret((ctx), (p), (n))
-#define cellar__sha_finish(ctx, out) mbedtls_sha256_finish_ret((ctx), (out))
-#endif
+#include "csha.h"
 
 /* Internal functions are not exported from libcellar.so. */
 #define CELLAR_INTERNAL __attribute__((visibility("hidden")))
@@ -94,7 +82,7 @@ typedef struct cellar__pipe {
     cellar_fh_t handle;
     uint64_t off, total;
     uint32_t chunk, window;
-    mbedtls_sha256_context *sha;
+    csha_t *sha;
     uint64_t range;
     const char *hash_path;
     cellar_progress_fn progress;

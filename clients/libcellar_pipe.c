@@ -123,7 +123,7 @@ typedef struct producer {
     const cellar__pipe_t *p;
     cellar__src_fn src;
     void *src_ctx;
-    mbedtls_sha256_context rsha;
+    csha_t rsha;
     uint64_t pos, range_start;
     bool need_sync, need_hash;
     pf_item_t item[PF_ITEMS];
@@ -153,8 +153,8 @@ static int prod_one(producer_t *q)
         it->pos = q->range_start;
         it->len = (uint32_t)(q->pos - q->range_start);
         it->last = q->pos == p->total;
-        cellar__sha_finish(&q->rsha, it->digest);
-        cellar__sha_starts(&q->rsha);
+        (void)csha_finish(&q->rsha, it->digest);
+        (void)csha_start(&q->rsha);
         q->range_start = q->pos;
         q->need_hash = false;
     } else {
@@ -167,9 +167,9 @@ static int prod_one(producer_t *q)
         if (e < 0)
             return e;
         if (p->sha)
-            cellar__sha_update(p->sha, d, n);
+            (void)csha_update(p->sha, d, n);
         if (p->range)
-            cellar__sha_update(&q->rsha, d, n);
+            (void)csha_update(&q->rsha, d, n);
         it->kind = SLOT_DATA;
         it->pos = q->pos;
         it->len = n;
@@ -233,9 +233,9 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
     q->src_ctx = src_ctx;
     q->pool = pool;
     q->cap = items;
-    mbedtls_sha256_init(&q->rsha);
+    csha_init(&q->rsha);
     if (p->range)
-        cellar__sha_starts(&q->rsha);
+        (void)csha_start(&q->rsha);
     ring_t r = {.head = 0, .count = 0};
     uint64_t acked = 0;
     int first_err = 0;
@@ -310,7 +310,7 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
         }
     }
 out:
-    mbedtls_sha256_free(&q->rsha);
+    csha_free(&q->rsha);
     free(pool);
     free(q);
     return first_err;
@@ -318,13 +318,13 @@ out:
 
 /* Deliver in-order data to the sink and the digests. */
 static int deliver(const cellar__pipe_t *p, cellar__sink_fn sink, void *sink_ctx,
-                   mbedtls_sha256_context *rsha, uint64_t pos, const uint8_t *d,
+                   csha_t *rsha, uint64_t pos, const uint8_t *d,
                    uint32_t n)
 {
     if (p->sha)
-        cellar__sha_update(p->sha, d, n);
+        (void)csha_update(p->sha, d, n);
     if (p->range)
-        cellar__sha_update(rsha, d, n);
+        (void)csha_update(rsha, d, n);
     return sink(sink_ctx, pos, d, n);
 }
 
@@ -338,10 +338,10 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
     bool eof = false, need_hash = false;
     int first_err = 0;
     uint8_t *stash = NULL; /* window * chunk, only if replies come unordered */
-    mbedtls_sha256_context rsha;
-    mbedtls_sha256_init(&rsha);
+    csha_t rsha;
+    csha_init(&rsha);
     if (p->range)
-        cellar__sha_starts(&rsha);
+        (void)csha_start(&rsha);
     *got = 0;
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
@@ -460,8 +460,8 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
             } else if (first_err == 0 && h->kind == SLOT_HASH) {
                 /* Every read of this range is delivered: compare. */
                 uint8_t local[CELLAR_SHA256_SIZE];
-                cellar__sha_finish(&rsha, local);
-                cellar__sha_starts(&rsha);
+                (void)csha_finish(&rsha, local);
+                (void)csha_start(&rsha);
                 uint64_t have = delivered - h->pos;
                 if (have != h->len || h->hashed != h->len ||
                     memcmp(local, h->digest, sizeof(local)))
@@ -474,7 +474,7 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
         }
     }
     free(stash);
-    mbedtls_sha256_free(&rsha);
+    csha_free(&rsha);
     *got = delivered;
     return first_err;
 }

@@ -18,12 +18,12 @@
 /* ---- SHA-256 ---------------------------------------------------------------------- */
 void cellar_sha256(const void *data, size_t len, uint8_t out[CELLAR_SHA256_SIZE])
 {
-    mbedtls_sha256_context sha;
-    mbedtls_sha256_init(&sha);
-    cellar__sha_starts(&sha);
-    cellar__sha_update(&sha, data, len);
-    cellar__sha_finish(&sha, out);
-    mbedtls_sha256_free(&sha);
+    csha_t sha;
+    csha_init(&sha);
+    (void)csha_start(&sha);
+    (void)csha_update(&sha, data, len);
+    (void)csha_finish(&sha, out);
+    csha_free(&sha);
 }
 
 char *cellar_sha256_hex(const uint8_t sha[CELLAR_SHA256_SIZE], char hex[65])
@@ -43,9 +43,9 @@ static int sha_fd(int fd, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
     uint8_t *buf = malloc(BUF);
     if (!buf)
         return -ENOMEM;
-    mbedtls_sha256_context sha;
-    mbedtls_sha256_init(&sha);
-    cellar__sha_starts(&sha);
+    csha_t sha;
+    csha_init(&sha);
+    (void)csha_start(&sha);
     int err = 0;
     uint64_t pos = 0;
     for (;;) {
@@ -66,11 +66,11 @@ static int sha_fd(int fd, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
                 err = -EIO; /* shrank while hashing */
             break;
         }
-        cellar__sha_update(&sha, buf, (size_t)n);
+        (void)csha_update(&sha, buf, (size_t)n);
         pos += (uint64_t)n;
     }
-    cellar__sha_finish(&sha, out);
-    mbedtls_sha256_free(&sha);
+    (void)csha_finish(&sha, out);
+    csha_free(&sha);
     free(buf);
     return err;
 }
@@ -226,7 +226,7 @@ static uint64_t verify_range(const cellar_xfer_t *x)
  * smaller ones are fed to sha (may be NULL) for one Hash at the end. */
 static cellar__pipe_t xfer_pipe(const cellar_t *c, const cellar_xfer_t *x,
                                 cellar_fh_t h, uint64_t size, const char *hash_path,
-                                const char *path, mbedtls_sha256_context *sha)
+                                const char *path, csha_t *sha)
 {
     uint64_t range = verify_range(x);
     bool ranged = size > range;
@@ -321,14 +321,14 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
     if (err < 0)
         return remote_fail(c, err, remote);
 
-    mbedtls_sha256_context sha;
-    mbedtls_sha256_init(&sha);
-    cellar__sha_starts(&sha);
+    csha_t sha;
+    csha_init(&sha);
+    (void)csha_start(&sha);
     cellar__pipe_t p = xfer_pipe(c, x, h, size, tmp, remote, have_lsha ? NULL : &sha);
     err = cellar__pipe_write(c, &p, src_read, s);
     if (!have_lsha)
-        cellar__sha_finish(&sha, lsha);
-    mbedtls_sha256_free(&sha);
+        (void)csha_finish(&sha, lsha);
+    csha_free(&sha);
 
     err = close_after(c, h, err);
     if (err == 0 && !p.range)
@@ -438,14 +438,14 @@ static int get_core(cellar_t *c, const char *remote, sink_t *k,
         cellar__fail(c, CELLAR_ERR_FBIG, "%s: file changed size", remote);
         return remote_fail(c, CELLAR_ERR_FBIG, remote);
     }
-    mbedtls_sha256_context sha;
-    mbedtls_sha256_init(&sha);
-    cellar__sha_starts(&sha);
+    csha_t sha;
+    csha_init(&sha);
+    (void)csha_start(&sha);
     cellar__pipe_t p = xfer_pipe(c, x, h, size, remote, remote, &sha);
     int err = cellar__pipe_read(c, &p, sink_write, k, &got);
     uint8_t lsha[CELLAR_SHA256_SIZE];
-    cellar__sha_finish(&sha, lsha);
-    mbedtls_sha256_free(&sha);
+    (void)csha_finish(&sha, lsha);
+    csha_free(&sha);
     err = close_after(c, h, err);
     if (err == 0 && got != size)
         err = cellar__fail(c, CELLAR_ERR_BADMSG,

@@ -5,19 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include <mbedtls/sha256.h>
-#include <mbedtls/version.h>
-
-/* mbedTLS 2.x names the int-returning SHA-256 calls *_ret; 3.x drops it. */
-#if MBEDTLS_VERSION_MAJOR >= 3
-#define sha256_starts mbedtls_sha256_starts
-#define sha256_update mbedtls_sha256_update
-#define sha256_finish mbedtls_sha256_finish
-#else
-#define sha256_starts mbedtls_sha256_starts_ret
-#define sha256_update mbedtls_sha256_update_ret
-#define sha256_finish mbedtls_sha256_finish_ret
-#endif
+#include "csha.h"
 
 /* ---- message builder -------------------------------------------------------
  * Builds NUL-terminated UTF-8 text into a fixed buffer. Output is cut at a
@@ -1408,7 +1396,7 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
 static int do_hash(svc_t *s, const cellar_HashRequest *r)
 {
     svc_path_t *p = &s->pa;
-    mbedtls_sha256_context sha;
+    csha_t sha;
     int err = resolve(s, r->path, p);
     if (err)
         return err;
@@ -1436,8 +1424,8 @@ static int do_hash(svc_t *s, const cellar_HashRequest *r)
         left = (uint32_t)r->length;
     uint32_t total = left;
 
-    mbedtls_sha256_init(&sha);
-    err = sha256_starts(&sha, 0) ? FS_ERR_IO : 0;
+    csha_init(&sha);
+    err = csha_start(&sha) ? FS_ERR_IO : 0;
     while (!err && left) {
         uint32_t want = left < sizeof(s->scratch) ? left
                                                   : (uint32_t)sizeof(s->scratch);
@@ -1450,16 +1438,16 @@ static int do_hash(svc_t *s, const cellar_HashRequest *r)
             err = FS_ERR_CORRUPT;
             break;
         }
-        if (sha256_update(&sha, s->scratch, (size_t)n)) {
+        if (csha_update(&sha, s->scratch, (size_t)n)) {
             err = FS_ERR_IO;
             break;
         }
         off += (uint32_t)n;
         left -= (uint32_t)n;
     }
-    if (!err && sha256_finish(&sha, s->resp.body.hash.sha256))
+    if (!err && csha_finish(&sha, s->resp.body.hash.sha256))
         err = FS_ERR_IO;
-    mbedtls_sha256_free(&sha);
+    csha_free(&sha);
 out:;
     int err2 = fs_file_close(fs, &s->tmpfile);
     if (!err && err2 < 0)
