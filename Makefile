@@ -120,7 +120,7 @@ $(BUILD)/libcellar.a: $(LIBCELLAR_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcellar.so: $(LIBCELLAR_OBJS)
 	$(CC) -shared -Wl,-soname,libcellar.so.0 -o $@ $^ -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto
-$(BUILD)/cellar.pc: Makefile
+$(BUILD)/cellar.pc: Makefile FORCE
 	@mkdir -p $(BUILD)
 	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: cellar\nDescription: client library for the cellar storage service\nVersion: %s\nLibs: -L$${libdir} -lcellar\nLibs.private: -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
@@ -197,7 +197,8 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test powerloss bench bench-fs bench-net fuzz size install clean
+.PHONY: all deps run test powerloss bench bench-fs bench-net fuzz size install clean FORCE
+FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1013,11 +1013,31 @@ static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
     return err;
 }
 
+/* Move anchor_slot to the next slot that is really erased (damage may have
+ * left bits cleared in slots the binary search took for free). 0 when one
+ * is found in the current anchor block. */
+static int anchor_find_free(fs_t *fs)
+{
+    uint32_t slots = fs->bsize / ANCHOR_SIZE;
+    uint8_t p[ANCHOR_SIZE];
+    for (; fs->anchor_slot < slots; fs->anchor_slot++) {
+        if (fs->dev->read(fs->dev, fs->first_block + fs->anchor_block,
+                          fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE))
+            return FS_ERR_IO;
+        uint32_t i = 0;
+        while (i < ANCHOR_SIZE && p[i] == 0xff)
+            i++;
+        if (i == ANCHOR_SIZE)
+            return 0;
+    }
+    return FS_ERR_NOSPC;
+}
+
 /* Note a retired block in the anchor block, so a mount knows of it before
  * the next checkpoint lists it (best effort: the checkpoint does it too). */
 static void anchor_note_bad(fs_t *fs, uint32_t b)
 {
-    if (fs->anchor_slot >= fs->bsize / ANCHOR_SIZE)
+    if (anchor_find_free(fs))
         return;
     uint8_t p[ANCHOR_SIZE];
     put32(p, fs->ckpt_seq);
@@ -1031,8 +1051,10 @@ static void anchor_note_bad(fs_t *fs, uint32_t b)
 
 static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
 {
-    uint32_t slots = fs->bsize / ANCHOR_SIZE;
-    if (fs->anchor_slot >= slots) {
+    int found = anchor_find_free(fs);
+    if (found == FS_ERR_IO)
+        return found;
+    if (found) {
         uint32_t other = 1 - fs->anchor_block;
         int err = fs->dev->erase(fs->dev, fs->first_block + other);
         if (err == FLASH_ERR_POWER)
