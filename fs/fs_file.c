@@ -405,6 +405,7 @@ static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
     if (err)
         return err;
     op_t view;
+    op_init(&view);
     view.chain_tail = chain;
     memset(L, 0, sizeof(*L));
     err = op_inode(fs, &view, ROOT_INO, &L->in);

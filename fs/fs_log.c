@@ -785,7 +785,7 @@ static int commit_set(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
         return 0;
     if (KEY_KIND(idx) == KIND_INODE && ino != 0 && ino != MAP_INO) {
         /* counters: compare with the previous inode */
-        inode_t old, nw;
+        inode_t old, nw = {0};
         uint32_t oa;
         int had = fs_inode_get(fs, ino, &old, &oa) == 0;
         int has = 0;
