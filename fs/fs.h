@@ -146,7 +146,9 @@ int fs_file_close(fs_t *fs, fs_file_t *file);
 int fs_file_sync(fs_t *fs, fs_file_t *file);
 /* Returns bytes read (0 at end of file) or a negative error. */
 int fs_file_read(fs_t *fs, fs_file_t *file, void *buf, uint32_t len);
-/* Returns bytes written (len) or a negative error. */
+/* Returns bytes written (len) or a negative error. A write that fails
+ * changes nothing the handle will commit (unless an automatic sync in the
+ * middle of it committed a part already). */
 int fs_file_write(fs_t *fs, fs_file_t *file, const void *buf, uint32_t len);
 /* Positional variants: do not move the file position. */
 int fs_file_pread(fs_t *fs, fs_file_t *file, void *buf, uint32_t len,
