@@ -1021,13 +1021,19 @@ static int anchor_find_free(fs_t *fs)
     uint32_t slots = fs->bsize / ANCHOR_SIZE;
     uint8_t p[ANCHOR_SIZE];
     for (; fs->anchor_slot < slots; fs->anchor_slot++) {
-        if (fs->dev->read(fs->dev, fs->first_block + fs->anchor_block,
-                          fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE))
-            return FS_ERR_IO;
-        uint32_t i = 0;
-        while (i < ANCHOR_SIZE && p[i] == 0xff)
-            i++;
-        if (i == ANCHOR_SIZE)
+        /* skipped only when every read says so: a slot skipped for read
+         * noise would leave a gap that sends a mount to an older anchor */
+        int erased = 0;
+        for (int t = 0; t < 2 * READ_TRIES + 2 && !erased; t++) {
+            if (fs->dev->read(fs->dev, fs->first_block + fs->anchor_block,
+                              fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE))
+                return FS_ERR_IO;
+            uint32_t i = 0;
+            while (i < ANCHOR_SIZE && p[i] == 0xff)
+                i++;
+            erased = i == ANCHOR_SIZE;
+        }
+        if (erased)
             return 0;
     }
     return FS_ERR_NOSPC;
@@ -1411,6 +1417,18 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
     }
 }
 
+/* The floor a GC pass checks before moving one more block: the checkpoint
+ * it will end with, estimated from the journal as it is plus a block's
+ * worth of keys, and two blocks of relocations. At most GC_FLOOR: what the
+ * tiers promise is always enough; the estimate lets GC make progress with
+ * less after power cuts wasted space (a worst-case checkpoint per moved block
+ * would never get past a stretch of live data). */
+static uint32_t gc_floor_now(const fs_t *fs)
+{
+    uint32_t f = (uint32_t)checkpoint_space_for(fs, 16) + 2;
+    return f < GC_FLOOR(fs) ? f : GC_FLOOR(fs);
+}
+
 int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
 {
     if (fs->in_gc || fs->in_ckpt || fs->rofs)
@@ -1440,7 +1458,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
          * of the journal as it is needs, and a block for relocations. An
          * operation that frees space (fs_op_begin with bytes 0) stops one
          * block above this, so GC can always run after it */
-        if (fs_free_blocks(fs) < GC_FLOOR(fs))
+        if (fs_free_blocks(fs) < gc_floor_now(fs))
             break;
         if (fs_pending_in_block(fs, tb)) {
             /* Uncommitted records of an open file start here. Unless space

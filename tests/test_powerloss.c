@@ -620,16 +620,16 @@ static void wl_churn(pl_t *p)
 }
 
 static const workload_t workloads[] = {
-    { "create",      64, base_files, wl_create,      250 },
-    { "sync",        64, base_files, wl_sync,        250 },
-    { "append",      64, base_files, wl_append,      250 },
-    { "overwrite",   64, base_files, wl_overwrite,   250 },
-    { "rename",      64, base_files, wl_rename,      250 },
-    { "remove",      64, base_files, wl_remove,      250 },
-    { "mkdir",       64, base_files, wl_mkdir,       250 },
-    { "rename_many", 64, base_stage, wl_rename_many, 250 },
+    { "create",      48, base_files, wl_create,      250 },
+    { "sync",        48, base_files, wl_sync,        250 },
+    { "append",      48, base_files, wl_append,      250 },
+    { "overwrite",   48, base_files, wl_overwrite,   250 },
+    { "rename",      48, base_files, wl_rename,      250 },
+    { "remove",      48, base_files, wl_remove,      250 },
+    { "mkdir",       48, base_files, wl_mkdir,       250 },
+    { "rename_many", 48, base_stage, wl_rename_many, 250 },
     { "gc_full",     64, base_full,  wl_gc_full,     600 },
-    { "churn",       64, base_churn, wl_churn,       600 },
+    { "churn",       40, base_churn, wl_churn,       600 },
 };
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
