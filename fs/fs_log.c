@@ -1090,7 +1090,7 @@ static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
  * (slots are written in order), then step back over a torn one. */
 /* Newest checkpoint anchor in one block: binary search for the first erased
  * slot (slots are written in order), then step back over retired-block notes
- * (collected into bad[], *nbad) and over one torn slot at the end. */
+ * (collected into bad[], *nbad) and torn slots. */
 static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
                        uint32_t *lap, uint32_t *next_slot, uint16_t *bad, uint32_t *nbad)
 {
@@ -1118,8 +1118,9 @@ static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
         }
         if (r == FS_ERR_IO)
             return r;
-        if (k != lo)
-            break; /* only the last slot can be torn */
+        /* a torn slot: a cut during an anchor write (a cut during the
+         * recovery from that cut leaves the next one torn too); those were
+         * never durable, the newest valid anchor before them is */
     }
     return FS_ERR_NOENT;
 }

@@ -619,6 +619,29 @@ static void wl_churn(pl_t *p)
     W(w_unmount(p));
 }
 
+/* Files of more than 40 segments: a truncation and a removal delete their
+ * segment keys in batches after the commit; a cut between leaves keys that
+ * GC must drop without losing or leaking anything. */
+static void base_large(pl_t *p)
+{
+    W(w_put(p, "/keep", 3000, 160, 3000));
+    W(w_put(p, "/large", 720u * 1024u, 161, 4096));
+    W(w_put(p, "/large2", 700u * 1024u, 162, 4096));
+}
+
+static void wl_large(pl_t *p)
+{
+    W(w_open(p, 1, "/large", FS_O_RDWR));
+    W(w_truncate(p, 1, 100000));
+    W(w_close(p, 1));
+    W(w_remove(p, "/large2"));
+    W(w_put(p, "/after", 60000, 163, 4096));
+    W(w_rename(p, "/after", "/large"));
+    W(w_gc(p, 0));
+    W(w_verify(p, "/keep"));
+    W(w_unmount(p));
+}
+
 static const workload_t workloads[] = {
     { "create",      48, base_files, wl_create,      250 },
     { "sync",        48, base_files, wl_sync,        250 },
@@ -630,6 +653,7 @@ static const workload_t workloads[] = {
     { "rename_many", 48, base_stage, wl_rename_many, 250 },
     { "gc_full",     64, base_full,  wl_gc_full,     600 },
     { "churn",       40, base_churn, wl_churn,       600 },
+    { "large",      512, base_large, wl_large,       250 },
 };
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
