@@ -123,7 +123,8 @@ typedef struct fs_statvfs {
 int fs_format(fs_t *fs, const fs_config_t *cfg);
 
 /* Mount: find the latest checkpoint and replay the journal after it. Reads
- * a bounded amount of flash that does not grow with the partition size.
+ * an amount of flash that does not grow with the partition size: the anchors,
+ * the checkpoint and the records since it (a checkpoint every 512 records).
  * Returns FS_ERR_NOTMOUNTED when no filesystem is found, FS_ERR_CORRUPT when
  * one is found but damaged beyond recovery. */
 int fs_mount(fs_t *fs, const fs_config_t *cfg);
