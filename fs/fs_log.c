@@ -281,18 +281,27 @@ static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
     return err;
 }
 
-/* Is a header that failed its checksum really damaged (or torn), or was it
- * noise on the reads? Damage reads the same every time. */
-static int hdr_stable(fs_t *fs, uint32_t a)
+/* A header read by a scan (GC, replay) that must tell the end of the
+ * records in a block from noise: FS_ERR_NOENT (erased) or FS_ERR_CORRUPT
+ * (damaged or torn) only when several reads agree byte for byte; a clean
+ * read among them is used (it was noise); reads that disagree give
+ * FS_ERR_IO (noise: the caller changes nothing). */
+static int read_hdr_sure(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 {
+    int err = read_hdr_lap(fs, a, h, lap);
+    if (err != FS_ERR_CORRUPT)
+        return err;
     uint8_t p[REC_HDR], q[REC_HDR];
     if (fs_flash_read(fs, a, p, REC_HDR))
-        return 0;
+        return FS_ERR_IO;
     for (int t = 0; t < 4; t++) {
-        if (fs_flash_read(fs, a, q, REC_HDR) || memcmp(p, q, REC_HDR) != 0)
-            return 0;
+        if (fs_flash_read(fs, a, q, REC_HDR))
+            return FS_ERR_IO;
+        if (memcmp(p, q, REC_HDR) != 0)
+            return FS_ERR_IO;
     }
-    return 1;
+    /* the same bytes every time: decode them once more */
+    return hdr_decode(h, p, lap);
 }
 
 int fs_rec_read_hdr(fs_t *fs, uint32_t a, rec_hdr_t *h)
@@ -1477,13 +1486,9 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
         uint32_t a = new_tail;
         while (blk_of(fs, a) == tb && a != fs->head) {
             rec_hdr_t h;
-            int e = read_hdr_lap(fs, a, &h, lap_of(fs, a));
+            int e = read_hdr_sure(fs, a, &h, lap_of(fs, a));
             if (e == FS_ERR_IO) {
-                err = e;
-                goto out;
-            }
-            if (e == FS_ERR_CORRUPT && !hdr_stable(fs, a)) {
-                err = FS_ERR_IO; /* noise: try again later, move nothing */
+                err = e; /* or noise: try again later, move nothing */
                 goto out;
             }
             if (e) {
@@ -1668,11 +1673,9 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
     uint32_t bound = ndata(fs) * (fs->bsize / REC_HDR + 1);
     while (n < bound) {
         rec_hdr_t h;
-        int err = read_hdr_lap(fs, a, &h, lap);
+        int err = read_hdr_sure(fs, a, &h, lap);
         if (err == FS_ERR_IO)
-            return err;
-        if (err == FS_ERR_CORRUPT && !hdr_stable(fs, a))
-            return FS_ERR_IO; /* noise: the end of the log is not known */
+            return err; /* or noise: the end of the log is not known */
         if (err) {
             /* The head may have left the rest of this block (after a mount,
              * or a block that refused a program) and gone on at the start
