@@ -153,28 +153,6 @@ static int op_commit(fs_t *fs, op_t *op)
     return fs_commit(fs, op, 0, NULL, NULL);
 }
 
-/* Delete the segment keys [from, to) of ino from the map, in batches. Used
- * after a remove or a truncation has been committed; keys left behind by a
- * power cut are harmless (data beyond a file's size is never read) and GC
- * drops them when it passes their records. */
-static int seg_cleanup(fs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
-{
-    while (from < to) {
-        op_t c;
-        op_init(&c);
-        for (; from < to && c.n < COMMIT_MAX_ENT; from++) {
-            c.ent[c.n].key.ino = ino;
-            c.ent[c.n].key.idx = MKIDX(KIND_SEG, (uint32_t)from);
-            c.ent[c.n].addr = FS_ADDR_DELETED;
-            c.n++;
-        }
-        int err = fs_commit(fs, &c, 0, NULL, NULL);
-        if (err)
-            return err;
-    }
-    return 0;
-}
-
 /* Add seg-key deletions [*from, to) to an operation's entries while room is
  * left; *from is advanced past what was added. */
 static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t to)
@@ -185,6 +163,23 @@ static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t 
         op->ent[op->n].addr = FS_ADDR_DELETED;
         op->n++;
     }
+}
+
+/* Delete the segment keys [from, to) of ino from the map, in batches. Used
+ * after a remove or a truncation has been committed; keys left behind by a
+ * power cut are harmless (data beyond a file's size is never read) and GC
+ * drops them when it passes their records. */
+static int seg_cleanup(fs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
+{
+    while (from < to) {
+        op_t c;
+        op_init(&c);
+        op_add_seg_deletes(&c, ino, &from, to);
+        int err = fs_commit(fs, &c, 0, NULL, NULL);
+        if (err)
+            return err;
+    }
+    return 0;
 }
 
 /* ---- directory chunks -------------------------------------------------------
@@ -233,10 +228,6 @@ static int chunk_load_once(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chun
     memcpy(ck->p, tmp + 4, ck->len);
     return 0;
 }
-
-/* Checksum mismatches are read again before they are believed (a bit that
- * flips on one read must not pass for damage). */
-#define READ_TRIES 3
 
 static int chunk_load_at(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
 {
@@ -1185,21 +1176,6 @@ int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
     return 0;
 }
 
-/* Checksum of a record's payload as read now. */
-static int payload_crc(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
-{
-    uint8_t tmp[256];
-    *crc = 0;
-    for (uint32_t off = 0; off < h->len; off += sizeof(tmp)) {
-        uint32_t k = min32(sizeof(tmp), h->len - off);
-        int err = fs_rec_read(fs, a, off, tmp, k);
-        if (err)
-            return err;
-        *crc = crc32_update(*crc, tmp, k);
-    }
-    return 0;
-}
-
 /* Copy a PATCH record verbatim. *out is FS_ADDR_LOST when the record is
  * damaged on flash: two reads give the same wrong checksum. Reads that
  * disagree are noise: tried again, and FS_ERR_IO if it does not settle. */
@@ -1215,7 +1191,7 @@ static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
     *out = FS_ADDR_LOST;
     for (int t = 0; t < 8; t++) {
         uint32_t c;
-        err = payload_crc(fs, a, &h, &c);
+        err = fs_rec_crc(fs, a, &h, &c);
         if (err)
             return err;
         if (c != h.dcrc) {
@@ -1662,14 +1638,19 @@ int fs_stat(fs_t *fs, const char *path, fs_stat_t *st)
     return err;
 }
 
-int fs_mkdir(fs_t *fs, const char *path)
+/* Start a namespace operation on path: mounted, a valid path, room for
+ * bytes of records (fs_op_begin). */
+static int ns_begin(fs_t *fs, const char *path, uint32_t bytes)
 {
     if (!fs || !fs->mounted)
         return FS_ERR_NOTMOUNTED;
     int err = path_check(path);
-    if (err)
-        return err;
-    err = fs_op_begin(fs, 2048);
+    return err ? err : fs_op_begin(fs, bytes);
+}
+
+int fs_mkdir(fs_t *fs, const char *path)
+{
+    int err = ns_begin(fs, path, 2048);
     if (err)
         return err;
     lookup_t L;
@@ -1719,12 +1700,7 @@ static int remove_in_op(fs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uin
 
 static int remove_common(fs_t *fs, const char *path, int want_dir)
 {
-    if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
-    int err = path_check(path);
-    if (err)
-        return err;
-    err = fs_op_begin(fs, 0);
+    int err = ns_begin(fs, path, 0);
     if (err)
         return err;
     lookup_t L;

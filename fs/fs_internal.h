@@ -150,6 +150,11 @@ int fs_flash_read(fs_t *fs, uint32_t addr, void *buf, uint32_t len);
 int fs_rec_read_hdr(fs_t *fs, uint32_t addr, rec_hdr_t *h);
 /* Read len payload bytes at payload offset off (no checksum check). */
 int fs_rec_read(fs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
+/* A checksum mismatch is read again this many times before it is believed:
+ * a bit that flips on one read (noise) must not pass for damage. */
+#define READ_TRIES 3
+/* CRC-32 of the payload of the record at addr, as read now. */
+int fs_rec_crc(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t *crc);
 /* Check the payload checksum of the record at addr (reads it all). */
 int fs_rec_verify(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Read a whole payload (at most max bytes) into buf and check it: the bytes
@@ -188,7 +193,12 @@ int fs_checkpoint(fs_t *fs);
  * operation's bytes would not fit above the reserve. */
 int fs_op_begin(fs_t *fs, uint32_t bytes);
 void fs_op_end(fs_t *fs);
-int fs_gc_run(fs_t *fs, uint32_t blocks, int forced);
+/* flags: GC_FORCED (run even when it will not gain; no NOSPC for that),
+ * GC_URGENT (space is short: commit open files' pending writes the tail
+ * reaches instead of stopping there). */
+#define GC_FORCED 1
+#define GC_URGENT 2
+int fs_gc_run(fs_t *fs, uint32_t blocks, int flags);
 uint32_t fs_free_blocks(const fs_t *fs);
 
 /* ---- file layer (fs_file.c), used by the log layer ------------------------ */
@@ -214,8 +224,7 @@ int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx);
  * pending records start in block b)? Then fs_sync_block commits them. */
 int fs_pending_in_block(fs_t *fs, uint32_t b);
 int fs_sync_block(fs_t *fs, uint32_t b);
-/* Log order: distance in bytes from the tail to address a. */
-uint32_t fs_log_dist(const fs_t *fs, uint32_t a);
+
 /* An extent record value meaning "data lost: read as a corruption error"
  * (GC found the record it had to move damaged). */
 #define FS_ADDR_LOST 1u

@@ -89,11 +89,6 @@ static uint32_t lap_of(const fs_t *fs, uint32_t a)
     return fs->laps - 1;
 }
 
-uint32_t fs_log_dist(const fs_t *fs, uint32_t a)
-{
-    return blk_dist(fs, blk_of(fs, fs->tail), blk_of(fs, a)) * fs->bsize + off_of(fs, a);
-}
-
 uint32_t fs_free_blocks(const fs_t *fs)
 {
     uint32_t hb = blk_of(fs, fs->head), tb = blk_of(fs, fs->tail);
@@ -265,10 +260,6 @@ static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
     return 0;
 }
 
-/* A checksum mismatch is read again before it is believed: a bit that
- * flips on one read (noise) must not pass for a torn or damaged record. */
-#define READ_TRIES 3
-
 static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 {
     uint8_t p[REC_HDR];
@@ -323,24 +314,7 @@ int fs_rec_read(fs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
     return fs_flash_read(fs, addr_add(fs, a, REC_HDR + off, NULL), buf, len);
 }
 
-static int verify_payload_once(fs_t *fs, uint32_t a, const rec_hdr_t *h)
-{
-    uint8_t tmp[256];
-    uint32_t crc = 0, off = 0;
-    uint32_t p = addr_add(fs, a, REC_HDR, NULL);
-    while (off < h->len) {
-        uint32_t n = h->len - off < sizeof(tmp) ? h->len - off : sizeof(tmp);
-        int err = fs_flash_read(fs, p, tmp, n);
-        if (err)
-            return err;
-        crc = crc32_update(crc, tmp, n);
-        off += n;
-        p = addr_add(fs, p, n, NULL);
-    }
-    return crc == h->dcrc ? 0 : CORRUPT_HERE;
-}
-
-static int payload_crc_raw(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
+int fs_rec_crc(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
 {
     uint8_t tmp[256];
     uint32_t p = addr_add(fs, a, REC_HDR, NULL);
@@ -360,8 +334,12 @@ static int payload_crc_raw(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *c
 static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
     int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
-        err = verify_payload_once(fs, a, h);
+    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+        uint32_t crc;
+        err = fs_rec_crc(fs, a, h, &crc);
+        if (!err && crc != h->dcrc)
+            err = CORRUPT_HERE;
+    }
     return err;
 }
 
@@ -425,9 +403,7 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
      * gains nothing: stale records may lie behind a stretch of live ones. */
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
-        fs->gc_urgent = fs_free_blocks(fs) < need + reserve + 1;
-        int r = fs_gc_run(fs, 0, 0);
-        fs->gc_urgent = 0;
+        int r = fs_gc_run(fs, 0, fs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
         if (r < 0 && r != FS_ERR_NOSPC)
             return r;
         if (r <= 0)
@@ -734,33 +710,39 @@ static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, i
     return 0;
 }
 
-static int room_add(fs_t *fs, room_t *rm, uint32_t ino, uint32_t idx)
+/* Note a key the commit sets (once per key). */
+static int room_note(room_t *rm, uint32_t ino, uint32_t idx)
 {
-    if (ino == MAP_INO)
-        return 0; /* not a map key */
     for (uint32_t i = 0; i < rm->n; i++)
         if (rm->ino[i] == ino && rm->idx[i] == idx)
             return 0;
     if (rm->n >= ROOM_MAX)
         return FS_ERR_NOMEM;
-    uint32_t count;
-    int fresh;
-    int err = bucket_count(fs, ino, idx, &count, &fresh);
-    if (err)
-        return err;
-    uint32_t b = key_bucket(fs, ino, idx);
-    if (fresh) {
-        for (uint32_t i = 0; i < rm->n; i++)
-            if (rm->fresh[i] && rm->bucket[i] == b)
+    rm->ino[rm->n] = ino;
+    rm->idx[rm->n] = idx;
+    rm->n++;
+    return 0;
+}
+
+/* Would the keys noted overflow a bucket? NOSPC before anything is written. */
+static int room_check(fs_t *fs, room_t *rm)
+{
+    for (uint32_t k = 0; k < rm->n; k++) {
+        uint32_t count;
+        int fresh;
+        int err = bucket_count(fs, rm->ino[k], rm->idx[k], &count, &fresh);
+        if (err)
+            return err;
+        rm->bucket[k] = key_bucket(fs, rm->ino[k], rm->idx[k]);
+        rm->fresh[k] = (uint8_t)fresh;
+        if (!fresh)
+            continue;
+        for (uint32_t i = 0; i < k; i++)
+            if (rm->fresh[i] && rm->bucket[i] == rm->bucket[k])
                 count++;
         if (count + 1 + 2 > BUCKET_MAX)
             return FS_ERR_NOSPC; /* that bucket is full */
     }
-    rm->ino[rm->n] = ino;
-    rm->idx[rm->n] = idx;
-    rm->bucket[rm->n] = b;
-    rm->fresh[rm->n] = (uint8_t)fresh;
-    rm->n++;
     return 0;
 }
 
@@ -911,48 +893,41 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     uint8_t buf[INODE_SIZE + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
     uint32_t n = 0;
     int err;
-    /* count the keys the chain may add (upper bound: key changes) */
-    uint32_t keys = c->n + 1, last_ino = 0, last_idx = 0xffffffffu;
-    for (uint32_t ch = c->chain_tail, g = 0; ch != FS_ADDR_NONE && g < 4096; g++) {
-        rec_hdr_t h;
-        int e = fs_rec_read_hdr(fs, ch, &h);
-        if (!e)
-            e = fs_chain_prev(fs, ch, &h, &ch);
-        if (e)
-            return e;
-        if (h.ino != last_ino || h.idx != last_idx) {
-            keys++;
-            last_ino = h.ino;
-            last_idx = h.idx;
-        }
-    }
-    int e = fs_journal_room(fs, keys);
-    if (e)
-        return e;
-    /* the keys it adds must fit their buckets at the next checkpoint,
-     * counted together */
+    /* One walk of the chain: the keys it sets (they must fit their buckets
+     * at the next checkpoint, counted together) and an upper bound of the
+     * journal entries the commit adds (tombstones: key changes). */
     room_t rm; /* 1.3 KiB of stack */
     rm.n = 0;
+    uint32_t tombs = 0, last_ino = 0, last_idx = 0xffffffffu;
+    int e = 0;
     for (uint32_t ch = c->chain_tail, g = 0; ch != FS_ADDR_NONE && g < 4096; g++) {
         rec_hdr_t h;
         e = fs_rec_read_hdr(fs, ch, &h);
         if (!e)
             e = fs_chain_prev(fs, ch, &h, &ch);
-        if (!e && h.type != R_TOMB)
-            e = room_add(fs, &rm, h.ino, h.idx);
         if (e)
             return e;
+        if (h.type != R_TOMB)
+            e = room_note(&rm, h.ino, h.idx);
+        else if (h.ino != last_ino || h.idx != last_idx)
+            tombs++;
+        if (e)
+            return e;
+        last_ino = h.ino;
+        last_idx = h.idx;
     }
-    for (uint32_t i = 0; i < c->n; i++)
-        if (c->ent[i].addr != FS_ADDR_DELETED) {
-            e = room_add(fs, &rm, c->ent[i].key.ino, c->ent[i].key.idx);
-            if (e)
-                return e;
-        }
+    for (uint32_t i = 0; i < c->n && !e; i++)
+        if (c->ent[i].addr != FS_ADDR_DELETED && c->ent[i].key.ino != MAP_INO)
+            e = room_note(&rm, c->ent[i].key.ino, c->ent[i].key.idx);
+    if (!e && inode)
+        e = room_note(&rm, ino, 0);
+    if (!e)
+        e = fs_journal_room(fs, rm.n + tombs + c->n + 1);
+    if (!e)
+        e = room_check(fs, &rm);
+    if (e)
+        return e;
     if (inode) {
-        e = room_add(fs, &rm, ino, 0);
-        if (e)
-            return e;
         inode_encode(inode, buf);
         n = INODE_SIZE;
     }
@@ -1183,8 +1158,6 @@ static int write_checkpoint_record(fs_t *fs)
     if (err)
         return err;
     fs->ckpt_addr = a;
-    fs->ckpt_lap = lap;
-    fs->ckpt_head = fs->head;
     fs->journal_records = 0;
     return 0;
 }
@@ -1210,7 +1183,7 @@ int fs_checkpoint(fs_t *fs)
     if (fs->in_ckpt)
         return 0;
     if (!fs->in_gc && !fs->in_op && fs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 1) {
-        int e = fs_gc_run(fs, 0, 1);
+        int e = fs_gc_run(fs, 0, GC_FORCED);
         if (e < 0 && e != FS_ERR_NOSPC)
             return e;
     }
@@ -1439,7 +1412,7 @@ static uint32_t gc_floor_now(const fs_t *fs)
     return f < GC_FLOOR(fs) ? f : GC_FLOOR(fs);
 }
 
-int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
+int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
 {
     if (fs->in_gc || fs->in_ckpt || fs->rofs)
         return 0;
@@ -1475,7 +1448,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int forced)
              * is short, stop: they stay uncommitted until their sync. When
              * it is, commit them (an automatic sync) before the tail passes
              * them. */
-            if (!fs->gc_urgent)
+            if (!(flags & GC_URGENT))
                 break;
             err = gc_flush(fs, &g);
             if (!err)
@@ -1567,7 +1540,7 @@ out:
     fs->in_gc = 0;
     if (err)
         return err;
-    if (!forced && fs_free_blocks(fs) <= start_free && freed == 0)
+    if (!(flags & GC_FORCED) && fs_free_blocks(fs) <= start_free && freed == 0)
         return FS_ERR_NOSPC;
     return (int)freed;
 }
@@ -1709,7 +1682,7 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
             if (err == FS_ERR_CORRUPT) {
                 /* a torn commit ends the log; noise does not */
                 uint32_t c1, c2;
-                if (payload_crc_raw(fs, a, &h, &c1) || payload_crc_raw(fs, a, &h, &c2) ||
+                if (fs_rec_crc(fs, a, &h, &c1) || fs_rec_crc(fs, a, &h, &c2) ||
                     c1 != c2)
                     return FS_ERR_IO;
                 break;
@@ -1805,7 +1778,6 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks)
         return CORRUPT_HERE;
     fs->ckpt_addr = ca;
-    fs->ckpt_lap = cl;
     uint32_t jl = cl;
     uint32_t js = addr_add(fs, ca, REC_HDR + h.len, &jl);
     fs->mounted = 1;
@@ -1814,7 +1786,6 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
         fs->mounted = 0;
         return err;
     }
-    fs->ckpt_head = js;
     /* the root must exist */
     inode_t root;
     uint32_t ra;
@@ -1866,7 +1837,7 @@ int fs_gc(fs_t *fs, uint32_t blocks)
     if (fs->rofs)
         return FS_ERR_ROFS;
     if (blocks)
-        return fs_gc_run(fs, blocks, 1);
+        return fs_gc_run(fs, blocks, GC_FORCED);
     /* everything there is to gain: passes while stale records remain and
      * the tail advances, up to one lap of the log */
     uint32_t start = fs_free_blocks(fs), swept = 0;
@@ -1874,7 +1845,7 @@ int fs_gc(fs_t *fs, uint32_t blocks)
         uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
         if (used <= fs->live + fs->bsize)
             break;
-        int r = fs_gc_run(fs, 4, 1);
+        int r = fs_gc_run(fs, 4, GC_FORCED);
         if (r < 0)
             return r;
         if (r == 0)

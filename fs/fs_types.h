@@ -50,15 +50,12 @@ typedef struct fs {
     uint32_t head;          /* next byte to write (partition byte address) */
     uint32_t tail;          /* oldest byte still in use */
     uint32_t laps;          /* times the head wrapped around the partition */
-    uint32_t ckpt_head;     /* where the journal of the last checkpoint starts */
     uint32_t ckpt_addr;     /* address of the last checkpoint record */
     uint32_t ckpt_seq;
     uint32_t journal_records; /* records written since the last checkpoint */
-    uint32_t ckpt_lap;      /* lap of the last checkpoint record */
     uint8_t head_erased;    /* the head block was erased in this lap */
     uint8_t in_ckpt;        /* a checkpoint is being written */
     uint8_t in_op;          /* inside a public operation: no GC */
-    uint8_t gc_urgent;      /* GC may commit open files' pending writes */
     uint8_t op_frees;       /* the operation under way frees space */
     uint8_t pad2[3];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
