@@ -52,7 +52,7 @@ const char *fs_strerror(int err);
 /* ---- limits ------------------------------------------------------------- */
 #define FS_PATH_MAX 255      /* bytes in a whole path, without the NUL */
 #define FS_NAME_MAX 255      /* bytes in one path component */
-#define FS_MAX_OPEN 64       /* open files per fs_t at once */
+#define FS_MAX_OPEN 72       /* open files per fs_t at once */
 #define FS_FILE_MAX 0x7fffffffu /* largest file size in bytes */
 
 typedef enum { FS_TYPE_FILE = 1, FS_TYPE_DIR = 2 } fs_type_t;
@@ -161,6 +161,10 @@ int32_t fs_file_seek(fs_t *fs, fs_file_t *file, int32_t off, int whence);
 int32_t fs_file_tell(fs_t *fs, fs_file_t *file);
 int32_t fs_file_size(fs_t *fs, fs_file_t *file);
 int fs_file_truncate(fs_t *fs, fs_file_t *file, uint32_t size);
+/* Drop the writes made through file since its last commit (sync, close,
+ * fs_file_commit_with): the handle is back at the committed content. Not
+ * possible after an automatic sync committed part of them. */
+int fs_file_revert(fs_t *fs, fs_file_t *file);
 
 /* ---- namespace ---------------------------------------------------------- */
 int fs_stat(fs_t *fs, const char *path, fs_stat_t *st);
@@ -179,6 +183,14 @@ int fs_rmdir(fs_t *fs, const char *path); /* empty directory only */
 #define FS_RENAME_MANY_MAX 16
 int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst,
                    uint32_t n);
+
+/* The same, together with the pending writes of an open file: f's data and
+ * size since its last sync and up to FS_RENAME_MANY_MAX renames/removals
+ * become durable and visible in one atomic step (f stays open). The renames
+ * may not replace or remove f itself (FS_ERR_BUSY). The service keeps its
+ * manifest file open in f and moves files into place with it. */
+int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src,
+                        const char *const *dst, uint32_t n);
 
 /* Directory listing. Entries come in no particular order; "." and ".." are
  * not listed. readdir returns 1 with an entry, 0 at the end, or an error. */

@@ -969,7 +969,10 @@ static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data
             depth = h.type == R_PATCH ? SEG_DEPTH(h.flags) : 0;
             if (depth >= SEG_CHAIN_MAX) {
                 uint32_t e;
-                err = seg_rebuild(fs, f, f->ino, s, base, seg_len(f->size, s), FS_ADDR_NONE,
+                /* a committed base is read without f: the base-mapped
+                 * marks in committed records are history, not links */
+                err = seg_rebuild(fs, mapped ? NULL : f, f->ino, s, base, seg_len(f->size, s),
+                                  FS_ADDR_NONE,
                                   FS_ADDR_NONE, f->pending_tail, &e);
                 if (err)
                     return err;
@@ -1074,6 +1077,8 @@ static int handle_rebase(fs_t *fs, fs_file_t *f)
     return 0;
 }
 
+static int handle_committed(fs_t *fs, fs_file_t *f, uint64_t from, uint64_t to);
+
 /* Commit a handle's pending records and its size. */
 static int handle_sync(fs_t *fs, fs_file_t *f)
 {
@@ -1100,6 +1105,14 @@ static int handle_sync(fs_t *fs, fs_file_t *f)
     err = fs_commit(fs, &c, f->ino, &in, NULL);
     if (err)
         return err;
+    return handle_committed(fs, f, from, to);
+}
+
+/* After a commit of f's pending records: reset its pending state, let the
+ * other handles of the file see the new size, drop the segment keys [from,
+ * to) past it that did not fit in the commit. */
+static int handle_committed(fs_t *fs, fs_file_t *f, uint64_t from, uint64_t to)
+{
     f->pending_tail = FS_ADDR_NONE;
     f->cache_idx = FS_ADDR_NONE;
     f->pending_segs = 0;
@@ -1418,6 +1431,25 @@ int fs_file_close(fs_t *fs, fs_file_t *f)
     return err;
 }
 
+int fs_file_revert(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    if (err || !f->dirty)
+        return err;
+    /* The pending records were never committed: they are garbage now. */
+    f->pending_tail = FS_ADDR_NONE;
+    f->cache_idx = FS_ADDR_NONE;
+    f->pending_segs = 0;
+    f->pend_hi = 0;
+    f->dirty = 0;
+    f->rebase = 0;
+    f->size = f->csize;
+    if (f->pos > f->size)
+        f->pos = f->size;
+    f->sync_head = fs->head;
+    return 0;
+}
+
 int fs_file_pread(fs_t *fs, fs_file_t *f, void *buf, uint32_t len, uint32_t off)
 {
     int err = file_check(fs, f);
@@ -1438,9 +1470,10 @@ int fs_file_pread(fs_t *fs, fs_file_t *f, void *buf, uint32_t len, uint32_t off)
     while (done < len) {
         uint32_t pos = off + done, s = pos / SEG_SPAN, o = pos % SEG_SPAN;
         uint32_t n = min32(len - done, SEG_SPAN - o), v;
-        err = seg_version(fs, f, s, &v);
-        if (!err)
-            err = seg_read(fs, f, f->ino, s, v, o, p + done, n);
+        int mapped;
+        err = seg_version_from(fs, f, s, &v, &mapped);
+        if (!err) /* the committed version: read as any reader does */
+            err = seg_read(fs, mapped ? NULL : f, f->ino, s, v, o, p + done, n);
         if (err)
             return err;
         done += n;
@@ -1843,6 +1876,62 @@ int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst, uin
                            &cl_to[i]);
     if (!err)
         err = op_commit(fs, &op);
+    for (uint32_t i = 0; i < n && !err; i++)
+        if (cl_ino[i])
+            err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
+    fs_op_end(fs);
+    return err;
+}
+
+int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src, const char *const *dst,
+                        uint32_t n)
+{
+    int err = file_check(fs, f);
+    if (err)
+        return err;
+    if (n > FS_RENAME_MANY_MAX || (n && !src))
+        return FS_ERR_INVAL;
+    if (!(f->flags & FS_O_WRONLY))
+        return FS_ERR_BADF;
+    for (uint32_t i = 0; i < n; i++) {
+        err = path_check(src[i]);
+        if (!err && dst && dst[i])
+            err = path_check(dst[i]);
+        if (err)
+            return err;
+    }
+    err = fs_op_begin(fs, 4096 + n * 2048);
+    if (err)
+        return err;
+    if (f->rebase && f->pending_tail != FS_ADDR_NONE)
+        err = handle_rebase(fs, f);
+    inode_t in;
+    if (!err)
+        err = fs_inode_get(fs, f->ino, &in, NULL);
+    if (err == FS_ERR_NOENT)
+        err = FS_ERR_CORRUPT;
+    /* One chain: f's pending records, its inode, then the renames. */
+    op_t op;
+    op_init(&op);
+    op.chain_tail = f->pending_tail;
+    uint64_t from = NSEGS(f->size);
+    uint64_t to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
+    if (!err && f->dirty) {
+        in.size = f->size;
+        in.mtime = fs_now(fs);
+        err = op_put_inode(fs, &op, f->ino, &in);
+    }
+    uint32_t cl_ino[FS_RENAME_MANY_MAX];
+    uint64_t cl_from[FS_RENAME_MANY_MAX], cl_to[FS_RENAME_MANY_MAX];
+    for (uint32_t i = 0; i < n && !err; i++)
+        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
+                           &cl_to[i]);
+    if (!err && f->dirty)
+        op_add_seg_deletes(&op, f->ino, &from, to);
+    if (!err)
+        err = op_commit(fs, &op);
+    if (!err && f->dirty)
+        err = handle_committed(fs, f, from, to);
     for (uint32_t i = 0; i < n && !err; i++)
         if (cl_ino[i])
             err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);

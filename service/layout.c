@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "crc32.h"
+#include "le.h"
 
 /* On flash: magic, version, nparts, then nparts entries of
  * {name[8], first u32, count u32}, then a CRC-32 of everything before it.
@@ -11,18 +12,6 @@
 #define LAYOUT_MAGIC 0x544c4543u /* "CELT" */
 #define LAYOUT_VERSION 1u
 #define LAYOUT_BYTES (12 + LAYOUT_MAX_PARTS * 16 + 4)
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
 
 int layout_default(uint32_t block_count, uint32_t bak_blocks, layout_t *out)
 {
@@ -53,12 +42,12 @@ int layout_read(const flash_dev_t *dev, layout_t *out)
     int err = dev->read(dev, 0, 0, b, sizeof(b));
     if (err)
         return err;
-    if (get32(b) != LAYOUT_MAGIC)
+    if (le_get32(b) != LAYOUT_MAGIC)
         return -2;
-    uint32_t n = get32(b + 8);
-    if (get32(b + 4) != LAYOUT_VERSION || n == 0 || n > LAYOUT_MAX_PARTS)
+    uint32_t n = le_get32(b + 8);
+    if (le_get32(b + 4) != LAYOUT_VERSION || n == 0 || n > LAYOUT_MAX_PARTS)
         return -84;
-    if (crc32_update(0, b, LAYOUT_BYTES - 4) != get32(b + LAYOUT_BYTES - 4))
+    if (crc32_update(0, b, LAYOUT_BYTES - 4) != le_get32(b + LAYOUT_BYTES - 4))
         return -84;
     out->nparts = n;
     for (uint32_t i = 0; i < n; i++) {
@@ -66,8 +55,8 @@ int layout_read(const flash_dev_t *dev, layout_t *out)
         layout_part_t *p = &out->part[i];
         memcpy(p->name, e, LAYOUT_NAME_MAX);
         p->name[LAYOUT_NAME_MAX - 1] = 0;
-        p->first_block = get32(e + 8);
-        p->block_count = get32(e + 12);
+        p->first_block = le_get32(e + 8);
+        p->block_count = le_get32(e + 12);
         if (p->first_block == 0 || p->block_count < 16 ||
             p->first_block + p->block_count > dev->block_count ||
             p->first_block + p->block_count < p->first_block)
@@ -82,16 +71,16 @@ int layout_write(const flash_dev_t *dev, const layout_t *l)
     if (l->nparts == 0 || l->nparts > LAYOUT_MAX_PARTS)
         return -22;
     memset(b, 0, sizeof(b));
-    put32(b, LAYOUT_MAGIC);
-    put32(b + 4, LAYOUT_VERSION);
-    put32(b + 8, l->nparts);
+    le_put32(b, LAYOUT_MAGIC);
+    le_put32(b + 4, LAYOUT_VERSION);
+    le_put32(b + 8, l->nparts);
     for (uint32_t i = 0; i < l->nparts; i++) {
         uint8_t *e = b + 12 + i * 16;
         memcpy(e, l->part[i].name, LAYOUT_NAME_MAX);
-        put32(e + 8, l->part[i].first_block);
-        put32(e + 12, l->part[i].block_count);
+        le_put32(e + 8, l->part[i].first_block);
+        le_put32(e + 12, l->part[i].block_count);
     }
-    put32(b + LAYOUT_BYTES - 4, crc32_update(0, b, LAYOUT_BYTES - 4));
+    le_put32(b + LAYOUT_BYTES - 4, crc32_update(0, b, LAYOUT_BYTES - 4));
     int err = dev->erase(dev, 0);
     if (!err)
         err = dev->prog(dev, 0, 0, b, sizeof(b));

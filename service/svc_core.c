@@ -6,20 +6,10 @@
 #include <string.h>
 
 #include "csha.h"
+#include "svc_int.h"
 
-/* ---- message builder -------------------------------------------------------
- * Builds NUL-terminated UTF-8 text into a fixed buffer. Output is cut at a
- * character boundary and ends with "..." when it does not fit; everything
- * that comes from a peer is escaped, so messages are always valid UTF-8 (a
- * proto string must be). */
-typedef struct sb {
-    char *p;
-    size_t cap;
-    size_t n;
-    bool full;
-} sb_t;
-
-static void sb_init(sb_t *b, char *buf, size_t cap)
+/* ---- message builder (sb_t: svc_int.h) --------------------------------- */
+void svc_sb_init(sb_t *b, char *buf, size_t cap)
 {
     b->p = buf;
     b->cap = cap;
@@ -29,7 +19,7 @@ static void sb_init(sb_t *b, char *buf, size_t cap)
 }
 
 /* Append n bytes as one unit (a whole character or token). */
-static void sb_unit(sb_t *b, const char *s, size_t n)
+void svc_sb_unit(sb_t *b, const char *s, size_t n)
 {
     if (b->full)
         return;
@@ -47,13 +37,13 @@ static void sb_unit(sb_t *b, const char *s, size_t n)
     b->p[b->n] = 0;
 }
 
-static void sb_str(sb_t *b, const char *s) /* trusted ASCII */
+void svc_sb_str(sb_t *b, const char *s) /* trusted ASCII */
 {
     while (*s)
-        sb_unit(b, s++, 1);
+        svc_sb_unit(b, s++, 1);
 }
 
-static void sb_u64(sb_t *b, uint64_t v)
+void svc_sb_u64(sb_t *b, uint64_t v)
 {
     char t[24];
     int i = (int)sizeof(t);
@@ -62,17 +52,17 @@ static void sb_u64(sb_t *b, uint64_t v)
         t[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    sb_str(b, t + i);
+    svc_sb_str(b, t + i);
 }
 
-static void sb_hex32(sb_t *b, uint32_t v)
+void svc_sb_hex32(sb_t *b, uint32_t v)
 {
     static const char hx[] = "0123456789abcdef";
     char t[11] = "0x";
     for (int i = 0; i < 8; i++)
         t[2 + i] = hx[(v >> (28 - 4 * i)) & 15];
     t[10] = 0;
-    sb_str(b, t);
+    svc_sb_str(b, t);
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one.
@@ -111,11 +101,11 @@ static size_t utf8_seq(const uint8_t *s, size_t n)
 
 /* A peer's string, quoted; control bytes, quotes, backslashes and invalid
  * UTF-8 are escaped as \xNN / \" / \\. */
-static void sb_quoted(sb_t *b, const char *str, size_t n)
+void svc_sb_quoted(sb_t *b, const char *str, size_t n)
 {
     static const char hx[] = "0123456789abcdef";
     const uint8_t *s = (const uint8_t *)str;
-    sb_unit(b, "\"", 1);
+    svc_sb_unit(b, "\"", 1);
     size_t i = 0;
     while (i < n && !b->full) {
         size_t k = utf8_seq(s + i, n - i);
@@ -123,25 +113,25 @@ static void sb_quoted(sb_t *b, const char *str, size_t n)
             k = 0;
         } else if (k == 1 && (s[i] == '"' || s[i] == '\\')) {
             char e[2] = { '\\', (char)s[i] };
-            sb_unit(b, e, 2);
+            svc_sb_unit(b, e, 2);
             i++;
             continue;
         }
         if (k == 0) {
             char e[4] = { '\\', 'x', hx[s[i] >> 4], hx[s[i] & 15] };
-            sb_unit(b, e, 4);
+            svc_sb_unit(b, e, 4);
             i++;
         } else {
-            sb_unit(b, (const char *)s + i, k);
+            svc_sb_unit(b, (const char *)s + i, k);
             i += k;
         }
     }
-    sb_unit(b, "\"", 1);
+    svc_sb_unit(b, "\"", 1);
 }
 
-static void sb_qstr(sb_t *b, const char *s)
+void svc_sb_qstr(sb_t *b, const char *s)
 {
-    sb_quoted(b, s, strlen(s));
+    svc_sb_quoted(b, s, strlen(s));
 }
 
 /* ---- codes ------------------------------------------------------------------ */
@@ -197,7 +187,7 @@ const char *svc_code_name(cellar_Code code)
 }
 
 /* Reason text for an error: the filesystem's words where it has them. */
-static const char *reason(int err)
+const char *svc_reason(int err)
 {
     switch (err) {
     case -(int)cellar_Code_EPROTO: return "protocol error";
@@ -211,37 +201,37 @@ static const char *reason(int err)
 
 /* ---- logging ------------------------------------------------------------------ */
 
-static sb_t log_begin(svc_t *s, const svc_conn_t *c)
+sb_t svc_log_begin(svc_t *s, const svc_conn_t *c)
 {
     sb_t b;
-    sb_init(&b, s->logline, sizeof(s->logline));
+    svc_sb_init(&b, s->logline, sizeof(s->logline));
     if (c) {
-        sb_str(&b, "conn ");
-        sb_u64(&b, c->num);
+        svc_sb_str(&b, "conn ");
+        svc_sb_u64(&b, c->num);
         if (c->peer[0]) {
-            sb_str(&b, " ");
-            sb_str(&b, c->peer); /* set by the transport: trusted */
+            svc_sb_str(&b, " ");
+            svc_sb_str(&b, c->peer); /* set by the transport: trusted */
         }
-        sb_str(&b, ": ");
+        svc_sb_str(&b, ": ");
     } else {
-        sb_str(&b, "svc: ");
+        svc_sb_str(&b, "svc: ");
     }
     return b;
 }
 
-static void log_end(svc_t *s)
+void svc_log_end(svc_t *s)
 {
     if (s->cfg.log)
         s->cfg.log(s->cfg.log_ctx, s->logline);
 }
 
-static void log_msg(svc_t *s, const svc_conn_t *c, const char *msg)
+void svc_log_msg(svc_t *s, const svc_conn_t *c, const char *msg)
 {
     if (!s->cfg.log)
         return;
-    sb_t b = log_begin(s, c);
-    sb_str(&b, msg);
-    log_end(s);
+    sb_t b = svc_log_begin(s, c);
+    svc_sb_str(&b, msg);
+    svc_log_end(s);
 }
 
 /* ---- partitions ---------------------------------------------------------------- */
@@ -270,20 +260,20 @@ static void log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
 {
     if (!s->cfg.log)
         return;
-    sb_t b = log_begin(s, NULL);
-    sb_str(&b, what);
-    sb_str(&b, " /");
-    sb_str(&b, p->name);
-    sb_str(&b, " (blocks ");
-    sb_u64(&b, p->cfg.first_block);
-    sb_str(&b, "..");
-    sb_u64(&b, (uint64_t)p->cfg.first_block + p->cfg.block_count - 1);
-    sb_str(&b, ")");
+    sb_t b = svc_log_begin(s, NULL);
+    svc_sb_str(&b, what);
+    svc_sb_str(&b, " /");
+    svc_sb_str(&b, p->name);
+    svc_sb_str(&b, " (blocks ");
+    svc_sb_u64(&b, p->cfg.first_block);
+    svc_sb_str(&b, "..");
+    svc_sb_u64(&b, (uint64_t)p->cfg.first_block + p->cfg.block_count - 1);
+    svc_sb_str(&b, ")");
     if (err < 0) {
-        sb_str(&b, ": ");
-        sb_str(&b, reason(err));
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, svc_reason(err));
     }
-    log_end(s);
+    svc_log_end(s);
 }
 
 int svc_setup(svc_t *s, const svc_config_t *cfg)
@@ -307,19 +297,19 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         err = layout_default(cfg->dev->block_count, cfg->bak_blocks,
                              &s->layout);
         if (err) {
-            log_msg(s, NULL, "no partition table, and the device is too "
+            svc_log_msg(s, NULL, "no partition table, and the device is too "
                              "small for the default layout");
             goto fail;
         }
-        log_msg(s, NULL, "no partition table: writing the default layout");
+        svc_log_msg(s, NULL, "no partition table: writing the default layout");
         err = layout_write(cfg->dev, &s->layout);
         if (err) {
-            log_msg(s, NULL, "writing the partition table failed");
+            svc_log_msg(s, NULL, "writing the partition table failed");
             goto fail;
         }
         format_all = true;
     } else if (err) {
-        log_msg(s, NULL, err == -2 ? "no partition table in block 0"
+        svc_log_msg(s, NULL, err == -2 ? "no partition table in block 0"
                                    : "the partition table is corrupt");
         goto fail;
     }
@@ -328,11 +318,11 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         const layout_part_t *lp = layout_find(&s->layout, part_names[i]);
         svc_part_t *p = &s->part[i];
         if (!lp) {
-            sb_t b = log_begin(s, NULL);
-            sb_str(&b, "the partition table has no \"");
-            sb_str(&b, part_names[i]);
-            sb_str(&b, "\" partition");
-            log_end(s);
+            sb_t b = svc_log_begin(s, NULL);
+            svc_sb_str(&b, "the partition table has no \"");
+            svc_sb_str(&b, part_names[i]);
+            svc_sb_str(&b, "\" partition");
+            svc_log_end(s);
             err = FS_ERR_CORRUPT;
             goto fail;
         }
@@ -368,10 +358,14 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         p->mounted = 1;
         log_part(s, "mounted", p, 0);
     }
+    err = svc_store_setup(s);
+    if (err)
+        goto fail;
     s->set_up = 1;
     return 0;
 
 fail:
+    svc_store_free(s);
     for (uint32_t i = 0; i < s->nparts; i++)
         if (s->part[i].mounted)
             (void)fs_unmount(&s->part[i].fs);
@@ -381,17 +375,21 @@ fail:
 
 /* ---- connections ------------------------------------------------------------------ */
 
-static void handle_release(svc_t *s, svc_handle_t *h)
+void svc_handle_release(svc_t *s, svc_handle_t *h)
 {
     svc_part_t *p = &s->part[h->part];
-    int err = p->mounted ? fs_file_close(&p->fs, &h->file) : 0;
+    int err = 0;
+    if (p->mounted && h->shadow)
+        svc_shadow_discard(s, h); /* never published: nothing changes */
+    else if (p->mounted)
+        err = fs_file_close(&p->fs, &h->file);
     if (err < 0 && s->cfg.log) {
-        sb_t b = log_begin(s, NULL);
-        sb_str(&b, "closing ");
-        sb_qstr(&b, h->path);
-        sb_str(&b, ": ");
-        sb_str(&b, reason(err));
-        log_end(s);
+        sb_t b = svc_log_begin(s, NULL);
+        svc_sb_str(&b, "closing ");
+        svc_sb_qstr(&b, h->path);
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, svc_reason(err));
+        svc_log_end(s);
     }
     memset(h, 0, sizeof(*h));
 }
@@ -414,7 +412,7 @@ void svc_conn_open(svc_t *s, svc_conn_t *c, const char *peer)
     c->next = s->conns;
     s->conns = c;
     s->nconns++;
-    log_msg(s, c, "open");
+    svc_log_msg(s, c, "open");
 }
 
 void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
@@ -428,17 +426,18 @@ void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
     s->nconns--;
     for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++)
         if (c->h[i].id)
-            handle_release(s, &c->h[i]);
+            svc_handle_release(s, &c->h[i]);
+    svc_store_conn_gone(s, c);
     if (s->cfg.log) {
-        sb_t b = log_begin(s, c);
-        sb_str(&b, "close (");
-        sb_str(&b, why ? why : c->close_reason ? c->close_reason : "closed");
-        sb_str(&b, "; ");
-        sb_u64(&b, c->requests);
-        sb_str(&b, " requests, ");
-        sb_u64(&b, c->errors);
-        sb_str(&b, " failed)");
-        log_end(s);
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "close (");
+        svc_sb_str(&b, why ? why : c->close_reason ? c->close_reason : "closed");
+        svc_sb_str(&b, "; ");
+        svc_sb_u64(&b, c->requests);
+        svc_sb_str(&b, " requests, ");
+        svc_sb_u64(&b, c->errors);
+        svc_sb_str(&b, " failed)");
+        svc_log_end(s);
     }
     c->svc = NULL;
     c->next = NULL;
@@ -451,6 +450,7 @@ int svc_free(svc_t *s)
         return 0;
     while (s->conns)
         svc_conn_close(s, s->conns, "service stopping");
+    svc_store_free(s);
     for (uint32_t i = 0; i < s->nparts; i++) {
         svc_part_t *p = &s->part[i];
         if (!p->mounted)
@@ -575,48 +575,48 @@ static void resp_reset(svc_t *s, uint32_t id)
 }
 
 /* Start an error reply; returns a builder on its message. */
-static sb_t err_begin(svc_t *s, int err)
+sb_t svc_err_begin(svc_t *s, int err)
 {
     sb_t b;
     s->resp.which_body = 0;
     s->resp.has_error = true;
     s->resp.error.code = svc_code(err);
-    sb_init(&b, s->resp.error.message, sizeof(s->resp.error.message));
-    sb_str(&b, s->op);
+    svc_sb_init(&b, s->resp.error.message, sizeof(s->resp.error.message));
+    svc_sb_str(&b, s->op);
     return b;
 }
 
 /* "<op> "<path>": <why>" */
-static int fail_path(svc_t *s, int err, const char *path, const char *why)
+int svc_fail_path(svc_t *s, int err, const char *path, const char *why)
 {
-    sb_t b = err_begin(s, err);
-    sb_str(&b, " ");
-    sb_qstr(&b, path);
-    sb_str(&b, ": ");
-    sb_str(&b, why ? why : reason(err));
+    sb_t b = svc_err_begin(s, err);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, path);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, why ? why : svc_reason(err));
     return err;
 }
 
 /* "<op>: <why>" */
-static int fail(svc_t *s, int err, const char *why)
+int svc_fail(svc_t *s, int err, const char *why)
 {
-    sb_t b = err_begin(s, err);
-    sb_str(&b, ": ");
-    sb_str(&b, why ? why : reason(err));
+    sb_t b = svc_err_begin(s, err);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, why ? why : svc_reason(err));
     return err;
 }
 
 /* "<op> handle N "<path>": <why>" */
-static int fail_handle(svc_t *s, int err, const svc_handle_t *h,
+int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
                        const char *why)
 {
-    sb_t b = err_begin(s, err);
-    sb_str(&b, " handle ");
-    sb_u64(&b, h->id);
-    sb_str(&b, " ");
-    sb_qstr(&b, h->path);
-    sb_str(&b, ": ");
-    sb_str(&b, why ? why : reason(err));
+    sb_t b = svc_err_begin(s, err);
+    svc_sb_str(&b, " handle ");
+    svc_sb_u64(&b, h->id);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, h->path);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, why ? why : svc_reason(err));
     return err;
 }
 
@@ -629,7 +629,7 @@ static void resp_send(svc_t *s, svc_conn_t *c)
         /* Cannot happen with the proto's caps; answer something anyway. */
         uint32_t id = s->resp.id;
         resp_reset(s, id);
-        (void)fail(s, -(int)cellar_Code_EIO, "reply does not encode");
+        (void)svc_fail(s, -(int)cellar_Code_EIO, "reply does not encode");
         n = codec_encode_response(&s->resp, c->out + c->out_end,
                                   SVC_OUT_BYTES - c->out_end);
         if (n < 0) {
@@ -653,25 +653,25 @@ static int part_index(const svc_t *s, const char *name, size_t n)
 
 /* Validate and normalise a request path (see docs/PROTOCOL.md, "Paths").
  * Returns 0, or a negative error with the error reply set. */
-static int resolve(svc_t *s, const char *in, svc_path_t *out)
+int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
 {
     size_t len = strlen(in);
     const uint8_t *u = (const uint8_t *)in;
 
     memset(out, 0, sizeof(*out));
     if (len > SVC_MAX_PATH) {
-        sb_t b = err_begin(s, FS_ERR_NAMETOOLONG);
-        sb_str(&b, " ");
-        sb_quoted(&b, in, 40);
-        sb_str(&b, ": path is ");
-        sb_u64(&b, len);
-        sb_str(&b, " bytes, the limit is 255");
+        sb_t b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+        svc_sb_str(&b, " ");
+        svc_sb_quoted(&b, in, 40);
+        svc_sb_str(&b, ": path is ");
+        svc_sb_u64(&b, len);
+        svc_sb_str(&b, " bytes, the limit is 255");
         return FS_ERR_NAMETOOLONG;
     }
     for (size_t i = 0; i < len;) {
         size_t k = utf8_seq(u + i, len - i);
         if (!k)
-            return fail_path(s, FS_ERR_INVAL, in, "path is not valid UTF-8");
+            return svc_fail_path(s, FS_ERR_INVAL, in, "path is not valid UTF-8");
         i += k;
     }
 
@@ -693,18 +693,18 @@ static int resolve(svc_t *s, const char *in, svc_path_t *out)
         const char *comp = in + st;
         if ((cl == 1 && comp[0] == '.') ||
             (cl == 2 && comp[0] == '.' && comp[1] == '.'))
-            return fail_path(s, FS_ERR_INVAL, in,
+            return svc_fail_path(s, FS_ERR_INVAL, in,
                              cl == 1 ? "\".\" components are not allowed"
                                      : "\"..\" components are not allowed");
         if (absolute && first) {
             part = part_index(s, comp, cl);
             if (part < 0) {
-                sb_t b = err_begin(s, FS_ERR_NOENT);
-                sb_str(&b, " ");
-                sb_qstr(&b, in);
-                sb_str(&b, ": no such partition ");
-                sb_quoted(&b, comp, cl);
-                sb_str(&b, " (\"/\" holds only /usr and /bak)");
+                sb_t b = svc_err_begin(s, FS_ERR_NOENT);
+                svc_sb_str(&b, " ");
+                svc_sb_qstr(&b, in);
+                svc_sb_str(&b, ": no such partition ");
+                svc_sb_quoted(&b, comp, cl);
+                svc_sb_str(&b, " (\"/\" holds only /usr and /bak)");
                 return FS_ERR_NOENT;
             }
             first = false;
@@ -712,7 +712,7 @@ static int resolve(svc_t *s, const char *in, svc_path_t *out)
         }
         first = false;
         if (fn + 1 + cl > SVC_MAX_PATH)
-            return fail_path(s, FS_ERR_NAMETOOLONG, in,
+            return svc_fail_path(s, FS_ERR_NAMETOOLONG, in,
                              "path is longer than 255 bytes inside its "
                              "partition");
         out->fs[fn++] = '/';
@@ -723,6 +723,12 @@ static int resolve(svc_t *s, const char *in, svc_path_t *out)
         out->fs[fn++] = '/';
     out->fs[fn] = 0;
     out->part = part;
+    if (part >= 0 && strncmp(out->fs, MAN_DIR, sizeof(MAN_DIR) - 1) == 0 &&
+        (out->fs[sizeof(MAN_DIR) - 1] == 0 ||
+         out->fs[sizeof(MAN_DIR) - 1] == '/'))
+        return svc_fail_path(s, -(int)cellar_Code_EACCES, in,
+                             "\"" MAN_DIR "\" is reserved for the service "
+                             "(manifest, staging)");
     if (part < 0) {
         strcpy(out->show, "/");
     } else {
@@ -738,32 +744,32 @@ static int resolve(svc_t *s, const char *in, svc_path_t *out)
     return 0;
 }
 
-static bool is_part_root(const svc_path_t *p)
+bool svc_is_part_root(const svc_path_t *p)
 {
     return p->part >= 0 && p->fs[0] == '/' && p->fs[1] == 0;
 }
 
 /* The mounted fs of a resolved path (part >= 0), or NULL with an error. */
-static fs_t *path_fs(svc_t *s, const svc_path_t *p)
+fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
 {
     svc_part_t *pt = &s->part[p->part];
     if (!pt->mounted) {
-        (void)fail_path(s, FS_ERR_IO, p->show, "partition is not mounted");
+        (void)svc_fail_path(s, FS_ERR_IO, p->show, "partition is not mounted");
         return NULL;
     }
     return &pt->fs;
 }
 
 /* Refuse writes through file RPCs on a read-only partition. */
-static int check_writable(svc_t *s, const svc_path_t *p)
+int svc_check_writable(svc_t *s, const svc_path_t *p)
 {
     if (p->part >= 0 && s->part[p->part].read_only) {
-        sb_t b = err_begin(s, -(int)cellar_Code_EACCES);
-        sb_str(&b, " ");
-        sb_qstr(&b, p->show);
-        sb_str(&b, ": partition /");
-        sb_str(&b, s->part[p->part].name);
-        sb_str(&b, " is read-only");
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": partition /");
+        svc_sb_str(&b, s->part[p->part].name);
+        svc_sb_str(&b, " is read-only");
         return -(int)cellar_Code_EACCES;
     }
     return 0;
@@ -774,9 +780,9 @@ static int check_writable(svc_t *s, const svc_path_t *p)
 /* An fs_file_open failure: the device-wide table of open files (FS_MAX_OPEN
  * per partition, every connection's handles and the file Hash or Truncate
  * opens for the request) is named as such. */
-static int fail_open(svc_t *s, int err, const char *show)
+int svc_fail_open(svc_t *s, int err, const char *show)
 {
-    return fail_path(s, err, show,
+    return svc_fail_path(s, err, show,
                      err == FS_ERR_NOMEM ? "too many files open on the device"
                                          : NULL);
 }
@@ -787,16 +793,16 @@ static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
     if (id != 0 && slot < SVC_MAX_HANDLES && c->h[slot].id == id) {
         c->h[slot].last_ms = s->now_ms;
         if (!s->part[c->h[slot].part].mounted) {
-            (void)fail_handle(s, FS_ERR_IO, &c->h[slot],
+            (void)svc_fail_handle(s, FS_ERR_IO, &c->h[slot],
                               "partition is not mounted");
             return NULL;
         }
         return &c->h[slot];
     }
-    sb_t b = err_begin(s, FS_ERR_BADF);
-    sb_str(&b, " handle ");
-    sb_u64(&b, id);
-    sb_str(&b, ": no such open handle on this connection");
+    sb_t b = svc_err_begin(s, FS_ERR_BADF);
+    svc_sb_str(&b, " handle ");
+    svc_sb_u64(&b, id);
+    svc_sb_str(&b, ": no such open handle on this connection");
     return NULL;
 }
 
@@ -808,7 +814,7 @@ static fs_t *hfs(svc_t *s, const svc_handle_t *h)
 /* ---- requests ---------------------------------------------------------------------- */
 
 /* Copy a NUL-terminated string into a fixed field, cut to fit. */
-static void copy_str(char *dst, size_t cap, const char *src)
+void svc_copy_str(char *dst, size_t cap, const char *src)
 {
     size_t n = strlen(src);
     if (n >= cap)
@@ -820,7 +826,7 @@ static void copy_str(char *dst, size_t cap, const char *src)
 static void fill_info(cellar_FileInfo *fi, const char *name,
                       const fs_stat_t *st)
 {
-    copy_str(fi->name, sizeof(fi->name), name);
+    svc_copy_str(fi->name, sizeof(fi->name), name);
     fi->type = st->type == FS_TYPE_DIR ? cellar_FileType_DIR
                                        : cellar_FileType_FILE;
     fi->size = st->type == FS_TYPE_DIR ? 0 : st->size;
@@ -834,8 +840,8 @@ static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
     const flash_dev_t *dev = s->cfg.dev;
     s->resp.which_body = cellar_Response_hello_tag;
     o->version = CODEC_PROTOCOL_VERSION;
-    copy_str(o->device, sizeof(o->device), s->cfg.device_id);
-    copy_str(o->firmware, sizeof(o->firmware), s->cfg.firmware);
+    svc_copy_str(o->device, sizeof(o->device), s->cfg.device_id);
+    svc_copy_str(o->firmware, sizeof(o->firmware), s->cfg.firmware);
     o->max_frame = CODEC_MAX_FRAME;
     o->max_inflight = SVC_MAX_INFLIGHT;
     o->max_path = SVC_MAX_PATH;
@@ -848,19 +854,19 @@ static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
     for (uint32_t i = 0; i < s->nparts && i < 4; i++) {
         cellar_Partition *p = &o->partitions[o->partitions_count++];
         p->path[0] = '/';
-        copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
+        svc_copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
         p->first_block = s->part[i].cfg.first_block;
         p->block_count = s->part[i].cfg.block_count;
         p->read_only = s->part[i].read_only;
     }
     if (s->cfg.log) {
-        sb_t b = log_begin(s, c);
-        sb_str(&b, "hello from ");
-        sb_qstr(&b, r->client);
-        sb_str(&b, " (protocol ");
-        sb_u64(&b, r->version);
-        sb_str(&b, ")");
-        log_end(s);
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "hello from ");
+        svc_sb_qstr(&b, r->client);
+        svc_sb_str(&b, " (protocol ");
+        svc_sb_u64(&b, r->version);
+        svc_sb_str(&b, ")");
+        svc_log_end(s);
     }
     return 0;
 }
@@ -878,19 +884,19 @@ static int do_stat(svc_t *s, const cellar_StatRequest *r)
 {
     svc_path_t *p = &s->pa;
     fs_stat_t st;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
     memset(&st, 0, sizeof(st));
     if (p->part < 0) {
         st.type = FS_TYPE_DIR;
     } else {
-        fs_t *fs = path_fs(s, p);
+        fs_t *fs = svc_path_fs(s, p);
         if (!fs)
             return FS_ERR_IO;
         err = fs_stat(fs, p->fs, &st);
         if (err)
-            return fail_path(s, err, p->show, NULL);
+            return svc_fail_path(s, err, p->show, NULL);
     }
     s->resp.which_body = cellar_Response_stat_tag;
     s->resp.body.stat.has_info = true;
@@ -903,7 +909,7 @@ static int do_list(svc_t *s, const cellar_ListRequest *r)
     svc_path_t *p = &s->pa;
     cellar_ListReply *o = &s->resp.body.list;
     uint32_t max = r->max_entries;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
     if (max == 0 || max > SVC_LIST_MAX)
@@ -925,12 +931,12 @@ static int do_list(svc_t *s, const cellar_ListRequest *r)
         return 0;
     }
 
-    fs_t *fs = path_fs(s, p);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
     err = fs_dir_open(fs, &s->dir, p->fs);
     if (err)
-        return fail_path(s, err, p->show, NULL);
+        return svc_fail_path(s, err, p->show, NULL);
     /* The cursor counts entries already returned: skip that many. */
     char *name = (char *)s->scratch;
     fs_stat_t st;
@@ -946,6 +952,10 @@ static int do_list(svc_t *s, const cellar_ListRequest *r)
             err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
             if (err <= 0)
                 break;
+            if (p->fs[1] == 0 && strcmp(name, &MAN_DIR[1]) == 0) {
+                idx++; /* the service's own directory is not listed */
+                continue;
+            }
             if (o->entries_count == max) {
                 o->next_cursor = idx; /* there is at least one more */
                 break;
@@ -957,7 +967,7 @@ static int do_list(svc_t *s, const cellar_ListRequest *r)
     (void)fs_dir_close(fs, &s->dir);
     if (err < 0) {
         s->resp.which_body = 0;
-        return fail_path(s, err, p->show, NULL);
+        return svc_fail_path(s, err, p->show, NULL);
     }
     return 0;
 }
@@ -970,29 +980,29 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
                            cellar_OpenFlags_O_APPEND;
     uint32_t fl = r->flags;
     svc_path_t *p = &s->pa;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
     if (fl & ~known) {
-        sb_t b = err_begin(s, FS_ERR_INVAL);
-        sb_str(&b, " ");
-        sb_qstr(&b, p->show);
-        sb_str(&b, ": unknown open flags ");
-        sb_hex32(&b, fl & ~known);
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": unknown open flags ");
+        svc_sb_hex32(&b, fl & ~known);
         return FS_ERR_INVAL;
     }
     if (!(fl & rw))
-        return fail_path(s, FS_ERR_INVAL, p->show,
+        return svc_fail_path(s, FS_ERR_INVAL, p->show,
                          "open flags need O_READ and/or O_WRITE");
     if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
-        return fail_path(s, FS_ERR_INVAL, p->show,
+        return svc_fail_path(s, FS_ERR_INVAL, p->show,
                          "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need "
                          "O_WRITE");
-    if (p->part < 0 || is_part_root(p))
-        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    if ((fl & cellar_OpenFlags_O_WRITE) && (err = check_writable(s, p)))
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((fl & cellar_OpenFlags_O_WRITE) && (err = svc_check_writable(s, p)))
         return err;
-    fs_t *fs = path_fs(s, p);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
 
@@ -1004,7 +1014,7 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             break;
         }
     if (!h)
-        return fail_path(s, FS_ERR_NOMEM, p->show,
+        return svc_fail_path(s, FS_ERR_NOMEM, p->show,
                          "too many open handles on this connection "
                          "(max 8)");
 
@@ -1024,17 +1034,30 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
     if (fl & cellar_OpenFlags_O_APPEND)
         ff |= FS_O_APPEND;
 
+    uint32_t used = 0;
+    for (svc_conn_t *o = s->conns; o; o = o->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            used += o->h[k].id && o->h[k].part == (uint8_t)p->part;
+    if (used >= SVC_DEVICE_HANDLES)
+        return svc_fail_open(s, FS_ERR_NOMEM, p->show);
     memset(h, 0, sizeof(*h));
-    err = fs_file_open(fs, &h->file, p->fs, ff);
-    if (err < 0) {
+    if ((ff & FS_O_WRONLY) && s->part[p->part].has_man) {
+        /* writes go to a shadow copy, published with its manifest entry
+         * at close: the real name never holds a half-written file */
+        err = svc_shadow_open(s, h, p, ff);
+        if (err < 0) {
+            memset(h, 0, sizeof(*h));
+            return err;
+        }
+    } else if ((err = fs_file_open(fs, &h->file, p->fs, ff)) < 0) {
         memset(h, 0, sizeof(*h));
-        return fail_open(s, err, p->show);
+        return svc_fail_open(s, err, p->show);
     }
     int32_t size = fs_file_size(fs, &h->file);
     if (size < 0) {
         (void)fs_file_close(fs, &h->file);
         memset(h, 0, sizeof(*h));
-        return fail_path(s, size, p->show, NULL);
+        return svc_fail_path(s, size, p->show, NULL);
     }
     c->handle_seq = (c->handle_seq + 1) & 0x0fffffffu;
     if (!c->handle_seq)
@@ -1058,11 +1081,11 @@ static int do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
     if (!h)
         return FS_ERR_BADF;
     if (!h->readable)
-        return fail_handle(s, FS_ERR_BADF, h, "not open for reading");
+        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for reading");
     fs_t *fs = hfs(s, h);
     int32_t size = fs_file_size(fs, &h->file);
     if (size < 0)
-        return fail_handle(s, size, h, NULL);
+        return svc_fail_handle(s, size, h, NULL);
     cellar_ReadReply *o = &s->resp.body.read;
     uint32_t want = r->length < SVC_MAX_CHUNK ? r->length : SVC_MAX_CHUNK;
     uint32_t got = 0;
@@ -1074,7 +1097,7 @@ static int do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
             int n = fs_file_pread(fs, &h->file, o->data.bytes + got,
                                   want - got, off + got);
             if (n < 0)
-                return fail_handle(s, n, h, NULL);
+                return svc_fail_handle(s, n, h, NULL);
             if (n == 0)
                 break;
             got += (uint32_t)n;
@@ -1093,7 +1116,7 @@ static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
     if (!h)
         return FS_ERR_BADF;
     if (!h->writable)
-        return fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
     fs_t *fs = hfs(s, h);
     uint32_t len = r->data.size;
     uint64_t off = r->offset;
@@ -1101,18 +1124,18 @@ static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
     if (h->append) {
         int32_t size = fs_file_size(fs, &h->file);
         if (size < 0)
-            return fail_handle(s, size, h, NULL);
+            return svc_fail_handle(s, size, h, NULL);
         off = (uint64_t)size;
         if (len > FS_FILE_MAX - off)
-            return fail_handle(s, FS_ERR_FBIG, h, NULL);
-        n = fs_file_write(fs, &h->file, r->data.bytes, len);
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     } else {
         if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
-            return fail_handle(s, FS_ERR_FBIG, h, NULL);
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
         n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     }
     if (n < 0)
-        return fail_handle(s, n, h, NULL);
+        return svc_fail_handle(s, n, h, NULL);
     s->resp.which_body = cellar_Response_write_tag;
     s->resp.body.write.offset = off;
     s->resp.body.write.written = (uint32_t)n;
@@ -1125,25 +1148,25 @@ static int do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r)
     if (!h)
         return FS_ERR_BADF;
     if (r->whence > 2)
-        return fail_handle(s, FS_ERR_INVAL, h,
+        return svc_fail_handle(s, FS_ERR_INVAL, h,
                            "whence must be 0 (set), 1 (cur) or 2 (end)");
     if (r->offset > INT32_MAX || r->offset < -(int64_t)INT32_MAX)
-        return fail_handle(s, FS_ERR_INVAL, h, "offset out of range");
+        return svc_fail_handle(s, FS_ERR_INVAL, h, "offset out of range");
     fs_t *fs = hfs(s, h);
     int32_t pos = fs_file_seek(fs, &h->file, (int32_t)r->offset,
                                (int)r->whence);
     if (pos < 0)
-        return fail_handle(s, pos, h, NULL);
+        return svc_fail_handle(s, pos, h, NULL);
     int32_t size = fs_file_size(fs, &h->file);
     if (size < 0)
-        return fail_handle(s, size, h, NULL);
+        return svc_fail_handle(s, size, h, NULL);
     s->resp.which_body = cellar_Response_seek_tag;
     s->resp.body.seek.position = (uint64_t)pos;
     s->resp.body.seek.size = (uint64_t)size;
     return 0;
 }
 
-static void reply_done(svc_t *s)
+void svc_reply_done(svc_t *s)
 {
     s->resp.which_body = cellar_Response_done_tag;
 }
@@ -1157,37 +1180,43 @@ static int do_truncate(svc_t *s, svc_conn_t *c,
         if (!h)
             return FS_ERR_BADF;
         if (!h->writable)
-            return fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+            return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
         if (r->size > FS_FILE_MAX)
-            return fail_handle(s, FS_ERR_FBIG, h, NULL);
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
         err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
         if (err < 0)
-            return fail_handle(s, err, h, NULL);
-        reply_done(s);
+            return svc_fail_handle(s, err, h, NULL);
+        svc_reply_done(s);
         return 0;
     }
     svc_path_t *p = &s->pa;
-    if ((err = resolve(s, r->path, p)))
+    if ((err = svc_resolve(s, r->path, p)))
         return err;
-    if (p->part < 0 || is_part_root(p))
-        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    if ((err = check_writable(s, p)))
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((err = svc_check_writable(s, p)))
         return err;
     if (r->size > FS_FILE_MAX)
-        return fail_path(s, FS_ERR_FBIG, p->show, NULL);
-    fs_t *fs = path_fs(s, p);
+        return svc_fail_path(s, FS_ERR_FBIG, p->show, NULL);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
+    if (s->part[p->part].has_man) {
+        if ((err = svc_shadow_truncate(s, p, (uint32_t)r->size)))
+            return err;
+        svc_reply_done(s);
+        return 0;
+    }
     err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_WRONLY);
     if (err < 0)
-        return fail_open(s, err, p->show);
+        return svc_fail_open(s, err, p->show);
     err = fs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
     int err2 = fs_file_close(fs, &s->tmpfile);
     if (err >= 0)
         err = err2;
     if (err < 0)
-        return fail_path(s, err, p->show, NULL);
-    reply_done(s);
+        return svc_fail_path(s, err, p->show, NULL);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1196,10 +1225,12 @@ static int do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r)
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
         return FS_ERR_BADF;
+    /* With a shadow, the data becomes durable there; it is published (made
+     * visible under its name, with its manifest entry) at Close. */
     int err = fs_file_sync(hfs(s, h), &h->file);
     if (err < 0)
-        return fail_handle(s, err, h, NULL);
-    reply_done(s);
+        return svc_fail_handle(s, err, h, NULL);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1208,37 +1239,50 @@ static int do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
         return FS_ERR_BADF;
+    if (h->shadow) {
+        int err = svc_shadow_publish(s, h);
+        memset(h, 0, sizeof(*h));
+        if (err < 0)
+            return err;
+        svc_reply_done(s);
+        return 0;
+    }
     int err = fs_file_close(hfs(s, h), &h->file);
     if (err < 0) {
         /* The handle is gone either way; report why the data may not be. */
-        (void)fail_handle(s, err, h, NULL);
+        (void)svc_fail_handle(s, err, h, NULL);
         memset(h, 0, sizeof(*h));
         return err;
     }
     memset(h, 0, sizeof(*h));
-    reply_done(s);
+    svc_reply_done(s);
     return 0;
 }
 
 static int do_remove(svc_t *s, const char *path, bool dir_only)
 {
     svc_path_t *p = &s->pa;
-    int err = resolve(s, path, p);
+    int err = svc_resolve(s, path, p);
     if (err)
         return err;
-    if (p->part < 0 || is_part_root(p))
-        return fail_path(s, FS_ERR_PERM, p->show,
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_PERM, p->show,
                          p->part < 0 ? "the root cannot be removed"
                                      : "a partition cannot be removed");
-    if ((err = check_writable(s, p)))
+    if ((err = svc_check_writable(s, p)))
         return err;
-    fs_t *fs = path_fs(s, p);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
-    err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+    if (dir_only)
+        err = fs_rmdir(fs, p->fs);
+    else if (s->part[p->part].has_man)
+        err = svc_man_remove(s, p); /* the file and its manifest entry */
+    else
+        err = fs_remove(fs, p->fs);
     if (err < 0)
-        return fail_path(s, err, p->show, NULL);
-    reply_done(s);
+        return svc_fail_path(s, err, p->show, NULL);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1246,26 +1290,26 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
 {
     svc_path_t *p = &s->pa;
     fs_stat_t st;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
-    if (p->part < 0 || is_part_root(p)) {
+    if (p->part < 0 || svc_is_part_root(p)) {
         if (r->parents) {
-            reply_done(s);
+            svc_reply_done(s);
             return 0;
         }
-        return fail_path(s, FS_ERR_EXIST, p->show, NULL);
+        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
     }
-    if ((err = check_writable(s, p)))
+    if ((err = svc_check_writable(s, p)))
         return err;
-    fs_t *fs = path_fs(s, p);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
         if (err < 0)
-            return fail_path(s, err, p->show, NULL);
-        reply_done(s);
+            return svc_fail_path(s, err, p->show, NULL);
+        svc_reply_done(s);
         return 0;
     }
     /* With parents: check every prefix first, so a path through a file
@@ -1284,9 +1328,9 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
             break;
         }
         if (err < 0)
-            return fail_path(s, err, p->show, NULL);
+            return svc_fail_path(s, err, p->show, NULL);
         if (st.type != FS_TYPE_DIR)
-            return fail_path(s, FS_ERR_NOTDIR, p->show,
+            return svc_fail_path(s, FS_ERR_NOTDIR, p->show,
                              "a component is a file, not a directory");
     }
     if (first_missing) {
@@ -1297,10 +1341,10 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
             pre[i] = 0;
             err = fs_mkdir(fs, pre);
             if (err < 0 && err != FS_ERR_EXIST)
-                return fail_path(s, err, p->show, NULL);
+                return svc_fail_path(s, err, p->show, NULL);
         }
     }
-    reply_done(s);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1308,40 +1352,41 @@ static int do_rename(svc_t *s, const cellar_RenameRequest *r)
 {
     svc_path_t *a = &s->pa, *b = &s->pb;
     int err;
-    if ((err = resolve(s, r->from, a)) || (err = resolve(s, r->to, b)))
+    if ((err = svc_resolve(s, r->from, a)) || (err = svc_resolve(s, r->to, b)))
         return err;
-    if (a->part < 0 || is_part_root(a))
-        return fail_path(s, FS_ERR_PERM, a->show,
+    if (a->part < 0 || svc_is_part_root(a))
+        return svc_fail_path(s, FS_ERR_PERM, a->show,
                          "a partition cannot be renamed");
-    if (b->part < 0 || is_part_root(b))
-        return fail_path(s, FS_ERR_PERM, b->show,
+    if (b->part < 0 || svc_is_part_root(b))
+        return svc_fail_path(s, FS_ERR_PERM, b->show,
                          "a partition cannot be replaced");
-    if ((err = check_writable(s, a)) || (err = check_writable(s, b)))
+    if ((err = svc_check_writable(s, a)) || (err = svc_check_writable(s, b)))
         return err;
     if (a->part != b->part) {
-        sb_t m = err_begin(s, FS_ERR_INVAL);
-        sb_str(&m, " ");
-        sb_qstr(&m, a->show);
-        sb_str(&m, " to ");
-        sb_qstr(&m, b->show);
-        sb_str(&m, ": cannot rename across partitions");
+        sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&m, " ");
+        svc_sb_qstr(&m, a->show);
+        svc_sb_str(&m, " to ");
+        svc_sb_qstr(&m, b->show);
+        svc_sb_str(&m, ": cannot rename across partitions");
         return FS_ERR_INVAL;
     }
-    fs_t *fs = path_fs(s, a);
+    fs_t *fs = svc_path_fs(s, a);
     if (!fs)
         return FS_ERR_IO;
-    err = fs_rename(fs, a->fs, b->fs);
+    err = s->part[a->part].has_man ? svc_man_rename(s, a, b)
+                                   : fs_rename(fs, a->fs, b->fs);
     if (err < 0) {
-        sb_t m = err_begin(s, err);
-        sb_str(&m, " ");
-        sb_qstr(&m, a->show);
-        sb_str(&m, " to ");
-        sb_qstr(&m, b->show);
-        sb_str(&m, ": ");
-        sb_str(&m, reason(err));
+        sb_t m = svc_err_begin(s, err);
+        svc_sb_str(&m, " ");
+        svc_sb_qstr(&m, a->show);
+        svc_sb_str(&m, " to ");
+        svc_sb_qstr(&m, b->show);
+        svc_sb_str(&m, ": ");
+        svc_sb_str(&m, svc_reason(err));
         return err;
     }
-    reply_done(s);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1372,7 +1417,7 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
 {
     svc_path_t *p = &s->pa;
     fs_statvfs_t v;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
     cellar_StatFsReply *o = &s->resp.body.statfs;
@@ -1381,55 +1426,66 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
             continue;
         svc_path_t q = *p;
         q.part = (int)i;
-        fs_t *fs = path_fs(s, &q);
+        fs_t *fs = svc_path_fs(s, &q);
         if (!fs)
             return FS_ERR_IO;
         err = fs_statvfs(fs, &v);
         if (err < 0)
-            return fail_path(s, err, p->show, NULL);
+            return svc_fail_path(s, err, p->show, NULL);
         statfs_add(o, &v, o->block_count == 0);
     }
     s->resp.which_body = cellar_Response_statfs_tag;
     return 0;
 }
 
-static int do_hash(svc_t *s, const cellar_HashRequest *r)
+static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
 {
     svc_path_t *p = &s->pa;
     csha_t sha;
-    int err = resolve(s, r->path, p);
+    int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
-    if (p->part < 0 || is_part_root(p))
-        return fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    fs_t *fs = path_fs(s, p);
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
-    err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_RDONLY);
-    if (err < 0)
-        return fail_open(s, err, p->show);
-    int32_t size = fs_file_size(fs, &s->tmpfile);
+    /* A connection sees its own writes: a file it has open for writing is
+     * hashed as that handle holds it (not yet published). */
+    fs_file_t *f = &s->tmpfile;
+    uint32_t total = 0;
+    for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+        if (c->h[k].id && c->h[k].shadow && c->h[k].part == (uint8_t)p->part &&
+            strcmp(c->h[k].path, p->show) == 0)
+            f = &c->h[k].file;
+    if (f == &s->tmpfile) {
+        err = fs_file_open(fs, f, p->fs, FS_O_RDONLY);
+        if (err < 0)
+            return svc_fail_open(s, err, p->show);
+    }
+    int32_t size = fs_file_size(fs, f);
     if (size < 0) {
         err = size;
         goto out;
     }
     if (r->offset > (uint64_t)size) {
-        (void)fs_file_close(fs, &s->tmpfile);
-        return fail_path(s, FS_ERR_INVAL, p->show,
+        if (f == &s->tmpfile)
+            (void)fs_file_close(fs, f);
+        return svc_fail_path(s, FS_ERR_INVAL, p->show,
                          "offset is past the end of the file");
     }
     uint32_t off = (uint32_t)r->offset;
     uint32_t left = (uint32_t)size - off;
     if (r->length && r->length < left)
         left = (uint32_t)r->length;
-    uint32_t total = left;
+    total = left;
 
     csha_init(&sha);
     err = csha_start(&sha) ? FS_ERR_IO : 0;
     while (!err && left) {
         uint32_t want = left < sizeof(s->scratch) ? left
                                                   : (uint32_t)sizeof(s->scratch);
-        int n = fs_file_pread(fs, &s->tmpfile, s->scratch, want, off);
+        int n = fs_file_pread(fs, f, s->scratch, want, off);
         if (n < 0) {
             err = n;
             break;
@@ -1449,12 +1505,12 @@ static int do_hash(svc_t *s, const cellar_HashRequest *r)
         err = FS_ERR_IO;
     csha_free(&sha);
 out:;
-    int err2 = fs_file_close(fs, &s->tmpfile);
+    int err2 = f == &s->tmpfile ? fs_file_close(fs, f) : 0;
     if (!err && err2 < 0)
         err = err2;
     if (err < 0) {
         memset(&s->resp.body.hash, 0, sizeof(s->resp.body.hash));
-        return fail_path(s, err, p->show, NULL);
+        return svc_fail_path(s, err, p->show, NULL);
     }
     s->resp.which_body = cellar_Response_hash_tag;
     s->resp.body.hash.length = total;
@@ -1468,9 +1524,11 @@ static int format_part(svc_t *s, uint32_t i)
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
             if (c->h[k].id && c->h[k].part == i)
-                handle_release(s, &c->h[k]);
-    if (p->mounted)
+                svc_handle_release(s, &c->h[k]);
+    if (p->mounted) {
+        svc_store_detach(s, i);
         (void)fs_unmount(&p->fs);
+    }
     p->mounted = 0;
     log_part(s, "formatting", p, 0);
     int err = fs_format(&p->fs, &p->cfg);
@@ -1481,7 +1539,7 @@ static int format_part(svc_t *s, uint32_t i)
         return err;
     }
     p->mounted = 1;
-    return 0;
+    return svc_store_attach(s, i);
 }
 
 static int do_format(svc_t *s, const cellar_FormatRequest *r)
@@ -1495,11 +1553,11 @@ static int do_format(svc_t *s, const cellar_FormatRequest *r)
     else if (w[0] == 0)
         which = 0;
     else if ((which = part_index(s, w, strlen(w))) < 0)
-        return fail_path(s, FS_ERR_NOENT, r->partition,
+        return svc_fail_path(s, FS_ERR_NOENT, r->partition,
                          "no such partition (use \"/usr\", \"/bak\" or "
                          "\"*\" for all)");
     if (!r->confirm)
-        return fail_path(s, FS_ERR_INVAL,
+        return svc_fail_path(s, FS_ERR_INVAL,
                          which < 0 ? "*" : s->part[which].name,
                          "confirm must be true: format erases every file");
     for (uint32_t i = 0; i < s->nparts; i++) {
@@ -1509,10 +1567,10 @@ static int do_format(svc_t *s, const cellar_FormatRequest *r)
         if (err) {
             char nm[LAYOUT_NAME_MAX + 2] = "/";
             strcpy(nm + 1, s->part[i].name);
-            return fail_path(s, err, nm, NULL);
+            return svc_fail_path(s, err, nm, NULL);
         }
     }
-    reply_done(s);
+    svc_reply_done(s);
     return 0;
 }
 
@@ -1539,6 +1597,16 @@ static const char *op_name(uint32_t tag)
     case cellar_Request_hash_tag: return "hash";
     case cellar_Request_format_tag: return "format";
     case cellar_Request_sync_tag: return "sync";
+    case cellar_Request_manifest_tag: return "manifest";
+    case cellar_Request_manifest_import_tag: return "manifest import";
+    case cellar_Request_verify_tag: return "verify";
+    case cellar_Request_update_begin_tag: return "update begin";
+    case cellar_Request_update_declare_tag: return "update declare";
+    case cellar_Request_update_write_tag: return "update write";
+    case cellar_Request_update_commit_tag: return "update commit";
+    case cellar_Request_update_abort_tag: return "update abort";
+    case cellar_Request_backup_tag: return "backup";
+    case cellar_Request_restore_tag: return "restore";
     default: return "request";
     }
 }
@@ -1550,10 +1618,10 @@ static int scan_problem(svc_t *s)
     uint32_t body = sc->body_tag;
     sb_t b;
     if (sc->problem == CODEC_SCAN_NUL) {
-        b = err_begin(s, FS_ERR_INVAL);
-        sb_str(&b, " ");
-        sb_qstr(&b, sc->prefix);
-        sb_str(&b, body == cellar_Request_hello_tag
+        b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, sc->prefix);
+        svc_sb_str(&b, body == cellar_Request_hello_tag
                        ? ": client name contains a NUL byte"
                        : ": path contains a NUL byte");
         return FS_ERR_INVAL;
@@ -1561,25 +1629,25 @@ static int scan_problem(svc_t *s)
     /* CODEC_SCAN_LONG */
     if (body == cellar_Request_write_tag || body == cellar_Request_ping_tag ||
         body == cellar_Request_hello_tag) {
-        b = err_begin(s, -(int)cellar_Code_EMSGSIZE);
-        sb_str(&b, body == cellar_Request_write_tag ? ": data is "
+        b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
+        svc_sb_str(&b, body == cellar_Request_write_tag ? ": data is "
                    : body == cellar_Request_ping_tag ? ": payload is "
                                                      : ": client name is ");
-        sb_u64(&b, sc->problem_len);
-        sb_str(&b, body == cellar_Request_write_tag
+        svc_sb_u64(&b, sc->problem_len);
+        svc_sb_str(&b, body == cellar_Request_write_tag
                        ? " bytes, the limit is max_chunk (16384)"
                    : body == cellar_Request_ping_tag ? " bytes, the limit is 64"
                                                      : " bytes, the limit is 63");
         return -(int)cellar_Code_EMSGSIZE;
     }
-    b = err_begin(s, FS_ERR_NAMETOOLONG);
-    sb_str(&b, " ");
-    sb_qstr(&b, sc->prefix);
-    sb_str(&b, ": ");
-    sb_str(&b, body == cellar_Request_format_tag ? "partition name" : "path");
-    sb_str(&b, " is ");
-    sb_u64(&b, sc->problem_len);
-    sb_str(&b, body == cellar_Request_format_tag ? " bytes, the limit is 15"
+    b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, sc->prefix);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, body == cellar_Request_format_tag ? "partition name" : "path");
+    svc_sb_str(&b, " is ");
+    svc_sb_u64(&b, sc->problem_len);
+    svc_sb_str(&b, body == cellar_Request_format_tag ? " bytes, the limit is 15"
                                                  : " bytes, the limit is 255");
     return FS_ERR_NAMETOOLONG;
 }
@@ -1606,19 +1674,36 @@ static int dispatch(svc_t *s, svc_conn_t *c)
         return do_remove(s, q->body.rmdir.path, true);
     case cellar_Request_rename_tag: return do_rename(s, &q->body.rename);
     case cellar_Request_statfs_tag: return do_statfs(s, &q->body.statfs);
-    case cellar_Request_hash_tag: return do_hash(s, &q->body.hash);
+    case cellar_Request_hash_tag: return do_hash(s, c, &q->body.hash);
     case cellar_Request_format_tag: return do_format(s, &q->body.format);
     case cellar_Request_sync_tag: return do_sync(s, c, &q->body.sync);
+    case cellar_Request_manifest_tag:
+        return svc_do_manifest(s, &q->body.manifest);
+    case cellar_Request_manifest_import_tag:
+        return svc_do_manifest_import(s, &q->body.manifest_import);
+    case cellar_Request_verify_tag: return svc_do_verify(s, &q->body.verify);
+    case cellar_Request_update_begin_tag:
+        return svc_do_update_begin(s, c, &q->body.update_begin);
+    case cellar_Request_update_declare_tag:
+        return svc_do_update_declare(s, c, &q->body.update_declare);
+    case cellar_Request_update_write_tag:
+        return svc_do_update_write(s, c, &q->body.update_write);
+    case cellar_Request_update_commit_tag:
+        return svc_do_update_commit(s, c, &q->body.update_commit);
+    case cellar_Request_update_abort_tag:
+        return svc_do_update_abort(s, c, &q->body.update_abort);
+    case cellar_Request_backup_tag: return svc_do_backup(s, &q->body.backup);
+    case cellar_Request_restore_tag: return svc_do_restore(s, &q->body.restore);
     default: {
         sb_t b;
         s->op = "request";
-        b = err_begin(s, -(int)cellar_Code_EPROTO);
+        b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
         if (s->scan.unknown_tag) {
-            sb_str(&b, ": unknown request type (field ");
-            sb_u64(&b, s->scan.unknown_tag);
-            sb_str(&b, "); this device speaks protocol version 1");
+            svc_sb_str(&b, ": unknown request type (field ");
+            svc_sb_u64(&b, s->scan.unknown_tag);
+            svc_sb_str(&b, "); this device speaks protocol version 1");
         } else {
-            sb_str(&b, ": no request body (set one of the Request.body "
+            svc_sb_str(&b, ": no request body (set one of the Request.body "
                        "fields)");
         }
         return -(int)cellar_Code_EPROTO;
@@ -1630,14 +1715,14 @@ static void log_failure(svc_t *s, svc_conn_t *c)
 {
     if (!s->cfg.log)
         return;
-    sb_t b = log_begin(s, c);
-    sb_str(&b, "id ");
-    sb_u64(&b, s->resp.id);
-    sb_str(&b, " ");
-    sb_str(&b, svc_code_name(s->resp.error.code));
-    sb_str(&b, " ");
-    sb_str(&b, s->resp.error.message); /* already escaped */
-    log_end(s);
+    sb_t b = svc_log_begin(s, c);
+    svc_sb_str(&b, "id ");
+    svc_sb_u64(&b, s->resp.id);
+    svc_sb_str(&b, " ");
+    svc_sb_str(&b, svc_code_name(s->resp.error.code));
+    svc_sb_str(&b, " ");
+    svc_sb_str(&b, s->resp.error.message); /* already escaped */
+    svc_log_end(s);
 }
 
 /* Serve one request frame; the reply goes to the output queue. */
@@ -1651,10 +1736,10 @@ static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
     if (s->scan.problem) {
         (void)scan_problem(s);
     } else if (codec_decode_request(&s->req, f, n, &why) < 0) {
-        sb_t b = err_begin(s, -(int)cellar_Code_EPROTO);
-        sb_str(&b, ": malformed request (");
-        sb_str(&b, why ? why : "does not decode");
-        sb_str(&b, ")");
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
+        svc_sb_str(&b, ": malformed request (");
+        svc_sb_str(&b, why ? why : "does not decode");
+        svc_sb_str(&b, ")");
     } else {
         s->resp.id = s->req.id;
         s->op = op_name(s->req.which_body);
@@ -1674,13 +1759,13 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
     uint32_t len = codec_get_len(c->in.buf);
     resp_reset(s, 0);
     s->op = "frame";
-    sb_t b = err_begin(s, err);
-    sb_str(&b, ": length ");
-    sb_u64(&b, len);
+    sb_t b = svc_err_begin(s, err);
+    svc_sb_str(&b, ": length ");
+    svc_sb_u64(&b, len);
     if (err == CODEC_ERR_MSGSIZE)
-        sb_str(&b, " is above the limit of 16896 bytes; closing");
+        svc_sb_str(&b, " is above the limit of 16896 bytes; closing");
     else
-        sb_str(&b, " is not allowed (1..16896); closing");
+        svc_sb_str(&b, " is not allowed (1..16896); closing");
     c->errors++;
     log_failure(s, c);
     c->closing = 1;
@@ -1743,6 +1828,7 @@ bool svc_pending(svc_t *s)
 void svc_tick(svc_t *s, uint64_t now_ms)
 {
     s->now_ms = now_ms;
+    svc_store_tick(s);
     if (s->idle_ms == SVC_IDLE_NEVER)
         return;
     for (svc_conn_t *c = s->conns; c; c = c->next) {
@@ -1753,26 +1839,26 @@ void svc_tick(svc_t *s, uint64_t now_ms)
             if (!h->id || now_ms - h->last_ms < s->idle_ms)
                 continue;
             if (s->cfg.log) {
-                sb_t b = log_begin(s, c);
-                sb_str(&b, "handle ");
-                sb_u64(&b, h->id);
-                sb_str(&b, " ");
-                sb_qstr(&b, h->path);
-                sb_str(&b, " closed: idle for ");
-                sb_u64(&b, (now_ms - h->last_ms) / 1000);
-                sb_str(&b, " s");
-                log_end(s);
+                sb_t b = svc_log_begin(s, c);
+                svc_sb_str(&b, "handle ");
+                svc_sb_u64(&b, h->id);
+                svc_sb_str(&b, " ");
+                svc_sb_qstr(&b, h->path);
+                svc_sb_str(&b, " closed: idle for ");
+                svc_sb_u64(&b, (now_ms - h->last_ms) / 1000);
+                svc_sb_str(&b, " s");
+                svc_log_end(s);
             }
-            handle_release(s, h);
+            svc_handle_release(s, h);
         }
         if (now_ms - c->last_ms < s->idle_ms)
             continue;
         resp_reset(s, 0);
         s->op = "connection";
-        sb_t b = err_begin(s, -(int)cellar_Code_ETIMEDOUT);
-        sb_str(&b, ": no complete request for ");
-        sb_u64(&b, (now_ms - c->last_ms) / 1000);
-        sb_str(&b, " s; closing");
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_ETIMEDOUT);
+        svc_sb_str(&b, ": no complete request for ");
+        svc_sb_u64(&b, (now_ms - c->last_ms) / 1000);
+        svc_sb_str(&b, " s; closing");
         c->closing = 1;
         c->close_reason = "idle timeout";
         if (out_room(c, 512))

@@ -46,9 +46,14 @@
 #include "flash.h"
 #include "fs.h"
 #include "layout.h"
+#include "manifest.h"
+#include "txn.h"
 
 /* ---- limits (advertised in HelloReply) ----------------------------------- */
 #define SVC_MAX_HANDLES 8u       /* open handles per connection */
+#define SVC_DEVICE_HANDLES 64u   /* client handles per partition, all
+                                    connections together (the fs allows
+                                    FS_MAX_OPEN: the rest is the service's) */
 #define SVC_MAX_INFLIGHT 16u     /* requests a client should keep in flight */
 #define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
@@ -95,7 +100,15 @@ typedef struct svc_config {
      * never formatted over. false = fail instead. */
     bool provision;
     uint32_t bak_blocks;      /* for the default layout; 0 = a quarter */
+    /* At setup, check every /usr file against the manifest and restore
+     * what is missing or corrupt from /bak (logging each file). */
+    bool check_at_start;
+    /* A staged update whose client went away is dropped after this long
+     * (milliseconds; 0 = SVC_TX_ABANDON_MS). */
+    uint32_t tx_timeout_ms;
 } svc_config_t;
+
+#define SVC_TX_ABANDON_MS (3600u * 1000u) /* one hour */
 
 /* ---- objects (caller-owned; fields are private to svc_core.c) ------------- */
 typedef struct svc svc_t;
@@ -108,6 +121,8 @@ typedef struct svc_handle {
     uint8_t writable;
     uint8_t append;
     uint64_t last_ms;     /* last use, for the idle timeout */
+    uint8_t shadow;       /* writes go to a shadow copy (/.cellar/w/N) */
+    uint32_t shadow_no;
     fs_file_t file;
     char path[SVC_MAX_PATH + 8]; /* normalised full path, for messages */
 } svc_handle_t;
@@ -144,8 +159,10 @@ typedef struct svc_part {
     char name[LAYOUT_NAME_MAX]; /* "usr" */
     uint8_t mounted;
     uint8_t read_only;    /* through file RPCs */
+    uint8_t has_man;      /* man is open */
     fs_config_t cfg;
     fs_t fs;
+    man_t man;            /* the partition's manifest */
 } svc_part_t;
 
 struct svc {
@@ -159,6 +176,16 @@ struct svc {
     uint32_t conn_seq;
     uint64_t now_ms;
     uint8_t set_up;
+    /* update transactions (usr) and copies (backup, restore) */
+    txn_t tx;
+    svc_conn_t *tx_owner;  /* connection driving the staged update */
+    uint64_t tx_idle_since; /* when it lost its owner */
+    uint64_t tx_need;      /* bytes of the files to send, declared so far */
+    txn_t cp;
+    uint32_t shadow_seq;
+    fs_file_t t1, t2;      /* for copies and hashes */
+    man_entry_t me;        /* scratch entries */
+    man_entry_t me2;
     /* scratch for the request being served (one at a time) */
     cellar_Request req;
     cellar_Response resp;

@@ -1404,6 +1404,94 @@ static void test_big_files_replay(void)
     fx_free(x);
 }
 
+/* fs_file_commit_with: an open file's pending writes and renames in one
+ * commit (the service's manifest + bundle step). */
+static void test_commit_with(void)
+{
+    fx_t *x = fx_new(64);
+    fs_t *fs = &x->fs;
+    fs_file_t m;
+    uint8_t b[3000];
+
+    CHECK_EQ(put_file(x, "/man", 3000, 1), 0);
+    CHECK_EQ(put_file(x, "/st1", 500, 2), 0);
+    CHECK_EQ(put_file(x, "/st2", 700, 3), 0);
+    CHECK_EQ(put_file(x, "/old", 100, 4), 0);
+    CHECK_EQ(fs_file_open(fs, &m, "/man", FS_O_RDWR), 0);
+    fsm_fill(b, sizeof(b), 9, 0);
+    CHECK_EQ(fs_file_pwrite(fs, &m, b, 3000, 0), 3000);
+    CHECK_EQ(fs_file_pwrite(fs, &m, b, 1000, 3000), 1000);
+    /* nothing is visible before the commit */
+    CHECK(file_is(x, "/man", 3000, 1));
+    CHECK(exists(x, "/st1"));
+    const char *src[] = { "/st1", "/st2", "/old" };
+    const char *dst[] = { "/a", "/b", NULL };
+    /* a bad pair changes nothing, and the pending writes stay pending */
+    const char *bsrc[] = { "/st1", "/missing" };
+    const char *bdst[] = { "/a", "/c" };
+    CHECK_EQ(fs_file_commit_with(fs, &m, bsrc, bdst, 2), FS_ERR_NOENT);
+    CHECK(exists(x, "/st1"));
+    CHECK(!exists(x, "/a"));
+    /* f itself cannot be replaced */
+    const char *ssrc[] = { "/st1" };
+    const char *sdst[] = { "/man" };
+    CHECK_EQ(fs_file_commit_with(fs, &m, ssrc, sdst, 1), FS_ERR_BUSY);
+    CHECK_EQ(fs_file_commit_with(fs, &m, src, dst, 3), 0);
+    CHECK(file_is(x, "/a", 500, 2));
+    CHECK(file_is(x, "/b", 700, 3));
+    CHECK(!exists(x, "/old"));
+    CHECK(!exists(x, "/st1"));
+    fs_stat_t st;
+    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(st.size, 4000u);
+    /* the handle goes on: truncate, commit with no renames */
+    CHECK_EQ(fs_file_truncate(fs, &m, 10), 0);
+    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
+    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(st.size, 10u);
+    CHECK_EQ(fs_file_close(fs, &m), 0);
+    fx_remount(x);
+    CHECK(file_is(x, "/a", 500, 2));
+    CHECK(file_is(x, "/b", 700, 3));
+    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(st.size, 10u);
+    CHECK_EQ(fs_fsck(fs, NULL, NULL), 0);
+    /* revert drops pending writes */
+    CHECK_EQ(fs_file_open(fs, &m, "/man", FS_O_RDWR), 0);
+    CHECK_EQ(fs_file_pwrite(fs, &m, b, 3000, 0), 3000);
+    CHECK_EQ(fs_file_size(fs, &m), 3000);
+    CHECK_EQ(fs_file_revert(fs, &m), 0);
+    CHECK_EQ(fs_file_size(fs, &m), 10);
+    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
+    CHECK_EQ(fs_file_close(fs, &m), 0);
+    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(st.size, 10u);
+    fx_remount(x);
+    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(st.size, 10u);
+    CHECK_EQ(fs_fsck(fs, NULL, NULL), 0);
+    /* A writer that syncs after every small write builds a deep chain of
+     * committed patches over a mapped base (15 writes between syncs):
+     * reading it
+     * back through the same handle must not follow those old marks. */
+    CHECK_EQ(fs_file_open(fs, &m, "/deep", FS_O_RDWR | FS_O_CREAT), 0);
+    for (uint32_t i = 0; i < 40; i++) {
+        for (uint32_t k = 0; k < 15; k++)
+            CHECK_EQ(fs_file_pwrite(fs, &m, b + i * 50 + k, 1, i * 50 + k), 1);
+        CHECK_EQ(fs_file_pwrite(fs, &m, b + i * 50, 50, i * 50), 50);
+        CHECK_EQ(fs_file_sync(fs, &m), 0);
+        uint8_t back[2000];
+        CHECK_EQ(fs_file_pread(fs, &m, back, (i + 1) * 50, 0), (int)((i + 1) * 50));
+        CHECK(memcmp(back, b, (i + 1) * 50) == 0);
+    }
+    CHECK_EQ(fs_file_close(fs, &m), 0);
+    /* read-only handles are refused */
+    CHECK_EQ(fs_file_open(fs, &m, "/a", FS_O_RDONLY), 0);
+    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), FS_ERR_BADF);
+    CHECK_EQ(fs_file_close(fs, &m), 0);
+    fx_free(x);
+}
+
 int main(void)
 {
     test_lifecycle();
@@ -1419,6 +1507,7 @@ int main(void)
     test_space();
     test_nospc();
     test_rename_many();
+    test_commit_with();
     test_big_files_replay();
     return check_summary("test_fs_unit");
 }

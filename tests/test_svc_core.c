@@ -807,15 +807,16 @@ static void test_handles(void)
     CHECK_EQ(rpc_close(h[3]), cellar_Code_EBADF);
     CHECK_EQ(rpc_close(0), cellar_Code_EBADF);
     CHECK_EQ(rpc_close(0xffffffffu), cellar_Code_EBADF);
-    /* closing the connection closes its handles: data is synced */
+    /* closing the connection drops its handles: what was written through
+     * a handle never closed is not published (no half-written files) */
     CHECK_EQ(rpc_write(h[0], 0, "abc", 3), 0);
     svc_conn_close(&svc, &conn, "test");
     svc_conn_open(&svc, &conn, "test peer again");
-    CHECK_EQ(rpc_stat("/usr/h0"), 0);
-    CHECK_EQ(rs.body.stat.info.size, 3);
+    CHECK_EQ(rpc_stat("/usr/h0"), cellar_Code_ENOENT);
     for (int i = 0; i < 9; i++) {
         snprintf(name, sizeof(name), "/usr/h%d", i);
-        CHECK_EQ(rpc_remove(name), 0);
+        /* only h3 was closed, so only it exists */
+        CHECK_EQ(rpc_remove(name), i == 3 ? 0 : cellar_Code_ENOENT);
     }
     svc_conn_close(&svc, &conn2, NULL);
 }
@@ -991,8 +992,8 @@ static void test_idle_timeout(void)
     CHECK(strstr(logbuf, "closed: idle") != NULL);
     svc_conn_close(&svc, &conn2, NULL);
     CHECK(strstr(logbuf, "idle timeout") != NULL);
-    CHECK_EQ(rpc_stat("/usr/idle"), 0);
-    CHECK_EQ(rpc_remove("/usr/idle"), 0);
+    /* its handle was dropped unpublished */
+    CHECK_EQ(rpc_stat("/usr/idle"), cellar_Code_ENOENT);
 
     /* a handle idle on a busy connection is closed on its own */
     CHECK_EQ(rpc_open("/usr/idle2", WC, &h), 0);
@@ -1004,7 +1005,7 @@ static void test_idle_timeout(void)
     }
     CHECK_EQ(rpc_write(h, 0, "x", 1), cellar_Code_EBADF);
     CHECK(!svc_conn_done(&conn));
-    CHECK_EQ(rpc_remove("/usr/idle2"), 0);
+    CHECK_EQ(rpc_remove("/usr/idle2"), cellar_Code_ENOENT);
 }
 
 static void test_format(void)
@@ -1061,7 +1062,11 @@ static void test_full_device(void)
     CHECK_EQ(call(), 0);
     CHECK_EQ(rpc_path(cellar_Request_statfs_tag, "/usr"), 0);
     CHECK_EQ(rpc_stat("/usr/after"), 0);
-    CHECK_EQ(rpc_remove("/usr/fill"), 0);
+    /* the close published it whole, or (no room to) not at all */
+    rc = rpc_stat("/usr/fill");
+    CHECK(rc == cellar_Code_ENOENT ||
+          (rc == 0 && rs.body.stat.info.size == off));
+    CHECK_EQ(rpc_remove("/usr/fill"), rc);
     CHECK_EQ(put_file("/usr/small", chunk, 5000), 0);
     CHECK_EQ(rpc_path(cellar_Request_hash_tag, "/usr/small"), 0);
     uint8_t want[32];

@@ -1,0 +1,367 @@
+/* manifest.c - the manifest file of a partition (see manifest.h). */
+#include "manifest.h"
+
+#include <string.h>
+
+#include "le.h"
+
+/* Slot layout (little-endian): u8 kind, u8 flags, u16 path length,
+ * u32 size, u32 mtime, u8 sha256[32], path bytes (zero padded). */
+#define SLOT_FIXED 44u
+
+void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
+{
+    size_t n = e->kind == MAN_FREE ? 0 : strlen(e->path);
+    memset(p, 0, MAN_SLOT);
+    p[0] = e->kind;
+    p[1] = e->flags;
+    p[2] = (uint8_t)n;
+    p[3] = (uint8_t)(n >> 8);
+    le_put32(p + 4, e->size);
+    le_put32(p + 8, e->mtime);
+    memcpy(p + 12, e->sha, 32);
+    memcpy(p + SLOT_FIXED, e->path, n);
+}
+
+int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
+{
+    uint32_t n = (uint32_t)p[2] | (uint32_t)p[3] << 8;
+    memset(e, 0, sizeof(*e));
+    e->kind = p[0];
+    if (e->kind == MAN_FREE)
+        return 0;
+    if (e->kind > MAN_REMOVE || n == 0 || n > MAN_PATH_MAX ||
+        n > MAN_SLOT - SLOT_FIXED || p[SLOT_FIXED] != '/')
+        return FS_ERR_CORRUPT;
+    e->flags = p[1];
+    e->size = le_get32(p + 4);
+    e->mtime = le_get32(p + 8);
+    memcpy(e->sha, p + 12, 32);
+    memcpy(e->path, p + SLOT_FIXED, n);
+    e->path[n] = 0;
+    if (memchr(e->path, 0, n))
+        return FS_ERR_CORRUPT;
+    return 0;
+}
+
+#if SLOT_FIXED + MAN_PATH_MAX > MAN_SLOT
+#error "a manifest slot must hold the longest path"
+#endif
+
+int man_open(man_t *m, fs_t *fs)
+{
+    memset(m, 0, sizeof(*m));
+    m->fs = fs;
+    int err = fs_mkdir(fs, MAN_DIR);
+    if (err && err != FS_ERR_EXIST)
+        return err;
+    err = fs_file_open(fs, &m->f, MAN_FILE, FS_O_RDWR | FS_O_CREAT);
+    if (err)
+        return err;
+    m->open = 1;
+    return 0;
+}
+
+int man_close(man_t *m)
+{
+    if (!m->open)
+        return 0;
+    m->open = 0;
+    (void)fs_file_revert(m->fs, &m->f);
+    return fs_file_close(m->fs, &m->f);
+}
+
+uint32_t man_slots(man_t *m)
+{
+    int32_t size = fs_file_size(m->fs, &m->f);
+    return size > 0 ? (uint32_t)size / MAN_SLOT : 0;
+}
+
+int man_get(man_t *m, uint32_t i, man_entry_t *e)
+{
+    int n = fs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
+    if (n < 0)
+        return n;
+    if (n != (int)MAN_SLOT)
+        return FS_ERR_CORRUPT;
+    int err = man_decode(e, m->slot);
+    if (err)
+        return err;
+    return e->kind == MAN_FREE ? 0 : 1;
+}
+
+int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
+{
+    uint32_t n = man_slots(m);
+    size_t len = strlen(path);
+    for (uint32_t i = 0; i < n; i++) {
+        /* compare the fixed part and the path without decoding misses */
+        int r = fs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
+        if (r < 0)
+            return r;
+        if (r != (int)MAN_SLOT)
+            return FS_ERR_CORRUPT;
+        uint32_t pl = (uint32_t)m->slot[2] | (uint32_t)m->slot[3] << 8;
+        if (m->slot[0] != MAN_TRACK || pl != len ||
+            memcmp(m->slot + SLOT_FIXED, path, len) != 0)
+            continue;
+        int err = man_decode(e, m->slot);
+        if (err)
+            return err;
+        *slot = i;
+        return 1;
+    }
+    return 0;
+}
+
+static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
+{
+    uint8_t p[MAN_SLOT];
+    man_encode(e, p);
+    int n = fs_file_pwrite(m->fs, &m->f, p, MAN_SLOT, i * MAN_SLOT);
+    return n < 0 ? n : 0;
+}
+
+int man_set(man_t *m, const man_entry_t *e)
+{
+    man_entry_t old;
+    uint32_t slot, n = man_slots(m), free_slot = n;
+    int r = man_find(m, e->path, &old, &slot);
+    if (r < 0)
+        return r;
+    if (r == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            int k = fs_file_pread(m->fs, &m->f, m->slot, 1, i * MAN_SLOT);
+            if (k < 0)
+                return k;
+            if (k == 1 && m->slot[0] == MAN_FREE) {
+                free_slot = i;
+                break;
+            }
+        }
+        slot = free_slot;
+    }
+    man_entry_t w = *e;
+    w.kind = MAN_TRACK;
+    w.flags &= MAN_F_SIZE;
+    return slot_write(m, slot, &w);
+}
+
+int man_del(man_t *m, const char *path)
+{
+    man_entry_t e;
+    uint32_t slot;
+    int r = man_find(m, path, &e, &slot);
+    if (r <= 0)
+        return r;
+    memset(&e, 0, sizeof(e));
+    return slot_write(m, slot, &e);
+}
+
+bool man_under(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (n == 1 && prefix[0] == '/')
+        return true;
+    return strncmp(path, prefix, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+int man_move(man_t *m, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    uint32_t n = man_slots(m);
+    man_entry_t e;
+    /* A file moved over another drops the other's entry. */
+    int err = man_del(m, to);
+    if (err)
+        return err;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = man_get(m, i, &e);
+        if (r < 0)
+            return r;
+        if (r == 0 || !man_under(e.path, from))
+            continue;
+        size_t rest = strlen(e.path) - fl;
+        if (tl + rest > MAN_PATH_MAX)
+            return FS_ERR_NAMETOOLONG;
+        memmove(e.path + tl, e.path + fl, rest + 1);
+        memcpy(e.path, to, tl);
+        if ((err = slot_write(m, i, &e)))
+            return err;
+    }
+    return 0;
+}
+
+int man_commit(man_t *m, const char *const *src, const char *const *dst,
+               uint32_t n)
+{
+    int err = fs_file_commit_with(m->fs, &m->f, src, dst, n);
+    if (err)
+        man_revert(m);
+    return err;
+}
+
+void man_revert(man_t *m)
+{
+    (void)fs_file_revert(m->fs, &m->f);
+}
+
+int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,
+                  uint8_t sha[32], uint32_t *size)
+{
+    csha_t h;
+    int32_t sz = fs_file_size(fs, f);
+    if (sz < 0)
+        return sz;
+    csha_init(&h);
+    int err = csha_start(&h) ? FS_ERR_IO : 0;
+    uint32_t off = 0;
+    while (!err && off < (uint32_t)sz) {
+        uint32_t want = (uint32_t)sz - off < buflen ? (uint32_t)sz - off : buflen;
+        int n = fs_file_pread(fs, f, buf, want, off);
+        if (n < 0)
+            err = n;
+        else if (n == 0)
+            err = FS_ERR_CORRUPT; /* shorter than its size */
+        else if (csha_update(&h, buf, (size_t)n))
+            err = FS_ERR_IO;
+        else
+            off += (uint32_t)n;
+    }
+    if (!err && csha_finish(&h, sha))
+        err = FS_ERR_IO;
+    csha_free(&h);
+    *size = (uint32_t)sz;
+    return err;
+}
+
+int man_hash_path(fs_t *fs, fs_file_t *tmp, const char *path, uint8_t *buf,
+                  uint32_t buflen, uint8_t sha[32], uint32_t *size)
+{
+    int err = fs_file_open(fs, tmp, path, FS_O_RDONLY);
+    if (err)
+        return err;
+    err = man_hash_file(fs, tmp, buf, buflen, sha, size);
+    int err2 = fs_file_close(fs, tmp);
+    return err ? err : err2;
+}
+
+int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,
+                  fs_file_t *t1, fs_file_t *t2, uint8_t *buf,
+                  uint32_t buflen, uint8_t sha[32], uint32_t *size)
+{
+    csha_t h;
+    int err = fs_file_open(fs_a, t1, src, FS_O_RDONLY);
+    if (err)
+        return err;
+    err = fs_file_open(fs_b, t2, dst, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    if (err) {
+        (void)fs_file_close(fs_a, t1);
+        return err;
+    }
+    int32_t sz = fs_file_size(fs_a, t1);
+    err = sz < 0 ? sz : 0;
+    csha_init(&h);
+    if (!err && csha_start(&h))
+        err = FS_ERR_IO;
+    uint32_t off = 0;
+    while (!err && off < (uint32_t)sz) {
+        uint32_t want = (uint32_t)sz - off < buflen ? (uint32_t)sz - off : buflen;
+        int n = fs_file_pread(fs_a, t1, buf, want, off);
+        if (n < 0)
+            err = n;
+        else if (n == 0)
+            err = FS_ERR_CORRUPT;
+        else if (csha_update(&h, buf, (size_t)n))
+            err = FS_ERR_IO;
+        else {
+            int w = fs_file_pwrite(fs_b, t2, buf, (uint32_t)n, off);
+            if (w < 0)
+                err = w;
+            else
+                off += (uint32_t)n;
+        }
+    }
+    if (!err && csha_finish(&h, sha))
+        err = FS_ERR_IO;
+    csha_free(&h);
+    if (err)
+        (void)fs_file_revert(fs_b, t2);
+    int e1 = fs_file_close(fs_a, t1), e2 = fs_file_close(fs_b, t2);
+    if (!err)
+        err = e1 ? e1 : e2;
+    if (err)
+        (void)fs_remove(fs_b, dst);
+    *size = sz < 0 ? 0 : (uint32_t)sz;
+    return err;
+}
+
+int man_mkdir_parents(fs_t *fs, const char *path, char *tmp)
+{
+    size_t n = strlen(path);
+    if (n > MAN_PATH_MAX)
+        return FS_ERR_NAMETOOLONG;
+    for (size_t i = 1; i < n; i++) {
+        if (path[i] != '/')
+            continue;
+        memcpy(tmp, path, i);
+        tmp[i] = 0;
+        fs_stat_t st;
+        int err = fs_stat(fs, tmp, &st);
+        if (err == FS_ERR_NOENT)
+            err = fs_mkdir(fs, tmp);
+        else if (!err && st.type != FS_TYPE_DIR)
+            err = FS_ERR_NOTDIR;
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+int man_wipe(fs_t *fs, const char *dir, char *tmp)
+{
+    fs_dir_t d;
+    fs_stat_t st;
+    size_t dl = strlen(dir);
+    if (dl + 2 > 256)
+        return FS_ERR_NAMETOOLONG;
+    /* A flat directory: files only. Remove a batch of names at a time,
+     * reading the listing again from the start after each batch. */
+    for (uint32_t guard = 0; guard < 100000; guard++) {
+        char names[FS_RENAME_MANY_MAX][40];
+        const char *src[FS_RENAME_MANY_MAX];
+        uint32_t k = 0;
+        int err = fs_dir_open(fs, &d, dir);
+        if (err == FS_ERR_NOENT)
+            return 0;
+        if (err)
+            return err;
+        while (k < FS_RENAME_MANY_MAX) {
+            int r = fs_dir_read(fs, &d, tmp + 256, 256, &st);
+            if (r < 0) {
+                (void)fs_dir_close(fs, &d);
+                return r;
+            }
+            if (r == 0)
+                break;
+            size_t nl = strlen(tmp + 256);
+            if (st.type != FS_TYPE_FILE || dl + 1 + nl >= sizeof(names[0])) {
+                (void)fs_dir_close(fs, &d);
+                return FS_ERR_NOTEMPTY;
+            }
+            memcpy(names[k], dir, dl);
+            names[k][dl] = '/';
+            memcpy(names[k] + dl + 1, tmp + 256, nl + 1);
+            src[k] = names[k];
+            k++;
+        }
+        (void)fs_dir_close(fs, &d);
+        if (k == 0)
+            break;
+        err = fs_rename_many(fs, src, NULL, k);
+        if (err)
+            return err;
+    }
+    int err = fs_rmdir(fs, dir);
+    return err == FS_ERR_NOENT ? 0 : err;
+}

@@ -1,0 +1,101 @@
+/*
+ * manifest.h - the SHA-256 manifest of a partition, and the update
+ * transactions that change files and manifest together (docs/UPDATE.md).
+ *
+ * Every partition the service owns has a reserved directory /.cellar (never
+ * visible through file RPCs) holding:
+ *   /.cellar/manifest   one fixed-size slot per tracked file: path, size,
+ *                       SHA-256, when it was written;
+ *   /.cellar/w/N        shadow copies that file-RPC writers write into; a
+ *                       close publishes one (rename) with its manifest slot;
+ *   /.cellar/tx/        the staged update bundle (plan + data files);
+ *   /.cellar/cp/        the staged copy of a backup or restore.
+ *
+ * The manifest file stays open for the life of the mount (man_t.f). Every
+ * change writes its slots through that handle, then fs_file_commit_with()
+ * makes the slots and the renames that go with them visible in one atomic
+ * step; on any failure man_revert() drops the slot writes.
+ *
+ * Portable device-side code: no OS calls, no allocation; memory is the
+ * caller's (man_t, txn_t and a scratch buffer).
+ */
+#ifndef CELLAR_MANIFEST_H
+#define CELLAR_MANIFEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "csha.h"
+#include "fs.h"
+
+#define MAN_DIR "/.cellar"
+#define MAN_FILE "/.cellar/manifest"
+#define MAN_SHADOW_DIR "/.cellar/w"
+#define MAN_SLOT 300u          /* bytes per manifest / plan slot */
+#define MAN_PATH_MAX 255u
+
+enum { MAN_FREE = 0, MAN_TRACK = 1, MAN_REMOVE = 2 };
+#define MAN_F_SIZE 1u          /* size is known */
+#define MAN_F_SEND 2u          /* plan: the data is staged in d<index> */
+
+typedef struct man_entry {
+    uint8_t kind;              /* MAN_FREE / MAN_TRACK (manifest, plan) /
+                                  MAN_REMOVE (plan) */
+    uint8_t flags;
+    uint32_t size;
+    uint32_t mtime;
+    uint8_t sha[32];
+    char path[MAN_PATH_MAX + 1]; /* path inside the partition: "/a.py" */
+} man_entry_t;
+
+void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT]);
+int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT]); /* 0 / CORRUPT */
+
+typedef struct man {
+    fs_t *fs;
+    fs_file_t f;               /* MAN_FILE, open read-write */
+    uint8_t open;
+    uint8_t slot[MAN_SLOT];
+} man_t;
+
+/* Open (creating /.cellar and an empty manifest if missing) and close. */
+int man_open(man_t *m, fs_t *fs);
+int man_close(man_t *m);
+/* Slots in the file (used and free). */
+uint32_t man_slots(man_t *m);
+/* Read slot i: 1 used (entry in *e), 0 free, or a negative error. */
+int man_get(man_t *m, uint32_t i, man_entry_t *e);
+/* Find path: 1 found (*e, *slot), 0 not found, or an error. */
+int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot);
+/* Pending changes (made visible by man_commit, dropped by man_revert):
+ * set the entry for e->path; delete path's entry; move path (a file) or
+ * every entry under it (a directory) to a new name. */
+int man_set(man_t *m, const man_entry_t *e);
+int man_del(man_t *m, const char *path);
+int man_move(man_t *m, const char *from, const char *to);
+/* Commit the pending slot writes with up to FS_RENAME_MANY_MAX renames. */
+int man_commit(man_t *m, const char *const *src, const char *const *dst,
+               uint32_t n);
+void man_revert(man_t *m);
+
+/* SHA-256 and size of an open file, read through buf (any size >= 256). */
+int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,
+                  uint8_t sha[32], uint32_t *size);
+/* The same by path (opens it in tmp). */
+int man_hash_path(fs_t *fs, fs_file_t *tmp, const char *path, uint8_t *buf,
+                  uint32_t buflen, uint8_t sha[32], uint32_t *size);
+/* Copy file src of fs_a into dst of fs_b (created or replaced: the caller
+ * stages it under a hidden name), hashing what it copies. */
+int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,
+                  fs_file_t *t1, fs_file_t *t2, uint8_t *buf,
+                  uint32_t buflen, uint8_t sha[32], uint32_t *size);
+/* mkdir -p of the directories above path (not path itself). */
+int man_mkdir_parents(fs_t *fs, const char *path, char *tmp /* 256 */);
+/* Remove every file and directory under dir, and dir itself. Bounded: depth
+ * at most 8 below dir (deeper trees give FS_ERR_NOTEMPTY). */
+int man_wipe(fs_t *fs, const char *dir, char *tmp /* 512 */);
+
+/* Is path inside (or equal to) prefix? Both partition paths ("/" = all). */
+bool man_under(const char *path, const char *prefix);
+
+#endif /* CELLAR_MANIFEST_H */

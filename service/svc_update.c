@@ -1,0 +1,1278 @@
+/* svc_update.c - the manifest, shadow writes, update transactions, verify,
+ * backup and restore (docs/UPDATE.md). Device-side code: no OS calls, no
+ * allocation. */
+#include <string.h>
+
+#include "svc_int.h"
+
+#define USR 0u
+#define BAK 1u
+#define CP_DIR "/.cellar/cp"
+#define TX_DIR "/.cellar/tx"
+
+static uint32_t now_s(svc_t *s)
+{
+    return s->cfg.clock ? s->cfg.clock(s->cfg.clock_ctx) : 0;
+}
+
+/* "/usr" + path inside the partition, for messages and replies. */
+static void show_path(svc_t *s, uint32_t part, const char *in, char *out,
+                      size_t cap)
+{
+    size_t pn = strlen(s->part[part].name);
+    size_t n = strlen(in);
+    if (cap < pn + 3)
+        return;
+    out[0] = '/';
+    memcpy(out + 1, s->part[part].name, pn);
+    if (n == 1 && in[0] == '/')
+        n = 0;
+    if (1 + pn + n >= cap)
+        n = cap - 2 - pn;
+    memcpy(out + 1 + pn, in, n);
+    out[1 + pn + n] = 0;
+}
+
+static int fail_in(svc_t *s, int err, uint32_t part, const char *path,
+                   const char *why)
+{
+    char show[SVC_MAX_PATH + 8];
+    show_path(s, part, path, show, sizeof(show));
+    return svc_fail_path(s, err, show, why);
+}
+
+static void log_path(svc_t *s, const char *what, uint32_t part,
+                     const char *path, const char *tail)
+{
+    if (!s->cfg.log)
+        return;
+    char show[SVC_MAX_PATH + 8];
+    show_path(s, part, path, show, sizeof(show));
+    sb_t b = svc_log_begin(s, NULL);
+    svc_sb_str(&b, what);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, show);
+    if (tail) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, tail);
+    }
+    svc_log_end(s);
+}
+
+/* Partition named by a request field: "" = usr. -1 with the error set. */
+static int part_arg(svc_t *s, const char *name)
+{
+    const char *w = name[0] == '/' ? name + 1 : name;
+    if (!w[0])
+        return USR;
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (strcmp(s->part[i].name, w) == 0) {
+            if (!s->part[i].mounted || !s->part[i].has_man) {
+                (void)svc_fail_path(s, FS_ERR_IO, name,
+                                    "partition is not mounted");
+                return -1;
+            }
+            return (int)i;
+        }
+    (void)svc_fail_path(s, FS_ERR_NOENT, name,
+                        "no such partition (use \"/usr\" or \"/bak\")");
+    return -1;
+}
+
+static bool sha_eq(const man_entry_t *a, const man_entry_t *b)
+{
+    return memcmp(a->sha, b->sha, 32) == 0 &&
+           (!(a->flags & MAN_F_SIZE) || !(b->flags & MAN_F_SIZE) ||
+            a->size == b->size);
+}
+
+/* Check a file against its manifest entry: 0 ok, or the ProblemKind. */
+static cellar_ProblemKind check_file(svc_t *s, uint32_t part,
+                                     const man_entry_t *e, int *errp)
+{
+    fs_t *fs = &s->part[part].fs;
+    man_entry_t *got = &s->me2;
+    fs_stat_t st;
+    *errp = 0;
+    int err = fs_stat(fs, e->path, &st);
+    if (err == FS_ERR_NOENT)
+        return cellar_ProblemKind_MISSING;
+    if (!err && st.type != FS_TYPE_FILE)
+        return cellar_ProblemKind_MISMATCH;
+    if (!err)
+        err = man_hash_path(fs, &s->t1, e->path, s->scratch,
+                            sizeof(s->scratch), got->sha, &got->size);
+    if (err == FS_ERR_CORRUPT)
+        return cellar_ProblemKind_UNREADABLE;
+    if (err) {
+        *errp = err;
+        return cellar_ProblemKind_UNREADABLE;
+    }
+    got->flags = MAN_F_SIZE;
+    return sha_eq(e, got) ? cellar_ProblemKind_P_NONE
+                          : cellar_ProblemKind_MISMATCH;
+}
+
+/* ---- setup -------------------------------------------------------------------- */
+
+static int attach(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    int err = man_open(&p->man, &p->fs);
+    if (err) {
+        log_path(s, "cannot open the manifest of", i, "/", svc_reason(err));
+        return err;
+    }
+    p->has_man = 1;
+    /* shadows of writers a power cut or a stop interrupted */
+    err = man_wipe(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
+    /* a copy (backup / restore) committed before a cut is finished; one
+     * not committed is dropped */
+    txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+    int r = err ? err : txn_load(&s->cp);
+    if (r == 1)
+        log_path(s, "finished the interrupted copy into", i, "/", NULL);
+    if (r >= 0 && s->cp.active)
+        r = txn_abort(&s->cp);
+    if (r < 0) {
+        log_path(s, "cannot recover", i, CP_DIR, svc_reason(r));
+        return r;
+    }
+    if (i == USR) {
+        txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+        r = txn_load(&s->tx);
+        if (r == 1)
+            log_path(s, "finished the committed update of", i, "/", NULL);
+        else if (r == 0 && s->tx.active && s->cfg.log) {
+            sb_t b = svc_log_begin(s, NULL);
+            svc_sb_str(&b, "a staged update is kept for a resume (");
+            svc_sb_u64(&b, s->tx.declared);
+            svc_sb_str(&b, " entries declared)");
+            svc_log_end(s);
+        }
+        if (r < 0) {
+            log_path(s, "cannot recover the update in", i, TX_DIR,
+                     svc_reason(r));
+            return r;
+        }
+        s->tx_owner = NULL;
+        s->tx_idle_since = 0;
+    }
+    return 0;
+}
+
+static void detach(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    if (i == USR && s->tx.fs) {
+        (void)txn_park(&s->tx);
+        if (s->tx.plan_open)
+            (void)fs_file_close(&p->fs, &s->tx.plan);
+        memset(&s->tx, 0, sizeof(s->tx));
+        s->tx_owner = NULL;
+    }
+    if (p->has_man)
+        (void)man_close(&p->man);
+    p->has_man = 0;
+}
+
+static int restore_paths(svc_t *s, const char *const *paths, uint32_t n,
+                         cellar_CopyReply *out, bool *found);
+
+/* Startup check of /usr: one file at a time, so memory stays fixed. */
+static void check_usr(svc_t *s)
+{
+    man_t *m = &s->part[USR].man;
+    man_entry_t e;
+    uint32_t bad = 0, fixed = 0, n = man_slots(m);
+    for (uint32_t i = 0; i < n; i++) {
+        int r = man_get(m, i, &e), err;
+        if (r <= 0)
+            continue;
+        cellar_ProblemKind k = check_file(s, USR, &e, &err);
+        if (k == cellar_ProblemKind_P_NONE)
+            continue;
+        bad++;
+        const char *what = k == cellar_ProblemKind_MISSING ? "missing"
+                           : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
+                                                               : "unreadable";
+        log_path(s, "check:", USR, e.path, what);
+        const char *one[1] = { e.path };
+        cellar_CopyReply rep;
+        bool found = false;
+        memset(&rep, 0, sizeof(rep));
+        err = restore_paths(s, one, 1, &rep, &found);
+        if (!err && rep.files == 1) {
+            fixed++;
+            log_path(s, "check: restored", USR, e.path, "from /bak");
+        } else {
+            log_path(s, "check: cannot restore", USR, e.path,
+                     err ? svc_reason(err) : "no verified copy in /bak");
+        }
+    }
+    if (s->cfg.log) {
+        sb_t b = svc_log_begin(s, NULL);
+        svc_sb_str(&b, "check of /usr: ");
+        svc_sb_u64(&b, n);
+        svc_sb_str(&b, " manifest slots, ");
+        svc_sb_u64(&b, bad);
+        svc_sb_str(&b, " problems, ");
+        svc_sb_u64(&b, fixed);
+        svc_sb_str(&b, " restored from /bak");
+        svc_log_end(s);
+    }
+}
+
+int svc_store_setup(svc_t *s)
+{
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        int err = attach(s, i);
+        if (err)
+            return err;
+    }
+    if (s->cfg.check_at_start && s->nparts > BAK)
+        check_usr(s);
+    return 0;
+}
+
+void svc_store_free(svc_t *s)
+{
+    for (uint32_t i = s->nparts; i-- > 0;)
+        if (s->part[i].mounted)
+            detach(s, i);
+}
+
+void svc_store_detach(svc_t *s, uint32_t i)
+{
+    detach(s, i);
+}
+
+int svc_store_attach(svc_t *s, uint32_t i)
+{
+    return attach(s, i);
+}
+
+void svc_store_conn_gone(svc_t *s, svc_conn_t *c)
+{
+    if (s->tx_owner != c)
+        return;
+    (void)txn_park(&s->tx);
+    s->tx_owner = NULL;
+    s->tx_idle_since = s->now_ms ? s->now_ms : 1;
+}
+
+void svc_store_tick(svc_t *s)
+{
+    if (!s->tx.active || s->tx_owner)
+        return;
+    uint32_t limit = s->cfg.tx_timeout_ms ? s->cfg.tx_timeout_ms
+                                          : SVC_TX_ABANDON_MS;
+    if (!s->tx_idle_since) {
+        s->tx_idle_since = s->now_ms ? s->now_ms : 1;
+        return;
+    }
+    if (s->now_ms - s->tx_idle_since < limit)
+        return;
+    svc_log_msg(s, NULL, "dropping a staged update nobody resumed");
+    (void)txn_abort(&s->tx);
+    s->tx_idle_since = 0;
+}
+
+/* ---- shadow writes -------------------------------------------------------------- */
+
+static const char *shadow_name(char *buf, uint32_t no)
+{
+    char num[12];
+    int k = (int)sizeof(num);
+    num[--k] = 0;
+    do {
+        num[--k] = (char)('0' + no % 10);
+        no /= 10;
+    } while (no);
+    strcpy(buf, MAN_SHADOW_DIR "/");
+    strcat(buf, num + k);
+    return buf;
+}
+
+/* Is a shadow writer open on part:path (other than except)? */
+static bool writer_open(svc_t *s, uint32_t part, const char *show,
+                        const svc_handle_t *except)
+{
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            const svc_handle_t *h = &c->h[k];
+            if (h->id && h != except && h->shadow && h->part == part &&
+                strcmp(h->path, show) == 0)
+                return true;
+        }
+    return false;
+}
+
+/* Create shadow f (named by *no) holding the first `keep` bytes of path. */
+static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
+                         const char *path, uint32_t keep)
+{
+    fs_t *fs = &s->part[part].fs;
+    char name[40];
+    int err = fs_mkdir(fs, MAN_SHADOW_DIR);
+    if (err && err != FS_ERR_EXIST)
+        return err;
+    *no = ++s->shadow_seq;
+    err = fs_file_open(fs, f, shadow_name(name, *no),
+                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
+    if (err)
+        return err;
+    if (keep) {
+        err = fs_file_open(fs, &s->t1, path, FS_O_RDONLY);
+        bool opened = err == 0;
+        for (uint32_t off = 0; !err && off < keep;) {
+            uint32_t want = keep - off < sizeof(s->scratch)
+                                ? keep - off : (uint32_t)sizeof(s->scratch);
+            int n = fs_file_pread(fs, &s->t1, s->scratch, want, off);
+            if (n == 0)
+                break;
+            if (n > 0)
+                n = fs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
+            if (n < 0)
+                err = n;
+            else
+                off += (uint32_t)n;
+        }
+        if (opened)
+            (void)fs_file_close(fs, &s->t1);
+    }
+    if (err) {
+        (void)fs_file_revert(fs, f);
+        (void)fs_file_close(fs, f);
+        (void)fs_remove(fs, name);
+    }
+    return err;
+}
+
+/* Hash f, commit it (hidden), then move it over path together with its
+ * manifest entry. f is closed in every case; on failure the data is gone. */
+static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
+                   const char *path)
+{
+    svc_part_t *p = &s->part[part];
+    man_entry_t *e = &s->me;
+    char name[40];
+    memset(e, 0, sizeof(*e));
+    int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
+                            &e->size);
+    int err2 = fs_file_close(&p->fs, f);
+    shadow_name(name, no);
+    if (!err)
+        err = err2;
+    if (!err) {
+        e->kind = MAN_TRACK;
+        e->flags = MAN_F_SIZE;
+        e->mtime = now_s(s);
+        svc_copy_str(e->path, sizeof(e->path), path);
+        err = man_set(&p->man, e);
+        if (err)
+            man_revert(&p->man);
+    }
+    if (!err) {
+        const char *src[1] = { name }, *dst[1] = { path };
+        err = man_commit(&p->man, src, dst, 1);
+    }
+    if (err)
+        (void)fs_remove(&p->fs, name);
+    return err;
+}
+
+static const char *handle_rel(svc_t *s, const svc_handle_t *h)
+{
+    const char *r = h->path + 1 + strlen(s->part[h->part].name);
+    return r[0] ? r : "/";
+}
+
+int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
+{
+    fs_t *fs = &s->part[p->part].fs;
+    fs_stat_t st;
+    int err = fs_stat(fs, p->fs, &st);
+    if (err && err != FS_ERR_NOENT)
+        return svc_fail_path(s, err, p->show, NULL);
+    if (!err && st.type == FS_TYPE_DIR)
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if (err && !(ff & FS_O_CREAT))
+        return svc_fail_path(s, FS_ERR_NOENT, p->show, NULL);
+    if (!err && (ff & FS_O_CREAT) && (ff & FS_O_EXCL))
+        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
+    if (err) { /* the parent must be a directory */
+        char *par = (char *)s->scratch;
+        strcpy(par, p->fs);
+        char *slash = strrchr(par, '/');
+        if (slash == par)
+            slash[1] = 0;
+        else
+            *slash = 0;
+        fs_stat_t pst;
+        int e2 = fs_stat(fs, par, &pst);
+        if (e2)
+            return svc_fail_path(s, e2, p->show, NULL);
+        if (pst.type != FS_TYPE_DIR)
+            return svc_fail_path(s, FS_ERR_NOTDIR, p->show, NULL);
+    }
+    if (writer_open(s, (uint32_t)p->part, p->show, h))
+        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+                             "file is open for writing by another handle");
+    uint32_t keep = (!err && !(ff & FS_O_TRUNC)) ? st.size : 0;
+    err = shadow_create(s, (uint32_t)p->part, &h->file, &h->shadow_no, p->fs,
+                        keep);
+    if (err)
+        return svc_fail_open(s, err, p->show);
+    h->shadow = 1;
+    return 0;
+}
+
+int svc_shadow_publish(svc_t *s, svc_handle_t *h)
+{
+    char rel[SVC_MAX_PATH + 2];
+    svc_copy_str(rel, sizeof(rel), handle_rel(s, h));
+    h->shadow = 0;
+    int err = publish(s, h->part, &h->file, h->shadow_no, rel);
+    if (err)
+        return svc_fail_handle(s, err, h, "the data written was not kept");
+    return 0;
+}
+
+void svc_shadow_discard(svc_t *s, svc_handle_t *h)
+{
+    fs_t *fs = &s->part[h->part].fs;
+    char name[40];
+    (void)fs_file_revert(fs, &h->file);
+    (void)fs_file_close(fs, &h->file);
+    (void)fs_remove(fs, shadow_name(name, h->shadow_no));
+    h->shadow = 0;
+}
+
+int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+{
+    fs_t *fs = &s->part[p->part].fs;
+    fs_stat_t st;
+    uint32_t no;
+    int err = fs_stat(fs, p->fs, &st);
+    if (!err && st.type == FS_TYPE_DIR)
+        err = FS_ERR_ISDIR;
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    if (writer_open(s, (uint32_t)p->part, p->show, NULL))
+        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+                             "file is open for writing");
+    err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
+                        size < st.size ? size : st.size);
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    err = fs_file_truncate(fs, &s->t2, size);
+    if (err) {
+        char name[40];
+        (void)fs_file_revert(fs, &s->t2);
+        (void)fs_file_close(fs, &s->t2);
+        (void)fs_remove(fs, shadow_name(name, no));
+        return svc_fail_path(s, err, p->show, NULL);
+    }
+    err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    return 0;
+}
+
+int svc_man_remove(svc_t *s, const svc_path_t *p)
+{
+    svc_part_t *pt = &s->part[p->part];
+    int err = man_del(&pt->man, p->fs);
+    if (!err) {
+        const char *src[1] = { p->fs };
+        err = man_commit(&pt->man, src, NULL, 1);
+    } else {
+        man_revert(&pt->man);
+    }
+    return err;
+}
+
+int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b)
+{
+    svc_part_t *pt = &s->part[a->part];
+    if (strcmp(a->fs, b->fs) == 0)
+        return fs_rename(&pt->fs, a->fs, b->fs);
+    int err = man_move(&pt->man, a->fs, b->fs);
+    if (!err) {
+        const char *src[1] = { a->fs }, *dst[1] = { b->fs };
+        err = man_commit(&pt->man, src, dst, 1);
+    } else {
+        man_revert(&pt->man);
+    }
+    return err;
+}
+
+/* ---- manifest RPCs --------------------------------------------------------------- */
+
+static void entry_out(svc_t *s, uint32_t part, const man_entry_t *e,
+                      cellar_ManifestEntry *o)
+{
+    show_path(s, part, e->path, o->path, sizeof(o->path));
+    o->size = (e->flags & MAN_F_SIZE) ? (int64_t)e->size : -1;
+    o->sha256.size = 32;
+    memcpy(o->sha256.bytes, e->sha, 32);
+    o->mtime = e->mtime;
+}
+
+int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
+{
+    int part = part_arg(s, r->partition);
+    if (part < 0)
+        return -1 == part ? FS_ERR_NOENT : part;
+    man_t *m = &s->part[part].man;
+    cellar_ManifestReply *o = &s->resp.body.manifest;
+    uint32_t max = r->max_entries && r->max_entries < 32 ? r->max_entries : 32;
+    uint32_t n = man_slots(m);
+    man_entry_t *e = &s->me;
+    s->resp.which_body = cellar_Response_manifest_tag;
+    for (uint32_t i = r->cursor; i < n; i++) {
+        int k = man_get(m, i, e);
+        if (k < 0) {
+            s->resp.which_body = 0;
+            return fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
+        }
+        if (k == 0)
+            continue;
+        if (o->entries_count == max) {
+            o->next_cursor = i;
+            break;
+        }
+        entry_out(s, (uint32_t)part, e, &o->entries[o->entries_count++]);
+    }
+    return 0;
+}
+
+/* A /usr path from a request into the partition path (rel). */
+static int usr_path(svc_t *s, const char *in, char *rel)
+{
+    int err = svc_resolve(s, in, &s->pb);
+    if (err)
+        return err;
+    if (s->pb.part != (int)USR || svc_is_part_root(&s->pb))
+        return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+                             "must name a file under /usr");
+    strcpy(rel, s->pb.fs);
+    return 0;
+}
+
+int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
+{
+    svc_part_t *p = &s->part[USR];
+    man_entry_t *e = &s->me;
+    if (!p->has_man)
+        return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    for (pb_size_t i = 0; i < r->entries_count; i++) {
+        const cellar_ManifestEntry *in = &r->entries[i];
+        memset(e, 0, sizeof(*e));
+        int err = usr_path(s, in->path, e->path);
+        if (err) {
+            man_revert(&p->man);
+            return err;
+        }
+        if (in->sha256.size != 32 || in->size < -1 ||
+            in->size > (int64_t)FS_FILE_MAX) {
+            man_revert(&p->man);
+            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+                                 in->sha256.size != 32
+                                     ? "sha256 must be 32 bytes"
+                                     : "size must be -1 (unknown) or a file size");
+        }
+        e->kind = MAN_TRACK;
+        e->flags = in->size >= 0 ? MAN_F_SIZE : 0;
+        e->size = in->size >= 0 ? (uint32_t)in->size : 0;
+        e->mtime = now_s(s);
+        memcpy(e->sha, in->sha256.bytes, 32);
+        if ((err = man_set(&p->man, e))) {
+            man_revert(&p->man);
+            return fail_in(s, err, USR, e->path, NULL);
+        }
+    }
+    int err = man_commit(&p->man, NULL, NULL, 0);
+    if (err)
+        return fail_in(s, err, USR, MAN_FILE, NULL);
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_verify(svc_t *s, const cellar_VerifyRequest *r)
+{
+    int part = part_arg(s, r->partition);
+    if (part < 0)
+        return FS_ERR_NOENT;
+    if (r->repair && part != (int)USR)
+        return svc_fail_path(s, FS_ERR_INVAL, r->partition,
+                             "only /usr can be repaired (from /bak)");
+    man_t *m = &s->part[part].man;
+    cellar_VerifyReply *o = &s->resp.body.verify;
+    uint32_t max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
+    uint32_t n = man_slots(m), i;
+    man_entry_t e;
+    s->resp.which_body = cellar_Response_verify_tag;
+    for (i = r->cursor; i < n; i++) {
+        int k = man_get(m, i, &e), err;
+        if (k < 0) {
+            s->resp.which_body = 0;
+            return fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
+        }
+        if (k == 0)
+            continue;
+        if (o->checked == max) {
+            o->next_cursor = i;
+            break;
+        }
+        o->checked++;
+        cellar_ProblemKind kind = check_file(s, (uint32_t)part, &e, &err);
+        if (err && err != FS_ERR_CORRUPT) {
+            memset(o, 0, sizeof(*o));
+            s->resp.which_body = 0;
+            return fail_in(s, err, (uint32_t)part, e.path, NULL);
+        }
+        if (kind == cellar_ProblemKind_P_NONE)
+            continue;
+        cellar_Problem *pr = &o->problems[o->problems_count++];
+        show_path(s, (uint32_t)part, e.path, pr->path, sizeof(pr->path));
+        pr->kind = kind;
+        if (r->repair) {
+            const char *one[1] = { e.path };
+            cellar_CopyReply rep;
+            bool found = false;
+            memset(&rep, 0, sizeof(rep));
+            /* restore_paths uses the scratch entries, not e */
+            int rerr = restore_paths(s, one, 1, &rep, &found);
+            pr->repaired = !rerr && rep.files == 1;
+            if (pr->repaired)
+                log_path(s, "verify: restored", USR, e.path, "from /bak");
+        }
+    }
+    return 0;
+}
+
+/* ---- copies between partitions (backup, restore) ------------------------------------ */
+
+static bool wanted(const char *path, const char *const *paths, uint32_t n,
+                   bool *found)
+{
+    if (n == 0)
+        return true;
+    for (uint32_t j = 0; j < n; j++)
+        if (man_under(path, paths[j])) {
+            if (found)
+                found[j] = true;
+            return true;
+        }
+    return false;
+}
+
+static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
+                     const char *path, cellar_ProblemKind k)
+{
+    if (out->skipped_count >= 16)
+        return;
+    cellar_Problem *pr = &out->skipped[out->skipped_count++];
+    show_path(s, part, path, pr->path, sizeof(pr->path));
+    pr->kind = k;
+}
+
+/* Copy the verified files of partition `from` named by paths (all when
+ * n == 0) into partition `to`, with their manifest entries, as one
+ * transaction. mirror: also remove from `to` what `from`'s manifest does
+ * not have. found[j]: paths[j] matched an entry. */
+static int copy_tree(svc_t *s, uint32_t from, uint32_t to,
+                     const char *const *paths, uint32_t n, bool mirror,
+                     cellar_CopyReply *out, bool *found)
+{
+    svc_part_t *pa = &s->part[from], *pb = &s->part[to];
+    man_entry_t e, *cur = &s->me;
+    uint32_t slot, idx = 0, ns = man_slots(&pa->man);
+    static const uint8_t zero[32];
+    int err;
+
+    txn_bind(&s->cp, &pb->fs, &pb->man, CP_DIR);
+    if ((err = txn_begin(&s->cp, zero, 0, 0)))
+        return err;
+    for (uint32_t i = 0; i < ns; i++) {
+        int k = man_get(&pa->man, i, &e);
+        if (k < 0) {
+            err = k;
+            goto fail;
+        }
+        if (k == 0 || !wanted(e.path, paths, n, found))
+            continue;
+        int cerr;
+        cellar_ProblemKind pk = check_file(s, from, &e, &cerr);
+        if (cerr && cerr != FS_ERR_CORRUPT) {
+            err = cerr;
+            goto fail;
+        }
+        if (pk != cellar_ProblemKind_P_NONE) {
+            add_skip(out, s, from, e.path, pk);
+            continue;
+        }
+        /* the same content there already? */
+        k = man_find(&pb->man, e.path, cur, &slot);
+        if (k < 0) {
+            err = k;
+            goto fail;
+        }
+        if (k == 1 && sha_eq(&e, cur) &&
+            check_file(s, to, cur, &cerr) == cellar_ProblemKind_P_NONE) {
+            out->unchanged++;
+            continue;
+        }
+        if (idx == TXN_MAX_ENTRIES) {
+            err = FS_ERR_NOSPC;
+            goto fail;
+        }
+        err = man_copy_file(&pa->fs, e.path, &pb->fs, txn_data_path(&s->cp, idx),
+                            &s->t1, &s->t2, s->scratch, sizeof(s->scratch),
+                            cur->sha, &cur->size);
+        if (err)
+            goto fail;
+        if (memcmp(cur->sha, e.sha, 32) != 0) { /* changed while copied */
+            add_skip(out, s, from, e.path, cellar_ProblemKind_MISMATCH);
+            (void)fs_remove(&pb->fs, txn_data_path(&s->cp, idx));
+            continue;
+        }
+        e.kind = MAN_TRACK;
+        e.flags = MAN_F_SIZE | MAN_F_SEND;
+        e.size = cur->size;
+        if ((err = txn_declare(&s->cp, idx++, &e)))
+            goto fail;
+    }
+    if (mirror) { /* what `to` holds that `from` does not track */
+        uint32_t nb = man_slots(&pb->man);
+        for (uint32_t i = 0; i < nb; i++) {
+            int k = man_get(&pb->man, i, &e);
+            if (k < 0) {
+                err = k;
+                goto fail;
+            }
+            if (k == 0)
+                continue;
+            k = man_find(&pa->man, e.path, cur, &slot);
+            if (k < 0) {
+                err = k;
+                goto fail;
+            }
+            if (k == 1 || idx == TXN_MAX_ENTRIES)
+                continue;
+            e.kind = MAN_REMOVE;
+            e.flags = 0;
+            if ((err = txn_declare(&s->cp, idx++, &e)))
+                goto fail;
+        }
+    }
+    if (idx == 0) {
+        err = txn_abort(&s->cp);
+        return err;
+    }
+    s->cp.now = now_s(s);
+    txn_stats_t st;
+    uint32_t bad = 0;
+    err = txn_commit(&s->cp, s->scratch, sizeof(s->scratch), &st, &bad, NULL,
+                     NULL);
+    if (err)
+        goto fail;
+    out->files += st.written;
+    out->removed += st.removed;
+    out->bytes += st.bytes;
+    return 0;
+fail:
+    (void)txn_abort(&s->cp);
+    return err;
+}
+
+/* Is path open by any client handle of partition part? */
+static bool path_busy(void *ctx, const char *path)
+{
+    svc_t *s = ctx;
+    char show[SVC_MAX_PATH + 8];
+    show_path(s, USR, path, show, sizeof(show));
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (c->h[k].id && c->h[k].part == USR && !c->h[k].shadow &&
+                strcmp(c->h[k].path, show) == 0)
+                return true;
+    return false;
+}
+
+static int restore_paths(svc_t *s, const char *const *paths, uint32_t n,
+                         cellar_CopyReply *out, bool *found)
+{
+    if (s->nparts <= BAK || !s->part[BAK].has_man)
+        return FS_ERR_NOENT;
+    /* close readers of the files that will be replaced: a restore wins */
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (h->id && h->part == USR && !h->shadow &&
+                wanted(handle_rel(s, h), paths, n, NULL))
+                svc_handle_release(s, h);
+        }
+    return copy_tree(s, BAK, USR, paths, n, false, out, found);
+}
+
+/* Request paths (full device paths) into partition paths. */
+static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
+                     char rel[][SVC_MAX_PATH + 2], const char **ptrs,
+                     bool any_part)
+{
+    for (pb_size_t i = 0; i < n; i++) {
+        int err = svc_resolve(s, in[i], &s->pb);
+        if (err)
+            return err;
+        if (s->pb.part < 0 || (!any_part && s->pb.part != (int)USR))
+            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+                                 any_part ? "name a path under /usr or /bak"
+                                          : "name a path under /usr");
+        strcpy(rel[i], s->pb.fs);
+        ptrs[i] = rel[i];
+    }
+    return 0;
+}
+
+static int copy_rpc(svc_t *s, bool backup, const char (*paths)[256],
+                    pb_size_t n)
+{
+    char rel[16][SVC_MAX_PATH + 2];
+    const char *ptrs[16];
+    bool found[16];
+    cellar_CopyReply *o = &s->resp.body.copy;
+    if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
+        return svc_fail_path(s, FS_ERR_IO, "/bak", "partition is not mounted");
+    if (n > 16)
+        n = 16;
+    int err = copy_args(s, paths, n, rel, ptrs, !backup);
+    if (err)
+        return err;
+    memset(found, 0, sizeof(found));
+    if (backup)
+        err = copy_tree(s, USR, BAK, ptrs, n, n == 0, o, found);
+    else
+        err = restore_paths(s, ptrs, n, o, found);
+    if (err) {
+        memset(o, 0, sizeof(*o));
+        return svc_fail_path(s, err, backup ? "/bak" : "/usr",
+                             backup ? "backup failed, /bak is unchanged"
+                                    : "restore failed, /usr is unchanged");
+    }
+    for (pb_size_t j = 0; j < n; j++)
+        if (!found[j])
+            add_skip(o, s, backup ? USR : BAK, ptrs[j],
+                     backup ? cellar_ProblemKind_MISSING
+                            : cellar_ProblemKind_NOT_IN_BACKUP);
+    s->resp.which_body = cellar_Response_copy_tag;
+    if (s->cfg.log) {
+        sb_t b = svc_log_begin(s, NULL);
+        svc_sb_str(&b, backup ? "backup: " : "restore: ");
+        svc_sb_u64(&b, o->files);
+        svc_sb_str(&b, " copied, ");
+        svc_sb_u64(&b, o->unchanged);
+        svc_sb_str(&b, " unchanged, ");
+        svc_sb_u64(&b, o->skipped_count);
+        svc_sb_str(&b, " skipped");
+        svc_log_end(s);
+    }
+    return 0;
+}
+
+int svc_do_backup(svc_t *s, const cellar_BackupRequest *r)
+{
+    return copy_rpc(s, true, r->paths, r->paths_count);
+}
+
+int svc_do_restore(svc_t *s, const cellar_RestoreRequest *r)
+{
+    return copy_rpc(s, false, r->paths, r->paths_count);
+}
+
+/* ---- update transactions ------------------------------------------------------------- */
+
+static void hex8(char *out, const uint8_t *id)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 4; i++) {
+        out[2 * i] = hx[id[i] >> 4];
+        out[2 * i + 1] = hx[id[i] & 15];
+    }
+    out[8] = 0;
+}
+
+static int no_update(svc_t *s)
+{
+    return svc_fail(s, FS_ERR_INVAL,
+                    "no update is in progress on this connection (send "
+                    "UpdateBegin first)");
+}
+
+/* The connection's transaction, checked against a bundle id (size 0 =
+ * any). NULL with the error set. */
+static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
+{
+    if (!s->tx.active || s->tx_owner != c) {
+        (void)no_update(s);
+        return NULL;
+    }
+    if (n && (n != 32 || memcmp(id, s->tx.id, 32) != 0)) {
+        (void)svc_fail(s, FS_ERR_INVAL,
+                       "bundle id does not match the update in progress");
+        return NULL;
+    }
+    return &s->tx;
+}
+
+static void update_log(svc_t *s, svc_conn_t *c, const char *what)
+{
+    if (!s->cfg.log)
+        return;
+    char h[9];
+    hex8(h, s->tx.id);
+    sb_t b = svc_log_begin(s, c);
+    svc_sb_str(&b, "update ");
+    svc_sb_str(&b, h);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, what);
+    svc_log_end(s);
+}
+
+int svc_do_update_begin(svc_t *s, svc_conn_t *c,
+                        const cellar_UpdateBeginRequest *r)
+{
+    svc_part_t *p = &s->part[USR];
+    txn_t *t = &s->tx;
+    if (!p->has_man)
+        return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    if (r->bundle.size != 32)
+        return svc_fail(s, FS_ERR_INVAL, "bundle id must be 32 bytes");
+    if (r->entries > TXN_MAX_ENTRIES) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": a bundle has at most 1024 entries, this one ");
+        svc_sb_u64(&b, r->entries);
+        return FS_ERR_INVAL;
+    }
+    fs_statvfs_t v;
+    int err = fs_statvfs(&p->fs, &v);
+    if (err)
+        return svc_fail_path(s, err, "/usr", NULL);
+    if (r->bytes > v.total) {
+        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        svc_sb_str(&b, ": the bundle is ");
+        svc_sb_u64(&b, r->bytes);
+        svc_sb_str(&b, " bytes, /usr holds at most ");
+        svc_sb_u64(&b, v.total);
+        return FS_ERR_NOSPC;
+    }
+    if (t->active && s->tx_owner && s->tx_owner != c) {
+        char h[9];
+        hex8(h, t->id);
+        sb_t b = svc_err_begin(s, FS_ERR_BUSY);
+        svc_sb_str(&b, ": another client's update (bundle ");
+        svc_sb_str(&b, h);
+        svc_sb_str(&b, ", connection #");
+        svc_sb_u64(&b, s->tx_owner->num);
+        svc_sb_str(&b, ") is in progress; try again when it is done");
+        return FS_ERR_BUSY;
+    }
+    cellar_UpdateBeginReply *o = &s->resp.body.update_begin;
+    if (t->active && memcmp(t->id, r->bundle.bytes, 32) == 0 &&
+        t->nentries == r->entries && t->bytes == r->bytes) {
+        o->resumed = true;
+        o->declared = t->declared;
+        for (uint32_t i = 0; i < t->declared; i++) {
+            man_entry_t *e = &s->me;
+            int64_t have;
+            if ((err = txn_entry(t, i, e)))
+                break;
+            if (e->kind == MAN_TRACK && (e->flags & MAN_F_SEND) &&
+                (have = txn_staged(t, i)) > 0)
+                o->staged += (uint64_t)have;
+        }
+        if (err) { /* a damaged plan: start over */
+            memset(o, 0, sizeof(*o));
+            err = 0;
+        } else {
+            s->tx_owner = c;
+            s->resp.which_body = cellar_Response_update_begin_tag;
+            update_log(s, c, "resumed");
+            return 0;
+        }
+    }
+    if (t->active)
+        update_log(s, c, "dropped (a new bundle was begun)");
+    err = txn_begin(t, r->bundle.bytes, r->entries, r->bytes);
+    if (err)
+        return svc_fail_path(s, err, "/usr", "cannot stage an update");
+    s->tx_owner = c;
+    s->tx_need = 0;
+    s->resp.which_body = cellar_Response_update_begin_tag;
+    update_log(s, c, "begun");
+    return 0;
+}
+
+/* Drop the update after a refusal: nothing of it stays. */
+static int refuse(svc_t *s, int err)
+{
+    (void)txn_abort(&s->tx);
+    s->tx_owner = NULL;
+    return err;
+}
+
+int svc_do_update_declare(svc_t *s, svc_conn_t *c,
+                          const cellar_UpdateDeclareRequest *r)
+{
+    txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
+    if (!t)
+        return FS_ERR_INVAL;
+    svc_part_t *p = &s->part[USR];
+    cellar_UpdateDeclareReply *o = &s->resp.body.update_declare;
+    man_entry_t *e = &s->me, *m = &s->me2;
+    int err;
+    if (r->first > t->declared) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": declare entries in order: the next is ");
+        svc_sb_u64(&b, t->declared);
+        return FS_ERR_INVAL;
+    }
+    if ((uint64_t)r->first + r->entries_count > t->nentries) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": more entries than the ");
+        svc_sb_u64(&b, t->nentries);
+        svc_sb_str(&b, " announced in UpdateBegin; the update is dropped");
+        return refuse(s, FS_ERR_INVAL);
+    }
+    if (r->first == 0)
+        s->tx_need = 0;
+    for (pb_size_t i = 0; i < r->entries_count; i++) {
+        const cellar_BundleEntry *in = &r->entries[i];
+        uint32_t idx = r->first + i, slot;
+        memset(e, 0, sizeof(*e));
+        if ((err = usr_path(s, in->path, e->path)))
+            return refuse(s, err);
+        fs_stat_t st;
+        int se = fs_stat(&p->fs, e->path, &st);
+        if (se && se != FS_ERR_NOENT)
+            return refuse(s, fail_in(s, se, USR, e->path, NULL));
+        cellar_EntryStatus status;
+        uint64_t have = 0;
+        if (in->remove) {
+            e->kind = MAN_REMOVE;
+            status = se ? cellar_EntryStatus_ABSENT : cellar_EntryStatus_REMOVE;
+        } else {
+            if (in->sha256.size != 32)
+                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
+                                         "sha256 must be 32 bytes"));
+            if (in->size > FS_FILE_MAX)
+                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path, NULL));
+            e->kind = MAN_TRACK;
+            e->flags = MAN_F_SIZE;
+            e->size = (uint32_t)in->size;
+            memcpy(e->sha, in->sha256.bytes, 32);
+            int k = man_find(&p->man, e->path, m, &slot);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL));
+            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
+                (m->flags & MAN_F_SIZE) && m->size == e->size &&
+                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
+                status = cellar_EntryStatus_UNCHANGED;
+            } else {
+                status = se ? cellar_EntryStatus_SEND_NEW
+                            : cellar_EntryStatus_SEND_CHANGED;
+                e->flags |= MAN_F_SEND;
+                int64_t h = txn_staged(t, idx);
+                if (h > (int64_t)e->size) { /* not this content: drop it */
+                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
+                    h = 0;
+                }
+                have = h > 0 ? (uint64_t)h : 0;
+                s->tx_need += e->size - have;
+            }
+        }
+        err = txn_declare(t, idx, e);
+        if (err == FS_ERR_INVAL) {
+            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+            svc_sb_str(&b, ": entry ");
+            svc_sb_u64(&b, idx);
+            svc_sb_str(&b, " differs from the bundle staged under this id; "
+                           "the update is dropped");
+            return refuse(s, FS_ERR_INVAL);
+        }
+        if (err)
+            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
+        o->status[o->status_count++] = status;
+        o->have[o->have_count++] = have;
+    }
+    if ((err = txn_sync_plan(t)))
+        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
+    fs_statvfs_t v;
+    if ((err = fs_statvfs(&p->fs, &v)))
+        return svc_fail_path(s, err, "/usr", NULL);
+    uint64_t avail = v.free + v.reclaimable;
+    uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
+    if (need > avail) {
+        memset(o, 0, sizeof(*o));
+        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        svc_sb_str(&b, ": the bundle needs ");
+        svc_sb_u64(&b, need);
+        svc_sb_str(&b, " more bytes on /usr, ");
+        svc_sb_u64(&b, avail);
+        svc_sb_str(&b, " are free; the update is dropped");
+        return refuse(s, FS_ERR_NOSPC);
+    }
+    s->resp.which_body = cellar_Response_update_declare_tag;
+    return 0;
+}
+
+int svc_do_update_write(svc_t *s, svc_conn_t *c,
+                        const cellar_UpdateWriteRequest *r)
+{
+    txn_t *t = own_tx(s, c, NULL, 0);
+    if (!t)
+        return FS_ERR_INVAL;
+    man_entry_t *e = &s->me;
+    int err;
+    if (r->index >= t->declared) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": entry ");
+        svc_sb_u64(&b, r->index);
+        svc_sb_str(&b, " is not declared");
+        return FS_ERR_INVAL;
+    }
+    if ((err = txn_entry(t, r->index, e)))
+        return fail_in(s, err, USR, TX_DIR, NULL);
+    if (e->kind != MAN_TRACK || !(e->flags & MAN_F_SEND))
+        return fail_in(s, FS_ERR_INVAL, USR, e->path,
+                       "this entry takes no data (unchanged or a removal)");
+    int64_t have = txn_staged(t, r->index);
+    if (have < 0)
+        return fail_in(s, (int)have, USR, e->path, NULL);
+    if (r->offset > (uint64_t)have) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        char show[SVC_MAX_PATH + 8];
+        show_path(s, USR, e->path, show, sizeof(show));
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, show);
+        svc_sb_str(&b, ": offset ");
+        svc_sb_u64(&b, r->offset);
+        svc_sb_str(&b, " is past the ");
+        svc_sb_u64(&b, (uint64_t)have);
+        svc_sb_str(&b, " bytes staged (send the data in order)");
+        return FS_ERR_INVAL;
+    }
+    if (r->offset + r->data.size > e->size) {
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
+        char show[SVC_MAX_PATH + 8];
+        show_path(s, USR, e->path, show, sizeof(show));
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, show);
+        svc_sb_str(&b, ": more data than declared (");
+        svc_sb_u64(&b, e->size);
+        svc_sb_str(&b, " bytes)");
+        return -(int)cellar_Code_EMSGSIZE;
+    }
+    int n = txn_write(t, r->index, (uint32_t)r->offset, r->data.bytes,
+                      r->data.size);
+    if (n < 0)
+        return fail_in(s, n, USR, e->path, "staging failed");
+    s->resp.which_body = cellar_Response_write_tag;
+    s->resp.body.write.offset = r->offset;
+    s->resp.body.write.written = (uint32_t)n;
+    return 0;
+}
+
+int svc_do_update_commit(svc_t *s, svc_conn_t *c,
+                         const cellar_UpdateCommitRequest *r)
+{
+    txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
+    if (!t)
+        return FS_ERR_INVAL;
+    if (t->declared != t->nentries) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": only ");
+        svc_sb_u64(&b, t->declared);
+        svc_sb_str(&b, " of the ");
+        svc_sb_u64(&b, t->nentries);
+        svc_sb_str(&b, " entries are declared");
+        return FS_ERR_INVAL;
+    }
+    txn_stats_t st;
+    uint32_t bad = 0;
+    t->now = now_s(s);
+    int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
+                         path_busy, s);
+    if (err) {
+        man_entry_t *e = &s->me;
+        bool have_e = bad < t->declared && txn_entry(t, bad, e) == 0;
+        const char *why = NULL;
+        if (err == TXN_ERR_BADMSG)
+            why = have_e && !(e->flags & MAN_F_SEND)
+                      ? "changed on the device since it was declared "
+                        "unchanged: declare the bundle again"
+                      : "size or SHA-256 of the data sent differs from the "
+                        "declaration (the staged data was dropped: send it "
+                        "again)";
+        else if (err == FS_ERR_ISDIR)
+            why = "a directory is in the way";
+        else if (err == FS_ERR_NOTDIR)
+            why = "a component of the path is a file";
+        else if (err == FS_ERR_BUSY)
+            why = "open by a client: close it and commit again";
+        if (!t->active) { /* decided, but the roll forward stopped */
+            s->tx_owner = NULL;
+            (void)txn_load(t);
+        }
+        return have_e ? fail_in(s, err, USR, e->path, why)
+                      : svc_fail_path(s, err, "/usr", why);
+    }
+    cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
+    o->written = st.written;
+    o->removed = st.removed;
+    o->unchanged = st.unchanged;
+    o->bytes = st.bytes;
+    s->tx_owner = NULL;
+    s->resp.which_body = cellar_Response_update_commit_tag;
+    if (s->cfg.log) {
+        char h[9];
+        hex8(h, t->id);
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "update ");
+        svc_sb_str(&b, h);
+        svc_sb_str(&b, " committed: ");
+        svc_sb_u64(&b, st.written);
+        svc_sb_str(&b, " written, ");
+        svc_sb_u64(&b, st.removed);
+        svc_sb_str(&b, " removed, ");
+        svc_sb_u64(&b, st.unchanged);
+        svc_sb_str(&b, " unchanged");
+        svc_log_end(s);
+    }
+    return 0;
+}
+
+int svc_do_update_abort(svc_t *s, svc_conn_t *c,
+                        const cellar_UpdateAbortRequest *r)
+{
+    txn_t *t = &s->tx;
+    if (t->active) {
+        if (s->tx_owner && s->tx_owner != c)
+            return svc_fail(s, FS_ERR_BUSY,
+                            "the update in progress belongs to another "
+                            "connection");
+        if (r->bundle.size && (r->bundle.size != 32 ||
+                               memcmp(r->bundle.bytes, t->id, 32) != 0))
+            return svc_fail(s, FS_ERR_INVAL,
+                            "bundle id does not match the staged update");
+        update_log(s, c, "aborted");
+        int err = txn_abort(t);
+        s->tx_owner = NULL;
+        if (err)
+            return svc_fail_path(s, err, "/usr", "dropping the staging failed");
+    }
+    svc_reply_done(s);
+    return 0;
+}

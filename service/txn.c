@@ -1,0 +1,552 @@
+/* txn.c - staged, verified, atomic multi-file transactions (see txn.h). */
+#include "txn.h"
+
+#include <string.h>
+
+#include "le.h"
+
+#define TXN_MAGIC 0x31585443u /* "CTX1" */
+
+/* dir + "/" + name [+ decimal n] into t->path. */
+static const char *tpath(txn_t *t, const char *name, int64_t n)
+{
+    size_t dl = strlen(t->dir), nl = strlen(name);
+    char num[12];
+    int k = (int)sizeof(num);
+    num[--k] = 0;
+    if (n >= 0) {
+        uint32_t v = (uint32_t)n;
+        do {
+            num[--k] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+    }
+    memcpy(t->path, t->dir, dl);
+    t->path[dl] = '/';
+    memcpy(t->path + dl + 1, name, nl);
+    strcpy(t->path + dl + 1 + nl, num + k);
+    return t->path;
+}
+
+const char *txn_data_path(txn_t *t, uint32_t idx)
+{
+    return tpath(t, "d", idx);
+}
+
+void txn_bind(txn_t *t, fs_t *fs, man_t *man, const char *dir)
+{
+    memset(t, 0, sizeof(*t));
+    t->fs = fs;
+    t->man = man;
+    t->dir = dir;
+}
+
+static void close_stage(txn_t *t, bool keep)
+{
+    if (!t->stage_open)
+        return;
+    if (!keep)
+        (void)fs_file_revert(t->fs, &t->stage);
+    (void)fs_file_close(t->fs, &t->stage);
+    t->stage_open = 0;
+    t->unsynced = 0;
+}
+
+static void close_plan(txn_t *t)
+{
+    if (t->plan_open)
+        (void)fs_file_close(t->fs, &t->plan);
+    t->plan_open = 0;
+}
+
+static void reset(txn_t *t)
+{
+    close_stage(t, false);
+    close_plan(t);
+    t->active = 0;
+    t->declared = 0;
+    t->nentries = 0;
+    t->bytes = 0;
+    memset(t->id, 0, sizeof(t->id));
+}
+
+int txn_abort(txn_t *t)
+{
+    reset(t);
+    /* The plan goes first: without it what is left is only garbage. */
+    int err = fs_remove(t->fs, tpath(t, "plan", -1));
+    if (err && err != FS_ERR_NOENT)
+        return err;
+    return man_wipe(t->fs, t->dir, t->tmp);
+}
+
+static int read_hdr(txn_t *t)
+{
+    uint8_t h[TXN_HDR];
+    int n = fs_file_pread(t->fs, &t->plan, h, TXN_HDR, 0);
+    if (n < 0)
+        return n;
+    int32_t size = fs_file_size(t->fs, &t->plan);
+    if (n != (int)TXN_HDR || le_get32(h) != TXN_MAGIC || size < 0 ||
+        ((uint32_t)size - TXN_HDR) % MAN_SLOT)
+        return FS_ERR_CORRUPT;
+    t->nentries = le_get32(h + 4);
+    t->bytes = (uint64_t)le_get32(h + 8) | (uint64_t)le_get32(h + 12) << 32;
+    memcpy(t->id, h + 16, 32);
+    t->declared = ((uint32_t)size - TXN_HDR) / MAN_SLOT;
+    return 0;
+}
+
+int txn_load(txn_t *t)
+{
+    fs_stat_t st;
+    reset(t);
+    if (fs_stat(t->fs, tpath(t, "commit", -1), &st) == 0 ||
+        fs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0) {
+        int err = txn_finish(t);
+        return err ? err : 1;
+    }
+    int err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
+    if (err == FS_ERR_NOENT)
+        return man_wipe(t->fs, t->dir, t->tmp); /* leftovers of an abort */
+    if (err)
+        return err;
+    t->plan_open = 1;
+    err = read_hdr(t);
+    if (err) { /* a plan cut while it was first written: drop it */
+        (void)txn_abort(t);
+        return 0;
+    }
+    t->active = 1;
+    return 0;
+}
+
+int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
+              uint64_t bytes)
+{
+    int err = txn_abort(t);
+    if (err)
+        return err;
+    err = man_mkdir_parents(t->fs, tpath(t, "plan", -1), t->tmp);
+    if (err)
+        return err;
+    err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
+                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
+    if (err)
+        return err;
+    t->plan_open = 1;
+    uint8_t h[TXN_HDR];
+    memset(h, 0, sizeof(h));
+    le_put32(h, TXN_MAGIC);
+    le_put32(h + 4, nentries);
+    le_put32(h + 8, (uint32_t)bytes);
+    le_put32(h + 12, (uint32_t)(bytes >> 32));
+    memcpy(h + 16, id, 32);
+    int n = fs_file_pwrite(t->fs, &t->plan, h, TXN_HDR, 0);
+    err = n < 0 ? n : fs_file_sync(t->fs, &t->plan);
+    if (err) {
+        (void)txn_abort(t);
+        return err;
+    }
+    memcpy(t->id, id, 32);
+    t->nentries = nentries;
+    t->bytes = bytes;
+    t->declared = 0;
+    t->active = 1;
+    return 0;
+}
+
+int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e)
+{
+    uint8_t p[MAN_SLOT];
+    if (idx >= t->declared)
+        return FS_ERR_INVAL;
+    int n = fs_file_pread(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
+    if (n < 0)
+        return n;
+    if (n != (int)MAN_SLOT)
+        return FS_ERR_CORRUPT;
+    int err = man_decode(e, p);
+    if (!err && e->kind == MAN_FREE)
+        err = FS_ERR_CORRUPT;
+    return err;
+}
+
+int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
+{
+    uint8_t p[MAN_SLOT];
+    if (!t->active || idx > t->declared || idx >= TXN_MAX_ENTRIES)
+        return FS_ERR_INVAL;
+    if (idx < t->declared) {
+        man_entry_t old;
+        int err = txn_entry(t, idx, &old);
+        if (err)
+            return err;
+        if (old.kind != e->kind || strcmp(old.path, e->path) != 0 ||
+            (e->kind == MAN_TRACK &&
+             (old.size != e->size || memcmp(old.sha, e->sha, 32) != 0)))
+            return FS_ERR_INVAL;
+        if (old.flags == e->flags)
+            return 0;
+    }
+    man_encode(e, p);
+    int n = fs_file_pwrite(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
+    if (n < 0)
+        return n;
+    if (idx == t->declared)
+        t->declared++;
+    return 0;
+}
+
+int txn_sync_plan(txn_t *t)
+{
+    return t->plan_open ? fs_file_sync(t->fs, &t->plan) : 0;
+}
+
+int64_t txn_staged(txn_t *t, uint32_t idx)
+{
+    if (t->stage_open && t->stage_idx == idx)
+        return fs_file_size(t->fs, &t->stage);
+    fs_stat_t st;
+    int err = fs_stat(t->fs, txn_data_path(t, idx), &st);
+    if (err == FS_ERR_NOENT)
+        return 0;
+    return err ? err : (int64_t)st.size;
+}
+
+static int stage_select(txn_t *t, uint32_t idx)
+{
+    if (t->stage_open && t->stage_idx == idx)
+        return 0;
+    int err = txn_park(t);
+    if (err)
+        return err;
+    err = fs_file_open(t->fs, &t->stage, txn_data_path(t, idx),
+                       FS_O_RDWR | FS_O_CREAT);
+    if (err)
+        return err;
+    t->stage_open = 1;
+    t->stage_idx = idx;
+    t->unsynced = 0;
+    return 0;
+}
+
+int txn_write(txn_t *t, uint32_t idx, uint32_t off, const void *data,
+              uint32_t len)
+{
+    int err = stage_select(t, idx);
+    if (err)
+        return err;
+    int n = fs_file_pwrite(t->fs, &t->stage, data, len, off);
+    if (n < 0)
+        return n;
+    t->unsynced += len;
+    if (t->unsynced >= TXN_SYNC_BYTES) {
+        err = fs_file_sync(t->fs, &t->stage);
+        if (err)
+            return err;
+        t->unsynced = 0;
+    }
+    return n;
+}
+
+int txn_park(txn_t *t)
+{
+    if (!t->stage_open)
+        return 0;
+    int err = fs_file_close(t->fs, &t->stage);
+    t->stage_open = 0;
+    t->unsynced = 0;
+    return err;
+}
+
+/* Check the directories above path: every existing one is a directory.
+ * *all_exist says whether every one exists. */
+static int check_parents(txn_t *t, const char *path, bool *all_exist)
+{
+    size_t n = strlen(path);
+    for (size_t i = 1; i < n; i++) {
+        if (path[i] != '/')
+            continue;
+        memcpy(t->tmp, path, i);
+        t->tmp[i] = 0;
+        fs_stat_t st;
+        int err = fs_stat(t->fs, t->tmp, &st);
+        if (err == FS_ERR_NOENT) {
+            *all_exist = false;
+            return 0;
+        }
+        if (err)
+            return err;
+        if (st.type != FS_TYPE_DIR)
+            return FS_ERR_NOTDIR;
+    }
+    return 0;
+}
+
+int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
+               uint32_t *bad, bool (*busy)(void *ctx, const char *path),
+               void *busy_ctx)
+{
+    man_entry_t e, m;
+    uint32_t slot, nact = 0;
+    bool parents = true, dir_removals = false;
+    int err;
+
+    memset(st, 0, sizeof(*st));
+    if (!t->active)
+        return FS_ERR_INVAL;
+    if ((err = txn_park(t)) || (err = txn_sync_plan(t)))
+        return err;
+
+    /* 1. Check everything; nothing is changed until all is well. */
+    for (uint32_t i = 0; i < t->declared; i++) {
+        *bad = i;
+        if ((err = txn_entry(t, i, &e)))
+            return err;
+        fs_stat_t fst;
+        int se = fs_stat(t->fs, e.path, &fst);
+        if (se && se != FS_ERR_NOENT)
+            return se;
+        if (e.kind == MAN_REMOVE) {
+            if (se == 0) {
+                nact++;
+                st->removed++;
+                if (fst.type == FS_TYPE_DIR)
+                    dir_removals = true;
+                else if (busy && busy(busy_ctx, e.path))
+                    return FS_ERR_BUSY;
+            }
+            continue;
+        }
+        if (se == 0 && fst.type == FS_TYPE_DIR)
+            return FS_ERR_ISDIR;
+        if ((err = check_parents(t, e.path, &parents)))
+            return err;
+        if (!(e.flags & MAN_F_SEND)) {
+            /* declared unchanged: it must still be */
+            int r = man_find(t->man, e.path, &m, &slot);
+            if (r < 0)
+                return r;
+            if (r == 0 || se != 0 || m.size != e.size || fst.size != e.size ||
+                !(m.flags & MAN_F_SIZE) || memcmp(m.sha, e.sha, 32) != 0)
+                return TXN_ERR_BADMSG;
+            st->unchanged++;
+            continue;
+        }
+        if (se == 0 && busy && busy(busy_ctx, e.path))
+            return FS_ERR_BUSY;
+        uint8_t sha[32];
+        uint32_t size = 0;
+        fs_stat_t dst;
+        const char *dp = txn_data_path(t, i);
+        if (e.size == 0 && fs_stat(t->fs, dp, &dst) == FS_ERR_NOENT) {
+            /* an empty file needs no data: stage it now */
+            fs_file_t *f = &t->stage;
+            if ((err = fs_file_open(t->fs, f, dp, FS_O_WRONLY | FS_O_CREAT)) ||
+                (err = fs_file_close(t->fs, f)))
+                return err;
+        }
+        err = man_hash_path(t->fs, &t->stage, dp, buf, buflen, sha, &size);
+        if (err == FS_ERR_NOENT)
+            size = UINT32_MAX; /* nothing staged */
+        else if (err)
+            return err;
+        if (size != e.size || memcmp(sha, e.sha, 32) != 0) {
+            (void)fs_remove(t->fs, dp);
+            return TXN_ERR_BADMSG;
+        }
+        nact++;
+        st->written++;
+        st->bytes += e.size;
+    }
+
+    /* 2. The manifest: removals first, then the files written. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < t->declared; i++) {
+            if ((err = txn_entry(t, i, &e)))
+                goto revert;
+            if (pass == 0 && e.kind == MAN_REMOVE) {
+                /* a file, or every entry under a directory */
+                for (uint32_t k = 0, n = man_slots(t->man); k < n; k++) {
+                    int r = man_get(t->man, k, &m);
+                    if (r < 0) {
+                        err = r;
+                        goto revert;
+                    }
+                    if (r == 1 && man_under(m.path, e.path) &&
+                        (err = man_del(t->man, m.path)))
+                        goto revert;
+                }
+            } else if (pass == 1 && e.kind == MAN_TRACK &&
+                       (e.flags & MAN_F_SEND)) {
+                e.flags = MAN_F_SIZE;
+                e.mtime = t->now;
+                if ((err = man_set(t->man, &e)))
+                    goto revert;
+            }
+        }
+
+    /* 3. Commit: the whole bundle in one step when it is small, else the
+     * decision (plan -> commit) and a roll forward. */
+    if (nact + 1 <= FS_RENAME_MANY_MAX && parents && !dir_removals) {
+        char names[FS_RENAME_MANY_MAX][64];
+        char targets[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+        const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < t->declared; i++) {
+            fs_stat_t fst;
+            if ((err = txn_entry(t, i, &e)))
+                goto revert;
+            if (e.kind == MAN_REMOVE) {
+                if (fs_stat(t->fs, e.path, &fst) != 0)
+                    continue;
+                strcpy(targets[n], e.path);
+                src[n] = targets[n];
+                dst[n++] = NULL;
+            } else if (e.flags & MAN_F_SEND) {
+                strcpy(names[n], txn_data_path(t, i));
+                strcpy(targets[n], e.path);
+                src[n] = names[n];
+                dst[n] = targets[n];
+                n++;
+            }
+        }
+        /* removals first, as in the roll forward */
+        for (uint32_t a = 0, b = 0; b < n; b++)
+            if (!dst[b]) {
+                const char *ts = src[a], *td = dst[a];
+                src[a] = src[b], dst[a] = dst[b];
+                src[b] = ts, dst[b] = td;
+                a++;
+            }
+        strcpy(names[n], tpath(t, "plan", -1));
+        src[n] = names[n];
+        dst[n++] = NULL;
+        close_plan(t);
+        err = man_commit(t->man, src, dst, n);
+        if (err) {
+            (void)fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
+            t->plan_open = 1;
+            return err;
+        }
+        t->active = 0;
+        return man_wipe(t->fs, t->dir, t->tmp);
+    }
+    close_plan(t);
+    {
+        char from[64], to[64];
+        strcpy(from, tpath(t, "plan", -1));
+        strcpy(to, tpath(t, "commit", -1));
+        const char *src[1] = { from }, *dst[1] = { to };
+        err = man_commit(t->man, src, dst, 1);
+        if (err) {
+            (void)fs_file_open(t->fs, &t->plan, from, FS_O_RDWR);
+            t->plan_open = 1;
+            return err;
+        }
+    }
+    t->active = 0;
+    return txn_finish(t);
+
+revert:
+    man_revert(t->man);
+    return err;
+}
+
+/* Move a batch of staged files into place. */
+static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
+{
+    if (*n == 0)
+        return 0;
+    int err = fs_rename_many(t->fs, src, dst, *n);
+    *n = 0;
+    return err;
+}
+
+int txn_finish(txn_t *t)
+{
+    fs_file_t *pf = &t->plan;
+    fs_stat_t st;
+    man_entry_t e;
+    char cname[64];
+    int err;
+
+    close_stage(t, true);
+    close_plan(t);
+    bool phase2 = fs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0;
+    strcpy(cname, t->path);
+    if (!phase2)
+        strcpy(cname, tpath(t, "commit", -1));
+    if ((err = fs_file_open(t->fs, pf, cname, FS_O_RDONLY)))
+        return err;
+    t->plan_open = 1;
+    if ((err = read_hdr(t)))
+        goto out;
+
+    /* Phase 1: removals (files, then directories that are empty). */
+    for (uint32_t i = 0; !phase2 && i < t->declared; i++) {
+        if ((err = txn_entry(t, i, &e)))
+            goto out;
+        if (e.kind != MAN_REMOVE || fs_stat(t->fs, e.path, &st) != 0)
+            continue;
+        err = st.type == FS_TYPE_DIR ? fs_rmdir(t->fs, e.path)
+                                     : fs_remove(t->fs, e.path);
+        if (err == FS_ERR_NOTEMPTY || err == FS_ERR_NOENT)
+            err = 0;
+        if (err)
+            goto out;
+    }
+    if (!phase2) {
+        close_plan(t);
+        char to[64];
+        strcpy(to, tpath(t, "commit2", -1));
+        if ((err = fs_rename(t->fs, cname, to)))
+            return err;
+        strcpy(cname, to);
+        if ((err = fs_file_open(t->fs, pf, cname, FS_O_RDONLY)))
+            return err;
+        t->plan_open = 1;
+    }
+
+    /* Phase 2: move the staged files into place (a staged file that is gone
+     * was moved before a power cut). */
+    {
+        char names[FS_RENAME_MANY_MAX][64];
+        char targets[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+        const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < t->declared; i++) {
+            if ((err = txn_entry(t, i, &e)))
+                goto out;
+            if (e.kind != MAN_TRACK || !(e.flags & MAN_F_SEND))
+                continue;
+            const char *dp = txn_data_path(t, i);
+            if (fs_stat(t->fs, dp, &st) != 0)
+                continue;
+            /* two entries of one path: the later wins */
+            for (uint32_t k = 0; k < n; k++)
+                if (strcmp(targets[k], e.path) == 0 && (err = flush(t, src, dst, &n)))
+                    goto out;
+            strcpy(names[n], dp);
+            if ((err = man_mkdir_parents(t->fs, e.path, t->tmp)))
+                goto out;
+            strcpy(targets[n], e.path);
+            src[n] = names[n];
+            dst[n] = targets[n];
+            if (++n == FS_RENAME_MANY_MAX && (err = flush(t, src, dst, &n)))
+                goto out;
+        }
+        if ((err = flush(t, src, dst, &n)))
+            goto out;
+    }
+    close_plan(t);
+    err = fs_remove(t->fs, cname);
+    if (!err)
+        err = man_wipe(t->fs, t->dir, t->tmp);
+    t->active = 0;
+    return err;
+out:
+    close_plan(t);
+    return err;
+}

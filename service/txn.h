@@ -1,0 +1,100 @@
+/*
+ * txn.h - staged, verified, atomic multi-file transactions on one partition
+ * (update bundles, backup and restore). The recovery rules are written down
+ * in docs/UPDATE.md.
+ *
+ * A transaction lives in a directory of the partition's /.cellar:
+ *   plan      a 64-byte header (magic, entry count, bytes, bundle id), then
+ *             one MAN_SLOT slot per declared entry (manifest.h encoding:
+ *             MAN_TRACK = write this file, MAN_REMOVE = remove this path;
+ *             MAN_F_SEND = the data comes staged in d<index>);
+ *   d<index>  the staged data of entry index.
+ * Commit checks every staged size and SHA-256, then, in one fs commit,
+ * writes the manifest slots and either
+ *   - moves every staged file into place and drops the plan (up to 15
+ *     actions, all parents existing), or
+ *   - renames plan to "commit": from then on the transaction is decided and
+ *     txn_finish rolls it forward (removals, a "commit2" marker, then the
+ *     moves), at once and again after any power cut until it is done.
+ * The service runs txn_load + txn_finish at mount, before it serves anyone.
+ */
+#ifndef CELLAR_TXN_H
+#define CELLAR_TXN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fs.h"
+#include "manifest.h"
+
+#define TXN_MAX_ENTRIES 1024u
+#define TXN_ERR_BADMSG (-74) /* a staged size or SHA-256 differs */
+#define TXN_HDR 64u
+#define TXN_SYNC_BYTES (64u * 1024u) /* staged data is committed this often */
+
+typedef struct txn {
+    fs_t *fs;
+    man_t *man;
+    const char *dir;           /* "/.cellar/tx" */
+    uint8_t active;            /* a plan exists (staged, not committed) */
+    uint8_t plan_open;
+    uint8_t stage_open;
+    uint8_t pad;
+    uint8_t id[32];
+    uint32_t nentries;         /* declared in the header (0: up to max) */
+    uint64_t bytes;
+    uint32_t declared;         /* slots in the plan */
+    uint32_t stage_idx;
+    uint32_t unsynced;
+    uint32_t now;              /* seconds since 1970, for manifest times */
+    fs_file_t plan;
+    fs_file_t stage;
+    char path[64];             /* scratch for names in dir */
+    char tmp[512];             /* scratch for man_* helpers */
+} txn_t;
+
+typedef struct txn_stats {
+    uint32_t written, removed, unchanged;
+    uint64_t bytes;
+} txn_stats_t;
+
+/* Attach to a partition (no I/O). */
+void txn_bind(txn_t *t, fs_t *fs, man_t *man, const char *dir);
+/* After mount: finish a committed transaction (rolling it forward), pick
+ * up a staged one (t->active), or wipe leftovers. 1 = a committed
+ * transaction was finished, 0 = nothing to finish, or an error. */
+int txn_load(txn_t *t);
+/* Start a new transaction (dropping whatever was staged). */
+int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
+              uint64_t bytes);
+/* Declare entry idx (idx <= declared). Re-declaring idx < declared must
+ * give the same kind, path, size and SHA-256 (FS_ERR_INVAL otherwise); the
+ * MAN_F_SEND flag may change. */
+int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e);
+int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e);
+/* Make the declared entries durable. */
+int txn_sync_plan(txn_t *t);
+/* Bytes of entry idx staged so far (durable or not). */
+int64_t txn_staged(txn_t *t, uint32_t idx);
+/* Write staged data of entry idx at off (off <= staged). */
+int txn_write(txn_t *t, uint32_t idx, uint32_t off, const void *data,
+              uint32_t len);
+/* Commit what is staged so far and close the staged file (a connection
+ * went away: keep it for a resume). */
+int txn_park(txn_t *t);
+/* The staged file of idx as a partition path (for copies). */
+const char *txn_data_path(txn_t *t, uint32_t idx);
+/* Check and commit. A check failure changes nothing and sets *bad to the
+ * entry: TXN_ERR_BADMSG (its staged size or SHA-256 differs: the staged
+ * data is dropped; or an entry declared unchanged changed since),
+ * FS_ERR_ISDIR / FS_ERR_NOTDIR (the target is in the way), FS_ERR_BUSY. busy(ctx, path) says whether a client
+ * holds path open (then the commit is refused with FS_ERR_BUSY). */
+int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
+               uint32_t *bad, bool (*busy)(void *ctx, const char *path),
+               void *busy_ctx);
+/* Roll a decided transaction forward (idempotent). */
+int txn_finish(txn_t *t);
+/* Drop everything staged. */
+int txn_abort(txn_t *t);
+
+#endif /* CELLAR_TXN_H */

@@ -1,0 +1,240 @@
+/* svc_rig.c - see svc_rig.h. */
+#include "svc_rig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void rig_log(void *ctx, const char *line)
+{
+    rig_t *r = ctx;
+    size_t n = strlen(line);
+    if (r->loglen + n + 2 < sizeof(r->log)) {
+        memcpy(r->log + r->loglen, line, n);
+        r->loglen += n;
+        r->log[r->loglen++] = '\n';
+        r->log[r->loglen] = 0;
+    }
+    if (getenv("RIG_LOG"))
+        fprintf(stderr, "log: %s\n", line);
+}
+
+static uint32_t rig_clock(void *ctx)
+{
+    rig_t *r = ctx;
+    return (uint32_t)(1700000000u + r->now_ms / 1000);
+}
+
+static int setup(rig_t *r)
+{
+    svc_init(&r->svc);
+    svc_tick(&r->svc, r->now_ms);
+    int err = svc_setup(&r->svc, &r->cfg);
+    if (err)
+        return err;
+    svc_tick(&r->svc, r->now_ms);
+    svc_conn_open(&r->svc, &r->a, "rig a");
+    svc_conn_open(&r->svc, &r->b, "rig b");
+    return 0;
+}
+
+int rig_init(rig_t *r, uint32_t blocks, const svc_config_t *base)
+{
+    flash_sim_config_t fc = { .block_count = blocks, .seed = 7 };
+    memset(r, 0, sizeof(*r));
+    r->sim = flash_sim_new(&fc);
+    if (!r->sim)
+        return -12;
+    if (base)
+        r->cfg = *base;
+    r->cfg.dev = flash_sim_dev(r->sim);
+    r->cfg.log = rig_log;
+    r->cfg.log_ctx = r;
+    r->cfg.clock = rig_clock;
+    r->cfg.clock_ctx = r;
+    r->cfg.provision = true;
+    if (!r->cfg.idle_timeout_ms)
+        r->cfg.idle_timeout_ms = SVC_IDLE_NEVER;
+    r->now_ms = 1000;
+    r->next_id = 1;
+    return setup(r);
+}
+
+void rig_stop(rig_t *r)
+{
+    if (r->a.svc)
+        svc_conn_close(&r->svc, &r->a, "rig stop");
+    if (r->b.svc)
+        svc_conn_close(&r->svc, &r->b, "rig stop");
+    (void)svc_free(&r->svc); /* may fail after a power cut */
+}
+
+int rig_start(rig_t *r)
+{
+    return setup(r);
+}
+
+int rig_restart(rig_t *r)
+{
+    rig_stop(r);
+    return setup(r);
+}
+
+void rig_free(rig_t *r)
+{
+    if (r->a.svc)
+        svc_conn_close(&r->svc, &r->a, "rig done");
+    if (r->b.svc)
+        svc_conn_close(&r->svc, &r->b, "rig done");
+    (void)svc_free(&r->svc);
+    flash_sim_free(r->sim);
+    r->sim = NULL;
+}
+
+void rig_req(rig_t *r, pb_size_t which)
+{
+    memset(&r->rq, 0, sizeof(r->rq));
+    r->rq.which_body = which;
+}
+
+void rig_tick(rig_t *r, uint64_t add_ms)
+{
+    r->now_ms += add_ms;
+    svc_tick(&r->svc, r->now_ms);
+}
+
+bool rig_log_has(const rig_t *r, const char *s)
+{
+    return strstr(r->log, s) != NULL;
+}
+
+int rig_call(rig_t *r, svc_conn_t *c)
+{
+    r->rq.id = ++r->next_id;
+    int n = codec_encode_request(&r->rq, r->wire + 0, sizeof(r->wire));
+    if (n < 0)
+        return -2000;
+    size_t off = 0;
+    while (off < (size_t)n) {
+        size_t k = svc_conn_input(c, r->wire + off, (size_t)n - off);
+        if (k == 0)
+            return -2001;
+        off += k;
+        while (svc_process(&r->svc))
+            ;
+    }
+    while (svc_process(&r->svc))
+        ;
+    /* one reply */
+    static uint8_t acc[2 * CODEC_BUF_MIN];
+    size_t have = 0;
+    const uint8_t *p;
+    size_t len;
+    while (svc_conn_output(c, &p, &len)) {
+        if (have + len > sizeof(acc))
+            return -2002;
+        memcpy(acc + have, p, len);
+        have += len;
+        svc_conn_consumed(c, len);
+    }
+    if (have < CODEC_HDR)
+        return -2003;
+    uint32_t fl = codec_get_len(acc);
+    memset(&r->rs, 0, sizeof(r->rs));
+    if (CODEC_HDR + fl != have ||
+        codec_decode_response(&r->rs, acc + CODEC_HDR, fl, NULL) != 0)
+        return -2004;
+    if (r->rs.id != r->rq.id)
+        return -2005;
+    if (r->rs.has_error && getenv("RIG_LOG"))
+        fprintf(stderr, "  -> %s %s\n", svc_code_name(r->rs.error.code),
+                r->rs.error.message);
+    return r->rs.has_error ? (int)r->rs.error.code : 0;
+}
+
+int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path)
+{
+    rig_req(r, which);
+    switch (which) {
+    case cellar_Request_stat_tag: strcpy(r->rq.body.stat.path, path); break;
+    case cellar_Request_remove_tag: strcpy(r->rq.body.remove.path, path); break;
+    case cellar_Request_rmdir_tag: strcpy(r->rq.body.rmdir.path, path); break;
+    case cellar_Request_mkdir_tag:
+        strcpy(r->rq.body.mkdir.path, path);
+        r->rq.body.mkdir.parents = true;
+        break;
+    case cellar_Request_hash_tag: strcpy(r->rq.body.hash.path, path); break;
+    case cellar_Request_list_tag: strcpy(r->rq.body.list.path, path); break;
+    default: return -1;
+    }
+    return rig_call(r, c);
+}
+
+int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
+            uint32_t n)
+{
+    rig_req(r, cellar_Request_open_tag);
+    strcpy(r->rq.body.open.path, path);
+    r->rq.body.open.flags = cellar_OpenFlags_O_WRITE | cellar_OpenFlags_O_CREATE |
+                            cellar_OpenFlags_O_TRUNC;
+    int rc = rig_call(r, c);
+    if (rc)
+        return rc;
+    uint32_t h = r->rs.body.open.handle;
+    for (uint32_t off = 0; off < n && !rc;) {
+        uint32_t k = n - off < SVC_MAX_CHUNK ? n - off : SVC_MAX_CHUNK;
+        rig_req(r, cellar_Request_write_tag);
+        r->rq.body.write.handle = h;
+        r->rq.body.write.offset = off;
+        r->rq.body.write.data.size = (pb_size_t)k;
+        memcpy(r->rq.body.write.data.bytes, (const uint8_t *)data + off, k);
+        rc = rig_call(r, c);
+        off += k;
+    }
+    rig_req(r, cellar_Request_close_tag);
+    r->rq.body.close.handle = h;
+    int rc2 = rig_call(r, c);
+    return rc ? rc : rc2;
+}
+
+int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
+            uint32_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    rig_req(r, cellar_Request_open_tag);
+    strcpy(r->rq.body.open.path, path);
+    r->rq.body.open.flags = cellar_OpenFlags_O_READ;
+    int rc = rig_call(r, c);
+    if (rc)
+        return rc;
+    uint32_t h = r->rs.body.open.handle;
+    uint32_t size = (uint32_t)r->rs.body.open.size;
+    uint8_t *buf = malloc(size ? size : 1);
+    for (uint32_t off = 0; off < size && !rc;) {
+        rig_req(r, cellar_Request_read_tag);
+        r->rq.body.read.handle = h;
+        r->rq.body.read.offset = off;
+        r->rq.body.read.length = SVC_MAX_CHUNK;
+        rc = rig_call(r, c);
+        if (!rc) {
+            uint32_t k = r->rs.body.read.data.size;
+            if (k == 0 || off + k > size) {
+                rc = -2010;
+                break;
+            }
+            memcpy(buf + off, r->rs.body.read.data.bytes, k);
+            off += k;
+        }
+    }
+    rig_req(r, cellar_Request_close_tag);
+    r->rq.body.close.handle = h;
+    int rc2 = rig_call(r, c);
+    if (rc || rc2) {
+        free(buf);
+        return rc ? rc : rc2;
+    }
+    *out = buf;
+    *n = size;
+    return 0;
+}

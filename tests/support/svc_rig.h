@@ -1,0 +1,60 @@
+/*
+ * svc_rig.h - a cellar service in-process on a RAM flash_sim, driven with
+ * encoded requests (tests of the service core).
+ *
+ *   rig_init(&r, blocks, &cfg_extra);   provision + mount, conns a and b
+ *   rig_req(&r, cellar_Request_stat_tag); strcpy(r.rq.body.stat.path, ..);
+ *   rc = rig_call(&r, &r.a);            0 or the error Code; reply in r.rs
+ *   rig_restart(&r);                    svc_free + svc_setup on the same flash
+ *   rig_free(&r);
+ */
+#ifndef CELLAR_SVC_RIG_H
+#define CELLAR_SVC_RIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "flash_sim.h"
+#include "svc_core.h"
+
+typedef struct rig {
+    flash_sim_t *sim;
+    svc_t svc;
+    svc_config_t cfg;
+    svc_conn_t a, b;
+    cellar_Request rq;
+    cellar_Response rs;
+    uint64_t now_ms;
+    uint32_t next_id;
+    char log[1 << 16];
+    size_t loglen;
+    uint8_t wire[2 * CODEC_BUF_MIN];
+} rig_t;
+
+/* blocks: device size in 4 KiB blocks; base: config fields to use (dev,
+ * log and provision are set by the rig), or NULL. Returns 0 or the
+ * svc_setup error. The rig is large: make it static. */
+int rig_init(rig_t *r, uint32_t blocks, const svc_config_t *base);
+/* Close conns, svc_free, svc_setup again (same flash), reopen conns.
+ * Returns the svc_setup result. */
+int rig_restart(rig_t *r);
+void rig_free(rig_t *r);
+/* The same in two steps, so a test can change the flash in between. */
+void rig_stop(rig_t *r);
+int rig_start(rig_t *r);
+
+void rig_req(rig_t *r, pb_size_t which);
+int rig_call(rig_t *r, svc_conn_t *c);
+void rig_tick(rig_t *r, uint64_t add_ms);
+bool rig_log_has(const rig_t *r, const char *s);
+
+/* Convenience RPCs on connection c. */
+int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
+            uint32_t n);
+/* Read a whole file (malloc'd into *out, size *n). */
+int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
+            uint32_t *n);
+int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path);
+
+#endif /* CELLAR_SVC_RIG_H */

@@ -1,0 +1,1035 @@
+/* test_update.c - the manifest, update transactions, verify, backup and
+ * restore, driven in-process through the service core: the manifest
+ * follows every change; bundles commit whole or not at all (power cuts at
+ * every program and erase of a commit, a manifest change and a restore,
+ * with torn writes); resume after a lost connection and a restart; bad
+ * bundles are refused and change nothing; corruption is found and repaired
+ * from /bak. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "csha.h"
+#include "svc_rig.h"
+
+static rig_t R;
+
+/* ---- data -------------------------------------------------------------- */
+
+typedef struct bfile {
+    char path[64];
+    uint32_t size;
+    uint32_t seed;   /* content; 0 with remove */
+    bool remove;
+} bfile_t;
+
+static void gen(uint8_t *b, uint32_t n, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1;
+    for (uint32_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b[i] = (uint8_t)(x >> 7);
+    }
+}
+
+static void sha(const void *p, size_t n, uint8_t out[32])
+{
+    csha_t h;
+    csha_init(&h);
+    (void)csha_start(&h);
+    (void)csha_update(&h, p, n);
+    (void)csha_finish(&h, out);
+    csha_free(&h);
+}
+
+static void file_sha(const bfile_t *f, uint8_t out[32])
+{
+    uint8_t *b = malloc(f->size ? f->size : 1);
+    gen(b, f->size, f->seed);
+    sha(b, f->size, out);
+    free(b);
+}
+
+/* ---- bundles, as a client drives them ----------------------------------- */
+
+typedef struct push_res {
+    bool resumed;
+    uint64_t staged;       /* Begin: bytes the device had */
+    uint64_t sent;         /* data bytes sent */
+    uint32_t status[64];
+    cellar_UpdateCommitReply commit;
+} push_res_t;
+
+/* Push n entries; stop (return 1) once `stop_after` data bytes are sent
+ * (0 = never); commit unless no_commit. Returns 0, 1 or the error Code. */
+static int push(svc_conn_t *c, const bfile_t *f, uint32_t n,
+                uint64_t stop_after, bool no_commit, push_res_t *res)
+{
+    uint8_t id[32], sh[32];
+    uint64_t bytes = 0;
+    csha_t h;
+    memset(res, 0, sizeof(*res));
+    csha_init(&h);
+    (void)csha_start(&h);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t z = 0, rm = f[i].remove;
+        file_sha(&f[i], sh);
+        (void)csha_update(&h, f[i].path, strlen(f[i].path));
+        (void)csha_update(&h, &z, 1);
+        (void)csha_update(&h, &f[i].size, 4);
+        (void)csha_update(&h, sh, 32);
+        (void)csha_update(&h, &rm, 1);
+        if (!f[i].remove)
+            bytes += f[i].size;
+    }
+    (void)csha_finish(&h, id);
+    csha_free(&h);
+
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 32;
+    memcpy(R.rq.body.update_begin.bundle.bytes, id, 32);
+    R.rq.body.update_begin.entries = n;
+    R.rq.body.update_begin.bytes = bytes;
+    int rc = rig_call(&R, c);
+    if (rc)
+        return rc;
+    res->resumed = R.rs.body.update_begin.resumed;
+    res->staged = R.rs.body.update_begin.staged;
+    uint64_t have[64];
+    for (uint32_t first = 0; first < n; first += 16) {
+        rig_req(&R, cellar_Request_update_declare_tag);
+        cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
+        d->bundle.size = 32;
+        memcpy(d->bundle.bytes, id, 32);
+        d->first = first;
+        for (uint32_t i = first; i < n && i < first + 16; i++) {
+            cellar_BundleEntry *e = &d->entries[d->entries_count++];
+            strcpy(e->path, f[i].path);
+            e->remove = f[i].remove;
+            if (!f[i].remove) {
+                e->size = f[i].size;
+                e->sha256.size = 32;
+                file_sha(&f[i], e->sha256.bytes);
+            }
+        }
+        if ((rc = rig_call(&R, c)))
+            return rc;
+        for (uint32_t k = 0; k < R.rs.body.update_declare.status_count; k++) {
+            res->status[first + k] = R.rs.body.update_declare.status[k];
+            have[first + k] = R.rs.body.update_declare.have[k];
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (res->status[i] != cellar_EntryStatus_SEND_NEW &&
+            res->status[i] != cellar_EntryStatus_SEND_CHANGED)
+            continue;
+        uint8_t *b = malloc(f[i].size ? f[i].size : 1);
+        gen(b, f[i].size, f[i].seed);
+        for (uint64_t off = have[i]; off < f[i].size;) {
+            if (stop_after && res->sent >= stop_after) {
+                free(b);
+                return 1;
+            }
+            uint32_t k = f[i].size - off < 16384 ? (uint32_t)(f[i].size - off) : 16384;
+            rig_req(&R, cellar_Request_update_write_tag);
+            R.rq.body.update_write.index = i;
+            R.rq.body.update_write.offset = off;
+            R.rq.body.update_write.data.size = (pb_size_t)k;
+            memcpy(R.rq.body.update_write.data.bytes, b + off, k);
+            if ((rc = rig_call(&R, c))) {
+                free(b);
+                return rc;
+            }
+            off += k;
+            res->sent += k;
+        }
+        free(b);
+    }
+    if (no_commit)
+        return 0;
+    rig_req(&R, cellar_Request_update_commit_tag);
+    R.rq.body.update_commit.bundle.size = 32;
+    memcpy(R.rq.body.update_commit.bundle.bytes, id, 32);
+    rc = rig_call(&R, c);
+    if (!rc)
+        res->commit = R.rs.body.update_commit;
+    return rc;
+}
+
+/* ---- state of /usr, read straight from the filesystem --------------------- */
+
+static fs_t *usr(void) { return svc_fs(&R.svc, "usr"); }
+
+/* "path sha\n" lines of every file under dir (not /.cellar), unsorted. */
+static void walk(fs_t *fs, const char *dir, char *out, size_t cap, int *nfiles)
+{
+    fs_dir_t d;
+    fs_stat_t st;
+    char name[256], path[300];
+    if (fs_dir_open(fs, &d, dir))
+        return;
+    while (fs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
+        snprintf(path, sizeof(path), "%s%s%s", strcmp(dir, "/") ? dir : "",
+                 "/", name);
+        if (strcmp(path, "/.cellar") == 0)
+            continue;
+        if (st.type == FS_TYPE_DIR) {
+            walk(fs, path, out, cap, nfiles);
+            continue;
+        }
+        fs_file_t f;
+        uint8_t *b = malloc(st.size ? st.size : 1), h[32];
+        int ok = fs_file_open(fs, &f, path, FS_O_RDONLY) == 0;
+        if (ok) {
+            ok = fs_file_read(fs, &f, b, st.size) == (int)st.size;
+            (void)fs_file_close(fs, &f);
+        }
+        sha(b, ok ? st.size : 0, h);
+        free(b);
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s %02x%02x%02x%02x%s\n", path, h[0], h[1],
+                 h[2], h[3], ok ? "" : " unreadable");
+        (*nfiles)++;
+    }
+    (void)fs_dir_close(fs, &d);
+}
+
+static int cmp_lines(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void sort_lines(char *s)
+{
+    char *lines[512], copy[32768];
+    int n = 0;
+    strcpy(copy, s);
+    for (char *p = strtok(copy, "\n"); p && n < 512; p = strtok(NULL, "\n"))
+        lines[n++] = p;
+    qsort(lines, (size_t)n, sizeof(lines[0]), cmp_lines);
+    s[0] = 0;
+    for (int i = 0; i < n; i++) {
+        strcat(s, lines[i]);
+        strcat(s, "\n");
+    }
+}
+
+static void usr_state(char *out, size_t cap)
+{
+    int n = 0;
+    out[0] = 0;
+    walk(usr(), "/", out, cap, &n);
+    sort_lines(out);
+}
+
+/* The state a list of files gives. */
+static void expect_state(const bfile_t *f, uint32_t n, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (f[i].remove)
+            continue;
+        uint8_t h[32];
+        file_sha(&f[i], h);
+        size_t k = strlen(out);
+        snprintf(out + k, cap - k, "%s %02x%02x%02x%02x\n", f[i].path + 4, h[0],
+                 h[1], h[2], h[3]);
+    }
+    sort_lines(out);
+}
+
+/* Every file has a manifest entry with its size and SHA-256, and every
+ * entry names a file. */
+static bool manifest_matches(void)
+{
+    man_t *m = &R.svc.part[0].man;
+    man_entry_t e;
+    char files[32768];
+    int nfiles = 0, nent = 0;
+    bool ok = true;
+    files[0] = 0;
+    walk(usr(), "/", files, sizeof(files), &nfiles);
+    for (uint32_t i = 0, ns = man_slots(m); i < ns; i++) {
+        int k = man_get(m, i, &e);
+        if (k < 0)
+            return false;
+        if (k == 0)
+            continue;
+        nent++;
+        uint8_t h[32];
+        uint32_t size;
+        fs_file_t f;
+        if (man_hash_path(usr(), &f, e.path, R.svc.scratch, 4096, h, &size) ||
+            size != e.size || memcmp(h, e.sha, 32) != 0) {
+            fprintf(stderr, "manifest entry %s does not match its file\n", e.path);
+            ok = false;
+        }
+    }
+    if (nent != nfiles) {
+        fprintf(stderr, "manifest has %d entries, /usr %d files\n", nent, nfiles);
+        ok = false;
+    }
+    return ok;
+}
+
+static bool fsck_both(void)
+{
+    return fs_fsck(usr(), NULL, NULL) == 0 &&
+           fs_fsck(svc_fs(&R.svc, "bak"), NULL, NULL) == 0;
+}
+
+static int verify_all(bool repair, int *problems, int *repaired)
+{
+    uint32_t cursor = 0;
+    *problems = *repaired = 0;
+    for (int g = 0; g < 100; g++) {
+        rig_req(&R, cellar_Request_verify_tag);
+        R.rq.body.verify.cursor = cursor;
+        R.rq.body.verify.repair = repair;
+        int rc = rig_call(&R, &R.a);
+        if (rc)
+            return rc;
+        for (pb_size_t i = 0; i < R.rs.body.verify.problems_count; i++) {
+            (*problems)++;
+            *repaired += R.rs.body.verify.problems[i].repaired;
+        }
+        cursor = R.rs.body.verify.next_cursor;
+        if (!cursor)
+            return 0;
+    }
+    return -1;
+}
+
+static void mk(bfile_t *f, const char *path, uint32_t size, uint32_t seed)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->path, sizeof(f->path), "%s", path);
+    f->size = size;
+    f->seed = seed;
+}
+
+static void mk_rm(bfile_t *f, const char *path)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->path, sizeof(f->path), "%s", path);
+    f->remove = true;
+}
+
+/* v1: 20 files in nested directories; v2: 3 changed, 2 new, 2 removed. */
+static uint32_t make_v1(bfile_t *f)
+{
+    char p[64];
+    uint32_t n = 0;
+    for (int i = 0; i < 20; i++) {
+        snprintf(p, sizeof(p), "/usr/%s/m%02d.py",
+                 i < 8 ? "app" : i < 14 ? "app/lib" : "data", i);
+        mk(&f[n++], p, 100 + (uint32_t)i * 397, 1000 + (uint32_t)i);
+    }
+    return n;
+}
+
+static uint32_t make_v2(bfile_t *f)
+{
+    uint32_t n = make_v1(f);
+    f[1].seed += 50000;
+    f[9].seed += 50000;
+    f[9].size += 1000;
+    f[15].seed += 50000;
+    mk(&f[n++], "/usr/new/a.py", 3000, 77);
+    mk(&f[n++], "/usr/app/new.py", 0, 78);
+    /* removed: m03 and m18 (their file entries are replaced by removals) */
+    mk_rm(&f[3], "/usr/app/m03.py");
+    mk_rm(&f[18], "/usr/data/m18.py");
+    return n;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static int manifest_count(const char *part)
+{
+    int n = 0;
+    uint32_t cursor = 0;
+    for (int g = 0; g < 100; g++) {
+        rig_req(&R, cellar_Request_manifest_tag);
+        strcpy(R.rq.body.manifest.partition, part);
+        R.rq.body.manifest.cursor = cursor;
+        if (rig_call(&R, &R.a))
+            return -1;
+        n += R.rs.body.manifest.entries_count;
+        cursor = R.rs.body.manifest.next_cursor;
+        if (!cursor)
+            break;
+    }
+    return n;
+}
+
+static bool manifest_has(const char *path, int64_t size)
+{
+    uint32_t cursor = 0;
+    for (int g = 0; g < 100; g++) {
+        rig_req(&R, cellar_Request_manifest_tag);
+        R.rq.body.manifest.cursor = cursor;
+        if (rig_call(&R, &R.a))
+            return false;
+        for (pb_size_t i = 0; i < R.rs.body.manifest.entries_count; i++)
+            if (strcmp(R.rs.body.manifest.entries[i].path, path) == 0)
+                return size == -2 || R.rs.body.manifest.entries[i].size == size;
+        cursor = R.rs.body.manifest.next_cursor;
+        if (!cursor)
+            break;
+    }
+    return false;
+}
+
+static int rename_rpc(const char *a, const char *b)
+{
+    rig_req(&R, cellar_Request_rename_tag);
+    strcpy(R.rq.body.rename.from, a);
+    strcpy(R.rq.body.rename.to, b);
+    return rig_call(&R, &R.a);
+}
+
+static void test_manifest_follows_files(void)
+{
+    uint8_t d[5000];
+    gen(d, sizeof(d), 5);
+    CHECK_EQ(rig_put(&R, &R.a, "/usr/a.py", d, 1000), 0);
+    CHECK(manifest_has("/usr/a.py", 1000));
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_mkdir_tag, "/usr/lib"), 0);
+    CHECK_EQ(rename_rpc("/usr/a.py", "/usr/lib/b.py"), 0);
+    CHECK(!manifest_has("/usr/a.py", -2));
+    CHECK(manifest_has("/usr/lib/b.py", 1000));
+    CHECK_EQ(rig_put(&R, &R.a, "/usr/lib/c.py", d, 2000), 0);
+    CHECK_EQ(rename_rpc("/usr/lib", "/usr/lib2"), 0);
+    CHECK(manifest_has("/usr/lib2/b.py", 1000));
+    CHECK(manifest_has("/usr/lib2/c.py", 2000));
+    CHECK(!manifest_has("/usr/lib/c.py", -2));
+    /* a file moved over another takes its place in the manifest */
+    CHECK_EQ(rename_rpc("/usr/lib2/b.py", "/usr/lib2/c.py"), 0);
+    CHECK(manifest_has("/usr/lib2/c.py", 1000));
+    CHECK_EQ(manifest_count("/usr"), 1);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/lib2/c.py"), 0);
+    CHECK_EQ(manifest_count("/usr"), 0);
+    /* truncate by path */
+    CHECK_EQ(rig_put(&R, &R.a, "/usr/t", d, 5000), 0);
+    rig_req(&R, cellar_Request_truncate_tag);
+    strcpy(R.rq.body.truncate.path, "/usr/t");
+    R.rq.body.truncate.size = 10;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(manifest_has("/usr/t", 10));
+    /* a sync makes the data durable in the shadow; the close publishes
+     * it with its manifest entry. Until then other connections see the
+     * last published content, and the writer's own Hash sees its writes. */
+    rig_req(&R, cellar_Request_open_tag);
+    strcpy(R.rq.body.open.path, "/usr/t");
+    R.rq.body.open.flags = cellar_OpenFlags_O_WRITE | cellar_OpenFlags_O_APPEND;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    uint32_t h = R.rs.body.open.handle;
+    for (int i = 0; i < 2; i++) {
+        rig_req(&R, cellar_Request_write_tag);
+        R.rq.body.write.handle = h;
+        R.rq.body.write.data.size = 5;
+        CHECK_EQ(rig_call(&R, &R.a), 0);
+        rig_req(&R, cellar_Request_sync_tag);
+        R.rq.body.sync.handle = h;
+        CHECK_EQ(rig_call(&R, &R.a), 0);
+    }
+    CHECK(manifest_has("/usr/t", 10));
+    CHECK_EQ(rig_path_op(&R, &R.b, cellar_Request_stat_tag, "/usr/t"), 0);
+    CHECK_EQ(R.rs.body.stat.info.size, 10);
+    CHECK_EQ(rig_path_op(&R, &R.b, cellar_Request_hash_tag, "/usr/t"), 0);
+    CHECK_EQ(R.rs.body.hash.length, 10);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_hash_tag, "/usr/t"), 0);
+    CHECK_EQ(R.rs.body.hash.length, 20);
+    rig_req(&R, cellar_Request_close_tag);
+    R.rq.body.close.handle = h;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(manifest_has("/usr/t", 20));
+    CHECK(manifest_matches());
+    /* the reserved directory: not listed, not reachable */
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_list_tag, "/usr"), 0);
+    for (pb_size_t i = 0; i < R.rs.body.list.entries_count; i++)
+        CHECK(strcmp(R.rs.body.list.entries[i].name, ".cellar") != 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/.cellar"),
+             cellar_Code_EACCES);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag,
+                         "/usr/.cellar/manifest"), cellar_Code_EACCES);
+    CHECK(strstr(R.rs.error.message, "reserved") != NULL);
+    /* import (QuecPython checksum.json entries) */
+    rig_req(&R, cellar_Request_manifest_import_tag);
+    cellar_ManifestImportRequest *im = &R.rq.body.manifest_import;
+    im->entries_count = 1;
+    strcpy(im->entries[0].path, "/usr/q.py");
+    im->entries[0].size = -1;
+    im->entries[0].sha256.size = 32;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(manifest_has("/usr/q.py", -1));
+    int problems, repaired;
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 1); /* q.py is missing */
+    /* a bad import entry changes nothing */
+    rig_req(&R, cellar_Request_manifest_import_tag);
+    im->entries_count = 2;
+    strcpy(im->entries[0].path, "/usr/r.py");
+    im->entries[0].sha256.size = 32;
+    strcpy(im->entries[1].path, "/bak/x");
+    im->entries[1].sha256.size = 32;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    CHECK(!manifest_has("/usr/r.py", -2));
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/t"), 0);
+    rig_req(&R, cellar_Request_manifest_import_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0); /* nothing to import is fine */
+    /* a bundle's removal drops an entry whose file is gone */
+    bfile_t q[1];
+    push_res_t res;
+    memset(q, 0, sizeof(q));
+    strcpy(q[0].path, "/usr/q.py");
+    q[0].remove = true;
+    CHECK_EQ(push(&R.a, q, 1, 0, false, &res), 0);
+    CHECK_EQ(res.status[0], cellar_EntryStatus_ABSENT);
+    CHECK(!manifest_has("/usr/q.py", -2));
+    CHECK(manifest_matches());
+}
+
+static void test_update_basic(void)
+{
+    bfile_t v1[32], v2[32];
+    uint32_t n1 = make_v1(v1), n2 = make_v2(v2);
+    char want[32768], got[32768];
+    push_res_t res;
+
+    /* a fresh /usr: clear what the previous test left */
+    CHECK_EQ(push(&R.a, v1, n1, 0, false, &res), 0);
+    CHECK_EQ(res.commit.written, n1);
+    CHECK_EQ(res.sent, 0 + res.commit.bytes);
+    expect_state(v1, n1, want, sizeof(want));
+    usr_state(got, sizeof(got));
+    /* q.py was imported, never written: not a file */
+    CHECK(strcmp(want, got) == 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_list_tag, "/usr/app"), 0);
+    /* the same bundle again: nothing to send */
+    CHECK_EQ(push(&R.a, v1, n1, 0, false, &res), 0);
+    CHECK_EQ(res.sent, 0);
+    CHECK_EQ(res.commit.unchanged, n1);
+    CHECK_EQ(res.status[0], cellar_EntryStatus_UNCHANGED);
+    /* v2 */
+    CHECK_EQ(push(&R.a, v2, n2, 0, false, &res), 0);
+    CHECK_EQ(res.status[1], cellar_EntryStatus_SEND_CHANGED);
+    CHECK_EQ(res.status[0], cellar_EntryStatus_UNCHANGED);
+    CHECK_EQ(res.status[3], cellar_EntryStatus_REMOVE);
+    CHECK_EQ(res.status[20], cellar_EntryStatus_SEND_NEW);
+    CHECK_EQ(res.commit.written, 5);
+    CHECK_EQ(res.commit.removed, 2);
+    CHECK_EQ(res.commit.unchanged, 20 - 5);
+    expect_state(v2, n2, want, sizeof(want));
+    usr_state(got, sizeof(got));
+    CHECK(strcmp(want, got) == 0);
+    CHECK(manifest_has("/usr/app/new.py", 0));
+    CHECK(!manifest_has("/usr/app/m03.py", -2));
+    /* removing a path that is not there is a no-op */
+    bfile_t rm[2];
+    mk_rm(&rm[0], "/usr/app/m03.py");
+    mk(&rm[1], "/usr/one.txt", 10, 3);
+    CHECK_EQ(push(&R.a, rm, 2, 0, false, &res), 0);
+    CHECK_EQ(res.status[0], cellar_EntryStatus_ABSENT);
+    CHECK_EQ(res.commit.written, 1);
+    /* a directory removal takes the directory when it is empty */
+    bfile_t rd[3];
+    mk_rm(&rd[0], "/usr/new/a.py");
+    mk_rm(&rd[1], "/usr/new");
+    mk_rm(&rd[2], "/usr/one.txt");
+    CHECK_EQ(push(&R.a, rd, 3, 0, false, &res), 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/new"),
+             cellar_Code_ENOENT);
+    CHECK(manifest_matches());
+    CHECK(fsck_both());
+    CHECK(rig_log_has(&R, "committed"));
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/app/new.py"), 0);
+}
+
+/* The visible state and the manifest, to check that a refusal changed
+ * nothing. */
+static void visible(char *out, size_t cap)
+{
+    usr_state(out, cap);
+    size_t k = strlen(out);
+    snprintf(out + k, cap - k, "manifest %d\n", manifest_count("/usr"));
+}
+
+static void test_bad_bundles(void)
+{
+    bfile_t f[4];
+    push_res_t res;
+    char before[32768], after[32768];
+    visible(before, sizeof(before));
+
+    /* a wrong hash: the data sent is not what was declared */
+    mk(&f[0], "/usr/bad/a.py", 3000, 1);
+    mk(&f[1], "/usr/bad/b.py", 3000, 2);
+    CHECK_EQ(push(&R.a, f, 2, 0, true, &res), 0);
+    rig_req(&R, cellar_Request_update_write_tag); /* overwrite a's data */
+    R.rq.body.update_write.index = 0;
+    R.rq.body.update_write.data.size = 100;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    uint8_t id[32];
+    memcpy(id, R.svc.tx.id, 32);
+    rig_req(&R, cellar_Request_update_commit_tag);
+    R.rq.body.update_commit.bundle.size = 32;
+    memcpy(R.rq.body.update_commit.bundle.bytes, id, 32);
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EBADMSG);
+    CHECK(strstr(R.rs.error.message, "/usr/bad/a.py") != NULL);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+    /* the retry sends a again, and only a */
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK(res.resumed);
+    CHECK_EQ(res.sent, 3000);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/bad/a.py"), 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/bad/b.py"), 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_rmdir_tag, "/usr/bad"), 0);
+    visible(before, sizeof(before));
+
+    /* a size that does not match: fewer bytes than declared */
+    mk(&f[0], "/usr/s.py", 20000, 9);
+    CHECK_EQ(push(&R.a, f, 1, 1, false, &res), 1); /* stops after a chunk */
+    rig_req(&R, cellar_Request_update_commit_tag);
+    R.rq.body.update_commit.bundle.size = 32;
+    memcpy(R.rq.body.update_commit.bundle.bytes, R.svc.tx.id, 32);
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EBADMSG);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+
+    /* more data than declared */
+    rig_req(&R, cellar_Request_update_write_tag);
+    R.rq.body.update_write.index = 0;
+    R.rq.body.update_write.offset = 0;
+    R.rq.body.update_write.data.size = 16384;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    R.rq.body.update_write.offset = 16384;
+    R.rq.body.update_write.data.size = 20000 - 16384 + 1;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EMSGSIZE);
+    CHECK(strstr(R.rs.error.message, "more data than declared") != NULL);
+    /* a gap */
+    R.rq.body.update_write.offset = 17000;
+    R.rq.body.update_write.data.size = 10;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+
+    /* escaping and reserved paths: refused, the update dropped */
+    const char *bad[] = { "/usr/../etc/x", "/bak/x.py", "/usr/.cellar/manifest",
+                          "/usr", "/x" };
+    const int code[] = { cellar_Code_EINVAL, cellar_Code_EINVAL,
+                         cellar_Code_EACCES, cellar_Code_EINVAL, cellar_Code_ENOENT };
+    for (int i = 0; i < 5; i++) {
+        mk(&f[0], "/usr/fine.py", 10, 1);
+        mk(&f[1], bad[i], 10, 2);
+        CHECK_EQ(push(&R.a, f, 2, 0, false, &res), code[i]);
+        CHECK(!R.svc.tx.active);
+        visible(after, sizeof(after));
+        CHECK(strcmp(before, after) == 0);
+    }
+    /* a file where a directory is needed, a directory where a file goes */
+    mk(&f[0], "/usr/app/m00.py/x", 10, 1);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), cellar_Code_ENOTDIR);
+    mk(&f[0], "/usr/app", 10, 1);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), cellar_Code_EISDIR);
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+
+    /* bigger than the partition, and bigger than its free space */
+    mk(&f[0], "/usr/huge", 0x7fffff00u, 1);
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 32;
+    R.rq.body.update_begin.entries = 1;
+    R.rq.body.update_begin.bytes = 0x7fffff00u;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_ENOSPC);
+    fs_statvfs_t v;
+    CHECK_EQ(fs_statvfs(usr(), &v), 0);
+    mk(&f[0], "/usr/big1", (uint32_t)(v.total / 2), 1);
+    mk(&f[1], "/usr/big2", (uint32_t)(v.total / 2), 2);
+    /* declare only: the refusal comes before any data */
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 32;
+    R.rq.body.update_begin.entries = 2;
+    R.rq.body.update_begin.bytes = v.total;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    rig_req(&R, cellar_Request_update_declare_tag);
+    R.rq.body.update_declare.bundle.size = 32;
+    R.rq.body.update_declare.entries_count = 2;
+    for (int i = 0; i < 2; i++) {
+        strcpy(R.rq.body.update_declare.entries[i].path, f[i].path);
+        R.rq.body.update_declare.entries[i].size = f[i].size;
+        R.rq.body.update_declare.entries[i].sha256.size = 32;
+    }
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_ENOSPC);
+    CHECK(strstr(R.rs.error.message, "are free") != NULL);
+    CHECK(!R.svc.tx.active);
+    /* more entries than announced, writes without an update */
+    rig_req(&R, cellar_Request_update_write_tag);
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "UpdateBegin") != NULL);
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 31;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+    CHECK(manifest_matches());
+    CHECK(fsck_both());
+}
+
+static void test_resume(void)
+{
+    bfile_t f[3];
+    push_res_t res;
+    mk(&f[0], "/usr/r/big.bin", 400000, 11);
+    mk(&f[1], "/usr/r/small.py", 3000, 12);
+    mk(&f[2], "/usr/r/mid.bin", 100000, 13);
+    uint64_t total = 503000;
+    /* the connection drops after ~150 KB */
+    CHECK_EQ(push(&R.a, f, 3, 150000, false, &res), 1);
+    svc_conn_close(&R.svc, &R.a, "dropped");
+    svc_conn_open(&R.svc, &R.a, "reconnected");
+    CHECK_EQ(push(&R.a, f, 3, 300000, false, &res), 1);
+    CHECK(res.resumed);
+    CHECK(res.staged >= 150000);
+    uint64_t first = res.sent;
+    /* then the device restarts */
+    CHECK_EQ(rig_restart(&R), 0);
+    CHECK(rig_log_has(&R, "kept for a resume"));
+    CHECK_EQ(push(&R.a, f, 3, 0, false, &res), 0);
+    CHECK(res.resumed);
+    /* at most one sync interval (64 KiB) of what was sent before is lost */
+    CHECK(res.staged + 65536 >= 150000 + first);
+    CHECK(res.sent < total - 150000);
+    CHECK_EQ(res.commit.written, 3);
+    char want[32768], got[32768];
+    expect_state(f, 3, want, sizeof(want));
+    usr_state(got, sizeof(got));
+    CHECK(strstr(got, want) != NULL || strstr(got, "/r/big.bin") != NULL);
+    uint8_t *b;
+    uint32_t n;
+    CHECK_EQ(rig_get(&R, &R.a, "/usr/r/big.bin", &b, &n), 0);
+    uint8_t *w = malloc(400000);
+    gen(w, 400000, 11);
+    CHECK(n == 400000 && memcmp(b, w, n) == 0);
+    free(b);
+    free(w);
+    CHECK(manifest_matches());
+    bfile_t rm[4];
+    for (int i = 0; i < 3; i++)
+        mk_rm(&rm[i], f[i].path);
+    mk_rm(&rm[3], "/usr/r");
+    CHECK_EQ(push(&R.a, rm, 4, 0, false, &res), 0);
+    CHECK_EQ(res.commit.removed, 4);
+}
+
+static void test_busy_abort_timeout(void)
+{
+    bfile_t f[1], g[1];
+    push_res_t res;
+    mk(&f[0], "/usr/x/a", 50000, 21);
+    mk(&g[0], "/usr/x/b", 50000, 22);
+    CHECK_EQ(push(&R.a, f, 1, 20000, false, &res), 1);
+    /* a second client is refused clearly, never interleaved */
+    CHECK_EQ(push(&R.b, g, 1, 0, false, &res), cellar_Code_EBUSY);
+    CHECK(strstr(R.rs.error.message, "another client's update") != NULL);
+    /* nor can it abort or write into the first one */
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.b), cellar_Code_EBUSY);
+    rig_req(&R, cellar_Request_update_write_tag);
+    CHECK_EQ(rig_call(&R, &R.b), cellar_Code_EINVAL);
+    /* the owner aborts: the other goes ahead */
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    fs_stat_t st;
+    CHECK_EQ(fs_stat(usr(), "/.cellar/tx", &st), FS_ERR_NOENT);
+    CHECK_EQ(push(&R.b, g, 1, 0, false, &res), 0);
+    /* an abandoned update is reclaimed after the timeout */
+    CHECK_EQ(push(&R.a, f, 1, 20000, false, &res), 1);
+    svc_conn_close(&R.svc, &R.a, "gone");
+    svc_conn_open(&R.svc, &R.a, "back");
+    CHECK(R.svc.tx.active);
+    rig_tick(&R, 1000);
+    rig_tick(&R, R.cfg.tx_timeout_ms + 1000);
+    CHECK(!R.svc.tx.active);
+    CHECK(rig_log_has(&R, "nobody resumed"));
+    CHECK_EQ(fs_stat(usr(), "/.cellar/tx", &st), FS_ERR_NOENT);
+    /* a new bundle from the owner replaces its own staged one */
+    CHECK_EQ(push(&R.a, f, 1, 20000, false, &res), 1);
+    CHECK_EQ(push(&R.a, g, 1, 0, false, &res), 0);
+    CHECK(manifest_matches());
+    bfile_t rm[3];
+    mk_rm(&rm[0], f[0].path);
+    mk_rm(&rm[1], g[0].path);
+    mk_rm(&rm[2], "/usr/x");
+    CHECK_EQ(push(&R.a, rm, 3, 0, false, &res), 0);
+}
+
+/* Flip a bit in the flash where a file's data lies (found by content). */
+static bool flip_in_file(const bfile_t *f)
+{
+    uint8_t *b = malloc(f->size);
+    gen(b, f->size, f->seed);
+    uint8_t *img = flash_sim_data(R.sim);
+    uint64_t size = flash_sim_size(R.sim);
+    bool done = false;
+    for (uint64_t a = 0; a + 64 < size && !done; a++)
+        if (img[a] == b[100] && memcmp(img + a, b + 100, 64) == 0) {
+            flash_sim_flip_bit(R.sim, a + 10, 3);
+            done = true;
+        }
+    free(b);
+    return done;
+}
+
+static void test_backup_verify_repair(void)
+{
+    bfile_t v1[32];
+    uint32_t n1 = make_v1(v1);
+    push_res_t res;
+    int problems, repaired;
+    CHECK_EQ(push(&R.a, v1, n1, 0, false, &res), 0);
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 0);
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(R.rs.body.copy.files >= n1);
+    CHECK_EQ(R.rs.body.copy.skipped_count, 0);
+    uint32_t first_files = R.rs.body.copy.files;
+    /* again: nothing changed, nothing copied */
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(R.rs.body.copy.files, 0);
+    CHECK_EQ(R.rs.body.copy.unchanged, first_files);
+    /* /bak's manifest */
+    CHECK_EQ(manifest_count("/bak"), (int)first_files);
+
+    /* damage: a bit flip in file data, a file deleted behind the service */
+    CHECK(flip_in_file(&v1[5]));
+    CHECK_EQ(fs_remove(usr(), "/app/lib/m10.py"), 0);
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 2);
+    CHECK_EQ(repaired, 0);
+    CHECK_EQ(verify_all(true, &problems, &repaired), 0);
+    CHECK_EQ(problems, 2);
+    CHECK_EQ(repaired, 2);
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 0);
+    char want[32768], got[32768];
+    expect_state(v1, n1, want, sizeof(want));
+    usr_state(got, sizeof(got));
+    CHECK(strcmp(want, got) == 0);
+    if (strcmp(want, got))
+        fprintf(stderr, "want:\n%s\ngot:\n%s", want, got);
+
+    /* the same at startup */
+    CHECK(flip_in_file(&v1[7]));
+    CHECK_EQ(fs_remove(usr(), "/data/m19.py"), 0);
+    rig_stop(&R);
+    R.cfg.check_at_start = true;
+    CHECK_EQ(rig_start(&R), 0);
+    R.cfg.check_at_start = false;
+    CHECK(rig_log_has(&R, "check: restored \"/usr/data/m19.py\""));
+    CHECK(rig_log_has(&R, "2 problems, 2 restored"));
+    usr_state(got, sizeof(got));
+    CHECK(strcmp(want, got) == 0);
+    CHECK(manifest_matches());
+
+    /* restore by path, and of something /bak does not have */
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/app/m00.py"), 0);
+    rig_req(&R, cellar_Request_restore_tag);
+    R.rq.body.restore.paths_count = 2;
+    strcpy(R.rq.body.restore.paths[0], "/usr/app");
+    strcpy(R.rq.body.restore.paths[1], "/usr/nothing.py");
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(R.rs.body.copy.files, 1);
+    CHECK_EQ(R.rs.body.copy.unchanged, 13);
+    CHECK_EQ(R.rs.body.copy.skipped_count, 1);
+    CHECK_EQ(R.rs.body.copy.skipped[0].kind, cellar_ProblemKind_NOT_IN_BACKUP);
+    usr_state(got, sizeof(got));
+    CHECK(strcmp(want, got) == 0);
+    /* a backup of everything mirrors /usr: /bak drops a removed file */
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/app/m00.py"), 0);
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(R.rs.body.copy.removed, 1);
+    CHECK_EQ(manifest_count("/bak"), (int)n1 - 1);
+    /* /bak stays read-only to file RPCs */
+    CHECK_EQ(rig_put(&R, &R.a, "/bak/app/m01.py", "x", 1), cellar_Code_EACCES);
+    CHECK(fsck_both());
+}
+
+/* ---- power cuts -------------------------------------------------------- */
+
+typedef int (*op_fn)(void);
+static bfile_t PA[32], PB[32];
+static uint32_t PNA, PNB;
+
+static int op_push_b(void)
+{
+    push_res_t res;
+    return push(&R.a, PB, PNB, 0, false, &res);
+}
+
+static char ST[4][32768];
+static bool capture; /* op_manifest_changes: record the states between */
+
+static int op_manifest_changes(void)
+{
+    uint8_t d[3000];
+    gen(d, sizeof(d), 99);
+    int rc = rename_rpc("/usr/app/lib", "/usr/app/lib2");
+    if (capture)
+        usr_state(ST[0], sizeof(ST[0]));
+    if (!rc)
+        rc = rig_path_op(&R, &R.a, cellar_Request_remove_tag, "/usr/data/m15.py");
+    if (capture)
+        usr_state(ST[1], sizeof(ST[1]));
+    if (!rc)
+        rc = rig_put(&R, &R.a, "/usr/app/m00.py", d, sizeof(d));
+    capture = false;
+    return rc;
+}
+
+static int op_restore_all(void)
+{
+    rig_req(&R, cellar_Request_restore_tag);
+    return rig_call(&R, &R.a);
+}
+
+/* Run op once to count its flash operations (and see the state it
+ * leads to), then cut the power at each of them in turn (torn writes),
+ * recover, and check: the state is the one before, one of mids[], or the
+ * one after; the manifest matches; fsck passes. */
+
+static void sweep(const char *name, op_fn op, const char *expect_after,
+                  char mids[][32768], int nmids)
+{
+    size_t size = flash_sim_size(R.sim);
+    uint8_t *base = malloc(size);
+    static char before[32768], after[32768], got[32768];
+    rig_stop(&R);
+    memcpy(base, flash_sim_data(R.sim), size);
+    CHECK_EQ(rig_start(&R), 0);
+    usr_state(before, sizeof(before));
+    flash_sim_stats_t s0, s1;
+    flash_sim_stats(R.sim, &s0);
+    CHECK_EQ(op(), 0);
+    flash_sim_stats(R.sim, &s1);
+    usr_state(after, sizeof(after));
+    if (expect_after)
+        CHECK(strcmp(after, expect_after) == 0);
+    CHECK(strcmp(before, after) != 0);
+    uint64_t ops = (s1.progs - s0.progs) + (s1.erases - s0.erases);
+    int cuts = 0, bad = 0, olds = 0, news = 0;
+    for (uint64_t n = 1; n <= ops + 1; n++) {
+        rig_stop(&R);
+        memcpy(flash_sim_data(R.sim), base, size);
+        if (rig_start(&R) != 0) {
+            bad++;
+            continue;
+        }
+        flash_sim_cut_after(R.sim, n, true);
+        (void)op();
+        bool cut = flash_sim_power_lost(R.sim);
+        flash_sim_power_on(R.sim);
+        flash_sim_cut_after(R.sim, 0, false);
+        rig_stop(&R);
+        if (rig_start(&R) != 0) {
+            fprintf(stderr, "%s: cut %llu: no restart\n", name, (unsigned long long)n);
+            bad++;
+            continue;
+        }
+        usr_state(got, sizeof(got));
+        bool known = strcmp(got, before) == 0 || strcmp(got, after) == 0;
+        olds += strcmp(got, before) == 0;
+        news += strcmp(got, after) == 0;
+        for (int k = 0; k < nmids; k++)
+            known |= strcmp(got, mids[k]) == 0;
+        bool ok = known && manifest_matches() && fsck_both();
+        if (!ok) {
+            fprintf(stderr, "%s: cut %llu (of %llu): %s\n%s", name,
+                    (unsigned long long)n, (unsigned long long)ops,
+                    known ? "manifest or fsck" : "unknown state", got);
+            bad++;
+        }
+        cuts += cut;
+        if (!cut)
+            break;
+    }
+    CHECK_EQ(bad, 0);
+    CHECK(cuts > 0);
+    CHECK(olds > 0 && news > 0);
+    printf("  %-18s %5llu flash ops: %d cuts, %d old, %d new, %d bad\n", name,
+           (unsigned long long)ops, cuts, olds, news, bad);
+    free(base);
+}
+
+static void test_power_cuts(void)
+{
+    push_res_t res;
+    static char want[32768];
+    /* v1, backed up */
+    PNA = make_v1(PA);
+    CHECK_EQ(push(&R.a, PA, PNA, 0, false, &res), 0);
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+
+    /* a small bundle: one commit */
+    mk(&PB[0], "/usr/app/m01.py", 900, 555);
+    mk(&PB[1], "/usr/app/x.py", 700, 556);
+    mk_rm(&PB[2], "/usr/data/m19.py");
+    PNB = 3;
+    {
+        bfile_t all[34];
+        memcpy(all, PA, sizeof(bfile_t) * PNA);
+        all[1] = PB[0];
+        all[19] = PB[2];
+        all[PNA] = PB[1];
+        expect_state(all, PNA + 1, want, sizeof(want));
+    }
+    sweep("small bundle", op_push_b, want, NULL, 0);
+
+    /* a large bundle: decided, then rolled forward */
+    rig_stop(&R);
+    CHECK_EQ(rig_start(&R), 0);
+    PNB = make_v2(PB);
+    {
+        bfile_t all[34]; /* v2, and x.py of the small bundle stays */
+        memcpy(all, PB, sizeof(bfile_t) * PNB);
+        mk(&all[PNB], "/usr/app/x.py", 700, 556);
+        expect_state(all, PNB + 1, want, sizeof(want));
+    }
+    sweep("large bundle", op_push_b, want, NULL, 0);
+
+    /* manifest changes: a directory rename, a remove, a rewrite (each
+     * atomic on its own: the states between are allowed) */
+    rig_stop(&R);
+    CHECK_EQ(rig_start(&R), 0);
+    capture = true;
+    sweep("manifest changes", op_manifest_changes, NULL, ST, 2);
+
+    /* a restore of everything /bak holds, over the changed /usr */
+    rig_stop(&R);
+    CHECK_EQ(rig_start(&R), 0);
+    sweep("restore", op_restore_all, NULL, NULL, 0);
+}
+
+int main(void)
+{
+    svc_config_t base = { .tx_timeout_ms = 60000 };
+    CHECK_EQ(rig_init(&R, 512, &base), 0);
+    test_manifest_follows_files();
+    test_update_basic();
+    test_bad_bundles();
+    test_resume();
+    test_busy_abort_timeout();
+    test_backup_verify_repair();
+    rig_free(&R);
+    CHECK_EQ(rig_init(&R, 256, &base), 0);
+    test_power_cuts();
+    rig_free(&R);
+    return check_summary("update");
+}
