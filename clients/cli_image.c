@@ -23,6 +23,7 @@
 #include "flash_sim.h"
 #include "fs.h"
 #include "layout.h"
+#include "manifest.h"
 
 #define IMG_BLOCK 4096u
 #define IMG_PAGE 256u
@@ -251,6 +252,7 @@ typedef struct build {
     cli_t *cli;
     img_t *im;
     fs_t *fs;
+    man_t *man;         /* the partition's manifest, filled as files go in */
     const char *part;
     uint32_t files, dirs;
     uint64_t bytes;
@@ -312,6 +314,24 @@ static int build_file(build_t *b, const char *src, const char *dst,
         err = cerr;
         cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, fs_strerror(err));
     }
+    if (err == 0) { /* its manifest entry: size, SHA-256, time */
+        man_entry_t e;
+        fs_file_t t;
+        memset(&e, 0, sizeof(e));
+        err = man_hash_path(b->fs, &t, dst, b->buf, 65536, e.sha, &e.size);
+        if (err == 0) {
+            e.kind = MAN_TRACK;
+            e.flags = MAN_F_SIZE;
+            e.mtime = b->im->now;
+            size_t dn = strlen(dst);
+            memcpy(e.path, dst, dn < sizeof(e.path) ? dn + 1 : 0);
+            e.path[sizeof(e.path) - 1] = 0;
+            err = man_set(b->man, &e);
+        }
+        if (err < 0)
+            cli_error(b->cli, src, err, "/%s%s: manifest: %s", b->part, dst,
+                      fs_strerror(err));
+    }
     if (err == 0) {
         b->files++;
         b->bytes += total;
@@ -341,7 +361,11 @@ static int build_dir(build_t *b, const char *src, const char *dst)
         int dl = snprintf(dp, sizeof(dp), "%s%s%s", dst, strcmp(dst, "/") ? "/" : "",
                           names[i]->d_name);
         struct stat st;
-        if (dl < 0 || (size_t)dl > FS_PATH_MAX) {
+        if (strcmp(dst, "/") == 0 && strcmp(names[i]->d_name, &MAN_DIR[1]) == 0) {
+            err = CELLAR_ERR_INVAL;
+            cli_error(b->cli, sp, err, "%s is reserved for the device's manifest",
+                      MAN_DIR);
+        } else if (dl < 0 || (size_t)dl > FS_PATH_MAX) {
             err = CELLAR_ERR_NAMETOOLONG;
             cli_error(b->cli, sp, err, "path too long inside the image (max %d bytes)",
                       FS_PATH_MAX);
@@ -432,14 +456,30 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
     b->part = im->layout.part[idx].name;
     b->files = b->dirs = 0;
     b->bytes = 0;
-    if (dir) {
+    man_t *man = calloc(1, sizeof(*man));
+    if (!man)
+        return -ENOMEM;
+    b->man = man;
+    err = man_open(man, fs);
+    if (err < 0)
+        cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, fs_strerror(err));
+    if (dir && err == 0) {
         struct stat st;
         if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
             cli_error(cli, dir, CELLAR_ERR_NOTDIR, "not a directory");
-            return CELLAR_ERR_NOTDIR;
+            err = CELLAR_ERR_NOTDIR;
+        } else {
+            err = build_dir(b, dir, "/");
         }
-        err = build_dir(b, dir, "/");
     }
+    if (err == 0) {
+        err = man_commit(man, NULL, NULL, 0);
+        if (err < 0)
+            cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, fs_strerror(err));
+    }
+    (void)man_close(man);
+    free(man);
+    b->man = NULL;
     fs_statvfs_t sv;
     if (err == 0)
         err = fs_statvfs(fs, &sv);
@@ -577,6 +617,8 @@ static int img_list(fs_t *fs, const char *path, ent_t **out)
         err = fs_dir_read(fs, &d, v[n].name, sizeof(v[n].name), &v[n].st);
         if (err <= 0)
             break;
+        if (strcmp(path, "/") == 0 && strcmp(v[n].name, &MAN_DIR[1]) == 0)
+            continue; /* the device's own directory */
         n++;
     }
     (void)fs_dir_close(fs, &d);
@@ -957,6 +999,85 @@ static void chk_report(void *ctx, const char *line)
         fprintf(stderr, "cellar: %s: /%s: %s\n", c->cli->cmd, c->part, line);
 }
 
+/* Files under dir (not the device's own directory); -1 on an error. */
+static long count_files(fs_t *fs, const char *dir, int depth)
+{
+    ent_t *v = NULL;
+    int n = img_list(fs, dir, &v);
+    if (n < 0 || depth > 64) {
+        free(v);
+        return -1;
+    }
+    long total = 0;
+    for (int i = 0; i < n && total >= 0; i++) {
+        char p[2 * CELLAR_PATH_MAX + 4];
+        snprintf(p, sizeof(p), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", v[i].name);
+        if (v[i].st.type == FS_TYPE_DIR) {
+            long k = count_files(fs, p, depth + 1);
+            total = k < 0 ? -1 : total + k;
+        } else {
+            total++;
+        }
+    }
+    free(v);
+    return total;
+}
+
+/* The manifest against the files: every entry names a file with that size
+ * and SHA-256, and every file has an entry. */
+static void check_manifest(fs_t *fs, chk_t *c)
+{
+    char line[CELLAR_PATH_MAX + 96];
+    fs_stat_t st;
+    if (fs_stat(fs, MAN_FILE, &st) < 0) {
+        chk_report(c, "manifest: none (an image built without one?)");
+        return;
+    }
+    man_t *m = calloc(1, sizeof(*m));
+    uint8_t *buf = malloc(65536);
+    if (!m || !buf || man_open(m, fs) < 0) {
+        chk_report(c, "manifest: cannot be opened");
+        free(m);
+        free(buf);
+        return;
+    }
+    long entries = 0;
+    for (uint32_t i = 0, n = man_slots(m); i < n; i++) {
+        man_entry_t e;
+        int k = man_get(m, i, &e);
+        if (k < 0) {
+            snprintf(line, sizeof(line), "manifest: slot %u: %s", i, fs_strerror(k));
+            chk_report(c, line);
+            continue;
+        }
+        if (k == 0)
+            continue;
+        entries++;
+        uint8_t sha[32];
+        uint32_t size;
+        fs_file_t t;
+        int err = man_hash_path(fs, &t, e.path, buf, 65536, sha, &size);
+        const char *why = err == FS_ERR_NOENT ? "missing"
+                          : err < 0 ? fs_strerror(err)
+                          : memcmp(sha, e.sha, 32) != 0 ||
+                                    ((e.flags & MAN_F_SIZE) && size != e.size)
+                              ? "content differs from its entry"
+                              : NULL;
+        if (why) {
+            snprintf(line, sizeof(line), "manifest: %s: %s", e.path, why);
+            chk_report(c, line);
+        }
+    }
+    long files = count_files(fs, "/", 0);
+    if (files != entries) {
+        snprintf(line, sizeof(line), "manifest: %ld entries for %ld files", entries, files);
+        chk_report(c, line);
+    }
+    (void)man_close(m);
+    free(m);
+    free(buf);
+}
+
 static int cmd_check(cli_t *cli, int argc, char **argv)
 {
     cli_opts_t o = {0};
@@ -989,6 +1110,8 @@ static int cmd_check(cli_t *cli, int argc, char **argv)
                 snprintf(line, sizeof(line), "fsck: %s", fs_strerror(err));
                 chk_report(&c, line);
             }
+            if (err == 0)
+                check_manifest(fs, &c);
         }
         bool ok = err == 0 && c.count == 0;
         if (p)
@@ -1038,6 +1161,12 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
         fs_t *fs = img_mount(&im, (int)i);
         fs_statvfs_t sv;
         int err = fs ? fs_statvfs(fs, &sv) : im.mount_err[i];
+        uint32_t of, od;
+        if (err == 0 && man_own_counts(fs, &of, &od) == 0 && of <= sv.files &&
+            od < sv.dirs) {
+            sv.files -= of; /* the device's manifest is not a user file */
+            sv.dirs -= od;
+        }
         if (parts) {
             cJSON *p = part_json(parts, lp->name);
             cli_json_num(p, "first_block", lp->first_block);

@@ -74,6 +74,11 @@ static void usage(FILE *f)
         "                        (default cellar-sim)\n"
         "  --idle-timeout SECS   close connections and handles idle this long\n"
         "                        (default 300; 0 = never)\n"
+        "  --no-check            do not check /usr against its manifest at\n"
+        "                        startup (by default missing or corrupt files\n"
+        "                        are restored from /bak, each one logged)\n"
+        "  --update-timeout SECS drop a staged update whose client went away\n"
+        "                        after this long (default 3600)\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -132,7 +137,8 @@ int main(int argc, char **argv)
     const char *listen_urls[MAX_LISTEN];
     int nlisten = 0;
     uint64_t flash_size = 0, bak_size = 0;
-    unsigned long idle_s = 300;
+    unsigned long idle_s = 300, update_s = 3600;
+    bool check = true;
     bool have_size = false;
     int status = 1;
     flash_sim_t *sim = NULL;
@@ -141,7 +147,7 @@ int main(int argc, char **argv)
     bool svc_up = false;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_HELP, OPT_VERSION };
+           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK };
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -149,6 +155,8 @@ int main(int argc, char **argv)
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "device-id", required_argument, NULL, OPT_ID },
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
+        { "update-timeout", required_argument, NULL, OPT_UPDATE },
+        { "no-check", no_argument, NULL, OPT_NOCHECK },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -202,6 +210,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_UPDATE:
+            if (parse_uint(optarg, 4000000ul, &update_s) || update_s == 0) {
+                fprintf(stderr, "cellard: --update-timeout %s: expected "
+                        "seconds (at least 1)\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_NOCHECK:
+            check = false;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -210,7 +228,7 @@ int main(int argc, char **argv)
             printf("cellard %s\n", CELLAR_VERSION);
             return 0;
         default:
-            if (optopt >= OPT_FLASH && optopt <= OPT_IDLE)
+            if (optopt >= OPT_FLASH && optopt <= OPT_UPDATE)
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -303,6 +321,8 @@ int main(int argc, char **argv)
         .clock = wall_clock,
         .log = log_line,
         .provision = true,
+        .check_at_start = check,
+        .tx_timeout_ms = (uint32_t)(update_s * 1000u),
         .bak_blocks = (uint32_t)(bak_size / BLOCK_SIZE),
     };
     svc_init(&svc);

@@ -365,3 +365,30 @@ int man_wipe(fs_t *fs, const char *dir, char *tmp)
     int err = fs_rmdir(fs, dir);
     return err == FS_ERR_NOENT ? 0 : err;
 }
+
+int man_own_counts(fs_t *fs, uint32_t *files, uint32_t *dirs)
+{
+    static const char *const sub[] = { MAN_DIR, MAN_DIR "/w", MAN_DIR "/tx",
+                                       MAN_DIR "/cp" };
+    char name[FS_NAME_MAX + 1];
+    *files = *dirs = 0;
+    for (uint32_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+        fs_dir_t d;
+        fs_stat_t st;
+        int err = fs_dir_open(fs, &d, sub[i]);
+        if (err == FS_ERR_NOENT)
+            continue;
+        if (err)
+            return err;
+        (*dirs) += i == 0;
+        while ((err = fs_dir_read(fs, &d, name, sizeof(name), &st)) == 1)
+            if (st.type == FS_TYPE_DIR)
+                (*dirs)++;
+            else
+                (*files)++;
+        (void)fs_dir_close(fs, &d);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}

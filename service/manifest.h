@@ -95,6 +95,10 @@ int man_mkdir_parents(fs_t *fs, const char *path, char *tmp /* 256 */);
  * at most 8 below dir (deeper trees give FS_ERR_NOTEMPTY). */
 int man_wipe(fs_t *fs, const char *dir, char *tmp /* 512 */);
 
+/* Files and directories of the service's own (/.cellar and what it holds,
+ * two levels deep): statistics leave them out. */
+int man_own_counts(fs_t *fs, uint32_t *files, uint32_t *dirs);
+
 /* Is path inside (or equal to) prefix? Both partition paths ("/" = all). */
 bool man_under(const char *path, const char *prefix);
 

@@ -1430,6 +1430,12 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
         if (!fs)
             return FS_ERR_IO;
         err = fs_statvfs(fs, &v);
+        uint32_t of, od;
+        if (err == 0 && s->part[i].has_man && man_own_counts(fs, &of, &od) == 0 &&
+            of <= v.files && od < v.dirs) {
+            v.files -= of; /* the manifest and staging are not the user's */
+            v.dirs -= od;
+        }
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         statfs_add(o, &v, o->block_count == 0);
