@@ -1,7 +1,7 @@
 # cellar - top-level Makefile.
 #   make run        install missing Debian packages, build, start cellard
 #   make test       install missing packages, build (ASan+UBSan), run all tests
-#   make bench      every benchmark (bench-fs, bench-net)
+#   make bench      every benchmark (bench-fs, bench-net, bench-push)
 #   make powerloss  the full power-loss sweep
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make size       device-side code cross-compiled for Cortex-M4 (-Os)
@@ -119,10 +119,10 @@ LIBCELLAR_OBJS := $(call objs,rel,$(LIB_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
 $(BUILD)/libcellar.a: $(LIBCELLAR_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcellar.so: $(LIBCELLAR_OBJS)
-	$(CC) -shared -Wl,-soname,libcellar.so.0 -o $@ $^ -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto
+	$(CC) -shared -Wl,-soname,libcellar.so.0 -o $@ $^ -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto -lcjson
 $(BUILD)/cellar.pc: Makefile FORCE
 	@mkdir -p $(BUILD)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: cellar\nDescription: client library for the cellar storage service\nVersion: %s\nLibs: -L$${libdir} -lcellar\nLibs.private: -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: cellar\nDescription: client library for the cellar storage service\nVersion: %s\nLibs: -L$${libdir} -lcellar\nLibs.private: -lprotobuf-nanopb -lcrypto -lmbedtls -lmbedx509 -lmbedcrypto -lcjson\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
@@ -158,13 +158,16 @@ test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 powerloss: $(BUILD)/san/tests/test_powerloss
 	$(BUILD)/san/tests/test_powerloss --full
 
-bench: bench-fs bench-net
+bench: bench-fs bench-net bench-push
 
 bench-fs: $(BUILD)/rel/tests/bench_fs
 	$(BUILD)/rel/tests/bench_fs $(BUILD)/bench-fs.json
 
 bench-net: $(PROGRAMS) $(BENCH_BINS)
 	BUILD=$(BUILD) bash tests/bench_net.sh
+
+bench-push: $(PROGRAMS)
+	BUILD=$(BUILD) bash tests/bench_push.sh
 
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
@@ -197,7 +200,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test powerloss bench bench-fs bench-net fuzz size install clean FORCE
+.PHONY: all deps run test powerloss bench bench-fs bench-net bench-push fuzz size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 

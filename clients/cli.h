@@ -50,6 +50,7 @@ typedef struct cli_cmd {
 
 extern const cli_cmd_t cli_device_cmds[];  /* NULL-terminated */
 extern const cli_cmd_t cli_image_cmds[];   /* NULL-terminated */
+extern const cli_cmd_t cli_update_cmds[];  /* NULL-terminated (cli_update.c) */
 
 /* Entry point of the tool: parse global options, dispatch, print the JSON
  * result. Returns the exit status. */
@@ -113,6 +114,8 @@ int cli_connect(cli_t *cli);
  * (CELLAR_ERR_NAMETOOLONG, CELLAR_ERR_INVAL). out has CELLAR_PATH_MAX + 1
  * bytes. */
 int cli_devpath(const char *arg, char *out);
+/* The same for an operand, reporting a bad one (returns false). */
+bool cli_devpath_arg(cli_t *cli, const char *arg, char *out);
 bool cli_is_remote(const char *arg);
 /* ":" + path into a static-per-call buffer for messages. */
 const char *cli_show(const char *devpath, char *buf, size_t cap);

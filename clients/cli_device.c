@@ -18,17 +18,6 @@
 #define PARSE_OR_RETURN(n, cli, argc, argv, o) \
     CLI_PARSE_OR_RETURN(n, cli, cli_device_cmds, argc, argv, o)
 
-/* Device path of an operand, or a usage error (returns false). */
-static bool devpath_arg(cli_t *cli, const char *arg, char *out)
-{
-    int err = cli_devpath(arg, out);
-    if (err < 0) {
-        cli_error(cli, arg, err, "%s", cellar_strerror(err));
-        return false;
-    }
-    return true;
-}
-
 static const char *type_name(cellar_type_t t)
 {
     return t == CELLAR_TYPE_DIR ? "dir" : t == CELLAR_TYPE_FILE ? "file" : "none";
@@ -131,7 +120,7 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
     if (n > 1)
         return cli_usage(cli, cmd_of("ls"), "too many paths");
     char path[CELLAR_PATH_MAX + 1];
-    if (!devpath_arg(cli, n ? argv[0] : ":", path))
+    if (!cli_devpath_arg(cli, n ? argv[0] : ":", path))
         return CLI_FAILED;
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
@@ -213,7 +202,7 @@ static int cmd_cat(cli_t *cli, int argc, char **argv)
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
     for (int i = 0; i < n; i++) {
         char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
-        if (!devpath_arg(cli, argv[i], path))
+        if (!cli_devpath_arg(cli, argv[i], path))
             continue;
         cli_show(path, show, sizeof(show));
         int err;
@@ -358,7 +347,7 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
 
     if (upload) {
         char rdst[CELLAR_PATH_MAX + 1];
-        if (!devpath_arg(cli, dst, rdst))
+        if (!cli_devpath_arg(cli, dst, rdst))
             return CLI_FAILED;
         cellar_stat_t st;
         int serr = cellar_stat(&cli->dev, rdst, &st);
@@ -414,7 +403,7 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
         }
         for (int i = 0; i < n - 1 && cellar_connected(&cli->dev); i++) {
             char rsrc[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
-            if (!devpath_arg(cli, argv[i], rsrc))
+            if (!cli_devpath_arg(cli, argv[i], rsrc))
                 continue;
             cli_show(rsrc, show, sizeof(show));
             cellar_stat_t st;
@@ -473,7 +462,7 @@ static int each_path(cli_t *cli, int n, char **argv, const char *key,
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, key) : NULL;
     for (int i = 0; i < n && cellar_connected(&cli->dev); i++) {
         char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
-        if (!devpath_arg(cli, argv[i], path))
+        if (!cli_devpath_arg(cli, argv[i], path))
             continue;
         cli_show(path, show, sizeof(show));
         int err = op(cli, path, show, o);
@@ -588,7 +577,7 @@ static int cmd_mv(cli_t *cli, int argc, char **argv)
         return cli_usage(cli, cmd_of("mv"), "need exactly a source and a destination");
     char from[CELLAR_PATH_MAX + 1], to[CELLAR_PATH_MAX + 1];
     char sf[SHOW_MAX], st_[SHOW_MAX];
-    if (!devpath_arg(cli, argv[0], from) || !devpath_arg(cli, argv[1], to))
+    if (!cli_devpath_arg(cli, argv[0], from) || !cli_devpath_arg(cli, argv[1], to))
         return CLI_FAILED;
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
@@ -635,7 +624,7 @@ static int cmd_sha256sum(cli_t *cli, int argc, char **argv)
         int err;
         if (cli_is_remote(argv[i])) {
             char path[CELLAR_PATH_MAX + 1];
-            if (!devpath_arg(cli, argv[i], path))
+            if (!cli_devpath_arg(cli, argv[i], path))
                 continue;
             name = cli_show(path, show, sizeof(show));
             if (cli_connect(cli) < 0)
@@ -730,7 +719,7 @@ static int cmd_tree(cli_t *cli, int argc, char **argv)
     if (n > 1)
         return cli_usage(cli, cmd_of("tree"), "too many paths");
     char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
-    if (!devpath_arg(cli, n ? argv[0] : ":", path))
+    if (!cli_devpath_arg(cli, n ? argv[0] : ":", path))
         return CLI_FAILED;
     cli_show(path, show, sizeof(show));
     if (cli_connect(cli) < 0)
@@ -780,7 +769,7 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
     int np = 0;
     if (n > 0) {
         for (int i = 0; i < n && np < CELLAR_MAX_PARTITIONS + 8; i++)
-            if (devpath_arg(cli, argv[i], paths[np]))
+            if (cli_devpath_arg(cli, argv[i], paths[np]))
                 np++;
     } else {
         for (uint32_t i = 0; i < in->npartitions; i++)
@@ -892,7 +881,7 @@ static int cmd_format(cli_t *cli, int argc, char **argv)
     char part[CELLAR_PATH_MAX + 1] = "/usr";
     if (o.long_set[1])
         part[0] = 0;
-    else if (n == 1 && !devpath_arg(cli, argv[0], part))
+    else if (n == 1 && !cli_devpath_arg(cli, argv[0], part))
         return CLI_FAILED;
     const char *show = part[0] ? part : "every partition";
     if (!o.long_set[0] && !o.flag['y'])

@@ -22,6 +22,9 @@ static void main_help(void)
            "Device commands:\n");
     for (const cli_cmd_t *c = cli_device_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
+    printf("\nUpdates, manifest and backup:\n");
+    for (const cli_cmd_t *c = cli_update_cmds; c->name; c++)
+        printf("  %-38s %s\n", c->usage, c->help);
     printf("\nOffline flash images (no device needed):\n");
     for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
@@ -142,6 +145,8 @@ int cli_main(int argc, char **argv)
         }
     } else if (strcmp(args[0], "help") == 0) {
         const cli_cmd_t *c = n > 1 ? lookup(cli_device_cmds, args[1]) : NULL;
+        if (!c && n > 1)
+            c = lookup(cli_update_cmds, args[1]);
         if (c)
             cli_print_help(c);
         else
@@ -169,6 +174,8 @@ int cli_main(int argc, char **argv)
         }
     } else {
         const cli_cmd_t *c = lookup(cli_device_cmds, args[0]);
+        if (!c)
+            c = lookup(cli_update_cmds, args[0]);
         cli.cmd = args[0];
         if (!c) {
             cli.cmd = "cellar";

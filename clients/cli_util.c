@@ -435,3 +435,13 @@ void cli_json_space(cJSON *o, const cellar_statfs_t *f)
     cli_json_num(o, "erase_min", f->erase_min);
     cli_json_num(o, "bad_blocks", f->bad_blocks);
 }
+
+bool cli_devpath_arg(cli_t *cli, const char *arg, char *out)
+{
+    int err = cli_devpath(arg, out);
+    if (err < 0) {
+        cli_error(cli, arg, err, "%s", cellar_strerror(err));
+        return false;
+    }
+    return true;
+}

@@ -106,4 +106,9 @@ CELLAR_INTERNAL int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p,
                                       cellar__sink_fn sink, void *sink_ctx,
                                       uint64_t *got);
 
+/* dir + "/" + name, malloc'd (NULL when out of memory). */
+char *cellar__join(const char *dir, const char *name);
+/* A name put_file uses for its temporary copy (".NAME.cellar-tmp")? */
+bool cellar__is_tmp_name(const char *name);
+
 #endif /* CELLAR_LIBCELLAR_INT_H */

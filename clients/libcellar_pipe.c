@@ -78,6 +78,31 @@ static int ring_recv(cellar_t *c, ring_t *r)
                         (unsigned)resp->id);
 }
 
+/* The message of the first failure, kept while the replies still in
+ * flight are drained (each of them would overwrite errmsg). */
+typedef struct first_msg {
+    bool set;
+    char msg[sizeof(((cellar_t *)0)->errmsg)];
+    char path[sizeof(((cellar_t *)0)->errpath)];
+} first_msg_t;
+
+static void first_keep(cellar_t *c, int first_err, first_msg_t *m)
+{
+    if (!first_err || m->set)
+        return;
+    memcpy(m->msg, c->errmsg, sizeof(m->msg));
+    memcpy(m->path, c->errpath, sizeof(m->path));
+    m->set = true;
+}
+
+static void first_restore(cellar_t *c, const first_msg_t *m)
+{
+    if (!m->set)
+        return;
+    memcpy(c->errmsg, m->msg, sizeof(m->msg));
+    memcpy(c->errpath, m->path, sizeof(m->path));
+}
+
 /* Send Sync of the handle (uploads) - a pipelined request. */
 static int64_t send_sync(cellar_t *c, cellar_fh_t h)
 {
@@ -239,6 +264,7 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
     ring_t r = {.head = 0, .count = 0};
     uint64_t acked = 0;
     int first_err = 0;
+    first_msg_t fm = { .set = false };
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
 
@@ -304,12 +330,15 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
         }
         if (e < 0 && first_err == 0)
             first_err = e;
+        first_keep(c, first_err, &fm);
         while (r.count > 0 && ring_at(&r, 0)->done) {
             r.head = (r.head + 1) % CELLAR_MAX_INFLIGHT;
             r.count--;
         }
     }
 out:
+    first_keep(c, first_err, &fm);
+    first_restore(c, &fm);
     csha_free(&q->rsha);
     free(pool);
     free(q);
@@ -337,6 +366,7 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
     uint64_t asked = 0, delivered = 0, range_start = 0;
     bool eof = false, need_hash = false;
     int first_err = 0;
+    first_msg_t fm = { .set = false };
     uint8_t *stash = NULL; /* window * chunk, only if replies come unordered */
     csha_t rsha;
     csha_init(&rsha);
@@ -447,6 +477,7 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
                 }
             }
         }
+        first_keep(c, first_err, &fm);
         /* Retire answered slots in order. */
         while (r.count > 0 && ring_at(&r, 0)->done) {
             slot_t *h = ring_at(&r, 0);
@@ -472,7 +503,10 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
             if (p->progress && first_err == 0 && h->kind == SLOT_DATA)
                 p->progress(p->progress_ctx, p->path, delivered, p->total);
         }
+        first_keep(c, first_err, &fm);
     }
+    first_keep(c, first_err, &fm);
+    first_restore(c, &fm);
     free(stash);
     csha_free(&rsha);
     *got = delivered;

@@ -127,13 +127,13 @@ static int tmp_name(const char *path, char *out, size_t cap, size_t max)
     return strlen(out) <= max ? 0 : -ENAMETOOLONG;
 }
 
-static bool is_tmp_name(const char *name)
+bool cellar__is_tmp_name(const char *name)
 {
     size_t n = strlen(name), s = sizeof(TMP_SUFFIX) - 1;
     return name[0] == '.' && n > s && strcmp(name + n - s, TMP_SUFFIX) == 0;
 }
 
-static char *join(const char *dir, const char *name)
+char *cellar__join(const char *dir, const char *name)
 {
     size_t dl = strlen(dir);
     bool slash = dl > 0 && dir[dl - 1] == '/';
@@ -579,7 +579,7 @@ int cellar_get_file(cellar_t *c, const char *remote, const char *local,
 static int not_dots(const struct dirent *d)
 {
     return strcmp(d->d_name, ".") && strcmp(d->d_name, "..") &&
-           !is_tmp_name(d->d_name);
+           !cellar__is_tmp_name(d->d_name);
 }
 
 int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
@@ -615,8 +615,8 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
         return local_fail(c, -errno, ldir, NULL);
     int first = 0;
     for (int i = 0; i < n; i++) {
-        char *lp = join(ldir, names[i]->d_name);
-        char *rp = join(rdir, names[i]->d_name);
+        char *lp = cellar__join(ldir, names[i]->d_name);
+        char *rp = cellar__join(rdir, names[i]->d_name);
         int r = 0;
         if (!lp || !rp) {
             r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
@@ -677,10 +677,10 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     qsort(ents, (size_t)n, sizeof(*ents), by_name);
     int first = 0;
     for (int i = 0; i < n; i++) {
-        if (is_tmp_name(ents[i].name) || !plain_name(ents[i].name))
+        if (cellar__is_tmp_name(ents[i].name) || !plain_name(ents[i].name))
             continue; /* never follow a hostile name out of ldir */
-        char *rp = join(rdir, ents[i].name);
-        char *lp = join(ldir, ents[i].name);
+        char *rp = cellar__join(rdir, ents[i].name);
+        char *lp = cellar__join(ldir, ents[i].name);
         int r = 0;
         if (!lp || !rp)
             r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
@@ -714,7 +714,7 @@ int cellar_remove_tree(cellar_t *c, const char *path)
     for (int i = 0; i < n && err == 0; i++) {
         if (!plain_name(ents[i].name))
             continue;
-        char *p = join(path, ents[i].name);
+        char *p = cellar__join(path, ents[i].name);
         if (!p) {
             err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
             break;

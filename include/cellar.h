@@ -478,6 +478,261 @@ void cellar_sha256(const void *data, size_t len,
 /* Lower-case hex of a digest into hex (65 bytes with the NUL); returns hex. */
 char *cellar_sha256_hex(const uint8_t sha256[CELLAR_SHA256_SIZE], char hex[65]);
 
+/* ---- manifest, update bundles, backup ------------------------------------------
+ * The device keeps a manifest of every file of /usr: its size and SHA-256,
+ * written in the same atomic step as the change that gave the file its
+ * content. /bak has its own manifest, for the copies it holds. Each
+ * partition has a reserved directory ".cellar" at its root, hidden from
+ * listings and refused by file RPCs.
+ *
+ * An update ("bundle") is a declared list of files (path, size, SHA-256)
+ * and removals under /usr; the device stages the data, checks every size
+ * and SHA-256 at commit and makes the whole bundle and its manifest entries
+ * visible in one atomic step. A bundle is named by the SHA-256 of its
+ * declaration, so pushing the same tree again after a dropped connection or
+ * a device restart resumes it: only the bytes not staged yet are sent. One
+ * update runs per device at a time (CELLAR_ERR_BUSY for a second live one).
+ *
+ * The requests that may keep the device busy hashing or copying files
+ * (UpdateBegin, UpdateCommit, Verify, Backup, Restore) wait at least
+ * CELLAR_SLOW_TIMEOUT_MS (2 minutes) for their answer.
+ */
+#define CELLAR_MANIFEST_PAGE 32      /* entries per Manifest reply */
+#define CELLAR_IMPORT_PAGE 16        /* entries per ManifestImport request */
+#define CELLAR_VERIFY_PAGE 16        /* manifest entries per Verify request */
+#define CELLAR_DECLARE_PAGE 16       /* bundle entries per Declare request */
+#define CELLAR_COPY_PATHS 16         /* paths of one backup / restore */
+#define CELLAR_COPY_SKIPPED 16       /* skipped paths one copy reply names */
+#define CELLAR_MANIFEST_MAX 1000000  /* entries a listing may hold */
+#define CELLAR_PUSH_MAX_FILES 100000 /* local files of one push */
+#define CELLAR_SLOW_TIMEOUT_MS 120000
+
+/* One manifest entry. */
+typedef struct cellar_mentry {
+    char path[256];         /* full device path: "/usr/a.py" */
+    int64_t size;           /* bytes; -1 = not known (imported without one) */
+    uint8_t sha256[CELLAR_SHA256_SIZE];
+    uint32_t mtime;         /* when the entry was written, seconds since 1970
+                             * (0 = not known) */
+} cellar_mentry_t;
+
+/* The whole manifest of a partition ("/usr", or NULL for it; "/bak") into
+ * a malloc'ed array (free() it; NULL when empty), sorted by path (bytewise
+ * strcmp). At most CELLAR_MANIFEST_MAX entries (CELLAR_ERR_NOMEM beyond).
+ * Returns 0 and sets *out and *n, or an error. */
+int cellar_manifest_list(cellar_t *c, const char *partition,
+                         cellar_mentry_t **out, size_t *n);
+
+/* The manifest digest that fleet tools compare: the SHA-256 of one line per
+ * entry, in path order (bytewise strcmp; the entries may be given in any
+ * order),
+ *
+ *     "<sha256 as 64 lower-case hex>  <size in decimal, or '-' if unknown>  <path>\n"
+ *
+ * (two spaces between fields; an empty manifest hashes the empty string).
+ * These are exactly the lines `cellar manifest` prints, so
+ * `cellar manifest | sha256sum` gives the same digest. Returns 0 or
+ * CELLAR_ERR_NOMEM (only for unsorted input of more than one entry). */
+int cellar_manifest_digest(const cellar_mentry_t *entries, size_t n,
+                           uint8_t out[CELLAR_SHA256_SIZE]);
+
+/* Set /usr manifest entries (size -1 allowed), CELLAR_IMPORT_PAGE entries
+ * per request; each request is atomic on its own, so a failure part-way
+ * leaves the earlier pages imported. Paths must be under "/usr/". Returns
+ * 0 or an error (the device's message names the entry). */
+int cellar_manifest_import(cellar_t *c, const cellar_mentry_t *entries,
+                           size_t n);
+
+/* Parse a QuecPython checksum.json: a JSON list of objects
+ *     {"name": "/usr/a.py", "sha256": "<64 hex digits>"}
+ * with an optional "size" (bytes; -1 or absent = unknown) and "mtime"; the
+ * object `cellar --json manifest` prints (the list under "files") is
+ * accepted too. Names must be normalised absolute paths under /usr (no
+ * ".", "..", "//", trailing '/'; not the reserved /usr/.cellar), at most
+ * CELLAR_PATH_MAX bytes, each listed once. On success *out is a
+ * malloc'ed array (free() it; NULL when empty) in file order and *n its
+ * length. On failure returns CELLAR_ERR_INVAL (bad JSON, bad field, bad
+ * path) or CELLAR_ERR_NOMEM and writes a message naming the entry
+ * ("entry 3 (/usr/x.py): sha256 is not 64 hex digits") into err (errcap
+ * bytes; err may be NULL). */
+int cellar_checksum_json_parse(const char *text, size_t len,
+                               cellar_mentry_t **out, size_t *n, char *err,
+                               size_t errcap);
+
+/* The same from a file (a negative errno when it cannot be read; the
+ * message then names the file). */
+int cellar_checksum_json_load(const char *file, cellar_mentry_t **out,
+                              size_t *n, char *err, size_t errcap);
+
+/* What is wrong with a file. */
+typedef enum {
+    CELLAR_PROBLEM_MISSING = 1,       /* in the manifest, not on flash */
+    CELLAR_PROBLEM_MISMATCH = 2,      /* size or SHA-256 differs */
+    CELLAR_PROBLEM_UNREADABLE = 3,    /* flash data is corrupt */
+    CELLAR_PROBLEM_NOT_IN_BACKUP = 4, /* repair/restore: no verified copy in /bak */
+    CELLAR_PROBLEM_UNTRACKED = 5,     /* on flash, not in the manifest (found by
+                                       * the client's walk of the tree) */
+} cellar_problem_kind_t;
+
+/* "missing", "mismatch", "unreadable", "not-in-backup", "untracked" (or
+ * "problem N"); never NULL. */
+const char *cellar_problem_name(int kind);
+
+typedef struct cellar_problem {
+    char path[256];              /* full device path */
+    cellar_problem_kind_t kind;
+    bool repaired;               /* restored from /bak (verify with repair) */
+} cellar_problem_t;
+
+typedef void (*cellar_problem_fn)(void *ctx, const cellar_problem_t *p);
+
+typedef struct cellar_verify_report {
+    uint32_t checked;        /* manifest entries the device checked */
+    uint32_t files;          /* files found by walking the partition */
+    uint32_t missing, mismatch, unreadable, not_in_backup, untracked;
+    uint32_t repaired;       /* problems repaired from /bak */
+    uint32_t unrepaired;     /* problems left, untracked files included */
+} cellar_verify_report_t;
+
+/* Check a partition ("/usr" or NULL, "/bak"): the device checks every
+ * manifest entry against its file, page by page (with repair, /usr only,
+ * it restores what is wrong from /bak); then the client lists the manifest
+ * and walks the partition's tree with List to find untracked files. fn
+ * (may be NULL) is called once per problem, untracked files included, in
+ * path order, after the checks are done. rep (may be NULL) gets the
+ * counts. Returns 0 when the check ran (look at rep->unrepaired for the
+ * verdict) or an error. */
+int cellar_verify(cellar_t *c, const char *partition, bool repair,
+                  cellar_problem_fn fn, void *ctx, cellar_verify_report_t *rep);
+
+/* Result of a backup or restore. */
+typedef struct cellar_copy_report {
+    uint32_t files;          /* files copied */
+    uint32_t unchanged;      /* already identical, not copied */
+    uint32_t removed;        /* backup of all: /bak copies of removed files */
+    uint64_t bytes;          /* bytes copied */
+    uint32_t nskipped;       /* paths not copied (at most CELLAR_COPY_SKIPPED) */
+    cellar_problem_t skipped[CELLAR_COPY_SKIPPED]; /* each with the reason */
+} cellar_copy_report_t;
+
+/* Copy verified /usr files (and their manifest entries) into /bak in one
+ * atomic step: paths are files or directories under /usr, at most
+ * CELLAR_COPY_PATHS of them (CELLAR_ERR_INVAL beyond); n == 0 backs up all
+ * of /usr (and drops /bak copies of files removed since). Files whose
+ * content does not match the manifest are skipped and named in
+ * rep->skipped. Returns 0 (look at rep->nskipped) or an error. */
+int cellar_backup(cellar_t *c, const char *const *paths, size_t n,
+                  cellar_copy_report_t *rep);
+
+/* Copy verified /bak files back into /usr in one atomic step: paths are
+ * /usr paths (or the /bak paths of the copies), at most CELLAR_COPY_PATHS;
+ * n == 0 restores everything /bak holds. As cellar_backup. */
+int cellar_restore(cellar_t *c, const char *const *paths, size_t n,
+                   cellar_copy_report_t *rep);
+
+/* Drop the staged update bundle (bundle may be NULL: whichever is staged).
+ * Returns 0 or an error. */
+int cellar_update_abort(cellar_t *c, const uint8_t bundle[CELLAR_SHA256_SIZE]);
+
+/* ---- push: a local directory as one update bundle ---------------------------- */
+typedef enum {
+    CELLAR_PUSH_NEW = 1,       /* the path is new on the device */
+    CELLAR_PUSH_CHANGED = 2,   /* the device has other content there */
+    CELLAR_PUSH_UNCHANGED = 3, /* the device has this content: skipped */
+    CELLAR_PUSH_DELETED = 4,   /* removed (delete_extra) */
+    CELLAR_PUSH_ABSENT = 5,    /* removal of a path that was gone already */
+} cellar_push_action_t;
+
+/* "new", "changed", "unchanged", "deleted", "absent"; never NULL. */
+const char *cellar_push_action_name(int action);
+
+typedef struct cellar_push_entry {
+    char path[256];          /* device path */
+    uint64_t size;           /* bytes (0 for removals) */
+    uint8_t sha256[CELLAR_SHA256_SIZE]; /* zero for removals */
+    bool remove;             /* a removal entry */
+    bool is_dir;             /* removal of a directory (removed at commit if
+                              * empty by then) */
+    cellar_push_action_t action;
+    uint64_t have;           /* bytes the device had staged already (resume) */
+    uint64_t sent;           /* file bytes sent by this push */
+} cellar_push_entry_t;
+
+/* A local file that is not pushed (symbolic link, device, socket, ...). */
+typedef void (*cellar_warn_fn)(void *ctx, const char *local_path,
+                               const char *why);
+
+typedef struct cellar_push_opts {
+    bool delete_extra;       /* remove device files and directories under
+                              * remotedir that localdir does not have */
+    bool dry_run;            /* change nothing, stage nothing: compare with
+                              * the device's manifest and tree, and report
+                              * what a push would do */
+    uint32_t chunk;          /* bytes per UpdateWrite (0 = min(16 KiB,
+                              * max_chunk)) */
+    uint32_t inflight;       /* requests in flight (0 = device max_inflight,
+                              * capped at CELLAR_MAX_INFLIGHT) */
+    cellar_progress_fn progress; /* per file being sent (may be NULL) */
+    void *progress_ctx;
+    cellar_warn_fn warn;     /* files skipped locally (may be NULL) */
+    void *warn_ctx;
+} cellar_push_opts_t;
+
+typedef struct cellar_push_report {
+    cellar_push_entry_t *entries; /* the bundle in declaration order: files
+                                   * sorted by path, then file removals,
+                                   * then directory removals deepest first
+                                   * (free with cellar_push_report_free) */
+    size_t nentries;
+    uint32_t nnew, nchanged, nunchanged, ndeleted, nabsent;
+    uint32_t nskipped_local; /* local entries not pushed (see warn) */
+    uint64_t bundle_bytes;   /* sum of the sizes of the bundle's files */
+    uint64_t to_send;        /* bytes that had to be sent (dry run: would) */
+    uint64_t bytes_sent;     /* file bytes sent by this push */
+    bool resumed;            /* the device had this bundle staged */
+    uint64_t staged;         /* bytes it had staged (UpdateBegin) */
+    uint8_t bundle[CELLAR_SHA256_SIZE]; /* the bundle id */
+    bool committed;          /* the commit succeeded */
+    uint32_t commit_written, commit_removed, commit_unchanged;
+    uint64_t commit_bytes;   /* the device's UpdateCommitReply */
+    bool have_digest;        /* digest is set */
+    uint8_t digest[CELLAR_SHA256_SIZE]; /* /usr manifest digest after the
+                                         * commit (dry run: as it is now) */
+} cellar_push_report_t;
+
+/* Push localdir to remotedir (a directory under /usr; created as needed)
+ * as one atomic update bundle:
+ *  1. walk localdir recursively: regular files only (symbolic links and
+ *     special files are skipped and reported to warn; ".NAME.cellar-tmp"
+ *     leftovers are ignored); size and SHA-256 of each; device path =
+ *     remotedir + "/" + the relative path; sorted by path;
+ *  2. with delete_extra, list the device tree under remotedir and add a
+ *     removal for every file localdir lacks, then for every directory it
+ *     lacks (deepest first);
+ *  3. bundle id = SHA-256 over the entries in order, each as: the path
+ *     bytes, one 0 byte, the size as 8 bytes little-endian, the 32 SHA-256
+ *     bytes (zero for removals), one byte 1 for a removal else 0 - so the
+ *     same tree gives the same id and an interrupted push resumes;
+ *  4. UpdateBegin, UpdateDeclare of every entry (pages of 16), then the
+ *     missing bytes of each file to send, pipelined, file after file; each
+ *     file is re-hashed locally while it is sent (CELLAR_ERR_BADMSG if it
+ *     changed since step 1, before anything is committed); UpdateCommit;
+ *  5. list the /usr manifest and compute its digest.
+ * A push that fails before the commit leaves the staged data on the device
+ * for the next push of the same tree to resume (cellar_update_abort drops
+ * it). With dry_run nothing is begun or staged: the actions come from the
+ * device's manifest and tree. rep is always initialised (free it with
+ * cellar_push_report_free, also after a failure: it holds what was done).
+ * Returns 0 or an error (CELLAR_ERR_BUSY: another client's update runs;
+ * CELLAR_ERR_NOSPC: the bundle does not fit; CELLAR_ERR_BADMSG naming the
+ * path: a file did not arrive intact; CELLAR_ERR_INVAL: remotedir is not
+ * under /usr; a negative errno for localdir). */
+int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
+                const cellar_push_opts_t *opts, cellar_push_report_t *rep);
+
+/* Free what a push report holds (NULL-safe; the report may be reused). */
+void cellar_push_report_free(cellar_push_report_t *rep);
+
 #ifdef __cplusplus
 }
 #endif

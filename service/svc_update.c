@@ -864,7 +864,7 @@ static int copy_rpc(svc_t *s, bool backup, const char (*paths)[256],
     }
     for (pb_size_t j = 0; j < n; j++)
         if (!found[j])
-            add_skip(o, s, backup ? USR : BAK, ptrs[j],
+            add_skip(o, s, USR, ptrs[j],
                      backup ? cellar_ProblemKind_MISSING
                             : cellar_ProblemKind_NOT_IN_BACKUP);
     s->resp.which_body = cellar_Response_copy_tag;

@@ -6,6 +6,7 @@
 # plain TCP copy, cellar upload and download (SHA-256 verified), Stat round
 # trips with 1 and 32 clients and cellard's peak RSS during the 32-client run
 # (see tests/bench_net.c). Prints a table; writes $BUILD/bench-net.json.
+. "$(dirname "$0")/support/cellard.sh"
 set -euo pipefail
 BUILD=${BUILD:-build}
 CELLARD=${CELLARD:-$BUILD/cellard}
@@ -25,13 +26,7 @@ trap cleanup EXIT INT TERM
 "$CELLARD" --flash "$T/flash.img" --flash-size 64M --listen tcp://127.0.0.1:0 \
   --idle-timeout 0 >"$T/cellard.log" 2>&1 &
 PID=$!
-URL=
-for _ in $(seq 1 600); do
-  URL=$(sed -n 's/^cellard: listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$T/cellard.log" | head -n1)
-  [ -n "$URL" ] && break
-  kill -0 "$PID" 2>/dev/null || { cat "$T/cellard.log" >&2; exit 1; }
-  sleep 0.05
-done
+URL=$(cellard_url "$T/cellard.log" "$PID")
 [ -n "$URL" ] || { echo "bench_net.sh: cellard did not start" >&2; cat "$T/cellard.log" >&2; exit 1; }
 
 FILE="$T/data16.bin"

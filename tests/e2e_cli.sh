@@ -5,6 +5,7 @@
 # extract/check/info round trip, corruption detected by check).
 #
 # Env (set by `make test`): CELLARD, CELLAR (ASan builds), BUILD.
+. "$(dirname "$0")/support/cellard.sh"
 set -u
 BUILD=${BUILD:-build}
 CELLARD=${CELLARD:-$BUILD/san/cellard}
@@ -19,39 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-
-# run CODE ARGS...: run cellar, stdout in $T/out, stderr in $T/err, and
-# check the exit status.
-run() {
-  local want=$1; shift
-  "$CELLAR" "$@" >"$T/out" 2>"$T/err"
-  local got=$?
-  if [ "$got" = "$want" ]; then ok; else
-    bad "cellar $* -> exit $got, want $want"; sed 's/^/  stderr: /' "$T/err" | head -5 >&2
-  fi
-}
-# json CODE ARGS...: as run with --json; stdout must be one valid JSON object
-# whose "ok" matches the exit status.
-json() {
-  local want=$1; shift
-  run "$want" --json "$@"
-  if "$PY" -m json.tool <"$T/out" >/dev/null 2>&1; then ok; else
-    bad "cellar --json $*: invalid JSON"; head -c 300 "$T/out" >&2; fi
-  local okv
-  okv=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["ok"])' <"$T/out" 2>/dev/null)
-  if { [ "$want" = 0 ] && [ "$okv" = True ]; } || { [ "$want" != 0 ] && [ "$okv" = False ]; }; then
-    ok; else bad "cellar --json $*: ok=$okv for exit $want"; fi
-}
-# jq-like check with python: jget EXPR (on $T/out as d)
-jget() { "$PY" -c "import json,sys; d=json.load(open('$T/out')); print($1)"; }
-has() { if grep -qi -- "$1" "$2"; then ok; else bad "'$1' not in $2: $(head -c 300 "$2")"; fi; }
-hasnt() { if grep -q -- "$1" "$2"; then bad "'$1' unexpectedly in $2"; else ok; fi; }
-same() { if cmp -s "$1" "$2"; then ok; else bad "$1 and $2 differ"; fi; }
-eq() { if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', want '$2'"; fi; }
+. "$(dirname "$0")/support/e2e.sh"
 
 # ---- without a device ---------------------------------------------------------------
 run 0 --help; has "usage: cellar" "$T/out"; has "image build" "$T/out"
@@ -88,13 +57,7 @@ run 1 -d nonsense://x ls; has "invalid device URL" "$T/err"
 "$CELLARD" --flash "$T/flash.img" --flash-size 16M --listen tcp://127.0.0.1:0 \
   --idle-timeout 0 >"$T/cellard.log" 2>&1 &
 PID=$!
-URL=
-for _ in $(seq 1 600); do
-  URL=$(sed -n 's/^cellard: listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$T/cellard.log" | head -n1)
-  [ -n "$URL" ] && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
+URL=$(cellard_url "$T/cellard.log" "$PID")
 if [ -z "$URL" ]; then
   echo "e2e_cli: cellard did not start:" >&2; cat "$T/cellard.log" >&2
   echo "e2e_cli: $pass passed, $((fail + 1)) failed"; exit 1
