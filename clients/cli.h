@@ -29,6 +29,8 @@ typedef struct cli {
     bool json;         /* --json */
     bool tty;          /* stdout is a terminal and not --json: progress bars */
     cJSON *out;        /* the JSON result object (--json) */
+    cJSON *out_raw;    /* on success, printed instead of out (manifest
+                          --json: a bare checksum.json list) */
     cJSON *errors;     /* its "errors" array */
     bool failed;       /* an operation failed: exit status 1 */
     bool connected;

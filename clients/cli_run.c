@@ -59,7 +59,7 @@ static int finish(cli_t *cli, int status)
     if (cli->json && cli->out) {
         cJSON *ok = cJSON_CreateBool(status == CLI_OK);
         cJSON_ReplaceItemInObject(cli->out, "ok", ok);
-        char *s = cJSON_Print(cli->out);
+        char *s = cJSON_Print(status == CLI_OK && cli->out_raw ? cli->out_raw : cli->out);
         if (s) {
             fputs(s, stdout);
             fputc('\n', stdout);
@@ -68,6 +68,8 @@ static int finish(cli_t *cli, int status)
         cJSON_Delete(cli->out);
         cli->out = NULL;
     }
+    cJSON_Delete(cli->out_raw);
+    cli->out_raw = NULL;
     fflush(stdout);
     return status;
 }

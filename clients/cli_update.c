@@ -267,6 +267,8 @@ static int cmd_manifest(cli_t *cli, int argc, char **argv)
         }
         cli_json_num(cli->out, "count", (double)cnt);
         cJSON_AddStringToObject(cli->out, "digest", hex32(digest, hex));
+        /* what is printed: QuecPython's checksum.json, a bare list */
+        cli->out_raw = cJSON_Duplicate(arr, true);
     } else {
         for (size_t i = 0; i < cnt; i++) {
             if (v[i].size < 0)
@@ -433,7 +435,8 @@ const cli_cmd_t cli_update_cmds[] = {
      "                 ([{\"name\": \"/usr/a.py\", \"sha256\": \"...\"}], optional \"size\")\n"
      "Lines are \"<sha256>  <size or ->  <path>\" sorted by path, so\n"
      "`cellar manifest | sha256sum` is the manifest digest `push` prints.\n"
-     "With --json: {\"files\": [{\"name\", \"sha256\", \"size\", \"mtime\"}], \"digest\"}.\n"},
+     "With --json: a list [{\"name\", \"sha256\", \"size\", \"mtime\"}], the shape of\n"
+     "QuecPython's checksum.json (on a failure, the usual {\"ok\": false, ...}).\n"},
     {"verify", cmd_verify, "verify [:/usr | :/bak] [--repair]",
      "Check every file against the manifest; list untracked files.",
      "  --repair  restore missing or damaged /usr files from their /bak copies\n"

@@ -202,11 +202,12 @@ has "  0  /usr/app/lib/empty.txt" "$T/out"
 eq "$(wc -l <"$T/out")" 14 "manifest lines"
 eq "$(LC_ALL=C sort -k3,3 "$T/out" | cmp -s - "$T/out" && echo sorted)" sorted "manifest sorted by path"
 eq "$(sha256sum <"$T/out" | cut -d' ' -f1)" "$DIGEST" "digest == sha256 of the manifest lines"
-json 0 manifest
-eq "$(jget 'd["digest"]')" "$DIGEST" "manifest --json digest"
-eq "$(jget 'len(d["files"])')" 14 "manifest --json files"
-eq "$(jget '[f for f in d["files"] if f["name"] == "/usr/app/main.py"][0]["size"]')" 15 "manifest --json size"
-eq "$(jget 'all(len(f["sha256"]) == 64 and f["mtime"] > 0 for f in d["files"])')" True "manifest --json shape"
+run 0 --json manifest     # QuecPython's checksum.json shape: a bare list
+eq "$(jget 'type(d).__name__')" list "manifest --json is a list"
+eq "$(jget 'len(d)')" 14 "manifest --json files"
+eq "$(jget '[f for f in d if f["name"] == "/usr/app/main.py"][0]["size"]')" 15 "manifest --json size"
+eq "$(jget 'all(len(f["sha256"]) == 64 and f["mtime"] > 0 for f in d)')" True "manifest --json shape"
+json 2 manifest :/nope     # a failure keeps the usual object"
 run 0 verify; has "all match" "$T/out"
 json 0 verify
 eq "$(jget 'd["clean"], d["checked"], d["untracked"]')" "True 14 0" "verify --json clean"
@@ -272,17 +273,18 @@ LONG="$T/long"; mkdir -p "$LONG"; printf 'x' >"$LONG/$(printf 'n%.0s' $(seq 1 25
 run 1 push "$LONG" :/usr/app; has "longer than" "$T/err"
 
 # ---- manifest --json / --import round trip ------------------------------------------------------
-json 0 manifest
+run 0 manifest
+D0=$(sha256sum <"$T/out" | cut -d' ' -f1)
+run 0 --json manifest
 cp "$T/out" "$T/manifest.json"
 run 0 manifest --import "$T/manifest.json"; has "imported 13 entries" "$T/out"
 run 0 manifest
-eq "$(sha256sum <"$T/out" | cut -d' ' -f1)" "$("$PY" -c "import json; print(json.load(open('$T/manifest.json'))['digest'])")" \
-  "import round trip keeps the manifest"
+eq "$(sha256sum <"$T/out" | cut -d' ' -f1)" "$D0" "import round trip keeps the manifest"
 # a QuecPython checksum.json: a bare list, upper-case hex, no size
 "$PY" - "$T/manifest.json" "$T/checksum.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-json.dump([{"name": f["name"], "sha256": f["sha256"].upper()} for f in d["files"]],
+json.dump([{"name": f["name"], "sha256": f["sha256"].upper()} for f in d],
           open(sys.argv[2], "w"))
 EOF
 json 0 manifest --import "$T/checksum.json"
