@@ -184,7 +184,7 @@ fuzz: $(DEPS_STAMP) $(FUZZ_BINS)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 $(BUILD)/corpus/$$(basename $$f) || exit 1; done
 
 # ---- size on a Cortex-M4 --------------------------------------------------------
-DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) $(wildcard service/svc_core*.c service/codec*.c)
+DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) service/svc_core.c service/svc_update.c service/manifest.c service/txn.c service/layout.c service/codec.c
 size: $(GEN_C)
 	@command -v arm-none-eabi-gcc >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }

@@ -390,8 +390,8 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
     /* 3. Commit: the whole bundle in one step when it is small, else the
      * decision (plan -> commit) and a roll forward. */
     if (nact + 1 <= FS_RENAME_MANY_MAX && parents && !dir_removals) {
-        char names[FS_RENAME_MANY_MAX][64];
-        char targets[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+        char (*names)[64] = t->bsrc;
+        char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
         const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
@@ -426,8 +426,8 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         close_plan(t);
         err = man_commit(t->man, src, dst, n);
         if (err) {
-            (void)fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
-            t->plan_open = 1;
+            t->plan_open = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
+                                        FS_O_RDWR) == 0;
             return err;
         }
         t->active = 0;
@@ -441,8 +441,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         const char *src[1] = { from }, *dst[1] = { to };
         err = man_commit(t->man, src, dst, 1);
         if (err) {
-            (void)fs_file_open(t->fs, &t->plan, from, FS_O_RDWR);
-            t->plan_open = 1;
+            t->plan_open = fs_file_open(t->fs, &t->plan, from, FS_O_RDWR) == 0;
             return err;
         }
     }
@@ -512,8 +511,8 @@ int txn_finish(txn_t *t)
     /* Phase 2: move the staged files into place (a staged file that is gone
      * was moved before a power cut). */
     {
-        char names[FS_RENAME_MANY_MAX][64];
-        char targets[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+        char (*names)[64] = t->bsrc;
+        char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
         const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {

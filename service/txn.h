@@ -51,6 +51,9 @@ typedef struct txn {
     fs_file_t stage;
     char path[64];             /* scratch for names in dir */
     char tmp[512];             /* scratch for man_* helpers */
+    /* a batch of moves (commit, roll forward): here, not on the stack */
+    char bsrc[FS_RENAME_MANY_MAX][64];
+    char bdst[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
 } txn_t;
 
 typedef struct txn_stats {

@@ -59,7 +59,7 @@ typedef struct push_res {
     bool resumed;
     uint64_t staged;       /* Begin: bytes the device had */
     uint64_t sent;         /* data bytes sent */
-    uint32_t status[64];
+    uint32_t status[128];
     cellar_UpdateCommitReply commit;
 } push_res_t;
 
@@ -98,7 +98,7 @@ static int push(svc_conn_t *c, const bfile_t *f, uint32_t n,
         return rc;
     res->resumed = R.rs.body.update_begin.resumed;
     res->staged = R.rs.body.update_begin.staged;
-    uint64_t have[64];
+    uint64_t have[128];
     for (uint32_t first = 0; first < n; first += 16) {
         rig_req(&R, cellar_Request_update_declare_tag);
         cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
@@ -861,6 +861,37 @@ static void test_backup_verify_repair(void)
     CHECK(fsck_both());
 }
 
+/* More entries than a Manifest page (32) or a Verify page (16). */
+static void test_pages(void)
+{
+    bfile_t f[70];
+    push_res_t res;
+    char p[64];
+    int before = manifest_count("/usr");
+    for (int i = 0; i < 70; i++) {
+        snprintf(p, sizeof(p), "/usr/pages/f%02d", i);
+        mk(&f[i], p, (uint32_t)(10 + i), 300 + (uint32_t)i);
+    }
+    CHECK_EQ(push(&R.a, f, 70, 0, false, &res), 0);
+    CHECK_EQ(res.commit.written, 70);
+    CHECK_EQ(manifest_count("/usr"), before + 70);
+    int problems, repaired;
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 0);
+    CHECK_EQ(fs_remove(usr(), "/pages/f69"), 0); /* the last page too */
+    CHECK_EQ(fs_remove(usr(), "/pages/f00"), 0);
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 2);
+    bfile_t rm[71];
+    for (int i = 0; i < 70; i++)
+        mk_rm(&rm[i], f[i].path);
+    mk_rm(&rm[70], "/usr/pages");
+    CHECK_EQ(push(&R.a, rm, 71, 0, false, &res), 0);
+    CHECK_EQ(res.commit.removed, 69);
+    CHECK_EQ(manifest_count("/usr"), before);
+    CHECK(manifest_matches());
+}
+
 /* ---- power cuts -------------------------------------------------------- */
 
 typedef int (*op_fn)(void);
@@ -1027,6 +1058,7 @@ int main(void)
     test_resume();
     test_busy_abort_timeout();
     test_backup_verify_repair();
+    test_pages();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 256, &base), 0);
     test_power_cuts();
