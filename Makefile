@@ -2,7 +2,7 @@
 #   make run        install missing Debian packages, build, start cellard
 #   make test       install missing packages, build (ASan+UBSan), run all tests
 #   make bench      every benchmark (bench-fs, bench-net, bench-push)
-#   make powerloss  the full power-loss sweep
+#   make powerloss  the full power-loss sweeps (filesystem and updates)
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make size       device-side code cross-compiled for Cortex-M4 (-Os)
 #   make install PREFIX=/usr/local
@@ -155,8 +155,9 @@ test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 	echo "test suites: $$pass passed, $$fail failed"; \
 	[ $$fail -eq 0 ]
 
-powerloss: $(BUILD)/san/tests/test_powerloss
+powerloss: $(BUILD)/san/tests/test_powerloss $(BUILD)/san/tests/test_update
 	$(BUILD)/san/tests/test_powerloss --full
+	$(BUILD)/san/tests/test_update --full
 
 bench: bench-fs bench-net bench-push
 

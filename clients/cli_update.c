@@ -143,7 +143,12 @@ static int cmd_push(cli_t *cli, int argc, char **argv)
         push_json(cli, &r, dry);
     if (err < 0) {
         cli_lib_error(cli, show, err);
-        if (!cli->json && r.bytes_sent)
+        /* a retry helps after a lost link or a restart, not after a
+         * refusal that would come again */
+        bool again = err != CELLAR_ERR_ISDIR && err != CELLAR_ERR_NOTDIR &&
+                     err != CELLAR_ERR_INVAL && err != CELLAR_ERR_ACCES &&
+                     err != CELLAR_ERR_NOSPC && err != CELLAR_ERR_BUSY;
+        if (!cli->json && r.bytes_sent && again)
             fprintf(stderr, "cellar: %s: %llu bytes were sent and stay staged on the "
                             "device: push the same directory again to resume\n",
                     cli->cmd, (unsigned long long)r.bytes_sent);

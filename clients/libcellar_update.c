@@ -1164,8 +1164,10 @@ static int dry_run(push_t *p, const strvec_t *rfiles)
             e->action = CELLAR_PUSH_NEW;
         } else {
             int k = bsearch_mentry(man, nman, e->path);
+            /* as the device decides: an entry without a size (imported)
+             * never counts as unchanged */
             bool same = k >= 0 && !memcmp(man[k].sha256, e->sha256, CELLAR_SHA256_SIZE) &&
-                        (man[k].size < 0 || (uint64_t)man[k].size == e->size);
+                        man[k].size >= 0 && (uint64_t)man[k].size == e->size;
             e->action = same ? CELLAR_PUSH_UNCHANGED : CELLAR_PUSH_CHANGED;
         }
         if (e->action != CELLAR_PUSH_UNCHANGED)

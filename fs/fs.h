@@ -192,6 +192,18 @@ int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst,
 int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src,
                         const char *const *dst, uint32_t n);
 
+/* Hold off garbage collection until fs_release: GC (which may commit an
+ * open file's pending writes early, see fs_file_open) runs first, to make
+ * room for `bytes` as an operation of that size would, and then not at all;
+ * operations that would need it fail with FS_ERR_NOSPC instead, and a
+ * write that would trigger an automatic sync fails with FS_ERR_FBIG. So
+ * pending writes made under a hold are committed only by their handle's
+ * own sync/close/commit_with, or dropped by fs_file_revert: the service
+ * writes its manifest slots and commits them with the renames this way.
+ * Holds nest. */
+int fs_hold(fs_t *fs, uint32_t bytes);
+void fs_release(fs_t *fs);
+
 /* Directory listing. Entries come in no particular order; "." and ".." are
  * not listed. readdir returns 1 with an entry, 0 at the end, or an error. */
 int fs_dir_open(fs_t *fs, fs_dir_t *dir, const char *path);

@@ -1545,7 +1545,8 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
             if (pos + n > f->size)
                 f->size = pos + n;
             if (f->pending_segs >= FS_AUTOSYNC_SEGS)
-                err = handle_sync(fs, f);
+                /* under fs_hold nothing may be committed early */
+                err = fs->hold ? FS_ERR_FBIG : handle_sync(fs, f);
         }
         fs_op_end(fs);
         if (err)

@@ -430,6 +430,25 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     return 0;
 }
 
+int fs_hold(fs_t *fs, uint32_t bytes)
+{
+    if (fs && fs->mounted && fs->hold == 255)
+        return FS_ERR_BUSY;
+    /* an operation that stays open: the GC it may run is run here, first */
+    int err = fs_op_begin(fs, bytes);
+    if (!err)
+        fs->hold++;
+    return err;
+}
+
+void fs_release(fs_t *fs)
+{
+    if (!fs || !fs->hold)
+        return;
+    fs->hold--;
+    fs_op_end(fs);
+}
+
 void fs_op_end(fs_t *fs)
 {
     if (fs->in_op)

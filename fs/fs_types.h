@@ -57,7 +57,8 @@ typedef struct fs {
     uint8_t in_ckpt;        /* a checkpoint is being written */
     uint8_t in_op;          /* inside a public operation: no GC */
     uint8_t op_frees;       /* the operation under way frees space */
-    uint8_t pad2[3];
+    uint8_t hold;           /* fs_hold depth: no GC, no automatic sync */
+    uint8_t pad2[2];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */

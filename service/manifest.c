@@ -66,9 +66,19 @@ int man_close(man_t *m)
 {
     if (!m->open)
         return 0;
+    man_revert(m);
     m->open = 0;
-    (void)fs_file_revert(m->fs, &m->f);
     return fs_file_close(m->fs, &m->f);
+}
+
+int man_hold(man_t *m, uint32_t bytes)
+{
+    if (m->held)
+        return 0;
+    int err = fs_hold(m->fs, bytes);
+    if (!err)
+        m->held = 1;
+    return err;
 }
 
 uint32_t man_slots(man_t *m)
@@ -117,6 +127,9 @@ int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
 static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
 {
     uint8_t p[MAN_SLOT];
+    int err = man_hold(m, 4 * MAN_SLOT + 4096);
+    if (err)
+        return err;
     man_encode(e, p);
     int n = fs_file_pwrite(m->fs, &m->f, p, MAN_SLOT, i * MAN_SLOT);
     return n < 0 ? n : 0;
@@ -196,14 +209,24 @@ int man_commit(man_t *m, const char *const *src, const char *const *dst,
                uint32_t n)
 {
     int err = fs_file_commit_with(m->fs, &m->f, src, dst, n);
-    if (err)
+    if (err) {
         man_revert(m);
-    return err;
+        return err;
+    }
+    if (m->held) {
+        m->held = 0;
+        fs_release(m->fs);
+    }
+    return 0;
 }
 
 void man_revert(man_t *m)
 {
     (void)fs_file_revert(m->fs, &m->f);
+    if (m->held) {
+        m->held = 0;
+        fs_release(m->fs);
+    }
 }
 
 int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,

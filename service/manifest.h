@@ -55,6 +55,7 @@ typedef struct man {
     fs_t *fs;
     fs_file_t f;               /* MAN_FILE, open read-write */
     uint8_t open;
+    uint8_t held;              /* fs_hold taken for pending slot writes */
     uint8_t slot[MAN_SLOT];
 } man_t;
 
@@ -67,6 +68,13 @@ uint32_t man_slots(man_t *m);
 int man_get(man_t *m, uint32_t i, man_entry_t *e);
 /* Find path: 1 found (*e, *slot), 0 not found, or an error. */
 int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot);
+/* Slot writes stay pending until man_commit or man_revert, and nothing
+ * may commit them early: the first change takes an fs_hold (no GC, which
+ * could sync the manifest's pending writes on its own and break the
+ * atomicity with the renames), released by man_commit / man_revert.
+ * man_hold takes it up front with room for `bytes` (a large change). */
+int man_hold(man_t *m, uint32_t bytes);
+
 /* Pending changes (made visible by man_commit, dropped by man_revert):
  * set the entry for e->path; delete path's entry; move path (a file) or
  * every entry under it (a directory) to a new name. */

@@ -95,8 +95,9 @@ static cellar_ProblemKind check_file(svc_t *s, uint32_t part,
     fs_stat_t st;
     *errp = 0;
     int err = fs_stat(fs, e->path, &st);
-    if (err == FS_ERR_NOENT)
-        return cellar_ProblemKind_MISSING;
+    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_NAMETOOLONG ||
+        err == FS_ERR_INVAL)
+        return cellar_ProblemKind_MISSING; /* (an entry under a file) */
     if (!err && st.type != FS_TYPE_FILE)
         return cellar_ProblemKind_MISMATCH;
     if (!err)
@@ -1023,6 +1024,33 @@ static int refuse(svc_t *s, int err)
     return err;
 }
 
+/* Stage entry idx from a file the device already has with the same size
+ * and SHA-256 under another path (a move, a copy): nothing needs to cross
+ * the link. The copy is hashed as it is made; true if it matched. */
+static bool local_copy(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e)
+{
+    svc_part_t *p = &s->part[USR];
+    man_entry_t m;
+    uint8_t sha[32];
+    uint32_t size;
+    if (t->stage_open && t->stage_idx == idx)
+        return false;
+    for (uint32_t i = 0, n = man_slots(&p->man); i < n; i++) {
+        if (man_get(&p->man, i, &m) != 1 || !(m.flags & MAN_F_SIZE) ||
+            m.size != e->size || memcmp(m.sha, e->sha, 32) != 0 ||
+            strcmp(m.path, e->path) == 0)
+            continue;
+        char dp[64];
+        svc_copy_str(dp, sizeof(dp), txn_data_path(t, idx));
+        int err = man_copy_file(&p->fs, m.path, &p->fs, dp, &s->t1, &s->t2,
+                                s->scratch, sizeof(s->scratch), sha, &size);
+        if (!err && size == e->size && memcmp(sha, e->sha, 32) == 0)
+            return true;
+        (void)fs_remove(&p->fs, dp); /* that file is not what its entry says */
+    }
+    return false;
+}
+
 int svc_do_update_declare(svc_t *s, svc_conn_t *c,
                           const cellar_UpdateDeclareRequest *r)
 {
@@ -1056,6 +1084,8 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
             return refuse(s, err);
         fs_stat_t st;
         int se = fs_stat(&p->fs, e->path, &st);
+        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
+            se = FS_ERR_NOENT;
         if (se && se != FS_ERR_NOENT)
             return refuse(s, fail_in(s, se, USR, e->path, NULL));
         cellar_EntryStatus status;
@@ -1090,6 +1120,8 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
                     h = 0;
                 }
                 have = h > 0 ? (uint64_t)h : 0;
+                if (have == 0 && e->size > 0 && local_copy(s, t, idx, e))
+                    have = e->size; /* the device had the content elsewhere */
                 s->tx_need += e->size - have;
             }
         }

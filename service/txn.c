@@ -260,26 +260,80 @@ int txn_park(txn_t *t)
     return err;
 }
 
-/* Check the directories above path: every existing one is a directory.
- * *all_exist says whether every one exists. */
+/* Does the plan remove exactly path? 1 yes, 0 no, or an error. */
+static int plan_removes(txn_t *t, const char *path)
+{
+    man_entry_t e;
+    for (uint32_t i = 0; i < t->declared; i++) {
+        int err = txn_entry(t, i, &e);
+        if (err)
+            return err;
+        if (e.kind == MAN_REMOVE && strcmp(e.path, path) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does the plan remove everything under directory dir (so that its own
+ * removal will find it empty)? 1 yes, 0 no, or an error. Depth-bounded:
+ * deeper trees count as "no". */
+static int plan_empties(txn_t *t, const char *dir, int depth)
+{
+    fs_dir_t d;
+    fs_stat_t st;
+    char name[FS_NAME_MAX + 1], path[MAN_PATH_MAX + 1];
+    if (depth > 8)
+        return 0;
+    int err = fs_dir_open(t->fs, &d, dir);
+    if (err)
+        return err == FS_ERR_NOENT ? 1 : err;
+    int all = 1;
+    while (all == 1 && (err = fs_dir_read(t->fs, &d, name, sizeof(name), &st)) == 1) {
+        size_t dl = strlen(dir), nl = strlen(name);
+        if (dl + 1 + nl > MAN_PATH_MAX) {
+            all = 0;
+            break;
+        }
+        memcpy(path, dir, dl);
+        path[dl] = '/';
+        memcpy(path + dl + 1, name, nl + 1);
+        all = plan_removes(t, path);
+        if (all == 1 && st.type == FS_TYPE_DIR)
+            all = plan_empties(t, path, depth + 1);
+    }
+    (void)fs_dir_close(t->fs, &d);
+    return err < 0 ? err : all;
+}
+
+/* Check the directories above path: every existing one is a directory, or
+ * a file the plan removes (the roll forward removes it first). *all_exist
+ * says whether every one exists as a directory. */
 static int check_parents(txn_t *t, const char *path, bool *all_exist)
 {
     size_t n = strlen(path);
+    char pre[MAN_PATH_MAX + 1];
     for (size_t i = 1; i < n; i++) {
         if (path[i] != '/')
             continue;
-        memcpy(t->tmp, path, i);
-        t->tmp[i] = 0;
+        memcpy(pre, path, i);
+        pre[i] = 0;
         fs_stat_t st;
-        int err = fs_stat(t->fs, t->tmp, &st);
+        int err = fs_stat(t->fs, pre, &st);
         if (err == FS_ERR_NOENT) {
             *all_exist = false;
             return 0;
         }
         if (err)
             return err;
-        if (st.type != FS_TYPE_DIR)
-            return FS_ERR_NOTDIR;
+        if (st.type != FS_TYPE_DIR) {
+            int r = plan_removes(t, pre);
+            if (r < 0)
+                return r;
+            if (!r)
+                return FS_ERR_NOTDIR;
+            *all_exist = false; /* a file the bundle turns into a directory */
+            return 0;
+        }
     }
     return 0;
 }
@@ -306,6 +360,8 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             return err;
         fs_stat_t fst;
         int se = fs_stat(t->fs, e.path, &fst);
+        if (se == FS_ERR_NOTDIR) /* under a file: not there */
+            se = FS_ERR_NOENT;
         if (se && se != FS_ERR_NOENT)
             return se;
         if (e.kind == MAN_REMOVE) {
@@ -319,8 +375,19 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             }
             continue;
         }
-        if (se == 0 && fst.type == FS_TYPE_DIR)
-            return FS_ERR_ISDIR;
+        if (se == 0 && fst.type == FS_TYPE_DIR) {
+            /* a directory the bundle removes, with all it holds, may
+             * become a file (the roll forward removes first) */
+            int r = plan_removes(t, e.path);
+            if (r == 1)
+                r = plan_empties(t, e.path, 0);
+            if (r < 0)
+                return r;
+            if (!r)
+                return FS_ERR_ISDIR;
+            dir_removals = true;
+            se = FS_ERR_NOENT;
+        }
         if ((err = check_parents(t, e.path, &parents)))
             return err;
         if (!(e.flags & MAN_F_SEND)) {
@@ -361,7 +428,15 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         st->bytes += e.size;
     }
 
-    /* 2. The manifest: removals first, then the files written. */
+    *bad = UINT32_MAX; /* later failures are not about one entry */
+    /* room for every slot write and the commit, made before the hold */
+    if ((err = man_hold(t->man, (t->declared + 4) * 2 * MAN_SLOT + 8192)))
+        return err;
+
+    /* 2. The manifest: removals first, then the files written. A removal
+     * drops the entry of its path, and the entries under it whose files
+     * are gone; a file under a removed directory that stays (the directory
+     * is only removed if empty) keeps its entry. */
     for (int pass = 0; pass < 2; pass++)
         for (uint32_t i = 0; i < t->declared; i++) {
             if ((err = txn_entry(t, i, &e)))
@@ -374,7 +449,10 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                         err = r;
                         goto revert;
                     }
+                    fs_stat_t mst;
                     if (r == 1 && man_under(m.path, e.path) &&
+                        (strcmp(m.path, e.path) == 0 ||
+                         fs_stat(t->fs, m.path, &mst) != 0) &&
                         (err = man_del(t->man, m.path)))
                         goto revert;
                 }
@@ -483,18 +561,27 @@ int txn_finish(txn_t *t)
     if ((err = read_hdr(t)))
         goto out;
 
-    /* Phase 1: removals (files, then directories that are empty). */
-    for (uint32_t i = 0; !phase2 && i < t->declared; i++) {
-        if ((err = txn_entry(t, i, &e)))
-            goto out;
-        if (e.kind != MAN_REMOVE || fs_stat(t->fs, e.path, &st) != 0)
-            continue;
-        err = st.type == FS_TYPE_DIR ? fs_rmdir(t->fs, e.path)
-                                     : fs_remove(t->fs, e.path);
-        if (err == FS_ERR_NOTEMPTY || err == FS_ERR_NOENT)
-            err = 0;
-        if (err)
-            goto out;
+    /* Phase 1: removals: the files, then the directories that are empty,
+     * again while that removes some (whatever order they were declared
+     * in, children go first). */
+    for (int pass = 0; !phase2 && pass < 10; pass++) {
+        bool dirs = pass > 0, progress = false;
+        for (uint32_t i = 0; i < t->declared; i++) {
+            if ((err = txn_entry(t, i, &e)))
+                goto out;
+            if (e.kind != MAN_REMOVE || fs_stat(t->fs, e.path, &st) != 0 ||
+                (st.type == FS_TYPE_DIR) != dirs)
+                continue;
+            err = dirs ? fs_rmdir(t->fs, e.path) : fs_remove(t->fs, e.path);
+            if (err == 0)
+                progress = true;
+            if (err == FS_ERR_NOTEMPTY || err == FS_ERR_NOENT)
+                err = 0;
+            if (err)
+                goto out;
+        }
+        if (dirs && !progress)
+            break;
     }
     if (!phase2) {
         close_plan(t);

@@ -22,7 +22,7 @@ PID=
 BG=
 cleanup() {
   for p in $BG $PID; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$T"
+  [ -n "${KILLPUSH_KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT INT TERM
 

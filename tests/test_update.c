@@ -892,10 +892,84 @@ static void test_pages(void)
     CHECK(manifest_matches());
 }
 
+/* Found in review: a directory removal must not drop the entries of files
+ * that stay; an entry under a file is "missing", not an error for the whole
+ * verify; a bundle may turn a directory into a file and back. */
+static void test_review_cases(void)
+{
+    bfile_t f[6];
+    push_res_t res;
+    int problems, repaired;
+    mk(&f[0], "/usr/rv/d/keep.py", 100, 1);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    mk_rm(&f[0], "/usr/rv/d"); /* not empty: stays, and so does keep.py */
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    CHECK(manifest_has("/usr/rv/d/keep.py", 100));
+    CHECK(manifest_matches());
+
+    /* an imported entry under a file */
+    rig_req(&R, cellar_Request_manifest_import_tag);
+    R.rq.body.manifest_import.entries_count = 1;
+    strcpy(R.rq.body.manifest_import.entries[0].path, "/usr/rv/d/keep.py/zz");
+    R.rq.body.manifest_import.entries[0].size = -1;
+    R.rq.body.manifest_import.entries[0].sha256.size = 32;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(verify_all(false, &problems, &repaired), 0);
+    CHECK_EQ(problems, 1);
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    mk_rm(&f[0], "/usr/rv/d/keep.py/zz");
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+
+    /* directory -> file: everything under it removed in the same bundle */
+    mk_rm(&f[0], "/usr/rv/d/keep.py");
+    mk_rm(&f[1], "/usr/rv/d");
+    mk(&f[2], "/usr/rv/d", 50, 2);
+    CHECK_EQ(push(&R.a, f, 3, 0, false, &res), 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/rv/d"), 0);
+    CHECK_EQ(R.rs.body.stat.info.type, cellar_FileType_FILE);
+    CHECK(manifest_has("/usr/rv/d", 50));
+    /* file -> directory */
+    mk_rm(&f[0], "/usr/rv/d");
+    mk(&f[1], "/usr/rv/d/inner.py", 60, 3);
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK(manifest_has("/usr/rv/d/inner.py", 60));
+    CHECK(!manifest_has("/usr/rv/d", -2));
+    /* a move needs no data: the device copies the content it has */
+    mk_rm(&f[0], "/usr/rv/d/inner.py");
+    mk(&f[1], "/usr/rv/moved.py", 60, 3);
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK_EQ(res.sent, 0);
+    CHECK_EQ(res.commit.written, 1);
+    CHECK(manifest_has("/usr/rv/moved.py", 60));
+    mk(&f[0], "/usr/rv/d/inner.py", 60, 3);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    CHECK_EQ(res.sent, 0);
+    /* a directory with files the bundle keeps cannot become a file */
+    mk(&f[0], "/usr/rv/d/other.py", 10, 4);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    mk_rm(&f[0], "/usr/rv/d/inner.py");
+    mk_rm(&f[1], "/usr/rv/d");
+    mk(&f[2], "/usr/rv/d", 50, 2);
+    CHECK_EQ(push(&R.a, f, 3, 0, false, &res), cellar_Code_EISDIR);
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(manifest_matches());
+    mk_rm(&f[0], "/usr/rv/d/inner.py");
+    mk_rm(&f[1], "/usr/rv/d/other.py");
+    mk_rm(&f[2], "/usr/rv/d");
+    mk_rm(&f[3], "/usr/rv/moved.py");
+    mk_rm(&f[4], "/usr/rv");
+    CHECK_EQ(push(&R.a, f, 5, 0, false, &res), 0);
+    CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/rv"), cellar_Code_ENOENT);
+    CHECK(manifest_matches());
+    CHECK(fsck_both());
+}
+
 /* ---- power cuts -------------------------------------------------------- */
 
 typedef int (*op_fn)(void);
-static bfile_t PA[32], PB[32];
+static bfile_t PA[32], PB[48];
 static uint32_t PNA, PNB;
 
 static int op_push_b(void)
@@ -935,6 +1009,9 @@ static int op_restore_all(void)
  * recover, and check: the state is the one before, one of mids[], or the
  * one after; the manifest matches; fsck passes. */
 
+static int sweep_stride = 1; /* every cut point, or every Nth */
+static bool full_sweep;       /* --full (make powerloss): no sampling */
+
 static void sweep(const char *name, op_fn op, const char *expect_after,
                   char mids[][32768], int nmids)
 {
@@ -955,7 +1032,7 @@ static void sweep(const char *name, op_fn op, const char *expect_after,
     CHECK(strcmp(before, after) != 0);
     uint64_t ops = (s1.progs - s0.progs) + (s1.erases - s0.erases);
     int cuts = 0, bad = 0, olds = 0, news = 0;
-    for (uint64_t n = 1; n <= ops + 1; n++) {
+    for (uint64_t n = 1; n <= ops + 1; n += (uint64_t)sweep_stride) {
         rig_stop(&R);
         memcpy(flash_sim_data(R.sim), base, size);
         if (rig_start(&R) != 0) {
@@ -1035,6 +1112,19 @@ static void test_power_cuts(void)
     }
     sweep("large bundle", op_push_b, want, NULL, 0);
 
+    /* a directory becomes a file: its files and itself removed first */
+    rig_stop(&R);
+    CHECK_EQ(rig_start(&R), 0);
+    PNB = 0;
+    for (int i = 8; i < 14; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/usr/app/lib/m%02d.py", i);
+        mk_rm(&PB[PNB++], p);
+    }
+    mk_rm(&PB[PNB++], "/usr/app/lib");
+    mk(&PB[PNB++], "/usr/app/lib", 5000, 4242);
+    sweep("dir to file", op_push_b, NULL, NULL, 0);
+
     /* manifest changes: a directory rename, a remove, a rewrite (each
      * atomic on its own: the states between are allowed) */
     rig_stop(&R);
@@ -1048,8 +1138,46 @@ static void test_power_cuts(void)
     sweep("restore", op_restore_all, NULL, NULL, 0);
 }
 
-int main(void)
+/* The same on a small partition whose log has wrapped many times, so
+ * garbage collection runs while bundles commit (it must never commit the
+ * manifest's pending slots before the bundle is decided). */
+static void test_power_cuts_busy_log(void)
 {
+    push_res_t res;
+    PNA = make_v1(PA);
+    PNB = make_v2(PB);
+    for (int i = 0; i < 11; i++) /* ends with v1 */
+        CHECK_EQ(push(&R.a, i % 2 ? PB : PA, i % 2 ? PNB : PNA, 0, false, &res), 0);
+    fs_statvfs_t v;
+    CHECK_EQ(fs_statvfs(usr(), &v), 0);
+    flash_sim_wear_t w;
+    flash_sim_wear(R.sim, &w);
+    CHECK(w.max >= 2); /* the log came round */
+    sweep("busy log, large", op_push_b, NULL, NULL, 0);
+    /* 40 files changed at once: a deep chain of pending manifest slots */
+    PNB = 40;
+    for (uint32_t i = 0; i < PNB; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/usr/many/f%02u", i);
+        mk(&PB[i], p, 700 + i, 9000 + i);
+    }
+    bfile_t other[40];
+    memcpy(other, PB, sizeof(other));
+    for (int k = 0; k < 8; k++) {
+        for (uint32_t i = 0; i < PNB; i++)
+            other[i].seed = PB[i].seed + 100u * (uint32_t)(k + 1);
+        CHECK_EQ(push(&R.a, other, PNB, 0, false, &res), 0);
+    }
+    /* 2,000+ cut points: every 5th in make test, all with --full */
+    if (sweep_stride == 1 && !full_sweep)
+        sweep_stride = 5;
+    sweep("busy log, 40 files", op_push_b, NULL, NULL, 0);
+    sweep_stride = 1;
+}
+
+int main(int argc, char **argv)
+{
+    full_sweep = argc > 1 && strcmp(argv[1], "--full") == 0;
     svc_config_t base = { .tx_timeout_ms = 60000 };
     CHECK_EQ(rig_init(&R, 512, &base), 0);
     test_manifest_follows_files();
@@ -1059,9 +1187,13 @@ int main(void)
     test_busy_abort_timeout();
     test_backup_verify_repair();
     test_pages();
+    test_review_cases();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 256, &base), 0);
     test_power_cuts();
+    rig_free(&R);
+    CHECK_EQ(rig_init(&R, 160, &base), 0);
+    test_power_cuts_busy_log();
     rig_free(&R);
     return check_summary("update");
 }
