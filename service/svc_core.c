@@ -19,7 +19,7 @@ void svc_sb_init(sb_t *b, char *buf, size_t cap)
 }
 
 /* Append n bytes as one unit (a whole character or token). */
-void svc_sb_unit(sb_t *b, const char *s, size_t n)
+static void svc_sb_unit(sb_t *b, const char *s, size_t n)
 {
     if (b->full)
         return;
@@ -55,7 +55,7 @@ void svc_sb_u64(sb_t *b, uint64_t v)
     svc_sb_str(b, t + i);
 }
 
-void svc_sb_hex32(sb_t *b, uint32_t v)
+static void svc_sb_hex32(sb_t *b, uint32_t v)
 {
     static const char hx[] = "0123456789abcdef";
     char t[11] = "0x";
@@ -101,7 +101,7 @@ static size_t utf8_seq(const uint8_t *s, size_t n)
 
 /* A peer's string, quoted; control bytes, quotes, backslashes and invalid
  * UTF-8 are escaped as \xNN / \" / \\. */
-void svc_sb_quoted(sb_t *b, const char *str, size_t n)
+static void svc_sb_quoted(sb_t *b, const char *str, size_t n)
 {
     static const char hx[] = "0123456789abcdef";
     const uint8_t *s = (const uint8_t *)str;
