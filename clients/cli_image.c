@@ -1053,16 +1053,13 @@ static void check_manifest(fs_t *fs, chk_t *c)
         if (k == 0)
             continue;
         entries++;
-        uint8_t sha[32];
-        uint32_t size;
         fs_file_t t;
-        int err = man_hash_path(fs, &t, e.path, buf, 65536, sha, &size);
-        const char *why = err == FS_ERR_NOENT ? "missing"
-                          : err < 0 ? fs_strerror(err)
-                          : memcmp(sha, e.sha, 32) != 0 ||
-                                    ((e.flags & MAN_F_SIZE) && size != e.size)
-                              ? "content differs from its entry"
-                              : NULL;
+        int r = man_check(fs, &t, &e, buf, 65536);
+        const char *why = r == MAN_OK ? NULL
+                          : r == MAN_MISSING ? "missing"
+                          : r == MAN_MISMATCH ? "content differs from its entry"
+                          : r == MAN_UNREADABLE ? "unreadable (checksum error)"
+                                                : fs_strerror(r);
         if (why) {
             snprintf(line, sizeof(line), "manifest: %s: %s", e.path, why);
             chk_report(c, line);

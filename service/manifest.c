@@ -100,10 +100,15 @@ int man_get(man_t *m, uint32_t i, man_entry_t *e)
     return e->kind == MAN_FREE ? 0 : 1;
 }
 
-int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
+int man_find_content(man_t *m, const char *path, const uint8_t *sha,
+                     uint32_t size, man_entry_t *e, uint32_t *slot,
+                     char *other)
 {
     uint32_t n = man_slots(m);
     size_t len = strlen(path);
+    int found = 0;
+    if (other)
+        other[0] = 0;
     for (uint32_t i = 0; i < n; i++) {
         /* compare the fixed part and the path without decoding misses */
         int r = fs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
@@ -111,17 +116,31 @@ int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
             return r;
         if (r != (int)MAN_SLOT)
             return FS_ERR_CORRUPT;
-        uint32_t pl = (uint32_t)m->slot[2] | (uint32_t)m->slot[3] << 8;
-        if (m->slot[0] != MAN_TRACK || pl != len ||
-            memcmp(m->slot + SLOT_FIXED, path, len) != 0)
+        if (m->slot[0] != MAN_TRACK)
             continue;
-        int err = man_decode(e, m->slot);
-        if (err)
-            return err;
-        *slot = i;
-        return 1;
+        uint32_t pl = (uint32_t)m->slot[2] | (uint32_t)m->slot[3] << 8;
+        bool same_path = pl == len && memcmp(m->slot + SLOT_FIXED, path, len) == 0;
+        if (same_path && !found) {
+            int err = man_decode(e, m->slot);
+            if (err)
+                return err;
+            *slot = i;
+            found = 1;
+        } else if (!same_path && other && !other[0] && sha &&
+                   (m->slot[1] & MAN_F_SIZE) && le_get32(m->slot + 4) == size &&
+                   memcmp(m->slot + 12, sha, 32) == 0 && pl <= MAN_PATH_MAX) {
+            memcpy(other, m->slot + SLOT_FIXED, pl);
+            other[pl] = 0;
+        }
+        if (found && (!other || other[0] || !sha))
+            break;
     }
-    return 0;
+    return found;
+}
+
+int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
+{
+    return man_find_content(m, path, NULL, 0, e, slot, NULL);
 }
 
 static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
@@ -267,6 +286,28 @@ int man_hash_path(fs_t *fs, fs_file_t *tmp, const char *path, uint8_t *buf,
     err = man_hash_file(fs, tmp, buf, buflen, sha, size);
     int err2 = fs_file_close(fs, tmp);
     return err ? err : err2;
+}
+
+int man_check(fs_t *fs, fs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
+              uint32_t buflen)
+{
+    fs_stat_t st;
+    uint8_t sha[32];
+    uint32_t size;
+    int err = fs_stat(fs, e->path, &st);
+    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_NAMETOOLONG ||
+        err == FS_ERR_INVAL)
+        return MAN_MISSING;
+    if (!err && st.type != FS_TYPE_FILE)
+        return MAN_MISMATCH;
+    if (!err)
+        err = man_hash_path(fs, tmp, e->path, buf, buflen, sha, &size);
+    if (err == FS_ERR_CORRUPT)
+        return MAN_UNREADABLE;
+    if (err)
+        return err;
+    return memcmp(sha, e->sha, 32) == 0 && (!(e->flags & MAN_F_SIZE) || size == e->size)
+               ? MAN_OK : MAN_MISMATCH;
 }
 
 int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,

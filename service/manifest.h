@@ -68,6 +68,11 @@ uint32_t man_slots(man_t *m);
 int man_get(man_t *m, uint32_t i, man_entry_t *e);
 /* Find path: 1 found (*e, *slot), 0 not found, or an error. */
 int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot);
+/* The same, and in one pass the path of another entry with this size and
+ * SHA-256 into other (MAN_PATH_MAX + 1 bytes; "" when there is none). */
+int man_find_content(man_t *m, const char *path, const uint8_t *sha,
+                     uint32_t size, man_entry_t *e, uint32_t *slot,
+                     char *other);
 /* Slot writes stay pending until man_commit or man_revert, and nothing
  * may commit them early: the first change takes an fs_hold (no GC, which
  * could sync the manifest's pending writes on its own and break the
@@ -85,6 +90,14 @@ int man_move(man_t *m, const char *from, const char *to);
 int man_commit(man_t *m, const char *const *src, const char *const *dst,
                uint32_t n);
 void man_revert(man_t *m);
+
+/* Check the file an entry names: MAN_OK, MAN_MISSING (also an entry under
+ * a file), MAN_MISMATCH (size, SHA-256, or a directory there) or
+ * MAN_UNREADABLE (a checksum error), or a negative error of the device.
+ * tmp is a spare handle, buf scratch for the reads. */
+enum { MAN_OK = 0, MAN_MISSING = 1, MAN_MISMATCH = 2, MAN_UNREADABLE = 3 };
+int man_check(fs_t *fs, fs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
+              uint32_t buflen);
 
 /* SHA-256 and size of an open file, read through buf (any size >= 256). */
 int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,

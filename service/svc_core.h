@@ -181,6 +181,7 @@ struct svc {
     svc_conn_t *tx_owner;  /* connection driving the staged update */
     uint64_t tx_idle_since; /* when it lost its owner */
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
+    char tx_other[MAN_PATH_MAX + 1]; /* declare: a path with the same content */
     txn_t cp;
     uint32_t shadow_seq;
     fs_file_t t1, t2;      /* for copies and hashes */

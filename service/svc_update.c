@@ -86,32 +86,21 @@ static bool sha_eq(const man_entry_t *a, const man_entry_t *b)
             a->size == b->size);
 }
 
-/* Check a file against its manifest entry: 0 ok, or the ProblemKind. */
+/* Check a file against its manifest entry: P_NONE, or the ProblemKind
+ * (*errp: a device error, reported as UNREADABLE). */
 static cellar_ProblemKind check_file(svc_t *s, uint32_t part,
                                      const man_entry_t *e, int *errp)
 {
-    fs_t *fs = &s->part[part].fs;
-    man_entry_t *got = &s->me2;
-    fs_stat_t st;
-    *errp = 0;
-    int err = fs_stat(fs, e->path, &st);
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_NAMETOOLONG ||
-        err == FS_ERR_INVAL)
-        return cellar_ProblemKind_MISSING; /* (an entry under a file) */
-    if (!err && st.type != FS_TYPE_FILE)
-        return cellar_ProblemKind_MISMATCH;
-    if (!err)
-        err = man_hash_path(fs, &s->t1, e->path, s->scratch,
-                            sizeof(s->scratch), got->sha, &got->size);
-    if (err == FS_ERR_CORRUPT)
-        return cellar_ProblemKind_UNREADABLE;
-    if (err) {
-        *errp = err;
-        return cellar_ProblemKind_UNREADABLE;
-    }
-    got->flags = MAN_F_SIZE;
-    return sha_eq(e, got) ? cellar_ProblemKind_P_NONE
-                          : cellar_ProblemKind_MISMATCH;
+    static const cellar_ProblemKind kind[] = {
+        [MAN_OK] = cellar_ProblemKind_P_NONE,
+        [MAN_MISSING] = cellar_ProblemKind_MISSING,
+        [MAN_MISMATCH] = cellar_ProblemKind_MISMATCH,
+        [MAN_UNREADABLE] = cellar_ProblemKind_UNREADABLE,
+    };
+    int r = man_check(&s->part[part].fs, &s->t1, e, s->scratch,
+                      sizeof(s->scratch));
+    *errp = r < 0 ? r : 0;
+    return r < 0 ? cellar_ProblemKind_UNREADABLE : kind[r];
 }
 
 /* ---- setup -------------------------------------------------------------------- */
@@ -705,17 +694,9 @@ static int copy_tree(svc_t *s, uint32_t from, uint32_t to,
         }
         if (k == 0 || !wanted(e.path, paths, n, found))
             continue;
+        /* the same content there already? (then the source is only
+         * checked, for the report) */
         int cerr;
-        cellar_ProblemKind pk = check_file(s, from, &e, &cerr);
-        if (cerr && cerr != FS_ERR_CORRUPT) {
-            err = cerr;
-            goto fail;
-        }
-        if (pk != cellar_ProblemKind_P_NONE) {
-            add_skip(out, s, from, e.path, pk);
-            continue;
-        }
-        /* the same content there already? */
         k = man_find(&pb->man, e.path, cur, &slot);
         if (k < 0) {
             err = k;
@@ -723,21 +704,39 @@ static int copy_tree(svc_t *s, uint32_t from, uint32_t to,
         }
         if (k == 1 && sha_eq(&e, cur) &&
             check_file(s, to, cur, &cerr) == cellar_ProblemKind_P_NONE) {
-            out->unchanged++;
+            cellar_ProblemKind pk = check_file(s, from, &e, &cerr);
+            if (cerr && cerr != FS_ERR_CORRUPT) {
+                err = cerr;
+                goto fail;
+            }
+            if (pk != cellar_ProblemKind_P_NONE)
+                add_skip(out, s, from, e.path, pk);
+            else
+                out->unchanged++;
             continue;
         }
         if (idx == TXN_MAX_ENTRIES) {
             err = FS_ERR_NOSPC;
             goto fail;
         }
-        err = man_copy_file(&pa->fs, e.path, &pb->fs, txn_data_path(&s->cp, idx),
-                            &s->t1, &s->t2, s->scratch, sizeof(s->scratch),
-                            cur->sha, &cur->size);
-        if (err)
+        /* the copy reads the source once: its hash is the source's check */
+        const char *dp = txn_data_path(&s->cp, idx);
+        err = man_copy_file(&pa->fs, e.path, &pb->fs, dp, &s->t1, &s->t2, s->scratch,
+                            sizeof(s->scratch), cur->sha, &cur->size);
+        cellar_ProblemKind pk = cellar_ProblemKind_P_NONE;
+        if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_ISDIR)
+            pk = err == FS_ERR_ISDIR ? cellar_ProblemKind_MISMATCH
+                                     : cellar_ProblemKind_MISSING;
+        else if (err == FS_ERR_CORRUPT)
+            pk = cellar_ProblemKind_UNREADABLE;
+        else if (err)
             goto fail;
-        if (memcmp(cur->sha, e.sha, 32) != 0) { /* changed while copied */
-            add_skip(out, s, from, e.path, cellar_ProblemKind_MISMATCH);
-            (void)fs_remove(&pb->fs, txn_data_path(&s->cp, idx));
+        else if (memcmp(cur->sha, e.sha, 32) != 0 ||
+                 ((e.flags & MAN_F_SIZE) && cur->size != e.size))
+            pk = cellar_ProblemKind_MISMATCH;
+        if (pk != cellar_ProblemKind_P_NONE) {
+            add_skip(out, s, from, e.path, pk);
+            (void)fs_remove(&pb->fs, dp);
             continue;
         }
         e.kind = MAN_TRACK;
@@ -1024,30 +1023,24 @@ static int refuse(svc_t *s, int err)
     return err;
 }
 
-/* Stage entry idx from a file the device already has with the same size
- * and SHA-256 under another path (a move, a copy): nothing needs to cross
- * the link. The copy is hashed as it is made; true if it matched. */
-static bool local_copy(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e)
+/* Stage entry idx from `other`, a file the manifest says holds the same
+ * size and SHA-256 (a move, a copy): nothing needs to cross the link. The
+ * copy is hashed as it is made; true if it matched. */
+static bool local_copy(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
+                       const char *other)
 {
     svc_part_t *p = &s->part[USR];
-    man_entry_t m;
     uint8_t sha[32];
     uint32_t size;
-    if (t->stage_open && t->stage_idx == idx)
+    char dp[64];
+    if (!other[0] || (t->stage_open && t->stage_idx == idx))
         return false;
-    for (uint32_t i = 0, n = man_slots(&p->man); i < n; i++) {
-        if (man_get(&p->man, i, &m) != 1 || !(m.flags & MAN_F_SIZE) ||
-            m.size != e->size || memcmp(m.sha, e->sha, 32) != 0 ||
-            strcmp(m.path, e->path) == 0)
-            continue;
-        char dp[64];
-        svc_copy_str(dp, sizeof(dp), txn_data_path(t, idx));
-        int err = man_copy_file(&p->fs, m.path, &p->fs, dp, &s->t1, &s->t2,
-                                s->scratch, sizeof(s->scratch), sha, &size);
-        if (!err && size == e->size && memcmp(sha, e->sha, 32) == 0)
-            return true;
-        (void)fs_remove(&p->fs, dp); /* that file is not what its entry says */
-    }
+    svc_copy_str(dp, sizeof(dp), txn_data_path(t, idx));
+    int err = man_copy_file(&p->fs, other, &p->fs, dp, &s->t1, &s->t2,
+                            s->scratch, sizeof(s->scratch), sha, &size);
+    if (!err && size == e->size && memcmp(sha, e->sha, 32) == 0)
+        return true;
+    (void)fs_remove(&p->fs, dp); /* that file is not what its entry says */
     return false;
 }
 
@@ -1103,7 +1096,9 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
             e->flags = MAN_F_SIZE;
             e->size = (uint32_t)in->size;
             memcpy(e->sha, in->sha256.bytes, 32);
-            int k = man_find(&p->man, e->path, m, &slot);
+            char *other = s->tx_other;
+            int k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
+                                     other);
             if (k < 0)
                 return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL));
             if (k == 1 && !se && st.type == FS_TYPE_FILE &&
@@ -1120,7 +1115,7 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
                     h = 0;
                 }
                 have = h > 0 ? (uint64_t)h : 0;
-                if (have == 0 && e->size > 0 && local_copy(s, t, idx, e))
+                if (have == 0 && e->size > 0 && local_copy(s, t, idx, e, other))
                     have = e->size; /* the device had the content elsewhere */
                 s->tx_need += e->size - have;
             }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cellar.h"
 #include "check.h"
 #include "csha.h"
 #include "svc_rig.h"
@@ -35,21 +36,11 @@ static void gen(uint8_t *b, uint32_t n, uint32_t seed)
     }
 }
 
-static void sha(const void *p, size_t n, uint8_t out[32])
-{
-    csha_t h;
-    csha_init(&h);
-    (void)csha_start(&h);
-    (void)csha_update(&h, p, n);
-    (void)csha_finish(&h, out);
-    csha_free(&h);
-}
-
 static void file_sha(const bfile_t *f, uint8_t out[32])
 {
     uint8_t *b = malloc(f->size ? f->size : 1);
     gen(b, f->size, f->seed);
-    sha(b, f->size, out);
+    cellar_sha256(b, f->size, out);
     free(b);
 }
 
@@ -187,7 +178,7 @@ static void walk(fs_t *fs, const char *dir, char *out, size_t cap, int *nfiles)
             ok = fs_file_read(fs, &f, b, st.size) == (int)st.size;
             (void)fs_file_close(fs, &f);
         }
-        sha(b, ok ? st.size : 0, h);
+        cellar_sha256(b, ok ? st.size : 0, h);
         free(b);
         size_t n = strlen(out);
         snprintf(out + n, cap - n, "%s %02x%02x%02x%02x%s\n", path, h[0], h[1],
@@ -259,11 +250,9 @@ static bool manifest_matches(void)
         if (k == 0)
             continue;
         nent++;
-        uint8_t h[32];
-        uint32_t size;
         fs_file_t f;
-        if (man_hash_path(usr(), &f, e.path, R.svc.scratch, 4096, h, &size) ||
-            size != e.size || memcmp(h, e.sha, 32) != 0) {
+        if (!(e.flags & MAN_F_SIZE) ||
+            man_check(usr(), &f, &e, R.svc.scratch, sizeof(R.svc.scratch)) != MAN_OK) {
             fprintf(stderr, "manifest entry %s does not match its file\n", e.path);
             ok = false;
         }
