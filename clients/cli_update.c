@@ -343,10 +343,11 @@ static int cmd_verify(cli_t *cli, int argc, char **argv)
         cli_json_num(cli->out, "unrepaired", r.unrepaired);
         cJSON_AddBoolToObject(cli->out, "clean", r.unrepaired == 0);
     } else if (problems + r.untracked == 0) {
-        printf("%s: %u files checked, all match the manifest\n", part, r.checked);
+        printf("%s: %u file%s checked, all match the manifest\n", part, r.checked,
+               r.checked == 1 ? "" : "s");
     } else {
-        printf("%s: %u files checked, %u problem%s (%u repaired), %u untracked\n", part,
-               r.checked, problems, problems == 1 ? "" : "s", r.repaired, r.untracked);
+        printf("%s: %u file%s checked, %u problem%s (%u repaired), %u untracked\n", part,
+               r.checked, r.checked == 1 ? "" : "s", problems, problems == 1 ? "" : "s", r.repaired, r.untracked);
     }
     return r.unrepaired ? CLI_FAILED : CLI_OK;
 }
