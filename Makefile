@@ -115,7 +115,10 @@ SAN_PROGRAMS := $(if $(wildcard service/cellard.c),$(BUILD)/san/cellard) \
 all: $(DEPS_STAMP) $(PROGRAMS) $(BUILD)/libcellar.a $(BUILD)/libcellar.so $(BUILD)/cellar.pc
 
 # ---- libcellar ----------------------------------------------------------------
-LIBCELLAR_OBJS := $(call objs,rel,$(LIB_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
+# libcellar shares the daemon's transport layer and codec (one URL parser,
+# TCP connector and framing for both ends).
+LIB_SHARED_SRCS := transport/tp.c transport/tp_tcp.c transport/tp_mem.c service/codec.c
+LIBCELLAR_OBJS := $(call objs,rel,$(LIB_SRCS) $(LIB_SHARED_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
 $(BUILD)/libcellar.a: $(LIBCELLAR_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcellar.so: $(LIBCELLAR_OBJS)

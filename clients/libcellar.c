@@ -1,25 +1,24 @@
 /*
- * libcellar.c - connection, transport, framing and one function per RPC
- * (see include/cellar.h). Whole-file helpers are in libcellar_xfer.c.
+ * libcellar.c - connection, framing and one function per RPC (see
+ * include/cellar.h). Whole-file helpers are in libcellar_xfer.c.
+ *
+ * The client shares the daemon's layers: URLs are parsed by tp_url_parse,
+ * TCP connections made by tp_tcp_connect (transport/tp.h), and frames
+ * encoded, length-checked and decoded by service/codec.h. What is the
+ * client's own is the blocking adapter below: cellar calls wait (with the
+ * handle's timeouts) where a tp_conn_t never does.
  */
 #include "libcellar_int.h"
 
 #include <errno.h>
 #include <stddef.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <pb_decode.h>
-#include <pb_encode.h>
+#include "codec.h"
+#include "tp.h"
 
 /* ---- buffer layout --------------------------------------------------------- */
 #define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
@@ -32,6 +31,8 @@
 
 _Static_assert(RX_OFF + 4 * (cellar_Response_size + 4) <= CELLAR_BUFFER_SIZE,
                "CELLAR_BUFFER_SIZE too small for the protocol's messages");
+_Static_assert(RX_SIZE >= CODEC_BUF_MIN && TX_SIZE <= CODEC_BUF_MIN,
+               "frames of the codec do not fit the connection buffer");
 _Static_assert(CELLAR_CHUNK <= sizeof(((cellar_WriteRequest *)0)->data.bytes),
                "CELLAR_CHUNK larger than WriteRequest.data");
 _Static_assert(CELLAR_LIST_PAGE == sizeof(((cellar_ListReply *)0)->entries) /
@@ -127,204 +128,120 @@ const char *cellar_errpath(const cellar_t *c)
     return c ? c->errpath : "";
 }
 
-/* ---- URLs -------------------------------------------------------------------- */
-static int parse_port(const char *s, uint16_t *port)
-{
-    if (!*s)
-        return -1;
-    unsigned long v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        v = v * 10 + (unsigned long)(*s - '0');
-        if (v > 65535)
-            return -1;
-    }
-    if (v == 0)
-        return -1;
-    *port = (uint16_t)v;
-    return 0;
-}
+/* ---- URLs ------------------------------------------------------------------
+ * The transport layer's parser (one syntax for the daemon and the clients,
+ * see tp.h); a device URL must also be connectable (not port 0). */
+_Static_assert(sizeof(((cellar_url_t *)0)->host) == sizeof(((tp_url_t *)0)->host) &&
+               sizeof(((cellar_url_t *)0)->device) == sizeof(((tp_url_t *)0)->path),
+               "cellar_url_t and tp_url_t differ");
 
-/* "HOST", "HOST:PORT", "[V6]", "[V6]:PORT" */
-static int parse_hostport(const char *s, cellar_url_t *u, uint16_t defport)
+static int parse_url(const char *url, tp_url_t *t, cellar_url_t *u)
 {
-    const char *host = s, *port = NULL;
-    size_t hlen;
-    if (*s == '[') {
-        const char *e = strchr(s, ']');
-        if (!e)
-            return CELLAR_ERR_INVAL;
-        host = s + 1;
-        hlen = (size_t)(e - host);
-        if (e[1] == ':')
-            port = e + 2;
-        else if (e[1] != 0)
-            return CELLAR_ERR_INVAL;
-    } else {
-        const char *colon = strchr(s, ':');
-        if (colon && strchr(colon + 1, ':')) {
-            hlen = strlen(s); /* bare IPv6 address, no port */
-        } else if (colon) {
-            hlen = (size_t)(colon - s);
-            port = colon + 1;
-        } else {
-            hlen = strlen(s);
-        }
-    }
-    if (hlen == 0 || hlen >= sizeof(u->host))
+    memset(u, 0, sizeof(*u));
+    if (tp_url_parse(url, t, NULL, 0) < 0 || tp_url_connectable(t, NULL, 0) < 0)
         return CELLAR_ERR_INVAL;
-    memcpy(u->host, host, hlen);
-    u->host[hlen] = 0;
-    for (size_t i = 0; i < hlen; i++)
-        if (u->host[i] == '/' || u->host[i] == ' ' || u->host[i] == '?')
-            return CELLAR_ERR_INVAL;
-    u->port = defport;
-    if (port && parse_port(port, &u->port) < 0)
-        return CELLAR_ERR_INVAL;
+    u->kind = strcmp(t->scheme, "tls") == 0    ? CELLAR_URL_TLS
+              : strcmp(t->scheme, "uart") == 0 ? CELLAR_URL_UART
+                                               : CELLAR_URL_TCP;
+    memcpy(u->host, t->host, sizeof(u->host));
+    u->port = t->port;
+    memcpy(u->device, t->path, sizeof(u->device));
+    u->baud = t->baud;
     return 0;
 }
 
 int cellar_url_parse(const char *url, cellar_url_t *u)
 {
-    memset(u, 0, sizeof(*u));
-    if (!url || !*url)
-        return CELLAR_ERR_INVAL;
-    if (strncmp(url, "tcp://", 6) == 0) {
-        u->kind = CELLAR_URL_TCP;
-        return parse_hostport(url + 6, u, CELLAR_DEFAULT_PORT);
-    }
-    if (strncmp(url, "tls://", 6) == 0) {
-        u->kind = CELLAR_URL_TLS;
-        return parse_hostport(url + 6, u, CELLAR_DEFAULT_TLS_PORT);
-    }
-    if (strncmp(url, "uart:", 5) == 0) {
-        const char *p = url + 5;
-        if (strncmp(p, "//", 2) == 0)
-            p += 2;
-        u->kind = CELLAR_URL_UART;
-        u->baud = 115200;
-        const char *q = strchr(p, '?');
-        size_t dlen = q ? (size_t)(q - p) : strlen(p);
-        if (dlen == 0 || dlen >= sizeof(u->device) || p[0] != '/')
-            return CELLAR_ERR_INVAL;
-        memcpy(u->device, p, dlen);
-        u->device[dlen] = 0;
-        if (q) {
-            if (strncmp(q + 1, "baud=", 5) != 0)
-                return CELLAR_ERR_INVAL;
-            char *end;
-            errno = 0;
-            unsigned long b = strtoul(q + 6, &end, 10);
-            if (errno || *end || b == 0 || b > 100000000ul || q[6] == 0)
-                return CELLAR_ERR_INVAL;
-            u->baud = (uint32_t)b;
-        }
-        return 0;
-    }
-    if (strstr(url, "://"))
-        return CELLAR_ERR_INVAL; /* unknown scheme */
-    u->kind = CELLAR_URL_TCP;      /* HOST:PORT */
-    return parse_hostport(url, u, CELLAR_DEFAULT_PORT);
+    tp_url_t t;
+    return parse_url(url, &t, u);
 }
 
-/* ---- the built-in TCP transport ------------------------------------------------- */
-static int wait_fd(int fd, short events, uint32_t timeout_ms)
+/* ---- the blocking adapter over a transport connection ----------------------------
+ * A cellar_transport_t whose ctx is a non-blocking tp_conn_t: each call
+ * waits, at most timeout_ms, for the events the connection's last call
+ * asked for (tp_events: a TLS send may wait for readability), running the
+ * connection's timers (deadline_ms) meanwhile. */
+static int tpa_wait(tp_conn_t *t, unsigned ev, uint32_t timeout_ms)
 {
-    struct pollfd p = {.fd = fd, .events = events};
+    uint64_t end = tp_now_ms() + timeout_ms;
     for (;;) {
-        int n = poll(&p, 1, (int)timeout_ms);
-        if (n > 0)
+        uint64_t now = tp_now_ms();
+        if (t->deadline_ms && now >= t->deadline_ms) {
+            int err = tp_on_timer(t, now);
+            if (err < 0)
+                return err;
+            continue;
+        }
+        if (t->fd < 0 && (tp_ready(t) & ev))
             return 0;
-        if (n == 0)
-            return CELLAR_ERR_TIMEDOUT;
-        if (errno != EINTR)
+        uint64_t left = now < end ? end - now : 0, wait = left;
+        if (t->deadline_ms && t->deadline_ms - now < wait)
+            wait = t->deadline_ms - now;
+        if (t->fd < 0 && wait > 1)
+            wait = 1; /* no descriptor: look at tp_ready again soon */
+        struct pollfd p = {
+            .fd = t->fd,
+            .events = (short)((ev & TP_EV_READ ? POLLIN : 0) |
+                              (ev & TP_EV_WRITE ? POLLOUT : 0)),
+        };
+        int n = poll(&p, 1, (int)wait);
+        if (n > 0 && t->fd >= 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
             return -errno;
+        if (n == 0 && wait == left)
+            return t->fd < 0 && (tp_ready(t) & ev) ? 0 : CELLAR_ERR_TIMEDOUT;
     }
 }
 
-static int tcp_send(void *ctx, const void *buf, size_t len, uint32_t timeout_ms)
+static int tpa_send(void *ctx, const void *buf, size_t len, uint32_t timeout_ms)
 {
-    int fd = *(int *)ctx;
+    tp_conn_t *t = ctx;
     for (;;) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        int n = tp_send(t, buf, len);
         if (n > 0)
-            return (int)n;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int err = wait_fd(fd, POLLOUT, timeout_ms);
-            if (err < 0)
-                return err;
-            continue;
-        }
-        return n < 0 ? -errno : CELLAR_ERR_PIPE;
+            return n;
+        if (n != TP_WANT_READ && n != TP_WANT_WRITE)
+            return n < 0 ? n : CELLAR_ERR_PIPE;
+        int err = tpa_wait(t, tp_events(t, 0, 1), timeout_ms);
+        if (err < 0)
+            return err;
     }
 }
 
-static int tcp_recv(void *ctx, void *buf, size_t len, uint32_t timeout_ms)
+static int tpa_recv(void *ctx, void *buf, size_t len, uint32_t timeout_ms)
 {
-    int fd = *(int *)ctx;
+    tp_conn_t *t = ctx;
     for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0)
-            return (int)n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int err = wait_fd(fd, POLLIN, timeout_ms);
-            if (err < 0)
-                return err;
-            continue;
-        }
-        return -errno;
+        int n = tp_recv(t, buf, len);
+        if (n != TP_WANT_READ && n != TP_WANT_WRITE)
+            return n;
+        int err = tpa_wait(t, tp_events(t, 1, 0), timeout_ms);
+        if (err < 0)
+            return err;
     }
 }
 
-static void tcp_close(void *ctx)
+static void tpa_close(void *ctx)
 {
-    int *fd = ctx;
-    if (*fd >= 0)
-        close(*fd);
-    *fd = -1;
+    tp_close(ctx);
 }
 
-static const cellar_transport_t tcp_transport = {
-    .name = "tcp", .send = tcp_send, .recv = tcp_recv, .close = tcp_close,
+static const cellar_transport_t tp_adapter = {
+    .name = "tp", .send = tpa_send, .recv = tpa_recv, .close = tpa_close,
 };
 
-static int tcp_connect_one(const struct addrinfo *ai, uint32_t timeout_ms)
+/* Run a connection's handshake to its end (plain TCP: at once). */
+static int tpa_handshake(tp_conn_t *t, uint32_t timeout_ms)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
-    if (fd < 0)
-        return -errno;
-    int err = 0;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS) {
-            err = -errno;
-            goto fail;
-        }
-        err = wait_fd(fd, POLLOUT, timeout_ms);
+    for (;;) {
+        int rc = tp_handshake(t);
+        if (rc != TP_WANT_READ && rc != TP_WANT_WRITE)
+            return rc;
+        int err = tpa_wait(t, tp_handshake_events(t), timeout_ms);
         if (err < 0)
-            goto fail;
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
-            err = -errno;
-            goto fail;
-        }
-        if (soerr) {
-            err = -soerr;
-            goto fail;
-        }
+            return err;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-fail:
-    close(fd);
-    return err;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------- */
@@ -465,7 +382,8 @@ int cellar_connect(cellar_t *c, const char *url)
     cellar_close(c);
     c->errmsg[0] = c->errpath[0] = 0;
     cellar_url_t u;
-    if (cellar_url_parse(url, &u) < 0)
+    tp_url_t t;
+    if (parse_url(url, &t, &u) < 0)
         return cellar__fail(c, CELLAR_ERR_INVAL,
                             "%s: invalid device URL (expected tcp://HOST:PORT, "
                             "tls://HOST:PORT or uart:/dev/ttyX?baud=N)",
@@ -477,32 +395,21 @@ int cellar_connect(cellar_t *c, const char *url)
         return cellar__fail(c, CELLAR_ERR_NOTSUP,
                             "%s: the UART transport is not supported yet", url);
 
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)u.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int gai = getaddrinfo(u.host, port, &hints, &res);
-    if (gai == EAI_ADDRFAMILY || gai == EAI_NONAME || gai == EAI_FAIL ||
-        gai == EAI_NODATA) {
-        /* AI_ADDRCONFIG hides ::1 on hosts without global IPv6: retry. */
-        hints.ai_flags = AI_NUMERICSERV;
-        gai = getaddrinfo(u.host, port, &hints, &res);
+    tp_conn_t *conn = NULL;
+    char why[300];
+    uint32_t tmo = c->cfg.connect_timeout_ms;
+    int err = tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
+                             sizeof(why));
+    if (err < 0)
+        return cellar__fail(c, err, "%s: %s", url, why);
+    err = tpa_handshake(conn, tmo);
+    if (err < 0) {
+        tp_close(conn);
+        return cellar__fail(c, err, "%s: handshake: %s", url,
+                            cellar_strerror(err));
     }
-    if (gai != 0)
-        return cellar__fail(c, CELLAR_ERR_HOSTUNREACH, "%s: %s", u.host,
-                            gai_strerror(gai));
-    int fd = CELLAR_ERR_HOSTUNREACH;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = tcp_connect_one(ai, c->cfg.connect_timeout_ms);
-        if (fd >= 0)
-            break;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return cellar__fail(c, fd, "%s: %s", url, cellar_strerror(fd));
-    c->fd = fd;
-    int err = attach(c, &tcp_transport, &c->fd);
+    c->fd = conn->fd;
+    err = attach(c, &tp_adapter, conn);
     if (err < 0) {
         char msg[sizeof(c->errmsg)];
         snprintf(msg, sizeof(msg), "%s", c->errmsg);
@@ -563,16 +470,11 @@ int64_t cellar__send(cellar_t *c)
     if (c->next_id == 0)
         c->next_id = 1;
     uint8_t *tx = c->buf + TX_OFF;
-    pb_ostream_t os = pb_ostream_from_buffer(tx + 4, TX_SIZE - 4);
-    if (!pb_encode(&os, cellar_Request_fields, req))
-        return cellar__fail(c, CELLAR_ERR_MSGSIZE, "encoding request: %s",
-                            PB_GET_ERROR(&os));
-    uint32_t n = (uint32_t)os.bytes_written;
-    tx[0] = (uint8_t)n;
-    tx[1] = (uint8_t)(n >> 8);
-    tx[2] = (uint8_t)(n >> 16);
-    tx[3] = (uint8_t)(n >> 24);
-    size_t off = 0, len = 4 + (size_t)n;
+    int n = codec_encode_request(req, tx, TX_SIZE);
+    if (n < 0)
+        return cellar__fail(c, CELLAR_ERR_MSGSIZE,
+                            "encoding request: does not fit a frame");
+    size_t off = 0, len = (size_t)n;
     while (off < len) {
         int w = c->tp->send(c->tp_ctx, tx + off, len - off, c->cfg.timeout_ms);
         if (w <= 0)
@@ -610,10 +512,10 @@ static uint32_t next_frame_bytes(const cellar_t *c)
 {
     if (c->rx_end - c->rx_start < 4)
         return 4;
-    const uint8_t *p = c->buf + RX_OFF + c->rx_start;
-    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                 (uint32_t)p[3] << 24;
-    return n > RX_SIZE - 4 ? 4 : 4 + n;
+    uint32_t n;
+    if (codec_frame_len(c->buf + RX_OFF + c->rx_start, &n) < 0)
+        return 4; /* cellar__recv reports it */
+    return 4 + n;
 }
 
 int cellar__reply_ready(cellar_t *c)
@@ -651,9 +553,8 @@ int cellar__recv(cellar_t *c)
     if (err < 0)
         return err;
     const uint8_t *p = c->buf + RX_OFF + c->rx_start;
-    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                 (uint32_t)p[3] << 24;
-    if (n == 0 || n > RX_SIZE - 4) {
+    uint32_t n;
+    if (codec_frame_len(p, &n) < 0) {
         c->broken = true;
         return cellar__fail(c, CELLAR_ERR_PROTO,
                             "bad frame length %u from the device", (unsigned)n);
@@ -663,15 +564,15 @@ int cellar__recv(cellar_t *c)
         return err;
     p = c->buf + RX_OFF + c->rx_start + 4;
     cellar_Response *resp = cellar__resp(c);
-    pb_istream_t is = pb_istream_from_buffer(p, n);
-    bool ok = pb_decode(&is, cellar_Response_fields, resp);
+    const char *why = NULL;
+    int bad = codec_decode_response(resp, p, n, &why);
     c->rx_start += 4 + n;
     if (c->rx_start == c->rx_end)
         c->rx_start = c->rx_end = 0;
-    if (!ok) {
+    if (bad < 0) {
         c->broken = true;
         return cellar__fail(c, CELLAR_ERR_PROTO, "malformed reply: %s",
-                            PB_GET_ERROR(&is));
+                            why ? why : "does not decode");
     }
     return 0;
 }

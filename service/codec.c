@@ -21,6 +21,17 @@ uint32_t codec_get_len(const uint8_t *src)
            (uint32_t)src[2] << 16 | (uint32_t)src[3] << 24;
 }
 
+int codec_frame_len(const uint8_t *hdr, uint32_t *len)
+{
+    uint32_t n = codec_get_len(hdr);
+    *len = n;
+    if (n == 0)
+        return CODEC_ERR_PROTO;
+    if (n > CODEC_MAX_FRAME)
+        return CODEC_ERR_MSGSIZE;
+    return 0;
+}
+
 /* ---- parser ---------------------------------------------------------------- */
 
 int codec_parser_init(codec_parser_t *p, uint8_t *buf, uint32_t cap)
@@ -73,13 +84,10 @@ int codec_parser_next(codec_parser_t *p, const uint8_t **frame, uint32_t *len)
     if (p->frame == 0) {
         if (p->len < CODEC_HDR)
             return 0;
-        uint32_t n = codec_get_len(p->buf);
-        if (n == 0) {
-            p->err = CODEC_ERR_PROTO;
-            return p->err;
-        }
-        if (n > CODEC_MAX_FRAME) {
-            p->err = CODEC_ERR_MSGSIZE;
+        uint32_t n;
+        int err = codec_frame_len(p->buf, &n);
+        if (err < 0) {
+            p->err = err;
             return p->err;
         }
         p->frame = n;

@@ -99,6 +99,12 @@ static inline uint32_t codec_parser_buffered(const codec_parser_t *p)
 void codec_put_len(uint8_t *dst, uint32_t len);
 uint32_t codec_get_len(const uint8_t *src);
 
+/* Check a length prefix (4 bytes at hdr): 0 with *len = N, or
+ * CODEC_ERR_PROTO (N == 0) / CODEC_ERR_MSGSIZE (N > CODEC_MAX_FRAME) with
+ * *len = N. The one framing rule of both ends: the parser above and the
+ * client's receive path (libcellar) use it. */
+int codec_frame_len(const uint8_t *hdr, uint32_t *len);
+
 /* ---- nanopb helpers --------------------------------------------------------
  * Encoders write the whole frame (prefix + message) into out[0..cap) and
  * return its size in bytes, or CODEC_ERR_MSGSIZE when it does not fit or

@@ -640,6 +640,16 @@ static void resp_send(svc_t *s, svc_conn_t *c)
     c->out_end += (uint32_t)n;
 }
 
+int svc_reject_conn(svc_t *s, uint8_t *out, size_t cap)
+{
+    resp_reset(s, 0);
+    s->resp.has_error = true;
+    s->resp.error.code = cellar_Code_ENOMEM;
+    strcpy(s->resp.error.message,
+           "connect: too many connections to this device; try again later");
+    return codec_encode_response(&s->resp, out, cap);
+}
+
 /* ---- paths -------------------------------------------------------------------- */
 
 static int part_index(const svc_t *s, const char *name, size_t n)

@@ -275,6 +275,14 @@ int svc_process(svc_t *svc);
  * event loop then polls without sleeping.) */
 bool svc_pending(svc_t *svc);
 
+/* A connection the transport will not attach (over its connection limit)
+ * gets these bytes before it is closed: one error Response with id 0
+ * (ENOMEM, "connect: too many connections ..."), written to out[0..cap).
+ * Returns the frame's size, or a negative codec error when cap is too
+ * small (256 bytes is enough). Touches no connection; the transport never
+ * builds protocol messages itself. */
+int svc_reject_conn(svc_t *svc, uint8_t *out, size_t cap);
+
 /* ---- helpers ---------------------------------------------------------------- */
 
 /* The proto Code for a negative fs/flash/codec error (e.g. -2 ->

@@ -6,10 +6,10 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct loop_conn {
     tp_conn_t *tp;
+    bool open;            /* handshake done: attached to the service (sc) */
     bool dead;            /* transport error: close without flushing */
     const char *why;      /* reason for the log line */
     svc_conn_t sc;        /* big: keep last */
@@ -20,7 +20,7 @@ struct loop {
     uint32_t max_conns;
     tp_listener_t *lis[LOOP_MAX_LISTENERS];
     uint32_t nlis;
-    loop_conn_t **conns;
+    loop_conn_t **conns;  /* handshaking and open ones */
     uint32_t nconns;
     struct pollfd *pfd;   /* listeners, then connections */
     uint64_t accept_pause_until; /* after EMFILE & co: do not spin */
@@ -28,9 +28,51 @@ struct loop {
 
 uint64_t loop_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return tp_now_ms();
+}
+
+static short poll_events(unsigned ev)
+{
+    return (short)((ev & TP_EV_READ ? POLLIN : 0) |
+                   (ev & TP_EV_WRITE ? POLLOUT : 0));
+}
+
+/* poll's revents as TP_EV_* (a hang-up or an error wakes both directions:
+ * the next recv or send reports it). */
+static unsigned tp_events_of(short re)
+{
+    unsigned ev = 0;
+    if (re & (POLLIN | POLLHUP | POLLERR))
+        ev |= TP_EV_READ;
+    if (re & (POLLOUT | POLLHUP | POLLERR))
+        ev |= TP_EV_WRITE;
+    return ev;
+}
+
+/* One handshake step; on success the connection reaches the service. */
+static void handshake(loop_t *lp, loop_conn_t *lc)
+{
+    int rc = tp_handshake(lc->tp);
+    if (rc == 0) {
+        lc->open = true;
+        svc_conn_open(lp->svc, &lc->sc, lc->tp->peer);
+    } else if (rc != TP_WANT_READ && rc != TP_WANT_WRITE) {
+        lc->dead = true;
+        lc->why = "handshake failed";
+    }
+}
+
+/* The TP_EV_* events a connection waits for now. */
+static unsigned interest(loop_conn_t *lc)
+{
+    const uint8_t *p;
+    size_t len;
+    if (lc->dead)
+        return 0;
+    if (!lc->open)
+        return tp_handshake_events(lc->tp);
+    return tp_events(lc->tp, svc_conn_want_read(&lc->sc),
+                     svc_conn_output(&lc->sc, &p, &len) != 0);
 }
 
 int loop_new(loop_t **out, svc_t *svc, const loop_config_t *cfg)
@@ -73,10 +115,11 @@ int loop_add_conn(loop_t *lp, tp_conn_t *c)
     if (!lc)
         return -ENOMEM;
     lc->tp = c;
+    lc->open = false;
     lc->dead = false;
     lc->why = NULL;
-    svc_conn_open(lp->svc, &lc->sc, c->peer);
     lp->conns[lp->nconns++] = lc;
+    handshake(lp, lc); /* plain TCP: open at once */
     return 0;
 }
 
@@ -85,17 +128,12 @@ uint32_t loop_conns(const loop_t *lp)
     return lp->nconns;
 }
 
-/* Over the connection limit: one error Response, best effort, and close. */
-static void refuse(tp_conn_t *c)
+/* Over the connection limit: the service's refusal, best effort, and
+ * close. */
+static void refuse(loop_t *lp, tp_conn_t *c)
 {
-    static cellar_Response r; /* zero-initialised; only filled here */
     uint8_t buf[256];
-    memset(&r, 0, sizeof(r));
-    r.has_error = true;
-    r.error.code = cellar_Code_ENOMEM;
-    strcpy(r.error.message,
-           "connect: too many connections to this device; try again later");
-    int n = codec_encode_response(&r, buf, sizeof(buf));
+    int n = svc_reject_conn(lp->svc, buf, sizeof(buf));
     if (n > 0)
         (void)tp_send(c, buf, (size_t)n);
     tp_close(c);
@@ -115,7 +153,7 @@ static void do_accept(loop_t *lp, tp_listener_t *l)
             return;
         }
         if (lp->nconns >= lp->max_conns || loop_add_conn(lp, c) != 0)
-            refuse(c);
+            refuse(lp, c);
     }
 }
 
@@ -169,7 +207,8 @@ static void do_write(loop_conn_t *lc)
 static void conn_close(loop_t *lp, uint32_t i, const char *why)
 {
     loop_conn_t *lc = lp->conns[i];
-    svc_conn_close(lp->svc, &lc->sc, why);
+    if (lc->open)
+        svc_conn_close(lp->svc, &lc->sc, why);
     tp_close(lc->tp);
     free(lc);
     lp->conns[i] = lp->conns[--lp->nconns];
@@ -181,10 +220,12 @@ int loop_turn(loop_t *lp, int max_wait_ms)
     svc_t *svc = lp->svc;
     uint32_t np = 0, i;
     bool busy;
+    int wait = max_wait_ms;
+    uint64_t now = tp_now_ms();
 
-    svc_tick(svc, loop_now_ms());
+    svc_tick(svc, now);
 
-    bool accepting = loop_now_ms() >= lp->accept_pause_until;
+    bool accepting = now >= lp->accept_pause_until;
     for (i = 0; i < lp->nlis; i++) {
         lp->pfd[np].fd = lp->lis[i]->fd;
         /* Always accept: over the limit a peer gets a clear ENOMEM error
@@ -196,34 +237,52 @@ int loop_turn(loop_t *lp, int max_wait_ms)
     busy = svc_pending(svc);
     for (i = 0; i < lp->nconns; i++) {
         loop_conn_t *lc = lp->conns[i];
-        const uint8_t *p;
-        size_t len;
-        short ev = 0;
-        if (svc_conn_want_read(&lc->sc))
-            ev |= POLLIN;
-        if (svc_conn_output(&lc->sc, &p, &len))
-            ev |= POLLOUT;
-        if (tp_pending(lc->tp) || svc_conn_done(&lc->sc) || lc->dead)
+        tp_conn_t *t = lc->tp;
+        unsigned want = interest(lc);
+        if (tp_pending(t) || lc->dead || (lc->open && svc_conn_done(&lc->sc)))
             busy = true;
-        lp->pfd[np].fd = lc->tp->fd;
-        lp->pfd[np].events = ev;
+        if (t->fd < 0 && (tp_ready(t) & want))
+            busy = true; /* no descriptor: the transport said it can go */
+        if (t->deadline_ms) {
+            if (t->deadline_ms <= now)
+                busy = true;
+            else if (wait < 0 || t->deadline_ms - now < (uint64_t)wait)
+                wait = (int)(t->deadline_ms - now);
+        }
+        lp->pfd[np].fd = t->fd; /* poll skips -1 */
+        lp->pfd[np].events = poll_events(want);
         lp->pfd[np].revents = 0;
         np++;
     }
 
-    int rc = poll(lp->pfd, np, busy ? 0 : max_wait_ms);
+    int rc = poll(lp->pfd, np, busy ? 0 : wait);
     if (rc < 0 && errno != EINTR)
         return -errno;
     if (rc < 0)
         rc = 0;
-    svc_tick(svc, loop_now_ms());
+    now = tp_now_ms();
+    svc_tick(svc, now);
 
     /* Connections first (the array may grow with accepts below). */
     uint32_t nc = lp->nconns;
     for (i = 0; i < nc; i++) {
         loop_conn_t *lc = lp->conns[i];
-        short re = lp->pfd[lp->nlis + i].revents;
-        if ((re & (POLLIN | POLLHUP | POLLERR)) || tp_pending(lc->tp))
+        tp_conn_t *t = lc->tp;
+        unsigned re = t->fd >= 0 ? tp_events_of(lp->pfd[lp->nlis + i].revents)
+                                 : tp_ready(t);
+        if (!lc->dead && t->deadline_ms && now >= t->deadline_ms &&
+            tp_on_timer(t, now) < 0) {
+            lc->dead = true;
+            lc->why = "transport timer failed";
+        }
+        if (lc->dead)
+            continue;
+        if (!lc->open) {
+            if (re & tp_handshake_events(t))
+                handshake(lp, lc);
+            continue;
+        }
+        if ((re & tp_events(t, 1, 0)) || tp_pending(t))
             do_read(lc);
     }
     for (i = 0; i < lp->nlis; i++)
@@ -233,11 +292,12 @@ int loop_turn(loop_t *lp, int max_wait_ms)
     (void)svc_process(svc);
 
     for (i = 0; i < lp->nconns; i++)
-        do_write(lp->conns[i]);
+        if (lp->conns[i]->open)
+            do_write(lp->conns[i]);
 
     for (i = lp->nconns; i-- > 0;) {
         loop_conn_t *lc = lp->conns[i];
-        if (lc->dead || svc_conn_done(&lc->sc))
+        if (lc->dead || (lc->open && svc_conn_done(&lc->sc)))
             conn_close(lp, i, lc->dead ? lc->why
                               : lc->sc.close_reason ? NULL : lc->why);
     }
@@ -268,7 +328,8 @@ void loop_free(loop_t *lp)
     loop_close_listeners(lp);
     while (lp->nconns) {
         /* Best effort: send what is already queued (non-blocking). */
-        do_write(lp->conns[lp->nconns - 1]);
+        if (lp->conns[lp->nconns - 1]->open)
+            do_write(lp->conns[lp->nconns - 1]);
         conn_close(lp, lp->nconns - 1, "service stopping");
     }
     free(lp->conns);

@@ -9,12 +9,21 @@
  *   loop_free(lp);                      // close listeners, then connections
  *
  * Each turn: tick the service, poll (without sleeping when requests are
- * buffered), accept, read into each connection's input buffer while the
- * service wants input (backpressure), serve at most one request per
- * connection (svc_process), write out what each connection has queued,
- * close connections that are done. Memory: one svc_conn_t per connection
- * (about 50 KiB), at most max_conns of them; connections over the limit get
- * one ENOMEM error Response (id 0) and are closed.
+ * buffered, a descriptor-less transport says it is ready, or a transport
+ * deadline is due; otherwise at most until the nearest deadline), run due
+ * transport timers, step handshakes, accept, read into each open
+ * connection's input buffer while the service wants input (backpressure),
+ * serve at most one request per connection (svc_process), write out what
+ * each connection has queued, close connections that are done.
+ *
+ * The loop drives connections and never builds protocol messages: the
+ * events it polls for come from the transport (tp_events: a TLS read that
+ * must write polls for writability), a connection reaches the service
+ * (svc_conn_open) only when its handshake is done, and a connection over
+ * the limit gets the bytes of svc_reject_conn. Memory: one svc_conn_t per
+ * connection (about 50 KiB), at most max_conns of them (handshaking ones
+ * included); connections over the limit get one ENOMEM error Response
+ * (id 0) and are closed.
  */
 #ifndef CELLAR_LOOP_H
 #define CELLAR_LOOP_H
@@ -42,9 +51,10 @@ int loop_new(loop_t **out, svc_t *svc, const loop_config_t *cfg);
  * ownership). */
 int loop_add_listener(loop_t *lp, tp_listener_t *l);
 
-/* Hand an already connected transport connection to the loop (e.g. a UART
- * or a test socket pair). Returns 0, or -ENOSPC / -ENOMEM (the caller keeps
- * ownership). */
+/* Hand an already connected transport connection to the loop (e.g. a UART,
+ * an in-memory pair's end or a test socket). Its first handshake step runs
+ * now (plain TCP and tp_mem are open at once). Returns 0, or -ENOSPC /
+ * -ENOMEM (the caller keeps ownership). */
 int loop_add_conn(loop_t *lp, tp_conn_t *c);
 
 /* Run until *stop becomes non-zero (set it from a signal handler; the poll
@@ -66,7 +76,7 @@ void loop_close_listeners(loop_t *lp);
  * NULL-safe. */
 void loop_free(loop_t *lp);
 
-/* Monotonic clock in milliseconds (the time svc_tick gets). */
+/* Monotonic clock in milliseconds (the time svc_tick gets; tp_now_ms). */
 uint64_t loop_now_ms(void);
 
 #endif /* CELLAR_LOOP_H */

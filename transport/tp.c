@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int url_err(char *err, size_t errlen, const char *url, const char *why)
 {
@@ -41,7 +42,7 @@ int tp_url_parse(const char *url, tp_url_t *out, char *err, size_t errlen)
             p += 2;
         const char *q = strchr(p, '?');
         size_t n = q ? (size_t)(q - p) : strlen(p);
-        if (n == 0 || n >= sizeof(out->path))
+        if (n == 0 || n >= sizeof(out->path) || p[0] != '/')
             return url_err(err, errlen, url, "expected uart:/dev/ttyX");
         strcpy(out->scheme, "uart");
         memcpy(out->path, p, n);
@@ -69,6 +70,10 @@ int tp_url_parse(const char *url, tp_url_t *out, char *err, size_t errlen)
         strcpy(out->scheme, "tls");
         out->port = TP_TLS_DEFAULT_PORT;
         rest = url + 6;
+    } else if (!strstr(url, "://")) {
+        strcpy(out->scheme, "tcp"); /* HOST[:PORT] */
+        out->port = TP_TCP_DEFAULT_PORT;
+        rest = url;
     } else {
         return url_err(err, errlen, url,
                        "expected tcp://HOST:PORT, tls://HOST:PORT or "
@@ -120,6 +125,24 @@ int tp_url_parse(const char *url, tp_url_t *out, char *err, size_t errlen)
             return url_err(err, errlen, url, "bad port (0..65535)");
     }
     return 0;
+}
+
+int tp_url_connectable(const tp_url_t *url, char *err, size_t errlen)
+{
+    if (strcmp(url->scheme, "uart") != 0 && url->port == 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "port 0 is for listening; give the "
+                                  "device's port");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+uint64_t tp_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 char *tp_format_hostport(const char *host, uint16_t port, char *out,

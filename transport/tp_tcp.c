@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- connections --------------------------------------------------------- */
@@ -93,6 +92,7 @@ static tp_conn_t *conn_new(int fd, const struct sockaddr *peer)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->type = &tcp_conn_type;
     c->fd = fd;
+    strcpy(c->identity, TP_ANONYMOUS); /* no handshake: open at once */
     addr_string(peer, host, sizeof(host), &port);
     snprintf(c->peer, sizeof(c->peer), "tcp %s",
              tp_format_hostport(host, port, hp, sizeof(hp)));
@@ -228,13 +228,6 @@ int tp_tcp_listen(const tp_url_t *url, tp_listener_t **out, char *err,
     return 0;
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int tp_tcp_connect(const tp_url_t *url, int timeout_ms, tp_conn_t **out,
                    char *err, size_t errlen)
 {
@@ -246,11 +239,13 @@ int tp_tcp_connect(const tp_url_t *url, int timeout_ms, tp_conn_t **out,
             snprintf(err, errlen, "not a tcp:// URL");
         return -EINVAL;
     }
+    if ((rc = tp_url_connectable(url, err, errlen)))
+        return rc;
     if (timeout_ms <= 0)
         timeout_ms = 10000;
     if ((rc = resolve(url, false, &res, err, errlen)))
         return rc;
-    long long deadline = mono_ms() + timeout_ms;
+    uint64_t deadline = tp_now_ms() + (uint64_t)timeout_ms;
     rc = -ECONNREFUSED;
     struct addrinfo *ai;
     for (ai = res; ai; ai = ai->ai_next) {
@@ -265,8 +260,11 @@ int tp_tcp_connect(const tp_url_t *url, int timeout_ms, tp_conn_t **out,
             break;
         if (errno == EINPROGRESS) {
             struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-            int left = (int)(deadline - mono_ms());
-            int pr = left > 0 ? poll(&pfd, 1, left) : 0;
+            int pr;
+            do {
+                int left = (int)((int64_t)(deadline - tp_now_ms()));
+                pr = left > 0 ? poll(&pfd, 1, left) : 0;
+            } while (pr < 0 && errno == EINTR);
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
             if (pr == 1 &&
