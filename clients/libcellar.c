@@ -52,39 +52,21 @@ cellar_Response *cellar__resp(cellar_t *c)
     return (cellar_Response *)(void *)(c->buf + RESP_OFF);
 }
 
-/* ---- errors ------------------------------------------------------------------ */
+/* ---- errors ------------------------------------------------------------------
+ * The protocol's codes come from the codec's one list (CODEC_CODES); the
+ * client's own codes (transport and connection failures) follow. */
 static const struct {
     int code;
     const char *name;
     const char *text;
 } err_table[] = {
-    {0, "OK", "success"},
-    {1, "EPERM", "operation not permitted"},
-    {2, "ENOENT", "no such file or directory"},
-    {5, "EIO", "input/output error"},
-    {9, "EBADF", "bad file handle"},
-    {12, "ENOMEM", "out of memory or device table full"},
-    {13, "EACCES", "permission denied"},
-    {16, "EBUSY", "device or resource busy"},
-    {17, "EEXIST", "file exists"},
-    {20, "ENOTDIR", "not a directory"},
-    {21, "EISDIR", "is a directory"},
-    {22, "EINVAL", "invalid argument"},
-    {27, "EFBIG", "file too large"},
-    {28, "ENOSPC", "no space left on device"},
-    {30, "EROFS", "read-only file system"},
+#define ERR_ROW(num, name, text) {num, #name, text},
+    CODEC_CODES(ERR_ROW)
+#undef ERR_ROW
     {32, "EPIPE", "connection closed"},
-    {36, "ENAMETOOLONG", "file name too long"},
-    {39, "ENOTEMPTY", "directory not empty"},
-    {71, "EPROTO", "protocol error"},
-    {74, "EBADMSG", "SHA-256 mismatch: data corrupted in transfer"},
     {77, "ENOTMOUNTED", "no filesystem on the partition"},
-    {84, "EILSEQ", "data on flash is corrupt"},
-    {90, "EMSGSIZE", "message too long"},
-    {95, "ENOTSUP", "not supported"},
     {104, "ECONNRESET", "connection reset by the device"},
     {107, "ENOTCONN", "not connected"},
-    {110, "ETIMEDOUT", "timed out"},
     {111, "ECONNREFUSED", "connection refused"},
     {113, "EHOSTUNREACH", "host unreachable"},
     {-1, "EHOSTUNKNOWN", "unknown host"},

@@ -7,6 +7,26 @@
 #include <pb_decode.h>
 #include <pb_encode.h>
 
+/* The list matches the generated enum: every number (the asserts) and
+ * every member (-Wswitch: a switch on the enum without a default warns
+ * about a member it does not handle, and warnings are errors). */
+#define CODEC_CHECK_CODE(num, name, text)                                   \
+    _Static_assert(cellar_Code_##name == num, "CODEC_CODES: " #name);
+CODEC_CODES(CODEC_CHECK_CODE)
+#undef CODEC_CHECK_CODE
+
+const char *codec_code_name(int code)
+{
+    if (code < _cellar_Code_MIN || code > _cellar_Code_MAX)
+        return NULL;
+    switch ((cellar_Code)code) {
+#define CODEC_NAME_CASE(num, name, text) case cellar_Code_##name: return #name;
+        CODEC_CODES(CODEC_NAME_CASE)
+#undef CODEC_NAME_CASE
+    }
+    return NULL;
+}
+
 void codec_put_len(uint8_t *dst, uint32_t len)
 {
     dst[0] = (uint8_t)len;

@@ -58,6 +58,40 @@ typedef enum {
     CODEC_ERR_MSGSIZE = -90, /* length above CODEC_MAX_FRAME, or no room */
 } codec_err_t;
 
+/* ---- the protocol's error codes: one list ---------------------------------
+ * The members of the proto Code enum with their number, symbolic name and
+ * text, as X(number, NAME, "text"). Every table of error names derives from
+ * this list (codec_code_name; libcellar's cellar_errname / cellar_strerror,
+ * which add the client's own codes after it); the _Static_asserts in
+ * codec.c keep it equal to the generated enum. */
+#define CODEC_CODES(X)                                                      \
+    X(0, OK, "success")                                                     \
+    X(1, EPERM, "operation not permitted")                                  \
+    X(2, ENOENT, "no such file or directory")                               \
+    X(5, EIO, "input/output error")                                         \
+    X(9, EBADF, "bad file handle")                                          \
+    X(12, ENOMEM, "out of memory or device table full")                     \
+    X(13, EACCES, "permission denied")                                      \
+    X(16, EBUSY, "device or resource busy")                                 \
+    X(17, EEXIST, "file exists")                                            \
+    X(20, ENOTDIR, "not a directory")                                       \
+    X(21, EISDIR, "is a directory")                                         \
+    X(22, EINVAL, "invalid argument")                                       \
+    X(27, EFBIG, "file too large")                                          \
+    X(28, ENOSPC, "no space left on device")                                \
+    X(30, EROFS, "read-only file system")                                   \
+    X(36, ENAMETOOLONG, "file name too long")                               \
+    X(39, ENOTEMPTY, "directory not empty")                                 \
+    X(71, EPROTO, "protocol error")                                         \
+    X(74, EBADMSG, "SHA-256 mismatch: data corrupted in transfer")          \
+    X(84, EILSEQ, "data on flash is corrupt")                               \
+    X(90, EMSGSIZE, "message too long")                                     \
+    X(95, ENOTSUP, "not supported")                                         \
+    X(110, ETIMEDOUT, "timed out")
+
+/* "ENOENT" for a proto Code number, or NULL when it is not one. */
+const char *codec_code_name(int code);
+
 /* ---- incremental frame parser --------------------------------------------- */
 typedef struct codec_parser {
     uint8_t *buf;      /* caller's buffer */
