@@ -126,12 +126,17 @@ typedef struct cellar_url {
 
 /* Parse a device URL. Returns 0 or CELLAR_ERR_INVAL. Accepted:
  * "tcp://HOST", "tcp://HOST:PORT", "tcp://[IPV6]:PORT", "HOST:PORT",
- * "tls://HOST[:PORT]", "uart:/dev/ttyX?baud=N" (also "uart:///dev/ttyX"). */
+ * "tls://HOST[:PORT]", "uart:/dev/ttyX?baud=N" (also "uart:///dev/ttyX").
+ * The daemon's parser (the same syntax for --listen): IPv6 addresses only
+ * in brackets, a trailing "/" is ignored, the UART device is an absolute
+ * path; port 0 is refused here (it means "any port" to a listener). */
 int cellar_url_parse(const char *url, cellar_url_t *out);
 
 /* ---- transports -------------------------------------------------------------- */
 /* A byte stream in the mbedTLS BIO shape, so TLS and UART framing stack on
- * any transport. send/recv return a byte count (> 0), 0 on orderly close
+ * any transport. cellar_connect() uses the daemon's own transport layer
+ * (transport/tp.h) through a blocking adapter of this shape; a caller may
+ * hand in its own with cellar_connect_transport(). send/recv return a byte count (> 0), 0 on orderly close
  * (recv only), or a negative cellar_err_t. They block for at most
  * timeout_ms milliseconds and return CELLAR_ERR_TIMEDOUT after it;
  * timeout_ms 0 means "do not block" (recv is polled that way while a
