@@ -164,6 +164,8 @@ static void test_loop(const char *url_s)
     CHECK(cl != NULL && strncmp(cl->peer, "tcp ", 4) == 0);
     if (!cl)
         goto out;
+    CHECK(strcmp(cl->identity, "anonymous") == 0 && cl->inner == NULL);
+    CHECK_EQ(tp_handshake(cl), 0); /* plain TCP: open at once */
 
     /* a ping, split in two sends with loop turns in between */
     memset(&rq, 0, sizeof(rq));
