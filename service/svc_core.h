@@ -197,6 +197,8 @@ struct svc {
     const char *op;       /* name of the request being served */
     char logline[256];
     uint8_t scratch[4096];
+    /* ---- update bundles: the index of the staged bundle's paths */
+    txn_index_t txix;
 };
 
 /* ---- lifecycle ------------------------------------------------------------- */

@@ -911,10 +911,54 @@ static int no_update(svc_t *s)
                     "UpdateBegin first)");
 }
 
+/* The update transaction, with the index of its paths attached (attach
+ * binds s->tx afresh at every mount: the index is then rebuilt from the
+ * plan as needed). */
+static txn_t *tx_indexed(svc_t *s)
+{
+    if (s->tx.ix != &s->txix) {
+        memset(&s->txix, 0, sizeof(s->txix));
+        s->tx.ix = &s->txix;
+    }
+    return &s->tx;
+}
+
+/* "entries 0 and 1 conflict (why; tail): "/usr/a", "/usr/a/b"" */
+static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
+                    const char *tail)
+{
+    man_entry_t *e = &s->me2;
+    char show[SVC_MAX_PATH + 8];
+    sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+    svc_sb_str(&m, ": entries ");
+    svc_sb_u64(&m, a);
+    svc_sb_str(&m, " and ");
+    svc_sb_u64(&m, b);
+    svc_sb_str(&m, " conflict (");
+    svc_sb_str(&m, why == TXN_CONFLICT_TWICE ? "the same path twice"
+                   : why == TXN_CONFLICT_UNDER_FILE
+                       ? "a path below a file of the bundle"
+                       : "a file below a directory the bundle removes");
+    svc_sb_str(&m, tail);
+    svc_sb_str(&m, "):");
+    for (int k = 0; k < 2; k++) {
+        uint32_t i = k ? b : a;
+        if (i == s->tx.declared) /* the entry being declared */
+            svc_copy_str(e->path, sizeof(e->path), s->me.path);
+        else if (txn_entry(&s->tx, i, e))
+            continue;
+        show_path(s, USR, e->path, show, sizeof(show));
+        svc_sb_str(&m, k ? ", " : " ");
+        svc_sb_qstr(&m, show);
+    }
+    return FS_ERR_INVAL;
+}
+
 /* The connection's transaction, checked against a bundle id (size 0 =
  * any). NULL with the error set. */
 static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
 {
+    (void)tx_indexed(s);
     if (!s->tx.active || s->tx_owner != c) {
         (void)no_update(s);
         return NULL;
@@ -945,7 +989,7 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateBeginRequest *r)
 {
     svc_part_t *p = &s->part[USR];
-    txn_t *t = &s->tx;
+    txn_t *t = tx_indexed(s);
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
     if (r->bundle.size != 32)
@@ -1120,6 +1164,18 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
                 s->tx_need += e->size - have;
             }
         }
+        if (idx == t->declared) { /* new: against every earlier entry */
+            uint32_t other;
+            int why;
+            int k = txn_check_entry(t, e, &other, &why);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL));
+            if (k == 1) {
+                memset(o, 0, sizeof(*o));
+                return refuse(s, conflict(s, other, idx, why,
+                                          "; the update is dropped"));
+            }
+        }
         err = txn_declare(t, idx, e);
         if (err == FS_ERR_INVAL) {
             sb_t b = svc_err_begin(s, FS_ERR_INVAL);
@@ -1232,6 +1288,13 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
     t->now = now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          path_busy, s);
+    if (err == FS_ERR_INVAL && t->ix && t->ix->cwhy) {
+        /* two entries conflict: nothing changed; the bundle cannot be
+         * committed as it is */
+        (void)conflict(s, t->ix->ca, t->ix->cb, t->ix->cwhy,
+                       "; abort and declare the bundle again");
+        return FS_ERR_INVAL;
+    }
     if (err) {
         man_entry_t *e = &s->me;
         bool have_e = bad < t->declared && txn_entry(t, bad, e) == 0;
@@ -1255,6 +1318,14 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
         }
         return have_e ? fail_in(s, err, USR, e->path, why)
                       : svc_fail_path(s, err, "/usr", why);
+    }
+    if (t->skipped && s->cfg.log) {
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "update: ");
+        svc_sb_u64(&b, t->skipped);
+        svc_sb_str(&b, " files could not be moved into place (verify "
+                       "reports them)");
+        svc_log_end(s);
     }
     cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
     o->written = st.written;

@@ -893,6 +893,7 @@ static void test_review_cases(void)
     CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
     mk_rm(&f[0], "/usr/rv/d"); /* not empty: stays, and so does keep.py */
     CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    CHECK_EQ(res.commit.removed, 0); /* nothing was removed */
     CHECK(manifest_has("/usr/rv/d/keep.py", 100));
     CHECK(manifest_matches());
 
@@ -910,11 +911,13 @@ static void test_review_cases(void)
     mk_rm(&f[0], "/usr/rv/d/keep.py/zz");
     CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
 
-    /* directory -> file: everything under it removed in the same bundle */
+    /* directory -> file: everything under it removed in the same bundle
+     * (the directory itself goes with it: no removal of its path, which
+     * would name the path twice) */
     mk_rm(&f[0], "/usr/rv/d/keep.py");
-    mk_rm(&f[1], "/usr/rv/d");
-    mk(&f[2], "/usr/rv/d", 50, 2);
-    CHECK_EQ(push(&R.a, f, 3, 0, false, &res), 0);
+    mk(&f[1], "/usr/rv/d", 50, 2);
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK_EQ(res.commit.removed, 1);
     CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/rv/d"), 0);
     CHECK_EQ(R.rs.body.stat.info.type, cellar_FileType_FILE);
     CHECK(manifest_has("/usr/rv/d", 50));
@@ -938,9 +941,8 @@ static void test_review_cases(void)
     mk(&f[0], "/usr/rv/d/other.py", 10, 4);
     CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
     mk_rm(&f[0], "/usr/rv/d/inner.py");
-    mk_rm(&f[1], "/usr/rv/d");
-    mk(&f[2], "/usr/rv/d", 50, 2);
-    CHECK_EQ(push(&R.a, f, 3, 0, false, &res), cellar_Code_EISDIR);
+    mk(&f[1], "/usr/rv/d", 50, 2);
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), cellar_Code_EISDIR);
     rig_req(&R, cellar_Request_update_abort_tag);
     CHECK_EQ(rig_call(&R, &R.a), 0);
     CHECK(manifest_matches());
@@ -951,6 +953,145 @@ static void test_review_cases(void)
     mk_rm(&f[4], "/usr/rv");
     CHECK_EQ(push(&R.a, f, 5, 0, false, &res), 0);
     CHECK_EQ(rig_path_op(&R, &R.a, cellar_Request_stat_tag, "/usr/rv"), cellar_Code_ENOENT);
+    CHECK(manifest_matches());
+    CHECK(fsck_both());
+}
+
+/* Conflicts among a bundle's own entries are refused, naming both, and
+ * nothing changes (issue 9, reproduction 2 and each kind of conflict). */
+static bool refused_cleanly(const bfile_t *f, uint32_t n, const char *a,
+                            const char *b)
+{
+    char before[32768], after[32768];
+    push_res_t res;
+    bool ok = true;
+    visible(before, sizeof(before));
+    int rc = push(&R.a, f, n, 0, false, &res);
+    if (rc != cellar_Code_EINVAL || !strstr(R.rs.error.message, "conflict") ||
+        !strstr(R.rs.error.message, a) || !strstr(R.rs.error.message, b)) {
+        printf("  bundle %s / %s: %d \"%s\"\n", a, b, rc, R.rs.error.message);
+        ok = false;
+    }
+    ok = ok && !R.svc.tx.active;
+    visible(after, sizeof(after));
+    ok = ok && strcmp(before, after) == 0 && manifest_matches() && fsck_both();
+    ok = ok && rig_restart(&R) == 0;
+    visible(after, sizeof(after));
+    return ok && strcmp(before, after) == 0 && manifest_matches();
+}
+
+static void test_conflicts(void)
+{
+    bfile_t f[20];
+    push_res_t res;
+    char before[32768], after[32768];
+
+    /* reproduction 2: a 4-byte file and an empty file below it */
+    visible(before, sizeof(before));
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 32;
+    R.rq.body.update_begin.entries = 2;
+    R.rq.body.update_begin.bytes = 4;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    rig_req(&R, cellar_Request_update_declare_tag);
+    cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
+    d->entries_count = 2;
+    strcpy(d->entries[0].path, "/usr/ff/x");
+    d->entries[0].size = 4;
+    d->entries[0].sha256.size = 32;
+    strcpy(d->entries[1].path, "/usr/ff/x/y");
+    d->entries[1].sha256.size = 32;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "entries 0 and 1 conflict") != NULL);
+    CHECK(strstr(R.rs.error.message, "\"/usr/ff/x\", \"/usr/ff/x/y\"") != NULL);
+    CHECK_EQ(R.rs.which_body, 0);
+    rig_req(&R, cellar_Request_update_write_tag);
+    R.rq.body.update_write.data.size = 4;
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    rig_req(&R, cellar_Request_update_commit_tag);
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+    CHECK(manifest_matches());
+    CHECK(fsck_both());
+    CHECK_EQ(rig_restart(&R), 0);
+    CHECK(!rig_log_has(&R, "cannot recover"));
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+
+    /* every kind, both orders */
+    mk(&f[0], "/usr/ff/x", 4, 1);
+    mk(&f[1], "/usr/ff/x/y", 0, 2);
+    CHECK(refused_cleanly(f, 2, "\"/usr/ff/x\"", "\"/usr/ff/x/y\""));
+    mk(&f[0], "/usr/ff/x/y", 0, 2);
+    mk(&f[1], "/usr/ff/x", 4, 1);
+    CHECK(refused_cleanly(f, 2, "\"/usr/ff/x\"", "\"/usr/ff/x/y\""));
+    mk(&f[0], "/usr/ff/a/b/c.py", 10, 2); /* deeper */
+    mk(&f[1], "/usr/ff/a", 4, 1);
+    CHECK(refused_cleanly(f, 2, "\"/usr/ff/a\"", "\"/usr/ff/a/b/c.py\""));
+    mk(&f[0], "/usr/ff/t.py", 10, 1); /* the same path twice */
+    mk(&f[1], "/usr/ff/t.py", 10, 1);
+    CHECK(refused_cleanly(f, 2, "entries 0 and 1", "\"/usr/ff/t.py\""));
+    mk(&f[1], "/usr/ff/t.py", 20, 3);
+    CHECK(refused_cleanly(f, 2, "same path twice", "\"/usr/ff/t.py\""));
+    mk_rm(&f[0], "/usr/app/m00.py");
+    mk_rm(&f[1], "/usr/app/m00.py");
+    CHECK(refused_cleanly(f, 2, "same path twice", "\"/usr/app/m00.py\""));
+    mk(&f[0], "/usr/app/m00.py", 10, 1); /* a file and its removal */
+    mk_rm(&f[1], "/usr/app/m00.py");
+    CHECK(refused_cleanly(f, 2, "same path twice", "\"/usr/app/m00.py\""));
+    mk_rm(&f[0], "/usr/app/m00.py");
+    mk(&f[1], "/usr/app/m00.py", 10, 1);
+    CHECK(refused_cleanly(f, 2, "same path twice", "\"/usr/app/m00.py\""));
+    mk_rm(&f[0], "/usr/app"); /* a removed directory written into */
+    mk(&f[1], "/usr/app/new.py", 10, 1);
+    CHECK(refused_cleanly(f, 2, "directory the bundle removes", "\"/usr/app\""));
+    mk(&f[0], "/usr/app/new.py", 10, 1);
+    mk_rm(&f[1], "/usr/app");
+    CHECK(refused_cleanly(f, 2, "\"/usr/app/new.py\"", "\"/usr/app\""));
+    /* across declare pages: entries 1 and 18 */
+    for (int i = 0; i < 20; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/usr/ff/p%02d.py", i);
+        mk(&f[i], p, 10 + (uint32_t)i, 50 + (uint32_t)i);
+    }
+    strcpy(f[18].path, "/usr/ff/p01.py/z");
+    CHECK(refused_cleanly(f, 20, "entries 1 and 18", "\"/usr/ff/p01.py/z\""));
+
+    /* a removal below a file, a removal of a file written into: allowed
+     * (a directory becomes a file, a file a directory) */
+    mk(&f[0], "/usr/ff/sw/in.py", 10, 1);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    mk(&f[0], "/usr/ff/sw", 10, 2);
+    mk_rm(&f[1], "/usr/ff/sw/in.py");
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK_EQ(res.commit.removed, 1);
+    mk_rm(&f[0], "/usr/ff/sw");
+    mk(&f[1], "/usr/ff/sw/in.py", 10, 1);
+    CHECK_EQ(push(&R.a, f, 2, 0, false, &res), 0);
+    CHECK(manifest_has("/usr/ff/sw/in.py", 10));
+    CHECK(manifest_matches());
+
+    /* found at Commit: the removed file became a directory since the
+     * declaration (the device changed under the staged bundle) */
+    mk(&f[0], "/usr/ff/cf", 10, 3);
+    CHECK_EQ(push(&R.a, f, 1, 0, false, &res), 0);
+    mk_rm(&f[0], "/usr/ff/cf");
+    mk(&f[1], "/usr/ff/cf/x.py", 10, 4);
+    CHECK_EQ(push(&R.a, f, 2, 0, true, &res), 0);
+    CHECK_EQ(rig_path_op(&R, &R.b, cellar_Request_remove_tag, "/usr/ff/cf"), 0);
+    CHECK_EQ(rig_path_op(&R, &R.b, cellar_Request_mkdir_tag, "/usr/ff/cf"), 0);
+    visible(before, sizeof(before));
+    rig_req(&R, cellar_Request_update_commit_tag);
+    CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "entries 0 and 1 conflict") != NULL);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+    rig_req(&R, cellar_Request_update_abort_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(rig_restart(&R), 0);
     CHECK(manifest_matches());
     CHECK(fsck_both());
 }
@@ -1110,8 +1251,7 @@ static void test_power_cuts(void)
         snprintf(p, sizeof(p), "/usr/app/lib/m%02d.py", i);
         mk_rm(&PB[PNB++], p);
     }
-    mk_rm(&PB[PNB++], "/usr/app/lib");
-    mk(&PB[PNB++], "/usr/app/lib", 5000, 4242);
+    mk(&PB[PNB++], "/usr/app/lib", 5000, 4242); /* replaces the emptied dir */
     sweep("dir to file", op_push_b, NULL, NULL, 0);
 
     /* manifest changes: a directory rename, a remove, a rewrite (each
@@ -1177,6 +1317,7 @@ int main(int argc, char **argv)
     test_backup_verify_repair();
     test_pages();
     test_review_cases();
+    test_conflicts();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 256, &base), 0);
     test_power_cuts();
