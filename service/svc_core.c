@@ -1617,7 +1617,51 @@ static const char *op_name(uint32_t tag)
     }
 }
 
-/* A string field the scan found bad: answer before decoding. */
+/* The name, error and wording of a request field the scan found too
+ * long or too many: every field names itself and its limit. */
+typedef struct field_rule {
+    const char *name;   /* "path", "bundle id" */
+    int err;            /* the error for an overflow */
+    const char *limit;  /* NULL = "the limit is <cap>" */
+    bool text;          /* show the start of the value */
+} field_rule_t;
+
+static field_rule_t field_rule(const codec_scan_t *sc)
+{
+    const pb_msgdesc_t *m = sc->problem_msg;
+    uint32_t t = sc->problem_tag;
+    const int msgsize = -(int)cellar_Code_EMSGSIZE;
+    if (sc->problem == CODEC_SCAN_COUNT) {
+        bool paths = m == &cellar_BackupRequest_msg ||
+                     m == &cellar_RestoreRequest_msg;
+        return (field_rule_t){ paths ? "paths" : "entries", FS_ERR_INVAL,
+                               NULL, false };
+    }
+    if (m == &cellar_HelloRequest_msg)
+        return (field_rule_t){ "client name", msgsize, NULL, true };
+    if (m == &cellar_PingRequest_msg)
+        return (field_rule_t){ "payload", msgsize, NULL, false };
+    if (m == &cellar_WriteRequest_msg || m == &cellar_UpdateWriteRequest_msg)
+        return (field_rule_t){ "data", msgsize, "the limit is max_chunk (16384)",
+                               false };
+    if ((m == &cellar_UpdateBeginRequest_msg ||
+         m == &cellar_UpdateDeclareRequest_msg ||
+         m == &cellar_UpdateCommitRequest_msg ||
+         m == &cellar_UpdateAbortRequest_msg) && t == 1)
+        return (field_rule_t){ "bundle id", FS_ERR_INVAL,
+                               "it must be 32 bytes", false };
+    if ((m == &cellar_BundleEntry_msg || m == &cellar_ManifestEntry_msg) &&
+        t == 3)
+        return (field_rule_t){ "sha256", FS_ERR_INVAL, "it must be 32 bytes",
+                               false };
+    if (m == &cellar_FormatRequest_msg || m == &cellar_ManifestRequest_msg ||
+        m == &cellar_VerifyRequest_msg)
+        return (field_rule_t){ "partition name", FS_ERR_NAMETOOLONG, NULL,
+                               true };
+    return (field_rule_t){ "path", FS_ERR_NAMETOOLONG, NULL, true };
+}
+
+/* A field the scan found bad: answer before decoding. */
 static int scan_problem(svc_t *s)
 {
     const codec_scan_t *sc = &s->scan;
@@ -1632,30 +1676,32 @@ static int scan_problem(svc_t *s)
                        : ": path contains a NUL byte");
         return FS_ERR_INVAL;
     }
-    /* CODEC_SCAN_LONG */
-    if (body == cellar_Request_write_tag || body == cellar_Request_ping_tag ||
-        body == cellar_Request_hello_tag) {
-        b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
-        svc_sb_str(&b, body == cellar_Request_write_tag ? ": data is "
-                   : body == cellar_Request_ping_tag ? ": payload is "
-                                                     : ": client name is ");
-        svc_sb_u64(&b, sc->problem_len);
-        svc_sb_str(&b, body == cellar_Request_write_tag
-                       ? " bytes, the limit is max_chunk (16384)"
-                   : body == cellar_Request_ping_tag ? " bytes, the limit is 64"
-                                                     : " bytes, the limit is 63");
-        return -(int)cellar_Code_EMSGSIZE;
+    field_rule_t r = field_rule(sc);
+    b = svc_err_begin(s, r.err);
+    if (r.text) {
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, sc->prefix);
     }
-    b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, sc->prefix);
     svc_sb_str(&b, ": ");
-    svc_sb_str(&b, body == cellar_Request_format_tag ? "partition name" : "path");
-    svc_sb_str(&b, " is ");
+    if (sc->problem_item >= 0 && sc->problem != CODEC_SCAN_COUNT) {
+        svc_sb_str(&b, sc->problem_msg == &cellar_BundleEntry_msg ||
+                       sc->problem_msg == &cellar_ManifestEntry_msg
+                           ? "entries[" : "paths[");
+        svc_sb_u64(&b, (uint64_t)sc->problem_item);
+        svc_sb_str(&b, "].");
+    }
+    svc_sb_str(&b, r.name);
+    svc_sb_str(&b, sc->problem == CODEC_SCAN_COUNT ? ": " : " is ");
     svc_sb_u64(&b, sc->problem_len);
-    svc_sb_str(&b, body == cellar_Request_format_tag ? " bytes, the limit is 15"
-                                                 : " bytes, the limit is 255");
-    return FS_ERR_NAMETOOLONG;
+    svc_sb_str(&b, sc->problem == CODEC_SCAN_COUNT ? " in one request, "
+                                                   : " bytes, ");
+    if (r.limit) {
+        svc_sb_str(&b, r.limit);
+    } else {
+        svc_sb_str(&b, "the limit is ");
+        svc_sb_u64(&b, sc->problem_cap);
+    }
+    return r.err;
 }
 
 static int dispatch(svc_t *s, svc_conn_t *c)

@@ -1096,6 +1096,132 @@ static void test_conflicts(void)
     CHECK(fsck_both());
 }
 
+/* ---- field limits: hand-encoded requests with a field over its cap ------ */
+
+static size_t put_varint(uint8_t *o, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        o[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+/* field `f` (length-delimited) holding d[0..n) */
+static size_t put_ld(uint8_t *o, uint32_t f, const void *d, size_t n)
+{
+    size_t k = put_varint(o, (uint64_t)f << 3 | 2);
+    k += put_varint(o + k, n);
+    memcpy(o + k, d, n);
+    return k + n;
+}
+
+/* Send Request{id, body field `which` = body[0..n)} raw on R.a; the
+ * error Code (0 = none). */
+static int raw_req(uint32_t which, const uint8_t *body, size_t n)
+{
+    static uint8_t fr[CODEC_BUF_MIN], acc[2 * CODEC_BUF_MIN];
+    size_t k = CODEC_HDR;
+    k += put_varint(fr + k, 1 << 3);
+    k += put_varint(fr + k, 77);
+    k += put_ld(fr + k, which, body, n);
+    codec_put_len(fr, (uint32_t)(k - CODEC_HDR));
+    if (svc_conn_input(&R.a, fr, k) != k)
+        return -1;
+    while (svc_process(&R.svc))
+        ;
+    const uint8_t *p;
+    size_t len, have = 0;
+    while (svc_conn_output(&R.a, &p, &len)) {
+        memcpy(acc + have, p, len);
+        have += len;
+        svc_conn_consumed(&R.a, len);
+    }
+    memset(&R.rs, 0, sizeof(R.rs));
+    if (have < CODEC_HDR ||
+        codec_decode_response(&R.rs, acc + CODEC_HDR, have - CODEC_HDR, NULL))
+        return -2;
+    return R.rs.has_error ? (int)R.rs.error.code : 0;
+}
+
+static void test_field_limits(void)
+{
+    static uint8_t b[CODEC_BUF_MIN], e[512], big[16385];
+    uint8_t id33[33], sha33[33];
+    size_t n, m;
+    char before[32768], after[32768];
+    memset(id33, 7, sizeof(id33));
+    memset(sha33, 9, sizeof(sha33));
+    visible(before, sizeof(before));
+
+    /* UpdateWrite data over max_chunk */
+    n = put_varint(b, 1 << 3);
+    n += put_varint(b + n, 0);
+    n += put_ld(b + n, 3, big, sizeof(big));
+    CHECK_EQ(raw_req(cellar_Request_update_write_tag, b, n), cellar_Code_EMSGSIZE);
+    CHECK(strstr(R.rs.error.message, "update write: data is 16385 bytes, the "
+                                     "limit is max_chunk (16384)") != NULL);
+    /* bundle ids over 32 bytes, in each update message */
+    const uint32_t ids[] = { cellar_Request_update_begin_tag,
+                             cellar_Request_update_declare_tag,
+                             cellar_Request_update_commit_tag,
+                             cellar_Request_update_abort_tag };
+    for (int i = 0; i < 4; i++) {
+        n = put_ld(b, 1, id33, sizeof(id33));
+        CHECK_EQ(raw_req(ids[i], b, n), cellar_Code_EINVAL);
+        CHECK(strstr(R.rs.error.message, "bundle id is 33 bytes, it must be "
+                                         "32 bytes") != NULL);
+    }
+    /* a BundleEntry's sha256, named with its index */
+    n = put_ld(b, 1, id33, 32);
+    for (int i = 0; i < 3; i++) {
+        m = put_ld(e, 1, "/usr/x.py", 9);
+        m += put_ld(e + m, 3, sha33, i == 2 ? 33 : 32);
+        n += put_ld(b + n, 3, e, m);
+    }
+    CHECK_EQ(raw_req(cellar_Request_update_declare_tag, b, n), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "entries[2].sha256 is 33 bytes, it must "
+                                     "be 32 bytes") != NULL);
+    /* a ManifestEntry's sha256 */
+    m = put_ld(e, 1, "/usr/x.py", 9);
+    m += put_ld(e + m, 3, sha33, 33);
+    n = put_ld(b, 1, e, m);
+    CHECK_EQ(raw_req(cellar_Request_manifest_import_tag, b, n), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "entries[0].sha256 is 33 bytes") != NULL);
+    /* a path over 255 bytes stays a path error */
+    static char lp[300];
+    memset(lp, 'p', sizeof(lp));
+    m = put_ld(e, 1, lp, sizeof(lp));
+    n = put_ld(b, 3, e, m);
+    CHECK_EQ(raw_req(cellar_Request_update_declare_tag, b, n),
+             cellar_Code_ENAMETOOLONG);
+    CHECK(strstr(R.rs.error.message, "entries[0].path is 300 bytes, the limit "
+                                     "is 255") != NULL);
+    /* more items than a repeated field holds */
+    n = put_ld(b, 1, id33, 32);
+    for (int i = 0; i < 17; i++) {
+        m = put_ld(e, 1, "/usr/x.py", 9);
+        n += put_ld(b + n, 3, e, m);
+    }
+    CHECK_EQ(raw_req(cellar_Request_update_declare_tag, b, n), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "entries: 17 in one request, the limit "
+                                     "is 16") != NULL);
+    n = 0;
+    for (int i = 0; i < 20; i++)
+        n += put_ld(b + n, 1, "/usr/app", 8);
+    CHECK_EQ(raw_req(cellar_Request_backup_tag, b, n), cellar_Code_EINVAL);
+    CHECK(strstr(R.rs.error.message, "paths: 20 in one request, the limit "
+                                     "is 16") != NULL);
+    /* a partition name */
+    n = put_ld(b, 1, lp, 20);
+    CHECK_EQ(raw_req(cellar_Request_verify_tag, b, n), cellar_Code_ENAMETOOLONG);
+    CHECK(strstr(R.rs.error.message, "partition name is 20 bytes, the limit "
+                                     "is 15") != NULL);
+    visible(after, sizeof(after));
+    CHECK(strcmp(before, after) == 0);
+}
+
 /* ---- power cuts -------------------------------------------------------- */
 
 typedef int (*op_fn)(void);
@@ -1318,6 +1444,7 @@ int main(int argc, char **argv)
     test_pages();
     test_review_cases();
     test_conflicts();
+    test_field_limits();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 256, &base), 0);
     test_power_cuts();
