@@ -820,6 +820,15 @@ static void test_backup_verify_repair(void)
     R.cfg.check_at_start = true;
     CHECK_EQ(rig_start(&R), 0);
     R.cfg.check_at_start = false;
+    /* the check runs as a job once setup is done: the service serves
+     * meanwhile (a Ping is answered before the check is over) */
+    CHECK(R.svc.job.kind == SVC_JOB_CHECK);
+    CHECK(!rig_log_has(&R, "2 problems"));
+    rig_req(&R, cellar_Request_ping_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    while (svc_process(&R.svc))
+        ;
+    CHECK(R.svc.job.kind == SVC_JOB_NONE);
     CHECK(rig_log_has(&R, "check: restored \"/usr/data/m19.py\""));
     CHECK(rig_log_has(&R, "2 problems, 2 restored"));
     usr_state(got, sizeof(got));
