@@ -502,11 +502,12 @@ static int check_parents(txn_t *t, uint32_t i, const char *path,
         }
         if (err)
             return err;
-        int r = plan_removes_at(t, pre, &at);
-        if (r < 0)
-            return r;
+        int r;
         if (st.type == FS_TYPE_DIR) {
-            if (r && t->ix) {
+            /* (copies have no index and never remove what they write) */
+            if (t->ix && (r = plan_removes_at(t, pre, &at)) != 0) {
+                if (r < 0)
+                    return r;
                 t->ix->ca = at;
                 t->ix->cb = i;
                 t->ix->cwhy = TXN_CONFLICT_INTO_RM;
@@ -514,6 +515,8 @@ static int check_parents(txn_t *t, uint32_t i, const char *path,
             }
             continue;
         }
+        if ((r = plan_removes_at(t, pre, &at)) < 0)
+            return r;
         if (!r)
             return FS_ERR_NOTDIR;
         *all_exist = false; /* a file the bundle turns into a directory */
