@@ -1586,8 +1586,12 @@ static void job_step(svc_t *s)
 {
     svc_job_t *j = &s->job;
     j->steps++;
-    if (j->conn) /* its connection is busy, not idle */
+    if (j->conn) { /* its connection (and a handle it hashes) is busy */
         j->conn->last_ms = s->now_ms;
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (j->fp == &j->conn->h[k].file)
+                j->conn->h[k].last_ms = s->now_ms;
+    }
     resp_reset(s, j->req_id);
     s->op = j->op;
     int done;
@@ -1973,8 +1977,10 @@ static int serve_one(svc_t *s, svc_conn_t *c)
     }
     if (r == 0 || !out_room(c, CODEC_BUF_MIN))
         return 0;
-    if ((s->job.kind || s->job_turn) && long_request(s, f, n))
+    if ((s->job.kind || s->job_turn) && long_request(s, f, n)) {
+        c->last_ms = s->now_ms; /* waiting, not idle */
         return 0; /* one long request at a time, one step of one per turn */
+    }
     serve_frame(s, c, f, n);
     codec_parser_pop(&c->in);
     c->last_ms = s->now_ms;
