@@ -1082,7 +1082,9 @@ static int add_removals(push_t *p, size_t nfiles, const strvec_t *rfiles,
     if (rdirs->n > 1)
         qsort(rdirs->v, rdirs->n, sizeof(*rdirs->v), cmp_dir_deepest);
     for (size_t i = 0; i < rdirs->n; i++) {
-        if (sv_has(&p->ldirs, rdirs->v[i]))
+        /* a directory that a local file replaces goes with its content:
+         * removing its path too would name the path twice (a conflict) */
+        if (sv_has(&p->ldirs, rdirs->v[i]) || item_has(p, nfiles, rdirs->v[i]))
             continue;
         int err = item_add(p, rdirs->v[i], NULL);
         if (err < 0)

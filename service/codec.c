@@ -168,33 +168,43 @@ int codec_decode(const pb_msgdesc_t *desc, void *msg, const uint8_t *buf,
 
 /* ---- scan -------------------------------------------------------------------- */
 
-static void scan_note(codec_scan_t *out, int problem, uint32_t tag,
-                      const uint8_t *s, uint32_t n)
+static void scan_note(codec_scan_t *out, int problem, const pb_msgdesc_t *msg,
+                      uint32_t tag, const uint8_t *s, uint32_t n, uint32_t cap,
+                      int32_t item)
 {
     if (out->problem)
         return;
     out->problem = problem;
+    out->problem_msg = msg;
     out->problem_tag = tag;
     out->problem_len = n;
+    out->problem_cap = cap;
+    out->problem_item = item;
     uint32_t k = 0;
-    while (k < n && k < CODEC_SCAN_PREFIX - 1 && s[k] != 0) {
+    while (s && k < n && k < CODEC_SCAN_PREFIX - 1 && s[k] != 0) {
         out->prefix[k] = (char)s[k];
         k++;
     }
     out->prefix[k] = 0;
 }
 
+#define SCAN_COUNTED 32u /* fields per message whose items are counted */
+
 /* Walk one message. depth bounds the recursion (cellar messages nest two
- * levels; 8 is plenty and keeps the stack small on a device). */
+ * levels; 8 is plenty and keeps the stack small on a device). item: the
+ * index of this message in a repeated field of its parent, or -1. */
 static void scan_msg(const pb_msgdesc_t *desc, pb_istream_t *is,
-                     codec_scan_t *out, int depth)
+                     codec_scan_t *out, int depth, int32_t item)
 {
+    uint16_t count[SCAN_COUNTED];
+    bool counting = false; /* this level noted a COUNT problem */
+    memset(count, 0, sizeof(count));
     while (is->bytes_left > 0) {
         pb_wire_type_t wt;
         uint32_t tag;
         bool eof;
         if (!pb_decode_tag(is, &wt, &tag, &eof) || eof)
-            return;
+            break;
         pb_field_iter_t it;
         bool known = pb_field_iter_begin_const(&it, desc, NULL) &&
                      pb_field_iter_find(&it, tag);
@@ -209,21 +219,35 @@ static void scan_msg(const pb_msgdesc_t *desc, pb_istream_t *is,
             if (tag == 1 && wt == PB_WT_VARINT) {
                 uint32_t v;
                 if (!pb_decode_varint32(is, &v))
-                    return;
+                    break;
                 out->has_id = true;
                 out->id = v;
                 continue;
             }
         }
+        int32_t sub_item = -1;
+        if (known && PB_HTYPE(it.type) == PB_HTYPE_REPEATED &&
+            it.index < SCAN_COUNTED && wt == PB_WT_STRING &&
+            PB_LTYPE(it.type) >= PB_LTYPE_BYTES) { /* one item per field */
+            sub_item = count[it.index];
+            if (count[it.index] < UINT16_MAX)
+                count[it.index]++;
+            if (PB_ATYPE(it.type) == PB_ATYPE_STATIC &&
+                count[it.index] == it.array_size + 1u && !out->problem) {
+                scan_note(out, CODEC_SCAN_COUNT, desc, tag, NULL, 0,
+                          it.array_size, item);
+                counting = true;
+            }
+        }
         if (!known || wt != PB_WT_STRING) {
             if (!pb_skip_field(is, wt))
-                return;
+                break;
             continue;
         }
         pb_type_t lt = PB_LTYPE(it.type);
         pb_istream_t sub;
         if (!pb_make_string_substream(is, &sub))
-            return;
+            break;
         if (lt == PB_LTYPE_STRING || lt == PB_LTYPE_BYTES ||
             lt == PB_LTYPE_FIXED_LENGTH_BYTES) {
             /* every stream here is a buffer stream: state is the cursor */
@@ -236,19 +260,28 @@ static void scan_msg(const pb_msgdesc_t *desc, pb_istream_t *is,
                 cap = cap ? cap - 1 : 0;
             else if (lt == PB_LTYPE_BYTES)
                 cap = cap >= sizeof(pb_size_t) ? cap - (uint32_t)sizeof(pb_size_t) : 0;
+            int32_t at = sub_item >= 0 ? sub_item : item;
             if (PB_ATYPE(it.type) == PB_ATYPE_STATIC && n > cap)
-                scan_note(out, CODEC_SCAN_LONG, tag, s, n);
+                scan_note(out, CODEC_SCAN_LONG, desc, tag, s, n, cap, at);
             else if (lt == PB_LTYPE_STRING && memchr(s, 0, n))
-                scan_note(out, CODEC_SCAN_NUL, tag, s, n);
+                scan_note(out, CODEC_SCAN_NUL, desc, tag, s, n, cap, at);
         } else if ((lt == PB_LTYPE_SUBMESSAGE ||
                     lt == PB_LTYPE_SUBMSG_W_CB) && it.submsg_desc &&
                    depth < 8) {
-            scan_msg(it.submsg_desc, &sub, out, depth + 1);
+            scan_msg(it.submsg_desc, &sub, out, depth + 1,
+                     sub_item >= 0 ? sub_item : item);
         }
         /* Whatever the field held (or the recursion left), closing the
          * substream skips to its end in the parent stream. */
         if (!pb_close_string_substream(is, &sub))
-            return;
+            break;
+    }
+    if (counting) { /* the whole count, for the message */
+        pb_field_iter_t it;
+        if (pb_field_iter_begin_const(&it, desc, NULL) &&
+            pb_field_iter_find(&it, out->problem_tag) &&
+            it.index < SCAN_COUNTED)
+            out->problem_len = count[it.index];
     }
 }
 
@@ -257,5 +290,5 @@ void codec_scan(const pb_msgdesc_t *desc, const uint8_t *buf, size_t len,
 {
     memset(out, 0, sizeof(*out));
     pb_istream_t is = pb_istream_from_buffer(buf, len);
-    scan_msg(desc, &is, out, 0);
+    scan_msg(desc, &is, out, 0, -1);
 }

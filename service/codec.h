@@ -183,6 +183,7 @@ enum {
     CODEC_SCAN_OK = 0,
     CODEC_SCAN_NUL = 1,  /* a string field holds a NUL byte */
     CODEC_SCAN_LONG = 2, /* a string/bytes field is longer than its cap */
+    CODEC_SCAN_COUNT = 3,/* a repeated field has more items than its cap */
 };
 #define CODEC_SCAN_PREFIX 48
 
@@ -193,8 +194,11 @@ typedef struct codec_scan {
     uint32_t nbody;       /* top-level fields numbered 10 and above seen */
     uint32_t body_tag;    /* the last known one of them (which nanopb keeps) */
     int problem;          /* CODEC_SCAN_*: the first one found */
-    uint32_t problem_tag; /* field number of that string */
-    uint32_t problem_len; /* its length on the wire, bytes */
+    uint32_t problem_tag; /* field number of that field */
+    const pb_msgdesc_t *problem_msg; /* the message that has the field */
+    uint32_t problem_len; /* its length on the wire, bytes (COUNT: items) */
+    uint32_t problem_cap; /* its limit: bytes (LONG) or items (COUNT) */
+    int32_t problem_item; /* index of the repeated item holding it, or -1 */
     char prefix[CODEC_SCAN_PREFIX]; /* its bytes up to the first NUL or
                                        CODEC_SCAN_PREFIX - 1 of them,
                                        NUL-terminated (for messages) */

@@ -375,10 +375,16 @@ fail:
 
 /* ---- connections ------------------------------------------------------------------ */
 
+/* Drop the long request (its connection went, a handle or the partition
+ * it reads went away). With why, its connection gets an error reply. */
+static void job_cancel(svc_t *s, int err, const char *why);
+
 void svc_handle_release(svc_t *s, svc_handle_t *h)
 {
     svc_part_t *p = &s->part[h->part];
     int err = 0;
+    if (s->job.kind && s->job.fp == &h->file) /* a Hash reads it */
+        job_cancel(s, FS_ERR_BADF, "cancelled: the handle was closed");
     if (p->mounted && h->shadow)
         svc_shadow_discard(s, h); /* never published: nothing changes */
     else if (p->mounted)
@@ -424,6 +430,8 @@ void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
         return; /* not attached */
     *pp = c->next;
     s->nconns--;
+    if (s->job.kind && s->job.conn == c)
+        job_cancel(s, 0, NULL); /* nobody to answer */
     for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++)
         if (c->h[i].id)
             svc_handle_release(s, &c->h[i]);
@@ -450,6 +458,7 @@ int svc_free(svc_t *s)
         return 0;
     while (s->conns)
         svc_conn_close(s, s->conns, "service stopping");
+    job_cancel(s, 0, NULL); /* the start-up check, if still running */
     svc_store_free(s);
     for (uint32_t i = 0; i < s->nparts; i++) {
         svc_part_t *p = &s->part[i];
@@ -551,6 +560,8 @@ bool svc_conn_done(svc_conn_t *c)
     if (c->closing)
         return drained;
     if (c->eof && drained) {
+        if (c->svc && c->svc->job.kind && c->svc->job.conn == c)
+            return false; /* its long request is still running */
         const uint8_t *f;
         uint32_t n;
         return codec_parser_next(&c->in, &f, &n) == 0;
@@ -1454,10 +1465,86 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
     return 0;
 }
 
+/* ---- long requests ------------------------------------------------------------- */
+
+int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+                       uint32_t len)
+{
+    svc_job_t *j = &s->job;
+    j->part = (uint8_t)part;
+    j->fp = fp;
+    j->off = off;
+    j->left = len;
+    j->total = len;
+    j->hashing = 1;
+    csha_init(&j->sha);
+    return csha_start(&j->sha) ? FS_ERR_IO : 0;
+}
+
+int svc_job_hash_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    fs_t *fs = &s->part[j->part].fs;
+    while (j->left && *budget) {
+        uint32_t want = j->left < sizeof(s->scratch) ? j->left
+                                                     : (uint32_t)sizeof(s->scratch);
+        if (want > *budget)
+            want = *budget;
+        int n = fs_file_pread(fs, j->fp, s->scratch, want, j->off);
+        if (n < 0)
+            return n;
+        if (n == 0) /* shorter than its size said: corrupt */
+            return FS_ERR_CORRUPT;
+        if (csha_update(&j->sha, s->scratch, (size_t)n))
+            return FS_ERR_IO;
+        j->off += (uint32_t)n;
+        j->left -= (uint32_t)n;
+        *budget -= (uint32_t)n;
+    }
+    if (j->left)
+        return 0;
+    return csha_finish(&j->sha, j->digest) ? FS_ERR_IO : 1;
+}
+
+void svc_job_hash_end(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    if (!j->hashing)
+        return;
+    if (j->fp == &j->f)
+        (void)fs_file_close(&s->part[j->part].fs, &j->f);
+    csha_free(&j->sha);
+    j->fp = NULL;
+    j->hashing = 0;
+}
+
+void svc_job_defer(svc_t *s, svc_conn_t *c)
+{
+    s->job.conn = c;
+    s->job.req_id = s->resp.id;
+    s->job.op = s->op;
+    s->deferred = 1;
+}
+
+/* The end of a Hash: the reply in s->resp. */
+static int hash_done(svc_t *s, int r)
+{
+    svc_job_t *j = &s->job;
+    uint32_t total = j->total;
+    svc_job_hash_end(s);
+    j->kind = SVC_JOB_NONE;
+    if (r < 0)
+        return svc_fail_path(s, r, j->show, NULL);
+    s->resp.which_body = cellar_Response_hash_tag;
+    memcpy(s->resp.body.hash.sha256, j->digest, 32);
+    s->resp.body.hash.length = total;
+    return 0;
+}
+
 static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
 {
     svc_path_t *p = &s->pa;
-    csha_t sha;
+    svc_job_t *j = &s->job;
     int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
@@ -1468,74 +1555,106 @@ static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
         return FS_ERR_IO;
     /* A connection sees its own writes: a file it has open for writing is
      * hashed as that handle holds it (not yet published). */
-    fs_file_t *f = &s->tmpfile;
-    uint32_t total = 0;
+    fs_file_t *f = &j->f;
     for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
         if (c->h[k].id && c->h[k].shadow && c->h[k].part == (uint8_t)p->part &&
             strcmp(c->h[k].path, p->show) == 0)
             f = &c->h[k].file;
-    if (f == &s->tmpfile) {
+    if (f == &j->f) {
         err = fs_file_open(fs, f, p->fs, FS_O_RDONLY);
         if (err < 0)
             return svc_fail_open(s, err, p->show);
     }
     int32_t size = fs_file_size(fs, f);
-    if (size < 0) {
-        err = size;
-        goto out;
-    }
-    if (r->offset > (uint64_t)size) {
-        if (f == &s->tmpfile)
+    if (size < 0 || r->offset > (uint64_t)size) {
+        if (f == &j->f)
             (void)fs_file_close(fs, f);
-        return svc_fail_path(s, FS_ERR_INVAL, p->show,
-                         "offset is past the end of the file");
+        return size < 0 ? svc_fail_path(s, size, p->show, NULL)
+                        : svc_fail_path(s, FS_ERR_INVAL, p->show,
+                                        "offset is past the end of the file");
     }
     uint32_t off = (uint32_t)r->offset;
     uint32_t left = (uint32_t)size - off;
     if (r->length && r->length < left)
         left = (uint32_t)r->length;
-    total = left;
-
-    csha_init(&sha);
-    err = csha_start(&sha) ? FS_ERR_IO : 0;
-    while (!err && left) {
-        uint32_t want = left < sizeof(s->scratch) ? left
-                                                  : (uint32_t)sizeof(s->scratch);
-        int n = fs_file_pread(fs, f, s->scratch, want, off);
-        if (n < 0) {
-            err = n;
-            break;
-        }
-        if (n == 0) { /* shorter than its size said: corrupt */
-            err = FS_ERR_CORRUPT;
-            break;
-        }
-        if (csha_update(&sha, s->scratch, (size_t)n)) {
-            err = FS_ERR_IO;
-            break;
-        }
-        off += (uint32_t)n;
-        left -= (uint32_t)n;
-    }
-    if (!err && csha_finish(&sha, s->resp.body.hash.sha256))
-        err = FS_ERR_IO;
-    csha_free(&sha);
-out:;
-    int err2 = f == &s->tmpfile ? fs_file_close(fs, f) : 0;
-    if (!err && err2 < 0)
-        err = err2;
-    if (err < 0) {
-        memset(&s->resp.body.hash, 0, sizeof(s->resp.body.hash));
-        return svc_fail_path(s, err, p->show, NULL);
-    }
-    s->resp.which_body = cellar_Response_hash_tag;
-    s->resp.body.hash.length = total;
+    svc_copy_str(j->show, sizeof(j->show), p->show);
+    j->kind = SVC_JOB_HASH;
+    err = svc_job_hash_begin(s, (uint32_t)p->part, f, off, left);
+    uint32_t budget = SVC_JOB_STEP_BYTES;
+    int rr = err ? err : svc_job_hash_step(s, &budget);
+    if (rr != 0)
+        return hash_done(s, rr);
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
+}
+
+/* One step of the job; sends its reply when it is done. */
+static void log_failure(svc_t *s, svc_conn_t *c);
+static void resp_send(svc_t *s, svc_conn_t *c);
+
+static void job_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    j->steps++;
+    if (j->conn) { /* its connection (and a handle it hashes) is busy */
+        j->conn->last_ms = s->now_ms;
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (j->fp == &j->conn->h[k].file)
+                j->conn->h[k].last_ms = s->now_ms;
+    }
+    resp_reset(s, j->req_id);
+    s->op = j->op;
+    int done;
+    if (j->kind == SVC_JOB_HASH) {
+        uint32_t budget = SVC_JOB_STEP_BYTES;
+        int r = svc_job_hash_step(s, &budget);
+        done = r != 0;
+        if (done)
+            (void)hash_done(s, r);
+    } else {
+        done = svc_update_job_step(s);
+    }
+    if (!done)
+        return;
+    svc_conn_t *c = j->conn;
+    j->kind = SVC_JOB_NONE;
+    j->conn = NULL;
+    if (!c)
+        return;
+    if (s->resp.has_error) {
+        s->resp.which_body = 0;
+        c->errors++;
+        log_failure(s, c);
+    }
+    resp_send(s, c);
+}
+
+static void job_cancel(svc_t *s, int err, const char *why)
+{
+    svc_job_t *j = &s->job;
+    if (!j->kind)
+        return;
+    svc_job_hash_end(s);
+    svc_conn_t *c = j->conn;
+    if (j->kind == SVC_JOB_CHECK)
+        svc_log_msg(s, NULL, "check of /usr: stopped before the end");
+    j->kind = SVC_JOB_NONE;
+    j->conn = NULL;
+    if (!c || !why)
+        return;
+    resp_reset(s, j->req_id);
+    s->op = j->op;
+    (void)svc_fail(s, err, why);
+    c->errors++;
+    log_failure(s, c);
+    resp_send(s, c);
 }
 
 static int format_part(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
+    /* a long request reads the partition (or its manifest): it ends */
+    job_cancel(s, FS_ERR_IO, "cancelled: a partition was formatted");
     /* Every handle on the partition, of every connection, goes first. */
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
@@ -1627,7 +1746,51 @@ static const char *op_name(uint32_t tag)
     }
 }
 
-/* A string field the scan found bad: answer before decoding. */
+/* The name, error and wording of a request field the scan found too
+ * long or too many: every field names itself and its limit. */
+typedef struct field_rule {
+    const char *name;   /* "path", "bundle id" */
+    int err;            /* the error for an overflow */
+    const char *limit;  /* NULL = "the limit is <cap>" */
+    bool text;          /* show the start of the value */
+} field_rule_t;
+
+static field_rule_t field_rule(const codec_scan_t *sc)
+{
+    const pb_msgdesc_t *m = sc->problem_msg;
+    uint32_t t = sc->problem_tag;
+    const int msgsize = -(int)cellar_Code_EMSGSIZE;
+    if (sc->problem == CODEC_SCAN_COUNT) {
+        bool paths = m == &cellar_BackupRequest_msg ||
+                     m == &cellar_RestoreRequest_msg;
+        return (field_rule_t){ paths ? "paths" : "entries", FS_ERR_INVAL,
+                               NULL, false };
+    }
+    if (m == &cellar_HelloRequest_msg)
+        return (field_rule_t){ "client name", msgsize, NULL, true };
+    if (m == &cellar_PingRequest_msg)
+        return (field_rule_t){ "payload", msgsize, NULL, false };
+    if (m == &cellar_WriteRequest_msg || m == &cellar_UpdateWriteRequest_msg)
+        return (field_rule_t){ "data", msgsize, "the limit is max_chunk (16384)",
+                               false };
+    if ((m == &cellar_UpdateBeginRequest_msg ||
+         m == &cellar_UpdateDeclareRequest_msg ||
+         m == &cellar_UpdateCommitRequest_msg ||
+         m == &cellar_UpdateAbortRequest_msg) && t == 1)
+        return (field_rule_t){ "bundle id", FS_ERR_INVAL,
+                               "it must be 32 bytes", false };
+    if ((m == &cellar_BundleEntry_msg || m == &cellar_ManifestEntry_msg) &&
+        t == 3)
+        return (field_rule_t){ "sha256", FS_ERR_INVAL, "it must be 32 bytes",
+                               false };
+    if (m == &cellar_FormatRequest_msg || m == &cellar_ManifestRequest_msg ||
+        m == &cellar_VerifyRequest_msg)
+        return (field_rule_t){ "partition name", FS_ERR_NAMETOOLONG, NULL,
+                               true };
+    return (field_rule_t){ "path", FS_ERR_NAMETOOLONG, NULL, true };
+}
+
+/* A field the scan found bad: answer before decoding. */
 static int scan_problem(svc_t *s)
 {
     const codec_scan_t *sc = &s->scan;
@@ -1642,30 +1805,32 @@ static int scan_problem(svc_t *s)
                        : ": path contains a NUL byte");
         return FS_ERR_INVAL;
     }
-    /* CODEC_SCAN_LONG */
-    if (body == cellar_Request_write_tag || body == cellar_Request_ping_tag ||
-        body == cellar_Request_hello_tag) {
-        b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
-        svc_sb_str(&b, body == cellar_Request_write_tag ? ": data is "
-                   : body == cellar_Request_ping_tag ? ": payload is "
-                                                     : ": client name is ");
-        svc_sb_u64(&b, sc->problem_len);
-        svc_sb_str(&b, body == cellar_Request_write_tag
-                       ? " bytes, the limit is max_chunk (16384)"
-                   : body == cellar_Request_ping_tag ? " bytes, the limit is 64"
-                                                     : " bytes, the limit is 63");
-        return -(int)cellar_Code_EMSGSIZE;
+    field_rule_t r = field_rule(sc);
+    b = svc_err_begin(s, r.err);
+    if (r.text) {
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, sc->prefix);
     }
-    b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, sc->prefix);
     svc_sb_str(&b, ": ");
-    svc_sb_str(&b, body == cellar_Request_format_tag ? "partition name" : "path");
-    svc_sb_str(&b, " is ");
+    if (sc->problem_item >= 0 && sc->problem != CODEC_SCAN_COUNT) {
+        svc_sb_str(&b, sc->problem_msg == &cellar_BundleEntry_msg ||
+                       sc->problem_msg == &cellar_ManifestEntry_msg
+                           ? "entries[" : "paths[");
+        svc_sb_u64(&b, (uint64_t)sc->problem_item);
+        svc_sb_str(&b, "].");
+    }
+    svc_sb_str(&b, r.name);
+    svc_sb_str(&b, sc->problem == CODEC_SCAN_COUNT ? ": " : " is ");
     svc_sb_u64(&b, sc->problem_len);
-    svc_sb_str(&b, body == cellar_Request_format_tag ? " bytes, the limit is 15"
-                                                 : " bytes, the limit is 255");
-    return FS_ERR_NAMETOOLONG;
+    svc_sb_str(&b, sc->problem == CODEC_SCAN_COUNT ? " in one request, "
+                                                   : " bytes, ");
+    if (r.limit) {
+        svc_sb_str(&b, r.limit);
+    } else {
+        svc_sb_str(&b, "the limit is ");
+        svc_sb_u64(&b, sc->problem_cap);
+    }
+    return r.err;
 }
 
 static int dispatch(svc_t *s, svc_conn_t *c)
@@ -1697,7 +1862,8 @@ static int dispatch(svc_t *s, svc_conn_t *c)
         return svc_do_manifest(s, &q->body.manifest);
     case cellar_Request_manifest_import_tag:
         return svc_do_manifest_import(s, &q->body.manifest_import);
-    case cellar_Request_verify_tag: return svc_do_verify(s, &q->body.verify);
+    case cellar_Request_verify_tag:
+        return svc_do_verify(s, c, &q->body.verify);
     case cellar_Request_update_begin_tag:
         return svc_do_update_begin(s, c, &q->body.update_begin);
     case cellar_Request_update_declare_tag:
@@ -1760,6 +1926,10 @@ static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
         s->resp.id = s->req.id;
         s->op = op_name(s->req.which_body);
         (void)dispatch(s, c);
+        if (s->deferred) { /* a long request: the job replies */
+            s->deferred = 0;
+            return;
+        }
     }
     if (s->resp.has_error) {
         s->resp.which_body = 0;
@@ -1792,6 +1962,14 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
         c->abort = 1;
 }
 
+/* Would this request run as a job (it may: Hash, Verify)? */
+static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
+{
+    codec_scan(cellar_Request_fields, f, n, &s->scan);
+    return s->scan.body_tag == cellar_Request_hash_tag ||
+           s->scan.body_tag == cellar_Request_verify_tag;
+}
+
 /* Serve the next buffered request of c, if any and if there is room for
  * its reply. Returns 1 if something was done. */
 static int serve_one(svc_t *s, svc_conn_t *c)
@@ -1800,6 +1978,8 @@ static int serve_one(svc_t *s, svc_conn_t *c)
     uint32_t n;
     if (c->closing || c->abort)
         return 0;
+    if (s->job.kind && s->job.conn == c)
+        return 0; /* behind its long request: replies stay in order */
     int r = codec_parser_next(&c->in, &f, &n);
     if (r < 0) {
         frame_error(s, c, r);
@@ -1807,6 +1987,10 @@ static int serve_one(svc_t *s, svc_conn_t *c)
     }
     if (r == 0 || !out_room(c, CODEC_BUF_MIN))
         return 0;
+    if ((s->job.kind || s->job_turn) && long_request(s, f, n)) {
+        c->last_ms = s->now_ms; /* waiting, not idle */
+        return 0; /* one long request at a time, one step of one per turn */
+    }
     serve_frame(s, c, f, n);
     codec_parser_pop(&c->in);
     c->last_ms = s->now_ms;
@@ -1817,6 +2001,12 @@ static int serve_one(svc_t *s, svc_conn_t *c)
 int svc_process(svc_t *s)
 {
     int served = 0;
+    s->job_turn = 0;
+    if (s->job.kind) { /* one bounded step of the long request */
+        job_step(s);
+        s->job_turn = 1;
+        served++;
+    }
     svc_conn_t *c = s->conns;
     while (c) {
         svc_conn_t *next = c->next; /* c stays attached: only the
@@ -1824,11 +2014,16 @@ int svc_process(svc_t *s)
         served += serve_one(s, c);
         c = next;
     }
+    if (s->job_turn && !s->job.kind && svc_pending(s))
+        served++; /* a long request waits for the next turn */
+    s->job_turn = 0;
     return served;
 }
 
 bool svc_pending(svc_t *s)
 {
+    if (s->job.kind)
+        return true;
     for (svc_conn_t *c = s->conns; c; c = c->next) {
         const uint8_t *f;
         uint32_t n;

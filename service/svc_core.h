@@ -165,6 +165,35 @@ typedef struct svc_part {
     man_t man;            /* the partition's manifest */
 } svc_part_t;
 
+/* A long request (Hash of a large file, Verify, the start-up check) runs
+ * as the service's one job, advanced by svc_process in steps of at most
+ * SVC_JOB_STEP_BYTES of file data, so other connections are served in
+ * between. The reply goes out when it is done; the requests behind it on
+ * its connection, and other connections' long requests, wait. */
+#define SVC_JOB_STEP_BYTES (32u * 1024u)
+enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK };
+
+typedef struct svc_job {
+    uint8_t kind;          /* SVC_JOB_*, NONE = no job */
+    uint8_t part;          /* partition of the file / manifest */
+    uint8_t hashing;       /* a file is being hashed (fp, sha, off, left) */
+    uint8_t repair;        /* verify: restore problems from /bak */
+    svc_conn_t *conn;      /* whose request; NULL = the start-up check */
+    uint32_t req_id;
+    const char *op;
+    fs_file_t f;           /* the file being hashed, when it is the job's */
+    fs_file_t *fp;         /* &f, or a handle of conn (its own writes) */
+    csha_t sha;
+    uint32_t off, left, total;
+    uint8_t digest[32];
+    char show[SVC_MAX_PATH + 8];
+    /* verify and the check: the entry being checked, the slot cursor */
+    man_entry_t e;
+    uint32_t cursor, nslots, max, bad, fixed;
+    uint64_t steps;        /* steps made (statistics, tests) */
+    cellar_VerifyReply vr;
+} svc_job_t;
+
 struct svc {
     svc_config_t cfg;
     uint32_t idle_ms;
@@ -197,6 +226,12 @@ struct svc {
     const char *op;       /* name of the request being served */
     char logline[256];
     uint8_t scratch[4096];
+    /* ---- update bundles: the index of the staged bundle's paths */
+    txn_index_t txix;
+    /* ---- the long request in progress */
+    svc_job_t job;
+    uint8_t deferred;     /* the request being served started the job */
+    uint8_t job_turn;     /* svc_process made a job step in this turn */
 };
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -268,11 +303,15 @@ void svc_conn_shutdown(svc_conn_t *conn, const char *reason);
 /* ---- serving ---------------------------------------------------------------- */
 
 /* Serve at most one buffered request per connection (so every connection
- * makes progress, whatever the others send). Returns the number served. */
+ * makes progress, whatever the others send), and advance the long request
+ * in progress (if any) by one bounded step (see svc_job_t). Returns the
+ * number of requests served, plus 1 when a long request made a step: 0 =
+ * nothing to do now. */
 int svc_process(svc_t *svc);
 
-/* Is there a buffered request that svc_process could serve right now? (The
- * event loop then polls without sleeping.) */
+/* Is there a buffered request that svc_process could serve right now, or a
+ * long request in progress? (The event loop then polls without
+ * sleeping.) */
 bool svc_pending(svc_t *svc);
 
 /* A connection the transport will not attach (over its connection limit)

@@ -44,7 +44,24 @@ int svc_check_writable(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 void svc_handle_release(svc_t *s, svc_handle_t *h);
 
+/* ---- long requests (svc_core.c; see svc_job_t) ------------------------------ */
+/* Start hashing len bytes of fp (a file of partition part) from off. */
+int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+                       uint32_t len);
+/* Hash up to *budget bytes (taken off it): 1 done (s->job.digest),
+ * 0 more to do, or an error. */
+int svc_job_hash_step(svc_t *s, uint32_t *budget);
+/* Stop hashing: close the job's own file, free the hash. */
+void svc_job_hash_end(svc_t *s);
+/* The request being served continues as s->job (whose kind is set): its
+ * reply is sent when the job is done. */
+void svc_job_defer(svc_t *s, svc_conn_t *c);
+
 /* ---- svc_update.c ---------------------------------------------------------- */
+/* One step of a VERIFY or CHECK job: 1 = done (a verify's reply is in
+ * s->resp), 0 = more to do. */
+int svc_update_job_step(svc_t *s);
+
 /* Mount-time work on every partition: open the manifest, drop shadow
  * files, finish or pick up transactions, and (cfg.check_at_start) check
  * /usr against its manifest, restoring from /bak. */
@@ -68,7 +85,7 @@ int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b);
 /* The RPCs. */
 int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r);
 int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r);
-int svc_do_verify(svc_t *s, const cellar_VerifyRequest *r);
+int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r);
 int svc_do_update_begin(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateBeginRequest *r);
 int svc_do_update_declare(svc_t *s, svc_conn_t *c,

@@ -169,48 +169,19 @@ static void detach(svc_t *s, uint32_t i)
 static int restore_paths(svc_t *s, const char *const *paths, uint32_t n,
                          cellar_CopyReply *out, bool *found);
 
-/* Startup check of /usr: one file at a time, so memory stays fixed. */
+/* Startup check of /usr: a job (svc_job_t) that svc_process advances in
+ * bounded steps once setup is done, so the service serves while it checks
+ * (docs/UPDATE.md). One file at a time, so memory stays fixed. */
 static void check_usr(svc_t *s)
 {
-    man_t *m = &s->part[USR].man;
-    man_entry_t e;
-    uint32_t bad = 0, fixed = 0, n = man_slots(m);
-    for (uint32_t i = 0; i < n; i++) {
-        int r = man_get(m, i, &e), err;
-        if (r <= 0)
-            continue;
-        cellar_ProblemKind k = check_file(s, USR, &e, &err);
-        if (k == cellar_ProblemKind_P_NONE)
-            continue;
-        bad++;
-        const char *what = k == cellar_ProblemKind_MISSING ? "missing"
-                           : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
-                                                               : "unreadable";
-        log_path(s, "check:", USR, e.path, what);
-        const char *one[1] = { e.path };
-        cellar_CopyReply rep;
-        bool found = false;
-        memset(&rep, 0, sizeof(rep));
-        err = restore_paths(s, one, 1, &rep, &found);
-        if (!err && rep.files == 1) {
-            fixed++;
-            log_path(s, "check: restored", USR, e.path, "from /bak");
-        } else {
-            log_path(s, "check: cannot restore", USR, e.path,
-                     err ? svc_reason(err) : "no verified copy in /bak");
-        }
-    }
-    if (s->cfg.log) {
-        sb_t b = svc_log_begin(s, NULL);
-        svc_sb_str(&b, "check of /usr: ");
-        svc_sb_u64(&b, n);
-        svc_sb_str(&b, " manifest slots, ");
-        svc_sb_u64(&b, bad);
-        svc_sb_str(&b, " problems, ");
-        svc_sb_u64(&b, fixed);
-        svc_sb_str(&b, " restored from /bak");
-        svc_log_end(s);
-    }
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_CHECK;
+    j->part = USR;
+    j->op = "check";
+    j->nslots = man_slots(&s->part[USR].man);
+    svc_log_msg(s, NULL, "check of /usr: started (requests are served "
+                         "meanwhile)");
 }
 
 int svc_store_setup(svc_t *s)
@@ -590,7 +561,7 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
     return 0;
 }
 
-int svc_do_verify(svc_t *s, const cellar_VerifyRequest *r)
+int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
 {
     int part = part_arg(s, r->partition);
     if (part < 0)
@@ -598,49 +569,224 @@ int svc_do_verify(svc_t *s, const cellar_VerifyRequest *r)
     if (r->repair && part != (int)USR)
         return svc_fail_path(s, FS_ERR_INVAL, r->partition,
                              "only /usr can be repaired (from /bak)");
-    man_t *m = &s->part[part].man;
-    cellar_VerifyReply *o = &s->resp.body.verify;
-    uint32_t max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
-    uint32_t n = man_slots(m), i;
-    man_entry_t e;
-    s->resp.which_body = cellar_Response_verify_tag;
-    for (i = r->cursor; i < n; i++) {
-        int k = man_get(m, i, &e), err;
-        if (k < 0) {
-            s->resp.which_body = 0;
-            return fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
-        }
-        if (k == 0)
-            continue;
-        if (o->checked == max) {
-            o->next_cursor = i;
-            break;
-        }
-        o->checked++;
-        cellar_ProblemKind kind = check_file(s, (uint32_t)part, &e, &err);
-        if (err && err != FS_ERR_CORRUPT) {
-            memset(o, 0, sizeof(*o));
-            s->resp.which_body = 0;
-            return fail_in(s, err, (uint32_t)part, e.path, NULL);
-        }
-        if (kind == cellar_ProblemKind_P_NONE)
-            continue;
-        cellar_Problem *pr = &o->problems[o->problems_count++];
-        show_path(s, (uint32_t)part, e.path, pr->path, sizeof(pr->path));
-        pr->kind = kind;
-        if (r->repair) {
-            const char *one[1] = { e.path };
-            cellar_CopyReply rep;
-            bool found = false;
-            memset(&rep, 0, sizeof(rep));
-            /* restore_paths uses the scratch entries, not e */
-            int rerr = restore_paths(s, one, 1, &rep, &found);
-            pr->repaired = !rerr && rep.files == 1;
-            if (pr->repaired)
-                log_path(s, "verify: restored", USR, e.path, "from /bak");
-        }
-    }
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_VERIFY;
+    j->part = (uint8_t)part;
+    j->repair = r->repair;
+    j->cursor = r->cursor;
+    j->max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
+    j->nslots = man_slots(&s->part[part].man);
+    if (svc_update_job_step(s))
+        return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
+}
+
+/* ---- the steps of verify and of the start-up check ---------------------------- */
+
+/* Begin checking s->job.e: 0 = decided without reading (*kind), 1 = its
+ * content is being hashed, or a device error. */
+static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
+{
+    svc_job_t *j = &s->job;
+    fs_t *fs = &s->part[j->part].fs;
+    fs_stat_t st;
+    int err = fs_stat(fs, j->e.path, &st);
+    if (!err && st.type != FS_TYPE_FILE) {
+        *kind = cellar_ProblemKind_MISMATCH;
+        return 0;
+    }
+    if (!err && (j->e.flags & MAN_F_SIZE) && st.size != j->e.size) {
+        *kind = cellar_ProblemKind_MISMATCH; /* no need to read it */
+        return 0;
+    }
+    if (!err)
+        err = fs_file_open(fs, &j->f, j->e.path, FS_O_RDONLY);
+    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR ||
+        err == FS_ERR_NAMETOOLONG || err == FS_ERR_INVAL) {
+        *kind = cellar_ProblemKind_MISSING;
+        return 0;
+    }
+    if (err == FS_ERR_CORRUPT) {
+        *kind = cellar_ProblemKind_UNREADABLE;
+        return 0;
+    }
+    if (err)
+        return err;
+    int32_t size = fs_file_size(fs, &j->f);
+    if (size < 0) {
+        (void)fs_file_close(fs, &j->f);
+        return size;
+    }
+    err = svc_job_hash_begin(s, j->part, &j->f, 0, (uint32_t)size);
+    if (err) {
+        svc_job_hash_end(s);
+        return err;
+    }
+    return 1;
+}
+
+/* The hash of s->job.e is done (r = 1) or failed: its ProblemKind, or a
+ * device error. */
+static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
+{
+    svc_job_t *j = &s->job;
+    uint32_t size = j->total;
+    svc_job_hash_end(s);
+    if (r == FS_ERR_CORRUPT) {
+        *kind = cellar_ProblemKind_UNREADABLE;
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    *kind = memcmp(j->digest, j->e.sha, 32) == 0 &&
+                    (!(j->e.flags & MAN_F_SIZE) || size == j->e.size)
+                ? cellar_ProblemKind_P_NONE
+                : cellar_ProblemKind_MISMATCH;
+    return 0;
+}
+
+/* A problem with s->job.e: report it (verify), restore it (repair, the
+ * check). Requests ran between the steps that read the file: if its entry
+ * changed since, the file was rewritten with it and is not reported. */
+static void entry_problem(svc_t *s, cellar_ProblemKind k)
+{
+    svc_job_t *j = &s->job;
+    man_entry_t *now = &s->me2;
+    uint32_t slot;
+    int r = man_find(&s->part[j->part].man, j->e.path, now, &slot);
+    if (r == 1 && (now->size != j->e.size || now->flags != j->e.flags ||
+                   now->mtime != j->e.mtime ||
+                   memcmp(now->sha, j->e.sha, 32) != 0))
+        return;
+    if (r == 0)
+        return;
+    const char *one[1] = { j->e.path };
+    cellar_CopyReply rep;
+    bool found = false;
+    if (j->kind == SVC_JOB_CHECK) {
+        j->bad++;
+        log_path(s, "check:", USR, j->e.path,
+                 k == cellar_ProblemKind_MISSING ? "missing"
+                 : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
+                                                    : "unreadable");
+        memset(&rep, 0, sizeof(rep));
+        int err = restore_paths(s, one, 1, &rep, &found);
+        if (!err && rep.files == 1) {
+            j->fixed++;
+            log_path(s, "check: restored", USR, j->e.path, "from /bak");
+        } else {
+            log_path(s, "check: cannot restore", USR, j->e.path,
+                     err ? svc_reason(err) : "no verified copy in /bak");
+        }
+        return;
+    }
+    if (j->vr.problems_count >= 16)
+        return;
+    cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
+    show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
+    pr->kind = k;
+    if (j->repair) {
+        memset(&rep, 0, sizeof(rep));
+        int rerr = restore_paths(s, one, 1, &rep, &found);
+        pr->repaired = !rerr && rep.files == 1;
+        if (pr->repaired)
+            log_path(s, "verify: restored", USR, j->e.path, "from /bak");
+    }
+}
+
+/* The job is at its end: the reply (verify) or the summary (check). */
+static int job_end(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    if (j->kind == SVC_JOB_VERIFY) {
+        s->resp.which_body = cellar_Response_verify_tag;
+        s->resp.body.verify = j->vr;
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
+    if (s->cfg.log) {
+        sb_t b = svc_log_begin(s, NULL);
+        svc_sb_str(&b, "check of /usr: ");
+        svc_sb_u64(&b, j->nslots);
+        svc_sb_str(&b, " manifest slots, ");
+        svc_sb_u64(&b, j->bad);
+        svc_sb_str(&b, " problems, ");
+        svc_sb_u64(&b, j->fixed);
+        svc_sb_str(&b, " restored from /bak");
+        svc_log_end(s);
+    }
+    j->kind = SVC_JOB_NONE;
+    return 1;
+}
+
+/* A device error: a verify fails naming the path; the check logs it and
+ * goes on with the next entry. */
+static int entry_error(svc_t *s, int err, const char *path)
+{
+    svc_job_t *j = &s->job;
+    if (j->kind == SVC_JOB_CHECK) {
+        log_path(s, "check: cannot read", USR, path, svc_reason(err));
+        return 0;
+    }
+    j->kind = SVC_JOB_NONE;
+    (void)fail_in(s, err, j->part, path, NULL);
+    return 1;
+}
+
+int svc_update_job_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    man_t *m = &s->part[j->part].man;
+    uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
+    cellar_ProblemKind k;
+    for (;;) {
+        if (j->hashing) {
+            int r = svc_job_hash_step(s, &budget);
+            if (r == 0)
+                return 0; /* the budget is spent */
+            int err = entry_hashed(s, r, &k);
+            if (err && entry_error(s, err, j->e.path))
+                return 1;
+            if (!err && k != cellar_ProblemKind_P_NONE)
+                entry_problem(s, k);
+            if (!budget)
+                return 0;
+            continue;
+        }
+        if (j->cursor >= j->nslots)
+            return job_end(s);
+        if (looked++ == 16)
+            return 0; /* slots read in this step */
+        int r = man_get(m, j->cursor, &j->e);
+        if (r < 0) {
+            if (j->kind == SVC_JOB_CHECK) {
+                log_path(s, "check: cannot read", USR, MAN_FILE, svc_reason(r));
+                j->cursor = j->nslots;
+                return job_end(s);
+            }
+            j->kind = SVC_JOB_NONE;
+            (void)fail_in(s, r, j->part, MAN_FILE, NULL);
+            return 1;
+        }
+        if (r == 0) {
+            j->cursor++;
+            continue;
+        }
+        if (j->kind == SVC_JOB_VERIFY && j->vr.checked == j->max) {
+            j->vr.next_cursor = j->cursor;
+            return job_end(s);
+        }
+        j->cursor++;
+        if (j->kind == SVC_JOB_VERIFY)
+            j->vr.checked++;
+        int err = entry_begin(s, &k);
+        if (err < 0 && entry_error(s, err, j->e.path))
+            return 1;
+        if (err == 0 && k != cellar_ProblemKind_P_NONE)
+            entry_problem(s, k);
+    }
 }
 
 /* ---- copies between partitions (backup, restore) ------------------------------------ */
@@ -911,10 +1057,54 @@ static int no_update(svc_t *s)
                     "UpdateBegin first)");
 }
 
+/* The update transaction, with the index of its paths attached (attach
+ * binds s->tx afresh at every mount: the index is then rebuilt from the
+ * plan as needed). */
+static txn_t *tx_indexed(svc_t *s)
+{
+    if (s->tx.ix != &s->txix) {
+        memset(&s->txix, 0, sizeof(s->txix));
+        s->tx.ix = &s->txix;
+    }
+    return &s->tx;
+}
+
+/* "entries 0 and 1 conflict (why; tail): "/usr/a", "/usr/a/b"" */
+static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
+                    const char *tail)
+{
+    man_entry_t *e = &s->me2;
+    char show[SVC_MAX_PATH + 8];
+    sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+    svc_sb_str(&m, ": entries ");
+    svc_sb_u64(&m, a);
+    svc_sb_str(&m, " and ");
+    svc_sb_u64(&m, b);
+    svc_sb_str(&m, " conflict (");
+    svc_sb_str(&m, why == TXN_CONFLICT_TWICE ? "the same path twice"
+                   : why == TXN_CONFLICT_UNDER_FILE
+                       ? "a path below a file of the bundle"
+                       : "a file below a directory the bundle removes");
+    svc_sb_str(&m, tail);
+    svc_sb_str(&m, "):");
+    for (int k = 0; k < 2; k++) {
+        uint32_t i = k ? b : a;
+        if (i == s->tx.declared) /* the entry being declared */
+            svc_copy_str(e->path, sizeof(e->path), s->me.path);
+        else if (txn_entry(&s->tx, i, e))
+            continue;
+        show_path(s, USR, e->path, show, sizeof(show));
+        svc_sb_str(&m, k ? ", " : " ");
+        svc_sb_qstr(&m, show);
+    }
+    return FS_ERR_INVAL;
+}
+
 /* The connection's transaction, checked against a bundle id (size 0 =
  * any). NULL with the error set. */
 static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
 {
+    (void)tx_indexed(s);
     if (!s->tx.active || s->tx_owner != c) {
         (void)no_update(s);
         return NULL;
@@ -945,7 +1135,7 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateBeginRequest *r)
 {
     svc_part_t *p = &s->part[USR];
-    txn_t *t = &s->tx;
+    txn_t *t = tx_indexed(s);
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
     if (r->bundle.size != 32)
@@ -1120,6 +1310,18 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
                 s->tx_need += e->size - have;
             }
         }
+        if (idx == t->declared) { /* new: against every earlier entry */
+            uint32_t other;
+            int why;
+            int k = txn_check_entry(t, e, &other, &why);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL));
+            if (k == 1) {
+                memset(o, 0, sizeof(*o));
+                return refuse(s, conflict(s, other, idx, why,
+                                          "; the update is dropped"));
+            }
+        }
         err = txn_declare(t, idx, e);
         if (err == FS_ERR_INVAL) {
             sb_t b = svc_err_begin(s, FS_ERR_INVAL);
@@ -1232,6 +1434,13 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
     t->now = now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          path_busy, s);
+    if (err == FS_ERR_INVAL && t->ix && t->ix->cwhy) {
+        /* two entries conflict: nothing changed; the bundle cannot be
+         * committed as it is */
+        (void)conflict(s, t->ix->ca, t->ix->cb, t->ix->cwhy,
+                       "; abort and declare the bundle again");
+        return FS_ERR_INVAL;
+    }
     if (err) {
         man_entry_t *e = &s->me;
         bool have_e = bad < t->declared && txn_entry(t, bad, e) == 0;
@@ -1255,6 +1464,14 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
         }
         return have_e ? fail_in(s, err, USR, e->path, why)
                       : svc_fail_path(s, err, "/usr", why);
+    }
+    if (t->skipped && s->cfg.log) {
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "update: ");
+        svc_sb_u64(&b, t->skipped);
+        svc_sb_str(&b, " files could not be moved into place (verify "
+                       "reports them)");
+        svc_log_end(s);
     }
     cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
     o->written = st.written;

@@ -41,6 +41,163 @@ void txn_bind(txn_t *t, fs_t *fs, man_t *man, const char *dir)
     t->dir = dir;
 }
 
+/* ---- the bundle index ------------------------------------------------------ */
+
+/* FNV-1a of the first n bytes of a path. */
+static uint32_t path_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static void bloom_pos(uint32_t h, uint32_t pos[2])
+{
+    pos[0] = h % TXN_BLOOM_BITS;
+    pos[1] = ((h >> 13) ^ (h * 0x9e3779b1u)) % TXN_BLOOM_BITS;
+}
+
+static void ix_clear(txn_t *t)
+{
+    if (!t->ix)
+        return;
+    t->ix->n = 0;
+    t->ix->ca = t->ix->cb = 0;
+    t->ix->cwhy = TXN_CONFLICT_NONE;
+    memset(t->ix->dirs, 0, sizeof(t->ix->dirs));
+}
+
+static void ix_add(txn_index_t *ix, const man_entry_t *e)
+{
+    size_t len = strlen(e->path);
+    ix->h[ix->n++] = (path_hash(e->path, len) & ~1u) |
+                     (e->kind == MAN_REMOVE ? 1u : 0u);
+    if (e->kind != MAN_TRACK)
+        return;
+    for (size_t k = 1; k < len; k++) /* every directory above a file */
+        if (e->path[k] == '/') {
+            uint32_t pos[2];
+            bloom_pos(path_hash(e->path, k), pos);
+            ix->dirs[pos[0] / 8] |= (uint8_t)(1u << (pos[0] % 8));
+            ix->dirs[pos[1] / 8] |= (uint8_t)(1u << (pos[1] % 8));
+        }
+}
+
+static bool is_dir(txn_t *t, const char *path)
+{
+    fs_stat_t st;
+    return fs_stat(t->fs, path, &st) == 0 && st.type == FS_TYPE_DIR;
+}
+
+/* Check e against the indexed entries [0, ix->n): 0, 1 (a conflict:
+ * *other, *why) or an error. The rules (docs/PROTOCOL.md): a path at most
+ * once; nothing below a file entry but removals (they empty the directory
+ * the file replaces); no file below a removal of a directory. */
+static int ix_check(txn_t *t, const man_entry_t *e, uint32_t *other,
+                    int *why)
+{
+    txn_index_t *ix = t->ix;
+    man_entry_t q;
+    size_t len = strlen(e->path);
+    bool file = e->kind == MAN_TRACK;
+    /* an earlier entry of the same path or of a directory above it */
+    for (size_t k = 1; k <= len; k++) {
+        if (k < len && e->path[k] != '/')
+            continue;
+        if (k < len && !file)
+            continue; /* a removal may be below anything */
+        uint32_t hk = path_hash(e->path, k) >> 1;
+        for (uint32_t i = 0; i < ix->n; i++) {
+            if ((ix->h[i] >> 1) != hk)
+                continue;
+            int err = txn_entry(t, i, &q);
+            if (err)
+                return err;
+            if (strlen(q.path) != k || memcmp(q.path, e->path, k) != 0)
+                continue;
+            *other = i;
+            if (k == len) {
+                *why = TXN_CONFLICT_TWICE;
+                return 1;
+            }
+            if (q.kind == MAN_TRACK) {
+                *why = TXN_CONFLICT_UNDER_FILE;
+                return 1;
+            }
+            if (is_dir(t, q.path)) { /* removing a file there: a swap */
+                *why = TXN_CONFLICT_INTO_RM;
+                return 1;
+            }
+        }
+    }
+    /* an earlier file below e */
+    if (!file && !is_dir(t, e->path))
+        return 0;
+    uint32_t pos[2];
+    bloom_pos(path_hash(e->path, len), pos);
+    if (!(ix->dirs[pos[0] / 8] & (1u << (pos[0] % 8))) ||
+        !(ix->dirs[pos[1] / 8] & (1u << (pos[1] % 8))))
+        return 0;
+    for (uint32_t i = 0; i < ix->n; i++) {
+        if (ix->h[i] & 1u)
+            continue; /* removals */
+        int err = txn_entry(t, i, &q);
+        if (err)
+            return err;
+        if (man_under(q.path, e->path) && strcmp(q.path, e->path) != 0) {
+            *other = i;
+            *why = file ? TXN_CONFLICT_UNDER_FILE : TXN_CONFLICT_INTO_RM;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Index the declared entries not indexed yet (a plan loaded after a
+ * restart), noting the first conflict among them. */
+static int ix_sync(txn_t *t)
+{
+    txn_index_t *ix = t->ix;
+    man_entry_t e;
+    if (ix->n > t->declared)
+        ix_clear(t);
+    while (ix->n < t->declared) {
+        int err = txn_entry(t, ix->n, &e);
+        if (err)
+            return err;
+        uint32_t other;
+        int why;
+        if (!ix->cwhy) {
+            int r = ix_check(t, &e, &other, &why);
+            if (r < 0)
+                return r;
+            if (r == 1) {
+                ix->ca = other;
+                ix->cb = ix->n;
+                ix->cwhy = (uint8_t)why;
+            }
+        }
+        ix_add(ix, &e);
+    }
+    return 0;
+}
+
+int txn_check_entry(txn_t *t, const man_entry_t *e, uint32_t *other,
+                    int *why)
+{
+    if (!t->ix)
+        return 0;
+    int err = ix_sync(t);
+    if (err)
+        return err;
+    return ix_check(t, e, other, why);
+}
+
+/* ---- staging ---------------------------------------------------------------- */
+
 static void close_stage(txn_t *t, bool keep)
 {
     if (!t->stage_open)
@@ -68,6 +225,7 @@ static void reset(txn_t *t)
     t->nentries = 0;
     t->bytes = 0;
     memset(t->id, 0, sizeof(t->id));
+    ix_clear(t);
 }
 
 int txn_abort(txn_t *t)
@@ -193,8 +351,11 @@ int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
     int n = fs_file_pwrite(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
     if (n < 0)
         return n;
-    if (idx == t->declared)
+    if (idx == t->declared) {
+        if (t->ix && t->ix->n == idx)
+            ix_add(t->ix, e);
         t->declared++;
+    }
     return 0;
 }
 
@@ -260,18 +421,30 @@ int txn_park(txn_t *t)
     return err;
 }
 
-/* Does the plan remove exactly path? 1 yes, 0 no, or an error. */
-static int plan_removes(txn_t *t, const char *path)
+/* Does the plan remove exactly path? 1 yes (*idx = the entry), 0 no, or an
+ * error. With the index only the entries of the same hash are read. */
+static int plan_removes_at(txn_t *t, const char *path, uint32_t *idx)
 {
     man_entry_t e;
+    uint32_t h = path_hash(path, strlen(path)) | 1u;
     for (uint32_t i = 0; i < t->declared; i++) {
+        if (t->ix && i < t->ix->n && t->ix->h[i] != h)
+            continue;
         int err = txn_entry(t, i, &e);
         if (err)
             return err;
-        if (e.kind == MAN_REMOVE && strcmp(e.path, path) == 0)
+        if (e.kind == MAN_REMOVE && strcmp(e.path, path) == 0) {
+            *idx = i;
             return 1;
+        }
     }
     return 0;
+}
+
+static int plan_removes(txn_t *t, const char *path)
+{
+    uint32_t idx;
+    return plan_removes_at(t, path, &idx);
 }
 
 /* Does the plan remove everything under directory dir (so that its own
@@ -305,19 +478,23 @@ static int plan_empties(txn_t *t, const char *dir, int depth)
     return err < 0 ? err : all;
 }
 
-/* Check the directories above path: every existing one is a directory, or
- * a file the plan removes (the roll forward removes it first). *all_exist
- * says whether every one exists as a directory. */
-static int check_parents(txn_t *t, const char *path, bool *all_exist)
+/* Check the directories above entry i's path: every existing one is a
+ * directory the bundle does not remove (FS_ERR_INVAL, a conflict noted in
+ * the index), or a file the plan removes (the roll forward removes it
+ * first: a file becomes a directory). *all_exist says whether every one
+ * exists as a directory. */
+static int check_parents(txn_t *t, uint32_t i, const char *path,
+                         bool *all_exist)
 {
     size_t n = strlen(path);
     char pre[MAN_PATH_MAX + 1];
-    for (size_t i = 1; i < n; i++) {
-        if (path[i] != '/')
+    for (size_t k = 1; k < n; k++) {
+        if (path[k] != '/')
             continue;
-        memcpy(pre, path, i);
-        pre[i] = 0;
+        memcpy(pre, path, k);
+        pre[k] = 0;
         fs_stat_t st;
+        uint32_t at;
         int err = fs_stat(t->fs, pre, &st);
         if (err == FS_ERR_NOENT) {
             *all_exist = false;
@@ -325,15 +502,25 @@ static int check_parents(txn_t *t, const char *path, bool *all_exist)
         }
         if (err)
             return err;
-        if (st.type != FS_TYPE_DIR) {
-            int r = plan_removes(t, pre);
-            if (r < 0)
-                return r;
-            if (!r)
-                return FS_ERR_NOTDIR;
-            *all_exist = false; /* a file the bundle turns into a directory */
-            return 0;
+        int r;
+        if (st.type == FS_TYPE_DIR) {
+            /* (copies have no index and never remove what they write) */
+            if (t->ix && (r = plan_removes_at(t, pre, &at)) != 0) {
+                if (r < 0)
+                    return r;
+                t->ix->ca = at;
+                t->ix->cb = i;
+                t->ix->cwhy = TXN_CONFLICT_INTO_RM;
+                return FS_ERR_INVAL;
+            }
+            continue;
         }
+        if ((r = plan_removes_at(t, pre, &at)) < 0)
+            return r;
+        if (!r)
+            return FS_ERR_NOTDIR;
+        *all_exist = false; /* a file the bundle turns into a directory */
+        return 0;
     }
     return 0;
 }
@@ -353,7 +540,19 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
     if ((err = txn_park(t)) || (err = txn_sync_plan(t)))
         return err;
 
-    /* 1. Check everything; nothing is changed until all is well. */
+    /* 0. The bundle as a whole: no two entries conflict. */
+    if (t->ix) {
+        if ((err = ix_sync(t)))
+            return err;
+        if (t->ix->cwhy) {
+            *bad = t->ix->cb;
+            return FS_ERR_INVAL;
+        }
+    }
+
+    /* 1. Check everything against the device; nothing is changed until
+     * all is well, and what is checked here is what the roll forward
+     * needs: every move will find its way clear. */
     for (uint32_t i = 0; i < t->declared; i++) {
         *bad = i;
         if ((err = txn_entry(t, i, &e)))
@@ -365,22 +564,28 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         if (se && se != FS_ERR_NOENT)
             return se;
         if (e.kind == MAN_REMOVE) {
-            if (se == 0) {
+            if (se == 0 && fst.type == FS_TYPE_DIR) {
+                /* removed only if the bundle empties it */
+                dir_removals = true;
+                int r = plan_empties(t, e.path, 0);
+                if (r < 0)
+                    return r;
+                if (r) {
+                    nact++;
+                    st->removed++;
+                }
+            } else if (se == 0) {
+                if (busy && busy(busy_ctx, e.path))
+                    return FS_ERR_BUSY;
                 nact++;
                 st->removed++;
-                if (fst.type == FS_TYPE_DIR)
-                    dir_removals = true;
-                else if (busy && busy(busy_ctx, e.path))
-                    return FS_ERR_BUSY;
             }
             continue;
         }
         if (se == 0 && fst.type == FS_TYPE_DIR) {
-            /* a directory the bundle removes, with all it holds, may
-             * become a file (the roll forward removes first) */
-            int r = plan_removes(t, e.path);
-            if (r == 1)
-                r = plan_empties(t, e.path, 0);
+            /* a directory the bundle empties becomes this file (the roll
+             * forward removes it first) */
+            int r = plan_empties(t, e.path, 0);
             if (r < 0)
                 return r;
             if (!r)
@@ -388,7 +593,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             dir_removals = true;
             se = FS_ERR_NOENT;
         }
-        if ((err = check_parents(t, e.path, &parents)))
+        if ((err = check_parents(t, i, e.path, &parents)))
             return err;
         if (!(e.flags & MAN_F_SEND)) {
             /* declared unchanged: it must still be */
@@ -441,7 +646,20 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         for (uint32_t i = 0; i < t->declared; i++) {
             if ((err = txn_entry(t, i, &e)))
                 goto revert;
-            if (pass == 0 && e.kind == MAN_REMOVE) {
+            if (pass == 0 && e.kind == MAN_TRACK && is_dir(t, e.path)) {
+                /* a directory becomes this file: no entry stays below */
+                for (uint32_t k = 0, n = man_slots(t->man); k < n; k++) {
+                    int r = man_get(t->man, k, &m);
+                    if (r < 0) {
+                        err = r;
+                        goto revert;
+                    }
+                    if (r == 1 && man_under(m.path, e.path) &&
+                        strcmp(m.path, e.path) != 0 &&
+                        (err = man_del(t->man, m.path)))
+                        goto revert;
+                }
+            } else if (pass == 0 && e.kind == MAN_REMOVE) {
                 /* a file, or every entry under a directory */
                 for (uint32_t k = 0, n = man_slots(t->man); k < n; k++) {
                     int r = man_get(t->man, k, &m);
@@ -531,12 +749,31 @@ revert:
     return err;
 }
 
-/* Move a batch of staged files into place. */
+/* Something in the way of a move: not the device's fault. */
+static bool in_the_way(int err)
+{
+    return err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
+           err == FS_ERR_NOTEMPTY || err == FS_ERR_EXIST ||
+           err == FS_ERR_BUSY;
+}
+
+/* Move a batch of staged files into place. If something is in the way,
+ * one by one, skipping (and counting) what cannot be moved. */
 static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
 {
     if (*n == 0)
         return 0;
     int err = fs_rename_many(t->fs, src, dst, *n);
+    if (in_the_way(err)) {
+        err = 0;
+        for (uint32_t k = 0; !err && k < *n; k++) {
+            int e2 = fs_rename(t->fs, src[k], dst[k]);
+            if (in_the_way(e2))
+                t->skipped++;
+            else
+                err = e2;
+        }
+    }
     *n = 0;
     return err;
 }
@@ -551,6 +788,7 @@ int txn_finish(txn_t *t)
 
     close_stage(t, true);
     close_plan(t);
+    t->skipped = 0;
     bool phase2 = fs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0;
     strcpy(cname, t->path);
     if (!phase2)
@@ -569,14 +807,19 @@ int txn_finish(txn_t *t)
         for (uint32_t i = 0; i < t->declared; i++) {
             if ((err = txn_entry(t, i, &e)))
                 goto out;
-            if (e.kind != MAN_REMOVE || fs_stat(t->fs, e.path, &st) != 0 ||
+            /* a removal, or (in the directory passes) a directory that a
+             * file of the bundle replaces */
+            bool replaced = e.kind == MAN_TRACK && (e.flags & MAN_F_SEND) &&
+                            dirs;
+            if ((e.kind != MAN_REMOVE && !replaced) ||
+                fs_stat(t->fs, e.path, &st) != 0 ||
                 (st.type == FS_TYPE_DIR) != dirs)
                 continue;
             err = dirs ? fs_rmdir(t->fs, e.path) : fs_remove(t->fs, e.path);
             if (err == 0)
                 progress = true;
-            if (err == FS_ERR_NOTEMPTY || err == FS_ERR_NOENT)
-                err = 0;
+            if (err == FS_ERR_NOENT || in_the_way(err))
+                err = 0; /* a directory that is not empty stays */
             if (err)
                 goto out;
         }
@@ -615,7 +858,13 @@ int txn_finish(txn_t *t)
                 if (strcmp(targets[k], e.path) == 0 && (err = flush(t, src, dst, &n)))
                     goto out;
             strcpy(names[n], dp);
-            if ((err = man_mkdir_parents(t->fs, e.path, t->tmp)))
+            err = man_mkdir_parents(t->fs, e.path, t->tmp);
+            if (in_the_way(err)) {
+                t->skipped++;
+                err = 0;
+                continue;
+            }
+            if (err)
                 goto out;
             strcpy(targets[n], e.path);
             src[n] = names[n];

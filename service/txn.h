@@ -31,6 +31,28 @@
 #define TXN_ERR_BADMSG (-74) /* a staged size or SHA-256 differs */
 #define TXN_HDR 64u
 #define TXN_SYNC_BYTES (64u * 1024u) /* staged data is committed this often */
+#define TXN_BLOOM_BITS 16384u /* the index's filter of directories (2 KiB) */
+
+/* Conflicts between two entries of one bundle (docs/PROTOCOL.md). */
+enum {
+    TXN_CONFLICT_NONE = 0,
+    TXN_CONFLICT_TWICE = 1,     /* the same path twice */
+    TXN_CONFLICT_UNDER_FILE = 2,/* a file below a file of the bundle */
+    TXN_CONFLICT_INTO_RM = 3,   /* a file below a directory the bundle removes */
+};
+
+/* An index of a bundle's declared paths, so each new entry is checked
+ * against all earlier ones without reading the plan n times: a 32-bit hash
+ * per entry (bit 0 = a removal) and a Bloom filter of the directories
+ * above every file entry. Candidates are confirmed against the plan.
+ * Fixed size: 4 KiB + 2 KiB. */
+typedef struct txn_index {
+    uint32_t n;                /* entries indexed (0..n-1) */
+    uint32_t ca, cb;           /* the first conflict found: entry cb with ca */
+    uint8_t cwhy;              /* TXN_CONFLICT_*, or NONE */
+    uint32_t h[TXN_MAX_ENTRIES];
+    uint8_t dirs[TXN_BLOOM_BITS / 8];
+} txn_index_t;
 
 typedef struct txn {
     fs_t *fs;
@@ -47,6 +69,8 @@ typedef struct txn {
     uint32_t stage_idx;
     uint32_t unsynced;
     uint32_t now;              /* seconds since 1970, for manifest times */
+    uint32_t skipped;          /* txn_finish: moves it could not make */
+    txn_index_t *ix;           /* NULL = no conflict checks (copies) */
     fs_file_t plan;
     fs_file_t stage;
     char path[64];             /* scratch for names in dir */
@@ -75,6 +99,12 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
  * MAN_F_SEND flag may change. */
 int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e);
 int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e);
+/* Would declaring e as the next entry (idx == declared) conflict with an
+ * earlier entry (needs t->ix)? 0 no, 1 yes (*other = that entry, *why =
+ * TXN_CONFLICT_*), or an error. Conflicts among the entries already
+ * declared (a plan staged before a restart) are reported first. */
+int txn_check_entry(txn_t *t, const man_entry_t *e, uint32_t *other,
+                    int *why);
 /* Make the declared entries durable. */
 int txn_sync_plan(txn_t *t);
 /* Bytes of entry idx staged so far (durable or not). */
@@ -90,12 +120,19 @@ const char *txn_data_path(txn_t *t, uint32_t idx);
 /* Check and commit. A check failure changes nothing and sets *bad to the
  * entry: TXN_ERR_BADMSG (its staged size or SHA-256 differs: the staged
  * data is dropped; or an entry declared unchanged changed since),
- * FS_ERR_ISDIR / FS_ERR_NOTDIR (the target is in the way), FS_ERR_BUSY. busy(ctx, path) says whether a client
- * holds path open (then the commit is refused with FS_ERR_BUSY). */
+ * FS_ERR_ISDIR / FS_ERR_NOTDIR (the target is in the way), FS_ERR_BUSY,
+ * FS_ERR_INVAL with t->ix->cwhy set (two entries conflict: *bad and
+ * t->ix->ca). busy(ctx, path) says whether a client holds path open (then
+ * the commit is refused with FS_ERR_BUSY). The checks make sure the roll
+ * forward can make every move; a failure after them (the device: I/O,
+ * space) before the decision leaves everything as it was. */
 int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                uint32_t *bad, bool (*busy)(void *ctx, const char *path),
                void *busy_ctx);
-/* Roll a decided transaction forward (idempotent). */
+/* Roll a decided transaction forward (idempotent). A move that cannot be
+ * made (something in the way that the checks did not foresee) is skipped
+ * and counted in t->skipped rather than blocking the partition for good:
+ * the manifest then names a file that verify reports, and repair fixes. */
 int txn_finish(txn_t *t);
 /* Drop everything staged. */
 int txn_abort(txn_t *t);

@@ -24,7 +24,7 @@
 
 static flash_sim_t *sim;
 static svc_t svc;
-static svc_conn_t conn, conn2;
+static svc_conn_t conn, conn2, conn3;
 static cellar_Request rq;
 static cellar_Response rs;
 static uint8_t wire[4 * CODEC_BUF_MIN];
@@ -886,6 +886,122 @@ static void test_pipelining_and_fairness(void)
     svc_conn_close(&svc, &conn2, NULL);
 }
 
+/* ---- long requests run in bounded steps -------------------------------- */
+
+static void send_on(svc_conn_t *c, uint32_t id)
+{
+    rq.id = id;
+    int n = codec_encode_request(&rq, wire, sizeof(wire));
+    CHECK(n > 0);
+    CHECK_EQ(svc_conn_input(c, wire, (size_t)n), (size_t)n);
+}
+
+/* Decode every queued reply of c into out[] (up to max); returns how many. */
+static int drain_all(svc_conn_t *c, cellar_Response *out, int max)
+{
+    static uint8_t acc[4 * CODEC_BUF_MIN];
+    size_t have = 0, off = 0;
+    const uint8_t *p;
+    size_t len;
+    int n = 0;
+    while (svc_conn_output(c, &p, &len)) {
+        memcpy(acc + have, p, len);
+        have += len;
+        svc_conn_consumed(c, len);
+    }
+    while (n < max && off + CODEC_HDR <= have) {
+        uint32_t fl = codec_get_len(acc + off);
+        if (codec_decode_response(&out[n], acc + off + CODEC_HDR, fl, NULL))
+            return -1;
+        off += CODEC_HDR + fl;
+        n++;
+    }
+    return n;
+}
+
+/* While connection A hashes a large file, connection B's Pings are
+ * answered in every svc_process turn, and no turn reads more than one
+ * step of the file from flash; A's later requests wait behind its Hash
+ * (replies in order), other connections' long requests wait for the job;
+ * a closed connection drops its job. */
+static void test_long_requests(void)
+{
+    static uint8_t data[1u << 20];
+    static cellar_Response out[4];
+    uint8_t want[32];
+    flash_sim_stats_t st;
+    for (uint32_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7u + (i >> 12));
+    sha256_all(data, sizeof(data), want);
+    CHECK_EQ(put_file("/usr/long.bin", data, sizeof(data)), 0);
+    svc_conn_open(&svc, &conn2, "second");
+
+    req(cellar_Request_hash_tag);
+    strcpy(rq.body.hash.path, "/usr/long.bin");
+    send_on(&conn, 900);
+    req(cellar_Request_ping_tag);
+    send_on(&conn, 901); /* behind the Hash on the same connection */
+    CHECK_EQ(svc_process(&svc), 1); /* the Hash starts; its Ping waits */
+    CHECK(svc.job.kind == SVC_JOB_HASH);
+    CHECK(svc_pending(&svc));
+    CHECK_EQ(drain_all(&conn, out, 4), 0);
+
+    /* a Verify on C waits for the job (one long request at a time) */
+    svc_conn_open(&svc, &conn3, "third");
+    req(cellar_Request_verify_tag);
+    send_on(&conn3, 950);
+    uint32_t turns = 0, pings = 0, early = 0;
+    uint64_t max_read = 0;
+    while (svc.job.kind == SVC_JOB_HASH && turns < 1000) {
+        req(cellar_Request_ping_tag);
+        send_on(&conn2, 1000 + turns);
+        flash_sim_reset_stats(sim);
+        (void)svc_process(&svc);
+        flash_sim_stats(sim, &st);
+        if (st.bytes_read > max_read)
+            max_read = st.bytes_read;
+        turns++;
+        int n = drain_all(&conn2, out, 4);
+        for (int k = 0; k < n; k++)
+            if (out[k].id == 1000 + turns - 1 && !out[k].has_error)
+                pings++;
+        if (svc.job.kind == SVC_JOB_HASH)
+            early += (uint32_t)drain_all(&conn3, out, 4);
+    }
+    CHECK_EQ(early, 0); /* the Verify did not overtake the Hash */
+    printf("  hash of 1 MiB: %u turns, every Ping answered in its turn: %s, "
+           "at most %llu bytes read from flash per turn\n", turns,
+           pings == turns ? "yes" : "NO", (unsigned long long)max_read);
+    CHECK(turns >= (sizeof(data) / SVC_JOB_STEP_BYTES) - 1);
+    CHECK_EQ(pings, turns);
+    /* one step: its file data and the metadata to find it */
+    CHECK(max_read <= SVC_JOB_STEP_BYTES + SVC_JOB_STEP_BYTES / 4);
+    /* the Hash reply, then the Ping behind it */
+    int n = drain_all(&conn, out, 4);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(out[0].id, 900);
+    CHECK(!out[0].has_error);
+    CHECK(memcmp(out[0].body.hash.sha256, want, 32) == 0);
+    CHECK_EQ(out[0].body.hash.length, sizeof(data));
+    CHECK_EQ(out[1].id, 901);
+    while (svc_process(&svc))
+        ;
+    n = drain_all(&conn3, out, 4);
+    CHECK(n == 1 && out[0].id == 950 && !out[0].has_error);
+    svc_conn_close(&svc, &conn3, NULL);
+
+    /* a connection that goes away drops its job */
+    req(cellar_Request_hash_tag);
+    strcpy(rq.body.hash.path, "/usr/long.bin");
+    send_on(&conn2, 960);
+    CHECK_EQ(svc_process(&svc), 1);
+    CHECK(svc.job.kind == SVC_JOB_HASH);
+    svc_conn_close(&svc, &conn2, NULL);
+    CHECK(svc.job.kind == SVC_JOB_NONE);
+    CHECK(!svc_pending(&svc));
+    CHECK_EQ(rpc_remove("/usr/long.bin"), 0);
+}
+
 static void test_backpressure(void)
 {
     /* A peer that pipelines big reads and never drains: the output queue
@@ -1165,6 +1281,7 @@ int main(void)
     test_handles();
     test_pipelining_and_fairness();
     test_backpressure();
+    test_long_requests();
     test_eof();
     test_idle_timeout();
     test_format();
