@@ -973,7 +973,7 @@ static void test_killed_clients(const char *url)
     /* The device closes the dead clients' handles: the temporary can be
      * removed (it is not held open) - poll while the device notices. */
     int err = -1;
-    for (int tries = 0; tries < 500; tries++) {
+    for (int tries = 0; tries < 6000; tries++) {
         err = cellar_remove(&c, "/usr/.killed.bin.cellar-tmp");
         if (err == 0 || err == CELLAR_ERR_NOENT)
             break;
@@ -1013,7 +1013,7 @@ static void test_killed_clients(const char *url)
     CHECK_EQ(cellar_get_mem(&c, "/usr/killed.bin", n, &b, &bl), 0);
     CHECK(bl == n && b && !memcmp(b, fresh, n));
     free(b);
-    for (int tries = 0; tries < 500; tries++) {
+    for (int tries = 0; tries < 6000; tries++) {
         err = cellar_remove(&c, "/usr/.never.bin.cellar-tmp");
         if (err == 0 || err == CELLAR_ERR_NOENT)
             break;
