@@ -810,6 +810,17 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
 }
 
 /* ---- info ------------------------------------------------------------------------------- */
+static const char *part_state(uint32_t st)
+{
+    switch (st) {
+    case CELLAR_PART_OK: return "ok";
+    case CELLAR_PART_FULL: return "full (only removals until space is freed)";
+    case CELLAR_PART_NO_MANIFEST: return "no manifest (read-only)";
+    case CELLAR_PART_UNMOUNTED: return "not mounted (format it)";
+    default: return "unknown state";
+    }
+}
+
 static int cmd_info(cli_t *cli, int argc, char **argv)
 {
     cli_opts_t o = {0};
@@ -843,8 +854,12 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "block_count", p->block_count);
             cli_json_num(e, "bytes", (double)p->block_count * in->block_size);
             cJSON_AddBoolToObject(e, "read_only", p->read_only);
+            cJSON_AddStringToObject(e, "state", part_state(p->state));
             cJSON_AddItemToArray(arr, e);
         }
+        cJSON *pr = cJSON_AddArrayToObject(j, "problems");
+        for (uint32_t i = 0; i < in->nproblems; i++)
+            cJSON_AddItemToArray(pr, cJSON_CreateString(in->problems[i]));
         return CLI_OK;
     }
     char h[32];
@@ -861,10 +876,16 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     printf("partitions:\n");
     for (uint32_t i = 0; i < in->npartitions; i++) {
         const cellar_partition_t *p = &in->partitions[i];
-        printf("  %-6s blocks %u-%u (%s)%s\n", p->path, p->first_block,
+        printf("  %-6s blocks %u-%u (%s)%s%s%s\n", p->path, p->first_block,
                p->first_block + p->block_count - 1,
                cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),
-               p->read_only ? ", read-only" : "");
+               p->read_only ? ", read-only" : "",
+               p->state ? ", " : "", p->state ? part_state(p->state) : "");
+    }
+    if (in->nproblems) {
+        printf("problems:\n");
+        for (uint32_t i = 0; i < in->nproblems; i++)
+            printf("  %s\n", in->problems[i]);
     }
     return CLI_OK;
 }

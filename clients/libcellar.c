@@ -424,7 +424,14 @@ static int hello(cellar_t *c)
         p->first_block = h->partitions[i].first_block;
         p->block_count = h->partitions[i].block_count;
         p->read_only = h->partitions[i].read_only;
+        p->state = (uint32_t)h->partitions[i].state;
     }
+    in->nproblems = h->problems_count;
+    if (in->nproblems > CELLAR_MAX_PROBLEMS)
+        in->nproblems = CELLAR_MAX_PROBLEMS;
+    for (uint32_t i = 0; i < in->nproblems; i++)
+        snprintf(in->problems[i], sizeof(in->problems[i]), "%s",
+                 h->problems[i]);
     c->errmsg[0] = 0;
     return 0;
 }

@@ -111,6 +111,12 @@ typedef struct fs_statvfs {
     uint32_t erase_mean;     /* mean erase count over good blocks */
     uint32_t erase_min;      /* lowest erase count of any good block */
     uint32_t bad_blocks;     /* blocks retired as worn out */
+    uint64_t claimed;        /* bytes the files claim (sizes, holes of
+                                sparse files included, + 64 per object):
+                                live is this, capped at used */
+    uint64_t reserve;        /* bytes the filesystem keeps for itself
+                                (checkpoints, GC): ordinary operations
+                                fail with FS_ERR_NOSPC below it */
 } fs_statvfs_t;
 
 /* ---- opaque-by-convention objects (caller-owned, fields private) -------- */

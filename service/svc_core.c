@@ -276,6 +276,79 @@ static void log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
     svc_log_end(s);
 }
 
+void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
+                 const char *done)
+{
+    char line[SVC_PROBLEM_LEN];
+    sb_t b;
+    svc_sb_init(&b, line, sizeof(line));
+    svc_sb_str(&b, "/");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, what);
+    if (why) {
+        svc_sb_str(&b, " (");
+        svc_sb_str(&b, why);
+        svc_sb_str(&b, ")");
+    }
+    if (done) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, done);
+    }
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (strcmp(s->problems[i], line) == 0)
+            return; /* once */
+    svc_log_msg(s, NULL, line);
+    if (s->nproblems < SVC_MAX_PROBLEMS) {
+        s->problem_part[s->nproblems] = (uint8_t)part;
+        memcpy(s->problems[s->nproblems++], line, sizeof(line));
+    }
+}
+
+/* Forget the problems of a partition (it was formatted). */
+static void problems_forget(svc_t *s, uint32_t part)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (s->problem_part[i] != part) {
+            if (k != i) {
+                s->problem_part[k] = s->problem_part[i];
+                memcpy(s->problems[k], s->problems[i], SVC_PROBLEM_LEN);
+            }
+            k++;
+        }
+    s->nproblems = k;
+}
+
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
+{
+    fs_statvfs_t v;
+    int err = fs_statvfs(&s->part[part].fs, &v);
+    if (err)
+        return svc_fail_path(s, err, show, NULL);
+    /* the service's own: 1/32 of the partition, 6 to 16 blocks */
+    uint64_t keep = v.total / 32, bs = v.block_size;
+    if (keep < 6 * bs)
+        keep = 6 * bs;
+    if (keep > SVC_KEEP_BYTES && SVC_KEEP_BYTES >= 6 * bs)
+        keep = SVC_KEEP_BYTES;
+    uint64_t have = v.total > v.claimed + v.reserve + keep
+                        ? v.total - v.claimed - v.reserve - keep : 0;
+    if (grow <= have)
+        return 0;
+    sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, show);
+    svc_sb_str(&b, ": needs ");
+    svc_sb_u64(&b, grow);
+    svc_sb_str(&b, " more bytes, /");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, " has ");
+    svc_sb_u64(&b, have);
+    svc_sb_str(&b, " (a file's size counts in full, holes included)");
+    return FS_ERR_NOSPC;
+}
+
 int svc_setup(svc_t *s, const svc_config_t *cfg)
 {
     int err;
@@ -352,8 +425,13 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
                 err = fs_mount(&p->fs, &p->cfg);
         }
         if (err) {
+            /* reported, not served: Format is the repair */
             log_part(s, "cannot mount", p, err);
-            goto fail;
+            p->state = SVC_PART_UNMOUNTED;
+            svc_problem(s, i, "cannot mount", svc_reason(err),
+                        "not served; format it");
+            err = 0;
+            continue;
         }
         p->mounted = 1;
         log_part(s, "mounted", p, 0);
@@ -763,6 +841,17 @@ fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
 /* Refuse writes through file RPCs on a read-only partition. */
 int svc_check_writable(svc_t *s, const svc_path_t *p)
 {
+    if (p->part >= 0 && !s->part[p->part].read_only) {
+        svc_part_t *pt = &s->part[p->part];
+        if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
+                                 "the partition is too full for the "
+                                 "service's bookkeeping: remove files first");
+        if (pt->state == SVC_PART_NO_MANIFEST)
+            return svc_fail_path(s, FS_ERR_IO, p->show,
+                                 "the partition's manifest cannot be used: "
+                                 "it is read-only until formatted");
+    }
     if (p->part >= 0 && s->part[p->part].read_only) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
         svc_sb_str(&b, " ");
@@ -858,7 +947,11 @@ static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->first_block = s->part[i].cfg.first_block;
         p->block_count = s->part[i].cfg.block_count;
         p->read_only = s->part[i].read_only;
+        p->state = (cellar_PartState)s->part[i].state;
     }
+    for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
+        svc_copy_str(o->problems[o->problems_count++],
+                     sizeof(o->problems[0]), s->problems[i]);
     if (s->cfg.log) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "hello from ");
@@ -1128,10 +1221,20 @@ static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
         off = (uint64_t)size;
         if (len > FS_FILE_MAX - off)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        if (len && svc_room(s, h->part, len, h->path))
+            return FS_ERR_NOSPC;
         n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     } else {
         if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        /* growth counts in full, a hole included: refused up front when
+         * the partition could not store it (docs/PROTOCOL.md, Write) */
+        int32_t size = fs_file_size(fs, &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (len && off + len > (uint64_t)size &&
+            svc_room(s, h->part, off + len - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
         n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     }
     if (n < 0)
@@ -1183,6 +1286,12 @@ static int do_truncate(svc_t *s, svc_conn_t *c,
             return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
         if (r->size > FS_FILE_MAX)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        int32_t size = fs_file_size(hfs(s, h), &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (r->size > (uint64_t)size &&
+            svc_room(s, h->part, r->size - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
         err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
         if (err < 0)
             return svc_fail_handle(s, err, h, NULL);
@@ -1269,11 +1378,23 @@ static int do_remove(svc_t *s, const char *path, bool dir_only)
         return svc_fail_path(s, FS_ERR_PERM, p->show,
                          p->part < 0 ? "the root cannot be removed"
                                      : "a partition cannot be removed");
-    if ((err = svc_check_writable(s, p)))
-        return err;
     fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
+    svc_part_t *pt = &s->part[p->part];
+    if (!pt->read_only && pt->state == SVC_PART_FULL) {
+        /* too full for bookkeeping: a removal frees space first, then the
+         * manifest gets its entry dropped once it is writable again */
+        err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        if (!dir_only && svc_store_retry(s, (uint32_t)p->part))
+            (void)svc_man_remove(s, p);
+        svc_reply_done(s);
+        return 0;
+    }
+    if ((err = svc_check_writable(s, p)))
+        return err;
     if (dir_only)
         err = fs_rmdir(fs, p->fs);
     else if (s->part[p->part].has_man)
@@ -1537,6 +1658,8 @@ static int format_part(svc_t *s, uint32_t i)
     }
     p->mounted = 0;
     log_part(s, "formatting", p, 0);
+    problems_forget(s, i);
+    p->state = SVC_PART_UNMOUNTED;
     int err = fs_format(&p->fs, &p->cfg);
     if (!err)
         err = fs_mount(&p->fs, &p->cfg);

@@ -44,6 +44,16 @@ int svc_check_writable(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 void svc_handle_release(svc_t *s, svc_handle_t *h);
 
+/* A problem found at start-up (or a later attach) on partition part:
+ * logged once and listed in HelloReply.problems until the partition is
+ * formatted. "/usr: what (why): done". */
+void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
+                 const char *done);
+/* Room for growing the files of a partition by `grow` bytes, keeping the
+ * filesystem's reserve and the service's own (SVC_KEEP_BYTES): 0, or
+ * ENOSPC with the error set (naming show). */
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show);
+
 /* ---- svc_update.c ---------------------------------------------------------- */
 /* Mount-time work on every partition: open the manifest, drop shadow
  * files, finish or pick up transactions, and (cfg.check_at_start) check
@@ -54,6 +64,11 @@ void svc_store_free(svc_t *s);
 void svc_store_detach(svc_t *s, uint32_t i);
 int svc_store_attach(svc_t *s, uint32_t i);
 /* The connection went away / time passed. */
+/* PART_FULL: try to make the manifest writable again (true = PART_OK). */
+bool svc_store_retry(svc_t *s, uint32_t i);
+/* Drop a staged update of /usr in any state (UpdateAbort on a full
+ * partition). */
+int svc_store_drop_staging(svc_t *s);
 void svc_store_conn_gone(svc_t *s, svc_conn_t *c);
 void svc_store_tick(svc_t *s);
 
