@@ -383,7 +383,10 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         format_all = true;
     } else if (err) {
         svc_log_msg(s, NULL, err == -2 ? "no partition table in block 0"
-                                   : "the partition table is corrupt");
+                             : err == LAYOUT_ERR_FOREIGN
+                                 ? "block 0 holds no cellar partition table: "
+                                   "not a cellar flash, left alone"
+                                 : "the partition table is corrupt");
         goto fail;
     }
 

@@ -174,16 +174,24 @@ static int attach(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
     p->state = SVC_PART_OK;
+    /* shadows of writers a power cut or a stop interrupted: removed first,
+     * one at a time (a removal needs no room), so what they held is free
+     * for the manifest */
+    int err = man_clear(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
+    if (err)
+        svc_problem(s, i, "cannot remove the shadow copies in "
+                    MAN_SHADOW_DIR, svc_reason(err), "left as they are");
     attach_manifest(s, i);
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
+        svc_problem(s, i, "files claim more than the partition holds "
+                    "(sparse files)", NULL, "growth is refused until they "
+                    "are removed or truncated");
     if (!p->has_man || p->state != SVC_PART_OK) {
         if (i == USR)
             memset(&s->tx, 0, sizeof(s->tx));
         return 0;
     }
-    /* shadows of writers a power cut or a stop interrupted */
-    int err = man_wipe(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
-    if (err)
-        clear_staging(s, i, MAN_SHADOW_DIR, err);
     /* a copy (backup / restore) committed before a cut is finished; one
      * not committed is dropped */
     txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
@@ -192,6 +200,9 @@ static int attach(svc_t *s, uint32_t i)
         log_path(s, "finished the interrupted copy into", i, "/", NULL);
     if (r >= 0 && s->cp.active)
         r = txn_abort(&s->cp);
+    fs_stat_t cst;
+    if (r >= 0 && fs_stat(&p->fs, CP_DIR, &cst) == 0)
+        r = FS_ERR_NOTEMPTY; /* what the abort could not remove */
     if (r < 0) {
         if (s->cp.plan_open)
             (void)fs_file_close(&p->fs, &s->cp.plan);
@@ -210,6 +221,9 @@ static int attach(svc_t *s, uint32_t i)
             svc_sb_str(&b, " entries declared)");
             svc_log_end(s);
         }
+        fs_stat_t st;
+        if (r == 0 && !s->tx.active && fs_stat(&p->fs, TX_DIR, &st) == 0)
+            r = FS_ERR_NOTEMPTY; /* what an abort could not remove */
         if (r < 0) {
             if (s->tx.plan_open)
                 (void)fs_file_close(&p->fs, &s->tx.plan);
@@ -231,15 +245,10 @@ bool svc_store_retry(svc_t *s, uint32_t i)
         return p->mounted && p->state == SVC_PART_OK;
     (void)man_close(&p->man);
     p->has_man = 0;
-    if (man_open(&p->man, &p->fs) != 0) {
-        (void)man_open_ro(&p->man, &p->fs);
-        p->has_man = 1;
-        return false;
-    }
-    p->has_man = 1;
-    p->state = SVC_PART_OK;
-    log_path(s, "space was freed:", i, "/", "the manifest is writable again");
-    (void)attach(s, i); /* staging and checks as at start-up */
+    (void)attach(s, i); /* the manifest and the staging as at start-up */
+    if (p->state == SVC_PART_OK)
+        log_path(s, "space was freed:", i, "/",
+                 "the manifest is writable again");
     return p->state == SVC_PART_OK;
 }
 
@@ -587,9 +596,27 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
      * crash or a bug): the removal drops the entry */
     bool gone = fs_stat(&pt->fs, p->fs, &st) == FS_ERR_NOENT;
     uint32_t slot;
-    if (gone && man_find(&pt->man, p->fs, &s->me, &slot) != 1)
+    int k = man_find(&pt->man, p->fs, &s->me, &slot);
+    if (k < 0)
+        return k;
+    if (gone && k == 0)
         return FS_ERR_NOENT;
+    if (k == 0) /* untracked: a plain removal, which needs no room */
+        return fs_remove(&pt->fs, p->fs);
     int err = man_del(&pt->man, p->fs);
+    if (err == FS_ERR_NOSPC && !gone) {
+        /* too full even for the slot write (files were put there behind
+         * the service's back): free the space first, then drop the entry;
+         * a cut in between leaves an entry whose removal finishes it */
+        man_revert(&pt->man);
+        err = fs_remove(&pt->fs, p->fs);
+        if (err)
+            return err;
+        log_path(s, "removed before its manifest entry (no room):",
+                 p->part, p->fs, NULL);
+        gone = true;
+        err = man_del(&pt->man, p->fs);
+    }
     if (!err) {
         const char *src[1] = { p->fs };
         err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
