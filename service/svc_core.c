@@ -320,20 +320,24 @@ static void problems_forget(svc_t *s, uint32_t part)
     s->nproblems = k;
 }
 
-int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
+uint64_t svc_room_bytes(svc_t *s, uint32_t part)
 {
     fs_statvfs_t v;
-    int err = fs_statvfs(&s->part[part].fs, &v);
-    if (err)
-        return svc_fail_path(s, err, show, NULL);
+    if (!s->part[part].mounted || fs_statvfs(&s->part[part].fs, &v))
+        return 0;
     /* the service's own: 1/32 of the partition, 6 to 16 blocks */
     uint64_t keep = v.total / 32, bs = v.block_size;
     if (keep < 6 * bs)
         keep = 6 * bs;
     if (keep > SVC_KEEP_BYTES && SVC_KEEP_BYTES >= 6 * bs)
         keep = SVC_KEEP_BYTES;
-    uint64_t have = v.total > v.claimed + v.reserve + keep
-                        ? v.total - v.claimed - v.reserve - keep : 0;
+    return v.total > v.claimed + v.reserve + keep
+               ? v.total - v.claimed - v.reserve - keep : 0;
+}
+
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
+{
+    uint64_t have = svc_room_bytes(s, part);
     if (grow <= have)
         return 0;
     sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
@@ -1429,6 +1433,10 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
     fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
+    /* a directory claims 64 bytes and a record or two: the room kept for
+     * the service's bookkeeping is not for new directories */
+    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show)))
+        return err;
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
         if (err < 0)

@@ -53,6 +53,8 @@ void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
  * filesystem's reserve and the service's own (SVC_KEEP_BYTES): 0, or
  * ENOSPC with the error set (naming show). */
 int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show);
+/* The bytes svc_room allows now (0 when not mounted). */
+uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 
 /* ---- svc_update.c ---------------------------------------------------------- */
 /* Mount-time work on every partition: open the manifest, drop shadow

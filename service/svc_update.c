@@ -1103,6 +1103,10 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
     txn_t *t = &s->tx;
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    if (p->state != SVC_PART_OK && !svc_store_retry(s, USR))
+        return svc_fail_path(s, FS_ERR_NOSPC, "/usr",
+                             "the partition is too full for the service's "
+                             "bookkeeping: remove files first");
     if (r->bundle.size != 32)
         return svc_fail(s, FS_ERR_INVAL, "bundle id must be 32 bytes");
     if (r->entries > TXN_MAX_ENTRIES) {
@@ -1294,7 +1298,7 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     fs_statvfs_t v;
     if ((err = fs_statvfs(&p->fs, &v)))
         return svc_fail_path(s, err, "/usr", NULL);
-    uint64_t avail = v.free + v.reclaimable;
+    uint64_t avail = svc_room_bytes(s, USR); /* the service's own kept */
     uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
     if (need > avail) {
         memset(o, 0, sizeof(*o));
