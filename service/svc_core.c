@@ -353,6 +353,27 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
     return FS_ERR_NOSPC;
 }
 
+/* Is the partition erased from end to end (a new device, where
+ * provisioning may format it)? Anything else that does not mount is data
+ * the service must not write over: it is reported, and Format is the
+ * user's call. Stops at the first byte written. */
+static bool part_blank(svc_t *s, const svc_part_t *p)
+{
+    const flash_dev_t *dev = p->cfg.dev;
+    uint32_t chunk = (uint32_t)sizeof(s->scratch);
+    for (uint32_t b = 0; b < p->cfg.block_count; b++)
+        for (uint32_t off = 0; off < dev->block_size; off += chunk) {
+            uint32_t n = dev->block_size - off < chunk ? dev->block_size - off
+                                                      : chunk;
+            if (dev->read(dev, p->cfg.first_block + b, off, s->scratch, n))
+                return false;
+            for (uint32_t i = 0; i < n; i++)
+                if (s->scratch[i] != 0xff)
+                    return false;
+        }
+    return true;
+}
+
 int svc_setup(svc_t *s, const svc_config_t *cfg)
 {
     int err;
@@ -424,7 +445,8 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
             }
         }
         err = fs_mount(&p->fs, &p->cfg);
-        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all) {
+        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all &&
+            part_blank(s, p)) {
             log_part(s, "no filesystem on", p, 0);
             log_part(s, "formatting", p, 0);
             err = fs_format(&p->fs, &p->cfg);
