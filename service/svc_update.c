@@ -1361,6 +1361,9 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         svc_sb_str(&b, " bytes)");
         return -(int)cellar_Code_EMSGSIZE;
     }
+    if (r->offset + r->data.size > (uint64_t)have &&
+        svc_room(s, USR, r->offset + r->data.size - (uint64_t)have, "/usr"))
+        return FS_ERR_NOSPC; /* others took the room since the Declare */
     int n = txn_write(t, r->index, (uint32_t)r->offset, r->data.bytes,
                       r->data.size);
     if (n < 0)
