@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/sha256.h>
+#include <mbedtls/version.h>
+
 #include "check.h"
 #include "flash_sim.h"
 #include "fs.h"
@@ -20,6 +23,12 @@
 #include "svc_rig.h"
 
 #define BLOCKS 1024u /* 4 MiB */
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+#define sha256_all(b, n, o) mbedtls_sha256((b), (n), (o), 0)
+#else
+#define sha256_all(b, n, o) mbedtls_sha256_ret((b), (n), (o), 0)
+#endif
 
 static rig_t R;
 
@@ -374,6 +383,66 @@ static void full_keeps_room(void)
     check_clean(r, "full_keeps_room");
 }
 
+/* Issue 9, reproduction 2: a bundle whose own entries conflict (a file
+ * and a file below it). Before the bundle checks it committed half-way and
+ * cellard refused to start ("cannot recover the update in /.cellar/tx: is
+ * a directory"); with them it is refused up front. Either way the device
+ * must start, and Remove / verify --repair bring it to a clean verify. */
+static void repro_bundle_conflict(void)
+{
+    rig_t *r = &R;
+    fresh(r);
+    uint8_t id[32], sha4[32], sha0[32];
+    memset(id, 0x42, sizeof(id));
+    sha256_all((const uint8_t *)"abcd", 4, sha4);
+    sha256_all((const uint8_t *)"", 0, sha0);
+    rig_req(r, cellar_Request_update_begin_tag);
+    r->rq.body.update_begin.bundle.size = 32;
+    memcpy(r->rq.body.update_begin.bundle.bytes, id, 32);
+    r->rq.body.update_begin.entries = 2;
+    r->rq.body.update_begin.bytes = 4;
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    rig_req(r, cellar_Request_update_declare_tag);
+    cellar_UpdateDeclareRequest *d = &r->rq.body.update_declare;
+    d->bundle.size = 32;
+    memcpy(d->bundle.bytes, id, 32);
+    cellar_BundleEntry *e = &d->entries[d->entries_count++];
+    strcpy(e->path, "/usr/ff/x");
+    e->size = 4;
+    e->sha256.size = 32;
+    memcpy(e->sha256.bytes, sha4, 32);
+    e = &d->entries[d->entries_count++];
+    strcpy(e->path, "/usr/ff/x/y");
+    e->sha256.size = 32;
+    memcpy(e->sha256.bytes, sha0, 32);
+    if (rig_call(r, &r->a) == 0) {
+        rig_req(r, cellar_Request_update_write_tag);
+        r->rq.body.update_write.index = 0;
+        r->rq.body.update_write.data.size = 4;
+        memcpy(r->rq.body.update_write.data.bytes, "abcd", 4);
+        (void)rig_call(r, &r->a);
+        rig_req(r, cellar_Request_update_commit_tag);
+        r->rq.body.update_commit.bundle.size = 32;
+        memcpy(r->rq.body.update_commit.bundle.bytes, id, 32);
+        (void)rig_call(r, &r->a); /* EISDIR before the fix, EINVAL after */
+    }
+    rig_req(r, cellar_Request_update_abort_tag);
+    (void)rig_call(r, &r->a);
+    CHECK_EQ(rig_restart(r), 0);
+    CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK);
+    /* serves */
+    uint8_t *data;
+    uint32_t n;
+    CHECK_EQ(rig_get(r, &r->a, "/usr/app.py", &data, &n), 0);
+    free(data);
+    /* repair: what verify names and /bak does not have is removed */
+    (void)verify_problems(r, true);
+    (void)rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/ff/x/y");
+    (void)rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/ff/x");
+    (void)rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/ff");
+    check_clean(r, "repro_bundle_conflict");
+}
+
 /* ---- item 1: bad start-up states --------------------------------------- */
 
 /* A partition filled with live data behind the service's back (a factory
@@ -599,6 +668,8 @@ int main(int argc, char **argv)
         unmountable_bak();
     if (only < 0 || only == 12)
         foreign_flash();
+    if (only < 0 || only == 13)
+        repro_bundle_conflict();
     if (R.sim)
         rig_free(&R);
     return check_summary("harden");
