@@ -305,8 +305,7 @@ void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
     }
 }
 
-/* Forget the problems of a partition (it was formatted). */
-static void problems_forget(svc_t *s, uint32_t part)
+void svc_problems_forget(svc_t *s, uint32_t part)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < s->nproblems; i++)
@@ -1691,7 +1690,7 @@ static int format_part(svc_t *s, uint32_t i)
     }
     p->mounted = 0;
     log_part(s, "formatting", p, 0);
-    problems_forget(s, i);
+    svc_problems_forget(s, i);
     p->state = SVC_PART_UNMOUNTED;
     int err = fs_format(&p->fs, &p->cfg);
     if (!err)

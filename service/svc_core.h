@@ -174,6 +174,8 @@ typedef struct svc_part {
     char name[LAYOUT_NAME_MAX]; /* "usr" */
     uint8_t mounted;
     uint8_t state;        /* SVC_PART_* */
+    uint64_t full_claimed; /* PART_FULL: fs claimed bytes when it was set
+                              (a retry waits for removals to lower it) */
     uint8_t read_only;    /* through file RPCs */
     uint8_t has_man;      /* man is open */
     fs_config_t cfg;

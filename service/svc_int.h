@@ -49,6 +49,8 @@ void svc_handle_release(svc_t *s, svc_handle_t *h);
  * formatted. "/usr: what (why): done". */
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done);
+/* Forget the problems of a partition (formatted, or recovered). */
+void svc_problems_forget(svc_t *s, uint32_t part);
 /* Room for growing the files of a partition by `grow` bytes, keeping the
  * filesystem's reserve and the service's own (SVC_KEEP_BYTES): 0, or
  * ENOSPC with the error set (naming show). */

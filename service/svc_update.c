@@ -133,8 +133,10 @@ static void attach_manifest(svc_t *s, uint32_t i)
     }
     if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
         if (man_open_ro(&p->man, &p->fs) == 0) {
+            fs_statvfs_t v;
             p->has_man = 1;
             p->state = SVC_PART_FULL;
+            p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
             svc_problem(s, i, "no room for the service's bookkeeping",
                         svc_reason(err), "served read-only: remove files "
                         "to free space");
@@ -243,8 +245,13 @@ bool svc_store_retry(svc_t *s, uint32_t i)
     svc_part_t *p = &s->part[i];
     if (!p->mounted || p->state != SVC_PART_FULL)
         return p->mounted && p->state == SVC_PART_OK;
+    /* only after removals (the attempt may run GC: not on every request) */
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
+        return false;
     (void)man_close(&p->man);
     p->has_man = 0;
+    svc_problems_forget(s, i); /* what is still wrong is found again */
     (void)attach(s, i); /* the manifest and the staging as at start-up */
     if (p->state == SVC_PART_OK)
         log_path(s, "space was freed:", i, "/",

@@ -464,18 +464,27 @@ static void full_partition(void)
     CHECK_EQ(err, FS_ERR_NOSPC);
     (void)fs_remove(&FS, p); /* the one that failed, if it was created */
     n--;
-    /* and the manifest cannot even be opened for writing now? fill the
-     * last blocks with small files */
-    for (int i = 0; !err || i < 1; i++) {
-        snprintf(p, sizeof(p), "/z%03d", i);
-        err = fs_put(p, blob, 100);
-        if (err) {
-            (void)fs_remove(&FS, p);
-            break;
+    /* the last blocks with small files, collecting what is stale in
+     * between, until nothing is left to gain: then not even the manifest
+     * can be opened for writing */
+    for (int i = 0, round = 0; round < 20 && i < 600; round++) {
+        for (; i < 600; i++) {
+            snprintf(p, sizeof(p), "/z%03d", i);
+            err = fs_put(p, blob, 100);
+            if (err) {
+                (void)fs_remove(&FS, p);
+                break;
+            }
         }
-        if (i > 500)
+        if (fs_gc(&FS, 0) <= 0)
             break;
     }
+    fs_statvfs_t v;
+    CHECK_EQ(fs_statvfs(&FS, &v), 0);
+    if (getenv("RIG_LOG"))
+        fprintf(stderr, "full: free %llu reserve %llu reclaimable %llu\n",
+                (unsigned long long)v.free, (unsigned long long)v.reserve,
+                (unsigned long long)v.reclaimable);
     (void)fs_unmount(&FS);
     CHECK_EQ(rig_start(r), 0);
     int st = part_state(r, 0);
