@@ -779,8 +779,9 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
     }
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "partitions") : NULL;
     if (!cli->json)
-        printf("%-8s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size", "used",
-               "free", "use%", "files", "dirs", "erase max", "mean", "bad");
+        printf("%-8s %10s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size",
+               "used", "free", "avail", "use%", "files", "dirs", "erase max", "mean",
+               "bad");
     for (int i = 0; i < np; i++) {
         cellar_statfs_t f;
         char show[SHOW_MAX];
@@ -799,11 +800,11 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "block_count", f.block_count);
             cJSON_AddItemToArray(arr, e);
         } else {
-            char a[32], b[32], c[32];
-            printf("%-8s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
+            char a[32], b[32], c[32], d[32];
+            printf("%-8s %10s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
                    cli_human(f.total, a, sizeof(a)), cli_human(f.used, b, sizeof(b)),
-                   cli_human(f.free, c, sizeof(c)), pct, f.files, f.dirs,
-                   f.erase_max, f.erase_mean, f.bad_blocks);
+                   cli_human(f.free, c, sizeof(c)), cli_human(f.available, d, sizeof(d)),
+                   pct, f.files, f.dirs, f.erase_max, f.erase_mean, f.bad_blocks);
         }
     }
     return cli->failed ? CLI_FAILED : CLI_OK;

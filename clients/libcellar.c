@@ -1130,6 +1130,7 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
     out->live = r->live;
     out->free = r->free;
     out->reclaimable = r->reclaimable;
+    out->available = r->available;
     out->files = r->files;
     out->dirs = r->dirs;
     out->erase_max = r->erase_max;

@@ -365,6 +365,7 @@ typedef struct cellar_statfs {
     uint64_t live;        /* bytes of live records */
     uint64_t free;        /* bytes erased and ready */
     uint64_t reclaimable; /* stale bytes garbage collection can free */
+    uint64_t available;   /* bytes files may still grow by (0 on /bak) */
     uint32_t files;
     uint32_t dirs;
     uint32_t erase_max;   /* erase counts over good blocks */

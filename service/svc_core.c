@@ -330,8 +330,21 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part)
         keep = 6 * bs;
     if (keep > SVC_KEEP_BYTES && SVC_KEEP_BYTES >= 6 * bs)
         keep = SVC_KEEP_BYTES;
-    return v.total > v.claimed + v.reserve + keep
-               ? v.total - v.claimed - v.reserve - keep : 0;
+    /* what open write handles have grown their files by since their last
+     * commit counts too: it is not in `claimed` yet */
+    uint64_t claimed = v.claimed;
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (!h->id || !h->writable || h->part != part)
+                continue;
+            int32_t sz = fs_file_size(&s->part[part].fs, &h->file);
+            int32_t cs = fs_file_committed_size(&s->part[part].fs, &h->file);
+            if (sz > cs && cs >= 0)
+                claimed += (uint64_t)(sz - cs);
+        }
+    return v.total > claimed + v.reserve + keep
+               ? v.total - claimed - v.reserve - keep : 0;
 }
 
 int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
@@ -1579,6 +1592,8 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
             continue;
         svc_path_t q = *p;
         q.part = (int)i;
+        if (p->part < 0 && !s->part[i].mounted)
+            continue; /* "/": what is served (Hello says what is not) */
         fs_t *fs = svc_path_fs(s, &q);
         if (!fs)
             return FS_ERR_IO;
@@ -1592,6 +1607,8 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         statfs_add(o, &v, o->block_count == 0);
+        if (!s->part[i].read_only && s->part[i].state == SVC_PART_OK)
+            o->available += svc_room_bytes(s, i);
     }
     s->resp.which_body = cellar_Response_statfs_tag;
     return 0;

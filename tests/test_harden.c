@@ -285,6 +285,20 @@ static void repro_sparse_open(void)
     CHECK_EQ(rig_call(r, &r->a), 0);
     CHECK_EQ(r->rs.body.stat.info.size, (512u << 10) + 1);
     CHECK_EQ(truncate_path(r, "/usr/s.bin", 1u << 20), 0);
+    /* StatFs.available is exactly what a file may still grow by */
+    uint32_t h2;
+    CHECK_EQ(open_h(r, "/usr/edge.bin", cellar_OpenFlags_O_WRITE |
+                                            cellar_OpenFlags_O_CREATE, &h2), 0);
+    rig_req(r, cellar_Request_statfs_tag);
+    strcpy(r->rq.body.statfs.path, "/usr");
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    uint64_t avail = r->rs.body.statfs.available;
+    CHECK(avail > (1u << 20) && avail < (3u << 20));
+    CHECK_EQ(write_h(r, h2, avail, "e", 1), cellar_Code_ENOSPC);
+    CHECK_EQ(write_h(r, h2, avail - 1, "e", 1), 0);
+    CHECK_EQ(write_h(r, h2, avail, "e", 1), cellar_Code_ENOSPC);
+    CHECK_EQ(close_h(r, h2), 0);
+    CHECK_EQ(rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/edge.bin"), 0);
     CHECK_EQ(verify_problems(r, false), 0);
     CHECK_EQ(rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/s.bin"), 0);
     CHECK_EQ(rig_put(r, &r->a, "/usr/new.txt", "n", 1), 0);
