@@ -64,12 +64,15 @@ static int part_arg(svc_t *s, const char *name)
 {
     const char *w = name[0] == '/' ? name + 1 : name;
     if (!w[0])
-        return USR;
+        w = "usr";
     for (uint32_t i = 0; i < s->nparts; i++)
         if (strcmp(s->part[i].name, w) == 0) {
             if (!s->part[i].mounted || !s->part[i].has_man) {
-                (void)svc_fail_path(s, FS_ERR_IO, name,
-                                    "partition is not mounted");
+                (void)svc_fail_path(s, FS_ERR_IO, name[0] ? name : "/usr",
+                                    s->part[i].mounted
+                                        ? "the partition's manifest cannot "
+                                          "be used (format it)"
+                                        : "partition is not mounted");
                 return -1;
             }
             return (int)i;

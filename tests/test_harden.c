@@ -653,6 +653,46 @@ static void unmountable_bak(void)
     check_clean(r, "unmountable_bak");
 }
 
+/* /usr will not mount: /bak is served, every /usr request is refused
+ * cleanly, and Format + Restore bring the files back. */
+static void unmountable_usr(void)
+{
+    rig_t *r = &R;
+    fresh(r);
+    rig_stop(r);
+    fs_config_t c;
+    part_cfg(r, "usr", &c);
+    uint8_t *img = flash_sim_data(r->sim);
+    for (uint32_t i = 0; i < c.block_count * 4096u; i++)
+        img[(uint64_t)c.first_block * 4096u + i] = (uint8_t)(i * 13 + 1);
+    CHECK_EQ(rig_start(r), 0);
+    CHECK_EQ(part_state(r, 0), cellar_PartState_PART_UNMOUNTED);
+    CHECK(hello_has(r, "/usr: cannot mount"));
+    uint8_t *d;
+    uint32_t n;
+    CHECK_EQ(rig_get(r, &r->a, "/bak/app.py", &d, &n), 0);
+    free(d);
+    CHECK_EQ(rig_get(r, &r->a, "/usr/app.py", &d, &n), cellar_Code_EIO);
+    CHECK_EQ(rig_put(r, &r->a, "/usr/x", "x", 1), cellar_Code_EIO);
+    rig_req(r, cellar_Request_update_begin_tag);
+    r->rq.body.update_begin.bundle.size = 32;
+    CHECK_EQ(rig_call(r, &r->a), cellar_Code_EIO);
+    rig_req(r, cellar_Request_verify_tag);
+    CHECK_EQ(rig_call(r, &r->a), cellar_Code_EIO);
+    rig_req(r, cellar_Request_statfs_tag);
+    strcpy(r->rq.body.statfs.path, "/");
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    rig_req(r, cellar_Request_format_tag);
+    strcpy(r->rq.body.format.partition, "/usr");
+    r->rq.body.format.confirm = true;
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK);
+    rig_req(r, cellar_Request_restore_tag);
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    CHECK_EQ(r->rs.body.copy.files, 2);
+    check_clean(r, "unmountable_usr");
+}
+
 /* Only a flash that is not cellar's at all is refused - and left alone. */
 static void foreign_flash(void)
 {
@@ -693,6 +733,8 @@ int main(int argc, char **argv)
         foreign_flash();
     if (only < 0 || only == 13)
         repro_bundle_conflict();
+    if (only < 0 || only == 14)
+        unmountable_usr();
     if (R.sim)
         rig_free(&R);
     return check_summary("harden");
