@@ -888,10 +888,11 @@ int svc_check_writable(svc_t *s, const svc_path_t *p)
             return svc_fail_path(s, FS_ERR_NOSPC, p->show,
                                  "the partition is too full for the "
                                  "service's bookkeeping: remove files first");
-        if (pt->state == SVC_PART_NO_MANIFEST)
+        if (pt->state == SVC_PART_NO_MANIFEST &&
+            !svc_store_retry(s, (uint32_t)p->part))
             return svc_fail_path(s, FS_ERR_IO, p->show,
                                  "the partition's manifest cannot be used: "
-                                 "it is read-only until formatted");
+                                 "remove files or format it");
     }
     if (p->part >= 0 && s->part[p->part].read_only) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
@@ -1423,7 +1424,8 @@ static int do_remove(svc_t *s, const char *path, bool dir_only)
     if (!fs)
         return FS_ERR_IO;
     svc_part_t *pt = &s->part[p->part];
-    if (!pt->read_only && pt->state == SVC_PART_FULL) {
+    if (!pt->read_only && (pt->state == SVC_PART_FULL ||
+                           pt->state == SVC_PART_NO_MANIFEST)) {
         /* too full for bookkeeping: a removal frees space first, then the
          * manifest gets its entry dropped once it is writable again */
         err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);

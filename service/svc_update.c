@@ -147,9 +147,12 @@ static void attach_manifest(svc_t *s, uint32_t i)
         }
     }
     if (err) {
+        fs_statvfs_t v;
         p->state = SVC_PART_NO_MANIFEST;
+        p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
         svc_problem(s, i, "cannot open the manifest", svc_reason(err),
-                    "served read-only; format it to start over");
+                    err == FS_ERR_NOSPC ? "served read-only: remove files "
+                    "to free space" : "served read-only; format it");
         return;
     }
     p->has_man = 1;
@@ -246,13 +249,15 @@ static int attach(svc_t *s, uint32_t i)
 bool svc_store_retry(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
-    if (!p->mounted || p->state != SVC_PART_FULL)
+    if (!p->mounted || (p->state != SVC_PART_FULL &&
+                        p->state != SVC_PART_NO_MANIFEST))
         return p->mounted && p->state == SVC_PART_OK;
     /* only after removals (the attempt may run GC: not on every request) */
     fs_statvfs_t v;
     if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
         return false;
-    (void)man_close(&p->man);
+    if (p->has_man)
+        (void)man_close(&p->man);
     p->has_man = 0;
     svc_problems_forget(s, i); /* what is still wrong is found again */
     (void)attach(s, i); /* the manifest and the staging as at start-up */

@@ -461,12 +461,14 @@ static void repro_bundle_conflict(void)
 
 /* A partition filled with live data behind the service's back (a factory
  * image built too full): served read-only until removals free space. */
-static void full_partition(void)
+static void full_partition(bool no_manifest)
 {
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
     CHECK_EQ(fs_on(r, "usr"), 0);
+    if (no_manifest) /* and none to open: it must be created */
+        CHECK_EQ(fs_remove(&FS, "/.cellar/manifest"), 0);
     static uint8_t blob[16384];
     memset(blob, 0xa5, sizeof(blob));
     int err = 0, n = 0;
@@ -502,11 +504,19 @@ static void full_partition(void)
     (void)fs_unmount(&FS);
     CHECK_EQ(rig_start(r), 0);
     int st = part_state(r, 0);
-    CHECK(st == cellar_PartState_PART_OK || st == cellar_PartState_PART_FULL);
+    if (no_manifest)
+        CHECK_EQ(st, cellar_PartState_PART_NO_MANIFEST);
+    else
+        CHECK(st == cellar_PartState_PART_OK ||
+              st == cellar_PartState_PART_FULL);
     uint8_t *d;
     uint32_t len;
     CHECK_EQ(rig_get(r, &r->a, "/usr/app.py", &d, &len), 0);
     free(d);
+    if (st == cellar_PartState_PART_NO_MANIFEST) {
+        CHECK(hello_has(r, "cannot open the manifest"));
+        CHECK_EQ(rig_put(r, &r->a, "/usr/no.txt", "n", 1), cellar_Code_EIO);
+    }
     if (st == cellar_PartState_PART_FULL) {
         CHECK(hello_has(r, "no room for the service's bookkeeping"));
         CHECK_EQ(rig_put(r, &r->a, "/usr/no.txt", "n", 1), cellar_Code_ENOSPC);
@@ -522,6 +532,12 @@ static void full_partition(void)
             break;
     }
     CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK);
+    if (no_manifest) { /* a new manifest: the files are untracked */
+        static const char app[] = "print('hello')\n";
+        CHECK(untracked(r, "/usr", 0) > 0);
+        CHECK_EQ(rig_put(r, &r->a, "/usr/app.py", app, sizeof(app) - 1), 0);
+        CHECK_EQ(rig_put(r, &r->a, "/usr/lib/m.py", "x = 1\n", 6), 0);
+    }
     check_clean(r, "full_partition");
 }
 
@@ -723,7 +739,9 @@ int main(int argc, char **argv)
     if (only < 0 || only == 2)
         full_keeps_room();
     if (only < 0 || only == 3)
-        full_partition();
+        full_partition(false);
+    if (only < 0 || only == 15)
+        full_partition(true);
     for (int k = 0; k <= 6; k++)
         if (only < 0 || only == 4 + k)
             damaged_staging(k);
