@@ -169,7 +169,8 @@ enum {
     CELLAR_PART_OK = 0,          /* served as usual */
     CELLAR_PART_FULL = 1,        /* readable; too full for bookkeeping:
                                     only removals and aborts work */
-    CELLAR_PART_NO_MANIFEST = 2, /* readable; writes refused until Format */
+    CELLAR_PART_NO_MANIFEST = 2, /* readable; writes refused (EIO); removals
+                                    work; Format is the last resort */
     CELLAR_PART_UNMOUNTED = 3,   /* not served: Format it */
 };
 #define CELLAR_MAX_PROBLEMS 8  /* start-up problems reported by Hello */
