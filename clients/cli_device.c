@@ -779,8 +779,9 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
     }
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "partitions") : NULL;
     if (!cli->json)
-        printf("%-8s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size", "used",
-               "free", "use%", "files", "dirs", "erase max", "mean", "bad");
+        printf("%-8s %10s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size",
+               "used", "free", "avail", "use%", "files", "dirs", "erase max", "mean",
+               "bad");
     for (int i = 0; i < np; i++) {
         cellar_statfs_t f;
         char show[SHOW_MAX];
@@ -799,17 +800,28 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "block_count", f.block_count);
             cJSON_AddItemToArray(arr, e);
         } else {
-            char a[32], b[32], c[32];
-            printf("%-8s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
+            char a[32], b[32], c[32], d[32];
+            printf("%-8s %10s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
                    cli_human(f.total, a, sizeof(a)), cli_human(f.used, b, sizeof(b)),
-                   cli_human(f.free, c, sizeof(c)), pct, f.files, f.dirs,
-                   f.erase_max, f.erase_mean, f.bad_blocks);
+                   cli_human(f.free, c, sizeof(c)), cli_human(f.available, d, sizeof(d)),
+                   pct, f.files, f.dirs, f.erase_max, f.erase_mean, f.bad_blocks);
         }
     }
     return cli->failed ? CLI_FAILED : CLI_OK;
 }
 
 /* ---- info ------------------------------------------------------------------------------- */
+static const char *part_state(uint32_t st)
+{
+    switch (st) {
+    case CELLAR_PART_OK: return "ok";
+    case CELLAR_PART_FULL: return "full (only removals until space is freed)";
+    case CELLAR_PART_NO_MANIFEST: return "no manifest (read-only)";
+    case CELLAR_PART_UNMOUNTED: return "not mounted (format it)";
+    default: return "unknown state";
+    }
+}
+
 static int cmd_info(cli_t *cli, int argc, char **argv)
 {
     cli_opts_t o = {0};
@@ -843,8 +855,12 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "block_count", p->block_count);
             cli_json_num(e, "bytes", (double)p->block_count * in->block_size);
             cJSON_AddBoolToObject(e, "read_only", p->read_only);
+            cJSON_AddStringToObject(e, "state", part_state(p->state));
             cJSON_AddItemToArray(arr, e);
         }
+        cJSON *pr = cJSON_AddArrayToObject(j, "problems");
+        for (uint32_t i = 0; i < in->nproblems; i++)
+            cJSON_AddItemToArray(pr, cJSON_CreateString(in->problems[i]));
         return CLI_OK;
     }
     char h[32];
@@ -861,10 +877,16 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     printf("partitions:\n");
     for (uint32_t i = 0; i < in->npartitions; i++) {
         const cellar_partition_t *p = &in->partitions[i];
-        printf("  %-6s blocks %u-%u (%s)%s\n", p->path, p->first_block,
+        printf("  %-6s blocks %u-%u (%s)%s%s%s\n", p->path, p->first_block,
                p->first_block + p->block_count - 1,
                cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),
-               p->read_only ? ", read-only" : "");
+               p->read_only ? ", read-only" : "",
+               p->state ? ", " : "", p->state ? part_state(p->state) : "");
+    }
+    if (in->nproblems) {
+        printf("problems:\n");
+        for (uint32_t i = 0; i < in->nproblems; i++)
+            printf("  %s\n", in->problems[i]);
     }
     return CLI_OK;
 }

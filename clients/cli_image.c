@@ -118,7 +118,7 @@ static int img_load(cli_t *cli, const char *path, img_t *im)
     }
     close(fd);
     err = layout_read(im->dev, &im->layout);
-    if (err == -2) {
+    if (err == -2 || err == LAYOUT_ERR_FOREIGN) {
         cli_error(cli, path, CELLAR_ERR_INVAL,
                   "no cellar partition table in block 0 (not an image?)");
         img_free(im);

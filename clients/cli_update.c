@@ -323,6 +323,34 @@ static int cmd_verify(cli_t *cli, int argc, char **argv)
         cJSON_AddStringToObject(cli->out, "partition", part);
         cJSON_AddArrayToObject(cli->out, "problems");
     }
+    /* what the device found at start-up on this partition (cellar info) */
+    const cellar_info_t *in = cellar_info(&cli->dev);
+    uint32_t pstate = 0;
+    size_t pl = strlen(part);
+    for (uint32_t i = 0; i < in->npartitions; i++)
+        if (strcmp(in->partitions[i].path, part) == 0)
+            pstate = in->partitions[i].state;
+    cJSON *dp = cli->json ? cJSON_AddArrayToObject(cli->out, "device_problems")
+                          : NULL;
+    for (uint32_t i = 0; i < in->nproblems; i++) {
+        if (strncmp(in->problems[i], part, pl) || in->problems[i][pl] != ':')
+            continue;
+        if (dp)
+            cJSON_AddItemToArray(dp, cJSON_CreateString(in->problems[i]));
+        else
+            printf("device: %s\n", in->problems[i]);
+    }
+    if (pstate) {
+        if (cli->json)
+            cli_json_num(cli->out, "state", pstate);
+        cli_error(cli, part, CELLAR_ERR_IO, "the partition is %s (see cellar "
+                  "info)", pstate == CELLAR_PART_FULL ? "too full for the "
+                  "device's bookkeeping: remove files"
+                  : pstate == CELLAR_PART_NO_MANIFEST ? "without a usable "
+                  "manifest: format it" : "not mounted: format it");
+        if (pstate == CELLAR_PART_UNMOUNTED || pstate == CELLAR_PART_NO_MANIFEST)
+            return CLI_FAILED;
+    }
     cellar_verify_report_t r;
     int err = cellar_verify(&cli->dev, part, repair, verify_problem, cli, &r);
     if (err < 0) {
@@ -349,7 +377,7 @@ static int cmd_verify(cli_t *cli, int argc, char **argv)
         printf("%s: %u file%s checked, %u problem%s (%u repaired), %u untracked\n", part,
                r.checked, r.checked == 1 ? "" : "s", problems, problems == 1 ? "" : "s", r.repaired, r.untracked);
     }
-    return r.unrepaired ? CLI_FAILED : CLI_OK;
+    return r.unrepaired || pstate ? CLI_FAILED : CLI_OK;
 }
 
 /* ---- backup, restore -------------------------------------------------------------- */

@@ -428,6 +428,7 @@ void cli_json_space(cJSON *o, const cellar_statfs_t *f)
     cli_json_num(o, "live", (double)f->live);
     cli_json_num(o, "free", (double)f->free);
     cli_json_num(o, "reclaimable", (double)f->reclaimable);
+    cli_json_num(o, "available", (double)f->available);
     cli_json_num(o, "files", f->files);
     cli_json_num(o, "dirs", f->dirs);
     cli_json_num(o, "erase_max", f->erase_max);

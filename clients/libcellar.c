@@ -323,7 +323,14 @@ static int hello(cellar_t *c)
         p->first_block = h->partitions[i].first_block;
         p->block_count = h->partitions[i].block_count;
         p->read_only = h->partitions[i].read_only;
+        p->state = (uint32_t)h->partitions[i].state;
     }
+    in->nproblems = h->problems_count;
+    if (in->nproblems > CELLAR_MAX_PROBLEMS)
+        in->nproblems = CELLAR_MAX_PROBLEMS;
+    for (uint32_t i = 0; i < in->nproblems; i++)
+        snprintf(in->problems[i], sizeof(in->problems[i]), "%s",
+                 h->problems[i]);
     c->errmsg[0] = 0;
     return 0;
 }
@@ -1006,6 +1013,7 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
     out->live = r->live;
     out->free = r->free;
     out->reclaimable = r->reclaimable;
+    out->available = r->available;
     out->files = r->files;
     out->dirs = r->dirs;
     out->erase_max = r->erase_max;

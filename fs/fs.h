@@ -111,6 +111,12 @@ typedef struct fs_statvfs {
     uint32_t erase_mean;     /* mean erase count over good blocks */
     uint32_t erase_min;      /* lowest erase count of any good block */
     uint32_t bad_blocks;     /* blocks retired as worn out */
+    uint64_t claimed;        /* bytes the files claim (sizes, holes of
+                                sparse files included, + 64 per object):
+                                live is this, capped at used */
+    uint64_t reserve;        /* bytes the filesystem keeps for itself
+                                (checkpoints, GC): ordinary operations
+                                fail with FS_ERR_NOSPC below it */
 } fs_statvfs_t;
 
 /* ---- opaque-by-convention objects (caller-owned, fields private) -------- */
@@ -160,6 +166,9 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *file, const void *buf, uint32_t len,
 int32_t fs_file_seek(fs_t *fs, fs_file_t *file, int32_t off, int whence);
 int32_t fs_file_tell(fs_t *fs, fs_file_t *file);
 int32_t fs_file_size(fs_t *fs, fs_file_t *file);
+/* The size as last committed (what fs_statvfs counts in `claimed` for
+ * this file); fs_file_size - this is the growth still pending. */
+int32_t fs_file_committed_size(fs_t *fs, fs_file_t *file);
 int fs_file_truncate(fs_t *fs, fs_file_t *file, uint32_t size);
 /* Drop the writes made through file since its last commit (sync, close,
  * fs_file_commit_with): the handle is back at the committed content. Not

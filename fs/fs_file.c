@@ -1604,6 +1604,12 @@ int32_t fs_file_size(fs_t *fs, fs_file_t *f)
     return err ? err : (int32_t)f->size;
 }
 
+int32_t fs_file_committed_size(fs_t *fs, fs_file_t *f)
+{
+    int err = file_check(fs, f);
+    return err ? err : (int32_t)f->csize;
+}
+
 int fs_file_truncate(fs_t *fs, fs_file_t *f, uint32_t size)
 {
     int err = file_check(fs, f);

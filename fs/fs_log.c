@@ -398,7 +398,10 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     /* GC only when it can gain: the log holds more than a couple of blocks
      * of stale records */
     uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
-    int worth = used > fs->live + 2ull * fs->bsize;
+    /* (fs->live counts file sizes: when it claims all the log holds or
+     * more, sparse files make it an upper bound that says nothing about
+     * the stale data; try, rather than refuse with the log full of it) */
+    int worth = used > fs->live + 2ull * fs->bsize || fs->live >= used;
     /* Passes go on while the tail advances (up to a lap), even when a pass
      * gains nothing: stale records may lie behind a stretch of live ones. */
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
@@ -1846,6 +1849,8 @@ int fs_statvfs(fs_t *fs, fs_statvfs_t *out)
     out->erase_max = fs->laps + (entered ? 1 : 0);
     out->erase_mean = fs->laps + (good ? (entered * 2 >= good ? 1 : 0) : 0);
     out->bad_blocks = fs->nbad;
+    out->claimed = fs->live;
+    out->reserve = (uint64_t)fs->reserve * fs->bsize;
     return 0;
 }
 
@@ -1862,7 +1867,7 @@ int fs_gc(fs_t *fs, uint32_t blocks)
     uint32_t start = fs_free_blocks(fs), swept = 0;
     while (swept < ndata(fs)) {
         uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
-        if (used <= fs->live + fs->bsize)
+        if (used <= fs->live + fs->bsize && fs->live < used)
             break;
         int r = fs_gc_run(fs, 4, GC_FORCED);
         if (r < 0)

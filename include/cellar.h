@@ -165,7 +165,20 @@ typedef struct cellar_partition {
     uint32_t first_block; /* first erase block on the flash */
     uint32_t block_count; /* erase blocks */
     bool read_only;       /* not writable through file RPCs */
+    uint32_t state;       /* CELLAR_PART_OK, _FULL, _NO_MANIFEST, _UNMOUNTED */
 } cellar_partition_t;
+
+/* cellar_partition_t.state (proto PartState; docs/UPDATE.md, "Start-up
+ * states"). */
+enum {
+    CELLAR_PART_OK = 0,          /* served as usual */
+    CELLAR_PART_FULL = 1,        /* readable; too full for bookkeeping:
+                                    only removals and aborts work */
+    CELLAR_PART_NO_MANIFEST = 2, /* readable; writes refused (EIO); removals
+                                    work; Format is the last resort */
+    CELLAR_PART_UNMOUNTED = 3,   /* not served: Format it */
+};
+#define CELLAR_MAX_PROBLEMS 8  /* start-up problems reported by Hello */
 
 typedef struct cellar_info {
     uint32_t version;      /* protocol version of the device */
@@ -181,6 +194,8 @@ typedef struct cellar_info {
     uint32_t page_size;    /* flash program page, bytes */
     uint32_t npartitions;
     cellar_partition_t partitions[CELLAR_MAX_PARTITIONS];
+    uint32_t nproblems;    /* what start-up found wrong and did about it */
+    char problems[CELLAR_MAX_PROBLEMS][160];
 } cellar_info_t;
 
 /* ---- the handle ---------------------------------------------------------------- */
@@ -356,6 +371,7 @@ typedef struct cellar_statfs {
     uint64_t live;        /* bytes of live records */
     uint64_t free;        /* bytes erased and ready */
     uint64_t reclaimable; /* stale bytes garbage collection can free */
+    uint64_t available;   /* bytes files may still grow by (0 on /bak) */
     uint32_t files;
     uint32_t dirs;
     uint32_t erase_max;   /* erase counts over good blocks */

@@ -327,11 +327,19 @@ int main(int argc, char **argv)
     };
     svc_init(&svc);
     int err = svc_setup(&svc, &scfg);
+    if (err == LAYOUT_ERR_FOREIGN) {
+        /* the one state start-up refuses: a flash that is not cellar's */
+        fprintf(stderr, "cellard: %s: block 0 holds no cellar partition "
+                "table: not a cellar flash image (left as it is)\n",
+                flash_path);
+        goto cleanup;
+    }
     if (err) {
         fprintf(stderr, "cellard: %s: cannot serve this flash image (error "
                 "%d: %s)\n", flash_path, err, fs_strerror(err));
         goto cleanup;
     }
+
     svc_up = true;
     if (bak_size) {
         const layout_part_t *bp = layout_find(svc_layout(&svc), "bak");

@@ -42,8 +42,12 @@ int layout_read(const flash_dev_t *dev, layout_t *out)
     int err = dev->read(dev, 0, 0, b, sizeof(b));
     if (err)
         return err;
-    if (le_get32(b) != LAYOUT_MAGIC)
-        return -2;
+    if (le_get32(b) != LAYOUT_MAGIC) {
+        for (size_t i = 0; i < sizeof(b); i++)
+            if (b[i] != 0xff)
+                return LAYOUT_ERR_FOREIGN; /* not ours: never written over */
+        return -2;                         /* erased: a blank device */
+    }
     uint32_t n = le_get32(b + 8);
     if (le_get32(b + 4) != LAYOUT_VERSION || n == 0 || n > LAYOUT_MAX_PARTS)
         return -84;

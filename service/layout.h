@@ -34,8 +34,11 @@ typedef struct layout {
  * (each partition needs at least 16 blocks). */
 int layout_default(uint32_t block_count, uint32_t bak_blocks, layout_t *out);
 
-/* Read and validate the table in block 0. Returns 0, -2 (no table: block 0
- * erased or not a cellar table), or -84 (table corrupt / out of range). */
+/* Read and validate the table in block 0. Returns 0, -2 (no table: the
+ * table bytes of block 0 are erased), LAYOUT_ERR_FOREIGN (block 0 holds
+ * something that is not a cellar table: not a cellar flash), or -84 (a
+ * cellar table, corrupt or out of range). */
+#define LAYOUT_ERR_FOREIGN (-95)
 int layout_read(const flash_dev_t *dev, layout_t *out);
 
 /* Erase block 0 and write the table. Returns 0 or a negative flash error. */

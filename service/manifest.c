@@ -50,9 +50,16 @@ int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
 
 int man_open(man_t *m, fs_t *fs)
 {
+    fs_stat_t st;
     memset(m, 0, sizeof(*m));
     m->fs = fs;
-    int err = fs_mkdir(fs, MAN_DIR);
+    /* (a look first: on a full device even a mkdir that finds the
+     * directory there asks for room) */
+    int err = fs_stat(fs, MAN_DIR, &st);
+    if (err == FS_ERR_NOENT)
+        err = fs_mkdir(fs, MAN_DIR);
+    else if (!err && st.type != FS_TYPE_DIR)
+        err = FS_ERR_NOTDIR;
     if (err && err != FS_ERR_EXIST)
         return err;
     err = fs_file_open(fs, &m->f, MAN_FILE, FS_O_RDWR | FS_O_CREAT);
@@ -60,6 +67,114 @@ int man_open(man_t *m, fs_t *fs)
         return err;
     m->open = 1;
     return 0;
+}
+
+int man_open_ro(man_t *m, fs_t *fs)
+{
+    memset(m, 0, sizeof(*m));
+    m->fs = fs;
+    int err = fs_file_open(fs, &m->f, MAN_FILE, FS_O_RDONLY);
+    if (err)
+        return err;
+    m->open = 1;
+    m->ro = 1;
+    return 0;
+}
+
+int man_scrub(man_t *m, uint32_t *dropped)
+{
+    uint8_t zero[MAN_SLOT];
+    man_entry_t e;
+    *dropped = 0;
+    int32_t size = fs_file_size(m->fs, &m->f);
+    if (size < 0)
+        return size;
+    memset(zero, 0, sizeof(zero));
+    uint32_t n = (uint32_t)size / MAN_SLOT;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = man_get(m, i, &e);
+        if (r == FS_ERR_CORRUPT && m->slot[0] != MAN_FREE) {
+            int err = man_hold(m, 4 * MAN_SLOT + 4096);
+            if (!err) {
+                int k = fs_file_pwrite(m->fs, &m->f, zero, MAN_SLOT,
+                                       i * MAN_SLOT);
+                err = k < 0 ? k : 0;
+            }
+            if (err) {
+                man_revert(m);
+                return err;
+            }
+            (*dropped)++;
+        } else if (r < 0 && r != FS_ERR_CORRUPT) {
+            man_revert(m);
+            return r;
+        }
+    }
+    if ((uint32_t)size % MAN_SLOT) { /* a torn tail: no whole slot */
+        int err = man_hold(m, 4096);
+        if (!err)
+            err = fs_file_truncate(m->fs, &m->f, n * MAN_SLOT);
+        if (err) {
+            man_revert(m);
+            return err;
+        }
+        (*dropped)++;
+    }
+    if (!m->held)
+        return 0;
+    return man_commit(m, NULL, NULL, 0);
+}
+
+int man_clear(fs_t *fs, const char *path, char *tmp)
+{
+    fs_stat_t st;
+    fs_dir_t d;
+    size_t base = strlen(path);
+    if (base + 1 > 256)
+        return FS_ERR_NAMETOOLONG;
+    int err = fs_stat(fs, path, &st);
+    if (err == FS_ERR_NOENT)
+        return 0;
+    if (err)
+        return err;
+    if (st.type == FS_TYPE_FILE)
+        return fs_remove(fs, path);
+    /* One entry at a time, depth first, with the path in tmp: memory does
+     * not grow with the depth of the tree. */
+    memcpy(tmp, path, base + 1);
+    for (uint32_t guard = 0; guard < 1000000; guard++) {
+        err = fs_dir_open(fs, &d, tmp);
+        if (err)
+            return err;
+        int r = fs_dir_read(fs, &d, tmp + 256, 256, &st);
+        (void)fs_dir_close(fs, &d);
+        if (r < 0)
+            return r;
+        size_t n = strlen(tmp);
+        if (r == 0) { /* empty: remove it and go back up */
+            err = fs_remove(fs, tmp);
+            if (err)
+                return err;
+            if (n == base)
+                return 0;
+            while (n > base && tmp[n - 1] != '/')
+                n--;
+            tmp[n - 1] = 0;
+            continue;
+        }
+        size_t nl = strlen(tmp + 256);
+        if (n + 1 + nl > FS_PATH_MAX)
+            return FS_ERR_NAMETOOLONG;
+        tmp[n] = '/';
+        memmove(tmp + n + 1, tmp + 256, nl + 1);
+        if (st.type == FS_TYPE_FILE) {
+            err = fs_remove(fs, tmp);
+            if (err)
+                return err;
+            tmp[n] = 0;
+        }
+    }
+    return FS_ERR_CORRUPT;
 }
 
 int man_close(man_t *m)

@@ -56,12 +56,23 @@ typedef struct man {
     fs_file_t f;               /* MAN_FILE, open read-write */
     uint8_t open;
     uint8_t held;              /* fs_hold taken for pending slot writes */
+    uint8_t ro;                /* opened read-only (man_open_ro) */
     uint8_t slot[MAN_SLOT];
 } man_t;
 
 /* Open (creating /.cellar and an empty manifest if missing) and close. */
 int man_open(man_t *m, fs_t *fs);
 int man_close(man_t *m);
+/* Open an existing manifest for reading only (a partition too full for
+ * the bookkeeping a writable manifest needs): lookups work, changes get
+ * FS_ERR_BADF. */
+int man_open_ro(man_t *m, fs_t *fs);
+/* Free every slot that does not decode and cut a torn tail, as one
+ * commit. *dropped: how many were freed. */
+int man_scrub(man_t *m, uint32_t *dropped);
+/* Remove path, a file or a whole tree (any depth, one entry at a time).
+ * Missing is fine. tmp: 512 bytes. */
+int man_clear(fs_t *fs, const char *path, char *tmp);
 /* Slots in the file (used and free). */
 uint32_t man_slots(man_t *m);
 /* Read slot i: 1 used (entry in *e), 0 free, or a negative error. */

@@ -276,6 +276,116 @@ static void log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
     svc_log_end(s);
 }
 
+void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
+                 const char *done)
+{
+    char line[SVC_PROBLEM_LEN];
+    sb_t b;
+    svc_sb_init(&b, line, sizeof(line));
+    svc_sb_str(&b, "/");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, what);
+    if (why) {
+        svc_sb_str(&b, " (");
+        svc_sb_str(&b, why);
+        svc_sb_str(&b, ")");
+    }
+    if (done) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, done);
+    }
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (strcmp(s->problems[i], line) == 0)
+            return; /* once */
+    svc_log_msg(s, NULL, line);
+    if (s->nproblems < SVC_MAX_PROBLEMS) {
+        s->problem_part[s->nproblems] = (uint8_t)part;
+        memcpy(s->problems[s->nproblems++], line, sizeof(line));
+    }
+}
+
+void svc_problems_forget(svc_t *s, uint32_t part)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (s->problem_part[i] != part) {
+            if (k != i) {
+                s->problem_part[k] = s->problem_part[i];
+                memcpy(s->problems[k], s->problems[i], SVC_PROBLEM_LEN);
+            }
+            k++;
+        }
+    s->nproblems = k;
+}
+
+uint64_t svc_room_bytes(svc_t *s, uint32_t part)
+{
+    fs_statvfs_t v;
+    if (!s->part[part].mounted || fs_statvfs(&s->part[part].fs, &v))
+        return 0;
+    /* the service's own: 1/32 of the partition, 6 to 16 blocks */
+    uint64_t keep = v.total / 32, bs = v.block_size;
+    if (keep < 6 * bs)
+        keep = 6 * bs;
+    if (keep > SVC_KEEP_BYTES && SVC_KEEP_BYTES >= 6 * bs)
+        keep = SVC_KEEP_BYTES;
+    /* what open write handles have grown their files by since their last
+     * commit counts too: it is not in `claimed` yet */
+    uint64_t claimed = v.claimed;
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (!h->id || !h->writable || h->part != part)
+                continue;
+            int32_t sz = fs_file_size(&s->part[part].fs, &h->file);
+            int32_t cs = fs_file_committed_size(&s->part[part].fs, &h->file);
+            if (sz > cs && cs >= 0)
+                claimed += (uint64_t)(sz - cs);
+        }
+    return v.total > claimed + v.reserve + keep
+               ? v.total - claimed - v.reserve - keep : 0;
+}
+
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
+{
+    uint64_t have = svc_room_bytes(s, part);
+    if (grow <= have)
+        return 0;
+    sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, show);
+    svc_sb_str(&b, ": needs ");
+    svc_sb_u64(&b, grow);
+    svc_sb_str(&b, " more bytes, /");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, " has ");
+    svc_sb_u64(&b, have);
+    svc_sb_str(&b, " (a file's size counts in full, holes included)");
+    return FS_ERR_NOSPC;
+}
+
+/* Is the partition erased from end to end (a new device, where
+ * provisioning may format it)? Anything else that does not mount is data
+ * the service must not write over: it is reported, and Format is the
+ * user's call. Stops at the first byte written. */
+static bool part_blank(svc_t *s, const svc_part_t *p)
+{
+    const flash_dev_t *dev = p->cfg.dev;
+    uint32_t chunk = (uint32_t)sizeof(s->scratch);
+    for (uint32_t b = 0; b < p->cfg.block_count; b++)
+        for (uint32_t off = 0; off < dev->block_size; off += chunk) {
+            uint32_t n = dev->block_size - off < chunk ? dev->block_size - off
+                                                      : chunk;
+            if (dev->read(dev, p->cfg.first_block + b, off, s->scratch, n))
+                return false;
+            for (uint32_t i = 0; i < n; i++)
+                if (s->scratch[i] != 0xff)
+                    return false;
+        }
+    return true;
+}
+
 int svc_setup(svc_t *s, const svc_config_t *cfg)
 {
     int err;
@@ -310,7 +420,10 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         format_all = true;
     } else if (err) {
         svc_log_msg(s, NULL, err == -2 ? "no partition table in block 0"
-                                   : "the partition table is corrupt");
+                             : err == LAYOUT_ERR_FOREIGN
+                                 ? "block 0 holds no cellar partition table: "
+                                   "not a cellar flash, left alone"
+                                 : "the partition table is corrupt");
         goto fail;
     }
 
@@ -344,7 +457,8 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
             }
         }
         err = fs_mount(&p->fs, &p->cfg);
-        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all) {
+        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all &&
+            part_blank(s, p)) {
             log_part(s, "no filesystem on", p, 0);
             log_part(s, "formatting", p, 0);
             err = fs_format(&p->fs, &p->cfg);
@@ -352,8 +466,13 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
                 err = fs_mount(&p->fs, &p->cfg);
         }
         if (err) {
+            /* reported, not served: Format is the repair */
             log_part(s, "cannot mount", p, err);
-            goto fail;
+            p->state = SVC_PART_UNMOUNTED;
+            svc_problem(s, i, "cannot mount", svc_reason(err),
+                        "not served; format it");
+            err = 0;
+            continue;
         }
         p->mounted = 1;
         log_part(s, "mounted", p, 0);
@@ -784,6 +903,18 @@ fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
 /* Refuse writes through file RPCs on a read-only partition. */
 int svc_check_writable(svc_t *s, const svc_path_t *p)
 {
+    if (p->part >= 0 && !s->part[p->part].read_only) {
+        svc_part_t *pt = &s->part[p->part];
+        if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
+                                 "the partition is too full for the "
+                                 "service's bookkeeping: remove files first");
+        if (pt->state == SVC_PART_NO_MANIFEST &&
+            !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_IO, p->show,
+                                 "the partition's manifest cannot be used: "
+                                 "remove files or format it");
+    }
     if (p->part >= 0 && s->part[p->part].read_only) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
         svc_sb_str(&b, " ");
@@ -879,7 +1010,11 @@ static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->first_block = s->part[i].cfg.first_block;
         p->block_count = s->part[i].cfg.block_count;
         p->read_only = s->part[i].read_only;
+        p->state = (cellar_PartState)s->part[i].state;
     }
+    for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
+        svc_copy_str(o->problems[o->problems_count++],
+                     sizeof(o->problems[0]), s->problems[i]);
     if (s->cfg.log) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "hello from ");
@@ -1149,10 +1284,20 @@ static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
         off = (uint64_t)size;
         if (len > FS_FILE_MAX - off)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        if (len && svc_room(s, h->part, len, h->path))
+            return FS_ERR_NOSPC;
         n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     } else {
         if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        /* growth counts in full, a hole included: refused up front when
+         * the partition could not store it (docs/PROTOCOL.md, Write) */
+        int32_t size = fs_file_size(fs, &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (len && off + len > (uint64_t)size &&
+            svc_room(s, h->part, off + len - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
         n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     }
     if (n < 0)
@@ -1204,6 +1349,12 @@ static int do_truncate(svc_t *s, svc_conn_t *c,
             return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
         if (r->size > FS_FILE_MAX)
             return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        int32_t size = fs_file_size(hfs(s, h), &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (r->size > (uint64_t)size &&
+            svc_room(s, h->part, r->size - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
         err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
         if (err < 0)
             return svc_fail_handle(s, err, h, NULL);
@@ -1290,11 +1441,24 @@ static int do_remove(svc_t *s, const char *path, bool dir_only)
         return svc_fail_path(s, FS_ERR_PERM, p->show,
                          p->part < 0 ? "the root cannot be removed"
                                      : "a partition cannot be removed");
-    if ((err = svc_check_writable(s, p)))
-        return err;
     fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
+    svc_part_t *pt = &s->part[p->part];
+    if (!pt->read_only && (pt->state == SVC_PART_FULL ||
+                           pt->state == SVC_PART_NO_MANIFEST)) {
+        /* too full for bookkeeping: a removal frees space first, then the
+         * manifest gets its entry dropped once it is writable again */
+        err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        if (!dir_only && svc_store_retry(s, (uint32_t)p->part))
+            (void)svc_man_remove(s, p);
+        svc_reply_done(s);
+        return 0;
+    }
+    if ((err = svc_check_writable(s, p)))
+        return err;
     if (dir_only)
         err = fs_rmdir(fs, p->fs);
     else if (s->part[p->part].has_man)
@@ -1326,6 +1490,10 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
     fs_t *fs = svc_path_fs(s, p);
     if (!fs)
         return FS_ERR_IO;
+    /* a directory claims 64 bytes and a record or two: the room kept for
+     * the service's bookkeeping is not for new directories */
+    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show)))
+        return err;
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
         if (err < 0)
@@ -1447,6 +1615,8 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
             continue;
         svc_path_t q = *p;
         q.part = (int)i;
+        if (p->part < 0 && !s->part[i].mounted)
+            continue; /* "/": what is served (Hello says what is not) */
         fs_t *fs = svc_path_fs(s, &q);
         if (!fs)
             return FS_ERR_IO;
@@ -1460,6 +1630,8 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         statfs_add(o, &v, o->block_count == 0);
+        if (!s->part[i].read_only && s->part[i].state == SVC_PART_OK)
+            o->available += svc_room_bytes(s, i);
     }
     s->resp.which_body = cellar_Response_statfs_tag;
     return 0;
@@ -1666,6 +1838,8 @@ static int format_part(svc_t *s, uint32_t i)
     }
     p->mounted = 0;
     log_part(s, "formatting", p, 0);
+    svc_problems_forget(s, i);
+    p->state = SVC_PART_UNMOUNTED;
     int err = fs_format(&p->fs, &p->cfg);
     if (!err)
         err = fs_mount(&p->fs, &p->cfg);

@@ -155,9 +155,27 @@ typedef struct svc_path {
     char show[SVC_MAX_PATH + 8]; /* normalised full path: "/usr/a/b", "/" */
 } svc_path_t;
 
+/* What the service can do with a partition (proto PartState). */
+enum {
+    SVC_PART_OK = 0,
+    SVC_PART_FULL = 1,        /* no room for bookkeeping: removals only */
+    SVC_PART_NO_MANIFEST = 2, /* the manifest is unusable: read-only */
+    SVC_PART_UNMOUNTED = 3,   /* no usable filesystem */
+};
+#define SVC_MAX_PROBLEMS 8u   /* HelloReply.problems */
+#define SVC_PROBLEM_LEN 160u
+/* Bytes of a partition the service keeps for its own bookkeeping (manifest
+ * slots, staging plans, the commits of a remove, an abort or a rollback),
+ * above the filesystem's reserve: an operation that would grow the files
+ * into it fails up front with ENOSPC (docs/UPDATE.md, "Space"). */
+#define SVC_KEEP_BYTES (16u * 4096u)
+
 typedef struct svc_part {
     char name[LAYOUT_NAME_MAX]; /* "usr" */
     uint8_t mounted;
+    uint8_t state;        /* SVC_PART_* */
+    uint64_t full_claimed; /* PART_FULL: fs claimed bytes when it was set
+                              (a retry waits for removals to lower it) */
     uint8_t read_only;    /* through file RPCs */
     uint8_t has_man;      /* man is open */
     fs_config_t cfg;
@@ -212,6 +230,10 @@ struct svc {
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
     char tx_other[MAN_PATH_MAX + 1]; /* declare: a path with the same content */
     txn_t cp;
+    /* what start-up found wrong, one line each (HelloReply.problems) */
+    uint32_t nproblems;
+    uint8_t problem_part[SVC_MAX_PROBLEMS];
+    char problems[SVC_MAX_PROBLEMS][SVC_PROBLEM_LEN];
     uint32_t shadow_seq;
     fs_file_t t1, t2;      /* for copies and hashes */
     man_entry_t me;        /* scratch entries */

@@ -56,6 +56,19 @@ void svc_job_hash_end(svc_t *s);
 /* The request being served continues as s->job (whose kind is set): its
  * reply is sent when the job is done. */
 void svc_job_defer(svc_t *s, svc_conn_t *c);
+/* A problem found at start-up (or a later attach) on partition part:
+ * logged once and listed in HelloReply.problems until the partition is
+ * formatted. "/usr: what (why): done". */
+void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
+                 const char *done);
+/* Forget the problems of a partition (formatted, or recovered). */
+void svc_problems_forget(svc_t *s, uint32_t part);
+/* Room for growing the files of a partition by `grow` bytes, keeping the
+ * filesystem's reserve and the service's own (SVC_KEEP_BYTES): 0, or
+ * ENOSPC with the error set (naming show). */
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show);
+/* The bytes svc_room allows now (0 when not mounted). */
+uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 
 /* ---- svc_update.c ---------------------------------------------------------- */
 /* One step of a VERIFY or CHECK job: 1 = done (a verify's reply is in
@@ -71,6 +84,11 @@ void svc_store_free(svc_t *s);
 void svc_store_detach(svc_t *s, uint32_t i);
 int svc_store_attach(svc_t *s, uint32_t i);
 /* The connection went away / time passed. */
+/* PART_FULL: try to make the manifest writable again (true = PART_OK). */
+bool svc_store_retry(svc_t *s, uint32_t i);
+/* Drop a staged update of /usr in any state (UpdateAbort on a full
+ * partition). */
+int svc_store_drop_staging(svc_t *s);
 void svc_store_conn_gone(svc_t *s, svc_conn_t *c);
 void svc_store_tick(svc_t *s);
 

@@ -64,12 +64,15 @@ static int part_arg(svc_t *s, const char *name)
 {
     const char *w = name[0] == '/' ? name + 1 : name;
     if (!w[0])
-        return USR;
+        w = "usr";
     for (uint32_t i = 0; i < s->nparts; i++)
         if (strcmp(s->part[i].name, w) == 0) {
             if (!s->part[i].mounted || !s->part[i].has_man) {
-                (void)svc_fail_path(s, FS_ERR_IO, name,
-                                    "partition is not mounted");
+                (void)svc_fail_path(s, FS_ERR_IO, name[0] ? name : "/usr",
+                                    s->part[i].mounted
+                                        ? "the partition's manifest cannot "
+                                          "be used (format it)"
+                                        : "partition is not mounted");
                 return -1;
             }
             return (int)i;
@@ -105,28 +108,114 @@ static cellar_ProblemKind check_file(svc_t *s, uint32_t part,
 
 /* ---- setup -------------------------------------------------------------------- */
 
+/* Open the manifest of partition i, whatever the partition holds: a
+ * manifest that is not a file is set aside (cleared), damaged slots are
+ * freed, and a partition too full for a writable manifest gets a
+ * read-only one (PART_FULL) or none (PART_NO_MANIFEST). */
+static void attach_manifest(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    fs_stat_t st;
+    int err = man_open(&p->man, &p->fs);
+    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
+        (void)fs_gc(&p->fs, 0); /* stale data a failed operation left */
+        err = man_open(&p->man, &p->fs);
+    }
+    if (err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
+        (err == FS_ERR_CORRUPT &&
+         fs_stat(&p->fs, MAN_FILE, &st) == 0)) {
+        /* not a manifest at all: the files stay, their entries are lost */
+        int e2 = man_clear(&p->fs, fs_stat(&p->fs, MAN_DIR, &st) == 0 &&
+                                           st.type == FS_TYPE_DIR
+                                       ? MAN_FILE : MAN_DIR,
+                           s->cp.tmp);
+        svc_problem(s, i, "the manifest is not a file", svc_reason(err),
+                    e2 ? "it could not be cleared" :
+                    "cleared: every file is untracked (import or rewrite)");
+        err = e2 ? e2 : man_open(&p->man, &p->fs);
+    }
+    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
+        if (man_open_ro(&p->man, &p->fs) == 0) {
+            fs_statvfs_t v;
+            p->has_man = 1;
+            p->state = SVC_PART_FULL;
+            p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+            svc_problem(s, i, "no room for the service's bookkeeping",
+                        svc_reason(err), "served read-only: remove files "
+                        "to free space");
+            return;
+        }
+    }
+    if (err) {
+        fs_statvfs_t v;
+        p->state = SVC_PART_NO_MANIFEST;
+        p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+        svc_problem(s, i, "cannot open the manifest", svc_reason(err),
+                    err == FS_ERR_NOSPC ? "served read-only: remove files "
+                    "to free space" : "served read-only; format it");
+        return;
+    }
+    p->has_man = 1;
+    uint32_t dropped = 0;
+    err = man_scrub(&p->man, &dropped);
+    if (err)
+        svc_problem(s, i, "the manifest is damaged", svc_reason(err),
+                    "left as it is (verify reports it)");
+    else if (dropped)
+        svc_problem(s, i, "the manifest had damaged slots", NULL,
+                    "dropped them: their files are untracked");
+}
+
+/* Drop a staging directory the service cannot use. */
+static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
+{
+    svc_part_t *p = &s->part[i];
+    int err = man_clear(&p->fs, dir, s->cp.tmp);
+    char what[64] = "cannot recover ";
+    strcat(what, dir);
+    svc_problem(s, i, what, svc_reason(why),
+                err ? "it could not be removed either"
+                    : "dropped it (an update or copy in it is lost)");
+}
+
 static int attach(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
-    int err = man_open(&p->man, &p->fs);
-    if (err) {
-        log_path(s, "cannot open the manifest of", i, "/", svc_reason(err));
-        return err;
+    p->state = SVC_PART_OK;
+    /* shadows of writers a power cut or a stop interrupted: removed first,
+     * one at a time (a removal needs no room), so what they held is free
+     * for the manifest */
+    int err = man_clear(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
+    if (err)
+        svc_problem(s, i, "cannot remove the shadow copies in "
+                    MAN_SHADOW_DIR, svc_reason(err), "left as they are");
+    attach_manifest(s, i);
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
+        svc_problem(s, i, "files claim more than the partition holds "
+                    "(sparse files)", NULL, "growth is refused until they "
+                    "are removed or truncated");
+    if (!p->has_man || p->state != SVC_PART_OK) {
+        if (i == USR)
+            memset(&s->tx, 0, sizeof(s->tx));
+        return 0;
     }
-    p->has_man = 1;
-    /* shadows of writers a power cut or a stop interrupted */
-    err = man_wipe(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
     /* a copy (backup / restore) committed before a cut is finished; one
      * not committed is dropped */
     txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
-    int r = err ? err : txn_load(&s->cp);
+    int r = txn_load(&s->cp);
     if (r == 1)
         log_path(s, "finished the interrupted copy into", i, "/", NULL);
     if (r >= 0 && s->cp.active)
         r = txn_abort(&s->cp);
+    fs_stat_t cst;
+    if (r >= 0 && fs_stat(&p->fs, CP_DIR, &cst) == 0)
+        r = FS_ERR_NOTEMPTY; /* what the abort could not remove */
     if (r < 0) {
-        log_path(s, "cannot recover", i, CP_DIR, svc_reason(r));
-        return r;
+        if (s->cp.plan_open)
+            (void)fs_file_close(&p->fs, &s->cp.plan);
+        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+        clear_staging(s, i, CP_DIR, r);
     }
     if (i == USR) {
         txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
@@ -140,15 +229,42 @@ static int attach(svc_t *s, uint32_t i)
             svc_sb_str(&b, " entries declared)");
             svc_log_end(s);
         }
+        fs_stat_t st;
+        if (r == 0 && !s->tx.active && fs_stat(&p->fs, TX_DIR, &st) == 0)
+            r = FS_ERR_NOTEMPTY; /* what an abort could not remove */
         if (r < 0) {
-            log_path(s, "cannot recover the update in", i, TX_DIR,
-                     svc_reason(r));
-            return r;
+            if (s->tx.plan_open)
+                (void)fs_file_close(&p->fs, &s->tx.plan);
+            txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+            clear_staging(s, i, TX_DIR, r);
         }
         s->tx_owner = NULL;
         s->tx_idle_since = 0;
     }
     return 0;
+}
+
+/* A partition in PART_FULL: try again to open its manifest for writing
+ * (after removals freed space). True when it is back to PART_OK. */
+bool svc_store_retry(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    if (!p->mounted || (p->state != SVC_PART_FULL &&
+                        p->state != SVC_PART_NO_MANIFEST))
+        return p->mounted && p->state == SVC_PART_OK;
+    /* only after removals (the attempt may run GC: not on every request) */
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
+        return false;
+    if (p->has_man)
+        (void)man_close(&p->man);
+    p->has_man = 0;
+    svc_problems_forget(s, i); /* what is still wrong is found again */
+    (void)attach(s, i); /* the manifest and the staging as at start-up */
+    if (p->state == SVC_PART_OK)
+        log_path(s, "space was freed:", i, "/",
+                 "the manifest is writable again");
+    return p->state == SVC_PART_OK;
 }
 
 static void detach(svc_t *s, uint32_t i)
@@ -186,12 +302,11 @@ static void check_usr(svc_t *s)
 
 int svc_store_setup(svc_t *s)
 {
-    for (uint32_t i = 0; i < s->nparts; i++) {
-        int err = attach(s, i);
-        if (err)
-            return err;
-    }
-    if (s->cfg.check_at_start && s->nparts > BAK)
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (s->part[i].mounted)
+            (void)attach(s, i);
+    if (s->cfg.check_at_start && s->nparts > BAK &&
+        s->part[USR].state == SVC_PART_OK && s->part[BAK].has_man)
         check_usr(s);
     return 0;
 }
@@ -269,6 +384,14 @@ static bool writer_open(svc_t *s, uint32_t part, const char *show,
     return false;
 }
 
+static bool all_zero(const uint8_t *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 /* Create shadow f (named by *no) holding the first `keep` bytes of path. */
 static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
                          const char *path, uint32_t keep)
@@ -292,7 +415,7 @@ static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
             int n = fs_file_pread(fs, &s->t1, s->scratch, want, off);
             if (n == 0)
                 break;
-            if (n > 0)
+            if (n > 0 && !all_zero(s->scratch, (uint32_t)n))
                 n = fs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
             if (n < 0)
                 err = n;
@@ -301,6 +424,10 @@ static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
         }
         if (opened)
             (void)fs_file_close(fs, &s->t1);
+        /* zeros were not written: the copy stores what the file stores,
+         * and the size makes the rest read as zeros */
+        if (!err)
+            err = fs_file_truncate(fs, f, keep);
     }
     if (err) {
         (void)fs_file_revert(fs, f);
@@ -381,6 +508,10 @@ int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
         return svc_fail_path(s, FS_ERR_BUSY, p->show,
                              "file is open for writing by another handle");
     uint32_t keep = (!err && !(ff & FS_O_TRUNC)) ? st.size : 0;
+    /* the copy claims the file's size again (docs/UPDATE.md, "Space") */
+    if ((err = svc_room(s, (uint32_t)p->part, (uint64_t)keep + (err ? 64 : 0),
+                        p->show)))
+        return err;
     err = shadow_create(s, (uint32_t)p->part, &h->file, &h->shadow_no, p->fs,
                         keep);
     if (err)
@@ -423,6 +554,8 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
     if (writer_open(s, (uint32_t)p->part, p->show, NULL))
         return svc_fail_path(s, FS_ERR_BUSY, p->show,
                              "file is open for writing");
+    if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
+        return err;
     err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
                         size < st.size ? size : st.size);
     if (err)
@@ -444,13 +577,50 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
 int svc_man_remove(svc_t *s, const svc_path_t *p)
 {
     svc_part_t *pt = &s->part[p->part];
+    fs_stat_t st;
+    /* a path that is gone but still has an entry (a repair after a
+     * crash or a bug): the removal drops the entry */
+    bool gone = fs_stat(&pt->fs, p->fs, &st) == FS_ERR_NOENT;
+    uint32_t slot;
+    int k = man_find(&pt->man, p->fs, &s->me, &slot);
+    if (k < 0)
+        return k;
+    if (gone && k == 0)
+        return FS_ERR_NOENT;
+    if (k == 0) /* untracked: a plain removal, which needs no room */
+        return fs_remove(&pt->fs, p->fs);
     int err = man_del(&pt->man, p->fs);
+    if (err == FS_ERR_NOSPC && !gone) {
+        /* too full even for the slot write (files were put there behind
+         * the service's back): free the space first, then drop the entry;
+         * a cut in between leaves an entry whose removal finishes it */
+        man_revert(&pt->man);
+        err = fs_remove(&pt->fs, p->fs);
+        if (err)
+            return err;
+        log_path(s, "removed before its manifest entry (no room):",
+                 p->part, p->fs, NULL);
+        gone = true;
+        err = man_del(&pt->man, p->fs);
+    }
     if (!err) {
         const char *src[1] = { p->fs };
-        err = man_commit(&pt->man, src, NULL, 1);
+        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
     } else {
         man_revert(&pt->man);
     }
+    if (!err && gone)
+        log_path(s, "dropped the entry of the missing", p->part, p->fs, NULL);
+    return err;
+}
+
+int svc_store_drop_staging(svc_t *s)
+{
+    svc_part_t *p = &s->part[USR];
+    if (!p->mounted)
+        return FS_ERR_IO;
+    int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
+    (void)svc_store_retry(s, USR);
     return err;
 }
 
@@ -1138,6 +1308,10 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
     txn_t *t = tx_indexed(s);
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    if (p->state != SVC_PART_OK && !svc_store_retry(s, USR))
+        return svc_fail_path(s, FS_ERR_NOSPC, "/usr",
+                             "the partition is too full for the service's "
+                             "bookkeeping: remove files first");
     if (r->bundle.size != 32)
         return svc_fail(s, FS_ERR_INVAL, "bundle id must be 32 bytes");
     if (r->entries > TXN_MAX_ENTRIES) {
@@ -1341,7 +1515,7 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     fs_statvfs_t v;
     if ((err = fs_statvfs(&p->fs, &v)))
         return svc_fail_path(s, err, "/usr", NULL);
-    uint64_t avail = v.free + v.reclaimable;
+    uint64_t avail = svc_room_bytes(s, USR); /* the service's own kept */
     uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
     if (need > avail) {
         memset(o, 0, sizeof(*o));
@@ -1404,6 +1578,9 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         svc_sb_str(&b, " bytes)");
         return -(int)cellar_Code_EMSGSIZE;
     }
+    if (r->offset + r->data.size > (uint64_t)have &&
+        svc_room(s, USR, r->offset + r->data.size - (uint64_t)have, "/usr"))
+        return FS_ERR_NOSPC; /* others took the room since the Declare */
     int n = txn_write(t, r->index, (uint32_t)r->offset, r->data.bytes,
                       r->data.size);
     if (n < 0)
@@ -1502,6 +1679,13 @@ int svc_do_update_abort(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateAbortRequest *r)
 {
     txn_t *t = &s->tx;
+    if (s->part[USR].state == SVC_PART_FULL) { /* staging never loaded */
+        int err = svc_store_drop_staging(s);
+        if (err)
+            return svc_fail_path(s, err, "/usr", "dropping the staging failed");
+        svc_reply_done(s);
+        return 0;
+    }
     if (t->active) {
         if (s->tx_owner && s->tx_owner != c)
             return svc_fail(s, FS_ERR_BUSY,
