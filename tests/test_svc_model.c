@@ -638,8 +638,17 @@ static bool expect_(int rc, const int *set, int line)
         strcat(want, " ");
         strcat(want, cname(*set));
     }
-    fail("line %d: answered %s, the model expects one of:%s", line, cname(rc),
-         want);
+    char space[160] = "";
+    fs_statvfs_t u, k;
+    if (rc == cellar_Code_ENOSPC && svc_fs(&R.svc, "usr") && svc_fs(&R.svc, "bak") &&
+        !fs_statvfs(svc_fs(&R.svc, "usr"), &u) && !fs_statvfs(svc_fs(&R.svc, "bak"), &k))
+        snprintf(space, sizeof(space), " (/usr: %llu live, %llu free of %llu; /bak: %llu "
+                 "live, %llu free of %llu)", (unsigned long long)u.live,
+                 (unsigned long long)u.free, (unsigned long long)u.total,
+                 (unsigned long long)k.live, (unsigned long long)k.free,
+                 (unsigned long long)k.total);
+    fail("line %d: answered %s, the model expects one of:%s%s", line, cname(rc),
+         want, space);
     return false;
 }
 
@@ -1431,6 +1440,60 @@ static void op_close(int conn)
     state_copy(&M, &NW);
 }
 
+/* A big file in one step (open, 16 KiB writes, close), to fill the
+ * partition. */
+static void op_fill(int conn)
+{
+    char p[MP];
+    gen_path(p);
+    int ty = t_type(&M.usr, p);
+    if ((ty != T_FILE && (ty != T_NONE || t_anc(&M.usr, p))) || writer_on(p, -1) ||
+        reader_on(p) || nhandles(conn) >= 8)
+        return;
+    uint32_t chunks = 2 + rnd(one_in(3) ? 30 : 8);
+    rig_req(&R, cellar_Request_open_tag);
+    snprintf(R.rq.body.open.path, 256, "/usr%s", p);
+    R.rq.body.open.flags = 2 | 4 | 16;
+    int rc = call(conn, "open /usr%s (fill %u chunks)", p, chunks);
+    if (!EXPECT(rc, C_OK, spc_plausible(0, false) ? C(ENOSPC) : C_OK) || rc)
+        return;
+    uint32_t h = R.rs.body.open.handle;
+    blob_t *b = blob_new(0);
+    bool tainted = false;
+    for (uint32_t i = 0; i < chunks && !failed; i++) {
+        rig_req(&R, cellar_Request_write_tag);
+        R.rq.body.write.handle = h;
+        R.rq.body.write.offset = b->size;
+        R.rq.body.write.data.size = 16384;
+        fill(R.rq.body.write.data.bytes, 16384);
+        rc = call(conn, "write h%x off %u len 16384", h, b->size);
+        if (!EXPECT(rc, C_OK, spc_plausible(b->size + 16384, false) ? C(ENOSPC) : C_OK))
+            break;
+        if (rc) {
+            tainted = true;
+            break;
+        }
+        blob_resize(&b, b->size + 16384);
+        memcpy(b->d + b->size - 16384, R.rq.body.write.data.bytes, 16384);
+    }
+    bool sp = spc_plausible(b->size, false);
+    rig_req(&R, cellar_Request_close_tag);
+    R.rq.body.close.handle = h;
+    rc = call(conn, "close h%x (fill, %u bytes)", h, b->size);
+    if (!failed && EXPECT(rc, C_OK, sp ? C(ENOSPC) : C_OK) && !rc) {
+        if (tainted) {
+            blob_put(b);
+            b = device_blob(p);
+        }
+        if (b) {
+            t_set_file(&M.usr, p, b);
+            me_set_blob(&M.usr, p, b);
+            b = NULL;
+        }
+    }
+    blob_put(b);
+}
+
 /* ---- namespace requests ---------------------------------------------------------------- */
 
 static void op_remove(int conn, bool dir_only)
@@ -2093,8 +2156,9 @@ static void op_copy(int conn, bool backup)
     if (!backup)
         close_readers(paths, np);
     maybe_cut();
-    int rc = call(conn, "%s %d paths%s%s", backup ? "backup" : "restore", np,
-                  np ? " " : "", np ? dst[0] : "");
+    int rc = call(conn, "%s %d paths%s%s (model: %u to copy, %u unchanged%s)",
+                  backup ? "backup" : "restore", np, np ? " " : "", np ? dst[0] : "",
+                  r.files, r.unchanged, r.nothing ? ", nothing to do" : "");
     if (cut_check(r.conflict || r.nothing || badarg ? &M : &NW))
         return;
     if (badarg) {
@@ -3025,6 +3089,7 @@ static void step(void)
     else if (k < 180) reconnect(conn);
     else if (k < 181 && one_in(4)) op_format(conn);
     else if (k < 190) op_bundle();
+    else if (k < 194) op_fill(conn);
     else op_write(conn);
     if ((uint32_t)M.usr.nm > max_entries_seen)
         max_entries_seen = (uint32_t)M.usr.nm;
