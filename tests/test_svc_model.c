@@ -51,7 +51,7 @@ static struct {
     int verbose;
     unsigned skip;
     uint32_t blocks;
-} opt = { 1, 3000, 10, 0, 0, 0, 192 };
+} opt = { 1, 5000, 10, 0, 0, 0, 192 };
 
 static struct {
     long steps, restarts, cuts, wipes, requests, failed;
@@ -853,15 +853,18 @@ static tree_t DEV; /* scratch: the device's tree */
 static bool check_part(bool bak, tree_t *want, bool content, bool manifest,
                        char *why, size_t cap)
 {
+    const char *pn = bak ? "/bak: " : "/usr: ";
+    size_t pl = strlen(pn);
     tree_clear(&DEV);
     read_tree(pfs(bak), "/", &DEV, content);
-    if (!trees_eq(&DEV, want, content, why, cap))
+    memcpy(why, pn, pl + 1);
+    if (!trees_eq(&DEV, want, content, why + pl, cap - pl))
         return false;
     if (manifest && !read_manifest(bak, &DEV)) {
-        snprintf(why, cap, "manifest unreadable");
+        snprintf(why + pl, cap - pl, "manifest unreadable");
         return false;
     }
-    if (manifest && !mans_eq(&DEV, want, why, cap))
+    if (manifest && !mans_eq(&DEV, want, why + pl, cap - pl))
         return false;
     return true;
 }
@@ -965,6 +968,15 @@ static int restart_check(state_t **cand, int nc, bool clean)
     }
     if (failed)
         return -1;
+    if (pick < 0 && getenv("SVC_MODEL_DEBUG")) {
+        fprintf(stderr, "model /usr: %d nodes, %d entries:", cand[0]->usr.nn, cand[0]->usr.nm);
+        for (int i = 0; i < cand[0]->usr.nm; i++)
+            fprintf(stderr, " %s(%lld)", cand[0]->usr.m[i].path, (long long)cand[0]->usr.m[i].size);
+        fprintf(stderr, "\nnodes:");
+        for (int i = 0; i < cand[0]->usr.nn; i++)
+            fprintf(stderr, " %s%s", cand[0]->usr.n[i].path, cand[0]->usr.n[i].type == T_DIR ? "/" : "");
+        fprintf(stderr, "\n");
+    }
     if (pick < 0) {
         fail("after the %s the state is none of the %d the model allows: %s%s%s",
              clean ? "restart" : "power cut", nc, why1, nc > 1 ? "; and: " : "",
@@ -2518,7 +2530,13 @@ static void bundle_declare(void)
         if (!B.e[i].rm)
             need += B.e[i].b->size;
     maybe_cut();
-    int rc = call(B.conn, "update declare %d..%d of %d", first, first + k - 1, B.n);
+    char list[160] = "";
+    for (int i = 0; i < k && strlen(list) < 120; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof(list) - l, " %c%s", B.e[first + i].rm ? '-' : '+',
+                 B.e[first + i].path);
+    }
+    int rc = call(B.conn, "update declare %d..%d of %d:%s", first, first + k - 1, B.n, list);
     if (cut_check(&M))
         return;
     bool resumed_before = false;
