@@ -586,6 +586,10 @@ static bool spc_plausible(uint64_t need, bool bak)
 /* ---- requests ------------------------------------------------------------------- */
 
 static bool cut_armed;
+/* --io-errors: the flash comes back before the service is stopped, so a
+ * failed flash operation is followed by more work and a clean unmount (a
+ * transient I/O error rather than a power cut) */
+static bool io_errors;
 
 static int call(int conn, const char *fmt, ...)
 {
@@ -951,7 +955,13 @@ static int restart_check(state_t **cand, int nc, bool clean)
     after_restart_model();
     if (B.phase && !clean)
         B.clean = false;
+    /* After a cut nothing more reaches the flash: the service is dropped
+     * with the power still off (its unmount writes nothing), as a device
+     * that lost power would be, then the power comes back. */
+    if (io_errors)
+        flash_sim_power_on(R.sim);
     rig_stop(&R);
+    flash_sim_power_on(R.sim);
     int rc = rig_start(&R);
     if (rc) {
         fail("the service does not start after a %s: %d (%s)",
@@ -1021,10 +1031,9 @@ static bool cut_fired(void)
         return false;
     cut_armed = false;
     bool lost = flash_sim_power_lost(R.sim);
-    flash_sim_power_on(R.sim);
     flash_sim_cut_after(R.sim, 0, false);
     if (lost)
-        stats.cuts++;
+        stats.cuts++; /* the power stays off until restart_check */
     return lost;
 }
 
@@ -3283,7 +3292,7 @@ static bool run_one(unsigned long long seed, long steps, time_t deadline)
 static void usage(void)
 {
     fprintf(stderr, "usage: test_svc_model [--seed N] [--steps N] [--runs N] [--seconds N]\n"
-                    "                      [--blocks N] [--verbose] [--no-cuts] [--no-torn]\n"
+                    "                      [--blocks N] [--verbose] [--no-cuts] [--no-torn] [--io-errors]\n"
                     "                      [--skip-known sparse,conflict,limits,removed,overlap]\n");
     exit(2);
 }
@@ -3296,6 +3305,10 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--verbose")) {
             opt.verbose = 1;
+            continue;
+        }
+        if (!strcmp(a, "--io-errors")) {
+            io_errors = true;
             continue;
         }
         if (!strcmp(a, "--no-torn")) {
