@@ -41,7 +41,8 @@
 
 /* ---- options, randomness, trace ------------------------------------------ */
 
-enum { SK_SPARSE = 1, SK_CONFLICT = 2, SK_LIMITS = 4, SK_REMOVED = 8, SK_OVERLAP = 16 };
+enum { SK_SPARSE = 1, SK_CONFLICT = 2, SK_LIMITS = 4, SK_REMOVED = 8, SK_OVERLAP = 16, SK_FULL = 32,
+       SK_BAKREAD = 64, SK_RENAMED = 128 };
 
 static struct {
     unsigned long long seed;
@@ -583,6 +584,26 @@ static bool spc_plausible(uint64_t need, bool bak)
     return u * 4 >= (bak ? bak_total : usr_total);
 }
 
+/* --skip-known full: keep the partitions well below full (what the model
+ * holds plus need stays under 40 %). */
+static bool room(uint64_t need, bool bak)
+{
+    if (!(opt.skip & SK_FULL))
+        return true;
+    uint64_t u = need;
+    tree_t *t = bak ? &M.bak : &M.usr;
+    for (int i = 0; i < t->nn; i++)
+        u += 2048 + (t->n[i].b ? t->n[i].b->size : 0);
+    if (!bak) {
+        for (int i = 0; i < NH; i++)
+            if (H[i].id && H[i].wr)
+                u += H[i].b->size;
+        if (B.phase)
+            u += B.bytes;
+    }
+    return u * 10 < (bak ? bak_total : usr_total) * 4;
+}
+
 /* ---- requests ------------------------------------------------------------------- */
 
 static bool cut_armed;
@@ -1061,7 +1082,10 @@ static void op_open(int conn)
     static const uint32_t fl[] = { 1, 1, 1, 2 | 4, 2 | 4, 2 | 4 | 16, 1 | 2, 2 | 32,
                                    2 | 4 | 8, 2, 1 | 2 | 4, 0, 4, 64 | 1, 1 | 16 };
     uint32_t f = fl[rnd(sizeof(fl) / sizeof(fl[0]))];
-    bool bak = !(f & 2) && one_in(8) && M.bak.nn;
+    blob_t *fb = file_blob(p);
+    if ((f & 2) && !(f & 16) && fb && !room(fb->size, false))
+        f |= 16; /* the shadow copy would not leave room */
+    bool bak = !(f & 2) && one_in(8) && M.bak.nn && !(opt.skip & SK_BAKREAD);
     if (bak)
         strcpy(p, M.bak.n[rnd((uint32_t)M.bak.nn)].path);
     req_path(rp, p, bak);
@@ -1170,6 +1194,8 @@ static void op_write(int conn)
     bool fbig = off > FS_FILE_MAX || len > FS_FILE_MAX - off;
     if (!fbig && off + len > (9u << 20))
         len = 0, off = size; /* the model keeps files in RAM */
+    if (!fbig && off + len > size && !room(off + len - size, false))
+        len = 0, off = size;
     w->handle = h->id;
     w->offset = h->app ? (rnd(3) ? 0 : 12345) : off; /* ignored with O_APPEND */
     w->data.size = (pb_size_t)len;
@@ -1303,6 +1329,8 @@ static void op_truncate_handle(int conn)
         return;
     rig_req(&R, cellar_Request_truncate_tag);
     uint64_t size = one_in(30) ? (uint64_t)FS_FILE_MAX + 1 + rnd(9) : gen_size(h->b->size);
+    if (size <= FS_FILE_MAX && size > h->b->size && !room(size - h->b->size, false))
+        size = h->b->size;
     R.rq.body.truncate.handle = h->id;
     R.rq.body.truncate.size = size;
     int rc = call(conn, "truncate h%x to %llu", h->id, (unsigned long long)size);
@@ -1335,6 +1363,8 @@ static void op_truncate_path(int conn)
     req_path(rp, p, false);
     blob_t *cur = file_blob(p);
     uint64_t size = one_in(30) ? (uint64_t)FS_FILE_MAX + 1 : gen_size(cur ? cur->size : 0);
+    if (size <= FS_FILE_MAX && !room(size, false))
+        size = 0;
     rig_req(&R, cellar_Request_truncate_tag);
     strcpy(R.rq.body.truncate.path, rp);
     R.rq.body.truncate.size = size;
@@ -1472,6 +1502,10 @@ static void op_fill(int conn)
         reader_on(p) || nhandles(conn) >= 8)
         return;
     uint32_t chunks = 2 + rnd(one_in(3) ? 30 : 8);
+    while (chunks && !room(16384ull * chunks + (ty == T_FILE ? 0 : 0), false))
+        chunks--;
+    if (!chunks)
+        return;
     rig_req(&R, cellar_Request_open_tag);
     snprintf(R.rq.body.open.path, 256, "/usr%s", p);
     R.rq.body.open.flags = 2 | 4 | 16;
@@ -1662,6 +1696,8 @@ static void op_rename(int conn)
     gen_path(b);
     if (deepest(&M.usr, a) + strlen(b) + 1 >= MP - 8)
         return;
+    if ((opt.skip & SK_RENAMED) && (any_handle_under(a) || any_handle_under(b)))
+        return; /* known: handles keep the name they were opened with */
     req_path(ra, a, false);
     req_path(rb, b, false);
     rig_req(&R, cellar_Request_rename_tag);
@@ -2189,6 +2225,8 @@ static void op_copy(int conn, bool backup)
     copy_res_t r;
     state_copy(&NW, &M);
     copy_model(&NW, backup, paths, np, &r);
+    if (!room(r.tried * 2, backup))
+        return;
     if (!backup)
         close_readers(paths, np);
     maybe_cut();
@@ -2457,6 +2495,10 @@ static void bundle_gen(void)
     for (int i = 0; i < B.n; i++)
         if (!B.e[i].rm)
             B.bytes += B.e[i].b->size;
+    if (!room(B.bytes * 2, false)) { /* (staged, then moved in) */
+        bundle_reset();
+        return;
+    }
     bundle_id();
 }
 
@@ -3195,6 +3237,9 @@ static void parse_skip(const char *v, void (*bad)(void))
         else if (!strcmp(t, "limits")) opt.skip |= SK_LIMITS;
         else if (!strcmp(t, "removed")) opt.skip |= SK_REMOVED;
         else if (!strcmp(t, "overlap")) opt.skip |= SK_OVERLAP;
+        else if (!strcmp(t, "full")) opt.skip |= SK_FULL;
+        else if (!strcmp(t, "bakread")) opt.skip |= SK_BAKREAD;
+        else if (!strcmp(t, "renamed")) opt.skip |= SK_RENAMED;
         else bad();
     }
 }
@@ -3293,7 +3338,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: test_svc_model [--seed N] [--steps N] [--runs N] [--seconds N]\n"
                     "                      [--blocks N] [--verbose] [--no-cuts] [--no-torn] [--io-errors]\n"
-                    "                      [--skip-known sparse,conflict,limits,removed,overlap]\n");
+                    "                      [--skip-known sparse,conflict,limits,removed,overlap,\n"
+                    "                                    full,bakread,renamed]\n");
     exit(2);
 }
 
