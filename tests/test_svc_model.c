@@ -23,7 +23,7 @@
  *                  [--blocks N] [--verbose] [--no-cuts] [--no-torn]
  *                  [--io-errors] [--skip-known LIST]
  *
- * Without arguments: the short run of `make test` (10 seeds of 12,000
+ * Without arguments: the short run of `make test` (10 seeds of 20,000
  * steps on a 192-block flash). --seconds runs new seeds until the time is
  * up (make fuzz-svc). The last line is "svc-model: N steps, N restarts, N
  * failed" (N failed = seeds that failed); a failure prints the seed, the
@@ -68,7 +68,7 @@ static struct {
     int verbose;
     unsigned skip;
     uint32_t blocks;
-} opt = { 1, 12000, 10, 0, 0, 0, 192 };
+} opt = { 1, 20000, 10, 0, 0, 0, 192 };
 
 static struct {
     long steps, restarts, cuts, wipes, requests, failed;
