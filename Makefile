@@ -4,6 +4,7 @@
 #   make bench      every benchmark (bench-fs, bench-net, bench-push)
 #   make powerloss  the full power-loss sweeps (filesystem and updates)
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS each, default 60)
+#   make fuzz-svc   the model-based protocol test on new seeds (FUZZ_SECONDS, default 600)
 #   make size       device-side code cross-compiled for Cortex-M4 (-Os)
 #   make install PREFIX=/usr/local
 #
@@ -187,6 +188,15 @@ fuzz: $(DEPS_STAMP) $(FUZZ_BINS)
 	  echo "=== $$f ($(FUZZ_SECONDS)s)"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 $(BUILD)/corpus/$$(basename $$f) || exit 1; done
 
+# The model-based protocol test (tests/test_svc_model.c) on new seeds for as
+# long as asked: FUZZ_SECONDS (default 600 here); SVC_MODEL_ARGS for more
+# options (e.g. --skip-known ...). The last line is
+# "svc-model: N steps, N restarts, N failed".
+FUZZ_SVC_SECONDS = $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),600)
+fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
+	$(BUILD)/san/tests/test_svc_model --seconds $(FUZZ_SVC_SECONDS) --seed $$(date +%s) $(SVC_MODEL_ARGS)
+$(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
+
 # ---- size on a Cortex-M4 --------------------------------------------------------
 DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) service/svc_core.c service/svc_update.c service/manifest.c service/txn.c service/layout.c service/codec.c
 size: $(GEN_C)
@@ -204,7 +214,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test powerloss bench bench-fs bench-net bench-push fuzz size install clean FORCE
+.PHONY: all deps run test powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 

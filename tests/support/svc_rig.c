@@ -108,12 +108,36 @@ bool rig_log_has(const rig_t *r, const char *s)
     return strstr(r->log, s) != NULL;
 }
 
+static int exchange(rig_t *r, svc_conn_t *c, int n);
+
 int rig_call(rig_t *r, svc_conn_t *c)
 {
     r->rq.id = ++r->next_id;
     int n = codec_encode_request(&r->rq, r->wire + 0, sizeof(r->wire));
     if (n < 0)
         return -2000;
+    return exchange(r, c, n);
+}
+
+uint32_t rig_raw_id(const rig_t *r)
+{
+    return r->next_id + 1;
+}
+
+int rig_call_raw(rig_t *r, svc_conn_t *c, const uint8_t *body, size_t n)
+{
+    if (n + CODEC_HDR > sizeof(r->wire))
+        return -2000;
+    memset(&r->rq, 0, sizeof(r->rq));
+    r->rq.id = ++r->next_id;
+    codec_put_len(r->wire, (uint32_t)n);
+    memcpy(r->wire + CODEC_HDR, body, n);
+    return exchange(r, c, (int)(n + CODEC_HDR));
+}
+
+/* Feed n wire bytes to c, serve, and decode the one reply into r->rs. */
+static int exchange(rig_t *r, svc_conn_t *c, int n)
+{
     size_t off = 0;
     while (off < (size_t)n) {
         size_t k = svc_conn_input(c, r->wire + off, (size_t)n - off);

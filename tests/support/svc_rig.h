@@ -57,4 +57,11 @@ int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
             uint32_t *n);
 int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path);
 
+/* Send one request whose body (the encoded Request message, without the
+ * 4-byte length) the caller built byte by byte - for fields over their
+ * caps, which the nanopb structs cannot hold. body must start with field 1
+ * (id) = r->next_id + 1 (rig_raw_id gives it). Returns as rig_call. */
+uint32_t rig_raw_id(const rig_t *r);
+int rig_call_raw(rig_t *r, svc_conn_t *c, const uint8_t *body, size_t n);
+
 #endif /* CELLAR_SVC_RIG_H */
