@@ -98,11 +98,11 @@ EOF
 # start_proxy RATE: proxy to the current cellard; sets PROXY, PURL.
 start_proxy() {
   local port=${URL##*:}
-  rm -f "$T/proxy.state"
+  rm -f "$T/proxy.state" "$T/proxy.port"
   "$PY" "$T/proxy.py" "$port" "$1" "$T/proxy.state" >"$T/proxy.port" 2>"$T/proxy.err" &
   PROXY=$!
   PURL=
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do
     [ -s "$T/proxy.port" ] && { PURL="tcp://127.0.0.1:$(head -n1 "$T/proxy.port")"; break; }
     sleep 0.05
   done
