@@ -23,6 +23,9 @@ _Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
  * The early checkpoint (journal half full) is written at the start of an
  * operation, only when it leaves the operation its own budget. */
 #define GC_FLOOR(fs) ((fs)->ckpt_blocks + 3)
+/* fs->in_gc: 1 while a pass relocates records, GC_COMMITTING while it
+ * writes the commit of its relocations */
+#define GC_COMMITTING 2
 
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
@@ -395,8 +398,16 @@ static int ensure_space(fs_t *fs, uint32_t total)
     if (fs->rofs)
         return FS_ERR_ROFS;
     uint32_t need = blocks_needed(fs, total);
-    if (fs->in_gc || fs->in_ckpt)
+    if (fs->in_ckpt || fs->in_gc == GC_COMMITTING)
         return fs_free_blocks(fs) >= need ? 0 : FS_ERR_NOSPC;
+    if (fs->in_gc) {
+        /* a relocation never eats the room of the commit and the
+         * checkpoint that end the pass: it fails with NOSPC first, and
+         * the pass ends before that record, keeping what it moved */
+        uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
+        keep = keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
+        return fs_free_blocks(fs) >= need + keep ? 0 : FS_ERR_NOSPC;
+    }
     /* inside an operation: no GC (it would move records the operation holds
      * addresses of); keep room for a checkpoint */
     return fs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : FS_ERR_NOSPC;
@@ -419,11 +430,17 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     int worth = used > fs->live + 2ull * fs->bsize;
     /* Passes go on while the tail advances (up to a lap), even when a pass
      * gains nothing: stale records may lie behind a stretch of live ones. */
+    /* A pass that fails (read noise) leaves the state as durable as it
+     * was, keeping what it committed (fs_gc_run): the operation goes on if
+     * the space it needs is there, and otherwise fails with the pass's
+     * error rather than NOSPC. No second pass is tried in the same
+     * operation: each failed pass may waste the copies of one block. */
+    int gc_err = 0;
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
         int r = fs_gc_run(fs, 0, fs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
         if (r < 0 && r != FS_ERR_NOSPC)
-            return r;
+            gc_err = r;
         if (r <= 0)
             break;
         swept += (uint32_t)r;
@@ -431,15 +448,16 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
             break; /* enough for this operation: leave the rest for later */
     }
     if (fs_free_blocks(fs) < need + reserve)
-        return FS_ERR_NOSPC;
+        return gc_err ? gc_err : FS_ERR_NOSPC;
     /* A checkpoint when the journal is half full, here at the start of an
      * operation and out of the reserve, so the operation's own commits
-     * rarely need one (fs_journal_room insists only when it is full). */
+     * rarely need one (fs_journal_room insists only when it is full). One
+     * that fails changes nothing durable: the operation goes on. */
     if (fs->in_op == 0 && (fs->njournal >= FS_JOURNAL_MAX / 2 ||
                            fs->journal_records >= FS_JOURNAL_RECORDS) &&
         fs_free_blocks(fs) >= need + reserve + (uint32_t)checkpoint_space(fs)) {
         int e = fs_checkpoint(fs);
-        if (e && e != FS_ERR_NOSPC)
+        if (e == FS_ERR_ROFS)
             return e;
     }
     if (fs->in_op == 0)
@@ -1401,19 +1419,32 @@ out:
 
 /* ---- garbage collection ----------------------------------------------------------------- */
 
-/* Relocation state of one GC pass: the commit being built and the seg records
- * moved so far, grouped per segment when the EXTMAPs are written. */
+/* Relocation state of one GC pass: the commit being built, the record the
+ * scan is at, and how far the scan is covered by committed relocations. */
 typedef struct gc_state {
     commit_t c;
+    uint32_t at;   /* the record being scanned */
+    uint32_t safe; /* every live record before it has its copy committed */
+    int dropped;   /* a commit failed: safe stays where it is */
 } gc_state_t;
 
+/* Commit the relocations built so far. On success every record before the
+ * one being scanned is safe to leave behind; on failure the relocations
+ * are dropped (their copies are garbage) and safe stays where it was. */
 static int gc_flush(fs_t *fs, gc_state_t *g)
 {
-    if (g->c.n == 0 && g->c.chain_tail == FS_ADDR_NONE)
-        return 0;
-    int err = fs_commit(fs, &g->c, 0, NULL, NULL);
+    int err = 0;
+    if (g->c.n != 0 || g->c.chain_tail != FS_ADDR_NONE) {
+        fs->in_gc = GC_COMMITTING;
+        err = fs_commit(fs, &g->c, 0, NULL, NULL);
+        fs->in_gc = 1;
+    }
     g->c.n = 0;
     g->c.chain_tail = FS_ADDR_NONE;
+    if (err)
+        g->dropped = 1;
+    else if (!g->dropped)
+        g->safe = g->at;
     return err;
 }
 
@@ -1519,6 +1550,8 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
     gc_state_t g;
     g.c.n = 0;
     g.c.chain_tail = FS_ADDR_NONE;
+    g.at = g.safe = fs->tail;
+    g.dropped = 0;
     uint32_t freed = 0, scanned = 0, start_free = fs_free_blocks(fs);
     uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
     uint32_t new_tail = fs->tail;
@@ -1526,8 +1559,6 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
      * yet): the pass stops before them. */
     uint32_t stop_block = blk_of(fs, fs->head);
     int err = 0;
-    uint32_t marks_bucket = 0;
-    (void)marks_bucket;
     while (1) {
         uint32_t tb = blk_of(fs, new_tail);
         if (tb == blk_of(fs, fs->head) || tb == stop_block)
@@ -1549,19 +1580,21 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
              * them. */
             if (!(flags & GC_URGENT))
                 break;
+            g.at = new_tail;
             err = gc_flush(fs, &g);
             if (!err)
                 err = fs_sync_block(fs, tb);
             if (err)
-                goto out;
+                goto stop;
         }
         uint32_t a = new_tail;
         while (blk_of(fs, a) == tb && a != fs->head) {
             rec_hdr_t h;
+            g.at = a;
             int e = read_hdr_sure(fs, a, &h, lap_of(fs, a));
             if (e == FS_ERR_IO) {
-                err = e; /* or noise: try again later, move nothing */
-                goto out;
+                err = e; /* noise: stop before this record */
+                goto stop;
             }
             if (e) {
                 /* erased or torn: nothing valid follows in this block */
@@ -1574,68 +1607,72 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
             if (h.type == R_BUCKET) {
                 uint32_t ba;
                 e = bucket_addr(fs, h.idx, &ba);
-                if (e) {
-                    err = e;
-                    goto out;
-                }
-                if (ba == a) {
-                    /* find any key of that bucket: use a marker entry */
-                    if (fs->njournal >= FS_JOURNAL_MAX) {
-                        err = FS_ERR_NOMEM;
-                        goto out;
-                    }
-                    fs->journal[fs->njournal].key.ino = MAP_INO;
-                    fs->journal[fs->njournal].key.idx = 0x40000000u | h.idx;
-                    fs->jgen[fs->njournal] = 0;
-                    fs->journal[fs->njournal].addr = FS_ADDR_NONE;
-                    fs->njournal++;
-                }
+                if (!e && ba == a)
+                    e = jset(fs, MAP_INO, 0x40000000u | h.idx, FS_ADDR_NONE);
             } else {
                 e = gc_record(fs, &g, a, &h);
-                if (e) {
-                    err = e;
-                    goto out;
-                }
+            }
+            if (e) {
+                err = e; /* stop before this record (noise, or no room) */
+                goto stop;
             }
             a = addr_add(fs, a, REC_HDR + h.len, NULL);
             if (fs->njournal >= FS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
+                g.at = a;
                 err = gc_flush(fs, &g);
-                if (!err) {
-                    fs->in_gc = 1;
+                if (!err)
                     err = fs_checkpoint(fs);
-                }
                 if (err)
-                    goto out;
+                    goto stop;
             }
         }
         if (a == fs->head)
             break;
-        /* block tb is done (the record at a starts in a later block) */
+        /* block tb is done (the record at a starts in a later block):
+         * commit its relocations, so a pass that fails later wastes at
+         * most the copies of one block */
+        g.at = a;
+        err = gc_flush(fs, &g);
+        if (err)
+            goto stop;
         freed += blk_dist(fs, tb, blk_of(fs, a));
         scanned += blk_dist(fs, tb, blk_of(fs, a));
         if (fs->failing_block == tb) {
             err = retire_block(fs, tb);
             fs->failing_block = FS_ADDR_NONE;
             if (err)
-                goto out;
+                goto stop;
         }
         new_tail = a;
     }
-    err = gc_flush(fs, &g);
-    if (err)
-        goto out;
-    if (new_tail != fs->tail) {
+    g.at = new_tail;
+stop:
+    /* A pass that fails keeps what it did: the relocations built so far
+     * are committed, and the tail moves up to the first record whose copy
+     * is not (g.safe). Nothing else changes in RAM that the flash does not
+     * hold: commits are applied whole or not at all (fs_commit), and the
+     * tail moves only with a durable checkpoint. */
+    {
+        int e = gc_flush(fs, &g);
+        if (!err)
+            err = e;
+    }
+    if (g.safe != fs->tail) {
         /* the new tail becomes durable with a checkpoint: replay never has
          * to read a record the tail has passed */
         uint32_t old = fs->tail;
-        fs->tail = new_tail;
-        err = fs_checkpoint(fs);
-        if (err) {
+        fs->tail = g.safe;
+        int e = fs_checkpoint(fs);
+        if (e) {
             fs->tail = old;
-            goto out;
+            if (!err)
+                err = e;
+        } else if (err) {
+            /* progress despite the error: the next pass goes on from here */
+            freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, g.safe));
+            err = 0;
         }
     }
-out:
     fs->in_gc = 0;
     if (err)
         return err;
