@@ -25,7 +25,8 @@
  *
  *   test_fs_gcfail                 sampled (make test)
  *   test_fs_gcfail --full          every read of every swept operation, and
- *                                  many more noise seeds
+ *                                  many more noise seeds (or GCFAIL_FULL=1)
+ *   test_fs_gcfail [--runs N] [--sweeps N] [--steps M]   sized in between
  *   test_fs_gcfail --seed N [--steps M] [--density D] [-v]   one noise run
  *   test_fs_gcfail --point SEED OP K MODE     one sweep point (as printed)
  */
@@ -80,6 +81,7 @@ typedef struct world {
     uint32_t cand_partial, cuts_checked, remounts;
     uint64_t settled_reads;     /* read count when the first settle began */
     const char *last_op;
+    uint32_t unmount_nospc;     /* unmounts whose checkpoint found no room */
 } world_t;
 
 static uint32_t fake_clock(void *ctx)
@@ -617,7 +619,9 @@ static void remount_check(world_t *w)
     if (w->live_open)
         live_close(w);
     int rc = fs_unmount(&w->fs);
-    if (rc != 0)
+    if (rc == FS_ERR_NOSPC)
+        w->unmount_nospc++; /* a device full for good (see the report line) */
+    else if (rc != 0)
         fail(w, "unmount: %s", fs_strerror(rc));
     rc = fs_mount(&w->fs, &w->cfg);
     if (rc != 0) {
@@ -642,6 +646,7 @@ static const uint32_t densities[] = { 3, 5, 8, 13, 20, 35, 60, 100, 250, 1000 };
 typedef struct totals {
     uint32_t runs, steps, io_errors, gc_errors, nospc, partial, old, new_, cuts, remounts, points;
     uint32_t stuck; /* runs that ended with a device where a remove gets NOSPC */
+    uint32_t unmount_nospc;
 } totals_t;
 
 static void add_totals(totals_t *t, const world_t *w)
@@ -656,6 +661,7 @@ static void add_totals(totals_t *t, const world_t *w)
     t->new_ += w->cand_picked_new;
     t->cuts += w->cuts_checked;
     t->remounts += w->remounts;
+    t->unmount_nospc += w->unmount_nospc;
 }
 
 static bool noise_run(uint64_t seed, uint32_t steps, uint32_t density, bool verbose, totals_t *t)
@@ -853,6 +859,7 @@ int main(int argc, char **argv)
     uint64_t seed = 0;
     uint32_t steps = 150, density = 0;
     int point_op = -1, point_mode = 0;
+    uint32_t nruns = 0, nsweeps = 0;
     uint64_t point_k = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--full"))
@@ -869,10 +876,16 @@ int main(int argc, char **argv)
             point_op = atoi(argv[++i]);
             point_k = strtoull(argv[++i], NULL, 0);
             point_mode = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--density") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            nruns = (uint32_t)strtoul(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--sweeps") && i + 1 < argc)
+            nsweeps = (uint32_t)strtoul(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--density") && i + 1 < argc)
             density = (uint32_t)strtoul(argv[++i], NULL, 0);
         else {
-            fprintf(stderr, "usage: test_fs_gcfail [--full] [--seed N [--steps M] [--density D] [-v]]\n");
+            fprintf(stderr, "usage: test_fs_gcfail [--full] [--runs N] [--sweeps N] [--steps M]\n"
+                            "       test_fs_gcfail --seed N [--steps M] [--density D] [-v]\n"
+                            "       test_fs_gcfail --point SEED OP K MODE\n");
             return 2;
         }
     }
@@ -898,18 +911,19 @@ int main(int argc, char **argv)
         return check_summary("test_fs_gcfail");
     }
     /* 1. noise */
-    uint32_t runs = full ? 400 : 12, bad = 0;
+    uint32_t runs = nruns ? nruns : full ? 400 : 12, bad = 0;
     for (uint32_t s = 1; s <= runs && bad < 5; s++)
         if (!noise_run(s, full ? 400 : steps, 0, false, &t))
             bad++;
     printf("test_fs_gcfail: noise: %u runs, %u steps, %u I/O errors (%u from fs_gc), %u NOSPC; "
            "failed operations left: %u old, %u new, %u partly synced; %u power-cut views, "
-           "%u remounts; %u runs failed; %u ended full for good (a remove gets NOSPC)\n",
+           "%u remounts; %u runs failed; %u ended full for good (a remove gets NOSPC), "
+           "%u unmounts found no room for their checkpoint\n",
            t.runs, t.steps, t.io_errors, t.gc_errors, t.nospc, t.old, t.new_, t.partial, t.cuts,
-           t.remounts, bad, t.stuck);
+           t.remounts, bad, t.stuck, t.unmount_nospc);
     /* 2. a fault at each read */
     totals_t s = { 0 };
-    uint32_t nseeds = full ? 6 : 1;
+    uint32_t nseeds = nsweeps ? nsweeps : full ? 6 : 1;
     for (uint32_t k = 1; k <= nseeds; k++)
         sweep(100 + k, full, 12, &s);
     printf("test_fs_gcfail: read-fault sweep: %u points, %u steps after them, %u I/O errors; "
