@@ -822,8 +822,10 @@ static int plan_chain(fs_t *fs, plan_t *p, uint32_t chain)
 }
 
 /* Counter changes: every inode key the commit sets, compared with the inode
- * the map holds now (self: the commit's own inode, not written yet). */
-static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self)
+ * the map holds now (self: the commit's own inode, not written yet). A
+ * replay (replay 1) counts an old inode it cannot read as absent, as a
+ * mount always did; a commit being made fails instead, before it writes. */
+static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
 {
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t ino = p->e[i].key.ino, addr = p->e[i].addr;
@@ -832,7 +834,7 @@ static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self)
         inode_t old, nw = {0};
         uint32_t oa;
         int err = fs_inode_get(fs, ino, &old, &oa);
-        if (err && err != FS_ERR_NOENT)
+        if (err && err != FS_ERR_NOENT && !(replay && err == FS_ERR_CORRUPT))
             return err;
         int had = err == 0, has = 0;
         if (i == 0 && p->self) {
@@ -981,7 +983,7 @@ int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
     if (!err)
         err = plan_chain(fs, &p, chain);
     if (!err)
-        err = plan_counters(fs, &p, h->type == R_INODE ? &self : NULL);
+        err = plan_counters(fs, &p, h->type == R_INODE ? &self : NULL, 1);
     if (!err && fs->njournal + plan_new_keys(fs, &p) > FS_JOURNAL_MAX)
         err = FS_ERR_NOMEM; /* it fitted when it was written: damage */
     if (err)
@@ -1048,7 +1050,7 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     if (!e)
         e = plan_room_check(fs, &p);
     if (!e)
-        e = plan_counters(fs, &p, inode);
+        e = plan_counters(fs, &p, inode, 0);
     if (e)
         return e;
     if (inode) {

@@ -723,17 +723,27 @@ static int run_sweep_op(world_t *w, sweep_op_t op)
     }
     case OP_PUT: return op_put(w, "/d1/sweep", 9000);
     case OP_REMOVE: {
-        char path[64];
-        fsm_rng_t keep = w->rng;
-        fsm_rng_seed(&w->rng, 77);
-        int rc = 0;
-        if (pick_file(w, path) >= 0) {
-            fsm_t *c[2] = { fsm_clone(w->m), fsm_clone(w->m) };
-            fsm_remove(c[1], path);
-            rc = fs_remove(&w->fs, path);
-            settle(w, c, 2, "remove", rc);
+        /* the biggest file other than the live one */
+        char path[FS_PATH_MAX + 2];
+        uint32_t best = 0, best_len = 0;
+        for (uint32_t i = 1; i < w->m->nnodes; i++) {
+            uint32_t len;
+            if (!w->m->node[i].used || w->m->node[i].type != FS_TYPE_FILE ||
+                (w->live_open && i == w->live_node))
+                continue;
+            fsm_data(w->m, i, &len);
+            if (!best || len > best_len) {
+                best = i;
+                best_len = len;
+            }
         }
-        w->rng = keep;
+        if (!best)
+            return 0;
+        fsm_path(w->m, best, path);
+        fsm_t *c[2] = { fsm_clone(w->m), fsm_clone(w->m) };
+        CHECK_EQ(fsm_remove(c[1], path), 0);
+        int rc = fs_remove(&w->fs, path);
+        settle(w, c, 2, "remove", rc);
         return rc;
     }
     case OP_LIVE_SYNC:
@@ -908,6 +918,8 @@ int main(int argc, char **argv)
     }
     if (one) {
         noise_run(seed, steps, density, verbose, &t);
+        printf("test_fs_gcfail: seed %" PRIu64 ": %u steps, %u NOSPC, %u I/O errors, %s\n", seed,
+               t.steps, t.nospc, t.io_errors, t.stuck ? "ended full for good" : "a remove works at the end");
         return check_summary("test_fs_gcfail");
     }
     /* 1. noise */
