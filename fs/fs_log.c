@@ -26,6 +26,9 @@ _Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
 /* fs->in_gc: 1 while a pass relocates records, GC_COMMITTING while it
  * writes the commit of its relocations */
 #define GC_COMMITTING 2
+/* A pass's commit or closing checkpoint that fails on read noise is tried
+ * this many times: it wrote nothing, and giving up wastes the copies. */
+#define GC_TRIES 3
 
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
@@ -1437,8 +1440,12 @@ static int gc_flush(fs_t *fs, gc_state_t *g)
 {
     int err = 0;
     if (g->c.n != 0 || g->c.chain_tail != FS_ADDR_NONE) {
+        /* a commit that fails has written nothing (fs_commit): noise in
+         * its reads is tried again, since giving up wastes the copies */
         fs->in_gc = GC_COMMITTING;
         err = fs_commit(fs, &g->c, 0, NULL, NULL);
+        for (int t = 1; t < GC_TRIES && (err == FS_ERR_IO || err == FS_ERR_CORRUPT); t++)
+            err = fs_commit(fs, &g->c, 0, NULL, NULL);
         fs->in_gc = 1;
     }
     g->c.n = 0;
@@ -1665,6 +1672,9 @@ stop:
         uint32_t old = fs->tail;
         fs->tail = g.safe;
         int e = fs_checkpoint(fs);
+        /* a checkpoint that fails changes nothing durable: try again */
+        for (int t = 1; t < GC_TRIES && (e == FS_ERR_IO || e == FS_ERR_CORRUPT); t++)
+            e = fs_checkpoint(fs);
         if (e) {
             fs->tail = old;
             if (!err)
