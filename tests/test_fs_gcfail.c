@@ -761,11 +761,14 @@ static world_t *sweep_base(uint64_t seed)
     populate(w);
     if (w->live_open)
         live_close(w);
+    /* overwrites, patches and a few removes: stale data for GC */
     for (uint32_t i = 0; i < 14 && !w->failed; i++) {
         char path[64];
-        if (pick_file(w, path) >= 0 && op_remove(w) == 0 && i % 2 == 0)
-            op_put(w, path, rand_size(w) / 2);
+        pick_name(w, path);
+        op_put(w, path, rand_size(w) / 2);
         op_patch(w);
+        if (i % 5 == 4)
+            op_remove(w);
     }
     return w;
 }
@@ -837,6 +840,12 @@ static void sweep(uint64_t seed, bool full, uint32_t per_mode, totals_t *t)
     uint8_t *image = malloc(flash_sim_size(base->sim));
     memcpy(image, flash_sim_data(base->sim), flash_sim_size(base->sim));
     CHECK_EQ(fs_mount(&base->fs, &base->cfg), 0);
+    if (getenv("GCFAIL_DEBUG")) {
+        fs_statvfs_t st;
+        fs_statvfs(&base->fs, &st);
+        fprintf(stderr, "sweep base: free %" PRIu64 " used %" PRIu64 " live %" PRIu64 "\n", st.free,
+                st.used, st.live);
+    }
     for (int op = 0; op < OP_KINDS; op++) {
         bool failed = false;
         uint64_t reads = sweep_point(base, image, seed, (sweep_op_t)op, 0, 0, &failed, t);
