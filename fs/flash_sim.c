@@ -51,6 +51,12 @@ struct flash_sim {
     bool torn_bits;
     bool power_lost;
     uint32_t read_flip_one_in;
+    uint64_t reads;           /* read calls since creation */
+    uint64_t rfault_lo, rfault_hi; /* read numbers [lo, hi] are faulty; 0 = none */
+    bool rfault_fail;         /* faulty reads fail (else: one bit flipped) */
+    uint64_t weak_addr;       /* a weak bit: byte address, bit, reads left */
+    int weak_bit;
+    uint32_t weak_reads;
     uint32_t wear_limit;
     uint64_t rng;
 };
@@ -142,10 +148,23 @@ static int sim_read(const flash_dev_t *dev, uint32_t block, uint32_t off,
     sim->stats.bytes_read += len;
     sim->stats.time_us += (double)len * SIM_US_PER_READ_BYTE;
 
-    if (sim->read_flip_one_in != 0 &&
-        sim_rand_below(sim, sim->read_flip_one_in) == 0) {
+    sim->reads++;
+    bool flip = sim->read_flip_one_in != 0 &&
+                sim_rand_below(sim, sim->read_flip_one_in) == 0;
+    if (sim->rfault_lo != 0 && sim->reads >= sim->rfault_lo && sim->reads <= sim->rfault_hi) {
+        if (sim->rfault_fail) {
+            return FLASH_ERR_IO;
+        }
+        flip = true;
+    }
+    if (flip) {
         uint64_t bit = sim_rand_below(sim, (uint64_t)len * 8);
         ((uint8_t *)buf)[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    uint64_t at = (uint64_t)block * dev->block_size + off;
+    if (sim->weak_reads != 0 && sim->weak_addr >= at && sim->weak_addr < at + len) {
+        ((uint8_t *)buf)[sim->weak_addr - at] ^= (uint8_t)(1u << sim->weak_bit);
+        sim->weak_reads--;
     }
     return FLASH_OK;
 }
@@ -509,6 +528,29 @@ uint64_t flash_sim_ops(const flash_sim_t *sim)
 void flash_sim_read_flips(flash_sim_t *sim, uint32_t one_in)
 {
     sim->read_flip_one_in = one_in;
+}
+
+void flash_sim_read_fault(flash_sim_t *sim, uint64_t first, uint64_t last, bool fail)
+{
+    if (first == 0 || last < first) {
+        sim->rfault_lo = sim->rfault_hi = 0;
+        return;
+    }
+    sim->rfault_lo = sim->reads + first;
+    sim->rfault_hi = last == UINT64_MAX ? UINT64_MAX : sim->reads + last;
+    sim->rfault_fail = fail;
+}
+
+void flash_sim_read_weak(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t reads)
+{
+    sim->weak_addr = byte_addr;
+    sim->weak_bit = bit & 7;
+    sim->weak_reads = byte_addr < sim->size ? reads : 0;
+}
+
+uint64_t flash_sim_reads(const flash_sim_t *sim)
+{
+    return sim->reads;
 }
 
 void flash_sim_flip_bit(flash_sim_t *sim, uint64_t byte_addr, int bit)

@@ -85,6 +85,18 @@ uint64_t flash_sim_ops(const flash_sim_t *sim);
 /* Flip one random bit in the data returned by a read with probability
  * 1/one_in (0 disables). The flash itself is not changed. */
 void flash_sim_read_flips(flash_sim_t *sim, uint32_t one_in);
+/* A fault on chosen reads (SQLite-style: sweep the read number to hit every
+ * read of an operation). Read calls are numbered from now, 1 = the next one;
+ * reads first..last (last UINT64_MAX: every later read) return their data
+ * with one random bit flipped, or, with fail, return FLASH_ERR_IO. The flash
+ * itself is not changed. first 0 disarms. */
+void flash_sim_read_fault(flash_sim_t *sim, uint64_t first, uint64_t last, bool fail);
+/* A weak bit: the next `reads` reads that cover byte byte_addr return its
+ * bit `bit` flipped, every time the same way (noise that repeats, which
+ * must not pass for damage unless it lasts). 0 reads disarms. */
+void flash_sim_read_weak(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t reads);
+/* Read calls made since creation (to size a sweep of read_fault). */
+uint64_t flash_sim_reads(const flash_sim_t *sim);
 /* Flip a bit in the stored data (bit rot), for corruption tests. */
 void flash_sim_flip_bit(flash_sim_t *sim, uint64_t byte_addr, int bit);
 

@@ -1190,30 +1190,23 @@ int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
 }
 
 /* Copy a PATCH record verbatim. *out is FS_ADDR_LOST when the record is
- * damaged on flash: two reads give the same wrong checksum. Reads that
- * disagree are noise: tried again, and FS_ERR_IO if it does not settle. */
+ * damaged on flash: several reads in a row give the same wrong checksum
+ * (fs_rec_check_sure). Reads that disagree are noise: FS_ERR_IO, and the
+ * GC pass is tried again later. */
 static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
 {
     rec_hdr_t h;
     uint8_t tmp[256];
-    uint32_t bad = 0;
-    int have_bad = 0;
     int err = fs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     *out = FS_ADDR_LOST;
     for (int t = 0; t < 8; t++) {
-        uint32_t c;
-        err = fs_rec_crc(fs, a, &h, &c);
+        err = fs_rec_check_sure(fs, a, &h);
+        if (err == FS_ERR_CORRUPT)
+            return 0; /* damaged on flash: the data is lost */
         if (err)
             return err;
-        if (c != h.dcrc) {
-            if (have_bad && c == bad)
-                return 0; /* damaged on flash: the data is lost */
-            bad = c;
-            have_bad = 1;
-            continue;
-        }
         uint32_t na, crc = 0;
         err = fs_rec_begin(fs, h.len, &na);
         if (err)

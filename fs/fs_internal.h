@@ -155,6 +155,15 @@ int fs_rec_read(fs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
 #define READ_TRIES 3
 /* CRC-32 of the payload of the record at addr, as read now. */
 int fs_rec_crc(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t *crc);
+/* A payload checksum is judged damaged only when this many reads in a row
+ * give the same wrong value: damage reads the same every time, while noise
+ * that flips the same bit on two reads in a row does happen (it once made
+ * GC drop live data as "lost"). */
+#define DAMAGE_READS 4
+/* The payload checksum of the record at addr over several reads: 0 when a
+ * read matches, FS_ERR_CORRUPT when DAMAGE_READS reads in a row agree on a
+ * wrong one (damage, or a torn write), FS_ERR_IO when they do not settle. */
+int fs_rec_check_sure(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Check the payload checksum of the record at addr (reads it all). */
 int fs_rec_verify(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Read a whole payload (at most max bytes) into buf and check it: the bytes

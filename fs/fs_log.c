@@ -23,6 +23,12 @@ _Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
  * The early checkpoint (journal half full) is written at the start of an
  * operation, only when it leaves the operation its own budget. */
 #define GC_FLOOR(fs) ((fs)->ckpt_blocks + 3)
+/* fs->in_gc: 1 while a pass relocates records, GC_COMMITTING while it
+ * writes the commit of its relocations */
+#define GC_COMMITTING 2
+/* A pass's commit or closing checkpoint that fails on read noise is tried
+ * this many times: it wrote nothing, and giving up wastes the copies. */
+#define GC_TRIES 3
 
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
@@ -348,6 +354,24 @@ int fs_rec_verify(fs_t *fs, uint32_t a, const rec_hdr_t *h)
     return verify_payload(fs, a, h);
 }
 
+int fs_rec_check_sure(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+{
+    uint32_t last = 0, same = 0;
+    for (uint32_t t = 0; t < 4 * DAMAGE_READS; t++) {
+        uint32_t c;
+        int err = fs_rec_crc(fs, a, h, &c);
+        if (err)
+            return err;
+        if (c == h->dcrc)
+            return 0;
+        same = t > 0 && c == last ? same + 1 : 1;
+        last = c;
+        if (same >= DAMAGE_READS)
+            return CORRUPT_HERE;
+    }
+    return FS_ERR_IO; /* the reads do not settle: noise */
+}
+
 int fs_rec_load(fs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t max)
 {
     if (h->len > max)
@@ -377,8 +401,16 @@ static int ensure_space(fs_t *fs, uint32_t total)
     if (fs->rofs)
         return FS_ERR_ROFS;
     uint32_t need = blocks_needed(fs, total);
-    if (fs->in_gc || fs->in_ckpt)
+    if (fs->in_ckpt || fs->in_gc == GC_COMMITTING)
         return fs_free_blocks(fs) >= need ? 0 : FS_ERR_NOSPC;
+    if (fs->in_gc) {
+        /* a relocation never eats the room of the commit and the
+         * checkpoint that end the pass: it fails with NOSPC first, and
+         * the pass ends before that record, keeping what it moved */
+        uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
+        keep = keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
+        return fs_free_blocks(fs) >= need + keep ? 0 : FS_ERR_NOSPC;
+    }
     /* inside an operation: no GC (it would move records the operation holds
      * addresses of); keep room for a checkpoint */
     return fs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : FS_ERR_NOSPC;
@@ -404,11 +436,17 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     int worth = used > fs->live + 2ull * fs->bsize || fs->live >= used;
     /* Passes go on while the tail advances (up to a lap), even when a pass
      * gains nothing: stale records may lie behind a stretch of live ones. */
+    /* A pass that fails (read noise) leaves the state as durable as it
+     * was, keeping what it committed (fs_gc_run): the operation goes on if
+     * the space it needs is there, and otherwise fails with the pass's
+     * error rather than NOSPC. No second pass is tried in the same
+     * operation: each failed pass may waste the copies of one block. */
+    int gc_err = 0;
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
         int r = fs_gc_run(fs, 0, fs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
         if (r < 0 && r != FS_ERR_NOSPC)
-            return r;
+            gc_err = r;
         if (r <= 0)
             break;
         swept += (uint32_t)r;
@@ -416,15 +454,16 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
             break; /* enough for this operation: leave the rest for later */
     }
     if (fs_free_blocks(fs) < need + reserve)
-        return FS_ERR_NOSPC;
+        return gc_err ? gc_err : FS_ERR_NOSPC;
     /* A checkpoint when the journal is half full, here at the start of an
      * operation and out of the reserve, so the operation's own commits
-     * rarely need one (fs_journal_room insists only when it is full). */
+     * rarely need one (fs_journal_room insists only when it is full). One
+     * that fails changes nothing durable: the operation goes on. */
     if (fs->in_op == 0 && (fs->njournal >= FS_JOURNAL_MAX / 2 ||
                            fs->journal_records >= FS_JOURNAL_RECORDS) &&
         fs_free_blocks(fs) >= need + reserve + (uint32_t)checkpoint_space(fs)) {
         int e = fs_checkpoint(fs);
-        if (e && e != FS_ERR_NOSPC)
+        if (e == FS_ERR_ROFS)
             return e;
     }
     if (fs->in_op == 0)
@@ -698,15 +737,6 @@ static int jset(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
     return 0;
 }
 
-/* Keys a commit adds, checked against their buckets before it is written,
- * so a checkpoint never finds a bucket overflowing. */
-#define ROOM_MAX (COMMIT_MAX_ENT + FS_AUTOSYNC_SEGS + 16)
-typedef struct room {
-    uint32_t n;
-    uint32_t ino[ROOM_MAX], idx[ROOM_MAX], bucket[ROOM_MAX];
-    uint8_t fresh[ROOM_MAX];
-} room_t;
-
 /* Keys of bucket b in the map and in the journal (*count), and whether
  * (ino, idx) itself is in neither (*fresh). */
 static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, int *fresh)
@@ -732,40 +762,174 @@ static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, i
     return 0;
 }
 
-/* Note a key the commit sets (once per key). */
-static int room_note(room_t *rm, uint32_t ino, uint32_t idx)
+/* ---- commit plans ------------------------------------------------------------------
+ * A commit's effect on the map and the counters is worked out before its
+ * record is written, with every read it needs (the chain walk, the old and
+ * new inodes). Once the record is durable the plan is applied without a
+ * single read, so nothing can fail half-way: RAM never holds part of a
+ * commit, nor misses a commit the flash holds (a replay after a power cut
+ * would apply it, and a checkpoint of a RAM map that missed it would drop
+ * it for good). */
+#define PLAN_MAX FS_JOURNAL_MAX
+typedef struct plan {
+    uint32_t n;
+    uint32_t self;           /* 1: e[0] is the commit's own INODE record,
+                                whose address is known once it is written */
+    fs_jent_t e[PLAN_MAX];   /* key -> address, first setter wins */
+    int32_t files, dirs;     /* counter changes */
+    int64_t live;
+    uint32_t next_ino;
+} plan_t; /* 1.6 KiB of stack */
+
+static void plan_init(plan_t *p, const fs_t *fs)
 {
-    for (uint32_t i = 0; i < rm->n; i++)
-        if (rm->ino[i] == ino && rm->idx[i] == idx)
+    p->n = 0;
+    p->self = 0;
+    p->files = p->dirs = 0;
+    p->live = 0;
+    p->next_ino = fs->next_ino;
+}
+
+/* The commit sets key (ino, idx) to addr unless an entry applied before it
+ * (the inode record, then the explicit entries newest first, then the chain
+ * newest first) set it already. */
+static int plan_add(plan_t *p, uint32_t ino, uint32_t idx, uint32_t addr)
+{
+    for (uint32_t i = 0; i < p->n; i++)
+        if (p->e[i].key.ino == ino && p->e[i].key.idx == idx)
             return 0;
-    if (rm->n >= ROOM_MAX)
-        return FS_ERR_NOMEM;
-    rm->ino[rm->n] = ino;
-    rm->idx[rm->n] = idx;
-    rm->n++;
+    if (p->n >= PLAN_MAX)
+        return FS_ERR_NOMEM; /* more keys than the journal index holds */
+    p->e[p->n].key.ino = ino;
+    p->e[p->n].key.idx = idx;
+    p->e[p->n].addr = addr;
+    p->n++;
     return 0;
 }
 
-/* Would the keys noted overflow a bucket? NOSPC before anything is written. */
-static int room_check(fs_t *fs, room_t *rm)
+/* The keys of a pending chain, newest first. */
+static int plan_chain(fs_t *fs, plan_t *p, uint32_t chain)
 {
-    for (uint32_t k = 0; k < rm->n; k++) {
-        uint32_t count;
-        int fresh;
-        int err = bucket_count(fs, rm->ino[k], rm->idx[k], &count, &fresh);
+    for (uint32_t guard = 0; chain != FS_ADDR_NONE; guard++) {
+        rec_hdr_t ch;
+        uint32_t prev;
+        if (guard > 4096)
+            return CORRUPT_HERE;
+        int err = fs_rec_read_hdr(fs, chain, &ch);
+        if (!err)
+            err = fs_chain_prev(fs, chain, &ch, &prev);
+        if (!err)
+            err = plan_add(p, ch.ino, ch.idx, ch.type == R_TOMB ? FS_ADDR_DELETED : chain);
         if (err)
             return err;
-        rm->bucket[k] = key_bucket(fs, rm->ino[k], rm->idx[k]);
-        rm->fresh[k] = (uint8_t)fresh;
-        if (!fresh)
+        chain = prev;
+    }
+    return 0;
+}
+
+/* Counter changes: every inode key the commit sets, compared with the inode
+ * the map holds now (self: the commit's own inode, not written yet). A
+ * replay (replay 1) counts an old inode it cannot read as absent, as a
+ * mount always did; a commit being made fails instead, before it writes. */
+static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
+{
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint32_t ino = p->e[i].key.ino, addr = p->e[i].addr;
+        if (KEY_KIND(p->e[i].key.idx) != KIND_INODE || ino == 0 || ino == MAP_INO)
             continue;
+        inode_t old, nw = {0};
+        uint32_t oa;
+        int err = fs_inode_get(fs, ino, &old, &oa);
+        if (err && err != FS_ERR_NOENT && !(replay && err == FS_ERR_CORRUPT))
+            return err;
+        int had = err == 0, has = 0;
+        if (i == 0 && p->self) {
+            if (!self)
+                return CORRUPT_HERE;
+            nw = *self;
+            has = 1;
+        } else if (addr != FS_ADDR_DELETED) {
+            err = fs_inode_at(fs, addr, ino, &nw);
+            if (err)
+                return err;
+            has = 1;
+        }
+        if (had) {
+            if (old.type == FS_TYPE_DIR)
+                p->dirs--;
+            else
+                p->files--;
+            p->live -= (int64_t)old.size + 64;
+        }
+        if (has) {
+            if (nw.type == FS_TYPE_DIR)
+                p->dirs++;
+            else
+                p->files++;
+            p->live += (int64_t)nw.size + 64;
+        }
+        if (ino >= p->next_ino)
+            p->next_ino = ino + 1;
+    }
+    return 0;
+}
+
+/* Would the keys the plan adds overflow a bucket at the next checkpoint?
+ * NOSPC before anything is written. */
+static int plan_room_check(fs_t *fs, const plan_t *p)
+{
+    uint8_t fresh[PLAN_MAX];
+    for (uint32_t k = 0; k < p->n; k++) {
+        uint32_t ino = p->e[k].key.ino, idx = p->e[k].key.idx, count;
+        int f;
+        fresh[k] = 0;
+        if (p->e[k].addr == FS_ADDR_DELETED || ino == MAP_INO)
+            continue;
+        int err = bucket_count(fs, ino, idx, &count, &f);
+        if (err)
+            return err;
+        fresh[k] = (uint8_t)f;
+        if (!f)
+            continue;
+        uint32_t b = key_bucket(fs, ino, idx);
         for (uint32_t i = 0; i < k; i++)
-            if (rm->fresh[i] && rm->bucket[i] == rm->bucket[k])
+            if (fresh[i] && key_bucket(fs, p->e[i].key.ino, p->e[i].key.idx) == b)
                 count++;
         if (count + 1 + 2 > BUCKET_MAX)
             return FS_ERR_NOSPC; /* that bucket is full */
     }
     return 0;
+}
+
+static void next_gen(fs_t *fs);
+
+/* Keys of the plan the journal index does not hold yet. */
+static uint32_t plan_new_keys(const fs_t *fs, const plan_t *p)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < p->n; i++)
+        if (jfind(fs, p->e[i].key.ino, p->e[i].key.idx) < 0)
+            k++;
+    return k;
+}
+
+/* Apply a plan: reads nothing, cannot fail (the journal index has room:
+ * fs_journal_room(p->n) before the record was written, or the same commit
+ * fitted it when it was written, for a replay). self: the address of the
+ * commit's own inode record. */
+static void plan_apply(fs_t *fs, const plan_t *p, uint32_t self)
+{
+    next_gen(fs);
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint32_t a = i == 0 && p->self ? self : p->e[i].addr;
+        int err = jset(fs, p->e[i].key.ino, p->e[i].key.idx, a);
+        FS_ASSERT(err == 0);
+        (void)err;
+    }
+    fs->files = (uint32_t)((int64_t)fs->files + p->files);
+    fs->dirs = (uint32_t)((int64_t)fs->dirs + p->dirs);
+    fs->live = (uint64_t)((int64_t)fs->live + p->live);
+    fs->next_ino = p->next_ino;
 }
 
 int fs_journal_room(fs_t *fs, uint32_t n)
@@ -789,45 +953,7 @@ static void next_gen(fs_t *fs)
     }
 }
 
-/* Set a key as part of the current commit unless a newer record of the same
- * commit already set it. Tracks file/dir counts and live bytes. */
-static int commit_set(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
-{
-    int j = jfind(fs, ino, idx);
-    if (j >= 0 && fs->jgen[j] == (uint8_t)fs->commit_gen && fs->journal[j].addr != FS_ADDR_NONE)
-        return 0;
-    if (KEY_KIND(idx) == KIND_INODE && ino != 0 && ino != MAP_INO) {
-        /* counters: compare with the previous inode */
-        inode_t old, nw = {0};
-        uint32_t oa;
-        int had = fs_inode_get(fs, ino, &old, &oa) == 0;
-        int has = 0;
-        if (addr != FS_ADDR_DELETED) {
-            int err = fs_inode_at(fs, addr, ino, &nw);
-            if (err)
-                return err;
-            has = 1;
-        }
-        if (had) {
-            if (old.type == FS_TYPE_DIR)
-                fs->dirs--;
-            else
-                fs->files--;
-            fs->live -= old.size + 64;
-        }
-        if (has) {
-            if (nw.type == FS_TYPE_DIR)
-                fs->dirs++;
-            else
-                fs->files++;
-            fs->live += nw.size + 64;
-        }
-        if (ino >= fs->next_ino)
-            fs->next_ino = ino + 1;
-    }
-    return jset(fs, ino, idx, addr);
-}
-
+/* Apply a commit record found by a replay at mount. */
 int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
 {
     uint8_t pay[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
@@ -842,37 +968,33 @@ int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
     if (get16(t + 6) != COMMIT_MAGIC || n > COMMIT_MAX_ENT ||
         COMMIT_TAIL + n * COMMIT_ENT > h->len)
         return CORRUPT_HERE;
-    next_gen(fs);
-    /* explicit entries and the record itself win over the pending chain */
+    plan_t p; /* 1.6 KiB of stack */
+    plan_init(&p, fs);
+    /* the record itself, then the explicit entries, win over the chain */
     uint32_t ent_off = h->len - COMMIT_TAIL - n * COMMIT_ENT;
+    inode_t self;
     if (h->type == R_INODE) {
-        err = commit_set(fs, h->ino, 0, rec_addr);
-        if (err)
-            return err;
-    }
-    for (uint32_t i = n; i-- > 0;) {
-        const uint8_t *e = pay + ent_off + i * COMMIT_ENT;
-        err = commit_set(fs, get32(e), get32(e + 4), get32(e + 8));
-        if (err)
-            return err;
-    }
-    /* the pending chain, newest first */
-    uint32_t guard = 0;
-    while (chain != FS_ADDR_NONE) {
-        rec_hdr_t ch;
-        uint32_t prev;
-        if (++guard > 4096)
+        if (ent_off < INODE_SIZE)
             return CORRUPT_HERE;
-        err = fs_rec_read_hdr(fs, chain, &ch);
-        if (!err)
-            err = fs_chain_prev(fs, chain, &ch, &prev);
-        if (err)
-            return err;
-        err = commit_set(fs, ch.ino, ch.idx, ch.type == R_TOMB ? FS_ADDR_DELETED : chain);
-        if (err)
-            return err;
-        chain = prev;
+        inode_decode(&self, pay);
+        if (self.type != FS_TYPE_FILE && self.type != FS_TYPE_DIR)
+            return CORRUPT_HERE;
+        err = plan_add(&p, h->ino, 0, rec_addr);
+        p.self = 1;
     }
+    for (uint32_t i = n; i-- > 0 && !err;) {
+        const uint8_t *e = pay + ent_off + i * COMMIT_ENT;
+        err = plan_add(&p, get32(e), get32(e + 4), get32(e + 8));
+    }
+    if (!err)
+        err = plan_chain(fs, &p, chain);
+    if (!err)
+        err = plan_counters(fs, &p, h->type == R_INODE ? &self : NULL, 1);
+    if (!err && fs->njournal + plan_new_keys(fs, &p) > FS_JOURNAL_MAX)
+        err = FS_ERR_NOMEM; /* it fitted when it was written: damage */
+    if (err)
+        return err;
+    plan_apply(fs, &p, rec_addr);
     return 0;
 }
 
@@ -914,39 +1036,27 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
 {
     uint8_t buf[INODE_SIZE + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
     uint32_t n = 0;
-    int err;
-    /* One walk of the chain: the keys it sets (they must fit their buckets
-     * at the next checkpoint, counted together) and an upper bound of the
-     * journal entries the commit adds (tombstones: key changes). */
-    room_t rm; /* 1.3 KiB of stack */
-    rm.n = 0;
-    uint32_t tombs = 0, last_ino = 0, last_idx = 0xffffffffu;
+    /* The plan first (every read the commit needs), in the order a replay
+     * applies the record: the inode, the explicit entries newest first, the
+     * chain newest first. Its keys must fit the journal index and, counted
+     * together, their buckets. */
+    plan_t p;
+    plan_init(&p, fs);
     int e = 0;
-    for (uint32_t ch = c->chain_tail, g = 0; ch != FS_ADDR_NONE && g < 4096; g++) {
-        rec_hdr_t h;
-        e = fs_rec_read_hdr(fs, ch, &h);
-        if (!e)
-            e = fs_chain_prev(fs, ch, &h, &ch);
-        if (e)
-            return e;
-        if (h.type != R_TOMB)
-            e = room_note(&rm, h.ino, h.idx);
-        else if (h.ino != last_ino || h.idx != last_idx)
-            tombs++;
-        if (e)
-            return e;
-        last_ino = h.ino;
-        last_idx = h.idx;
+    if (inode) {
+        e = plan_add(&p, ino, 0, FS_ADDR_NONE);
+        p.self = 1;
     }
-    for (uint32_t i = 0; i < c->n && !e; i++)
-        if (c->ent[i].addr != FS_ADDR_DELETED && c->ent[i].key.ino != MAP_INO)
-            e = room_note(&rm, c->ent[i].key.ino, c->ent[i].key.idx);
-    if (!e && inode)
-        e = room_note(&rm, ino, 0);
+    for (uint32_t i = c->n; i-- > 0 && !e;)
+        e = plan_add(&p, c->ent[i].key.ino, c->ent[i].key.idx, c->ent[i].addr);
     if (!e)
-        e = fs_journal_room(fs, rm.n + tombs + c->n + 1);
+        e = plan_chain(fs, &p, c->chain_tail);
     if (!e)
-        e = room_check(fs, &rm);
+        e = fs_journal_room(fs, p.n);
+    if (!e)
+        e = plan_room_check(fs, &p);
+    if (!e)
+        e = plan_counters(fs, &p, inode, 0);
     if (e)
         return e;
     if (inode) {
@@ -964,24 +1074,17 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     put16(buf + n + 6, COMMIT_MAGIC);
     n += COMMIT_TAIL;
     uint32_t a;
-    err = fs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
-                       buf, n, NULL, 0, &a);
-    if (err)
-        return err;
-    if (fs->dev->sync) {
-        int s = fs->dev->sync(fs->dev);
-        if (s)
-            return FS_ERR_IO;
-    }
-    rec_hdr_t h;
-    e = fs_rec_read_hdr(fs, a, &h);
+    e = fs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
+                     buf, n, NULL, 0, &a);
     if (e)
-        return e;
-    e = fs_apply_commit(fs, a, &h);
-    if (e)
-        return e;
+        return e; /* no header: the commit is not there */
+    /* The record is complete: a mount would replay it, so RAM holds it
+     * too, whatever the sync says. */
+    plan_apply(fs, &p, a);
     if (inode_addr)
         *inode_addr = a;
+    if (fs->dev->sync && fs->dev->sync(fs->dev))
+        return FS_ERR_IO;
     return 0;
 }
 
@@ -1324,19 +1427,36 @@ out:
 
 /* ---- garbage collection ----------------------------------------------------------------- */
 
-/* Relocation state of one GC pass: the commit being built and the seg records
- * moved so far, grouped per segment when the EXTMAPs are written. */
+/* Relocation state of one GC pass: the commit being built, the record the
+ * scan is at, and how far the scan is covered by committed relocations. */
 typedef struct gc_state {
     commit_t c;
+    uint32_t at;   /* the record being scanned */
+    uint32_t safe; /* every live record before it has its copy committed */
+    int dropped;   /* a commit failed: safe stays where it is */
 } gc_state_t;
 
+/* Commit the relocations built so far. On success every record before the
+ * one being scanned is safe to leave behind; on failure the relocations
+ * are dropped (their copies are garbage) and safe stays where it was. */
 static int gc_flush(fs_t *fs, gc_state_t *g)
 {
-    if (g->c.n == 0 && g->c.chain_tail == FS_ADDR_NONE)
-        return 0;
-    int err = fs_commit(fs, &g->c, 0, NULL, NULL);
+    int err = 0;
+    if (g->c.n != 0 || g->c.chain_tail != FS_ADDR_NONE) {
+        /* a commit that fails has written nothing (fs_commit): noise in
+         * its reads is tried again, since giving up wastes the copies */
+        fs->in_gc = GC_COMMITTING;
+        err = fs_commit(fs, &g->c, 0, NULL, NULL);
+        for (int t = 1; t < GC_TRIES && (err == FS_ERR_IO || err == FS_ERR_CORRUPT); t++)
+            err = fs_commit(fs, &g->c, 0, NULL, NULL);
+        fs->in_gc = 1;
+    }
     g->c.n = 0;
     g->c.chain_tail = FS_ADDR_NONE;
+    if (err)
+        g->dropped = 1;
+    else if (!g->dropped)
+        g->safe = g->at;
     return err;
 }
 
@@ -1442,6 +1562,8 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
     gc_state_t g;
     g.c.n = 0;
     g.c.chain_tail = FS_ADDR_NONE;
+    g.at = g.safe = fs->tail;
+    g.dropped = 0;
     uint32_t freed = 0, scanned = 0, start_free = fs_free_blocks(fs);
     uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
     uint32_t new_tail = fs->tail;
@@ -1449,8 +1571,6 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
      * yet): the pass stops before them. */
     uint32_t stop_block = blk_of(fs, fs->head);
     int err = 0;
-    uint32_t marks_bucket = 0;
-    (void)marks_bucket;
     while (1) {
         uint32_t tb = blk_of(fs, new_tail);
         if (tb == blk_of(fs, fs->head) || tb == stop_block)
@@ -1472,19 +1592,21 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
              * them. */
             if (!(flags & GC_URGENT))
                 break;
+            g.at = new_tail;
             err = gc_flush(fs, &g);
             if (!err)
                 err = fs_sync_block(fs, tb);
             if (err)
-                goto out;
+                goto stop;
         }
         uint32_t a = new_tail;
         while (blk_of(fs, a) == tb && a != fs->head) {
             rec_hdr_t h;
+            g.at = a;
             int e = read_hdr_sure(fs, a, &h, lap_of(fs, a));
             if (e == FS_ERR_IO) {
-                err = e; /* or noise: try again later, move nothing */
-                goto out;
+                err = e; /* noise: stop before this record */
+                goto stop;
             }
             if (e) {
                 /* erased or torn: nothing valid follows in this block */
@@ -1497,68 +1619,75 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
             if (h.type == R_BUCKET) {
                 uint32_t ba;
                 e = bucket_addr(fs, h.idx, &ba);
-                if (e) {
-                    err = e;
-                    goto out;
-                }
-                if (ba == a) {
-                    /* find any key of that bucket: use a marker entry */
-                    if (fs->njournal >= FS_JOURNAL_MAX) {
-                        err = FS_ERR_NOMEM;
-                        goto out;
-                    }
-                    fs->journal[fs->njournal].key.ino = MAP_INO;
-                    fs->journal[fs->njournal].key.idx = 0x40000000u | h.idx;
-                    fs->jgen[fs->njournal] = 0;
-                    fs->journal[fs->njournal].addr = FS_ADDR_NONE;
-                    fs->njournal++;
-                }
+                if (!e && ba == a)
+                    e = jset(fs, MAP_INO, 0x40000000u | h.idx, FS_ADDR_NONE);
             } else {
                 e = gc_record(fs, &g, a, &h);
-                if (e) {
-                    err = e;
-                    goto out;
-                }
+            }
+            if (e) {
+                err = e; /* stop before this record (noise, or no room) */
+                goto stop;
             }
             a = addr_add(fs, a, REC_HDR + h.len, NULL);
             if (fs->njournal >= FS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
+                g.at = a;
                 err = gc_flush(fs, &g);
-                if (!err) {
-                    fs->in_gc = 1;
+                if (!err)
                     err = fs_checkpoint(fs);
-                }
                 if (err)
-                    goto out;
+                    goto stop;
             }
         }
         if (a == fs->head)
             break;
-        /* block tb is done (the record at a starts in a later block) */
+        /* block tb is done (the record at a starts in a later block):
+         * commit its relocations, so a pass that fails later wastes at
+         * most the copies of one block */
+        g.at = a;
+        err = gc_flush(fs, &g);
+        if (err)
+            goto stop;
         freed += blk_dist(fs, tb, blk_of(fs, a));
         scanned += blk_dist(fs, tb, blk_of(fs, a));
         if (fs->failing_block == tb) {
             err = retire_block(fs, tb);
             fs->failing_block = FS_ADDR_NONE;
             if (err)
-                goto out;
+                goto stop;
         }
         new_tail = a;
     }
-    err = gc_flush(fs, &g);
-    if (err)
-        goto out;
-    if (new_tail != fs->tail) {
+    g.at = new_tail;
+stop:
+    /* A pass that fails keeps what it did: the relocations built so far
+     * are committed, and the tail moves up to the first record whose copy
+     * is not (g.safe). Nothing else changes in RAM that the flash does not
+     * hold: commits are applied whole or not at all (fs_commit), and the
+     * tail moves only with a durable checkpoint. */
+    {
+        int e = gc_flush(fs, &g);
+        if (!err)
+            err = e;
+    }
+    if (g.safe != fs->tail) {
         /* the new tail becomes durable with a checkpoint: replay never has
          * to read a record the tail has passed */
         uint32_t old = fs->tail;
-        fs->tail = new_tail;
-        err = fs_checkpoint(fs);
-        if (err) {
+        fs->tail = g.safe;
+        int e = fs_checkpoint(fs);
+        /* a checkpoint that fails changes nothing durable: try again */
+        for (int t = 1; t < GC_TRIES && (e == FS_ERR_IO || e == FS_ERR_CORRUPT); t++)
+            e = fs_checkpoint(fs);
+        if (e) {
             fs->tail = old;
-            goto out;
+            if (!err)
+                err = e;
+        } else if (err) {
+            /* progress despite the error: the next pass goes on from here */
+            freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, g.safe));
+            err = 0;
         }
     }
-out:
     fs->in_gc = 0;
     if (err)
         return err;
@@ -1700,15 +1829,11 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
         fs->head = next;
         fs->laps = next_lap;
         if (h.flags & F_COMMIT) {
-            err = verify_payload(fs, a, &h);
-            if (err == FS_ERR_CORRUPT) {
-                /* a torn commit ends the log; noise does not */
-                uint32_t c1, c2;
-                if (fs_rec_crc(fs, a, &h, &c1) || fs_rec_crc(fs, a, &h, &c2) ||
-                    c1 != c2)
-                    return FS_ERR_IO;
+            /* a torn commit ends the log; noise must not (the commits
+             * after it would be dropped for good by the next checkpoint) */
+            err = fs_rec_check_sure(fs, a, &h);
+            if (err == FS_ERR_CORRUPT)
                 break;
-            }
             if (err)
                 return err;
             /* the same commits fitted the journal index when they were
