@@ -1,6 +1,8 @@
 /*
  * libcellar_int.h - internals shared by the files of libcellar
- * (clients/libcellar*.c). Not installed; not part of the API.
+ * (clients/libcellar*.c). Not installed; not part of the API. Grouped by
+ * the file that defines them, lowest first; a file calls only the groups
+ * above its own here (docs/ARCHITECTURE.md, "Clients", has the graph).
  *
  * The per-connection buffer (cellar_t.buf, CELLAR_BUFFER_SIZE bytes) holds,
  * in this order: one decoded Request, one decoded Response, the encoded
@@ -15,11 +17,47 @@
 #include "cellar.h"
 #include "cellar.pb.h"
 
-#include "csha.h"
+#include "common/csha.h" /* service/common: shared with the device side */
 
 /* Internal functions are not exported from libcellar.so. */
 #define CELLAR_INTERNAL __attribute__((visibility("hidden")))
 
+/* Bounds of every loop over a device's answers. */
+#define CELLAR__MAX_PAGES (CELLAR_MANIFEST_MAX + 16u) /* pages of one listing */
+#define CELLAR__MAX_DEPTH 128u                        /* directory levels walked */
+
+/* ==== libcellar_util.c: local helpers (no connection) ======================== */
+/* SHA-256 of an open file from offset 0: size bytes, or to its end with
+ * UINT64_MAX; *got (may be NULL) = bytes hashed. Returns 0 or a negative
+ * errno (-EIO: the file ended before size; -ENOMEM). */
+CELLAR_INTERNAL int cellar__sha_fd(int fd, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE],
+                                   uint64_t *got);
+/* The temporary name put_file uses for path: dir/.NAME.cellar-tmp, or
+ * dir/.ct-XXXXXXXX.cellar-tmp when that would be longer than max bytes.
+ * Returns 0, -EINVAL (no last component) or -ENAMETOOLONG. */
+CELLAR_INTERNAL int cellar__tmp_name(const char *path, char *out, size_t cap, size_t max);
+/* dir + "/" + name, malloc'd (NULL when out of memory). */
+CELLAR_INTERNAL char *cellar__join(const char *dir, const char *name);
+/* A name put_file uses for its temporary copy (".NAME.cellar-tmp")? */
+CELLAR_INTERNAL bool cellar__is_tmp_name(const char *name);
+/* A listed name safe to join: not empty, no '/', not "." or "..". */
+CELLAR_INTERNAL bool cellar__plain_name(const char *name);
+/* /usr/.cellar or a path below it (reserved for the device)? */
+CELLAR_INTERNAL bool cellar__reserved(const char *path);
+
+/* A growing list of strings (paths), bounded. */
+typedef struct cellar__strvec {
+    char **v;
+    size_t n, cap;
+} cellar__strvec_t;
+/* Append a copy of str; CELLAR_ERR_NOMEM when out of memory or at max. */
+CELLAR_INTERNAL int cellar__sv_add(cellar__strvec_t *s, const char *str, size_t max);
+CELLAR_INTERNAL void cellar__sv_free(cellar__strvec_t *s);
+CELLAR_INTERNAL void cellar__sv_sort(cellar__strvec_t *s);
+/* Is str in the sorted list? */
+CELLAR_INTERNAL bool cellar__sv_has(const cellar__strvec_t *s, const char *str);
+
+/* ==== libcellar.c: errors, connection, framing, RPC plumbing ================= */
 /* Scratch structs in the connection buffer. */
 CELLAR_INTERNAL cellar_Request *cellar__req(cellar_t *c);
 CELLAR_INTERNAL cellar_Response *cellar__resp(cellar_t *c);
@@ -53,6 +91,17 @@ CELLAR_INTERNAL int cellar__rpc(cellar_t *c, pb_size_t which);
 CELLAR_INTERNAL int cellar__fail(cellar_t *c, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Record the device path a failure is about (errpath = ":path" when
+ * err < 0; the message is kept); returns err. */
+CELLAR_INTERNAL int cellar__at_path(cellar_t *c, int err, const char *path);
+/* A failure about a local path: errmsg = "path: [what: ]strerror(-err)",
+ * errpath = path; returns err. */
+CELLAR_INTERNAL int cellar__local_fail(cellar_t *c, int err, const char *path,
+                                       const char *what);
+/* cellar__rpc for a request that may keep the device busy hashing or
+ * copying: waits at least CELLAR_SLOW_TIMEOUT_MS. */
+CELLAR_INTERNAL int cellar__slow_rpc(cellar_t *c, pb_size_t which);
+
 /* Copy a path into a request field of cap bytes (with the NUL). */
 CELLAR_INTERNAL int cellar__path(cellar_t *c, char *dst, size_t cap, const char *path);
 
@@ -71,6 +120,7 @@ CELLAR_INTERNAL int cellar__handle_req(cellar_t *c, pb_size_t which, cellar_fh_t
 CELLAR_INTERNAL uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x);
 CELLAR_INTERNAL uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x);
 
+/* ==== libcellar_pipe.c: pipelined transfers through a handle ================ */
 /* One pipelined transfer through an open handle: up to `window` requests
  * in flight, `chunk` bytes each, covering [off, off + total) of the file.
  * With range > 0, every `range` bytes (and at the end) the data is checked
@@ -106,9 +156,62 @@ CELLAR_INTERNAL int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p,
                                       cellar__sink_fn sink, void *sink_ctx,
                                       uint64_t *got);
 
-/* dir + "/" + name, malloc'd (NULL when out of memory). */
-char *cellar__join(const char *dir, const char *name);
-/* A name put_file uses for its temporary copy (".NAME.cellar-tmp")? */
-bool cellar__is_tmp_name(const char *name);
+/* ==== libcellar_fs.c: file and namespace RPCs ================================ */
+/* Walk the device tree under dir: every file into files, every directory
+ * into dirs (either may be NULL), as full paths; at most
+ * CELLAR__MAX_DEPTH levels. A partition root's reserved ".cellar" is never
+ * followed. Returns 0 or an error (errpath names the directory). */
+CELLAR_INTERNAL int cellar__walk(cellar_t *c, const char *dir, unsigned depth,
+                                 cellar__strvec_t *files, cellar__strvec_t *dirs);
+
+/* ==== libcellar_manifest.c: manifest and checksum.json ======================= */
+/* partition, or "/usr" when NULL or empty. */
+CELLAR_INTERNAL const char *cellar__partition_of(const char *partition);
+/* Copy a partition name into a request field of cap bytes. */
+CELLAR_INTERNAL int cellar__set_partition(cellar_t *c, char *dst, size_t cap,
+                                          const char *part);
+/* Index of path in v (n entries sorted by path), or -1. */
+CELLAR_INTERNAL int cellar__mentry_find(const cellar_mentry_t *v, size_t n, const char *path);
+
+/* ==== libcellar_bundle.c: building a bundle (no connection) ================== */
+/* One bundle entry with its local file (NULL for removals). */
+typedef struct cellar__item {
+    cellar_push_entry_t e;
+    char *local;
+} cellar__item_t;
+
+typedef struct cellar__items {
+    cellar__item_t *v;
+    size_t n, cap;
+} cellar__items_t;
+
+/* A built bundle: the files of localdir, hashed, sorted by device path;
+ * it owns the local paths. */
+struct cellar_bundle {
+    char rdir[CELLAR_PATH_MAX + 1]; /* the device directory, normalised */
+    cellar__items_t items;
+    cellar__strvec_t dirs;          /* device paths of the local directories,
+                                     * sorted */
+    uint32_t nskipped;              /* local entries not bundled (warned) */
+    uint64_t bytes;                 /* sum of the file sizes */
+};
+
+/* Append an entry for path with local (stored as given: the caller decides
+ * who frees it). Returns 0 or CELLAR_ERR_NOMEM (also past the entry bound). */
+CELLAR_INTERNAL int cellar__item_add(cellar_t *c, cellar__items_t *v, const char *path,
+                                     char *local);
+/* The bundle id of n entries in declaration order (see cellar_push). */
+CELLAR_INTERNAL void cellar__bundle_id(const cellar__item_t *v, size_t n,
+                                       uint8_t out[CELLAR_SHA256_SIZE]);
+/* Check cellar_bundle_build's arguments; rdir = remotedir normalised. */
+CELLAR_INTERNAL int cellar__bundle_check(cellar_t *c, const char *localdir,
+                                         const char *remotedir,
+                                         char rdir[CELLAR_PATH_MAX + 1]);
+/* Walk and hash localdir into b (b->rdir set); on failure b holds what was
+ * found so far (for a push report). */
+CELLAR_INTERNAL int cellar__bundle_walk(cellar_t *c, cellar_bundle_t *b, const char *localdir,
+                                        cellar_warn_fn warn, void *warn_ctx);
+/* Free what b holds and zero it. */
+CELLAR_INTERNAL void cellar__bundle_clear(cellar_bundle_t *b);
 
 #endif /* CELLAR_LIBCELLAR_INT_H */

@@ -1,6 +1,8 @@
 /*
  * libcellar_xfer.c - whole-file and tree transfers of libcellar: pipelined,
  * SHA-256 verified, atomic by temporary name + rename (see include/cellar.h).
+ * Above the file RPCs (libcellar_fs.c) and the pipeline (libcellar_pipe.c);
+ * see docs/ARCHITECTURE.md, "Clients".
  */
 #include "libcellar_int.h"
 
@@ -12,155 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define TMP_SUFFIX ".cellar-tmp"
-
-/* ---- SHA-256 ---------------------------------------------------------------------- */
-void cellar_sha256(const void *data, size_t len, uint8_t out[CELLAR_SHA256_SIZE])
-{
-    csha_t sha;
-    csha_init(&sha);
-    (void)csha_start(&sha);
-    (void)csha_update(&sha, data, len);
-    (void)csha_finish(&sha, out);
-    csha_free(&sha);
-}
-
-char *cellar_sha256_hex(const uint8_t sha[CELLAR_SHA256_SIZE], char hex[65])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < CELLAR_SHA256_SIZE; i++) {
-        hex[2 * i] = digits[sha[i] >> 4];
-        hex[2 * i + 1] = digits[sha[i] & 15];
-    }
-    hex[64] = 0;
-    return hex;
-}
-
-static int sha_fd(int fd, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
-{
-    enum { BUF = 64 * 1024 };
-    uint8_t *buf = malloc(BUF);
-    if (!buf)
-        return -ENOMEM;
-    csha_t sha;
-    csha_init(&sha);
-    (void)csha_start(&sha);
-    int err = 0;
-    uint64_t pos = 0;
-    for (;;) {
-        size_t want = BUF;
-        if (size != UINT64_MAX && size - pos < want)
-            want = (size_t)(size - pos);
-        if (want == 0)
-            break;
-        ssize_t n = pread(fd, buf, want, (off_t)pos);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            err = -errno;
-            break;
-        }
-        if (n == 0) {
-            if (size != UINT64_MAX)
-                err = -EIO; /* shrank while hashing */
-            break;
-        }
-        (void)csha_update(&sha, buf, (size_t)n);
-        pos += (uint64_t)n;
-    }
-    (void)csha_finish(&sha, out);
-    csha_free(&sha);
-    free(buf);
-    return err;
-}
-
-int cellar_sha256_file(const char *path, uint8_t out[CELLAR_SHA256_SIZE])
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-        int err = S_ISDIR(st.st_mode) ? -EISDIR : -errno;
-        close(fd);
-        return err;
-    }
-    int err = sha_fd(fd, UINT64_MAX, out);
-    close(fd);
-    return err;
-}
-
-/* ---- names ------------------------------------------------------------------------ */
-/* Split path into the directory prefix (with its trailing '/', possibly "")
- * and the last component. */
-static void split(const char *path, size_t *dirlen, const char **base)
-{
-    const char *slash = strrchr(path, '/');
-    *dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-    *base = slash ? slash + 1 : path;
-}
-
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
-
-/* dir/.base.cellar-tmp, or dir/.ct-XXXXXXXX.cellar-tmp when that would be
- * longer than max (or the component longer than 255). */
-static int tmp_name(const char *path, char *out, size_t cap, size_t max)
-{
-    size_t dl;
-    const char *base;
-    split(path, &dl, &base);
-    if (!*base)
-        return -EINVAL;
-    size_t blen = strlen(base);
-    if (dl + 1 + blen + sizeof(TMP_SUFFIX) - 1 <= max && 1 + blen + 11 <= 255)
-        snprintf(out, cap, "%.*s.%s" TMP_SUFFIX, (int)dl, path, base);
-    else
-        snprintf(out, cap, "%.*s.ct-%08x" TMP_SUFFIX, (int)dl, path,
-                 (unsigned)fnv1a(base));
-    return strlen(out) <= max ? 0 : -ENAMETOOLONG;
-}
-
-bool cellar__is_tmp_name(const char *name)
-{
-    size_t n = strlen(name), s = sizeof(TMP_SUFFIX) - 1;
-    return name[0] == '.' && n > s && strcmp(name + n - s, TMP_SUFFIX) == 0;
-}
-
-char *cellar__join(const char *dir, const char *name)
-{
-    size_t dl = strlen(dir);
-    bool slash = dl > 0 && dir[dl - 1] == '/';
-    size_t n = dl + (slash ? 0 : 1) + strlen(name) + 1;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s%s%s", dir, slash || dl == 0 ? "" : "/", name);
-    return p;
-}
-
-/* A failure about a local path. */
-static int local_fail(cellar_t *c, int err, const char *path, const char *what)
-{
-    char buf[128];
-    const char *text = strerror_r(-err, buf, sizeof(buf)); /* GNU: thread-safe */
-    cellar__fail(c, err, "%s: %s%s%s", path, what ? what : "",
-                 what ? ": " : "", text);
-    snprintf(c->errpath, sizeof(c->errpath), "%s", path);
-    return err;
-}
-
-/* A failure about a device path (keep the device's message). */
-static int remote_fail(cellar_t *c, int err, const char *path)
-{
-    snprintf(c->errpath, sizeof(c->errpath), ":%s", path);
-    return err;
-}
 
 static void report(const cellar_xfer_t *x, const char *src, const char *dst,
                    bool is_dir, int result)
@@ -194,8 +47,8 @@ static int src_read(void *ctx, uint64_t pos, void *buf, uint32_t len)
         if (n <= 0) {
             s->failed = true;
             if (n == 0)
-                return local_fail(s->c, -EIO, s->path, "file shrank while reading");
-            return local_fail(s->c, -errno, s->path, "read");
+                return cellar__local_fail(s->c, -EIO, s->path, "file shrank while reading");
+            return cellar__local_fail(s->c, -errno, s->path, "read");
         }
         done += (uint32_t)n;
     }
@@ -208,10 +61,10 @@ static int src_sha(src_t *s, uint64_t size, uint8_t out[CELLAR_SHA256_SIZE])
         cellar_sha256(s->mem, (size_t)size, out);
         return 0;
     }
-    int err = sha_fd(s->fd, size, out);
+    int err = cellar__sha_fd(s->fd, size, out, NULL);
     if (err < 0) {
         s->failed = true;
-        return local_fail(s->c, err, s->path, "read");
+        return cellar__local_fail(s->c, err, s->path, "read");
     }
     return 0;
 }
@@ -283,12 +136,12 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
     if (strlen(remote) > CELLAR_PATH_MAX) {
         cellar__fail(c, CELLAR_ERR_NAMETOOLONG, "%s: path too long", remote);
-        return remote_fail(c, CELLAR_ERR_NAMETOOLONG, remote);
+        return cellar__at_path(c, CELLAR_ERR_NAMETOOLONG, remote);
     }
     char tmp[CELLAR_PATH_MAX + 1];
-    if (tmp_name(remote, tmp, sizeof(tmp), CELLAR_PATH_MAX) < 0) {
+    if (cellar__tmp_name(remote, tmp, sizeof(tmp), CELLAR_PATH_MAX) < 0) {
         cellar__fail(c, CELLAR_ERR_NAMETOOLONG, "%s: path too long", remote);
-        return remote_fail(c, CELLAR_ERR_NAMETOOLONG, remote);
+        return cellar__at_path(c, CELLAR_ERR_NAMETOOLONG, remote);
     }
     uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
     bool have_lsha = false;
@@ -300,7 +153,7 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
         err = cellar_stat(c, remote, &st);
         if (err == 0 && st.type == CELLAR_TYPE_DIR) {
             cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
-            return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+            return cellar__at_path(c, CELLAR_ERR_ISDIR, remote);
         }
         if (err == 0 && st.size == size) {
             err = src_sha(s, size, lsha);
@@ -312,14 +165,14 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
                 return CELLAR_SKIPPED;
         }
         if (err < 0 && !cellar_connected(c))
-            return remote_fail(c, err, remote);
+            return cellar__at_path(c, err, remote);
     }
 
     cellar_fh_t h;
     err = cellar_file_open(c, tmp, CELLAR_O_WRITE | CELLAR_O_CREATE | CELLAR_O_TRUNC,
                            &h, NULL);
     if (err < 0)
-        return remote_fail(c, err, remote);
+        return cellar__at_path(c, err, remote);
 
     csha_t sha;
     csha_init(&sha);
@@ -345,7 +198,7 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
         if (s->failed && s->path)
             snprintf(c->errpath, sizeof(c->errpath), "%s", s->path);
         else
-            remote_fail(c, err, remote);
+            cellar__at_path(c, err, remote);
         return err;
     }
     return 0;
@@ -357,17 +210,17 @@ int cellar_put_file(cellar_t *c, const char *local, const char *remote,
     int ret;
     int fd = open(local, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        ret = local_fail(c, -errno, local, NULL);
+        ret = cellar__local_fail(c, -errno, local, NULL);
         goto out;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        ret = local_fail(c, -errno, local, NULL);
+        ret = cellar__local_fail(c, -errno, local, NULL);
         close(fd);
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        ret = local_fail(c, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL, local,
+        ret = cellar__local_fail(c, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL, local,
                          S_ISDIR(st.st_mode) ? NULL : "not a regular file");
         close(fd);
         goto out;
@@ -416,7 +269,7 @@ static int sink_write(void *ctx, uint64_t pos, const void *buf, uint32_t len)
             continue;
         if (n < 0) {
             k->failed = true;
-            return local_fail(k->c, -errno, k->path ? k->path : "(output)", "write");
+            return cellar__local_fail(k->c, -errno, k->path ? k->path : "(output)", "write");
         }
         p += n;
         len -= (uint32_t)n;
@@ -432,11 +285,11 @@ static int get_core(cellar_t *c, const char *remote, sink_t *k,
     cellar_fh_t h;
     int oerr = cellar_file_open(c, remote, CELLAR_O_READ, &h, &size);
     if (oerr < 0)
-        return remote_fail(c, oerr, remote);
+        return cellar__at_path(c, oerr, remote);
     if (k->mem && size > k->mem_cap) {
         (void)cellar_file_close(c, h);
         cellar__fail(c, CELLAR_ERR_FBIG, "%s: file changed size", remote);
-        return remote_fail(c, CELLAR_ERR_FBIG, remote);
+        return cellar__at_path(c, CELLAR_ERR_FBIG, remote);
     }
     csha_t sha;
     csha_init(&sha);
@@ -458,7 +311,7 @@ static int get_core(cellar_t *c, const char *remote, sink_t *k,
         if (k->failed && k->path)
             snprintf(c->errpath, sizeof(c->errpath), "%s", k->path);
         else
-            remote_fail(c, err, remote);
+            cellar__at_path(c, err, remote);
         return err;
     }
     if (size_out)
@@ -483,12 +336,12 @@ int cellar_get_mem(cellar_t *c, const char *remote, size_t max_size, void **data
         return err;
     if (st.type == CELLAR_TYPE_DIR) {
         cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
-        return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+        return cellar__at_path(c, CELLAR_ERR_ISDIR, remote);
     }
     if (st.size > max_size) {
         cellar__fail(c, CELLAR_ERR_FBIG, "%s: %llu bytes, over %zu", remote,
                      (unsigned long long)st.size, max_size);
-        return remote_fail(c, CELLAR_ERR_FBIG, remote);
+        return cellar__at_path(c, CELLAR_ERR_FBIG, remote);
     }
     /* Room for growth up to max_size is not needed: get_core reads the size
      * seen at open, and refuses a file that grew past our buffer. */
@@ -514,25 +367,25 @@ static int get_file(cellar_t *c, const char *remote, const char *local,
     cellar_stat_t st;
     int err = cellar_stat(c, remote, &st);
     if (err < 0)
-        return remote_fail(c, err, remote);
+        return cellar__at_path(c, err, remote);
     if (st.type == CELLAR_TYPE_DIR) {
         cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
-        return remote_fail(c, CELLAR_ERR_ISDIR, remote);
+        return cellar__at_path(c, CELLAR_ERR_ISDIR, remote);
     }
     struct stat lst;
     bool exists = stat(local, &lst) == 0;
     if (exists && S_ISDIR(lst.st_mode))
-        return local_fail(c, -EISDIR, local, NULL);
+        return cellar__local_fail(c, -EISDIR, local, NULL);
     if (x && x->skip_unchanged && exists && S_ISREG(lst.st_mode) &&
         (uint64_t)lst.st_size == st.size) {
         uint8_t lsha[CELLAR_SHA256_SIZE], rsha[CELLAR_SHA256_SIZE];
         uint64_t hashed = 0;
         err = cellar_sha256_file(local, lsha);
         if (err < 0)
-            return local_fail(c, err, local, "read");
+            return cellar__local_fail(c, err, local, "read");
         err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
         if (err < 0)
-            return remote_fail(c, err, remote);
+            return cellar__at_path(c, err, remote);
         if (hashed == st.size && !memcmp(lsha, rsha, sizeof(lsha)))
             return CELLAR_SKIPPED;
     }
@@ -541,13 +394,13 @@ static int get_file(cellar_t *c, const char *remote, const char *local,
     char *tmp = malloc(n);
     if (!tmp)
         return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-    if (tmp_name(local, tmp, n, n - 1) < 0) {
+    if (cellar__tmp_name(local, tmp, n, n - 1) < 0) {
         free(tmp);
-        return local_fail(c, -EINVAL, local, "bad file name");
+        return cellar__local_fail(c, -EINVAL, local, "bad file name");
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
-        err = local_fail(c, -errno, local, "create");
+        err = cellar__local_fail(c, -errno, local, "create");
         free(tmp);
         return err;
     }
@@ -558,9 +411,9 @@ static int get_file(cellar_t *c, const char *remote, const char *local,
         (void)futimens(fd, ts);
     }
     if (close(fd) < 0 && err == 0)
-        err = local_fail(c, -errno, local, "write");
+        err = cellar__local_fail(c, -errno, local, "write");
     if (err == 0 && rename(tmp, local) < 0)
-        err = local_fail(c, -errno, local, "rename");
+        err = cellar__local_fail(c, -errno, local, "rename");
     if (err < 0)
         unlink(tmp);
     free(tmp);
@@ -587,12 +440,12 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
 {
     struct stat st;
     if (stat(ldir, &st) < 0) {
-        int err = local_fail(c, -errno, ldir, NULL);
+        int err = cellar__local_fail(c, -errno, ldir, NULL);
         report(x, ldir, rdir, true, err);
         return err;
     }
     if (!S_ISDIR(st.st_mode)) {
-        int err = local_fail(c, -ENOTDIR, ldir, NULL);
+        int err = cellar__local_fail(c, -ENOTDIR, ldir, NULL);
         report(x, ldir, rdir, true, err);
         return err;
     }
@@ -602,7 +455,7 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
         err = cellar_stat(c, rdir, &rs);
         if (err == 0 && rs.type != CELLAR_TYPE_DIR) {
             cellar__fail(c, CELLAR_ERR_NOTDIR, "%s: not a directory", rdir);
-            err = remote_fail(c, CELLAR_ERR_NOTDIR, rdir);
+            err = cellar__at_path(c, CELLAR_ERR_NOTDIR, rdir);
         }
     }
     report(x, ldir, rdir, true, err);
@@ -612,7 +465,7 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
     struct dirent **names = NULL;
     int n = scandir(ldir, &names, not_dots, alphasort);
     if (n < 0)
-        return local_fail(c, -errno, ldir, NULL);
+        return cellar__local_fail(c, -errno, ldir, NULL);
     int first = 0;
     for (int i = 0; i < n; i++) {
         char *lp = cellar__join(ldir, names[i]->d_name);
@@ -621,7 +474,7 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
         if (!lp || !rp) {
             r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
         } else if (stat(lp, &st) < 0) {
-            r = local_fail(c, -errno, lp, NULL);
+            r = cellar__local_fail(c, -errno, lp, NULL);
             report(x, lp, rp, false, r);
         } else if (S_ISDIR(st.st_mode)) {
             r = cellar_put_tree(c, lp, rp, x);
@@ -641,13 +494,6 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
     return first;
 }
 
-/* A name a device listing may hand us that is safe to join to a local or
- * device directory: not empty, no '/', not "." or "..". */
-static bool plain_name(const char *name)
-{
-    return name[0] && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
-}
-
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
@@ -659,7 +505,7 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     cellar_stat_t *ents = NULL;
     int n = cellar_list_alloc(c, rdir, &ents);
     if (n < 0) {
-        remote_fail(c, n, rdir);
+        cellar__at_path(c, n, rdir);
         report(x, rdir, ldir, true, n);
         return n;
     }
@@ -667,7 +513,7 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     if (mkdir(ldir, 0777) < 0) {
         struct stat st;
         if (errno != EEXIST || stat(ldir, &st) < 0 || !S_ISDIR(st.st_mode))
-            err = local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
+            err = cellar__local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
     }
     report(x, rdir, ldir, true, err);
     if (err < 0) {
@@ -677,7 +523,7 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     qsort(ents, (size_t)n, sizeof(*ents), by_name);
     int first = 0;
     for (int i = 0; i < n; i++) {
-        if (cellar__is_tmp_name(ents[i].name) || !plain_name(ents[i].name))
+        if (cellar__is_tmp_name(ents[i].name) || !cellar__plain_name(ents[i].name))
             continue; /* never follow a hostile name out of ldir */
         char *rp = cellar__join(rdir, ents[i].name);
         char *lp = cellar__join(ldir, ents[i].name);
@@ -712,7 +558,7 @@ int cellar_remove_tree(cellar_t *c, const char *path)
     if (n < 0)
         return n;
     for (int i = 0; i < n && err == 0; i++) {
-        if (!plain_name(ents[i].name))
+        if (!cellar__plain_name(ents[i].name))
             continue;
         char *p = cellar__join(path, ents[i].name);
         if (!p) {

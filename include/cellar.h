@@ -754,6 +754,75 @@ int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
 /* Free what a push report holds (NULL-safe; the report may be reused). */
 void cellar_push_report_free(cellar_push_report_t *rep);
 
+/* ---- bundles: build once, push to many devices -------------------------------
+ * cellar_push is these two steps in one call. A fleet tool builds the
+ * bundle of a directory once (step 1 of cellar_push: walk + one SHA-256
+ * pass over every file, no connection) and pushes it to each device
+ * (steps 2-5), from one thread after another or from several threads at
+ * once, each with its own cellar_t: a push only reads the bundle.
+ *
+ *   cellar_bundle_t *b;
+ *   cellar_t c;  cellar_init(&c, NULL);
+ *   if (cellar_bundle_build(&c, "build/app", "/usr/app", NULL, NULL, &b) == 0)
+ *       for (each device) {
+ *           cellar_connect(&c, url);
+ *           cellar_bundle_push(&c, b, &opts, &rep);  ...
+ *           cellar_push_report_free(&rep);  cellar_close(&c);
+ *       }
+ *   cellar_bundle_free(b);
+ *
+ * The bundle keeps the paths of the local files, not their data: the
+ * files are read again by every push (re-hashed while sent) and must not
+ * change in between (a push of a changed file fails with
+ * CELLAR_ERR_BADMSG naming it, before anything is committed: build again).
+ */
+typedef struct cellar_bundle cellar_bundle_t;
+
+/* Build the bundle of localdir for the device directory remotedir (under
+ * /usr; trailing slashes dropped): regular files only (symbolic links and
+ * special files are skipped and reported to warn, which may be NULL;
+ * ".NAME.cellar-tmp" leftovers are ignored), at most CELLAR_PUSH_MAX_FILES,
+ * each read once for its size and SHA-256, sorted by device path. Nothing
+ * is sent: c only receives the error (cellar_errmsg, cellar_errpath; it
+ * need not be connected, and may be NULL for no message). On success *out
+ * is a new bundle, owned by the caller (cellar_bundle_free); on failure
+ * *out is NULL. Returns 0 or an error: CELLAR_ERR_INVAL (remotedir not
+ * under /usr, or a file that would land in /usr/.cellar),
+ * CELLAR_ERR_NAMETOOLONG (a device path over CELLAR_PATH_MAX bytes),
+ * CELLAR_ERR_NOMEM (out of memory or too many files), or a negative errno
+ * for a local file or directory (errpath names it). */
+int cellar_bundle_build(cellar_t *c, const char *localdir, const char *remotedir,
+                        cellar_warn_fn warn, void *warn_ctx, cellar_bundle_t **out);
+
+/* Push a built bundle to the device of c: steps 2-5 of cellar_push, with
+ * opts (may be NULL; its warn is not used: the build reported skipped
+ * files, and rep->nskipped_local counts them). With delete_extra the
+ * removals come from this device's tree, so the bundle id may differ from
+ * device to device; without, it is cellar_bundle_id. The bundle is not
+ * changed. rep is always initialised (free it with cellar_push_report_free).
+ * Returns as cellar_push; CELLAR_ERR_INVAL when b is NULL,
+ * CELLAR_ERR_NOTCONN when c is not connected. */
+int cellar_bundle_push(cellar_t *c, const cellar_bundle_t *b,
+                       const cellar_push_opts_t *opts, cellar_push_report_t *rep);
+
+/* Files in the bundle (0 for NULL). */
+size_t cellar_bundle_count(const cellar_bundle_t *b);
+
+/* File i of the bundle, in declaration order (path, size in bytes,
+ * SHA-256; action, have and sent are 0): owned by the bundle, valid until
+ * cellar_bundle_free. NULL when i >= cellar_bundle_count(b). */
+const cellar_push_entry_t *cellar_bundle_entry(const cellar_bundle_t *b, size_t i);
+
+/* Sum of the sizes of the bundle's files, in bytes. */
+uint64_t cellar_bundle_bytes(const cellar_bundle_t *b);
+
+/* The id a push without delete_extra gives the bundle (see cellar_push,
+ * step 3): the same on every device. */
+void cellar_bundle_id(const cellar_bundle_t *b, uint8_t id[CELLAR_SHA256_SIZE]);
+
+/* Free a bundle (NULL-safe). */
+void cellar_bundle_free(cellar_bundle_t *b);
+
 #ifdef __cplusplus
 }
 #endif

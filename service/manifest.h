@@ -25,7 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "csha.h"
+#include "common/csha.h"
 #include "fs.h"
 
 #define MAN_DIR "/.cellar"

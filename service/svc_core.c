@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "csha.h"
+#include "common/csha.h"
 #include "svc_int.h"
 
 /* ---- message builder (sb_t: svc_int.h) --------------------------------- */

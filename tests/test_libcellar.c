@@ -5,7 +5,8 @@
  * every call of include/cellar.h and its errors: URLs and transports,
  * every RPC, paging, pipelined put/get at chunk boundaries and of 1 and
  * 16 MiB, 1,000 small files, trees, 32 concurrent clients, clients killed
- * mid-transfer, a full device, and corruption in transit caught by SHA-256.
+ * mid-transfer, a full device, corruption in transit caught by SHA-256,
+ * and one update bundle built once and pushed to two devices.
  *
  * cellard is $CELLARD, or ../cellard beside this program's directory
  * (build/san/tests/test_libcellar -> build/san/cellard).
@@ -1200,6 +1201,151 @@ static void test_full(void)
     stop_daemon(&d);
 }
 
+/* ---- one bundle built once, pushed to two devices ----------------------------------- */
+static void count_warn(void *ctx, const char *local, const char *why)
+{
+    (void)local;
+    (void)why;
+    (*(int *)ctx)++;
+}
+
+/* The digest of a device's /usr manifest, listed afresh. */
+static int usr_digest(cellar_t *c, uint8_t out[CELLAR_SHA256_SIZE])
+{
+    cellar_mentry_t *m = NULL;
+    size_t n = 0;
+    int err = cellar_manifest_list(c, "/usr", &m, &n);
+    if (err == 0)
+        err = cellar_manifest_digest(m, n, out);
+    free(m);
+    return err;
+}
+
+static void test_bundle_fleet(void)
+{
+    daemon_t d[2];
+    int started = 0;
+    for (; started < 2; started++)
+        if (start_daemon(&d[started], "8M") != 0)
+            break;
+    if (started < 2) {
+        CHECK(!"two cellard for the bundle test started");
+        for (int i = 0; i <= started && i < 2; i++)
+            stop_daemon(&d[i]);
+        return;
+    }
+    /* the local tree: 4 files (one empty), 2 directories, 1 symbolic link */
+    char dir[PATH_MAX], p[PATH_MAX + 64];
+    snprintf(dir, sizeof(dir), "%s/fleet", g_tmp);
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(p, sizeof(p), "%s/sub", dir);
+    CHECK(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof(p), "%s/sub/deep", dir);
+    CHECK(mkdir(p, 0755) == 0);
+    static const struct { const char *name; size_t size; } files[] = {
+        {"a.bin", 100000}, {"e", 0}, {"sub/b.txt", 17}, {"sub/deep/c.bin", 40000},
+    };
+    uint8_t *data[4];
+    uint64_t total = 0;
+    for (int i = 0; i < 4; i++) {
+        data[i] = malloc(files[i].size + 1);
+        fill_random(data[i], files[i].size, 100 + (uint64_t)i);
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i].name);
+        CHECK(write_file(p, data[i], files[i].size) == 0);
+        total += files[i].size;
+    }
+    snprintf(p, sizeof(p), "%s/link", dir);
+    CHECK(symlink("a.bin", p) == 0);
+
+    /* build once, with no connection */
+    cellar_t c;
+    cellar_init(&c, NULL);
+    cellar_bundle_t *b = (cellar_bundle_t *)1;
+    int warned = 0;
+    CHECK_EQ(cellar_bundle_build(&c, dir, "/bak/x", NULL, NULL, &b), CELLAR_ERR_INVAL);
+    CHECK(b == NULL);
+    snprintf(p, sizeof(p), "%s/none", dir);
+    CHECK_EQ(cellar_bundle_build(&c, p, "/usr/fleet", NULL, NULL, &b), -ENOENT);
+    CHECK(b == NULL && !strcmp(cellar_errpath(&c), p));
+    CHECK_EQ(cellar_bundle_build(NULL, dir, "/usr/fleet/", count_warn, &warned, &b), 0);
+    CHECK(b != NULL);
+    CHECK_EQ(warned, 1);
+    CHECK_EQ(cellar_bundle_count(b), 4);
+    CHECK_EQ(cellar_bundle_bytes(b), total);
+    CHECK(cellar_bundle_entry(b, 4) == NULL);
+    for (size_t i = 0; i < cellar_bundle_count(b); i++) {
+        const cellar_push_entry_t *e = cellar_bundle_entry(b, i);
+        char want[CELLAR_PATH_MAX + 1];
+        uint8_t sha[CELLAR_SHA256_SIZE];
+        snprintf(want, sizeof(want), "/usr/fleet/%s", files[i].name);
+        CHECK(!strcmp(e->path, want)); /* sorted by device path */
+        CHECK_EQ(e->size, files[i].size);
+        cellar_sha256(data[i], files[i].size, sha);
+        CHECK(!memcmp(e->sha256, sha, sizeof(sha)));
+        CHECK(!e->remove && e->action == 0);
+    }
+    uint8_t id[CELLAR_SHA256_SIZE];
+    cellar_bundle_id(b, id);
+
+    /* pushing needs a connection and a bundle */
+    cellar_push_report_t r[2];
+    CHECK_EQ(cellar_bundle_push(&c, b, NULL, &r[0]), CELLAR_ERR_NOTCONN);
+    cellar_push_report_free(&r[0]);
+
+    /* push the same bundle to both devices */
+    uint8_t dig[2][CELLAR_SHA256_SIZE];
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(cellar_connect(&c, d[k].url), 0);
+        CHECK_EQ(cellar_bundle_push(&c, NULL, NULL, &r[k]), CELLAR_ERR_INVAL);
+        CHECK_EQ(cellar_bundle_push(&c, b, NULL, &r[k]), 0);
+        CHECK(r[k].committed && r[k].have_digest);
+        CHECK_EQ(r[k].nnew, 4);
+        CHECK_EQ(r[k].nentries, 4);
+        CHECK_EQ(r[k].nskipped_local, 1);
+        CHECK_EQ(r[k].bundle_bytes, total);
+        CHECK_EQ(r[k].bytes_sent, total);
+        CHECK(!memcmp(r[k].bundle, id, sizeof(id)));
+        CHECK_EQ(usr_digest(&c, dig[k]), 0);
+        CHECK(!memcmp(dig[k], r[k].digest, sizeof(dig[k])));
+        void *got = NULL;
+        size_t gl = 0;
+        CHECK_EQ(cellar_get_mem(&c, "/usr/fleet/sub/deep/c.bin", 1 << 20, &got, &gl), 0);
+        CHECK(gl == files[3].size && !memcmp(got, data[3], gl));
+        free(got);
+        cellar_close(&c);
+    }
+    CHECK(!memcmp(dig[0], dig[1], sizeof(dig[0]))); /* the same manifest */
+    CHECK(!memcmp(r[0].digest, r[1].digest, sizeof(r[0].digest)));
+    for (int k = 0; k < 2; k++)
+        cellar_push_report_free(&r[k]);
+    /* the bundle is unchanged by its pushes */
+    for (size_t i = 0; i < cellar_bundle_count(b); i++)
+        CHECK(cellar_bundle_entry(b, i)->action == 0 && cellar_bundle_entry(b, i)->sent == 0);
+
+    /* again: nothing to send; cellar_push of the tree names the same bundle */
+    CHECK_EQ(cellar_connect(&c, d[0].url), 0);
+    CHECK_EQ(cellar_bundle_push(&c, b, NULL, &r[0]), 0);
+    CHECK_EQ(r[0].nunchanged, 4);
+    CHECK_EQ(r[0].bytes_sent, 0);
+    CHECK(!memcmp(r[0].digest, dig[0], sizeof(dig[0])));
+    cellar_push_report_free(&r[0]);
+    cellar_push_opts_t po = {.warn = count_warn, .warn_ctx = &warned};
+    CHECK_EQ(cellar_push(&c, dir, "/usr/fleet", &po, &r[0]), 0);
+    CHECK(!memcmp(r[0].bundle, id, sizeof(id)));
+    CHECK_EQ(r[0].nunchanged, 4);
+    CHECK_EQ(warned, 2);
+    cellar_push_report_free(&r[0]);
+    cellar_close(&c);
+
+    cellar_bundle_free(b);
+    cellar_bundle_free(NULL);
+    for (int i = 0; i < 4; i++)
+        free(data[i]);
+    rm_rf(dir);
+    for (int k = 0; k < 2; k++)
+        stop_daemon(&d[k]);
+}
+
 /* ---- CLI helpers (clients/cli_util.c) --------------------------------------------- */
 static void test_cli_helpers(void)
 {
@@ -1276,6 +1422,9 @@ int main(void)
     double s = now_s();
     test_full();
     printf("  %-16s %.2f s\n", "full device", now_s() - s);
+    s = now_s();
+    test_bundle_fleet();
+    printf("  %-16s %.2f s\n", "bundle x2", now_s() - s);
     printf("  total            %.2f s\n", now_s() - t0);
     rm_rf(g_tmp);
     return check_summary("test_libcellar");

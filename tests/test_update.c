@@ -11,7 +11,7 @@
 
 #include "cellar.h"
 #include "check.h"
-#include "csha.h"
+#include "common/csha.h"
 #include "svc_rig.h"
 
 static rig_t R;

@@ -1,5 +1,7 @@
 /*
- * csha.h - SHA-256 for the service and libcellar, header only.
+ * common/csha.h - SHA-256 for the service and libcellar, header only.
+ * service/common/ holds what both ends of the protocol share below the
+ * codec (the device build and libcellar include it as "common/csha.h").
  *
  * On the host: OpenSSL's libcrypto (EVP), which uses the CPU's SHA
  * instructions where there are any: about 6x mbedTLS's C code here, and
