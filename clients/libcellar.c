@@ -703,7 +703,7 @@ int cellar__handle_req(cellar_t *c, pb_size_t which, cellar_fh_t handle)
     return 0;
 }
 
-/* ---- small helpers -------------------------------------------------------------- */
+/* ---- slow requests ------------------------------------------------------------- */
 /* An RPC whose answer may take the device a while (it hashes files). */
 int cellar__slow_rpc(cellar_t *c, pb_size_t which)
 {

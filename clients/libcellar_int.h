@@ -22,6 +22,10 @@
 /* Internal functions are not exported from libcellar.so. */
 #define CELLAR_INTERNAL __attribute__((visibility("hidden")))
 
+/* Elements of an array field of a nanopb struct. */
+#define CELLAR__FIELD_COUNT(type, field) \
+    (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
+
 /* Bounds of every loop over a device's answers. */
 #define CELLAR__MAX_PAGES (CELLAR_MANIFEST_MAX + 16u) /* pages of one listing */
 #define CELLAR__MAX_DEPTH 128u                        /* directory levels walked */

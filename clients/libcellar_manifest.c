@@ -16,23 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define FIELD_COUNT(type, field) \
-    (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
-
-_Static_assert(CELLAR_MANIFEST_PAGE == FIELD_COUNT(cellar_ManifestReply, entries),
+_Static_assert(CELLAR_MANIFEST_PAGE == CELLAR__FIELD_COUNT(cellar_ManifestReply, entries),
                "CELLAR_MANIFEST_PAGE differs from ManifestReply.entries");
-_Static_assert(CELLAR_IMPORT_PAGE == FIELD_COUNT(cellar_ManifestImportRequest, entries),
+_Static_assert(CELLAR_IMPORT_PAGE == CELLAR__FIELD_COUNT(cellar_ManifestImportRequest, entries),
                "CELLAR_IMPORT_PAGE differs from ManifestImportRequest.entries");
-_Static_assert(CELLAR_DECLARE_PAGE == FIELD_COUNT(cellar_UpdateDeclareRequest, entries),
-               "CELLAR_DECLARE_PAGE differs from UpdateDeclareRequest.entries");
-_Static_assert(CELLAR_DECLARE_PAGE == FIELD_COUNT(cellar_UpdateDeclareReply, status) &&
-               CELLAR_DECLARE_PAGE == FIELD_COUNT(cellar_UpdateDeclareReply, have),
-               "UpdateDeclareReply arrays differ from CELLAR_DECLARE_PAGE");
-_Static_assert(CELLAR_COPY_PATHS == FIELD_COUNT(cellar_BackupRequest, paths) &&
-               CELLAR_COPY_PATHS == FIELD_COUNT(cellar_RestoreRequest, paths),
-               "CELLAR_COPY_PATHS differs from Backup/RestoreRequest.paths");
-_Static_assert(CELLAR_COPY_SKIPPED == FIELD_COUNT(cellar_CopyReply, skipped),
-               "CELLAR_COPY_SKIPPED differs from CopyReply.skipped");
 _Static_assert(sizeof(((cellar_mentry_t *)0)->path) ==
                    sizeof(((cellar_ManifestEntry *)0)->path),
                "cellar_mentry_t.path differs from ManifestEntry.path");

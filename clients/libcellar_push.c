@@ -19,6 +19,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+_Static_assert(CELLAR_DECLARE_PAGE == CELLAR__FIELD_COUNT(cellar_UpdateDeclareRequest, entries),
+               "CELLAR_DECLARE_PAGE differs from UpdateDeclareRequest.entries");
+_Static_assert(CELLAR_DECLARE_PAGE == CELLAR__FIELD_COUNT(cellar_UpdateDeclareReply, status) &&
+               CELLAR_DECLARE_PAGE == CELLAR__FIELD_COUNT(cellar_UpdateDeclareReply, have),
+               "UpdateDeclareReply arrays differ from CELLAR_DECLARE_PAGE");
+
 /* ---- push ------------------------------------------------------------------------------------ */
 const char *cellar_push_action_name(int action)
 {

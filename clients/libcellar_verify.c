@@ -11,6 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(CELLAR_COPY_PATHS == CELLAR__FIELD_COUNT(cellar_BackupRequest, paths) &&
+               CELLAR_COPY_PATHS == CELLAR__FIELD_COUNT(cellar_RestoreRequest, paths),
+               "CELLAR_COPY_PATHS differs from Backup/RestoreRequest.paths");
+_Static_assert(CELLAR_COPY_SKIPPED == CELLAR__FIELD_COUNT(cellar_CopyReply, skipped),
+               "CELLAR_COPY_SKIPPED differs from CopyReply.skipped");
+
 /* ---- verify --------------------------------------------------------------------------------- */
 const char *cellar_problem_name(int kind)
 {
