@@ -1100,7 +1100,7 @@ static int copy_step(svc_t *s, uint32_t *budget)
                 cp->slot = 0;
                 continue;
             }
-            if (looked++ == 64 || !*budget)
+            if (looked++ == 16 || !*budget)
                 return 0; /* slots read in this step */
             r = man_get(&pa->man, cp->slot++, &cp->e);
             if (r < 0) {
@@ -1180,7 +1180,7 @@ static int copy_step(svc_t *s, uint32_t *budget)
                 cp->phase = CP_COMMIT;
                 continue;
             }
-            if (looked++ == 64)
+            if (looked++ == 16)
                 return 0;
             r = man_get(&pb->man, cp->slot++, &cp->e);
             if (r < 0) {
@@ -1786,7 +1786,7 @@ static int commit_step(svc_t *s)
         }
         if (j->centry >= t->declared)
             break;
-        if (!budget || looked++ == 64)
+        if (!budget || looked++ == 16)
             return 0; /* more in the next step */
         if (txn_entry(t, j->centry, &j->e))
             break; /* the commit reports it */
