@@ -1965,7 +1965,7 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
 }
 
 /* Would this request run as a job (it may: Hash, Verify, Backup, Restore,
- * UpdateCommit)? */
+ * UpdateDeclare, UpdateCommit)? */
 static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
 {
     codec_scan(cellar_Request_fields, f, n, &s->scan);
@@ -1973,7 +1973,8 @@ static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
            s->scan.body_tag == cellar_Request_verify_tag ||
            s->scan.body_tag == cellar_Request_backup_tag ||
            s->scan.body_tag == cellar_Request_restore_tag ||
-           s->scan.body_tag == cellar_Request_update_commit_tag;
+           s->scan.body_tag == cellar_Request_update_commit_tag ||
+           s->scan.body_tag == cellar_Request_update_declare_tag;
 }
 
 /* Serve the next buffered request of c, if any and if there is room for

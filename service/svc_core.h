@@ -170,14 +170,15 @@ typedef struct svc_part {
  * written), so other connections are served in between: Hash of a large
  * file, Verify (with --repair, each restore is a copy in steps), the
  * start-up check (likewise), Backup and Restore (a copy in steps, then one
- * atomic commit), and UpdateCommit (the staged files are hashed in steps,
- * then the commit is one step as before). The reply goes out when it is
+ * atomic commit), UpdateCommit (the staged files are hashed in steps, then
+ * the commit is one step as before) and UpdateDeclare (a file the device
+ * has under another path is copied into the staging in steps). The reply goes out when it is
  * done; the requests behind it on its connection, and other connections'
  * long requests, wait. A cut (power, cancel) between steps leaves the old
  * state: what a copy staged is dropped. */
 #define SVC_JOB_STEP_BYTES (32u * 1024u)
 enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK,
-       SVC_JOB_COPY, SVC_JOB_COMMIT };
+       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE };
 
 /* A copy between partitions in steps (Backup, Restore, one restore of a
  * repair): the state of copy_tree in svc_update.c. */
@@ -227,6 +228,14 @@ typedef struct svc_job {
     cellar_VerifyReply vr;
     svc_copy_t cp;         /* a copy in steps (backup, restore, repair) */
     uint32_t centry;       /* commit: the next staged entry to hash */
+    /* declare: the request, the entry it is at, the reply so far; a local
+     * copy (a file the device has under another path) in steps */
+    uint8_t lcopy;         /* a local copy is under way (f -> cp.dst) */
+    uint8_t dstatus;       /* the entry's cellar_EntryStatus */
+    uint32_t di;
+    uint64_t dhave;
+    cellar_UpdateDeclareRequest decl;
+    cellar_UpdateDeclareReply drep;
 } svc_job_t;
 
 struct svc {

@@ -572,6 +572,8 @@ static void copy_cancel(svc_t *s);
 static void copy_reply(svc_t *s);
 static void repair_done(svc_t *s);
 static int commit_step(svc_t *s);
+static int declare_run(svc_t *s);
+static void lcopy_end(svc_t *s, bool keep);
 
 /* Begin checking file e of partition part against its entry: 0 = decided
  * without reading (*kind), 1 = its content is being hashed (the job's
@@ -767,6 +769,12 @@ int svc_update_job_step(svc_t *s)
     }
     if (j->kind == SVC_JOB_COMMIT)
         return commit_step(s);
+    if (j->kind == SVC_JOB_DECLARE) {
+        if (!declare_run(s))
+            return 0;
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
     for (;;) {
         if (j->cp.active) { /* a repair's restore */
             if (!copy_step(s, &budget))
@@ -826,6 +834,7 @@ int svc_update_job_step(svc_t *s)
 void svc_update_job_cancel(svc_t *s)
 {
     copy_cancel(s);
+    lcopy_end(s, false);
 }
 
 /* ---- copies between partitions (backup, restore) ------------------------------------ */
@@ -971,14 +980,14 @@ static int copy_file_begin(svc_t *s)
     return 0;
 }
 
-/* Copy up to *budget bytes of cp->e: 1 = this file is done (declared or
- * skipped), 0 = more to do, or an error of the copy. */
-static int copy_file_step(svc_t *s, uint32_t *budget)
+/* Copy up to *budget bytes (taken off it) from the job's file f (hashed,
+ * partition fa) into cp.dst (fb): 1 = all copied (its SHA-256 in sha),
+ * 0 = more to do, or an error. */
+static int copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
+                      uint8_t sha[32])
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
-    int err = 0;
     while (cp->off < cp->size && *budget) {
         uint32_t want = cp->size - cp->off;
         if (want > sizeof(s->scratch))
@@ -986,26 +995,32 @@ static int copy_file_step(svc_t *s, uint32_t *budget)
         if (want > *budget)
             want = *budget;
         int n = fs_file_pread(fa, &j->f, s->scratch, want, cp->off);
-        if (n <= 0) {
-            err = n < 0 ? n : FS_ERR_CORRUPT;
-            break;
-        }
-        if (csha_update(&j->sha, s->scratch, (size_t)n)) {
-            err = FS_ERR_IO;
-            break;
-        }
+        if (n <= 0)
+            return n < 0 ? n : FS_ERR_CORRUPT;
+        if (csha_update(&j->sha, s->scratch, (size_t)n))
+            return FS_ERR_IO;
         int w = fs_file_pwrite(fb, &cp->dst, s->scratch, (uint32_t)n, cp->off);
-        if (w < 0) {
-            err = w;
-            break;
-        }
+        if (w < 0)
+            return w;
         cp->off += (uint32_t)n;
         *budget -= (uint32_t)n;
     }
-    if (!err && cp->off < cp->size)
+    if (cp->off < cp->size)
         return 0;
-    if (!err && csha_finish(&j->sha, cp->cur.sha))
-        err = FS_ERR_IO;
+    return csha_finish(&j->sha, sha) ? FS_ERR_IO : 1;
+}
+
+/* Copy up to *budget bytes of cp->e: 1 = this file is done (declared or
+ * skipped), 0 = more to do, or an error of the copy. */
+static int copy_file_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
+    int err = copy_chunk(s, fa, fb, budget, cp->cur.sha);
+    if (err == 0)
+        return 0;
+    err = err < 0 ? err : 0;
     cp->phase = CP_SCAN;
     if (err) {
         (void)copy_close(s, false);
@@ -1484,25 +1499,207 @@ static int refuse(svc_t *s, int err)
     return err;
 }
 
-/* Stage entry idx from `other`, a file the manifest says holds the same
- * size and SHA-256 (a move, a copy): nothing needs to cross the link. The
- * copy is hashed as it is made; true if it matched. */
-static bool local_copy(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
+/* A local copy (UpdateDeclare): entry idx is staged from `other`, a file
+ * the manifest says holds the same size and SHA-256 (a move, a copy), so
+ * nothing needs to cross the link. It runs in steps (the job's f ->
+ * cp.dst); the copy is hashed as it is made. */
+static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
                        const char *other)
 {
-    svc_part_t *p = &s->part[USR];
-    uint8_t sha[32];
-    uint32_t size;
-    char dp[64];
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fs = &s->part[USR].fs;
     if (!other[0] || (t->stage_open && t->stage_idx == idx))
-        return false;
-    svc_copy_str(dp, sizeof(dp), txn_data_path(t, idx));
-    int err = man_copy_file(&p->fs, other, &p->fs, dp, &s->t1, &s->t2,
-                            s->scratch, sizeof(s->scratch), sha, &size);
-    if (!err && size == e->size && memcmp(sha, e->sha, 32) == 0)
-        return true;
-    (void)fs_remove(&p->fs, dp); /* that file is not what its entry says */
-    return false;
+        return FS_ERR_NOENT;
+    int err = fs_file_open(fs, &j->f, other, FS_O_RDONLY);
+    if (err)
+        return err;
+    int32_t size = fs_file_size(fs, &j->f);
+    if (size < 0 || (uint32_t)size != e->size) {
+        (void)fs_file_close(fs, &j->f);
+        return FS_ERR_INVAL; /* not the content its entry says */
+    }
+    svc_copy_str(j->show, sizeof(j->show), txn_data_path(t, idx));
+    err = fs_file_open(fs, &cp->dst, j->show,
+                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    if (err) {
+        (void)fs_file_close(fs, &j->f);
+        return err;
+    }
+    cp->dst_open = 1;
+    cp->off = 0;
+    cp->size = (uint32_t)size;
+    err = svc_job_hash_begin(s, USR, &j->f, 0, (uint32_t)size);
+    j->lcopy = 1;
+    return err;
+}
+
+/* End the local copy: keep the staged file (it matched) or drop it. */
+static void lcopy_end(svc_t *s, bool keep)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fs = &s->part[USR].fs;
+    if (!j->lcopy)
+        return;
+    if (cp->dst_open) {
+        if (!keep)
+            (void)fs_file_revert(fs, &cp->dst);
+        if (fs_file_close(fs, &cp->dst))
+            keep = false;
+        cp->dst_open = 0;
+    }
+    svc_job_hash_end(s);
+    if (!keep)
+        (void)fs_remove(fs, j->show);
+    j->lcopy = 0;
+}
+
+/* Copy up to *budget bytes: 1 = staged and it matched e, 2 = it did not
+ * (dropped: the client sends the file), 0 = more to do. */
+static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
+{
+    fs_t *fs = &s->part[USR].fs;
+    uint8_t sha[32];
+    int r = copy_chunk(s, fs, fs, budget, sha);
+    if (r == 0)
+        return 0;
+    bool ok = r == 1 && s->job.cp.size == e->size &&
+              memcmp(sha, e->sha, 32) == 0;
+    lcopy_end(s, ok);
+    return ok ? 1 : 2;
+}
+
+/* The entries of an UpdateDeclare (s->job.decl) from s->job.di on: 1 =
+ * done (the reply or the error is in s->resp), 0 = a local copy goes on
+ * in the next step. */
+static int declare_run(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    const cellar_UpdateDeclareRequest *r = &j->decl;
+    txn_t *t = &s->tx;
+    svc_part_t *p = &s->part[USR];
+    cellar_UpdateDeclareReply *o = &j->drep;
+    man_entry_t *e = &j->e, *m = &s->me2;
+    uint32_t budget = SVC_JOB_STEP_BYTES, idx, slot;
+    fs_stat_t st;
+    int err, se, k;
+    if (j->lcopy) {
+        k = lcopy_step(s, e, &budget);
+        if (k == 0)
+            return 0;
+        if (k == 1)
+            j->dhave = e->size; /* the device had the content elsewhere */
+        goto entry_tail;
+    }
+    for (; j->di < r->entries_count; j->di++) {
+        const cellar_BundleEntry *in = &r->entries[j->di];
+        idx = r->first + j->di;
+        memset(e, 0, sizeof(*e));
+        if ((err = usr_path(s, in->path, e->path)))
+            return refuse(s, err), 1;
+        se = fs_stat(&p->fs, e->path, &st);
+        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
+            se = FS_ERR_NOENT;
+        if (se && se != FS_ERR_NOENT)
+            return refuse(s, fail_in(s, se, USR, e->path, NULL)), 1;
+        j->dhave = 0;
+        if (in->remove) {
+            e->kind = MAN_REMOVE;
+            j->dstatus = se ? cellar_EntryStatus_ABSENT
+                            : cellar_EntryStatus_REMOVE;
+        } else {
+            if (in->sha256.size != 32)
+                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
+                                         "sha256 must be 32 bytes")), 1;
+            if (in->size > FS_FILE_MAX)
+                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path,
+                                         NULL)), 1;
+            e->kind = MAN_TRACK;
+            e->flags = MAN_F_SIZE;
+            e->size = (uint32_t)in->size;
+            memcpy(e->sha, in->sha256.bytes, 32);
+            char *other = s->tx_other;
+            k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
+                                 other);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL)), 1;
+            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
+                (m->flags & MAN_F_SIZE) && m->size == e->size &&
+                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
+                j->dstatus = cellar_EntryStatus_UNCHANGED;
+            } else {
+                j->dstatus = se ? cellar_EntryStatus_SEND_NEW
+                                : cellar_EntryStatus_SEND_CHANGED;
+                e->flags |= MAN_F_SEND;
+                int64_t h = txn_staged(t, idx);
+                if (h > (int64_t)e->size) { /* not this content: drop it */
+                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
+                    h = 0;
+                }
+                j->dhave = h > 0 ? (uint64_t)h : 0;
+                if (j->dhave == 0 && e->size > 0 &&
+                    lcopy_begin(s, t, idx, e, other) == 0) {
+                    k = lcopy_step(s, e, &budget);
+                    if (k == 0)
+                        return 0; /* the rest in steps */
+                    if (k == 1)
+                        j->dhave = e->size;
+                } else {
+                    lcopy_end(s, false);
+                }
+            }
+        }
+    entry_tail:
+        idx = r->first + j->di;
+        if (e->kind == MAN_TRACK && (e->flags & MAN_F_SEND))
+            s->tx_need += e->size - j->dhave;
+        if (idx == t->declared) { /* new: against every earlier entry */
+            uint32_t other;
+            int why;
+            k = txn_check_entry(t, e, &other, &why);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL)), 1;
+            if (k == 1) {
+                memset(o, 0, sizeof(*o));
+                s->me = *e; /* conflict() names it */
+                return refuse(s, conflict(s, other, idx, why,
+                                          "; the update is dropped")), 1;
+            }
+        }
+        err = txn_declare(t, idx, e);
+        if (err == FS_ERR_INVAL) {
+            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+            svc_sb_str(&b, ": entry ");
+            svc_sb_u64(&b, idx);
+            svc_sb_str(&b, " differs from the bundle staged under this id; "
+                           "the update is dropped");
+            return refuse(s, FS_ERR_INVAL), 1;
+        }
+        if (err)
+            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+        o->status[o->status_count++] = (cellar_EntryStatus)j->dstatus;
+        o->have[o->have_count++] = j->dhave;
+    }
+    if ((err = txn_sync_plan(t)))
+        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+    fs_statvfs_t v;
+    if ((err = fs_statvfs(&p->fs, &v)))
+        return svc_fail_path(s, err, "/usr", NULL), 1;
+    uint64_t avail = v.free + v.reclaimable;
+    uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
+    if (need > avail) {
+        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        svc_sb_str(&b, ": the bundle needs ");
+        svc_sb_u64(&b, need);
+        svc_sb_str(&b, " more bytes on /usr, ");
+        svc_sb_u64(&b, avail);
+        svc_sb_str(&b, " are free; the update is dropped");
+        return refuse(s, FS_ERR_NOSPC), 1;
+    }
+    s->resp.which_body = cellar_Response_update_declare_tag;
+    s->resp.body.update_declare = *o;
+    return 1;
 }
 
 int svc_do_update_declare(svc_t *s, svc_conn_t *c,
@@ -1511,10 +1708,6 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
     if (!t)
         return FS_ERR_INVAL;
-    svc_part_t *p = &s->part[USR];
-    cellar_UpdateDeclareReply *o = &s->resp.body.update_declare;
-    man_entry_t *e = &s->me, *m = &s->me2;
-    int err;
     if (r->first > t->declared) {
         sb_t b = svc_err_begin(s, FS_ERR_INVAL);
         svc_sb_str(&b, ": declare entries in order: the next is ");
@@ -1530,101 +1723,18 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     }
     if (r->first == 0)
         s->tx_need = 0;
-    for (pb_size_t i = 0; i < r->entries_count; i++) {
-        const cellar_BundleEntry *in = &r->entries[i];
-        uint32_t idx = r->first + i, slot;
-        memset(e, 0, sizeof(*e));
-        if ((err = usr_path(s, in->path, e->path)))
-            return refuse(s, err);
-        fs_stat_t st;
-        int se = fs_stat(&p->fs, e->path, &st);
-        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
-            se = FS_ERR_NOENT;
-        if (se && se != FS_ERR_NOENT)
-            return refuse(s, fail_in(s, se, USR, e->path, NULL));
-        cellar_EntryStatus status;
-        uint64_t have = 0;
-        if (in->remove) {
-            e->kind = MAN_REMOVE;
-            status = se ? cellar_EntryStatus_ABSENT : cellar_EntryStatus_REMOVE;
-        } else {
-            if (in->sha256.size != 32)
-                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
-                                         "sha256 must be 32 bytes"));
-            if (in->size > FS_FILE_MAX)
-                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path, NULL));
-            e->kind = MAN_TRACK;
-            e->flags = MAN_F_SIZE;
-            e->size = (uint32_t)in->size;
-            memcpy(e->sha, in->sha256.bytes, 32);
-            char *other = s->tx_other;
-            int k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
-                                     other);
-            if (k < 0)
-                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL));
-            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
-                (m->flags & MAN_F_SIZE) && m->size == e->size &&
-                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
-                status = cellar_EntryStatus_UNCHANGED;
-            } else {
-                status = se ? cellar_EntryStatus_SEND_NEW
-                            : cellar_EntryStatus_SEND_CHANGED;
-                e->flags |= MAN_F_SEND;
-                int64_t h = txn_staged(t, idx);
-                if (h > (int64_t)e->size) { /* not this content: drop it */
-                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
-                    h = 0;
-                }
-                have = h > 0 ? (uint64_t)h : 0;
-                if (have == 0 && e->size > 0 && local_copy(s, t, idx, e, other))
-                    have = e->size; /* the device had the content elsewhere */
-                s->tx_need += e->size - have;
-            }
-        }
-        if (idx == t->declared) { /* new: against every earlier entry */
-            uint32_t other;
-            int why;
-            int k = txn_check_entry(t, e, &other, &why);
-            if (k < 0)
-                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL));
-            if (k == 1) {
-                memset(o, 0, sizeof(*o));
-                return refuse(s, conflict(s, other, idx, why,
-                                          "; the update is dropped"));
-            }
-        }
-        err = txn_declare(t, idx, e);
-        if (err == FS_ERR_INVAL) {
-            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
-            svc_sb_str(&b, ": entry ");
-            svc_sb_u64(&b, idx);
-            svc_sb_str(&b, " differs from the bundle staged under this id; "
-                           "the update is dropped");
-            return refuse(s, FS_ERR_INVAL);
-        }
-        if (err)
-            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
-        o->status[o->status_count++] = status;
-        o->have[o->have_count++] = have;
+    /* as a job: a local copy of a large file runs in steps */
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_DECLARE;
+    j->part = USR;
+    j->conn = c;
+    j->decl = *r;
+    if (declare_run(s)) {
+        j->kind = SVC_JOB_NONE;
+        return s->resp.has_error ? FS_ERR_INVAL : 0;
     }
-    if ((err = txn_sync_plan(t)))
-        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
-    fs_statvfs_t v;
-    if ((err = fs_statvfs(&p->fs, &v)))
-        return svc_fail_path(s, err, "/usr", NULL);
-    uint64_t avail = v.free + v.reclaimable;
-    uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
-    if (need > avail) {
-        memset(o, 0, sizeof(*o));
-        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
-        svc_sb_str(&b, ": the bundle needs ");
-        svc_sb_u64(&b, need);
-        svc_sb_str(&b, " more bytes on /usr, ");
-        svc_sb_u64(&b, avail);
-        svc_sb_str(&b, " are free; the update is dropped");
-        return refuse(s, FS_ERR_NOSPC);
-    }
-    s->resp.which_body = cellar_Response_update_declare_tag;
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
 }
 

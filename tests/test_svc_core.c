@@ -1052,7 +1052,7 @@ static void run_with_pings(const char *what, cellar_Response *out)
             done = true;
         }
     }
-    printf("  %-27s %3u turns, every Ping answered in its turn: %s, at most "
+    printf("  %-29s %3u turns, every Ping answered in its turn: %s, at most "
            "%llu bytes read, %llu programmed per turn\n", what, turns,
            pings == turns ? "yes" : "NO", (unsigned long long)max_read,
            (unsigned long long)max_prog);
@@ -1170,6 +1170,40 @@ static void test_long_copies(void)
     CHECK(!out.has_error);
     CHECK_EQ(out.body.update_commit.written, 1);
     CHECK_EQ(out.body.update_commit.bytes, sizeof(big));
+
+    /* a Declare of a file the device has under another path: copied on
+     * the device, in steps */
+    id[0] ^= 1;
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 1;
+    rq.body.update_begin.bytes = sizeof(big);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/u/copy");
+    rq.body.update_declare.entries[0].size = sizeof(big);
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memcpy(rq.body.update_declare.entries[0].sha256.bytes, sha, 32);
+    run_with_pings("declare, local copy 512 KiB:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.update_declare.status_count, 1);
+    CHECK_EQ(out.body.update_declare.status[0], cellar_EntryStatus_SEND_NEW);
+    CHECK_EQ(out.body.update_declare.have[0], sizeof(big));
+    req(cellar_Request_update_commit_tag);
+    rq.body.update_commit.bundle.size = 32;
+    memcpy(rq.body.update_commit.bundle.bytes, id, 32);
+    run_with_pings("update commit of the copy:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.update_commit.written, 1);
+    req(cellar_Request_hash_tag);
+    strcpy(rq.body.hash.path, "/usr/u/copy");
+    run_with_pings("hash of the copy:", &out);
+    CHECK(!out.has_error && memcmp(out.body.hash.sha256, sha, 32) == 0);
+    CHECK_EQ(rpc_remove("/usr/u/copy"), 0);
 
     /* a Backup cut short (its connection goes away) leaves /bak as it was
      * and stages nothing */
