@@ -54,6 +54,16 @@
 #define SVC_DEVICE_HANDLES 64u   /* client handles per partition, all
                                     connections together (the fs allows
                                     FS_MAX_OPEN: the rest is the service's) */
+/* The service's own open files on one partition at worst, beside the
+ * client handles: the manifest (1); a staged update's plan and staged file
+ * (2); the job's files (2: a Hash's or a check's file; a local copy's
+ * source and target; a Backup's source, or a Restore's or repair's plan
+ * and target; one job at a time); within one request (2: a shadow and
+ * the file it copies from, or a path truncate's or publish's file). */
+#define SVC_OWN_FILES 7u
+_Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= FS_MAX_OPEN,
+               "the fs's open-file table holds the client handles and the "
+               "service's own files");
 #define SVC_MAX_INFLIGHT 16u     /* requests a client should keep in flight */
 #define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK

@@ -1228,6 +1228,104 @@ static void test_long_copies(void)
     CHECK_EQ(rpc_remove("/usr/u/big"), 0);
 }
 
+static uint32_t usr_open_files(void)
+{
+    uint32_t n = 0;
+    for (fs_file_t *f = svc_fs(&svc, "usr")->open_files; f; f = f->next)
+        n++;
+    return n;
+}
+
+/* The service's own open files fit beside all the client handles the
+ * device allows (SVC_OWN_FILES): with 64 client handles open on /usr and
+ * an update half-staged (its plan and staged file open), a Declare's local
+ * copy runs in steps (its source and target open) while another
+ * connection truncates a file by path (a shadow and the file it copies),
+ * and nothing fails for want of an open file. */
+static void test_own_files(void)
+{
+    static svc_conn_t many[8];
+    static uint8_t data[96u * 1024u];
+    static cellar_Response got[4];
+    uint8_t id[32], sha[32];
+    for (uint32_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 5u + (i >> 10));
+    sha256_all(data, sizeof(data), sha);
+    CHECK_EQ(put_file("/usr/own.bin", data, sizeof(data)), 0);
+    CHECK_EQ(put_file("/usr/own2.bin", data, 40000), 0);
+    svc_conn_open(&svc, &conn2, "second");
+
+    memset(id, 0x77, sizeof(id));
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 2;
+    rq.body.update_begin.bytes = 100 + sizeof(data);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/own/a");
+    rq.body.update_declare.entries[0].size = 100;
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memset(rq.body.update_declare.entries[0].sha256.bytes, 1, 32);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_write_tag);
+    rq.body.update_write.index = 0;
+    rq.body.update_write.data.size = 50;
+    CHECK_EQ(call(), 0); /* the staged file stays open */
+
+    for (uint32_t c = 0; c < 8; c++) {
+        svc_conn_open(&svc, &many[c], "many");
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            CHECK_EQ(rpc_open_on(&many[c], "/usr/own.bin",
+                                 cellar_OpenFlags_O_READ, NULL), 0);
+    }
+    CHECK_EQ(rpc_open_on(&conn2, "/usr/own.bin", cellar_OpenFlags_O_READ,
+                         NULL), cellar_Code_ENOMEM);
+
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.first = 1;
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/own/b");
+    rq.body.update_declare.entries[0].size = sizeof(data);
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memcpy(rq.body.update_declare.entries[0].sha256.bytes, sha, 32);
+    send_on(&conn, 7100);
+    CHECK(svc_process(&svc) >= 1);
+    CHECK(svc.job.kind == SVC_JOB_DECLARE);
+    uint32_t peak = usr_open_files();
+    req(cellar_Request_truncate_tag);
+    strcpy(rq.body.truncate.path, "/usr/own2.bin");
+    rq.body.truncate.size = 30000;
+    send_on(&conn2, 7101);
+    CHECK(svc_process(&svc) >= 1);
+    CHECK_EQ(drain_all(&conn2, got, 4), 1);
+    CHECK(!got[0].has_error);
+    CHECK(svc.job.kind == SVC_JOB_DECLARE); /* the truncate ran beside it */
+    while (svc_process(&svc))
+        ;
+    CHECK_EQ(drain_all(&conn, got, 4), 1);
+    CHECK(!got[0].has_error);
+    CHECK_EQ(got[0].body.update_declare.have[0], sizeof(data));
+    printf("  own files: %u open on /usr during a local copy beside 64 "
+           "client handles (FS_MAX_OPEN %u, SVC_OWN_FILES %u)\n", peak,
+           FS_MAX_OPEN, SVC_OWN_FILES);
+    CHECK(peak <= SVC_DEVICE_HANDLES + SVC_OWN_FILES);
+    CHECK(peak <= FS_MAX_OPEN);
+
+    for (uint32_t c = 0; c < 8; c++)
+        svc_conn_close(&svc, &many[c], NULL);
+    req(cellar_Request_update_abort_tag);
+    CHECK_EQ(call(), 0);
+    svc_conn_close(&svc, &conn2, NULL);
+    CHECK_EQ(rpc_remove("/usr/own.bin"), 0);
+    CHECK_EQ(rpc_remove("/usr/own2.bin"), 0);
+}
+
 static void test_backpressure(void)
 {
     /* A peer that pipelines big reads and never drains: the output queue
@@ -1509,6 +1607,7 @@ int main(void)
     test_backpressure();
     test_long_requests();
     test_long_copies();
+    test_own_files();
     test_eof();
     test_idle_timeout();
     test_format();
