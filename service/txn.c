@@ -663,7 +663,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                 (err = fs_file_close(t->fs, f)))
                 return err;
         }
-        if (i < t->verified && fs_stat(t->fs, dp, &dst) == 0 &&
+        if (i < t->verified && e.size > 0 && fs_stat(t->fs, dp, &dst) == 0 &&
             dst.size == e.size) { /* hashed by the caller, in steps */
             nact++;
             st->written++;

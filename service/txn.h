@@ -72,7 +72,8 @@ typedef struct txn {
     uint32_t skipped;          /* txn_finish: moves it could not make */
     uint32_t verified;         /* entries 0..verified-1 have staged data the
                                   caller hashed and found as declared
-                                  (txn_commit then only checks its size);
+                                  (txn_commit then only checks the size of
+                                  a non-empty one; it hashes the rest);
                                   any write or re-declaration below it
                                   lowers it, begin/abort/load zero it */
     txn_index_t *ix;           /* NULL = no conflict checks (copies) */

@@ -1171,6 +1171,33 @@ static void test_long_copies(void)
     CHECK_EQ(out.body.update_commit.written, 1);
     CHECK_EQ(out.body.update_commit.bytes, sizeof(big));
 
+    /* an empty file declared with a SHA-256 that is not the empty one:
+     * refused at every commit (the steps hash nothing for it) */
+    id[0] ^= 2;
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 1;
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/u/empty");
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memset(rq.body.update_declare.entries[0].sha256.bytes, 3, 32);
+    CHECK_EQ(call(), 0);
+    for (int k = 0; k < 2; k++) {
+        req(cellar_Request_update_commit_tag);
+        rq.body.update_commit.bundle.size = 32;
+        memcpy(rq.body.update_commit.bundle.bytes, id, 32);
+        CHECK_EQ(call(), cellar_Code_EBADMSG);
+    }
+    req(cellar_Request_update_abort_tag);
+    CHECK_EQ(call(), 0);
+    CHECK_EQ(rpc_stat("/usr/u/empty"), cellar_Code_ENOENT);
+    id[0] ^= 2;
+
     /* a Declare of a file the device has under another path: copied on
      * the device, in steps */
     id[0] ^= 1;
