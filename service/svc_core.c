@@ -1643,7 +1643,7 @@ int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
                        uint32_t len)
 {
     svc_job_t *j = &s->job;
-    j->part = (uint8_t)part;
+    j->hpart = (uint8_t)part;
     j->fp = fp;
     j->off = off;
     j->left = len;
@@ -1656,7 +1656,7 @@ int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
 int svc_job_hash_step(svc_t *s, uint32_t *budget)
 {
     svc_job_t *j = &s->job;
-    fs_t *fs = &s->part[j->part].fs;
+    fs_t *fs = &s->part[j->hpart].fs;
     while (j->left && *budget) {
         uint32_t want = j->left < sizeof(s->scratch) ? j->left
                                                      : (uint32_t)sizeof(s->scratch);
@@ -1684,7 +1684,7 @@ void svc_job_hash_end(svc_t *s)
     if (!j->hashing)
         return;
     if (j->fp == &j->f)
-        (void)fs_file_close(&s->part[j->part].fs, &j->f);
+        (void)fs_file_close(&s->part[j->hpart].fs, &j->f);
     csha_free(&j->sha);
     j->fp = NULL;
     j->hashing = 0;
@@ -1806,6 +1806,7 @@ static void job_cancel(svc_t *s, int err, const char *why)
     svc_job_t *j = &s->job;
     if (!j->kind)
         return;
+    svc_update_job_cancel(s); /* a copy's staging is dropped */
     svc_job_hash_end(s);
     svc_conn_t *c = j->conn;
     if (j->kind == SVC_JOB_CHECK)
@@ -2048,8 +2049,9 @@ static int dispatch(svc_t *s, svc_conn_t *c)
         return svc_do_update_commit(s, c, &q->body.update_commit);
     case cellar_Request_update_abort_tag:
         return svc_do_update_abort(s, c, &q->body.update_abort);
-    case cellar_Request_backup_tag: return svc_do_backup(s, &q->body.backup);
-    case cellar_Request_restore_tag: return svc_do_restore(s, &q->body.restore);
+    case cellar_Request_backup_tag: return svc_do_backup(s, c, &q->body.backup);
+    case cellar_Request_restore_tag:
+        return svc_do_restore(s, c, &q->body.restore);
     default: {
         sb_t b;
         s->op = "request";
@@ -2136,12 +2138,17 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
         c->abort = 1;
 }
 
-/* Would this request run as a job (it may: Hash, Verify)? */
+/* Would this request run as a job (it may: Hash, Verify, Backup, Restore,
+ * UpdateDeclare, UpdateCommit)? */
 static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
 {
     codec_scan(cellar_Request_fields, f, n, &s->scan);
     return s->scan.body_tag == cellar_Request_hash_tag ||
-           s->scan.body_tag == cellar_Request_verify_tag;
+           s->scan.body_tag == cellar_Request_verify_tag ||
+           s->scan.body_tag == cellar_Request_backup_tag ||
+           s->scan.body_tag == cellar_Request_restore_tag ||
+           s->scan.body_tag == cellar_Request_update_commit_tag ||
+           s->scan.body_tag == cellar_Request_update_declare_tag;
 }
 
 /* Serve the next buffered request of c, if any and if there is room for

@@ -54,6 +54,16 @@
 #define SVC_DEVICE_HANDLES 64u   /* client handles per partition, all
                                     connections together (the fs allows
                                     FS_MAX_OPEN: the rest is the service's) */
+/* The service's own open files on one partition at worst, beside the
+ * client handles: the manifest (1); a staged update's plan and staged file
+ * (2); the job's files (2: a Hash's or a check's file; a local copy's
+ * source and target; a Backup's source, or a Restore's or repair's plan
+ * and target; one job at a time); within one request (2: a shadow and
+ * the file it copies from, or a path truncate's or publish's file). */
+#define SVC_OWN_FILES 7u
+_Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= FS_MAX_OPEN,
+               "the fs's open-file table holds the client handles and the "
+               "service's own files");
 #define SVC_MAX_INFLIGHT 16u     /* requests a client should keep in flight */
 #define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
@@ -183,19 +193,52 @@ typedef struct svc_part {
     man_t man;            /* the partition's manifest */
 } svc_part_t;
 
-/* A long request (Hash of a large file, Verify, the start-up check) runs
- * as the service's one job, advanced by svc_process in steps of at most
- * SVC_JOB_STEP_BYTES of file data, so other connections are served in
- * between. The reply goes out when it is done; the requests behind it on
- * its connection, and other connections' long requests, wait. */
+/* A long request runs as the service's one job, advanced by svc_process
+ * in steps of at most SVC_JOB_STEP_BYTES of file data read (and as much
+ * written), so other connections are served in between: Hash of a large
+ * file, Verify (with --repair, each restore is a copy in steps), the
+ * start-up check (likewise), Backup and Restore (a copy in steps, then one
+ * atomic commit), UpdateCommit (the staged files are hashed in steps, then
+ * the commit is one step as before) and UpdateDeclare (a file the device
+ * has under another path is copied into the staging in steps). The reply goes out when it is
+ * done; the requests behind it on its connection, and other connections'
+ * long requests, wait. A cut (power, cancel) between steps leaves the old
+ * state: what a copy staged is dropped. */
 #define SVC_JOB_STEP_BYTES (32u * 1024u)
-enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK };
+enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK,
+       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE };
+
+/* A copy between partitions in steps (Backup, Restore, one restore of a
+ * repair): the state of copy_tree in svc_update.c. */
+typedef struct svc_copy {
+    uint8_t active;        /* a copy is under way (phase) */
+    uint8_t phase;
+    uint8_t from, to;      /* partitions */
+    uint8_t mirror;        /* also remove from `to` what `from` lacks */
+    uint8_t backup;        /* the RPC: Backup (else Restore / a repair) */
+    uint8_t dst_open;      /* dst is open (on `to`) */
+    uint8_t pad;
+    uint32_t n;            /* paths (0 = all) */
+    uint32_t slot;         /* cursor over the source (or, mirroring, the
+                              target) manifest */
+    uint32_t idx;          /* entries declared in the copy transaction */
+    uint32_t off, size;    /* the file being copied */
+    int err;               /* the result, once done */
+    man_entry_t e;         /* the source entry being handled */
+    man_entry_t cur;       /* the target's entry / the copy's result */
+    fs_file_t dst;
+    char rel[16][SVC_MAX_PATH + 2];
+    bool found[16];
+    cellar_CopyReply out;
+} svc_copy_t;
 
 typedef struct svc_job {
     uint8_t kind;          /* SVC_JOB_*, NONE = no job */
     uint8_t part;          /* partition of the file / manifest */
     uint8_t hashing;       /* a file is being hashed (fp, sha, off, left) */
     uint8_t repair;        /* verify: restore problems from /bak */
+    uint8_t hpart;         /* partition of the file being hashed */
+    uint8_t pad[3];
     svc_conn_t *conn;      /* whose request; NULL = the start-up check */
     uint32_t req_id;
     const char *op;
@@ -208,8 +251,19 @@ typedef struct svc_job {
     /* verify and the check: the entry being checked, the slot cursor */
     man_entry_t e;
     uint32_t cursor, nslots, max, bad, fixed;
+    uint8_t kprob;         /* the problem a repair's copy is fixing */
     uint64_t steps;        /* steps made (statistics, tests) */
     cellar_VerifyReply vr;
+    svc_copy_t cp;         /* a copy in steps (backup, restore, repair) */
+    uint32_t centry;       /* commit: the next staged entry to hash */
+    /* declare: the request, the entry it is at, the reply so far; a local
+     * copy (a file the device has under another path) in steps */
+    uint8_t lcopy;         /* a local copy is under way (f -> cp.dst) */
+    uint8_t dstatus;       /* the entry's cellar_EntryStatus */
+    uint32_t di;
+    uint64_t dhave;
+    cellar_UpdateDeclareRequest decl;
+    cellar_UpdateDeclareReply drep;
 } svc_job_t;
 
 struct svc {

@@ -74,6 +74,9 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 /* One step of a VERIFY or CHECK job: 1 = done (a verify's reply is in
  * s->resp), 0 = more to do. */
 int svc_update_job_step(svc_t *s);
+/* The job is dropped (cancel): end a copy in progress, dropping what it
+ * staged. */
+void svc_update_job_cancel(svc_t *s);
 
 /* Mount-time work on every partition: open the manifest, drop shadow
  * files, finish or pick up transactions, and (cfg.check_at_start) check
@@ -114,7 +117,7 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
                          const cellar_UpdateCommitRequest *r);
 int svc_do_update_abort(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateAbortRequest *r);
-int svc_do_backup(svc_t *s, const cellar_BackupRequest *r);
-int svc_do_restore(svc_t *s, const cellar_RestoreRequest *r);
+int svc_do_backup(svc_t *s, svc_conn_t *c, const cellar_BackupRequest *r);
+int svc_do_restore(svc_t *s, svc_conn_t *c, const cellar_RestoreRequest *r);
 
 #endif /* CELLAR_SVC_INT_H */

@@ -89,23 +89,6 @@ static bool sha_eq(const man_entry_t *a, const man_entry_t *b)
             a->size == b->size);
 }
 
-/* Check a file against its manifest entry: P_NONE, or the ProblemKind
- * (*errp: a device error, reported as UNREADABLE). */
-static cellar_ProblemKind check_file(svc_t *s, uint32_t part,
-                                     const man_entry_t *e, int *errp)
-{
-    static const cellar_ProblemKind kind[] = {
-        [MAN_OK] = cellar_ProblemKind_P_NONE,
-        [MAN_MISSING] = cellar_ProblemKind_MISSING,
-        [MAN_MISMATCH] = cellar_ProblemKind_MISMATCH,
-        [MAN_UNREADABLE] = cellar_ProblemKind_UNREADABLE,
-    };
-    int r = man_check(&s->part[part].fs, &s->t1, e, s->scratch,
-                      sizeof(s->scratch));
-    *errp = r < 0 ? r : 0;
-    return r < 0 ? cellar_ProblemKind_UNREADABLE : kind[r];
-}
-
 /* ---- setup -------------------------------------------------------------------- */
 
 /* Open the manifest of partition i, whatever the partition holds: a
@@ -281,9 +264,6 @@ static void detach(svc_t *s, uint32_t i)
         (void)man_close(&p->man);
     p->has_man = 0;
 }
-
-static int restore_paths(svc_t *s, const char *const *paths, uint32_t n,
-                         cellar_CopyReply *out, bool *found);
 
 /* Startup check of /usr: a job (svc_job_t) that svc_process advances in
  * bounded steps once setup is done, so the service serves while it checks
@@ -755,24 +735,36 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
 
 /* ---- the steps of verify and of the start-up check ---------------------------- */
 
-/* Begin checking s->job.e: 0 = decided without reading (*kind), 1 = its
- * content is being hashed, or a device error. */
-static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
+static int copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
+                      bool backup);
+static int copy_step(svc_t *s, uint32_t *budget);
+static void copy_cancel(svc_t *s);
+static void copy_reply(svc_t *s);
+static void repair_done(svc_t *s);
+static int commit_step(svc_t *s);
+static int declare_run(svc_t *s);
+static void lcopy_end(svc_t *s, bool keep);
+
+/* Begin checking file e of partition part against its entry: 0 = decided
+ * without reading (*kind), 1 = its content is being hashed (the job's
+ * hash, svc_job_hash_step), or a device error. */
+static int check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
+                       cellar_ProblemKind *kind)
 {
     svc_job_t *j = &s->job;
-    fs_t *fs = &s->part[j->part].fs;
+    fs_t *fs = &s->part[part].fs;
     fs_stat_t st;
-    int err = fs_stat(fs, j->e.path, &st);
+    int err = fs_stat(fs, e->path, &st);
     if (!err && st.type != FS_TYPE_FILE) {
         *kind = cellar_ProblemKind_MISMATCH;
         return 0;
     }
-    if (!err && (j->e.flags & MAN_F_SIZE) && st.size != j->e.size) {
+    if (!err && (e->flags & MAN_F_SIZE) && st.size != e->size) {
         *kind = cellar_ProblemKind_MISMATCH; /* no need to read it */
         return 0;
     }
     if (!err)
-        err = fs_file_open(fs, &j->f, j->e.path, FS_O_RDONLY);
+        err = fs_file_open(fs, &j->f, e->path, FS_O_RDONLY);
     if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR ||
         err == FS_ERR_NAMETOOLONG || err == FS_ERR_INVAL) {
         *kind = cellar_ProblemKind_MISSING;
@@ -789,7 +781,7 @@ static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
         (void)fs_file_close(fs, &j->f);
         return size;
     }
-    err = svc_job_hash_begin(s, j->part, &j->f, 0, (uint32_t)size);
+    err = svc_job_hash_begin(s, part, &j->f, 0, (uint32_t)size);
     if (err) {
         svc_job_hash_end(s);
         return err;
@@ -797,9 +789,10 @@ static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
     return 1;
 }
 
-/* The hash of s->job.e is done (r = 1) or failed: its ProblemKind, or a
- * device error. */
-static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
+/* The hash begun by check_begin is done (r = 1) or failed: e's
+ * ProblemKind, or a device error. */
+static int check_done(svc_t *s, int r, const man_entry_t *e,
+                      cellar_ProblemKind *kind)
 {
     svc_job_t *j = &s->job;
     uint32_t size = j->total;
@@ -810,11 +803,21 @@ static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
     }
     if (r < 0)
         return r;
-    *kind = memcmp(j->digest, j->e.sha, 32) == 0 &&
-                    (!(j->e.flags & MAN_F_SIZE) || size == j->e.size)
+    *kind = memcmp(j->digest, e->sha, 32) == 0 &&
+                    (!(e->flags & MAN_F_SIZE) || size == e->size)
                 ? cellar_ProblemKind_P_NONE
                 : cellar_ProblemKind_MISMATCH;
     return 0;
+}
+
+static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
+{
+    return check_begin(s, s->job.part, &s->job.e, kind);
+}
+
+static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
+{
+    return check_done(s, r, &s->job.e, kind);
 }
 
 /* A problem with s->job.e: report it (verify), restore it (repair, the
@@ -832,38 +835,54 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
         return;
     if (r == 0)
         return;
-    const char *one[1] = { j->e.path };
-    cellar_CopyReply rep;
-    bool found = false;
     if (j->kind == SVC_JOB_CHECK) {
         j->bad++;
         log_path(s, "check:", USR, j->e.path,
                  k == cellar_ProblemKind_MISSING ? "missing"
                  : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
                                                     : "unreadable");
-        memset(&rep, 0, sizeof(rep));
-        int err = restore_paths(s, one, 1, &rep, &found);
-        if (!err && rep.files == 1) {
+    } else {
+        if (j->vr.problems_count >= 16)
+            return;
+        cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
+        show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
+        pr->kind = k;
+        if (!j->repair)
+            return;
+    }
+    /* the restore of this one file: a copy in steps (repair_done) */
+    svc_copy_t *cp = &j->cp;
+    svc_copy_str(cp->rel[0], sizeof(cp->rel[0]), j->e.path);
+    cp->n = 1;
+    j->kprob = (uint8_t)k;
+    int err = s->nparts > BAK && s->part[BAK].has_man
+                  ? copy_begin(s, BAK, USR, false, false)
+                  : FS_ERR_NOENT;
+    if (err) {
+        cp->err = err;
+        repair_done(s);
+    }
+}
+
+/* The restore of s->job.e is over (s->job.cp): log it, mark it. */
+static void repair_done(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    bool ok = !cp->err && cp->out.files == 1;
+    if (j->kind == SVC_JOB_CHECK) {
+        if (ok) {
             j->fixed++;
             log_path(s, "check: restored", USR, j->e.path, "from /bak");
         } else {
             log_path(s, "check: cannot restore", USR, j->e.path,
-                     err ? svc_reason(err) : "no verified copy in /bak");
+                     cp->err ? svc_reason(cp->err) : "no verified copy in /bak");
         }
         return;
     }
-    if (j->vr.problems_count >= 16)
-        return;
-    cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
-    show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
-    pr->kind = k;
-    if (j->repair) {
-        memset(&rep, 0, sizeof(rep));
-        int rerr = restore_paths(s, one, 1, &rep, &found);
-        pr->repaired = !rerr && rep.files == 1;
-        if (pr->repaired)
-            log_path(s, "verify: restored", USR, j->e.path, "from /bak");
-    }
+    j->vr.problems[j->vr.problems_count - 1].repaired = ok;
+    if (ok)
+        log_path(s, "verify: restored", USR, j->e.path, "from /bak");
 }
 
 /* The job is at its end: the reply (verify) or the summary (check). */
@@ -911,7 +930,30 @@ int svc_update_job_step(svc_t *s)
     man_t *m = &s->part[j->part].man;
     uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
     cellar_ProblemKind k;
+    if (j->kind == SVC_JOB_COPY) {
+        if (!copy_step(s, &budget))
+            return 0;
+        copy_reply(s);
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
+    if (j->kind == SVC_JOB_COMMIT)
+        return commit_step(s);
+    if (j->kind == SVC_JOB_DECLARE) {
+        if (!declare_run(s))
+            return 0;
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
     for (;;) {
+        if (j->cp.active) { /* a repair's restore */
+            if (!copy_step(s, &budget))
+                return 0;
+            repair_done(s);
+            if (!budget)
+                return 0;
+            continue;
+        }
         if (j->hashing) {
             int r = svc_job_hash_step(s, &budget);
             if (r == 0)
@@ -921,7 +963,7 @@ int svc_update_job_step(svc_t *s)
                 return 1;
             if (!err && k != cellar_ProblemKind_P_NONE)
                 entry_problem(s, k);
-            if (!budget)
+            if (!budget || j->cp.active)
                 return 0;
             continue;
         }
@@ -959,21 +1001,13 @@ int svc_update_job_step(svc_t *s)
     }
 }
 
-/* ---- copies between partitions (backup, restore) ------------------------------------ */
-
-static bool wanted(const char *path, const char *const *paths, uint32_t n,
-                   bool *found)
+void svc_update_job_cancel(svc_t *s)
 {
-    if (n == 0)
-        return true;
-    for (uint32_t j = 0; j < n; j++)
-        if (man_under(path, paths[j])) {
-            if (found)
-                found[j] = true;
-            return true;
-        }
-    return false;
+    copy_cancel(s);
+    lcopy_end(s, false);
 }
+
+/* ---- copies between partitions (backup, restore) ------------------------------------ */
 
 static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
                      const char *path, cellar_ProblemKind k)
@@ -985,126 +1019,202 @@ static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
     pr->kind = k;
 }
 
-/* Copy the verified files of partition `from` named by paths (all when
- * n == 0) into partition `to`, with their manifest entries, as one
- * transaction. mirror: also remove from `to` what `from`'s manifest does
- * not have. found[j]: paths[j] matched an entry. */
-static int copy_tree(svc_t *s, uint32_t from, uint32_t to,
-                     const char *const *paths, uint32_t n, bool mirror,
-                     cellar_CopyReply *out, bool *found)
-{
-    svc_part_t *pa = &s->part[from], *pb = &s->part[to];
-    man_entry_t e, *cur = &s->me;
-    uint32_t slot, idx = 0, ns = man_slots(&pa->man);
-    static const uint8_t zero[32];
-    int err;
+/* Copies in steps (s->job.cp, see svc_copy_t): the verified files of
+ * partition `from` named by cp->rel[0..n) (all when n == 0) go into
+ * partition `to`, with their manifest entries, as one transaction staged
+ * in CP_DIR; mirror: also remove from `to` what `from`'s manifest does not
+ * have. Each file is hashed as it is copied, so the commit (one step, as
+ * the transaction's rules make it atomic) reads no file data again. A
+ * copy cut between steps (cancel, power) leaves `to` as it was: the
+ * staging is dropped (txn_abort, or txn_load at the next mount). */
+enum { CP_SCAN = 0, CP_CHECK_TO, CP_CHECK_FROM, CP_COPY, CP_MIRROR, CP_COMMIT };
 
-    txn_bind(&s->cp, &pb->fs, &pb->man, CP_DIR);
-    if ((err = txn_begin(&s->cp, zero, 0, 0)))
-        return err;
-    for (uint32_t i = 0; i < ns; i++) {
-        int k = man_get(&pa->man, i, &e);
-        if (k < 0) {
-            err = k;
-            goto fail;
-        }
-        if (k == 0 || !wanted(e.path, paths, n, found))
-            continue;
-        /* the same content there already? (then the source is only
-         * checked, for the report) */
-        int cerr;
-        k = man_find(&pb->man, e.path, cur, &slot);
-        if (k < 0) {
-            err = k;
-            goto fail;
-        }
-        if (k == 1 && sha_eq(&e, cur) &&
-            check_file(s, to, cur, &cerr) == cellar_ProblemKind_P_NONE) {
-            cellar_ProblemKind pk = check_file(s, from, &e, &cerr);
-            if (cerr && cerr != FS_ERR_CORRUPT) {
-                err = cerr;
-                goto fail;
-            }
-            if (pk != cellar_ProblemKind_P_NONE)
-                add_skip(out, s, from, e.path, pk);
-            else
-                out->unchanged++;
-            continue;
-        }
-        if (idx == TXN_MAX_ENTRIES) {
-            err = FS_ERR_NOSPC;
-            goto fail;
-        }
-        /* the copy reads the source once: its hash is the source's check */
-        const char *dp = txn_data_path(&s->cp, idx);
-        err = man_copy_file(&pa->fs, e.path, &pb->fs, dp, &s->t1, &s->t2, s->scratch,
-                            sizeof(s->scratch), cur->sha, &cur->size);
-        cellar_ProblemKind pk = cellar_ProblemKind_P_NONE;
-        if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_ISDIR)
-            pk = err == FS_ERR_ISDIR ? cellar_ProblemKind_MISMATCH
-                                     : cellar_ProblemKind_MISSING;
-        else if (err == FS_ERR_CORRUPT)
-            pk = cellar_ProblemKind_UNREADABLE;
-        else if (err)
-            goto fail;
-        else if (memcmp(cur->sha, e.sha, 32) != 0 ||
-                 ((e.flags & MAN_F_SIZE) && cur->size != e.size))
-            pk = cellar_ProblemKind_MISMATCH;
-        if (pk != cellar_ProblemKind_P_NONE) {
-            add_skip(out, s, from, e.path, pk);
-            (void)fs_remove(&pb->fs, dp);
-            continue;
-        }
-        e.kind = MAN_TRACK;
-        e.flags = MAN_F_SIZE | MAN_F_SEND;
-        e.size = cur->size;
-        if ((err = txn_declare(&s->cp, idx++, &e)))
-            goto fail;
-    }
-    if (mirror) { /* what `to` holds that `from` does not track */
-        uint32_t nb = man_slots(&pb->man);
-        for (uint32_t i = 0; i < nb; i++) {
-            int k = man_get(&pb->man, i, &e);
-            if (k < 0) {
-                err = k;
-                goto fail;
-            }
-            if (k == 0)
-                continue;
-            k = man_find(&pa->man, e.path, cur, &slot);
-            if (k < 0) {
-                err = k;
-                goto fail;
-            }
-            if (k == 1 || idx == TXN_MAX_ENTRIES)
-                continue;
-            e.kind = MAN_REMOVE;
-            e.flags = 0;
-            if ((err = txn_declare(&s->cp, idx++, &e)))
-                goto fail;
-        }
-    }
-    if (idx == 0) {
-        err = txn_abort(&s->cp);
-        return err;
-    }
-    s->cp.now = now_s(s);
-    txn_stats_t st;
-    uint32_t bad = 0;
-    err = txn_commit(&s->cp, s->scratch, sizeof(s->scratch), &st, &bad, NULL,
-                     NULL);
+static int copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
+                      bool backup)
+{
+    svc_copy_t *cp = &s->job.cp;
+    static const uint8_t zero[32];
+    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR);
+    int err = txn_begin(&s->cp, zero, 0, 0);
     if (err)
-        goto fail;
-    out->files += st.written;
-    out->removed += st.removed;
-    out->bytes += st.bytes;
+        return err;
+    memset(&cp->out, 0, sizeof(cp->out));
+    memset(cp->found, 0, sizeof(cp->found));
+    cp->active = 1;
+    cp->phase = CP_SCAN;
+    cp->from = (uint8_t)from;
+    cp->to = (uint8_t)to;
+    cp->mirror = mirror;
+    cp->backup = backup;
+    cp->dst_open = 0;
+    cp->slot = 0;
+    cp->idx = 0;
+    cp->err = 0;
     return 0;
-fail:
-    (void)txn_abort(&s->cp);
+}
+
+static bool copy_wanted(svc_copy_t *cp, const char *path)
+{
+    if (cp->n == 0)
+        return true;
+    for (uint32_t j = 0; j < cp->n; j++)
+        if (man_under(path, cp->rel[j])) {
+            cp->found[j] = true;
+            return true;
+        }
+    return false;
+}
+
+/* Close the file being copied (dropping the partial copy unless keep). */
+static int copy_close(svc_t *s, bool keep)
+{
+    svc_copy_t *cp = &s->job.cp;
+    int err = 0;
+    if (cp->dst_open) {
+        fs_t *fs = &s->part[cp->to].fs;
+        if (!keep)
+            (void)fs_file_revert(fs, &cp->dst);
+        err = fs_file_close(fs, &cp->dst);
+        cp->dst_open = 0;
+        if (!keep || err)
+            (void)fs_remove(fs, txn_data_path(&s->cp, cp->idx));
+    }
+    svc_job_hash_end(s);
     return err;
 }
 
-/* Is path open by any client handle of partition part? */
+static void copy_cancel(svc_t *s)
+{
+    svc_copy_t *cp = &s->job.cp;
+    if (!cp->active)
+        return;
+    (void)copy_close(s, false);
+    (void)txn_abort(&s->cp);
+    cp->active = 0;
+}
+
+/* A file the copy did not take: reported, not an error of the copy. */
+static void copy_skip(svc_t *s, cellar_ProblemKind k)
+{
+    svc_copy_t *cp = &s->job.cp;
+    add_skip(&cp->out, s, cp->from, cp->e.path, k);
+}
+
+/* An error while copying cp->e: a problem of that file (skipped: 0), or
+ * an error of the copy (returned). */
+static int copy_file_error(svc_t *s, int err)
+{
+    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR)
+        copy_skip(s, cellar_ProblemKind_MISSING);
+    else if (err == FS_ERR_ISDIR)
+        copy_skip(s, cellar_ProblemKind_MISMATCH);
+    else if (err == FS_ERR_CORRUPT)
+        copy_skip(s, cellar_ProblemKind_UNREADABLE);
+    else
+        return err;
+    return 0;
+}
+
+/* Start copying cp->e into the next staged file: 0 (copying, or skipped)
+ * or an error of the copy. */
+static int copy_file_begin(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
+    if (cp->idx == TXN_MAX_ENTRIES)
+        return FS_ERR_NOSPC;
+    int err = fs_file_open(fa, &j->f, cp->e.path, FS_O_RDONLY);
+    if (err)
+        return copy_file_error(s, err);
+    int32_t size = fs_file_size(fa, &j->f);
+    if (size < 0) {
+        (void)fs_file_close(fa, &j->f);
+        return copy_file_error(s, size);
+    }
+    err = fs_file_open(fb, &cp->dst, txn_data_path(&s->cp, cp->idx),
+                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    if (err) {
+        (void)fs_file_close(fa, &j->f);
+        return err;
+    }
+    cp->dst_open = 1;
+    cp->off = 0;
+    cp->size = (uint32_t)size;
+    err = svc_job_hash_begin(s, cp->from, &j->f, 0, (uint32_t)size);
+    if (err) {
+        (void)copy_close(s, false);
+        return err;
+    }
+    cp->phase = CP_COPY;
+    return 0;
+}
+
+/* Copy up to *budget bytes (taken off it) from the job's file f (hashed,
+ * partition fa) into cp.dst (fb): 1 = all copied (its SHA-256 in sha),
+ * 0 = more to do, or an error. */
+static int copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
+                      uint8_t sha[32])
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    while (cp->off < cp->size && *budget) {
+        uint32_t want = cp->size - cp->off;
+        if (want > sizeof(s->scratch))
+            want = (uint32_t)sizeof(s->scratch);
+        if (want > *budget)
+            want = *budget;
+        int n = fs_file_pread(fa, &j->f, s->scratch, want, cp->off);
+        if (n <= 0)
+            return n < 0 ? n : FS_ERR_CORRUPT;
+        if (csha_update(&j->sha, s->scratch, (size_t)n))
+            return FS_ERR_IO;
+        int w = fs_file_pwrite(fb, &cp->dst, s->scratch, (uint32_t)n, cp->off);
+        if (w < 0)
+            return w;
+        cp->off += (uint32_t)n;
+        *budget -= (uint32_t)n;
+    }
+    if (cp->off < cp->size)
+        return 0;
+    return csha_finish(&j->sha, sha) ? FS_ERR_IO : 1;
+}
+
+/* Copy up to *budget bytes of cp->e: 1 = this file is done (declared or
+ * skipped), 0 = more to do, or an error of the copy. */
+static int copy_file_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
+    int err = copy_chunk(s, fa, fb, budget, cp->cur.sha);
+    if (err == 0)
+        return 0;
+    err = err < 0 ? err : 0;
+    cp->phase = CP_SCAN;
+    if (err) {
+        (void)copy_close(s, false);
+        return copy_file_error(s, err);
+    }
+    if ((err = copy_close(s, true)))
+        return err;
+    cp->cur.size = cp->size;
+    if (memcmp(cp->cur.sha, cp->e.sha, 32) != 0 ||
+        ((cp->e.flags & MAN_F_SIZE) && cp->size != cp->e.size)) {
+        copy_skip(s, cellar_ProblemKind_MISMATCH);
+        (void)fs_remove(fb, txn_data_path(&s->cp, cp->idx));
+        return 1;
+    }
+    cp->e.kind = MAN_TRACK;
+    cp->e.flags = MAN_F_SIZE | MAN_F_SEND;
+    cp->e.size = cp->size;
+    if ((err = txn_declare(&s->cp, cp->idx++, &cp->e)))
+        return err;
+    s->cp.verified = s->cp.declared; /* hashed as it was copied */
+    return 1;
+}
+
+/* Is path open by a client handle of /usr (not a shadow)? */
 static bool path_busy(void *ctx, const char *path)
 {
     svc_t *s = ctx;
@@ -1118,26 +1228,183 @@ static bool path_busy(void *ctx, const char *path)
     return false;
 }
 
-static int restore_paths(svc_t *s, const char *const *paths, uint32_t n,
-                         cellar_CopyReply *out, bool *found)
+/* Before a restore commits: close the client handles (readers) of /usr
+ * files it replaces. */
+static void release_readers(svc_t *s)
 {
-    if (s->nparts <= BAK || !s->part[BAK].has_man)
-        return FS_ERR_NOENT;
+    svc_copy_t *cp = &s->job.cp;
     /* close readers of the files that will be replaced: a restore wins */
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
             svc_handle_t *h = &c->h[k];
             if (h->id && h->part == USR && !h->shadow &&
-                wanted(handle_rel(s, h), paths, n, NULL))
+                &h->file != s->job.fp && copy_wanted(cp, handle_rel(s, h)))
                 svc_handle_release(s, h);
         }
-    return copy_tree(s, BAK, USR, paths, n, false, out, found);
+}
+
+/* The end of the copy: 0 done, or an error (`to` is unchanged). */
+static int copy_commit(svc_t *s)
+{
+    svc_copy_t *cp = &s->job.cp;
+    if (cp->idx == 0)
+        return txn_abort(&s->cp);
+    if (cp->to == USR) {
+        bool found[16];
+        memcpy(found, cp->found, sizeof(found));
+        release_readers(s);
+        memcpy(cp->found, found, sizeof(found));
+    }
+    s->cp.now = now_s(s);
+    txn_stats_t st;
+    uint32_t bad = 0;
+    int err = txn_commit(&s->cp, s->scratch, sizeof(s->scratch), &st, &bad,
+                         NULL, NULL);
+    if (err)
+        return err;
+    cp->out.files += st.written;
+    cp->out.removed += st.removed;
+    cp->out.bytes += st.bytes;
+    return 0;
+}
+
+/* One step of the copy: 1 = done (cp->err, cp->out), 0 = more to do. */
+static int copy_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    svc_part_t *pa = &s->part[cp->from], *pb = &s->part[cp->to];
+    uint32_t looked = 0, slot;
+    cellar_ProblemKind k;
+    int err = 0, r;
+    for (;;) {
+        switch (cp->phase) {
+        case CP_SCAN:
+            if (cp->slot >= man_slots(&pa->man)) {
+                cp->phase = cp->mirror ? CP_MIRROR : CP_COMMIT;
+                cp->slot = 0;
+                continue;
+            }
+            if (looked++ == 16 || !*budget)
+                return 0; /* slots read in this step */
+            r = man_get(&pa->man, cp->slot++, &cp->e);
+            if (r < 0) {
+                err = r;
+                goto fail;
+            }
+            if (r == 0 || !copy_wanted(cp, cp->e.path))
+                continue;
+            /* the same content there already? (then the source is only
+             * checked, for the report) */
+            r = man_find(&pb->man, cp->e.path, &cp->cur, &slot);
+            if (r < 0) {
+                err = r;
+                goto fail;
+            }
+            if (r == 1 && sha_eq(&cp->e, &cp->cur)) {
+                r = check_begin(s, cp->to, &cp->cur, &k);
+                if (r == 1) {
+                    cp->phase = CP_CHECK_TO;
+                    continue;
+                }
+                if (r == 0 && k == cellar_ProblemKind_P_NONE)
+                    goto check_from;
+            }
+            if ((err = copy_file_begin(s)))
+                goto fail;
+            continue;
+        case CP_CHECK_TO:
+            r = svc_job_hash_step(s, budget);
+            if (r == 0)
+                return 0;
+            if (check_done(s, r, &cp->cur, &k) == 0 &&
+                k == cellar_ProblemKind_P_NONE)
+                goto check_from;
+            cp->phase = CP_SCAN;
+            if ((err = copy_file_begin(s)))
+                goto fail;
+            continue;
+        check_from:
+            cp->phase = CP_SCAN;
+            r = check_begin(s, cp->from, &cp->e, &k);
+            if (r == 1) {
+                cp->phase = CP_CHECK_FROM;
+                continue;
+            }
+            if (r < 0 && r != FS_ERR_CORRUPT) {
+                err = r;
+                goto fail;
+            }
+            if (r < 0)
+                k = cellar_ProblemKind_UNREADABLE;
+            goto checked;
+        case CP_CHECK_FROM:
+            r = svc_job_hash_step(s, budget);
+            if (r == 0)
+                return 0;
+            cp->phase = CP_SCAN;
+            if ((err = check_done(s, r, &cp->e, &k)))
+                goto fail;
+        checked:
+            if (k != cellar_ProblemKind_P_NONE)
+                copy_skip(s, k);
+            else
+                cp->out.unchanged++;
+            continue;
+        case CP_COPY:
+            r = copy_file_step(s, budget);
+            if (r < 0) {
+                err = r;
+                goto fail;
+            }
+            if (r == 0)
+                return 0;
+            continue;
+        case CP_MIRROR: /* what `to` holds that `from` does not track */
+            if (cp->slot >= man_slots(&pb->man)) {
+                cp->phase = CP_COMMIT;
+                continue;
+            }
+            if (looked++ == 16)
+                return 0;
+            r = man_get(&pb->man, cp->slot++, &cp->e);
+            if (r < 0) {
+                err = r;
+                goto fail;
+            }
+            if (r == 0)
+                continue;
+            r = man_find(&pa->man, cp->e.path, &cp->cur, &slot);
+            if (r < 0) {
+                err = r;
+                goto fail;
+            }
+            if (r == 1 || cp->idx == TXN_MAX_ENTRIES)
+                continue;
+            cp->e.kind = MAN_REMOVE;
+            cp->e.flags = 0;
+            if ((err = txn_declare(&s->cp, cp->idx++, &cp->e)))
+                goto fail;
+            s->cp.verified = s->cp.declared;
+            continue;
+        default: /* CP_COMMIT */
+            err = copy_commit(s);
+            if (err)
+                goto fail;
+            cp->active = 0;
+            cp->err = 0;
+            return 1;
+        }
+    }
+fail:
+    copy_cancel(s);
+    cp->err = err;
+    return 1;
 }
 
 /* Request paths (full device paths) into partition paths. */
 static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
-                     char rel[][SVC_MAX_PATH + 2], const char **ptrs,
-                     bool any_part)
+                     char rel[][SVC_MAX_PATH + 2], bool any_part)
 {
     for (pb_size_t i = 0; i < n; i++) {
         int err = svc_resolve(s, in[i], &s->pb);
@@ -1148,39 +1415,26 @@ static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
                                  any_part ? "name a path under /usr or /bak"
                                           : "name a path under /usr");
         strcpy(rel[i], s->pb.fs);
-        ptrs[i] = rel[i];
     }
     return 0;
 }
 
-static int copy_rpc(svc_t *s, bool backup, const char (*paths)[256],
-                    pb_size_t n)
+/* The reply of a Backup or Restore whose copy is done. */
+static void copy_reply(svc_t *s)
 {
-    char rel[16][SVC_MAX_PATH + 2];
-    const char *ptrs[16];
-    bool found[16];
+    svc_copy_t *cp = &s->job.cp;
     cellar_CopyReply *o = &s->resp.body.copy;
-    if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/bak", "partition is not mounted");
-    if (n > 16)
-        n = 16;
-    int err = copy_args(s, paths, n, rel, ptrs, !backup);
-    if (err)
-        return err;
-    memset(found, 0, sizeof(found));
-    if (backup)
-        err = copy_tree(s, USR, BAK, ptrs, n, n == 0, o, found);
-    else
-        err = restore_paths(s, ptrs, n, o, found);
-    if (err) {
-        memset(o, 0, sizeof(*o));
-        return svc_fail_path(s, err, backup ? "/bak" : "/usr",
-                             backup ? "backup failed, /bak is unchanged"
-                                    : "restore failed, /usr is unchanged");
+    bool backup = cp->backup;
+    if (cp->err) {
+        (void)svc_fail_path(s, cp->err, backup ? "/bak" : "/usr",
+                            backup ? "backup failed, /bak is unchanged"
+                                   : "restore failed, /usr is unchanged");
+        return;
     }
-    for (pb_size_t j = 0; j < n; j++)
-        if (!found[j])
-            add_skip(o, s, USR, ptrs[j],
+    *o = cp->out;
+    for (uint32_t j = 0; j < cp->n; j++)
+        if (!cp->found[j])
+            add_skip(o, s, USR, cp->rel[j],
                      backup ? cellar_ProblemKind_MISSING
                             : cellar_ProblemKind_NOT_IN_BACKUP);
     s->resp.which_body = cellar_Response_copy_tag;
@@ -1195,17 +1449,49 @@ static int copy_rpc(svc_t *s, bool backup, const char (*paths)[256],
         svc_sb_str(&b, " skipped");
         svc_log_end(s);
     }
+}
+
+static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
+                    const char (*paths)[256], pb_size_t n)
+{
+    svc_job_t *j = &s->job;
+    if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
+        return svc_fail_path(s, FS_ERR_IO, "/bak", "partition is not mounted");
+    if (n > 16)
+        n = 16;
+    memset(j, 0, sizeof(*j));
+    int err = copy_args(s, paths, n, j->cp.rel, !backup);
+    if (err)
+        return err;
+    j->cp.n = n;
+    err = backup ? copy_begin(s, USR, BAK, n == 0, true)
+                 : copy_begin(s, BAK, USR, false, false);
+    if (err) {
+        j->cp.err = err;
+        j->cp.backup = backup;
+        copy_reply(s);
+        return err;
+    }
+    j->kind = SVC_JOB_COPY;
+    j->part = backup ? BAK : USR;
+    uint32_t budget = SVC_JOB_STEP_BYTES;
+    if (copy_step(s, &budget)) { /* done at once */
+        j->kind = SVC_JOB_NONE;
+        copy_reply(s);
+        return s->resp.has_error ? FS_ERR_IO : 0;
+    }
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
 }
 
-int svc_do_backup(svc_t *s, const cellar_BackupRequest *r)
+int svc_do_backup(svc_t *s, svc_conn_t *c, const cellar_BackupRequest *r)
 {
-    return copy_rpc(s, true, r->paths, r->paths_count);
+    return copy_rpc(s, c, true, r->paths, r->paths_count);
 }
 
-int svc_do_restore(svc_t *s, const cellar_RestoreRequest *r)
+int svc_do_restore(svc_t *s, svc_conn_t *c, const cellar_RestoreRequest *r)
 {
-    return copy_rpc(s, false, r->paths, r->paths_count);
+    return copy_rpc(s, c, false, r->paths, r->paths_count);
 }
 
 /* ---- update transactions ------------------------------------------------------------- */
@@ -1387,25 +1673,207 @@ static int refuse(svc_t *s, int err)
     return err;
 }
 
-/* Stage entry idx from `other`, a file the manifest says holds the same
- * size and SHA-256 (a move, a copy): nothing needs to cross the link. The
- * copy is hashed as it is made; true if it matched. */
-static bool local_copy(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
+/* A local copy (UpdateDeclare): entry idx is staged from `other`, a file
+ * the manifest says holds the same size and SHA-256 (a move, a copy), so
+ * nothing needs to cross the link. It runs in steps (the job's f ->
+ * cp.dst); the copy is hashed as it is made. */
+static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
                        const char *other)
 {
-    svc_part_t *p = &s->part[USR];
-    uint8_t sha[32];
-    uint32_t size;
-    char dp[64];
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fs = &s->part[USR].fs;
     if (!other[0] || (t->stage_open && t->stage_idx == idx))
-        return false;
-    svc_copy_str(dp, sizeof(dp), txn_data_path(t, idx));
-    int err = man_copy_file(&p->fs, other, &p->fs, dp, &s->t1, &s->t2,
-                            s->scratch, sizeof(s->scratch), sha, &size);
-    if (!err && size == e->size && memcmp(sha, e->sha, 32) == 0)
-        return true;
-    (void)fs_remove(&p->fs, dp); /* that file is not what its entry says */
-    return false;
+        return FS_ERR_NOENT;
+    int err = fs_file_open(fs, &j->f, other, FS_O_RDONLY);
+    if (err)
+        return err;
+    int32_t size = fs_file_size(fs, &j->f);
+    if (size < 0 || (uint32_t)size != e->size) {
+        (void)fs_file_close(fs, &j->f);
+        return FS_ERR_INVAL; /* not the content its entry says */
+    }
+    svc_copy_str(j->show, sizeof(j->show), txn_data_path(t, idx));
+    err = fs_file_open(fs, &cp->dst, j->show,
+                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    if (err) {
+        (void)fs_file_close(fs, &j->f);
+        return err;
+    }
+    cp->dst_open = 1;
+    cp->off = 0;
+    cp->size = (uint32_t)size;
+    err = svc_job_hash_begin(s, USR, &j->f, 0, (uint32_t)size);
+    j->lcopy = 1;
+    return err;
+}
+
+/* End the local copy: keep the staged file (it matched) or drop it. */
+static void lcopy_end(svc_t *s, bool keep)
+{
+    svc_job_t *j = &s->job;
+    svc_copy_t *cp = &j->cp;
+    fs_t *fs = &s->part[USR].fs;
+    if (!j->lcopy)
+        return;
+    if (cp->dst_open) {
+        if (!keep)
+            (void)fs_file_revert(fs, &cp->dst);
+        if (fs_file_close(fs, &cp->dst))
+            keep = false;
+        cp->dst_open = 0;
+    }
+    svc_job_hash_end(s);
+    if (!keep)
+        (void)fs_remove(fs, j->show);
+    j->lcopy = 0;
+}
+
+/* Copy up to *budget bytes: 1 = staged and it matched e, 2 = it did not
+ * (dropped: the client sends the file), 0 = more to do. */
+static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
+{
+    fs_t *fs = &s->part[USR].fs;
+    uint8_t sha[32];
+    int r = copy_chunk(s, fs, fs, budget, sha);
+    if (r == 0)
+        return 0;
+    bool ok = r == 1 && s->job.cp.size == e->size &&
+              memcmp(sha, e->sha, 32) == 0;
+    lcopy_end(s, ok);
+    return ok ? 1 : 2;
+}
+
+/* The entries of an UpdateDeclare (s->job.decl) from s->job.di on: 1 =
+ * done (the reply or the error is in s->resp), 0 = a local copy goes on
+ * in the next step. */
+static int declare_run(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    const cellar_UpdateDeclareRequest *r = &j->decl;
+    txn_t *t = &s->tx;
+    svc_part_t *p = &s->part[USR];
+    cellar_UpdateDeclareReply *o = &j->drep;
+    man_entry_t *e = &j->e, *m = &s->me2;
+    uint32_t budget = SVC_JOB_STEP_BYTES, idx, slot;
+    fs_stat_t st;
+    int err, se, k;
+    if (j->lcopy) {
+        k = lcopy_step(s, e, &budget);
+        if (k == 0)
+            return 0;
+        if (k == 1)
+            j->dhave = e->size; /* the device had the content elsewhere */
+        goto entry_tail;
+    }
+    for (; j->di < r->entries_count; j->di++) {
+        const cellar_BundleEntry *in = &r->entries[j->di];
+        idx = r->first + j->di;
+        memset(e, 0, sizeof(*e));
+        if ((err = usr_path(s, in->path, e->path)))
+            return refuse(s, err), 1;
+        se = fs_stat(&p->fs, e->path, &st);
+        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
+            se = FS_ERR_NOENT;
+        if (se && se != FS_ERR_NOENT)
+            return refuse(s, fail_in(s, se, USR, e->path, NULL)), 1;
+        j->dhave = 0;
+        if (in->remove) {
+            e->kind = MAN_REMOVE;
+            j->dstatus = se ? cellar_EntryStatus_ABSENT
+                            : cellar_EntryStatus_REMOVE;
+        } else {
+            if (in->sha256.size != 32)
+                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
+                                         "sha256 must be 32 bytes")), 1;
+            if (in->size > FS_FILE_MAX)
+                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path,
+                                         NULL)), 1;
+            e->kind = MAN_TRACK;
+            e->flags = MAN_F_SIZE;
+            e->size = (uint32_t)in->size;
+            memcpy(e->sha, in->sha256.bytes, 32);
+            char *other = s->tx_other;
+            k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
+                                 other);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL)), 1;
+            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
+                (m->flags & MAN_F_SIZE) && m->size == e->size &&
+                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
+                j->dstatus = cellar_EntryStatus_UNCHANGED;
+            } else {
+                j->dstatus = se ? cellar_EntryStatus_SEND_NEW
+                                : cellar_EntryStatus_SEND_CHANGED;
+                e->flags |= MAN_F_SEND;
+                int64_t h = txn_staged(t, idx);
+                if (h > (int64_t)e->size) { /* not this content: drop it */
+                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
+                    h = 0;
+                }
+                j->dhave = h > 0 ? (uint64_t)h : 0;
+                if (j->dhave == 0 && e->size > 0 &&
+                    lcopy_begin(s, t, idx, e, other) == 0) {
+                    k = lcopy_step(s, e, &budget);
+                    if (k == 0)
+                        return 0; /* the rest in steps */
+                    if (k == 1)
+                        j->dhave = e->size;
+                } else {
+                    lcopy_end(s, false);
+                }
+            }
+        }
+    entry_tail:
+        idx = r->first + j->di;
+        if (e->kind == MAN_TRACK && (e->flags & MAN_F_SEND))
+            s->tx_need += e->size - j->dhave;
+        if (idx == t->declared) { /* new: against every earlier entry */
+            uint32_t other;
+            int why;
+            k = txn_check_entry(t, e, &other, &why);
+            if (k < 0)
+                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL)), 1;
+            if (k == 1) {
+                memset(o, 0, sizeof(*o));
+                s->me = *e; /* conflict() names it */
+                return refuse(s, conflict(s, other, idx, why,
+                                          "; the update is dropped")), 1;
+            }
+        }
+        err = txn_declare(t, idx, e);
+        if (err == FS_ERR_INVAL) {
+            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+            svc_sb_str(&b, ": entry ");
+            svc_sb_u64(&b, idx);
+            svc_sb_str(&b, " differs from the bundle staged under this id; "
+                           "the update is dropped");
+            return refuse(s, FS_ERR_INVAL), 1;
+        }
+        if (err)
+            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+        o->status[o->status_count++] = (cellar_EntryStatus)j->dstatus;
+        o->have[o->have_count++] = j->dhave;
+    }
+    if ((err = txn_sync_plan(t)))
+        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+    fs_statvfs_t v;
+    if ((err = fs_statvfs(&p->fs, &v)))
+        return svc_fail_path(s, err, "/usr", NULL), 1;
+    uint64_t avail = svc_room_bytes(s, USR); /* the service's own kept */
+    uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
+    if (need > avail) {
+        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        svc_sb_str(&b, ": the bundle needs ");
+        svc_sb_u64(&b, need);
+        svc_sb_str(&b, " more bytes on /usr, ");
+        svc_sb_u64(&b, avail);
+        svc_sb_str(&b, " are free; the update is dropped");
+        return refuse(s, FS_ERR_NOSPC), 1;
+    }
+    s->resp.which_body = cellar_Response_update_declare_tag;
+    s->resp.body.update_declare = *o;
+    return 1;
 }
 
 int svc_do_update_declare(svc_t *s, svc_conn_t *c,
@@ -1414,10 +1882,6 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
     if (!t)
         return FS_ERR_INVAL;
-    svc_part_t *p = &s->part[USR];
-    cellar_UpdateDeclareReply *o = &s->resp.body.update_declare;
-    man_entry_t *e = &s->me, *m = &s->me2;
-    int err;
     if (r->first > t->declared) {
         sb_t b = svc_err_begin(s, FS_ERR_INVAL);
         svc_sb_str(&b, ": declare entries in order: the next is ");
@@ -1433,101 +1897,18 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     }
     if (r->first == 0)
         s->tx_need = 0;
-    for (pb_size_t i = 0; i < r->entries_count; i++) {
-        const cellar_BundleEntry *in = &r->entries[i];
-        uint32_t idx = r->first + i, slot;
-        memset(e, 0, sizeof(*e));
-        if ((err = usr_path(s, in->path, e->path)))
-            return refuse(s, err);
-        fs_stat_t st;
-        int se = fs_stat(&p->fs, e->path, &st);
-        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
-            se = FS_ERR_NOENT;
-        if (se && se != FS_ERR_NOENT)
-            return refuse(s, fail_in(s, se, USR, e->path, NULL));
-        cellar_EntryStatus status;
-        uint64_t have = 0;
-        if (in->remove) {
-            e->kind = MAN_REMOVE;
-            status = se ? cellar_EntryStatus_ABSENT : cellar_EntryStatus_REMOVE;
-        } else {
-            if (in->sha256.size != 32)
-                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
-                                         "sha256 must be 32 bytes"));
-            if (in->size > FS_FILE_MAX)
-                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path, NULL));
-            e->kind = MAN_TRACK;
-            e->flags = MAN_F_SIZE;
-            e->size = (uint32_t)in->size;
-            memcpy(e->sha, in->sha256.bytes, 32);
-            char *other = s->tx_other;
-            int k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
-                                     other);
-            if (k < 0)
-                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL));
-            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
-                (m->flags & MAN_F_SIZE) && m->size == e->size &&
-                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
-                status = cellar_EntryStatus_UNCHANGED;
-            } else {
-                status = se ? cellar_EntryStatus_SEND_NEW
-                            : cellar_EntryStatus_SEND_CHANGED;
-                e->flags |= MAN_F_SEND;
-                int64_t h = txn_staged(t, idx);
-                if (h > (int64_t)e->size) { /* not this content: drop it */
-                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
-                    h = 0;
-                }
-                have = h > 0 ? (uint64_t)h : 0;
-                if (have == 0 && e->size > 0 && local_copy(s, t, idx, e, other))
-                    have = e->size; /* the device had the content elsewhere */
-                s->tx_need += e->size - have;
-            }
-        }
-        if (idx == t->declared) { /* new: against every earlier entry */
-            uint32_t other;
-            int why;
-            int k = txn_check_entry(t, e, &other, &why);
-            if (k < 0)
-                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL));
-            if (k == 1) {
-                memset(o, 0, sizeof(*o));
-                return refuse(s, conflict(s, other, idx, why,
-                                          "; the update is dropped"));
-            }
-        }
-        err = txn_declare(t, idx, e);
-        if (err == FS_ERR_INVAL) {
-            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
-            svc_sb_str(&b, ": entry ");
-            svc_sb_u64(&b, idx);
-            svc_sb_str(&b, " differs from the bundle staged under this id; "
-                           "the update is dropped");
-            return refuse(s, FS_ERR_INVAL);
-        }
-        if (err)
-            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
-        o->status[o->status_count++] = status;
-        o->have[o->have_count++] = have;
+    /* as a job: a local copy of a large file runs in steps */
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_DECLARE;
+    j->part = USR;
+    j->conn = c;
+    j->decl = *r;
+    if (declare_run(s)) {
+        j->kind = SVC_JOB_NONE;
+        return s->resp.has_error ? FS_ERR_INVAL : 0;
     }
-    if ((err = txn_sync_plan(t)))
-        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL));
-    fs_statvfs_t v;
-    if ((err = fs_statvfs(&p->fs, &v)))
-        return svc_fail_path(s, err, "/usr", NULL);
-    uint64_t avail = svc_room_bytes(s, USR); /* the service's own kept */
-    uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
-    if (need > avail) {
-        memset(o, 0, sizeof(*o));
-        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
-        svc_sb_str(&b, ": the bundle needs ");
-        svc_sb_u64(&b, need);
-        svc_sb_str(&b, " more bytes on /usr, ");
-        svc_sb_u64(&b, avail);
-        svc_sb_str(&b, " are free; the update is dropped");
-        return refuse(s, FS_ERR_NOSPC);
-    }
-    s->resp.which_body = cellar_Response_update_declare_tag;
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
 }
 
@@ -1591,26 +1972,10 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     return 0;
 }
 
-int svc_do_update_commit(svc_t *s, svc_conn_t *c,
-                         const cellar_UpdateCommitRequest *r)
+/* The reply of an UpdateCommit whose checks or commit ended with err. */
+static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
+                         uint32_t bad, const txn_stats_t *st)
 {
-    txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
-    if (!t)
-        return FS_ERR_INVAL;
-    if (t->declared != t->nentries) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
-        svc_sb_str(&b, ": only ");
-        svc_sb_u64(&b, t->declared);
-        svc_sb_str(&b, " of the ");
-        svc_sb_u64(&b, t->nentries);
-        svc_sb_str(&b, " entries are declared");
-        return FS_ERR_INVAL;
-    }
-    txn_stats_t st;
-    uint32_t bad = 0;
-    t->now = now_s(s);
-    int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
-                         path_busy, s);
     if (err == FS_ERR_INVAL && t->ix && t->ix->cwhy) {
         /* two entries conflict: nothing changed; the bundle cannot be
          * committed as it is */
@@ -1651,10 +2016,10 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
         svc_log_end(s);
     }
     cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
-    o->written = st.written;
-    o->removed = st.removed;
-    o->unchanged = st.unchanged;
-    o->bytes = st.bytes;
+    o->written = st->written;
+    o->removed = st->removed;
+    o->unchanged = st->unchanged;
+    o->bytes = st->bytes;
     s->tx_owner = NULL;
     s->resp.which_body = cellar_Response_update_commit_tag;
     if (s->cfg.log) {
@@ -1664,14 +2029,116 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
         svc_sb_str(&b, "update ");
         svc_sb_str(&b, h);
         svc_sb_str(&b, " committed: ");
-        svc_sb_u64(&b, st.written);
+        svc_sb_u64(&b, st->written);
         svc_sb_str(&b, " written, ");
-        svc_sb_u64(&b, st.removed);
+        svc_sb_u64(&b, st->removed);
         svc_sb_str(&b, " removed, ");
-        svc_sb_u64(&b, st.unchanged);
+        svc_sb_u64(&b, st->unchanged);
         svc_sb_str(&b, " unchanged");
         svc_log_end(s);
     }
+    return 0;
+}
+
+/* One step of an UpdateCommit job: the staged files are hashed in steps
+ * (t->verified grows), then txn_commit makes the checks that read no file
+ * data and commits, in one step. 1 = done (the reply is in s->resp). A
+ * staged file whose size or SHA-256 differs is dropped here; the commit
+ * then reports it (TXN_ERR_BADMSG) as it always did. */
+static int commit_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    txn_t *t = &s->tx;
+    fs_t *fs = &s->part[USR].fs;
+    uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
+    for (;;) {
+        if (j->hashing) {
+            int r = svc_job_hash_step(s, &budget);
+            if (r == 0)
+                return 0;
+            uint32_t size = j->total;
+            svc_job_hash_end(s);
+            if (r == 1 && size == j->e.size &&
+                memcmp(j->digest, j->e.sha, 32) == 0) {
+                if (t->verified == j->centry)
+                    t->verified = j->centry + 1;
+            } else if (r == 1 || r == FS_ERR_CORRUPT) {
+                (void)fs_remove(fs, txn_data_path(t, j->centry));
+                break; /* the commit reports it */
+            } else {
+                break;
+            }
+            j->centry++;
+            continue;
+        }
+        if (j->centry >= t->declared)
+            break;
+        if (!budget || looked++ == 16)
+            return 0; /* more in the next step */
+        if (txn_entry(t, j->centry, &j->e))
+            break; /* the commit reports it */
+        if (j->e.kind != MAN_TRACK || !(j->e.flags & MAN_F_SEND) ||
+            j->e.size == 0) {
+            if (t->verified == j->centry)
+                t->verified = j->centry + 1; /* nothing to read */
+            j->centry++;
+            continue;
+        }
+        const char *dp = txn_data_path(t, j->centry);
+        fs_stat_t st;
+        if (fs_stat(fs, dp, &st) || st.size != j->e.size) {
+            if (fs_stat(fs, dp, &st) == 0)
+                (void)fs_remove(fs, dp); /* not what was declared */
+            break; /* the commit reports it */
+        }
+        if (fs_file_open(fs, &j->f, dp, FS_O_RDONLY))
+            break;
+        if (svc_job_hash_begin(s, USR, &j->f, 0, st.size)) {
+            svc_job_hash_end(s);
+            break;
+        }
+    }
+    txn_stats_t st;
+    uint32_t bad = 0;
+    t->now = now_s(s);
+    int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
+                         path_busy, s);
+    (void)commit_result(s, j->conn, t, err, bad, &st);
+    j->kind = SVC_JOB_NONE;
+    return 1;
+}
+
+int svc_do_update_commit(svc_t *s, svc_conn_t *c,
+                         const cellar_UpdateCommitRequest *r)
+{
+    txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
+    if (!t)
+        return FS_ERR_INVAL;
+    if (t->declared != t->nentries) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, ": only ");
+        svc_sb_u64(&b, t->declared);
+        svc_sb_str(&b, " of the ");
+        svc_sb_u64(&b, t->nentries);
+        svc_sb_str(&b, " entries are declared");
+        return FS_ERR_INVAL;
+    }
+    txn_stats_t st;
+    uint32_t bad = 0;
+    memset(&st, 0, sizeof(st));
+    int err = txn_commit_prepare(t, &bad);
+    if (err)
+        return commit_result(s, c, t, err, bad, &st);
+    /* the staged files are hashed in steps: svc_process */
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_COMMIT;
+    j->part = USR;
+    j->centry = t->verified;
+    j->conn = c;
+    if (commit_step(s))
+        return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
+    svc_job_defer(s, c);
     return 0;
 }
 

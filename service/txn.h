@@ -70,6 +70,12 @@ typedef struct txn {
     uint32_t unsynced;
     uint32_t now;              /* seconds since 1970, for manifest times */
     uint32_t skipped;          /* txn_finish: moves it could not make */
+    uint32_t verified;         /* entries 0..verified-1 have staged data the
+                                  caller hashed and found as declared
+                                  (txn_commit then only checks the size of
+                                  a non-empty one; it hashes the rest);
+                                  any write or re-declaration below it
+                                  lowers it, begin/abort/load zero it */
     txn_index_t *ix;           /* NULL = no conflict checks (copies) */
     fs_file_t plan;
     fs_file_t stage;
@@ -117,6 +123,12 @@ int txn_write(txn_t *t, uint32_t idx, uint32_t off, const void *data,
 int txn_park(txn_t *t);
 /* The staged file of idx as a partition path (for copies). */
 const char *txn_data_path(txn_t *t, uint32_t idx);
+/* The checks of txn_commit that read no file data: the staged file is
+ * closed, the plan made durable, and (with t->ix) no two entries may
+ * conflict (FS_ERR_INVAL, *bad and t->ix->ca as in txn_commit). A caller
+ * that hashes the staged files in steps of its own (setting t->verified)
+ * calls this first. */
+int txn_commit_prepare(txn_t *t, uint32_t *bad);
 /* Check and commit. A check failure changes nothing and sets *bad to the
  * entry: TXN_ERR_BADMSG (its staged size or SHA-256 differs: the staged
  * data is dropped; or an entry declared unchanged changed since),

@@ -956,8 +956,15 @@ static void test_long_requests(void)
         req(cellar_Request_ping_tag);
         send_on(&conn2, 1000 + turns);
         flash_sim_reset_stats(sim);
+        int kind0 = svc.job.kind, phase0 = svc.job.cp.phase;
         (void)svc_process(&svc);
         flash_sim_stats(sim, &st);
+        if (getenv("TURN_DEBUG"))
+            fprintf(stderr, "   turn %u kind %d phase %d -> %d/%d: read %llu prog %llu erases %llu\n",
+                    turns, kind0, phase0, svc.job.kind, svc.job.cp.phase,
+                    (unsigned long long)st.bytes_read,
+                    (unsigned long long)st.bytes_programmed,
+                    (unsigned long long)st.erases);
         if (st.bytes_read > max_read)
             max_read = st.bytes_read;
         turns++;
@@ -1000,6 +1007,350 @@ static void test_long_requests(void)
     CHECK(svc.job.kind == SVC_JOB_NONE);
     CHECK(!svc_pending(&svc));
     CHECK_EQ(rpc_remove("/usr/long.bin"), 0);
+}
+
+/* Run the request in rq on connection A (conn) as a long request while
+ * connection B (conn2) sends a Ping every turn: every Ping is answered in
+ * its turn, and no turn reads or programs more than the bounds below
+ * (flash_sim counts), whatever the size of the files: one step of file
+ * data (SVC_JOB_STEP_BYTES read, as much written) plus the metadata
+ * around it (manifest slots, directory lookups, the fs's commits; the
+ * last turn: the commit's manifest and namespace work, which grows with
+ * the number of entries, not their size). The stale data of earlier
+ * tests is collected first, so GC in a turn is the job's own. The reply
+ * to A ends up in *out. */
+#define TURN_READ_MAX (6u * SVC_JOB_STEP_BYTES)
+#define TURN_PROG_MAX (SVC_JOB_STEP_BYTES + SVC_JOB_STEP_BYTES / 2)
+static void run_with_pings(const char *what, cellar_Response *out)
+{
+    static cellar_Response got[4];
+    flash_sim_stats_t st;
+    uint32_t turns = 0, pings = 0, id = 7000;
+    uint64_t max_read = 0, max_prog = 0;
+    bool done = false;
+    (void)fs_gc(svc_fs(&svc, "usr"), 0);
+    (void)fs_gc(svc_fs(&svc, "bak"), 0);
+    send_on(&conn, id);
+    while (!done && turns < 5000) {
+        req(cellar_Request_ping_tag);
+        send_on(&conn2, 8000 + turns);
+        flash_sim_reset_stats(sim);
+        (void)svc_process(&svc);
+        flash_sim_stats(sim, &st);
+        if (st.bytes_read > max_read)
+            max_read = st.bytes_read;
+        if (st.bytes_programmed > max_prog)
+            max_prog = st.bytes_programmed;
+        int n = drain_all(&conn2, got, 4);
+        for (int k = 0; k < n; k++)
+            if (got[k].id == 8000 + turns && !got[k].has_error)
+                pings++;
+        turns++;
+        n = drain_all(&conn, got, 4);
+        if (n == 1 && got[0].id == id) {
+            *out = got[0];
+            done = true;
+        }
+    }
+    printf("  %-29s %3u turns, every Ping answered in its turn: %s, at most "
+           "%llu bytes read, %llu programmed per turn\n", what, turns,
+           pings == turns ? "yes" : "NO", (unsigned long long)max_read,
+           (unsigned long long)max_prog);
+    CHECK(done);
+    CHECK_EQ(pings, turns);
+    CHECK(turns > 4); /* it did run in steps */
+    CHECK(max_read <= TURN_READ_MAX);
+    CHECK(max_prog <= TURN_PROG_MAX);
+}
+
+/* Backup, Restore, a repairing Verify and an UpdateCommit of large trees
+ * run in bounded steps while another connection is served. */
+static void test_long_copies(void)
+{
+    static uint8_t data[128u * 1024u];
+    static cellar_Response out;
+    char path[64];
+    svc_conn_open(&svc, &conn2, "second");
+    CHECK_EQ(rpc_mkdir("/usr/t", true), 0);
+    for (uint32_t f = 0; f < 4; f++) {
+        for (uint32_t i = 0; i < sizeof(data); i++)
+            data[i] = (uint8_t)(i * 13u + f + (i >> 11));
+        snprintf(path, sizeof(path), "/usr/t/f%u", f);
+        CHECK_EQ(put_file(path, data, sizeof(data)), 0);
+    }
+
+    req(cellar_Request_backup_tag);
+    strcpy(rq.body.backup.paths[0], "/usr/t");
+    rq.body.backup.paths_count = 1;
+    run_with_pings("backup of 512 KiB:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.copy.files, 4);
+    CHECK_EQ(out.body.copy.bytes, 4 * sizeof(data));
+
+    /* the same again: every file is only checked (both sides hashed) */
+    req(cellar_Request_backup_tag);
+    strcpy(rq.body.backup.paths[0], "/usr/t");
+    rq.body.backup.paths_count = 1;
+    run_with_pings("backup, all unchanged:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.copy.files, 0);
+    CHECK_EQ(out.body.copy.unchanged, 4);
+
+    /* new content in /usr, then the backup restored over it */
+    memset(data, 0x5a, sizeof(data));
+    for (uint32_t f = 0; f < 4; f++) {
+        snprintf(path, sizeof(path), "/usr/t/f%u", f);
+        CHECK_EQ(put_file(path, data, sizeof(data)), 0);
+    }
+    req(cellar_Request_restore_tag);
+    strcpy(rq.body.restore.paths[0], "/usr/t");
+    rq.body.restore.paths_count = 1;
+    run_with_pings("restore of 512 KiB:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.copy.files, 4);
+
+    /* a file changed behind the manifest's back: verify --repair restores
+     * it, in steps */
+    fs_t *ufs = svc_fs(&svc, "usr");
+    fs_file_t ff;
+    CHECK_EQ(fs_file_open(ufs, &ff, "/t/f2", FS_O_RDWR), 0);
+    CHECK_EQ(fs_file_pwrite(ufs, &ff, "XXXX", 4, 70000), 4);
+    CHECK_EQ(fs_file_close(ufs, &ff), 0);
+    uint32_t cursor = 0, repaired = 0, problems = 0;
+    do {
+        req(cellar_Request_verify_tag);
+        strcpy(rq.body.verify.partition, "/usr");
+        rq.body.verify.repair = true;
+        rq.body.verify.cursor = cursor;
+        run_with_pings("verify --repair (a page):", &out);
+        CHECK(!out.has_error);
+        for (pb_size_t k = 0; k < out.body.verify.problems_count; k++) {
+            problems++;
+            repaired += out.body.verify.problems[k].repaired;
+        }
+        cursor = out.body.verify.next_cursor;
+    } while (cursor);
+    CHECK_EQ(problems, 1);
+    CHECK_EQ(repaired, 1);
+
+    /* an UpdateCommit of a 512 KiB file: hashed in steps, committed in one */
+    static uint8_t big[512u * 1024u];
+    uint8_t id[32], sha[32];
+    for (uint32_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 31u + (i >> 9));
+    sha256_all(big, sizeof(big), sha);
+    memset(id, 0x42, sizeof(id));
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 1;
+    rq.body.update_begin.bytes = sizeof(big);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/u/big");
+    rq.body.update_declare.entries[0].size = sizeof(big);
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memcpy(rq.body.update_declare.entries[0].sha256.bytes, sha, 32);
+    CHECK_EQ(call(), 0);
+    for (uint32_t off = 0; off < sizeof(big); off += SVC_MAX_CHUNK) {
+        req(cellar_Request_update_write_tag);
+        rq.body.update_write.index = 0;
+        rq.body.update_write.offset = off;
+        rq.body.update_write.data.size = SVC_MAX_CHUNK;
+        memcpy(rq.body.update_write.data.bytes, big + off, SVC_MAX_CHUNK);
+        CHECK_EQ(call(), 0);
+    }
+    req(cellar_Request_update_commit_tag);
+    rq.body.update_commit.bundle.size = 32;
+    memcpy(rq.body.update_commit.bundle.bytes, id, 32);
+    run_with_pings("update commit of 512 KiB:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.update_commit.written, 1);
+    CHECK_EQ(out.body.update_commit.bytes, sizeof(big));
+
+    /* an empty file declared with a SHA-256 that is not the empty one:
+     * refused at every commit (the steps hash nothing for it) */
+    id[0] ^= 2;
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 1;
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/u/empty");
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memset(rq.body.update_declare.entries[0].sha256.bytes, 3, 32);
+    CHECK_EQ(call(), 0);
+    for (int k = 0; k < 2; k++) {
+        req(cellar_Request_update_commit_tag);
+        rq.body.update_commit.bundle.size = 32;
+        memcpy(rq.body.update_commit.bundle.bytes, id, 32);
+        CHECK_EQ(call(), cellar_Code_EBADMSG);
+    }
+    req(cellar_Request_update_abort_tag);
+    CHECK_EQ(call(), 0);
+    CHECK_EQ(rpc_stat("/usr/u/empty"), cellar_Code_ENOENT);
+    id[0] ^= 2;
+
+    /* a Declare of a file the device has under another path: copied on
+     * the device, in steps */
+    id[0] ^= 1;
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 1;
+    rq.body.update_begin.bytes = sizeof(big);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/u/copy");
+    rq.body.update_declare.entries[0].size = sizeof(big);
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memcpy(rq.body.update_declare.entries[0].sha256.bytes, sha, 32);
+    run_with_pings("declare, local copy 512 KiB:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.update_declare.status_count, 1);
+    CHECK_EQ(out.body.update_declare.status[0], cellar_EntryStatus_SEND_NEW);
+    CHECK_EQ(out.body.update_declare.have[0], sizeof(big));
+    req(cellar_Request_update_commit_tag);
+    rq.body.update_commit.bundle.size = 32;
+    memcpy(rq.body.update_commit.bundle.bytes, id, 32);
+    run_with_pings("update commit of the copy:", &out);
+    CHECK(!out.has_error);
+    CHECK_EQ(out.body.update_commit.written, 1);
+    req(cellar_Request_hash_tag);
+    strcpy(rq.body.hash.path, "/usr/u/copy");
+    run_with_pings("hash of the copy:", &out);
+    CHECK(!out.has_error && memcmp(out.body.hash.sha256, sha, 32) == 0);
+    CHECK_EQ(rpc_remove("/usr/u/copy"), 0);
+
+    /* a Backup cut short (its connection goes away) leaves /bak as it was
+     * and stages nothing */
+    memset(data, 0x33, sizeof(data));
+    CHECK_EQ(put_file("/usr/t/f0", data, sizeof(data)), 0);
+    uint8_t *snap_man = NULL;
+    (void)snap_man;
+    req(cellar_Request_backup_tag);
+    send_on(&conn2, 9999);
+    CHECK(svc_process(&svc) >= 1);
+    CHECK(svc.job.kind == SVC_JOB_COPY);
+    CHECK(svc_process(&svc) >= 1);
+    svc_conn_close(&svc, &conn2, NULL);
+    CHECK(svc.job.kind == SVC_JOB_NONE);
+    fs_stat_t fst;
+    CHECK_EQ(fs_stat(svc_fs(&svc, "bak"), "/.cellar/cp/plan", &fst),
+             FS_ERR_NOENT);
+    req(cellar_Request_verify_tag);
+    strcpy(rq.body.verify.partition, "/bak");
+    CHECK_EQ(call(), 0);
+    CHECK_EQ(rs.body.verify.problems_count, 0);
+    CHECK_EQ(rpc_remove("/usr/u/big"), 0);
+}
+
+static uint32_t usr_open_files(void)
+{
+    uint32_t n = 0;
+    for (fs_file_t *f = svc_fs(&svc, "usr")->open_files; f; f = f->next)
+        n++;
+    return n;
+}
+
+/* The service's own open files fit beside all the client handles the
+ * device allows (SVC_OWN_FILES): with 64 client handles open on /usr and
+ * an update half-staged (its plan and staged file open), a Declare's local
+ * copy runs in steps (its source and target open) while another
+ * connection truncates a file by path (a shadow and the file it copies),
+ * and nothing fails for want of an open file. */
+static void test_own_files(void)
+{
+    static svc_conn_t many[8];
+    static uint8_t data[96u * 1024u];
+    static cellar_Response got[4];
+    uint8_t id[32], sha[32];
+    for (uint32_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 5u + (i >> 10));
+    sha256_all(data, sizeof(data), sha);
+    CHECK_EQ(put_file("/usr/own.bin", data, sizeof(data)), 0);
+    CHECK_EQ(put_file("/usr/own2.bin", data, 40000), 0);
+    svc_conn_open(&svc, &conn2, "second");
+
+    memset(id, 0x77, sizeof(id));
+    req(cellar_Request_update_begin_tag);
+    rq.body.update_begin.bundle.size = 32;
+    memcpy(rq.body.update_begin.bundle.bytes, id, 32);
+    rq.body.update_begin.entries = 2;
+    rq.body.update_begin.bytes = 100 + sizeof(data);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/own/a");
+    rq.body.update_declare.entries[0].size = 100;
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memset(rq.body.update_declare.entries[0].sha256.bytes, 1, 32);
+    CHECK_EQ(call(), 0);
+    req(cellar_Request_update_write_tag);
+    rq.body.update_write.index = 0;
+    rq.body.update_write.data.size = 50;
+    CHECK_EQ(call(), 0); /* the staged file stays open */
+
+    for (uint32_t c = 0; c < 8; c++) {
+        svc_conn_open(&svc, &many[c], "many");
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            CHECK_EQ(rpc_open_on(&many[c], "/usr/own.bin",
+                                 cellar_OpenFlags_O_READ, NULL), 0);
+    }
+    CHECK_EQ(rpc_open_on(&conn2, "/usr/own.bin", cellar_OpenFlags_O_READ,
+                         NULL), cellar_Code_ENOMEM);
+
+    req(cellar_Request_update_declare_tag);
+    rq.body.update_declare.bundle.size = 32;
+    memcpy(rq.body.update_declare.bundle.bytes, id, 32);
+    rq.body.update_declare.first = 1;
+    rq.body.update_declare.entries_count = 1;
+    strcpy(rq.body.update_declare.entries[0].path, "/usr/own/b");
+    rq.body.update_declare.entries[0].size = sizeof(data);
+    rq.body.update_declare.entries[0].sha256.size = 32;
+    memcpy(rq.body.update_declare.entries[0].sha256.bytes, sha, 32);
+    send_on(&conn, 7100);
+    CHECK(svc_process(&svc) >= 1);
+    CHECK(svc.job.kind == SVC_JOB_DECLARE);
+    uint32_t peak = usr_open_files();
+    req(cellar_Request_truncate_tag);
+    strcpy(rq.body.truncate.path, "/usr/own2.bin");
+    rq.body.truncate.size = 30000;
+    send_on(&conn2, 7101);
+    CHECK(svc_process(&svc) >= 1);
+    CHECK_EQ(drain_all(&conn2, got, 4), 1);
+    CHECK(!got[0].has_error);
+    CHECK(svc.job.kind == SVC_JOB_DECLARE); /* the truncate ran beside it */
+    while (svc_process(&svc))
+        ;
+    CHECK_EQ(drain_all(&conn, got, 4), 1);
+    CHECK(!got[0].has_error);
+    CHECK_EQ(got[0].body.update_declare.have[0], sizeof(data));
+    printf("  own files: %u open on /usr during a local copy beside 64 "
+           "client handles (FS_MAX_OPEN %u, SVC_OWN_FILES %u)\n", peak,
+           FS_MAX_OPEN, SVC_OWN_FILES);
+    CHECK(peak <= SVC_DEVICE_HANDLES + SVC_OWN_FILES);
+    CHECK(peak <= FS_MAX_OPEN);
+
+    for (uint32_t c = 0; c < 8; c++)
+        svc_conn_close(&svc, &many[c], NULL);
+    req(cellar_Request_update_abort_tag);
+    CHECK_EQ(call(), 0);
+    svc_conn_close(&svc, &conn2, NULL);
+    CHECK_EQ(rpc_remove("/usr/own.bin"), 0);
+    CHECK_EQ(rpc_remove("/usr/own2.bin"), 0);
 }
 
 static void test_backpressure(void)
@@ -1282,6 +1633,8 @@ int main(void)
     test_pipelining_and_fairness();
     test_backpressure();
     test_long_requests();
+    test_long_copies();
+    test_own_files();
     test_eof();
     test_idle_timeout();
     test_format();
