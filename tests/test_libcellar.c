@@ -6,7 +6,8 @@
  * every RPC, paging, pipelined put/get at chunk boundaries and of 1 and
  * 16 MiB, 1,000 small files, trees, 32 concurrent clients, clients killed
  * mid-transfer, a full device, corruption in transit caught by SHA-256,
- * and one update bundle built once and pushed to two devices.
+ * and one update bundle built once and pushed to two devices (one after
+ * the other, then from two threads at once).
  *
  * cellard is $CELLARD, or ../cellard beside this program's directory
  * (build/san/tests/test_libcellar -> build/san/cellard).
@@ -1221,6 +1222,25 @@ static int usr_digest(cellar_t *c, uint8_t out[CELLAR_SHA256_SIZE])
     return err;
 }
 
+/* One device's push of a shared bundle, on its own thread. */
+typedef struct fleet_push {
+    const cellar_bundle_t *b;
+    const char *url;
+    int connect_err, push_err;
+    cellar_push_report_t rep;
+} fleet_push_t;
+
+static void *fleet_push_main(void *arg)
+{
+    fleet_push_t *f = arg;
+    cellar_t c;
+    cellar_init(&c, NULL);
+    f->connect_err = cellar_connect(&c, f->url);
+    f->push_err = f->connect_err ? 0 : cellar_bundle_push(&c, f->b, NULL, &f->rep);
+    cellar_close(&c);
+    return NULL;
+}
+
 static void test_bundle_fleet(void)
 {
     daemon_t d[2];
@@ -1336,6 +1356,43 @@ static void test_bundle_fleet(void)
     CHECK_EQ(warned, 2);
     cellar_push_report_free(&r[0]);
     cellar_close(&c);
+
+    /* a new build of the changed tree, pushed from two threads at once:
+     * each push only reads the bundle */
+    fill_random(data[0], files[0].size, 999);
+    snprintf(p, sizeof(p), "%s/%s", dir, files[0].name);
+    CHECK(write_file(p, data[0], files[0].size) == 0);
+    cellar_bundle_t *b2 = NULL;
+    CHECK_EQ(cellar_bundle_build(&c, dir, "/usr/fleet", NULL, NULL, &b2), 0);
+    if (b2) {
+        uint8_t id2[CELLAR_SHA256_SIZE];
+        cellar_bundle_id(b2, id2);
+        CHECK(memcmp(id2, id, sizeof(id)) != 0);
+        fleet_push_t fp[2];
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) {
+            memset(&fp[k], 0, sizeof(fp[k]));
+            fp[k].b = b2;
+            fp[k].url = d[k].url;
+            CHECK(pthread_create(&th[k], NULL, fleet_push_main, &fp[k]) == 0);
+        }
+        for (int k = 0; k < 2; k++)
+            pthread_join(th[k], NULL);
+        for (int k = 0; k < 2; k++) {
+            CHECK_EQ(fp[k].connect_err, 0);
+            CHECK_EQ(fp[k].push_err, 0);
+            CHECK(fp[k].rep.committed && fp[k].rep.have_digest);
+            CHECK_EQ(fp[k].rep.nchanged, 1);
+            CHECK_EQ(fp[k].rep.nunchanged, 3);
+            CHECK_EQ(fp[k].rep.bytes_sent, files[0].size);
+            CHECK(!memcmp(fp[k].rep.bundle, id2, sizeof(id2)));
+        }
+        CHECK(!memcmp(fp[0].rep.digest, fp[1].rep.digest, sizeof(fp[0].rep.digest)));
+        CHECK(memcmp(fp[0].rep.digest, dig[0], sizeof(dig[0])) != 0);
+        for (int k = 0; k < 2; k++)
+            cellar_push_report_free(&fp[k].rep);
+        cellar_bundle_free(b2);
+    }
 
     cellar_bundle_free(b);
     cellar_bundle_free(NULL);
