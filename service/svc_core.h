@@ -308,6 +308,7 @@ struct svc {
     svc_job_t job;
     uint8_t deferred;     /* the request being served started the job */
     uint8_t job_turn;     /* svc_process made a job step in this turn */
+    const struct svc_job_kinds *job_kinds; /* svc_int.h */
 };
 
 /* ---- lifecycle ------------------------------------------------------------- */
