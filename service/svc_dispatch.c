@@ -1,45 +1,148 @@
-/* svc_dispatch.c - the dispatch table (request type -> name, handler, permission, long flag), serving request frames, svc_process and svc_pending (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_dispatch.c - the dispatch table (request type -> name, handler,
+ * permission, long flag), serving request frames, svc_process and
+ * svc_pending (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
 #include "svc_int.h"
 
-/* ---- dispatch -------------------------------------------------------------------------- */
+/* ---- the dispatch table ---------------------------------------------------------- */
+
+/* Every request type: its name (the "<op>" of error messages and logs),
+ * its handler, the permission it needs (svc_perm_t; Open and Verify take
+ * theirs from their arguments: perm_of), and whether it may run as a long
+ * request (a job: one at a time, in steps). tests/test_svc_core.c checks
+ * that every Request.body of the proto has a row, with the permission
+ * below. Nothing enforces the permissions yet (roles come with issue 13). */
+typedef int (*handler_fn)(svc_t *s, svc_conn_t *c, const cellar_Request *q);
+typedef struct svc_req_row {
+    uint32_t tag;       /* cellar_Request_*_tag */
+    const char *name;
+    handler_fn run;
+    uint8_t perm;       /* svc_perm_t */
+    bool by_args;       /* the permission depends on the arguments */
+    bool long_req;      /* may run as a job */
+} svc_req_row_t;
+
+#define H(fn) static int h_##fn(svc_t *s, svc_conn_t *c, const cellar_Request *q)
+H(hello) { return svc_do_hello(s, c, &q->body.hello); }
+H(ping) { return svc_do_ping(s, &q->body.ping); }
+H(stat) { return svc_do_stat(s, &q->body.stat); }
+H(list) { return svc_do_list(s, &q->body.list); }
+H(open) { return svc_do_open(s, c, &q->body.open); }
+H(read) { return svc_do_read(s, c, &q->body.read); }
+H(write) { return svc_do_write(s, c, &q->body.write); }
+H(seek) { return svc_do_seek(s, c, &q->body.seek); }
+H(truncate) { return svc_do_truncate(s, c, &q->body.truncate); }
+H(close) { return svc_do_close(s, c, &q->body.close); }
+H(remove) { return svc_do_remove(s, q->body.remove.path, false); }
+H(mkdir) { return svc_do_mkdir(s, &q->body.mkdir); }
+H(rmdir) { return svc_do_remove(s, q->body.rmdir.path, true); }
+H(rename) { return svc_do_rename(s, &q->body.rename); }
+H(statfs) { return svc_do_statfs(s, &q->body.statfs); }
+H(hash) { return svc_do_hash(s, c, &q->body.hash); }
+H(format) { return svc_do_format(s, &q->body.format); }
+H(sync) { return svc_do_sync(s, c, &q->body.sync); }
+H(manifest) { return svc_do_manifest(s, &q->body.manifest); }
+H(manifest_import) { return svc_do_manifest_import(s, &q->body.manifest_import); }
+H(verify) { return svc_do_verify(s, c, &q->body.verify); }
+H(update_begin) { return svc_do_update_begin(s, c, &q->body.update_begin); }
+H(update_declare) { return svc_do_update_declare(s, c, &q->body.update_declare); }
+H(update_write) { return svc_do_update_write(s, c, &q->body.update_write); }
+H(update_commit) { return svc_do_update_commit(s, c, &q->body.update_commit); }
+H(update_abort) { return svc_do_update_abort(s, c, &q->body.update_abort); }
+H(backup) { return svc_do_backup(s, c, &q->body.backup); }
+H(restore) { return svc_do_restore(s, c, &q->body.restore); }
+#undef H
+
+#define R_ SVC_PERM_READ
+#define W_ SVC_PERM_WRITE
+#define A_ SVC_PERM_ADMIN
+#define ROW(name, str, perm, args, lng) \
+    { cellar_Request_##name##_tag, str, h_##name, perm, args, lng }
+static const svc_req_row_t requests[] = {
+    /*  type             name               perm args   long */
+    ROW(hello,           "hello",           R_, false, false),
+    ROW(ping,            "ping",            R_, false, false),
+    ROW(stat,            "stat",            R_, false, false),
+    ROW(list,            "list",            R_, false, false),
+    ROW(open,            "open",            W_, true,  false), /* O_READ only: R_ */
+    ROW(read,            "read",            R_, false, false),
+    ROW(write,           "write",           W_, false, false),
+    ROW(seek,            "seek",            R_, false, false),
+    ROW(truncate,        "truncate",        W_, false, false),
+    ROW(close,           "close",           R_, false, false),
+    ROW(remove,          "remove",          W_, false, false),
+    ROW(mkdir,           "mkdir",           W_, false, false),
+    ROW(rmdir,           "rmdir",           W_, false, false),
+    ROW(rename,          "rename",          W_, false, false),
+    ROW(statfs,          "statfs",          R_, false, false),
+    ROW(hash,            "hash",            R_, false, true),
+    ROW(format,          "format",          A_, false, false),
+    ROW(sync,            "sync",            W_, false, false),
+    ROW(manifest,        "manifest",        R_, false, false),
+    ROW(manifest_import, "manifest import", W_, false, false),
+    ROW(verify,          "verify",          W_, true,  true), /* no repair: R_ */
+    ROW(update_begin,    "update begin",    W_, false, false),
+    ROW(update_declare,  "update declare",  W_, false, true),
+    ROW(update_write,    "update write",    W_, false, false),
+    ROW(update_commit,   "update commit",   W_, false, true),
+    ROW(update_abort,    "update abort",    W_, false, false),
+    ROW(backup,          "backup",          W_, false, true),
+    ROW(restore,         "restore",         W_, false, true),
+};
+#undef ROW
+#undef R_
+#undef W_
+#undef A_
+
+static const svc_req_row_t *row_of(uint32_t tag)
+{
+    for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++)
+        if (requests[i].tag == tag)
+            return &requests[i];
+    return NULL;
+}
 
 static const char *op_name(uint32_t tag)
 {
-    switch (tag) {
-    case cellar_Request_hello_tag: return "hello";
-    case cellar_Request_ping_tag: return "ping";
-    case cellar_Request_stat_tag: return "stat";
-    case cellar_Request_list_tag: return "list";
-    case cellar_Request_open_tag: return "open";
-    case cellar_Request_read_tag: return "read";
-    case cellar_Request_write_tag: return "write";
-    case cellar_Request_seek_tag: return "seek";
-    case cellar_Request_truncate_tag: return "truncate";
-    case cellar_Request_close_tag: return "close";
-    case cellar_Request_remove_tag: return "remove";
-    case cellar_Request_mkdir_tag: return "mkdir";
-    case cellar_Request_rmdir_tag: return "rmdir";
-    case cellar_Request_rename_tag: return "rename";
-    case cellar_Request_statfs_tag: return "statfs";
-    case cellar_Request_hash_tag: return "hash";
-    case cellar_Request_format_tag: return "format";
-    case cellar_Request_sync_tag: return "sync";
-    case cellar_Request_manifest_tag: return "manifest";
-    case cellar_Request_manifest_import_tag: return "manifest import";
-    case cellar_Request_verify_tag: return "verify";
-    case cellar_Request_update_begin_tag: return "update begin";
-    case cellar_Request_update_declare_tag: return "update declare";
-    case cellar_Request_update_write_tag: return "update write";
-    case cellar_Request_update_commit_tag: return "update commit";
-    case cellar_Request_update_abort_tag: return "update abort";
-    case cellar_Request_backup_tag: return "backup";
-    case cellar_Request_restore_tag: return "restore";
-    default: return "request";
-    }
+    const svc_req_row_t *r = row_of(tag);
+    return r ? r->name : "request";
+}
+
+/* The permission a decoded request needs: its row's, lowered to reading
+ * for an Open without write flags and a Verify without repair. */
+static svc_perm_t perm_of(const svc_req_row_t *r, const cellar_Request *q)
+{
+    if (!r->by_args || !q)
+        return (svc_perm_t)r->perm;
+    if (r->tag == cellar_Request_open_tag)
+        return q->body.open.flags & (cellar_OpenFlags_O_WRITE |
+                                     cellar_OpenFlags_O_CREATE |
+                                     cellar_OpenFlags_O_TRUNC |
+                                     cellar_OpenFlags_O_APPEND)
+                   ? SVC_PERM_WRITE : SVC_PERM_READ;
+    if (r->tag == cellar_Request_verify_tag)
+        return q->body.verify.repair ? SVC_PERM_WRITE : SVC_PERM_READ;
+    return (svc_perm_t)r->perm;
+}
+
+const char *svc_request_name(uint32_t tag)
+{
+    const svc_req_row_t *r = row_of(tag);
+    return r ? r->name : NULL;
+}
+
+svc_perm_t svc_request_perm(uint32_t tag, const cellar_Request *q)
+{
+    const svc_req_row_t *r = row_of(tag);
+    return r ? perm_of(r, q) : SVC_PERM_NONE;
+}
+
+bool svc_request_long(uint32_t tag)
+{
+    const svc_req_row_t *r = row_of(tag);
+    return r && r->long_req;
 }
 
 /* The name, error and wording of a request field the scan found too
@@ -132,62 +235,21 @@ static int scan_problem(svc_t *s)
 static int dispatch(svc_t *s, svc_conn_t *c)
 {
     cellar_Request *q = &s->req;
-    switch (q->which_body) {
-    case cellar_Request_hello_tag: return svc_do_hello(s, c, &q->body.hello);
-    case cellar_Request_ping_tag: return svc_do_ping(s, &q->body.ping);
-    case cellar_Request_stat_tag: return svc_do_stat(s, &q->body.stat);
-    case cellar_Request_list_tag: return svc_do_list(s, &q->body.list);
-    case cellar_Request_open_tag: return svc_do_open(s, c, &q->body.open);
-    case cellar_Request_read_tag: return svc_do_read(s, c, &q->body.read);
-    case cellar_Request_write_tag: return svc_do_write(s, c, &q->body.write);
-    case cellar_Request_seek_tag: return svc_do_seek(s, c, &q->body.seek);
-    case cellar_Request_truncate_tag:
-        return svc_do_truncate(s, c, &q->body.truncate);
-    case cellar_Request_close_tag: return svc_do_close(s, c, &q->body.close);
-    case cellar_Request_remove_tag:
-        return svc_do_remove(s, q->body.remove.path, false);
-    case cellar_Request_mkdir_tag: return svc_do_mkdir(s, &q->body.mkdir);
-    case cellar_Request_rmdir_tag:
-        return svc_do_remove(s, q->body.rmdir.path, true);
-    case cellar_Request_rename_tag: return svc_do_rename(s, &q->body.rename);
-    case cellar_Request_statfs_tag: return svc_do_statfs(s, &q->body.statfs);
-    case cellar_Request_hash_tag: return svc_do_hash(s, c, &q->body.hash);
-    case cellar_Request_format_tag: return svc_do_format(s, &q->body.format);
-    case cellar_Request_sync_tag: return svc_do_sync(s, c, &q->body.sync);
-    case cellar_Request_manifest_tag:
-        return svc_do_manifest(s, &q->body.manifest);
-    case cellar_Request_manifest_import_tag:
-        return svc_do_manifest_import(s, &q->body.manifest_import);
-    case cellar_Request_verify_tag:
-        return svc_do_verify(s, c, &q->body.verify);
-    case cellar_Request_update_begin_tag:
-        return svc_do_update_begin(s, c, &q->body.update_begin);
-    case cellar_Request_update_declare_tag:
-        return svc_do_update_declare(s, c, &q->body.update_declare);
-    case cellar_Request_update_write_tag:
-        return svc_do_update_write(s, c, &q->body.update_write);
-    case cellar_Request_update_commit_tag:
-        return svc_do_update_commit(s, c, &q->body.update_commit);
-    case cellar_Request_update_abort_tag:
-        return svc_do_update_abort(s, c, &q->body.update_abort);
-    case cellar_Request_backup_tag: return svc_do_backup(s, c, &q->body.backup);
-    case cellar_Request_restore_tag:
-        return svc_do_restore(s, c, &q->body.restore);
-    default: {
-        sb_t b;
-        s->op = "request";
-        b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
-        if (s->scan.unknown_tag) {
-            svc_sb_str(&b, ": unknown request type (field ");
-            svc_sb_u64(&b, s->scan.unknown_tag);
-            svc_sb_str(&b, "); this device speaks protocol version 1");
-        } else {
-            svc_sb_str(&b, ": no request body (set one of the Request.body "
-                       "fields)");
-        }
-        return -(int)cellar_Code_EPROTO;
+    const svc_req_row_t *row = row_of(q->which_body);
+    if (row)
+        return row->run(s, c, q);
+    sb_t b;
+    s->op = "request";
+    b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
+    if (s->scan.unknown_tag) {
+        svc_sb_str(&b, ": unknown request type (field ");
+        svc_sb_u64(&b, s->scan.unknown_tag);
+        svc_sb_str(&b, "); this device speaks protocol version 1");
+    } else {
+        svc_sb_str(&b, ": no request body (set one of the Request.body "
+                   "fields)");
     }
-    }
+    return -(int)cellar_Code_EPROTO;
 }
 
 /* Serve one request frame; the reply goes to the output queue. */
@@ -250,12 +312,7 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
 static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
 {
     codec_scan(cellar_Request_fields, f, n, &s->scan);
-    return s->scan.body_tag == cellar_Request_hash_tag ||
-           s->scan.body_tag == cellar_Request_verify_tag ||
-           s->scan.body_tag == cellar_Request_backup_tag ||
-           s->scan.body_tag == cellar_Request_restore_tag ||
-           s->scan.body_tag == cellar_Request_update_commit_tag ||
-           s->scan.body_tag == cellar_Request_update_declare_tag;
+    return svc_request_long(s->scan.body_tag);
 }
 
 /* Serve the next buffered request of c, if any and if there is room for
