@@ -1,5 +1,6 @@
-/* svc_conn.c - connections: their input and output queues, queueing a reply (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_conn.c - connections: their input and output queues, queueing a reply
+ * (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code: no OS
+ * calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 

@@ -1,5 +1,6 @@
-/* svc_copy.c - copies between partitions in steps: Backup, Restore, a repair's restore (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_copy.c - copies between partitions in steps: Backup, Restore, a
+ * repair's restore (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-
+ * side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -28,7 +29,7 @@ static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
 enum { CP_SCAN = 0, CP_CHECK_TO, CP_CHECK_FROM, CP_COPY, CP_MIRROR, CP_COMMIT };
 
 int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
-                      bool backup)
+                   bool backup)
 {
     svc_copy_t *cp = &s->job.cp;
     static const uint8_t zero[32];
@@ -152,7 +153,7 @@ static int copy_file_begin(svc_t *s)
  * partition fa) into cp.dst (fb): 1 = all copied (its SHA-256 in sha),
  * 0 = more to do, or an error. */
 int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
-                      uint8_t sha[32])
+                   uint8_t sha[32])
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;

@@ -1,5 +1,6 @@
-/* svc_core.c - the service's life: setup and free, connections opened and closed, time passing (svc_tick) (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_core.c - the service's life: setup and free, connections opened and
+ * closed, time passing (svc_tick) (svc_int.h, docs/ARCHITECTURE.md "Service
+ * core"). Device-side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 

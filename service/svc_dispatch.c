@@ -1,6 +1,7 @@
 /* svc_dispatch.c - the dispatch table (request type -> name, handler,
  * permission, long flag), serving request frames, svc_process and
- * svc_pending (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no allocation, no stdio. */
+ * svc_pending (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side
+ * code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -44,10 +45,16 @@ H(hash) { return svc_do_hash(s, c, &q->body.hash); }
 H(format) { return svc_do_format(s, &q->body.format); }
 H(sync) { return svc_do_sync(s, c, &q->body.sync); }
 H(manifest) { return svc_do_manifest(s, &q->body.manifest); }
-H(manifest_import) { return svc_do_manifest_import(s, &q->body.manifest_import); }
+H(manifest_import)
+{
+    return svc_do_manifest_import(s, &q->body.manifest_import);
+}
 H(verify) { return svc_do_verify(s, c, &q->body.verify); }
 H(update_begin) { return svc_do_update_begin(s, c, &q->body.update_begin); }
-H(update_declare) { return svc_do_update_declare(s, c, &q->body.update_declare); }
+H(update_declare)
+{
+    return svc_do_update_declare(s, c, &q->body.update_declare);
+}
 H(update_write) { return svc_do_update_write(s, c, &q->body.update_write); }
 H(update_commit) { return svc_do_update_commit(s, c, &q->body.update_commit); }
 H(update_abort) { return svc_do_update_abort(s, c, &q->body.update_abort); }
@@ -66,7 +73,7 @@ static const svc_req_row_t requests[] = {
     ROW(ping,            "ping",            R_, false, false),
     ROW(stat,            "stat",            R_, false, false),
     ROW(list,            "list",            R_, false, false),
-    ROW(open,            "open",            W_, true,  false), /* O_READ only: R_ */
+    ROW(open,            "open",            W_, true,  false), /* read: R_ */
     ROW(read,            "read",            R_, false, false),
     ROW(write,           "write",           W_, false, false),
     ROW(seek,            "seek",            R_, false, false),
@@ -82,7 +89,7 @@ static const svc_req_row_t requests[] = {
     ROW(sync,            "sync",            W_, false, false),
     ROW(manifest,        "manifest",        R_, false, false),
     ROW(manifest_import, "manifest import", W_, false, false),
-    ROW(verify,          "verify",          W_, true,  true), /* no repair: R_ */
+    ROW(verify,          "verify",          W_, true,  true),  /* check: R_ */
     ROW(update_begin,    "update begin",    W_, false, false),
     ROW(update_declare,  "update declare",  W_, false, true),
     ROW(update_write,    "update write",    W_, false, false),

@@ -1,9 +1,38 @@
-/* svc_file.c - the file RPCs: Hello, Ping, Stat, List, Open, Read, Write, Seek, Truncate, Sync, Close, Remove, Mkdir, Rmdir, Rename, StatFs, Hash, Format (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_file.c - the file RPCs: Hello, Ping, Stat, List, Open, Read, Write,
+ * Seek, Truncate, Sync, Close, Remove, Mkdir, Rmdir, Rename, StatFs, Hash,
+ * Format (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code:
+ * no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
 #include "svc_int.h"
+
+/* Refuse writes through file RPCs on a read-only partition. */
+int svc_check_writable(svc_t *s, const svc_path_t *p)
+{
+    if (p->part >= 0 && !s->part[p->part].read_only) {
+        svc_part_t *pt = &s->part[p->part];
+        if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
+                                 "the partition is too full for the "
+                                 "service's bookkeeping: remove files first");
+        if (pt->state == SVC_PART_NO_MANIFEST &&
+            !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_IO, p->show,
+                                 "the partition's manifest cannot be used: "
+                                 "remove files or format it");
+    }
+    if (p->part >= 0 && s->part[p->part].read_only) {
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": partition /");
+        svc_sb_str(&b, s->part[p->part].name);
+        svc_sb_str(&b, " is read-only");
+        return -(int)cellar_Code_EACCES;
+    }
+    return 0;
+}
 
 static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
 {
@@ -387,7 +416,7 @@ int svc_do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r)
 }
 
 int svc_do_truncate(svc_t *s, svc_conn_t *c,
-                       const cellar_TruncateRequest *r)
+                    const cellar_TruncateRequest *r)
 {
     int err;
     if (r->handle) {

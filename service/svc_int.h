@@ -78,7 +78,6 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
 bool svc_is_part_root(const svc_path_t *p);
 fs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
-int svc_check_writable(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 
 /* ---- svc_conn.c ------------------------------------------------------------------ */
@@ -144,22 +143,23 @@ int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b);
 void svc_handle_release(svc_t *s, svc_handle_t *h);
 uint32_t svc_now_s(svc_t *s);
 void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
-                      size_t cap);
+                   size_t cap);
 int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
-                   const char *why);
+                const char *why);
 void svc_log_path(svc_t *s, const char *what, uint32_t part,
-                     const char *path, const char *tail);
+                  const char *path, const char *tail);
 int svc_part_arg(svc_t *s, const char *name);
 bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b);
 int svc_attach(svc_t *s, uint32_t i);
 const char *svc_handle_rel(svc_t *s, const svc_handle_t *h);
 int svc_usr_path(svc_t *s, const char *in, char *rel);
 int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
-                       cellar_ProblemKind *kind);
+                    cellar_ProblemKind *kind);
 int svc_check_done(svc_t *s, int r, const man_entry_t *e,
-                      cellar_ProblemKind *kind);
+                   cellar_ProblemKind *kind);
 
 /* ---- svc_file.c ------------------------------------------------------------------ */
+int svc_check_writable(svc_t *s, const svc_path_t *p);
 int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r);
 int svc_do_ping(svc_t *s, const cellar_PingRequest *r);
 int svc_do_stat(svc_t *s, const cellar_StatRequest *r);
@@ -169,7 +169,7 @@ int svc_do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r);
 int svc_do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r);
 int svc_do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r);
 int svc_do_truncate(svc_t *s, svc_conn_t *c,
-                       const cellar_TruncateRequest *r);
+                    const cellar_TruncateRequest *r);
 int svc_do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r);
 int svc_do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r);
 int svc_do_remove(svc_t *s, const char *path, bool dir_only);
@@ -181,10 +181,10 @@ int svc_do_format(svc_t *s, const cellar_FormatRequest *r);
 
 /* ---- svc_copy.c ------------------------------------------------------------------ */
 int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
-                      bool backup);
+                   bool backup);
 void svc_copy_cancel(svc_t *s);
 int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
-                      uint8_t sha[32]);
+                   uint8_t sha[32]);
 bool svc_path_busy(void *ctx, const char *path);
 int svc_copy_step(svc_t *s, uint32_t *budget);
 void svc_copy_reply(svc_t *s);

@@ -1,5 +1,6 @@
-/* svc_job.c - long requests (svc_job_t): hashing in steps, deferring the reply, running and cancelling the job (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_job.c - long requests (svc_job_t): hashing in steps, deferring the
+ * reply, running and cancelling the job (svc_int.h, docs/ARCHITECTURE.md
+ * "Service core"). Device-side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 

@@ -1,5 +1,7 @@
-/* svc_manifest_rpc.c - the manifest RPCs (Manifest, ManifestImport, Verify), the steps of verify and of the start-up check, and the job kinds above the job layer (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_manifest_rpc.c - the manifest RPCs (Manifest, ManifestImport, Verify),
+ * the steps of verify and of the start-up check, and the job kinds above the
+ * job layer (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side
+ * code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -136,8 +138,8 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
     if (j->kind == SVC_JOB_CHECK) {
         j->bad++;
         svc_log_path(s, "check:", USR, j->e.path,
-                 k == cellar_ProblemKind_MISSING ? "missing"
-                 : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
+                     k == cellar_ProblemKind_MISSING ? "missing"
+                     : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
                                                     : "unreadable");
     } else {
         if (j->vr.problems_count >= 16)
@@ -174,7 +176,7 @@ static void repair_done(svc_t *s)
             svc_log_path(s, "check: restored", USR, j->e.path, "from /bak");
         } else {
             svc_log_path(s, "check: cannot restore", USR, j->e.path,
-                     cp->err ? svc_reason(cp->err) : "no verified copy in /bak");
+                         cp->err ? svc_reason(cp->err) : "no verified copy in /bak");
         }
         return;
     }

@@ -1,5 +1,6 @@
-/* svc_msg.c - messages: the sb_t builder, error codes and names, logging, error replies (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_msg.c - messages: the sb_t builder, error codes and names, logging,
+ * error replies (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-
+ * side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 

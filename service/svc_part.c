@@ -1,5 +1,6 @@
-/* svc_part.c - partitions: names, problems found at start-up, the room rule (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_part.c - partitions: names, problems found at start-up, the room rule
+ * (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code: no OS
+ * calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 

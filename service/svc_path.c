@@ -1,5 +1,6 @@
-/* svc_path.c - path rules: resolving "/usr/..." to a partition and a filesystem path (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_path.c - path rules: resolving "/usr/..." to a partition and a
+ * filesystem path (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-
+ * side code: no OS calls, no allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -112,33 +113,6 @@ fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
         return NULL;
     }
     return &pt->fs;
-}
-
-/* Refuse writes through file RPCs on a read-only partition. */
-int svc_check_writable(svc_t *s, const svc_path_t *p)
-{
-    if (p->part >= 0 && !s->part[p->part].read_only) {
-        svc_part_t *pt = &s->part[p->part];
-        if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
-            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
-                                 "the partition is too full for the "
-                                 "service's bookkeeping: remove files first");
-        if (pt->state == SVC_PART_NO_MANIFEST &&
-            !svc_store_retry(s, (uint32_t)p->part))
-            return svc_fail_path(s, FS_ERR_IO, p->show,
-                                 "the partition's manifest cannot be used: "
-                                 "remove files or format it");
-    }
-    if (p->part >= 0 && s->part[p->part].read_only) {
-        sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
-        svc_sb_str(&b, " ");
-        svc_sb_qstr(&b, p->show);
-        svc_sb_str(&b, ": partition /");
-        svc_sb_str(&b, s->part[p->part].name);
-        svc_sb_str(&b, " is read-only");
-        return -(int)cellar_Code_EACCES;
-    }
-    return 0;
 }
 
 /* ---- requests ---------------------------------------------------------------------- */

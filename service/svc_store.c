@@ -1,5 +1,8 @@
-/* svc_store.c - the store under the RPCs: mount-time work (manifest, staging, the start-up check), shadow writes, manifest-aware remove and rename, handles, checking a file against its entry (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_store.c - the store under the RPCs: mount-time work (manifest,
+ * staging, the start-up check), shadow writes, manifest-aware remove and
+ * rename, handles, checking a file against its entry (svc_int.h,
+ * docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no
+ * allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -33,7 +36,7 @@ uint32_t svc_now_s(svc_t *s)
 
 /* "/usr" + path inside the partition, for messages and replies. */
 void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
-                      size_t cap)
+                   size_t cap)
 {
     size_t pn = strlen(s->part[part].name);
     size_t n = strlen(in);
@@ -50,7 +53,7 @@ void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
 }
 
 int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
-                   const char *why)
+                const char *why)
 {
     char show[SVC_MAX_PATH + 8];
     svc_show_path(s, part, path, show, sizeof(show));
@@ -58,7 +61,7 @@ int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
 }
 
 void svc_log_path(svc_t *s, const char *what, uint32_t part,
-                     const char *path, const char *tail)
+                  const char *path, const char *tail)
 {
     if (!s->cfg.log)
         return;
@@ -262,7 +265,7 @@ bool svc_store_retry(svc_t *s, uint32_t i)
     (void)svc_attach(s, i); /* the manifest and the staging as at start-up */
     if (p->state == SVC_PART_OK)
         svc_log_path(s, "space was freed:", i, "/",
-                 "the manifest is writable again");
+                     "the manifest is writable again");
     return p->state == SVC_PART_OK;
 }
 
@@ -595,7 +598,7 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
         if (err)
             return err;
         svc_log_path(s, "removed before its manifest entry (no room):",
-                 p->part, p->fs, NULL);
+                     p->part, p->fs, NULL);
         gone = true;
         err = man_del(&pt->man, p->fs);
     }
@@ -652,7 +655,7 @@ int svc_usr_path(svc_t *s, const char *in, char *rel)
  * without reading (*kind), 1 = its content is being hashed (the job's
  * hash, svc_job_hash_step), or a device error. */
 int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
-                       cellar_ProblemKind *kind)
+                    cellar_ProblemKind *kind)
 {
     svc_job_t *j = &s->job;
     fs_t *fs = &s->part[part].fs;
@@ -695,7 +698,7 @@ int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
 /* The hash begun by check_begin is done (r = 1) or failed: e's
  * ProblemKind, or a device error. */
 int svc_check_done(svc_t *s, int r, const man_entry_t *e,
-                      cellar_ProblemKind *kind)
+                   cellar_ProblemKind *kind)
 {
     svc_job_t *j = &s->job;
     uint32_t size = j->total;

@@ -1,5 +1,7 @@
-/* svc_update.c - the update RPCs: UpdateBegin, UpdateDeclare (with local copies), UpdateWrite, UpdateCommit (in steps), UpdateAbort (svc_int.h, docs/ARCHITECTURE.md "Service core").
- * Device-side code: no OS calls, no allocation, no stdio. */
+/* svc_update.c - the update RPCs: UpdateBegin, UpdateDeclare (with local
+ * copies), UpdateWrite, UpdateCommit (in steps), UpdateAbort (svc_int.h,
+ * docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no
+ * allocation, no stdio. */
 #include <stddef.h>
 #include <string.h>
 
@@ -296,10 +298,10 @@ int svc_declare_run(svc_t *s)
         } else {
             if (in->sha256.size != 32)
                 return refuse(s, svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
-                                         "sha256 must be 32 bytes")), 1;
+                                             "sha256 must be 32 bytes")), 1;
             if (in->size > FS_FILE_MAX)
                 return refuse(s, svc_fail_in(s, FS_ERR_FBIG, USR, e->path,
-                                         NULL)), 1;
+                                             NULL)), 1;
             e->kind = MAN_TRACK;
             e->flags = MAN_F_SIZE;
             e->size = (uint32_t)in->size;
@@ -442,7 +444,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         return svc_fail_in(s, err, USR, TX_DIR, NULL);
     if (e->kind != MAN_TRACK || !(e->flags & MAN_F_SEND))
         return svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
-                       "this entry takes no data (unchanged or a removal)");
+                           "this entry takes no data (unchanged or a removal)");
     int64_t have = txn_staged(t, r->index);
     if (have < 0)
         return svc_fail_in(s, (int)have, USR, e->path, NULL);
