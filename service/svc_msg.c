@@ -262,8 +262,6 @@ int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
     return err;
 }
 
-/* ---- handles ---------------------------------------------------------------------- */
-
 /* An fs_file_open failure: the device-wide table of open files (FS_MAX_OPEN
  * per partition, every connection's handles and the file Hash or Truncate
  * opens for the request) is named as such. */

@@ -137,8 +137,6 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
     return FS_ERR_NOSPC;
 }
 
-/* ---- paths -------------------------------------------------------------------- */
-
 int svc_part_index(const svc_t *s, const char *name, size_t n)
 {
     for (uint32_t i = 0; i < s->nparts; i++)

@@ -115,8 +115,6 @@ fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
     return &pt->fs;
 }
 
-/* ---- requests ---------------------------------------------------------------------- */
-
 /* Copy a NUL-terminated string into a fixed field, cut to fit. */
 void svc_copy_str(char *dst, size_t cap, const char *src)
 {

@@ -8,6 +8,10 @@
 
 #include "svc_int.h"
 
+/* ---- handles ------------------------------------------------------------------ */
+
+/* Close a handle: a Hash reading it is cancelled, a shadow never published
+ * is dropped. */
 void svc_handle_release(svc_t *s, svc_handle_t *h)
 {
     svc_part_t *p = &s->part[h->part];
