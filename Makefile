@@ -146,6 +146,7 @@ run: $(DEPS_STAMP) $(BUILD)/cellard $(BUILD)/cellar
 # script run with BUILD, CELLARD and CELLAR set to the sanitised programs.
 test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 	@pass=0; fail=0; failed=""; \
+	if $(MAKE) --no-print-directory deps-check; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed deps-check"; fi; \
 	for t in $(TEST_BINS); do \
 	  echo "=== $$t"; \
 	  if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
@@ -158,6 +159,11 @@ test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 	[ -z "$$failed" ] || echo "failed:$$failed"; \
 	echo "test suites: $$pass passed, $$fail failed"; \
 	[ $$fail -eq 0 ]
+
+# The service core's files call only the ones below them (the order is in
+# service/deps_check.py; the picture in docs/ARCHITECTURE.md).
+deps-check: $(call objs,san,$(SVC_SRCS))
+	python3 service/deps_check.py $^
 
 powerloss: $(BUILD)/san/tests/test_powerloss $(BUILD)/san/tests/test_update
 	$(BUILD)/san/tests/test_powerloss --full
@@ -198,7 +204,9 @@ fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
 $(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
 
 # ---- size on a Cortex-M4 --------------------------------------------------------
-DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) service/svc_core.c service/svc_update.c service/manifest.c service/txn.c service/layout.c service/codec.c
+DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) \
+  $(addprefix service/svc_,msg.c part.c path.c conn.c job.c store.c file.c copy.c update.c manifest_rpc.c core.c dispatch.c) \
+  service/manifest.c service/txn.c service/layout.c service/codec.c
 size: $(GEN_C)
 	@command -v arm-none-eabi-gcc >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
@@ -214,7 +222,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 

@@ -308,7 +308,31 @@ struct svc {
     svc_job_t job;
     uint8_t deferred;     /* the request being served started the job */
     uint8_t job_turn;     /* svc_process made a job step in this turn */
+    const struct svc_job_kinds *job_kinds; /* svc_int.h */
 };
+
+/* ---- requests and the permission each needs (svc_dispatch.c) ---------------- */
+
+/* What a request needs of its caller, for roles (issue 13): a reader may
+ * Hello, Ping, Stat, List, Open for reading, Read, Seek, Close, Hash,
+ * StatFs, Manifest and Verify without repair; a writer also writes,
+ * changes the namespace, updates, backs up, restores and repairs; an admin
+ * also formats. Nothing enforces them yet. */
+typedef enum svc_perm {
+    SVC_PERM_NONE = 0, /* not a request type this service knows */
+    SVC_PERM_READ,
+    SVC_PERM_WRITE,
+    SVC_PERM_ADMIN,
+} svc_perm_t;
+
+/* The name of a request type (a cellar_Request_*_tag), NULL if unknown. */
+const char *svc_request_name(uint32_t tag);
+/* The permission a request of that type needs; with its decoded request q
+ * (may be NULL: the type's own), Open and Verify take theirs from their
+ * arguments. */
+svc_perm_t svc_request_perm(uint32_t tag, const cellar_Request *q);
+/* True for the types that may run as a long request (a job). */
+bool svc_request_long(uint32_t tag);
 
 /* ---- lifecycle ------------------------------------------------------------- */
 

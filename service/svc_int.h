@@ -1,11 +1,25 @@
 /*
- * svc_int.h - private to the service core: the helpers svc_core.c (file
- * RPCs) and svc_update.c (manifest, update, backup RPCs) share.
+ * svc_int.h - private to the service core: what its files (svc_*.c) share.
+ * The files form layers, each calling only the ones below it (the graph is
+ * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
+ *   svc_msg  < svc_part < svc_path < svc_conn < svc_job < svc_store
+ *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_core
+ *   < svc_dispatch
+ * The declarations below are grouped by the file that defines them.
  */
 #ifndef CELLAR_SVC_INT_H
 #define CELLAR_SVC_INT_H
 
 #include "svc_core.h"
+
+/* The partitions the service knows, by index. */
+#define USR 0u
+#define BAK 1u
+/* Staging directories: copies between partitions, update transactions. */
+#define CP_DIR "/.cellar/cp"
+#define TX_DIR "/.cellar/tx"
+
+/* ---- svc_msg.c ----------------------------------------------------------------- */
 
 /* Message builder: NUL-terminated UTF-8 in a fixed buffer, cut at a
  * character boundary with "..." when it does not fit. */
@@ -21,6 +35,11 @@ void svc_sb_str(sb_t *b, const char *s);      /* trusted ASCII */
 void svc_sb_u64(sb_t *b, uint64_t v);
 void svc_sb_qstr(sb_t *b, const char *s);     /* quoted, escaped */
 const char *svc_reason(int err);
+void svc_sb_hex32(sb_t *b, uint32_t v);
+size_t svc_utf8_seq(const uint8_t *s, size_t n);
+void svc_sb_quoted(sb_t *b, const char *str, size_t n);
+void svc_resp_reset(svc_t *s, uint32_t id);
+void svc_log_failure(svc_t *s, svc_conn_t *c);
 
 /* Logging (no-ops without cfg.log). */
 sb_t svc_log_begin(svc_t *s, const svc_conn_t *c);
@@ -36,26 +55,11 @@ int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
 int svc_fail_open(svc_t *s, int err, const char *show);
 void svc_reply_done(svc_t *s);
 
-/* Paths. */
-int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
-bool svc_is_part_root(const svc_path_t *p);
-fs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
-int svc_check_writable(svc_t *s, const svc_path_t *p);
-void svc_copy_str(char *dst, size_t cap, const char *src);
-void svc_handle_release(svc_t *s, svc_handle_t *h);
+/* ---- svc_part.c ---------------------------------------------------------------- */
+extern const char *const svc_part_names[SVC_MAX_PARTS];
+void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);
+int svc_part_index(const svc_t *s, const char *name, size_t n);
 
-/* ---- long requests (svc_core.c; see svc_job_t) ------------------------------ */
-/* Start hashing len bytes of fp (a file of partition part) from off. */
-int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
-                       uint32_t len);
-/* Hash up to *budget bytes (taken off it): 1 done (s->job.digest),
- * 0 more to do, or an error. */
-int svc_job_hash_step(svc_t *s, uint32_t *budget);
-/* Stop hashing: close the job's own file, free the hash. */
-void svc_job_hash_end(svc_t *s);
-/* The request being served continues as s->job (whose kind is set): its
- * reply is sent when the job is done. */
-void svc_job_defer(svc_t *s, svc_conn_t *c);
 /* A problem found at start-up (or a later attach) on partition part:
  * logged once and listed in HelloReply.problems until the partition is
  * formatted. "/usr: what (why): done". */
@@ -70,14 +74,47 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show);
 /* The bytes svc_room allows now (0 when not mounted). */
 uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 
-/* ---- svc_update.c ---------------------------------------------------------- */
-/* One step of a VERIFY or CHECK job: 1 = done (a verify's reply is in
- * s->resp), 0 = more to do. */
-int svc_update_job_step(svc_t *s);
-/* The job is dropped (cancel): end a copy in progress, dropping what it
- * staged. */
-void svc_update_job_cancel(svc_t *s);
+/* ---- svc_path.c ------------------------------------------------------------------ */
+int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
+bool svc_is_part_root(const svc_path_t *p);
+fs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
+void svc_copy_str(char *dst, size_t cap, const char *src);
 
+/* ---- svc_conn.c ------------------------------------------------------------------ */
+uint32_t svc_out_free(const svc_conn_t *c);
+bool svc_out_room(svc_conn_t *c, uint32_t need);
+void svc_resp_send(svc_t *s, svc_conn_t *c);
+
+/* ---- svc_job.c: long requests (see svc_job_t) --------------------------------- */
+/* Start hashing len bytes of fp (a file of partition part) from off. */
+int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+                       uint32_t len);
+/* Hash up to *budget bytes (taken off it): 1 done (s->job.digest),
+ * 0 more to do, or an error. */
+int svc_job_hash_step(svc_t *s, uint32_t *budget);
+/* Stop hashing: close the job's own file, free the hash. */
+void svc_job_hash_end(svc_t *s);
+/* The request being served continues as s->job (whose kind is set): its
+ * reply is sent when the job is done. */
+void svc_job_defer(svc_t *s, svc_conn_t *c);
+
+/* The job kinds above the job layer (verify, the check, copies, declare,
+ * commit) are run and cancelled through this table, which svc_setup points
+ * s->job_kinds at (svc_manifest_rpc.c), so the job layer calls nothing
+ * above it. */
+typedef struct svc_job_kinds {
+    int (*step)(svc_t *s);    /* svc_update_job_step */
+    void (*cancel)(svc_t *s); /* svc_update_job_cancel */
+} svc_job_kinds_t;
+/* The end of a Hash: the reply in s->resp. */
+int svc_hash_done(svc_t *s, int r);
+/* One step of the job; sends its reply when it is done. */
+void svc_job_step(svc_t *s);
+/* Drop the long request (its connection went, a handle or the partition
+ * it reads went away). With why, its connection gets an error reply. */
+void svc_job_cancel(svc_t *s, int err, const char *why);
+
+/* ---- svc_store.c ------------------------------------------------------------------ */
 /* Mount-time work on every partition: open the manifest, drop shadow
  * files, finish or pick up transactions, and (cfg.check_at_start) check
  * /usr against its manifest, restoring from /bak. */
@@ -102,8 +139,71 @@ void svc_shadow_discard(svc_t *s, svc_handle_t *h);
 int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size);
 int svc_man_remove(svc_t *s, const svc_path_t *p);
 int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b);
+/* Close a handle (a Hash reading it is cancelled; a shadow is dropped). */
+void svc_handle_release(svc_t *s, svc_handle_t *h);
+uint32_t svc_now_s(svc_t *s);
+void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
+                   size_t cap);
+int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
+                const char *why);
+void svc_log_path(svc_t *s, const char *what, uint32_t part,
+                  const char *path, const char *tail);
+int svc_part_arg(svc_t *s, const char *name);
+bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b);
+int svc_attach(svc_t *s, uint32_t i);
+const char *svc_handle_rel(svc_t *s, const svc_handle_t *h);
+int svc_usr_path(svc_t *s, const char *in, char *rel);
+int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
+                    cellar_ProblemKind *kind);
+int svc_check_done(svc_t *s, int r, const man_entry_t *e,
+                   cellar_ProblemKind *kind);
 
-/* The RPCs. */
+/* ---- svc_file.c ------------------------------------------------------------------ */
+int svc_check_writable(svc_t *s, const svc_path_t *p);
+int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r);
+int svc_do_ping(svc_t *s, const cellar_PingRequest *r);
+int svc_do_stat(svc_t *s, const cellar_StatRequest *r);
+int svc_do_list(svc_t *s, const cellar_ListRequest *r);
+int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r);
+int svc_do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r);
+int svc_do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r);
+int svc_do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r);
+int svc_do_truncate(svc_t *s, svc_conn_t *c,
+                    const cellar_TruncateRequest *r);
+int svc_do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r);
+int svc_do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r);
+int svc_do_remove(svc_t *s, const char *path, bool dir_only);
+int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r);
+int svc_do_rename(svc_t *s, const cellar_RenameRequest *r);
+int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r);
+int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r);
+int svc_do_format(svc_t *s, const cellar_FormatRequest *r);
+
+/* ---- svc_copy.c ------------------------------------------------------------------ */
+int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
+                   bool backup);
+void svc_copy_cancel(svc_t *s);
+int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
+                   uint8_t sha[32]);
+bool svc_path_busy(void *ctx, const char *path);
+int svc_copy_step(svc_t *s, uint32_t *budget);
+void svc_copy_reply(svc_t *s);
+
+/* ---- svc_update.c ---------------------------------------------------------------- */
+void svc_lcopy_end(svc_t *s, bool keep);
+int svc_declare_run(svc_t *s);
+int svc_commit_step(svc_t *s);
+
+/* ---- svc_manifest_rpc.c ---------------------------------------------------------- */
+/* One step of a VERIFY, CHECK, COPY, DECLARE or COMMIT job: 1 = done (a
+ * reply is in s->resp), 0 = more to do. */
+int svc_update_job_step(svc_t *s);
+/* The job is dropped (cancel): end a copy in progress, dropping what it
+ * staged. */
+void svc_update_job_cancel(svc_t *s);
+extern const svc_job_kinds_t svc_job_kinds;
+
+/* The RPCs (svc_manifest_rpc.c, svc_copy.c, svc_update.c). */
 int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r);
 int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r);
 int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r);

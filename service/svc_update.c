@@ -1,1498 +1,11 @@
-/* svc_update.c - the manifest, shadow writes, update transactions, verify,
- * backup and restore (docs/UPDATE.md). Device-side code: no OS calls, no
- * allocation. */
+/* svc_update.c - the update RPCs: UpdateBegin, UpdateDeclare (with local
+ * copies), UpdateWrite, UpdateCommit (in steps), UpdateAbort (svc_int.h,
+ * docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no
+ * allocation, no stdio. */
+#include <stddef.h>
 #include <string.h>
 
 #include "svc_int.h"
-
-#define USR 0u
-#define BAK 1u
-#define CP_DIR "/.cellar/cp"
-#define TX_DIR "/.cellar/tx"
-
-static uint32_t now_s(svc_t *s)
-{
-    return s->cfg.clock ? s->cfg.clock(s->cfg.clock_ctx) : 0;
-}
-
-/* "/usr" + path inside the partition, for messages and replies. */
-static void show_path(svc_t *s, uint32_t part, const char *in, char *out,
-                      size_t cap)
-{
-    size_t pn = strlen(s->part[part].name);
-    size_t n = strlen(in);
-    if (cap < pn + 3)
-        return;
-    out[0] = '/';
-    memcpy(out + 1, s->part[part].name, pn);
-    if (n == 1 && in[0] == '/')
-        n = 0;
-    if (1 + pn + n >= cap)
-        n = cap - 2 - pn;
-    memcpy(out + 1 + pn, in, n);
-    out[1 + pn + n] = 0;
-}
-
-static int fail_in(svc_t *s, int err, uint32_t part, const char *path,
-                   const char *why)
-{
-    char show[SVC_MAX_PATH + 8];
-    show_path(s, part, path, show, sizeof(show));
-    return svc_fail_path(s, err, show, why);
-}
-
-static void log_path(svc_t *s, const char *what, uint32_t part,
-                     const char *path, const char *tail)
-{
-    if (!s->cfg.log)
-        return;
-    char show[SVC_MAX_PATH + 8];
-    show_path(s, part, path, show, sizeof(show));
-    sb_t b = svc_log_begin(s, NULL);
-    svc_sb_str(&b, what);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, show);
-    if (tail) {
-        svc_sb_str(&b, ": ");
-        svc_sb_str(&b, tail);
-    }
-    svc_log_end(s);
-}
-
-/* Partition named by a request field: "" = usr. -1 with the error set. */
-static int part_arg(svc_t *s, const char *name)
-{
-    const char *w = name[0] == '/' ? name + 1 : name;
-    if (!w[0])
-        w = "usr";
-    for (uint32_t i = 0; i < s->nparts; i++)
-        if (strcmp(s->part[i].name, w) == 0) {
-            if (!s->part[i].mounted || !s->part[i].has_man) {
-                (void)svc_fail_path(s, FS_ERR_IO, name[0] ? name : "/usr",
-                                    s->part[i].mounted
-                                        ? "the partition's manifest cannot "
-                                          "be used (format it)"
-                                        : "partition is not mounted");
-                return -1;
-            }
-            return (int)i;
-        }
-    (void)svc_fail_path(s, FS_ERR_NOENT, name,
-                        "no such partition (use \"/usr\" or \"/bak\")");
-    return -1;
-}
-
-static bool sha_eq(const man_entry_t *a, const man_entry_t *b)
-{
-    return memcmp(a->sha, b->sha, 32) == 0 &&
-           (!(a->flags & MAN_F_SIZE) || !(b->flags & MAN_F_SIZE) ||
-            a->size == b->size);
-}
-
-/* ---- setup -------------------------------------------------------------------- */
-
-/* Open the manifest of partition i, whatever the partition holds: a
- * manifest that is not a file is set aside (cleared), damaged slots are
- * freed, and a partition too full for a writable manifest gets a
- * read-only one (PART_FULL) or none (PART_NO_MANIFEST). */
-static void attach_manifest(svc_t *s, uint32_t i)
-{
-    svc_part_t *p = &s->part[i];
-    fs_stat_t st;
-    int err = man_open(&p->man, &p->fs);
-    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
-        (void)fs_gc(&p->fs, 0); /* stale data a failed operation left */
-        err = man_open(&p->man, &p->fs);
-    }
-    if (err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
-        (err == FS_ERR_CORRUPT &&
-         fs_stat(&p->fs, MAN_FILE, &st) == 0)) {
-        /* not a manifest at all: the files stay, their entries are lost */
-        int e2 = man_clear(&p->fs, fs_stat(&p->fs, MAN_DIR, &st) == 0 &&
-                                           st.type == FS_TYPE_DIR
-                                       ? MAN_FILE : MAN_DIR,
-                           s->cp.tmp);
-        svc_problem(s, i, "the manifest is not a file", svc_reason(err),
-                    e2 ? "it could not be cleared" :
-                    "cleared: every file is untracked (import or rewrite)");
-        err = e2 ? e2 : man_open(&p->man, &p->fs);
-    }
-    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
-        if (man_open_ro(&p->man, &p->fs) == 0) {
-            fs_statvfs_t v;
-            p->has_man = 1;
-            p->state = SVC_PART_FULL;
-            p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
-            svc_problem(s, i, "no room for the service's bookkeeping",
-                        svc_reason(err), "served read-only: remove files "
-                        "to free space");
-            return;
-        }
-    }
-    if (err) {
-        fs_statvfs_t v;
-        p->state = SVC_PART_NO_MANIFEST;
-        p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
-        svc_problem(s, i, "cannot open the manifest", svc_reason(err),
-                    err == FS_ERR_NOSPC ? "served read-only: remove files "
-                    "to free space" : "served read-only; format it");
-        return;
-    }
-    p->has_man = 1;
-    uint32_t dropped = 0;
-    err = man_scrub(&p->man, &dropped);
-    if (err)
-        svc_problem(s, i, "the manifest is damaged", svc_reason(err),
-                    "left as it is (verify reports it)");
-    else if (dropped)
-        svc_problem(s, i, "the manifest had damaged slots", NULL,
-                    "dropped them: their files are untracked");
-}
-
-/* Drop a staging directory the service cannot use. */
-static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
-{
-    svc_part_t *p = &s->part[i];
-    int err = man_clear(&p->fs, dir, s->cp.tmp);
-    char what[64] = "cannot recover ";
-    strcat(what, dir);
-    svc_problem(s, i, what, svc_reason(why),
-                err ? "it could not be removed either"
-                    : "dropped it (an update or copy in it is lost)");
-}
-
-static int attach(svc_t *s, uint32_t i)
-{
-    svc_part_t *p = &s->part[i];
-    p->state = SVC_PART_OK;
-    /* shadows of writers a power cut or a stop interrupted: removed first,
-     * one at a time (a removal needs no room), so what they held is free
-     * for the manifest */
-    int err = man_clear(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
-    if (err)
-        svc_problem(s, i, "cannot remove the shadow copies in "
-                    MAN_SHADOW_DIR, svc_reason(err), "left as they are");
-    attach_manifest(s, i);
-    fs_statvfs_t v;
-    if (fs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
-        svc_problem(s, i, "files claim more than the partition holds "
-                    "(sparse files)", NULL, "growth is refused until they "
-                    "are removed or truncated");
-    if (!p->has_man || p->state != SVC_PART_OK) {
-        if (i == USR)
-            memset(&s->tx, 0, sizeof(s->tx));
-        return 0;
-    }
-    /* a copy (backup / restore) committed before a cut is finished; one
-     * not committed is dropped */
-    txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
-    int r = txn_load(&s->cp);
-    if (r == 1)
-        log_path(s, "finished the interrupted copy into", i, "/", NULL);
-    if (r >= 0 && s->cp.active)
-        r = txn_abort(&s->cp);
-    fs_stat_t cst;
-    if (r >= 0 && fs_stat(&p->fs, CP_DIR, &cst) == 0)
-        r = FS_ERR_NOTEMPTY; /* what the abort could not remove */
-    if (r < 0) {
-        if (s->cp.plan_open)
-            (void)fs_file_close(&p->fs, &s->cp.plan);
-        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
-        clear_staging(s, i, CP_DIR, r);
-    }
-    if (i == USR) {
-        txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
-        r = txn_load(&s->tx);
-        if (r == 1)
-            log_path(s, "finished the committed update of", i, "/", NULL);
-        else if (r == 0 && s->tx.active && s->cfg.log) {
-            sb_t b = svc_log_begin(s, NULL);
-            svc_sb_str(&b, "a staged update is kept for a resume (");
-            svc_sb_u64(&b, s->tx.declared);
-            svc_sb_str(&b, " entries declared)");
-            svc_log_end(s);
-        }
-        fs_stat_t st;
-        if (r == 0 && !s->tx.active && fs_stat(&p->fs, TX_DIR, &st) == 0)
-            r = FS_ERR_NOTEMPTY; /* what an abort could not remove */
-        if (r < 0) {
-            if (s->tx.plan_open)
-                (void)fs_file_close(&p->fs, &s->tx.plan);
-            txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
-            clear_staging(s, i, TX_DIR, r);
-        }
-        s->tx_owner = NULL;
-        s->tx_idle_since = 0;
-    }
-    return 0;
-}
-
-/* A partition in PART_FULL: try again to open its manifest for writing
- * (after removals freed space). True when it is back to PART_OK. */
-bool svc_store_retry(svc_t *s, uint32_t i)
-{
-    svc_part_t *p = &s->part[i];
-    if (!p->mounted || (p->state != SVC_PART_FULL &&
-                        p->state != SVC_PART_NO_MANIFEST))
-        return p->mounted && p->state == SVC_PART_OK;
-    /* only after removals (the attempt may run GC: not on every request) */
-    fs_statvfs_t v;
-    if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
-        return false;
-    if (p->has_man)
-        (void)man_close(&p->man);
-    p->has_man = 0;
-    svc_problems_forget(s, i); /* what is still wrong is found again */
-    (void)attach(s, i); /* the manifest and the staging as at start-up */
-    if (p->state == SVC_PART_OK)
-        log_path(s, "space was freed:", i, "/",
-                 "the manifest is writable again");
-    return p->state == SVC_PART_OK;
-}
-
-static void detach(svc_t *s, uint32_t i)
-{
-    svc_part_t *p = &s->part[i];
-    if (i == USR && s->tx.fs) {
-        (void)txn_park(&s->tx);
-        if (s->tx.plan_open)
-            (void)fs_file_close(&p->fs, &s->tx.plan);
-        memset(&s->tx, 0, sizeof(s->tx));
-        s->tx_owner = NULL;
-    }
-    if (p->has_man)
-        (void)man_close(&p->man);
-    p->has_man = 0;
-}
-
-/* Startup check of /usr: a job (svc_job_t) that svc_process advances in
- * bounded steps once setup is done, so the service serves while it checks
- * (docs/UPDATE.md). One file at a time, so memory stays fixed. */
-static void check_usr(svc_t *s)
-{
-    svc_job_t *j = &s->job;
-    memset(j, 0, sizeof(*j));
-    j->kind = SVC_JOB_CHECK;
-    j->part = USR;
-    j->op = "check";
-    j->nslots = man_slots(&s->part[USR].man);
-    svc_log_msg(s, NULL, "check of /usr: started (requests are served "
-                         "meanwhile)");
-}
-
-int svc_store_setup(svc_t *s)
-{
-    for (uint32_t i = 0; i < s->nparts; i++)
-        if (s->part[i].mounted)
-            (void)attach(s, i);
-    if (s->cfg.check_at_start && s->nparts > BAK &&
-        s->part[USR].state == SVC_PART_OK && s->part[BAK].has_man)
-        check_usr(s);
-    return 0;
-}
-
-void svc_store_free(svc_t *s)
-{
-    for (uint32_t i = s->nparts; i-- > 0;)
-        if (s->part[i].mounted)
-            detach(s, i);
-}
-
-void svc_store_detach(svc_t *s, uint32_t i)
-{
-    detach(s, i);
-}
-
-int svc_store_attach(svc_t *s, uint32_t i)
-{
-    return attach(s, i);
-}
-
-void svc_store_conn_gone(svc_t *s, svc_conn_t *c)
-{
-    if (s->tx_owner != c)
-        return;
-    (void)txn_park(&s->tx);
-    s->tx_owner = NULL;
-    s->tx_idle_since = s->now_ms ? s->now_ms : 1;
-}
-
-void svc_store_tick(svc_t *s)
-{
-    if (!s->tx.active || s->tx_owner)
-        return;
-    uint32_t limit = s->cfg.tx_timeout_ms ? s->cfg.tx_timeout_ms
-                                          : SVC_TX_ABANDON_MS;
-    if (!s->tx_idle_since) {
-        s->tx_idle_since = s->now_ms ? s->now_ms : 1;
-        return;
-    }
-    if (s->now_ms - s->tx_idle_since < limit)
-        return;
-    svc_log_msg(s, NULL, "dropping a staged update nobody resumed");
-    (void)txn_abort(&s->tx);
-    s->tx_idle_since = 0;
-}
-
-/* ---- shadow writes -------------------------------------------------------------- */
-
-static const char *shadow_name(char *buf, uint32_t no)
-{
-    char num[12];
-    int k = (int)sizeof(num);
-    num[--k] = 0;
-    do {
-        num[--k] = (char)('0' + no % 10);
-        no /= 10;
-    } while (no);
-    strcpy(buf, MAN_SHADOW_DIR "/");
-    strcat(buf, num + k);
-    return buf;
-}
-
-/* Is a shadow writer open on part:path (other than except)? */
-static bool writer_open(svc_t *s, uint32_t part, const char *show,
-                        const svc_handle_t *except)
-{
-    for (svc_conn_t *c = s->conns; c; c = c->next)
-        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
-            const svc_handle_t *h = &c->h[k];
-            if (h->id && h != except && h->shadow && h->part == part &&
-                strcmp(h->path, show) == 0)
-                return true;
-        }
-    return false;
-}
-
-static bool all_zero(const uint8_t *p, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
-/* Create shadow f (named by *no) holding the first `keep` bytes of path. */
-static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
-                         const char *path, uint32_t keep)
-{
-    fs_t *fs = &s->part[part].fs;
-    char name[40];
-    int err = fs_mkdir(fs, MAN_SHADOW_DIR);
-    if (err && err != FS_ERR_EXIST)
-        return err;
-    *no = ++s->shadow_seq;
-    err = fs_file_open(fs, f, shadow_name(name, *no),
-                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
-    if (err)
-        return err;
-    if (keep) {
-        err = fs_file_open(fs, &s->t1, path, FS_O_RDONLY);
-        bool opened = err == 0;
-        for (uint32_t off = 0; !err && off < keep;) {
-            uint32_t want = keep - off < sizeof(s->scratch)
-                                ? keep - off : (uint32_t)sizeof(s->scratch);
-            int n = fs_file_pread(fs, &s->t1, s->scratch, want, off);
-            if (n == 0)
-                break;
-            if (n > 0 && !all_zero(s->scratch, (uint32_t)n))
-                n = fs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
-            if (n < 0)
-                err = n;
-            else
-                off += (uint32_t)n;
-        }
-        if (opened)
-            (void)fs_file_close(fs, &s->t1);
-        /* zeros were not written: the copy stores what the file stores,
-         * and the size makes the rest read as zeros */
-        if (!err)
-            err = fs_file_truncate(fs, f, keep);
-    }
-    if (err) {
-        (void)fs_file_revert(fs, f);
-        (void)fs_file_close(fs, f);
-        (void)fs_remove(fs, name);
-    }
-    return err;
-}
-
-/* Hash f, commit it (hidden), then move it over path together with its
- * manifest entry. f is closed in every case; on failure the data is gone. */
-static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
-                   const char *path)
-{
-    svc_part_t *p = &s->part[part];
-    man_entry_t *e = &s->me;
-    char name[40];
-    memset(e, 0, sizeof(*e));
-    int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
-                            &e->size);
-    int err2 = fs_file_close(&p->fs, f);
-    shadow_name(name, no);
-    if (!err)
-        err = err2;
-    if (!err) {
-        e->kind = MAN_TRACK;
-        e->flags = MAN_F_SIZE;
-        e->mtime = now_s(s);
-        svc_copy_str(e->path, sizeof(e->path), path);
-        err = man_set(&p->man, e);
-        if (err)
-            man_revert(&p->man);
-    }
-    if (!err) {
-        const char *src[1] = { name }, *dst[1] = { path };
-        err = man_commit(&p->man, src, dst, 1);
-    }
-    if (err)
-        (void)fs_remove(&p->fs, name);
-    return err;
-}
-
-static const char *handle_rel(svc_t *s, const svc_handle_t *h)
-{
-    const char *r = h->path + 1 + strlen(s->part[h->part].name);
-    return r[0] ? r : "/";
-}
-
-int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
-{
-    fs_t *fs = &s->part[p->part].fs;
-    fs_stat_t st;
-    int err = fs_stat(fs, p->fs, &st);
-    if (err && err != FS_ERR_NOENT)
-        return svc_fail_path(s, err, p->show, NULL);
-    if (!err && st.type == FS_TYPE_DIR)
-        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    if (err && !(ff & FS_O_CREAT))
-        return svc_fail_path(s, FS_ERR_NOENT, p->show, NULL);
-    if (!err && (ff & FS_O_CREAT) && (ff & FS_O_EXCL))
-        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
-    if (err) { /* the parent must be a directory */
-        char *par = (char *)s->scratch;
-        strcpy(par, p->fs);
-        char *slash = strrchr(par, '/');
-        if (slash == par)
-            slash[1] = 0;
-        else
-            *slash = 0;
-        fs_stat_t pst;
-        int e2 = fs_stat(fs, par, &pst);
-        if (e2)
-            return svc_fail_path(s, e2, p->show, NULL);
-        if (pst.type != FS_TYPE_DIR)
-            return svc_fail_path(s, FS_ERR_NOTDIR, p->show, NULL);
-    }
-    if (writer_open(s, (uint32_t)p->part, p->show, h))
-        return svc_fail_path(s, FS_ERR_BUSY, p->show,
-                             "file is open for writing by another handle");
-    uint32_t keep = (!err && !(ff & FS_O_TRUNC)) ? st.size : 0;
-    /* the copy claims the file's size again (docs/UPDATE.md, "Space") */
-    if ((err = svc_room(s, (uint32_t)p->part, (uint64_t)keep + (err ? 64 : 0),
-                        p->show)))
-        return err;
-    err = shadow_create(s, (uint32_t)p->part, &h->file, &h->shadow_no, p->fs,
-                        keep);
-    if (err)
-        return svc_fail_open(s, err, p->show);
-    h->shadow = 1;
-    return 0;
-}
-
-int svc_shadow_publish(svc_t *s, svc_handle_t *h)
-{
-    char rel[SVC_MAX_PATH + 2];
-    svc_copy_str(rel, sizeof(rel), handle_rel(s, h));
-    h->shadow = 0;
-    int err = publish(s, h->part, &h->file, h->shadow_no, rel);
-    if (err)
-        return svc_fail_handle(s, err, h, "the data written was not kept");
-    return 0;
-}
-
-void svc_shadow_discard(svc_t *s, svc_handle_t *h)
-{
-    fs_t *fs = &s->part[h->part].fs;
-    char name[40];
-    (void)fs_file_revert(fs, &h->file);
-    (void)fs_file_close(fs, &h->file);
-    (void)fs_remove(fs, shadow_name(name, h->shadow_no));
-    h->shadow = 0;
-}
-
-int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
-{
-    fs_t *fs = &s->part[p->part].fs;
-    fs_stat_t st;
-    uint32_t no;
-    int err = fs_stat(fs, p->fs, &st);
-    if (!err && st.type == FS_TYPE_DIR)
-        err = FS_ERR_ISDIR;
-    if (err)
-        return svc_fail_path(s, err, p->show, NULL);
-    if (writer_open(s, (uint32_t)p->part, p->show, NULL))
-        return svc_fail_path(s, FS_ERR_BUSY, p->show,
-                             "file is open for writing");
-    if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
-        return err;
-    err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
-                        size < st.size ? size : st.size);
-    if (err)
-        return svc_fail_path(s, err, p->show, NULL);
-    err = fs_file_truncate(fs, &s->t2, size);
-    if (err) {
-        char name[40];
-        (void)fs_file_revert(fs, &s->t2);
-        (void)fs_file_close(fs, &s->t2);
-        (void)fs_remove(fs, shadow_name(name, no));
-        return svc_fail_path(s, err, p->show, NULL);
-    }
-    err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
-    if (err)
-        return svc_fail_path(s, err, p->show, NULL);
-    return 0;
-}
-
-int svc_man_remove(svc_t *s, const svc_path_t *p)
-{
-    svc_part_t *pt = &s->part[p->part];
-    fs_stat_t st;
-    /* a path that is gone but still has an entry (a repair after a
-     * crash or a bug): the removal drops the entry */
-    bool gone = fs_stat(&pt->fs, p->fs, &st) == FS_ERR_NOENT;
-    uint32_t slot;
-    int k = man_find(&pt->man, p->fs, &s->me, &slot);
-    if (k < 0)
-        return k;
-    if (gone && k == 0)
-        return FS_ERR_NOENT;
-    if (k == 0) /* untracked: a plain removal, which needs no room */
-        return fs_remove(&pt->fs, p->fs);
-    int err = man_del(&pt->man, p->fs);
-    if (err == FS_ERR_NOSPC && !gone) {
-        /* too full even for the slot write (files were put there behind
-         * the service's back): free the space first, then drop the entry;
-         * a cut in between leaves an entry whose removal finishes it */
-        man_revert(&pt->man);
-        err = fs_remove(&pt->fs, p->fs);
-        if (err)
-            return err;
-        log_path(s, "removed before its manifest entry (no room):",
-                 p->part, p->fs, NULL);
-        gone = true;
-        err = man_del(&pt->man, p->fs);
-    }
-    if (!err) {
-        const char *src[1] = { p->fs };
-        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
-    } else {
-        man_revert(&pt->man);
-    }
-    if (!err && gone)
-        log_path(s, "dropped the entry of the missing", p->part, p->fs, NULL);
-    return err;
-}
-
-int svc_store_drop_staging(svc_t *s)
-{
-    svc_part_t *p = &s->part[USR];
-    if (!p->mounted)
-        return FS_ERR_IO;
-    int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
-    (void)svc_store_retry(s, USR);
-    return err;
-}
-
-int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b)
-{
-    svc_part_t *pt = &s->part[a->part];
-    if (strcmp(a->fs, b->fs) == 0)
-        return fs_rename(&pt->fs, a->fs, b->fs);
-    int err = man_move(&pt->man, a->fs, b->fs);
-    if (!err) {
-        const char *src[1] = { a->fs }, *dst[1] = { b->fs };
-        err = man_commit(&pt->man, src, dst, 1);
-    } else {
-        man_revert(&pt->man);
-    }
-    return err;
-}
-
-/* ---- manifest RPCs --------------------------------------------------------------- */
-
-static void entry_out(svc_t *s, uint32_t part, const man_entry_t *e,
-                      cellar_ManifestEntry *o)
-{
-    show_path(s, part, e->path, o->path, sizeof(o->path));
-    o->size = (e->flags & MAN_F_SIZE) ? (int64_t)e->size : -1;
-    o->sha256.size = 32;
-    memcpy(o->sha256.bytes, e->sha, 32);
-    o->mtime = e->mtime;
-}
-
-int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
-{
-    int part = part_arg(s, r->partition);
-    if (part < 0)
-        return -1 == part ? FS_ERR_NOENT : part;
-    man_t *m = &s->part[part].man;
-    cellar_ManifestReply *o = &s->resp.body.manifest;
-    uint32_t max = r->max_entries && r->max_entries < 32 ? r->max_entries : 32;
-    uint32_t n = man_slots(m);
-    man_entry_t *e = &s->me;
-    s->resp.which_body = cellar_Response_manifest_tag;
-    for (uint32_t i = r->cursor; i < n; i++) {
-        int k = man_get(m, i, e);
-        if (k < 0) {
-            s->resp.which_body = 0;
-            return fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
-        }
-        if (k == 0)
-            continue;
-        if (o->entries_count == max) {
-            o->next_cursor = i;
-            break;
-        }
-        entry_out(s, (uint32_t)part, e, &o->entries[o->entries_count++]);
-    }
-    return 0;
-}
-
-/* A /usr path from a request into the partition path (rel). */
-static int usr_path(svc_t *s, const char *in, char *rel)
-{
-    int err = svc_resolve(s, in, &s->pb);
-    if (err)
-        return err;
-    if (s->pb.part != (int)USR || svc_is_part_root(&s->pb))
-        return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
-                             "must name a file under /usr");
-    strcpy(rel, s->pb.fs);
-    return 0;
-}
-
-int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
-{
-    svc_part_t *p = &s->part[USR];
-    man_entry_t *e = &s->me;
-    if (!p->has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
-    for (pb_size_t i = 0; i < r->entries_count; i++) {
-        const cellar_ManifestEntry *in = &r->entries[i];
-        memset(e, 0, sizeof(*e));
-        int err = usr_path(s, in->path, e->path);
-        if (err) {
-            man_revert(&p->man);
-            return err;
-        }
-        if (in->sha256.size != 32 || in->size < -1 ||
-            in->size > (int64_t)FS_FILE_MAX) {
-            man_revert(&p->man);
-            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
-                                 in->sha256.size != 32
-                                     ? "sha256 must be 32 bytes"
-                                     : "size must be -1 (unknown) or a file size");
-        }
-        e->kind = MAN_TRACK;
-        e->flags = in->size >= 0 ? MAN_F_SIZE : 0;
-        e->size = in->size >= 0 ? (uint32_t)in->size : 0;
-        e->mtime = now_s(s);
-        memcpy(e->sha, in->sha256.bytes, 32);
-        if ((err = man_set(&p->man, e))) {
-            man_revert(&p->man);
-            return fail_in(s, err, USR, e->path, NULL);
-        }
-    }
-    int err = man_commit(&p->man, NULL, NULL, 0);
-    if (err)
-        return fail_in(s, err, USR, MAN_FILE, NULL);
-    svc_reply_done(s);
-    return 0;
-}
-
-int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
-{
-    int part = part_arg(s, r->partition);
-    if (part < 0)
-        return FS_ERR_NOENT;
-    if (r->repair && part != (int)USR)
-        return svc_fail_path(s, FS_ERR_INVAL, r->partition,
-                             "only /usr can be repaired (from /bak)");
-    svc_job_t *j = &s->job;
-    memset(j, 0, sizeof(*j));
-    j->kind = SVC_JOB_VERIFY;
-    j->part = (uint8_t)part;
-    j->repair = r->repair;
-    j->cursor = r->cursor;
-    j->max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
-    j->nslots = man_slots(&s->part[part].man);
-    if (svc_update_job_step(s))
-        return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
-    svc_job_defer(s, c); /* the rest in steps: svc_process */
-    return 0;
-}
-
-/* ---- the steps of verify and of the start-up check ---------------------------- */
-
-static int copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
-                      bool backup);
-static int copy_step(svc_t *s, uint32_t *budget);
-static void copy_cancel(svc_t *s);
-static void copy_reply(svc_t *s);
-static void repair_done(svc_t *s);
-static int commit_step(svc_t *s);
-static int declare_run(svc_t *s);
-static void lcopy_end(svc_t *s, bool keep);
-
-/* Begin checking file e of partition part against its entry: 0 = decided
- * without reading (*kind), 1 = its content is being hashed (the job's
- * hash, svc_job_hash_step), or a device error. */
-static int check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
-                       cellar_ProblemKind *kind)
-{
-    svc_job_t *j = &s->job;
-    fs_t *fs = &s->part[part].fs;
-    fs_stat_t st;
-    int err = fs_stat(fs, e->path, &st);
-    if (!err && st.type != FS_TYPE_FILE) {
-        *kind = cellar_ProblemKind_MISMATCH;
-        return 0;
-    }
-    if (!err && (e->flags & MAN_F_SIZE) && st.size != e->size) {
-        *kind = cellar_ProblemKind_MISMATCH; /* no need to read it */
-        return 0;
-    }
-    if (!err)
-        err = fs_file_open(fs, &j->f, e->path, FS_O_RDONLY);
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR ||
-        err == FS_ERR_NAMETOOLONG || err == FS_ERR_INVAL) {
-        *kind = cellar_ProblemKind_MISSING;
-        return 0;
-    }
-    if (err == FS_ERR_CORRUPT) {
-        *kind = cellar_ProblemKind_UNREADABLE;
-        return 0;
-    }
-    if (err)
-        return err;
-    int32_t size = fs_file_size(fs, &j->f);
-    if (size < 0) {
-        (void)fs_file_close(fs, &j->f);
-        return size;
-    }
-    err = svc_job_hash_begin(s, part, &j->f, 0, (uint32_t)size);
-    if (err) {
-        svc_job_hash_end(s);
-        return err;
-    }
-    return 1;
-}
-
-/* The hash begun by check_begin is done (r = 1) or failed: e's
- * ProblemKind, or a device error. */
-static int check_done(svc_t *s, int r, const man_entry_t *e,
-                      cellar_ProblemKind *kind)
-{
-    svc_job_t *j = &s->job;
-    uint32_t size = j->total;
-    svc_job_hash_end(s);
-    if (r == FS_ERR_CORRUPT) {
-        *kind = cellar_ProblemKind_UNREADABLE;
-        return 0;
-    }
-    if (r < 0)
-        return r;
-    *kind = memcmp(j->digest, e->sha, 32) == 0 &&
-                    (!(e->flags & MAN_F_SIZE) || size == e->size)
-                ? cellar_ProblemKind_P_NONE
-                : cellar_ProblemKind_MISMATCH;
-    return 0;
-}
-
-static int entry_begin(svc_t *s, cellar_ProblemKind *kind)
-{
-    return check_begin(s, s->job.part, &s->job.e, kind);
-}
-
-static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
-{
-    return check_done(s, r, &s->job.e, kind);
-}
-
-/* A problem with s->job.e: report it (verify), restore it (repair, the
- * check). Requests ran between the steps that read the file: if its entry
- * changed since, the file was rewritten with it and is not reported. */
-static void entry_problem(svc_t *s, cellar_ProblemKind k)
-{
-    svc_job_t *j = &s->job;
-    man_entry_t *now = &s->me2;
-    uint32_t slot;
-    int r = man_find(&s->part[j->part].man, j->e.path, now, &slot);
-    if (r == 1 && (now->size != j->e.size || now->flags != j->e.flags ||
-                   now->mtime != j->e.mtime ||
-                   memcmp(now->sha, j->e.sha, 32) != 0))
-        return;
-    if (r == 0)
-        return;
-    if (j->kind == SVC_JOB_CHECK) {
-        j->bad++;
-        log_path(s, "check:", USR, j->e.path,
-                 k == cellar_ProblemKind_MISSING ? "missing"
-                 : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
-                                                    : "unreadable");
-    } else {
-        if (j->vr.problems_count >= 16)
-            return;
-        cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
-        show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
-        pr->kind = k;
-        if (!j->repair)
-            return;
-    }
-    /* the restore of this one file: a copy in steps (repair_done) */
-    svc_copy_t *cp = &j->cp;
-    svc_copy_str(cp->rel[0], sizeof(cp->rel[0]), j->e.path);
-    cp->n = 1;
-    j->kprob = (uint8_t)k;
-    int err = s->nparts > BAK && s->part[BAK].has_man
-                  ? copy_begin(s, BAK, USR, false, false)
-                  : FS_ERR_NOENT;
-    if (err) {
-        cp->err = err;
-        repair_done(s);
-    }
-}
-
-/* The restore of s->job.e is over (s->job.cp): log it, mark it. */
-static void repair_done(svc_t *s)
-{
-    svc_job_t *j = &s->job;
-    svc_copy_t *cp = &j->cp;
-    bool ok = !cp->err && cp->out.files == 1;
-    if (j->kind == SVC_JOB_CHECK) {
-        if (ok) {
-            j->fixed++;
-            log_path(s, "check: restored", USR, j->e.path, "from /bak");
-        } else {
-            log_path(s, "check: cannot restore", USR, j->e.path,
-                     cp->err ? svc_reason(cp->err) : "no verified copy in /bak");
-        }
-        return;
-    }
-    j->vr.problems[j->vr.problems_count - 1].repaired = ok;
-    if (ok)
-        log_path(s, "verify: restored", USR, j->e.path, "from /bak");
-}
-
-/* The job is at its end: the reply (verify) or the summary (check). */
-static int job_end(svc_t *s)
-{
-    svc_job_t *j = &s->job;
-    if (j->kind == SVC_JOB_VERIFY) {
-        s->resp.which_body = cellar_Response_verify_tag;
-        s->resp.body.verify = j->vr;
-        j->kind = SVC_JOB_NONE;
-        return 1;
-    }
-    if (s->cfg.log) {
-        sb_t b = svc_log_begin(s, NULL);
-        svc_sb_str(&b, "check of /usr: ");
-        svc_sb_u64(&b, j->nslots);
-        svc_sb_str(&b, " manifest slots, ");
-        svc_sb_u64(&b, j->bad);
-        svc_sb_str(&b, " problems, ");
-        svc_sb_u64(&b, j->fixed);
-        svc_sb_str(&b, " restored from /bak");
-        svc_log_end(s);
-    }
-    j->kind = SVC_JOB_NONE;
-    return 1;
-}
-
-/* A device error: a verify fails naming the path; the check logs it and
- * goes on with the next entry. */
-static int entry_error(svc_t *s, int err, const char *path)
-{
-    svc_job_t *j = &s->job;
-    if (j->kind == SVC_JOB_CHECK) {
-        log_path(s, "check: cannot read", USR, path, svc_reason(err));
-        return 0;
-    }
-    j->kind = SVC_JOB_NONE;
-    (void)fail_in(s, err, j->part, path, NULL);
-    return 1;
-}
-
-int svc_update_job_step(svc_t *s)
-{
-    svc_job_t *j = &s->job;
-    man_t *m = &s->part[j->part].man;
-    uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
-    cellar_ProblemKind k;
-    if (j->kind == SVC_JOB_COPY) {
-        if (!copy_step(s, &budget))
-            return 0;
-        copy_reply(s);
-        j->kind = SVC_JOB_NONE;
-        return 1;
-    }
-    if (j->kind == SVC_JOB_COMMIT)
-        return commit_step(s);
-    if (j->kind == SVC_JOB_DECLARE) {
-        if (!declare_run(s))
-            return 0;
-        j->kind = SVC_JOB_NONE;
-        return 1;
-    }
-    for (;;) {
-        if (j->cp.active) { /* a repair's restore */
-            if (!copy_step(s, &budget))
-                return 0;
-            repair_done(s);
-            if (!budget)
-                return 0;
-            continue;
-        }
-        if (j->hashing) {
-            int r = svc_job_hash_step(s, &budget);
-            if (r == 0)
-                return 0; /* the budget is spent */
-            int err = entry_hashed(s, r, &k);
-            if (err && entry_error(s, err, j->e.path))
-                return 1;
-            if (!err && k != cellar_ProblemKind_P_NONE)
-                entry_problem(s, k);
-            if (!budget || j->cp.active)
-                return 0;
-            continue;
-        }
-        if (j->cursor >= j->nslots)
-            return job_end(s);
-        if (looked++ == 16)
-            return 0; /* slots read in this step */
-        int r = man_get(m, j->cursor, &j->e);
-        if (r < 0) {
-            if (j->kind == SVC_JOB_CHECK) {
-                log_path(s, "check: cannot read", USR, MAN_FILE, svc_reason(r));
-                j->cursor = j->nslots;
-                return job_end(s);
-            }
-            j->kind = SVC_JOB_NONE;
-            (void)fail_in(s, r, j->part, MAN_FILE, NULL);
-            return 1;
-        }
-        if (r == 0) {
-            j->cursor++;
-            continue;
-        }
-        if (j->kind == SVC_JOB_VERIFY && j->vr.checked == j->max) {
-            j->vr.next_cursor = j->cursor;
-            return job_end(s);
-        }
-        j->cursor++;
-        if (j->kind == SVC_JOB_VERIFY)
-            j->vr.checked++;
-        int err = entry_begin(s, &k);
-        if (err < 0 && entry_error(s, err, j->e.path))
-            return 1;
-        if (err == 0 && k != cellar_ProblemKind_P_NONE)
-            entry_problem(s, k);
-    }
-}
-
-void svc_update_job_cancel(svc_t *s)
-{
-    copy_cancel(s);
-    lcopy_end(s, false);
-}
-
-/* ---- copies between partitions (backup, restore) ------------------------------------ */
-
-static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
-                     const char *path, cellar_ProblemKind k)
-{
-    if (out->skipped_count >= 16)
-        return;
-    cellar_Problem *pr = &out->skipped[out->skipped_count++];
-    show_path(s, part, path, pr->path, sizeof(pr->path));
-    pr->kind = k;
-}
-
-/* Copies in steps (s->job.cp, see svc_copy_t): the verified files of
- * partition `from` named by cp->rel[0..n) (all when n == 0) go into
- * partition `to`, with their manifest entries, as one transaction staged
- * in CP_DIR; mirror: also remove from `to` what `from`'s manifest does not
- * have. Each file is hashed as it is copied, so the commit (one step, as
- * the transaction's rules make it atomic) reads no file data again. A
- * copy cut between steps (cancel, power) leaves `to` as it was: the
- * staging is dropped (txn_abort, or txn_load at the next mount). */
-enum { CP_SCAN = 0, CP_CHECK_TO, CP_CHECK_FROM, CP_COPY, CP_MIRROR, CP_COMMIT };
-
-static int copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
-                      bool backup)
-{
-    svc_copy_t *cp = &s->job.cp;
-    static const uint8_t zero[32];
-    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR);
-    int err = txn_begin(&s->cp, zero, 0, 0);
-    if (err)
-        return err;
-    memset(&cp->out, 0, sizeof(cp->out));
-    memset(cp->found, 0, sizeof(cp->found));
-    cp->active = 1;
-    cp->phase = CP_SCAN;
-    cp->from = (uint8_t)from;
-    cp->to = (uint8_t)to;
-    cp->mirror = mirror;
-    cp->backup = backup;
-    cp->dst_open = 0;
-    cp->slot = 0;
-    cp->idx = 0;
-    cp->err = 0;
-    return 0;
-}
-
-static bool copy_wanted(svc_copy_t *cp, const char *path)
-{
-    if (cp->n == 0)
-        return true;
-    for (uint32_t j = 0; j < cp->n; j++)
-        if (man_under(path, cp->rel[j])) {
-            cp->found[j] = true;
-            return true;
-        }
-    return false;
-}
-
-/* Close the file being copied (dropping the partial copy unless keep). */
-static int copy_close(svc_t *s, bool keep)
-{
-    svc_copy_t *cp = &s->job.cp;
-    int err = 0;
-    if (cp->dst_open) {
-        fs_t *fs = &s->part[cp->to].fs;
-        if (!keep)
-            (void)fs_file_revert(fs, &cp->dst);
-        err = fs_file_close(fs, &cp->dst);
-        cp->dst_open = 0;
-        if (!keep || err)
-            (void)fs_remove(fs, txn_data_path(&s->cp, cp->idx));
-    }
-    svc_job_hash_end(s);
-    return err;
-}
-
-static void copy_cancel(svc_t *s)
-{
-    svc_copy_t *cp = &s->job.cp;
-    if (!cp->active)
-        return;
-    (void)copy_close(s, false);
-    (void)txn_abort(&s->cp);
-    cp->active = 0;
-}
-
-/* A file the copy did not take: reported, not an error of the copy. */
-static void copy_skip(svc_t *s, cellar_ProblemKind k)
-{
-    svc_copy_t *cp = &s->job.cp;
-    add_skip(&cp->out, s, cp->from, cp->e.path, k);
-}
-
-/* An error while copying cp->e: a problem of that file (skipped: 0), or
- * an error of the copy (returned). */
-static int copy_file_error(svc_t *s, int err)
-{
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR)
-        copy_skip(s, cellar_ProblemKind_MISSING);
-    else if (err == FS_ERR_ISDIR)
-        copy_skip(s, cellar_ProblemKind_MISMATCH);
-    else if (err == FS_ERR_CORRUPT)
-        copy_skip(s, cellar_ProblemKind_UNREADABLE);
-    else
-        return err;
-    return 0;
-}
-
-/* Start copying cp->e into the next staged file: 0 (copying, or skipped)
- * or an error of the copy. */
-static int copy_file_begin(svc_t *s)
-{
-    svc_job_t *j = &s->job;
-    svc_copy_t *cp = &j->cp;
-    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
-    if (cp->idx == TXN_MAX_ENTRIES)
-        return FS_ERR_NOSPC;
-    int err = fs_file_open(fa, &j->f, cp->e.path, FS_O_RDONLY);
-    if (err)
-        return copy_file_error(s, err);
-    int32_t size = fs_file_size(fa, &j->f);
-    if (size < 0) {
-        (void)fs_file_close(fa, &j->f);
-        return copy_file_error(s, size);
-    }
-    err = fs_file_open(fb, &cp->dst, txn_data_path(&s->cp, cp->idx),
-                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
-    if (err) {
-        (void)fs_file_close(fa, &j->f);
-        return err;
-    }
-    cp->dst_open = 1;
-    cp->off = 0;
-    cp->size = (uint32_t)size;
-    err = svc_job_hash_begin(s, cp->from, &j->f, 0, (uint32_t)size);
-    if (err) {
-        (void)copy_close(s, false);
-        return err;
-    }
-    cp->phase = CP_COPY;
-    return 0;
-}
-
-/* Copy up to *budget bytes (taken off it) from the job's file f (hashed,
- * partition fa) into cp.dst (fb): 1 = all copied (its SHA-256 in sha),
- * 0 = more to do, or an error. */
-static int copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
-                      uint8_t sha[32])
-{
-    svc_job_t *j = &s->job;
-    svc_copy_t *cp = &j->cp;
-    while (cp->off < cp->size && *budget) {
-        uint32_t want = cp->size - cp->off;
-        if (want > sizeof(s->scratch))
-            want = (uint32_t)sizeof(s->scratch);
-        if (want > *budget)
-            want = *budget;
-        int n = fs_file_pread(fa, &j->f, s->scratch, want, cp->off);
-        if (n <= 0)
-            return n < 0 ? n : FS_ERR_CORRUPT;
-        if (csha_update(&j->sha, s->scratch, (size_t)n))
-            return FS_ERR_IO;
-        int w = fs_file_pwrite(fb, &cp->dst, s->scratch, (uint32_t)n, cp->off);
-        if (w < 0)
-            return w;
-        cp->off += (uint32_t)n;
-        *budget -= (uint32_t)n;
-    }
-    if (cp->off < cp->size)
-        return 0;
-    return csha_finish(&j->sha, sha) ? FS_ERR_IO : 1;
-}
-
-/* Copy up to *budget bytes of cp->e: 1 = this file is done (declared or
- * skipped), 0 = more to do, or an error of the copy. */
-static int copy_file_step(svc_t *s, uint32_t *budget)
-{
-    svc_job_t *j = &s->job;
-    svc_copy_t *cp = &j->cp;
-    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
-    int err = copy_chunk(s, fa, fb, budget, cp->cur.sha);
-    if (err == 0)
-        return 0;
-    err = err < 0 ? err : 0;
-    cp->phase = CP_SCAN;
-    if (err) {
-        (void)copy_close(s, false);
-        return copy_file_error(s, err);
-    }
-    if ((err = copy_close(s, true)))
-        return err;
-    cp->cur.size = cp->size;
-    if (memcmp(cp->cur.sha, cp->e.sha, 32) != 0 ||
-        ((cp->e.flags & MAN_F_SIZE) && cp->size != cp->e.size)) {
-        copy_skip(s, cellar_ProblemKind_MISMATCH);
-        (void)fs_remove(fb, txn_data_path(&s->cp, cp->idx));
-        return 1;
-    }
-    cp->e.kind = MAN_TRACK;
-    cp->e.flags = MAN_F_SIZE | MAN_F_SEND;
-    cp->e.size = cp->size;
-    if ((err = txn_declare(&s->cp, cp->idx++, &cp->e)))
-        return err;
-    s->cp.verified = s->cp.declared; /* hashed as it was copied */
-    return 1;
-}
-
-/* Is path open by a client handle of /usr (not a shadow)? */
-static bool path_busy(void *ctx, const char *path)
-{
-    svc_t *s = ctx;
-    char show[SVC_MAX_PATH + 8];
-    show_path(s, USR, path, show, sizeof(show));
-    for (svc_conn_t *c = s->conns; c; c = c->next)
-        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
-            if (c->h[k].id && c->h[k].part == USR && !c->h[k].shadow &&
-                strcmp(c->h[k].path, show) == 0)
-                return true;
-    return false;
-}
-
-/* Before a restore commits: close the client handles (readers) of /usr
- * files it replaces. */
-static void release_readers(svc_t *s)
-{
-    svc_copy_t *cp = &s->job.cp;
-    /* close readers of the files that will be replaced: a restore wins */
-    for (svc_conn_t *c = s->conns; c; c = c->next)
-        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
-            svc_handle_t *h = &c->h[k];
-            if (h->id && h->part == USR && !h->shadow &&
-                &h->file != s->job.fp && copy_wanted(cp, handle_rel(s, h)))
-                svc_handle_release(s, h);
-        }
-}
-
-/* The end of the copy: 0 done, or an error (`to` is unchanged). */
-static int copy_commit(svc_t *s)
-{
-    svc_copy_t *cp = &s->job.cp;
-    if (cp->idx == 0)
-        return txn_abort(&s->cp);
-    if (cp->to == USR) {
-        bool found[16];
-        memcpy(found, cp->found, sizeof(found));
-        release_readers(s);
-        memcpy(cp->found, found, sizeof(found));
-    }
-    s->cp.now = now_s(s);
-    txn_stats_t st;
-    uint32_t bad = 0;
-    int err = txn_commit(&s->cp, s->scratch, sizeof(s->scratch), &st, &bad,
-                         NULL, NULL);
-    if (err)
-        return err;
-    cp->out.files += st.written;
-    cp->out.removed += st.removed;
-    cp->out.bytes += st.bytes;
-    return 0;
-}
-
-/* One step of the copy: 1 = done (cp->err, cp->out), 0 = more to do. */
-static int copy_step(svc_t *s, uint32_t *budget)
-{
-    svc_job_t *j = &s->job;
-    svc_copy_t *cp = &j->cp;
-    svc_part_t *pa = &s->part[cp->from], *pb = &s->part[cp->to];
-    uint32_t looked = 0, slot;
-    cellar_ProblemKind k;
-    int err = 0, r;
-    for (;;) {
-        switch (cp->phase) {
-        case CP_SCAN:
-            if (cp->slot >= man_slots(&pa->man)) {
-                cp->phase = cp->mirror ? CP_MIRROR : CP_COMMIT;
-                cp->slot = 0;
-                continue;
-            }
-            if (looked++ == 16 || !*budget)
-                return 0; /* slots read in this step */
-            r = man_get(&pa->man, cp->slot++, &cp->e);
-            if (r < 0) {
-                err = r;
-                goto fail;
-            }
-            if (r == 0 || !copy_wanted(cp, cp->e.path))
-                continue;
-            /* the same content there already? (then the source is only
-             * checked, for the report) */
-            r = man_find(&pb->man, cp->e.path, &cp->cur, &slot);
-            if (r < 0) {
-                err = r;
-                goto fail;
-            }
-            if (r == 1 && sha_eq(&cp->e, &cp->cur)) {
-                r = check_begin(s, cp->to, &cp->cur, &k);
-                if (r == 1) {
-                    cp->phase = CP_CHECK_TO;
-                    continue;
-                }
-                if (r == 0 && k == cellar_ProblemKind_P_NONE)
-                    goto check_from;
-            }
-            if ((err = copy_file_begin(s)))
-                goto fail;
-            continue;
-        case CP_CHECK_TO:
-            r = svc_job_hash_step(s, budget);
-            if (r == 0)
-                return 0;
-            if (check_done(s, r, &cp->cur, &k) == 0 &&
-                k == cellar_ProblemKind_P_NONE)
-                goto check_from;
-            cp->phase = CP_SCAN;
-            if ((err = copy_file_begin(s)))
-                goto fail;
-            continue;
-        check_from:
-            cp->phase = CP_SCAN;
-            r = check_begin(s, cp->from, &cp->e, &k);
-            if (r == 1) {
-                cp->phase = CP_CHECK_FROM;
-                continue;
-            }
-            if (r < 0 && r != FS_ERR_CORRUPT) {
-                err = r;
-                goto fail;
-            }
-            if (r < 0)
-                k = cellar_ProblemKind_UNREADABLE;
-            goto checked;
-        case CP_CHECK_FROM:
-            r = svc_job_hash_step(s, budget);
-            if (r == 0)
-                return 0;
-            cp->phase = CP_SCAN;
-            if ((err = check_done(s, r, &cp->e, &k)))
-                goto fail;
-        checked:
-            if (k != cellar_ProblemKind_P_NONE)
-                copy_skip(s, k);
-            else
-                cp->out.unchanged++;
-            continue;
-        case CP_COPY:
-            r = copy_file_step(s, budget);
-            if (r < 0) {
-                err = r;
-                goto fail;
-            }
-            if (r == 0)
-                return 0;
-            continue;
-        case CP_MIRROR: /* what `to` holds that `from` does not track */
-            if (cp->slot >= man_slots(&pb->man)) {
-                cp->phase = CP_COMMIT;
-                continue;
-            }
-            if (looked++ == 16)
-                return 0;
-            r = man_get(&pb->man, cp->slot++, &cp->e);
-            if (r < 0) {
-                err = r;
-                goto fail;
-            }
-            if (r == 0)
-                continue;
-            r = man_find(&pa->man, cp->e.path, &cp->cur, &slot);
-            if (r < 0) {
-                err = r;
-                goto fail;
-            }
-            if (r == 1 || cp->idx == TXN_MAX_ENTRIES)
-                continue;
-            cp->e.kind = MAN_REMOVE;
-            cp->e.flags = 0;
-            if ((err = txn_declare(&s->cp, cp->idx++, &cp->e)))
-                goto fail;
-            s->cp.verified = s->cp.declared;
-            continue;
-        default: /* CP_COMMIT */
-            err = copy_commit(s);
-            if (err)
-                goto fail;
-            cp->active = 0;
-            cp->err = 0;
-            return 1;
-        }
-    }
-fail:
-    copy_cancel(s);
-    cp->err = err;
-    return 1;
-}
-
-/* Request paths (full device paths) into partition paths. */
-static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
-                     char rel[][SVC_MAX_PATH + 2], bool any_part)
-{
-    for (pb_size_t i = 0; i < n; i++) {
-        int err = svc_resolve(s, in[i], &s->pb);
-        if (err)
-            return err;
-        if (s->pb.part < 0 || (!any_part && s->pb.part != (int)USR))
-            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
-                                 any_part ? "name a path under /usr or /bak"
-                                          : "name a path under /usr");
-        strcpy(rel[i], s->pb.fs);
-    }
-    return 0;
-}
-
-/* The reply of a Backup or Restore whose copy is done. */
-static void copy_reply(svc_t *s)
-{
-    svc_copy_t *cp = &s->job.cp;
-    cellar_CopyReply *o = &s->resp.body.copy;
-    bool backup = cp->backup;
-    if (cp->err) {
-        (void)svc_fail_path(s, cp->err, backup ? "/bak" : "/usr",
-                            backup ? "backup failed, /bak is unchanged"
-                                   : "restore failed, /usr is unchanged");
-        return;
-    }
-    *o = cp->out;
-    for (uint32_t j = 0; j < cp->n; j++)
-        if (!cp->found[j])
-            add_skip(o, s, USR, cp->rel[j],
-                     backup ? cellar_ProblemKind_MISSING
-                            : cellar_ProblemKind_NOT_IN_BACKUP);
-    s->resp.which_body = cellar_Response_copy_tag;
-    if (s->cfg.log) {
-        sb_t b = svc_log_begin(s, NULL);
-        svc_sb_str(&b, backup ? "backup: " : "restore: ");
-        svc_sb_u64(&b, o->files);
-        svc_sb_str(&b, " copied, ");
-        svc_sb_u64(&b, o->unchanged);
-        svc_sb_str(&b, " unchanged, ");
-        svc_sb_u64(&b, o->skipped_count);
-        svc_sb_str(&b, " skipped");
-        svc_log_end(s);
-    }
-}
-
-static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
-                    const char (*paths)[256], pb_size_t n)
-{
-    svc_job_t *j = &s->job;
-    if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/bak", "partition is not mounted");
-    if (n > 16)
-        n = 16;
-    memset(j, 0, sizeof(*j));
-    int err = copy_args(s, paths, n, j->cp.rel, !backup);
-    if (err)
-        return err;
-    j->cp.n = n;
-    err = backup ? copy_begin(s, USR, BAK, n == 0, true)
-                 : copy_begin(s, BAK, USR, false, false);
-    if (err) {
-        j->cp.err = err;
-        j->cp.backup = backup;
-        copy_reply(s);
-        return err;
-    }
-    j->kind = SVC_JOB_COPY;
-    j->part = backup ? BAK : USR;
-    uint32_t budget = SVC_JOB_STEP_BYTES;
-    if (copy_step(s, &budget)) { /* done at once */
-        j->kind = SVC_JOB_NONE;
-        copy_reply(s);
-        return s->resp.has_error ? FS_ERR_IO : 0;
-    }
-    svc_job_defer(s, c); /* the rest in steps: svc_process */
-    return 0;
-}
-
-int svc_do_backup(svc_t *s, svc_conn_t *c, const cellar_BackupRequest *r)
-{
-    return copy_rpc(s, c, true, r->paths, r->paths_count);
-}
-
-int svc_do_restore(svc_t *s, svc_conn_t *c, const cellar_RestoreRequest *r)
-{
-    return copy_rpc(s, c, false, r->paths, r->paths_count);
-}
 
 /* ---- update transactions ------------------------------------------------------------- */
 
@@ -1549,7 +62,7 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
             svc_copy_str(e->path, sizeof(e->path), s->me.path);
         else if (txn_entry(&s->tx, i, e))
             continue;
-        show_path(s, USR, e->path, show, sizeof(show));
+        svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&m, k ? ", " : " ");
         svc_sb_qstr(&m, show);
     }
@@ -1709,7 +222,7 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
 }
 
 /* End the local copy: keep the staged file (it matched) or drop it. */
-static void lcopy_end(svc_t *s, bool keep)
+void svc_lcopy_end(svc_t *s, bool keep)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
@@ -1735,19 +248,19 @@ static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
 {
     fs_t *fs = &s->part[USR].fs;
     uint8_t sha[32];
-    int r = copy_chunk(s, fs, fs, budget, sha);
+    int r = svc_copy_chunk(s, fs, fs, budget, sha);
     if (r == 0)
         return 0;
     bool ok = r == 1 && s->job.cp.size == e->size &&
               memcmp(sha, e->sha, 32) == 0;
-    lcopy_end(s, ok);
+    svc_lcopy_end(s, ok);
     return ok ? 1 : 2;
 }
 
 /* The entries of an UpdateDeclare (s->job.decl) from s->job.di on: 1 =
  * done (the reply or the error is in s->resp), 0 = a local copy goes on
  * in the next step. */
-static int declare_run(svc_t *s)
+int svc_declare_run(svc_t *s)
 {
     svc_job_t *j = &s->job;
     const cellar_UpdateDeclareRequest *r = &j->decl;
@@ -1770,13 +283,13 @@ static int declare_run(svc_t *s)
         const cellar_BundleEntry *in = &r->entries[j->di];
         idx = r->first + j->di;
         memset(e, 0, sizeof(*e));
-        if ((err = usr_path(s, in->path, e->path)))
+        if ((err = svc_usr_path(s, in->path, e->path)))
             return refuse(s, err), 1;
         se = fs_stat(&p->fs, e->path, &st);
         if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
             se = FS_ERR_NOENT;
         if (se && se != FS_ERR_NOENT)
-            return refuse(s, fail_in(s, se, USR, e->path, NULL)), 1;
+            return refuse(s, svc_fail_in(s, se, USR, e->path, NULL)), 1;
         j->dhave = 0;
         if (in->remove) {
             e->kind = MAN_REMOVE;
@@ -1784,11 +297,11 @@ static int declare_run(svc_t *s)
                             : cellar_EntryStatus_REMOVE;
         } else {
             if (in->sha256.size != 32)
-                return refuse(s, fail_in(s, FS_ERR_INVAL, USR, e->path,
-                                         "sha256 must be 32 bytes")), 1;
+                return refuse(s, svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
+                                             "sha256 must be 32 bytes")), 1;
             if (in->size > FS_FILE_MAX)
-                return refuse(s, fail_in(s, FS_ERR_FBIG, USR, e->path,
-                                         NULL)), 1;
+                return refuse(s, svc_fail_in(s, FS_ERR_FBIG, USR, e->path,
+                                             NULL)), 1;
             e->kind = MAN_TRACK;
             e->flags = MAN_F_SIZE;
             e->size = (uint32_t)in->size;
@@ -1797,7 +310,7 @@ static int declare_run(svc_t *s)
             k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
                                  other);
             if (k < 0)
-                return refuse(s, fail_in(s, k, USR, MAN_FILE, NULL)), 1;
+                return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
             if (k == 1 && !se && st.type == FS_TYPE_FILE &&
                 (m->flags & MAN_F_SIZE) && m->size == e->size &&
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
@@ -1820,7 +333,7 @@ static int declare_run(svc_t *s)
                     if (k == 1)
                         j->dhave = e->size;
                 } else {
-                    lcopy_end(s, false);
+                    svc_lcopy_end(s, false);
                 }
             }
         }
@@ -1833,7 +346,7 @@ static int declare_run(svc_t *s)
             int why;
             k = txn_check_entry(t, e, &other, &why);
             if (k < 0)
-                return refuse(s, fail_in(s, k, USR, TX_DIR, NULL)), 1;
+                return refuse(s, svc_fail_in(s, k, USR, TX_DIR, NULL)), 1;
             if (k == 1) {
                 memset(o, 0, sizeof(*o));
                 s->me = *e; /* conflict() names it */
@@ -1851,12 +364,12 @@ static int declare_run(svc_t *s)
             return refuse(s, FS_ERR_INVAL), 1;
         }
         if (err)
-            return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+            return refuse(s, svc_fail_in(s, err, USR, TX_DIR, NULL)), 1;
         o->status[o->status_count++] = (cellar_EntryStatus)j->dstatus;
         o->have[o->have_count++] = j->dhave;
     }
     if ((err = txn_sync_plan(t)))
-        return refuse(s, fail_in(s, err, USR, TX_DIR, NULL)), 1;
+        return refuse(s, svc_fail_in(s, err, USR, TX_DIR, NULL)), 1;
     fs_statvfs_t v;
     if ((err = fs_statvfs(&p->fs, &v)))
         return svc_fail_path(s, err, "/usr", NULL), 1;
@@ -1904,7 +417,7 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     j->part = USR;
     j->conn = c;
     j->decl = *r;
-    if (declare_run(s)) {
+    if (svc_declare_run(s)) {
         j->kind = SVC_JOB_NONE;
         return s->resp.has_error ? FS_ERR_INVAL : 0;
     }
@@ -1928,17 +441,17 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         return FS_ERR_INVAL;
     }
     if ((err = txn_entry(t, r->index, e)))
-        return fail_in(s, err, USR, TX_DIR, NULL);
+        return svc_fail_in(s, err, USR, TX_DIR, NULL);
     if (e->kind != MAN_TRACK || !(e->flags & MAN_F_SEND))
-        return fail_in(s, FS_ERR_INVAL, USR, e->path,
-                       "this entry takes no data (unchanged or a removal)");
+        return svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
+                           "this entry takes no data (unchanged or a removal)");
     int64_t have = txn_staged(t, r->index);
     if (have < 0)
-        return fail_in(s, (int)have, USR, e->path, NULL);
+        return svc_fail_in(s, (int)have, USR, e->path, NULL);
     if (r->offset > (uint64_t)have) {
         sb_t b = svc_err_begin(s, FS_ERR_INVAL);
         char show[SVC_MAX_PATH + 8];
-        show_path(s, USR, e->path, show, sizeof(show));
+        svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, show);
         svc_sb_str(&b, ": offset ");
@@ -1951,7 +464,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     if (r->offset + r->data.size > e->size) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
         char show[SVC_MAX_PATH + 8];
-        show_path(s, USR, e->path, show, sizeof(show));
+        svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, show);
         svc_sb_str(&b, ": more data than declared (");
@@ -1965,7 +478,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     int n = txn_write(t, r->index, (uint32_t)r->offset, r->data.bytes,
                       r->data.size);
     if (n < 0)
-        return fail_in(s, n, USR, e->path, "staging failed");
+        return svc_fail_in(s, n, USR, e->path, "staging failed");
     s->resp.which_body = cellar_Response_write_tag;
     s->resp.body.write.offset = r->offset;
     s->resp.body.write.written = (uint32_t)n;
@@ -2004,7 +517,7 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
             s->tx_owner = NULL;
             (void)txn_load(t);
         }
-        return have_e ? fail_in(s, err, USR, e->path, why)
+        return have_e ? svc_fail_in(s, err, USR, e->path, why)
                       : svc_fail_path(s, err, "/usr", why);
     }
     if (t->skipped && s->cfg.log) {
@@ -2045,7 +558,7 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
  * data and commits, in one step. 1 = done (the reply is in s->resp). A
  * staged file whose size or SHA-256 differs is dropped here; the commit
  * then reports it (TXN_ERR_BADMSG) as it always did. */
-static int commit_step(svc_t *s)
+int svc_commit_step(svc_t *s)
 {
     svc_job_t *j = &s->job;
     txn_t *t = &s->tx;
@@ -2100,9 +613,9 @@ static int commit_step(svc_t *s)
     }
     txn_stats_t st;
     uint32_t bad = 0;
-    t->now = now_s(s);
+    t->now = svc_now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
-                         path_busy, s);
+                         svc_path_busy, s);
     (void)commit_result(s, j->conn, t, err, bad, &st);
     j->kind = SVC_JOB_NONE;
     return 1;
@@ -2136,7 +649,7 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
     j->part = USR;
     j->centry = t->verified;
     j->conn = c;
-    if (commit_step(s))
+    if (svc_commit_step(s))
         return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
     svc_job_defer(s, c);
     return 0;

@@ -10,6 +10,8 @@
 #include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
 
+#include <pb_common.h>
+
 #include "check.h"
 #include "codec.h"
 #include "flash_sim.h"
@@ -1618,8 +1620,95 @@ static void test_no_layout(void)
     flash_sim_free(tiny);
 }
 
+/* The dispatch table: every request type of the proto has a row (a new
+ * Request.body field without one fails here), with the permission roles
+ * will need (issue 13); Open and Verify take theirs from their arguments. */
+static void test_dispatch_table(void)
+{
+    static const struct {
+        uint32_t tag;
+        svc_perm_t perm;
+        bool is_long;
+    } want[] = {
+        { cellar_Request_hello_tag, SVC_PERM_READ, false },
+        { cellar_Request_ping_tag, SVC_PERM_READ, false },
+        { cellar_Request_stat_tag, SVC_PERM_READ, false },
+        { cellar_Request_list_tag, SVC_PERM_READ, false },
+        { cellar_Request_open_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_read_tag, SVC_PERM_READ, false },
+        { cellar_Request_write_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_seek_tag, SVC_PERM_READ, false },
+        { cellar_Request_truncate_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_close_tag, SVC_PERM_READ, false },
+        { cellar_Request_remove_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_mkdir_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_rmdir_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_rename_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_statfs_tag, SVC_PERM_READ, false },
+        { cellar_Request_hash_tag, SVC_PERM_READ, true },
+        { cellar_Request_format_tag, SVC_PERM_ADMIN, false },
+        { cellar_Request_sync_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_manifest_tag, SVC_PERM_READ, false },
+        { cellar_Request_manifest_import_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_verify_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_update_begin_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_update_declare_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_update_write_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_update_commit_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_update_abort_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_backup_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_restore_tag, SVC_PERM_WRITE, true },
+    };
+    const size_t nwant = sizeof(want) / sizeof(want[0]);
+    /* every oneof member of Request (the proto's request types) */
+    cellar_Request q;
+    pb_field_iter_t it;
+    size_t types = 0;
+    memset(&q, 0, sizeof(q));
+    CHECK(pb_field_iter_begin(&it, cellar_Request_fields, &q));
+    do {
+        if (PB_HTYPE(it.type) != PB_HTYPE_ONEOF)
+            continue;
+        types++;
+        uint32_t tag = it.tag;
+        CHECK(svc_request_name(tag) != NULL);
+        CHECK(svc_request_perm(tag, NULL) != SVC_PERM_NONE);
+        size_t k = 0;
+        while (k < nwant && want[k].tag != tag)
+            k++;
+        CHECK(k < nwant); /* a new request type: add it to this list */
+        if (k < nwant) {
+            CHECK_EQ(svc_request_perm(tag, NULL), want[k].perm);
+            CHECK_EQ(svc_request_long(tag), want[k].is_long);
+        }
+    } while (pb_field_iter_next(&it));
+    CHECK_EQ(types, nwant);
+    CHECK(svc_request_name(0) == NULL);
+    CHECK_EQ(svc_request_perm(9999, NULL), SVC_PERM_NONE);
+    CHECK(strcmp(svc_request_name(cellar_Request_manifest_import_tag),
+                 "manifest import") == 0);
+    /* by arguments: Open for reading, Verify without repair */
+    q.which_body = cellar_Request_open_tag;
+    q.body.open.flags = cellar_OpenFlags_O_READ;
+    CHECK_EQ(svc_request_perm(q.which_body, &q), SVC_PERM_READ);
+    static const uint32_t wflags[] = {
+        cellar_OpenFlags_O_WRITE, cellar_OpenFlags_O_CREATE,
+        cellar_OpenFlags_O_TRUNC, cellar_OpenFlags_O_APPEND,
+    };
+    for (size_t k = 0; k < 4; k++) {
+        q.body.open.flags = cellar_OpenFlags_O_READ | wflags[k];
+        CHECK_EQ(svc_request_perm(q.which_body, &q), SVC_PERM_WRITE);
+    }
+    memset(&q, 0, sizeof(q));
+    q.which_body = cellar_Request_verify_tag;
+    CHECK_EQ(svc_request_perm(q.which_body, &q), SVC_PERM_READ);
+    q.body.verify.repair = true;
+    CHECK_EQ(svc_request_perm(q.which_body, &q), SVC_PERM_WRITE);
+}
+
 int main(void)
 {
+    test_dispatch_table();
     setup_svc(1024, 300000);
     test_provision_and_hello();
     test_files();

@@ -1,0 +1,824 @@
+/* svc_file.c - the file RPCs: Hello, Ping, Stat, List, Open, Read, Write,
+ * Seek, Truncate, Sync, Close, Remove, Mkdir, Rmdir, Rename, StatFs, Hash,
+ * Format (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code:
+ * no OS calls, no allocation, no stdio. */
+#include <stddef.h>
+#include <string.h>
+
+#include "svc_int.h"
+
+/* Refuse writes through file RPCs on a read-only partition. */
+int svc_check_writable(svc_t *s, const svc_path_t *p)
+{
+    if (p->part >= 0 && !s->part[p->part].read_only) {
+        svc_part_t *pt = &s->part[p->part];
+        if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
+                                 "the partition is too full for the "
+                                 "service's bookkeeping: remove files first");
+        if (pt->state == SVC_PART_NO_MANIFEST &&
+            !svc_store_retry(s, (uint32_t)p->part))
+            return svc_fail_path(s, FS_ERR_IO, p->show,
+                                 "the partition's manifest cannot be used: "
+                                 "remove files or format it");
+    }
+    if (p->part >= 0 && s->part[p->part].read_only) {
+        sb_t b = svc_err_begin(s, -(int)cellar_Code_EACCES);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": partition /");
+        svc_sb_str(&b, s->part[p->part].name);
+        svc_sb_str(&b, " is read-only");
+        return -(int)cellar_Code_EACCES;
+    }
+    return 0;
+}
+
+static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
+{
+    uint32_t slot = (id & 15u) - 1u;
+    if (id != 0 && slot < SVC_MAX_HANDLES && c->h[slot].id == id) {
+        c->h[slot].last_ms = s->now_ms;
+        if (!s->part[c->h[slot].part].mounted) {
+            (void)svc_fail_handle(s, FS_ERR_IO, &c->h[slot],
+                              "partition is not mounted");
+            return NULL;
+        }
+        return &c->h[slot];
+    }
+    sb_t b = svc_err_begin(s, FS_ERR_BADF);
+    svc_sb_str(&b, " handle ");
+    svc_sb_u64(&b, id);
+    svc_sb_str(&b, ": no such open handle on this connection");
+    return NULL;
+}
+
+static fs_t *hfs(svc_t *s, const svc_handle_t *h)
+{
+    return &s->part[h->part].fs;
+}
+
+static void fill_info(cellar_FileInfo *fi, const char *name,
+                      const fs_stat_t *st)
+{
+    svc_copy_str(fi->name, sizeof(fi->name), name);
+    fi->type = st->type == FS_TYPE_DIR ? cellar_FileType_DIR
+                                       : cellar_FileType_FILE;
+    fi->size = st->type == FS_TYPE_DIR ? 0 : st->size;
+    fi->ctime = st->ctime;
+    fi->mtime = st->mtime;
+}
+
+int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
+{
+    cellar_HelloReply *o = &s->resp.body.hello;
+    const flash_dev_t *dev = s->cfg.dev;
+    s->resp.which_body = cellar_Response_hello_tag;
+    o->version = CODEC_PROTOCOL_VERSION;
+    svc_copy_str(o->device, sizeof(o->device), s->cfg.device_id);
+    svc_copy_str(o->firmware, sizeof(o->firmware), s->cfg.firmware);
+    o->max_frame = CODEC_MAX_FRAME;
+    o->max_inflight = SVC_MAX_INFLIGHT;
+    o->max_path = SVC_MAX_PATH;
+    o->max_chunk = SVC_MAX_CHUNK;
+    o->max_handles = SVC_MAX_HANDLES;
+    o->block_size = dev->block_size;
+    o->block_count = dev->block_count;
+    o->page_size = dev->page_size;
+    o->partitions_count = 0;
+    for (uint32_t i = 0; i < s->nparts && i < 4; i++) {
+        cellar_Partition *p = &o->partitions[o->partitions_count++];
+        p->path[0] = '/';
+        svc_copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
+        p->first_block = s->part[i].cfg.first_block;
+        p->block_count = s->part[i].cfg.block_count;
+        p->read_only = s->part[i].read_only;
+        p->state = (cellar_PartState)s->part[i].state;
+    }
+    for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
+        svc_copy_str(o->problems[o->problems_count++],
+                     sizeof(o->problems[0]), s->problems[i]);
+    if (s->cfg.log) {
+        sb_t b = svc_log_begin(s, c);
+        svc_sb_str(&b, "hello from ");
+        svc_sb_qstr(&b, r->client);
+        svc_sb_str(&b, " (protocol ");
+        svc_sb_u64(&b, r->version);
+        svc_sb_str(&b, ")");
+        svc_log_end(s);
+    }
+    return 0;
+}
+
+int svc_do_ping(svc_t *s, const cellar_PingRequest *r)
+{
+    s->resp.which_body = cellar_Response_ping_tag;
+    s->resp.body.ping.payload.size = r->payload.size;
+    memcpy(s->resp.body.ping.payload.bytes, r->payload.bytes,
+           r->payload.size);
+    return 0;
+}
+
+int svc_do_stat(svc_t *s, const cellar_StatRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_stat_t st;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    memset(&st, 0, sizeof(st));
+    if (p->part < 0) {
+        st.type = FS_TYPE_DIR;
+    } else {
+        fs_t *fs = svc_path_fs(s, p);
+        if (!fs)
+            return FS_ERR_IO;
+        err = fs_stat(fs, p->fs, &st);
+        if (err)
+            return svc_fail_path(s, err, p->show, NULL);
+    }
+    s->resp.which_body = cellar_Response_stat_tag;
+    s->resp.body.stat.has_info = true;
+    fill_info(&s->resp.body.stat.info, p->show, &st);
+    return 0;
+}
+
+int svc_do_list(svc_t *s, const cellar_ListRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    cellar_ListReply *o = &s->resp.body.list;
+    uint32_t max = r->max_entries;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (max == 0 || max > SVC_LIST_MAX)
+        max = SVC_LIST_MAX;
+    s->resp.which_body = cellar_Response_list_tag;
+
+    if (p->part < 0) { /* "/": the partitions */
+        for (uint32_t i = r->cursor; i < s->nparts; i++) {
+            if (o->entries_count == max) {
+                o->next_cursor = i;
+                break;
+            }
+            cellar_FileInfo *fi = &o->entries[o->entries_count++];
+            fs_stat_t st = { .type = FS_TYPE_DIR };
+            if (s->part[i].mounted)
+                (void)fs_stat(&s->part[i].fs, "/", &st);
+            fill_info(fi, s->part[i].name, &st);
+        }
+        return 0;
+    }
+
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    err = fs_dir_open(fs, &s->dir, p->fs);
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    /* The cursor counts entries already returned: skip that many. */
+    char *name = (char *)s->scratch;
+    fs_stat_t st;
+    uint32_t idx = 0;
+    while (idx < r->cursor) {
+        err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+        if (err <= 0)
+            break;
+        idx++;
+    }
+    if (err >= 0 && idx == r->cursor) {
+        for (;;) {
+            err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+            if (err <= 0)
+                break;
+            if (p->fs[1] == 0 && strcmp(name, &MAN_DIR[1]) == 0) {
+                idx++; /* the service's own directory is not listed */
+                continue;
+            }
+            if (o->entries_count == max) {
+                o->next_cursor = idx; /* there is at least one more */
+                break;
+            }
+            fill_info(&o->entries[o->entries_count++], name, &st);
+            idx++;
+        }
+    }
+    (void)fs_dir_close(fs, &s->dir);
+    if (err < 0) {
+        s->resp.which_body = 0;
+        return svc_fail_path(s, err, p->show, NULL);
+    }
+    return 0;
+}
+
+int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
+{
+    const uint32_t rw = cellar_OpenFlags_O_READ | cellar_OpenFlags_O_WRITE;
+    const uint32_t known = rw | cellar_OpenFlags_O_CREATE |
+                           cellar_OpenFlags_O_EXCL | cellar_OpenFlags_O_TRUNC |
+                           cellar_OpenFlags_O_APPEND;
+    uint32_t fl = r->flags;
+    svc_path_t *p = &s->pa;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (fl & ~known) {
+        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": unknown open flags ");
+        svc_sb_hex32(&b, fl & ~known);
+        return FS_ERR_INVAL;
+    }
+    if (!(fl & rw))
+        return svc_fail_path(s, FS_ERR_INVAL, p->show,
+                         "open flags need O_READ and/or O_WRITE");
+    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
+        return svc_fail_path(s, FS_ERR_INVAL, p->show,
+                         "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need "
+                         "O_WRITE");
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((fl & cellar_OpenFlags_O_WRITE) && (err = svc_check_writable(s, p)))
+        return err;
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+
+    svc_handle_t *h = NULL;
+    uint32_t slot;
+    for (slot = 0; slot < SVC_MAX_HANDLES; slot++)
+        if (!c->h[slot].id) {
+            h = &c->h[slot];
+            break;
+        }
+    if (!h)
+        return svc_fail_path(s, FS_ERR_NOMEM, p->show,
+                         "too many open handles on this connection "
+                         "(max 8)");
+
+    int ff = 0;
+    if ((fl & rw) == rw)
+        ff = FS_O_RDWR;
+    else if (fl & cellar_OpenFlags_O_WRITE)
+        ff = FS_O_WRONLY;
+    else
+        ff = FS_O_RDONLY;
+    if (fl & cellar_OpenFlags_O_CREATE)
+        ff |= FS_O_CREAT;
+    if (fl & cellar_OpenFlags_O_EXCL)
+        ff |= FS_O_EXCL;
+    if (fl & cellar_OpenFlags_O_TRUNC)
+        ff |= FS_O_TRUNC;
+    if (fl & cellar_OpenFlags_O_APPEND)
+        ff |= FS_O_APPEND;
+
+    uint32_t used = 0;
+    for (svc_conn_t *o = s->conns; o; o = o->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            used += o->h[k].id && o->h[k].part == (uint8_t)p->part;
+    if (used >= SVC_DEVICE_HANDLES)
+        return svc_fail_open(s, FS_ERR_NOMEM, p->show);
+    memset(h, 0, sizeof(*h));
+    if ((ff & FS_O_WRONLY) && s->part[p->part].has_man) {
+        /* writes go to a shadow copy, published with its manifest entry
+         * at close: the real name never holds a half-written file */
+        err = svc_shadow_open(s, h, p, ff);
+        if (err < 0) {
+            memset(h, 0, sizeof(*h));
+            return err;
+        }
+    } else if ((err = fs_file_open(fs, &h->file, p->fs, ff)) < 0) {
+        memset(h, 0, sizeof(*h));
+        return svc_fail_open(s, err, p->show);
+    }
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0) {
+        (void)fs_file_close(fs, &h->file);
+        memset(h, 0, sizeof(*h));
+        return svc_fail_path(s, size, p->show, NULL);
+    }
+    c->handle_seq = (c->handle_seq + 1) & 0x0fffffffu;
+    if (!c->handle_seq)
+        c->handle_seq = 1;
+    h->id = c->handle_seq << 4 | (slot + 1);
+    h->part = (uint8_t)p->part;
+    h->readable = (fl & cellar_OpenFlags_O_READ) != 0;
+    h->writable = (fl & cellar_OpenFlags_O_WRITE) != 0;
+    h->append = (fl & cellar_OpenFlags_O_APPEND) != 0;
+    h->last_ms = s->now_ms;
+    memcpy(h->path, p->show, sizeof(h->path));
+    s->resp.which_body = cellar_Response_open_tag;
+    s->resp.body.open.handle = h->id;
+    s->resp.body.open.size = (uint64_t)size;
+    return 0;
+}
+
+int svc_do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (!h->readable)
+        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for reading");
+    fs_t *fs = hfs(s, h);
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0)
+        return svc_fail_handle(s, size, h, NULL);
+    cellar_ReadReply *o = &s->resp.body.read;
+    uint32_t want = r->length < SVC_MAX_CHUNK ? r->length : SVC_MAX_CHUNK;
+    uint32_t got = 0;
+    if (r->offset < (uint64_t)size) {
+        uint32_t off = (uint32_t)r->offset;
+        if (want > (uint32_t)size - off)
+            want = (uint32_t)size - off;
+        while (got < want) {
+            int n = fs_file_pread(fs, &h->file, o->data.bytes + got,
+                                  want - got, off + got);
+            if (n < 0)
+                return svc_fail_handle(s, n, h, NULL);
+            if (n == 0)
+                break;
+            got += (uint32_t)n;
+        }
+    }
+    s->resp.which_body = cellar_Response_read_tag;
+    o->offset = r->offset;
+    o->data.size = (pb_size_t)got;
+    o->eof = r->offset + got >= (uint64_t)size;
+    return 0;
+}
+
+int svc_do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (!h->writable)
+        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+    fs_t *fs = hfs(s, h);
+    uint32_t len = r->data.size;
+    uint64_t off = r->offset;
+    int n;
+    if (h->append) {
+        int32_t size = fs_file_size(fs, &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        off = (uint64_t)size;
+        if (len > FS_FILE_MAX - off)
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        if (len && svc_room(s, h->part, len, h->path))
+            return FS_ERR_NOSPC;
+        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
+    } else {
+        if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        /* growth counts in full, a hole included: refused up front when
+         * the partition could not store it (docs/PROTOCOL.md, Write) */
+        int32_t size = fs_file_size(fs, &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (len && off + len > (uint64_t)size &&
+            svc_room(s, h->part, off + len - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
+        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
+    }
+    if (n < 0)
+        return svc_fail_handle(s, n, h, NULL);
+    s->resp.which_body = cellar_Response_write_tag;
+    s->resp.body.write.offset = off;
+    s->resp.body.write.written = (uint32_t)n;
+    return 0;
+}
+
+int svc_do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (r->whence > 2)
+        return svc_fail_handle(s, FS_ERR_INVAL, h,
+                           "whence must be 0 (set), 1 (cur) or 2 (end)");
+    if (r->offset > INT32_MAX || r->offset < -(int64_t)INT32_MAX)
+        return svc_fail_handle(s, FS_ERR_INVAL, h, "offset out of range");
+    fs_t *fs = hfs(s, h);
+    int32_t pos = fs_file_seek(fs, &h->file, (int32_t)r->offset,
+                               (int)r->whence);
+    if (pos < 0)
+        return svc_fail_handle(s, pos, h, NULL);
+    int32_t size = fs_file_size(fs, &h->file);
+    if (size < 0)
+        return svc_fail_handle(s, size, h, NULL);
+    s->resp.which_body = cellar_Response_seek_tag;
+    s->resp.body.seek.position = (uint64_t)pos;
+    s->resp.body.seek.size = (uint64_t)size;
+    return 0;
+}
+
+int svc_do_truncate(svc_t *s, svc_conn_t *c,
+                    const cellar_TruncateRequest *r)
+{
+    int err;
+    if (r->handle) {
+        svc_handle_t *h = handle_get(s, c, r->handle);
+        if (!h)
+            return FS_ERR_BADF;
+        if (!h->writable)
+            return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
+        if (r->size > FS_FILE_MAX)
+            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        int32_t size = fs_file_size(hfs(s, h), &h->file);
+        if (size < 0)
+            return svc_fail_handle(s, size, h, NULL);
+        if (r->size > (uint64_t)size &&
+            svc_room(s, h->part, r->size - (uint64_t)size, h->path))
+            return FS_ERR_NOSPC;
+        err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
+        if (err < 0)
+            return svc_fail_handle(s, err, h, NULL);
+        svc_reply_done(s);
+        return 0;
+    }
+    svc_path_t *p = &s->pa;
+    if ((err = svc_resolve(s, r->path, p)))
+        return err;
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if ((err = svc_check_writable(s, p)))
+        return err;
+    if (r->size > FS_FILE_MAX)
+        return svc_fail_path(s, FS_ERR_FBIG, p->show, NULL);
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    if (s->part[p->part].has_man) {
+        if ((err = svc_shadow_truncate(s, p, (uint32_t)r->size)))
+            return err;
+        svc_reply_done(s);
+        return 0;
+    }
+    err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_WRONLY);
+    if (err < 0)
+        return svc_fail_open(s, err, p->show);
+    err = fs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
+    int err2 = fs_file_close(fs, &s->tmpfile);
+    if (err >= 0)
+        err = err2;
+    if (err < 0)
+        return svc_fail_path(s, err, p->show, NULL);
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    /* With a shadow, the data becomes durable there; it is published (made
+     * visible under its name, with its manifest entry) at Close. */
+    int err = fs_file_sync(hfs(s, h), &h->file);
+    if (err < 0)
+        return svc_fail_handle(s, err, h, NULL);
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
+{
+    svc_handle_t *h = handle_get(s, c, r->handle);
+    if (!h)
+        return FS_ERR_BADF;
+    if (h->shadow) {
+        int err = svc_shadow_publish(s, h);
+        memset(h, 0, sizeof(*h));
+        if (err < 0)
+            return err;
+        svc_reply_done(s);
+        return 0;
+    }
+    int err = fs_file_close(hfs(s, h), &h->file);
+    if (err < 0) {
+        /* The handle is gone either way; report why the data may not be. */
+        (void)svc_fail_handle(s, err, h, NULL);
+        memset(h, 0, sizeof(*h));
+        return err;
+    }
+    memset(h, 0, sizeof(*h));
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_remove(svc_t *s, const char *path, bool dir_only)
+{
+    svc_path_t *p = &s->pa;
+    int err = svc_resolve(s, path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_PERM, p->show,
+                         p->part < 0 ? "the root cannot be removed"
+                                     : "a partition cannot be removed");
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    svc_part_t *pt = &s->part[p->part];
+    if (!pt->read_only && (pt->state == SVC_PART_FULL ||
+                           pt->state == SVC_PART_NO_MANIFEST)) {
+        /* too full for bookkeeping: a removal frees space first, then the
+         * manifest gets its entry dropped once it is writable again */
+        err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        if (!dir_only && svc_store_retry(s, (uint32_t)p->part))
+            (void)svc_man_remove(s, p);
+        svc_reply_done(s);
+        return 0;
+    }
+    if ((err = svc_check_writable(s, p)))
+        return err;
+    if (dir_only)
+        err = fs_rmdir(fs, p->fs);
+    else if (s->part[p->part].has_man)
+        err = svc_man_remove(s, p); /* the file and its manifest entry */
+    else
+        err = fs_remove(fs, p->fs);
+    if (err < 0)
+        return svc_fail_path(s, err, p->show, NULL);
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_stat_t st;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || svc_is_part_root(p)) {
+        if (r->parents) {
+            svc_reply_done(s);
+            return 0;
+        }
+        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
+    }
+    if ((err = svc_check_writable(s, p)))
+        return err;
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    /* a directory claims 64 bytes and a record or two: the room kept for
+     * the service's bookkeeping is not for new directories */
+    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show)))
+        return err;
+    if (!r->parents) {
+        err = fs_mkdir(fs, p->fs);
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        svc_reply_done(s);
+        return 0;
+    }
+    /* With parents: check every prefix first, so a path through a file
+     * fails before anything is created; then create what is missing. */
+    char *pre = (char *)s->scratch;
+    size_t n = strlen(p->fs);
+    size_t first_missing = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && p->fs[i] != '/')
+            continue;
+        memcpy(pre, p->fs, i);
+        pre[i] = 0;
+        err = fs_stat(fs, pre, &st);
+        if (err == FS_ERR_NOENT) {
+            first_missing = i;
+            break;
+        }
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        if (st.type != FS_TYPE_DIR)
+            return svc_fail_path(s, FS_ERR_NOTDIR, p->show,
+                             "a component is a file, not a directory");
+    }
+    if (first_missing) {
+        for (size_t i = first_missing; i <= n; i++) {
+            if (i < n && p->fs[i] != '/')
+                continue;
+            memcpy(pre, p->fs, i);
+            pre[i] = 0;
+            err = fs_mkdir(fs, pre);
+            if (err < 0 && err != FS_ERR_EXIST)
+                return svc_fail_path(s, err, p->show, NULL);
+        }
+    }
+    svc_reply_done(s);
+    return 0;
+}
+
+int svc_do_rename(svc_t *s, const cellar_RenameRequest *r)
+{
+    svc_path_t *a = &s->pa, *b = &s->pb;
+    int err;
+    if ((err = svc_resolve(s, r->from, a)) || (err = svc_resolve(s, r->to, b)))
+        return err;
+    if (a->part < 0 || svc_is_part_root(a))
+        return svc_fail_path(s, FS_ERR_PERM, a->show,
+                         "a partition cannot be renamed");
+    if (b->part < 0 || svc_is_part_root(b))
+        return svc_fail_path(s, FS_ERR_PERM, b->show,
+                         "a partition cannot be replaced");
+    if ((err = svc_check_writable(s, a)) || (err = svc_check_writable(s, b)))
+        return err;
+    if (a->part != b->part) {
+        sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+        svc_sb_str(&m, " ");
+        svc_sb_qstr(&m, a->show);
+        svc_sb_str(&m, " to ");
+        svc_sb_qstr(&m, b->show);
+        svc_sb_str(&m, ": cannot rename across partitions");
+        return FS_ERR_INVAL;
+    }
+    fs_t *fs = svc_path_fs(s, a);
+    if (!fs)
+        return FS_ERR_IO;
+    err = s->part[a->part].has_man ? svc_man_rename(s, a, b)
+                                   : fs_rename(fs, a->fs, b->fs);
+    if (err < 0) {
+        sb_t m = svc_err_begin(s, err);
+        svc_sb_str(&m, " ");
+        svc_sb_qstr(&m, a->show);
+        svc_sb_str(&m, " to ");
+        svc_sb_qstr(&m, b->show);
+        svc_sb_str(&m, ": ");
+        svc_sb_str(&m, svc_reason(err));
+        return err;
+    }
+    svc_reply_done(s);
+    return 0;
+}
+
+static void statfs_add(cellar_StatFsReply *o, const fs_statvfs_t *v,
+                       bool first)
+{
+    o->total += v->total;
+    o->used += v->used;
+    o->free += v->free;
+    o->reclaimable += v->reclaimable;
+    o->live += v->live;
+    o->files += v->files;
+    o->dirs += v->dirs;
+    o->bad_blocks += v->bad_blocks;
+    o->block_size = v->block_size;
+    if (first || v->erase_max > o->erase_max)
+        o->erase_max = v->erase_max;
+    if (first || v->erase_min < o->erase_min)
+        o->erase_min = v->erase_min;
+    /* mean over blocks of all partitions summed so far */
+    uint64_t sum = (uint64_t)o->erase_mean * o->block_count +
+                   (uint64_t)v->erase_mean * v->block_count;
+    o->block_count += v->block_count;
+    o->erase_mean = o->block_count ? (uint32_t)(sum / o->block_count) : 0;
+}
+
+int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    fs_statvfs_t v;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    cellar_StatFsReply *o = &s->resp.body.statfs;
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        if (p->part >= 0 && (uint32_t)p->part != i)
+            continue;
+        svc_path_t q = *p;
+        q.part = (int)i;
+        if (p->part < 0 && !s->part[i].mounted)
+            continue; /* "/": what is served (Hello says what is not) */
+        fs_t *fs = svc_path_fs(s, &q);
+        if (!fs)
+            return FS_ERR_IO;
+        err = fs_statvfs(fs, &v);
+        uint32_t of, od;
+        if (err == 0 && s->part[i].has_man && man_own_counts(fs, &of, &od) == 0 &&
+            of <= v.files && od < v.dirs) {
+            v.files -= of; /* the manifest and staging are not the user's */
+            v.dirs -= od;
+        }
+        if (err < 0)
+            return svc_fail_path(s, err, p->show, NULL);
+        statfs_add(o, &v, o->block_count == 0);
+        if (!s->part[i].read_only && s->part[i].state == SVC_PART_OK)
+            o->available += svc_room_bytes(s, i);
+    }
+    s->resp.which_body = cellar_Response_statfs_tag;
+    return 0;
+}
+
+int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
+{
+    svc_path_t *p = &s->pa;
+    svc_job_t *j = &s->job;
+    int err = svc_resolve(s, r->path, p);
+    if (err)
+        return err;
+    if (p->part < 0 || svc_is_part_root(p))
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    fs_t *fs = svc_path_fs(s, p);
+    if (!fs)
+        return FS_ERR_IO;
+    /* A connection sees its own writes: a file it has open for writing is
+     * hashed as that handle holds it (not yet published). */
+    fs_file_t *f = &j->f;
+    for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+        if (c->h[k].id && c->h[k].shadow && c->h[k].part == (uint8_t)p->part &&
+            strcmp(c->h[k].path, p->show) == 0)
+            f = &c->h[k].file;
+    if (f == &j->f) {
+        err = fs_file_open(fs, f, p->fs, FS_O_RDONLY);
+        if (err < 0)
+            return svc_fail_open(s, err, p->show);
+    }
+    int32_t size = fs_file_size(fs, f);
+    if (size < 0 || r->offset > (uint64_t)size) {
+        if (f == &j->f)
+            (void)fs_file_close(fs, f);
+        return size < 0 ? svc_fail_path(s, size, p->show, NULL)
+                        : svc_fail_path(s, FS_ERR_INVAL, p->show,
+                                        "offset is past the end of the file");
+    }
+    uint32_t off = (uint32_t)r->offset;
+    uint32_t left = (uint32_t)size - off;
+    if (r->length && r->length < left)
+        left = (uint32_t)r->length;
+    svc_copy_str(j->show, sizeof(j->show), p->show);
+    j->kind = SVC_JOB_HASH;
+    err = svc_job_hash_begin(s, (uint32_t)p->part, f, off, left);
+    uint32_t budget = SVC_JOB_STEP_BYTES;
+    int rr = err ? err : svc_job_hash_step(s, &budget);
+    if (rr != 0)
+        return svc_hash_done(s, rr);
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
+    return 0;
+}
+
+static int format_part(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    /* a long request reads the partition (or its manifest): it ends */
+    svc_job_cancel(s, FS_ERR_IO, "cancelled: a partition was formatted");
+    /* Every handle on the partition, of every connection, goes first. */
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (c->h[k].id && c->h[k].part == i)
+                svc_handle_release(s, &c->h[k]);
+    if (p->mounted) {
+        svc_store_detach(s, i);
+        (void)fs_unmount(&p->fs);
+    }
+    p->mounted = 0;
+    svc_log_part(s, "formatting", p, 0);
+    svc_problems_forget(s, i);
+    p->state = SVC_PART_UNMOUNTED;
+    int err = fs_format(&p->fs, &p->cfg);
+    if (!err)
+        err = fs_mount(&p->fs, &p->cfg);
+    if (err) {
+        svc_log_part(s, "format failed:", p, err);
+        return err;
+    }
+    p->mounted = 1;
+    return svc_store_attach(s, i);
+}
+
+int svc_do_format(svc_t *s, const cellar_FormatRequest *r)
+{
+    const char *w = r->partition;
+    int which; /* partition index, or -1 for all */
+    if (w[0] == '/')
+        w++;
+    if (strcmp(w, "*") == 0)
+        which = -1;
+    else if (w[0] == 0)
+        which = 0;
+    else if ((which = svc_part_index(s, w, strlen(w))) < 0)
+        return svc_fail_path(s, FS_ERR_NOENT, r->partition,
+                         "no such partition (use \"/usr\", \"/bak\" or "
+                         "\"*\" for all)");
+    if (!r->confirm)
+        return svc_fail_path(s, FS_ERR_INVAL,
+                         which < 0 ? "*" : s->part[which].name,
+                         "confirm must be true: format erases every file");
+    for (uint32_t i = 0; i < s->nparts; i++) {
+        if (which >= 0 && (uint32_t)which != i)
+            continue;
+        int err = format_part(s, i);
+        if (err) {
+            char nm[LAYOUT_NAME_MAX + 2] = "/";
+            strcpy(nm + 1, s->part[i].name);
+            return svc_fail_path(s, err, nm, NULL);
+        }
+    }
+    svc_reply_done(s);
+    return 0;
+}

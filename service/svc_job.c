@@ -1,0 +1,142 @@
+/* svc_job.c - long requests (svc_job_t): hashing in steps, deferring the
+ * reply, running and cancelling the job (svc_int.h, docs/ARCHITECTURE.md
+ * "Service core"). Device-side code: no OS calls, no allocation, no stdio. */
+#include <stddef.h>
+#include <string.h>
+
+#include "svc_int.h"
+
+/* ---- long requests ------------------------------------------------------------- */
+
+int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+                       uint32_t len)
+{
+    svc_job_t *j = &s->job;
+    j->hpart = (uint8_t)part;
+    j->fp = fp;
+    j->off = off;
+    j->left = len;
+    j->total = len;
+    j->hashing = 1;
+    csha_init(&j->sha);
+    return csha_start(&j->sha) ? FS_ERR_IO : 0;
+}
+
+int svc_job_hash_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    fs_t *fs = &s->part[j->hpart].fs;
+    while (j->left && *budget) {
+        uint32_t want = j->left < sizeof(s->scratch) ? j->left
+                                                     : (uint32_t)sizeof(s->scratch);
+        if (want > *budget)
+            want = *budget;
+        int n = fs_file_pread(fs, j->fp, s->scratch, want, j->off);
+        if (n < 0)
+            return n;
+        if (n == 0) /* shorter than its size said: corrupt */
+            return FS_ERR_CORRUPT;
+        if (csha_update(&j->sha, s->scratch, (size_t)n))
+            return FS_ERR_IO;
+        j->off += (uint32_t)n;
+        j->left -= (uint32_t)n;
+        *budget -= (uint32_t)n;
+    }
+    if (j->left)
+        return 0;
+    return csha_finish(&j->sha, j->digest) ? FS_ERR_IO : 1;
+}
+
+void svc_job_hash_end(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    if (!j->hashing)
+        return;
+    if (j->fp == &j->f)
+        (void)fs_file_close(&s->part[j->hpart].fs, &j->f);
+    csha_free(&j->sha);
+    j->fp = NULL;
+    j->hashing = 0;
+}
+
+void svc_job_defer(svc_t *s, svc_conn_t *c)
+{
+    s->job.conn = c;
+    s->job.req_id = s->resp.id;
+    s->job.op = s->op;
+    s->deferred = 1;
+}
+
+/* The end of a Hash: the reply in s->resp. */
+int svc_hash_done(svc_t *s, int r)
+{
+    svc_job_t *j = &s->job;
+    uint32_t total = j->total;
+    svc_job_hash_end(s);
+    j->kind = SVC_JOB_NONE;
+    if (r < 0)
+        return svc_fail_path(s, r, j->show, NULL);
+    s->resp.which_body = cellar_Response_hash_tag;
+    memcpy(s->resp.body.hash.sha256, j->digest, 32);
+    s->resp.body.hash.length = total;
+    return 0;
+}
+
+void svc_job_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    j->steps++;
+    if (j->conn) { /* its connection (and a handle it hashes) is busy */
+        j->conn->last_ms = s->now_ms;
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
+            if (j->fp == &j->conn->h[k].file)
+                j->conn->h[k].last_ms = s->now_ms;
+    }
+    svc_resp_reset(s, j->req_id);
+    s->op = j->op;
+    int done;
+    if (j->kind == SVC_JOB_HASH) {
+        uint32_t budget = SVC_JOB_STEP_BYTES;
+        int r = svc_job_hash_step(s, &budget);
+        done = r != 0;
+        if (done)
+            (void)svc_hash_done(s, r);
+    } else {
+        done = s->job_kinds->step(s);
+    }
+    if (!done)
+        return;
+    svc_conn_t *c = j->conn;
+    j->kind = SVC_JOB_NONE;
+    j->conn = NULL;
+    if (!c)
+        return;
+    if (s->resp.has_error) {
+        s->resp.which_body = 0;
+        c->errors++;
+        svc_log_failure(s, c);
+    }
+    svc_resp_send(s, c);
+}
+
+void svc_job_cancel(svc_t *s, int err, const char *why)
+{
+    svc_job_t *j = &s->job;
+    if (!j->kind)
+        return;
+    s->job_kinds->cancel(s); /* a copy's staging is dropped */
+    svc_job_hash_end(s);
+    svc_conn_t *c = j->conn;
+    if (j->kind == SVC_JOB_CHECK)
+        svc_log_msg(s, NULL, "check of /usr: stopped before the end");
+    j->kind = SVC_JOB_NONE;
+    j->conn = NULL;
+    if (!c || !why)
+        return;
+    svc_resp_reset(s, j->req_id);
+    s->op = j->op;
+    (void)svc_fail(s, err, why);
+    c->errors++;
+    svc_log_failure(s, c);
+    svc_resp_send(s, c);
+}

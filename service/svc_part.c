@@ -1,0 +1,147 @@
+/* svc_part.c - partitions: names, problems found at start-up, the room rule
+ * (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-side code: no OS
+ * calls, no allocation, no stdio. */
+#include <stddef.h>
+#include <string.h>
+
+#include "svc_int.h"
+
+/* ---- partitions ---------------------------------------------------------------- */
+
+const char *const svc_part_names[SVC_MAX_PARTS] = { "usr", "bak" };
+
+const layout_t *svc_layout(const svc_t *svc)
+{
+    return &svc->layout;
+}
+
+fs_t *svc_fs(svc_t *svc, const char *name)
+{
+    for (uint32_t i = 0; i < svc->nparts; i++)
+        if (strcmp(svc->part[i].name, name) == 0 && svc->part[i].mounted)
+            return &svc->part[i].fs;
+    return NULL;
+}
+
+void svc_init(svc_t *svc)
+{
+    memset(svc, 0, sizeof(*svc));
+}
+
+void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
+{
+    if (!s->cfg.log)
+        return;
+    sb_t b = svc_log_begin(s, NULL);
+    svc_sb_str(&b, what);
+    svc_sb_str(&b, " /");
+    svc_sb_str(&b, p->name);
+    svc_sb_str(&b, " (blocks ");
+    svc_sb_u64(&b, p->cfg.first_block);
+    svc_sb_str(&b, "..");
+    svc_sb_u64(&b, (uint64_t)p->cfg.first_block + p->cfg.block_count - 1);
+    svc_sb_str(&b, ")");
+    if (err < 0) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, svc_reason(err));
+    }
+    svc_log_end(s);
+}
+
+void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
+                 const char *done)
+{
+    char line[SVC_PROBLEM_LEN];
+    sb_t b;
+    svc_sb_init(&b, line, sizeof(line));
+    svc_sb_str(&b, "/");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, ": ");
+    svc_sb_str(&b, what);
+    if (why) {
+        svc_sb_str(&b, " (");
+        svc_sb_str(&b, why);
+        svc_sb_str(&b, ")");
+    }
+    if (done) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, done);
+    }
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (strcmp(s->problems[i], line) == 0)
+            return; /* once */
+    svc_log_msg(s, NULL, line);
+    if (s->nproblems < SVC_MAX_PROBLEMS) {
+        s->problem_part[s->nproblems] = (uint8_t)part;
+        memcpy(s->problems[s->nproblems++], line, sizeof(line));
+    }
+}
+
+void svc_problems_forget(svc_t *s, uint32_t part)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nproblems; i++)
+        if (s->problem_part[i] != part) {
+            if (k != i) {
+                s->problem_part[k] = s->problem_part[i];
+                memcpy(s->problems[k], s->problems[i], SVC_PROBLEM_LEN);
+            }
+            k++;
+        }
+    s->nproblems = k;
+}
+
+uint64_t svc_room_bytes(svc_t *s, uint32_t part)
+{
+    fs_statvfs_t v;
+    if (!s->part[part].mounted || fs_statvfs(&s->part[part].fs, &v))
+        return 0;
+    /* the service's own: 1/32 of the partition, 6 to 16 blocks */
+    uint64_t keep = v.total / 32, bs = v.block_size;
+    if (keep < 6 * bs)
+        keep = 6 * bs;
+    if (keep > SVC_KEEP_BYTES && SVC_KEEP_BYTES >= 6 * bs)
+        keep = SVC_KEEP_BYTES;
+    /* what open write handles have grown their files by since their last
+     * commit counts too: it is not in `claimed` yet */
+    uint64_t claimed = v.claimed;
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (!h->id || !h->writable || h->part != part)
+                continue;
+            int32_t sz = fs_file_size(&s->part[part].fs, &h->file);
+            int32_t cs = fs_file_committed_size(&s->part[part].fs, &h->file);
+            if (sz > cs && cs >= 0)
+                claimed += (uint64_t)(sz - cs);
+        }
+    return v.total > claimed + v.reserve + keep
+               ? v.total - claimed - v.reserve - keep : 0;
+}
+
+int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
+{
+    uint64_t have = svc_room_bytes(s, part);
+    if (grow <= have)
+        return 0;
+    sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, show);
+    svc_sb_str(&b, ": needs ");
+    svc_sb_u64(&b, grow);
+    svc_sb_str(&b, " more bytes, /");
+    svc_sb_str(&b, s->part[part].name);
+    svc_sb_str(&b, " has ");
+    svc_sb_u64(&b, have);
+    svc_sb_str(&b, " (a file's size counts in full, holes included)");
+    return FS_ERR_NOSPC;
+}
+
+int svc_part_index(const svc_t *s, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (strlen(s->part[i].name) == n &&
+            memcmp(s->part[i].name, name, n) == 0)
+            return (int)i;
+    return -1;
+}

@@ -1,0 +1,126 @@
+/* svc_path.c - path rules: resolving "/usr/..." to a partition and a
+ * filesystem path (svc_int.h, docs/ARCHITECTURE.md "Service core"). Device-
+ * side code: no OS calls, no allocation, no stdio. */
+#include <stddef.h>
+#include <string.h>
+
+#include "svc_int.h"
+
+/* Validate and normalise a request path (see docs/PROTOCOL.md, "Paths").
+ * Returns 0, or a negative error with the error reply set. */
+int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
+{
+    size_t len = strlen(in);
+    const uint8_t *u = (const uint8_t *)in;
+
+    memset(out, 0, sizeof(*out));
+    if (len > SVC_MAX_PATH) {
+        sb_t b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+        svc_sb_str(&b, " ");
+        svc_sb_quoted(&b, in, 40);
+        svc_sb_str(&b, ": path is ");
+        svc_sb_u64(&b, len);
+        svc_sb_str(&b, " bytes, the limit is 255");
+        return FS_ERR_NAMETOOLONG;
+    }
+    for (size_t i = 0; i < len;) {
+        size_t k = svc_utf8_seq(u + i, len - i);
+        if (!k)
+            return svc_fail_path(s, FS_ERR_INVAL, in, "path is not valid UTF-8");
+        i += k;
+    }
+
+    /* Walk the components. */
+    size_t i = 0;
+    bool absolute = len > 0 && in[0] == '/';
+    int part = absolute ? -1 : 0; /* relative paths live in /usr */
+    size_t fn = 0;
+    bool first = true;
+    while (i < len) {
+        while (i < len && in[i] == '/')
+            i++;
+        if (i >= len)
+            break;
+        size_t st = i;
+        while (i < len && in[i] != '/')
+            i++;
+        size_t cl = i - st;
+        const char *comp = in + st;
+        if ((cl == 1 && comp[0] == '.') ||
+            (cl == 2 && comp[0] == '.' && comp[1] == '.'))
+            return svc_fail_path(s, FS_ERR_INVAL, in,
+                             cl == 1 ? "\".\" components are not allowed"
+                                     : "\"..\" components are not allowed");
+        if (absolute && first) {
+            part = svc_part_index(s, comp, cl);
+            if (part < 0) {
+                sb_t b = svc_err_begin(s, FS_ERR_NOENT);
+                svc_sb_str(&b, " ");
+                svc_sb_qstr(&b, in);
+                svc_sb_str(&b, ": no such partition ");
+                svc_sb_quoted(&b, comp, cl);
+                svc_sb_str(&b, " (\"/\" holds only /usr and /bak)");
+                return FS_ERR_NOENT;
+            }
+            first = false;
+            continue;
+        }
+        first = false;
+        if (fn + 1 + cl > SVC_MAX_PATH)
+            return svc_fail_path(s, FS_ERR_NAMETOOLONG, in,
+                             "path is longer than 255 bytes inside its "
+                             "partition");
+        out->fs[fn++] = '/';
+        memcpy(out->fs + fn, comp, cl);
+        fn += cl;
+    }
+    if (fn == 0)
+        out->fs[fn++] = '/';
+    out->fs[fn] = 0;
+    out->part = part;
+    if (part >= 0 && strncmp(out->fs, MAN_DIR, sizeof(MAN_DIR) - 1) == 0 &&
+        (out->fs[sizeof(MAN_DIR) - 1] == 0 ||
+         out->fs[sizeof(MAN_DIR) - 1] == '/'))
+        return svc_fail_path(s, -(int)cellar_Code_EACCES, in,
+                             "\"" MAN_DIR "\" is reserved for the service "
+                             "(manifest, staging)");
+    if (part < 0) {
+        strcpy(out->show, "/");
+    } else {
+        size_t pn = strlen(s->part[part].name);
+        out->show[0] = '/';
+        memcpy(out->show + 1, s->part[part].name, pn);
+        if (fn == 1) {
+            out->show[1 + pn] = 0;
+        } else {
+            memcpy(out->show + 1 + pn, out->fs, fn + 1);
+        }
+    }
+    return 0;
+}
+
+bool svc_is_part_root(const svc_path_t *p)
+{
+    return p->part >= 0 && p->fs[0] == '/' && p->fs[1] == 0;
+}
+
+/* The mounted fs of a resolved path (part >= 0), or NULL with an error. */
+fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
+{
+    svc_part_t *pt = &s->part[p->part];
+    if (!pt->mounted) {
+        (void)svc_fail_path(s, FS_ERR_IO, p->show, "partition is not mounted");
+        return NULL;
+    }
+    return &pt->fs;
+}
+
+/* Copy a NUL-terminated string into a fixed field, cut to fit. */
+void svc_copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}

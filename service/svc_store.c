@@ -1,0 +1,721 @@
+/* svc_store.c - the store under the RPCs: mount-time work (manifest,
+ * staging, the start-up check), shadow writes, manifest-aware remove and
+ * rename, handles, checking a file against its entry (svc_int.h,
+ * docs/ARCHITECTURE.md "Service core"). Device-side code: no OS calls, no
+ * allocation, no stdio. */
+#include <stddef.h>
+#include <string.h>
+
+#include "svc_int.h"
+
+/* ---- handles ------------------------------------------------------------------ */
+
+/* Close a handle: a Hash reading it is cancelled, a shadow never published
+ * is dropped. */
+void svc_handle_release(svc_t *s, svc_handle_t *h)
+{
+    svc_part_t *p = &s->part[h->part];
+    int err = 0;
+    if (s->job.kind && s->job.fp == &h->file) /* a Hash reads it */
+        svc_job_cancel(s, FS_ERR_BADF, "cancelled: the handle was closed");
+    if (p->mounted && h->shadow)
+        svc_shadow_discard(s, h); /* never published: nothing changes */
+    else if (p->mounted)
+        err = fs_file_close(&p->fs, &h->file);
+    if (err < 0 && s->cfg.log) {
+        sb_t b = svc_log_begin(s, NULL);
+        svc_sb_str(&b, "closing ");
+        svc_sb_qstr(&b, h->path);
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, svc_reason(err));
+        svc_log_end(s);
+    }
+    memset(h, 0, sizeof(*h));
+}
+
+uint32_t svc_now_s(svc_t *s)
+{
+    return s->cfg.clock ? s->cfg.clock(s->cfg.clock_ctx) : 0;
+}
+
+/* "/usr" + path inside the partition, for messages and replies. */
+void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
+                   size_t cap)
+{
+    size_t pn = strlen(s->part[part].name);
+    size_t n = strlen(in);
+    if (cap < pn + 3)
+        return;
+    out[0] = '/';
+    memcpy(out + 1, s->part[part].name, pn);
+    if (n == 1 && in[0] == '/')
+        n = 0;
+    if (1 + pn + n >= cap)
+        n = cap - 2 - pn;
+    memcpy(out + 1 + pn, in, n);
+    out[1 + pn + n] = 0;
+}
+
+int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
+                const char *why)
+{
+    char show[SVC_MAX_PATH + 8];
+    svc_show_path(s, part, path, show, sizeof(show));
+    return svc_fail_path(s, err, show, why);
+}
+
+void svc_log_path(svc_t *s, const char *what, uint32_t part,
+                  const char *path, const char *tail)
+{
+    if (!s->cfg.log)
+        return;
+    char show[SVC_MAX_PATH + 8];
+    svc_show_path(s, part, path, show, sizeof(show));
+    sb_t b = svc_log_begin(s, NULL);
+    svc_sb_str(&b, what);
+    svc_sb_str(&b, " ");
+    svc_sb_qstr(&b, show);
+    if (tail) {
+        svc_sb_str(&b, ": ");
+        svc_sb_str(&b, tail);
+    }
+    svc_log_end(s);
+}
+
+/* Partition named by a request field: "" = usr. -1 with the error set. */
+int svc_part_arg(svc_t *s, const char *name)
+{
+    const char *w = name[0] == '/' ? name + 1 : name;
+    if (!w[0])
+        w = "usr";
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (strcmp(s->part[i].name, w) == 0) {
+            if (!s->part[i].mounted || !s->part[i].has_man) {
+                (void)svc_fail_path(s, FS_ERR_IO, name[0] ? name : "/usr",
+                                    s->part[i].mounted
+                                        ? "the partition's manifest cannot "
+                                          "be used (format it)"
+                                        : "partition is not mounted");
+                return -1;
+            }
+            return (int)i;
+        }
+    (void)svc_fail_path(s, FS_ERR_NOENT, name,
+                        "no such partition (use \"/usr\" or \"/bak\")");
+    return -1;
+}
+
+bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b)
+{
+    return memcmp(a->sha, b->sha, 32) == 0 &&
+           (!(a->flags & MAN_F_SIZE) || !(b->flags & MAN_F_SIZE) ||
+            a->size == b->size);
+}
+
+/* ---- setup -------------------------------------------------------------------- */
+
+/* Open the manifest of partition i, whatever the partition holds: a
+ * manifest that is not a file is set aside (cleared), damaged slots are
+ * freed, and a partition too full for a writable manifest gets a
+ * read-only one (PART_FULL) or none (PART_NO_MANIFEST). */
+static void attach_manifest(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    fs_stat_t st;
+    int err = man_open(&p->man, &p->fs);
+    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
+        (void)fs_gc(&p->fs, 0); /* stale data a failed operation left */
+        err = man_open(&p->man, &p->fs);
+    }
+    if (err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
+        (err == FS_ERR_CORRUPT &&
+         fs_stat(&p->fs, MAN_FILE, &st) == 0)) {
+        /* not a manifest at all: the files stay, their entries are lost */
+        int e2 = man_clear(&p->fs, fs_stat(&p->fs, MAN_DIR, &st) == 0 &&
+                                           st.type == FS_TYPE_DIR
+                                       ? MAN_FILE : MAN_DIR,
+                           s->cp.tmp);
+        svc_problem(s, i, "the manifest is not a file", svc_reason(err),
+                    e2 ? "it could not be cleared" :
+                    "cleared: every file is untracked (import or rewrite)");
+        err = e2 ? e2 : man_open(&p->man, &p->fs);
+    }
+    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
+        if (man_open_ro(&p->man, &p->fs) == 0) {
+            fs_statvfs_t v;
+            p->has_man = 1;
+            p->state = SVC_PART_FULL;
+            p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+            svc_problem(s, i, "no room for the service's bookkeeping",
+                        svc_reason(err), "served read-only: remove files "
+                        "to free space");
+            return;
+        }
+    }
+    if (err) {
+        fs_statvfs_t v;
+        p->state = SVC_PART_NO_MANIFEST;
+        p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+        svc_problem(s, i, "cannot open the manifest", svc_reason(err),
+                    err == FS_ERR_NOSPC ? "served read-only: remove files "
+                    "to free space" : "served read-only; format it");
+        return;
+    }
+    p->has_man = 1;
+    uint32_t dropped = 0;
+    err = man_scrub(&p->man, &dropped);
+    if (err)
+        svc_problem(s, i, "the manifest is damaged", svc_reason(err),
+                    "left as it is (verify reports it)");
+    else if (dropped)
+        svc_problem(s, i, "the manifest had damaged slots", NULL,
+                    "dropped them: their files are untracked");
+}
+
+/* Drop a staging directory the service cannot use. */
+static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
+{
+    svc_part_t *p = &s->part[i];
+    int err = man_clear(&p->fs, dir, s->cp.tmp);
+    char what[64] = "cannot recover ";
+    strcat(what, dir);
+    svc_problem(s, i, what, svc_reason(why),
+                err ? "it could not be removed either"
+                    : "dropped it (an update or copy in it is lost)");
+}
+
+int svc_attach(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    p->state = SVC_PART_OK;
+    /* shadows of writers a power cut or a stop interrupted: removed first,
+     * one at a time (a removal needs no room), so what they held is free
+     * for the manifest */
+    int err = man_clear(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
+    if (err)
+        svc_problem(s, i, "cannot remove the shadow copies in "
+                    MAN_SHADOW_DIR, svc_reason(err), "left as they are");
+    attach_manifest(s, i);
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
+        svc_problem(s, i, "files claim more than the partition holds "
+                    "(sparse files)", NULL, "growth is refused until they "
+                    "are removed or truncated");
+    if (!p->has_man || p->state != SVC_PART_OK) {
+        if (i == USR)
+            memset(&s->tx, 0, sizeof(s->tx));
+        return 0;
+    }
+    /* a copy (backup / restore) committed before a cut is finished; one
+     * not committed is dropped */
+    txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+    int r = txn_load(&s->cp);
+    if (r == 1)
+        svc_log_path(s, "finished the interrupted copy into", i, "/", NULL);
+    if (r >= 0 && s->cp.active)
+        r = txn_abort(&s->cp);
+    fs_stat_t cst;
+    if (r >= 0 && fs_stat(&p->fs, CP_DIR, &cst) == 0)
+        r = FS_ERR_NOTEMPTY; /* what the abort could not remove */
+    if (r < 0) {
+        if (s->cp.plan_open)
+            (void)fs_file_close(&p->fs, &s->cp.plan);
+        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+        clear_staging(s, i, CP_DIR, r);
+    }
+    if (i == USR) {
+        txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+        r = txn_load(&s->tx);
+        if (r == 1)
+            svc_log_path(s, "finished the committed update of", i, "/", NULL);
+        else if (r == 0 && s->tx.active && s->cfg.log) {
+            sb_t b = svc_log_begin(s, NULL);
+            svc_sb_str(&b, "a staged update is kept for a resume (");
+            svc_sb_u64(&b, s->tx.declared);
+            svc_sb_str(&b, " entries declared)");
+            svc_log_end(s);
+        }
+        fs_stat_t st;
+        if (r == 0 && !s->tx.active && fs_stat(&p->fs, TX_DIR, &st) == 0)
+            r = FS_ERR_NOTEMPTY; /* what an abort could not remove */
+        if (r < 0) {
+            if (s->tx.plan_open)
+                (void)fs_file_close(&p->fs, &s->tx.plan);
+            txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+            clear_staging(s, i, TX_DIR, r);
+        }
+        s->tx_owner = NULL;
+        s->tx_idle_since = 0;
+    }
+    return 0;
+}
+
+/* A partition in PART_FULL: try again to open its manifest for writing
+ * (after removals freed space). True when it is back to PART_OK. */
+bool svc_store_retry(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    if (!p->mounted || (p->state != SVC_PART_FULL &&
+                        p->state != SVC_PART_NO_MANIFEST))
+        return p->mounted && p->state == SVC_PART_OK;
+    /* only after removals (the attempt may run GC: not on every request) */
+    fs_statvfs_t v;
+    if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
+        return false;
+    if (p->has_man)
+        (void)man_close(&p->man);
+    p->has_man = 0;
+    svc_problems_forget(s, i); /* what is still wrong is found again */
+    (void)svc_attach(s, i); /* the manifest and the staging as at start-up */
+    if (p->state == SVC_PART_OK)
+        svc_log_path(s, "space was freed:", i, "/",
+                     "the manifest is writable again");
+    return p->state == SVC_PART_OK;
+}
+
+static void detach(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    if (i == USR && s->tx.fs) {
+        (void)txn_park(&s->tx);
+        if (s->tx.plan_open)
+            (void)fs_file_close(&p->fs, &s->tx.plan);
+        memset(&s->tx, 0, sizeof(s->tx));
+        s->tx_owner = NULL;
+    }
+    if (p->has_man)
+        (void)man_close(&p->man);
+    p->has_man = 0;
+}
+
+/* Startup check of /usr: a job (svc_job_t) that svc_process advances in
+ * bounded steps once setup is done, so the service serves while it checks
+ * (docs/UPDATE.md). One file at a time, so memory stays fixed. */
+static void check_usr(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    memset(j, 0, sizeof(*j));
+    j->kind = SVC_JOB_CHECK;
+    j->part = USR;
+    j->op = "check";
+    j->nslots = man_slots(&s->part[USR].man);
+    svc_log_msg(s, NULL, "check of /usr: started (requests are served "
+                         "meanwhile)");
+}
+
+int svc_store_setup(svc_t *s)
+{
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (s->part[i].mounted)
+            (void)svc_attach(s, i);
+    if (s->cfg.check_at_start && s->nparts > BAK &&
+        s->part[USR].state == SVC_PART_OK && s->part[BAK].has_man)
+        check_usr(s);
+    return 0;
+}
+
+void svc_store_free(svc_t *s)
+{
+    for (uint32_t i = s->nparts; i-- > 0;)
+        if (s->part[i].mounted)
+            detach(s, i);
+}
+
+void svc_store_detach(svc_t *s, uint32_t i)
+{
+    detach(s, i);
+}
+
+int svc_store_attach(svc_t *s, uint32_t i)
+{
+    return svc_attach(s, i);
+}
+
+void svc_store_conn_gone(svc_t *s, svc_conn_t *c)
+{
+    if (s->tx_owner != c)
+        return;
+    (void)txn_park(&s->tx);
+    s->tx_owner = NULL;
+    s->tx_idle_since = s->now_ms ? s->now_ms : 1;
+}
+
+void svc_store_tick(svc_t *s)
+{
+    if (!s->tx.active || s->tx_owner)
+        return;
+    uint32_t limit = s->cfg.tx_timeout_ms ? s->cfg.tx_timeout_ms
+                                          : SVC_TX_ABANDON_MS;
+    if (!s->tx_idle_since) {
+        s->tx_idle_since = s->now_ms ? s->now_ms : 1;
+        return;
+    }
+    if (s->now_ms - s->tx_idle_since < limit)
+        return;
+    svc_log_msg(s, NULL, "dropping a staged update nobody resumed");
+    (void)txn_abort(&s->tx);
+    s->tx_idle_since = 0;
+}
+
+/* ---- shadow writes -------------------------------------------------------------- */
+
+static const char *shadow_name(char *buf, uint32_t no)
+{
+    char num[12];
+    int k = (int)sizeof(num);
+    num[--k] = 0;
+    do {
+        num[--k] = (char)('0' + no % 10);
+        no /= 10;
+    } while (no);
+    strcpy(buf, MAN_SHADOW_DIR "/");
+    strcat(buf, num + k);
+    return buf;
+}
+
+/* Is a shadow writer open on part:path (other than except)? */
+static bool writer_open(svc_t *s, uint32_t part, const char *show,
+                        const svc_handle_t *except)
+{
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            const svc_handle_t *h = &c->h[k];
+            if (h->id && h != except && h->shadow && h->part == part &&
+                strcmp(h->path, show) == 0)
+                return true;
+        }
+    return false;
+}
+
+static bool all_zero(const uint8_t *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Create shadow f (named by *no) holding the first `keep` bytes of path. */
+static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
+                         const char *path, uint32_t keep)
+{
+    fs_t *fs = &s->part[part].fs;
+    char name[40];
+    int err = fs_mkdir(fs, MAN_SHADOW_DIR);
+    if (err && err != FS_ERR_EXIST)
+        return err;
+    *no = ++s->shadow_seq;
+    err = fs_file_open(fs, f, shadow_name(name, *no),
+                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
+    if (err)
+        return err;
+    if (keep) {
+        err = fs_file_open(fs, &s->t1, path, FS_O_RDONLY);
+        bool opened = err == 0;
+        for (uint32_t off = 0; !err && off < keep;) {
+            uint32_t want = keep - off < sizeof(s->scratch)
+                                ? keep - off : (uint32_t)sizeof(s->scratch);
+            int n = fs_file_pread(fs, &s->t1, s->scratch, want, off);
+            if (n == 0)
+                break;
+            if (n > 0 && !all_zero(s->scratch, (uint32_t)n))
+                n = fs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
+            if (n < 0)
+                err = n;
+            else
+                off += (uint32_t)n;
+        }
+        if (opened)
+            (void)fs_file_close(fs, &s->t1);
+        /* zeros were not written: the copy stores what the file stores,
+         * and the size makes the rest read as zeros */
+        if (!err)
+            err = fs_file_truncate(fs, f, keep);
+    }
+    if (err) {
+        (void)fs_file_revert(fs, f);
+        (void)fs_file_close(fs, f);
+        (void)fs_remove(fs, name);
+    }
+    return err;
+}
+
+/* Hash f, commit it (hidden), then move it over path together with its
+ * manifest entry. f is closed in every case; on failure the data is gone. */
+static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
+                   const char *path)
+{
+    svc_part_t *p = &s->part[part];
+    man_entry_t *e = &s->me;
+    char name[40];
+    memset(e, 0, sizeof(*e));
+    int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
+                            &e->size);
+    int err2 = fs_file_close(&p->fs, f);
+    shadow_name(name, no);
+    if (!err)
+        err = err2;
+    if (!err) {
+        e->kind = MAN_TRACK;
+        e->flags = MAN_F_SIZE;
+        e->mtime = svc_now_s(s);
+        svc_copy_str(e->path, sizeof(e->path), path);
+        err = man_set(&p->man, e);
+        if (err)
+            man_revert(&p->man);
+    }
+    if (!err) {
+        const char *src[1] = { name }, *dst[1] = { path };
+        err = man_commit(&p->man, src, dst, 1);
+    }
+    if (err)
+        (void)fs_remove(&p->fs, name);
+    return err;
+}
+
+const char *svc_handle_rel(svc_t *s, const svc_handle_t *h)
+{
+    const char *r = h->path + 1 + strlen(s->part[h->part].name);
+    return r[0] ? r : "/";
+}
+
+int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
+{
+    fs_t *fs = &s->part[p->part].fs;
+    fs_stat_t st;
+    int err = fs_stat(fs, p->fs, &st);
+    if (err && err != FS_ERR_NOENT)
+        return svc_fail_path(s, err, p->show, NULL);
+    if (!err && st.type == FS_TYPE_DIR)
+        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+    if (err && !(ff & FS_O_CREAT))
+        return svc_fail_path(s, FS_ERR_NOENT, p->show, NULL);
+    if (!err && (ff & FS_O_CREAT) && (ff & FS_O_EXCL))
+        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
+    if (err) { /* the parent must be a directory */
+        char *par = (char *)s->scratch;
+        strcpy(par, p->fs);
+        char *slash = strrchr(par, '/');
+        if (slash == par)
+            slash[1] = 0;
+        else
+            *slash = 0;
+        fs_stat_t pst;
+        int e2 = fs_stat(fs, par, &pst);
+        if (e2)
+            return svc_fail_path(s, e2, p->show, NULL);
+        if (pst.type != FS_TYPE_DIR)
+            return svc_fail_path(s, FS_ERR_NOTDIR, p->show, NULL);
+    }
+    if (writer_open(s, (uint32_t)p->part, p->show, h))
+        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+                             "file is open for writing by another handle");
+    uint32_t keep = (!err && !(ff & FS_O_TRUNC)) ? st.size : 0;
+    /* the copy claims the file's size again (docs/UPDATE.md, "Space") */
+    if ((err = svc_room(s, (uint32_t)p->part, (uint64_t)keep + (err ? 64 : 0),
+                        p->show)))
+        return err;
+    err = shadow_create(s, (uint32_t)p->part, &h->file, &h->shadow_no, p->fs,
+                        keep);
+    if (err)
+        return svc_fail_open(s, err, p->show);
+    h->shadow = 1;
+    return 0;
+}
+
+int svc_shadow_publish(svc_t *s, svc_handle_t *h)
+{
+    char rel[SVC_MAX_PATH + 2];
+    svc_copy_str(rel, sizeof(rel), svc_handle_rel(s, h));
+    h->shadow = 0;
+    int err = publish(s, h->part, &h->file, h->shadow_no, rel);
+    if (err)
+        return svc_fail_handle(s, err, h, "the data written was not kept");
+    return 0;
+}
+
+void svc_shadow_discard(svc_t *s, svc_handle_t *h)
+{
+    fs_t *fs = &s->part[h->part].fs;
+    char name[40];
+    (void)fs_file_revert(fs, &h->file);
+    (void)fs_file_close(fs, &h->file);
+    (void)fs_remove(fs, shadow_name(name, h->shadow_no));
+    h->shadow = 0;
+}
+
+int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+{
+    fs_t *fs = &s->part[p->part].fs;
+    fs_stat_t st;
+    uint32_t no;
+    int err = fs_stat(fs, p->fs, &st);
+    if (!err && st.type == FS_TYPE_DIR)
+        err = FS_ERR_ISDIR;
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    if (writer_open(s, (uint32_t)p->part, p->show, NULL))
+        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+                             "file is open for writing");
+    if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
+        return err;
+    err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
+                        size < st.size ? size : st.size);
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    err = fs_file_truncate(fs, &s->t2, size);
+    if (err) {
+        char name[40];
+        (void)fs_file_revert(fs, &s->t2);
+        (void)fs_file_close(fs, &s->t2);
+        (void)fs_remove(fs, shadow_name(name, no));
+        return svc_fail_path(s, err, p->show, NULL);
+    }
+    err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
+    if (err)
+        return svc_fail_path(s, err, p->show, NULL);
+    return 0;
+}
+
+int svc_man_remove(svc_t *s, const svc_path_t *p)
+{
+    svc_part_t *pt = &s->part[p->part];
+    fs_stat_t st;
+    /* a path that is gone but still has an entry (a repair after a
+     * crash or a bug): the removal drops the entry */
+    bool gone = fs_stat(&pt->fs, p->fs, &st) == FS_ERR_NOENT;
+    uint32_t slot;
+    int k = man_find(&pt->man, p->fs, &s->me, &slot);
+    if (k < 0)
+        return k;
+    if (gone && k == 0)
+        return FS_ERR_NOENT;
+    if (k == 0) /* untracked: a plain removal, which needs no room */
+        return fs_remove(&pt->fs, p->fs);
+    int err = man_del(&pt->man, p->fs);
+    if (err == FS_ERR_NOSPC && !gone) {
+        /* too full even for the slot write (files were put there behind
+         * the service's back): free the space first, then drop the entry;
+         * a cut in between leaves an entry whose removal finishes it */
+        man_revert(&pt->man);
+        err = fs_remove(&pt->fs, p->fs);
+        if (err)
+            return err;
+        svc_log_path(s, "removed before its manifest entry (no room):",
+                     p->part, p->fs, NULL);
+        gone = true;
+        err = man_del(&pt->man, p->fs);
+    }
+    if (!err) {
+        const char *src[1] = { p->fs };
+        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
+    } else {
+        man_revert(&pt->man);
+    }
+    if (!err && gone)
+        svc_log_path(s, "dropped the entry of the missing", p->part, p->fs, NULL);
+    return err;
+}
+
+int svc_store_drop_staging(svc_t *s)
+{
+    svc_part_t *p = &s->part[USR];
+    if (!p->mounted)
+        return FS_ERR_IO;
+    int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
+    (void)svc_store_retry(s, USR);
+    return err;
+}
+
+int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b)
+{
+    svc_part_t *pt = &s->part[a->part];
+    if (strcmp(a->fs, b->fs) == 0)
+        return fs_rename(&pt->fs, a->fs, b->fs);
+    int err = man_move(&pt->man, a->fs, b->fs);
+    if (!err) {
+        const char *src[1] = { a->fs }, *dst[1] = { b->fs };
+        err = man_commit(&pt->man, src, dst, 1);
+    } else {
+        man_revert(&pt->man);
+    }
+    return err;
+}
+
+/* A /usr path from a request into the partition path (rel). */
+int svc_usr_path(svc_t *s, const char *in, char *rel)
+{
+    int err = svc_resolve(s, in, &s->pb);
+    if (err)
+        return err;
+    if (s->pb.part != (int)USR || svc_is_part_root(&s->pb))
+        return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+                             "must name a file under /usr");
+    strcpy(rel, s->pb.fs);
+    return 0;
+}
+
+/* Begin checking file e of partition part against its entry: 0 = decided
+ * without reading (*kind), 1 = its content is being hashed (the job's
+ * hash, svc_job_hash_step), or a device error. */
+int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
+                    cellar_ProblemKind *kind)
+{
+    svc_job_t *j = &s->job;
+    fs_t *fs = &s->part[part].fs;
+    fs_stat_t st;
+    int err = fs_stat(fs, e->path, &st);
+    if (!err && st.type != FS_TYPE_FILE) {
+        *kind = cellar_ProblemKind_MISMATCH;
+        return 0;
+    }
+    if (!err && (e->flags & MAN_F_SIZE) && st.size != e->size) {
+        *kind = cellar_ProblemKind_MISMATCH; /* no need to read it */
+        return 0;
+    }
+    if (!err)
+        err = fs_file_open(fs, &j->f, e->path, FS_O_RDONLY);
+    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR ||
+        err == FS_ERR_NAMETOOLONG || err == FS_ERR_INVAL) {
+        *kind = cellar_ProblemKind_MISSING;
+        return 0;
+    }
+    if (err == FS_ERR_CORRUPT) {
+        *kind = cellar_ProblemKind_UNREADABLE;
+        return 0;
+    }
+    if (err)
+        return err;
+    int32_t size = fs_file_size(fs, &j->f);
+    if (size < 0) {
+        (void)fs_file_close(fs, &j->f);
+        return size;
+    }
+    err = svc_job_hash_begin(s, part, &j->f, 0, (uint32_t)size);
+    if (err) {
+        svc_job_hash_end(s);
+        return err;
+    }
+    return 1;
+}
+
+/* The hash begun by check_begin is done (r = 1) or failed: e's
+ * ProblemKind, or a device error. */
+int svc_check_done(svc_t *s, int r, const man_entry_t *e,
+                   cellar_ProblemKind *kind)
+{
+    svc_job_t *j = &s->job;
+    uint32_t size = j->total;
+    svc_job_hash_end(s);
+    if (r == FS_ERR_CORRUPT) {
+        *kind = cellar_ProblemKind_UNREADABLE;
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    *kind = memcmp(j->digest, e->sha, 32) == 0 &&
+                    (!(e->flags & MAN_F_SIZE) || size == e->size)
+                ? cellar_ProblemKind_P_NONE
+                : cellar_ProblemKind_MISMATCH;
+    return 0;
+}
