@@ -1228,6 +1228,67 @@ static int gc_seg_version(fs_t *fs, uint32_t ino, uint32_t idx, const commit_t *
     return fs_map_lookup(fs, ino, idx, v);
 }
 
+/* The span [*first, *last) of segment bytes version r (loaded) reads from
+ * record addr; *whole: all of it from addr. *last is 0 when none. */
+static int seg_span_of(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t seglen,
+                       uint32_t addr, uint32_t *first, uint32_t *last, int *whole)
+{
+    *first = SEG_SPAN;
+    *last = 0;
+    *whole = 1;
+    r->cur = 0;
+    r->addr_only = 1;
+    for (uint32_t p = 0; p < seglen;) {
+        run_t run;
+        int err = seg_run(fs, ino, s, r, p, seglen, &run);
+        if (err)
+            return err;
+        if (run.end <= p)
+            return CORRUPT_HERE;
+        if (run.rec == addr) {
+            if (*last != 0 && *last != p)
+                *whole = 0;
+            *first = *first < p ? *first : p;
+            *last = run.end;
+        }
+        p = run.end;
+    }
+    return 0;
+}
+
+/* Does version v of segment s need record addr: part of its chain, its
+ * extent map, or read through it? A record the extent map lists is needed
+ * only while some byte of the segment is read from it: reads never follow
+ * an extent that newer patches cover (GC may have freed what it points
+ * at). The extent entries are read twice over (two walks): noise that
+ * flips an entry the same way on both reads of one walk must not make a
+ * needed record look free. */
+static int seg_needs(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
+                     uint32_t addr)
+{
+    segv_t r;
+    int err = segv_load(fs, NULL, ino, s, v, &r);
+    if (err)
+        return err;
+    for (uint32_t i = 0; i < r.n; i++)
+        if (r.addr[i] == addr)
+            return 1;
+    if (r.ext == FS_ADDR_NONE)
+        return 0;
+    if (r.ext == addr)
+        return 1;
+    for (int walk = 0; walk < 2; walk++) {
+        uint32_t first, last;
+        int whole;
+        err = seg_span_of(fs, ino, s, &r, seglen, addr, &first, &last, &whole);
+        if (err)
+            return err;
+        if (last != 0)
+            return 1;
+    }
+    return 0;
+}
+
 int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c)
 {
     inode_t in;
@@ -1243,34 +1304,27 @@ int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commi
     uint32_t s = KEY_INDEX(idx), seglen = err ? 0 : seg_len(in.size, s);
     if (err == FS_ERR_NOENT || in.type != FS_TYPE_FILE || seglen == 0)
         return v == addr ? 2 : 0; /* a key left behind: drop it */
-    segv_t r;
-    err = segv_load(fs, NULL, ino, s, v, &r);
-    if (err)
-        return err;
-    /* the version's own records are read by every read of it */
-    for (uint32_t i = 0; i < r.n; i++)
-        if (r.addr[i] == addr)
-            return 1;
-    if (r.ext == FS_ADDR_NONE)
-        return 0;
-    if (r.ext == addr)
-        return 1;
-    /* a record the extent map lists is live only while some byte of the
-     * segment is read from it: reads never follow an extent that newer
-     * patches cover (GC may have freed what it points at) */
-    r.addr_only = 1;
-    for (uint32_t p = 0; p < seglen;) {
-        run_t run;
-        err = seg_run(fs, ino, s, &r, p, seglen, &run);
-        if (err)
-            return err;
-        if (run.end <= p)
-            return CORRUPT_HERE;
-        if (run.rec == addr)
-            return 1;
-        p = run.end;
+    return seg_needs(fs, ino, s, v, seglen, addr);
+}
+
+/* Read payload bytes [off, off + k) of the record at a (k <= 256) until
+ * two reads in a row agree. GC programs its copies from such reads: under
+ * read noise, copies made from single reads nearly all came out with a
+ * wrong checksum and were wasted, and a near-full device ran out of room
+ * (test_fs_gcfail). */
+static int read_agreed(fs_t *fs, uint32_t a, uint32_t off, uint8_t *buf, uint32_t k)
+{
+    uint8_t again[256];
+    int err = fs_rec_read(fs, a, off, buf, k);
+    for (int r = 0; !err; r++) {
+        err = fs_rec_read(fs, a, off, again, k);
+        if (err || memcmp(buf, again, k) == 0)
+            break;
+        if (r == 2 * READ_TRIES)
+            return FS_ERR_IO;
+        memcpy(buf, again, k);
     }
-    return 0;
+    return err;
 }
 
 /* Copy a PATCH record verbatim. *out is FS_ADDR_LOST when the record is
@@ -1300,18 +1354,7 @@ static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
              * agree: a flip on one read must not cost a whole copy (under
              * noise that made every copy of a big patch a waste) */
             uint32_t k = min32(sizeof(tmp), h.len - off);
-            uint8_t again[sizeof(tmp)];
-            err = fs_rec_read(fs, a, off, tmp, k);
-            for (int r = 0; !err; r++) {
-                err = fs_rec_read(fs, a, off, again, k);
-                if (err || memcmp(tmp, again, k) == 0)
-                    break;
-                if (r == 2 * READ_TRIES) {
-                    err = FS_ERR_IO;
-                    break;
-                }
-                memcpy(tmp, again, k);
-            }
+            err = read_agreed(fs, a, off, tmp, k);
             if (!err)
                 err = fs_rec_append(fs, na, off, tmp, k, &crc);
         }
@@ -1326,6 +1369,55 @@ static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
             return err;
     }
     return FS_ERR_IO;
+}
+
+/* seg_cover when the span is read from addr alone: copy segment bytes
+ * [first, first + n) out of addr into a patch over v, checking addr's
+ * checksum in the same reads. A mismatch is noise (addr read well just
+ * before): the copy is given up, FS_ERR_IO. */
+static int cover_from(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, uint32_t first,
+                      uint32_t n, uint32_t depth, uint32_t *out)
+{
+    uint8_t fx[SEG_FIXED], tmp[256];
+    int err = seg_fixed_read(fs, addr, fx);
+    if (err)
+        return err;
+    uint32_t poff = get16(fx + 8) & SEG_OFF_MASK;
+    if (first < poff || first - poff + n > h->len - SEG_FIXED)
+        return CORRUPT_HERE;
+    /* payload bytes [lo, hi) of addr are the span */
+    uint32_t lo = SEG_FIXED + (first - poff), hi = lo + n, a, crc = 0, pcrc = 0;
+    seg_fixed(fx, v, FS_ADDR_NONE, first);
+    err = fs_rec_begin(fs, SEG_FIXED + n, &a);
+    if (err)
+        return err;
+    err = fs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
+    for (uint32_t off = 0; !err && off < h->len;) {
+        /* pieces end where the span starts and ends */
+        uint32_t k = min32(sizeof(tmp), h->len - off);
+        if (off < lo && off + k > lo)
+            k = lo - off;
+        else if (off < hi && off + k > hi)
+            k = hi - off;
+        err = read_agreed(fs, addr, off, tmp, k);
+        if (err)
+            break;
+        pcrc = crc32_update(pcrc, tmp, k);
+        if (off >= lo && off < hi)
+            err = fs_rec_append(fs, a, SEG_FIXED + (off - lo), tmp, k, &crc);
+        off += k;
+    }
+    if (!err && pcrc != h->dcrc)
+        err = FS_ERR_IO;
+    if (!err)
+        err = fs_rec_end(fs, a, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), h->ino, h->idx,
+                         SEG_FIXED + n, crc);
+    if (err) {
+        fs_rec_abandon(fs, a, SEG_FIXED + n);
+        return err;
+    }
+    *out = a;
+    return 0;
 }
 
 /* GC, the cheap way to move PATCH record `addr` that version v (of
@@ -1363,22 +1455,17 @@ static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
     }
     if (depth >= SEG_CHAIN_MAX)
         return 1;
-    /* the span of segment bytes v reads from addr */
-    uint32_t first = SEG_SPAN, last = 0;
-    r.addr_only = 1;
-    for (uint32_t p = 0; p < seglen;) {
-        run_t run;
-        err = seg_run(fs, ino, s, &r, p, seglen, &run);
-        if (err)
-            return err;
-        if (run.end <= p)
-            return CORRUPT_HERE;
-        if (run.rec == addr) {
-            first = first < p ? first : p;
-            last = run.end;
-        }
-        p = run.end;
-    }
+    /* the span of segment bytes v reads from addr, found twice alike (a
+     * wrong span would leave bytes read from addr after GC frees it) */
+    uint32_t first, last, first2, last2;
+    int whole, whole2;
+    err = seg_span_of(fs, ino, s, &r, seglen, addr, &first, &last, &whole);
+    if (!err)
+        err = seg_span_of(fs, ino, s, &r, seglen, addr, &first2, &last2, &whole2);
+    if (err)
+        return err;
+    if (first != first2 || last != last2 || whole != whole2)
+        return FS_ERR_IO;
     rec_hdr_t h;
     err = fs_rec_read_hdr(fs, addr, &h);
     if (err)
@@ -1393,6 +1480,8 @@ static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
         return err;
     uint32_t n = last - first, a, crc = 0;
     uint8_t fx[SEG_FIXED], tmp[256];
+    if (whole)
+        return cover_from(fs, addr, &h, v, first, n, depth, out);
     /* read it all before writing anything: a read that fails wastes no
      * flash then (damage elsewhere in the span: the rebuild copies only
      * what lies in the block) */
@@ -1450,6 +1539,11 @@ int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_
             v = nv;
         } while (rl.more);
     }
+    /* the new version must not need addr any more: GC moves the tail past
+     * it (a check against noise in the reads that built the version) */
+    err = seg_needs(fs, ino, s, nv, seglen, addr);
+    if (err)
+        return err < 0 ? err : FS_ERR_IO;
     /* open handles with uncommitted writes on this file must rebase them
      * on the moved version when they commit */
     for (fs_file_t *h = fs->open_files; h; h = h->next)
