@@ -1803,6 +1803,16 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
             return err;
         }
     }
+    /* GC runs once, up front, for the whole write: run between its pieces
+     * it could commit the pieces written so far (an automatic sync when the
+     * tail reaches them), and a write that then failed for room would leave
+     * part of itself committed (the service publishes a file it wrote on
+     * close, and test_svc_core found a failed write's first 4 KiB in it) */
+    err = fs_op_begin(fs, len + 256 * (len / PATCH_MAX + 2));
+    if (err) {
+        handle_restore(f, &before);
+        return err;
+    }
     while (done < len) {
         uint32_t pos = off + done, o = pos % SEG_SPAN;
         uint32_t n = min32(min32(len - done, SEG_SPAN - o), PATCH_MAX);
@@ -1822,6 +1832,7 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
         if (err)
             break;
     }
+    fs_op_end(fs);
     if (err) {
         /* (if an automatic sync committed part of it, that part stays: the
          * error is still reported, so the caller knows the write failed) */
