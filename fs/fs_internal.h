@@ -216,13 +216,18 @@ void inode_decode(inode_t *in, const uint8_t *p);
 int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr);
 /* The inode record of ino at addr, checked. */
 int fs_inode_at(fs_t *fs, uint32_t addr, uint32_t ino, inode_t *in);
-/* GC: is the segment record at addr (key ino/idx) reachable from the
- * segment's current version? */
-int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr);
-/* GC: relocate the live segment records in moved[] of segment (ino, idx):
- * copies them and writes a new EXTMAP; adds the entry to c. */
-int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx,
-                    const uint32_t *moved, uint32_t nmoved, commit_t *c);
+/* GC: is the segment record at addr (key ino/idx) still needed by the
+ * segment's current version (the one GC's pending commit c holds, else the
+ * map's)? 1: part of its chain, its extent map, or read through it; 2: an
+ * orphan key to drop; 0: stale. */
+int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c);
+/* GC: move live record addr of segment (ino, idx), which lies in the block
+ * being collected ([lo, hi)), and put the new version in c. A patch read
+ * through the extent map gets one patch over the version with the bytes it
+ * shows (no new extent map); otherwise one new extent map covers every
+ * record of the segment in [lo, hi) at once (docs/FS.md section 6). */
+int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr,
+                    uint32_t lo, uint32_t hi, commit_t *c);
 /* GC: commit every open handle that has uncommitted records of ino. */
 int fs_sync_ino(fs_t *fs, uint32_t ino);
 /* GC: would moving the committed records of segment (ino, idx) break an
