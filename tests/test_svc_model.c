@@ -565,7 +565,7 @@ typedef struct bundle {
     uint64_t bytes;
     int status[NB];
     uint32_t sent[NB];
-    int conflict;     /* 0 none, 1 refused by the rules, 2 either way */
+    bool stale_conflict; /* a conflict the service may have noted */
 } bundle_t;
 
 static bundle_t B;
@@ -2155,9 +2155,28 @@ static void copy_model(state_t *st, bool backup, char paths[][MP], int np, copy_
         return;
     }
     /* the commit's checks in the target */
+    static bool replace[MAXM];
+    memset(replace, 0, sizeof(replace));
     for (int i = 0; i < ncp && !r->conflict; i++) {
-        if (t_type(to, cp[i]) == T_DIR)
-            r->conflict = C(EISDIR);
+        if (t_type(to, cp[i]) == T_DIR) {
+            /* a directory whose files the copy removes (a backup of
+             * everything drops the untracked ones) becomes the file, as in
+             * a bundle; one that keeps anything (a subdirectory too) is
+             * in the way */
+            bool all = true;
+            for (int k = 0; k < to->nn && all; k++) {
+                if (!under(to->n[k].path, cp[i]) || !strcmp(to->n[k].path, cp[i]))
+                    continue;
+                bool rem = false;
+                for (int j = 0; j < nrm; j++)
+                    rem |= strcmp(rm[j], to->n[k].path) == 0;
+                all = rem && to->n[k].type == T_FILE;
+            }
+            if (all)
+                replace[i] = true;
+            else
+                r->conflict = C(EISDIR);
+        }
         char pre[MP];
         size_t n = strlen(cp[i]);
         for (size_t k = 1; k < n && !r->conflict; k++) {
@@ -2190,6 +2209,8 @@ static void copy_model(state_t *st, bool backup, char paths[][MP], int np, copy_
     }
     for (int i = 0; i < ncp; i++) {
         blob_t *b = blob_ref(cb[i]);
+        if (replace[i])
+            t_del(to, cp[i]);
         t_mkparents(to, cp[i]);
         t_set_file(to, cp[i], b);
         if (backup)
@@ -2444,16 +2465,20 @@ static void bundle_gen(void)
                 clash |= under(B.e[j].path, d->path) || under(d->path, B.e[j].path);
             if (clash)
                 continue;
+            /* (PROTOCOL.md: the file replaces the directory when the
+             * bundle removes everything in it; the directory itself has
+             * no entry, a removal of it would be the same path twice) */
             for (int k = 0; k < M.usr.nn; k++)
                 if (under(M.usr.n[k].path, d->path) && strcmp(M.usr.n[k].path, d->path)) {
                     strcpy(B.e[B.n].path, M.usr.n[k].path);
                     B.e[B.n++].rm = true;
                 }
-            strcpy(B.e[B.n].path, d->path);
-            B.e[B.n++].rm = true;
+            if (one_in(4)) { /* the old way: a conflict */
+                strcpy(B.e[B.n].path, d->path);
+                B.e[B.n++].rm = true;
+            }
             strcpy(B.e[B.n].path, d->path);
             B.e[B.n++].b = blob_random(rnd(2000));
-            B.conflict = 2; /* a removal and a file of one path: either */
             break;
         }
     }
@@ -2467,7 +2492,6 @@ static void bundle_gen(void)
             e->b = blob_random(rnd(100));
             if (a->rm)
                 a->rm = false, a->b = blob_random(10);
-            B.conflict = 1;
             break;
         case 1: /* a file and a file below it */
             if (a->rm)
@@ -2480,15 +2504,12 @@ static void bundle_gen(void)
                 strcpy(e->path, tmp);
             }
             e->b = blob_random(rnd(100));
-            B.conflict = 1;
             break;
         case 2: /* a file and a removal of the same path */
             strcpy(e->path, a->path);
             e->rm = !a->rm;
             if (!e->rm)
                 e->b = blob_random(rnd(100));
-            if (B.conflict != 1)
-                B.conflict = 2; /* the dir -> file recipe is this too */
             break;
         default: /* a removal of a directory the bundle writes into */
             if (a->rm)
@@ -2497,7 +2518,6 @@ static void bundle_gen(void)
             if (strcmp(e->path, "/") == 0)
                 return;
             e->rm = true;
-            B.conflict = 1;
             break;
         }
         B.n++;
@@ -2530,6 +2550,36 @@ static int predict_status(int i)
         n->b->size == e->b->size && memcmp(m->sha, blob_sha(e->b), 32) == 0)
         return cellar_EntryStatus_UNCHANGED;
     return n ? cellar_EntryStatus_SEND_CHANGED : cellar_EntryStatus_SEND_NEW;
+}
+
+/* Do entries i and j (j < i, j declared first) conflict on tree t? The
+ * rules of docs/PROTOCOL.md "Bundles: entries, ids and conflicts": the
+ * same path twice; a file and a file below it; a removal of a path that is
+ * a directory on the device and a file below it. A removal below a file,
+ * and a file below a removal of a file, are allowed. */
+static bool entries_conflict(tree_t *t, int i, int j)
+{
+    bent_t *a = &B.e[i], *b = &B.e[j];
+    if (!strcmp(a->path, b->path))
+        return true;
+    bool ab = under(a->path, b->path), ba = under(b->path, a->path);
+    if (!a->rm && !b->rm)
+        return ab || ba;
+    if (!a->rm && b->rm)
+        return ab && t_type(t, b->path) == T_DIR;
+    if (a->rm && !b->rm)
+        return ba && t_type(t, a->path) == T_DIR;
+    return false;
+}
+
+/* The first entry of [from, to) that conflicts with an earlier one, or -1. */
+static int first_conflict(tree_t *t, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        for (int j = 0; j < i; j++)
+            if (entries_conflict(t, i, j))
+                return i;
+    return -1;
 }
 
 #define PUT_ID(f) ((f).size = 32, memcpy((f).bytes, B.id, 32))
@@ -2609,9 +2659,14 @@ static void bundle_declare(void)
     bool resumed_before = false;
     for (int i = 0; i < k; i++)
         resumed_before |= B.status[first + i] && B.status[first + i] != want[i];
-    if (B.conflict == 1 && spc_plausible(need, false))
-        EXPECT(rc, C_OK, C(EINVAL), C(ENOSPC));
-    else if (B.conflict == 1 || resumed_before)
+    /* the new entries are checked against every earlier one as they
+     * arrive: a conflict is EINVAL, before the space check */
+    int newfrom = first > B.srv_declared ? first : B.srv_declared;
+    bool conf = newfrom < first + k && first_conflict(&M.usr, newfrom, first + k) >= 0;
+    if (conf) {
+        if (EXPECT(rc, C(EINVAL)) && !strstr(R.rs.error.message, " conflict ("))
+            fail("update declare of conflicting entries: %s", R.rs.error.message);
+    } else if (resumed_before)
         EXPECT(rc, C_OK, C(EINVAL));
     else if (spc_plausible(need, false))
         EXPECT(rc, C_OK, C(ENOSPC));
@@ -2650,6 +2705,10 @@ static void bundle_declare(void)
         }
         B.sent[first + i] = (uint32_t)have;
     }
+    /* a plan indexed again after a restart notes a conflict the device
+     * now makes among entries declared before (rule 3); commit refuses it */
+    if (newfrom < first + k && first_conflict(&M.usr, 1, first + k) >= 0)
+        B.stale_conflict = true;
     B.declared = first + k;
     if (B.declared > B.srv_declared)
         B.srv_declared = B.declared;
@@ -2778,11 +2837,18 @@ static int commit_model(state_t *st, uint32_t *written, uint32_t *removed,
         if (e->rm)
             continue;
         int ty = t_type(t, e->path);
-        if (ty == T_DIR) {
-            bool ok = false;
-            for (int j = 0; j < B.n; j++)
-                ok |= B.e[j].rm && !strcmp(B.e[j].path, e->path) && rm_now[j];
-            if (!ok)
+        if (ty == T_DIR) { /* replaced if the bundle removes all in it */
+            bool all = true;
+            for (int k = 0; k < t->nn; k++) {
+                const char *q = t->n[k].path;
+                if (!under(q, e->path) || !strcmp(q, e->path))
+                    continue;
+                bool r = false;
+                for (int j = 0; j < B.n; j++)
+                    r |= B.e[j].rm && !strcmp(B.e[j].path, q);
+                all &= r;
+            }
+            if (!all)
                 errs[ne++] = C(EISDIR);
         }
         char pre[MP];
@@ -2816,8 +2882,15 @@ static int commit_model(state_t *st, uint32_t *written, uint32_t *removed,
     /* apply: the removals (files, then emptied directories, deepest first) */
     static ment_t keep[MAXM];
     int nk = 0;
+    bool was_dir[NB] = { 0 };
+    for (int i = 0; i < B.n; i++)
+        was_dir[i] = !B.e[i].rm && t_type(t, B.e[i].path) == T_DIR;
     for (int i = 0; i < t->nm; i++) {
         bool drop = false;
+        for (int j = 0; j < B.n; j++) /* a directory becomes a file */
+            if (was_dir[j] && under(t->m[i].path, B.e[j].path) &&
+                strcmp(t->m[i].path, B.e[j].path))
+                drop = true;
         for (int j = 0; j < B.n; j++)
             if (B.e[j].rm && under(t->m[i].path, B.e[j].path) &&
                 (!strcmp(t->m[i].path, B.e[j].path) || t_type(t, t->m[i].path) == T_NONE))
@@ -2847,6 +2920,13 @@ static int commit_model(state_t *st, uint32_t *written, uint32_t *removed,
             continue;
         }
         (*written)++;
+        if (was_dir[i]) { /* emptied above: it goes, the file comes */
+            for (int pass = 0; pass < 10; pass++)
+                for (int k = t->nn - 1; k >= 0; k--)
+                    if (under(t->n[k].path, e->path) && t->n[k].type == T_DIR &&
+                        !t_children(t, t->n[k].path))
+                        t_del(t, t->n[k].path);
+        }
         t_mkparents(t, e->path);
         t_set_file(t, e->path, blob_ref(e->b));
         me_set_blob(t, e->path, e->b);
@@ -2869,8 +2949,11 @@ static void bundle_commit(void)
     bool dir_skipped;
     state_copy(&NW, &M);
     int ne = commit_model(&NW, &wr, &rm, &un, errs, &dir_skipped);
-    bool clear_conflict = B.conflict == 1, either = B.conflict == 2;
-    if (clear_conflict)
+    /* a conflict the device makes now (rule 3: a directory removed that
+     * a file is written into), or one noted when the plan was indexed */
+    bool conf_now = first_conflict(&M.usr, 1, B.n) >= 0;
+    bool maybe_einval = conf_now || B.stale_conflict;
+    if (conf_now)
         state_copy(&NW, &M);
     bool sp = spc_plausible(0, false);
     if (ne)
@@ -2885,20 +2968,16 @@ static void bundle_commit(void)
             bundle_reset(); /* it was committed (or changed nothing) */
         return;
     }
-    if (clear_conflict) {
-        if (!EXPECT(rc, C(EINVAL)))
-            return;
-        if (R.rs.has_error && !strstr(R.rs.error.message, "/usr/"))
+    if (rc == C(EINVAL) && maybe_einval) {
+        if (R.rs.has_error && !strstr(R.rs.error.message, " conflict ("))
             fail("update commit of conflicting entries: the message names no entry: %s",
                  R.rs.error.message);
         B.must_abort = true;
         return;
     }
-    bool ok_allowed = ne == 0;
+    bool ok_allowed = ne == 0 && !conf_now;
     if (sp)
         errs[ne++] = C(ENOSPC);
-    if (either)
-        errs[ne++] = C(EINVAL);
     errs[ne] = -1;
     if (!(rc == 0 && ok_allowed) && !in_set(rc, errs)) {
         fail("update commit: answered %s, the model expects %s", cname(rc),
