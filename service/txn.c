@@ -228,6 +228,18 @@ static void reset(txn_t *t)
     ix_clear(t);
 }
 
+/* Remove the staging directory. man_wipe removes its files in batches,
+ * and a batch asks the filesystem for room first; on a full partition the
+ * files go one at a time (a plain removal may use the filesystem's
+ * reserve), so dropping the staging always works. */
+static int wipe_dir(txn_t *t)
+{
+    int err = man_wipe(t->fs, t->dir, t->tmp);
+    if (err == FS_ERR_NOSPC)
+        err = man_clear(t->fs, t->dir, t->tmp);
+    return err;
+}
+
 int txn_abort(txn_t *t)
 {
     reset(t);
@@ -235,7 +247,7 @@ int txn_abort(txn_t *t)
     int err = fs_remove(t->fs, tpath(t, "plan", -1));
     if (err && err != FS_ERR_NOENT)
         return err;
-    return man_wipe(t->fs, t->dir, t->tmp);
+    return wipe_dir(t);
 }
 
 static int read_hdr(txn_t *t)
@@ -266,7 +278,7 @@ int txn_load(txn_t *t)
     }
     int err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
     if (err == FS_ERR_NOENT)
-        return man_wipe(t->fs, t->dir, t->tmp); /* leftovers of an abort */
+        return wipe_dir(t); /* leftovers of an abort */
     if (err)
         return err;
     t->plan_open = 1;
@@ -727,7 +739,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             return err;
         }
         t->active = 0;
-        return man_wipe(t->fs, t->dir, t->tmp);
+        return wipe_dir(t);
     }
     close_plan(t);
     {
@@ -878,7 +890,7 @@ int txn_finish(txn_t *t)
     close_plan(t);
     err = fs_remove(t->fs, cname);
     if (!err)
-        err = man_wipe(t->fs, t->dir, t->tmp);
+        err = wipe_dir(t);
     t->active = 0;
     return err;
 out:

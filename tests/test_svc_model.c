@@ -2597,8 +2597,14 @@ static void bundle_begin(void)
                   (unsigned long long)B.bytes, resume ? " (resume)" : "");
     if (cut_check(&M))
         return;
-    if (!EXPECT(rc, C_OK))
+    /* ENOSPC: `bytes` more than /usr holds, or /usr too full to stage */
+    if (spc_plausible(B.bytes, false) ? !EXPECT(rc, C_OK, C(ENOSPC)) : !EXPECT(rc, C_OK))
         return;
+    if (rc) { /* a new bundle is not begun; a parked one stays parked */
+        if (!resume)
+            B.phase = 0;
+        return;
+    }
     cellar_UpdateBeginReply *o = &R.rs.body.update_begin;
     if (resume && B.clean && (!o->resumed || o->declared != (uint32_t)B.srv_declared)) {
         fail("update begin: a bundle parked cleanly with %d entries declared resumes as "
@@ -2666,7 +2672,9 @@ static void bundle_declare(void)
     if (conf) {
         if (EXPECT(rc, C(EINVAL)) && !strstr(R.rs.error.message, " conflict ("))
             fail("update declare of conflicting entries: %s", R.rs.error.message);
-    } else if (resumed_before)
+    } else if (resumed_before && spc_plausible(need, false))
+        EXPECT(rc, C_OK, C(EINVAL), C(ENOSPC));
+    else if (resumed_before)
         EXPECT(rc, C_OK, C(EINVAL));
     else if (spc_plausible(need, false))
         EXPECT(rc, C_OK, C(ENOSPC));
