@@ -592,16 +592,20 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
     /* dropping the entry of a file that is gone frees space: like the
      * filesystem's own removals it may use the reserve down to its floor
      * (a hold of 0 bytes), so a full partition can always be emptied */
+    const char *src[1] = { p->fs };
     int err = gone ? man_hold(&pt->man, 0) : 0;
     if (!err)
         err = man_del(&pt->man, p->fs);
-    if (err == FS_ERR_NOSPC && !gone) {
-        /* too full even for the slot write (files were put there behind
-         * the service's back, or the log's free blocks are fewer than the
-         * space rule's figures say): free the space first, then drop the
-         * entry; a cut in between leaves an entry whose removal finishes
-         * it */
+    if (!err)
+        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
+    else
         man_revert(&pt->man);
+    if (err == FS_ERR_NOSPC && !gone) {
+        /* too full even for the slot write and the commit (the log's free
+         * blocks are fewer than the space rule's figures say, or files
+         * were put there behind the service's back): nothing changed;
+         * free the space first, then drop the entry; a cut in between
+         * leaves an entry whose removal finishes it */
         err = fs_remove(&pt->fs, p->fs);
         if (err)
             return err;
@@ -611,12 +615,10 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
         err = man_hold(&pt->man, 0);
         if (!err)
             err = man_del(&pt->man, p->fs);
-    }
-    if (!err) {
-        const char *src[1] = { p->fs };
-        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
-    } else {
-        man_revert(&pt->man);
+        if (!err)
+            err = man_commit(&pt->man, src, NULL, 0);
+        else
+            man_revert(&pt->man);
     }
     if (!err && gone)
         log_path(s, "dropped the entry of the missing", p->part, p->fs, NULL);
