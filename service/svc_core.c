@@ -1492,8 +1492,34 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
         return FS_ERR_IO;
     /* a directory claims 64 bytes and a record or two: the room kept for
      * the service's bookkeeping is not for new directories */
-    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show)))
+    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show))) {
+        /* the request's own answer comes first: a path that exists, a
+         * file in the way (or mkdir -p of a directory that is there) */
+        int e2 = fs_stat(fs, p->fs, &st);
+        if (e2 == 0 && r->parents && st.type == FS_TYPE_DIR) {
+            svc_reply_done(s);
+            return 0;
+        }
+        if (e2 == 0)
+            return svc_fail_path(s, st.type == FS_TYPE_DIR || !r->parents
+                                        ? FS_ERR_EXIST : FS_ERR_NOTDIR,
+                                 p->show, NULL);
+        if (e2 == FS_ERR_NOENT && !r->parents) {
+            char *up = (char *)s->scratch;
+            size_t n = strlen(p->fs);
+            while (n > 1 && p->fs[n - 1] != '/')
+                n--;
+            n = n > 1 ? n - 1 : 1;
+            memcpy(up, p->fs, n);
+            up[n] = 0;
+            e2 = fs_stat(fs, up, &st);
+            if (e2 == 0 && st.type != FS_TYPE_DIR)
+                e2 = FS_ERR_NOTDIR;
+        }
+        if (e2 == FS_ERR_NOTDIR || (e2 == FS_ERR_NOENT && !r->parents))
+            return svc_fail_path(s, e2, p->show, NULL);
         return err;
+    }
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
         if (err < 0)

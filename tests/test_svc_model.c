@@ -670,9 +670,22 @@ static bool in_set(int rc, const int *set)
 /* rc must be one of the codes listed. */
 #define EXPECT(rc, ...) expect_((rc), (const int[]){ __VA_ARGS__, -1 }, __LINE__)
 
+static bool spc_plausible(uint64_t need, bool bak);
+
+/* PART_FULL (PROTOCOL.md "Start-up states"): /usr too full for the
+ * service's bookkeeping refuses every request that would write to it
+ * (all but reads, Remove, Rmdir, UpdateAbort) with ENOSPC before it
+ * looks at the request's paths. Right whenever ENOSPC could be. */
+static bool part_full_refusal(int rc)
+{
+    return rc == cellar_Code_ENOSPC && R.rs.has_error &&
+           strstr(R.rs.error.message, "too full for the service's bookkeeping") &&
+           spc_plausible(0, false);
+}
+
 static bool expect_(int rc, const int *set, int line)
 {
-    if (in_set(rc, set))
+    if (in_set(rc, set) || part_full_refusal(rc))
         return true;
     char want[200] = "";
     for (; *set >= 0; set++) {
@@ -1117,6 +1130,10 @@ static void op_open(int conn)
         EXPECT(rc, C(EINVAL));
         return;
     }
+    /* PART_FULL (PROTOCOL.md "Start-up states"): requests that add data
+     * are refused before their paths are looked at */
+    if ((f & 2) && !bak && part_full_refusal(rc))
+        return;
     if (ty == T_DIR) {
         EXPECT(rc, C(EISDIR));
         return;
@@ -1746,7 +1763,7 @@ static void op_rename(int conn)
         return;
     if (ne) {
         err[ne] = -1;
-        if (!in_set(rc, err))
+        if (!in_set(rc, err) && !part_full_refusal(rc))
             fail("rename %s %s: answered %s, the model expects an error (first %s)", ra,
                  rb, cname(rc), cname(err[0]));
         return;
