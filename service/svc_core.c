@@ -1471,6 +1471,39 @@ static int do_remove(svc_t *s, const char *path, bool dir_only)
     return 0;
 }
 
+/* Mkdir's own answer when the partition has no room (0: none, the room is
+ * the answer): a path that exists, a file in the way, a missing parent;
+ * done for mkdir -p of a directory that is there. */
+static int mkdir_own_answer(svc_t *s, fs_t *fs, const svc_path_t *p,
+                            bool parents)
+{
+    fs_stat_t st;
+    int e2 = fs_stat(fs, p->fs, &st);
+    if (e2 == 0 && parents && st.type == FS_TYPE_DIR) {
+        svc_reply_done(s);
+        return 1;
+    }
+    if (e2 == 0)
+        return svc_fail_path(s, st.type == FS_TYPE_DIR || !parents
+                                    ? FS_ERR_EXIST : FS_ERR_NOTDIR,
+                             p->show, NULL);
+    if (e2 == FS_ERR_NOENT && !parents) {
+        char *up = (char *)s->scratch;
+        size_t n = strlen(p->fs);
+        while (n > 1 && p->fs[n - 1] != '/')
+            n--;
+        n = n > 1 ? n - 1 : 1;
+        memcpy(up, p->fs, n);
+        up[n] = 0;
+        e2 = fs_stat(fs, up, &st);
+        if (e2 == 0 && st.type != FS_TYPE_DIR)
+            e2 = FS_ERR_NOTDIR;
+    }
+    if (e2 == FS_ERR_NOTDIR || (e2 == FS_ERR_NOENT && !parents))
+        return svc_fail_path(s, e2, p->show, NULL);
+    return 0;
+}
+
 static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
 {
     svc_path_t *p = &s->pa;
@@ -1493,35 +1526,17 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
     /* a directory claims 64 bytes and a record or two: the room kept for
      * the service's bookkeeping is not for new directories */
     if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show))) {
-        /* the request's own answer comes first: a path that exists, a
-         * file in the way (or mkdir -p of a directory that is there) */
-        int e2 = fs_stat(fs, p->fs, &st);
-        if (e2 == 0 && r->parents && st.type == FS_TYPE_DIR) {
-            svc_reply_done(s);
-            return 0;
-        }
-        if (e2 == 0)
-            return svc_fail_path(s, st.type == FS_TYPE_DIR || !r->parents
-                                        ? FS_ERR_EXIST : FS_ERR_NOTDIR,
-                                 p->show, NULL);
-        if (e2 == FS_ERR_NOENT && !r->parents) {
-            char *up = (char *)s->scratch;
-            size_t n = strlen(p->fs);
-            while (n > 1 && p->fs[n - 1] != '/')
-                n--;
-            n = n > 1 ? n - 1 : 1;
-            memcpy(up, p->fs, n);
-            up[n] = 0;
-            e2 = fs_stat(fs, up, &st);
-            if (e2 == 0 && st.type != FS_TYPE_DIR)
-                e2 = FS_ERR_NOTDIR;
-        }
-        if (e2 == FS_ERR_NOTDIR || (e2 == FS_ERR_NOENT && !r->parents))
-            return svc_fail_path(s, e2, p->show, NULL);
-        return err;
+        /* the request's own answer comes first */
+        int own = mkdir_own_answer(s, fs, p, r->parents);
+        return own == 1 ? 0 : own ? own : err;
     }
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
+        if (err == FS_ERR_NOSPC) {
+            int own = mkdir_own_answer(s, fs, p, false);
+            if (own)
+                return own;
+        }
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         svc_reply_done(s);

@@ -665,6 +665,16 @@ static int rename_check(fs_t *fs, const char *a, const char *b)
         return FS_ERR_ISDIR;
     if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_FILE)
         return FS_ERR_NOTDIR;
+    if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_DIR) {
+        fs_dir_t d;
+        char name[FS_NAME_MAX + 1];
+        if (fs_dir_open(fs, &d, b) == 0) {
+            int r = fs_dir_read(fs, &d, name, sizeof(name), &sb);
+            (void)fs_dir_close(fs, &d);
+            if (r == 1)
+                return FS_ERR_NOTEMPTY;
+        }
+    }
     return 0;
 }
 
@@ -747,6 +757,9 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
     man_entry_t *e = &s->me;
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    /* every entry is checked before any is written: a bad one is EINVAL
+     * (not the ENOSPC a full partition gives the writes) */
+    for (int pass = 0; pass < 2; pass++)
     for (pb_size_t i = 0; i < r->entries_count; i++) {
         const cellar_ManifestEntry *in = &r->entries[i];
         memset(e, 0, sizeof(*e));
@@ -763,6 +776,8 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
                                      ? "sha256 must be 32 bytes"
                                      : "size must be -1 (unknown) or a file size");
         }
+        if (pass == 0)
+            continue;
         e->kind = MAN_TRACK;
         e->flags = in->size >= 0 ? MAN_F_SIZE : 0;
         e->size = in->size >= 0 ? (uint32_t)in->size : 0;
