@@ -3218,6 +3218,17 @@ static void wipe(void)
             t_del(&M.usr, p);
         }
     }
+    /* entries left without a file (imported, or of files gone): Remove of
+     * a missing path that has an entry answers OK and drops the entry */
+    while (M.usr.nm && !failed) {
+        char p[MP];
+        strcpy(p, M.usr.m[M.usr.nm - 1].path);
+        rig_req(&R, cellar_Request_remove_tag);
+        snprintf(R.rq.body.remove.path, 256, "/usr%s", p);
+        if (!EXPECT(call(0, "remove /usr%s (an entry without its file)", p), C_OK))
+            break;
+        me_del(&M.usr, p);
+    }
     if (failed)
         return;
     rig_req(&R, cellar_Request_backup_tag); /* mirrors: /bak drops its copies */
