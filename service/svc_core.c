@@ -1578,6 +1578,29 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
     return 0;
 }
 
+/* After a rename: the handles on what moved follow it (they hold the
+ * file, not the name), so the checks by path (an update's busy check,
+ * Restore and repair closing readers) find them under the new name. A
+ * shadow writer publishes to the name it was opened with and stays. */
+static void handles_follow(svc_t *s, int part, const char *from,
+                           const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (!h->id || h->shadow || h->part != (uint8_t)part ||
+                strncmp(h->path, from, fl) != 0 ||
+                (h->path[fl] != 0 && h->path[fl] != '/'))
+                continue;
+            size_t rest = strlen(h->path + fl);
+            if (tl + rest >= sizeof(h->path))
+                continue;
+            memmove(h->path + tl, h->path + fl, rest + 1);
+            memcpy(h->path, to, tl);
+        }
+}
+
 static int do_rename(svc_t *s, const cellar_RenameRequest *r)
 {
     svc_path_t *a = &s->pa, *b = &s->pb;
@@ -1616,6 +1639,7 @@ static int do_rename(svc_t *s, const cellar_RenameRequest *r)
         svc_sb_str(&m, svc_reason(err));
         return err;
     }
+    handles_follow(s, a->part, a->show, b->show);
     svc_reply_done(s);
     return 0;
 }
