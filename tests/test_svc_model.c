@@ -33,14 +33,17 @@
  * cut).
  *
  * --skip-known LIST stops generating (or checking) what triggers a known,
- * not yet fixed bug, so the rest can run; the default checks everything:
+ * not yet fixed bug, so the rest can run; the default is "bakread,overlap"
+ * (printed), "none" checks everything:
  *   sparse    writes and truncates far past the end (issue 9, bug 1)
  *   conflict  bundles whose own entries conflict (issue 9, bug 2)
  *   limits    update fields over their caps (wrong code and message)
  *   removed   UpdateCommit's count of skipped non-empty directories
  *   overlap   backup/restore of overlapping paths (the second "skipped")
  *   full      partitions near full (start-up, remove, abort need room)
- *   bakread   /bak files open for reading while a backup replaces them
+ *   bakread   /bak files open for reading while a backup replaces them;
+ *             Backups that may fail for room (a failed Backup changes
+ *             /bak, bug 3) and ENOSPC from any Backup (the small /bak)
  *   renamed   renames of files with open handles (handles keep the name
  *             they were opened with: restore and commit miss them)
  *
@@ -3433,6 +3436,7 @@ static void parse_skip(const char *v, void (*bad)(void))
         else if (!strcmp(t, "full")) opt.skip |= SK_FULL;
         else if (!strcmp(t, "bakread")) opt.skip |= SK_BAKREAD;
         else if (!strcmp(t, "renamed")) opt.skip |= SK_RENAMED;
+        else if (!strcmp(t, "none")) opt.skip = 0;
         else bad();
     }
 }
@@ -3531,14 +3535,14 @@ static void usage(void)
 {
     fprintf(stderr, "usage: test_svc_model [--seed N] [--steps N] [--runs N] [--seconds N]\n"
                     "                      [--blocks N] [--verbose] [--no-cuts] [--no-torn] [--io-errors]\n"
-                    "                      [--skip-known sparse,conflict,limits,removed,overlap,\n"
-                    "                                    full,bakread,renamed]\n");
+                    "                      [--skip-known none|sparse,conflict,limits,removed,\n"
+                    "                                    overlap,full,bakread,renamed]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    bool seed_given = false;
+    bool seed_given = false, skip_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -3572,9 +3576,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--blocks"))
             opt.blocks = (uint32_t)strtoul(v, NULL, 0);
         else if (!strcmp(a, "--skip-known"))
-            parse_skip(v, usage);
+            parse_skip(v, usage), skip_given = true;
         else
             usage();
+    }
+    if (!skip_given) {
+        /* the Backup/Restore bugs being reworked elsewhere (copy_tree as
+         * stepped jobs): --skip-known none checks them too */
+        opt.skip = SK_BAKREAD | SK_OVERLAP;
+        printf("svc-model: skipping known: bakread,overlap (Backup/Restore bugs 3, 5, 6; "
+               "--skip-known none to check them)\n");
     }
     if (seed_given && !opt.seconds && opt.runs == 10)
         opt.runs = 1;
