@@ -3,7 +3,7 @@
 # (FUZZ_SMOKE_SECONDS, default 15 s each). Passes if nothing crashes.
 # Skipped (passes) when clang or libFuzzer is not available.
 # fuzz_svc_seq (request sequences against the protocol model) skips
-# "bakread,overlap" by default, as test_svc_model; SVC_MODEL_SKIP=LIST
+# "overlap" by default, as test_svc_model; SVC_MODEL_SKIP=LIST
 # (test_svc_model's --skip-known names, "none" = check everything) sets it.
 set -u
 BUILD=${BUILD:-build}

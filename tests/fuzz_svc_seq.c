@@ -10,7 +10,7 @@
  *
  * SVC_MODEL_SKIP=sparse,conflict,... keeps known, unfixed bugs out of the
  * way (the --skip-known list of test_svc_model); unset, it is
- * "bakread,overlap" as in test_svc_model, "none" checks everything. */
+ * "overlap" as in test_svc_model, "none" checks everything. */
 #define SVC_MODEL_FUZZ 1
 #include "test_svc_model.c"
 
