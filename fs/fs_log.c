@@ -427,6 +427,10 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
      * written already (remove, sync): it may use the reserve down to the GC
      * floor, so a full device can always be emptied (see the tiers above) */
     uint32_t reserve = bytes ? fs->reserve : GC_FLOOR(fs);
+    /* an operation inside one that frees (a hold of 0 bytes: the service
+     * dropping the manifest entry of a removed file) is part of it */
+    if (fs->in_op && fs->op_frees)
+        reserve = GC_FLOOR(fs);
     /* GC only when it can gain: the log holds more than a couple of blocks
      * of stale records */
     uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;

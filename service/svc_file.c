@@ -549,6 +549,39 @@ int svc_do_remove(svc_t *s, const char *path, bool dir_only)
     return 0;
 }
 
+/* Mkdir's own answer when the partition has no room (0: none, the room is
+ * the answer): a path that exists, a file in the way, a missing parent;
+ * done for mkdir -p of a directory that is there. */
+static int mkdir_own_answer(svc_t *s, fs_t *fs, const svc_path_t *p,
+                            bool parents)
+{
+    fs_stat_t st;
+    int e2 = fs_stat(fs, p->fs, &st);
+    if (e2 == 0 && parents && st.type == FS_TYPE_DIR) {
+        svc_reply_done(s);
+        return 1;
+    }
+    if (e2 == 0)
+        return svc_fail_path(s, st.type == FS_TYPE_DIR || !parents
+                                    ? FS_ERR_EXIST : FS_ERR_NOTDIR,
+                             p->show, NULL);
+    if (e2 == FS_ERR_NOENT && !parents) {
+        char *up = (char *)s->scratch;
+        size_t n = strlen(p->fs);
+        while (n > 1 && p->fs[n - 1] != '/')
+            n--;
+        n = n > 1 ? n - 1 : 1;
+        memcpy(up, p->fs, n);
+        up[n] = 0;
+        e2 = fs_stat(fs, up, &st);
+        if (e2 == 0 && st.type != FS_TYPE_DIR)
+            e2 = FS_ERR_NOTDIR;
+    }
+    if (e2 == FS_ERR_NOTDIR || (e2 == FS_ERR_NOENT && !parents))
+        return svc_fail_path(s, e2, p->show, NULL);
+    return 0;
+}
+
 int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
 {
     svc_path_t *p = &s->pa;
@@ -570,10 +603,18 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
         return FS_ERR_IO;
     /* a directory claims 64 bytes and a record or two: the room kept for
      * the service's bookkeeping is not for new directories */
-    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show)))
-        return err;
+    if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show))) {
+        /* the request's own answer comes first */
+        int own = mkdir_own_answer(s, fs, p, r->parents);
+        return own == 1 ? 0 : own ? own : err;
+    }
     if (!r->parents) {
         err = fs_mkdir(fs, p->fs);
+        if (err == FS_ERR_NOSPC) {
+            int own = mkdir_own_answer(s, fs, p, false);
+            if (own)
+                return own;
+        }
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         svc_reply_done(s);
@@ -615,6 +656,29 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
     return 0;
 }
 
+/* After a rename: the handles on what moved follow it (they hold the
+ * file, not the name), so the checks by path (an update's busy check,
+ * Restore and repair closing readers) find them under the new name. A
+ * shadow writer publishes to the name it was opened with and stays. */
+static void handles_follow(svc_t *s, int part, const char *from,
+                           const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    for (svc_conn_t *c = s->conns; c; c = c->next)
+        for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
+            svc_handle_t *h = &c->h[k];
+            if (!h->id || h->shadow || h->part != (uint8_t)part ||
+                strncmp(h->path, from, fl) != 0 ||
+                (h->path[fl] != 0 && h->path[fl] != '/'))
+                continue;
+            size_t rest = strlen(h->path + fl);
+            if (tl + rest >= sizeof(h->path))
+                continue;
+            memmove(h->path + tl, h->path + fl, rest + 1);
+            memcpy(h->path, to, tl);
+        }
+}
+
 int svc_do_rename(svc_t *s, const cellar_RenameRequest *r)
 {
     svc_path_t *a = &s->pa, *b = &s->pb;
@@ -653,6 +717,7 @@ int svc_do_rename(svc_t *s, const cellar_RenameRequest *r)
         svc_sb_str(&m, svc_reason(err));
         return err;
     }
+    handles_follow(s, a->part, a->show, b->show);
     svc_reply_done(s);
     return 0;
 }

@@ -55,6 +55,9 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
     man_entry_t *e = &s->me;
     if (!p->has_man)
         return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+    /* every entry is checked before any is written: a bad one is EINVAL
+     * (not the ENOSPC a full partition gives the writes) */
+    for (int pass = 0; pass < 2; pass++)
     for (pb_size_t i = 0; i < r->entries_count; i++) {
         const cellar_ManifestEntry *in = &r->entries[i];
         memset(e, 0, sizeof(*e));

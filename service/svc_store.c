@@ -592,25 +592,36 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
         return FS_ERR_NOENT;
     if (k == 0) /* untracked: a plain removal, which needs no room */
         return fs_remove(&pt->fs, p->fs);
-    int err = man_del(&pt->man, p->fs);
-    if (err == FS_ERR_NOSPC && !gone) {
-        /* too full even for the slot write (files were put there behind
-         * the service's back): free the space first, then drop the entry;
-         * a cut in between leaves an entry whose removal finishes it */
+    /* dropping the entry of a file that is gone frees space: like the
+     * filesystem's own removals it may use the reserve down to its floor
+     * (a hold of 0 bytes), so a full partition can always be emptied */
+    const char *src[1] = { p->fs };
+    int err = gone ? man_hold(&pt->man, 0) : 0;
+    if (!err)
+        err = man_del(&pt->man, p->fs);
+    if (!err)
+        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
+    else
         man_revert(&pt->man);
+    if (err == FS_ERR_NOSPC && !gone) {
+        /* too full even for the slot write and the commit (the log's free
+         * blocks are fewer than the space rule's figures say, or files
+         * were put there behind the service's back): nothing changed;
+         * free the space first, then drop the entry; a cut in between
+         * leaves an entry whose removal finishes it */
         err = fs_remove(&pt->fs, p->fs);
         if (err)
             return err;
         svc_log_path(s, "removed before its manifest entry (no room):",
                      p->part, p->fs, NULL);
         gone = true;
-        err = man_del(&pt->man, p->fs);
-    }
-    if (!err) {
-        const char *src[1] = { p->fs };
-        err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
-    } else {
-        man_revert(&pt->man);
+        err = man_hold(&pt->man, 0);
+        if (!err)
+            err = man_del(&pt->man, p->fs);
+        if (!err)
+            err = man_commit(&pt->man, src, NULL, 0);
+        else
+            man_revert(&pt->man);
     }
     if (!err && gone)
         svc_log_path(s, "dropped the entry of the missing", p->part, p->fs, NULL);
@@ -627,17 +638,65 @@ int svc_store_drop_staging(svc_t *s)
     return err;
 }
 
+/* Why renaming a to b cannot work whatever the room (0: it could). The
+ * filesystem asks for room before it looks at the paths; on a full
+ * partition the request's own error is the answer, not ENOSPC. */
+static int rename_check(fs_t *fs, const char *a, const char *b)
+{
+    fs_stat_t sa, sb;
+    int err = fs_stat(fs, a, &sa);
+    if (err)
+        return err;
+    if (strcmp(a, b) == 0)
+        return 0;
+    if (man_under(b, a))
+        return FS_ERR_INVAL; /* into itself */
+    err = fs_stat(fs, b, &sb);
+    if (err == FS_ERR_NOENT) {
+        char parent[MAN_PATH_MAX + 1];
+        size_t n = strlen(b);
+        while (n > 1 && b[n - 1] != '/')
+            n--;
+        n = n > 1 ? n - 1 : 1;
+        memcpy(parent, b, n);
+        parent[n] = 0;
+        return fs_stat(fs, parent, &sb);
+    }
+    if (err)
+        return err;
+    if (sa.type == FS_TYPE_FILE && sb.type == FS_TYPE_DIR)
+        return FS_ERR_ISDIR;
+    if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_FILE)
+        return FS_ERR_NOTDIR;
+    if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_DIR) {
+        fs_dir_t d;
+        char name[FS_NAME_MAX + 1];
+        if (fs_dir_open(fs, &d, b) == 0) {
+            int r = fs_dir_read(fs, &d, name, sizeof(name), &sb);
+            (void)fs_dir_close(fs, &d);
+            if (r == 1)
+                return FS_ERR_NOTEMPTY;
+        }
+    }
+    return 0;
+}
+
 int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b)
 {
     svc_part_t *pt = &s->part[a->part];
-    if (strcmp(a->fs, b->fs) == 0)
-        return fs_rename(&pt->fs, a->fs, b->fs);
-    int err = man_move(&pt->man, a->fs, b->fs);
-    if (!err) {
+    int err;
+    if (strcmp(a->fs, b->fs) == 0) {
+        err = fs_rename(&pt->fs, a->fs, b->fs);
+    } else if (!(err = man_move(&pt->man, a->fs, b->fs))) {
         const char *src[1] = { a->fs }, *dst[1] = { b->fs };
         err = man_commit(&pt->man, src, dst, 1);
     } else {
         man_revert(&pt->man);
+    }
+    if (err == FS_ERR_NOSPC) {
+        int why = rename_check(&pt->fs, a->fs, b->fs);
+        if (why)
+            err = why;
     }
     return err;
 }

@@ -229,35 +229,15 @@ static void reset(txn_t *t)
     ix_clear(t);
 }
 
-/* Empty t->dir and remove it. man_wipe removes a batch of files per fs
- * step; on a partition too full for a batch, the files go one at a time
- * (a single remove always has its room: docs/FS.md, space tiers). */
-static int wipe(txn_t *t)
+/* Remove the staging directory. man_wipe removes its files in batches,
+ * and a batch asks the filesystem for room first; on a full partition the
+ * files go one at a time (a plain removal may use the filesystem's
+ * reserve), so dropping the staging always works. */
+static int wipe_dir(txn_t *t)
 {
     int err = man_wipe(t->fs, t->dir, t->tmp);
-    for (uint32_t guard = 0; err == FS_ERR_NOSPC && guard < 2 * TXN_MAX_ENTRIES;
-         guard++) {
-        fs_dir_t d;
-        fs_stat_t st;
-        err = fs_dir_open(t->fs, &d, t->dir);
-        if (err)
-            return err == FS_ERR_NOENT ? 0 : err;
-        int r = fs_dir_read(t->fs, &d, t->tmp + 256, 200, &st);
-        (void)fs_dir_close(t->fs, &d);
-        if (r < 0)
-            return r;
-        if (r == 0)
-            return fs_remove(t->fs, t->dir);
-        size_t dl = strlen(t->dir), nl = strlen(t->tmp + 256);
-        if (dl + 1 + nl >= 256)
-            return FS_ERR_NAMETOOLONG;
-        memcpy(t->tmp, t->dir, dl);
-        t->tmp[dl] = '/';
-        memmove(t->tmp + dl + 1, t->tmp + 256, nl + 1);
-        err = fs_remove(t->fs, t->tmp);
-        if (!err)
-            err = FS_ERR_NOSPC; /* the next one */
-    }
+    if (err == FS_ERR_NOSPC)
+        err = man_clear(t->fs, t->dir, t->tmp);
     return err;
 }
 
@@ -268,7 +248,7 @@ int txn_abort(txn_t *t)
     int err = fs_remove(t->fs, tpath(t, "plan", -1));
     if (err && err != FS_ERR_NOENT)
         return err;
-    return wipe(t);
+    return wipe_dir(t);
 }
 
 static int read_hdr(txn_t *t)
@@ -299,7 +279,7 @@ int txn_load(txn_t *t)
     }
     int err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
     if (err == FS_ERR_NOENT)
-        return wipe(t); /* leftovers of an abort */
+        return wipe_dir(t); /* leftovers of an abort */
     if (err)
         return err;
     t->plan_open = 1;
@@ -778,7 +758,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             return err;
         }
         t->active = 0;
-        return man_wipe(t->fs, t->dir, t->tmp);
+        return wipe_dir(t);
     }
     close_plan(t);
     {
@@ -929,7 +909,7 @@ int txn_finish(txn_t *t)
     close_plan(t);
     err = fs_remove(t->fs, cname);
     if (!err)
-        err = man_wipe(t->fs, t->dir, t->tmp);
+        err = wipe_dir(t);
     t->active = 0;
     return err;
 out:

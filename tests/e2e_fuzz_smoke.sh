@@ -2,9 +2,9 @@
 # e2e_fuzz_smoke.sh - build each libFuzzer target and run it briefly
 # (FUZZ_SMOKE_SECONDS, default 15 s each). Passes if nothing crashes.
 # Skipped (passes) when clang or libFuzzer is not available.
-# fuzz_svc_seq (request sequences against the protocol model) checks
-# everything by default; SVC_MODEL_SKIP=LIST (test_svc_model's
-# --skip-known names) keeps known, unfixed bugs out of its way.
+# fuzz_svc_seq (request sequences against the protocol model) skips
+# "overlap" by default, as test_svc_model; SVC_MODEL_SKIP=LIST
+# (test_svc_model's --skip-known names, "none" = check everything) sets it.
 set -u
 BUILD=${BUILD:-build}
 SECS=${FUZZ_SMOKE_SECONDS:-15}
