@@ -66,10 +66,15 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
             continue;
         }
         first = false;
-        if (fn + 1 + cl > SVC_MAX_PATH)
-            return svc_fail_path(s, FS_ERR_NAMETOOLONG, in,
-                             "path is longer than 255 bytes inside its "
-                             "partition");
+        if (fn + 1 + cl > SVC_MAX_PATH) {
+            /* the start of the path only, so the reason is not cut */
+            sb_t b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+            svc_sb_str(&b, " ");
+            svc_sb_quoted(&b, in, len < 40 ? len : 40);
+            svc_sb_str(&b, ": path is longer than 255 bytes inside its "
+                           "partition");
+            return FS_ERR_NAMETOOLONG;
+        }
         out->fs[fn++] = '/';
         memcpy(out->fs + fn, comp, cl);
         fn += cl;

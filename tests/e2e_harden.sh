@@ -96,6 +96,12 @@ while args:
         h = args.pop(0); h = last if h == "%" else int(h); r = call(rid, 19, fv(1, h))
     elif cmd == "truncate":
         p, sz = args.pop(0), int(args.pop(0)); r = call(rid, 18, fb(2, p.encode()) + fv(3, sz))
+    elif cmd == "ping":
+        r = call(rid, 11, fb(1, b"p" * int(args.pop(0))))
+    elif cmd == "stat":
+        r = call(rid, 12, fb(1, args.pop(0).encode()))
+    elif cmd == "begin":
+        r = call(rid, 43, fb(1, b"\x01" * int(args.pop(0))) + fv(2, 1) + fv(3, 1))
     else: raise SystemExit("unknown command " + cmd)
     if 2 in r:
         e = parse(r[2]); print("err", e.get(1, 0), e.get(2, b"").decode(errors="replace"))
@@ -131,6 +137,19 @@ stop; start
 run 0 info; hasnt "problems:" "$T/out"
 run 0 rm :new.py
 run 0 verify
+
+# ---- 1b. field caps and the path-length rule, as docs/PROTOCOL.md states them ---------------
+rel254=$(printf 'a%.0s' $(seq 1 254)); rel255=${rel254}a
+raw ping 64 ping 65 stat "$rel254" stat "$rel255" stat "/usr/$rel254" begin 33
+eq "$(sed -n 1p "$T/raw")" "ok" "ping of 64 bytes"
+eq "$(sed -n 2p "$T/raw" | cut -d' ' -f1-2)" "err 90" "ping of 65 bytes: EMSGSIZE"
+has "payload is 65 bytes, the limit is 64" "$T/raw"
+eq "$(sed -n 3p "$T/raw" | cut -d' ' -f1-2)" "err 2" "relative path of 254 bytes is looked up (ENOENT)"
+eq "$(sed -n 4p "$T/raw" | cut -d' ' -f1-2)" "err 36" "relative path of 255 bytes: ENAMETOOLONG"
+has "inside its partition" "$T/raw"
+eq "$(sed -n 5p "$T/raw" | cut -d' ' -f1-2)" "err 36" "a 259-byte path as sent: ENAMETOOLONG"
+eq "$(sed -n 6p "$T/raw" | cut -d' ' -f1-2)" "err 22" "a 33-byte bundle id: EINVAL"
+has "bundle id is 33 bytes, it must be 32 bytes" "$T/raw"
 
 # ---- 2. /usr full: removals always work -------------------------------------------------------
 head -c 262144 /dev/urandom >"$L/big.bin"
