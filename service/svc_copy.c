@@ -56,12 +56,15 @@ static bool copy_wanted(svc_copy_t *cp, const char *path)
 {
     if (cp->n == 0)
         return true;
+    /* every path that matches counts as found: overlapping paths ("/a",
+     * "/a/b", or one path twice) all match the files they share */
+    bool want = false;
     for (uint32_t j = 0; j < cp->n; j++)
         if (man_under(path, cp->rel[j])) {
             cp->found[j] = true;
-            return true;
+            want = true;
         }
-    return false;
+    return want;
 }
 
 /* Close the file being copied (dropping the partial copy unless keep). */
