@@ -814,6 +814,50 @@ static void remove_when_full(void)
     check_clean(r, "remove_when_full");
 }
 
+static int read_h(rig_t *r, uint32_t h)
+{
+    rig_req(r, cellar_Request_read_tag);
+    r->rq.body.read.handle = h;
+    r->rq.body.read.length = 64;
+    return rig_call(r, &r->a);
+}
+
+/* A Restore closes the /usr readers of its paths when it commits, and only
+ * when it copies something (model test: a Restore with nothing to do left
+ * them open, which the model did not expect, so a Close publishing over
+ * such a reader, a Remove or an UpdateCommit answered EBUSY). */
+static void restore_readers(void)
+{
+    rig_t *r = &R;
+    fresh(r);
+    uint32_t h, w;
+    CHECK_EQ(open_h(r, "/usr/app.py", 1, &h), 0); /* O_READ */
+    rig_req(r, cellar_Request_restore_tag);
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    CHECK_EQ(r->rs.body.copy.files, 0); /* nothing to do: the reader stays */
+    CHECK_EQ(read_h(r, h), 0);
+    CHECK_EQ(r->rs.body.read.data.size, 15);
+    CHECK_EQ(rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/app.py"),
+             cellar_Code_EBUSY);
+    CHECK_EQ(open_h(r, "/usr/app.py", 2 | 16, &w), 0); /* O_WRITE|O_TRUNC */
+    CHECK_EQ(write_h(r, w, 0, "zz", 2), 0);
+    CHECK_EQ(close_h(r, w), cellar_Code_EBUSY); /* it would replace the reader's file */
+    CHECK_EQ(read_h(r, h), 0);
+    CHECK_EQ(r->rs.body.read.data.size, 15);
+    /* a Restore that copies: every reader of its paths is closed */
+    CHECK_EQ(rig_put(r, &r->a, "/usr/lib/m.py", "y = 2\n", 6), 0);
+    rig_req(r, cellar_Request_restore_tag);
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    CHECK_EQ(r->rs.body.copy.files, 1);
+    CHECK_EQ(read_h(r, h), cellar_Code_EBADF);
+    CHECK_EQ(close_h(r, h), cellar_Code_EBADF);
+    CHECK_EQ(rig_path_op(r, &r->a, cellar_Request_remove_tag, "/usr/app.py"), 0);
+    rig_req(r, cellar_Request_restore_tag);
+    CHECK_EQ(rig_call(r, &r->a), 0);
+    CHECK_EQ(r->rs.body.copy.files, 1);
+    check_clean(r, "restore_readers");
+}
+
 int main(int argc, char **argv)
 {
     /* argv[1]: run only the case of that number (debugging) */
@@ -845,6 +889,8 @@ int main(int argc, char **argv)
         renamed_reader();
     if (only < 0 || only == 17)
         remove_when_full();
+    if (only < 0 || only == 18)
+        restore_readers();
     if (R.sim)
         rig_free(&R);
     return check_summary("harden");

@@ -2259,11 +2259,29 @@ static int gen_copy_paths(char paths[][MP], char (*req)[256], bool backup)
     return n;
 }
 
-static void close_readers(char paths[][MP], int np)
+/* The /usr readers of paths after a Restore (or a repair's restore).
+ * PROTOCOL.md "Restore": the handles on the files it replaces are closed
+ * when it commits - the service closes every reader of the paths asked for
+ * just before its commit step, and only when it copies something. So after
+ * a Restore that copied files they are gone (`closed`: a Close answers
+ * EBADF); after one that failed having copied (its commit may have failed
+ * after the readers were closed) nobody knows: Close them to find out. A
+ * Restore that copied nothing leaves them open (no call here). */
+static void close_readers(char paths[][MP], int np, bool closed)
 {
-    for (int i = 0; i < NH; i++)
-        if (H[i].id && !H[i].bak && !H[i].wr && wanted(H[i].path, paths, np))
-            h_free(&H[i]);
+    for (int i = 0; i < NH && !failed; i++) {
+        if (!H[i].id || H[i].bak || H[i].wr || !wanted(H[i].path, paths, np))
+            continue;
+        rig_req(&R, cellar_Request_close_tag);
+        R.rq.body.close.handle = H[i].id;
+        int rc = call(H[i].conn, "close h%x (a reader of %s the restore %s)", H[i].id,
+                      H[i].path, closed ? "closed" : "may have closed");
+        if (closed)
+            EXPECT(rc, C(EBADF));
+        else
+            EXPECT(rc, C_OK, C(EBADF));
+        h_free(&H[i]);
+    }
 }
 
 static void op_copy(int conn, bool backup)
@@ -2291,8 +2309,6 @@ static void op_copy(int conn, bool backup)
      * Backup changes /bak, bug 3) */
     if (backup && (opt.skip & SK_BAKREAD) && !r.nothing && spc_plausible(r.tried, true))
         return;
-    if (!backup)
-        close_readers(paths, np);
     maybe_cut();
     int rc = call(conn, "%s %d paths%s%s (model: %u to copy, %u unchanged%s)",
                   backup ? "backup" : "restore", np, np ? " " : "", np ? dst[0] : "",
@@ -2320,8 +2336,13 @@ static void op_copy(int conn, bool backup)
         EXPECT(rc, C_OK, C(ENOSPC));
     else
         EXPECT(rc, C_OK);
-    if (rc || failed)
+    if (failed)
         return;
+    if (rc) {
+        if (!backup && r.files)
+            close_readers(paths, np, false);
+        return;
+    }
     cellar_CopyReply *o = &R.rs.body.copy;
     if (o->files != r.files || o->unchanged != r.unchanged || o->removed != r.removed ||
         o->skipped_count != r.skipped)
@@ -2329,15 +2350,20 @@ static void op_copy(int conn, bool backup)
              "%u %u %u %u", backup ? "backup" : "restore", o->files, o->unchanged, o->removed,
              o->skipped_count, o->skipped_count ? o->skipped[0].path : "",
              np > 1 ? dst[1] : "", r.files, r.unchanged, r.removed, r.skipped);
+    if (failed)
+        return;
     state_copy(&M, &NW);
+    if (!backup && r.files)
+        close_readers(paths, np, true);
 }
 
 static state_t vr_before; /* (file scope: cleared at exit) */
 
 static void op_verify_repair(int conn)
 {
-    static char named[MAXM][MP];
-    int nnamed = 0;
+    static char named[MAXM][MP], rel[MAXM][MP];
+    static bool relc[MAXM];
+    int nnamed = 0, nrel = 0;
     bool loose = false;
     uint32_t cursor = 0;
     if (one_in(5)) {
@@ -2374,7 +2400,11 @@ static void op_verify_repair(int conn)
             copy_res_t r;
             state_copy(&NW, &M);
             copy_model(&NW, false, one, 1, &r);
-            close_readers(one, 1);
+            /* (its readers: closed below, once this reply is read) */
+            if (nrel < MAXM && r.files) {
+                strcpy(rel[nrel], p);
+                relc[nrel++] = o->problems[i].repaired;
+            }
             bool works = !r.conflict && !r.nothing;
             bool sp = spc_plausible(0, false);
             if (o->problems[i].repaired && !(works && r.files == 1))
@@ -2393,6 +2423,9 @@ static void op_verify_repair(int conn)
             }
         }
         cursor = o->next_cursor;
+        for (int k = 0; k < nrel && !failed; k++) /* (R is read: requests again) */
+            close_readers(&rel[k], 1, relc[k]);
+        nrel = 0;
         if (!cursor)
             break;
     }
