@@ -9,8 +9,8 @@
  * the last requests on stderr).
  *
  * SVC_MODEL_SKIP=sparse,conflict,... keeps known, unfixed bugs out of the
- * way (the --skip-known list of test_svc_model); unset, it is
- * "overlap" as in test_svc_model, "none" checks everything. */
+ * way (the --skip-known list of test_svc_model); unset (or "none"), it
+ * checks everything. */
 #define SVC_MODEL_FUZZ 1
 #include "test_svc_model.c"
 

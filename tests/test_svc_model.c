@@ -33,8 +33,8 @@
  * cut).
  *
  * --skip-known LIST stops generating (or checking) what triggers a known,
- * not yet fixed bug, so the rest can run; the default is "overlap"
- * (printed), "none" checks everything:
+ * not yet fixed bug, so the rest can run (all are fixed now: the default
+ * checks everything, as "none" does):
  *   sparse    writes and truncates far past the end (issue 9, bug 1)
  *   conflict  bundles whose own entries conflict (issue 9, bug 2)
  *   limits    update fields over their caps (wrong code and message)
@@ -3493,8 +3493,6 @@ static int svc_model_fuzz(const uint8_t *data, size_t size)
         const char *sk = getenv("SVC_MODEL_SKIP");
         if (sk)
             parse_skip(sk, fuzz_bad_skip);
-        else /* as test_svc_model: the Backup/Restore bug reworked elsewhere */
-            opt.skip = SK_OVERLAP;
         if (model_setup())
             abort();
         rig_stop(&R);
@@ -3577,7 +3575,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    bool seed_given = false, skip_given = false;
+    bool seed_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -3611,16 +3609,9 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--blocks"))
             opt.blocks = (uint32_t)strtoul(v, NULL, 0);
         else if (!strcmp(a, "--skip-known"))
-            parse_skip(v, usage), skip_given = true;
+            parse_skip(v, usage);
         else
             usage();
-    }
-    if (!skip_given) {
-        /* the Backup/Restore bugs being reworked elsewhere (copy_tree as
-         * stepped jobs): --skip-known none checks them too */
-        opt.skip = SK_OVERLAP;
-        printf("svc-model: skipping known: overlap (Backup/Restore of overlapping paths, "
-               "bug 5; --skip-known none to check it)\n");
     }
     if (seed_given && !opt.seconds && opt.runs == 10)
         opt.runs = 1;
