@@ -121,6 +121,17 @@ void svc_resp_send(svc_t *s, svc_conn_t *c)
     c->out_end += (uint32_t)n;
 }
 
+/* The reply of a request is done: count and log a failure, then queue it. */
+void svc_resp_finish(svc_t *s, svc_conn_t *c)
+{
+    if (s->resp.has_error) {
+        s->resp.which_body = 0;
+        c->errors++;
+        svc_log_failure(s, c);
+    }
+    svc_resp_send(s, c);
+}
+
 int svc_reject_conn(svc_t *s, uint8_t *out, size_t cap)
 {
     svc_resp_reset(s, 0);

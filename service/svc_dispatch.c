@@ -283,12 +283,7 @@ static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
             return;
         }
     }
-    if (s->resp.has_error) {
-        s->resp.which_body = 0;
-        c->errors++;
-        svc_log_failure(s, c);
-    }
-    svc_resp_send(s, c);
+    svc_resp_finish(s, c);
 }
 
 /* A bad length prefix: one error reply with id 0, then close. */

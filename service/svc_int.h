@@ -84,6 +84,8 @@ void svc_copy_str(char *dst, size_t cap, const char *src);
 uint32_t svc_out_free(const svc_conn_t *c);
 bool svc_out_room(svc_conn_t *c, uint32_t need);
 void svc_resp_send(svc_t *s, svc_conn_t *c);
+/* Count and log a failed reply (which then carries no body), queue it. */
+void svc_resp_finish(svc_t *s, svc_conn_t *c);
 
 /* ---- svc_job.c: long requests (see svc_job_t) --------------------------------- */
 /* Start hashing len bytes of fp (a file of partition part) from off. */

@@ -111,12 +111,7 @@ void svc_job_step(svc_t *s)
     j->conn = NULL;
     if (!c)
         return;
-    if (s->resp.has_error) {
-        s->resp.which_body = 0;
-        c->errors++;
-        svc_log_failure(s, c);
-    }
-    svc_resp_send(s, c);
+    svc_resp_finish(s, c);
 }
 
 void svc_job_cancel(svc_t *s, int err, const char *why)
