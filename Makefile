@@ -70,9 +70,9 @@ GEN_H    := $(BUILD)/gen/cellar.pb.h
 FS_DEV_SRCS  := $(filter-out fs/flash_sim.c,$(wildcard fs/*.c))   # cfs, portable
 SIM_SRCS     := fs/flash_sim.c                                    # NOR simulator (host)
 SVC_SRCS     := $(wildcard service/*.c)         # service core, codec, manifest, txn, layout
-TP_SRCS      := transport/tp.c                  # portable transport: URL parser, clock
+TP_SRCS      := transport/tp.c                  # portable transport: URL parser
 TP_MEM_SRCS  := transport/tp_mem.c              # in-memory pair (tests, in-process links; mallocs)
-TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP)
+TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP) and clock
 HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
 MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
@@ -270,5 +270,7 @@ clean:
 .PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
+# Objects reached only through a link set (test support, secondary expansion) are kept too.
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
