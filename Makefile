@@ -38,25 +38,65 @@ $(DEPS_STAMP):
 deps: $(DEPS_STAMP)
 
 # ---- flags ----------------------------------------------------------------
-INCLUDES := -Iinclude -Ifs -Iservice -Itransport -Iclients -Itests/support -I$(BUILD)/gen
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-BASEFLAGS := -std=c11 -g $(WARN) -D_GNU_SOURCE -DCELLAR_VERSION='"$(VERSION)"' $(INCLUDES) -MMD -MP
+BASEFLAGS := -std=c11 -g $(WARN) -D_GNU_SOURCE -DCELLAR_VERSION='"$(VERSION)"' $(CELLAR_CFLAGS) -MMD -MP
 REL_CFLAGS := $(BASEFLAGS) -O2 -fPIC
 SAN_CFLAGS := $(BASEFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_LDFLAGS := -fsanitize=address,undefined
 LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lz -lcrypto -lpthread -lm
 
-# ---- sources ----------------------------------------------------------------
+# ---- include paths per layer ---------------------------------------------------
+# A file sees only the headers of its own layer and the ones below it, so an
+# include that points up (a device file including loop.h, cellar.h, cli.h or
+# svc_rig.h) is a compile error. service/common/ (cellar_config.h, csha.h)
+# is below everything. Compile-time options: service/common/cellar_config.h
+# (a file of your own with CFLAGS+=-DCELLAR_CONFIG_FILE='"my_config.h"').
+GEN_INC    := -I$(BUILD)/gen
+COMMON_INC := -Iservice/common
+DEV_INC    := -Ifs -Iservice -Itransport $(COMMON_INC) $(GEN_INC)   # the device set
+HOST_INC   := $(DEV_INC) -Iservice/host                             # the daemon
+LIB_INC    := -Iinclude -Iclients -Itransport -Iservice $(COMMON_INC) $(GEN_INC) # libcellar (codec.h)
+CLI_INC    := $(LIB_INC) -Ifs                                       # CLI + image tool
+TEST_INC   := -Iinclude -Ifs -Iservice -Iservice/host -Itransport -Iclients \
+              $(COMMON_INC) -Itests/support $(GEN_INC)
+inc_for = $(if $(filter tests/%,$1),$(TEST_INC),$(if $(filter clients/libcellar%,$1),$(LIB_INC),$(if \
+  $(filter clients/%,$1),$(CLI_INC),$(if $(filter service/host/% transport/host/%,$1),$(HOST_INC),$(DEV_INC)))))
+
+# ---- sources and link sets -------------------------------------------------------
+# Dependencies point down: device set <- daemon; transport + codec <- libcellar
+# <- CLI. Each program and test links only its set (make layers-check).
 GEN_C    := $(BUILD)/gen/cellar.pb.c
 GEN_H    := $(BUILD)/gen/cellar.pb.h
-MAIN_SRCS := service/cellard.c clients/cli_main.c
-FS_SRCS   := $(wildcard fs/*.c)
-SVC_SRCS  := $(filter-out $(MAIN_SRCS),$(wildcard service/*.c))
-TP_SRCS   := $(wildcard transport/*.c)
-LIB_SRCS  := $(wildcard clients/libcellar*.c)
-CLI_SRCS  := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
-SUP_SRCS  := $(wildcard tests/support/*.c)
-CORE_SRCS := $(FS_SRCS) $(SVC_SRCS) $(TP_SRCS) $(LIB_SRCS) $(CLI_SRCS)
+FS_DEV_SRCS  := $(filter-out fs/flash_sim.c,$(wildcard fs/*.c))   # cfs, portable
+SIM_SRCS     := fs/flash_sim.c                                    # NOR simulator (host)
+SVC_SRCS     := $(wildcard service/*.c)         # service core, codec, manifest, txn, layout
+TP_SRCS      := transport/tp.c                  # portable transport: URL parser
+TP_MEM_SRCS  := transport/tp_mem.c              # in-memory pair (tests, in-process links; mallocs)
+TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP) and clock
+HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
+MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
+LIB_SRCS     := $(wildcard clients/libcellar*.c)
+CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
+IMAGE_SRCS   := $(FS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
+SUP_SRCS     := $(wildcard tests/support/*.c)
+
+# The device set: what runs on a module (make size builds exactly this).
+DEVICE_SET    := $(FS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
+# The daemon: the device set on a simulated flash, the POSIX loop and TCP.
+DAEMON_SET    := $(DEVICE_SET) $(SIM_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) $(HOST_SRCS)
+# libcellar: the shared transport layer and codec; no service core, no fs.
+LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/codec.c
+# The CLI: libcellar and the offline image tool (fs, flash_sim, layout,
+# manifest); no service core, no loop.
+CLI_SET       := $(CLI_SRCS) $(LIBCELLAR_SET) $(IMAGE_SRCS)
+# Tests: the filesystem tests link the filesystem and its model; the others
+# link the union (an in-process daemon, the client side, tests/support).
+FS_TEST_SET   := $(FS_DEV_SRCS) $(SIM_SRCS) tests/support/fs_model.c
+ALL_SET       := $(sort $(DAEMON_SET) $(CLI_SET) $(SUP_SRCS))
+CORE_SRCS     := $(ALL_SET)
+FS_TESTS      := test_flash_sim test_fs_corrupt test_fs_diff test_fs_gcfail test_fs_unit \
+                 test_fs_wear test_powerloss bench_fs
+set_for = $(if $(filter $(FS_TESTS),$1),$(FS_TEST_SET),$(ALL_SET))
 
 TEST_SRCS  := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard tests/bench_*.c)
@@ -64,11 +104,8 @@ FUZZ_SRCS  := $(wildcard tests/fuzz_*.c)
 TEST_SCRIPTS := $(sort $(wildcard tests/e2e_*.sh))
 
 objs = $(patsubst %.c,$(BUILD)/$(1)/%.o,$(2))
-
-REL_CORE := $(call objs,rel,$(CORE_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
-SAN_CORE := $(call objs,san,$(CORE_SRCS)) $(BUILD)/san/gen/cellar.pb.o
-REL_SUP  := $(call objs,rel,$(SUP_SRCS))
-SAN_SUP  := $(call objs,san,$(SUP_SRCS))
+rel_objs = $(call objs,rel,$(sort $(1))) $(BUILD)/rel/gen/cellar.pb.o
+san_objs = $(call objs,san,$(sort $(1))) $(BUILD)/san/gen/cellar.pb.o
 
 TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/san/tests/%,$(TEST_SRCS))
 BENCH_BINS := $(patsubst tests/%.c,$(BUILD)/rel/tests/%,$(BENCH_SRCS))
@@ -80,46 +117,45 @@ $(GEN_C) $(GEN_H): proto/cellar.proto proto/cellar.options | $(DEPS_STAMP)
 
 $(BUILD)/rel/gen/cellar.pb.o: $(GEN_C)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	$(CC) $(REL_CFLAGS) $(DEV_INC) -c $< -o $@
 $(BUILD)/san/gen/cellar.pb.o: $(GEN_C)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -c $< -o $@
+	$(CC) $(SAN_CFLAGS) $(DEV_INC) -c $< -o $@
 
 # ---- objects ----------------------------------------------------------------
 $(BUILD)/rel/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	$(CC) $(REL_CFLAGS) $(call inc_for,$<) -c $< -o $@
 $(BUILD)/san/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -c $< -o $@
+	$(CC) $(SAN_CFLAGS) $(call inc_for,$<) -c $< -o $@
 
 # ---- programs ---------------------------------------------------------------
-$(BUILD)/cellard: $(BUILD)/rel/service/cellard.o $(REL_CORE)
+$(BUILD)/cellard: $(call rel_objs,$(DAEMON_SET) service/host/cellard.c)
 	$(CC) -o $@ $^ $(LDLIBS)
-$(BUILD)/cellar: $(BUILD)/rel/clients/cli_main.o $(REL_CORE)
+$(BUILD)/cellar: $(call rel_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) -o $@ $^ $(LDLIBS)
-$(BUILD)/san/cellard: $(BUILD)/san/service/cellard.o $(SAN_CORE)
+$(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) service/host/cellard.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/san/cellar: $(BUILD)/san/clients/cli_main.o $(SAN_CORE)
+$(BUILD)/san/cellar: $(call san_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/san/tests/%: $(BUILD)/san/tests/%.o $(SAN_CORE) $(SAN_SUP)
+# A test links its set (set_for): $$* is the test's name.
+.SECONDEXPANSION:
+$(BUILD)/san/tests/%: $(BUILD)/san/tests/%.o $$(call san_objs,$$(call set_for,$$*))
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/rel/tests/%: $(BUILD)/rel/tests/%.o $(REL_CORE) $(REL_SUP)
+$(BUILD)/rel/tests/%: $(BUILD)/rel/tests/%.o $$(call rel_objs,$$(call set_for,$$*))
 	$(CC) -o $@ $^ $(LDLIBS)
 
-PROGRAMS := $(if $(wildcard service/cellard.c),$(BUILD)/cellard) \
-            $(if $(wildcard clients/cli_main.c),$(BUILD)/cellar)
-SAN_PROGRAMS := $(if $(wildcard service/cellard.c),$(BUILD)/san/cellard) \
-                $(if $(wildcard clients/cli_main.c),$(BUILD)/san/cellar)
+PROGRAMS := $(BUILD)/cellard $(BUILD)/cellar
+SAN_PROGRAMS := $(BUILD)/san/cellard $(BUILD)/san/cellar
 
 all: $(DEPS_STAMP) $(PROGRAMS) $(BUILD)/libcellar.a $(BUILD)/libcellar.so $(BUILD)/cellar.pc
 
 # ---- libcellar ----------------------------------------------------------------
 # libcellar shares the daemon's transport layer and codec (one URL parser,
 # TCP connector and framing for both ends).
-LIB_SHARED_SRCS := transport/tp.c transport/tp_tcp.c transport/tp_mem.c service/codec.c
-LIBCELLAR_OBJS := $(call objs,rel,$(LIB_SRCS) $(LIB_SHARED_SRCS)) $(BUILD)/rel/gen/cellar.pb.o
+LIBCELLAR_OBJS := $(call rel_objs,$(LIBCELLAR_SET))
 $(BUILD)/libcellar.a: $(LIBCELLAR_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcellar.so: $(LIBCELLAR_OBJS)
@@ -147,6 +183,7 @@ run: $(DEPS_STAMP) $(BUILD)/cellard $(BUILD)/cellar
 test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 	@pass=0; fail=0; failed=""; \
 	if $(MAKE) --no-print-directory deps-check; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed deps-check"; fi; \
+	if $(MAKE) --no-print-directory layers-check; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed layers-check"; fi; \
 	for t in $(TEST_BINS); do \
 	  echo "=== $$t"; \
 	  if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
@@ -164,6 +201,18 @@ test: $(DEPS_STAMP) $(TEST_BINS) $(SAN_PROGRAMS) $(BUILD)/libcellar.a
 # service/deps_check.py; the picture in docs/ARCHITECTURE.md).
 deps-check: $(call objs,san,$(SVC_SRCS))
 	python3 service/deps_check.py $^
+
+# Each program carries only its layers: the CLI no service core and no loop,
+# the daemon no CLI, libcellar no service core, transaction or filesystem.
+layers-check: $(BUILD)/cellar $(BUILD)/cellard $(BUILD)/libcellar.a
+	@bad=0; \
+	for s in svc_process loop_turn txn_commit; do \
+	  if nm $(BUILD)/cellar | grep -qw "$$s"; then echo "layers-check: $(BUILD)/cellar has $$s"; bad=1; fi; done; \
+	for s in cli_main cellar_push; do \
+	  if nm $(BUILD)/cellard | grep -qw "$$s"; then echo "layers-check: $(BUILD)/cellard has $$s"; bad=1; fi; done; \
+	if nm $(BUILD)/libcellar.a | grep -E ' (svc|txn|fs)_[A-Za-z0-9_]*$$'; then \
+	  echo "layers-check: $(BUILD)/libcellar.a has service, transaction or fs symbols"; bad=1; fi; \
+	[ $$bad -eq 0 ] && echo "layers-check: ok (cellar: no service core or loop; cellard: no CLI; libcellar: no svc_/txn_/fs_)"
 
 powerloss: $(BUILD)/san/tests/test_powerloss $(BUILD)/san/tests/test_update
 	$(BUILD)/san/tests/test_powerloss --full
@@ -183,10 +232,9 @@ bench-push: $(PROGRAMS)
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_CORE := $(filter-out fs/flash_sim.c,$(CORE_SRCS)) fs/flash_sim.c
-$(BUILD)/fuzz/%: tests/%.c $(CORE_SRCS) $(GEN_C) $(SUP_SRCS)
+$(BUILD)/fuzz/%: tests/%.c $(CORE_SRCS) $(GEN_C)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRCS) $(GEN_C) $(SUP_SRCS) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) $(TEST_INC) -o $@ $< $(CORE_SRCS) $(GEN_C) $(LDLIBS)
 
 FUZZ_BINS := $(patsubst tests/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 fuzz: $(DEPS_STAMP) $(FUZZ_BINS)
@@ -204,26 +252,25 @@ fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
 $(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
 
 # ---- size on a Cortex-M4 --------------------------------------------------------
-DEVICE_SRCS := $(filter-out fs/flash_sim.c,$(FS_SRCS)) \
-  $(addprefix service/svc_,msg.c part.c path.c conn.c job.c store.c file.c copy.c update.c manifest_rpc.c core.c dispatch.c) \
-  service/manifest.c service/txn.c service/layout.c service/codec.c
 size: $(GEN_C)
 	@command -v arm-none-eabi-gcc >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
 	@mkdir -p $(BUILD)/arm
 	@printf '%-28s %8s %8s %8s\n' module .text .data .bss; \
-	for f in $(DEVICE_SRCS) $(GEN_C); do \
+	for f in $(DEVICE_SET) $(GEN_C); do \
 	  o=$(BUILD)/arm/$$(basename $$f .c).o; \
 	  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-	    -DCELLAR_DEVICE -DNDEBUG $(INCLUDES) -idirafter /usr/include -c $$f -o $$o || exit 1; \
+	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) -idirafter /usr/include -c $$f -o $$o || exit 1; \
 	  arm-none-eabi-size $$o | awk -v m=$$f 'NR==2{printf "%-28s %8d %8d %8d\n", m, $$1, $$2, $$3}'; \
 	done
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test deps-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
+# Objects reached only through a link set (test support, secondary expansion) are kept too.
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -2,11 +2,12 @@
  *
  * On the host, zlib's crc32() (the same CRC, the same chaining): it is
  * several times faster than a table walk, and checksums are most of the
- * daemon's work on a transfer. On the device (CELLAR_DEVICE) a nibble table
+ * daemon's work on a transfer. On the device (CELLAR_PROFILE_DEVICE, cellar_config.h) a nibble table
  * written by hand: 20 lines, 64 bytes of table, no library. */
+#include "cellar_config.h"
 #include "crc32.h"
 
-#ifndef CELLAR_DEVICE
+#ifndef CELLAR_PROFILE_DEVICE
 #include <zlib.h>
 
 uint32_t crc32_update(uint32_t crc, const void *buf, size_t len)

@@ -1,7 +1,7 @@
 /*
  * crc32.h - CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320), the checksum of
  * every record on flash and of UART frames. zlib's on the host; a 64-byte
- * nibble table on the device (CELLAR_DEVICE).
+ * nibble table on the device (CELLAR_PROFILE_DEVICE).
  *
  * crc32_update(0, buf, len) gives the standard CRC-32 of buf; feed the
  * result back in to continue over more data.

@@ -9,13 +9,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cellar_config.h" /* FS_ASSERT */
 #include "crc32.h"
 #include "fs.h"
-
-#ifndef FS_ASSERT
-#include <assert.h>
-#define FS_ASSERT(x) assert(x)
-#endif
 
 /* CORRUPT_HERE: FS_ERR_CORRUPT, and with -DFS_DEBUG where it was found. */
 #ifdef FS_DEBUG

@@ -42,6 +42,7 @@
 #include <stdint.h>
 
 #include "cellar.pb.h"
+#include "cellar_config.h"
 #include "codec.h"
 #include "flash.h"
 #include "fs.h"
@@ -50,10 +51,10 @@
 #include "txn.h"
 
 /* ---- limits (advertised in HelloReply) ----------------------------------- */
-#define SVC_MAX_HANDLES 8u       /* open handles per connection */
-#define SVC_DEVICE_HANDLES 64u   /* client handles per partition, all
-                                    connections together (the fs allows
-                                    FS_MAX_OPEN: the rest is the service's) */
+/* SVC_MAX_HANDLES (open handles per connection), SVC_DEVICE_HANDLES
+ * (client handles per partition, all connections together; the fs allows
+ * FS_MAX_OPEN: the rest is the service's), SVC_MAX_INFLIGHT and
+ * SVC_OUT_BYTES are build-time options: cellar_config.h. */
 /* The service's own open files on one partition at worst, beside the
  * client handles: the manifest (1); a staged update's plan and staged file
  * (2); the job's files (2: a Hash's or a check's file; a local copy's
@@ -64,7 +65,6 @@
 _Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= FS_MAX_OPEN,
                "the fs's open-file table holds the client handles and the "
                "service's own files");
-#define SVC_MAX_INFLIGHT 16u     /* requests a client should keep in flight */
 #define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
 #define SVC_LIST_MAX 32u         /* entries per List page (proto max_count) */
@@ -72,12 +72,8 @@ _Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= FS_MAX_OPEN,
 #define SVC_IDLE_DEFAULT_MS 300000u /* idle timeout when the config says 0 */
 #define SVC_IDLE_NEVER UINT32_MAX   /* no idle timeout */
 
-/* Output queue per connection: room for two maximal frames, so one reply is
- * taken while the previous one is still being sent. May be overridden at
- * build time (>= CODEC_BUF_MIN). */
-#ifndef SVC_OUT_BYTES
-#define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
-#endif
+_Static_assert(SVC_OUT_BYTES >= CODEC_BUF_MIN,
+               "the output queue holds at least one maximal frame");
 
 #ifndef CELLAR_VERSION
 #define CELLAR_VERSION "0.1.0"

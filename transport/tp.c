@@ -1,11 +1,11 @@
-/* tp.c - transport URLs (see tp.h). */
+/* tp.c - transport URLs (see tp.h). Portable: the device set links it;
+ * the host clock, tp_now_ms, is in host/tp_clock.c. */
 #include "tp.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static int url_err(char *err, size_t errlen, const char *url, const char *why)
 {
@@ -136,13 +136,6 @@ int tp_url_connectable(const tp_url_t *url, char *err, size_t errlen)
         return -EINVAL;
     }
     return 0;
-}
-
-uint64_t tp_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 char *tp_format_hostport(const char *host, uint16_t port, char *out,

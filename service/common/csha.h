@@ -6,7 +6,7 @@
  * On the host: OpenSSL's libcrypto (EVP), which uses the CPU's SHA
  * instructions where there are any: about 6x mbedTLS's C code here, and
  * hashing is most of the work of a verified transfer. On the device
- * (CELLAR_DEVICE): mbedTLS, no allocation.
+ * (CELLAR_PROFILE_DEVICE, cellar_config.h): mbedTLS, no allocation.
  *
  *   csha_init(&s);  csha_start(&s);  csha_update(&s, p, n)...;
  *   csha_finish(&s, out);  [csha_start again to reuse];  csha_free(&s);
@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef CELLAR_DEVICE
+#include "cellar_config.h"
+
+#ifdef CELLAR_PROFILE_DEVICE
 #include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
 

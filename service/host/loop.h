@@ -31,11 +31,11 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "cellar_config.h"
 #include "svc_core.h"
 #include "tp.h"
 
-#define LOOP_MAX_LISTENERS 8
-#define LOOP_DEFAULT_MAX_CONNS 64
+/* LOOP_MAX_LISTENERS, LOOP_DEFAULT_MAX_CONNS: cellar_config.h */
 
 typedef struct loop_config {
     uint32_t max_conns;   /* 0 = LOOP_DEFAULT_MAX_CONNS (at most 1024) */

@@ -1,0 +1,87 @@
+/*
+ * cellar_config.h - every compile-time option of cellar in one place, in
+ * the way of LFS_CONFIG or MBEDTLS_CONFIG_FILE.
+ *
+ * To change an option, give the build a file of your own:
+ *     make CELLAR_CFLAGS='-DCELLAR_CONFIG_FILE="\"my_config.h\""'
+ * It is included first; what it defines wins, the rest keeps the defaults
+ * below. Every module that uses an option includes this header (never
+ * define an option in a .c file). service/common/ is on every layer's
+ * include path.
+ *
+ * The two profiles:
+ *   host   (default): the daemon on Linux, libcellar, the CLI, the tests.
+ *   device (CELLAR_PROFILE_DEVICE defined; `make size` builds with it): a
+ *          module's firmware: CRC-32 from a 64-byte nibble table instead of
+ *          zlib, SHA-256 from mbedTLS instead of OpenSSL.
+ * (CELLAR_PROFILE_DEVICE is a compile-time switch; CELLAR_DEVICE is the
+ * CLI's environment variable for the device URL.)
+ *
+ * Values are the same on both profiles today; the device column says what
+ * a module with little RAM may set instead.
+ */
+#ifndef CELLAR_CONFIG_H
+#define CELLAR_CONFIG_H
+
+#ifdef CELLAR_CONFIG_FILE
+#include CELLAR_CONFIG_FILE
+#endif
+
+/* ---- filesystem (fs/) ------------------------------------------------------ */
+
+/* FS_ASSERT(x): the filesystem's internal invariant checks (fs_internal.h).
+ * Default assert(), so NDEBUG removes them; a firmware may map them to its
+ * own fault handler. Costs no RAM. */
+#ifndef FS_ASSERT
+#include <assert.h>
+#define FS_ASSERT(x) assert(x)
+#endif
+
+/* ---- service (service/svc_*.c) ------------------------------------------------
+ * RAM: each connection (svc_conn_t) holds one input buffer of one maximal
+ * frame (CODEC_BUF_MIN, 16,900 bytes), SVC_OUT_BYTES of output queue and
+ * SVC_MAX_HANDLES handle slots (tens of bytes each). The daemon's loop makes
+ * at most LOOP_DEFAULT_MAX_CONNS of them (its --max-conns); a module with
+ * one link needs one. */
+
+/* Open handles per connection.                       host 8, device 8 */
+#ifndef SVC_MAX_HANDLES
+#define SVC_MAX_HANDLES 8u
+#endif
+
+/* Client handles per partition, all connections together; the filesystem
+ * allows FS_MAX_OPEN (72) open files, the rest (SVC_OWN_FILES) is the
+ * service's own. Each open fs file costs the fs's handle size.
+ *                                                     host 64, device 64 */
+#ifndef SVC_DEVICE_HANDLES
+#define SVC_DEVICE_HANDLES 64u
+#endif
+
+/* Requests a client should keep in flight (HelloReply advertises it; the
+ * service itself takes one request at a time). host 16, device 16 */
+#ifndef SVC_MAX_INFLIGHT
+#define SVC_MAX_INFLIGHT 16u
+#endif
+
+/* Output queue per connection, bytes: room for two maximal frames, so one
+ * reply is taken while the previous one is still being sent (>= CODEC_BUF_MIN,
+ * which is defined in codec.h: this macro expands where it is used).
+ *                                   host 2 * CODEC_BUF_MIN (33,800), device the same */
+#ifndef SVC_OUT_BYTES
+#define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
+#endif
+
+/* ---- host daemon (service/host/loop.c) ---------------------------------------- */
+
+/* Connections at once when --max-conns is not given (at most 1024); each
+ * costs one svc_conn_t (about 51 KB with the defaults above). host only */
+#ifndef LOOP_DEFAULT_MAX_CONNS
+#define LOOP_DEFAULT_MAX_CONNS 64
+#endif
+
+/* Listeners (--listen URLs) the loop serves at once.   host only */
+#ifndef LOOP_MAX_LISTENERS
+#define LOOP_MAX_LISTENERS 8
+#endif
+
+#endif /* CELLAR_CONFIG_H */
