@@ -67,7 +67,7 @@ inc_for = $(if $(filter tests/%,$1),$(TEST_INC),$(if $(filter clients/libcellar%
 # <- CLI. Each program and test links only its set (make layers-check).
 GEN_C    := $(BUILD)/gen/cellar.pb.c
 GEN_H    := $(BUILD)/gen/cellar.pb.h
-FS_DEV_SRCS  := $(filter-out fs/flash_sim.c,$(wildcard fs/*.c))   # cfs, portable
+CFS_DEV_SRCS  := $(filter-out fs/flash_sim.c,$(wildcard fs/*.c))   # cfs, portable
 SIM_SRCS     := fs/flash_sim.c                                    # NOR simulator (host)
 SVC_SRCS     := $(wildcard service/*.c)         # service core, codec, manifest, txn, layout
 TP_SRCS      := transport/tp.c                  # portable transport: URL parser
@@ -77,11 +77,11 @@ HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
 MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
-IMAGE_SRCS   := $(FS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
+IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
 SUP_SRCS     := $(wildcard tests/support/*.c)
 
 # The device set: what runs on a module (make size builds exactly this).
-DEVICE_SET    := $(FS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
+DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
 # The daemon: the device set on a simulated flash, the POSIX loop and TCP.
 DAEMON_SET    := $(DEVICE_SET) $(SIM_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) $(HOST_SRCS)
 # libcellar: the shared transport layer and codec; no service core, no fs.
@@ -91,12 +91,12 @@ LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/c
 CLI_SET       := $(CLI_SRCS) $(LIBCELLAR_SET) $(IMAGE_SRCS)
 # Tests: the filesystem tests link the filesystem and its model; the others
 # link the union (an in-process daemon, the client side, tests/support).
-FS_TEST_SET   := $(FS_DEV_SRCS) $(SIM_SRCS) tests/support/fs_model.c
+CFS_TEST_SET   := $(CFS_DEV_SRCS) $(SIM_SRCS) tests/support/cfs_model.c
 ALL_SET       := $(sort $(DAEMON_SET) $(CLI_SET) $(SUP_SRCS))
 CORE_SRCS     := $(ALL_SET)
-FS_TESTS      := test_flash_sim test_fs_corrupt test_fs_diff test_fs_gcfail test_fs_unit \
+CFS_TESTS      := test_flash_sim test_fs_corrupt test_fs_diff test_fs_gcfail test_fs_unit \
                  test_fs_wear test_powerloss bench_fs
-set_for = $(if $(filter $(FS_TESTS),$1),$(FS_TEST_SET),$(ALL_SET))
+set_for = $(if $(filter $(CFS_TESTS),$1),$(CFS_TEST_SET),$(ALL_SET))
 
 TEST_SRCS  := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard tests/bench_*.c)
@@ -210,9 +210,9 @@ layers-check: $(BUILD)/cellar $(BUILD)/cellard $(BUILD)/libcellar.a
 	  if nm $(BUILD)/cellar | grep -qw "$$s"; then echo "layers-check: $(BUILD)/cellar has $$s"; bad=1; fi; done; \
 	for s in cli_main cellar_push; do \
 	  if nm $(BUILD)/cellard | grep -qw "$$s"; then echo "layers-check: $(BUILD)/cellard has $$s"; bad=1; fi; done; \
-	if nm $(BUILD)/libcellar.a | grep -E ' (svc|txn|fs)_[A-Za-z0-9_]*$$'; then \
+	if nm $(BUILD)/libcellar.a | grep -E ' (svc|txn|cfs|fs)_[A-Za-z0-9_]*$$'; then \
 	  echo "layers-check: $(BUILD)/libcellar.a has service, transaction or fs symbols"; bad=1; fi; \
-	[ $$bad -eq 0 ] && echo "layers-check: ok (cellar: no service core or loop; cellard: no CLI; libcellar: no svc_/txn_/fs_)"
+	[ $$bad -eq 0 ] && echo "layers-check: ok (cellar: no service core or loop; cellard: no CLI; libcellar: no svc_/txn_/cfs_)"
 
 powerloss: $(BUILD)/san/tests/test_powerloss $(BUILD)/san/tests/test_update
 	$(BUILD)/san/tests/test_powerloss --full

@@ -1,6 +1,6 @@
 /*
  * cli_image.c - `cellar image build|ls|cat|extract|check|info`: offline
- * flash images, no device needed. They use the filesystem (fs/fs.h) on the
+ * flash images, no device needed. They use the filesystem (fs/cfs.h) on the
  * NOR simulator (fs/flash_sim.h) with the partition table of
  * service/layout.h, exactly as cellard does.
  *
@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "flash_sim.h"
-#include "fs.h"
+#include "cfs.h"
 #include "layout.h"
 #include "manifest.h"
 
@@ -34,8 +34,8 @@ typedef struct img {
     layout_t layout;
     bool has_layout;
     uint32_t now;                       /* clock for fs (file times) */
-    fs_config_t cfg[LAYOUT_MAX_PARTS];
-    fs_t *fs[LAYOUT_MAX_PARTS];         /* mounted, or NULL */
+    cfs_config_t cfg[LAYOUT_MAX_PARTS];
+    cfs_t *fs[LAYOUT_MAX_PARTS];         /* mounted, or NULL */
     int mount_err[LAYOUT_MAX_PARTS];
 } img_t;
 
@@ -126,7 +126,7 @@ static int img_load(cli_t *cli, const char *path, img_t *im)
     }
     if (err < 0) {
         cli_error(cli, path, CELLAR_ERR_ILSEQ, "partition table is corrupt (%s)",
-                  fs_strerror(err));
+                  cfs_strerror(err));
         img_free(im);
         return CELLAR_ERR_ILSEQ;
     }
@@ -134,9 +134,9 @@ static int img_load(cli_t *cli, const char *path, img_t *im)
     return 0;
 }
 
-static fs_config_t *part_cfg(img_t *im, int i)
+static cfs_config_t *part_cfg(img_t *im, int i)
 {
-    fs_config_t *c = &im->cfg[i];
+    cfs_config_t *c = &im->cfg[i];
     memset(c, 0, sizeof(*c));
     c->dev = im->dev;
     c->first_block = im->layout.part[i].first_block;
@@ -147,18 +147,18 @@ static fs_config_t *part_cfg(img_t *im, int i)
 }
 
 /* Mount partition i (once). Returns the fs or NULL (mount_err set). */
-static fs_t *img_mount(img_t *im, int i)
+static cfs_t *img_mount(img_t *im, int i)
 {
     if (im->fs[i])
         return im->fs[i];
     if (im->mount_err[i])
         return NULL;
-    fs_t *fs = calloc(1, sizeof(*fs));
+    cfs_t *fs = calloc(1, sizeof(*fs));
     if (!fs) {
-        im->mount_err[i] = FS_ERR_NOMEM;
+        im->mount_err[i] = CFS_ERR_NOMEM;
         return NULL;
     }
-    int err = fs_mount(fs, part_cfg(im, i));
+    int err = cfs_mount(fs, part_cfg(im, i));
     if (err < 0) {
         free(fs);
         im->mount_err[i] = err;
@@ -211,12 +211,12 @@ static int img_path(cli_t *cli, img_t *im, const char *arg, int *part,
     return 0;
 }
 
-static int mount_or_report(cli_t *cli, img_t *im, int part, fs_t **out)
+static int mount_or_report(cli_t *cli, img_t *im, int part, cfs_t **out)
 {
     *out = img_mount(im, part);
     if (!*out) {
         cli_error(cli, NULL, im->mount_err[part], "/%s: cannot mount: %s",
-                  im->layout.part[part].name, fs_strerror(im->mount_err[part]));
+                  im->layout.part[part].name, cfs_strerror(im->mount_err[part]));
         return im->mount_err[part];
     }
     return 0;
@@ -251,7 +251,7 @@ static cJSON *part_json(cJSON *parts, const char *name)
 typedef struct build {
     cli_t *cli;
     img_t *im;
-    fs_t *fs;
+    cfs_t *fs;
     man_t *man;         /* the partition's manifest, filled as files go in */
     const char *part;
     uint32_t files, dirs;
@@ -273,17 +273,17 @@ static int build_file(build_t *b, const char *src, const char *dst,
         cli_error(b->cli, src, e, "%s", strerror(-e));
         return e;
     }
-    if ((uint64_t)st->st_size > FS_FILE_MAX) {
+    if ((uint64_t)st->st_size > CFS_FILE_MAX) {
         close(fd);
         cli_error(b->cli, src, CELLAR_ERR_FBIG, "file too large");
         return CELLAR_ERR_FBIG;
     }
     b->im->now = (uint32_t)st->st_mtime;
-    fs_file_t f;
-    int err = fs_file_open(b->fs, &f, dst, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    cfs_file_t f;
+    int err = cfs_file_open(b->fs, &f, dst, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (err < 0) {
         close(fd);
-        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, fs_strerror(err));
+        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, cfs_strerror(err));
         return err;
     }
     uint64_t total = 0;
@@ -298,25 +298,25 @@ static int build_file(build_t *b, const char *src, const char *dst,
         }
         if (r == 0)
             break;
-        int w = fs_file_write(b->fs, &f, b->buf, (uint32_t)r);
+        int w = cfs_file_write(b->fs, &f, b->buf, (uint32_t)r);
         if (w < 0) {
             err = w;
-            cli_error(b->cli, src, err, "/%s%s: %s%s", b->part, dst, fs_strerror(err),
-                      err == FS_ERR_NOSPC ? " (image too small: use a larger --size)"
+            cli_error(b->cli, src, err, "/%s%s: %s%s", b->part, dst, cfs_strerror(err),
+                      err == CFS_ERR_NOSPC ? " (image too small: use a larger --size)"
                                           : "");
             break;
         }
         total += (uint64_t)r;
     }
     close(fd);
-    int cerr = fs_file_close(b->fs, &f);
+    int cerr = cfs_file_close(b->fs, &f);
     if (err == 0 && cerr < 0) {
         err = cerr;
-        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, fs_strerror(err));
+        cli_error(b->cli, src, err, "/%s%s: %s", b->part, dst, cfs_strerror(err));
     }
     if (err == 0) { /* its manifest entry: size, SHA-256, time */
         man_entry_t e;
-        fs_file_t t;
+        cfs_file_t t;
         memset(&e, 0, sizeof(e));
         err = man_hash_path(b->fs, &t, dst, b->buf, 65536, e.sha, &e.size);
         if (err == 0) {
@@ -330,7 +330,7 @@ static int build_file(build_t *b, const char *src, const char *dst,
         }
         if (err < 0)
             cli_error(b->cli, src, err, "/%s%s: manifest: %s", b->part, dst,
-                      fs_strerror(err));
+                      cfs_strerror(err));
     }
     if (err == 0) {
         b->files++;
@@ -365,18 +365,18 @@ static int build_dir(build_t *b, const char *src, const char *dst)
             err = CELLAR_ERR_INVAL;
             cli_error(b->cli, sp, err, "%s is reserved for the device's manifest",
                       MAN_DIR);
-        } else if (dl < 0 || (size_t)dl > FS_PATH_MAX) {
+        } else if (dl < 0 || (size_t)dl > CFS_PATH_MAX) {
             err = CELLAR_ERR_NAMETOOLONG;
             cli_error(b->cli, sp, err, "path too long inside the image (max %d bytes)",
-                      FS_PATH_MAX);
+                      CFS_PATH_MAX);
         } else if (stat(sp, &st) < 0) {
             err = -errno;
             cli_error(b->cli, sp, err, "%s", strerror(-err));
         } else if (S_ISDIR(st.st_mode)) {
             b->im->now = (uint32_t)st.st_mtime;
-            err = fs_mkdir(b->fs, dp);
+            err = cfs_mkdir(b->fs, dp);
             if (err < 0)
-                cli_error(b->cli, sp, err, "/%s%s: %s", b->part, dp, fs_strerror(err));
+                cli_error(b->cli, sp, err, "/%s%s: %s", b->part, dp, cfs_strerror(err));
             else {
                 b->dirs++;
                 err = build_dir(b, sp, dp);
@@ -439,17 +439,17 @@ static int write_image(cli_t *cli, img_t *im, const char *out)
 static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
                       build_t *b, cJSON *parts)
 {
-    fs_t *fs = calloc(1, sizeof(*fs));
+    cfs_t *fs = calloc(1, sizeof(*fs));
     if (!fs)
         return -ENOMEM;
     im->fs[idx] = fs;
-    fs_config_t *cfg = part_cfg(im, idx);
-    int err = fs_format(fs, cfg);
+    cfs_config_t *cfg = part_cfg(im, idx);
+    int err = cfs_format(fs, cfg);
     if (err == 0)
-        err = fs_mount(fs, cfg);
+        err = cfs_mount(fs, cfg);
     if (err < 0) {
         cli_error(cli, NULL, err, "/%s: format: %s", im->layout.part[idx].name,
-                  fs_strerror(err));
+                  cfs_strerror(err));
         return err;
     }
     b->fs = fs;
@@ -462,7 +462,7 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
     b->man = man;
     err = man_open(man, fs);
     if (err < 0)
-        cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, fs_strerror(err));
+        cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, cfs_strerror(err));
     if (dir && err == 0) {
         struct stat st;
         if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -475,18 +475,18 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
     if (err == 0) {
         err = man_commit(man, NULL, NULL, 0);
         if (err < 0)
-            cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, fs_strerror(err));
+            cli_error(cli, NULL, err, "/%s: manifest: %s", b->part, cfs_strerror(err));
     }
     (void)man_close(man);
     free(man);
     b->man = NULL;
-    fs_statvfs_t sv;
+    cfs_statvfs_t sv;
     if (err == 0)
-        err = fs_statvfs(fs, &sv);
-    int uerr = fs_unmount(fs);
+        err = cfs_statvfs(fs, &sv);
+    int uerr = cfs_unmount(fs);
     if (err == 0 && uerr < 0) {
         err = uerr;
-        cli_error(cli, NULL, err, "/%s: unmount: %s", b->part, fs_strerror(err));
+        cli_error(cli, NULL, err, "/%s: unmount: %s", b->part, cfs_strerror(err));
     }
     free(fs);
     im->fs[idx] = NULL;
@@ -553,7 +553,7 @@ static int cmd_build(cli_t *cli, int argc, char **argv)
     }
     err = layout_write(im.dev, &im.layout);
     if (err < 0) {
-        cli_error(cli, out, err, "writing the partition table: %s", fs_strerror(err));
+        cli_error(cli, out, err, "writing the partition table: %s", cfs_strerror(err));
         goto done;
     }
     if (cli->json) {
@@ -585,8 +585,8 @@ done:
 
 /* ---- ls ----------------------------------------------------------------------------- */
 typedef struct ent {
-    char name[FS_NAME_MAX + 1];
-    fs_stat_t st;
+    char name[CFS_NAME_MAX + 1];
+    cfs_stat_t st;
 } ent_t;
 
 static int ent_cmp(const void *a, const void *b)
@@ -595,11 +595,11 @@ static int ent_cmp(const void *a, const void *b)
 }
 
 /* Sorted listing of a directory of fs; returns count or an fs error. */
-static int img_list(fs_t *fs, const char *path, ent_t **out)
+static int img_list(cfs_t *fs, const char *path, ent_t **out)
 {
     *out = NULL;
-    fs_dir_t d;
-    int err = fs_dir_open(fs, &d, path);
+    cfs_dir_t d;
+    int err = cfs_dir_open(fs, &d, path);
     if (err < 0)
         return err;
     ent_t *v = NULL;
@@ -609,19 +609,19 @@ static int img_list(fs_t *fs, const char *path, ent_t **out)
             cap = cap ? cap * 2 : 32;
             ent_t *nv = realloc(v, cap * sizeof(*v));
             if (!nv) {
-                err = FS_ERR_NOMEM;
+                err = CFS_ERR_NOMEM;
                 break;
             }
             v = nv;
         }
-        err = fs_dir_read(fs, &d, v[n].name, sizeof(v[n].name), &v[n].st);
+        err = cfs_dir_read(fs, &d, v[n].name, sizeof(v[n].name), &v[n].st);
         if (err <= 0)
             break;
         if (strcmp(path, "/") == 0 && strcmp(v[n].name, &MAN_DIR[1]) == 0)
             continue; /* the device's own directory */
         n++;
     }
-    (void)fs_dir_close(fs, &d);
+    (void)cfs_dir_close(fs, &d);
     if (err < 0) {
         free(v);
         return err;
@@ -632,26 +632,26 @@ static int img_list(fs_t *fs, const char *path, ent_t **out)
     return (int)n;
 }
 
-static cJSON *ent_json(const char *name, const char *path, const fs_stat_t *st)
+static cJSON *ent_json(const char *name, const char *path, const cfs_stat_t *st)
 {
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "name", name);
     cJSON_AddStringToObject(e, "path", path);
-    cJSON_AddStringToObject(e, "type", st->type == FS_TYPE_DIR ? "dir" : "file");
+    cJSON_AddStringToObject(e, "type", st->type == CFS_TYPE_DIR ? "dir" : "file");
     cli_json_num(e, "size", st->size);
     cli_json_num(e, "mtime", st->mtime);
     cli_json_num(e, "ctime", st->ctime);
     return e;
 }
 
-static void ent_print(cli_t *cli, bool lng, const char *rel, const fs_stat_t *st)
+static void ent_print(cli_t *cli, bool lng, const char *rel, const cfs_stat_t *st)
 {
     if (cli->json)
         return;
-    const char *slash = st->type == FS_TYPE_DIR ? "/" : "";
+    const char *slash = st->type == CFS_TYPE_DIR ? "/" : "";
     if (lng) {
         char t[32];
-        printf("%c %10u  %s  %s%s\n", st->type == FS_TYPE_DIR ? 'd' : '-',
+        printf("%c %10u  %s  %s%s\n", st->type == CFS_TYPE_DIR ? 'd' : '-',
                (unsigned)st->size, cli_time(st->mtime, t, sizeof(t)), rel, slash);
     } else {
         printf("%s%s\n", rel, slash);
@@ -660,7 +660,7 @@ static void ent_print(cli_t *cli, bool lng, const char *rel, const fs_stat_t *st
 
 typedef struct ls_ctx {
     cli_t *cli;
-    fs_t *fs;
+    cfs_t *fs;
     const char *part;
     bool lng, rec, all;
     cJSON *arr;
@@ -671,7 +671,7 @@ static void img_ls_dir(ls_ctx_t *l, const char *path, const char *rel)
     ent_t *v = NULL;
     int n = img_list(l->fs, path, &v);
     if (n < 0) {
-        cli_error(l->cli, NULL, n, "/%s%s: %s", l->part, path, fs_strerror(n));
+        cli_error(l->cli, NULL, n, "/%s%s: %s", l->part, path, cfs_strerror(n));
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -684,7 +684,7 @@ static void img_ls_dir(ls_ctx_t *l, const char *path, const char *rel)
         ent_print(l->cli, l->lng, r, &v[i].st);
         if (l->arr)
             cJSON_AddItemToArray(l->arr, ent_json(r, show, &v[i].st));
-        if (l->rec && v[i].st.type == FS_TYPE_DIR)
+        if (l->rec && v[i].st.type == CFS_TYPE_DIR)
             img_ls_dir(l, full, r);
     }
     free(v);
@@ -713,10 +713,10 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
     }
     if (part < 0) {
         for (uint32_t i = 0; i < im.layout.nparts; i++) {
-            fs_stat_t st = {.type = FS_TYPE_DIR};
-            fs_t *fs = img_mount(&im, (int)i);
+            cfs_stat_t st = {.type = CFS_TYPE_DIR};
+            cfs_t *fs = img_mount(&im, (int)i);
             if (fs)
-                (void)fs_stat(fs, "/", &st);
+                (void)cfs_stat(fs, "/", &st);
             char sp[16];
             snprintf(sp, sizeof(sp), "/%s", im.layout.part[i].name);
             ent_print(cli, l.lng, im.layout.part[i].name, &st);
@@ -730,11 +730,11 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
         }
     } else if (mount_or_report(cli, &im, part, &l.fs) == 0) {
         l.part = im.layout.part[part].name;
-        fs_stat_t st;
-        int err = fs_stat(l.fs, fspath, &st);
+        cfs_stat_t st;
+        int err = cfs_stat(l.fs, fspath, &st);
         if (err < 0) {
-            cli_error(cli, show, err, "%s", fs_strerror(err));
-        } else if (st.type != FS_TYPE_DIR) {
+            cli_error(cli, show, err, "%s", cfs_strerror(err));
+        } else if (st.type != CFS_TYPE_DIR) {
             const char *base = strrchr(show, '/') + 1;
             ent_print(cli, l.lng, base, &st);
             if (l.arr)
@@ -749,30 +749,30 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
 
 /* ---- cat ------------------------------------------------------------------------------ */
 /* Read a whole file of the image into a malloc'ed buffer. */
-static int img_read_file(fs_t *fs, const char *path, uint8_t **data, uint32_t *len)
+static int img_read_file(cfs_t *fs, const char *path, uint8_t **data, uint32_t *len)
 {
-    fs_file_t f;
+    cfs_file_t f;
     *data = NULL;
     *len = 0;
-    int err = fs_file_open(fs, &f, path, FS_O_RDONLY);
+    int err = cfs_file_open(fs, &f, path, CFS_O_RDONLY);
     if (err < 0)
         return err;
-    int32_t size = fs_file_size(fs, &f);
+    int32_t size = cfs_file_size(fs, &f);
     if (size < 0) {
-        (void)fs_file_close(fs, &f);
+        (void)cfs_file_close(fs, &f);
         return size;
     }
     uint8_t *buf = malloc((size_t)size + 1);
     if (!buf) {
-        (void)fs_file_close(fs, &f);
-        return FS_ERR_NOMEM;
+        (void)cfs_file_close(fs, &f);
+        return CFS_ERR_NOMEM;
     }
     uint32_t got = 0;
     while (got < (uint32_t)size) {
         uint32_t want = (uint32_t)size - got;
         if (want > 65536)
             want = 65536;
-        int r = fs_file_read(fs, &f, buf + got, want);
+        int r = cfs_file_read(fs, &f, buf + got, want);
         if (r < 0) {
             err = r;
             break;
@@ -781,9 +781,9 @@ static int img_read_file(fs_t *fs, const char *path, uint8_t **data, uint32_t *l
             break;
         got += (uint32_t)r;
     }
-    (void)fs_file_close(fs, &f);
+    (void)cfs_file_close(fs, &f);
     if (err == 0 && got != (uint32_t)size)
-        err = FS_ERR_IO;
+        err = CFS_ERR_IO;
     if (err < 0) {
         free(buf);
         return err;
@@ -805,7 +805,7 @@ static int cmd_cat(cli_t *cli, int argc, char **argv)
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
     for (int i = 1; i < n; i++) {
         int part;
-        fs_t *fs;
+        cfs_t *fs;
         char fspath[CELLAR_PATH_MAX + 1], show[CELLAR_PATH_MAX + 2];
         if (img_path(cli, &im, argv[i], &part, fspath, show) < 0)
             continue;
@@ -819,7 +819,7 @@ static int cmd_cat(cli_t *cli, int argc, char **argv)
         uint32_t len;
         int err = img_read_file(fs, fspath, &data, &len);
         if (err < 0) {
-            cli_error(cli, show, err, "%s", fs_strerror(err));
+            cli_error(cli, show, err, "%s", cfs_strerror(err));
             continue;
         }
         if (arr) {
@@ -849,7 +849,7 @@ static int cmd_cat(cli_t *cli, int argc, char **argv)
 /* ---- extract ---------------------------------------------------------------------------- */
 typedef struct ext {
     cli_t *cli;
-    fs_t *fs;
+    cfs_t *fs;
     const char *part;
     uint32_t files, dirs;
     uint64_t bytes;
@@ -868,7 +868,7 @@ static int extract_dir(ext_t *e, const char *fspath, const char *dir)
     ent_t *v = NULL;
     int n = img_list(e->fs, fspath, &v);
     if (n < 0) {
-        cli_error(e->cli, NULL, n, "/%s%s: %s", e->part, fspath, fs_strerror(n));
+        cli_error(e->cli, NULL, n, "/%s%s: %s", e->part, fspath, cfs_strerror(n));
         return n;
     }
     int first = 0;
@@ -884,7 +884,7 @@ static int extract_dir(ext_t *e, const char *fspath, const char *dir)
             return -ENOMEM;
         snprintf(lp, ll, "%s/%s", dir, v[i].name);
         int err = 0;
-        if (v[i].st.type == FS_TYPE_DIR) {
+        if (v[i].st.type == CFS_TYPE_DIR) {
             if (mkdir(lp, 0777) < 0 && errno != EEXIST) {
                 err = -errno;
                 cli_error(e->cli, lp, err, "%s", strerror(-err));
@@ -898,7 +898,7 @@ static int extract_dir(ext_t *e, const char *fspath, const char *dir)
             uint32_t len;
             err = img_read_file(e->fs, fp, &data, &len);
             if (err < 0) {
-                cli_error(e->cli, NULL, err, "/%s%s: %s", e->part, fp, fs_strerror(err));
+                cli_error(e->cli, NULL, err, "/%s%s: %s", e->part, fp, cfs_strerror(err));
             } else {
                 int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
                 if (fd < 0) {
@@ -1000,7 +1000,7 @@ static void chk_report(void *ctx, const char *line)
 }
 
 /* Files under dir (not the device's own directory); -1 on an error. */
-static long count_files(fs_t *fs, const char *dir, int depth)
+static long count_files(cfs_t *fs, const char *dir, int depth)
 {
     ent_t *v = NULL;
     int n = img_list(fs, dir, &v);
@@ -1012,7 +1012,7 @@ static long count_files(fs_t *fs, const char *dir, int depth)
     for (int i = 0; i < n && total >= 0; i++) {
         char p[2 * CELLAR_PATH_MAX + 4];
         snprintf(p, sizeof(p), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", v[i].name);
-        if (v[i].st.type == FS_TYPE_DIR) {
+        if (v[i].st.type == CFS_TYPE_DIR) {
             long k = count_files(fs, p, depth + 1);
             total = k < 0 ? -1 : total + k;
         } else {
@@ -1025,11 +1025,11 @@ static long count_files(fs_t *fs, const char *dir, int depth)
 
 /* The manifest against the files: every entry names a file with that size
  * and SHA-256, and every file has an entry. */
-static void check_manifest(fs_t *fs, chk_t *c)
+static void check_manifest(cfs_t *fs, chk_t *c)
 {
     char line[CELLAR_PATH_MAX + 96];
-    fs_stat_t st;
-    if (fs_stat(fs, MAN_FILE, &st) < 0) {
+    cfs_stat_t st;
+    if (cfs_stat(fs, MAN_FILE, &st) < 0) {
         chk_report(c, "manifest: none (an image built without one?)");
         return;
     }
@@ -1046,20 +1046,20 @@ static void check_manifest(fs_t *fs, chk_t *c)
         man_entry_t e;
         int k = man_get(m, i, &e);
         if (k < 0) {
-            snprintf(line, sizeof(line), "manifest: slot %u: %s", i, fs_strerror(k));
+            snprintf(line, sizeof(line), "manifest: slot %u: %s", i, cfs_strerror(k));
             chk_report(c, line);
             continue;
         }
         if (k == 0)
             continue;
         entries++;
-        fs_file_t t;
+        cfs_file_t t;
         int r = man_check(fs, &t, &e, buf, 65536);
         const char *why = r == MAN_OK ? NULL
                           : r == MAN_MISSING ? "missing"
                           : r == MAN_MISMATCH ? "content differs from its entry"
                           : r == MAN_UNREADABLE ? "unreadable (checksum error)"
-                                                : fs_strerror(r);
+                                                : cfs_strerror(r);
         if (why) {
             snprintf(line, sizeof(line), "manifest: %s: %s", e.path, why);
             chk_report(c, line);
@@ -1093,18 +1093,18 @@ static int cmd_check(cli_t *cli, int argc, char **argv)
             p = part_json(parts, c.part);
             c.problems = cJSON_AddArrayToObject(p, "problems");
         }
-        fs_t *fs = img_mount(&im, (int)i);
+        cfs_t *fs = img_mount(&im, (int)i);
         int err;
         if (!fs) {
             char line[128];
             err = im.mount_err[i];
-            snprintf(line, sizeof(line), "cannot mount: %s", fs_strerror(err));
+            snprintf(line, sizeof(line), "cannot mount: %s", cfs_strerror(err));
             chk_report(&c, line);
         } else {
-            err = fs_fsck(fs, chk_report, &c);
+            err = cfs_fsck(fs, chk_report, &c);
             if (err < 0 && c.count == 0) {
                 char line[128];
-                snprintf(line, sizeof(line), "fsck: %s", fs_strerror(err));
+                snprintf(line, sizeof(line), "fsck: %s", cfs_strerror(err));
                 chk_report(&c, line);
             }
             if (err == 0)
@@ -1155,9 +1155,9 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     }
     for (uint32_t i = 0; i < im.layout.nparts; i++) {
         const layout_part_t *lp = &im.layout.part[i];
-        fs_t *fs = img_mount(&im, (int)i);
-        fs_statvfs_t sv;
-        int err = fs ? fs_statvfs(fs, &sv) : im.mount_err[i];
+        cfs_t *fs = img_mount(&im, (int)i);
+        cfs_statvfs_t sv;
+        int err = fs ? cfs_statvfs(fs, &sv) : im.mount_err[i];
         uint32_t of, od;
         if (err == 0 && man_own_counts(fs, &of, &od) == 0 && of <= sv.files &&
             od < sv.dirs) {
@@ -1171,7 +1171,7 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             cli_json_num(p, "bytes", (double)lp->block_count * IMG_BLOCK);
             cJSON_AddBoolToObject(p, "mounted", err == 0);
             if (err < 0) {
-                cJSON_AddStringToObject(p, "error", fs_strerror(err));
+                cJSON_AddStringToObject(p, "error", cfs_strerror(err));
             } else {
                 cellar_statfs_t f = {
                     .total = sv.total, .used = sv.used, .live = sv.live,
@@ -1188,7 +1188,7 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
                    lp->first_block + lp->block_count - 1,
                    cli_human((uint64_t)lp->block_count * IMG_BLOCK, h, sizeof(h)));
             if (err < 0) {
-                printf("        cannot mount: %s\n", fs_strerror(err));
+                printf("        cannot mount: %s\n", cfs_strerror(err));
             } else {
                 printf("        used %s of %s (%s free, %s reclaimable), %u files, "
                        "%u dirs\n", cli_human(sv.used, h, sizeof(h)),
@@ -1222,7 +1222,7 @@ const cli_cmd_t cli_image_cmds[] = {
     {"extract", cmd_extract, "image extract IMG DIR [--bak-dir DIR2]",
      "Copy /usr of an image into DIR (and /bak into DIR2), with times.", NULL},
     {"check", cmd_check, "image check IMG",
-     "Check every partition (fs_fsck); exit status 1 when corrupt.", NULL},
+     "Check every partition (cfs_fsck); exit status 1 when corrupt.", NULL},
     {"info", cmd_info, "image info IMG",
      "Geometry, partitions, usage and wear of an image.", NULL},
     {NULL, NULL, NULL, NULL, NULL},

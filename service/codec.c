@@ -1,5 +1,6 @@
 /* codec.c - frames and nanopb helpers (see codec.h). Device-side code. */
 #include "codec.h"
+#include "le.h"
 
 #include <string.h>
 
@@ -29,16 +30,12 @@ const char *codec_code_name(int code)
 
 void codec_put_len(uint8_t *dst, uint32_t len)
 {
-    dst[0] = (uint8_t)len;
-    dst[1] = (uint8_t)(len >> 8);
-    dst[2] = (uint8_t)(len >> 16);
-    dst[3] = (uint8_t)(len >> 24);
+    le_put32(dst, len);
 }
 
 uint32_t codec_get_len(const uint8_t *src)
 {
-    return (uint32_t)src[0] | (uint32_t)src[1] << 8 |
-           (uint32_t)src[2] << 16 | (uint32_t)src[3] << 24;
+    return le_get32(src);
 }
 
 int codec_frame_len(const uint8_t *hdr, uint32_t *len)

@@ -2,7 +2,7 @@
  * layout.h - the partition table at the start of a cellar flash.
  *
  * Block 0 of the device holds the table; the partitions follow. Each
- * partition is an independent filesystem (fs/fs.h) on a block range:
+ * partition is an independent filesystem (fs/cfs.h) on a block range:
  *   "usr" - the working filesystem, served at /usr
  *   "bak" - the backup partition, served read-only at /bak
  * Portable (device-side) code: no OS calls.

@@ -15,8 +15,7 @@ void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
     memset(p, 0, MAN_SLOT);
     p[0] = e->kind;
     p[1] = e->flags;
-    p[2] = (uint8_t)n;
-    p[3] = (uint8_t)(n >> 8);
+    le_put16(p + 2, (uint16_t)n);
     le_put32(p + 4, e->size);
     le_put32(p + 8, e->mtime);
     memcpy(p + 12, e->sha, 32);
@@ -25,14 +24,14 @@ void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
 
 int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
 {
-    uint32_t n = (uint32_t)p[2] | (uint32_t)p[3] << 8;
+    uint32_t n = le_get16(p + 2);
     memset(e, 0, sizeof(*e));
     e->kind = p[0];
     if (e->kind == MAN_FREE)
         return 0;
     if (e->kind > MAN_REMOVE || n == 0 || n > MAN_PATH_MAX ||
         n > MAN_SLOT - SLOT_FIXED || p[SLOT_FIXED] != '/')
-        return FS_ERR_CORRUPT;
+        return CFS_ERR_CORRUPT;
     e->flags = p[1];
     e->size = le_get32(p + 4);
     e->mtime = le_get32(p + 8);
@@ -40,7 +39,7 @@ int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
     memcpy(e->path, p + SLOT_FIXED, n);
     e->path[n] = 0;
     if (memchr(e->path, 0, n))
-        return FS_ERR_CORRUPT;
+        return CFS_ERR_CORRUPT;
     return 0;
 }
 
@@ -48,32 +47,32 @@ int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
 #error "a manifest slot must hold the longest path"
 #endif
 
-int man_open(man_t *m, fs_t *fs)
+int man_open(man_t *m, cfs_t *fs)
 {
-    fs_stat_t st;
+    cfs_stat_t st;
     memset(m, 0, sizeof(*m));
     m->fs = fs;
     /* (a look first: on a full device even a mkdir that finds the
      * directory there asks for room) */
-    int err = fs_stat(fs, MAN_DIR, &st);
-    if (err == FS_ERR_NOENT)
-        err = fs_mkdir(fs, MAN_DIR);
-    else if (!err && st.type != FS_TYPE_DIR)
-        err = FS_ERR_NOTDIR;
-    if (err && err != FS_ERR_EXIST)
+    int err = cfs_stat(fs, MAN_DIR, &st);
+    if (err == CFS_ERR_NOENT)
+        err = cfs_mkdir(fs, MAN_DIR);
+    else if (!err && st.type != CFS_TYPE_DIR)
+        err = CFS_ERR_NOTDIR;
+    if (err && err != CFS_ERR_EXIST)
         return err;
-    err = fs_file_open(fs, &m->f, MAN_FILE, FS_O_RDWR | FS_O_CREAT);
+    err = cfs_file_open(fs, &m->f, MAN_FILE, CFS_O_RDWR | CFS_O_CREAT);
     if (err)
         return err;
     m->open = 1;
     return 0;
 }
 
-int man_open_ro(man_t *m, fs_t *fs)
+int man_open_ro(man_t *m, cfs_t *fs)
 {
     memset(m, 0, sizeof(*m));
     m->fs = fs;
-    int err = fs_file_open(fs, &m->f, MAN_FILE, FS_O_RDONLY);
+    int err = cfs_file_open(fs, &m->f, MAN_FILE, CFS_O_RDONLY);
     if (err)
         return err;
     m->open = 1;
@@ -86,17 +85,17 @@ int man_scrub(man_t *m, uint32_t *dropped)
     uint8_t zero[MAN_SLOT];
     man_entry_t e;
     *dropped = 0;
-    int32_t size = fs_file_size(m->fs, &m->f);
+    int32_t size = cfs_file_size(m->fs, &m->f);
     if (size < 0)
         return size;
     memset(zero, 0, sizeof(zero));
     uint32_t n = (uint32_t)size / MAN_SLOT;
     for (uint32_t i = 0; i < n; i++) {
         int r = man_get(m, i, &e);
-        if (r == FS_ERR_CORRUPT && m->slot[0] != MAN_FREE) {
+        if (r == CFS_ERR_CORRUPT && m->slot[0] != MAN_FREE) {
             int err = man_hold(m, 4 * MAN_SLOT + 4096);
             if (!err) {
-                int k = fs_file_pwrite(m->fs, &m->f, zero, MAN_SLOT,
+                int k = cfs_file_pwrite(m->fs, &m->f, zero, MAN_SLOT,
                                        i * MAN_SLOT);
                 err = k < 0 ? k : 0;
             }
@@ -105,7 +104,7 @@ int man_scrub(man_t *m, uint32_t *dropped)
                 return err;
             }
             (*dropped)++;
-        } else if (r < 0 && r != FS_ERR_CORRUPT) {
+        } else if (r < 0 && r != CFS_ERR_CORRUPT) {
             man_revert(m);
             return r;
         }
@@ -113,7 +112,7 @@ int man_scrub(man_t *m, uint32_t *dropped)
     if ((uint32_t)size % MAN_SLOT) { /* a torn tail: no whole slot */
         int err = man_hold(m, 4096);
         if (!err)
-            err = fs_file_truncate(m->fs, &m->f, n * MAN_SLOT);
+            err = cfs_file_truncate(m->fs, &m->f, n * MAN_SLOT);
         if (err) {
             man_revert(m);
             return err;
@@ -125,34 +124,34 @@ int man_scrub(man_t *m, uint32_t *dropped)
     return man_commit(m, NULL, NULL, 0);
 }
 
-int man_clear(fs_t *fs, const char *path, char *tmp)
+int man_clear(cfs_t *fs, const char *path, char *tmp)
 {
-    fs_stat_t st;
-    fs_dir_t d;
+    cfs_stat_t st;
+    cfs_dir_t d;
     size_t base = strlen(path);
     if (base + 1 > 256)
-        return FS_ERR_NAMETOOLONG;
-    int err = fs_stat(fs, path, &st);
-    if (err == FS_ERR_NOENT)
+        return CFS_ERR_NAMETOOLONG;
+    int err = cfs_stat(fs, path, &st);
+    if (err == CFS_ERR_NOENT)
         return 0;
     if (err)
         return err;
-    if (st.type == FS_TYPE_FILE)
-        return fs_remove(fs, path);
+    if (st.type == CFS_TYPE_FILE)
+        return cfs_remove(fs, path);
     /* One entry at a time, depth first, with the path in tmp: memory does
      * not grow with the depth of the tree. */
     memcpy(tmp, path, base + 1);
     for (uint32_t guard = 0; guard < 1000000; guard++) {
-        err = fs_dir_open(fs, &d, tmp);
+        err = cfs_dir_open(fs, &d, tmp);
         if (err)
             return err;
-        int r = fs_dir_read(fs, &d, tmp + 256, 256, &st);
-        (void)fs_dir_close(fs, &d);
+        int r = cfs_dir_read(fs, &d, tmp + 256, 256, &st);
+        (void)cfs_dir_close(fs, &d);
         if (r < 0)
             return r;
         size_t n = strlen(tmp);
         if (r == 0) { /* empty: remove it and go back up */
-            err = fs_remove(fs, tmp);
+            err = cfs_remove(fs, tmp);
             if (err)
                 return err;
             if (n == base)
@@ -163,18 +162,18 @@ int man_clear(fs_t *fs, const char *path, char *tmp)
             continue;
         }
         size_t nl = strlen(tmp + 256);
-        if (n + 1 + nl > FS_PATH_MAX)
-            return FS_ERR_NAMETOOLONG;
+        if (n + 1 + nl > CFS_PATH_MAX)
+            return CFS_ERR_NAMETOOLONG;
         tmp[n] = '/';
         memmove(tmp + n + 1, tmp + 256, nl + 1);
-        if (st.type == FS_TYPE_FILE) {
-            err = fs_remove(fs, tmp);
+        if (st.type == CFS_TYPE_FILE) {
+            err = cfs_remove(fs, tmp);
             if (err)
                 return err;
             tmp[n] = 0;
         }
     }
-    return FS_ERR_CORRUPT;
+    return CFS_ERR_CORRUPT;
 }
 
 int man_close(man_t *m)
@@ -183,14 +182,14 @@ int man_close(man_t *m)
         return 0;
     man_revert(m);
     m->open = 0;
-    return fs_file_close(m->fs, &m->f);
+    return cfs_file_close(m->fs, &m->f);
 }
 
 int man_hold(man_t *m, uint32_t bytes)
 {
     if (m->held)
         return 0;
-    int err = fs_hold(m->fs, bytes);
+    int err = cfs_hold(m->fs, bytes);
     if (!err)
         m->held = 1;
     return err;
@@ -198,17 +197,17 @@ int man_hold(man_t *m, uint32_t bytes)
 
 uint32_t man_slots(man_t *m)
 {
-    int32_t size = fs_file_size(m->fs, &m->f);
+    int32_t size = cfs_file_size(m->fs, &m->f);
     return size > 0 ? (uint32_t)size / MAN_SLOT : 0;
 }
 
 int man_get(man_t *m, uint32_t i, man_entry_t *e)
 {
-    int n = fs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
+    int n = cfs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
     if (n < 0)
         return n;
     if (n != (int)MAN_SLOT)
-        return FS_ERR_CORRUPT;
+        return CFS_ERR_CORRUPT;
     int err = man_decode(e, m->slot);
     if (err)
         return err;
@@ -226,14 +225,14 @@ int man_find_content(man_t *m, const char *path, const uint8_t *sha,
         other[0] = 0;
     for (uint32_t i = 0; i < n; i++) {
         /* compare the fixed part and the path without decoding misses */
-        int r = fs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
+        int r = cfs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
         if (r < 0)
             return r;
         if (r != (int)MAN_SLOT)
-            return FS_ERR_CORRUPT;
+            return CFS_ERR_CORRUPT;
         if (m->slot[0] != MAN_TRACK)
             continue;
-        uint32_t pl = (uint32_t)m->slot[2] | (uint32_t)m->slot[3] << 8;
+        uint32_t pl = le_get16(m->slot + 2);
         bool same_path = pl == len && memcmp(m->slot + SLOT_FIXED, path, len) == 0;
         if (same_path && !found) {
             int err = man_decode(e, m->slot);
@@ -265,7 +264,7 @@ static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
     if (err)
         return err;
     man_encode(e, p);
-    int n = fs_file_pwrite(m->fs, &m->f, p, MAN_SLOT, i * MAN_SLOT);
+    int n = cfs_file_pwrite(m->fs, &m->f, p, MAN_SLOT, i * MAN_SLOT);
     return n < 0 ? n : 0;
 }
 
@@ -278,7 +277,7 @@ int man_set(man_t *m, const man_entry_t *e)
         return r;
     if (r == 0) {
         for (uint32_t i = 0; i < n; i++) {
-            int k = fs_file_pread(m->fs, &m->f, m->slot, 1, i * MAN_SLOT);
+            int k = cfs_file_pread(m->fs, &m->f, m->slot, 1, i * MAN_SLOT);
             if (k < 0)
                 return k;
             if (k == 1 && m->slot[0] == MAN_FREE) {
@@ -330,7 +329,7 @@ int man_move(man_t *m, const char *from, const char *to)
             continue;
         size_t rest = strlen(e.path) - fl;
         if (tl + rest > MAN_PATH_MAX)
-            return FS_ERR_NAMETOOLONG;
+            return CFS_ERR_NAMETOOLONG;
         memmove(e.path + tl, e.path + fl, rest + 1);
         memcpy(e.path, to, tl);
         if ((err = slot_write(m, i, &e)))
@@ -342,82 +341,82 @@ int man_move(man_t *m, const char *from, const char *to)
 int man_commit(man_t *m, const char *const *src, const char *const *dst,
                uint32_t n)
 {
-    int err = fs_file_commit_with(m->fs, &m->f, src, dst, n);
+    int err = cfs_file_commit_with(m->fs, &m->f, src, dst, n);
     if (err) {
         man_revert(m);
         return err;
     }
     if (m->held) {
         m->held = 0;
-        fs_release(m->fs);
+        cfs_release(m->fs);
     }
     return 0;
 }
 
 void man_revert(man_t *m)
 {
-    (void)fs_file_revert(m->fs, &m->f);
+    (void)cfs_file_revert(m->fs, &m->f);
     if (m->held) {
         m->held = 0;
-        fs_release(m->fs);
+        cfs_release(m->fs);
     }
 }
 
-int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,
+int man_hash_file(cfs_t *fs, cfs_file_t *f, uint8_t *buf, uint32_t buflen,
                   uint8_t sha[32], uint32_t *size)
 {
     csha_t h;
-    int32_t sz = fs_file_size(fs, f);
+    int32_t sz = cfs_file_size(fs, f);
     if (sz < 0)
         return sz;
     csha_init(&h);
-    int err = csha_start(&h) ? FS_ERR_IO : 0;
+    int err = csha_start(&h) ? CFS_ERR_IO : 0;
     uint32_t off = 0;
     while (!err && off < (uint32_t)sz) {
         uint32_t want = (uint32_t)sz - off < buflen ? (uint32_t)sz - off : buflen;
-        int n = fs_file_pread(fs, f, buf, want, off);
+        int n = cfs_file_pread(fs, f, buf, want, off);
         if (n < 0)
             err = n;
         else if (n == 0)
-            err = FS_ERR_CORRUPT; /* shorter than its size */
+            err = CFS_ERR_CORRUPT; /* shorter than its size */
         else if (csha_update(&h, buf, (size_t)n))
-            err = FS_ERR_IO;
+            err = CFS_ERR_IO;
         else
             off += (uint32_t)n;
     }
     if (!err && csha_finish(&h, sha))
-        err = FS_ERR_IO;
+        err = CFS_ERR_IO;
     csha_free(&h);
     *size = (uint32_t)sz;
     return err;
 }
 
-int man_hash_path(fs_t *fs, fs_file_t *tmp, const char *path, uint8_t *buf,
+int man_hash_path(cfs_t *fs, cfs_file_t *tmp, const char *path, uint8_t *buf,
                   uint32_t buflen, uint8_t sha[32], uint32_t *size)
 {
-    int err = fs_file_open(fs, tmp, path, FS_O_RDONLY);
+    int err = cfs_file_open(fs, tmp, path, CFS_O_RDONLY);
     if (err)
         return err;
     err = man_hash_file(fs, tmp, buf, buflen, sha, size);
-    int err2 = fs_file_close(fs, tmp);
+    int err2 = cfs_file_close(fs, tmp);
     return err ? err : err2;
 }
 
-int man_check(fs_t *fs, fs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
+int man_check(cfs_t *fs, cfs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
               uint32_t buflen)
 {
-    fs_stat_t st;
+    cfs_stat_t st;
     uint8_t sha[32];
     uint32_t size;
-    int err = fs_stat(fs, e->path, &st);
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR || err == FS_ERR_NAMETOOLONG ||
-        err == FS_ERR_INVAL)
+    int err = cfs_stat(fs, e->path, &st);
+    if (err == CFS_ERR_NOENT || err == CFS_ERR_NOTDIR || err == CFS_ERR_NAMETOOLONG ||
+        err == CFS_ERR_INVAL)
         return MAN_MISSING;
-    if (!err && st.type != FS_TYPE_FILE)
+    if (!err && st.type != CFS_TYPE_FILE)
         return MAN_MISMATCH;
     if (!err)
         err = man_hash_path(fs, tmp, e->path, buf, buflen, sha, &size);
-    if (err == FS_ERR_CORRUPT)
+    if (err == CFS_ERR_CORRUPT)
         return MAN_UNREADABLE;
     if (err)
         return err;
@@ -425,36 +424,36 @@ int man_check(fs_t *fs, fs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
                ? MAN_OK : MAN_MISMATCH;
 }
 
-int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,
-                  fs_file_t *t1, fs_file_t *t2, uint8_t *buf,
+int man_copy_file(cfs_t *cfs_a, const char *src, cfs_t *cfs_b, const char *dst,
+                  cfs_file_t *t1, cfs_file_t *t2, uint8_t *buf,
                   uint32_t buflen, uint8_t sha[32], uint32_t *size)
 {
     csha_t h;
-    int err = fs_file_open(fs_a, t1, src, FS_O_RDONLY);
+    int err = cfs_file_open(cfs_a, t1, src, CFS_O_RDONLY);
     if (err)
         return err;
-    err = fs_file_open(fs_b, t2, dst, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    err = cfs_file_open(cfs_b, t2, dst, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (err) {
-        (void)fs_file_close(fs_a, t1);
+        (void)cfs_file_close(cfs_a, t1);
         return err;
     }
-    int32_t sz = fs_file_size(fs_a, t1);
+    int32_t sz = cfs_file_size(cfs_a, t1);
     err = sz < 0 ? sz : 0;
     csha_init(&h);
     if (!err && csha_start(&h))
-        err = FS_ERR_IO;
+        err = CFS_ERR_IO;
     uint32_t off = 0;
     while (!err && off < (uint32_t)sz) {
         uint32_t want = (uint32_t)sz - off < buflen ? (uint32_t)sz - off : buflen;
-        int n = fs_file_pread(fs_a, t1, buf, want, off);
+        int n = cfs_file_pread(cfs_a, t1, buf, want, off);
         if (n < 0)
             err = n;
         else if (n == 0)
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
         else if (csha_update(&h, buf, (size_t)n))
-            err = FS_ERR_IO;
+            err = CFS_ERR_IO;
         else {
-            int w = fs_file_pwrite(fs_b, t2, buf, (uint32_t)n, off);
+            int w = cfs_file_pwrite(cfs_b, t2, buf, (uint32_t)n, off);
             if (w < 0)
                 err = w;
             else
@@ -462,71 +461,71 @@ int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,
         }
     }
     if (!err && csha_finish(&h, sha))
-        err = FS_ERR_IO;
+        err = CFS_ERR_IO;
     csha_free(&h);
     if (err)
-        (void)fs_file_revert(fs_b, t2);
-    int e1 = fs_file_close(fs_a, t1), e2 = fs_file_close(fs_b, t2);
+        (void)cfs_file_revert(cfs_b, t2);
+    int e1 = cfs_file_close(cfs_a, t1), e2 = cfs_file_close(cfs_b, t2);
     if (!err)
         err = e1 ? e1 : e2;
     if (err)
-        (void)fs_remove(fs_b, dst);
+        (void)cfs_remove(cfs_b, dst);
     *size = sz < 0 ? 0 : (uint32_t)sz;
     return err;
 }
 
-int man_mkdir_parents(fs_t *fs, const char *path, char *tmp)
+int man_mkdir_parents(cfs_t *fs, const char *path, char *tmp)
 {
     size_t n = strlen(path);
     if (n > MAN_PATH_MAX)
-        return FS_ERR_NAMETOOLONG;
+        return CFS_ERR_NAMETOOLONG;
     for (size_t i = 1; i < n; i++) {
         if (path[i] != '/')
             continue;
         memcpy(tmp, path, i);
         tmp[i] = 0;
-        fs_stat_t st;
-        int err = fs_stat(fs, tmp, &st);
-        if (err == FS_ERR_NOENT)
-            err = fs_mkdir(fs, tmp);
-        else if (!err && st.type != FS_TYPE_DIR)
-            err = FS_ERR_NOTDIR;
+        cfs_stat_t st;
+        int err = cfs_stat(fs, tmp, &st);
+        if (err == CFS_ERR_NOENT)
+            err = cfs_mkdir(fs, tmp);
+        else if (!err && st.type != CFS_TYPE_DIR)
+            err = CFS_ERR_NOTDIR;
         if (err)
             return err;
     }
     return 0;
 }
 
-int man_wipe(fs_t *fs, const char *dir, char *tmp)
+int man_wipe(cfs_t *fs, const char *dir, char *tmp)
 {
-    fs_dir_t d;
-    fs_stat_t st;
+    cfs_dir_t d;
+    cfs_stat_t st;
     size_t dl = strlen(dir);
     if (dl + 2 > 256)
-        return FS_ERR_NAMETOOLONG;
+        return CFS_ERR_NAMETOOLONG;
     /* A flat directory: files only. Remove a batch of names at a time,
      * reading the listing again from the start after each batch. */
     for (uint32_t guard = 0; guard < 100000; guard++) {
-        char names[FS_RENAME_MANY_MAX][40];
-        const char *src[FS_RENAME_MANY_MAX];
+        char names[CFS_RENAME_MANY_MAX][40];
+        const char *src[CFS_RENAME_MANY_MAX];
         uint32_t k = 0;
-        int err = fs_dir_open(fs, &d, dir);
-        if (err == FS_ERR_NOENT)
+        int err = cfs_dir_open(fs, &d, dir);
+        if (err == CFS_ERR_NOENT)
             return 0;
         if (err)
             return err;
-        while (k < FS_RENAME_MANY_MAX) {
-            int r = fs_dir_read(fs, &d, tmp + 256, 256, &st);
+        while (k < CFS_RENAME_MANY_MAX) {
+            int r = cfs_dir_read(fs, &d, tmp + 256, 256, &st);
             if (r < 0) {
-                (void)fs_dir_close(fs, &d);
+                (void)cfs_dir_close(fs, &d);
                 return r;
             }
             if (r == 0)
                 break;
             size_t nl = strlen(tmp + 256);
-            if (st.type != FS_TYPE_FILE || dl + 1 + nl >= sizeof(names[0])) {
-                (void)fs_dir_close(fs, &d);
-                return FS_ERR_NOTEMPTY;
+            if (st.type != CFS_TYPE_FILE || dl + 1 + nl >= sizeof(names[0])) {
+                (void)cfs_dir_close(fs, &d);
+                return CFS_ERR_NOTEMPTY;
             }
             memcpy(names[k], dir, dl);
             names[k][dl] = '/';
@@ -534,38 +533,38 @@ int man_wipe(fs_t *fs, const char *dir, char *tmp)
             src[k] = names[k];
             k++;
         }
-        (void)fs_dir_close(fs, &d);
+        (void)cfs_dir_close(fs, &d);
         if (k == 0)
             break;
-        err = fs_rename_many(fs, src, NULL, k);
+        err = cfs_rename_many(fs, src, NULL, k);
         if (err)
             return err;
     }
-    int err = fs_rmdir(fs, dir);
-    return err == FS_ERR_NOENT ? 0 : err;
+    int err = cfs_rmdir(fs, dir);
+    return err == CFS_ERR_NOENT ? 0 : err;
 }
 
-int man_own_counts(fs_t *fs, uint32_t *files, uint32_t *dirs)
+int man_own_counts(cfs_t *fs, uint32_t *files, uint32_t *dirs)
 {
     static const char *const sub[] = { MAN_DIR, MAN_DIR "/w", MAN_DIR "/tx",
                                        MAN_DIR "/cp" };
-    char name[FS_NAME_MAX + 1];
+    char name[CFS_NAME_MAX + 1];
     *files = *dirs = 0;
     for (uint32_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
-        fs_dir_t d;
-        fs_stat_t st;
-        int err = fs_dir_open(fs, &d, sub[i]);
-        if (err == FS_ERR_NOENT)
+        cfs_dir_t d;
+        cfs_stat_t st;
+        int err = cfs_dir_open(fs, &d, sub[i]);
+        if (err == CFS_ERR_NOENT)
             continue;
         if (err)
             return err;
         (*dirs) += i == 0;
-        while ((err = fs_dir_read(fs, &d, name, sizeof(name), &st)) == 1)
-            if (st.type == FS_TYPE_DIR)
+        while ((err = cfs_dir_read(fs, &d, name, sizeof(name), &st)) == 1)
+            if (st.type == CFS_TYPE_DIR)
                 (*dirs)++;
             else
                 (*files)++;
-        (void)fs_dir_close(fs, &d);
+        (void)cfs_dir_close(fs, &d);
         if (err < 0)
             return err;
     }

@@ -12,7 +12,7 @@
  *   /.cellar/cp/        the staged copy of a backup or restore.
  *
  * The manifest file stays open for the life of the mount (man_t.f). Every
- * change writes its slots through that handle, then fs_file_commit_with()
+ * change writes its slots through that handle, then cfs_file_commit_with()
  * makes the slots and the renames that go with them visible in one atomic
  * step; on any failure man_revert() drops the slot writes.
  *
@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include "common/csha.h"
-#include "fs.h"
+#include "cfs.h"
 
 #define MAN_DIR "/.cellar"
 #define MAN_FILE "/.cellar/manifest"
@@ -52,27 +52,27 @@ void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT]);
 int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT]); /* 0 / CORRUPT */
 
 typedef struct man {
-    fs_t *fs;
-    fs_file_t f;               /* MAN_FILE, open read-write */
+    cfs_t *fs;
+    cfs_file_t f;               /* MAN_FILE, open read-write */
     uint8_t open;
-    uint8_t held;              /* fs_hold taken for pending slot writes */
+    uint8_t held;              /* cfs_hold taken for pending slot writes */
     uint8_t ro;                /* opened read-only (man_open_ro) */
     uint8_t slot[MAN_SLOT];
 } man_t;
 
 /* Open (creating /.cellar and an empty manifest if missing) and close. */
-int man_open(man_t *m, fs_t *fs);
+int man_open(man_t *m, cfs_t *fs);
 int man_close(man_t *m);
 /* Open an existing manifest for reading only (a partition too full for
  * the bookkeeping a writable manifest needs): lookups work, changes get
- * FS_ERR_BADF. */
-int man_open_ro(man_t *m, fs_t *fs);
+ * CFS_ERR_BADF. */
+int man_open_ro(man_t *m, cfs_t *fs);
 /* Free every slot that does not decode and cut a torn tail, as one
  * commit. *dropped: how many were freed. */
 int man_scrub(man_t *m, uint32_t *dropped);
 /* Remove path, a file or a whole tree (any depth, one entry at a time).
  * Missing is fine. tmp: 512 bytes. */
-int man_clear(fs_t *fs, const char *path, char *tmp);
+int man_clear(cfs_t *fs, const char *path, char *tmp);
 /* Slots in the file (used and free). */
 uint32_t man_slots(man_t *m);
 /* Read slot i: 1 used (entry in *e), 0 free, or a negative error. */
@@ -85,7 +85,7 @@ int man_find_content(man_t *m, const char *path, const uint8_t *sha,
                      uint32_t size, man_entry_t *e, uint32_t *slot,
                      char *other);
 /* Slot writes stay pending until man_commit or man_revert, and nothing
- * may commit them early: the first change takes an fs_hold (no GC, which
+ * may commit them early: the first change takes an cfs_hold (no GC, which
  * could sync the manifest's pending writes on its own and break the
  * atomicity with the renames), released by man_commit / man_revert.
  * man_hold takes it up front with room for `bytes` (a large change). */
@@ -97,7 +97,7 @@ int man_hold(man_t *m, uint32_t bytes);
 int man_set(man_t *m, const man_entry_t *e);
 int man_del(man_t *m, const char *path);
 int man_move(man_t *m, const char *from, const char *to);
-/* Commit the pending slot writes with up to FS_RENAME_MANY_MAX renames. */
+/* Commit the pending slot writes with up to CFS_RENAME_MANY_MAX renames. */
 int man_commit(man_t *m, const char *const *src, const char *const *dst,
                uint32_t n);
 void man_revert(man_t *m);
@@ -107,29 +107,29 @@ void man_revert(man_t *m);
  * MAN_UNREADABLE (a checksum error), or a negative error of the device.
  * tmp is a spare handle, buf scratch for the reads. */
 enum { MAN_OK = 0, MAN_MISSING = 1, MAN_MISMATCH = 2, MAN_UNREADABLE = 3 };
-int man_check(fs_t *fs, fs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
+int man_check(cfs_t *fs, cfs_file_t *tmp, const man_entry_t *e, uint8_t *buf,
               uint32_t buflen);
 
 /* SHA-256 and size of an open file, read through buf (any size >= 256). */
-int man_hash_file(fs_t *fs, fs_file_t *f, uint8_t *buf, uint32_t buflen,
+int man_hash_file(cfs_t *fs, cfs_file_t *f, uint8_t *buf, uint32_t buflen,
                   uint8_t sha[32], uint32_t *size);
 /* The same by path (opens it in tmp). */
-int man_hash_path(fs_t *fs, fs_file_t *tmp, const char *path, uint8_t *buf,
+int man_hash_path(cfs_t *fs, cfs_file_t *tmp, const char *path, uint8_t *buf,
                   uint32_t buflen, uint8_t sha[32], uint32_t *size);
-/* Copy file src of fs_a into dst of fs_b (created or replaced: the caller
+/* Copy file src of cfs_a into dst of cfs_b (created or replaced: the caller
  * stages it under a hidden name), hashing what it copies. */
-int man_copy_file(fs_t *fs_a, const char *src, fs_t *fs_b, const char *dst,
-                  fs_file_t *t1, fs_file_t *t2, uint8_t *buf,
+int man_copy_file(cfs_t *cfs_a, const char *src, cfs_t *cfs_b, const char *dst,
+                  cfs_file_t *t1, cfs_file_t *t2, uint8_t *buf,
                   uint32_t buflen, uint8_t sha[32], uint32_t *size);
 /* mkdir -p of the directories above path (not path itself). */
-int man_mkdir_parents(fs_t *fs, const char *path, char *tmp /* 256 */);
+int man_mkdir_parents(cfs_t *fs, const char *path, char *tmp /* 256 */);
 /* Remove every file and directory under dir, and dir itself. Bounded: depth
- * at most 8 below dir (deeper trees give FS_ERR_NOTEMPTY). */
-int man_wipe(fs_t *fs, const char *dir, char *tmp /* 512 */);
+ * at most 8 below dir (deeper trees give CFS_ERR_NOTEMPTY). */
+int man_wipe(cfs_t *fs, const char *dir, char *tmp /* 512 */);
 
 /* Files and directories of the service's own (/.cellar and what it holds,
  * two levels deep): statistics leave them out. */
-int man_own_counts(fs_t *fs, uint32_t *files, uint32_t *dirs);
+int man_own_counts(cfs_t *fs, uint32_t *files, uint32_t *dirs);
 
 /* Is path inside (or equal to) prefix? Both partition paths ("/" = all). */
 bool man_under(const char *path, const char *prefix);

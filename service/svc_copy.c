@@ -73,13 +73,13 @@ static int copy_close(svc_t *s, bool keep)
     svc_copy_t *cp = &s->job.cp;
     int err = 0;
     if (cp->dst_open) {
-        fs_t *fs = &s->part[cp->to].fs;
+        cfs_t *fs = &s->part[cp->to].fs;
         if (!keep)
-            (void)fs_file_revert(fs, &cp->dst);
-        err = fs_file_close(fs, &cp->dst);
+            (void)cfs_file_revert(fs, &cp->dst);
+        err = cfs_file_close(fs, &cp->dst);
         cp->dst_open = 0;
         if (!keep || err)
-            (void)fs_remove(fs, txn_data_path(&s->cp, cp->idx));
+            (void)cfs_remove(fs, txn_data_path(&s->cp, cp->idx));
     }
     svc_job_hash_end(s);
     return err;
@@ -106,11 +106,11 @@ static void copy_skip(svc_t *s, cellar_ProblemKind k)
  * an error of the copy (returned). */
 static int copy_file_error(svc_t *s, int err)
 {
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR)
+    if (err == CFS_ERR_NOENT || err == CFS_ERR_NOTDIR)
         copy_skip(s, cellar_ProblemKind_MISSING);
-    else if (err == FS_ERR_ISDIR)
+    else if (err == CFS_ERR_ISDIR)
         copy_skip(s, cellar_ProblemKind_MISMATCH);
-    else if (err == FS_ERR_CORRUPT)
+    else if (err == CFS_ERR_CORRUPT)
         copy_skip(s, cellar_ProblemKind_UNREADABLE);
     else
         return err;
@@ -123,21 +123,21 @@ static int copy_file_begin(svc_t *s)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
+    cfs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
     if (cp->idx == TXN_MAX_ENTRIES)
-        return FS_ERR_NOSPC;
-    int err = fs_file_open(fa, &j->f, cp->e.path, FS_O_RDONLY);
+        return CFS_ERR_NOSPC;
+    int err = cfs_file_open(fa, &j->f, cp->e.path, CFS_O_RDONLY);
     if (err)
         return copy_file_error(s, err);
-    int32_t size = fs_file_size(fa, &j->f);
+    int32_t size = cfs_file_size(fa, &j->f);
     if (size < 0) {
-        (void)fs_file_close(fa, &j->f);
+        (void)cfs_file_close(fa, &j->f);
         return copy_file_error(s, size);
     }
-    err = fs_file_open(fb, &cp->dst, txn_data_path(&s->cp, cp->idx),
-                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    err = cfs_file_open(fb, &cp->dst, txn_data_path(&s->cp, cp->idx),
+                       CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (err) {
-        (void)fs_file_close(fa, &j->f);
+        (void)cfs_file_close(fa, &j->f);
         return err;
     }
     cp->dst_open = 1;
@@ -155,7 +155,7 @@ static int copy_file_begin(svc_t *s)
 /* Copy up to *budget bytes (taken off it) from the job's file f (hashed,
  * partition fa) into cp.dst (fb): 1 = all copied (its SHA-256 in sha),
  * 0 = more to do, or an error. */
-int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
+int svc_copy_chunk(svc_t *s, cfs_t *fa, cfs_t *fb, uint32_t *budget,
                    uint8_t sha[32])
 {
     svc_job_t *j = &s->job;
@@ -166,12 +166,12 @@ int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
             want = (uint32_t)sizeof(s->scratch);
         if (want > *budget)
             want = *budget;
-        int n = fs_file_pread(fa, &j->f, s->scratch, want, cp->off);
+        int n = cfs_file_pread(fa, &j->f, s->scratch, want, cp->off);
         if (n <= 0)
-            return n < 0 ? n : FS_ERR_CORRUPT;
+            return n < 0 ? n : CFS_ERR_CORRUPT;
         if (csha_update(&j->sha, s->scratch, (size_t)n))
-            return FS_ERR_IO;
-        int w = fs_file_pwrite(fb, &cp->dst, s->scratch, (uint32_t)n, cp->off);
+            return CFS_ERR_IO;
+        int w = cfs_file_pwrite(fb, &cp->dst, s->scratch, (uint32_t)n, cp->off);
         if (w < 0)
             return w;
         cp->off += (uint32_t)n;
@@ -179,7 +179,7 @@ int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
     }
     if (cp->off < cp->size)
         return 0;
-    return csha_finish(&j->sha, sha) ? FS_ERR_IO : 1;
+    return csha_finish(&j->sha, sha) ? CFS_ERR_IO : 1;
 }
 
 /* Copy up to *budget bytes of cp->e: 1 = this file is done (declared or
@@ -188,7 +188,7 @@ static int copy_file_step(svc_t *s, uint32_t *budget)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    fs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
+    cfs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
     int err = svc_copy_chunk(s, fa, fb, budget, cp->cur.sha);
     if (err == 0)
         return 0;
@@ -204,7 +204,7 @@ static int copy_file_step(svc_t *s, uint32_t *budget)
     if (memcmp(cp->cur.sha, cp->e.sha, 32) != 0 ||
         ((cp->e.flags & MAN_F_SIZE) && cp->size != cp->e.size)) {
         copy_skip(s, cellar_ProblemKind_MISMATCH);
-        (void)fs_remove(fb, txn_data_path(&s->cp, cp->idx));
+        (void)cfs_remove(fb, txn_data_path(&s->cp, cp->idx));
         return 1;
     }
     cp->e.kind = MAN_TRACK;
@@ -333,7 +333,7 @@ int svc_copy_step(svc_t *s, uint32_t *budget)
                 cp->phase = CP_CHECK_FROM;
                 continue;
             }
-            if (r < 0 && r != FS_ERR_CORRUPT) {
+            if (r < 0 && r != CFS_ERR_CORRUPT) {
                 err = r;
                 goto fail;
             }
@@ -413,7 +413,7 @@ static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
         if (err)
             return err;
         if (s->pb.part < 0 || (!any_part && s->pb.part != (int)USR))
-            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+            return svc_fail_path(s, CFS_ERR_INVAL, s->pb.show,
                                  any_part ? "name a path under /usr or /bak"
                                           : "name a path under /usr");
         strcpy(rel[i], s->pb.fs);
@@ -458,7 +458,7 @@ static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
 {
     svc_job_t *j = &s->job;
     if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/bak", "partition is not mounted");
+        return svc_fail_path(s, CFS_ERR_IO, "/bak", "partition is not mounted");
     if (n > 16)
         n = 16;
     memset(j, 0, sizeof(*j));
@@ -480,7 +480,7 @@ static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
     if (svc_copy_step(s, &budget)) { /* done at once */
         j->kind = SVC_JOB_NONE;
         svc_copy_reply(s);
-        return s->resp.has_error ? FS_ERR_IO : 0;
+        return s->resp.has_error ? CFS_ERR_IO : 0;
     }
     svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;

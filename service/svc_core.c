@@ -33,7 +33,7 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
     bool format_all = false;
 
     if (!cfg || !cfg->dev)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     svc_init(s);
     s->job_kinds = &svc_job_kinds; /* the job layer runs them */
     s->cfg = *cfg;
@@ -78,7 +78,7 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
             svc_sb_str(&b, svc_part_names[i]);
             svc_sb_str(&b, "\" partition");
             svc_log_end(s);
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
             goto fail;
         }
         memcpy(p->name, lp->name, sizeof(p->name));
@@ -92,20 +92,20 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         s->nparts = i + 1;
         if (format_all) {
             svc_log_part(s, "formatting", p, 0);
-            err = fs_format(&p->fs, &p->cfg);
+            err = cfs_format(&p->fs, &p->cfg);
             if (err) {
                 svc_log_part(s, "format failed:", p, err);
                 goto fail;
             }
         }
-        err = fs_mount(&p->fs, &p->cfg);
-        if (err == FS_ERR_NOTMOUNTED && cfg->provision && !format_all &&
+        err = cfs_mount(&p->fs, &p->cfg);
+        if (err == CFS_ERR_NOTMOUNTED && cfg->provision && !format_all &&
             part_blank(s, p)) {
             svc_log_part(s, "no filesystem on", p, 0);
             svc_log_part(s, "formatting", p, 0);
-            err = fs_format(&p->fs, &p->cfg);
+            err = cfs_format(&p->fs, &p->cfg);
             if (!err)
-                err = fs_mount(&p->fs, &p->cfg);
+                err = cfs_mount(&p->fs, &p->cfg);
         }
         if (err) {
             /* reported, not served: Format is the repair */
@@ -129,7 +129,7 @@ fail:
     svc_store_free(s);
     for (uint32_t i = 0; i < s->nparts; i++)
         if (s->part[i].mounted)
-            (void)fs_unmount(&s->part[i].fs);
+            (void)cfs_unmount(&s->part[i].fs);
     s->nparts = 0;
     return err;
 }
@@ -198,7 +198,7 @@ int svc_free(svc_t *s)
         svc_part_t *p = &s->part[i];
         if (!p->mounted)
             continue;
-        int err = fs_unmount(&p->fs);
+        int err = cfs_unmount(&p->fs);
         if (err) {
             svc_log_part(s, "unmount failed:", p, err);
             if (!first)

@@ -45,7 +45,7 @@
 #include "cellar_config.h"
 #include "codec.h"
 #include "flash.h"
-#include "fs.h"
+#include "cfs.h"
 #include "layout.h"
 #include "manifest.h"
 #include "txn.h"
@@ -53,7 +53,7 @@
 /* ---- limits (advertised in HelloReply) ----------------------------------- */
 /* SVC_MAX_HANDLES (open handles per connection), SVC_DEVICE_HANDLES
  * (client handles per partition, all connections together; the fs allows
- * FS_MAX_OPEN: the rest is the service's), SVC_MAX_INFLIGHT and
+ * CFS_MAX_OPEN: the rest is the service's), SVC_MAX_INFLIGHT and
  * SVC_OUT_BYTES are build-time options: cellar_config.h. */
 /* The service's own open files on one partition at worst, beside the
  * client handles: the manifest (1); a staged update's plan and staged file
@@ -62,10 +62,10 @@
  * and target; one job at a time); within one request (2: a shadow and
  * the file it copies from, or a path truncate's or publish's file). */
 #define SVC_OWN_FILES 7u
-_Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= FS_MAX_OPEN,
+_Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= CFS_MAX_OPEN,
                "the fs's open-file table holds the client handles and the "
                "service's own files");
-#define SVC_MAX_PATH FS_PATH_MAX /* bytes in a path (255) */
+#define SVC_MAX_PATH CFS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
 #define SVC_LIST_MAX 32u         /* entries per List page (proto max_count) */
 #define SVC_MAX_PARTS 2u         /* usr and bak */
@@ -102,7 +102,7 @@ typedef struct svc_config {
     /* Provisioning at svc_setup: when block 0 holds no layout, write the
      * default one (layout_default with bak_blocks) and format both
      * partitions; when a partition holds no filesystem
-     * (FS_ERR_NOTMOUNTED), format it. A corrupt layout or filesystem is
+     * (CFS_ERR_NOTMOUNTED), format it. A corrupt layout or filesystem is
      * never formatted over. false = fail instead. */
     bool provision;
     uint32_t bak_blocks;      /* for the default layout; 0 = a quarter */
@@ -129,7 +129,7 @@ typedef struct svc_handle {
     uint64_t last_ms;     /* last use, for the idle timeout */
     uint8_t shadow;       /* writes go to a shadow copy (/.cellar/w/N) */
     uint32_t shadow_no;
-    fs_file_t file;
+    cfs_file_t file;
     char path[SVC_MAX_PATH + 8]; /* normalised full path, for messages */
 } svc_handle_t;
 
@@ -184,8 +184,8 @@ typedef struct svc_part {
                               (a retry waits for removals to lower it) */
     uint8_t read_only;    /* through file RPCs */
     uint8_t has_man;      /* man is open */
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     man_t man;            /* the partition's manifest */
 } svc_part_t;
 
@@ -222,7 +222,7 @@ typedef struct svc_copy {
     int err;               /* the result, once done */
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
-    fs_file_t dst;
+    cfs_file_t dst;
     char rel[16][SVC_MAX_PATH + 2];
     bool found[16];
     cellar_CopyReply out;
@@ -238,8 +238,8 @@ typedef struct svc_job {
     svc_conn_t *conn;      /* whose request; NULL = the start-up check */
     uint32_t req_id;
     const char *op;
-    fs_file_t f;           /* the file being hashed, when it is the job's */
-    fs_file_t *fp;         /* &f, or a handle of conn (its own writes) */
+    cfs_file_t f;           /* the file being hashed, when it is the job's */
+    cfs_file_t *fp;         /* &f, or a handle of conn (its own writes) */
     csha_t sha;
     uint32_t off, left, total;
     uint8_t digest[32];
@@ -285,7 +285,7 @@ struct svc {
     uint8_t problem_part[SVC_MAX_PROBLEMS];
     char problems[SVC_MAX_PROBLEMS][SVC_PROBLEM_LEN];
     uint32_t shadow_seq;
-    fs_file_t t1, t2;      /* for copies and hashes */
+    cfs_file_t t1, t2;      /* for copies and hashes */
     man_entry_t me;        /* scratch entries */
     man_entry_t me2;
     /* scratch for the request being served (one at a time) */
@@ -293,8 +293,8 @@ struct svc {
     cellar_Response resp;
     codec_scan_t scan;
     svc_path_t pa, pb;    /* resolved paths of the request */
-    fs_file_t tmpfile;    /* for path-based truncate and hash */
-    fs_dir_t dir;
+    cfs_file_t tmpfile;    /* for path-based truncate and hash */
+    cfs_dir_t dir;
     const char *op;       /* name of the request being served */
     char logline[256];
     uint8_t scratch[4096];
@@ -338,7 +338,7 @@ void svc_init(svc_t *svc);
 /* Read the layout from block 0 of cfg->dev and mount every partition
  * (provisioning first if cfg->provision, see svc_config_t). cfg is copied;
  * the strings it points to must outlive svc. Returns 0 or a negative
- * fs_err_t / flash_err_t, and logs the reason. */
+ * cfs_err_t / flash_err_t, and logs the reason. */
 int svc_setup(svc_t *svc, const svc_config_t *cfg);
 
 /* Close every connection still open (closing its handles), unmount every
@@ -349,7 +349,7 @@ int svc_free(svc_t *svc);
 /* The partition table in use (valid after svc_setup). */
 const layout_t *svc_layout(const svc_t *svc);
 /* The mounted filesystem of a partition ("usr", "bak"), or NULL. */
-fs_t *svc_fs(svc_t *svc, const char *name);
+cfs_t *svc_fs(svc_t *svc, const char *name);
 
 /* ---- time ------------------------------------------------------------------ */
 

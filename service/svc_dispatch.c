@@ -169,7 +169,7 @@ static field_rule_t field_rule(const codec_scan_t *sc)
     if (sc->problem == CODEC_SCAN_COUNT) {
         bool paths = m == &cellar_BackupRequest_msg ||
                      m == &cellar_RestoreRequest_msg;
-        return (field_rule_t){ paths ? "paths" : "entries", FS_ERR_INVAL,
+        return (field_rule_t){ paths ? "paths" : "entries", CFS_ERR_INVAL,
                                NULL, false };
     }
     if (m == &cellar_HelloRequest_msg)
@@ -183,17 +183,17 @@ static field_rule_t field_rule(const codec_scan_t *sc)
          m == &cellar_UpdateDeclareRequest_msg ||
          m == &cellar_UpdateCommitRequest_msg ||
          m == &cellar_UpdateAbortRequest_msg) && t == 1)
-        return (field_rule_t){ "bundle id", FS_ERR_INVAL,
+        return (field_rule_t){ "bundle id", CFS_ERR_INVAL,
                                "it must be 32 bytes", false };
     if ((m == &cellar_BundleEntry_msg || m == &cellar_ManifestEntry_msg) &&
         t == 3)
-        return (field_rule_t){ "sha256", FS_ERR_INVAL, "it must be 32 bytes",
+        return (field_rule_t){ "sha256", CFS_ERR_INVAL, "it must be 32 bytes",
                                false };
     if (m == &cellar_FormatRequest_msg || m == &cellar_ManifestRequest_msg ||
         m == &cellar_VerifyRequest_msg)
-        return (field_rule_t){ "partition name", FS_ERR_NAMETOOLONG, NULL,
+        return (field_rule_t){ "partition name", CFS_ERR_NAMETOOLONG, NULL,
                                true };
-    return (field_rule_t){ "path", FS_ERR_NAMETOOLONG, NULL, true };
+    return (field_rule_t){ "path", CFS_ERR_NAMETOOLONG, NULL, true };
 }
 
 /* A field the scan found bad: answer before decoding. */
@@ -203,13 +203,13 @@ static int scan_problem(svc_t *s)
     uint32_t body = sc->body_tag;
     sb_t b;
     if (sc->problem == CODEC_SCAN_NUL) {
-        b = svc_err_begin(s, FS_ERR_INVAL);
+        b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, sc->prefix);
         svc_sb_str(&b, body == cellar_Request_hello_tag
                        ? ": client name contains a NUL byte"
                        : ": path contains a NUL byte");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     field_rule_t r = field_rule(sc);
     b = svc_err_begin(s, r.err);

@@ -13,12 +13,12 @@ int svc_check_writable(svc_t *s, const svc_path_t *p)
     if (p->part >= 0 && !s->part[p->part].read_only) {
         svc_part_t *pt = &s->part[p->part];
         if (pt->state == SVC_PART_FULL && !svc_store_retry(s, (uint32_t)p->part))
-            return svc_fail_path(s, FS_ERR_NOSPC, p->show,
+            return svc_fail_path(s, CFS_ERR_NOSPC, p->show,
                                  "the partition is too full for the "
                                  "service's bookkeeping: remove files first");
         if (pt->state == SVC_PART_NO_MANIFEST &&
             !svc_store_retry(s, (uint32_t)p->part))
-            return svc_fail_path(s, FS_ERR_IO, p->show,
+            return svc_fail_path(s, CFS_ERR_IO, p->show,
                                  "the partition's manifest cannot be used: "
                                  "remove files or format it");
     }
@@ -40,31 +40,31 @@ static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
     if (id != 0 && slot < SVC_MAX_HANDLES && c->h[slot].id == id) {
         c->h[slot].last_ms = s->now_ms;
         if (!s->part[c->h[slot].part].mounted) {
-            (void)svc_fail_handle(s, FS_ERR_IO, &c->h[slot],
+            (void)svc_fail_handle(s, CFS_ERR_IO, &c->h[slot],
                               "partition is not mounted");
             return NULL;
         }
         return &c->h[slot];
     }
-    sb_t b = svc_err_begin(s, FS_ERR_BADF);
+    sb_t b = svc_err_begin(s, CFS_ERR_BADF);
     svc_sb_str(&b, " handle ");
     svc_sb_u64(&b, id);
     svc_sb_str(&b, ": no such open handle on this connection");
     return NULL;
 }
 
-static fs_t *hfs(svc_t *s, const svc_handle_t *h)
+static cfs_t *hfs(svc_t *s, const svc_handle_t *h)
 {
     return &s->part[h->part].fs;
 }
 
 static void fill_info(cellar_FileInfo *fi, const char *name,
-                      const fs_stat_t *st)
+                      const cfs_stat_t *st)
 {
     svc_copy_str(fi->name, sizeof(fi->name), name);
-    fi->type = st->type == FS_TYPE_DIR ? cellar_FileType_DIR
+    fi->type = st->type == CFS_TYPE_DIR ? cellar_FileType_DIR
                                        : cellar_FileType_FILE;
-    fi->size = st->type == FS_TYPE_DIR ? 0 : st->size;
+    fi->size = st->type == CFS_TYPE_DIR ? 0 : st->size;
     fi->ctime = st->ctime;
     fi->mtime = st->mtime;
 }
@@ -122,18 +122,18 @@ int svc_do_ping(svc_t *s, const cellar_PingRequest *r)
 int svc_do_stat(svc_t *s, const cellar_StatRequest *r)
 {
     svc_path_t *p = &s->pa;
-    fs_stat_t st;
+    cfs_stat_t st;
     int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
     memset(&st, 0, sizeof(st));
     if (p->part < 0) {
-        st.type = FS_TYPE_DIR;
+        st.type = CFS_TYPE_DIR;
     } else {
-        fs_t *fs = svc_path_fs(s, p);
+        cfs_t *fs = svc_path_fs(s, p);
         if (!fs)
-            return FS_ERR_IO;
-        err = fs_stat(fs, p->fs, &st);
+            return CFS_ERR_IO;
+        err = cfs_stat(fs, p->fs, &st);
         if (err)
             return svc_fail_path(s, err, p->show, NULL);
     }
@@ -162,33 +162,33 @@ int svc_do_list(svc_t *s, const cellar_ListRequest *r)
                 break;
             }
             cellar_FileInfo *fi = &o->entries[o->entries_count++];
-            fs_stat_t st = { .type = FS_TYPE_DIR };
+            cfs_stat_t st = { .type = CFS_TYPE_DIR };
             if (s->part[i].mounted)
-                (void)fs_stat(&s->part[i].fs, "/", &st);
+                (void)cfs_stat(&s->part[i].fs, "/", &st);
             fill_info(fi, s->part[i].name, &st);
         }
         return 0;
     }
 
-    fs_t *fs = svc_path_fs(s, p);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
-    err = fs_dir_open(fs, &s->dir, p->fs);
+        return CFS_ERR_IO;
+    err = cfs_dir_open(fs, &s->dir, p->fs);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
     /* The cursor counts entries already returned: skip that many. */
     char *name = (char *)s->scratch;
-    fs_stat_t st;
+    cfs_stat_t st;
     uint32_t idx = 0;
     while (idx < r->cursor) {
-        err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+        err = cfs_dir_read(fs, &s->dir, name, CFS_NAME_MAX + 1, &st);
         if (err <= 0)
             break;
         idx++;
     }
     if (err >= 0 && idx == r->cursor) {
         for (;;) {
-            err = fs_dir_read(fs, &s->dir, name, FS_NAME_MAX + 1, &st);
+            err = cfs_dir_read(fs, &s->dir, name, CFS_NAME_MAX + 1, &st);
             if (err <= 0)
                 break;
             if (p->fs[1] == 0 && strcmp(name, &MAN_DIR[1]) == 0) {
@@ -203,7 +203,7 @@ int svc_do_list(svc_t *s, const cellar_ListRequest *r)
             idx++;
         }
     }
-    (void)fs_dir_close(fs, &s->dir);
+    (void)cfs_dir_close(fs, &s->dir);
     if (err < 0) {
         s->resp.which_body = 0;
         return svc_fail_path(s, err, p->show, NULL);
@@ -223,27 +223,27 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
     if (err)
         return err;
     if (fl & ~known) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, p->show);
         svc_sb_str(&b, ": unknown open flags ");
         svc_sb_hex32(&b, fl & ~known);
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     if (!(fl & rw))
-        return svc_fail_path(s, FS_ERR_INVAL, p->show,
+        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
                          "open flags need O_READ and/or O_WRITE");
     if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
-        return svc_fail_path(s, FS_ERR_INVAL, p->show,
+        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
                          "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need "
                          "O_WRITE");
     if (p->part < 0 || svc_is_part_root(p))
-        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+        return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
     if ((fl & cellar_OpenFlags_O_WRITE) && (err = svc_check_writable(s, p)))
         return err;
-    fs_t *fs = svc_path_fs(s, p);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
 
     svc_handle_t *h = NULL;
     uint32_t slot;
@@ -253,34 +253,34 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             break;
         }
     if (!h)
-        return svc_fail_path(s, FS_ERR_NOMEM, p->show,
+        return svc_fail_path(s, CFS_ERR_NOMEM, p->show,
                          "too many open handles on this connection "
                          "(max 8)");
 
     int ff = 0;
     if ((fl & rw) == rw)
-        ff = FS_O_RDWR;
+        ff = CFS_O_RDWR;
     else if (fl & cellar_OpenFlags_O_WRITE)
-        ff = FS_O_WRONLY;
+        ff = CFS_O_WRONLY;
     else
-        ff = FS_O_RDONLY;
+        ff = CFS_O_RDONLY;
     if (fl & cellar_OpenFlags_O_CREATE)
-        ff |= FS_O_CREAT;
+        ff |= CFS_O_CREAT;
     if (fl & cellar_OpenFlags_O_EXCL)
-        ff |= FS_O_EXCL;
+        ff |= CFS_O_EXCL;
     if (fl & cellar_OpenFlags_O_TRUNC)
-        ff |= FS_O_TRUNC;
+        ff |= CFS_O_TRUNC;
     if (fl & cellar_OpenFlags_O_APPEND)
-        ff |= FS_O_APPEND;
+        ff |= CFS_O_APPEND;
 
     uint32_t used = 0;
     for (svc_conn_t *o = s->conns; o; o = o->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
             used += o->h[k].id && o->h[k].part == (uint8_t)p->part;
     if (used >= SVC_DEVICE_HANDLES)
-        return svc_fail_open(s, FS_ERR_NOMEM, p->show);
+        return svc_fail_open(s, CFS_ERR_NOMEM, p->show);
     memset(h, 0, sizeof(*h));
-    if ((ff & FS_O_WRONLY) && s->part[p->part].has_man) {
+    if ((ff & CFS_O_WRONLY) && s->part[p->part].has_man) {
         /* writes go to a shadow copy, published with its manifest entry
          * at close: the real name never holds a half-written file */
         err = svc_shadow_open(s, h, p, ff);
@@ -288,13 +288,13 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             memset(h, 0, sizeof(*h));
             return err;
         }
-    } else if ((err = fs_file_open(fs, &h->file, p->fs, ff)) < 0) {
+    } else if ((err = cfs_file_open(fs, &h->file, p->fs, ff)) < 0) {
         memset(h, 0, sizeof(*h));
         return svc_fail_open(s, err, p->show);
     }
-    int32_t size = fs_file_size(fs, &h->file);
+    int32_t size = cfs_file_size(fs, &h->file);
     if (size < 0) {
-        (void)fs_file_close(fs, &h->file);
+        (void)cfs_file_close(fs, &h->file);
         memset(h, 0, sizeof(*h));
         return svc_fail_path(s, size, p->show, NULL);
     }
@@ -318,11 +318,11 @@ int svc_do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
 {
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     if (!h->readable)
-        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for reading");
-    fs_t *fs = hfs(s, h);
-    int32_t size = fs_file_size(fs, &h->file);
+        return svc_fail_handle(s, CFS_ERR_BADF, h, "not open for reading");
+    cfs_t *fs = hfs(s, h);
+    int32_t size = cfs_file_size(fs, &h->file);
     if (size < 0)
         return svc_fail_handle(s, size, h, NULL);
     cellar_ReadReply *o = &s->resp.body.read;
@@ -333,7 +333,7 @@ int svc_do_read(svc_t *s, svc_conn_t *c, const cellar_ReadRequest *r)
         if (want > (uint32_t)size - off)
             want = (uint32_t)size - off;
         while (got < want) {
-            int n = fs_file_pread(fs, &h->file, o->data.bytes + got,
+            int n = cfs_file_pread(fs, &h->file, o->data.bytes + got,
                                   want - got, off + got);
             if (n < 0)
                 return svc_fail_handle(s, n, h, NULL);
@@ -353,35 +353,35 @@ int svc_do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
 {
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     if (!h->writable)
-        return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
-    fs_t *fs = hfs(s, h);
+        return svc_fail_handle(s, CFS_ERR_BADF, h, "not open for writing");
+    cfs_t *fs = hfs(s, h);
     uint32_t len = r->data.size;
     uint64_t off = r->offset;
     int n;
     if (h->append) {
-        int32_t size = fs_file_size(fs, &h->file);
+        int32_t size = cfs_file_size(fs, &h->file);
         if (size < 0)
             return svc_fail_handle(s, size, h, NULL);
         off = (uint64_t)size;
-        if (len > FS_FILE_MAX - off)
-            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        if (len > CFS_FILE_MAX - off)
+            return svc_fail_handle(s, CFS_ERR_FBIG, h, NULL);
         if (len && svc_room(s, h->part, len, h->path))
-            return FS_ERR_NOSPC;
-        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
+            return CFS_ERR_NOSPC;
+        n = cfs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     } else {
-        if (off > FS_FILE_MAX || len > FS_FILE_MAX - off)
-            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
+        if (off > CFS_FILE_MAX || len > CFS_FILE_MAX - off)
+            return svc_fail_handle(s, CFS_ERR_FBIG, h, NULL);
         /* growth counts in full, a hole included: refused up front when
          * the partition could not store it (docs/PROTOCOL.md, Write) */
-        int32_t size = fs_file_size(fs, &h->file);
+        int32_t size = cfs_file_size(fs, &h->file);
         if (size < 0)
             return svc_fail_handle(s, size, h, NULL);
         if (len && off + len > (uint64_t)size &&
             svc_room(s, h->part, off + len - (uint64_t)size, h->path))
-            return FS_ERR_NOSPC;
-        n = fs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
+            return CFS_ERR_NOSPC;
+        n = cfs_file_pwrite(fs, &h->file, r->data.bytes, len, (uint32_t)off);
     }
     if (n < 0)
         return svc_fail_handle(s, n, h, NULL);
@@ -395,18 +395,18 @@ int svc_do_seek(svc_t *s, svc_conn_t *c, const cellar_SeekRequest *r)
 {
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     if (r->whence > 2)
-        return svc_fail_handle(s, FS_ERR_INVAL, h,
+        return svc_fail_handle(s, CFS_ERR_INVAL, h,
                            "whence must be 0 (set), 1 (cur) or 2 (end)");
     if (r->offset > INT32_MAX || r->offset < -(int64_t)INT32_MAX)
-        return svc_fail_handle(s, FS_ERR_INVAL, h, "offset out of range");
-    fs_t *fs = hfs(s, h);
-    int32_t pos = fs_file_seek(fs, &h->file, (int32_t)r->offset,
+        return svc_fail_handle(s, CFS_ERR_INVAL, h, "offset out of range");
+    cfs_t *fs = hfs(s, h);
+    int32_t pos = cfs_file_seek(fs, &h->file, (int32_t)r->offset,
                                (int)r->whence);
     if (pos < 0)
         return svc_fail_handle(s, pos, h, NULL);
-    int32_t size = fs_file_size(fs, &h->file);
+    int32_t size = cfs_file_size(fs, &h->file);
     if (size < 0)
         return svc_fail_handle(s, size, h, NULL);
     s->resp.which_body = cellar_Response_seek_tag;
@@ -422,18 +422,18 @@ int svc_do_truncate(svc_t *s, svc_conn_t *c,
     if (r->handle) {
         svc_handle_t *h = handle_get(s, c, r->handle);
         if (!h)
-            return FS_ERR_BADF;
+            return CFS_ERR_BADF;
         if (!h->writable)
-            return svc_fail_handle(s, FS_ERR_BADF, h, "not open for writing");
-        if (r->size > FS_FILE_MAX)
-            return svc_fail_handle(s, FS_ERR_FBIG, h, NULL);
-        int32_t size = fs_file_size(hfs(s, h), &h->file);
+            return svc_fail_handle(s, CFS_ERR_BADF, h, "not open for writing");
+        if (r->size > CFS_FILE_MAX)
+            return svc_fail_handle(s, CFS_ERR_FBIG, h, NULL);
+        int32_t size = cfs_file_size(hfs(s, h), &h->file);
         if (size < 0)
             return svc_fail_handle(s, size, h, NULL);
         if (r->size > (uint64_t)size &&
             svc_room(s, h->part, r->size - (uint64_t)size, h->path))
-            return FS_ERR_NOSPC;
-        err = fs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
+            return CFS_ERR_NOSPC;
+        err = cfs_file_truncate(hfs(s, h), &h->file, (uint32_t)r->size);
         if (err < 0)
             return svc_fail_handle(s, err, h, NULL);
         svc_reply_done(s);
@@ -443,25 +443,25 @@ int svc_do_truncate(svc_t *s, svc_conn_t *c,
     if ((err = svc_resolve(s, r->path, p)))
         return err;
     if (p->part < 0 || svc_is_part_root(p))
-        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
+        return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
     if ((err = svc_check_writable(s, p)))
         return err;
-    if (r->size > FS_FILE_MAX)
-        return svc_fail_path(s, FS_ERR_FBIG, p->show, NULL);
-    fs_t *fs = svc_path_fs(s, p);
+    if (r->size > CFS_FILE_MAX)
+        return svc_fail_path(s, CFS_ERR_FBIG, p->show, NULL);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     if (s->part[p->part].has_man) {
         if ((err = svc_shadow_truncate(s, p, (uint32_t)r->size)))
             return err;
         svc_reply_done(s);
         return 0;
     }
-    err = fs_file_open(fs, &s->tmpfile, p->fs, FS_O_WRONLY);
+    err = cfs_file_open(fs, &s->tmpfile, p->fs, CFS_O_WRONLY);
     if (err < 0)
         return svc_fail_open(s, err, p->show);
-    err = fs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
-    int err2 = fs_file_close(fs, &s->tmpfile);
+    err = cfs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
+    int err2 = cfs_file_close(fs, &s->tmpfile);
     if (err >= 0)
         err = err2;
     if (err < 0)
@@ -474,10 +474,10 @@ int svc_do_sync(svc_t *s, svc_conn_t *c, const cellar_SyncRequest *r)
 {
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     /* With a shadow, the data becomes durable there; it is published (made
      * visible under its name, with its manifest entry) at Close. */
-    int err = fs_file_sync(hfs(s, h), &h->file);
+    int err = cfs_file_sync(hfs(s, h), &h->file);
     if (err < 0)
         return svc_fail_handle(s, err, h, NULL);
     svc_reply_done(s);
@@ -488,7 +488,7 @@ int svc_do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
 {
     svc_handle_t *h = handle_get(s, c, r->handle);
     if (!h)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     if (h->shadow) {
         int err = svc_shadow_publish(s, h);
         memset(h, 0, sizeof(*h));
@@ -497,7 +497,7 @@ int svc_do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
         svc_reply_done(s);
         return 0;
     }
-    int err = fs_file_close(hfs(s, h), &h->file);
+    int err = cfs_file_close(hfs(s, h), &h->file);
     if (err < 0) {
         /* The handle is gone either way; report why the data may not be. */
         (void)svc_fail_handle(s, err, h, NULL);
@@ -516,18 +516,18 @@ int svc_do_remove(svc_t *s, const char *path, bool dir_only)
     if (err)
         return err;
     if (p->part < 0 || svc_is_part_root(p))
-        return svc_fail_path(s, FS_ERR_PERM, p->show,
+        return svc_fail_path(s, CFS_ERR_PERM, p->show,
                          p->part < 0 ? "the root cannot be removed"
                                      : "a partition cannot be removed");
-    fs_t *fs = svc_path_fs(s, p);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     svc_part_t *pt = &s->part[p->part];
     if (!pt->read_only && (pt->state == SVC_PART_FULL ||
                            pt->state == SVC_PART_NO_MANIFEST)) {
         /* too full for bookkeeping: a removal frees space first, then the
          * manifest gets its entry dropped once it is writable again */
-        err = dir_only ? fs_rmdir(fs, p->fs) : fs_remove(fs, p->fs);
+        err = dir_only ? cfs_rmdir(fs, p->fs) : cfs_remove(fs, p->fs);
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         if (!dir_only && svc_store_retry(s, (uint32_t)p->part))
@@ -538,11 +538,11 @@ int svc_do_remove(svc_t *s, const char *path, bool dir_only)
     if ((err = svc_check_writable(s, p)))
         return err;
     if (dir_only)
-        err = fs_rmdir(fs, p->fs);
+        err = cfs_rmdir(fs, p->fs);
     else if (s->part[p->part].has_man)
         err = svc_man_remove(s, p); /* the file and its manifest entry */
     else
-        err = fs_remove(fs, p->fs);
+        err = cfs_remove(fs, p->fs);
     if (err < 0)
         return svc_fail_path(s, err, p->show, NULL);
     svc_reply_done(s);
@@ -552,20 +552,20 @@ int svc_do_remove(svc_t *s, const char *path, bool dir_only)
 /* Mkdir's own answer when the partition has no room (0: none, the room is
  * the answer): a path that exists, a file in the way, a missing parent;
  * done for mkdir -p of a directory that is there. */
-static int mkdir_own_answer(svc_t *s, fs_t *fs, const svc_path_t *p,
+static int mkdir_own_answer(svc_t *s, cfs_t *fs, const svc_path_t *p,
                             bool parents)
 {
-    fs_stat_t st;
-    int e2 = fs_stat(fs, p->fs, &st);
-    if (e2 == 0 && parents && st.type == FS_TYPE_DIR) {
+    cfs_stat_t st;
+    int e2 = cfs_stat(fs, p->fs, &st);
+    if (e2 == 0 && parents && st.type == CFS_TYPE_DIR) {
         svc_reply_done(s);
         return 1;
     }
     if (e2 == 0)
-        return svc_fail_path(s, st.type == FS_TYPE_DIR || !parents
-                                    ? FS_ERR_EXIST : FS_ERR_NOTDIR,
+        return svc_fail_path(s, st.type == CFS_TYPE_DIR || !parents
+                                    ? CFS_ERR_EXIST : CFS_ERR_NOTDIR,
                              p->show, NULL);
-    if (e2 == FS_ERR_NOENT && !parents) {
+    if (e2 == CFS_ERR_NOENT && !parents) {
         char *up = (char *)s->scratch;
         size_t n = strlen(p->fs);
         while (n > 1 && p->fs[n - 1] != '/')
@@ -573,11 +573,11 @@ static int mkdir_own_answer(svc_t *s, fs_t *fs, const svc_path_t *p,
         n = n > 1 ? n - 1 : 1;
         memcpy(up, p->fs, n);
         up[n] = 0;
-        e2 = fs_stat(fs, up, &st);
-        if (e2 == 0 && st.type != FS_TYPE_DIR)
-            e2 = FS_ERR_NOTDIR;
+        e2 = cfs_stat(fs, up, &st);
+        if (e2 == 0 && st.type != CFS_TYPE_DIR)
+            e2 = CFS_ERR_NOTDIR;
     }
-    if (e2 == FS_ERR_NOTDIR || (e2 == FS_ERR_NOENT && !parents))
+    if (e2 == CFS_ERR_NOTDIR || (e2 == CFS_ERR_NOENT && !parents))
         return svc_fail_path(s, e2, p->show, NULL);
     return 0;
 }
@@ -585,7 +585,7 @@ static int mkdir_own_answer(svc_t *s, fs_t *fs, const svc_path_t *p,
 int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
 {
     svc_path_t *p = &s->pa;
-    fs_stat_t st;
+    cfs_stat_t st;
     int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
@@ -594,13 +594,13 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
             svc_reply_done(s);
             return 0;
         }
-        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
+        return svc_fail_path(s, CFS_ERR_EXIST, p->show, NULL);
     }
     if ((err = svc_check_writable(s, p)))
         return err;
-    fs_t *fs = svc_path_fs(s, p);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     /* a directory claims 64 bytes and a record or two: the room kept for
      * the service's bookkeeping is not for new directories */
     if ((err = svc_room(s, (uint32_t)p->part, 4096, p->show))) {
@@ -609,8 +609,8 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
         return own == 1 ? 0 : own ? own : err;
     }
     if (!r->parents) {
-        err = fs_mkdir(fs, p->fs);
-        if (err == FS_ERR_NOSPC) {
+        err = cfs_mkdir(fs, p->fs);
+        if (err == CFS_ERR_NOSPC) {
             int own = mkdir_own_answer(s, fs, p, false);
             if (own)
                 return own;
@@ -630,15 +630,15 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
             continue;
         memcpy(pre, p->fs, i);
         pre[i] = 0;
-        err = fs_stat(fs, pre, &st);
-        if (err == FS_ERR_NOENT) {
+        err = cfs_stat(fs, pre, &st);
+        if (err == CFS_ERR_NOENT) {
             first_missing = i;
             break;
         }
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
-        if (st.type != FS_TYPE_DIR)
-            return svc_fail_path(s, FS_ERR_NOTDIR, p->show,
+        if (st.type != CFS_TYPE_DIR)
+            return svc_fail_path(s, CFS_ERR_NOTDIR, p->show,
                              "a component is a file, not a directory");
     }
     if (first_missing) {
@@ -647,8 +647,8 @@ int svc_do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
                 continue;
             memcpy(pre, p->fs, i);
             pre[i] = 0;
-            err = fs_mkdir(fs, pre);
-            if (err < 0 && err != FS_ERR_EXIST)
+            err = cfs_mkdir(fs, pre);
+            if (err < 0 && err != CFS_ERR_EXIST)
                 return svc_fail_path(s, err, p->show, NULL);
         }
     }
@@ -686,27 +686,27 @@ int svc_do_rename(svc_t *s, const cellar_RenameRequest *r)
     if ((err = svc_resolve(s, r->from, a)) || (err = svc_resolve(s, r->to, b)))
         return err;
     if (a->part < 0 || svc_is_part_root(a))
-        return svc_fail_path(s, FS_ERR_PERM, a->show,
+        return svc_fail_path(s, CFS_ERR_PERM, a->show,
                          "a partition cannot be renamed");
     if (b->part < 0 || svc_is_part_root(b))
-        return svc_fail_path(s, FS_ERR_PERM, b->show,
+        return svc_fail_path(s, CFS_ERR_PERM, b->show,
                          "a partition cannot be replaced");
     if ((err = svc_check_writable(s, a)) || (err = svc_check_writable(s, b)))
         return err;
     if (a->part != b->part) {
-        sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t m = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&m, " ");
         svc_sb_qstr(&m, a->show);
         svc_sb_str(&m, " to ");
         svc_sb_qstr(&m, b->show);
         svc_sb_str(&m, ": cannot rename across partitions");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
-    fs_t *fs = svc_path_fs(s, a);
+    cfs_t *fs = svc_path_fs(s, a);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     err = s->part[a->part].has_man ? svc_man_rename(s, a, b)
-                                   : fs_rename(fs, a->fs, b->fs);
+                                   : cfs_rename(fs, a->fs, b->fs);
     if (err < 0) {
         sb_t m = svc_err_begin(s, err);
         svc_sb_str(&m, " ");
@@ -722,7 +722,7 @@ int svc_do_rename(svc_t *s, const cellar_RenameRequest *r)
     return 0;
 }
 
-static void statfs_add(cellar_StatFsReply *o, const fs_statvfs_t *v,
+static void statfs_add(cellar_StatFsReply *o, const cfs_statvfs_t *v,
                        bool first)
 {
     o->total += v->total;
@@ -748,7 +748,7 @@ static void statfs_add(cellar_StatFsReply *o, const fs_statvfs_t *v,
 int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
 {
     svc_path_t *p = &s->pa;
-    fs_statvfs_t v;
+    cfs_statvfs_t v;
     int err = svc_resolve(s, r->path, p);
     if (err)
         return err;
@@ -760,10 +760,10 @@ int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
         q.part = (int)i;
         if (p->part < 0 && !s->part[i].mounted)
             continue; /* "/": what is served (Hello says what is not) */
-        fs_t *fs = svc_path_fs(s, &q);
+        cfs_t *fs = svc_path_fs(s, &q);
         if (!fs)
-            return FS_ERR_IO;
-        err = fs_statvfs(fs, &v);
+            return CFS_ERR_IO;
+        err = cfs_statvfs(fs, &v);
         uint32_t of, od;
         if (err == 0 && s->part[i].has_man && man_own_counts(fs, &of, &od) == 0 &&
             of <= v.files && od < v.dirs) {
@@ -788,28 +788,28 @@ int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
     if (err)
         return err;
     if (p->part < 0 || svc_is_part_root(p))
-        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    fs_t *fs = svc_path_fs(s, p);
+        return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
+    cfs_t *fs = svc_path_fs(s, p);
     if (!fs)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     /* A connection sees its own writes: a file it has open for writing is
      * hashed as that handle holds it (not yet published). */
-    fs_file_t *f = &j->f;
+    cfs_file_t *f = &j->f;
     for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
         if (c->h[k].id && c->h[k].shadow && c->h[k].part == (uint8_t)p->part &&
             strcmp(c->h[k].path, p->show) == 0)
             f = &c->h[k].file;
     if (f == &j->f) {
-        err = fs_file_open(fs, f, p->fs, FS_O_RDONLY);
+        err = cfs_file_open(fs, f, p->fs, CFS_O_RDONLY);
         if (err < 0)
             return svc_fail_open(s, err, p->show);
     }
-    int32_t size = fs_file_size(fs, f);
+    int32_t size = cfs_file_size(fs, f);
     if (size < 0 || r->offset > (uint64_t)size) {
         if (f == &j->f)
-            (void)fs_file_close(fs, f);
+            (void)cfs_file_close(fs, f);
         return size < 0 ? svc_fail_path(s, size, p->show, NULL)
-                        : svc_fail_path(s, FS_ERR_INVAL, p->show,
+                        : svc_fail_path(s, CFS_ERR_INVAL, p->show,
                                         "offset is past the end of the file");
     }
     uint32_t off = (uint32_t)r->offset;
@@ -831,7 +831,7 @@ static int format_part(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
     /* a long request reads the partition (or its manifest): it ends */
-    svc_job_cancel(s, FS_ERR_IO, "cancelled: a partition was formatted");
+    svc_job_cancel(s, CFS_ERR_IO, "cancelled: a partition was formatted");
     /* Every handle on the partition, of every connection, goes first. */
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)
@@ -839,15 +839,15 @@ static int format_part(svc_t *s, uint32_t i)
                 svc_handle_release(s, &c->h[k]);
     if (p->mounted) {
         svc_store_detach(s, i);
-        (void)fs_unmount(&p->fs);
+        (void)cfs_unmount(&p->fs);
     }
     p->mounted = 0;
     svc_log_part(s, "formatting", p, 0);
     svc_problems_forget(s, i);
     p->state = SVC_PART_UNMOUNTED;
-    int err = fs_format(&p->fs, &p->cfg);
+    int err = cfs_format(&p->fs, &p->cfg);
     if (!err)
-        err = fs_mount(&p->fs, &p->cfg);
+        err = cfs_mount(&p->fs, &p->cfg);
     if (err) {
         svc_log_part(s, "format failed:", p, err);
         return err;
@@ -867,11 +867,11 @@ int svc_do_format(svc_t *s, const cellar_FormatRequest *r)
     else if (w[0] == 0)
         which = 0;
     else if ((which = svc_part_index(s, w, strlen(w))) < 0)
-        return svc_fail_path(s, FS_ERR_NOENT, r->partition,
+        return svc_fail_path(s, CFS_ERR_NOENT, r->partition,
                          "no such partition (use \"/usr\", \"/bak\" or "
                          "\"*\" for all)");
     if (!r->confirm)
-        return svc_fail_path(s, FS_ERR_INVAL,
+        return svc_fail_path(s, CFS_ERR_INVAL,
                          which < 0 ? "*" : s->part[which].name,
                          "confirm must be true: format erases every file");
     for (uint32_t i = 0; i < s->nparts; i++) {

@@ -77,7 +77,7 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 /* ---- svc_path.c ------------------------------------------------------------------ */
 int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
 bool svc_is_part_root(const svc_path_t *p);
-fs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
+cfs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 
 /* ---- svc_conn.c ------------------------------------------------------------------ */
@@ -89,7 +89,7 @@ void svc_resp_finish(svc_t *s, svc_conn_t *c);
 
 /* ---- svc_job.c: long requests (see svc_job_t) --------------------------------- */
 /* Start hashing len bytes of fp (a file of partition part) from off. */
-int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+int svc_job_hash_begin(svc_t *s, uint32_t part, cfs_file_t *fp, uint32_t off,
                        uint32_t len);
 /* Hash up to *budget bytes (taken off it): 1 done (s->job.digest),
  * 0 more to do, or an error. */
@@ -185,7 +185,7 @@ int svc_do_format(svc_t *s, const cellar_FormatRequest *r);
 int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
                    bool backup);
 void svc_copy_cancel(svc_t *s);
-int svc_copy_chunk(svc_t *s, fs_t *fa, fs_t *fb, uint32_t *budget,
+int svc_copy_chunk(svc_t *s, cfs_t *fa, cfs_t *fb, uint32_t *budget,
                    uint8_t sha[32]);
 bool svc_path_busy(void *ctx, const char *path);
 int svc_copy_step(svc_t *s, uint32_t *budget);

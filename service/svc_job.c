@@ -8,7 +8,7 @@
 
 /* ---- long requests ------------------------------------------------------------- */
 
-int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
+int svc_job_hash_begin(svc_t *s, uint32_t part, cfs_file_t *fp, uint32_t off,
                        uint32_t len)
 {
     svc_job_t *j = &s->job;
@@ -19,32 +19,32 @@ int svc_job_hash_begin(svc_t *s, uint32_t part, fs_file_t *fp, uint32_t off,
     j->total = len;
     j->hashing = 1;
     csha_init(&j->sha);
-    return csha_start(&j->sha) ? FS_ERR_IO : 0;
+    return csha_start(&j->sha) ? CFS_ERR_IO : 0;
 }
 
 int svc_job_hash_step(svc_t *s, uint32_t *budget)
 {
     svc_job_t *j = &s->job;
-    fs_t *fs = &s->part[j->hpart].fs;
+    cfs_t *fs = &s->part[j->hpart].fs;
     while (j->left && *budget) {
         uint32_t want = j->left < sizeof(s->scratch) ? j->left
                                                      : (uint32_t)sizeof(s->scratch);
         if (want > *budget)
             want = *budget;
-        int n = fs_file_pread(fs, j->fp, s->scratch, want, j->off);
+        int n = cfs_file_pread(fs, j->fp, s->scratch, want, j->off);
         if (n < 0)
             return n;
         if (n == 0) /* shorter than its size said: corrupt */
-            return FS_ERR_CORRUPT;
+            return CFS_ERR_CORRUPT;
         if (csha_update(&j->sha, s->scratch, (size_t)n))
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
         j->off += (uint32_t)n;
         j->left -= (uint32_t)n;
         *budget -= (uint32_t)n;
     }
     if (j->left)
         return 0;
-    return csha_finish(&j->sha, j->digest) ? FS_ERR_IO : 1;
+    return csha_finish(&j->sha, j->digest) ? CFS_ERR_IO : 1;
 }
 
 void svc_job_hash_end(svc_t *s)
@@ -53,7 +53,7 @@ void svc_job_hash_end(svc_t *s)
     if (!j->hashing)
         return;
     if (j->fp == &j->f)
-        (void)fs_file_close(&s->part[j->hpart].fs, &j->f);
+        (void)cfs_file_close(&s->part[j->hpart].fs, &j->f);
     csha_free(&j->sha);
     j->fp = NULL;
     j->hashing = 0;

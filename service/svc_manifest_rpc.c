@@ -25,7 +25,7 @@ int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
 {
     int part = svc_part_arg(s, r->partition);
     if (part < 0)
-        return -1 == part ? FS_ERR_NOENT : part;
+        return -1 == part ? CFS_ERR_NOENT : part;
     man_t *m = &s->part[part].man;
     cellar_ManifestReply *o = &s->resp.body.manifest;
     uint32_t max = r->max_entries && r->max_entries < 32 ? r->max_entries : 32;
@@ -54,7 +54,7 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
     svc_part_t *p = &s->part[USR];
     man_entry_t *e = &s->me;
     if (!p->has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+        return svc_fail_path(s, CFS_ERR_IO, "/usr", "partition is not mounted");
     /* every entry is checked before any is written: a bad one is EINVAL
      * (not the ENOSPC a full partition gives the writes) */
     for (int pass = 0; pass < 2; pass++)
@@ -67,9 +67,9 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
             return err;
         }
         if (in->sha256.size != 32 || in->size < -1 ||
-            in->size > (int64_t)FS_FILE_MAX) {
+            in->size > (int64_t)CFS_FILE_MAX) {
             man_revert(&p->man);
-            return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+            return svc_fail_path(s, CFS_ERR_INVAL, s->pb.show,
                                  in->sha256.size != 32
                                      ? "sha256 must be 32 bytes"
                                      : "size must be -1 (unknown) or a file size");
@@ -95,9 +95,9 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
 {
     int part = svc_part_arg(s, r->partition);
     if (part < 0)
-        return FS_ERR_NOENT;
+        return CFS_ERR_NOENT;
     if (r->repair && part != (int)USR)
-        return svc_fail_path(s, FS_ERR_INVAL, r->partition,
+        return svc_fail_path(s, CFS_ERR_INVAL, r->partition,
                              "only /usr can be repaired (from /bak)");
     svc_job_t *j = &s->job;
     memset(j, 0, sizeof(*j));
@@ -108,7 +108,7 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
     j->max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
     j->nslots = man_slots(&s->part[part].man);
     if (svc_update_job_step(s))
-        return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
+        return s->resp.has_error ? CFS_ERR_INVAL : 0; /* done at once */
     svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
 }
@@ -160,7 +160,7 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
     j->kprob = (uint8_t)k;
     int err = s->nparts > BAK && s->part[BAK].has_man
                   ? svc_copy_begin(s, BAK, USR, false, false)
-                  : FS_ERR_NOENT;
+                  : CFS_ERR_NOENT;
     if (err) {
         cp->err = err;
         repair_done(s);

@@ -169,7 +169,7 @@ const char *svc_reason(int err)
     case -(int)cellar_Code_EACCES: return "permission denied";
     case -(int)cellar_Code_ENOTSUP: return "not supported";
     case -125: return "flash device lost power";
-    default: return fs_strerror(err);
+    default: return cfs_strerror(err);
     }
 }
 
@@ -262,13 +262,13 @@ int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
     return err;
 }
 
-/* An fs_file_open failure: the device-wide table of open files (FS_MAX_OPEN
+/* An cfs_file_open failure: the device-wide table of open files (CFS_MAX_OPEN
  * per partition, every connection's handles and the file Hash or Truncate
  * opens for the request) is named as such. */
 int svc_fail_open(svc_t *s, int err, const char *show)
 {
     return svc_fail_path(s, err, show,
-                     err == FS_ERR_NOMEM ? "too many files open on the device"
+                     err == CFS_ERR_NOMEM ? "too many files open on the device"
                                          : NULL);
 }
 

@@ -15,7 +15,7 @@ const layout_t *svc_layout(const svc_t *svc)
     return &svc->layout;
 }
 
-fs_t *svc_fs(svc_t *svc, const char *name)
+cfs_t *svc_fs(svc_t *svc, const char *name)
 {
     for (uint32_t i = 0; i < svc->nparts; i++)
         if (strcmp(svc->part[i].name, name) == 0 && svc->part[i].mounted)
@@ -93,8 +93,8 @@ void svc_problems_forget(svc_t *s, uint32_t part)
 
 uint64_t svc_room_bytes(svc_t *s, uint32_t part)
 {
-    fs_statvfs_t v;
-    if (!s->part[part].mounted || fs_statvfs(&s->part[part].fs, &v))
+    cfs_statvfs_t v;
+    if (!s->part[part].mounted || cfs_statvfs(&s->part[part].fs, &v))
         return 0;
     /* the service's own: 1/32 of the partition, 6 to 16 blocks */
     uint64_t keep = v.total / 32, bs = v.block_size;
@@ -110,8 +110,8 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part)
             svc_handle_t *h = &c->h[k];
             if (!h->id || !h->writable || h->part != part)
                 continue;
-            int32_t sz = fs_file_size(&s->part[part].fs, &h->file);
-            int32_t cs = fs_file_committed_size(&s->part[part].fs, &h->file);
+            int32_t sz = cfs_file_size(&s->part[part].fs, &h->file);
+            int32_t cs = cfs_file_committed_size(&s->part[part].fs, &h->file);
             if (sz > cs && cs >= 0)
                 claimed += (uint64_t)(sz - cs);
         }
@@ -124,7 +124,7 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
     uint64_t have = svc_room_bytes(s, part);
     if (grow <= have)
         return 0;
-    sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+    sb_t b = svc_err_begin(s, CFS_ERR_NOSPC);
     svc_sb_str(&b, " ");
     svc_sb_qstr(&b, show);
     svc_sb_str(&b, ": needs ");
@@ -134,7 +134,7 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
     svc_sb_str(&b, " has ");
     svc_sb_u64(&b, have);
     svc_sb_str(&b, " (a file's size counts in full, holes included)");
-    return FS_ERR_NOSPC;
+    return CFS_ERR_NOSPC;
 }
 
 int svc_part_index(const svc_t *s, const char *name, size_t n)

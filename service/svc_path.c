@@ -15,18 +15,18 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
 
     memset(out, 0, sizeof(*out));
     if (len > SVC_MAX_PATH) {
-        sb_t b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+        sb_t b = svc_err_begin(s, CFS_ERR_NAMETOOLONG);
         svc_sb_str(&b, " ");
         svc_sb_quoted(&b, in, 40);
         svc_sb_str(&b, ": path is ");
         svc_sb_u64(&b, len);
         svc_sb_str(&b, " bytes, the limit is 255");
-        return FS_ERR_NAMETOOLONG;
+        return CFS_ERR_NAMETOOLONG;
     }
     for (size_t i = 0; i < len;) {
         size_t k = svc_utf8_seq(u + i, len - i);
         if (!k)
-            return svc_fail_path(s, FS_ERR_INVAL, in, "path is not valid UTF-8");
+            return svc_fail_path(s, CFS_ERR_INVAL, in, "path is not valid UTF-8");
         i += k;
     }
 
@@ -48,19 +48,19 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
         const char *comp = in + st;
         if ((cl == 1 && comp[0] == '.') ||
             (cl == 2 && comp[0] == '.' && comp[1] == '.'))
-            return svc_fail_path(s, FS_ERR_INVAL, in,
+            return svc_fail_path(s, CFS_ERR_INVAL, in,
                              cl == 1 ? "\".\" components are not allowed"
                                      : "\"..\" components are not allowed");
         if (absolute && first) {
             part = svc_part_index(s, comp, cl);
             if (part < 0) {
-                sb_t b = svc_err_begin(s, FS_ERR_NOENT);
+                sb_t b = svc_err_begin(s, CFS_ERR_NOENT);
                 svc_sb_str(&b, " ");
                 svc_sb_qstr(&b, in);
                 svc_sb_str(&b, ": no such partition ");
                 svc_sb_quoted(&b, comp, cl);
                 svc_sb_str(&b, " (\"/\" holds only /usr and /bak)");
-                return FS_ERR_NOENT;
+                return CFS_ERR_NOENT;
             }
             first = false;
             continue;
@@ -68,12 +68,12 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
         first = false;
         if (fn + 1 + cl > SVC_MAX_PATH) {
             /* the start of the path only, so the reason is not cut */
-            sb_t b = svc_err_begin(s, FS_ERR_NAMETOOLONG);
+            sb_t b = svc_err_begin(s, CFS_ERR_NAMETOOLONG);
             svc_sb_str(&b, " ");
             svc_sb_quoted(&b, in, len < 40 ? len : 40);
             svc_sb_str(&b, ": path is longer than 255 bytes inside its "
                            "partition");
-            return FS_ERR_NAMETOOLONG;
+            return CFS_ERR_NAMETOOLONG;
         }
         out->fs[fn++] = '/';
         memcpy(out->fs + fn, comp, cl);
@@ -110,11 +110,11 @@ bool svc_is_part_root(const svc_path_t *p)
 }
 
 /* The mounted fs of a resolved path (part >= 0), or NULL with an error. */
-fs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
+cfs_t *svc_path_fs(svc_t *s, const svc_path_t *p)
 {
     svc_part_t *pt = &s->part[p->part];
     if (!pt->mounted) {
-        (void)svc_fail_path(s, FS_ERR_IO, p->show, "partition is not mounted");
+        (void)svc_fail_path(s, CFS_ERR_IO, p->show, "partition is not mounted");
         return NULL;
     }
     return &pt->fs;

@@ -17,11 +17,11 @@ void svc_handle_release(svc_t *s, svc_handle_t *h)
     svc_part_t *p = &s->part[h->part];
     int err = 0;
     if (s->job.kind && s->job.fp == &h->file) /* a Hash reads it */
-        svc_job_cancel(s, FS_ERR_BADF, "cancelled: the handle was closed");
+        svc_job_cancel(s, CFS_ERR_BADF, "cancelled: the handle was closed");
     if (p->mounted && h->shadow)
         svc_shadow_discard(s, h); /* never published: nothing changes */
     else if (p->mounted)
-        err = fs_file_close(&p->fs, &h->file);
+        err = cfs_file_close(&p->fs, &h->file);
     if (err < 0 && s->cfg.log) {
         sb_t b = svc_log_begin(s, NULL);
         svc_sb_str(&b, "closing ");
@@ -91,7 +91,7 @@ int svc_part_arg(svc_t *s, const char *name)
     for (uint32_t i = 0; i < s->nparts; i++)
         if (strcmp(s->part[i].name, w) == 0) {
             if (!s->part[i].mounted || !s->part[i].has_man) {
-                (void)svc_fail_path(s, FS_ERR_IO, name[0] ? name : "/usr",
+                (void)svc_fail_path(s, CFS_ERR_IO, name[0] ? name : "/usr",
                                     s->part[i].mounted
                                         ? "the partition's manifest cannot "
                                           "be used (format it)"
@@ -100,7 +100,7 @@ int svc_part_arg(svc_t *s, const char *name)
             }
             return (int)i;
         }
-    (void)svc_fail_path(s, FS_ERR_NOENT, name,
+    (void)svc_fail_path(s, CFS_ERR_NOENT, name,
                         "no such partition (use \"/usr\" or \"/bak\")");
     return -1;
 }
@@ -121,18 +121,18 @@ bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b)
 static void attach_manifest(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
-    fs_stat_t st;
+    cfs_stat_t st;
     int err = man_open(&p->man, &p->fs);
-    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
-        (void)fs_gc(&p->fs, 0); /* stale data a failed operation left */
+    if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
+        (void)cfs_gc(&p->fs, 0); /* stale data a failed operation left */
         err = man_open(&p->man, &p->fs);
     }
-    if (err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
-        (err == FS_ERR_CORRUPT &&
-         fs_stat(&p->fs, MAN_FILE, &st) == 0)) {
+    if (err == CFS_ERR_ISDIR || err == CFS_ERR_NOTDIR ||
+        (err == CFS_ERR_CORRUPT &&
+         cfs_stat(&p->fs, MAN_FILE, &st) == 0)) {
         /* not a manifest at all: the files stay, their entries are lost */
-        int e2 = man_clear(&p->fs, fs_stat(&p->fs, MAN_DIR, &st) == 0 &&
-                                           st.type == FS_TYPE_DIR
+        int e2 = man_clear(&p->fs, cfs_stat(&p->fs, MAN_DIR, &st) == 0 &&
+                                           st.type == CFS_TYPE_DIR
                                        ? MAN_FILE : MAN_DIR,
                            s->cp.tmp);
         svc_problem(s, i, "the manifest is not a file", svc_reason(err),
@@ -140,12 +140,12 @@ static void attach_manifest(svc_t *s, uint32_t i)
                     "cleared: every file is untracked (import or rewrite)");
         err = e2 ? e2 : man_open(&p->man, &p->fs);
     }
-    if (err == FS_ERR_NOSPC || err == FS_ERR_ROFS) {
+    if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
         if (man_open_ro(&p->man, &p->fs) == 0) {
-            fs_statvfs_t v;
+            cfs_statvfs_t v;
             p->has_man = 1;
             p->state = SVC_PART_FULL;
-            p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+            p->full_claimed = cfs_statvfs(&p->fs, &v) ? 0 : v.claimed;
             svc_problem(s, i, "no room for the service's bookkeeping",
                         svc_reason(err), "served read-only: remove files "
                         "to free space");
@@ -153,11 +153,11 @@ static void attach_manifest(svc_t *s, uint32_t i)
         }
     }
     if (err) {
-        fs_statvfs_t v;
+        cfs_statvfs_t v;
         p->state = SVC_PART_NO_MANIFEST;
-        p->full_claimed = fs_statvfs(&p->fs, &v) ? 0 : v.claimed;
+        p->full_claimed = cfs_statvfs(&p->fs, &v) ? 0 : v.claimed;
         svc_problem(s, i, "cannot open the manifest", svc_reason(err),
-                    err == FS_ERR_NOSPC ? "served read-only: remove files "
+                    err == CFS_ERR_NOSPC ? "served read-only: remove files "
                     "to free space" : "served read-only; format it");
         return;
     }
@@ -196,8 +196,8 @@ int svc_attach(svc_t *s, uint32_t i)
         svc_problem(s, i, "cannot remove the shadow copies in "
                     MAN_SHADOW_DIR, svc_reason(err), "left as they are");
     attach_manifest(s, i);
-    fs_statvfs_t v;
-    if (fs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
+    cfs_statvfs_t v;
+    if (cfs_statvfs(&p->fs, &v) == 0 && v.claimed + v.reserve > v.total)
         svc_problem(s, i, "files claim more than the partition holds "
                     "(sparse files)", NULL, "growth is refused until they "
                     "are removed or truncated");
@@ -214,12 +214,12 @@ int svc_attach(svc_t *s, uint32_t i)
         svc_log_path(s, "finished the interrupted copy into", i, "/", NULL);
     if (r >= 0 && s->cp.active)
         r = txn_abort(&s->cp);
-    fs_stat_t cst;
-    if (r >= 0 && fs_stat(&p->fs, CP_DIR, &cst) == 0)
-        r = FS_ERR_NOTEMPTY; /* what the abort could not remove */
+    cfs_stat_t cst;
+    if (r >= 0 && cfs_stat(&p->fs, CP_DIR, &cst) == 0)
+        r = CFS_ERR_NOTEMPTY; /* what the abort could not remove */
     if (r < 0) {
         if (s->cp.plan_open)
-            (void)fs_file_close(&p->fs, &s->cp.plan);
+            (void)cfs_file_close(&p->fs, &s->cp.plan);
         txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
         clear_staging(s, i, CP_DIR, r);
     }
@@ -235,12 +235,12 @@ int svc_attach(svc_t *s, uint32_t i)
             svc_sb_str(&b, " entries declared)");
             svc_log_end(s);
         }
-        fs_stat_t st;
-        if (r == 0 && !s->tx.active && fs_stat(&p->fs, TX_DIR, &st) == 0)
-            r = FS_ERR_NOTEMPTY; /* what an abort could not remove */
+        cfs_stat_t st;
+        if (r == 0 && !s->tx.active && cfs_stat(&p->fs, TX_DIR, &st) == 0)
+            r = CFS_ERR_NOTEMPTY; /* what an abort could not remove */
         if (r < 0) {
             if (s->tx.plan_open)
-                (void)fs_file_close(&p->fs, &s->tx.plan);
+                (void)cfs_file_close(&p->fs, &s->tx.plan);
             txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
             clear_staging(s, i, TX_DIR, r);
         }
@@ -259,8 +259,8 @@ bool svc_store_retry(svc_t *s, uint32_t i)
                         p->state != SVC_PART_NO_MANIFEST))
         return p->mounted && p->state == SVC_PART_OK;
     /* only after removals (the attempt may run GC: not on every request) */
-    fs_statvfs_t v;
-    if (fs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
+    cfs_statvfs_t v;
+    if (cfs_statvfs(&p->fs, &v) || v.claimed >= p->full_claimed)
         return false;
     if (p->has_man)
         (void)man_close(&p->man);
@@ -279,7 +279,7 @@ static void detach(svc_t *s, uint32_t i)
     if (i == USR && s->tx.fs) {
         (void)txn_park(&s->tx);
         if (s->tx.plan_open)
-            (void)fs_file_close(&p->fs, &s->tx.plan);
+            (void)cfs_file_close(&p->fs, &s->tx.plan);
         memset(&s->tx, 0, sizeof(s->tx));
         s->tx_owner = NULL;
     }
@@ -396,53 +396,53 @@ static bool all_zero(const uint8_t *p, uint32_t n)
 }
 
 /* Create shadow f (named by *no) holding the first `keep` bytes of path. */
-static int shadow_create(svc_t *s, uint32_t part, fs_file_t *f, uint32_t *no,
+static int shadow_create(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t *no,
                          const char *path, uint32_t keep)
 {
-    fs_t *fs = &s->part[part].fs;
+    cfs_t *fs = &s->part[part].fs;
     char name[40];
-    int err = fs_mkdir(fs, MAN_SHADOW_DIR);
-    if (err && err != FS_ERR_EXIST)
+    int err = cfs_mkdir(fs, MAN_SHADOW_DIR);
+    if (err && err != CFS_ERR_EXIST)
         return err;
     *no = ++s->shadow_seq;
-    err = fs_file_open(fs, f, shadow_name(name, *no),
-                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
+    err = cfs_file_open(fs, f, shadow_name(name, *no),
+                       CFS_O_RDWR | CFS_O_CREAT | CFS_O_TRUNC);
     if (err)
         return err;
     if (keep) {
-        err = fs_file_open(fs, &s->t1, path, FS_O_RDONLY);
+        err = cfs_file_open(fs, &s->t1, path, CFS_O_RDONLY);
         bool opened = err == 0;
         for (uint32_t off = 0; !err && off < keep;) {
             uint32_t want = keep - off < sizeof(s->scratch)
                                 ? keep - off : (uint32_t)sizeof(s->scratch);
-            int n = fs_file_pread(fs, &s->t1, s->scratch, want, off);
+            int n = cfs_file_pread(fs, &s->t1, s->scratch, want, off);
             if (n == 0)
                 break;
             if (n > 0 && !all_zero(s->scratch, (uint32_t)n))
-                n = fs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
+                n = cfs_file_pwrite(fs, f, s->scratch, (uint32_t)n, off);
             if (n < 0)
                 err = n;
             else
                 off += (uint32_t)n;
         }
         if (opened)
-            (void)fs_file_close(fs, &s->t1);
+            (void)cfs_file_close(fs, &s->t1);
         /* zeros were not written: the copy stores what the file stores,
          * and the size makes the rest read as zeros */
         if (!err)
-            err = fs_file_truncate(fs, f, keep);
+            err = cfs_file_truncate(fs, f, keep);
     }
     if (err) {
-        (void)fs_file_revert(fs, f);
-        (void)fs_file_close(fs, f);
-        (void)fs_remove(fs, name);
+        (void)cfs_file_revert(fs, f);
+        (void)cfs_file_close(fs, f);
+        (void)cfs_remove(fs, name);
     }
     return err;
 }
 
 /* Hash f, commit it (hidden), then move it over path together with its
  * manifest entry. f is closed in every case; on failure the data is gone. */
-static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
+static int publish(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t no,
                    const char *path)
 {
     svc_part_t *p = &s->part[part];
@@ -451,7 +451,7 @@ static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
     memset(e, 0, sizeof(*e));
     int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
                             &e->size);
-    int err2 = fs_file_close(&p->fs, f);
+    int err2 = cfs_file_close(&p->fs, f);
     shadow_name(name, no);
     if (!err)
         err = err2;
@@ -469,7 +469,7 @@ static int publish(svc_t *s, uint32_t part, fs_file_t *f, uint32_t no,
         err = man_commit(&p->man, src, dst, 1);
     }
     if (err)
-        (void)fs_remove(&p->fs, name);
+        (void)cfs_remove(&p->fs, name);
     return err;
 }
 
@@ -481,17 +481,17 @@ const char *svc_handle_rel(svc_t *s, const svc_handle_t *h)
 
 int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
 {
-    fs_t *fs = &s->part[p->part].fs;
-    fs_stat_t st;
-    int err = fs_stat(fs, p->fs, &st);
-    if (err && err != FS_ERR_NOENT)
+    cfs_t *fs = &s->part[p->part].fs;
+    cfs_stat_t st;
+    int err = cfs_stat(fs, p->fs, &st);
+    if (err && err != CFS_ERR_NOENT)
         return svc_fail_path(s, err, p->show, NULL);
-    if (!err && st.type == FS_TYPE_DIR)
-        return svc_fail_path(s, FS_ERR_ISDIR, p->show, NULL);
-    if (err && !(ff & FS_O_CREAT))
-        return svc_fail_path(s, FS_ERR_NOENT, p->show, NULL);
-    if (!err && (ff & FS_O_CREAT) && (ff & FS_O_EXCL))
-        return svc_fail_path(s, FS_ERR_EXIST, p->show, NULL);
+    if (!err && st.type == CFS_TYPE_DIR)
+        return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
+    if (err && !(ff & CFS_O_CREAT))
+        return svc_fail_path(s, CFS_ERR_NOENT, p->show, NULL);
+    if (!err && (ff & CFS_O_CREAT) && (ff & CFS_O_EXCL))
+        return svc_fail_path(s, CFS_ERR_EXIST, p->show, NULL);
     if (err) { /* the parent must be a directory */
         char *par = (char *)s->scratch;
         strcpy(par, p->fs);
@@ -500,17 +500,17 @@ int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
             slash[1] = 0;
         else
             *slash = 0;
-        fs_stat_t pst;
-        int e2 = fs_stat(fs, par, &pst);
+        cfs_stat_t pst;
+        int e2 = cfs_stat(fs, par, &pst);
         if (e2)
             return svc_fail_path(s, e2, p->show, NULL);
-        if (pst.type != FS_TYPE_DIR)
-            return svc_fail_path(s, FS_ERR_NOTDIR, p->show, NULL);
+        if (pst.type != CFS_TYPE_DIR)
+            return svc_fail_path(s, CFS_ERR_NOTDIR, p->show, NULL);
     }
     if (writer_open(s, (uint32_t)p->part, p->show, h))
-        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+        return svc_fail_path(s, CFS_ERR_BUSY, p->show,
                              "file is open for writing by another handle");
-    uint32_t keep = (!err && !(ff & FS_O_TRUNC)) ? st.size : 0;
+    uint32_t keep = (!err && !(ff & CFS_O_TRUNC)) ? st.size : 0;
     /* the copy claims the file's size again (docs/UPDATE.md, "Space") */
     if ((err = svc_room(s, (uint32_t)p->part, (uint64_t)keep + (err ? 64 : 0),
                         p->show)))
@@ -536,26 +536,26 @@ int svc_shadow_publish(svc_t *s, svc_handle_t *h)
 
 void svc_shadow_discard(svc_t *s, svc_handle_t *h)
 {
-    fs_t *fs = &s->part[h->part].fs;
+    cfs_t *fs = &s->part[h->part].fs;
     char name[40];
-    (void)fs_file_revert(fs, &h->file);
-    (void)fs_file_close(fs, &h->file);
-    (void)fs_remove(fs, shadow_name(name, h->shadow_no));
+    (void)cfs_file_revert(fs, &h->file);
+    (void)cfs_file_close(fs, &h->file);
+    (void)cfs_remove(fs, shadow_name(name, h->shadow_no));
     h->shadow = 0;
 }
 
 int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
 {
-    fs_t *fs = &s->part[p->part].fs;
-    fs_stat_t st;
+    cfs_t *fs = &s->part[p->part].fs;
+    cfs_stat_t st;
     uint32_t no;
-    int err = fs_stat(fs, p->fs, &st);
-    if (!err && st.type == FS_TYPE_DIR)
-        err = FS_ERR_ISDIR;
+    int err = cfs_stat(fs, p->fs, &st);
+    if (!err && st.type == CFS_TYPE_DIR)
+        err = CFS_ERR_ISDIR;
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
     if (writer_open(s, (uint32_t)p->part, p->show, NULL))
-        return svc_fail_path(s, FS_ERR_BUSY, p->show,
+        return svc_fail_path(s, CFS_ERR_BUSY, p->show,
                              "file is open for writing");
     if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
         return err;
@@ -563,12 +563,12 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
                         size < st.size ? size : st.size);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
-    err = fs_file_truncate(fs, &s->t2, size);
+    err = cfs_file_truncate(fs, &s->t2, size);
     if (err) {
         char name[40];
-        (void)fs_file_revert(fs, &s->t2);
-        (void)fs_file_close(fs, &s->t2);
-        (void)fs_remove(fs, shadow_name(name, no));
+        (void)cfs_file_revert(fs, &s->t2);
+        (void)cfs_file_close(fs, &s->t2);
+        (void)cfs_remove(fs, shadow_name(name, no));
         return svc_fail_path(s, err, p->show, NULL);
     }
     err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
@@ -580,18 +580,18 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
 int svc_man_remove(svc_t *s, const svc_path_t *p)
 {
     svc_part_t *pt = &s->part[p->part];
-    fs_stat_t st;
+    cfs_stat_t st;
     /* a path that is gone but still has an entry (a repair after a
      * crash or a bug): the removal drops the entry */
-    bool gone = fs_stat(&pt->fs, p->fs, &st) == FS_ERR_NOENT;
+    bool gone = cfs_stat(&pt->fs, p->fs, &st) == CFS_ERR_NOENT;
     uint32_t slot;
     int k = man_find(&pt->man, p->fs, &s->me, &slot);
     if (k < 0)
         return k;
     if (gone && k == 0)
-        return FS_ERR_NOENT;
+        return CFS_ERR_NOENT;
     if (k == 0) /* untracked: a plain removal, which needs no room */
-        return fs_remove(&pt->fs, p->fs);
+        return cfs_remove(&pt->fs, p->fs);
     /* dropping the entry of a file that is gone frees space: like the
      * filesystem's own removals it may use the reserve down to its floor
      * (a hold of 0 bytes), so a full partition can always be emptied */
@@ -603,13 +603,13 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
         err = man_commit(&pt->man, src, NULL, gone ? 0 : 1);
     else
         man_revert(&pt->man);
-    if (err == FS_ERR_NOSPC && !gone) {
+    if (err == CFS_ERR_NOSPC && !gone) {
         /* too full even for the slot write and the commit (the log's free
          * blocks are fewer than the space rule's figures say, or files
          * were put there behind the service's back): nothing changed;
          * free the space first, then drop the entry; a cut in between
          * leaves an entry whose removal finishes it */
-        err = fs_remove(&pt->fs, p->fs);
+        err = cfs_remove(&pt->fs, p->fs);
         if (err)
             return err;
         svc_log_path(s, "removed before its manifest entry (no room):",
@@ -632,7 +632,7 @@ int svc_store_drop_staging(svc_t *s)
 {
     svc_part_t *p = &s->part[USR];
     if (!p->mounted)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
     (void)svc_store_retry(s, USR);
     return err;
@@ -641,18 +641,18 @@ int svc_store_drop_staging(svc_t *s)
 /* Why renaming a to b cannot work whatever the room (0: it could). The
  * filesystem asks for room before it looks at the paths; on a full
  * partition the request's own error is the answer, not ENOSPC. */
-static int rename_check(fs_t *fs, const char *a, const char *b)
+static int rename_check(cfs_t *fs, const char *a, const char *b)
 {
-    fs_stat_t sa, sb;
-    int err = fs_stat(fs, a, &sa);
+    cfs_stat_t sa, sb;
+    int err = cfs_stat(fs, a, &sa);
     if (err)
         return err;
     if (strcmp(a, b) == 0)
         return 0;
     if (man_under(b, a))
-        return FS_ERR_INVAL; /* into itself */
-    err = fs_stat(fs, b, &sb);
-    if (err == FS_ERR_NOENT) {
+        return CFS_ERR_INVAL; /* into itself */
+    err = cfs_stat(fs, b, &sb);
+    if (err == CFS_ERR_NOENT) {
         char parent[MAN_PATH_MAX + 1];
         size_t n = strlen(b);
         while (n > 1 && b[n - 1] != '/')
@@ -660,22 +660,22 @@ static int rename_check(fs_t *fs, const char *a, const char *b)
         n = n > 1 ? n - 1 : 1;
         memcpy(parent, b, n);
         parent[n] = 0;
-        return fs_stat(fs, parent, &sb);
+        return cfs_stat(fs, parent, &sb);
     }
     if (err)
         return err;
-    if (sa.type == FS_TYPE_FILE && sb.type == FS_TYPE_DIR)
-        return FS_ERR_ISDIR;
-    if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_FILE)
-        return FS_ERR_NOTDIR;
-    if (sa.type == FS_TYPE_DIR && sb.type == FS_TYPE_DIR) {
-        fs_dir_t d;
-        char name[FS_NAME_MAX + 1];
-        if (fs_dir_open(fs, &d, b) == 0) {
-            int r = fs_dir_read(fs, &d, name, sizeof(name), &sb);
-            (void)fs_dir_close(fs, &d);
+    if (sa.type == CFS_TYPE_FILE && sb.type == CFS_TYPE_DIR)
+        return CFS_ERR_ISDIR;
+    if (sa.type == CFS_TYPE_DIR && sb.type == CFS_TYPE_FILE)
+        return CFS_ERR_NOTDIR;
+    if (sa.type == CFS_TYPE_DIR && sb.type == CFS_TYPE_DIR) {
+        cfs_dir_t d;
+        char name[CFS_NAME_MAX + 1];
+        if (cfs_dir_open(fs, &d, b) == 0) {
+            int r = cfs_dir_read(fs, &d, name, sizeof(name), &sb);
+            (void)cfs_dir_close(fs, &d);
             if (r == 1)
-                return FS_ERR_NOTEMPTY;
+                return CFS_ERR_NOTEMPTY;
         }
     }
     return 0;
@@ -686,14 +686,14 @@ int svc_man_rename(svc_t *s, const svc_path_t *a, const svc_path_t *b)
     svc_part_t *pt = &s->part[a->part];
     int err;
     if (strcmp(a->fs, b->fs) == 0) {
-        err = fs_rename(&pt->fs, a->fs, b->fs);
+        err = cfs_rename(&pt->fs, a->fs, b->fs);
     } else if (!(err = man_move(&pt->man, a->fs, b->fs))) {
         const char *src[1] = { a->fs }, *dst[1] = { b->fs };
         err = man_commit(&pt->man, src, dst, 1);
     } else {
         man_revert(&pt->man);
     }
-    if (err == FS_ERR_NOSPC) {
+    if (err == CFS_ERR_NOSPC) {
         int why = rename_check(&pt->fs, a->fs, b->fs);
         if (why)
             err = why;
@@ -708,7 +708,7 @@ int svc_usr_path(svc_t *s, const char *in, char *rel)
     if (err)
         return err;
     if (s->pb.part != (int)USR || svc_is_part_root(&s->pb))
-        return svc_fail_path(s, FS_ERR_INVAL, s->pb.show,
+        return svc_fail_path(s, CFS_ERR_INVAL, s->pb.show,
                              "must name a file under /usr");
     strcpy(rel, s->pb.fs);
     return 0;
@@ -721,10 +721,10 @@ int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
                     cellar_ProblemKind *kind)
 {
     svc_job_t *j = &s->job;
-    fs_t *fs = &s->part[part].fs;
-    fs_stat_t st;
-    int err = fs_stat(fs, e->path, &st);
-    if (!err && st.type != FS_TYPE_FILE) {
+    cfs_t *fs = &s->part[part].fs;
+    cfs_stat_t st;
+    int err = cfs_stat(fs, e->path, &st);
+    if (!err && st.type != CFS_TYPE_FILE) {
         *kind = cellar_ProblemKind_MISMATCH;
         return 0;
     }
@@ -733,21 +733,21 @@ int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
         return 0;
     }
     if (!err)
-        err = fs_file_open(fs, &j->f, e->path, FS_O_RDONLY);
-    if (err == FS_ERR_NOENT || err == FS_ERR_NOTDIR ||
-        err == FS_ERR_NAMETOOLONG || err == FS_ERR_INVAL) {
+        err = cfs_file_open(fs, &j->f, e->path, CFS_O_RDONLY);
+    if (err == CFS_ERR_NOENT || err == CFS_ERR_NOTDIR ||
+        err == CFS_ERR_NAMETOOLONG || err == CFS_ERR_INVAL) {
         *kind = cellar_ProblemKind_MISSING;
         return 0;
     }
-    if (err == FS_ERR_CORRUPT) {
+    if (err == CFS_ERR_CORRUPT) {
         *kind = cellar_ProblemKind_UNREADABLE;
         return 0;
     }
     if (err)
         return err;
-    int32_t size = fs_file_size(fs, &j->f);
+    int32_t size = cfs_file_size(fs, &j->f);
     if (size < 0) {
-        (void)fs_file_close(fs, &j->f);
+        (void)cfs_file_close(fs, &j->f);
         return size;
     }
     err = svc_job_hash_begin(s, part, &j->f, 0, (uint32_t)size);
@@ -766,7 +766,7 @@ int svc_check_done(svc_t *s, int r, const man_entry_t *e,
     svc_job_t *j = &s->job;
     uint32_t size = j->total;
     svc_job_hash_end(s);
-    if (r == FS_ERR_CORRUPT) {
+    if (r == CFS_ERR_CORRUPT) {
         *kind = cellar_ProblemKind_UNREADABLE;
         return 0;
     }

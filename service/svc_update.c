@@ -21,7 +21,7 @@ static void hex8(char *out, const uint8_t *id)
 
 static int no_update(svc_t *s)
 {
-    return svc_fail(s, FS_ERR_INVAL,
+    return svc_fail(s, CFS_ERR_INVAL,
                     "no update is in progress on this connection (send "
                     "UpdateBegin first)");
 }
@@ -44,7 +44,7 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
 {
     man_entry_t *e = &s->me2;
     char show[SVC_MAX_PATH + 8];
-    sb_t m = svc_err_begin(s, FS_ERR_INVAL);
+    sb_t m = svc_err_begin(s, CFS_ERR_INVAL);
     svc_sb_str(&m, ": entries ");
     svc_sb_u64(&m, a);
     svc_sb_str(&m, " and ");
@@ -66,7 +66,7 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
         svc_sb_str(&m, k ? ", " : " ");
         svc_sb_qstr(&m, show);
     }
-    return FS_ERR_INVAL;
+    return CFS_ERR_INVAL;
 }
 
 /* The connection's transaction, checked against a bundle id (size 0 =
@@ -79,7 +79,7 @@ static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
         return NULL;
     }
     if (n && (n != 32 || memcmp(id, s->tx.id, 32) != 0)) {
-        (void)svc_fail(s, FS_ERR_INVAL,
+        (void)svc_fail(s, CFS_ERR_INVAL,
                        "bundle id does not match the update in progress");
         return NULL;
     }
@@ -106,41 +106,41 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
     svc_part_t *p = &s->part[USR];
     txn_t *t = tx_indexed(s);
     if (!p->has_man)
-        return svc_fail_path(s, FS_ERR_IO, "/usr", "partition is not mounted");
+        return svc_fail_path(s, CFS_ERR_IO, "/usr", "partition is not mounted");
     if (p->state != SVC_PART_OK && !svc_store_retry(s, USR))
-        return svc_fail_path(s, FS_ERR_NOSPC, "/usr",
+        return svc_fail_path(s, CFS_ERR_NOSPC, "/usr",
                              "the partition is too full for the service's "
                              "bookkeeping: remove files first");
     if (r->bundle.size != 32)
-        return svc_fail(s, FS_ERR_INVAL, "bundle id must be 32 bytes");
+        return svc_fail(s, CFS_ERR_INVAL, "bundle id must be 32 bytes");
     if (r->entries > TXN_MAX_ENTRIES) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, ": a bundle has at most 1024 entries, this one ");
         svc_sb_u64(&b, r->entries);
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
-    fs_statvfs_t v;
-    int err = fs_statvfs(&p->fs, &v);
+    cfs_statvfs_t v;
+    int err = cfs_statvfs(&p->fs, &v);
     if (err)
         return svc_fail_path(s, err, "/usr", NULL);
     if (r->bytes > v.total) {
-        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        sb_t b = svc_err_begin(s, CFS_ERR_NOSPC);
         svc_sb_str(&b, ": the bundle is ");
         svc_sb_u64(&b, r->bytes);
         svc_sb_str(&b, " bytes, /usr holds at most ");
         svc_sb_u64(&b, v.total);
-        return FS_ERR_NOSPC;
+        return CFS_ERR_NOSPC;
     }
     if (t->active && s->tx_owner && s->tx_owner != c) {
         char h[9];
         hex8(h, t->id);
-        sb_t b = svc_err_begin(s, FS_ERR_BUSY);
+        sb_t b = svc_err_begin(s, CFS_ERR_BUSY);
         svc_sb_str(&b, ": another client's update (bundle ");
         svc_sb_str(&b, h);
         svc_sb_str(&b, ", connection #");
         svc_sb_u64(&b, s->tx_owner->num);
         svc_sb_str(&b, ") is in progress; try again when it is done");
-        return FS_ERR_BUSY;
+        return CFS_ERR_BUSY;
     }
     cellar_UpdateBeginReply *o = &s->resp.body.update_begin;
     if (t->active && memcmp(t->id, r->bundle.bytes, 32) == 0 &&
@@ -195,22 +195,22 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    fs_t *fs = &s->part[USR].fs;
+    cfs_t *fs = &s->part[USR].fs;
     if (!other[0] || (t->stage_open && t->stage_idx == idx))
-        return FS_ERR_NOENT;
-    int err = fs_file_open(fs, &j->f, other, FS_O_RDONLY);
+        return CFS_ERR_NOENT;
+    int err = cfs_file_open(fs, &j->f, other, CFS_O_RDONLY);
     if (err)
         return err;
-    int32_t size = fs_file_size(fs, &j->f);
+    int32_t size = cfs_file_size(fs, &j->f);
     if (size < 0 || (uint32_t)size != e->size) {
-        (void)fs_file_close(fs, &j->f);
-        return FS_ERR_INVAL; /* not the content its entry says */
+        (void)cfs_file_close(fs, &j->f);
+        return CFS_ERR_INVAL; /* not the content its entry says */
     }
     svc_copy_str(j->show, sizeof(j->show), txn_data_path(t, idx));
-    err = fs_file_open(fs, &cp->dst, j->show,
-                       FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    err = cfs_file_open(fs, &cp->dst, j->show,
+                       CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (err) {
-        (void)fs_file_close(fs, &j->f);
+        (void)cfs_file_close(fs, &j->f);
         return err;
     }
     cp->dst_open = 1;
@@ -226,19 +226,19 @@ void svc_lcopy_end(svc_t *s, bool keep)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    fs_t *fs = &s->part[USR].fs;
+    cfs_t *fs = &s->part[USR].fs;
     if (!j->lcopy)
         return;
     if (cp->dst_open) {
         if (!keep)
-            (void)fs_file_revert(fs, &cp->dst);
-        if (fs_file_close(fs, &cp->dst))
+            (void)cfs_file_revert(fs, &cp->dst);
+        if (cfs_file_close(fs, &cp->dst))
             keep = false;
         cp->dst_open = 0;
     }
     svc_job_hash_end(s);
     if (!keep)
-        (void)fs_remove(fs, j->show);
+        (void)cfs_remove(fs, j->show);
     j->lcopy = 0;
 }
 
@@ -246,7 +246,7 @@ void svc_lcopy_end(svc_t *s, bool keep)
  * (dropped: the client sends the file), 0 = more to do. */
 static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
 {
-    fs_t *fs = &s->part[USR].fs;
+    cfs_t *fs = &s->part[USR].fs;
     uint8_t sha[32];
     int r = svc_copy_chunk(s, fs, fs, budget, sha);
     if (r == 0)
@@ -269,7 +269,7 @@ int svc_declare_run(svc_t *s)
     cellar_UpdateDeclareReply *o = &j->drep;
     man_entry_t *e = &j->e, *m = &s->me2;
     uint32_t budget = SVC_JOB_STEP_BYTES, idx, slot;
-    fs_stat_t st;
+    cfs_stat_t st;
     int err, se, k;
     if (j->lcopy) {
         k = lcopy_step(s, e, &budget);
@@ -285,10 +285,10 @@ int svc_declare_run(svc_t *s)
         memset(e, 0, sizeof(*e));
         if ((err = svc_usr_path(s, in->path, e->path)))
             return refuse(s, err), 1;
-        se = fs_stat(&p->fs, e->path, &st);
-        if (se == FS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
-            se = FS_ERR_NOENT;
-        if (se && se != FS_ERR_NOENT)
+        se = cfs_stat(&p->fs, e->path, &st);
+        if (se == CFS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
+            se = CFS_ERR_NOENT;
+        if (se && se != CFS_ERR_NOENT)
             return refuse(s, svc_fail_in(s, se, USR, e->path, NULL)), 1;
         j->dhave = 0;
         if (in->remove) {
@@ -297,10 +297,10 @@ int svc_declare_run(svc_t *s)
                             : cellar_EntryStatus_REMOVE;
         } else {
             if (in->sha256.size != 32)
-                return refuse(s, svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
+                return refuse(s, svc_fail_in(s, CFS_ERR_INVAL, USR, e->path,
                                              "sha256 must be 32 bytes")), 1;
-            if (in->size > FS_FILE_MAX)
-                return refuse(s, svc_fail_in(s, FS_ERR_FBIG, USR, e->path,
+            if (in->size > CFS_FILE_MAX)
+                return refuse(s, svc_fail_in(s, CFS_ERR_FBIG, USR, e->path,
                                              NULL)), 1;
             e->kind = MAN_TRACK;
             e->flags = MAN_F_SIZE;
@@ -311,7 +311,7 @@ int svc_declare_run(svc_t *s)
                                  other);
             if (k < 0)
                 return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
-            if (k == 1 && !se && st.type == FS_TYPE_FILE &&
+            if (k == 1 && !se && st.type == CFS_TYPE_FILE &&
                 (m->flags & MAN_F_SIZE) && m->size == e->size &&
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
                 j->dstatus = cellar_EntryStatus_UNCHANGED;
@@ -321,7 +321,7 @@ int svc_declare_run(svc_t *s)
                 e->flags |= MAN_F_SEND;
                 int64_t h = txn_staged(t, idx);
                 if (h > (int64_t)e->size) { /* not this content: drop it */
-                    (void)fs_remove(&p->fs, txn_data_path(t, idx));
+                    (void)cfs_remove(&p->fs, txn_data_path(t, idx));
                     h = 0;
                 }
                 j->dhave = h > 0 ? (uint64_t)h : 0;
@@ -355,13 +355,13 @@ int svc_declare_run(svc_t *s)
             }
         }
         err = txn_declare(t, idx, e);
-        if (err == FS_ERR_INVAL) {
-            sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        if (err == CFS_ERR_INVAL) {
+            sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
             svc_sb_str(&b, ": entry ");
             svc_sb_u64(&b, idx);
             svc_sb_str(&b, " differs from the bundle staged under this id; "
                            "the update is dropped");
-            return refuse(s, FS_ERR_INVAL), 1;
+            return refuse(s, CFS_ERR_INVAL), 1;
         }
         if (err)
             return refuse(s, svc_fail_in(s, err, USR, TX_DIR, NULL)), 1;
@@ -370,19 +370,19 @@ int svc_declare_run(svc_t *s)
     }
     if ((err = txn_sync_plan(t)))
         return refuse(s, svc_fail_in(s, err, USR, TX_DIR, NULL)), 1;
-    fs_statvfs_t v;
-    if ((err = fs_statvfs(&p->fs, &v)))
+    cfs_statvfs_t v;
+    if ((err = cfs_statvfs(&p->fs, &v)))
         return svc_fail_path(s, err, "/usr", NULL), 1;
     uint64_t avail = svc_room_bytes(s, USR); /* the service's own kept */
     uint64_t need = s->tx_need + s->tx_need / 32 + 512u * t->declared;
     if (need > avail) {
-        sb_t b = svc_err_begin(s, FS_ERR_NOSPC);
+        sb_t b = svc_err_begin(s, CFS_ERR_NOSPC);
         svc_sb_str(&b, ": the bundle needs ");
         svc_sb_u64(&b, need);
         svc_sb_str(&b, " more bytes on /usr, ");
         svc_sb_u64(&b, avail);
         svc_sb_str(&b, " are free; the update is dropped");
-        return refuse(s, FS_ERR_NOSPC), 1;
+        return refuse(s, CFS_ERR_NOSPC), 1;
     }
     s->resp.which_body = cellar_Response_update_declare_tag;
     s->resp.body.update_declare = *o;
@@ -394,19 +394,19 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
 {
     txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
     if (!t)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (r->first > t->declared) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, ": declare entries in order: the next is ");
         svc_sb_u64(&b, t->declared);
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     if ((uint64_t)r->first + r->entries_count > t->nentries) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, ": more entries than the ");
         svc_sb_u64(&b, t->nentries);
         svc_sb_str(&b, " announced in UpdateBegin; the update is dropped");
-        return refuse(s, FS_ERR_INVAL);
+        return refuse(s, CFS_ERR_INVAL);
     }
     if (r->first == 0)
         s->tx_need = 0;
@@ -419,7 +419,7 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     j->decl = *r;
     if (svc_declare_run(s)) {
         j->kind = SVC_JOB_NONE;
-        return s->resp.has_error ? FS_ERR_INVAL : 0;
+        return s->resp.has_error ? CFS_ERR_INVAL : 0;
     }
     svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
@@ -430,26 +430,26 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
 {
     txn_t *t = own_tx(s, c, NULL, 0);
     if (!t)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     man_entry_t *e = &s->me;
     int err;
     if (r->index >= t->declared) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, ": entry ");
         svc_sb_u64(&b, r->index);
         svc_sb_str(&b, " is not declared");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     if ((err = txn_entry(t, r->index, e)))
         return svc_fail_in(s, err, USR, TX_DIR, NULL);
     if (e->kind != MAN_TRACK || !(e->flags & MAN_F_SEND))
-        return svc_fail_in(s, FS_ERR_INVAL, USR, e->path,
+        return svc_fail_in(s, CFS_ERR_INVAL, USR, e->path,
                            "this entry takes no data (unchanged or a removal)");
     int64_t have = txn_staged(t, r->index);
     if (have < 0)
         return svc_fail_in(s, (int)have, USR, e->path, NULL);
     if (r->offset > (uint64_t)have) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         char show[SVC_MAX_PATH + 8];
         svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&b, " ");
@@ -459,7 +459,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         svc_sb_str(&b, " is past the ");
         svc_sb_u64(&b, (uint64_t)have);
         svc_sb_str(&b, " bytes staged (send the data in order)");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     if (r->offset + r->data.size > e->size) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
@@ -474,7 +474,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     }
     if (r->offset + r->data.size > (uint64_t)have &&
         svc_room(s, USR, r->offset + r->data.size - (uint64_t)have, "/usr"))
-        return FS_ERR_NOSPC; /* others took the room since the Declare */
+        return CFS_ERR_NOSPC; /* others took the room since the Declare */
     int n = txn_write(t, r->index, (uint32_t)r->offset, r->data.bytes,
                       r->data.size);
     if (n < 0)
@@ -489,12 +489,12 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
 static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
                          uint32_t bad, const txn_stats_t *st)
 {
-    if (err == FS_ERR_INVAL && t->ix && t->ix->cwhy) {
+    if (err == CFS_ERR_INVAL && t->ix && t->ix->cwhy) {
         /* two entries conflict: nothing changed; the bundle cannot be
          * committed as it is */
         (void)conflict(s, t->ix->ca, t->ix->cb, t->ix->cwhy,
                        "; abort and declare the bundle again");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     if (err) {
         man_entry_t *e = &s->me;
@@ -507,11 +507,11 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
                       : "size or SHA-256 of the data sent differs from the "
                         "declaration (the staged data was dropped: send it "
                         "again)";
-        else if (err == FS_ERR_ISDIR)
+        else if (err == CFS_ERR_ISDIR)
             why = "a directory is in the way";
-        else if (err == FS_ERR_NOTDIR)
+        else if (err == CFS_ERR_NOTDIR)
             why = "a component of the path is a file";
-        else if (err == FS_ERR_BUSY)
+        else if (err == CFS_ERR_BUSY)
             why = "open by a client: close it and commit again";
         if (!t->active) { /* decided, but the roll forward stopped */
             s->tx_owner = NULL;
@@ -562,7 +562,7 @@ int svc_commit_step(svc_t *s)
 {
     svc_job_t *j = &s->job;
     txn_t *t = &s->tx;
-    fs_t *fs = &s->part[USR].fs;
+    cfs_t *fs = &s->part[USR].fs;
     uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
     for (;;) {
         if (j->hashing) {
@@ -575,8 +575,8 @@ int svc_commit_step(svc_t *s)
                 memcmp(j->digest, j->e.sha, 32) == 0) {
                 if (t->verified == j->centry)
                     t->verified = j->centry + 1;
-            } else if (r == 1 || r == FS_ERR_CORRUPT) {
-                (void)fs_remove(fs, txn_data_path(t, j->centry));
+            } else if (r == 1 || r == CFS_ERR_CORRUPT) {
+                (void)cfs_remove(fs, txn_data_path(t, j->centry));
                 break; /* the commit reports it */
             } else {
                 break;
@@ -598,13 +598,13 @@ int svc_commit_step(svc_t *s)
             continue;
         }
         const char *dp = txn_data_path(t, j->centry);
-        fs_stat_t st;
-        if (fs_stat(fs, dp, &st) || st.size != j->e.size) {
-            if (fs_stat(fs, dp, &st) == 0)
-                (void)fs_remove(fs, dp); /* not what was declared */
+        cfs_stat_t st;
+        if (cfs_stat(fs, dp, &st) || st.size != j->e.size) {
+            if (cfs_stat(fs, dp, &st) == 0)
+                (void)cfs_remove(fs, dp); /* not what was declared */
             break; /* the commit reports it */
         }
-        if (fs_file_open(fs, &j->f, dp, FS_O_RDONLY))
+        if (cfs_file_open(fs, &j->f, dp, CFS_O_RDONLY))
             break;
         if (svc_job_hash_begin(s, USR, &j->f, 0, st.size)) {
             svc_job_hash_end(s);
@@ -626,15 +626,15 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
 {
     txn_t *t = own_tx(s, c, r->bundle.bytes, r->bundle.size);
     if (!t)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (t->declared != t->nentries) {
-        sb_t b = svc_err_begin(s, FS_ERR_INVAL);
+        sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
         svc_sb_str(&b, ": only ");
         svc_sb_u64(&b, t->declared);
         svc_sb_str(&b, " of the ");
         svc_sb_u64(&b, t->nentries);
         svc_sb_str(&b, " entries are declared");
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     }
     txn_stats_t st;
     uint32_t bad = 0;
@@ -650,7 +650,7 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
     j->centry = t->verified;
     j->conn = c;
     if (svc_commit_step(s))
-        return s->resp.has_error ? FS_ERR_INVAL : 0; /* done at once */
+        return s->resp.has_error ? CFS_ERR_INVAL : 0; /* done at once */
     svc_job_defer(s, c);
     return 0;
 }
@@ -668,12 +668,12 @@ int svc_do_update_abort(svc_t *s, svc_conn_t *c,
     }
     if (t->active) {
         if (s->tx_owner && s->tx_owner != c)
-            return svc_fail(s, FS_ERR_BUSY,
+            return svc_fail(s, CFS_ERR_BUSY,
                             "the update in progress belongs to another "
                             "connection");
         if (r->bundle.size && (r->bundle.size != 32 ||
                                memcmp(r->bundle.bytes, t->id, 32) != 0))
-            return svc_fail(s, FS_ERR_INVAL,
+            return svc_fail(s, CFS_ERR_INVAL,
                             "bundle id does not match the staged update");
         update_log(s, c, "aborted");
         int err = txn_abort(t);

@@ -33,7 +33,7 @@ const char *txn_data_path(txn_t *t, uint32_t idx)
     return tpath(t, "d", idx);
 }
 
-void txn_bind(txn_t *t, fs_t *fs, man_t *man, const char *dir)
+void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir)
 {
     memset(t, 0, sizeof(*t));
     t->fs = fs;
@@ -88,8 +88,8 @@ static void ix_add(txn_index_t *ix, const man_entry_t *e)
 
 static bool is_dir(txn_t *t, const char *path)
 {
-    fs_stat_t st;
-    return fs_stat(t->fs, path, &st) == 0 && st.type == FS_TYPE_DIR;
+    cfs_stat_t st;
+    return cfs_stat(t->fs, path, &st) == 0 && st.type == CFS_TYPE_DIR;
 }
 
 /* Check e against the indexed entries [0, ix->n): 0, 1 (a conflict:
@@ -203,8 +203,8 @@ static void close_stage(txn_t *t, bool keep)
     if (!t->stage_open)
         return;
     if (!keep)
-        (void)fs_file_revert(t->fs, &t->stage);
-    (void)fs_file_close(t->fs, &t->stage);
+        (void)cfs_file_revert(t->fs, &t->stage);
+    (void)cfs_file_close(t->fs, &t->stage);
     t->stage_open = 0;
     t->unsynced = 0;
 }
@@ -212,7 +212,7 @@ static void close_stage(txn_t *t, bool keep)
 static void close_plan(txn_t *t)
 {
     if (t->plan_open)
-        (void)fs_file_close(t->fs, &t->plan);
+        (void)cfs_file_close(t->fs, &t->plan);
     t->plan_open = 0;
 }
 
@@ -236,7 +236,7 @@ static void reset(txn_t *t)
 static int wipe_dir(txn_t *t)
 {
     int err = man_wipe(t->fs, t->dir, t->tmp);
-    if (err == FS_ERR_NOSPC)
+    if (err == CFS_ERR_NOSPC)
         err = man_clear(t->fs, t->dir, t->tmp);
     return err;
 }
@@ -245,8 +245,8 @@ int txn_abort(txn_t *t)
 {
     reset(t);
     /* The plan goes first: without it what is left is only garbage. */
-    int err = fs_remove(t->fs, tpath(t, "plan", -1));
-    if (err && err != FS_ERR_NOENT)
+    int err = cfs_remove(t->fs, tpath(t, "plan", -1));
+    if (err && err != CFS_ERR_NOENT)
         return err;
     return wipe_dir(t);
 }
@@ -254,13 +254,13 @@ int txn_abort(txn_t *t)
 static int read_hdr(txn_t *t)
 {
     uint8_t h[TXN_HDR];
-    int n = fs_file_pread(t->fs, &t->plan, h, TXN_HDR, 0);
+    int n = cfs_file_pread(t->fs, &t->plan, h, TXN_HDR, 0);
     if (n < 0)
         return n;
-    int32_t size = fs_file_size(t->fs, &t->plan);
+    int32_t size = cfs_file_size(t->fs, &t->plan);
     if (n != (int)TXN_HDR || le_get32(h) != TXN_MAGIC || size < 0 ||
         ((uint32_t)size - TXN_HDR) % MAN_SLOT)
-        return FS_ERR_CORRUPT;
+        return CFS_ERR_CORRUPT;
     t->nentries = le_get32(h + 4);
     t->bytes = (uint64_t)le_get32(h + 8) | (uint64_t)le_get32(h + 12) << 32;
     memcpy(t->id, h + 16, 32);
@@ -270,15 +270,15 @@ static int read_hdr(txn_t *t)
 
 int txn_load(txn_t *t)
 {
-    fs_stat_t st;
+    cfs_stat_t st;
     reset(t);
-    if (fs_stat(t->fs, tpath(t, "commit", -1), &st) == 0 ||
-        fs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0) {
+    if (cfs_stat(t->fs, tpath(t, "commit", -1), &st) == 0 ||
+        cfs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0) {
         int err = txn_finish(t);
         return err ? err : 1;
     }
-    int err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), FS_O_RDWR);
-    if (err == FS_ERR_NOENT)
+    int err = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1), CFS_O_RDWR);
+    if (err == CFS_ERR_NOENT)
         return wipe_dir(t); /* leftovers of an abort */
     if (err)
         return err;
@@ -301,8 +301,8 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
     err = man_mkdir_parents(t->fs, tpath(t, "plan", -1), t->tmp);
     if (err)
         return err;
-    err = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
-                       FS_O_RDWR | FS_O_CREAT | FS_O_TRUNC);
+    err = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
+                       CFS_O_RDWR | CFS_O_CREAT | CFS_O_TRUNC);
     if (err)
         return err;
     t->plan_open = 1;
@@ -313,8 +313,8 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
     le_put32(h + 8, (uint32_t)bytes);
     le_put32(h + 12, (uint32_t)(bytes >> 32));
     memcpy(h + 16, id, 32);
-    int n = fs_file_pwrite(t->fs, &t->plan, h, TXN_HDR, 0);
-    err = n < 0 ? n : fs_file_sync(t->fs, &t->plan);
+    int n = cfs_file_pwrite(t->fs, &t->plan, h, TXN_HDR, 0);
+    err = n < 0 ? n : cfs_file_sync(t->fs, &t->plan);
     if (err) {
         (void)txn_abort(t);
         return err;
@@ -331,15 +331,15 @@ int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e)
 {
     uint8_t p[MAN_SLOT];
     if (idx >= t->declared)
-        return FS_ERR_INVAL;
-    int n = fs_file_pread(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
+        return CFS_ERR_INVAL;
+    int n = cfs_file_pread(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
     if (n < 0)
         return n;
     if (n != (int)MAN_SLOT)
-        return FS_ERR_CORRUPT;
+        return CFS_ERR_CORRUPT;
     int err = man_decode(e, p);
     if (!err && e->kind == MAN_FREE)
-        err = FS_ERR_CORRUPT;
+        err = CFS_ERR_CORRUPT;
     return err;
 }
 
@@ -347,7 +347,7 @@ int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
 {
     uint8_t p[MAN_SLOT];
     if (!t->active || idx > t->declared || idx >= TXN_MAX_ENTRIES)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (idx < t->declared) {
         man_entry_t old;
         int err = txn_entry(t, idx, &old);
@@ -356,14 +356,14 @@ int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
         if (old.kind != e->kind || strcmp(old.path, e->path) != 0 ||
             (e->kind == MAN_TRACK &&
              (old.size != e->size || memcmp(old.sha, e->sha, 32) != 0)))
-            return FS_ERR_INVAL;
+            return CFS_ERR_INVAL;
         if (old.flags == e->flags)
             return 0;
         if (idx < t->verified)
             t->verified = idx;
     }
     man_encode(e, p);
-    int n = fs_file_pwrite(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
+    int n = cfs_file_pwrite(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
     if (n < 0)
         return n;
     if (idx == t->declared) {
@@ -376,16 +376,16 @@ int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
 
 int txn_sync_plan(txn_t *t)
 {
-    return t->plan_open ? fs_file_sync(t->fs, &t->plan) : 0;
+    return t->plan_open ? cfs_file_sync(t->fs, &t->plan) : 0;
 }
 
 int64_t txn_staged(txn_t *t, uint32_t idx)
 {
     if (t->stage_open && t->stage_idx == idx)
-        return fs_file_size(t->fs, &t->stage);
-    fs_stat_t st;
-    int err = fs_stat(t->fs, txn_data_path(t, idx), &st);
-    if (err == FS_ERR_NOENT)
+        return cfs_file_size(t->fs, &t->stage);
+    cfs_stat_t st;
+    int err = cfs_stat(t->fs, txn_data_path(t, idx), &st);
+    if (err == CFS_ERR_NOENT)
         return 0;
     return err ? err : (int64_t)st.size;
 }
@@ -397,8 +397,8 @@ static int stage_select(txn_t *t, uint32_t idx)
     int err = txn_park(t);
     if (err)
         return err;
-    err = fs_file_open(t->fs, &t->stage, txn_data_path(t, idx),
-                       FS_O_RDWR | FS_O_CREAT);
+    err = cfs_file_open(t->fs, &t->stage, txn_data_path(t, idx),
+                       CFS_O_RDWR | CFS_O_CREAT);
     if (err)
         return err;
     t->stage_open = 1;
@@ -415,12 +415,12 @@ int txn_write(txn_t *t, uint32_t idx, uint32_t off, const void *data,
         return err;
     if (idx < t->verified)
         t->verified = idx;
-    int n = fs_file_pwrite(t->fs, &t->stage, data, len, off);
+    int n = cfs_file_pwrite(t->fs, &t->stage, data, len, off);
     if (n < 0)
         return n;
     t->unsynced += len;
     if (t->unsynced >= TXN_SYNC_BYTES) {
-        err = fs_file_sync(t->fs, &t->stage);
+        err = cfs_file_sync(t->fs, &t->stage);
         if (err)
             return err;
         t->unsynced = 0;
@@ -432,7 +432,7 @@ int txn_park(txn_t *t)
 {
     if (!t->stage_open)
         return 0;
-    int err = fs_file_close(t->fs, &t->stage);
+    int err = cfs_file_close(t->fs, &t->stage);
     t->stage_open = 0;
     t->unsynced = 0;
     return err;
@@ -469,16 +469,16 @@ static int plan_removes(txn_t *t, const char *path)
  * deeper trees count as "no". */
 static int plan_empties(txn_t *t, const char *dir, int depth)
 {
-    fs_dir_t d;
-    fs_stat_t st;
-    char name[FS_NAME_MAX + 1], path[MAN_PATH_MAX + 1];
+    cfs_dir_t d;
+    cfs_stat_t st;
+    char name[CFS_NAME_MAX + 1], path[MAN_PATH_MAX + 1];
     if (depth > 8)
         return 0;
-    int err = fs_dir_open(t->fs, &d, dir);
+    int err = cfs_dir_open(t->fs, &d, dir);
     if (err)
-        return err == FS_ERR_NOENT ? 1 : err;
+        return err == CFS_ERR_NOENT ? 1 : err;
     int all = 1;
-    while (all == 1 && (err = fs_dir_read(t->fs, &d, name, sizeof(name), &st)) == 1) {
+    while (all == 1 && (err = cfs_dir_read(t->fs, &d, name, sizeof(name), &st)) == 1) {
         size_t dl = strlen(dir), nl = strlen(name);
         if (dl + 1 + nl > MAN_PATH_MAX) {
             all = 0;
@@ -488,15 +488,15 @@ static int plan_empties(txn_t *t, const char *dir, int depth)
         path[dl] = '/';
         memcpy(path + dl + 1, name, nl + 1);
         all = plan_removes(t, path);
-        if (all == 1 && st.type == FS_TYPE_DIR)
+        if (all == 1 && st.type == CFS_TYPE_DIR)
             all = plan_empties(t, path, depth + 1);
     }
-    (void)fs_dir_close(t->fs, &d);
+    (void)cfs_dir_close(t->fs, &d);
     return err < 0 ? err : all;
 }
 
 /* Check the directories above entry i's path: every existing one is a
- * directory the bundle does not remove (FS_ERR_INVAL, a conflict noted in
+ * directory the bundle does not remove (CFS_ERR_INVAL, a conflict noted in
  * the index), or a file the plan removes (the roll forward removes it
  * first: a file becomes a directory). *all_exist says whether every one
  * exists as a directory. */
@@ -510,17 +510,17 @@ static int check_parents(txn_t *t, uint32_t i, const char *path,
             continue;
         memcpy(pre, path, k);
         pre[k] = 0;
-        fs_stat_t st;
+        cfs_stat_t st;
         uint32_t at;
-        int err = fs_stat(t->fs, pre, &st);
-        if (err == FS_ERR_NOENT) {
+        int err = cfs_stat(t->fs, pre, &st);
+        if (err == CFS_ERR_NOENT) {
             *all_exist = false;
             return 0;
         }
         if (err)
             return err;
         int r;
-        if (st.type == FS_TYPE_DIR) {
+        if (st.type == CFS_TYPE_DIR) {
             /* (copies have no index and never remove what they write) */
             if (t->ix && (r = plan_removes_at(t, pre, &at)) != 0) {
                 if (r < 0)
@@ -528,14 +528,14 @@ static int check_parents(txn_t *t, uint32_t i, const char *path,
                 t->ix->ca = at;
                 t->ix->cb = i;
                 t->ix->cwhy = TXN_CONFLICT_INTO_RM;
-                return FS_ERR_INVAL;
+                return CFS_ERR_INVAL;
             }
             continue;
         }
         if ((r = plan_removes_at(t, pre, &at)) < 0)
             return r;
         if (!r)
-            return FS_ERR_NOTDIR;
+            return CFS_ERR_NOTDIR;
         *all_exist = false; /* a file the bundle turns into a directory */
         return 0;
     }
@@ -546,7 +546,7 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad)
 {
     int err;
     if (!t->active)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if ((err = txn_park(t)) || (err = txn_sync_plan(t)))
         return err;
     /* 0. The bundle as a whole: no two entries conflict. */
@@ -555,7 +555,7 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad)
             return err;
         if (t->ix->cwhy) {
             *bad = t->ix->cb;
-            return FS_ERR_INVAL;
+            return CFS_ERR_INVAL;
         }
     }
     return 0;
@@ -581,14 +581,14 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         *bad = i;
         if ((err = txn_entry(t, i, &e)))
             return err;
-        fs_stat_t fst;
-        int se = fs_stat(t->fs, e.path, &fst);
-        if (se == FS_ERR_NOTDIR) /* under a file: not there */
-            se = FS_ERR_NOENT;
-        if (se && se != FS_ERR_NOENT)
+        cfs_stat_t fst;
+        int se = cfs_stat(t->fs, e.path, &fst);
+        if (se == CFS_ERR_NOTDIR) /* under a file: not there */
+            se = CFS_ERR_NOENT;
+        if (se && se != CFS_ERR_NOENT)
             return se;
         if (e.kind == MAN_REMOVE) {
-            if (se == 0 && fst.type == FS_TYPE_DIR) {
+            if (se == 0 && fst.type == CFS_TYPE_DIR) {
                 /* removed only if the bundle empties it */
                 dir_removals = true;
                 int r = plan_empties(t, e.path, 0);
@@ -600,22 +600,22 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                 }
             } else if (se == 0) {
                 if (busy && busy(busy_ctx, e.path))
-                    return FS_ERR_BUSY;
+                    return CFS_ERR_BUSY;
                 nact++;
                 st->removed++;
             }
             continue;
         }
-        if (se == 0 && fst.type == FS_TYPE_DIR) {
+        if (se == 0 && fst.type == CFS_TYPE_DIR) {
             /* a directory the bundle empties becomes this file (the roll
              * forward removes it first) */
             int r = plan_empties(t, e.path, 0);
             if (r < 0)
                 return r;
             if (!r)
-                return FS_ERR_ISDIR;
+                return CFS_ERR_ISDIR;
             dir_removals = true;
-            se = FS_ERR_NOENT;
+            se = CFS_ERR_NOENT;
         }
         if ((err = check_parents(t, i, e.path, &parents)))
             return err;
@@ -631,19 +631,19 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             continue;
         }
         if (se == 0 && busy && busy(busy_ctx, e.path))
-            return FS_ERR_BUSY;
+            return CFS_ERR_BUSY;
         uint8_t sha[32];
         uint32_t size = 0;
-        fs_stat_t dst;
+        cfs_stat_t dst;
         const char *dp = txn_data_path(t, i);
-        if (e.size == 0 && fs_stat(t->fs, dp, &dst) == FS_ERR_NOENT) {
+        if (e.size == 0 && cfs_stat(t->fs, dp, &dst) == CFS_ERR_NOENT) {
             /* an empty file needs no data: stage it now */
-            fs_file_t *f = &t->stage;
-            if ((err = fs_file_open(t->fs, f, dp, FS_O_WRONLY | FS_O_CREAT)) ||
-                (err = fs_file_close(t->fs, f)))
+            cfs_file_t *f = &t->stage;
+            if ((err = cfs_file_open(t->fs, f, dp, CFS_O_WRONLY | CFS_O_CREAT)) ||
+                (err = cfs_file_close(t->fs, f)))
                 return err;
         }
-        if (i < t->verified && e.size > 0 && fs_stat(t->fs, dp, &dst) == 0 &&
+        if (i < t->verified && e.size > 0 && cfs_stat(t->fs, dp, &dst) == 0 &&
             dst.size == e.size) { /* hashed by the caller, in steps */
             nact++;
             st->written++;
@@ -651,12 +651,12 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             continue;
         }
         err = man_hash_path(t->fs, &t->stage, dp, buf, buflen, sha, &size);
-        if (err == FS_ERR_NOENT)
+        if (err == CFS_ERR_NOENT)
             size = UINT32_MAX; /* nothing staged */
         else if (err)
             return err;
         if (size != e.size || memcmp(sha, e.sha, 32) != 0) {
-            (void)fs_remove(t->fs, dp);
+            (void)cfs_remove(t->fs, dp);
             return TXN_ERR_BADMSG;
         }
         nact++;
@@ -698,10 +698,10 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                         err = r;
                         goto revert;
                     }
-                    fs_stat_t mst;
+                    cfs_stat_t mst;
                     if (r == 1 && man_under(m.path, e.path) &&
                         (strcmp(m.path, e.path) == 0 ||
-                         fs_stat(t->fs, m.path, &mst) != 0) &&
+                         cfs_stat(t->fs, m.path, &mst) != 0) &&
                         (err = man_del(t->man, m.path)))
                         goto revert;
                 }
@@ -716,17 +716,17 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
 
     /* 3. Commit: the whole bundle in one step when it is small, else the
      * decision (plan -> commit) and a roll forward. */
-    if (nact + 1 <= FS_RENAME_MANY_MAX && parents && !dir_removals) {
+    if (nact + 1 <= CFS_RENAME_MANY_MAX && parents && !dir_removals) {
         char (*names)[64] = t->bsrc;
         char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
-        const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
+        const char *src[CFS_RENAME_MANY_MAX], *dst[CFS_RENAME_MANY_MAX];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
-            fs_stat_t fst;
+            cfs_stat_t fst;
             if ((err = txn_entry(t, i, &e)))
                 goto revert;
             if (e.kind == MAN_REMOVE) {
-                if (fs_stat(t->fs, e.path, &fst) != 0)
+                if (cfs_stat(t->fs, e.path, &fst) != 0)
                     continue;
                 strcpy(targets[n], e.path);
                 src[n] = targets[n];
@@ -753,8 +753,8 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         close_plan(t);
         err = man_commit(t->man, src, dst, n);
         if (err) {
-            t->plan_open = fs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
-                                        FS_O_RDWR) == 0;
+            t->plan_open = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
+                                        CFS_O_RDWR) == 0;
             return err;
         }
         t->active = 0;
@@ -768,7 +768,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         const char *src[1] = { from }, *dst[1] = { to };
         err = man_commit(t->man, src, dst, 1);
         if (err) {
-            t->plan_open = fs_file_open(t->fs, &t->plan, from, FS_O_RDWR) == 0;
+            t->plan_open = cfs_file_open(t->fs, &t->plan, from, CFS_O_RDWR) == 0;
             return err;
         }
     }
@@ -783,9 +783,9 @@ revert:
 /* Something in the way of a move: not the device's fault. */
 static bool in_the_way(int err)
 {
-    return err == FS_ERR_ISDIR || err == FS_ERR_NOTDIR ||
-           err == FS_ERR_NOTEMPTY || err == FS_ERR_EXIST ||
-           err == FS_ERR_BUSY;
+    return err == CFS_ERR_ISDIR || err == CFS_ERR_NOTDIR ||
+           err == CFS_ERR_NOTEMPTY || err == CFS_ERR_EXIST ||
+           err == CFS_ERR_BUSY;
 }
 
 /* Move a batch of staged files into place. If something is in the way,
@@ -794,11 +794,11 @@ static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
 {
     if (*n == 0)
         return 0;
-    int err = fs_rename_many(t->fs, src, dst, *n);
+    int err = cfs_rename_many(t->fs, src, dst, *n);
     if (in_the_way(err)) {
         err = 0;
         for (uint32_t k = 0; !err && k < *n; k++) {
-            int e2 = fs_rename(t->fs, src[k], dst[k]);
+            int e2 = cfs_rename(t->fs, src[k], dst[k]);
             if (in_the_way(e2))
                 t->skipped++;
             else
@@ -811,8 +811,8 @@ static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
 
 int txn_finish(txn_t *t)
 {
-    fs_file_t *pf = &t->plan;
-    fs_stat_t st;
+    cfs_file_t *pf = &t->plan;
+    cfs_stat_t st;
     man_entry_t e;
     char cname[64];
     int err;
@@ -820,11 +820,11 @@ int txn_finish(txn_t *t)
     close_stage(t, true);
     close_plan(t);
     t->skipped = 0;
-    bool phase2 = fs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0;
+    bool phase2 = cfs_stat(t->fs, tpath(t, "commit2", -1), &st) == 0;
     strcpy(cname, t->path);
     if (!phase2)
         strcpy(cname, tpath(t, "commit", -1));
-    if ((err = fs_file_open(t->fs, pf, cname, FS_O_RDONLY)))
+    if ((err = cfs_file_open(t->fs, pf, cname, CFS_O_RDONLY)))
         return err;
     t->plan_open = 1;
     if ((err = read_hdr(t)))
@@ -843,13 +843,13 @@ int txn_finish(txn_t *t)
             bool replaced = e.kind == MAN_TRACK && (e.flags & MAN_F_SEND) &&
                             dirs;
             if ((e.kind != MAN_REMOVE && !replaced) ||
-                fs_stat(t->fs, e.path, &st) != 0 ||
-                (st.type == FS_TYPE_DIR) != dirs)
+                cfs_stat(t->fs, e.path, &st) != 0 ||
+                (st.type == CFS_TYPE_DIR) != dirs)
                 continue;
-            err = dirs ? fs_rmdir(t->fs, e.path) : fs_remove(t->fs, e.path);
+            err = dirs ? cfs_rmdir(t->fs, e.path) : cfs_remove(t->fs, e.path);
             if (err == 0)
                 progress = true;
-            if (err == FS_ERR_NOENT || in_the_way(err))
+            if (err == CFS_ERR_NOENT || in_the_way(err))
                 err = 0; /* a directory that is not empty stays */
             if (err)
                 goto out;
@@ -861,10 +861,10 @@ int txn_finish(txn_t *t)
         close_plan(t);
         char to[64];
         strcpy(to, tpath(t, "commit2", -1));
-        if ((err = fs_rename(t->fs, cname, to)))
+        if ((err = cfs_rename(t->fs, cname, to)))
             return err;
         strcpy(cname, to);
-        if ((err = fs_file_open(t->fs, pf, cname, FS_O_RDONLY)))
+        if ((err = cfs_file_open(t->fs, pf, cname, CFS_O_RDONLY)))
             return err;
         t->plan_open = 1;
     }
@@ -874,7 +874,7 @@ int txn_finish(txn_t *t)
     {
         char (*names)[64] = t->bsrc;
         char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
-        const char *src[FS_RENAME_MANY_MAX], *dst[FS_RENAME_MANY_MAX];
+        const char *src[CFS_RENAME_MANY_MAX], *dst[CFS_RENAME_MANY_MAX];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
             if ((err = txn_entry(t, i, &e)))
@@ -882,7 +882,7 @@ int txn_finish(txn_t *t)
             if (e.kind != MAN_TRACK || !(e.flags & MAN_F_SEND))
                 continue;
             const char *dp = txn_data_path(t, i);
-            if (fs_stat(t->fs, dp, &st) != 0)
+            if (cfs_stat(t->fs, dp, &st) != 0)
                 continue;
             /* two entries of one path: the later wins */
             for (uint32_t k = 0; k < n; k++)
@@ -900,14 +900,14 @@ int txn_finish(txn_t *t)
             strcpy(targets[n], e.path);
             src[n] = names[n];
             dst[n] = targets[n];
-            if (++n == FS_RENAME_MANY_MAX && (err = flush(t, src, dst, &n)))
+            if (++n == CFS_RENAME_MANY_MAX && (err = flush(t, src, dst, &n)))
                 goto out;
         }
         if ((err = flush(t, src, dst, &n)))
             goto out;
     }
     close_plan(t);
-    err = fs_remove(t->fs, cname);
+    err = cfs_remove(t->fs, cname);
     if (!err)
         err = wipe_dir(t);
     t->active = 0;

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "fs.h"
+#include "cfs.h"
 #include "manifest.h"
 
 #define TXN_MAX_ENTRIES 1024u
@@ -55,7 +55,7 @@ typedef struct txn_index {
 } txn_index_t;
 
 typedef struct txn {
-    fs_t *fs;
+    cfs_t *fs;
     man_t *man;
     const char *dir;           /* "/.cellar/tx" */
     uint8_t active;            /* a plan exists (staged, not committed) */
@@ -77,13 +77,13 @@ typedef struct txn {
                                   any write or re-declaration below it
                                   lowers it, begin/abort/load zero it */
     txn_index_t *ix;           /* NULL = no conflict checks (copies) */
-    fs_file_t plan;
-    fs_file_t stage;
+    cfs_file_t plan;
+    cfs_file_t stage;
     char path[64];             /* scratch for names in dir */
     char tmp[512];             /* scratch for man_* helpers */
     /* a batch of moves (commit, roll forward): here, not on the stack */
-    char bsrc[FS_RENAME_MANY_MAX][64];
-    char bdst[FS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+    char bsrc[CFS_RENAME_MANY_MAX][64];
+    char bdst[CFS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
 } txn_t;
 
 typedef struct txn_stats {
@@ -92,7 +92,7 @@ typedef struct txn_stats {
 } txn_stats_t;
 
 /* Attach to a partition (no I/O). */
-void txn_bind(txn_t *t, fs_t *fs, man_t *man, const char *dir);
+void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir);
 /* After mount: finish a committed transaction (rolling it forward), pick
  * up a staged one (t->active), or wipe leftovers. 1 = a committed
  * transaction was finished, 0 = nothing to finish, or an error. */
@@ -101,7 +101,7 @@ int txn_load(txn_t *t);
 int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
               uint64_t bytes);
 /* Declare entry idx (idx <= declared). Re-declaring idx < declared must
- * give the same kind, path, size and SHA-256 (FS_ERR_INVAL otherwise); the
+ * give the same kind, path, size and SHA-256 (CFS_ERR_INVAL otherwise); the
  * MAN_F_SEND flag may change. */
 int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e);
 int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e);
@@ -125,17 +125,17 @@ int txn_park(txn_t *t);
 const char *txn_data_path(txn_t *t, uint32_t idx);
 /* The checks of txn_commit that read no file data: the staged file is
  * closed, the plan made durable, and (with t->ix) no two entries may
- * conflict (FS_ERR_INVAL, *bad and t->ix->ca as in txn_commit). A caller
+ * conflict (CFS_ERR_INVAL, *bad and t->ix->ca as in txn_commit). A caller
  * that hashes the staged files in steps of its own (setting t->verified)
  * calls this first. */
 int txn_commit_prepare(txn_t *t, uint32_t *bad);
 /* Check and commit. A check failure changes nothing and sets *bad to the
  * entry: TXN_ERR_BADMSG (its staged size or SHA-256 differs: the staged
  * data is dropped; or an entry declared unchanged changed since),
- * FS_ERR_ISDIR / FS_ERR_NOTDIR (the target is in the way), FS_ERR_BUSY,
- * FS_ERR_INVAL with t->ix->cwhy set (two entries conflict: *bad and
+ * CFS_ERR_ISDIR / CFS_ERR_NOTDIR (the target is in the way), CFS_ERR_BUSY,
+ * CFS_ERR_INVAL with t->ix->cwhy set (two entries conflict: *bad and
  * t->ix->ca). busy(ctx, path) says whether a client holds path open (then
- * the commit is refused with FS_ERR_BUSY). The checks make sure the roll
+ * the commit is refused with CFS_ERR_BUSY). The checks make sure the roll
  * forward can make every move; a failure after them (the device: I/O,
  * space) before the decision leaves everything as it was. */
 int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,

@@ -5,21 +5,21 @@
  *
  * Every workload runs on a freshly formatted, RAM-backed 4 MiB NOR
  * (4096-byte blocks, 256-byte pages, prog size 1; BRIEF.md's flash model)
- * through the public API in fs/fs.h only. Counters are reset after
+ * through the public API in fs/cfs.h only. Counters are reset after
  * format + mount unless a workload says otherwise. For each workload the
  * table shows bytes read, bytes programmed, erases, programmed/user bytes
  * and simulated flash time, with the target and littlefs's figure beside it.
  *
  *   W1  one 1 MiB file written in 4 KiB writes, closed
- *   W2  4,096 appends of 64 bytes, each followed by fs_file_sync
+ *   W2  4,096 appends of 64 bytes, each followed by cfs_file_sync
  *   W3  1,000 files of 100-2,000 bytes in 10 directories, unmount; then
- *       separately: fs_mount, fs_statvfs, fs_stat of one file, and the first
+ *       separately: cfs_mount, cfs_statvfs, cfs_stat of one file, and the first
  *       new 5,000-byte file after the mount; the mount again on 64 MiB
  *   W4  2 MiB of static files, then 10 hot 16 KiB files rewritten
  *       round-robin until 50x the device capacity was written: wear spread
  *       and static-data movement
  *   W5  a 256 KiB file, 1,000 random 16-byte pwrites each followed by sync
- *   RAM sizeof(fs_t) + 4 * sizeof(fs_file_t)
+ *   RAM sizeof(cfs_t) + 4 * sizeof(cfs_file_t)
  *
  * Targets are marked PASS/FAIL in the table and the JSON; the exit status is
  * 0 regardless (benchmarks report, they do not fail builds) unless an fs call
@@ -34,7 +34,7 @@
 #include <time.h>
 
 #include "flash_sim.h"
-#include "fs.h"
+#include "cfs.h"
 
 #define KIB 1024u
 #define MIB (1024u * 1024u)
@@ -158,7 +158,7 @@ static void die(const char *fmt, ...)
     int try_r_ = (int)(call); \
     if (try_r_ < 0) { \
         die("%s:%d: %s: %s (%d)", __FILE__, __LINE__, #call, \
-            fs_strerror(try_r_), try_r_); \
+            cfs_strerror(try_r_), try_r_); \
     } \
 } while (0)
 
@@ -188,8 +188,8 @@ static void fill(uint8_t *buf, uint32_t len, uint64_t seed, uint32_t off)
 
 typedef struct bench_fs {
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     bool mounted;
 } bench_fs_t;
 
@@ -210,8 +210,8 @@ static void fresh(bench_fs_t *b, uint32_t blocks)
         die("flash_sim_new(%u blocks) failed", blocks);
     }
     b->cfg.dev = flash_sim_dev(b->sim);
-    TRY(fs_format(&b->fs, &b->cfg));
-    TRY(fs_mount(&b->fs, &b->cfg));
+    TRY(cfs_format(&b->fs, &b->cfg));
+    TRY(cfs_mount(&b->fs, &b->cfg));
     b->mounted = true;
     flash_sim_reset_stats(b->sim);
 }
@@ -221,7 +221,7 @@ static void release(bench_fs_t *b)
     flash_sim_stats_t st;
 
     if (b->mounted) {
-        TRY(fs_unmount(&b->fs));
+        TRY(cfs_unmount(&b->fs));
         b->mounted = false;
     }
     flash_sim_stats(b->sim, &st);
@@ -245,41 +245,41 @@ static void check_illegal(flash_sim_t *sim, const char *where)
 
 /* Write a whole file of `len` bytes with contents fill(seed), in `chunk`
  * writes, and close it. */
-static void write_file(fs_t *fs, const char *path, int flags, uint32_t len,
+static void write_file(cfs_t *fs, const char *path, int flags, uint32_t len,
                        uint64_t seed, uint32_t chunk)
 {
     static uint8_t buf[64 * 1024];
-    fs_file_t f;
+    cfs_file_t f;
     uint32_t off;
 
     if (chunk > sizeof(buf)) {
         chunk = sizeof(buf);
     }
-    TRY(fs_file_open(fs, &f, path, flags));
+    TRY(cfs_file_open(fs, &f, path, flags));
     for (off = 0; off < len; off += chunk) {
         uint32_t n = len - off < chunk ? len - off : chunk;
         int r;
         fill(buf, n, seed, off);
-        r = fs_file_write(fs, &f, buf, n);
+        r = cfs_file_write(fs, &f, buf, n);
         TRY(r);
         if ((uint32_t)r != n) {
             die("%s: short write %d of %u", path, r, n);
         }
     }
-    TRY(fs_file_close(fs, &f));
+    TRY(cfs_file_close(fs, &f));
 }
 
 /* Read a file back and compare with fill(seed). */
-static void verify_file(fs_t *fs, const char *path, uint32_t len,
+static void verify_file(cfs_t *fs, const char *path, uint32_t len,
                         uint64_t seed)
 {
     static uint8_t got[4096], want[4096];
-    fs_file_t f;
+    cfs_file_t f;
     uint32_t off = 0;
 
-    TRY(fs_file_open(fs, &f, path, FS_O_RDONLY));
+    TRY(cfs_file_open(fs, &f, path, CFS_O_RDONLY));
     for (;;) {
-        int r = fs_file_read(fs, &f, got, sizeof(got));
+        int r = cfs_file_read(fs, &f, got, sizeof(got));
         TRY(r);
         if (r == 0) {
             break;
@@ -296,7 +296,7 @@ static void verify_file(fs_t *fs, const char *path, uint32_t len,
     if (off != len) {
         die("%s: %u bytes read back, %u written", path, off, len);
     }
-    TRY(fs_file_close(fs, &f));
+    TRY(cfs_file_close(fs, &f));
 }
 
 /* ---- W1 ------------------------------------------------------------------ */
@@ -307,7 +307,7 @@ static void bench_w1(void)
     row_t *r = row_new("W1", "1 MiB file in 4 KiB writes");
 
     fresh(&b, BLOCKS_4M);
-    write_file(&b.fs, "/big", FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC, MIB, 1,
+    write_file(&b.fs, "/big", CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC, MIB, 1,
                4 * KIB);
     row_io(r, b.sim, MIB);
     r->wall_s = now_s() - t0;
@@ -321,26 +321,26 @@ static void bench_w1(void)
 static void bench_w2(void)
 {
     bench_fs_t b;
-    fs_file_t f;
+    cfs_file_t f;
     uint8_t buf[64];
     uint32_t i;
     double t0 = now_s();
     row_t *r = row_new("W2", "4096 x 64 B append + sync");
 
     fresh(&b, BLOCKS_4M);
-    TRY(fs_file_open(&b.fs, &f, "/log",
-                     FS_O_WRONLY | FS_O_CREAT | FS_O_APPEND));
+    TRY(cfs_file_open(&b.fs, &f, "/log",
+                     CFS_O_WRONLY | CFS_O_CREAT | CFS_O_APPEND));
     for (i = 0; i < 4096; i++) {
         int n;
         fill(buf, sizeof(buf), 2, i * 64);
-        n = fs_file_write(&b.fs, &f, buf, sizeof(buf));
+        n = cfs_file_write(&b.fs, &f, buf, sizeof(buf));
         TRY(n);
         if (n != (int)sizeof(buf)) {
             die("W2: short write %d", n);
         }
-        TRY(fs_file_sync(&b.fs, &f));
+        TRY(cfs_file_sync(&b.fs, &f));
     }
-    TRY(fs_file_close(&b.fs, &f));
+    TRY(cfs_file_close(&b.fs, &f));
     row_io(r, b.sim, 4096 * 64);
     r->wall_s = now_s() - t0;
     row_target(r, "prog/user", "<=", 3.0, row_ratio(r), "33", 33);
@@ -373,16 +373,16 @@ static uint64_t w3_build(bench_fs_t *b, uint32_t blocks)
     rng_state = 3;
     for (i = 0; i < W3_DIRS; i++) {
         snprintf(path, sizeof(path), "/d%d", i);
-        TRY(fs_mkdir(&b->fs, path));
+        TRY(cfs_mkdir(&b->fs, path));
     }
     for (i = 0; i < W3_FILES; i++) {
         w3_size[i] = 100 + (uint32_t)(rnd() % 1901);
         w3_path(path, sizeof(path), i);
-        write_file(&b->fs, path, FS_O_WRONLY | FS_O_CREAT | FS_O_EXCL,
+        write_file(&b->fs, path, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_EXCL,
                    w3_size[i], 1000 + (uint64_t)i, 4 * KIB);
         user += w3_size[i];
     }
-    TRY(fs_unmount(&b->fs));
+    TRY(cfs_unmount(&b->fs));
     b->mounted = false;
     return user;
 }
@@ -390,8 +390,8 @@ static uint64_t w3_build(bench_fs_t *b, uint32_t blocks)
 static void bench_w3(void)
 {
     bench_fs_t b;
-    fs_statvfs_t sv;
-    fs_stat_t st;
+    cfs_statvfs_t sv;
+    cfs_stat_t st;
     char path[32];
     double t0 = now_s();
     uint64_t user;
@@ -405,20 +405,20 @@ static void bench_w3(void)
     rb->wall_s = now_s() - t0;
     check_illegal(b.sim, "W3 build");
 
-    rm = row_new("W3m", "  fs_mount after W3");
+    rm = row_new("W3m", "  cfs_mount after W3");
     flash_sim_reset_stats(b.sim);
     t0 = now_s();
-    TRY(fs_mount(&b.fs, &b.cfg));
+    TRY(cfs_mount(&b.fs, &b.cfg));
     b.mounted = true;
     row_io(rm, b.sim, 0);
     rm->wall_s = now_s() - t0;
     mount4 = (double)rm->st.bytes_read;
     row_target(rm, "bytes read", "<=", 32 * KIB, mount4, "65 KB", 65e3);
 
-    rv = row_new("W3v", "  fs_statvfs after mount");
+    rv = row_new("W3v", "  cfs_statvfs after mount");
     flash_sim_reset_stats(b.sim);
     t0 = now_s();
-    TRY(fs_statvfs(&b.fs, &sv));
+    TRY(cfs_statvfs(&b.fs, &sv));
     row_io(rv, b.sim, 0);
     rv->wall_s = now_s() - t0;
     row_target(rv, "bytes read", "<=", 16 * KIB, (double)rv->st.bytes_read,
@@ -432,22 +432,22 @@ static void bench_w3(void)
                 sv.files, W3_FILES);
     }
 
-    rs = row_new("W3s", "  fs_stat of one file");
+    rs = row_new("W3s", "  cfs_stat of one file");
     w3_path(path, sizeof(path), 503);
     flash_sim_reset_stats(b.sim);
     t0 = now_s();
-    TRY(fs_stat(&b.fs, path, &st));
+    TRY(cfs_stat(&b.fs, path, &st));
     row_io(rs, b.sim, 0);
     rs->wall_s = now_s() - t0;
-    if (st.type != FS_TYPE_FILE || st.size != w3_size[503]) {
-        die("W3: fs_stat(%s) gave type %d size %u, want file of %u", path,
+    if (st.type != CFS_TYPE_FILE || st.size != w3_size[503]) {
+        die("W3: cfs_stat(%s) gave type %d size %u, want file of %u", path,
             (int)st.type, st.size, w3_size[503]);
     }
 
     rw = row_new("W3w", "  first 5000 B file after mount");
     flash_sim_reset_stats(b.sim);
     t0 = now_s();
-    write_file(&b.fs, "/new", FS_O_WRONLY | FS_O_CREAT | FS_O_EXCL, 5000, 7,
+    write_file(&b.fs, "/new", CFS_O_WRONLY | CFS_O_CREAT | CFS_O_EXCL, 5000, 7,
                5000);
     row_io(rw, b.sim, 5000);
     rw->wall_s = now_s() - t0;
@@ -464,11 +464,11 @@ static void bench_w3(void)
     release(&b);
 
     /* The same tree on 64 MiB: the mount must not grow with the device. */
-    r64 = row_new("W3m64", "  fs_mount, W3 on 64 MiB");
+    r64 = row_new("W3m64", "  cfs_mount, W3 on 64 MiB");
     w3_build(&b, BLOCKS_64M);
     flash_sim_reset_stats(b.sim);
     t0 = now_s();
-    TRY(fs_mount(&b.fs, &b.cfg));
+    TRY(cfs_mount(&b.fs, &b.cfg));
     b.mounted = true;
     row_io(r64, b.sim, 0);
     r64->wall_s = now_s() - t0;
@@ -546,7 +546,7 @@ static void bench_w4(void)
     static uint32_t erase0[BLOCKS_4M];
     static uint8_t static_block[BLOCKS_4M];
     bench_fs_t b;
-    fs_statvfs_t sv;
+    cfs_statvfs_t sv;
     flash_sim_wear_t w;
     char path[32];
     double t0 = now_s();
@@ -557,21 +557,21 @@ static void bench_w4(void)
     row_t *r = row_new("W4", "static 2 MiB + hot rewrites, 50x cap");
 
     fresh(&b, BLOCKS_4M);
-    TRY(fs_mkdir(&b.fs, "/static"));
-    TRY(fs_mkdir(&b.fs, "/hot"));
+    TRY(cfs_mkdir(&b.fs, "/static"));
+    TRY(cfs_mkdir(&b.fs, "/hot"));
     for (i = 0; i < W4_STATIC_FILES; i++) {
-        fs_file_t f;
+        cfs_file_t f;
         int n;
         snprintf(path, sizeof(path), "/static/s%02u", i);
         w4_static_fill(sbuf, i);
-        TRY(fs_file_open(&b.fs, &f, path,
-                         FS_O_WRONLY | FS_O_CREAT | FS_O_EXCL));
-        n = fs_file_write(&b.fs, &f, sbuf, W4_STATIC_SIZE);
+        TRY(cfs_file_open(&b.fs, &f, path,
+                         CFS_O_WRONLY | CFS_O_CREAT | CFS_O_EXCL));
+        n = cfs_file_write(&b.fs, &f, sbuf, W4_STATIC_SIZE);
         TRY(n);
         if ((uint32_t)n != W4_STATIC_SIZE) {
             die("W4: short write %d", n);
         }
-        TRY(fs_file_close(&b.fs, &f));
+        TRY(cfs_file_close(&b.fs, &f));
         user += W4_STATIC_SIZE;
     }
     found0 = w4_scan(b.sim, loc0);
@@ -587,18 +587,18 @@ static void bench_w4(void)
     /* Hot files round-robin until the user wrote 50x the capacity. */
     while (user < 50 * cap) {
         uint32_t h = (uint32_t)(rewrites % W4_HOT_FILES);
-        fs_file_t f;
+        cfs_file_t f;
         int n;
         snprintf(path, sizeof(path), "/hot/h%u", h);
         fill(hbuf, W4_HOT_SIZE, 5000 + rewrites, 0);
-        TRY(fs_file_open(&b.fs, &f, path,
-                         FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC));
-        n = fs_file_write(&b.fs, &f, hbuf, W4_HOT_SIZE);
+        TRY(cfs_file_open(&b.fs, &f, path,
+                         CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC));
+        n = cfs_file_write(&b.fs, &f, hbuf, W4_HOT_SIZE);
         TRY(n);
         if ((uint32_t)n != W4_HOT_SIZE) {
             die("W4: short write %d", n);
         }
-        TRY(fs_file_close(&b.fs, &f));
+        TRY(cfs_file_close(&b.fs, &f));
         user += W4_HOT_SIZE;
         rewrites++;
     }
@@ -653,27 +653,27 @@ static void bench_w4(void)
                 W4_STATIC_FILES * W4_CHUNKS);
     }
 
-    TRY(fs_statvfs(&b.fs, &sv));
-    row_extra(r, "fs_erase_max", sv.erase_max);
-    row_extra(r, "fs_erase_mean", sv.erase_mean);
-    row_extra(r, "fs_erase_min", sv.erase_min);
+    TRY(cfs_statvfs(&b.fs, &sv));
+    row_extra(r, "cfs_erase_max", sv.erase_max);
+    row_extra(r, "cfs_erase_mean", sv.erase_mean);
+    row_extra(r, "cfs_erase_min", sv.erase_min);
 
     /* The static data is intact. */
     for (i = 0; i < W4_STATIC_FILES; i++) {
-        fs_file_t f;
+        cfs_file_t f;
         uint32_t off;
         snprintf(path, sizeof(path), "/static/s%02u", i);
         w4_static_fill(sbuf, i);
-        TRY(fs_file_open(&b.fs, &f, path, FS_O_RDONLY));
+        TRY(cfs_file_open(&b.fs, &f, path, CFS_O_RDONLY));
         for (off = 0; off < W4_STATIC_SIZE; off += W4_HOT_SIZE) {
-            int n = fs_file_read(&b.fs, &f, hbuf, W4_HOT_SIZE);
+            int n = cfs_file_read(&b.fs, &f, hbuf, W4_HOT_SIZE);
             TRY(n);
             if ((uint32_t)n != W4_HOT_SIZE ||
                 memcmp(hbuf, sbuf + off, W4_HOT_SIZE) != 0) {
                 die("W4: %s reads back wrong at %u", path, off);
             }
         }
-        TRY(fs_file_close(&b.fs, &f));
+        TRY(cfs_file_close(&b.fs, &f));
     }
     release(&b);
 }
@@ -683,17 +683,17 @@ static void bench_w5(void)
 {
     static uint8_t shadow[256 * KIB];
     bench_fs_t b;
-    fs_file_t f;
+    cfs_file_t f;
     uint8_t buf[16];
     uint32_t i;
     double t0;
     row_t *r = row_new("W5", "256 KiB file, 1000 x 16 B pwrite+sync");
 
     fresh(&b, BLOCKS_4M);
-    write_file(&b.fs, "/db", FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC,
+    write_file(&b.fs, "/db", CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC,
                256 * KIB, 6, 4 * KIB);
     fill(shadow, sizeof(shadow), 6, 0);
-    TRY(fs_file_open(&b.fs, &f, "/db", FS_O_RDWR));
+    TRY(cfs_file_open(&b.fs, &f, "/db", CFS_O_RDWR));
     flash_sim_reset_stats(b.sim);
     rng_state = 5;
     t0 = now_s();
@@ -701,12 +701,12 @@ static void bench_w5(void)
         uint32_t off = (uint32_t)(rnd() % (256 * KIB - sizeof(buf) + 1));
         int n;
         fill(buf, sizeof(buf), 60000 + i, 0);
-        n = fs_file_pwrite(&b.fs, &f, buf, sizeof(buf), off);
+        n = cfs_file_pwrite(&b.fs, &f, buf, sizeof(buf), off);
         TRY(n);
         if (n != (int)sizeof(buf)) {
             die("W5: short pwrite %d", n);
         }
-        TRY(fs_file_sync(&b.fs, &f));
+        TRY(cfs_file_sync(&b.fs, &f));
         memcpy(shadow + off, buf, sizeof(buf));
     }
     row_io(r, b.sim, 1000 * sizeof(buf));
@@ -717,26 +717,26 @@ static void bench_w5(void)
     /* The file equals the shadow copy. */
     for (i = 0; i < sizeof(shadow); i += 4096) {
         static uint8_t got[4096];
-        int n = fs_file_pread(&b.fs, &f, got, sizeof(got), i);
+        int n = cfs_file_pread(&b.fs, &f, got, sizeof(got), i);
         TRY(n);
         if (n != (int)sizeof(got) || memcmp(got, shadow + i, sizeof(got))) {
             die("W5: /db reads back wrong at %u", i);
         }
     }
-    TRY(fs_file_close(&b.fs, &f));
+    TRY(cfs_file_close(&b.fs, &f));
     release(&b);
 }
 
 /* ---- RAM ----------------------------------------------------------------- */
 static void bench_ram(void)
 {
-    row_t *r = row_new("RAM", "sizeof(fs_t) + 4 * sizeof(fs_file_t)");
-    double total = (double)(sizeof(fs_t) + 4 * sizeof(fs_file_t));
+    row_t *r = row_new("RAM", "sizeof(cfs_t) + 4 * sizeof(cfs_file_t)");
+    double total = (double)(sizeof(cfs_t) + 4 * sizeof(cfs_file_t));
 
     row_target(r, "bytes", "<=", 4096, total, NULL, 0);
-    row_extra(r, "sizeof_fs_t", (double)sizeof(fs_t));
-    row_extra(r, "sizeof_fs_file_t", (double)sizeof(fs_file_t));
-    row_extra(r, "sizeof_fs_dir_t", (double)sizeof(fs_dir_t));
+    row_extra(r, "sizeof_fs_t", (double)sizeof(cfs_t));
+    row_extra(r, "sizeof_fs_file_t", (double)sizeof(cfs_file_t));
+    row_extra(r, "sizeof_fs_dir_t", (double)sizeof(cfs_dir_t));
     row_extra(r, "open_files", 4);
     row_extra(r, "total", total);
 }

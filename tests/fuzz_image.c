@@ -4,7 +4,7 @@
  * A small image with directories, files of several sizes, a rename, a
  * removal and an uncommitted tail is built once. Each input is a list of
  * 4-byte damages {offset (3 bytes), xor mask} applied to a copy of it; the
- * copy is then mounted, checked with fs_fsck, every file is listed and read,
+ * copy is then mounted, checked with cfs_fsck, every file is listed and read,
  * a new file is written and the fs is mounted again. Any outcome is fine
  * except a crash, a sanitizer report, a hang or a program that sets a bit
  * (the simulator counts those).
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "flash_sim.h"
-#include "fs.h"
+#include "cfs.h"
 
 #define BLOCKS 32u
 #define BSIZE 4096u
@@ -26,38 +26,38 @@
 static uint8_t base[BLOCKS * BSIZE];
 static int built;
 
-static void put(fs_t *fs, const char *path, uint32_t len, uint8_t tag, int sync)
+static void put(cfs_t *fs, const char *path, uint32_t len, uint8_t tag, int sync)
 {
     static uint8_t buf[20000];
-    fs_file_t f;
+    cfs_file_t f;
     for (uint32_t i = 0; i < len; i++)
         buf[i] = (uint8_t)(tag + i * 7);
-    if (fs_file_open(fs, &f, path, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC) != 0)
+    if (cfs_file_open(fs, &f, path, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC) != 0)
         return;
-    (void)fs_file_write(fs, &f, buf, len);
+    (void)cfs_file_write(fs, &f, buf, len);
     if (sync)
-        (void)fs_file_close(fs, &f);
+        (void)cfs_file_close(fs, &f);
 }
 
 static void build(void)
 {
     flash_sim_config_t sc = {.block_size = BSIZE, .block_count = BLOCKS, .seed = 1};
     flash_sim_t *sim = flash_sim_new(&sc);
-    fs_config_t cfg = {.dev = flash_sim_dev(sim)};
-    fs_t fs;
-    if (!sim || fs_format(&fs, &cfg) || fs_mount(&fs, &cfg))
+    cfs_config_t cfg = {.dev = flash_sim_dev(sim)};
+    cfs_t fs;
+    if (!sim || cfs_format(&fs, &cfg) || cfs_mount(&fs, &cfg))
         abort();
-    (void)fs_mkdir(&fs, "/lib");
-    (void)fs_mkdir(&fs, "/lib/deep");
+    (void)cfs_mkdir(&fs, "/lib");
+    (void)cfs_mkdir(&fs, "/lib/deep");
     put(&fs, "/main.py", 700, 1, 1);
     put(&fs, "/lib/util.py", 5000, 2, 1);
     put(&fs, "/lib/deep/blob.bin", 17000, 3, 1);
     put(&fs, "/tmp.bin", 3000, 4, 1);
-    (void)fs_rename(&fs, "/tmp.bin", "/lib/moved.bin");
+    (void)cfs_rename(&fs, "/tmp.bin", "/lib/moved.bin");
     put(&fs, "/gone", 100, 5, 1);
-    (void)fs_remove(&fs, "/gone");
-    (void)fs_unmount(&fs);
-    (void)fs_mount(&fs, &cfg);
+    (void)cfs_remove(&fs, "/gone");
+    (void)cfs_unmount(&fs);
+    (void)cfs_mount(&fs, &cfg);
     put(&fs, "/main.py", 900, 6, 1); /* journal after the checkpoint */
     put(&fs, "/pending", 2000, 7, 0); /* never committed */
     memcpy(base, flash_sim_data(sim), sizeof(base));
@@ -65,30 +65,30 @@ static void build(void)
     built = 1;
 }
 
-static void read_all(fs_t *fs, const char *dir, int depth)
+static void read_all(cfs_t *fs, const char *dir, int depth)
 {
-    fs_dir_t d;
-    char name[FS_NAME_MAX + 1], path[FS_PATH_MAX + 1];
-    fs_stat_t st;
+    cfs_dir_t d;
+    char name[CFS_NAME_MAX + 1], path[CFS_PATH_MAX + 1];
+    cfs_stat_t st;
     static uint8_t buf[4096];
-    if (depth > 8 || fs_dir_open(fs, &d, dir) != 0)
+    if (depth > 8 || cfs_dir_open(fs, &d, dir) != 0)
         return;
-    for (int n = 0; n < 200 && fs_dir_read(fs, &d, name, sizeof(name), &st) == 1; n++) {
+    for (int n = 0; n < 200 && cfs_dir_read(fs, &d, name, sizeof(name), &st) == 1; n++) {
         int len = snprintf(path, sizeof(path), "%s/%s", strcmp(dir, "/") ? dir : "", name);
         if (len < 0 || len >= (int)sizeof(path))
             continue;
-        if (st.type == FS_TYPE_DIR) {
+        if (st.type == CFS_TYPE_DIR) {
             read_all(fs, path, depth + 1);
             continue;
         }
-        fs_file_t f;
-        if (fs_file_open(fs, &f, path, FS_O_RDONLY) != 0)
+        cfs_file_t f;
+        if (cfs_file_open(fs, &f, path, CFS_O_RDONLY) != 0)
             continue;
-        for (int k = 0; k < 64 && fs_file_read(fs, &f, buf, sizeof(buf)) > 0; k++)
+        for (int k = 0; k < 64 && cfs_file_read(fs, &f, buf, sizeof(buf)) > 0; k++)
             ;
-        (void)fs_file_close(fs, &f);
+        (void)cfs_file_close(fs, &f);
     }
-    (void)fs_dir_close(fs, &d);
+    (void)cfs_dir_close(fs, &d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -108,20 +108,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         (uint32_t)data[i + 2] << 16) % (uint32_t)sizeof(base);
         img[off] ^= data[i + 3];
     }
-    fs_config_t cfg = {.dev = flash_sim_dev(sim)};
-    fs_t fs;
-    if (fs_mount(&fs, &cfg) == 0) {
-        (void)fs_fsck(&fs, NULL, NULL);
+    cfs_config_t cfg = {.dev = flash_sim_dev(sim)};
+    cfs_t fs;
+    if (cfs_mount(&fs, &cfg) == 0) {
+        (void)cfs_fsck(&fs, NULL, NULL);
         read_all(&fs, "/", 0);
-        fs_statvfs_t v;
-        (void)fs_statvfs(&fs, &v);
+        cfs_statvfs_t v;
+        (void)cfs_statvfs(&fs, &v);
         put(&fs, "/new.txt", 3000, 9, 1);
-        (void)fs_rename(&fs, "/new.txt", "/main.py");
-        (void)fs_gc(&fs, 2);
-        (void)fs_unmount(&fs);
-        if (fs_mount(&fs, &cfg) == 0) {
+        (void)cfs_rename(&fs, "/new.txt", "/main.py");
+        (void)cfs_gc(&fs, 2);
+        (void)cfs_unmount(&fs);
+        if (cfs_mount(&fs, &cfg) == 0) {
             read_all(&fs, "/", 0);
-            (void)fs_unmount(&fs);
+            (void)cfs_unmount(&fs);
         }
     }
     flash_sim_stats_t st;

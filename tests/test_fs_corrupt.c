@@ -17,7 +17,7 @@
  *      records, or any content that no step ever had, is a failure;
  *   3. zeroed and erased ranges (1 byte to a whole block): same rules;
  *   4. a bit flip in the middle of a file's live data: reading the file gives
- *      FS_ERR_CORRUPT (data is checksummed) and fsck reports it;
+ *      CFS_ERR_CORRUPT (data is checksummed) and fsck reports it;
  *   5. transient read bit flips (flash_sim_read_flips): every read returns
  *      the right data or an error; writes made meanwhile either work or fail;
  *      once the flips stop, nothing committed was lost.
@@ -30,8 +30,8 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 #define BLOCKS 40
 #define BSIZE 4096u
@@ -39,7 +39,7 @@
 
 typedef struct world {
     flash_sim_t *sim;
-    fs_config_t cfg;
+    cfs_config_t cfg;
     uint32_t now;
     uint64_t size;
     uint32_t nsteps;
@@ -72,7 +72,7 @@ static void tally_print(const char *what)
  * mounted: every completed call is durable, so the image is a state a power
  * cut right then would leave (and the journal after the last checkpoint is
  * part of what the damage tests hit). */
-static void step_done(world_t *w, fs_t *fs, const fsm_t *m)
+static void step_done(world_t *w, cfs_t *fs, const fsm_t *m)
 {
     (void)fs;
     if (w->nsteps < MAX_STEPS) {
@@ -88,14 +88,14 @@ static void step_done(world_t *w, fs_t *fs, const fsm_t *m)
 
 /* Write a whole file; every durable intermediate state is a step: a new file
  * is created empty first (open with CREAT commits it), then written. */
-static void put(world_t *w, fs_t *fs, fsm_t *m, const char *path, uint32_t len,
+static void put(world_t *w, cfs_t *fs, fsm_t *m, const char *path, uint32_t len,
                 uint32_t tag)
 {
     if (fsm_lookup(m, path) < 0) {
-        fs_file_t f;
-        CHECK_EQ(fs_file_open(fs, &f, path, FS_O_WRONLY | FS_O_CREAT), 0);
-        CHECK_EQ(fs_file_close(fs, &f), 0);
-        fsm_open(m, path, FS_O_WRONLY | FS_O_CREAT);
+        cfs_file_t f;
+        CHECK_EQ(cfs_file_open(fs, &f, path, CFS_O_WRONLY | CFS_O_CREAT), 0);
+        CHECK_EQ(cfs_file_close(fs, &f), 0);
+        fsm_open(m, path, CFS_O_WRONLY | CFS_O_CREAT);
         step_done(w, fs, m);
     }
     uint8_t *b = malloc(len ? len : 1);
@@ -117,16 +117,16 @@ static void build(world_t *w)
     w->cfg.dev = flash_sim_dev(w->sim);
     w->cfg.clock = fake_clock;
     w->cfg.clock_ctx = &w->now;
-    fs_t fs;
+    cfs_t fs;
     fsm_t *m = fsm_new();
-    CHECK_EQ(fs_format(&fs, &w->cfg), 0);
-    CHECK_EQ(fs_mount(&fs, &w->cfg), 0);
+    CHECK_EQ(cfs_format(&fs, &w->cfg), 0);
+    CHECK_EQ(cfs_mount(&fs, &w->cfg), 0);
     step_done(w, &fs, m);
 
-    CHECK_EQ(fs_mkdir(&fs, "/etc"), 0);
+    CHECK_EQ(cfs_mkdir(&fs, "/etc"), 0);
     fsm_mkdir(m, "/etc");
     step_done(w, &fs, m);
-    CHECK_EQ(fs_mkdir(&fs, "/data"), 0);
+    CHECK_EQ(cfs_mkdir(&fs, "/data"), 0);
     fsm_mkdir(m, "/data");
     step_done(w, &fs, m);
     put(w, &fs, m, "/etc/static.cfg", 6000, 1);
@@ -138,31 +138,31 @@ static void build(world_t *w)
         if (r % 6 == 5) {
             snprintf(name, sizeof(name), "/data/f%u", (r + 2) % 5);
             if (fsm_lookup(m, name) > 0) {
-                CHECK_EQ(fs_rename(&fs, name, "/data/renamed"), 0);
+                CHECK_EQ(cfs_rename(&fs, name, "/data/renamed"), 0);
                 fsm_rename(m, name, "/data/renamed");
                 step_done(w, &fs, m);
             }
         }
         if (r % 8 == 7 && fsm_lookup(m, "/data/f0") > 0) { /* r 23 renamed it */
-            CHECK_EQ(fs_remove(&fs, "/data/f0"), 0);
+            CHECK_EQ(cfs_remove(&fs, "/data/f0"), 0);
             fsm_remove(m, "/data/f0");
             step_done(w, &fs, m);
         }
         if (r == 12) {
             /* In-place overwrite of the big file. */
-            fs_file_t f;
+            cfs_file_t f;
             uint8_t b[3000];
             fsm_fill(b, sizeof(b), 77, 0);
-            CHECK_EQ(fs_file_open(&fs, &f, "/data/big", FS_O_RDWR), 0);
-            CHECK_EQ(fs_file_pwrite(&fs, &f, b, sizeof(b), 15000), (int)sizeof(b));
-            CHECK_EQ(fs_file_close(&fs, &f), 0);
+            CHECK_EQ(cfs_file_open(&fs, &f, "/data/big", CFS_O_RDWR), 0);
+            CHECK_EQ(cfs_file_pwrite(&fs, &f, b, sizeof(b), 15000), (int)sizeof(b));
+            CHECK_EQ(cfs_file_close(&fs, &f), 0);
             int32_t id = fsm_lookup(m, "/data/big");
             if (id > 0)
                 fsm_write(m, (uint32_t)id, 15000, b, sizeof(b));
             step_done(w, &fs, m);
             /* and a clean unmount in the middle: a checkpoint */
-            CHECK_EQ(fs_unmount(&fs), 0);
-            CHECK_EQ(fs_mount(&fs, &w->cfg), 0);
+            CHECK_EQ(cfs_unmount(&fs), 0);
+            CHECK_EQ(cfs_mount(&fs, &w->cfg), 0);
             step_done(w, &fs, m);
         }
     }
@@ -194,7 +194,7 @@ static bool some_version(const world_t *w, const char *path, const uint8_t *buf,
 {
     for (uint32_t j = 0; j < w->nsteps; j++) {
         int32_t id = fsm_lookup(w->model[j], path);
-        if (id <= 0 || w->model[j]->node[id].type != FS_TYPE_FILE)
+        if (id <= 0 || w->model[j]->node[id].type != CFS_TYPE_FILE)
             continue;
         uint32_t l;
         const uint8_t *d = fsm_data(w->model[j], (uint32_t)id, &l);
@@ -207,25 +207,25 @@ static bool some_version(const world_t *w, const char *path, const uint8_t *buf,
 /* Read every file the fs lists (walking its own tree, bounded), check each
  * content is a version that file had. Returns the number of wrong contents;
  * *errors counts reads that failed. */
-static int walk_reads(const world_t *w, fs_t *fs, const char *dir, int depth,
+static int walk_reads(const world_t *w, cfs_t *fs, const char *dir, int depth,
                       uint32_t *errors, uint32_t *budget, const char *what)
 {
     int wrong = 0;
-    fs_dir_t d;
-    if (depth > 8 || fs_dir_open(fs, &d, dir) != 0) {
+    cfs_dir_t d;
+    if (depth > 8 || cfs_dir_open(fs, &d, dir) != 0) {
         (*errors)++;
         return 0;
     }
-    char name[FS_NAME_MAX + 2];
-    fs_stat_t st;
+    char name[CFS_NAME_MAX + 2];
+    cfs_stat_t st;
     int rc;
-    while (*budget > 0 && (rc = fs_dir_read(fs, &d, name, sizeof(name), &st)) == 1) {
+    while (*budget > 0 && (rc = cfs_dir_read(fs, &d, name, sizeof(name), &st)) == 1) {
         (*budget)--;
-        char path[2 * FS_PATH_MAX + 4];
+        char path[2 * CFS_PATH_MAX + 4];
         snprintf(path, sizeof(path), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name);
-        if (strlen(path) > FS_PATH_MAX)
+        if (strlen(path) > CFS_PATH_MAX)
             continue;
-        if (st.type == FS_TYPE_DIR) {
+        if (st.type == CFS_TYPE_DIR) {
             wrong += walk_reads(w, fs, path, depth + 1, errors, budget, what);
             continue;
         }
@@ -240,12 +240,12 @@ static int walk_reads(const world_t *w, fs_t *fs, const char *dir, int depth,
         }
         free(buf);
     }
-    fs_dir_close(fs, &d);
+    cfs_dir_close(fs, &d);
     return wrong;
 }
 
 /* Which step's tree equals the fs? -1 if none. Tries the last step first. */
-static int matching_step(const world_t *w, fs_t *fs)
+static int matching_step(const world_t *w, cfs_t *fs)
 {
     fsm_cmp_opts_t q = { .quiet = true, .check_fs_counts = true };
     for (int j = (int)w->nsteps - 1; j >= 0; j--)
@@ -258,11 +258,11 @@ static int matching_step(const world_t *w, fs_t *fs)
  * changed (for the rollback rule). Returns true when acceptable. */
 static bool judge(world_t *w, uint64_t a, uint64_t n, const char *what)
 {
-    fs_t fs;
+    cfs_t fs;
     tally.trials++;
-    int rc = fs_mount(&fs, &w->cfg);
+    int rc = cfs_mount(&fs, &w->cfg);
     if (rc != 0) {
-        if (rc != FS_ERR_CORRUPT && rc != FS_ERR_NOTMOUNTED && rc != FS_ERR_IO) {
+        if (rc != CFS_ERR_CORRUPT && rc != CFS_ERR_NOTMOUNTED && rc != CFS_ERR_IO) {
             fprintf(stderr, "test_fs_corrupt: %s: mount = %d\n", what, rc);
             return false;
         }
@@ -270,8 +270,8 @@ static bool judge(world_t *w, uint64_t a, uint64_t n, const char *what)
         return true;
     }
     bool ok = true;
-    int fr = fs_fsck(&fs, NULL, NULL);
-    if (fr != 0 && fr != FS_ERR_CORRUPT) {
+    int fr = cfs_fsck(&fs, NULL, NULL);
+    if (fr != 0 && fr != CFS_ERR_CORRUPT) {
         fprintf(stderr, "test_fs_corrupt: %s: fsck = %d\n", what, fr);
         ok = false;
     }
@@ -283,9 +283,9 @@ static bool judge(world_t *w, uint64_t a, uint64_t n, const char *what)
      * name too. */
     const fsm_t *fin = w->model[w->nsteps - 1];
     for (uint32_t i = 1; i < fin->nnodes; i++) {
-        if (!fin->node[i].used || fin->node[i].type != FS_TYPE_FILE)
+        if (!fin->node[i].used || fin->node[i].type != CFS_TYPE_FILE)
             continue;
-        char path[FS_PATH_MAX + 2];
+        char path[CFS_PATH_MAX + 2];
         fsm_path(fin, i, path);
         uint8_t *buf = NULL;
         int nr = fsm_read_file(&fs, path, &buf);
@@ -337,7 +337,7 @@ static bool judge(world_t *w, uint64_t a, uint64_t n, const char *what)
         }
         free(got);
     }
-    fs_unmount(&fs);
+    cfs_unmount(&fs);
     return ok;
 }
 
@@ -392,40 +392,40 @@ static void test_garbage(world_t *w)
             }
             break;
         }
-        fs_t fs;
-        int rc = fs_mount(&fs, &w->cfg);
-        CHECK(rc == 0 || rc == FS_ERR_CORRUPT || rc == FS_ERR_NOTMOUNTED || rc == FS_ERR_IO);
+        cfs_t fs;
+        int rc = cfs_mount(&fs, &w->cfg);
+        CHECK(rc == 0 || rc == CFS_ERR_CORRUPT || rc == CFS_ERR_NOTMOUNTED || rc == CFS_ERR_IO);
         tally.trials++;
         if (rc != 0) {
             tally.refused++;
             continue;
         }
         /* Serve: nothing may crash. */
-        int fr = fs_fsck(&fs, NULL, NULL);
-        CHECK(fr == 0 || fr == FS_ERR_CORRUPT);
+        int fr = cfs_fsck(&fs, NULL, NULL);
+        CHECK(fr == 0 || fr == CFS_ERR_CORRUPT);
         tally.fsck_found += fr != 0;
         uint32_t errors = 0, budget = 2000;
         if (t % 4 >= 2) {
             int wrong = walk_reads(w, &fs, "/", 0, &errors, &budget, what);
             CHECK_EQ(wrong, 0);
         } else {
-            fs_dir_t dd;
-            if (fs_dir_open(&fs, &dd, "/") == 0) {
-                char name[FS_NAME_MAX + 2];
-                fs_stat_t st;
-                for (int i = 0; i < 100 && fs_dir_read(&fs, &dd, name, sizeof(name), &st) == 1; i++)
+            cfs_dir_t dd;
+            if (cfs_dir_open(&fs, &dd, "/") == 0) {
+                char name[CFS_NAME_MAX + 2];
+                cfs_stat_t st;
+                for (int i = 0; i < 100 && cfs_dir_read(&fs, &dd, name, sizeof(name), &st) == 1; i++)
                     ;
-                fs_dir_close(&fs, &dd);
+                cfs_dir_close(&fs, &dd);
             }
         }
-        fs_statvfs_t v;
-        fs_statvfs(&fs, &v);
+        cfs_statvfs_t v;
+        cfs_statvfs(&fs, &v);
         uint8_t b[700];
         fsm_fill(b, sizeof(b), 1, 0);
         fsm_write_file(&fs, "/probe", b, sizeof(b));
-        fs_mkdir(&fs, "/probe-dir");
-        fs_gc(&fs, 2);
-        fs_unmount(&fs);
+        cfs_mkdir(&fs, "/probe-dir");
+        cfs_gc(&fs, 2);
+        cfs_unmount(&fs);
         CHECK(1);
     }
     tally_print("garbage images");
@@ -490,10 +490,10 @@ static void test_data_checksums(world_t *w)
     const fsm_t *fin = w->model[w->nsteps - 1];
     uint32_t tested = 0;
     for (uint32_t i = 1; i < fin->nnodes; i++) {
-        if (!fin->node[i].used || fin->node[i].type != FS_TYPE_FILE ||
+        if (!fin->node[i].used || fin->node[i].type != CFS_TYPE_FILE ||
             fin->node[i].len < 200)
             continue;
-        char path[FS_PATH_MAX + 2];
+        char path[CFS_PATH_MAX + 2];
         fsm_path(fin, i, path);
         uint32_t len;
         const uint8_t *data = fsm_data(fin, i, &len);
@@ -511,36 +511,36 @@ static void test_data_checksums(world_t *w)
                     if (img[q] == data[off] && memcmp(img + q, data + off, 32) == 0)
                         flash_sim_flip_bit(w->sim, q + 7, 3);
             }
-            fs_t fs;
-            int rc = fs_mount(&fs, &w->cfg);
+            cfs_t fs;
+            int rc = cfs_mount(&fs, &w->cfg);
             CHECK_EQ(rc, 0);
             if (rc != 0)
                 continue;
             tested++;
             uint8_t *got = NULL;
             int nr = fsm_read_file(&fs, path, &got);
-            if (nr != FS_ERR_CORRUPT)
+            if (nr != CFS_ERR_CORRUPT)
                 fprintf(stderr, "test_fs_corrupt: %s: data bit flip at file offset %u "
                         "(flash 0x%" PRIx64 "): read = %d, expected CORRUPT\n", path,
                         off + 7, (uint64_t)at + 7, nr);
-            CHECK_EQ(nr, FS_ERR_CORRUPT);
+            CHECK_EQ(nr, CFS_ERR_CORRUPT);
             free(got);
             /* A read of the untouched start of the file may still work, but
              * a read covering the flip must fail. */
-            fs_file_t f;
-            if (fs_file_open(&fs, &f, path, FS_O_RDONLY) == 0) {
+            cfs_file_t f;
+            if (cfs_file_open(&fs, &f, path, CFS_O_RDONLY) == 0) {
                 uint8_t b[64];
-                int k = fs_file_pread(&fs, &f, b, 16, off);
-                CHECK(k == FS_ERR_CORRUPT);
-                fs_file_close(&fs, &f);
+                int k = cfs_file_pread(&fs, &f, b, 16, off);
+                CHECK(k == CFS_ERR_CORRUPT);
+                cfs_file_close(&fs, &f);
             }
-            int fr = fs_fsck(&fs, NULL, NULL);
-            CHECK_EQ(fr, FS_ERR_CORRUPT);
+            int fr = cfs_fsck(&fs, NULL, NULL);
+            CHECK_EQ(fr, CFS_ERR_CORRUPT);
             /* The other files are unaffected. */
             for (uint32_t j = 1; j < fin->nnodes; j++) {
-                if (j == i || !fin->node[j].used || fin->node[j].type != FS_TYPE_FILE)
+                if (j == i || !fin->node[j].used || fin->node[j].type != CFS_TYPE_FILE)
                     continue;
-                char p2[FS_PATH_MAX + 2];
+                char p2[CFS_PATH_MAX + 2];
                 fsm_path(fin, j, p2);
                 uint8_t *g2 = NULL;
                 int n2 = fsm_read_file(&fs, p2, &g2);
@@ -549,7 +549,7 @@ static void test_data_checksums(world_t *w)
                 CHECK(n2 == (int)l2 && (l2 == 0 || memcmp(g2, d2, l2) == 0));
                 free(g2);
             }
-            fs_unmount(&fs);
+            cfs_unmount(&fs);
         }
     }
     printf("test_fs_corrupt: data checksums: %u flips in live file data tested\n", tested);
@@ -564,22 +564,22 @@ static void test_read_flips(world_t *w, uint32_t rounds)
         fsm_t *m = fsm_clone(w->model[w->nsteps - 1]);
         fsm_t *alt = NULL; /* state if the last failed write took effect */
         flash_sim_read_flips(w->sim, 20 + t % 60);
-        fs_t fs;
+        cfs_t fs;
         int rc = -1;
         for (int tries = 0; tries < 10 && rc != 0; tries++) {
-            rc = fs_mount(&fs, &w->cfg);
+            rc = cfs_mount(&fs, &w->cfg);
             if (rc != 0) {
                 mounts_failed++;
-                CHECK(rc == FS_ERR_CORRUPT || rc == FS_ERR_IO || rc == FS_ERR_NOTMOUNTED);
+                CHECK(rc == CFS_ERR_CORRUPT || rc == CFS_ERR_IO || rc == CFS_ERR_NOTMOUNTED);
             }
         }
         if (rc == 0) {
             /* Reads: right data or an error. */
             for (int pass = 0; pass < 3; pass++)
                 for (uint32_t i = 1; i < m->nnodes; i++) {
-                    if (!m->node[i].used || m->node[i].type != FS_TYPE_FILE)
+                    if (!m->node[i].used || m->node[i].type != CFS_TYPE_FILE)
                         continue;
-                    char path[FS_PATH_MAX + 2];
+                    char path[CFS_PATH_MAX + 2];
                     fsm_path(m, i, path);
                     uint8_t *got = NULL;
                     int nr = fsm_read_file(&fs, path, &got);
@@ -603,7 +603,7 @@ static void test_read_flips(world_t *w, uint32_t rounds)
                 uint8_t b[2500];
                 fsm_fill(b, sizeof(b), 500 + t * 10 + k, 0);
                 fsm_t *post = fsm_clone(m);
-                int32_t id = fsm_open(post, path, FS_O_WRONLY | FS_O_CREAT);
+                int32_t id = fsm_open(post, path, CFS_O_WRONLY | CFS_O_CREAT);
                 if (id > 0)
                     fsm_set_data(post, (uint32_t)id, b, sizeof(b));
                 rc = fsm_write_file(&fs, path, b, sizeof(b));
@@ -620,7 +620,7 @@ static void test_read_flips(world_t *w, uint32_t rounds)
                     break;
                 }
             }
-            rc = fs_unmount(&fs);
+            rc = cfs_unmount(&fs);
             if (rc != 0) {
                 /* A failed unmount loses no committed data either. */
                 errs++;
@@ -628,7 +628,7 @@ static void test_read_flips(world_t *w, uint32_t rounds)
         }
         flash_sim_read_flips(w->sim, 0);
         /* Without flips: everything committed is there. */
-        rc = fs_mount(&fs, &w->cfg);
+        rc = cfs_mount(&fs, &w->cfg);
         CHECK_EQ(rc, 0);
         if (rc == 0) {
             fsm_cmp_opts_t q = { .quiet = true, .check_fs_counts = true };
@@ -640,7 +640,7 @@ static void test_read_flips(world_t *w, uint32_t rounds)
                  * empty or partly written: accept only for that path */
                 fsm_cmp_opts_t v = { .quiet = true };
                 int bad = fsm_compare(m, &fs, &v);
-                same = bad <= 1 && fs_fsck(&fs, NULL, NULL) == 0;
+                same = bad <= 1 && cfs_fsck(&fs, NULL, NULL) == 0;
             }
             if (!same) {
                 lost++;
@@ -650,8 +650,8 @@ static void test_read_flips(world_t *w, uint32_t rounds)
                 fsm_compare(m, &fs, &v);
             }
             CHECK(same);
-            CHECK_EQ(fs_fsck(&fs, NULL, NULL), 0);
-            fs_unmount(&fs);
+            CHECK_EQ(cfs_fsck(&fs, NULL, NULL), 0);
+            cfs_unmount(&fs);
         }
         fsm_free(m);
         fsm_free(alt);

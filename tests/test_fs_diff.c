@@ -1,6 +1,6 @@
 /*
  * test_fs_diff.c - randomized differential test of the filesystem against
- * the in-memory model (tests/support/fs_model.h).
+ * the in-memory model (tests/support/cfs_model.h).
  *
  * Thousands of random operations (create/open with every flag, write, pwrite,
  * append, read, pread, seek, truncate, sync, close, stat, remove, rename,
@@ -9,11 +9,11 @@
  * Every result is compared with the model: return codes, bytes read, sizes.
  * Periodically the fs is unmounted and mounted again, then the whole tree
  * (every directory listing, every file's bytes, the file/dir counts) is
- * compared and fs_fsck must pass.
+ * compared and cfs_fsck must pass.
  *
  * Handle model: at most one writable handle per file (any number of
  * read-only ones). The writer sees its own writes at once; everyone else
- * sees the file's last synced content (fs.h: data becomes visible to other
+ * sees the file's last synced content (cfs.h: data becomes visible to other
  * handles when sync/close returns). Files that are open are never removed or
  * renamed by the random ops (that is covered by test_fs_unit).
  *
@@ -31,8 +31,8 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 #define MAX_HANDLES 8
 #define MAX_FILE (64 * 1024)
@@ -47,7 +47,7 @@ typedef struct handle {
     uint8_t *wc;          /* writer's working copy (NULL for readers) */
     uint32_t wlen;
     bool dirty;
-    fs_file_t f;
+    cfs_file_t f;
 } handle_t;
 
 typedef struct run {
@@ -55,8 +55,8 @@ typedef struct run {
     uint32_t nops, blocks;
     bool verbose;
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     uint32_t now;
     fsm_t *m;             /* committed state */
     fsm_rng_t rng;
@@ -166,20 +166,20 @@ static void rand_path(run_t *r, char *out, int want_type)
         /* parent that may not be a directory */
         dir = fsm_pick(r->m, 0, fsm_rng_next(&r->rng));
     } else {
-        dir = fsm_pick(r->m, FS_TYPE_DIR, fsm_rng_next(&r->rng));
+        dir = fsm_pick(r->m, CFS_TYPE_DIR, fsm_rng_next(&r->rng));
     }
     char parent[PATHBUF];
     fsm_path(r->m, dir, parent);
-    const char *name = want_type == FS_TYPE_DIR
+    const char *name = want_type == CFS_TYPE_DIR
                            ? dnames[rnd(r, sizeof(dnames) / sizeof(dnames[0]))]
                            : fnames[rnd(r, sizeof(fnames) / sizeof(fnames[0]))];
-    if (k == 8 && strlen(parent) + 10 < FS_PATH_MAX) {
+    if (k == 8 && strlen(parent) + 10 < CFS_PATH_MAX) {
         /* a missing intermediate directory */
         if (snprintf(out, PATHBUF, "%s/nx/%s", dir ? parent : "", name) >= PATHBUF)
             strcpy(out, "/");
         return;
     }
-    if (strlen(parent) + 1 + strlen(name) > FS_PATH_MAX)
+    if (strlen(parent) + 1 + strlen(name) > CFS_PATH_MAX)
         dir = 0;
     if (snprintf(out, PATHBUF, "%s/%s", dir ? parent : "", name) >= PATHBUF)
         strcpy(out, "/");
@@ -230,24 +230,24 @@ static void op_open(run_t *r)
     if (!h)
         return;
     char path[PATHBUF];
-    rand_path(r, path, FS_TYPE_FILE);
-    static const int acc[] = { FS_O_RDONLY, FS_O_WRONLY, FS_O_RDWR, FS_O_RDWR };
+    rand_path(r, path, CFS_TYPE_FILE);
+    static const int acc[] = { CFS_O_RDONLY, CFS_O_WRONLY, CFS_O_RDWR, CFS_O_RDWR };
     int flags = acc[rnd(r, 4)];
     if (rnd(r, 2))
-        flags |= FS_O_CREAT;
-    if ((flags & FS_O_CREAT) && rnd(r, 4) == 0)
-        flags |= FS_O_EXCL;
-    if ((flags & 3) != FS_O_RDONLY && rnd(r, 5) == 0)
-        flags |= FS_O_TRUNC;
-    if ((flags & 3) != FS_O_RDONLY && rnd(r, 5) == 0)
-        flags |= FS_O_APPEND;
+        flags |= CFS_O_CREAT;
+    if ((flags & CFS_O_CREAT) && rnd(r, 4) == 0)
+        flags |= CFS_O_EXCL;
+    if ((flags & 3) != CFS_O_RDONLY && rnd(r, 5) == 0)
+        flags |= CFS_O_TRUNC;
+    if ((flags & 3) != CFS_O_RDONLY && rnd(r, 5) == 0)
+        flags |= CFS_O_APPEND;
     /* One writer per file. */
     int32_t existing = fsm_lookup(r->m, path);
-    if ((flags & 3) != FS_O_RDONLY && existing > 0 && writer_of(r, (uint32_t)existing))
-        flags = FS_O_RDONLY;
+    if ((flags & 3) != CFS_O_RDONLY && existing > 0 && writer_of(r, (uint32_t)existing))
+        flags = CFS_O_RDONLY;
     int32_t want = fsm_open(r->m, path, flags);
     logop(r, "open(\"%s\", 0x%x) -> expect %d", path, flags, want < 0 ? want : 0);
-    int rc = fs_file_open(&r->fs, &h->f, path, flags);
+    int rc = cfs_file_open(&r->fs, &h->f, path, flags);
     EXPECT(r, rc == (want < 0 ? want : 0), "open(\"%s\", 0x%x) = %d, model %d",
            path, flags, rc, want < 0 ? want : 0);
     if (rc < 0) {
@@ -256,14 +256,14 @@ static void op_open(run_t *r)
     }
     h->used = true;
     h->node = (uint32_t)want;
-    h->readable = (flags & FS_O_RDONLY) != 0;
-    h->writable = (flags & FS_O_WRONLY) != 0;
-    h->append = (flags & FS_O_APPEND) != 0;
+    h->readable = (flags & CFS_O_RDONLY) != 0;
+    h->writable = (flags & CFS_O_WRONLY) != 0;
+    h->append = (flags & CFS_O_APPEND) != 0;
     h->pos = 0;
     if (h->writable) {
         uint32_t len;
         const uint8_t *d = fsm_data(r->m, h->node, &len);
-        if (flags & FS_O_TRUNC) {
+        if (flags & CFS_O_TRUNC) {
             len = 0;
             h->dirty = true;
         }
@@ -274,7 +274,7 @@ static void op_open(run_t *r)
     }
     uint32_t vlen;
     view(r, h, &vlen);
-    int32_t sz = fs_file_size(&r->fs, &h->f);
+    int32_t sz = cfs_file_size(&r->fs, &h->f);
     EXPECT(r, sz == (int32_t)vlen, "size after open of \"%s\" = %d, model %u",
            path, sz, vlen);
 }
@@ -287,7 +287,7 @@ static void op_close(run_t *r)
     char path[PATHBUF];
     fsm_path(r->m, h->node, path);
     logop(r, "close(%s [h%d])", path, (int)(h - r->h));
-    int rc = fs_file_close(&r->fs, &h->f);
+    int rc = cfs_file_close(&r->fs, &h->f);
     commit(r, h);
     drop_handle(h);
     EXPECT(r, rc == 0, "close(\"%s\") = %d", path, rc);
@@ -299,7 +299,7 @@ static void op_sync(run_t *r)
     if (!h)
         return;
     logop(r, "sync(h%d)", (int)(h - r->h));
-    int rc = fs_file_sync(&r->fs, &h->f);
+    int rc = cfs_file_sync(&r->fs, &h->f);
     commit(r, h);
     EXPECT(r, rc == 0, "sync = %d", rc);
 }
@@ -343,8 +343,8 @@ static void op_write(run_t *r, int kind /* 0 write, 1 pwrite */)
     fsm_fill(buf, len, tag, off);
     logop(r, "%s(h%d, off %u, len %u, tag %u)", kind ? "pwrite" : "write",
           (int)(h - r->h), off, len, tag);
-    int rc = kind ? fs_file_pwrite(&r->fs, &h->f, buf, len, off)
-                  : fs_file_write(&r->fs, &h->f, buf, len);
+    int rc = kind ? cfs_file_pwrite(&r->fs, &h->f, buf, len, off)
+                  : cfs_file_write(&r->fs, &h->f, buf, len);
     if (rc == (int)len && len) {
         if (newlen > h->wlen) {
             h->wc = realloc(h->wc, newlen);
@@ -359,9 +359,9 @@ static void op_write(run_t *r, int kind /* 0 write, 1 pwrite */)
     EXPECT(r, rc == (int)len, "write returned %d, expected %u", rc, len);
     if (kind == 0)
         h->pos = off + len;
-    int32_t pos = fs_file_tell(&r->fs, &h->f);
+    int32_t pos = cfs_file_tell(&r->fs, &h->f);
     EXPECT(r, pos == (int32_t)h->pos, "tell after write = %d, model %u", pos, h->pos);
-    int32_t sz = fs_file_size(&r->fs, &h->f);
+    int32_t sz = cfs_file_size(&r->fs, &h->f);
     EXPECT(r, sz == (int32_t)h->wlen, "size after write = %d, model %u", sz, h->wlen);
 }
 
@@ -377,11 +377,11 @@ static void op_read(run_t *r, int kind /* 0 read, 1 pread */)
     uint8_t *buf = malloc(len ? len : 1);
     logop(r, "%s(h%d, off %u, len %u)", kind ? "pread" : "read", (int)(h - r->h),
           off, len);
-    int rc = kind ? fs_file_pread(&r->fs, &h->f, buf, len, off)
-                  : fs_file_read(&r->fs, &h->f, buf, len);
+    int rc = kind ? cfs_file_pread(&r->fs, &h->f, buf, len, off)
+                  : cfs_file_read(&r->fs, &h->f, buf, len);
     if (!h->readable) {
         free(buf);
-        EXPECT(r, rc == FS_ERR_BADF, "read on write-only handle = %d", rc);
+        EXPECT(r, rc == CFS_ERR_BADF, "read on write-only handle = %d", rc);
         return;
     }
     uint32_t want = off >= vlen ? 0 : (vlen - off < len ? vlen - off : len);
@@ -397,7 +397,7 @@ static void op_read(run_t *r, int kind /* 0 read, 1 pread */)
     EXPECT(r, ok, "read returned %d, expected %u", rc, want);
     if (kind == 0)
         h->pos = off + want;
-    int32_t pos = fs_file_tell(&r->fs, &h->f);
+    int32_t pos = cfs_file_tell(&r->fs, &h->f);
     EXPECT(r, pos == (int32_t)h->pos, "tell after read = %d, model %u", pos, h->pos);
 }
 
@@ -415,9 +415,9 @@ static void op_seek(run_t *r)
     int64_t base = whence == 0 ? 0 : whence == 1 ? h->pos : vlen;
     int64_t np = base + off;
     logop(r, "seek(h%d, %d, %d)", (int)(h - r->h), off, whence);
-    int32_t rc = fs_file_seek(&r->fs, &h->f, off, whence);
-    if (np < 0 || np > (int64_t)FS_FILE_MAX) {
-        EXPECT(r, rc == FS_ERR_INVAL, "seek to %lld = %d", (long long)np, rc);
+    int32_t rc = cfs_file_seek(&r->fs, &h->f, off, whence);
+    if (np < 0 || np > (int64_t)CFS_FILE_MAX) {
+        EXPECT(r, rc == CFS_ERR_INVAL, "seek to %lld = %d", (long long)np, rc);
         return;
     }
     EXPECT(r, rc == (int32_t)np, "seek = %d, model %lld", rc, (long long)np);
@@ -437,7 +437,7 @@ static void op_truncate(run_t *r)
     if (fsm_bytes(r->m) + size > r->budget + oldlen)
         return;
     logop(r, "truncate(h%d, %u) [was %u]", (int)(h - r->h), size, h->wlen);
-    int rc = fs_file_truncate(&r->fs, &h->f, size);
+    int rc = cfs_file_truncate(&r->fs, &h->f, size);
     EXPECT(r, rc == 0, "truncate = %d", rc);
     if (size > h->wlen) {
         h->wc = realloc(h->wc, size);
@@ -445,7 +445,7 @@ static void op_truncate(run_t *r)
     }
     h->wlen = size;
     h->dirty = true;
-    int32_t sz = fs_file_size(&r->fs, &h->f);
+    int32_t sz = cfs_file_size(&r->fs, &h->f);
     EXPECT(r, sz == (int32_t)size, "size after truncate = %d, model %u", sz, size);
 }
 
@@ -462,7 +462,7 @@ static void op_burst(run_t *r)
     if (fsm_bytes(r->m) + total > r->budget + oldlen)
         return;
     logop(r, "burst(h%d, truncate 0 + %u bytes)", (int)(h - r->h), total);
-    int rc = fs_file_truncate(&r->fs, &h->f, 0);
+    int rc = cfs_file_truncate(&r->fs, &h->f, 0);
     EXPECT(r, rc == 0, "truncate = %d", rc);
     h->wlen = 0;
     h->dirty = true;
@@ -472,7 +472,7 @@ static void op_burst(run_t *r)
         uint32_t n = total - off < 4096 ? total - off : 4096;
         fsm_fill(buf, n, tag, off);
         uint32_t at = h->append ? h->wlen : h->pos;
-        rc = fs_file_write(&r->fs, &h->f, buf, n);
+        rc = cfs_file_write(&r->fs, &h->f, buf, n);
         if (rc != (int)n) {
             free(buf);
             EXPECT(r, false, "burst write at %u = %d", at, rc);
@@ -490,10 +490,10 @@ static void op_burst(run_t *r)
             break;
     }
     free(buf);
-    int32_t sz = fs_file_size(&r->fs, &h->f);
+    int32_t sz = cfs_file_size(&r->fs, &h->f);
     EXPECT(r, sz == (int32_t)h->wlen, "size after burst = %d, model %u", sz, h->wlen);
     if (rnd(r, 2)) {
-        rc = fs_file_sync(&r->fs, &h->f);
+        rc = cfs_file_sync(&r->fs, &h->f);
         commit(r, h);
         EXPECT(r, rc == 0, "sync after burst = %d", rc);
     }
@@ -515,45 +515,45 @@ static void expect_rc(run_t *r, const char *what, int rc, int want)
 static void op_mkdir(run_t *r)
 {
     char path[PATHBUF];
-    rand_path(r, path, FS_TYPE_DIR);
+    rand_path(r, path, CFS_TYPE_DIR);
     logop(r, "mkdir(\"%s\")", path);
     int want = fsm_mkdir(r->m, path);
-    expect_rc(r, "mkdir", fs_mkdir(&r->fs, path), want);
+    expect_rc(r, "mkdir", cfs_mkdir(&r->fs, path), want);
 }
 
 static void op_rmdir(run_t *r)
 {
     char path[PATHBUF];
-    rand_path(r, path, rnd(r, 4) ? FS_TYPE_DIR : 0);
+    rand_path(r, path, rnd(r, 4) ? CFS_TYPE_DIR : 0);
     if (path_open(r, r->m, path))
         return;
     logop(r, "rmdir(\"%s\")", path);
     int want = fsm_rmdir(r->m, path);
-    expect_rc(r, "rmdir", fs_rmdir(&r->fs, path), want);
+    expect_rc(r, "rmdir", cfs_rmdir(&r->fs, path), want);
 }
 
 static void op_remove(run_t *r)
 {
     char path[PATHBUF];
-    rand_path(r, path, rnd(r, 4) ? FS_TYPE_FILE : 0);
+    rand_path(r, path, rnd(r, 4) ? CFS_TYPE_FILE : 0);
     if (path_open(r, r->m, path))
         return;
     logop(r, "remove(\"%s\")", path);
     int want = fsm_remove(r->m, path);
-    expect_rc(r, "remove", fs_remove(&r->fs, path), want);
+    expect_rc(r, "remove", cfs_remove(&r->fs, path), want);
 }
 
 static void op_rename(run_t *r)
 {
     char src[PATHBUF], dst[PATHBUF];
-    int t = rnd(r, 3) == 0 ? FS_TYPE_DIR : FS_TYPE_FILE;
+    int t = rnd(r, 3) == 0 ? CFS_TYPE_DIR : CFS_TYPE_FILE;
     rand_path(r, src, t);
     rand_path(r, dst, t);
     if (path_open(r, r->m, src) || path_open(r, r->m, dst))
         return;
     logop(r, "rename(\"%s\", \"%s\")", src, dst);
     int want = fsm_rename(r->m, src, dst);
-    expect_rc(r, "rename", fs_rename(&r->fs, src, dst), want);
+    expect_rc(r, "rename", cfs_rename(&r->fs, src, dst), want);
 }
 
 static void op_rename_many(run_t *r)
@@ -564,7 +564,7 @@ static void op_rename_many(run_t *r)
     uint32_t n = 1 + rnd(r, MAXN);
     fsm_t *tmp = fsm_clone(r->m);
     for (uint32_t i = 0; i < n; i++) {
-        int t = rnd(r, 4) == 0 ? FS_TYPE_DIR : FS_TYPE_FILE;
+        int t = rnd(r, 4) == 0 ? CFS_TYPE_DIR : CFS_TYPE_FILE;
         rand_path(r, sbuf[i], t);
         rand_path(r, dbuf[i], t);
         src[i] = sbuf[i];
@@ -580,7 +580,7 @@ static void op_rename_many(run_t *r)
             fsm_remove(tmp, src[i]);
     }
     fsm_free(tmp);
-    char desc[8 * (FS_PATH_MAX + 8)];
+    char desc[8 * (CFS_PATH_MAX + 8)];
     size_t dl = 0;
     desc[0] = '\0';
     for (uint32_t i = 0; i < n && dl < sizeof(desc) - 16; i++)
@@ -589,7 +589,7 @@ static void op_rename_many(run_t *r)
     logop(r, "rename_many(%u: %s)", n, desc);
     int want = fsm_rename_many(r->m, src, dst, n);
     r->nrenmany++;
-    expect_rc(r, "rename_many", fs_rename_many(&r->fs, src, dst, n), want);
+    expect_rc(r, "rename_many", cfs_rename_many(&r->fs, src, dst, n), want);
 }
 
 static void op_stat(run_t *r)
@@ -598,8 +598,8 @@ static void op_stat(run_t *r)
     rand_path(r, path, 0);
     logop(r, "stat(\"%s\")", path);
     int32_t id = fsm_lookup(r->m, path);
-    fs_stat_t st;
-    int rc = fs_stat(&r->fs, path, &st);
+    cfs_stat_t st;
+    int rc = cfs_stat(&r->fs, path, &st);
     if (id < 0) {
         expect_rc(r, "stat", rc, id);
         return;
@@ -607,15 +607,15 @@ static void op_stat(run_t *r)
     EXPECT(r, rc == 0, "stat(\"%s\") = %d", path, rc);
     const fsm_node_t *nd = &r->m->node[id];
     EXPECT(r, (int)st.type == nd->type, "stat type %d, model %d", st.type, nd->type);
-    if (nd->type == FS_TYPE_FILE)
+    if (nd->type == CFS_TYPE_FILE)
         EXPECT(r, st.size == nd->len, "stat(\"%s\").size = %u, model %u", path,
                st.size, nd->len);
 }
 
 static void check_statvfs(run_t *r)
 {
-    fs_statvfs_t v;
-    int rc = fs_statvfs(&r->fs, &v);
+    cfs_statvfs_t v;
+    int rc = cfs_statvfs(&r->fs, &v);
     EXPECT(r, rc == 0, "statvfs = %d", rc);
     EXPECT(r, v.free + v.used == v.total, "statvfs free %" PRIu64 " + used %" PRIu64
            " != total %" PRIu64, v.free, v.used, v.total);
@@ -630,7 +630,7 @@ static void op_gc(run_t *r)
 {
     uint32_t n = rnd(r, 3);
     logop(r, "gc(%u)", n);
-    int rc = fs_gc(&r->fs, n);
+    int rc = cfs_gc(&r->fs, n);
     r->ngc++;
     EXPECT(r, rc >= 0, "gc(%u) = %d", n, rc);
     check_statvfs(r);
@@ -652,21 +652,21 @@ static void op_remount(run_t *r)
 {
     logop(r, "remount");
     /* Half the time close the handles first, else unmount syncs them (the
-     * handles stay linked into the fs until fs_unmount returns). */
+     * handles stay linked into the fs until cfs_unmount returns). */
     bool close_first = rnd(r, 2);
     for (int i = 0; i < MAX_HANDLES; i++) {
         handle_t *h = &r->h[i];
         if (!h->used)
             continue;
         if (close_first) {
-            int rc = fs_file_close(&r->fs, &h->f);
+            int rc = cfs_file_close(&r->fs, &h->f);
             if (rc != 0)
                 fail(r, "close before remount = %d", rc);
             commit(r, h);
             drop_handle(h);
         }
     }
-    int rc = fs_unmount(&r->fs);
+    int rc = cfs_unmount(&r->fs);
     for (int i = 0; i < MAX_HANDLES; i++) {
         handle_t *h = &r->h[i];
         if (h->used) {
@@ -676,11 +676,11 @@ static void op_remount(run_t *r)
     }
     EXPECT(r, rc == 0, "unmount = %d", rc);
     memset(&r->fs, 0x5a, sizeof(r->fs));
-    rc = fs_mount(&r->fs, &r->cfg);
+    rc = cfs_mount(&r->fs, &r->cfg);
     EXPECT(r, rc == 0, "mount = %d", rc);
     r->nremount++;
     full_compare(r, "after remount");
-    rc = fs_fsck(&r->fs, NULL, NULL);
+    rc = cfs_fsck(&r->fs, NULL, NULL);
     r->nfsck++;
     EXPECT(r, rc == 0, "fsck after remount = %d", rc);
     check_statvfs(r);
@@ -703,15 +703,15 @@ static void run_one(run_t *r)
     r->cfg.clock_ctx = &r->now;
     r->m = fsm_new();
     fsm_rng_seed(&r->rng, r->seed);
-    int rc = fs_format(&r->fs, &r->cfg);
+    int rc = cfs_format(&r->fs, &r->cfg);
     if (rc == 0)
-        rc = fs_mount(&r->fs, &r->cfg);
+        rc = cfs_mount(&r->fs, &r->cfg);
     if (rc != 0) {
         fail(r, "format/mount = %d", rc);
         goto out;
     }
-    fs_statvfs_t v;
-    fs_statvfs(&r->fs, &v);
+    cfs_statvfs_t v;
+    cfs_statvfs(&r->fs, &v);
     r->budget = v.total * 35 / 100;
 
     for (r->op = 0; r->op < r->nops && !r->failed; r->op++) {
@@ -742,12 +742,12 @@ static void run_one(run_t *r)
     if (!r->failed)
         op_remount(r);
     if (!r->failed) {
-        rc = fs_fsck(&r->fs, fsck_report, NULL);
+        rc = cfs_fsck(&r->fs, fsck_report, NULL);
         if (rc != 0)
             fail(r, "final fsck = %d", rc);
     }
     if (!r->failed) {
-        fs_statvfs(&r->fs, &v);
+        cfs_statvfs(&r->fs, &v);
         printf("test_fs_diff: seed %" PRIu64 ": %u ops, %u remounts, %u gc calls, "
                "%u rename_many, %u expected errors, %" PRIu64 " KiB written, "
                "erase max %u mean %u\n",
@@ -759,7 +759,7 @@ out:
         if (r->h[i].used)
             drop_handle(&r->h[i]);
     if (r->fs.mounted && !r->failed)
-        fs_unmount(&r->fs);
+        cfs_unmount(&r->fs);
     flash_sim_stats_t st;
     flash_sim_stats(r->sim, &st);
     CHECK_EQ(st.illegal_progs, 0);

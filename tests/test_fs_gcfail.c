@@ -3,7 +3,7 @@
  * never loses committed data, and the filesystem keeps working after it.
  *
  * A small device is filled nearly full and then churned (whole-file writes,
- * partial writes, truncations, removes, renames, fs_gc, and a long-lived
+ * partial writes, truncations, removes, renames, cfs_gc, and a long-lived
  * write handle with pending writes), so that almost every operation runs GC.
  * Two ways of making GC fail:
  *
@@ -38,8 +38,8 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 #define BSIZE 4096u
 #define MAXCAND 16
@@ -52,14 +52,14 @@
 #define FILL_PCT 45
 /* Sweep of weak bits: one every WEAK_STEP bytes, read flipped DAMAGE_LIKE
  * times in a row (the same way each time), one read fewer than the
- * filesystem needs to call it damage (DAMAGE_READS in fs_internal.h). */
+ * filesystem needs to call it damage (DAMAGE_READS in cfs_internal.h). */
 #define WEAK_STEP 61u
 #define DAMAGE_LIKE 3u
 
 typedef struct world {
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     uint32_t now;
     uint32_t blocks;
     fsm_t *m;                   /* the state the fs shows */
@@ -71,7 +71,7 @@ typedef struct world {
     bool failed;
     /* the long-lived write handle on LIVE_PATH */
     bool live_open;
-    fs_file_t live;
+    cfs_file_t live;
     uint32_t live_node;
     uint8_t *ver[MAXVER];       /* acceptable contents: committed .. newest */
     uint32_t verlen[MAXVER];
@@ -146,7 +146,7 @@ static bool accept_live(void *ctx, const fsm_t *m, uint32_t id, const uint8_t *b
     return false;
 }
 
-static int compare(world_t *w, const fsm_t *m, fs_t *fs, bool quiet, const char *tag)
+static int compare(world_t *w, const fsm_t *m, cfs_t *fs, bool quiet, const char *tag)
 {
     fsm_cmp_opts_t o = { .accept = accept_live, .accept_ctx = w, .quiet = quiet,
                          .check_fs_counts = true, .tag = tag };
@@ -167,23 +167,23 @@ static void check_cut(world_t *w)
     flash_sim_config_t sc = { .block_size = BSIZE, .block_count = w->blocks, .seed = 1 };
     flash_sim_t *copy = flash_sim_new(&sc);
     memcpy(flash_sim_data(copy), flash_sim_data(w->sim), flash_sim_size(w->sim));
-    fs_config_t cfg = w->cfg;
+    cfs_config_t cfg = w->cfg;
     cfg.dev = flash_sim_dev(copy);
-    fs_t fs;
-    int rc = fs_mount(&fs, &cfg);
+    cfs_t fs;
+    int rc = cfs_mount(&fs, &cfg);
     w->cuts_checked++;
     if (rc != 0) {
-        fail(w, "power-cut view: mount failed: %s", fs_strerror(rc));
+        fail(w, "power-cut view: mount failed: %s", cfs_strerror(rc));
     } else {
         if (compare(w, w->m, &fs, true, NULL) != 0) {
             fail(w, "power-cut view differs from the state the mounted fs shows");
             compare(w, w->m, &fs, false, "    power-cut view");
         }
-        if (fs_fsck(&fs, NULL, NULL) != 0) {
+        if (cfs_fsck(&fs, NULL, NULL) != 0) {
             fail(w, "power-cut view: fsck");
-            fs_fsck(&fs, fsck_say, NULL);
+            cfs_fsck(&fs, fsck_say, NULL);
         }
-        fs_unmount(&fs);
+        cfs_unmount(&fs);
     }
     flash_sim_free(copy);
 }
@@ -212,7 +212,7 @@ static void settle(world_t *w, fsm_t **cand, uint32_t n, const char *what, int r
     }
     if (pick < 0) {
         fail(w, "%s (rc %d %s): the fs shows a state the operation may not leave", what, rc,
-             rc ? fs_strerror(rc) : "");
+             rc ? cfs_strerror(rc) : "");
         compare(w, cand[rc == 0 ? n - 1 : 0], &w->fs, false, rc == 0 ? "    vs new" : "    vs old");
         pick = rc == 0 ? (int)n - 1 : 0;
     } else if (rc != 0) {
@@ -241,7 +241,7 @@ static void pick_name(world_t *w, char *path)
 static int32_t pick_file(world_t *w, char *path)
 {
     for (int t = 0; t < 8; t++) {
-        uint32_t id = fsm_pick(w->m, FS_TYPE_FILE, fsm_rng_next(&w->rng));
+        uint32_t id = fsm_pick(w->m, CFS_TYPE_FILE, fsm_rng_next(&w->rng));
         if (id == FSM_NONE)
             return -1;
         if (w->live_open && id == w->live_node)
@@ -267,7 +267,7 @@ static void count_err(world_t *w, int rc)
     if (rc == 0)
         return;
     w->op_errors++;
-    if (rc == FS_ERR_NOSPC)
+    if (rc == CFS_ERR_NOSPC)
         w->nospc++;
     else
         w->io_errors++;
@@ -283,7 +283,7 @@ static int op_put(world_t *w, const char *path, uint32_t len)
     fsm_fill(b, len, ++w->tag, 0);
     cand[n++] = fsm_clone(w->m);
     fsm_t *c = fsm_clone(w->m);
-    int32_t id = fsm_open(c, path, FS_O_WRONLY | FS_O_CREAT);
+    int32_t id = fsm_open(c, path, CFS_O_WRONLY | CFS_O_CREAT);
     if (id < 0) {
         fsm_free(c);
         free(b);
@@ -301,20 +301,20 @@ static int op_put(world_t *w, const char *path, uint32_t len)
     }
     fsm_set_data(c, (uint32_t)id, b, len);
     cand[n++] = c;
-    fs_file_t f;
-    int rc = fs_file_open(&w->fs, &f, path, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    cfs_file_t f;
+    int rc = cfs_file_open(&w->fs, &f, path, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (rc == 0) {
         for (uint32_t done = 0; done < len && rc == 0;) {
             uint32_t k = len - done > 4096 ? 4096 : len - done;
-            int r = fs_file_write(&w->fs, &f, b + done, k);
+            int r = cfs_file_write(&w->fs, &f, b + done, k);
             if (r < 0)
                 rc = r;
             else
                 done += k;
         }
         if (rc != 0)
-            (void)fs_file_revert(&w->fs, &f);
-        int rc2 = fs_file_close(&w->fs, &f);
+            (void)cfs_file_revert(&w->fs, &f);
+        int rc2 = cfs_file_close(&w->fs, &f);
         if (rc == 0)
             rc = rc2;
     }
@@ -338,16 +338,16 @@ static int op_patch(world_t *w)
     fsm_fill(b, n, ++w->tag, off);
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     fsm_write(cand[1], (uint32_t)id, off, b, n);
-    fs_file_t f;
-    int rc = fs_file_open(&w->fs, &f, path, FS_O_WRONLY);
+    cfs_file_t f;
+    int rc = cfs_file_open(&w->fs, &f, path, CFS_O_WRONLY);
     if (rc == 0) {
-        int r = fs_file_pwrite(&w->fs, &f, b, n, off);
+        int r = cfs_file_pwrite(&w->fs, &f, b, n, off);
         rc = r < 0 ? r : 0;
         if (rc == 0)
-            rc = fs_file_sync(&w->fs, &f);
+            rc = cfs_file_sync(&w->fs, &f);
         else
-            (void)fs_file_revert(&w->fs, &f);
-        int rc2 = fs_file_close(&w->fs, &f);
+            (void)cfs_file_revert(&w->fs, &f);
+        int rc2 = cfs_file_close(&w->fs, &f);
         if (rc == 0)
             rc = rc2;
     }
@@ -368,13 +368,13 @@ static int op_truncate(world_t *w)
     uint32_t size = rnd(w, len + 1);
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     fsm_truncate(cand[1], (uint32_t)id, size);
-    fs_file_t f;
-    int rc = fs_file_open(&w->fs, &f, path, FS_O_WRONLY);
+    cfs_file_t f;
+    int rc = cfs_file_open(&w->fs, &f, path, CFS_O_WRONLY);
     if (rc == 0) {
-        rc = fs_file_truncate(&w->fs, &f, size);
+        rc = cfs_file_truncate(&w->fs, &f, size);
         if (rc != 0)
-            (void)fs_file_revert(&w->fs, &f);
-        int rc2 = fs_file_close(&w->fs, &f);
+            (void)cfs_file_revert(&w->fs, &f);
+        int rc2 = cfs_file_close(&w->fs, &f);
         if (rc == 0)
             rc = rc2;
     }
@@ -390,7 +390,7 @@ static int op_remove(world_t *w)
         return 0;
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     CHECK_EQ(fsm_remove(cand[1], path), 0);
-    int rc = fs_remove(&w->fs, path);
+    int rc = cfs_remove(&w->fs, path);
     count_err(w, rc);
     settle(w, cand, 2, "remove", rc);
     return rc;
@@ -406,10 +406,10 @@ static int op_rename(world_t *w)
         return 0;
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     int want = fsm_rename(cand[1], src, dst);
-    int rc = fs_rename(&w->fs, src, dst);
+    int rc = cfs_rename(&w->fs, src, dst);
     if (want != 0) {
         /* refused by the rules (a directory in the way): nothing changes */
-        if (rc != want && rc != FS_ERR_IO && rc != FS_ERR_CORRUPT)
+        if (rc != want && rc != CFS_ERR_IO && rc != CFS_ERR_CORRUPT)
             fail(w, "rename %s %s: %d, expected %d", src, dst, rc, want);
         fsm_free(cand[1]);
         cand[1] = fsm_clone(cand[0]);
@@ -422,7 +422,7 @@ static int op_rename(world_t *w)
 static int op_gc(world_t *w)
 {
     fsm_t *cand[1] = { fsm_clone(w->m) };
-    int rc = fs_gc(&w->fs, rnd(w, 3) == 0 ? 0 : 1 + rnd(w, 6));
+    int rc = cfs_gc(&w->fs, rnd(w, 3) == 0 ? 0 : 1 + rnd(w, 6));
     if (rc < 0) {
         w->gc_errors++;
         count_err(w, rc);
@@ -435,9 +435,9 @@ static int op_gc(world_t *w)
 static void live_open(world_t *w)
 {
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
-    int32_t id = fsm_open(cand[1], LIVE_PATH, FS_O_WRONLY | FS_O_CREAT);
+    int32_t id = fsm_open(cand[1], LIVE_PATH, CFS_O_WRONLY | CFS_O_CREAT);
     CHECK(id > 0);
-    int rc = fs_file_open(&w->fs, &w->live, LIVE_PATH, FS_O_RDWR | FS_O_CREAT);
+    int rc = cfs_file_open(&w->fs, &w->live, LIVE_PATH, CFS_O_RDWR | CFS_O_CREAT);
     count_err(w, rc);
     settle(w, cand, 2, "live open", rc);
     if (rc == 0) {
@@ -462,7 +462,7 @@ static int op_live_write(world_t *w)
     memcpy(nb, cur, len);
     fsm_fill(nb + off, n, ++w->tag, off);
     fsm_t *cand[1] = { fsm_clone(w->m) };
-    int r = fs_file_pwrite(&w->fs, &w->live, nb + off, n, off);
+    int r = cfs_file_pwrite(&w->fs, &w->live, nb + off, n, off);
     int rc = r < 0 ? r : 0;
     if (rc == 0)
         ver_push(w, nb, nlen);
@@ -480,9 +480,9 @@ static int op_live_sync(world_t *w)
         return 0;
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     fsm_set_data(cand[1], w->live_node, w->ver[w->nver - 1], w->verlen[w->nver - 1]);
-    int rc = fs_file_sync(&w->fs, &w->live);
+    int rc = cfs_file_sync(&w->fs, &w->live);
     if (getenv("GCFAIL_DEBUG")) {
-        fprintf(stderr, "live sync rc %d size %d vers:", rc, (int)fs_file_size(&w->fs, &w->live));
+        fprintf(stderr, "live sync rc %d size %d vers:", rc, (int)cfs_file_size(&w->fs, &w->live));
         for (uint32_t i = 0; i < w->nver; i++)
             fprintf(stderr, " %u", w->verlen[i]);
         fprintf(stderr, "\n");
@@ -502,7 +502,7 @@ static int op_live_sync(world_t *w)
 
 /* The model's content of the live file is whatever version the fs committed:
  * fold it into the model before anything compares exactly. */
-static void live_fold(world_t *w, fs_t *fs)
+static void live_fold(world_t *w, cfs_t *fs)
 {
     if (!w->live_open)
         return;
@@ -520,7 +520,7 @@ static int live_close(world_t *w)
     live_fold(w, &w->fs);
     fsm_t *cand[2] = { fsm_clone(w->m), fsm_clone(w->m) };
     fsm_set_data(cand[1], w->live_node, w->ver[w->nver - 1], w->verlen[w->nver - 1]);
-    int rc = fs_file_close(&w->fs, &w->live);
+    int rc = cfs_file_close(&w->fs, &w->live);
     w->live_open = false;
     count_err(w, rc);
     settle(w, cand, 2, "live close", rc);
@@ -534,8 +534,8 @@ static int random_op(world_t *w)
     w->ops++;
     uint32_t k = rnd(w, 100);
     /* keep the device nearly full: past FILL_PCT live, free some */
-    fs_statvfs_t st;
-    if (fs_statvfs(&w->fs, &st) == 0 && st.live * 100 > st.total * FILL_PCT && k < 50)
+    cfs_statvfs_t st;
+    if (cfs_statvfs(&w->fs, &st) == 0 && st.live * 100 > st.total * FILL_PCT && k < 50)
         k = k < 35 ? 55 : 45;
     if (k < 30) {
         pick_name(w, path);
@@ -575,11 +575,11 @@ static void world_init(world_t *w, uint64_t seed, uint32_t blocks, uint32_t gc_f
     w->cfg.clock = fake_clock;
     w->cfg.clock_ctx = &w->now;
     w->cfg.gc_free_blocks = gc_free;
-    CHECK_EQ(fs_format(&w->fs, &w->cfg), 0);
-    CHECK_EQ(fs_mount(&w->fs, &w->cfg), 0);
+    CHECK_EQ(cfs_format(&w->fs, &w->cfg), 0);
+    CHECK_EQ(cfs_mount(&w->fs, &w->cfg), 0);
     w->m = fsm_new();
-    CHECK_EQ(fs_mkdir(&w->fs, "/d0"), 0);
-    CHECK_EQ(fs_mkdir(&w->fs, "/d1"), 0);
+    CHECK_EQ(cfs_mkdir(&w->fs, "/d0"), 0);
+    CHECK_EQ(cfs_mkdir(&w->fs, "/d1"), 0);
     fsm_mkdir(w->m, "/d0");
     fsm_mkdir(w->m, "/d1");
 }
@@ -587,9 +587,9 @@ static void world_init(world_t *w, uint64_t seed, uint32_t blocks, uint32_t gc_f
 static void world_free(world_t *w)
 {
     if (w->live_open)
-        fs_file_close(&w->fs, &w->live);
+        cfs_file_close(&w->fs, &w->live);
     ver_clear(w);
-    fs_unmount(&w->fs);
+    cfs_unmount(&w->fs);
     fsm_free(w->m);
     flash_sim_free(w->sim);
 }
@@ -598,13 +598,13 @@ static void world_free(world_t *w)
 static void populate(world_t *w)
 {
     uint32_t nospc = 0;
-    fs_statvfs_t st;
+    cfs_statvfs_t st;
     for (uint32_t i = 0; i < 400 && nospc < 6 && !w->failed; i++) {
-        if (fs_statvfs(&w->fs, &st) == 0 && st.live * 100 > st.total * FILL_PCT)
+        if (cfs_statvfs(&w->fs, &st) == 0 && st.live * 100 > st.total * FILL_PCT)
             break;
         char path[64];
         pick_name(w, path);
-        if (op_put(w, path, rand_size(w)) == FS_ERR_NOSPC)
+        if (op_put(w, path, rand_size(w)) == CFS_ERR_NOSPC)
             nospc++;
         if (i == 10)
             live_open(w);
@@ -618,14 +618,14 @@ static void remount_check(world_t *w)
 {
     if (w->live_open)
         live_close(w);
-    int rc = fs_unmount(&w->fs);
-    if (rc == FS_ERR_NOSPC)
+    int rc = cfs_unmount(&w->fs);
+    if (rc == CFS_ERR_NOSPC)
         w->unmount_nospc++; /* a device full for good (see the report line) */
     else if (rc != 0)
-        fail(w, "unmount: %s", fs_strerror(rc));
-    rc = fs_mount(&w->fs, &w->cfg);
+        fail(w, "unmount: %s", cfs_strerror(rc));
+    rc = cfs_mount(&w->fs, &w->cfg);
     if (rc != 0) {
-        fail(w, "mount: %s", fs_strerror(rc));
+        fail(w, "mount: %s", cfs_strerror(rc));
         return;
     }
     w->remounts++;
@@ -633,9 +633,9 @@ static void remount_check(world_t *w)
         fail(w, "after a remount the tree differs");
         compare(w, w->m, &w->fs, false, "    remount");
     }
-    if (fs_fsck(&w->fs, NULL, NULL) != 0) {
+    if (cfs_fsck(&w->fs, NULL, NULL) != 0) {
         fail(w, "fsck after remount");
-        fs_fsck(&w->fs, fsck_say, NULL);
+        cfs_fsck(&w->fs, fsck_say, NULL);
     }
 }
 
@@ -647,7 +647,7 @@ typedef struct totals {
     uint32_t runs, steps, io_errors, gc_errors, nospc, partial, old, new_, cuts, remounts, points;
     uint32_t stuck; /* runs that ended with a device where a remove gets NOSPC */
     uint32_t unmount_nospc;
-    uint64_t max_left; /* most bytes fs_gc(0) left reclaimable at a run's end */
+    uint64_t max_left; /* most bytes cfs_gc(0) left reclaimable at a run's end */
 } totals_t;
 
 static void add_totals(totals_t *t, const world_t *w)
@@ -677,8 +677,8 @@ static bool noise_run(uint64_t seed, uint32_t steps, uint32_t density, bool verb
         int rc = random_op(w);
         flash_sim_read_flips(w->sim, 0);
         if (verbose) {
-            fs_statvfs_t st;
-            fs_statvfs(&w->fs, &st);
+            cfs_statvfs_t st;
+            cfs_statvfs(&w->fs, &st);
             fprintf(stderr, "step %u: density %u %s rc %d (free %" PRIu64 " used %" PRIu64 " live %" PRIu64
                    ", %u files, live handle %s)\n", w->step, d, w->last_op, rc, st.free, st.used,
                    st.live, st.files, w->live_open ? "open" : "closed");
@@ -693,21 +693,21 @@ static bool noise_run(uint64_t seed, uint32_t steps, uint32_t density, bool verb
          * pass moves a block for about what the block holds). */
         int rc = live_close(w);
         CHECK_EQ(rc, 0);
-        fs_gc(&w->fs, 0);
+        cfs_gc(&w->fs, 0);
         rc = op_remove(w);
-        if (rc == FS_ERR_NOSPC)
+        if (rc == CFS_ERR_NOSPC)
             t->stuck++;
         if (rc != 0)
             fail(w, "a remove after the noise stopped: %d", rc);
         CHECK_EQ(rc, 0);
-        fs_statvfs_t st;
-        int g = fs_gc(&w->fs, 0);
+        cfs_statvfs_t st;
+        int g = cfs_gc(&w->fs, 0);
         CHECK(g >= 0);
-        CHECK_EQ(fs_statvfs(&w->fs, &st), 0);
+        CHECK_EQ(cfs_statvfs(&w->fs, &st), 0);
         /* used - live after a full collection: the head block, the map
          * pages and checkpoint, record headers (seen: up to 3.1 blocks) */
         if (st.reclaimable > 4ull * BSIZE)
-            fail(w, "after fs_gc(0): %" PRIu64 " bytes reclaimable (used %" PRIu64 ", live %" PRIu64
+            fail(w, "after cfs_gc(0): %" PRIu64 " bytes reclaimable (used %" PRIu64 ", live %" PRIu64
                  ")", st.reclaimable, st.used, st.live);
         if (st.reclaimable > t->max_left)
             t->max_left = st.reclaimable;
@@ -724,31 +724,31 @@ static bool noise_run(uint64_t seed, uint32_t steps, uint32_t density, bool verb
 /* ---- 2. a fault at every read of one operation ------------------------------------------ */
 
 typedef enum { OP_GC_ALL, OP_GC_SOME, OP_PUT, OP_REMOVE, OP_LIVE_SYNC, OP_KINDS } sweep_op_t;
-static const char *const op_names[] = { "fs_gc(0)", "fs_gc(4)", "put", "remove", "live sync" };
+static const char *const op_names[] = { "cfs_gc(0)", "cfs_gc(4)", "put", "remove", "live sync" };
 
 static int run_sweep_op(world_t *w, sweep_op_t op)
 {
     switch (op) {
     case OP_GC_ALL: {
         fsm_t *c[1] = { fsm_clone(w->m) };
-        int rc = fs_gc(&w->fs, 0);
+        int rc = cfs_gc(&w->fs, 0);
         settle(w, c, 1, "gc", rc < 0 ? rc : 0);
         return rc < 0 ? rc : 0;
     }
     case OP_GC_SOME: {
         fsm_t *c[1] = { fsm_clone(w->m) };
-        int rc = fs_gc(&w->fs, 4);
+        int rc = cfs_gc(&w->fs, 4);
         settle(w, c, 1, "gc", rc < 0 ? rc : 0);
         return rc < 0 ? rc : 0;
     }
     case OP_PUT: return op_put(w, "/d1/sweep", 9000);
     case OP_REMOVE: {
         /* the biggest file other than the live one */
-        char path[FS_PATH_MAX + 2];
+        char path[CFS_PATH_MAX + 2];
         uint32_t best = 0, best_len = 0;
         for (uint32_t i = 1; i < w->m->nnodes; i++) {
             uint32_t len;
-            if (!w->m->node[i].used || w->m->node[i].type != FS_TYPE_FILE ||
+            if (!w->m->node[i].used || w->m->node[i].type != CFS_TYPE_FILE ||
                 (w->live_open && i == w->live_node))
                 continue;
             fsm_data(w->m, i, &len);
@@ -762,7 +762,7 @@ static int run_sweep_op(world_t *w, sweep_op_t op)
         fsm_path(w->m, best, path);
         fsm_t *c[2] = { fsm_clone(w->m), fsm_clone(w->m) };
         CHECK_EQ(fsm_remove(c[1], path), 0);
-        int rc = fs_remove(&w->fs, path);
+        int rc = cfs_remove(&w->fs, path);
         settle(w, c, 2, "remove", rc);
         return rc;
     }
@@ -815,7 +815,7 @@ static uint64_t sweep_point(const world_t *base, const uint8_t *image, uint64_t 
     w->cfg.gc_free_blocks = 12; /* GC early: every operation runs some */
     w->m = fsm_clone(base->m);
     w->tag = 100000;
-    CHECK_EQ(fs_mount(&w->fs, &w->cfg), 0);
+    CHECK_EQ(cfs_mount(&w->fs, &w->cfg), 0);
     live_open(w);
     for (int i = 0; i < 4; i++)
         op_live_write(w);
@@ -828,7 +828,7 @@ static uint64_t sweep_point(const world_t *base, const uint8_t *image, uint64_t 
     int rc = run_sweep_op(w, op);
     flash_sim_read_fault(w->sim, 0, 0, false);
     uint64_t reads = (w->settled_reads ? w->settled_reads : flash_sim_reads(w->sim)) - r0;
-    if (rc == FS_ERR_IO || rc == FS_ERR_CORRUPT)
+    if (rc == CFS_ERR_IO || rc == CFS_ERR_CORRUPT)
         w->io_errors++;
     if (k) {
         /* operations go on */
@@ -856,13 +856,13 @@ static void sweep(uint64_t seed, bool full, uint32_t per_mode, totals_t *t)
         free(base);
         return;
     }
-    CHECK_EQ(fs_unmount(&base->fs), 0);
+    CHECK_EQ(cfs_unmount(&base->fs), 0);
     uint8_t *image = malloc(flash_sim_size(base->sim));
     memcpy(image, flash_sim_data(base->sim), flash_sim_size(base->sim));
-    CHECK_EQ(fs_mount(&base->fs, &base->cfg), 0);
+    CHECK_EQ(cfs_mount(&base->fs, &base->cfg), 0);
     if (getenv("GCFAIL_DEBUG")) {
-        fs_statvfs_t st;
-        fs_statvfs(&base->fs, &st);
+        cfs_statvfs_t st;
+        cfs_statvfs(&base->fs, &st);
         fprintf(stderr, "sweep base: free %" PRIu64 " used %" PRIu64 " live %" PRIu64 "\n", st.free,
                 st.used, st.live);
     }
@@ -934,13 +934,13 @@ int main(int argc, char **argv)
     totals_t t = { 0 };
     if (point_op >= 0) {
         world_t *base = sweep_base(seed);
-        CHECK_EQ(fs_unmount(&base->fs), 0);
+        CHECK_EQ(cfs_unmount(&base->fs), 0);
         uint8_t *image = malloc(flash_sim_size(base->sim));
         memcpy(image, flash_sim_data(base->sim), flash_sim_size(base->sim));
         bool failed;
         sweep_point(base, image, seed, (sweep_op_t)point_op, point_k, point_mode, &failed, &t);
         free(image);
-        CHECK_EQ(fs_mount(&base->fs, &base->cfg), 0);
+        CHECK_EQ(cfs_mount(&base->fs, &base->cfg), 0);
         world_free(base);
         free(base);
         return check_summary("test_fs_gcfail");
@@ -956,10 +956,10 @@ int main(int argc, char **argv)
     for (uint32_t s = 1; s <= runs && bad < 5; s++)
         if (!noise_run(s, full ? 400 : steps, 0, false, &t))
             bad++;
-    printf("test_fs_gcfail: noise: %u runs, %u steps, %u I/O errors (%u from fs_gc), %u NOSPC; "
+    printf("test_fs_gcfail: noise: %u runs, %u steps, %u I/O errors (%u from cfs_gc), %u NOSPC; "
            "failed operations left: %u old, %u new, %u partly synced; %u power-cut views, "
            "%u remounts; %u runs failed; %u ended full for good (a remove gets NOSPC), "
-           "%u unmounts found no room for their checkpoint; at the end fs_gc(0) left at most "
+           "%u unmounts found no room for their checkpoint; at the end cfs_gc(0) left at most "
            "%" PRIu64 " bytes reclaimable\n",
            t.runs, t.steps, t.io_errors, t.gc_errors, t.nospc, t.old, t.new_, t.partial, t.cuts,
            t.remounts, bad, t.stuck, t.unmount_nospc, t.max_left);

@@ -1,5 +1,5 @@
 /*
- * test_fs_unit.c - unit tests of every call of fs/fs.h and its error paths,
+ * test_fs_unit.c - unit tests of every call of fs/cfs.h and its error paths,
  * on the RAM flash simulator.
  *
  * Each test formats a fresh small partition, exercises one area and checks
@@ -12,14 +12,14 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 /* ---- fixture ------------------------------------------------------------------ */
 typedef struct fx {
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     uint32_t now; /* fake clock, seconds */
 } fx_t;
 
@@ -42,9 +42,9 @@ static fx_t *fx_new(uint32_t blocks)
     x->cfg.dev = flash_sim_dev(x->sim);
     x->cfg.clock = fake_clock;
     x->cfg.clock_ctx = &x->now;
-    int rc = fs_format(&x->fs, &x->cfg);
+    int rc = cfs_format(&x->fs, &x->cfg);
     CHECK_EQ(rc, 0);
-    rc = fs_mount(&x->fs, &x->cfg);
+    rc = cfs_mount(&x->fs, &x->cfg);
     CHECK_EQ(rc, 0);
     return x;
 }
@@ -54,7 +54,7 @@ static void fx_free(fx_t *x)
     if (!x)
         return;
     if (x->fs.mounted)
-        fs_unmount(&x->fs);
+        cfs_unmount(&x->fs);
     flash_sim_stats_t st;
     flash_sim_stats(x->sim, &st);
     CHECK_EQ(st.illegal_progs, 0);
@@ -65,14 +65,14 @@ static void fx_free(fx_t *x)
 /* Unmount and mount again; everything synced must still be there. */
 static void fx_remount(fx_t *x)
 {
-    CHECK_EQ(fs_unmount(&x->fs), 0);
+    CHECK_EQ(cfs_unmount(&x->fs), 0);
     memset(&x->fs, 0xa5, sizeof(x->fs)); /* no state survives in RAM */
-    CHECK_EQ(fs_mount(&x->fs, &x->cfg), 0);
+    CHECK_EQ(cfs_mount(&x->fs, &x->cfg), 0);
 }
 
 static void fsck_clean(fx_t *x, int line)
 {
-    int rc = fs_fsck(&x->fs, NULL, NULL);
+    int rc = cfs_fsck(&x->fs, NULL, NULL);
     if (rc != 0)
         fprintf(stderr, "test_fs_unit.c:%d: fsck returned %d\n", line, rc);
     CHECK_EQ(rc, 0);
@@ -109,8 +109,8 @@ static bool file_is(fx_t *x, const char *path, uint32_t len, uint32_t tag)
 
 static bool exists(fx_t *x, const char *path)
 {
-    fs_stat_t st;
-    return fs_stat(&x->fs, path, &st) == 0;
+    cfs_stat_t st;
+    return cfs_stat(&x->fs, path, &st) == 0;
 }
 
 static void report_line(void *ctx, const char *line)
@@ -125,37 +125,37 @@ static void test_lifecycle(void)
 {
     flash_sim_config_t sc = { .block_size = 4096, .block_count = 64 };
     flash_sim_t *sim = flash_sim_new(&sc);
-    fs_config_t cfg = { .dev = flash_sim_dev(sim) };
-    fs_t fs;
+    cfs_config_t cfg = { .dev = flash_sim_dev(sim) };
+    cfs_t fs;
 
     /* Blank flash: no filesystem. */
-    CHECK_EQ(fs_mount(&fs, &cfg), FS_ERR_NOTMOUNTED);
+    CHECK_EQ(cfs_mount(&fs, &cfg), CFS_ERR_NOTMOUNTED);
 
     /* Bad configurations. */
-    fs_config_t bad = cfg;
+    cfs_config_t bad = cfg;
     bad.dev = NULL;
-    CHECK_EQ(fs_format(&fs, &bad), FS_ERR_INVAL);
-    CHECK(fs_mount(&fs, &bad) < 0);
+    CHECK_EQ(cfs_format(&fs, &bad), CFS_ERR_INVAL);
+    CHECK(cfs_mount(&fs, &bad) < 0);
     bad = cfg;
     bad.block_count = 15; /* fewer than 16 blocks */
-    CHECK_EQ(fs_format(&fs, &bad), FS_ERR_INVAL);
+    CHECK_EQ(cfs_format(&fs, &bad), CFS_ERR_INVAL);
     bad = cfg;
     bad.first_block = 60;
     bad.block_count = 16; /* runs past the device */
-    CHECK_EQ(fs_format(&fs, &bad), FS_ERR_INVAL);
+    CHECK_EQ(cfs_format(&fs, &bad), CFS_ERR_INVAL);
     bad = cfg;
     bad.first_block = 64; /* starts past the device */
-    CHECK(fs_format(&fs, &bad) < 0);
+    CHECK(cfs_format(&fs, &bad) < 0);
     bad = cfg;
     bad.gc_free_blocks = 3; /* below the minimum of 6 */
-    CHECK(fs_format(&fs, &bad) < 0);
-    CHECK(fs_format(NULL, &cfg) < 0);
-    CHECK(fs_format(&fs, NULL) < 0);
+    CHECK(cfs_format(&fs, &bad) < 0);
+    CHECK(cfs_format(NULL, &cfg) < 0);
+    CHECK(cfs_format(&fs, NULL) < 0);
 
-    CHECK_EQ(fs_format(&fs, &cfg), 0);
-    CHECK_EQ(fs_mount(&fs, &cfg), 0);
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&fs, &v), 0);
+    CHECK_EQ(cfs_format(&fs, &cfg), 0);
+    CHECK_EQ(cfs_mount(&fs, &cfg), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&fs, &v), 0);
     CHECK_EQ(v.block_size, 4096);
     CHECK_EQ(v.block_count, 64);
     CHECK(v.total > 0 && v.total <= 64ull * 4096);
@@ -164,35 +164,35 @@ static void test_lifecycle(void)
     CHECK_EQ(v.dirs, 1);
     CHECK_EQ(v.bad_blocks, 0);
     CHECK(v.live <= v.used);
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(&fs, "/", &st), 0);
-    CHECK_EQ(st.type, FS_TYPE_DIR);
-    CHECK_EQ(fs_fsck(&fs, NULL, NULL), 0);
-    CHECK_EQ(fs_unmount(&fs), 0);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(&fs, "/", &st), 0);
+    CHECK_EQ(st.type, CFS_TYPE_DIR);
+    CHECK_EQ(cfs_fsck(&fs, NULL, NULL), 0);
+    CHECK_EQ(cfs_unmount(&fs), 0);
 
     /* Calls on an unmounted fs fail cleanly. */
-    CHECK(fs_stat(&fs, "/", &st) < 0);
-    CHECK(fs_mkdir(&fs, "/x") < 0);
-    fs_file_t f;
-    CHECK(fs_file_open(&fs, &f, "/x", FS_O_RDWR | FS_O_CREAT) < 0);
-    CHECK(fs_unmount(&fs) < 0);
+    CHECK(cfs_stat(&fs, "/", &st) < 0);
+    CHECK(cfs_mkdir(&fs, "/x") < 0);
+    cfs_file_t f;
+    CHECK(cfs_file_open(&fs, &f, "/x", CFS_O_RDWR | CFS_O_CREAT) < 0);
+    CHECK(cfs_unmount(&fs) < 0);
 
     /* Remount many times; nothing leaks, mount is repeatable. */
     for (int i = 0; i < 5; i++) {
-        CHECK_EQ(fs_mount(&fs, &cfg), 0);
-        CHECK_EQ(fs_statvfs(&fs, &v), 0);
+        CHECK_EQ(cfs_mount(&fs, &cfg), 0);
+        CHECK_EQ(cfs_statvfs(&fs, &v), 0);
         CHECK_EQ(v.files, 0);
-        CHECK_EQ(fs_unmount(&fs), 0);
+        CHECK_EQ(cfs_unmount(&fs), 0);
     }
 
     /* Reformat wipes the content. */
-    CHECK_EQ(fs_mount(&fs, &cfg), 0);
-    CHECK_EQ(fs_mkdir(&fs, "/keep"), 0);
-    CHECK_EQ(fs_unmount(&fs), 0);
-    CHECK_EQ(fs_format(&fs, &cfg), 0);
-    CHECK_EQ(fs_mount(&fs, &cfg), 0);
-    CHECK_EQ(fs_stat(&fs, "/keep", &st), FS_ERR_NOENT);
-    CHECK_EQ(fs_unmount(&fs), 0);
+    CHECK_EQ(cfs_mount(&fs, &cfg), 0);
+    CHECK_EQ(cfs_mkdir(&fs, "/keep"), 0);
+    CHECK_EQ(cfs_unmount(&fs), 0);
+    CHECK_EQ(cfs_format(&fs, &cfg), 0);
+    CHECK_EQ(cfs_mount(&fs, &cfg), 0);
+    CHECK_EQ(cfs_stat(&fs, "/keep", &st), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_unmount(&fs), 0);
 
     /* Garbage in the partition: no filesystem (or corrupt), never a crash. */
     fsm_rng_t r;
@@ -200,45 +200,45 @@ static void test_lifecycle(void)
     uint8_t *d = flash_sim_data(sim);
     for (uint64_t i = 0; i < flash_sim_size(sim); i++)
         d[i] = (uint8_t)fsm_rng_next(&r);
-    int rc = fs_mount(&fs, &cfg);
-    CHECK(rc == FS_ERR_NOTMOUNTED || rc == FS_ERR_CORRUPT);
+    int rc = cfs_mount(&fs, &cfg);
+    CHECK(rc == CFS_ERR_NOTMOUNTED || rc == CFS_ERR_CORRUPT);
     if (rc == 0)
-        fs_unmount(&fs);
+        cfs_unmount(&fs);
 
     /* Two partitions of one device are independent. */
-    fs_config_t pa = cfg, pb = cfg;
+    cfs_config_t pa = cfg, pb = cfg;
     pa.first_block = 0;
     pa.block_count = 32;
     pb.first_block = 32;
     pb.block_count = 0; /* to the end: 32 blocks */
-    fs_t fa, fb;
-    CHECK_EQ(fs_format(&fa, &pa), 0);
-    CHECK_EQ(fs_format(&fb, &pb), 0);
-    CHECK_EQ(fs_mount(&fa, &pa), 0);
-    CHECK_EQ(fs_mount(&fb, &pb), 0);
-    CHECK_EQ(fs_statvfs(&fb, &v), 0);
+    cfs_t fa, fb;
+    CHECK_EQ(cfs_format(&fa, &pa), 0);
+    CHECK_EQ(cfs_format(&fb, &pb), 0);
+    CHECK_EQ(cfs_mount(&fa, &pa), 0);
+    CHECK_EQ(cfs_mount(&fb, &pb), 0);
+    CHECK_EQ(cfs_statvfs(&fb, &v), 0);
     CHECK_EQ(v.block_count, 32);
     uint8_t buf[3000];
     fsm_fill(buf, sizeof(buf), 1, 0);
     CHECK_EQ(fsm_write_file(&fa, "/a", buf, sizeof(buf)), 0);
     fsm_fill(buf, sizeof(buf), 2, 0);
     CHECK_EQ(fsm_write_file(&fb, "/b", buf, sizeof(buf)), 0);
-    CHECK_EQ(fs_unmount(&fa), 0);
-    CHECK_EQ(fs_unmount(&fb), 0);
-    CHECK_EQ(fs_mount(&fb, &pb), 0);
-    CHECK_EQ(fs_mount(&fa, &pa), 0);
-    CHECK_EQ(fs_stat(&fa, "/a", &st), 0);
-    CHECK_EQ(fs_stat(&fa, "/b", &st), FS_ERR_NOENT);
-    CHECK_EQ(fs_stat(&fb, "/b", &st), 0);
-    CHECK_EQ(fs_stat(&fb, "/a", &st), FS_ERR_NOENT);
+    CHECK_EQ(cfs_unmount(&fa), 0);
+    CHECK_EQ(cfs_unmount(&fb), 0);
+    CHECK_EQ(cfs_mount(&fb, &pb), 0);
+    CHECK_EQ(cfs_mount(&fa, &pa), 0);
+    CHECK_EQ(cfs_stat(&fa, "/a", &st), 0);
+    CHECK_EQ(cfs_stat(&fa, "/b", &st), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_stat(&fb, "/b", &st), 0);
+    CHECK_EQ(cfs_stat(&fb, "/a", &st), CFS_ERR_NOENT);
     uint8_t *got = NULL;
     CHECK_EQ(fsm_read_file(&fb, "/b", &got), (int)sizeof(buf));
     CHECK(got && memcmp(got, buf, sizeof(buf)) == 0);
     free(got);
-    CHECK_EQ(fs_fsck(&fa, NULL, NULL), 0);
-    CHECK_EQ(fs_fsck(&fb, NULL, NULL), 0);
-    CHECK_EQ(fs_unmount(&fa), 0);
-    CHECK_EQ(fs_unmount(&fb), 0);
+    CHECK_EQ(cfs_fsck(&fa, NULL, NULL), 0);
+    CHECK_EQ(cfs_fsck(&fb, NULL, NULL), 0);
+    CHECK_EQ(cfs_unmount(&fa), 0);
+    CHECK_EQ(cfs_unmount(&fb), 0);
 
     flash_sim_stats_t ss;
     flash_sim_stats(sim, &ss);
@@ -246,122 +246,122 @@ static void test_lifecycle(void)
     flash_sim_free(sim);
 
     for (int e = 0; e > -100; e--)
-        CHECK(fs_strerror(e) != NULL && fs_strerror(e)[0] != '\0');
-    CHECK(strcmp(fs_strerror(FS_ERR_NOENT), fs_strerror(FS_ERR_EXIST)) != 0);
+        CHECK(cfs_strerror(e) != NULL && cfs_strerror(e)[0] != '\0');
+    CHECK(strcmp(cfs_strerror(CFS_ERR_NOENT), cfs_strerror(CFS_ERR_EXIST)) != 0);
 }
 
 /* ---- open flags ---------------------------------------------------------------- */
 static void test_open_flags(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_file_t f, g;
+    cfs_t *fs = &x->fs;
+    cfs_file_t f, g;
     uint8_t buf[64];
 
-    CHECK_EQ(fs_file_open(fs, &f, "/missing", FS_O_RDONLY), FS_ERR_NOENT);
-    CHECK_EQ(fs_file_open(fs, &f, "/missing", FS_O_RDWR), FS_ERR_NOENT);
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_WRONLY | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "hello", 5), 5);
+    CHECK_EQ(cfs_file_open(fs, &f, "/missing", CFS_O_RDONLY), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_file_open(fs, &f, "/missing", CFS_O_RDWR), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_WRONLY | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "hello", 5), 5);
     /* A write-only handle cannot read. */
-    CHECK_EQ(fs_file_read(fs, &f, buf, 5), FS_ERR_BADF);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 5, 0), FS_ERR_BADF);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(fs, "/a", &st), 0);
-    CHECK_EQ(st.type, FS_TYPE_FILE);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 5), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 5, 0), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(fs, "/a", &st), 0);
+    CHECK_EQ(st.type, CFS_TYPE_FILE);
     CHECK_EQ(st.size, 5);
 
     /* CREAT on an existing file opens it as it is. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_RDWR | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 5);
-    CHECK_EQ(fs_file_tell(fs, &f), 0);
-    CHECK_EQ(fs_file_read(fs, &f, buf, sizeof(buf)), 5);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_RDWR | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 5);
+    CHECK_EQ(cfs_file_tell(fs, &f), 0);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, sizeof(buf)), 5);
     CHECK(memcmp(buf, "hello", 5) == 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* CREAT|EXCL on an existing file. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_RDWR | FS_O_CREAT | FS_O_EXCL),
-             FS_ERR_EXIST);
-    CHECK_EQ(fs_file_open(fs, &f, "/b", FS_O_RDWR | FS_O_CREAT | FS_O_EXCL), 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_RDWR | CFS_O_CREAT | CFS_O_EXCL),
+             CFS_ERR_EXIST);
+    CHECK_EQ(cfs_file_open(fs, &f, "/b", CFS_O_RDWR | CFS_O_CREAT | CFS_O_EXCL), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* A read-only handle cannot write, truncate or pwrite. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_RDONLY), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "x", 1), FS_ERR_BADF);
-    CHECK_EQ(fs_file_pwrite(fs, &f, "x", 1, 0), FS_ERR_BADF);
-    CHECK_EQ(fs_file_truncate(fs, &f, 0), FS_ERR_BADF);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 2), 2);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "x", 1), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_pwrite(fs, &f, "x", 1, 0), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 0), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 2), 2);
     CHECK(memcmp(buf, "he", 2) == 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* TRUNC. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_WRONLY | FS_O_TRUNC), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "xy", 2), 2);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
-    CHECK_EQ(fs_stat(fs, "/a", &st), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_WRONLY | CFS_O_TRUNC), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "xy", 2), 2);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_stat(fs, "/a", &st), 0);
     CHECK_EQ(st.size, 2);
 
     /* APPEND: every write goes to the end, even after a seek. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_RDWR | FS_O_APPEND), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "12", 2), 2);
-    CHECK_EQ(fs_file_seek(fs, &f, 0, FS_SEEK_SET), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "34", 2), 2);
-    CHECK_EQ(fs_file_size(fs, &f), 6);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 6, 0), 6);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_RDWR | CFS_O_APPEND), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "12", 2), 2);
+    CHECK_EQ(cfs_file_seek(fs, &f, 0, CFS_SEEK_SET), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "34", 2), 2);
+    CHECK_EQ(cfs_file_size(fs, &f), 6);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 6, 0), 6);
     CHECK(memcmp(buf, "xy1234", 6) == 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* Opening a directory, bad flags, bad paths. */
-    CHECK_EQ(fs_mkdir(fs, "/d"), 0);
-    CHECK_EQ(fs_file_open(fs, &f, "/d", FS_O_RDONLY), FS_ERR_ISDIR);
-    CHECK_EQ(fs_file_open(fs, &f, "/d", FS_O_RDWR | FS_O_CREAT), FS_ERR_ISDIR);
-    CHECK_EQ(fs_file_open(fs, &f, "/", FS_O_RDONLY), FS_ERR_ISDIR);
-    CHECK_EQ(fs_file_open(fs, &f, "/a", 0), FS_ERR_INVAL);
-    CHECK_EQ(fs_file_open(fs, &f, "/nodir/x", FS_O_RDWR | FS_O_CREAT),
-             FS_ERR_NOENT);
-    CHECK_EQ(fs_file_open(fs, &f, "/a/x", FS_O_RDWR | FS_O_CREAT),
-             FS_ERR_NOTDIR);
-    CHECK_EQ(fs_file_open(fs, &f, NULL, FS_O_RDONLY), FS_ERR_INVAL);
-    CHECK_EQ(fs_file_open(fs, &f, "", FS_O_RDONLY), FS_ERR_INVAL);
-    CHECK(fs_file_open(fs, NULL, "/a", FS_O_RDONLY) < 0);
+    CHECK_EQ(cfs_mkdir(fs, "/d"), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/d", CFS_O_RDONLY), CFS_ERR_ISDIR);
+    CHECK_EQ(cfs_file_open(fs, &f, "/d", CFS_O_RDWR | CFS_O_CREAT), CFS_ERR_ISDIR);
+    CHECK_EQ(cfs_file_open(fs, &f, "/", CFS_O_RDONLY), CFS_ERR_ISDIR);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", 0), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_file_open(fs, &f, "/nodir/x", CFS_O_RDWR | CFS_O_CREAT),
+             CFS_ERR_NOENT);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a/x", CFS_O_RDWR | CFS_O_CREAT),
+             CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_file_open(fs, &f, NULL, CFS_O_RDONLY), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_file_open(fs, &f, "", CFS_O_RDONLY), CFS_ERR_INVAL);
+    CHECK(cfs_file_open(fs, NULL, "/a", CFS_O_RDONLY) < 0);
 
     /* Two handles on one file at once. */
-    CHECK_EQ(fs_file_open(fs, &f, "/a", FS_O_RDONLY), 0);
-    CHECK_EQ(fs_file_open(fs, &g, "/a", FS_O_RDONLY), 0);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 3), 3);
-    CHECK_EQ(fs_file_read(fs, &g, buf + 3, 6), 6);
+    CHECK_EQ(cfs_file_open(fs, &f, "/a", CFS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_open(fs, &g, "/a", CFS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 3), 3);
+    CHECK_EQ(cfs_file_read(fs, &g, buf + 3, 6), 6);
     CHECK(memcmp(buf, "xy1xy1234", 9) == 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
-    CHECK_EQ(fs_file_close(fs, &g), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &g), 0);
 
     /* A closed handle is a bad handle. */
-    CHECK_EQ(fs_file_read(fs, &f, buf, 1), FS_ERR_BADF);
-    CHECK_EQ(fs_file_close(fs, &f), FS_ERR_BADF);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 1), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_close(fs, &f), CFS_ERR_BADF);
 
-    /* The open-file table is bounded: FS_MAX_OPEN, then NOMEM. */
-    fs_file_t many[FS_MAX_OPEN + 1];
+    /* The open-file table is bounded: CFS_MAX_OPEN, then NOMEM. */
+    cfs_file_t many[CFS_MAX_OPEN + 1];
     char name[32];
     int opened = 0;
-    for (int i = 0; i < FS_MAX_OPEN; i++) {
+    for (int i = 0; i < CFS_MAX_OPEN; i++) {
         snprintf(name, sizeof(name), "/m%d", i);
-        int rc = fs_file_open(fs, &many[i], name, FS_O_RDWR | FS_O_CREAT);
+        int rc = cfs_file_open(fs, &many[i], name, CFS_O_RDWR | CFS_O_CREAT);
         CHECK_EQ(rc, 0);
         opened += rc == 0;
     }
-    CHECK_EQ(fs_file_open(fs, &many[FS_MAX_OPEN], "/mx", FS_O_RDWR | FS_O_CREAT),
-             FS_ERR_NOMEM);
+    CHECK_EQ(cfs_file_open(fs, &many[CFS_MAX_OPEN], "/mx", CFS_O_RDWR | CFS_O_CREAT),
+             CFS_ERR_NOMEM);
     CHECK(!exists(x, "/mx"));
     for (int i = 0; i < opened; i++)
-        CHECK_EQ(fs_file_close(fs, &many[i]), 0);
-    CHECK_EQ(fs_file_open(fs, &f, "/mx", FS_O_RDWR | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+        CHECK_EQ(cfs_file_close(fs, &many[i]), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/mx", CFS_O_RDWR | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     FSCK(x);
     fx_remount(x);
     CHECK(file_is(x, "/b", 0, 0));
-    CHECK_EQ(fs_stat(fs, "/a", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/a", &st), 0);
     CHECK_EQ(st.size, 6);
     FSCK(x);
     fx_free(x);
@@ -371,47 +371,47 @@ static void test_open_flags(void)
 static void test_rw_seek(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_file_t f;
+    cfs_t *fs = &x->fs;
+    cfs_file_t f;
     uint8_t data[10000], buf[10000];
     fsm_fill(data, sizeof(data), 3, 0);
 
-    CHECK_EQ(fs_file_open(fs, &f, "/f", FS_O_RDWR | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_write(fs, &f, data, 100), 100);
-    CHECK_EQ(fs_file_tell(fs, &f), 100);
-    CHECK_EQ(fs_file_size(fs, &f), 100);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 10), 0); /* at EOF */
-    CHECK_EQ(fs_file_seek(fs, &f, 0, FS_SEEK_SET), 0);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 100), 100);
+    CHECK_EQ(cfs_file_open(fs, &f, "/f", CFS_O_RDWR | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, data, 100), 100);
+    CHECK_EQ(cfs_file_tell(fs, &f), 100);
+    CHECK_EQ(cfs_file_size(fs, &f), 100);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 10), 0); /* at EOF */
+    CHECK_EQ(cfs_file_seek(fs, &f, 0, CFS_SEEK_SET), 0);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 100), 100);
     CHECK(memcmp(buf, data, 100) == 0);
-    CHECK_EQ(fs_file_seek(fs, &f, -10, FS_SEEK_CUR), 90);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 100), 10);
+    CHECK_EQ(cfs_file_seek(fs, &f, -10, CFS_SEEK_CUR), 90);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 100), 10);
     CHECK(memcmp(buf, data + 90, 10) == 0);
-    CHECK_EQ(fs_file_seek(fs, &f, -1, FS_SEEK_END), 99);
-    CHECK_EQ(fs_file_tell(fs, &f), 99);
-    CHECK_EQ(fs_file_seek(fs, &f, -101, FS_SEEK_END), FS_ERR_INVAL);
-    CHECK_EQ(fs_file_seek(fs, &f, -1, FS_SEEK_SET), FS_ERR_INVAL);
-    CHECK_EQ(fs_file_seek(fs, &f, 0, 7), FS_ERR_INVAL);
-    CHECK_EQ(fs_file_tell(fs, &f), 99); /* failed seeks do not move */
+    CHECK_EQ(cfs_file_seek(fs, &f, -1, CFS_SEEK_END), 99);
+    CHECK_EQ(cfs_file_tell(fs, &f), 99);
+    CHECK_EQ(cfs_file_seek(fs, &f, -101, CFS_SEEK_END), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_file_seek(fs, &f, -1, CFS_SEEK_SET), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_file_seek(fs, &f, 0, 7), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_file_tell(fs, &f), 99); /* failed seeks do not move */
 
     /* Overwrite in the middle, then read across the boundary. */
-    CHECK_EQ(fs_file_seek(fs, &f, 40, FS_SEEK_SET), 40);
-    CHECK_EQ(fs_file_write(fs, &f, "ABCDEFGHIJ", 10), 10);
-    CHECK_EQ(fs_file_tell(fs, &f), 50);
-    CHECK_EQ(fs_file_size(fs, &f), 100);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 30, 30), 30);
+    CHECK_EQ(cfs_file_seek(fs, &f, 40, CFS_SEEK_SET), 40);
+    CHECK_EQ(cfs_file_write(fs, &f, "ABCDEFGHIJ", 10), 10);
+    CHECK_EQ(cfs_file_tell(fs, &f), 50);
+    CHECK_EQ(cfs_file_size(fs, &f), 100);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 30, 30), 30);
     CHECK(memcmp(buf, data + 30, 10) == 0);
     CHECK(memcmp(buf + 10, "ABCDEFGHIJ", 10) == 0);
     CHECK(memcmp(buf + 20, data + 50, 10) == 0);
-    CHECK_EQ(fs_file_tell(fs, &f), 50); /* pread does not move */
+    CHECK_EQ(cfs_file_tell(fs, &f), 50); /* pread does not move */
 
     /* Seek past the end and write: the gap reads as zeros. */
-    CHECK_EQ(fs_file_seek(fs, &f, 5000, FS_SEEK_SET), 5000);
-    CHECK_EQ(fs_file_size(fs, &f), 100); /* a seek alone does not grow */
-    CHECK_EQ(fs_file_read(fs, &f, buf, 10), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "Z", 1), 1);
-    CHECK_EQ(fs_file_size(fs, &f), 5001);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 5001, 0), 5001);
+    CHECK_EQ(cfs_file_seek(fs, &f, 5000, CFS_SEEK_SET), 5000);
+    CHECK_EQ(cfs_file_size(fs, &f), 100); /* a seek alone does not grow */
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 10), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "Z", 1), 1);
+    CHECK_EQ(cfs_file_size(fs, &f), 5001);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 5001, 0), 5001);
     bool zeros = true;
     for (int i = 100; i < 5000; i++)
         zeros &= buf[i] == 0;
@@ -419,19 +419,19 @@ static void test_rw_seek(void)
     CHECK_EQ(buf[5000], 'Z');
 
     /* pwrite does not move the position; it can extend the file. */
-    int32_t pos = fs_file_tell(fs, &f);
-    CHECK_EQ(fs_file_pwrite(fs, &f, data, 200, 6000), 200);
-    CHECK_EQ(fs_file_tell(fs, &f), pos);
-    CHECK_EQ(fs_file_size(fs, &f), 6200);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 1000, 5500), 700);
+    int32_t pos = cfs_file_tell(fs, &f);
+    CHECK_EQ(cfs_file_pwrite(fs, &f, data, 200, 6000), 200);
+    CHECK_EQ(cfs_file_tell(fs, &f), pos);
+    CHECK_EQ(cfs_file_size(fs, &f), 6200);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 1000, 5500), 700);
     CHECK_EQ(buf[0], 0);
     CHECK(memcmp(buf + 500, data, 200) == 0);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 10, 6200), 0); /* at the end */
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 10, 90000), 0); /* past the end */
-    CHECK_EQ(fs_file_write(fs, &f, data, 0), 0);        /* empty write */
-    CHECK_EQ(fs_file_size(fs, &f), 6200);
-    CHECK_EQ(fs_file_sync(fs, &f), 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 10, 6200), 0); /* at the end */
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 10, 90000), 0); /* past the end */
+    CHECK_EQ(cfs_file_write(fs, &f, data, 0), 0);        /* empty write */
+    CHECK_EQ(cfs_file_size(fs, &f), 6200);
+    CHECK_EQ(cfs_file_sync(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* Everything survives a remount. */
     fx_remount(x);
@@ -449,20 +449,20 @@ static void test_rw_seek(void)
 
     /* truncate: shrink, then grow (the grown part reads zeros, the old bytes
      * never come back). */
-    CHECK_EQ(fs_file_open(fs, &f, "/f", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_truncate(fs, &f, 30), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 30);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 100, 0), 30);
+    CHECK_EQ(cfs_file_open(fs, &f, "/f", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 30), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 30);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 100, 0), 30);
     CHECK(memcmp(buf, data, 30) == 0);
-    CHECK_EQ(fs_file_truncate(fs, &f, 8000), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 8000);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 8000, 0), 8000);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 8000), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 8000);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 8000, 0), 8000);
     CHECK(memcmp(buf, data, 30) == 0);
     zeros = true;
     for (int i = 30; i < 8000; i++)
         zeros &= buf[i] == 0;
     CHECK(zeros);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
     fx_remount(x);
     CHECK_EQ(fsm_read_file(fs, "/f", &got), 8000);
     if (got) {
@@ -475,28 +475,28 @@ static void test_rw_seek(void)
     free(got);
 
     /* Truncate to the same size and to 0; then the position past the end. */
-    CHECK_EQ(fs_file_open(fs, &f, "/f", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_truncate(fs, &f, 8000), 0);
-    CHECK_EQ(fs_file_seek(fs, &f, 0, FS_SEEK_END), 8000);
-    CHECK_EQ(fs_file_truncate(fs, &f, 0), 0);
-    CHECK_EQ(fs_file_size(fs, &f), 0);
-    CHECK_EQ(fs_file_read(fs, &f, buf, 10), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "q", 1), 1); /* at 8000: gap of zeros */
-    CHECK_EQ(fs_file_size(fs, &f), 8001);
-    CHECK_EQ(fs_file_pread(fs, &f, buf, 2, 7999), 2);
+    CHECK_EQ(cfs_file_open(fs, &f, "/f", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 8000), 0);
+    CHECK_EQ(cfs_file_seek(fs, &f, 0, CFS_SEEK_END), 8000);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 0), 0);
+    CHECK_EQ(cfs_file_size(fs, &f), 0);
+    CHECK_EQ(cfs_file_read(fs, &f, buf, 10), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "q", 1), 1); /* at 8000: gap of zeros */
+    CHECK_EQ(cfs_file_size(fs, &f), 8001);
+    CHECK_EQ(cfs_file_pread(fs, &f, buf, 2, 7999), 2);
     CHECK_EQ(buf[0], 0);
     CHECK_EQ(buf[1], 'q');
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* Shrink and grow inside one sync interval, across segments. */
-    CHECK_EQ(fs_file_open(fs, &f, "/g", FS_O_RDWR | FS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/g", CFS_O_RDWR | CFS_O_CREAT), 0);
     for (int i = 0; i < 5; i++)
-        CHECK_EQ(fs_file_write(fs, &f, data, sizeof(data)), (int)sizeof(data));
-    CHECK_EQ(fs_file_sync(fs, &f), 0);
-    CHECK_EQ(fs_file_truncate(fs, &f, 17000), 0);
-    CHECK_EQ(fs_file_truncate(fs, &f, 45000), 0);
-    CHECK_EQ(fs_file_pwrite(fs, &f, "E", 1, 44999), 1);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+        CHECK_EQ(cfs_file_write(fs, &f, data, sizeof(data)), (int)sizeof(data));
+    CHECK_EQ(cfs_file_sync(fs, &f), 0);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 17000), 0);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 45000), 0);
+    CHECK_EQ(cfs_file_pwrite(fs, &f, "E", 1, 44999), 1);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
     fx_remount(x);
     CHECK_EQ(fsm_read_file(fs, "/g", &got), 45000);
     if (got) {
@@ -519,46 +519,46 @@ static void test_rw_seek(void)
 static void test_sync_visibility(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_file_t w, r;
+    cfs_t *fs = &x->fs;
+    cfs_file_t w, r;
     uint8_t buf[256];
 
     CHECK_EQ(put_file(x, "/v", 100, 5), 0);
-    CHECK_EQ(fs_file_open(fs, &r, "/v", FS_O_RDONLY), 0);
-    CHECK_EQ(fs_file_open(fs, &w, "/v", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_pwrite(fs, &w, "NEWDATA", 7, 10), 7);
-    CHECK_EQ(fs_file_write(fs, &w, buf, 0), 0);
-    CHECK_EQ(fs_file_pwrite(fs, &w, "tail", 4, 100), 4);
+    CHECK_EQ(cfs_file_open(fs, &r, "/v", CFS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_open(fs, &w, "/v", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_pwrite(fs, &w, "NEWDATA", 7, 10), 7);
+    CHECK_EQ(cfs_file_write(fs, &w, buf, 0), 0);
+    CHECK_EQ(cfs_file_pwrite(fs, &w, "tail", 4, 100), 4);
     /* The writer sees its own writes at once. */
-    CHECK_EQ(fs_file_pread(fs, &w, buf, 7, 10), 7);
+    CHECK_EQ(cfs_file_pread(fs, &w, buf, 7, 10), 7);
     CHECK(memcmp(buf, "NEWDATA", 7) == 0);
-    CHECK_EQ(fs_file_size(fs, &w), 104);
+    CHECK_EQ(cfs_file_size(fs, &w), 104);
     /* Others see them when sync returns, not before. */
     uint8_t old[100];
     fsm_fill(old, 100, 5, 0);
-    CHECK_EQ(fs_file_pread(fs, &r, buf, 7, 10), 7);
+    CHECK_EQ(cfs_file_pread(fs, &r, buf, 7, 10), 7);
     CHECK(memcmp(buf, old + 10, 7) == 0);
-    CHECK_EQ(fs_file_size(fs, &r), 100);
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(fs, "/v", &st), 0);
+    CHECK_EQ(cfs_file_size(fs, &r), 100);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(fs, "/v", &st), 0);
     CHECK_EQ(st.size, 100);
-    CHECK_EQ(fs_file_sync(fs, &w), 0);
-    CHECK_EQ(fs_file_pread(fs, &r, buf, 7, 10), 7);
+    CHECK_EQ(cfs_file_sync(fs, &w), 0);
+    CHECK_EQ(cfs_file_pread(fs, &r, buf, 7, 10), 7);
     CHECK(memcmp(buf, "NEWDATA", 7) == 0);
-    CHECK_EQ(fs_file_size(fs, &r), 104);
-    CHECK_EQ(fs_file_pread(fs, &r, buf, 10, 100), 4);
+    CHECK_EQ(cfs_file_size(fs, &r), 104);
+    CHECK_EQ(cfs_file_pread(fs, &r, buf, 10, 100), 4);
     CHECK(memcmp(buf, "tail", 4) == 0);
-    CHECK_EQ(fs_stat(fs, "/v", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/v", &st), 0);
     CHECK_EQ(st.size, 104);
-    CHECK_EQ(fs_file_sync(fs, &w), 0); /* a clean sync is fine */
-    CHECK_EQ(fs_file_sync(fs, &r), 0); /* so is syncing a reader */
-    CHECK_EQ(fs_file_close(fs, &r), 0);
+    CHECK_EQ(cfs_file_sync(fs, &w), 0); /* a clean sync is fine */
+    CHECK_EQ(cfs_file_sync(fs, &r), 0); /* so is syncing a reader */
+    CHECK_EQ(cfs_file_close(fs, &r), 0);
 
     /* Unsynced data is lost by a power cut, synced data is not. */
-    CHECK_EQ(fs_file_pwrite(fs, &w, "LOST", 4, 0), 4);
+    CHECK_EQ(cfs_file_pwrite(fs, &w, "LOST", 4, 0), 4);
     /* Simulate the cut: drop the RAM state without unmounting. */
     memset(&x->fs, 0, sizeof(x->fs));
-    CHECK_EQ(fs_mount(fs, &x->cfg), 0);
+    CHECK_EQ(cfs_mount(fs, &x->cfg), 0);
     uint8_t *got = NULL;
     CHECK_EQ(fsm_read_file(fs, "/v", &got), 104);
     if (got) {
@@ -569,9 +569,9 @@ static void test_sync_visibility(void)
     free(got);
     FSCK(x);
 
-    /* fs_unmount syncs and closes open files. */
-    CHECK_EQ(fs_file_open(fs, &w, "/u", FS_O_WRONLY | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_write(fs, &w, "unmount-synced", 14), 14);
+    /* cfs_unmount syncs and closes open files. */
+    CHECK_EQ(cfs_file_open(fs, &w, "/u", CFS_O_WRONLY | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_write(fs, &w, "unmount-synced", 14), 14);
     fx_remount(x);
     CHECK_EQ(fsm_read_file(fs, "/u", &got), 14);
     CHECK(got && memcmp(got, "unmount-synced", 14) == 0);
@@ -585,40 +585,40 @@ static void test_many_open(void)
 {
     enum { N = 10, CHUNK = 700, ROUNDS = 12 };
     fx_t *x = fx_new(128);
-    fs_t *fs = &x->fs;
-    fs_file_t f[N];
+    cfs_t *fs = &x->fs;
+    cfs_file_t f[N];
     char name[32];
     uint8_t buf[CHUNK], want[CHUNK];
 
     /* One file written beforehand, read while the others are written. */
     CHECK_EQ(put_file(x, "/src", CHUNK * ROUNDS, 99), 0);
-    fs_file_t rd;
-    CHECK_EQ(fs_file_open(fs, &rd, "/src", FS_O_RDONLY), 0);
+    cfs_file_t rd;
+    CHECK_EQ(cfs_file_open(fs, &rd, "/src", CFS_O_RDONLY), 0);
 
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "/open%d", i);
-        CHECK_EQ(fs_file_open(fs, &f[i], name, FS_O_RDWR | FS_O_CREAT), 0);
+        CHECK_EQ(cfs_file_open(fs, &f[i], name, CFS_O_RDWR | CFS_O_CREAT), 0);
     }
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < N; i++) {
             fsm_fill(buf, CHUNK, 100 + (uint32_t)i, (uint32_t)(r * CHUNK));
-            CHECK_EQ(fs_file_write(fs, &f[i], buf, CHUNK), CHUNK);
+            CHECK_EQ(cfs_file_write(fs, &f[i], buf, CHUNK), CHUNK);
             if ((r + i) % 4 == 0)
-                CHECK_EQ(fs_file_sync(fs, &f[i]), 0);
+                CHECK_EQ(cfs_file_sync(fs, &f[i]), 0);
         }
-        CHECK_EQ(fs_file_read(fs, &rd, buf, CHUNK), CHUNK);
+        CHECK_EQ(cfs_file_read(fs, &rd, buf, CHUNK), CHUNK);
         fsm_fill(want, CHUNK, 99, (uint32_t)(r * CHUNK));
         CHECK(memcmp(buf, want, CHUNK) == 0);
         /* Read back what a writer wrote, through its own handle. */
         int i = r % N;
-        CHECK_EQ(fs_file_pread(fs, &f[i], buf, CHUNK, (uint32_t)(r * CHUNK)),
+        CHECK_EQ(cfs_file_pread(fs, &f[i], buf, CHUNK, (uint32_t)(r * CHUNK)),
                  CHUNK);
         fsm_fill(want, CHUNK, 100 + (uint32_t)i, (uint32_t)(r * CHUNK));
         CHECK(memcmp(buf, want, CHUNK) == 0);
     }
-    CHECK_EQ(fs_file_close(fs, &rd), 0);
+    CHECK_EQ(cfs_file_close(fs, &rd), 0);
     for (int i = 0; i < N; i++)
-        CHECK_EQ(fs_file_close(fs, &f[i]), 0);
+        CHECK_EQ(cfs_file_close(fs, &f[i]), 0);
     fx_remount(x);
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "/open%d", i);
@@ -641,65 +641,65 @@ static void test_many_open(void)
 static void test_remove_rename(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_stat_t st;
+    cfs_t *fs = &x->fs;
+    cfs_stat_t st;
 
     CHECK_EQ(put_file(x, "/a", 300, 1), 0);
     CHECK_EQ(put_file(x, "/b", 500, 2), 0);
-    CHECK_EQ(fs_mkdir(fs, "/d"), 0);
-    CHECK_EQ(fs_mkdir(fs, "/e"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/d"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/e"), 0);
     CHECK_EQ(put_file(x, "/d/in", 10, 3), 0);
 
     /* remove */
-    CHECK_EQ(fs_remove(fs, "/missing"), FS_ERR_NOENT);
-    CHECK_EQ(fs_remove(fs, "/d"), FS_ERR_NOTEMPTY);
-    CHECK_EQ(fs_remove(fs, "/a/x"), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_remove(fs, "/"), FS_ERR_PERM);
-    CHECK_EQ(fs_remove(fs, "/e"), 0); /* an empty directory */
+    CHECK_EQ(cfs_remove(fs, "/missing"), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_remove(fs, "/d"), CFS_ERR_NOTEMPTY);
+    CHECK_EQ(cfs_remove(fs, "/a/x"), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_remove(fs, "/"), CFS_ERR_PERM);
+    CHECK_EQ(cfs_remove(fs, "/e"), 0); /* an empty directory */
     CHECK(!exists(x, "/e"));
-    CHECK_EQ(fs_mkdir(fs, "/e"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/e"), 0);
 
     /* rename: plain, replacing a file, same name, errors */
-    CHECK_EQ(fs_stat(fs, "/a", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/a", &st), 0);
     uint32_t ino_a = st.ino;
-    CHECK_EQ(fs_rename(fs, "/a", "/a2"), 0);
+    CHECK_EQ(cfs_rename(fs, "/a", "/a2"), 0);
     CHECK(!exists(x, "/a"));
     CHECK(file_is(x, "/a2", 300, 1));
-    CHECK_EQ(fs_stat(fs, "/a2", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/a2", &st), 0);
     CHECK_EQ(st.ino, ino_a); /* same file, new name */
-    CHECK_EQ(fs_rename(fs, "/a2", "/a2"), 0);
+    CHECK_EQ(cfs_rename(fs, "/a2", "/a2"), 0);
     CHECK(file_is(x, "/a2", 300, 1));
-    CHECK_EQ(fs_rename(fs, "/a2", "/b"), 0); /* replaces /b */
+    CHECK_EQ(cfs_rename(fs, "/a2", "/b"), 0); /* replaces /b */
     CHECK(!exists(x, "/a2"));
     CHECK(file_is(x, "/b", 300, 1));
-    CHECK_EQ(fs_rename(fs, "/missing", "/x"), FS_ERR_NOENT);
-    CHECK_EQ(fs_rename(fs, "/b", "/nodir/x"), FS_ERR_NOENT);
-    CHECK_EQ(fs_rename(fs, "/b", "/d"), FS_ERR_ISDIR);       /* file over dir */
-    CHECK_EQ(fs_rename(fs, "/d", "/b"), FS_ERR_NOTDIR);      /* dir over file */
-    CHECK_EQ(fs_rename(fs, "/e", "/d"), FS_ERR_NOTEMPTY);    /* over non-empty */
-    CHECK_EQ(fs_rename(fs, "/d", "/d/sub"), FS_ERR_INVAL);   /* into itself */
-    CHECK_EQ(fs_rename(fs, "/", "/x"), FS_ERR_PERM);
-    CHECK_EQ(fs_rename(fs, "/b", "/b/x"), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_rename(fs, NULL, "/x"), FS_ERR_INVAL);
+    CHECK_EQ(cfs_rename(fs, "/missing", "/x"), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_rename(fs, "/b", "/nodir/x"), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_rename(fs, "/b", "/d"), CFS_ERR_ISDIR);       /* file over dir */
+    CHECK_EQ(cfs_rename(fs, "/d", "/b"), CFS_ERR_NOTDIR);      /* dir over file */
+    CHECK_EQ(cfs_rename(fs, "/e", "/d"), CFS_ERR_NOTEMPTY);    /* over non-empty */
+    CHECK_EQ(cfs_rename(fs, "/d", "/d/sub"), CFS_ERR_INVAL);   /* into itself */
+    CHECK_EQ(cfs_rename(fs, "/", "/x"), CFS_ERR_PERM);
+    CHECK_EQ(cfs_rename(fs, "/b", "/b/x"), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_rename(fs, NULL, "/x"), CFS_ERR_INVAL);
     CHECK(file_is(x, "/b", 300, 1));
     CHECK(file_is(x, "/d/in", 10, 3));
 
     /* directories: move with contents, replace an empty directory */
-    CHECK_EQ(fs_mkdir(fs, "/d/sub"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/d/sub"), 0);
     CHECK_EQ(put_file(x, "/d/sub/deep", 77, 4), 0);
-    CHECK_EQ(fs_rename(fs, "/d", "/e"), 0); /* /e is empty: replaced */
+    CHECK_EQ(cfs_rename(fs, "/d", "/e"), 0); /* /e is empty: replaced */
     CHECK(!exists(x, "/d"));
     CHECK(file_is(x, "/e/in", 10, 3));
     CHECK(file_is(x, "/e/sub/deep", 77, 4));
-    CHECK_EQ(fs_rename(fs, "/e/sub", "/top"), 0); /* up a level */
+    CHECK_EQ(cfs_rename(fs, "/e/sub", "/top"), 0); /* up a level */
     CHECK(file_is(x, "/top/deep", 77, 4));
-    CHECK_EQ(fs_rename(fs, "/b", "/top/b"), 0); /* file into a directory */
+    CHECK_EQ(cfs_rename(fs, "/b", "/top/b"), 0); /* file into a directory */
     CHECK(file_is(x, "/top/b", 300, 1));
-    CHECK_EQ(fs_stat(fs, "/top/b", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/top/b", &st), 0);
     CHECK_EQ(st.ino, ino_a);
 
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK_EQ(v.files, 3);
     CHECK_EQ(v.dirs, 3); /* /, /e, /top */
     FSCK(x);
@@ -710,27 +710,27 @@ static void test_remove_rename(void)
     CHECK(file_is(x, "/e/in", 10, 3));
     CHECK(file_is(x, "/top/deep", 77, 4));
     CHECK(file_is(x, "/top/b", 300, 1));
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK_EQ(v.files, 3);
     CHECK_EQ(v.dirs, 3);
 
     /* Removing a file that is open: either refused (BUSY), or the handle
      * stays usable until closed; never a crash, and the fs stays clean. */
-    fs_file_t f;
-    CHECK_EQ(fs_file_open(fs, &f, "/top/b", FS_O_RDWR), 0);
-    int rc = fs_remove(fs, "/top/b");
-    CHECK(rc == 0 || rc == FS_ERR_BUSY);
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(fs, &f, "/top/b", CFS_O_RDWR), 0);
+    int rc = cfs_remove(fs, "/top/b");
+    CHECK(rc == 0 || rc == CFS_ERR_BUSY);
     uint8_t buf[8];
-    int n = fs_file_pread(fs, &f, buf, 8, 0);
+    int n = cfs_file_pread(fs, &f, buf, 8, 0);
     CHECK(n == 8 || n < 0);
-    fs_file_close(fs, &f);
+    cfs_file_close(fs, &f);
     CHECK_EQ(exists(x, "/top/b"), rc != 0);
     /* Renaming a file that is open: the handle follows the file. */
-    CHECK_EQ(fs_file_open(fs, &f, "/top/deep", FS_O_RDWR), 0);
-    rc = fs_rename(fs, "/top/deep", "/e/moved");
-    CHECK(rc == 0 || rc == FS_ERR_BUSY);
-    CHECK_EQ(fs_file_pwrite(fs, &f, "M", 1, 0), 1);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/top/deep", CFS_O_RDWR), 0);
+    rc = cfs_rename(fs, "/top/deep", "/e/moved");
+    CHECK(rc == 0 || rc == CFS_ERR_BUSY);
+    CHECK_EQ(cfs_file_pwrite(fs, &f, "M", 1, 0), 1);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
     const char *now = rc == 0 ? "/e/moved" : "/top/deep";
     CHECK(exists(x, now));
     CHECK_EQ(exists(x, rc == 0 ? "/top/deep" : "/e/moved"), false);
@@ -752,55 +752,55 @@ static void test_remove_rename(void)
 static void test_dirs(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_stat_t st;
-    fs_dir_t d;
-    char name[FS_NAME_MAX + 1];
+    cfs_t *fs = &x->fs;
+    cfs_stat_t st;
+    cfs_dir_t d;
+    char name[CFS_NAME_MAX + 1];
 
-    CHECK_EQ(fs_mkdir(fs, "/a"), 0);
-    CHECK_EQ(fs_mkdir(fs, "/a"), FS_ERR_EXIST);
-    CHECK_EQ(fs_mkdir(fs, "/"), FS_ERR_EXIST);
-    CHECK_EQ(fs_mkdir(fs, "/x/y"), FS_ERR_NOENT);
+    CHECK_EQ(cfs_mkdir(fs, "/a"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/a"), CFS_ERR_EXIST);
+    CHECK_EQ(cfs_mkdir(fs, "/"), CFS_ERR_EXIST);
+    CHECK_EQ(cfs_mkdir(fs, "/x/y"), CFS_ERR_NOENT);
     CHECK_EQ(put_file(x, "/f", 1, 1), 0);
-    CHECK_EQ(fs_mkdir(fs, "/f"), FS_ERR_EXIST);
-    CHECK_EQ(fs_mkdir(fs, "/f/y"), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_rmdir(fs, "/f"), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_rmdir(fs, "/nope"), FS_ERR_NOENT);
-    CHECK_EQ(fs_rmdir(fs, "/"), FS_ERR_PERM);
-    CHECK_EQ(fs_stat(fs, "/a", &st), 0);
-    CHECK_EQ(st.type, FS_TYPE_DIR);
+    CHECK_EQ(cfs_mkdir(fs, "/f"), CFS_ERR_EXIST);
+    CHECK_EQ(cfs_mkdir(fs, "/f/y"), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_rmdir(fs, "/f"), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_rmdir(fs, "/nope"), CFS_ERR_NOENT);
+    CHECK_EQ(cfs_rmdir(fs, "/"), CFS_ERR_PERM);
+    CHECK_EQ(cfs_stat(fs, "/a", &st), 0);
+    CHECK_EQ(st.type, CFS_TYPE_DIR);
     CHECK_EQ(st.size, 0);
-    CHECK_EQ(fs_stat(fs, "/f/y", &st), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_stat(fs, "/a/y", &st), FS_ERR_NOENT);
+    CHECK_EQ(cfs_stat(fs, "/f/y", &st), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_stat(fs, "/a/y", &st), CFS_ERR_NOENT);
 
     /* Nested 12 deep. */
-    char path[FS_PATH_MAX + 1] = "";
+    char path[CFS_PATH_MAX + 1] = "";
     for (int i = 0; i < 12; i++) {
         size_t l = strlen(path);
         snprintf(path + l, sizeof(path) - l, "/n%d", i);
-        CHECK_EQ(fs_mkdir(fs, path), 0);
+        CHECK_EQ(cfs_mkdir(fs, path), 0);
     }
-    char fpath[FS_PATH_MAX + 8];
+    char fpath[CFS_PATH_MAX + 8];
     snprintf(fpath, sizeof(fpath), "%s/leaf", path);
     CHECK_EQ(put_file(x, fpath, 1234, 12), 0);
-    CHECK_EQ(fs_rmdir(fs, "/n0"), FS_ERR_NOTEMPTY);
-    CHECK_EQ(fs_rmdir(fs, path), FS_ERR_NOTEMPTY);
+    CHECK_EQ(cfs_rmdir(fs, "/n0"), CFS_ERR_NOTEMPTY);
+    CHECK_EQ(cfs_rmdir(fs, path), CFS_ERR_NOTEMPTY);
 
     /* A big directory: many entries, listed exactly once each. */
     enum { NENT = 150 };
     for (int i = 0; i < NENT; i++) {
         snprintf(name, sizeof(name), "/a/entry-with-a-longish-name-%03d", i);
         if (i % 5 == 0)
-            CHECK_EQ(fs_mkdir(fs, name), 0);
+            CHECK_EQ(cfs_mkdir(fs, name), 0);
         else
             CHECK_EQ(put_file(x, name, (uint32_t)i, (uint32_t)i), 0);
     }
     for (int pass = 0; pass < 2; pass++) {
         int seen[NENT] = { 0 };
         int other = 0, count = 0;
-        CHECK_EQ(fs_dir_open(fs, &d, "/a"), 0);
+        CHECK_EQ(cfs_dir_open(fs, &d, "/a"), 0);
         for (;;) {
-            int rc = fs_dir_read(fs, &d, name, sizeof(name), &st);
+            int rc = cfs_dir_read(fs, &d, name, sizeof(name), &st);
             CHECK(rc >= 0);
             if (rc <= 0)
                 break;
@@ -809,14 +809,14 @@ static void test_dirs(void)
             if (sscanf(name, "entry-with-a-longish-name-%d", &k) == 1 && k >= 0 &&
                 k < NENT) {
                 seen[k]++;
-                CHECK_EQ(st.type, k % 5 == 0 ? FS_TYPE_DIR : FS_TYPE_FILE);
+                CHECK_EQ(st.type, k % 5 == 0 ? CFS_TYPE_DIR : CFS_TYPE_FILE);
                 CHECK_EQ(st.size, k % 5 == 0 ? 0 : k);
             } else {
                 other++;
                 fprintf(stderr, "  unexpected entry '%s'\n", name);
             }
         }
-        CHECK_EQ(fs_dir_close(fs, &d), 0);
+        CHECK_EQ(cfs_dir_close(fs, &d), 0);
         CHECK_EQ(other, 0);
         CHECK_EQ(count, pass == 0 ? NENT : NENT - NENT / 3);
         bool once = true;
@@ -827,35 +827,35 @@ static void test_dirs(void)
             /* Remove every third entry, remount, list again. */
             for (int k = 0; k < NENT; k += 3) {
                 snprintf(name, sizeof(name), "/a/entry-with-a-longish-name-%03d", k);
-                CHECK_EQ(fs_remove(fs, name), 0);
+                CHECK_EQ(cfs_remove(fs, name), 0);
             }
             fx_remount(x);
         }
     }
 
     /* Listing the root: no "." or "..". */
-    CHECK_EQ(fs_dir_open(fs, &d, "/"), 0);
+    CHECK_EQ(cfs_dir_open(fs, &d, "/"), 0);
     int n = 0;
     bool dots = false;
-    while (fs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
+    while (cfs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
         n++;
         dots |= strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
     }
-    CHECK_EQ(fs_dir_close(fs, &d), 0);
+    CHECK_EQ(cfs_dir_close(fs, &d), 0);
     CHECK_EQ(n, 3); /* a, f, n0 */
     CHECK(!dots);
-    CHECK_EQ(fs_dir_open(fs, &d, "/f"), FS_ERR_NOTDIR);
-    CHECK_EQ(fs_dir_open(fs, &d, "/zz"), FS_ERR_NOENT);
+    CHECK_EQ(cfs_dir_open(fs, &d, "/f"), CFS_ERR_NOTDIR);
+    CHECK_EQ(cfs_dir_open(fs, &d, "/zz"), CFS_ERR_NOENT);
     /* An empty directory lists nothing. */
-    CHECK_EQ(fs_mkdir(fs, "/empty"), 0);
-    CHECK_EQ(fs_dir_open(fs, &d, "/empty"), 0);
-    CHECK_EQ(fs_dir_read(fs, &d, name, sizeof(name), &st), 0);
-    CHECK_EQ(fs_dir_close(fs, &d), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/empty"), 0);
+    CHECK_EQ(cfs_dir_open(fs, &d, "/empty"), 0);
+    CHECK_EQ(cfs_dir_read(fs, &d, name, sizeof(name), &st), 0);
+    CHECK_EQ(cfs_dir_close(fs, &d), 0);
 
     /* Tear the deep tree down from the leaf. */
-    CHECK_EQ(fs_remove(fs, fpath), 0);
+    CHECK_EQ(cfs_remove(fs, fpath), 0);
     for (int i = 11; i >= 0; i--) {
-        CHECK_EQ(fs_rmdir(fs, path), 0);
+        CHECK_EQ(cfs_rmdir(fs, path), 0);
         char *s = strrchr(path, '/');
         *s = '\0';
     }
@@ -872,9 +872,9 @@ static void test_dirs(void)
 static void test_names(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_stat_t st;
-    fs_file_t f;
+    cfs_t *fs = &x->fs;
+    cfs_stat_t st;
+    cfs_file_t f;
 
     /* UTF-8 names. */
     static const char *utf8[] = {
@@ -884,20 +884,20 @@ static void test_names(void)
         "/\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82", /* привет */
         "/with space & symbols!#$%+,;=@[]^_`{}~",
     };
-    CHECK_EQ(fs_mkdir(fs, utf8[0]), 0);
+    CHECK_EQ(cfs_mkdir(fs, utf8[0]), 0);
     for (int i = 1; i < 5; i++)
         CHECK_EQ(put_file(x, utf8[i], (uint32_t)(10 * i), (uint32_t)i), 0);
     fx_remount(x);
     for (int i = 1; i < 5; i++)
         CHECK(file_is(x, utf8[i], (uint32_t)(10 * i), (uint32_t)i));
-    fs_dir_t d;
-    char name[FS_NAME_MAX + 1];
-    CHECK_EQ(fs_dir_open(fs, &d, utf8[0]), 0);
+    cfs_dir_t d;
+    char name[CFS_NAME_MAX + 1];
+    CHECK_EQ(cfs_dir_open(fs, &d, utf8[0]), 0);
     int found = 0;
-    while (fs_dir_read(fs, &d, name, sizeof(name), &st) == 1)
+    while (cfs_dir_read(fs, &d, name, sizeof(name), &st) == 1)
         found += strcmp(name, "\xe6\x97\xa5\xe6\x9c\xac.txt") == 0 ||
                  strcmp(name, "\xf0\x9f\x93\xa6-box") == 0;
-    CHECK_EQ(fs_dir_close(fs, &d), 0);
+    CHECK_EQ(cfs_dir_close(fs, &d), 0);
     CHECK_EQ(found, 2);
     /* Names differing only in case are different files. */
     CHECK_EQ(put_file(x, "/Case", 1, 1), 0);
@@ -906,62 +906,62 @@ static void test_names(void)
     CHECK(file_is(x, "/case", 2, 2));
 
     /* Path limit: 255 bytes is fine, 256 is NAMETOOLONG. */
-    char p[FS_PATH_MAX + 8];
+    char p[CFS_PATH_MAX + 8];
     memset(p, 'n', sizeof(p));
     p[0] = '/';
-    p[FS_PATH_MAX] = '\0'; /* "/" + 254 bytes: 255 */
+    p[CFS_PATH_MAX] = '\0'; /* "/" + 254 bytes: 255 */
     CHECK_EQ(strlen(p), 255);
-    CHECK_EQ(fs_file_open(fs, &f, p, FS_O_RDWR | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "long", 4), 4);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
-    CHECK_EQ(fs_stat(fs, p, &st), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, p, CFS_O_RDWR | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "long", 4), 4);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_stat(fs, p, &st), 0);
     CHECK_EQ(st.size, 4);
     memset(p, 'n', sizeof(p));
     p[0] = '/';
-    p[FS_PATH_MAX + 1] = '\0'; /* 256 bytes */
-    CHECK_EQ(fs_file_open(fs, &f, p, FS_O_RDWR | FS_O_CREAT), FS_ERR_NAMETOOLONG);
-    CHECK_EQ(fs_mkdir(fs, p), FS_ERR_NAMETOOLONG);
-    CHECK_EQ(fs_stat(fs, p, &st), FS_ERR_NAMETOOLONG);
-    CHECK_EQ(fs_rename(fs, "/case", p), FS_ERR_NAMETOOLONG);
+    p[CFS_PATH_MAX + 1] = '\0'; /* 256 bytes */
+    CHECK_EQ(cfs_file_open(fs, &f, p, CFS_O_RDWR | CFS_O_CREAT), CFS_ERR_NAMETOOLONG);
+    CHECK_EQ(cfs_mkdir(fs, p), CFS_ERR_NAMETOOLONG);
+    CHECK_EQ(cfs_stat(fs, p, &st), CFS_ERR_NAMETOOLONG);
+    CHECK_EQ(cfs_rename(fs, "/case", p), CFS_ERR_NAMETOOLONG);
     CHECK(exists(x, "/case"));
     /* A nested path of exactly 255 bytes. */
-    CHECK_EQ(fs_mkdir(fs, "/deep"), 0);
-    char q[FS_PATH_MAX + 8];
+    CHECK_EQ(cfs_mkdir(fs, "/deep"), 0);
+    char q[CFS_PATH_MAX + 8];
     memset(q, 'q', sizeof(q));
     memcpy(q, "/deep/", 6);
-    q[FS_PATH_MAX] = '\0';
+    q[CFS_PATH_MAX] = '\0';
     CHECK_EQ(put_file(x, q, 3, 3), 0);
     CHECK(file_is(x, q, 3, 3));
     /* The listed name of a 254-byte component fits a 256-byte buffer. */
-    CHECK_EQ(fs_dir_open(fs, &d, "/deep"), 0);
-    CHECK_EQ(fs_dir_read(fs, &d, name, sizeof(name), &st), 1);
-    CHECK_EQ(strlen(name), FS_PATH_MAX - 6);
-    CHECK_EQ(fs_dir_close(fs, &d), 0);
+    CHECK_EQ(cfs_dir_open(fs, &d, "/deep"), 0);
+    CHECK_EQ(cfs_dir_read(fs, &d, name, sizeof(name), &st), 1);
+    CHECK_EQ(strlen(name), CFS_PATH_MAX - 6);
+    CHECK_EQ(cfs_dir_close(fs, &d), 0);
 
     /* Invalid paths: every call refuses them and creates nothing. */
     static const char *badp[] = { "", "relative", "a/b", "/a//b", "//",
                                   "/.", "/..", "/deep/.", "/deep/../x" };
     for (size_t i = 0; i < sizeof(badp) / sizeof(badp[0]); i++) {
-        int rc = fs_file_open(fs, &f, badp[i], FS_O_RDWR | FS_O_CREAT);
+        int rc = cfs_file_open(fs, &f, badp[i], CFS_O_RDWR | CFS_O_CREAT);
         if (rc == 0)
-            fs_file_close(fs, &f);
-        if (rc != FS_ERR_INVAL)
+            cfs_file_close(fs, &f);
+        if (rc != CFS_ERR_INVAL)
             fprintf(stderr, "  open('%s') = %d\n", badp[i], rc);
-        CHECK_EQ(rc, FS_ERR_INVAL);
-        rc = fs_mkdir(fs, badp[i]);
-        if (rc != FS_ERR_INVAL && rc != FS_ERR_EXIST)
+        CHECK_EQ(rc, CFS_ERR_INVAL);
+        rc = cfs_mkdir(fs, badp[i]);
+        if (rc != CFS_ERR_INVAL && rc != CFS_ERR_EXIST)
             fprintf(stderr, "  mkdir('%s') = %d\n", badp[i], rc);
-        CHECK(rc == FS_ERR_INVAL || (rc == FS_ERR_EXIST && badp[i][0] == '/'));
+        CHECK(rc == CFS_ERR_INVAL || (rc == CFS_ERR_EXIST && badp[i][0] == '/'));
     }
-    CHECK_EQ(fs_mkdir(fs, NULL), FS_ERR_INVAL);
-    CHECK_EQ(fs_stat(fs, NULL, &st), FS_ERR_INVAL);
-    CHECK_EQ(fs_remove(fs, NULL), FS_ERR_INVAL);
-    CHECK_EQ(fs_rmdir(fs, ""), FS_ERR_INVAL);
-    CHECK_EQ(fs_rename(fs, "/case", ""), FS_ERR_INVAL);
-    CHECK_EQ(fs_rename(fs, "/case", "/x/../y"), FS_ERR_INVAL);
+    CHECK_EQ(cfs_mkdir(fs, NULL), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_stat(fs, NULL, &st), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_remove(fs, NULL), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_rmdir(fs, ""), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_rename(fs, "/case", ""), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_rename(fs, "/case", "/x/../y"), CFS_ERR_INVAL);
     CHECK(exists(x, "/case"));
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK_EQ(v.files, 8);
     CHECK_EQ(v.dirs, 3);
     FSCK(x);
@@ -972,45 +972,45 @@ static void test_names(void)
 static void test_times(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_stat_t st, st2;
-    fs_file_t f;
+    cfs_t *fs = &x->fs;
+    cfs_stat_t st, st2;
+    cfs_file_t f;
 
     x->now = 1700000000u;
-    CHECK_EQ(fs_file_open(fs, &f, "/t", FS_O_RDWR | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
-    CHECK_EQ(fs_stat(fs, "/t", &st), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/t", CFS_O_RDWR | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_stat(fs, "/t", &st), 0);
     CHECK_EQ(st.ctime, 1700000000u);
     CHECK_EQ(st.mtime, 1700000000u);
 
     x->now = 1700000100u;
-    CHECK_EQ(fs_file_open(fs, &f, "/t", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_write(fs, &f, "x", 1), 1);
+    CHECK_EQ(cfs_file_open(fs, &f, "/t", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_write(fs, &f, "x", 1), 1);
     x->now = 1700000200u; /* the sync time counts */
-    CHECK_EQ(fs_file_sync(fs, &f), 0);
-    CHECK_EQ(fs_stat(fs, "/t", &st), 0);
+    CHECK_EQ(cfs_file_sync(fs, &f), 0);
+    CHECK_EQ(cfs_stat(fs, "/t", &st), 0);
     CHECK_EQ(st.ctime, 1700000000u);
     CHECK(st.mtime == 1700000100u || st.mtime == 1700000200u);
     uint32_t mt = st.mtime;
     x->now = 1700000300u;
     uint8_t c;
-    CHECK_EQ(fs_file_pread(fs, &f, &c, 1, 0), 1); /* reading changes nothing */
-    CHECK_EQ(fs_file_close(fs, &f), 0);           /* nor a clean close */
-    CHECK_EQ(fs_stat(fs, "/t", &st), 0);
+    CHECK_EQ(cfs_file_pread(fs, &f, &c, 1, 0), 1); /* reading changes nothing */
+    CHECK_EQ(cfs_file_close(fs, &f), 0);           /* nor a clean close */
+    CHECK_EQ(cfs_stat(fs, "/t", &st), 0);
     CHECK_EQ(st.mtime, mt);
-    CHECK_EQ(fs_rename(fs, "/t", "/t2"), 0);
-    CHECK_EQ(fs_stat(fs, "/t2", &st2), 0);
+    CHECK_EQ(cfs_rename(fs, "/t", "/t2"), 0);
+    CHECK_EQ(cfs_stat(fs, "/t2", &st2), 0);
     CHECK_EQ(st2.ctime, st.ctime);
     CHECK_EQ(st2.ino, st.ino);
 
     x->now = 1800000000u;
-    CHECK_EQ(fs_mkdir(fs, "/dd"), 0);
-    CHECK_EQ(fs_stat(fs, "/dd", &st2), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/dd"), 0);
+    CHECK_EQ(cfs_stat(fs, "/dd", &st2), 0);
     CHECK_EQ(st2.ctime, 1800000000u);
     CHECK(st2.ino != st.ino);
     CHECK(st2.ino != 0);
     fx_remount(x);
-    CHECK_EQ(fs_stat(fs, "/t2", &st2), 0);
+    CHECK_EQ(cfs_stat(fs, "/t2", &st2), 0);
     CHECK_EQ(st2.ctime, 1700000000u);
     CHECK_EQ(st2.mtime, mt);
     CHECK_EQ(st2.ino, st.ino);
@@ -1018,11 +1018,11 @@ static void test_times(void)
     /* Inode numbers are never reused. */
     uint32_t inos[20];
     for (int i = 0; i < 20; i++) {
-        CHECK_EQ(fs_file_open(fs, &f, "/tmp", FS_O_RDWR | FS_O_CREAT), 0);
-        CHECK_EQ(fs_file_close(fs, &f), 0);
-        CHECK_EQ(fs_stat(fs, "/tmp", &st), 0);
+        CHECK_EQ(cfs_file_open(fs, &f, "/tmp", CFS_O_RDWR | CFS_O_CREAT), 0);
+        CHECK_EQ(cfs_file_close(fs, &f), 0);
+        CHECK_EQ(cfs_stat(fs, "/tmp", &st), 0);
         inos[i] = st.ino;
-        CHECK_EQ(fs_remove(fs, "/tmp"), 0);
+        CHECK_EQ(cfs_remove(fs, "/tmp"), 0);
         if (i == 10)
             fx_remount(x);
     }
@@ -1033,12 +1033,12 @@ static void test_times(void)
     CHECK(uniq);
 
     /* No clock: times are 0. */
-    fs_config_t nc = x->cfg;
+    cfs_config_t nc = x->cfg;
     nc.clock = NULL;
-    CHECK_EQ(fs_unmount(fs), 0);
-    CHECK_EQ(fs_mount(fs, &nc), 0);
-    CHECK_EQ(fs_mkdir(fs, "/noclock"), 0);
-    CHECK_EQ(fs_stat(fs, "/noclock", &st), 0);
+    CHECK_EQ(cfs_unmount(fs), 0);
+    CHECK_EQ(cfs_mount(fs, &nc), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/noclock"), 0);
+    CHECK_EQ(cfs_stat(fs, "/noclock", &st), 0);
     CHECK_EQ(st.ctime, 0);
     FSCK(x);
     fx_free(x);
@@ -1052,7 +1052,7 @@ static void test_sizes(void)
                                       40000, 100000, 200001 };
     enum { NS = sizeof(sizes) / sizeof(sizes[0]) };
     fx_t *x = fx_new(256);
-    fs_t *fs = &x->fs;
+    cfs_t *fs = &x->fs;
     char name[32];
     for (int i = 0; i < NS; i++) {
         snprintf(name, sizeof(name), "/s%u", sizes[i]);
@@ -1062,29 +1062,29 @@ static void test_sizes(void)
     /* Written in odd-sized pieces too. */
     uint8_t *big = malloc(100000);
     fsm_fill(big, 100000, 77, 0);
-    fs_file_t f;
-    CHECK_EQ(fs_file_open(fs, &f, "/pieces", FS_O_WRONLY | FS_O_CREAT), 0);
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(fs, &f, "/pieces", CFS_O_WRONLY | CFS_O_CREAT), 0);
     for (uint32_t off = 0, k = 1; off < 100000; k = k * 7 % 4099 + 1) {
         uint32_t n = k < 100000 - off ? k : 100000 - off;
-        CHECK_EQ(fs_file_write(fs, &f, big + off, n), (int)n);
+        CHECK_EQ(cfs_file_write(fs, &f, big + off, n), (int)n);
         off += n;
     }
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
     fx_remount(x);
     for (int i = 0; i < NS; i++) {
         snprintf(name, sizeof(name), "/s%u", sizes[i]);
         CHECK(file_is(x, name, sizes[i], 1000 + (uint32_t)i));
-        fs_stat_t st;
-        CHECK_EQ(fs_stat(fs, name, &st), 0);
+        cfs_stat_t st;
+        CHECK_EQ(cfs_stat(fs, name, &st), 0);
         CHECK_EQ(st.size, sizes[i]);
     }
     CHECK(file_is(x, "/pieces", 100000, 77));
     /* Read back in odd-sized pieces. */
-    CHECK_EQ(fs_file_open(fs, &f, "/pieces", FS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/pieces", CFS_O_RDONLY), 0);
     uint8_t *got = malloc(100000);
     uint32_t off = 0;
     for (uint32_t k = 3; off < 100000; k = k * 5 % 5003 + 1) {
-        int n = fs_file_read(fs, &f, got + off, k);
+        int n = cfs_file_read(fs, &f, got + off, k);
         CHECK(n > 0);
         if (n <= 0)
             break;
@@ -1092,7 +1092,7 @@ static void test_sizes(void)
     }
     CHECK_EQ(off, 100000);
     CHECK(memcmp(got, big, 100000) == 0);
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
     free(got);
     free(big);
     FSCK(x);
@@ -1103,16 +1103,16 @@ static void test_sizes(void)
 static void test_space(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_statvfs_t v0, v1, v2, v3;
+    cfs_t *fs = &x->fs;
+    cfs_statvfs_t v0, v1, v2, v3;
 
-    CHECK_EQ(fs_statvfs(fs, &v0), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v0), 0);
     CHECK_EQ(v0.free + v0.used, v0.total);
     CHECK(v0.live <= v0.used);
     CHECK(v0.reclaimable <= v0.used);
 
     CHECK_EQ(put_file(x, "/big", 40000, 1), 0);
-    CHECK_EQ(fs_statvfs(fs, &v1), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v1), 0);
     CHECK_EQ(v1.free + v1.used, v1.total);
     CHECK(v1.used >= v0.used + 40000);
     CHECK(v1.live >= v0.live + 40000);
@@ -1122,24 +1122,24 @@ static void test_space(void)
     /* Overwrite it many times: stale bytes pile up, gc frees them. */
     for (int i = 0; i < 4; i++)
         CHECK_EQ(put_file(x, "/big", 40000, 2 + (uint32_t)i), 0);
-    CHECK_EQ(fs_statvfs(fs, &v2), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v2), 0);
     CHECK_EQ(v2.free + v2.used, v2.total);
     CHECK(v2.live < v1.live + 8000);  /* the same amount of live data */
     CHECK(v2.live >= 40000);
-    int freed = fs_gc(fs, 0);
+    int freed = cfs_gc(fs, 0);
     CHECK(freed >= 0);
-    CHECK_EQ(fs_statvfs(fs, &v3), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v3), 0);
     CHECK_EQ(v3.free + v3.used, v3.total);
     CHECK(v3.used <= v2.used);
     CHECK(v3.reclaimable <= v2.reclaimable);
     CHECK(v3.live <= v2.live + 4096);
     CHECK(file_is(x, "/big", 40000, 5));
-    CHECK(fs_gc(fs, 1) >= 0);
+    CHECK(cfs_gc(fs, 1) >= 0);
 
     /* Removing frees the live bytes. */
-    CHECK_EQ(fs_remove(fs, "/big"), 0);
-    CHECK(fs_gc(fs, 0) >= 0);
-    CHECK_EQ(fs_statvfs(fs, &v3), 0);
+    CHECK_EQ(cfs_remove(fs, "/big"), 0);
+    CHECK(cfs_gc(fs, 0) >= 0);
+    CHECK_EQ(cfs_statvfs(fs, &v3), 0);
     CHECK(v3.live < v0.live + 4096);
     CHECK_EQ(v3.files, 0);
     CHECK_EQ(v3.free + v3.used, v3.total);
@@ -1149,11 +1149,11 @@ static void test_space(void)
 
     /* fsck with a report callback: clean, nothing reported. */
     int lines = 0;
-    CHECK_EQ(fs_fsck(fs, report_line, &lines), 0);
+    CHECK_EQ(cfs_fsck(fs, report_line, &lines), 0);
     CHECK_EQ(lines, 0);
     fx_remount(x);
-    fs_statvfs_t v4;
-    CHECK_EQ(fs_statvfs(fs, &v4), 0);
+    cfs_statvfs_t v4;
+    CHECK_EQ(cfs_statvfs(fs, &v4), 0);
     CHECK_EQ(v4.free + v4.used, v4.total);
     CHECK_EQ(v4.files, 0);
     CHECK(v4.live < v0.live + 4096);
@@ -1166,41 +1166,41 @@ static void test_nospc(void)
     /* 48 blocks: cfs keeps two worst-case checkpoints and 6 blocks in
      * reserve (docs/FS.md, section 6), a large share of a tiny partition */
     fx_t *x = fx_new(48);
-    fs_t *fs = &x->fs;
-    fs_file_t f;
+    cfs_t *fs = &x->fs;
+    cfs_file_t f;
     uint8_t buf[1000];
 
     CHECK_EQ(put_file(x, "/keep", 5000, 9), 0);
-    CHECK_EQ(fs_file_open(fs, &f, "/fill", FS_O_WRONLY | FS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_open(fs, &f, "/fill", CFS_O_WRONLY | CFS_O_CREAT), 0);
     uint32_t written = 0;
     int rc = 0;
     for (int i = 0; i < 1000; i++) {
         fsm_fill(buf, sizeof(buf), 10, written);
-        rc = fs_file_write(fs, &f, buf, sizeof(buf));
+        rc = cfs_file_write(fs, &f, buf, sizeof(buf));
         if (rc < 0)
             break;
         CHECK_EQ(rc, (int)sizeof(buf));
         written += (uint32_t)rc;
         if (i % 8 == 7) {
-            rc = fs_file_sync(fs, &f);
+            rc = cfs_file_sync(fs, &f);
             if (rc < 0)
                 break;
         }
     }
-    CHECK_EQ(rc, FS_ERR_NOSPC);
+    CHECK_EQ(rc, CFS_ERR_NOSPC);
     CHECK(written > 48 * 4096 / 3); /* a fair part of the device */
     CHECK(written < 48 * 4096);
-    int crc = fs_file_close(fs, &f);
-    CHECK(crc == 0 || crc == FS_ERR_NOSPC);
+    int crc = cfs_file_close(fs, &f);
+    CHECK(crc == 0 || crc == CFS_ERR_NOSPC);
 
     /* Still serving: reads work, namespace reads work. */
     CHECK(file_is(x, "/keep", 5000, 9));
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK_EQ(v.free + v.used, v.total);
     FSCK(x);
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(fs, "/fill", &st), 0);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(fs, "/fill", &st), 0);
     uint32_t have = st.size;
     CHECK(have <= written);
 
@@ -1219,8 +1219,8 @@ static void test_nospc(void)
     free(got);
 
     /* After deleting, everything works again. */
-    CHECK_EQ(fs_remove(fs, "/fill"), 0);
-    CHECK(fs_gc(fs, 0) >= 0);
+    CHECK_EQ(cfs_remove(fs, "/fill"), 0);
+    CHECK(cfs_gc(fs, 0) >= 0);
     CHECK_EQ(put_file(x, "/after", 20000, 11), 0);
     CHECK(file_is(x, "/after", 20000, 11));
     fx_remount(x);
@@ -1239,16 +1239,16 @@ static void test_nospc(void)
             break;
         made++;
     }
-    CHECK(rc == FS_ERR_NOSPC);
+    CHECK(rc == CFS_ERR_NOSPC);
     CHECK(made > 50);
     FSCK(x);
     for (int i = 0; i < made; i++) {
         snprintf(name, sizeof(name), "/small%d", i);
-        CHECK_EQ(fs_remove(fs, name), 0);
+        CHECK_EQ(cfs_remove(fs, name), 0);
     }
     snprintf(name, sizeof(name), "/small%d", made);
-    fs_remove(fs, name); /* maybe created empty before NOSPC */
-    CHECK(fs_gc(fs, 0) >= 0);
+    cfs_remove(fs, name); /* maybe created empty before NOSPC */
+    CHECK(cfs_gc(fs, 0) >= 0);
     CHECK_EQ(put_file(x, "/again", 20000, 12), 0);
     fx_remount(x);
     CHECK(file_is(x, "/again", 20000, 12));
@@ -1262,7 +1262,7 @@ static void test_nospc(void)
  * blocks as small patches listed by big extent maps. Moving such a block
  * must cost about what the block holds: GC rewrites no extent map per
  * patch it moves (docs/FS.md, section 6). Checked with the simulator's
- * program counter around explicit fs_gc calls: bytes programmed per block
+ * program counter around explicit cfs_gc calls: bytes programmed per block
  * the tail passed. */
 static uint64_t prog_bytes(fx_t *x)
 {
@@ -1275,7 +1275,7 @@ static void test_gc_fragmented(void)
 {
     enum { BLOCKS = 96, FRAG = 64 * 1024, ROUNDS = 3000 };
     fx_t *x = fx_new(BLOCKS);
-    fs_t *fs = &x->fs;
+    cfs_t *fs = &x->fs;
     uint8_t *shadow = malloc(FRAG);
     fsm_fill(shadow, FRAG, 21, 0);
     CHECK_EQ(fsm_write_file(fs, "/frag", shadow, FRAG), 0);
@@ -1289,15 +1289,15 @@ static void test_gc_fragmented(void)
     }
     CHECK(statics > 4);
     snprintf(name, sizeof(name), "/s%d", statics);
-    fs_remove(fs, name); /* maybe created before NOSPC */
+    cfs_remove(fs, name); /* maybe created before NOSPC */
     snprintf(name, sizeof(name), "/s%d", --statics);
-    CHECK_EQ(fs_remove(fs, name), 0); /* a little room for the churn */
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    CHECK_EQ(cfs_remove(fs, name), 0); /* a little room for the churn */
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     uint64_t claimed0 = v.claimed;
 
-    fs_file_t f;
-    CHECK_EQ(fs_file_open(fs, &f, "/frag", FS_O_RDWR), 0);
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(fs, &f, "/frag", CFS_O_RDWR), 0);
     uint32_t rng = 12345, gc_calls = 0, gc_blocks = 0, worst_call = 0;
     uint64_t gc_prog = 0;
     double worst_ratio = 0;
@@ -1311,15 +1311,15 @@ static void test_gc_fragmented(void)
         for (uint32_t k = 0; k < len; k++)
             data[k] = (uint8_t)(i * 7 + k);
         memcpy(shadow + off, data, len);
-        int rc = fs_file_pwrite(fs, &f, data, len, off);
+        int rc = cfs_file_pwrite(fs, &f, data, len, off);
         if (rc == (int)len)
-            rc = fs_file_sync(fs, &f);
+            rc = cfs_file_sync(fs, &f);
         if (rc < 0)
             fails++;
         if (i % 50 == 49) {
             /* an explicit small pass: what does moving a block cost? */
             uint64_t before = prog_bytes(x);
-            int n = fs_gc(fs, 2);
+            int n = cfs_gc(fs, 2);
             uint64_t cost = prog_bytes(x) - before;
             if (n > 0) {
                 gc_calls++;
@@ -1334,15 +1334,15 @@ static void test_gc_fragmented(void)
         }
     }
     CHECK_EQ(fails, 0); /* live data stays the same: no write may fail */
-    CHECK_EQ(fs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
 
     /* a full pass over what is left */
     uint64_t before = prog_bytes(x);
-    int n = fs_gc(fs, 0);
+    int n = cfs_gc(fs, 0);
     uint64_t full_cost = prog_bytes(x) - before;
     CHECK(n >= 0);
-    printf("test_fs_unit: fragmented file: %d writes, %u fs_gc(2) calls moved %u blocks "
-           "programming %.2f blocks per block (worst call %.2f at write %u); fs_gc(0): %d "
+    printf("test_fs_unit: fragmented file: %d writes, %u cfs_gc(2) calls moved %u blocks "
+           "programming %.2f blocks per block (worst call %.2f at write %u); cfs_gc(0): %d "
            "blocks, %.2f blocks programmed per block\n",
            ROUNDS, gc_calls, gc_blocks, gc_blocks ? (double)gc_prog / 4096.0 / gc_blocks : 0.0,
            worst_ratio, worst_call, n, n > 0 ? (double)full_cost / 4096.0 / n : 0.0);
@@ -1369,26 +1369,26 @@ static void test_gc_fragmented(void)
     FSCK(x);
 
     /* the stale data is gone, and a remove gives its space back */
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK_EQ(v.claimed, claimed0);
     CHECK(v.used <= v.live + 6 * 4096);
     uint64_t free0 = v.free;
-    CHECK_EQ(fs_remove(fs, "/frag"), 0);
-    CHECK(fs_gc(fs, 0) >= 0);
-    CHECK_EQ(fs_statvfs(fs, &v), 0);
+    CHECK_EQ(cfs_remove(fs, "/frag"), 0);
+    CHECK(cfs_gc(fs, 0) >= 0);
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
     CHECK(v.free >= free0 + FRAG - 4096);
     FSCK(x);
     free(shadow);
     fx_free(x);
 }
 
-/* Forced fs_gc(0) between fills of a nearly full device: each collects the
+/* Forced cfs_gc(0) between fills of a nearly full device: each collects the
  * stale data, up to what its own passes write (the service once saw 251 KB
  * left reclaimable below the reserve). */
 static void test_gc_between_fills(void)
 {
     fx_t *x = fx_new(128);
-    fs_t *fs = &x->fs;
+    cfs_t *fs = &x->fs;
     char name[32];
     uint64_t worst = 0;
     int made = 0;
@@ -1400,23 +1400,23 @@ static void test_gc_between_fills(void)
                 break;
         }
         made += 7;
-        CHECK(fs_gc(fs, 0) >= 0);
-        fs_statvfs_t v;
-        CHECK_EQ(fs_statvfs(fs, &v), 0);
+        CHECK(cfs_gc(fs, 0) >= 0);
+        cfs_statvfs_t v;
+        CHECK_EQ(cfs_statvfs(fs, &v), 0);
         if (v.reclaimable > worst)
             worst = v.reclaimable;
         /* what stays: the commits and checkpoints the passes of this
-         * fs_gc(0) wrote themselves (one per 4 blocks moved, written
+         * cfs_gc(0) wrote themselves (one per 4 blocks moved, written
          * ahead of the tail), about 6 blocks here */
         CHECK(v.reclaimable <= 8 * 4096);
         /* make some room for the next fill */
         for (int k = 0; k < 6; k++) {
             snprintf(name, sizeof(name), "/f%d", (round * 6 + k) % 40);
-            int rc = fs_remove(fs, name);
-            CHECK(rc == 0 || rc == FS_ERR_NOENT);
+            int rc = cfs_remove(fs, name);
+            CHECK(rc == 0 || rc == CFS_ERR_NOENT);
         }
     }
-    printf("test_fs_unit: fs_gc(0) between 12 fills of a 128-block device left at most %llu bytes "
+    printf("test_fs_unit: cfs_gc(0) between 12 fills of a 128-block device left at most %llu bytes "
            "reclaimable\n", (unsigned long long)worst);
     FSCK(x);
     fx_free(x);
@@ -1426,10 +1426,10 @@ static void test_gc_between_fills(void)
 static void test_rename_many(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
+    cfs_t *fs = &x->fs;
 
-    CHECK_EQ(fs_mkdir(fs, "/stage"), 0);
-    CHECK_EQ(fs_mkdir(fs, "/app"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/stage"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/app"), 0);
     CHECK_EQ(put_file(x, "/app/main.py", 100, 1), 0);
     CHECK_EQ(put_file(x, "/app/lib.py", 200, 2), 0);
     CHECK_EQ(put_file(x, "/app/old.py", 300, 3), 0);
@@ -1441,7 +1441,7 @@ static void test_rename_many(void)
     const char *src[] = { "/stage/main.py", "/stage/lib.py", "/stage/new.py",
                           "/app/old.py" };
     const char *dst[] = { "/app/main.py", "/app/lib.py", "/app/new.py", NULL };
-    CHECK_EQ(fs_rename_many(fs, src, dst, 4), 0);
+    CHECK_EQ(cfs_rename_many(fs, src, dst, 4), 0);
     CHECK(file_is(x, "/app/main.py", 110, 11));
     CHECK(file_is(x, "/app/lib.py", 220, 12));
     CHECK(file_is(x, "/app/new.py", 330, 13));
@@ -1460,24 +1460,24 @@ static void test_rename_many(void)
         int err;
     } bad[] = {
         { { "/stage/a", "/stage/missing", NULL }, { "/app/a", "/app/m", NULL },
-          FS_ERR_NOENT },
+          CFS_ERR_NOENT },
         { { "/stage/a", "/stage/b", NULL }, { "/app/a", "/nodir/b", NULL },
-          FS_ERR_NOENT },
+          CFS_ERR_NOENT },
         { { "/stage/a", "/stage/b", NULL }, { "/app/a", "/app", NULL },
-          FS_ERR_ISDIR },
+          CFS_ERR_ISDIR },
         { { "/stage/a", "/stage/b", NULL }, { "/app/a", "/app/main.py/x", NULL },
-          FS_ERR_NOTDIR },
+          CFS_ERR_NOTDIR },
         { { "/stage/a", "/app/missing", NULL }, { "/app/a", NULL, NULL },
-          FS_ERR_NOENT },
+          CFS_ERR_NOENT },
         { { "/stage/a", "/app", NULL }, { "/app/a", NULL, NULL },
-          FS_ERR_NOTEMPTY },
+          CFS_ERR_NOTEMPTY },
         { { "/stage/a", "/stage/b", NULL }, { "/app/a", "", NULL },
-          FS_ERR_INVAL },
+          CFS_ERR_INVAL },
         { { "/stage/a", "/stage/a", NULL }, { "/app/a", "/app/a2", NULL },
-          FS_ERR_NOENT }, /* the second sees the first applied */
+          CFS_ERR_NOENT }, /* the second sees the first applied */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        int rc = fs_rename_many(fs, bad[i].s, bad[i].d, 2);
+        int rc = cfs_rename_many(fs, bad[i].s, bad[i].d, 2);
         if (rc != bad[i].err)
             fprintf(stderr, "  rename_many case %zu: %d, expected %d\n", i, rc,
                     bad[i].err);
@@ -1488,47 +1488,47 @@ static void test_rename_many(void)
         CHECK(file_is(x, "/app/main.py", 110, 11));
     }
     /* Too many pairs, NULL arrays. */
-    const char *s65[FS_RENAME_MANY_MAX + 1], *d65[FS_RENAME_MANY_MAX + 1];
-    for (int i = 0; i <= FS_RENAME_MANY_MAX; i++) {
+    const char *s65[CFS_RENAME_MANY_MAX + 1], *d65[CFS_RENAME_MANY_MAX + 1];
+    for (int i = 0; i <= CFS_RENAME_MANY_MAX; i++) {
         s65[i] = "/stage/a";
         d65[i] = "/stage/a";
     }
-    CHECK_EQ(fs_rename_many(fs, s65, d65, FS_RENAME_MANY_MAX + 1), FS_ERR_INVAL);
-    CHECK_EQ(fs_rename_many(fs, NULL, NULL, 1), FS_ERR_INVAL);
-    CHECK_EQ(fs_rename_many(fs, src, dst, 0), 0);
+    CHECK_EQ(cfs_rename_many(fs, s65, d65, CFS_RENAME_MANY_MAX + 1), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_rename_many(fs, NULL, NULL, 1), CFS_ERR_INVAL);
+    CHECK_EQ(cfs_rename_many(fs, src, dst, 0), 0);
     CHECK(file_is(x, "/stage/a", 10, 21));
 
     /* Sequential semantics: a swap through a temporary name. */
     const char *ss[] = { "/stage/a", "/stage/b", "/stage/tmp" };
     const char *sd[] = { "/stage/tmp", "/stage/a", "/stage/b" };
-    CHECK_EQ(fs_rename_many(fs, ss, sd, 3), 0);
+    CHECK_EQ(cfs_rename_many(fs, ss, sd, 3), 0);
     CHECK(file_is(x, "/stage/a", 20, 22));
     CHECK(file_is(x, "/stage/b", 10, 21));
     CHECK(!exists(x, "/stage/tmp"));
 
     /* The maximum number of pairs in one step. */
-    char names[2 * FS_RENAME_MANY_MAX][24];
-    const char *ms[FS_RENAME_MANY_MAX], *md[FS_RENAME_MANY_MAX];
-    for (int i = 0; i < FS_RENAME_MANY_MAX; i++) {
+    char names[2 * CFS_RENAME_MANY_MAX][24];
+    const char *ms[CFS_RENAME_MANY_MAX], *md[CFS_RENAME_MANY_MAX];
+    for (int i = 0; i < CFS_RENAME_MANY_MAX; i++) {
         snprintf(names[2 * i], 24, "/stage/f%02d", i);
         snprintf(names[2 * i + 1], 24, "/app/f%02d", i);
         CHECK_EQ(put_file(x, names[2 * i], (uint32_t)i * 3, (uint32_t)i + 300), 0);
         ms[i] = names[2 * i];
         md[i] = names[2 * i + 1];
     }
-    CHECK_EQ(fs_rename_many(fs, ms, md, FS_RENAME_MANY_MAX), 0);
+    CHECK_EQ(cfs_rename_many(fs, ms, md, CFS_RENAME_MANY_MAX), 0);
     fx_remount(x);
     bool all = true;
-    for (int i = 0; i < FS_RENAME_MANY_MAX; i++)
+    for (int i = 0; i < CFS_RENAME_MANY_MAX; i++)
         all &= file_is(x, md[i], (uint32_t)i * 3, (uint32_t)i + 300) &&
                !exists(x, ms[i]);
     CHECK(all);
     /* Directories move too, and their removal works with NULL. */
-    CHECK_EQ(fs_mkdir(fs, "/stage/newdir"), 0);
-    CHECK_EQ(fs_mkdir(fs, "/gone"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/stage/newdir"), 0);
+    CHECK_EQ(cfs_mkdir(fs, "/gone"), 0);
     const char *ds[] = { "/stage/newdir", "/gone" };
     const char *dd[] = { "/app/newdir", NULL };
-    CHECK_EQ(fs_rename_many(fs, ds, dd, 2), 0);
+    CHECK_EQ(cfs_rename_many(fs, ds, dd, 2), 0);
     CHECK(exists(x, "/app/newdir"));
     CHECK(!exists(x, "/gone"));
     FSCK(x);
@@ -1549,19 +1549,19 @@ static void test_big_files_replay(void)
     const uint32_t big = 2u << 20;
     for (uint32_t r = 0; r < 4; r++) {
         CHECK_EQ(put_file(x, "/.big.tmp", big, 700 + r), 0);
-        CHECK_EQ(fs_rename(&x->fs, "/.big.tmp", "/big"), 0);
+        CHECK_EQ(cfs_rename(&x->fs, "/.big.tmp", "/big"), 0);
         CHECK_EQ(put_file(x, "/small", 1000 + r, 800 + r), 0);
         /* the power is cut: no unmount, RAM state gone */
         memset(&x->fs, 0xa5, sizeof(x->fs));
-        CHECK_EQ(fs_mount(&x->fs, &x->cfg), 0);
+        CHECK_EQ(cfs_mount(&x->fs, &x->cfg), 0);
         CHECK(file_is(x, "/big", big, 700 + r));
         CHECK(file_is(x, "/small", 1000 + r, 800 + r));
         FSCK(x);
     }
-    CHECK_EQ(fs_remove(&x->fs, "/big"), 0);
-    CHECK(fs_gc(&x->fs, 0) >= 0);
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&x->fs, &v), 0);
+    CHECK_EQ(cfs_remove(&x->fs, "/big"), 0);
+    CHECK(cfs_gc(&x->fs, 0) >= 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&x->fs, &v), 0);
     CHECK(v.free > v.total / 2); /* the big files' space came back */
     fx_remount(x);
     CHECK(file_is(x, "/small", 1003, 803));
@@ -1569,23 +1569,23 @@ static void test_big_files_replay(void)
     fx_free(x);
 }
 
-/* fs_file_commit_with: an open file's pending writes and renames in one
+/* cfs_file_commit_with: an open file's pending writes and renames in one
  * commit (the service's manifest + bundle step). */
 static void test_commit_with(void)
 {
     fx_t *x = fx_new(64);
-    fs_t *fs = &x->fs;
-    fs_file_t m;
+    cfs_t *fs = &x->fs;
+    cfs_file_t m;
     uint8_t b[3000];
 
     CHECK_EQ(put_file(x, "/man", 3000, 1), 0);
     CHECK_EQ(put_file(x, "/st1", 500, 2), 0);
     CHECK_EQ(put_file(x, "/st2", 700, 3), 0);
     CHECK_EQ(put_file(x, "/old", 100, 4), 0);
-    CHECK_EQ(fs_file_open(fs, &m, "/man", FS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_open(fs, &m, "/man", CFS_O_RDWR), 0);
     fsm_fill(b, sizeof(b), 9, 0);
-    CHECK_EQ(fs_file_pwrite(fs, &m, b, 3000, 0), 3000);
-    CHECK_EQ(fs_file_pwrite(fs, &m, b, 1000, 3000), 1000);
+    CHECK_EQ(cfs_file_pwrite(fs, &m, b, 3000, 0), 3000);
+    CHECK_EQ(cfs_file_pwrite(fs, &m, b, 1000, 3000), 1000);
     /* nothing is visible before the commit */
     CHECK(file_is(x, "/man", 3000, 1));
     CHECK(exists(x, "/st1"));
@@ -1594,66 +1594,66 @@ static void test_commit_with(void)
     /* a bad pair changes nothing, and the pending writes stay pending */
     const char *bsrc[] = { "/st1", "/missing" };
     const char *bdst[] = { "/a", "/c" };
-    CHECK_EQ(fs_file_commit_with(fs, &m, bsrc, bdst, 2), FS_ERR_NOENT);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, bsrc, bdst, 2), CFS_ERR_NOENT);
     CHECK(exists(x, "/st1"));
     CHECK(!exists(x, "/a"));
     /* f itself cannot be replaced */
     const char *ssrc[] = { "/st1" };
     const char *sdst[] = { "/man" };
-    CHECK_EQ(fs_file_commit_with(fs, &m, ssrc, sdst, 1), FS_ERR_BUSY);
-    CHECK_EQ(fs_file_commit_with(fs, &m, src, dst, 3), 0);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, ssrc, sdst, 1), CFS_ERR_BUSY);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, src, dst, 3), 0);
     CHECK(file_is(x, "/a", 500, 2));
     CHECK(file_is(x, "/b", 700, 3));
     CHECK(!exists(x, "/old"));
     CHECK(!exists(x, "/st1"));
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(fs, "/man", &st), 0);
     CHECK_EQ(st.size, 4000u);
     /* the handle goes on: truncate, commit with no renames */
-    CHECK_EQ(fs_file_truncate(fs, &m, 10), 0);
-    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
-    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(cfs_file_truncate(fs, &m, 10), 0);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
+    CHECK_EQ(cfs_stat(fs, "/man", &st), 0);
     CHECK_EQ(st.size, 10u);
-    CHECK_EQ(fs_file_close(fs, &m), 0);
+    CHECK_EQ(cfs_file_close(fs, &m), 0);
     fx_remount(x);
     CHECK(file_is(x, "/a", 500, 2));
     CHECK(file_is(x, "/b", 700, 3));
-    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/man", &st), 0);
     CHECK_EQ(st.size, 10u);
-    CHECK_EQ(fs_fsck(fs, NULL, NULL), 0);
+    CHECK_EQ(cfs_fsck(fs, NULL, NULL), 0);
     /* revert drops pending writes */
-    CHECK_EQ(fs_file_open(fs, &m, "/man", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_pwrite(fs, &m, b, 3000, 0), 3000);
-    CHECK_EQ(fs_file_size(fs, &m), 3000);
-    CHECK_EQ(fs_file_revert(fs, &m), 0);
-    CHECK_EQ(fs_file_size(fs, &m), 10);
-    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
-    CHECK_EQ(fs_file_close(fs, &m), 0);
-    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(cfs_file_open(fs, &m, "/man", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_pwrite(fs, &m, b, 3000, 0), 3000);
+    CHECK_EQ(cfs_file_size(fs, &m), 3000);
+    CHECK_EQ(cfs_file_revert(fs, &m), 0);
+    CHECK_EQ(cfs_file_size(fs, &m), 10);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, NULL, NULL, 0), 0);
+    CHECK_EQ(cfs_file_close(fs, &m), 0);
+    CHECK_EQ(cfs_stat(fs, "/man", &st), 0);
     CHECK_EQ(st.size, 10u);
     fx_remount(x);
-    CHECK_EQ(fs_stat(fs, "/man", &st), 0);
+    CHECK_EQ(cfs_stat(fs, "/man", &st), 0);
     CHECK_EQ(st.size, 10u);
-    CHECK_EQ(fs_fsck(fs, NULL, NULL), 0);
+    CHECK_EQ(cfs_fsck(fs, NULL, NULL), 0);
     /* A writer that syncs after every small write builds a deep chain of
      * committed patches over a mapped base (15 writes between syncs):
      * reading it
      * back through the same handle must not follow those old marks. */
-    CHECK_EQ(fs_file_open(fs, &m, "/deep", FS_O_RDWR | FS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_open(fs, &m, "/deep", CFS_O_RDWR | CFS_O_CREAT), 0);
     for (uint32_t i = 0; i < 40; i++) {
         for (uint32_t k = 0; k < 15; k++)
-            CHECK_EQ(fs_file_pwrite(fs, &m, b + i * 50 + k, 1, i * 50 + k), 1);
-        CHECK_EQ(fs_file_pwrite(fs, &m, b + i * 50, 50, i * 50), 50);
-        CHECK_EQ(fs_file_sync(fs, &m), 0);
+            CHECK_EQ(cfs_file_pwrite(fs, &m, b + i * 50 + k, 1, i * 50 + k), 1);
+        CHECK_EQ(cfs_file_pwrite(fs, &m, b + i * 50, 50, i * 50), 50);
+        CHECK_EQ(cfs_file_sync(fs, &m), 0);
         uint8_t back[2000];
-        CHECK_EQ(fs_file_pread(fs, &m, back, (i + 1) * 50, 0), (int)((i + 1) * 50));
+        CHECK_EQ(cfs_file_pread(fs, &m, back, (i + 1) * 50, 0), (int)((i + 1) * 50));
         CHECK(memcmp(back, b, (i + 1) * 50) == 0);
     }
-    CHECK_EQ(fs_file_close(fs, &m), 0);
+    CHECK_EQ(cfs_file_close(fs, &m), 0);
     /* read-only handles are refused */
-    CHECK_EQ(fs_file_open(fs, &m, "/a", FS_O_RDONLY), 0);
-    CHECK_EQ(fs_file_commit_with(fs, &m, NULL, NULL, 0), FS_ERR_BADF);
-    CHECK_EQ(fs_file_close(fs, &m), 0);
+    CHECK_EQ(cfs_file_open(fs, &m, "/a", CFS_O_RDONLY), 0);
+    CHECK_EQ(cfs_file_commit_with(fs, &m, NULL, NULL, 0), CFS_ERR_BADF);
+    CHECK_EQ(cfs_file_close(fs, &m), 0);
     fx_free(x);
 }
 

@@ -23,13 +23,13 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 typedef struct wr {
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     uint32_t now;
     uint32_t blocks;
     fsm_t *m;       /* committed */
@@ -55,14 +55,14 @@ static void wr_init(wr_t *w, uint32_t blocks, uint64_t seed)
     w->cfg.clock_ctx = &w->now;
     w->m = fsm_new();
     fsm_rng_seed(&w->rng, seed);
-    CHECK_EQ(fs_format(&w->fs, &w->cfg), 0);
-    CHECK_EQ(fs_mount(&w->fs, &w->cfg), 0);
+    CHECK_EQ(cfs_format(&w->fs, &w->cfg), 0);
+    CHECK_EQ(cfs_mount(&w->fs, &w->cfg), 0);
 }
 
 static void wr_fini(wr_t *w)
 {
     if (w->fs.mounted)
-        fs_unmount(&w->fs);
+        cfs_unmount(&w->fs);
     flash_sim_stats_t ss;
     flash_sim_stats(w->sim, &ss);
     CHECK_EQ(ss.illegal_progs, 0);
@@ -98,11 +98,11 @@ static bool accept_alt(void *ctx, const fsm_t *m, uint32_t id, const uint8_t *bu
 /* Remount and compare; returns the mismatches. */
 static int wr_check(wr_t *w, const char *when)
 {
-    int rc = fs_unmount(&w->fs);
+    int rc = cfs_unmount(&w->fs);
     /* unmount may fail on a worn device; the committed state must hold */
     (void)rc;
     memset(&w->fs, 0x77, sizeof(w->fs));
-    rc = fs_mount(&w->fs, &w->cfg);
+    rc = cfs_mount(&w->fs, &w->cfg);
     if (rc != 0) {
         fprintf(stderr, "test_fs_wear: %s: mount = %d\n", when, rc);
         CHECK_EQ(rc, 0);
@@ -125,7 +125,7 @@ static int wr_check(wr_t *w, const char *when)
     }
     bad = fsm_compare(w->m, &w->fs, &o);
     CHECK_EQ(bad, 0);
-    int fr = fs_fsck(&w->fs, NULL, NULL);
+    int fr = cfs_fsck(&w->fs, NULL, NULL);
     if (fr != 0)
         fprintf(stderr, "test_fs_wear: %s: fsck = %d\n", when, fr);
     CHECK_EQ(fr, 0);
@@ -146,7 +146,7 @@ static int wr_put(wr_t *w, const char *path, uint32_t len, uint32_t tag)
     uint8_t *b = malloc(len ? len : 1);
     fsm_fill(b, len, tag, 0);
     fsm_t *post = fsm_clone(w->m);
-    int32_t id = fsm_open(post, path, FS_O_WRONLY | FS_O_CREAT);
+    int32_t id = fsm_open(post, path, CFS_O_WRONLY | CFS_O_CREAT);
     if (id > 0)
         fsm_set_data(post, (uint32_t)id, b, len);
     int rc = fsm_write_file(&w->fs, path, b, len);
@@ -166,7 +166,7 @@ static int wr_put(wr_t *w, const char *path, uint32_t len, uint32_t tag)
 
 static bool bad_err(int rc)
 {
-    return rc == FS_ERR_NOSPC || rc == FS_ERR_ROFS || rc == FS_ERR_IO;
+    return rc == CFS_ERR_NOSPC || rc == CFS_ERR_ROFS || rc == CFS_ERR_IO;
 }
 
 static void test_wear_out(void)
@@ -174,11 +174,11 @@ static void test_wear_out(void)
     wr_t w;
     wr_init(&w, 40, 21);
     flash_sim_wear_limit(w.sim, 30);
-    fs_statvfs_t v0, v;
-    CHECK_EQ(fs_statvfs(&w.fs, &v0), 0);
+    cfs_statvfs_t v0, v;
+    CHECK_EQ(cfs_statvfs(&w.fs, &v0), 0);
 
     /* Static data that must survive until the very end. */
-    CHECK_EQ(fs_mkdir(&w.fs, "/keep"), 0);
+    CHECK_EQ(cfs_mkdir(&w.fs, "/keep"), 0);
     fsm_mkdir(w.m, "/keep");
     CHECK_EQ(wr_put(&w, "/keep/a", 9000, 1), 0);
     CHECK_EQ(wr_put(&w, "/keep/b", 3000, 2), 0);
@@ -198,7 +198,7 @@ static void test_wear_out(void)
             snprintf(to, sizeof(to), "/f%u", fsm_rng_below(&w.rng, 6));
             fsm_t *post = fsm_clone(w.m);
             int want = fsm_rename(post, name, to);
-            rc = fs_rename(&w.fs, name, to);
+            rc = cfs_rename(&w.fs, name, to);
             if (rc == 0 && want == 0) {
                 fsm_free(w.m);
                 w.m = post;
@@ -218,7 +218,7 @@ static void test_wear_out(void)
         } else {
             fsm_t *post = fsm_clone(w.m);
             int want = fsm_remove(post, name);
-            rc = fs_remove(&w.fs, name);
+            rc = cfs_remove(&w.fs, name);
             if (rc == want) {
                 fsm_free(w.m);
                 w.m = post;
@@ -239,13 +239,13 @@ static void test_wear_out(void)
             last_err = rc;
             if (!bad_err(rc)) {
                 fprintf(stderr, "test_fs_wear: op %u failed with %d (%s)\n", i, rc,
-                        fs_strerror(rc));
+                        cfs_strerror(rc));
                 CHECK(bad_err(rc));
             }
         } else {
             consecutive = 0;
         }
-        CHECK_EQ(fs_statvfs(&w.fs, &v), 0);
+        CHECK_EQ(cfs_statvfs(&w.fs, &v), 0);
         if (v.bad_blocks > max_bad) {
             if (!max_bad)
                 first_bad_op = i;
@@ -263,13 +263,13 @@ static void test_wear_out(void)
     CHECK(max_bad > 0);
     CHECK(first_bad_op > 0);
     CHECK(consecutive >= 12); /* it did wear out in the end */
-    CHECK(last_err == FS_ERR_NOSPC || last_err == FS_ERR_ROFS);
+    CHECK(last_err == CFS_ERR_NOSPC || last_err == CFS_ERR_ROFS);
     /* Worn out: still mounts, committed data intact, reads work. */
     wr_check(&w, "worn out");
-    CHECK_EQ(fs_statvfs(&w.fs, &v), 0);
+    CHECK_EQ(cfs_statvfs(&w.fs, &v), 0);
     CHECK(v.bad_blocks > 0);
     int rc = wr_put(&w, "/more", 3000, 9);
-    CHECK(rc == FS_ERR_NOSPC || rc == FS_ERR_ROFS || rc == 0);
+    CHECK(rc == CFS_ERR_NOSPC || rc == CFS_ERR_ROFS || rc == 0);
     wr_check(&w, "worn out, after one more write");
     uint8_t *got = NULL;
     CHECK_EQ(fsm_read_file(&w.fs, "/keep/a", &got), 9000);
@@ -331,8 +331,8 @@ static void test_fail_block(void)
             wr_check(&w, "with bad blocks");
     }
     wr_check(&w, "end of bad-block run");
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&w.fs, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&w.fs, &v), 0);
     CHECK(v.bad_blocks >= 1);
     CHECK(v.bad_blocks <= failed_blocks);
     uint8_t *got = NULL;
@@ -370,8 +370,8 @@ static void test_static_levelling(void)
         sum += e;
     }
     uint32_t mean = (uint32_t)(sum / (w.blocks - 2));
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&w.fs, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&w.fs, &v), 0);
     printf("test_fs_wear: static levelling: data-block erases min %u mean %u max %u; "
            "statvfs min %u mean %u max %u\n", mn, mean, mx, v.erase_min, v.erase_mean,
            v.erase_max);

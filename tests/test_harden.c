@@ -8,7 +8,7 @@
  * restarts the service and checks that it starts, serves, reports the
  * problem (HelloReply.problems / Partition.state), and is repaired over the
  * protocol to a clean verify (no problem, no untracked file) without a
- * format, with fs_fsck clean on both partitions. */
+ * format, with cfs_fsck clean on both partitions. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +18,7 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
+#include "cfs.h"
 #include "layout.h"
 #include "svc_rig.h"
 
@@ -180,10 +180,10 @@ static int untracked(rig_t *r, const char *dir, int depth)
 static int fsck_all(rig_t *r)
 {
     int bad = 0;
-    fs_t *u = svc_fs(&r->svc, "usr"), *b = svc_fs(&r->svc, "bak");
-    if (u && fs_fsck(u, NULL, NULL))
+    cfs_t *u = svc_fs(&r->svc, "usr"), *b = svc_fs(&r->svc, "bak");
+    if (u && cfs_fsck(u, NULL, NULL))
         bad++;
-    if (b && fs_fsck(b, NULL, NULL))
+    if (b && cfs_fsck(b, NULL, NULL))
         bad++;
     return bad;
 }
@@ -210,7 +210,7 @@ static void check_clean(rig_t *r, const char *what)
 
 /* The partition config of usr/bak, for work on the flash between stop
  * and start. */
-static void part_cfg(rig_t *r, const char *name, fs_config_t *c)
+static void part_cfg(rig_t *r, const char *name, cfs_config_t *c)
 {
     layout_t l;
     memset(c, 0, sizeof(*c));
@@ -222,24 +222,24 @@ static void part_cfg(rig_t *r, const char *name, fs_config_t *c)
     c->block_count = p->block_count;
 }
 
-static fs_t FS;
+static cfs_t FS;
 
-static int fs_on(rig_t *r, const char *name)
+static int cfs_on(rig_t *r, const char *name)
 {
-    fs_config_t c;
+    cfs_config_t c;
     part_cfg(r, name, &c);
-    return fs_mount(&FS, &c);
+    return cfs_mount(&FS, &c);
 }
 
-static int fs_put(const char *path, const void *d, uint32_t n)
+static int cfs_put(const char *path, const void *d, uint32_t n)
 {
-    fs_file_t f;
-    int err = fs_file_open(&FS, &f, path, FS_O_WRONLY | FS_O_CREAT |
-                                              FS_O_TRUNC);
+    cfs_file_t f;
+    int err = cfs_file_open(&FS, &f, path, CFS_O_WRONLY | CFS_O_CREAT |
+                                              CFS_O_TRUNC);
     if (err)
         return err;
-    int k = n ? fs_file_write(&FS, &f, d, n) : 0;
-    int e2 = fs_file_close(&FS, &f);
+    int k = n ? cfs_file_write(&FS, &f, d, n) : 0;
+    int e2 = cfs_file_close(&FS, &f);
     return k < 0 ? k : e2;
 }
 
@@ -315,30 +315,30 @@ static void legacy_sparse_full(bool shadow_removed)
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
-    CHECK_EQ(fs_on(r, "usr"), 0);
-    fs_file_t f;
-    CHECK_EQ(fs_file_open(&FS, &f, "/s.bin", FS_O_WRONLY | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_pwrite(&FS, &f, "x", 1, 8u << 20), 1);
-    CHECK_EQ(fs_file_close(&FS, &f), 0);
+    CHECK_EQ(cfs_on(r, "usr"), 0);
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(&FS, &f, "/s.bin", CFS_O_WRONLY | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_pwrite(&FS, &f, "x", 1, 8u << 20), 1);
+    CHECK_EQ(cfs_file_close(&FS, &f), 0);
     /* the copy: zeros written until the partition refuses */
     static uint8_t zero[16384];
-    CHECK_EQ(fs_file_open(&FS, &f, "/.cellar/w/1", FS_O_WRONLY | FS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_open(&FS, &f, "/.cellar/w/1", CFS_O_WRONLY | CFS_O_CREAT), 0);
     int k = 0;
     for (uint32_t off = 0; k >= 0; off += sizeof(zero))
-        k = fs_file_pwrite(&FS, &f, zero, sizeof(zero), off);
-    CHECK_EQ(k, FS_ERR_NOSPC);
+        k = cfs_file_pwrite(&FS, &f, zero, sizeof(zero), off);
+    CHECK_EQ(k, CFS_ERR_NOSPC);
     /* and the last bytes above the reserve, in small pieces */
-    int32_t end = fs_file_size(&FS, &f);
+    int32_t end = cfs_file_size(&FS, &f);
     for (k = 0; k >= 0 && end > 0; end += 200)
-        k = fs_file_pwrite(&FS, &f, "z", 1, (uint32_t)end + 199);
-    CHECK_EQ(k, FS_ERR_NOSPC);
-    (void)fs_file_close(&FS, &f);
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&FS, &v), 0);
+        k = cfs_file_pwrite(&FS, &f, "z", 1, (uint32_t)end + 199);
+    CHECK_EQ(k, CFS_ERR_NOSPC);
+    (void)cfs_file_close(&FS, &f);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&FS, &v), 0);
     CHECK(v.free <= v.reserve + 2 * 4096u);
     if (shadow_removed) /* only stale records are left: GC must run */
-        CHECK_EQ(fs_remove(&FS, "/.cellar/w/1"), 0);
-    (void)fs_unmount(&FS);
+        CHECK_EQ(cfs_remove(&FS, "/.cellar/w/1"), 0);
+    (void)cfs_unmount(&FS);
     CHECK_EQ(rig_start(r), 0);
     CHECK(hello_has(r, "claim more than"));
     CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK); /* GC ran */
@@ -466,19 +466,19 @@ static void full_partition(bool no_manifest)
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
-    CHECK_EQ(fs_on(r, "usr"), 0);
+    CHECK_EQ(cfs_on(r, "usr"), 0);
     if (no_manifest) /* and none to open: it must be created */
-        CHECK_EQ(fs_remove(&FS, "/.cellar/manifest"), 0);
+        CHECK_EQ(cfs_remove(&FS, "/.cellar/manifest"), 0);
     static uint8_t blob[16384];
     memset(blob, 0xa5, sizeof(blob));
     int err = 0, n = 0;
     char p[64];
     for (; !err && n < 400; n++) {
         snprintf(p, sizeof(p), "/big%03d", n);
-        err = fs_put(p, blob, sizeof(blob));
+        err = cfs_put(p, blob, sizeof(blob));
     }
-    CHECK_EQ(err, FS_ERR_NOSPC);
-    (void)fs_remove(&FS, p); /* the one that failed, if it was created */
+    CHECK_EQ(err, CFS_ERR_NOSPC);
+    (void)cfs_remove(&FS, p); /* the one that failed, if it was created */
     n--;
     /* the last blocks with small files, collecting what is stale in
      * between, until nothing is left to gain: then not even the manifest
@@ -486,22 +486,22 @@ static void full_partition(bool no_manifest)
     for (int i = 0, round = 0; round < 20 && i < 600; round++) {
         for (; i < 600; i++) {
             snprintf(p, sizeof(p), "/z%03d", i);
-            err = fs_put(p, blob, 100);
+            err = cfs_put(p, blob, 100);
             if (err) {
-                (void)fs_remove(&FS, p);
+                (void)cfs_remove(&FS, p);
                 break;
             }
         }
-        if (fs_gc(&FS, 0) <= 0)
+        if (cfs_gc(&FS, 0) <= 0)
             break;
     }
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(&FS, &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(&FS, &v), 0);
     if (getenv("RIG_LOG"))
         fprintf(stderr, "full: free %llu reserve %llu reclaimable %llu\n",
                 (unsigned long long)v.free, (unsigned long long)v.reserve,
                 (unsigned long long)v.reclaimable);
-    (void)fs_unmount(&FS);
+    (void)cfs_unmount(&FS);
     CHECK_EQ(rig_start(r), 0);
     int st = part_state(r, 0);
     if (no_manifest)
@@ -547,60 +547,60 @@ static void damaged_staging(int kind)
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
-    CHECK_EQ(fs_on(r, "usr"), 0);
+    CHECK_EQ(cfs_on(r, "usr"), 0);
     static const char junk[] = "\x01garbage\xff\x00 not a plan";
     const char *expect = "/.cellar/tx";
     switch (kind) {
     case 0: /* a file where the directory should be */
-        CHECK_EQ(fs_put("/.cellar/tx", junk, sizeof(junk)), 0);
+        CHECK_EQ(cfs_put("/.cellar/tx", junk, sizeof(junk)), 0);
         break;
     case 1: /* garbage plan and data, a subdirectory in it */
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/tx"), 0);
-        CHECK_EQ(fs_put("/.cellar/tx/plan", junk, sizeof(junk)), 0);
-        CHECK_EQ(fs_put("/.cellar/tx/d3", junk, 5), 0);
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/tx/sub"), 0);
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/tx/sub/deeper"), 0);
-        CHECK_EQ(fs_put("/.cellar/tx/sub/deeper/x", junk, 3), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/tx"), 0);
+        CHECK_EQ(cfs_put("/.cellar/tx/plan", junk, sizeof(junk)), 0);
+        CHECK_EQ(cfs_put("/.cellar/tx/d3", junk, 5), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/tx/sub"), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/tx/sub/deeper"), 0);
+        CHECK_EQ(cfs_put("/.cellar/tx/sub/deeper/x", junk, 3), 0);
         expect = "/.cellar/tx";
         break;
     case 2: /* a decided commit whose roll forward cannot finish: the
              * commit marker is a directory (issue 9, reproduction 2) */
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/tx"), 0);
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/tx/commit"), 0);
-        CHECK_EQ(fs_put("/.cellar/tx/commit/junk", junk, 3), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/tx"), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/tx/commit"), 0);
+        CHECK_EQ(cfs_put("/.cellar/tx/commit/junk", junk, 3), 0);
         break;
     case 3: /* the copy staging is a file, the shadow directory too */
-        CHECK_EQ(fs_put("/.cellar/cp", junk, sizeof(junk)), 0);
-        (void)fs_remove(&FS, "/.cellar/w");
-        CHECK_EQ(fs_put("/.cellar/w", junk, sizeof(junk)), 0);
+        CHECK_EQ(cfs_put("/.cellar/cp", junk, sizeof(junk)), 0);
+        (void)cfs_remove(&FS, "/.cellar/w");
+        CHECK_EQ(cfs_put("/.cellar/w", junk, sizeof(junk)), 0);
         expect = "/.cellar/";
         break;
     case 4: /* the manifest is a directory */
-        CHECK_EQ(fs_remove(&FS, "/.cellar/manifest"), 0);
-        CHECK_EQ(fs_mkdir(&FS, "/.cellar/manifest"), 0);
-        CHECK_EQ(fs_put("/.cellar/manifest/x", junk, 3), 0);
+        CHECK_EQ(cfs_remove(&FS, "/.cellar/manifest"), 0);
+        CHECK_EQ(cfs_mkdir(&FS, "/.cellar/manifest"), 0);
+        CHECK_EQ(cfs_put("/.cellar/manifest/x", junk, 3), 0);
         expect = "manifest is not a file";
         break;
     case 5: { /* garbage in a manifest slot, and a torn tail */
-        fs_file_t f;
-        CHECK_EQ(fs_file_open(&FS, &f, "/.cellar/manifest", FS_O_RDWR), 0);
+        cfs_file_t f;
+        CHECK_EQ(cfs_file_open(&FS, &f, "/.cellar/manifest", CFS_O_RDWR), 0);
         uint8_t slot[300];
         memset(slot, 0x77, sizeof(slot));
-        CHECK_EQ(fs_file_pwrite(&FS, &f, slot, 300, 0), 300);
-        int32_t sz = fs_file_size(&FS, &f);
-        CHECK_EQ(fs_file_pwrite(&FS, &f, slot, 17, (uint32_t)sz), 17);
-        CHECK_EQ(fs_file_close(&FS, &f), 0);
+        CHECK_EQ(cfs_file_pwrite(&FS, &f, slot, 300, 0), 300);
+        int32_t sz = cfs_file_size(&FS, &f);
+        CHECK_EQ(cfs_file_pwrite(&FS, &f, slot, 17, (uint32_t)sz), 17);
+        CHECK_EQ(cfs_file_close(&FS, &f), 0);
         expect = "damaged slots";
         break;
     }
     case 6: { /* the manifest disagrees with the files */
-        CHECK_EQ(fs_put("/app.py", "changed behind its back", 23), 0);
-        CHECK_EQ(fs_remove(&FS, "/lib/m.py"), 0);
+        CHECK_EQ(cfs_put("/app.py", "changed behind its back", 23), 0);
+        CHECK_EQ(cfs_remove(&FS, "/lib/m.py"), 0);
         expect = NULL;
         break;
     }
     }
-    (void)fs_unmount(&FS);
+    (void)cfs_unmount(&FS);
     CHECK_EQ(rig_start(r), 0);
     CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK);
     if (expect)
@@ -640,7 +640,7 @@ static void unmountable_bak(void)
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
-    fs_config_t c;
+    cfs_config_t c;
     part_cfg(r, "bak", &c);
     uint8_t *img = flash_sim_data(r->sim);
     /* garbage over the whole partition: no anchor survives */
@@ -676,7 +676,7 @@ static void unmountable_usr(void)
     rig_t *r = &R;
     fresh(r);
     rig_stop(r);
-    fs_config_t c;
+    cfs_config_t c;
     part_cfg(r, "usr", &c);
     uint8_t *img = flash_sim_data(r->sim);
     for (uint32_t i = 0; i < c.block_count * 4096u; i++)
@@ -807,8 +807,8 @@ static void remove_when_full(void)
         snprintf(path, sizeof(path), "/usr/f%03d", i);
         int rc = rig_path_op(r, &r->a, cellar_Request_remove_tag, path);
         CHECK(rc == 0 || rc == cellar_Code_ENOENT);
-        fs_stat_t st;
-        CHECK(rc != 0 || fs_stat(svc_fs(&r->svc, "usr"), path + 4, &st) == FS_ERR_NOENT);
+        cfs_stat_t st;
+        CHECK(rc != 0 || cfs_stat(svc_fs(&r->svc, "usr"), path + 4, &st) == CFS_ERR_NOENT);
     }
     CHECK(!tracked(r, "/usr/f000"));
     check_clean(r, "remove_when_full");

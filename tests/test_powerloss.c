@@ -11,7 +11,7 @@
  *      otherwise): a fresh simulator holding the base image, mount, arm
  *      flash_sim_cut_after(k, torn_bits = k odd), run the workload until an
  *      operation fails, power on, and check:
- *        - fs_mount succeeds and fs_fsck is clean;
+ *        - cfs_mount succeeds and cfs_fsck is clean;
  *        - old-or-new: the whole tree equals the model before the
  *          interrupted operation or after it (every file in its last
  *          synced/closed state or - for the file being synced - the previous
@@ -19,7 +19,7 @@
  *          returned success is never undone;
  *        - no illegal program (a bit set 0 -> 1) was attempted;
  *        - statvfs: free + used == total, files/dirs match the tree;
- *        - no space leaked: after removing everything and fs_gc(0),
+ *        - no space leaked: after removing everything and cfs_gc(0),
  *          live <= reference + LIVE_TOL and used <= reference + USED_TOL,
  *          where the reference is the same cleanup done on the fault-free
  *          run (and on the empty fs); see the tolerances below;
@@ -41,11 +41,11 @@
 
 #include "check.h"
 #include "flash_sim.h"
-#include "fs.h"
-#include "fs_model.h"
+#include "cfs.h"
+#include "cfs_model.h"
 
 /* Tolerances of the leak check (bytes), after everything is removed and
- * fs_gc(0) has run, over the larger of the empty-fs figure and the figure
+ * cfs_gc(0) has run, over the larger of the empty-fs figure and the figure
  * the fault-free run reaches with the same cleanup:
  *   live: a few directory/inode records may legitimately differ (a root
  *         directory chunk rewritten, a checkpoint of a different size);
@@ -60,7 +60,7 @@
 
 typedef struct slot {
     bool used, append;
-    fs_file_t f;
+    cfs_file_t f;
     uint32_t node;
     uint8_t *wc;
     uint32_t wlen, pos;
@@ -70,8 +70,8 @@ typedef struct slot {
 typedef struct pl {
     const struct workload *w;
     flash_sim_t *sim;
-    fs_config_t cfg;
-    fs_t fs;
+    cfs_config_t cfg;
+    cfs_t fs;
     uint32_t now;
     fsm_t *m;          /* durable state if the current op completes */
     fsm_t *alt;        /* durable state before the interrupted op, or NULL */
@@ -150,11 +150,11 @@ static bool w_open(pl_t *p, int i, const char *path, int flags)
     slot_t *s = &p->s[i];
     fsm_t *pre = fsm_clone(p->m);
     int32_t node = fsm_open(p->m, path, flags);
-    /* The handle is opened in place: an open fs_file_t must not move. */
-    int rc = fs_file_open(&p->fs, &s->f, path, flags);
+    /* The handle is opened in place: an open cfs_file_t must not move. */
+    int rc = cfs_file_open(&p->fs, &s->f, path, flags);
     if (rc == 0 && node < 0) {
         /* Should not happen: the workloads only make valid calls. */
-        fs_file_close(&p->fs, &s->f);
+        cfs_file_close(&p->fs, &s->f);
         rc = -1000;
     }
     if (rc < 0) {
@@ -164,11 +164,11 @@ static bool w_open(pl_t *p, int i, const char *path, int flags)
     } else {
         s->used = true;
         s->node = (uint32_t)node;
-        s->append = (flags & FS_O_APPEND) != 0;
+        s->append = (flags & CFS_O_APPEND) != 0;
         s->pos = 0;
         s->dirty = false;
         const uint8_t *d = fsm_data(p->m, s->node, &s->wlen);
-        if (flags & FS_O_TRUNC) {
+        if (flags & CFS_O_TRUNC) {
             s->wlen = 0;
             s->dirty = true;
         }
@@ -199,8 +199,8 @@ static bool w_write_at(pl_t *p, int i, uint32_t off, uint32_t len, uint32_t tag,
     uint8_t *buf = malloc(len ? len : 1);
     fsm_fill(buf, len, tag, off);
     fsm_t *pre = fsm_clone(p->m);
-    int rc = positional ? fs_file_pwrite(&p->fs, &s->f, buf, len, off)
-                        : fs_file_write(&p->fs, &s->f, buf, len);
+    int rc = positional ? cfs_file_pwrite(&p->fs, &s->f, buf, len, off)
+                        : cfs_file_write(&p->fs, &s->f, buf, len);
     if (rc >= 0 && rc != (int)len)
         rc = -1001;
     if (rc >= 0) {
@@ -237,7 +237,7 @@ static bool w_truncate(pl_t *p, int i, uint32_t size)
         return false;
     slot_t *s = &p->s[i];
     fsm_t *pre = fsm_clone(p->m);
-    int rc = fs_file_truncate(&p->fs, &s->f, size);
+    int rc = cfs_file_truncate(&p->fs, &s->f, size);
     if (rc >= 0) {
         if (size > s->wlen) {
             s->wc = realloc(s->wc, size);
@@ -259,7 +259,7 @@ static bool w_sync_or_close(pl_t *p, int i, bool close)
     fsm_t *pre = fsm_clone(p->m);
     if (s->dirty)
         fsm_set_data(p->m, s->node, s->wc, s->wlen);
-    int rc = close ? fs_file_close(&p->fs, &s->f) : fs_file_sync(&p->fs, &s->f);
+    int rc = close ? cfs_file_close(&p->fs, &s->f) : cfs_file_sync(&p->fs, &s->f);
     if (rc < 0 && !flash_sim_power_lost(p->sim))
         fsm_copy(p->m, pre);
     s->dirty = false;
@@ -306,16 +306,16 @@ static bool w_ns(pl_t *p, const char *op, const char *a, const char *b)
     int want, rc;
     if (!strcmp(op, "rename")) {
         want = m_rename(p->m, a, b);
-        rc = fs_rename(&p->fs, a, b);
+        rc = cfs_rename(&p->fs, a, b);
     } else if (!strcmp(op, "remove")) {
         want = m_remove(p->m, a, b);
-        rc = fs_remove(&p->fs, a);
+        rc = cfs_remove(&p->fs, a);
     } else if (!strcmp(op, "mkdir")) {
         want = m_mkdir(p->m, a, b);
-        rc = fs_mkdir(&p->fs, a);
+        rc = cfs_mkdir(&p->fs, a);
     } else {
         want = m_rmdir(p->m, a, b);
-        rc = fs_rmdir(&p->fs, a);
+        rc = cfs_rmdir(&p->fs, a);
     }
     if (rc >= 0 && want < 0)
         rc = -1003;
@@ -339,7 +339,7 @@ static bool w_rename_many(pl_t *p, const char *const *src, const char *const *ds
         return false;
     fsm_t *pre = fsm_clone(p->m);
     int want = fsm_rename_many(p->m, src, dst, n);
-    int rc = fs_rename_many(&p->fs, src, dst, n);
+    int rc = cfs_rename_many(&p->fs, src, dst, n);
     if (rc >= 0 && want < 0)
         rc = -1003;
     if (rc < 0 && !flash_sim_power_lost(p->sim))
@@ -353,7 +353,7 @@ static bool w_gc(pl_t *p, uint32_t blocks)
 {
     if (p->dead)
         return false;
-    int rc = fs_gc(&p->fs, blocks);
+    int rc = cfs_gc(&p->fs, blocks);
     char what[32];
     snprintf(what, sizeof(what), "gc(%u)", blocks);
     return finish(p, rc, fsm_clone(p->m), what);
@@ -367,8 +367,8 @@ static bool w_unmount(pl_t *p)
     for (int i = 0; i < NSLOTS; i++)
         if (p->s[i].used && p->s[i].dirty)
             fsm_set_data(p->m, p->s[i].node, p->s[i].wc, p->s[i].wlen);
-    int rc = fs_unmount(&p->fs);
-    /* Handles stay linked into the fs until fs_unmount returns. */
+    int rc = cfs_unmount(&p->fs);
+    /* Handles stay linked into the fs until cfs_unmount returns. */
     for (int i = 0; i < NSLOTS; i++)
         slot_drop(&p->s[i]);
     return finish(p, rc, pre, "unmount");
@@ -378,7 +378,7 @@ static bool w_unmount(pl_t *p)
 static bool w_put(pl_t *p, const char *path, uint32_t len, uint32_t tag,
                   uint32_t piece)
 {
-    if (!w_open(p, 0, path, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC))
+    if (!w_open(p, 0, path, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC))
         return false;
     for (uint32_t off = 0; off < len; off += piece) {
         uint32_t n = len - off < piece ? len - off : piece;
@@ -409,16 +409,16 @@ static void base_files(pl_t *p)
 /* create + write + close: a small file and a multi-block, multi-segment one. */
 static void wl_create(pl_t *p)
 {
-    W(w_open(p, 0, "/new1", FS_O_WRONLY | FS_O_CREAT | FS_O_EXCL));
+    W(w_open(p, 0, "/new1", CFS_O_WRONLY | CFS_O_CREAT | CFS_O_EXCL));
     W(w_write(p, 0, 1000, 11));
     W(w_write(p, 0, 2000, 11));
     W(w_close(p, 0));
     W(w_verify(p, "/new1"));
-    W(w_open(p, 1, "/dir/new2", FS_O_RDWR | FS_O_CREAT));
+    W(w_open(p, 1, "/dir/new2", CFS_O_RDWR | CFS_O_CREAT));
     for (int i = 0; i < 5; i++)
         W(w_write(p, 1, 4096, 12));
     W(w_close(p, 1));
-    W(w_open(p, 2, "/empty/zero", FS_O_WRONLY | FS_O_CREAT));
+    W(w_open(p, 2, "/empty/zero", CFS_O_WRONLY | CFS_O_CREAT));
     W(w_close(p, 2));
     W(w_verify(p, "/dir/new2"));
     W(w_unmount(p));
@@ -427,8 +427,8 @@ static void wl_create(pl_t *p)
 /* write with periodic sync. */
 static void wl_sync(pl_t *p)
 {
-    W(w_open(p, 0, "/log", FS_O_RDWR));
-    W(w_open(p, 1, "/old", FS_O_RDONLY));
+    W(w_open(p, 0, "/log", CFS_O_RDWR));
+    W(w_open(p, 1, "/old", CFS_O_RDONLY));
     for (int i = 0; i < 10; i++) {
         W(w_write(p, 0, 700, 20 + (uint32_t)i));
         if (i % 2 == 1)
@@ -442,13 +442,13 @@ static void wl_sync(pl_t *p)
 /* append with sync after every record. */
 static void wl_append(pl_t *p)
 {
-    W(w_open(p, 0, "/app", FS_O_WRONLY | FS_O_APPEND));
+    W(w_open(p, 0, "/app", CFS_O_WRONLY | CFS_O_APPEND));
     for (int i = 0; i < 12; i++) {
         W(w_write(p, 0, 100 + 37 * (uint32_t)i, 30 + (uint32_t)i));
         W(w_sync(p, 0));
     }
     W(w_close(p, 0));
-    W(w_open(p, 0, "/newlog", FS_O_WRONLY | FS_O_CREAT | FS_O_APPEND));
+    W(w_open(p, 0, "/newlog", CFS_O_WRONLY | CFS_O_CREAT | CFS_O_APPEND));
     for (int i = 0; i < 6; i++) {
         W(w_write(p, 0, 250, 50 + (uint32_t)i));
         W(w_sync(p, 0));
@@ -460,7 +460,7 @@ static void wl_append(pl_t *p)
 /* overwrite in the middle, across segment boundaries, truncate. */
 static void wl_overwrite(pl_t *p)
 {
-    W(w_open(p, 0, "/big", FS_O_RDWR));
+    W(w_open(p, 0, "/big", CFS_O_RDWR));
     W(w_pwrite(p, 0, 10000, 1000, 60));
     W(w_sync(p, 0));
     W(w_pwrite(p, 0, 15000, 5000, 61)); /* crosses 16384 */
@@ -472,10 +472,10 @@ static void wl_overwrite(pl_t *p)
     W(w_pwrite(p, 0, 34000, 500, 63));
     W(w_close(p, 0));
     W(w_verify(p, "/big"));
-    W(w_open(p, 0, "/dir/keep", FS_O_RDWR));
+    W(w_open(p, 0, "/dir/keep", CFS_O_RDWR));
     W(w_pwrite(p, 0, 4000, 200, 64)); /* across a 4 KiB boundary */
     W(w_close(p, 0));
-    W(w_open(p, 0, "/old", FS_O_WRONLY | FS_O_TRUNC));
+    W(w_open(p, 0, "/old", CFS_O_WRONLY | CFS_O_TRUNC));
     W(w_write(p, 0, 1800, 65));
     W(w_close(p, 0));
     W(w_unmount(p));
@@ -579,7 +579,7 @@ static void wl_gc_full(pl_t *p)
         snprintf(name, sizeof(name), "/hot%d", r % 3);
         W(w_put(p, name, 4000 + 300 * (uint32_t)r, 120 + (uint32_t)r, 1500));
     }
-    W(w_open(p, 1, "/hot0", FS_O_RDWR));
+    W(w_open(p, 1, "/hot0", CFS_O_RDWR));
     for (int r = 0; r < 6; r++) {
         W(w_pwrite(p, 1, (uint32_t)r * 700, 900, 130 + (uint32_t)r));
         W(w_sync(p, 1));
@@ -610,7 +610,7 @@ static void wl_churn(pl_t *p)
             W(w_remove(p, name2));
         }
         if (r % 15 == 7) {
-            W(w_open(p, 1, "/c/s2", FS_O_RDWR | FS_O_APPEND));
+            W(w_open(p, 1, "/c/s2", CFS_O_RDWR | CFS_O_APPEND));
             W(w_write(p, 1, 333, 200 + (uint32_t)r));
             W(w_close(p, 1));
         }
@@ -631,7 +631,7 @@ static void base_large(pl_t *p)
 
 static void wl_large(pl_t *p)
 {
-    W(w_open(p, 1, "/large", FS_O_RDWR));
+    W(w_open(p, 1, "/large", CFS_O_RDWR));
     W(w_truncate(p, 1, 100000));
     W(w_close(p, 1));
     W(w_remove(p, "/large2"));
@@ -704,8 +704,8 @@ static void pl_fini(pl_t *p)
 }
 
 /* Remove every file and directory (deepest first) of a mounted fs, using the
- * model's tree; then fs_gc(0). Returns 0 or an error. */
-static int remove_all(fs_t *fs, const fsm_t *m)
+ * model's tree; then cfs_gc(0). Returns 0 or an error. */
+static int remove_all(cfs_t *fs, const fsm_t *m)
 {
     int rc = 0;
     uint32_t n = m->nnodes;
@@ -715,13 +715,13 @@ static int remove_all(fs_t *fs, const fsm_t *m)
         for (uint32_t i = n; i-- > 1;) {
             if (!m->node[i].used)
                 continue;
-            char path[FS_PATH_MAX + 2];
+            char path[CFS_PATH_MAX + 2];
             fsm_path(m, i, path);
-            fs_stat_t st;
-            if (fs_stat(fs, path, &st) != 0)
+            cfs_stat_t st;
+            if (cfs_stat(fs, path, &st) != 0)
                 continue;
-            int r = fs_remove(fs, path);
-            if (r == FS_ERR_NOTEMPTY)
+            int r = cfs_remove(fs, path);
+            if (r == CFS_ERR_NOTEMPTY)
                 left = true;
             else if (r < 0 && rc == 0)
                 rc = r;
@@ -729,7 +729,7 @@ static int remove_all(fs_t *fs, const fsm_t *m)
         if (!left)
             break;
     }
-    int g = fs_gc(fs, 0);
+    int g = cfs_gc(fs, 0);
     if (g < 0 && rc == 0)
         rc = g;
     return rc;
@@ -756,18 +756,18 @@ static void why(outcome_t *o, const char *fmt, ...)
 static int recover_and_compare(pl_t *p, outcome_t *o, bool loud)
 {
     memset(&p->fs, 0x3c, sizeof(p->fs));
-    int rc = fs_mount(&p->fs, &p->cfg);
+    int rc = cfs_mount(&p->fs, &p->cfg);
     if (rc != 0) {
-        why(o, "mount after the cut failed: %d (%s)", rc, fs_strerror(rc));
+        why(o, "mount after the cut failed: %d (%s)", rc, cfs_strerror(rc));
         return -1;
     }
     int lines = 0;
-    rc = fs_fsck(&p->fs, NULL, &lines);
+    rc = cfs_fsck(&p->fs, NULL, &lines);
     if (rc != 0) {
         why(o, "fsck after the cut: %d", rc);
         if (loud) {
             fprintf(stderr, "  fsck report:\n");
-            fs_fsck(&p->fs, NULL, NULL);
+            cfs_fsck(&p->fs, NULL, NULL);
         }
         return -1;
     }
@@ -807,7 +807,7 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
     p.m = fsm_clone(ref->base);
     bool torn_bits = k & 1;
     *cut_hit = false;
-    int rc = fs_mount(&p.fs, &p.cfg);
+    int rc = cfs_mount(&p.fs, &p.cfg);
     if (rc != 0) {
         why(&o, "mount of the base image failed: %d", rc);
         goto out;
@@ -834,11 +834,11 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
     if (k % 4 == 0) {
         uint64_t before = flash_sim_ops(p.sim);
         flash_sim_cut_after(p.sim, 1 + mix(k, 7) % 6, !torn_bits);
-        fs_t tmp;
-        if (fs_mount(&tmp, &p.cfg) == 0) {
-            fs_gc(&tmp, 1);
+        cfs_t tmp;
+        if (cfs_mount(&tmp, &p.cfg) == 0) {
+            cfs_gc(&tmp, 1);
             if (!flash_sim_power_lost(p.sim))
-                fs_unmount(&tmp);
+                cfs_unmount(&tmp);
         }
         flash_sim_cut_after(p.sim, 0, false);
         flash_sim_power_on(p.sim);
@@ -852,8 +852,8 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
         goto out;
     const fsm_t *now = which == 0 ? p.m : p.alt;
 
-    fs_statvfs_t v;
-    rc = fs_statvfs(&p.fs, &v);
+    cfs_statvfs_t v;
+    rc = cfs_statvfs(&p.fs, &v);
     if (rc != 0 || v.free + v.used != v.total) {
         why(&o, "statvfs after recovery: rc %d, free %" PRIu64 " + used %" PRIu64
             " != total %" PRIu64, rc, v.free, v.used, v.total);
@@ -867,8 +867,8 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
         why(&o, "writing a new file after recovery: %d", rc);
         goto out;
     }
-    fs_unmount(&p.fs);
-    rc = fs_mount(&p.fs, &p.cfg);
+    cfs_unmount(&p.fs);
+    rc = cfs_mount(&p.fs, &p.cfg);
     if (rc != 0) {
         why(&o, "remount after recovery: %d", rc);
         goto out;
@@ -882,7 +882,7 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
         goto out;
     }
     fsm_t *withnew = fsm_clone(now);
-    int32_t id = fsm_open(withnew, "/after-cut", FS_O_WRONLY | FS_O_CREAT);
+    int32_t id = fsm_open(withnew, "/after-cut", CFS_O_WRONLY | CFS_O_CREAT);
     if (id > 0)
         fsm_set_data(withnew, (uint32_t)id, buf, sizeof(buf));
     fsm_cmp_opts_t q = { .quiet = true, .check_fs_counts = true };
@@ -895,7 +895,7 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
         why(&o, "removing everything after recovery: %d", rc);
         goto out;
     }
-    rc = fs_statvfs(&p.fs, &v);
+    rc = cfs_statvfs(&p.fs, &v);
     if (rc == 0 && (v.files != 0 || v.dirs != 1))
         why(&o, "after removing everything: %u files, %u dirs", v.files, v.dirs);
     if (rc == 0 && v.live > ref->live_ref + LIVE_TOL)
@@ -906,7 +906,7 @@ static bool run_cut(const workload_t *w, const ref_t *ref, uint64_t k, bool verb
             "reference %" PRIu64, v.used, ref->used_ref);
     if (rc == 0 && v.free + v.used != v.total)
         why(&o, "statvfs after cleanup: free + used != total");
-    rc = fs_fsck(&p.fs, NULL, NULL);
+    rc = cfs_fsck(&p.fs, NULL, NULL);
     if (rc != 0)
         why(&o, "fsck after cleanup: %d", rc);
 out:;
@@ -922,9 +922,9 @@ out:;
                 PRIu64 " -v\n", w->name, k);
         if (verbose && p.sim && !flash_sim_power_lost(p.sim)) {
             fprintf(stderr, "  interrupted op issued as workload op %u\n", p.opno);
-            fs_t t;
-            if (fs_mount(&t, &p.cfg) == 0) {
-                fs_fsck(&t, fsck_print, NULL);
+            cfs_t t;
+            if (cfs_mount(&t, &p.cfg) == 0) {
+                cfs_fsck(&t, fsck_print, NULL);
                 fsm_cmp_opts_t vv = { .check_fs_counts = true, .tag = "vs new" };
                 fsm_compare(p.m, &t, &vv);
                 if (p.alt) {
@@ -935,7 +935,7 @@ out:;
         }
     }
     if (p.fs.mounted == 1 && o.ok)
-        fs_unmount(&p.fs);
+        cfs_unmount(&p.fs);
     pl_fini(&p);
     return o.ok;
 }
@@ -950,15 +950,15 @@ static bool prepare(const workload_t *w, ref_t *ref, bool verbose)
     p.counting = true;
     p.m = fsm_new();
     bool ok = false;
-    int rc = fs_format(&p.fs, &p.cfg);
+    int rc = cfs_format(&p.fs, &p.cfg);
     if (rc == 0)
-        rc = fs_mount(&p.fs, &p.cfg);
+        rc = cfs_mount(&p.fs, &p.cfg);
     if (rc != 0) {
         fprintf(stderr, "powerloss: %s: format/mount = %d\n", w->name, rc);
         goto out;
     }
-    fs_statvfs_t v;
-    fs_statvfs(&p.fs, &v);
+    cfs_statvfs_t v;
+    cfs_statvfs(&p.fs, &v);
     uint64_t live_empty = v.live, used_empty = v.used;
     w->base(&p);
     if (!p.dead)
@@ -974,7 +974,7 @@ static bool prepare(const workload_t *w, ref_t *ref, bool verbose)
     ref->base = fsm_clone(p.m);
 
     /* Fault-free run. */
-    rc = fs_mount(&p.fs, &p.cfg);
+    rc = cfs_mount(&p.fs, &p.cfg);
     if (rc != 0) {
         fprintf(stderr, "powerloss: %s: mount of the base = %d\n", w->name, rc);
         goto out;
@@ -985,33 +985,33 @@ static bool prepare(const workload_t *w, ref_t *ref, bool verbose)
     ref->nops = flash_sim_ops(p.sim) - ops0;
     if (p.dead) {
         fprintf(stderr, "powerloss: %s: workload fails without faults: %s = %d (%s)\n",
-                w->name, p.errwhat, p.err, fs_strerror(p.err));
+                w->name, p.errwhat, p.err, cfs_strerror(p.err));
         goto out;
     }
     /* Check the result, then the cleanup figures of the fault-free run. */
-    rc = fs_mount(&p.fs, &p.cfg);
+    rc = cfs_mount(&p.fs, &p.cfg);
     fsm_cmp_opts_t o = { .check_fs_counts = true, .tag = w->name };
-    if (rc != 0 || fsm_compare(p.m, &p.fs, &o) != 0 || fs_fsck(&p.fs, NULL, NULL) != 0) {
+    if (rc != 0 || fsm_compare(p.m, &p.fs, &o) != 0 || cfs_fsck(&p.fs, NULL, NULL) != 0) {
         fprintf(stderr, "powerloss: %s: fault-free result wrong (mount %d)\n", w->name, rc);
         goto out;
     }
     uint8_t buf[6000];
     fsm_fill(buf, sizeof(buf), 999, 0);
     fsm_write_file(&p.fs, "/after-cut", buf, sizeof(buf));
-    fs_unmount(&p.fs);
-    fs_mount(&p.fs, &p.cfg);
+    cfs_unmount(&p.fs);
+    cfs_mount(&p.fs, &p.cfg);
     fsm_t *withnew = fsm_clone(p.m);
-    fsm_open(withnew, "/after-cut", FS_O_WRONLY | FS_O_CREAT);
+    fsm_open(withnew, "/after-cut", CFS_O_WRONLY | CFS_O_CREAT);
     rc = remove_all(&p.fs, withnew);
     fsm_free(withnew);
-    fs_statvfs(&p.fs, &v);
+    cfs_statvfs(&p.fs, &v);
     ref->live_ref = v.live > live_empty ? v.live : live_empty;
     ref->used_ref = v.used > used_empty ? v.used : used_empty;
     if (verbose)
         printf("  %s: empty fs live %" PRIu64 " used %" PRIu64 "; after cleanup live %"
                PRIu64 " used %" PRIu64 "\n", w->name, live_empty, used_empty, v.live,
                v.used);
-    fs_unmount(&p.fs);
+    cfs_unmount(&p.fs);
     flash_sim_stats_t ss;
     flash_sim_stats(p.sim, &ss);
     if (ss.illegal_progs) {

@@ -15,7 +15,7 @@
 #include "check.h"
 #include "codec.h"
 #include "flash_sim.h"
-#include "fs.h"
+#include "cfs.h"
 #include "svc_core.h"
 
 #if MBEDTLS_VERSION_MAJOR >= 3
@@ -575,11 +575,11 @@ static void test_statfs(void)
 static void test_bak_read_only(void)
 {
     /* Put a file in /bak behind the service's back, then read it. */
-    fs_t *bfs = svc_fs(&svc, "bak");
-    static fs_file_t f;
-    CHECK_EQ(fs_file_open(bfs, &f, "/saved.txt", FS_O_WRONLY | FS_O_CREAT), 0);
-    CHECK_EQ(fs_file_write(bfs, &f, "backup!", 7), 7);
-    CHECK_EQ(fs_file_close(bfs, &f), 0);
+    cfs_t *bfs = svc_fs(&svc, "bak");
+    static cfs_file_t f;
+    CHECK_EQ(cfs_file_open(bfs, &f, "/saved.txt", CFS_O_WRONLY | CFS_O_CREAT), 0);
+    CHECK_EQ(cfs_file_write(bfs, &f, "backup!", 7), 7);
+    CHECK_EQ(cfs_file_close(bfs, &f), 0);
 
     uint8_t *snap = snapshot();
     uint32_t h;
@@ -1030,8 +1030,8 @@ static void run_with_pings(const char *what, cellar_Response *out)
     uint32_t turns = 0, pings = 0, id = 7000;
     uint64_t max_read = 0, max_prog = 0;
     bool done = false;
-    (void)fs_gc(svc_fs(&svc, "usr"), 0);
-    (void)fs_gc(svc_fs(&svc, "bak"), 0);
+    (void)cfs_gc(svc_fs(&svc, "usr"), 0);
+    (void)cfs_gc(svc_fs(&svc, "bak"), 0);
     send_on(&conn, id);
     while (!done && turns < 5000) {
         req(cellar_Request_ping_tag);
@@ -1113,11 +1113,11 @@ static void test_long_copies(void)
 
     /* a file changed behind the manifest's back: verify --repair restores
      * it, in steps */
-    fs_t *ufs = svc_fs(&svc, "usr");
-    fs_file_t ff;
-    CHECK_EQ(fs_file_open(ufs, &ff, "/t/f2", FS_O_RDWR), 0);
-    CHECK_EQ(fs_file_pwrite(ufs, &ff, "XXXX", 4, 70000), 4);
-    CHECK_EQ(fs_file_close(ufs, &ff), 0);
+    cfs_t *ufs = svc_fs(&svc, "usr");
+    cfs_file_t ff;
+    CHECK_EQ(cfs_file_open(ufs, &ff, "/t/f2", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_pwrite(ufs, &ff, "XXXX", 4, 70000), 4);
+    CHECK_EQ(cfs_file_close(ufs, &ff), 0);
     uint32_t cursor = 0, repaired = 0, problems = 0;
     do {
         req(cellar_Request_verify_tag);
@@ -1247,9 +1247,9 @@ static void test_long_copies(void)
     CHECK(svc_process(&svc) >= 1);
     svc_conn_close(&svc, &conn2, NULL);
     CHECK(svc.job.kind == SVC_JOB_NONE);
-    fs_stat_t fst;
-    CHECK_EQ(fs_stat(svc_fs(&svc, "bak"), "/.cellar/cp/plan", &fst),
-             FS_ERR_NOENT);
+    cfs_stat_t fst;
+    CHECK_EQ(cfs_stat(svc_fs(&svc, "bak"), "/.cellar/cp/plan", &fst),
+             CFS_ERR_NOENT);
     req(cellar_Request_verify_tag);
     strcpy(rq.body.verify.partition, "/bak");
     CHECK_EQ(call(), 0);
@@ -1260,7 +1260,7 @@ static void test_long_copies(void)
 static uint32_t usr_open_files(void)
 {
     uint32_t n = 0;
-    for (fs_file_t *f = svc_fs(&svc, "usr")->open_files; f; f = f->next)
+    for (cfs_file_t *f = svc_fs(&svc, "usr")->open_files; f; f = f->next)
         n++;
     return n;
 }
@@ -1341,10 +1341,10 @@ static void test_own_files(void)
     CHECK(!got[0].has_error);
     CHECK_EQ(got[0].body.update_declare.have[0], sizeof(data));
     printf("  own files: %u open on /usr during a local copy beside 64 "
-           "client handles (FS_MAX_OPEN %u, SVC_OWN_FILES %u)\n", peak,
-           FS_MAX_OPEN, SVC_OWN_FILES);
+           "client handles (CFS_MAX_OPEN %u, SVC_OWN_FILES %u)\n", peak,
+           CFS_MAX_OPEN, SVC_OWN_FILES);
     CHECK(peak <= SVC_DEVICE_HANDLES + SVC_OWN_FILES);
-    CHECK(peak <= FS_MAX_OPEN);
+    CHECK(peak <= CFS_MAX_OPEN);
 
     for (uint32_t c = 0; c < 8; c++)
         svc_conn_close(&svc, &many[c], NULL);

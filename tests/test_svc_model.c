@@ -696,9 +696,9 @@ static bool expect_(int rc, const int *set, int line)
         strcat(want, cname(*set));
     }
     char space[160] = "";
-    fs_statvfs_t u, k;
+    cfs_statvfs_t u, k;
     if (rc == cellar_Code_ENOSPC && svc_fs(&R.svc, "usr") && svc_fs(&R.svc, "bak") &&
-        !fs_statvfs(svc_fs(&R.svc, "usr"), &u) && !fs_statvfs(svc_fs(&R.svc, "bak"), &k))
+        !cfs_statvfs(svc_fs(&R.svc, "usr"), &u) && !cfs_statvfs(svc_fs(&R.svc, "bak"), &k))
         snprintf(space, sizeof(space), " (/usr: %llu live, %llu free of %llu; /bak: %llu "
                  "live, %llu free of %llu)", (unsigned long long)u.live,
                  (unsigned long long)u.free, (unsigned long long)u.total,
@@ -763,16 +763,16 @@ static blob_t *file_blob(const char *path)
 
 /* ---- reading the device ---------------------------------------------------------- */
 
-static fs_t *pfs(bool bak) { return svc_fs(&R.svc, bak ? "bak" : "usr"); }
+static cfs_t *pfs(bool bak) { return svc_fs(&R.svc, bak ? "bak" : "usr"); }
 
-static void read_tree(fs_t *fs, const char *dir, tree_t *t, bool content)
+static void read_tree(cfs_t *fs, const char *dir, tree_t *t, bool content)
 {
-    fs_dir_t d;
-    fs_stat_t st;
+    cfs_dir_t d;
+    cfs_stat_t st;
     char name[256], path[300];
-    if (!fs || fs_dir_open(fs, &d, dir))
+    if (!fs || cfs_dir_open(fs, &d, dir))
         return;
-    while (fs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
+    while (cfs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
         snprintf(path, sizeof(path), "%s/%s", strcmp(dir, "/") ? dir : "", name);
         if (strcmp(path, "/.cellar") == 0)
             continue;
@@ -781,7 +781,7 @@ static void read_tree(fs_t *fs, const char *dir, tree_t *t, bool content)
         node_t *n = &t->n[t->nn++];
         memset(n, 0, sizeof(*n));
         strcpy(n->path, path);
-        n->type = st.type == FS_TYPE_DIR ? T_DIR : T_FILE;
+        n->type = st.type == CFS_TYPE_DIR ? T_DIR : T_FILE;
         if (n->type == T_DIR) {
             read_tree(fs, path, t, content);
             continue;
@@ -789,18 +789,18 @@ static void read_tree(fs_t *fs, const char *dir, tree_t *t, bool content)
         n->b = blob_new(content ? st.size : 0);
         n->b->size = st.size;
         if (content) {
-            fs_file_t f;
-            bool ok = fs_file_open(fs, &f, path, FS_O_RDONLY) == 0;
+            cfs_file_t f;
+            bool ok = cfs_file_open(fs, &f, path, CFS_O_RDONLY) == 0;
             if (ok) {
                 ok = st.size == 0 ||
-                     fs_file_read(fs, &f, n->b->d, st.size) == (int)st.size;
-                (void)fs_file_close(fs, &f);
+                     cfs_file_read(fs, &f, n->b->d, st.size) == (int)st.size;
+                (void)cfs_file_close(fs, &f);
             }
             if (!ok)
                 n->b->d[0] ^= 0x55, n->b->size = st.size ^ 1u; /* unreadable */
         }
     }
-    (void)fs_dir_close(fs, &d);
+    (void)cfs_dir_close(fs, &d);
 }
 
 /* The manifest of a partition, over the protocol (pages of random size). */
@@ -1049,7 +1049,7 @@ static int restart_check(state_t **cand, int nc, bool clean)
     if (nc > 1)
         tr("   state %d of %d", pick, nc);
     state_copy(&M, cand[pick]);
-    if (fs_fsck(pfs(false), NULL, NULL) || fs_fsck(pfs(true), NULL, NULL)) {
+    if (cfs_fsck(pfs(false), NULL, NULL) || cfs_fsck(pfs(true), NULL, NULL)) {
         fail("fsck fails after the restart");
         return -1;
     }
@@ -1223,12 +1223,12 @@ static void op_write(int conn)
     else if (k < 38 && !(opt.skip & SK_SPARSE))
         off = 8u << 20;                           /* the 8 MiB */
     else if (k < 39)
-        off = FS_FILE_MAX - rnd(4);               /* EFBIG */
+        off = CFS_FILE_MAX - rnd(4);               /* EFBIG */
     else
-        off = (uint64_t)FS_FILE_MAX + 1 + rnd(1u << 30);
+        off = (uint64_t)CFS_FILE_MAX + 1 + rnd(1u << 30);
     if (h->app)
         off = size;
-    bool fbig = off > FS_FILE_MAX || len > FS_FILE_MAX - off;
+    bool fbig = off > CFS_FILE_MAX || len > CFS_FILE_MAX - off;
     if (!fbig && off + len > (9u << 20))
         len = 0, off = size; /* the model keeps files in RAM */
     if (!fbig && off + len > size && !room(off + len - size, false))
@@ -1365,8 +1365,8 @@ static void op_truncate_handle(int conn)
     if (!h)
         return;
     rig_req(&R, cellar_Request_truncate_tag);
-    uint64_t size = one_in(30) ? (uint64_t)FS_FILE_MAX + 1 + rnd(9) : gen_size(h->b->size);
-    if (size <= FS_FILE_MAX && size > h->b->size && !room(size - h->b->size, false))
+    uint64_t size = one_in(30) ? (uint64_t)CFS_FILE_MAX + 1 + rnd(9) : gen_size(h->b->size);
+    if (size <= CFS_FILE_MAX && size > h->b->size && !room(size - h->b->size, false))
         size = h->b->size;
     R.rq.body.truncate.handle = h->id;
     R.rq.body.truncate.size = size;
@@ -1375,7 +1375,7 @@ static void op_truncate_handle(int conn)
         EXPECT(rc, C(EBADF));
         return;
     }
-    if (size > FS_FILE_MAX) {
+    if (size > CFS_FILE_MAX) {
         EXPECT(rc, C(EFBIG));
         return;
     }
@@ -1399,14 +1399,14 @@ static void op_truncate_path(int conn)
     gen_path(p);
     req_path(rp, p, false);
     blob_t *cur = file_blob(p);
-    uint64_t size = one_in(30) ? (uint64_t)FS_FILE_MAX + 1 : gen_size(cur ? cur->size : 0);
-    if (size <= FS_FILE_MAX && !room(size, false))
+    uint64_t size = one_in(30) ? (uint64_t)CFS_FILE_MAX + 1 : gen_size(cur ? cur->size : 0);
+    if (size <= CFS_FILE_MAX && !room(size, false))
         size = 0;
     rig_req(&R, cellar_Request_truncate_tag);
     strcpy(R.rq.body.truncate.path, rp);
     R.rq.body.truncate.size = size;
     state_copy(&NW, &M);
-    if (cur && size <= FS_FILE_MAX) {
+    if (cur && size <= CFS_FILE_MAX) {
         node_t *n = t_find(&NW.usr, p);
         blob_resize(&n->b, (uint32_t)size);
         me_set_blob(&NW.usr, p, n->b);
@@ -1416,7 +1416,7 @@ static void op_truncate_path(int conn)
     if (cut_check(&NW))
         return;
     int ty = t_type(&M.usr, p);
-    if (size > FS_FILE_MAX)
+    if (size > CFS_FILE_MAX)
         EXPECT(rc, C(EFBIG));
     else if (ty == T_DIR)
         EXPECT(rc, C(EISDIR));
@@ -1455,16 +1455,16 @@ static void op_sync(int conn)
 /* The device's content of one /usr file (for tainted handles). */
 static blob_t *device_blob(const char *p)
 {
-    fs_t *fs = pfs(false);
-    fs_stat_t st;
-    fs_file_t f;
-    if (fs_stat(fs, p, &st) || st.type != FS_TYPE_FILE)
+    cfs_t *fs = pfs(false);
+    cfs_stat_t st;
+    cfs_file_t f;
+    if (cfs_stat(fs, p, &st) || st.type != CFS_TYPE_FILE)
         return NULL;
     blob_t *b = blob_new(st.size);
-    if (fs_file_open(fs, &f, p, FS_O_RDONLY) == 0) {
+    if (cfs_file_open(fs, &f, p, CFS_O_RDONLY) == 0) {
         if (st.size)
-            (void)fs_file_read(fs, &f, b->d, st.size);
-        (void)fs_file_close(fs, &f);
+            (void)cfs_file_read(fs, &f, b->d, st.size);
+        (void)cfs_file_close(fs, &f);
     }
     return b;
 }
@@ -3248,7 +3248,7 @@ static void op_oversize(int conn)
 
 /* ---- wipe: everything removed over the protocol, the space comes back --------------------- */
 
-static fs_statvfs_t fresh_usr, fresh_bak;
+static cfs_statvfs_t fresh_usr, fresh_bak;
 static uint32_t max_entries_seen;
 
 static void reconnect(int conn)
@@ -3307,8 +3307,8 @@ static void wipe(void)
         for (int i = 0; i < M.bak.nn; i++)
             if (M.bak.n[i].type == T_FILE)
                 sum += M.bak.n[i].b->size;
-        fs_statvfs_t v;
-        if (!fs_statvfs(pfs(true), &v))
+        cfs_statvfs_t v;
+        if (!cfs_statvfs(pfs(true), &v))
             fprintf(stderr, "backup (all) failed: the model's /bak files hold %llu bytes in %d "
                     "nodes; /bak live %llu claimed %llu used %llu free %llu reserve %llu "
                     "total %llu\n", (unsigned long long)sum, M.bak.nn,
@@ -3341,8 +3341,8 @@ static void wipe(void)
     plain_restart();
     if (failed)
         return;
-    fs_statvfs_t u, b;
-    if (fs_statvfs(pfs(false), &u) || fs_statvfs(pfs(true), &b)) {
+    cfs_statvfs_t u, b;
+    if (cfs_statvfs(pfs(false), &u) || cfs_statvfs(pfs(true), &b)) {
         fail("statvfs fails");
         return;
     }
@@ -3353,15 +3353,15 @@ static void wipe(void)
         const char *dirs[] = { "/.cellar", "/.cellar/cp", "/.cellar/tx", "/.cellar/w" };
         for (int pi = 0; pi < 2; pi++)
             for (int di = 0; di < 4; di++) {
-                fs_dir_t d;
-                fs_stat_t st;
+                cfs_dir_t d;
+                cfs_stat_t st;
                 char name[256];
-                if (fs_dir_open(pfs(pi), &d, dirs[di]))
+                if (cfs_dir_open(pfs(pi), &d, dirs[di]))
                     continue;
-                while (fs_dir_read(pfs(pi), &d, name, sizeof(name), &st) == 1)
+                while (cfs_dir_read(pfs(pi), &d, name, sizeof(name), &st) == 1)
                     fprintf(stderr, "%s%s/%s %u\n", pi ? "/bak" : "/usr", dirs[di], name,
                             st.size);
-                (void)fs_dir_close(pfs(pi), &d);
+                (void)cfs_dir_close(pfs(pi), &d);
             }
     }
     if (u.live > fresh_usr.live + slack || b.live > fresh_bak.live + bslack)
@@ -3449,7 +3449,7 @@ static int model_setup(void)
     failed = false;
     cut_armed = false;
     max_entries_seen = 0;
-    if (fs_statvfs(pfs(false), &fresh_usr) || fs_statvfs(pfs(true), &fresh_bak))
+    if (cfs_statvfs(pfs(false), &fresh_usr) || cfs_statvfs(pfs(true), &fresh_bak))
         return -1;
     usr_total = fresh_usr.total;
     bak_total = fresh_bak.total;

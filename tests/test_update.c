@@ -152,31 +152,31 @@ static int push(svc_conn_t *c, const bfile_t *f, uint32_t n,
 
 /* ---- state of /usr, read straight from the filesystem --------------------- */
 
-static fs_t *usr(void) { return svc_fs(&R.svc, "usr"); }
+static cfs_t *usr(void) { return svc_fs(&R.svc, "usr"); }
 
 /* "path sha\n" lines of every file under dir (not /.cellar), unsorted. */
-static void walk(fs_t *fs, const char *dir, char *out, size_t cap, int *nfiles)
+static void walk(cfs_t *fs, const char *dir, char *out, size_t cap, int *nfiles)
 {
-    fs_dir_t d;
-    fs_stat_t st;
+    cfs_dir_t d;
+    cfs_stat_t st;
     char name[256], path[300];
-    if (fs_dir_open(fs, &d, dir))
+    if (cfs_dir_open(fs, &d, dir))
         return;
-    while (fs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
+    while (cfs_dir_read(fs, &d, name, sizeof(name), &st) == 1) {
         snprintf(path, sizeof(path), "%s%s%s", strcmp(dir, "/") ? dir : "",
                  "/", name);
         if (strcmp(path, "/.cellar") == 0)
             continue;
-        if (st.type == FS_TYPE_DIR) {
+        if (st.type == CFS_TYPE_DIR) {
             walk(fs, path, out, cap, nfiles);
             continue;
         }
-        fs_file_t f;
+        cfs_file_t f;
         uint8_t *b = malloc(st.size ? st.size : 1), h[32];
-        int ok = fs_file_open(fs, &f, path, FS_O_RDONLY) == 0;
+        int ok = cfs_file_open(fs, &f, path, CFS_O_RDONLY) == 0;
         if (ok) {
-            ok = fs_file_read(fs, &f, b, st.size) == (int)st.size;
-            (void)fs_file_close(fs, &f);
+            ok = cfs_file_read(fs, &f, b, st.size) == (int)st.size;
+            (void)cfs_file_close(fs, &f);
         }
         cellar_sha256(b, ok ? st.size : 0, h);
         free(b);
@@ -185,7 +185,7 @@ static void walk(fs_t *fs, const char *dir, char *out, size_t cap, int *nfiles)
                  h[2], h[3], ok ? "" : " unreadable");
         (*nfiles)++;
     }
-    (void)fs_dir_close(fs, &d);
+    (void)cfs_dir_close(fs, &d);
 }
 
 static int cmp_lines(const void *a, const void *b)
@@ -250,7 +250,7 @@ static bool manifest_matches(void)
         if (k == 0)
             continue;
         nent++;
-        fs_file_t f;
+        cfs_file_t f;
         if (!(e.flags & MAN_F_SIZE) ||
             man_check(usr(), &f, &e, R.svc.scratch, sizeof(R.svc.scratch)) != MAN_OK) {
             fprintf(stderr, "manifest entry %s does not match its file\n", e.path);
@@ -266,8 +266,8 @@ static bool manifest_matches(void)
 
 static bool fsck_both(void)
 {
-    return fs_fsck(usr(), NULL, NULL) == 0 &&
-           fs_fsck(svc_fs(&R.svc, "bak"), NULL, NULL) == 0;
+    return cfs_fsck(usr(), NULL, NULL) == 0 &&
+           cfs_fsck(svc_fs(&R.svc, "bak"), NULL, NULL) == 0;
 }
 
 static int verify_all(bool repair, int *problems, int *repaired)
@@ -634,8 +634,8 @@ static void test_bad_bundles(void)
     R.rq.body.update_begin.entries = 1;
     R.rq.body.update_begin.bytes = 0x7fffff00u;
     CHECK_EQ(rig_call(&R, &R.a), cellar_Code_ENOSPC);
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(usr(), &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(usr(), &v), 0);
     mk(&f[0], "/usr/big1", (uint32_t)(v.total / 2), 1);
     mk(&f[1], "/usr/big2", (uint32_t)(v.total / 2), 2);
     /* declare only: the refusal comes before any data */
@@ -732,8 +732,8 @@ static void test_busy_abort_timeout(void)
     /* the owner aborts: the other goes ahead */
     rig_req(&R, cellar_Request_update_abort_tag);
     CHECK_EQ(rig_call(&R, &R.a), 0);
-    fs_stat_t st;
-    CHECK_EQ(fs_stat(usr(), "/.cellar/tx", &st), FS_ERR_NOENT);
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(usr(), "/.cellar/tx", &st), CFS_ERR_NOENT);
     CHECK_EQ(push(&R.b, g, 1, 0, false, &res), 0);
     /* an abandoned update is reclaimed after the timeout */
     CHECK_EQ(push(&R.a, f, 1, 20000, false, &res), 1);
@@ -744,7 +744,7 @@ static void test_busy_abort_timeout(void)
     rig_tick(&R, R.cfg.tx_timeout_ms + 1000);
     CHECK(!R.svc.tx.active);
     CHECK(rig_log_has(&R, "nobody resumed"));
-    CHECK_EQ(fs_stat(usr(), "/.cellar/tx", &st), FS_ERR_NOENT);
+    CHECK_EQ(cfs_stat(usr(), "/.cellar/tx", &st), CFS_ERR_NOENT);
     /* a new bundle from the owner replaces its own staged one */
     CHECK_EQ(push(&R.a, f, 1, 20000, false, &res), 1);
     CHECK_EQ(push(&R.a, g, 1, 0, false, &res), 0);
@@ -797,7 +797,7 @@ static void test_backup_verify_repair(void)
 
     /* damage: a bit flip in file data, a file deleted behind the service */
     CHECK(flip_in_file(&v1[5]));
-    CHECK_EQ(fs_remove(usr(), "/app/lib/m10.py"), 0);
+    CHECK_EQ(cfs_remove(usr(), "/app/lib/m10.py"), 0);
     CHECK_EQ(verify_all(false, &problems, &repaired), 0);
     CHECK_EQ(problems, 2);
     CHECK_EQ(repaired, 0);
@@ -815,7 +815,7 @@ static void test_backup_verify_repair(void)
 
     /* the same at startup */
     CHECK(flip_in_file(&v1[7]));
-    CHECK_EQ(fs_remove(usr(), "/data/m19.py"), 0);
+    CHECK_EQ(cfs_remove(usr(), "/data/m19.py"), 0);
     rig_stop(&R);
     R.cfg.check_at_start = true;
     CHECK_EQ(rig_start(&R), 0);
@@ -876,8 +876,8 @@ static void test_pages(void)
     int problems, repaired;
     CHECK_EQ(verify_all(false, &problems, &repaired), 0);
     CHECK_EQ(problems, 0);
-    CHECK_EQ(fs_remove(usr(), "/pages/f69"), 0); /* the last page too */
-    CHECK_EQ(fs_remove(usr(), "/pages/f00"), 0);
+    CHECK_EQ(cfs_remove(usr(), "/pages/f69"), 0); /* the last page too */
+    CHECK_EQ(cfs_remove(usr(), "/pages/f00"), 0);
     CHECK_EQ(verify_all(false, &problems, &repaired), 0);
     CHECK_EQ(problems, 2);
     bfile_t rm[71];
@@ -1547,8 +1547,8 @@ static void test_power_cuts_busy_log(void)
     PNB = make_v2(PB);
     for (int i = 0; i < 11; i++) /* ends with v1 */
         CHECK_EQ(push(&R.a, i % 2 ? PB : PA, i % 2 ? PNB : PNA, 0, false, &res), 0);
-    fs_statvfs_t v;
-    CHECK_EQ(fs_statvfs(usr(), &v), 0);
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(usr(), &v), 0);
     flash_sim_wear_t w;
     flash_sim_wear(R.sim, &w);
     CHECK(w.max >= 2); /* the log came round */

@@ -29,12 +29,12 @@
 
 /* ---- filesystem (fs/) ------------------------------------------------------ */
 
-/* FS_ASSERT(x): the filesystem's internal invariant checks (fs_internal.h).
+/* CFS_ASSERT(x): the filesystem's internal invariant checks (cfs_internal.h).
  * Default assert(), so NDEBUG removes them; a firmware may map them to its
  * own fault handler. Costs no RAM. */
-#ifndef FS_ASSERT
+#ifndef CFS_ASSERT
 #include <assert.h>
-#define FS_ASSERT(x) assert(x)
+#define CFS_ASSERT(x) assert(x)
 #endif
 
 /* ---- service (service/svc_*.c) ------------------------------------------------
@@ -50,7 +50,7 @@
 #endif
 
 /* Client handles per partition, all connections together; the filesystem
- * allows FS_MAX_OPEN (72) open files, the rest (SVC_OWN_FILES) is the
+ * allows CFS_MAX_OPEN (72) open files, the rest (SVC_OWN_FILES) is the
  * service's own. Each open fs file costs the fs's handle size.
  *                                                     host 64, device 64 */
 #ifndef SVC_DEVICE_HANDLES

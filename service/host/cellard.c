@@ -336,7 +336,7 @@ int main(int argc, char **argv)
     }
     if (err) {
         fprintf(stderr, "cellard: %s: cannot serve this flash image (error "
-                "%d: %s)\n", flash_path, err, fs_strerror(err));
+                "%d: %s)\n", flash_path, err, cfs_strerror(err));
         goto cleanup;
     }
 

@@ -1,5 +1,5 @@
-/* fs_model.c - in-memory oracle of the filesystem (see fs_model.h). */
-#include "fs_model.h"
+/* cfs_model.c - in-memory oracle of the filesystem (see cfs_model.h). */
+#include "cfs_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@ static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p) {
-        fprintf(stderr, "fs_model: out of memory\n");
+        fprintf(stderr, "cfs_model: out of memory\n");
         abort();
     }
     return p;
@@ -31,12 +31,12 @@ static uint32_t new_node(fsm_t *m, uint8_t type, uint32_t parent,
     if (m->nnodes == m->cap) {
         uint32_t ncap = m->cap ? m->cap * 2 : 64;
         if (ncap > FSM_MAX_NODES || m->nnodes >= FSM_MAX_NODES) {
-            fprintf(stderr, "fs_model: more than %u nodes\n", FSM_MAX_NODES);
+            fprintf(stderr, "cfs_model: more than %u nodes\n", FSM_MAX_NODES);
             abort();
         }
         fsm_node_t *n = realloc(m->node, (size_t)ncap * sizeof(*n));
         if (!n) {
-            fprintf(stderr, "fs_model: out of memory\n");
+            fprintf(stderr, "cfs_model: out of memory\n");
             abort();
         }
         memset(n + m->cap, 0, (size_t)(ncap - m->cap) * sizeof(*n));
@@ -70,7 +70,7 @@ fsm_t *fsm_new(void)
 {
     fsm_t *m = xmalloc(sizeof(*m));
     memset(m, 0, sizeof(*m));
-    new_node(m, FS_TYPE_DIR, 0, "");
+    new_node(m, CFS_TYPE_DIR, 0, "");
     return m;
 }
 
@@ -137,7 +137,7 @@ bool fsm_equal(const fsm_t *a, const fsm_t *b)
         const fsm_node_t *x = &a->node[i];
         if (!x->used)
             continue;
-        char path[FS_PATH_MAX + 2];
+        char path[CFS_PATH_MAX + 2];
         fsm_path(a, i, path);
         int32_t j = fsm_lookup(b, path);
         if (j < 0)
@@ -156,12 +156,12 @@ bool fsm_equal(const fsm_t *a, const fsm_t *b)
 int fsm_check_path(const char *path)
 {
     if (!path)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     size_t n = strlen(path);
-    if (n > FS_PATH_MAX)
-        return FS_ERR_NAMETOOLONG;
+    if (n > CFS_PATH_MAX)
+        return CFS_ERR_NAMETOOLONG;
     if (n == 0 || path[0] != '/')
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (n == 1)
         return 0;
     const char *p = path + 1;
@@ -169,11 +169,11 @@ int fsm_check_path(const char *path)
         const char *e = strchr(p, '/');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         if (len == 0)
-            return FS_ERR_INVAL;
-        if (len > FS_NAME_MAX)
-            return FS_ERR_NAMETOOLONG;
+            return CFS_ERR_INVAL;
+        if (len > CFS_NAME_MAX)
+            return CFS_ERR_NAMETOOLONG;
         if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
-            return FS_ERR_INVAL;
+            return CFS_ERR_INVAL;
         if (!e)
             break;
         p = e + 1;
@@ -201,7 +201,7 @@ static int32_t lookup_parent(const fsm_t *m, const char *path,
     if (rc < 0)
         return rc;
     if (path[1] == '\0')
-        return FS_ERR_INVAL; /* the root has no parent */
+        return CFS_ERR_INVAL; /* the root has no parent */
     uint32_t cur = 0;
     const char *p = path + 1;
     for (;;) {
@@ -212,9 +212,9 @@ static int32_t lookup_parent(const fsm_t *m, const char *path,
         }
         int32_t c = child(m, cur, p, (size_t)(e - p));
         if (c < 0)
-            return FS_ERR_NOENT;
-        if (m->node[c].type != FS_TYPE_DIR)
-            return FS_ERR_NOTDIR;
+            return CFS_ERR_NOENT;
+        if (m->node[c].type != CFS_TYPE_DIR)
+            return CFS_ERR_NOTDIR;
         cur = (uint32_t)c;
         p = e + 1;
     }
@@ -232,7 +232,7 @@ int32_t fsm_lookup(const fsm_t *m, const char *path)
     if (dir < 0)
         return dir;
     int32_t c = child(m, (uint32_t)dir, last, strlen(last));
-    return c < 0 ? FS_ERR_NOENT : c;
+    return c < 0 ? CFS_ERR_NOENT : c;
 }
 
 void fsm_path(const fsm_t *m, uint32_t id, char *buf)
@@ -242,16 +242,16 @@ void fsm_path(const fsm_t *m, uint32_t id, char *buf)
         return;
     }
     /* Collect components from the leaf up, then write them root first. */
-    uint32_t chain[FS_PATH_MAX];
+    uint32_t chain[CFS_PATH_MAX];
     uint32_t n = 0;
-    for (uint32_t c = id; c != 0 && n < FS_PATH_MAX; c = m->node[c].parent)
+    for (uint32_t c = id; c != 0 && n < CFS_PATH_MAX; c = m->node[c].parent)
         chain[n++] = c;
     size_t off = 0;
     buf[0] = '\0';
     while (n--) {
         const char *name = m->node[chain[n]].name;
         size_t len = strlen(name);
-        if (off + 1 + len > FS_PATH_MAX) {
+        if (off + 1 + len > CFS_PATH_MAX) {
             /* Cannot happen for paths the model accepted; keep it safe. */
             break;
         }
@@ -288,14 +288,14 @@ int fsm_mkdir(fsm_t *m, const char *path)
     if (rc < 0)
         return rc;
     if (path[1] == '\0')
-        return FS_ERR_EXIST;
+        return CFS_ERR_EXIST;
     const char *last;
     int32_t dir = lookup_parent(m, path, &last);
     if (dir < 0)
         return dir;
     if (child(m, (uint32_t)dir, last, strlen(last)) >= 0)
-        return FS_ERR_EXIST;
-    new_node(m, FS_TYPE_DIR, (uint32_t)dir, last);
+        return CFS_ERR_EXIST;
+    new_node(m, CFS_TYPE_DIR, (uint32_t)dir, last);
     return 0;
 }
 
@@ -305,14 +305,14 @@ int fsm_rmdir(fsm_t *m, const char *path)
     if (rc < 0)
         return rc;
     if (path[1] == '\0')
-        return FS_ERR_PERM;
+        return CFS_ERR_PERM;
     int32_t id = fsm_lookup(m, path);
     if (id < 0)
         return id;
-    if (m->node[id].type != FS_TYPE_DIR)
-        return FS_ERR_NOTDIR;
+    if (m->node[id].type != CFS_TYPE_DIR)
+        return CFS_ERR_NOTDIR;
     if (has_children(m, (uint32_t)id))
-        return FS_ERR_NOTEMPTY;
+        return CFS_ERR_NOTEMPTY;
     drop_node(m, (uint32_t)id);
     return 0;
 }
@@ -323,12 +323,12 @@ int fsm_remove(fsm_t *m, const char *path)
     if (rc < 0)
         return rc;
     if (path[1] == '\0')
-        return FS_ERR_PERM;
+        return CFS_ERR_PERM;
     int32_t id = fsm_lookup(m, path);
     if (id < 0)
         return id;
-    if (m->node[id].type == FS_TYPE_DIR && has_children(m, (uint32_t)id))
-        return FS_ERR_NOTEMPTY;
+    if (m->node[id].type == CFS_TYPE_DIR && has_children(m, (uint32_t)id))
+        return CFS_ERR_NOTEMPTY;
     drop_node(m, (uint32_t)id);
     return 0;
 }
@@ -342,7 +342,7 @@ int fsm_rename(fsm_t *m, const char *src, const char *dst)
     if (rc < 0)
         return rc;
     if (src[1] == '\0' || dst[1] == '\0')
-        return FS_ERR_PERM;
+        return CFS_ERR_PERM;
     int32_t s = fsm_lookup(m, src);
     if (s < 0)
         return s;
@@ -354,17 +354,17 @@ int fsm_rename(fsm_t *m, const char *src, const char *dst)
     if (d == s)
         return 0;
     fsm_node_t *sn = &m->node[s];
-    if (sn->type == FS_TYPE_DIR && fsm_is_under(m, (uint32_t)dir, (uint32_t)s))
-        return FS_ERR_INVAL; /* moving a directory into itself */
+    if (sn->type == CFS_TYPE_DIR && fsm_is_under(m, (uint32_t)dir, (uint32_t)s))
+        return CFS_ERR_INVAL; /* moving a directory into itself */
     if (d >= 0) {
         fsm_node_t *dn = &m->node[d];
-        if (sn->type == FS_TYPE_DIR) {
-            if (dn->type != FS_TYPE_DIR)
-                return FS_ERR_NOTDIR;
+        if (sn->type == CFS_TYPE_DIR) {
+            if (dn->type != CFS_TYPE_DIR)
+                return CFS_ERR_NOTDIR;
             if (has_children(m, (uint32_t)d))
-                return FS_ERR_NOTEMPTY;
-        } else if (dn->type == FS_TYPE_DIR) {
-            return FS_ERR_ISDIR;
+                return CFS_ERR_NOTEMPTY;
+        } else if (dn->type == CFS_TYPE_DIR) {
+            return CFS_ERR_ISDIR;
         }
         drop_node(m, (uint32_t)d);
     }
@@ -378,13 +378,13 @@ int fsm_rename(fsm_t *m, const char *src, const char *dst)
 int fsm_rename_many(fsm_t *m, const char *const *src, const char *const *dst,
                     uint32_t n)
 {
-    if (n > FS_RENAME_MANY_MAX || (n && (!src || !dst)))
-        return FS_ERR_INVAL;
+    if (n > CFS_RENAME_MANY_MAX || (n && (!src || !dst)))
+        return CFS_ERR_INVAL;
     fsm_t *c = fsm_clone(m);
     int rc = 0;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         if (!src[i])
-            rc = FS_ERR_INVAL;
+            rc = CFS_ERR_INVAL;
         else if (dst[i])
             rc = fsm_rename(c, src[i], dst[i]);
         else
@@ -400,27 +400,27 @@ int32_t fsm_open(fsm_t *m, const char *path, int flags)
 {
     int acc = flags & 3;
     if (acc == 0)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     int rc = fsm_check_path(path);
     if (rc < 0)
         return rc;
     if (path[1] == '\0')
-        return FS_ERR_ISDIR;
+        return CFS_ERR_ISDIR;
     const char *last;
     int32_t dir = lookup_parent(m, path, &last);
     if (dir < 0)
         return dir;
     int32_t c = child(m, (uint32_t)dir, last, strlen(last));
     if (c >= 0) {
-        if ((flags & FS_O_CREAT) && (flags & FS_O_EXCL))
-            return FS_ERR_EXIST;
-        if (m->node[c].type == FS_TYPE_DIR)
-            return FS_ERR_ISDIR;
+        if ((flags & CFS_O_CREAT) && (flags & CFS_O_EXCL))
+            return CFS_ERR_EXIST;
+        if (m->node[c].type == CFS_TYPE_DIR)
+            return CFS_ERR_ISDIR;
         return c;
     }
-    if (!(flags & FS_O_CREAT))
-        return FS_ERR_NOENT;
-    return (int32_t)new_node(m, FS_TYPE_FILE, (uint32_t)dir, last);
+    if (!(flags & CFS_O_CREAT))
+        return CFS_ERR_NOENT;
+    return (int32_t)new_node(m, CFS_TYPE_FILE, (uint32_t)dir, last);
 }
 
 /* ---- contents -------------------------------------------------------------- */
@@ -484,7 +484,7 @@ uint32_t fsm_files(const fsm_t *m)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < m->nnodes; i++)
-        n += m->node[i].used && m->node[i].type == FS_TYPE_FILE;
+        n += m->node[i].used && m->node[i].type == CFS_TYPE_FILE;
     return n;
 }
 
@@ -492,7 +492,7 @@ uint32_t fsm_dirs(const fsm_t *m)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < m->nnodes; i++)
-        n += m->node[i].used && m->node[i].type == FS_TYPE_DIR;
+        n += m->node[i].used && m->node[i].type == CFS_TYPE_DIR;
     return n;
 }
 
@@ -500,7 +500,7 @@ uint64_t fsm_bytes(const fsm_t *m)
 {
     uint64_t n = 0;
     for (uint32_t i = 0; i < m->nnodes; i++)
-        if (m->node[i].used && m->node[i].type == FS_TYPE_FILE)
+        if (m->node[i].used && m->node[i].type == CFS_TYPE_FILE)
             n += m->node[i].len;
     return n;
 }
@@ -540,7 +540,7 @@ uint32_t fsm_pick(const fsm_t *m, int type, uint64_t r)
 
 typedef struct cmp {
     const fsm_t *m;
-    fs_t *fs;
+    cfs_t *fs;
     const fsm_cmp_opts_t *o;
     int bad;
     uint8_t *buf;
@@ -553,7 +553,7 @@ static void mismatch(cmp_t *c, const char *fmt, const char *path, long a,
     c->bad++;
     if (c->o && c->o->quiet)
         return;
-    fprintf(stderr, "%s: ", c->o && c->o->tag ? c->o->tag : "fs_model");
+    fprintf(stderr, "%s: ", c->o && c->o->tag ? c->o->tag : "cfs_model");
     fprintf(stderr, fmt, path, a, b);
     fputc('\n', stderr);
 }
@@ -573,40 +573,40 @@ static bool ensure(cmp_t *c, uint32_t n)
 /* Read the file at path fully into c->buf; returns size or a negative error. */
 static int read_all(cmp_t *c, const char *path, uint32_t hint)
 {
-    fs_file_t f;
-    int rc = fs_file_open(c->fs, &f, path, FS_O_RDONLY);
+    cfs_file_t f;
+    int rc = cfs_file_open(c->fs, &f, path, CFS_O_RDONLY);
     if (rc < 0)
         return rc;
-    int32_t sz = fs_file_size(c->fs, &f);
+    int32_t sz = cfs_file_size(c->fs, &f);
     if (sz < 0) {
-        fs_file_close(c->fs, &f);
+        cfs_file_close(c->fs, &f);
         return sz;
     }
     uint32_t want = (uint32_t)sz > hint ? (uint32_t)sz : hint;
     if (!ensure(c, want + 1)) {
-        fs_file_close(c->fs, &f);
-        return FS_ERR_NOMEM;
+        cfs_file_close(c->fs, &f);
+        return CFS_ERR_NOMEM;
     }
     uint32_t got = 0;
     for (;;) {
         uint32_t room = c->bufcap - got;
         if (room == 0) {
             if (!ensure(c, c->bufcap * 2)) {
-                fs_file_close(c->fs, &f);
-                return FS_ERR_NOMEM;
+                cfs_file_close(c->fs, &f);
+                return CFS_ERR_NOMEM;
             }
             room = c->bufcap - got;
         }
-        int n = fs_file_read(c->fs, &f, c->buf + got, room > 4096 ? 4096 : room);
+        int n = cfs_file_read(c->fs, &f, c->buf + got, room > 4096 ? 4096 : room);
         if (n < 0) {
-            fs_file_close(c->fs, &f);
+            cfs_file_close(c->fs, &f);
             return n;
         }
         if (n == 0)
             break;
         got += (uint32_t)n;
     }
-    rc = fs_file_close(c->fs, &f);
+    rc = cfs_file_close(c->fs, &f);
     if (rc < 0)
         return rc;
     if (got != (uint32_t)sz)
@@ -616,7 +616,7 @@ static int read_all(cmp_t *c, const char *path, uint32_t hint)
 
 static void cmp_dir(cmp_t *c, uint32_t dir)
 {
-    char path[FS_PATH_MAX + 2];
+    char path[CFS_PATH_MAX + 2];
     fsm_path(c->m, dir, path);
 
     /* Model children. */
@@ -626,17 +626,17 @@ static void cmp_dir(cmp_t *c, uint32_t dir)
     uint8_t *seen = xmalloc(nkids + 1);
     memset(seen, 0, nkids + 1);
 
-    fs_dir_t d;
-    int rc = fs_dir_open(c->fs, &d, path);
+    cfs_dir_t d;
+    int rc = cfs_dir_open(c->fs, &d, path);
     if (rc < 0) {
         mismatch(c, "%s: dir_open failed %ld (%ld)", path, rc, 0);
         goto out;
     }
     for (;;) {
-        char name[FS_NAME_MAX + 2];
-        fs_stat_t st;
+        char name[CFS_NAME_MAX + 2];
+        cfs_stat_t st;
         memset(&st, 0, sizeof(st));
-        rc = fs_dir_read(c->fs, &d, name, sizeof(name), &st);
+        rc = cfs_dir_read(c->fs, &d, name, sizeof(name), &st);
         if (rc < 0) {
             mismatch(c, "%s: dir_read failed %ld (%ld)", path, rc, 0);
             break;
@@ -647,7 +647,7 @@ static void cmp_dir(cmp_t *c, uint32_t dir)
         for (k = 0; k < nkids; k++)
             if (strcmp(c->m->node[kids[k]].name, name) == 0)
                 break;
-        char full[2 * FS_PATH_MAX + 4];
+        char full[2 * CFS_PATH_MAX + 4];
         snprintf(full, sizeof(full), "%s%s%s", path, dir ? "/" : "", name);
         if (k == nkids) {
             mismatch(c, "%s: extra entry in fs (type %ld, size %ld)", full,
@@ -664,18 +664,18 @@ static void cmp_dir(cmp_t *c, uint32_t dir)
             mismatch(c, "%s: type %ld in fs, %ld in model", full, st.type,
                      nd->type);
     }
-    fs_dir_close(c->fs, &d);
+    cfs_dir_close(c->fs, &d);
     for (uint32_t k = 0; k < nkids; k++) {
         const fsm_node_t *nd = &c->m->node[kids[k]];
-        char full[FS_PATH_MAX + 2];
+        char full[CFS_PATH_MAX + 2];
         fsm_path(c->m, kids[k], full);
         if (!seen[k]) {
             mismatch(c, "%s: missing in fs listing (type %ld, size %ld)", full,
                      nd->type, nd->len);
             continue;
         }
-        fs_stat_t st;
-        rc = fs_stat(c->fs, full, &st);
+        cfs_stat_t st;
+        rc = cfs_stat(c->fs, full, &st);
         if (rc < 0) {
             mismatch(c, "%s: stat failed %ld (%ld)", full, rc, 0);
             continue;
@@ -684,7 +684,7 @@ static void cmp_dir(cmp_t *c, uint32_t dir)
             mismatch(c, "%s: stat type %ld, model %ld", full, st.type, nd->type);
             continue;
         }
-        if (nd->type == FS_TYPE_DIR) {
+        if (nd->type == CFS_TYPE_DIR) {
             cmp_dir(c, kids[k]);
             continue;
         }
@@ -721,17 +721,17 @@ out:
     free(seen);
 }
 
-int fsm_compare(const fsm_t *m, fs_t *fs, const fsm_cmp_opts_t *opts)
+int fsm_compare(const fsm_t *m, cfs_t *fs, const fsm_cmp_opts_t *opts)
 {
     cmp_t c = { .m = m, .fs = fs, .o = opts };
-    fs_stat_t st;
-    int rc = fs_stat(fs, "/", &st);
-    if (rc < 0 || st.type != FS_TYPE_DIR)
+    cfs_stat_t st;
+    int rc = cfs_stat(fs, "/", &st);
+    if (rc < 0 || st.type != CFS_TYPE_DIR)
         mismatch(&c, "%s: stat of root: %ld type %ld", "/", rc, st.type);
     cmp_dir(&c, 0);
     if (opts && opts->check_fs_counts) {
-        fs_statvfs_t v;
-        rc = fs_statvfs(fs, &v);
+        cfs_statvfs_t v;
+        rc = cfs_statvfs(fs, &v);
         if (rc < 0) {
             mismatch(&c, "%s: statvfs failed %ld (%ld)", "/", rc, 0);
         } else {
@@ -754,18 +754,18 @@ static void dump_dir(const fsm_t *m, uint32_t dir, int depth)
         if (!nd->used || nd->parent != dir)
             continue;
         fprintf(stderr, "%*s%s%s", 2 * depth + 2, "", nd->name,
-                nd->type == FS_TYPE_DIR ? "/" : "");
-        if (nd->type == FS_TYPE_FILE)
+                nd->type == CFS_TYPE_DIR ? "/" : "");
+        if (nd->type == CFS_TYPE_FILE)
             fprintf(stderr, " (%u bytes)", nd->len);
         fprintf(stderr, " [node %u]\n", i);
-        if (nd->type == FS_TYPE_DIR)
+        if (nd->type == CFS_TYPE_DIR)
             dump_dir(m, i, depth + 1);
     }
 }
 
 void fsm_dump(const fsm_t *m, const char *tag)
 {
-    fprintf(stderr, "%s: model tree\n  /\n", tag ? tag : "fs_model");
+    fprintf(stderr, "%s: model tree\n  /\n", tag ? tag : "cfs_model");
     dump_dir(m, 0, 1);
 }
 
@@ -806,7 +806,7 @@ void fsm_fill(uint8_t *buf, uint32_t len, uint32_t tag, uint32_t off)
     }
 }
 
-int fsm_read_file(fs_t *fs, const char *path, uint8_t **out)
+int fsm_read_file(cfs_t *fs, const char *path, uint8_t **out)
 {
     cmp_t c = { .fs = fs };
     int n = read_all(&c, path, 0);
@@ -819,26 +819,26 @@ int fsm_read_file(fs_t *fs, const char *path, uint8_t **out)
     return n;
 }
 
-int fsm_write_file(fs_t *fs, const char *path, const uint8_t *buf,
+int fsm_write_file(cfs_t *fs, const char *path, const uint8_t *buf,
                    uint32_t len)
 {
-    fs_file_t f;
-    int rc = fs_file_open(fs, &f, path, FS_O_WRONLY | FS_O_CREAT | FS_O_TRUNC);
+    cfs_file_t f;
+    int rc = cfs_file_open(fs, &f, path, CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
     if (rc < 0)
         return rc;
     uint32_t done = 0;
     while (done < len) {
         uint32_t n = len - done > 4096 ? 4096 : len - done;
-        rc = fs_file_write(fs, &f, buf + done, n);
+        rc = cfs_file_write(fs, &f, buf + done, n);
         if (rc < 0) {
-            fs_file_close(fs, &f);
+            cfs_file_close(fs, &f);
             return rc;
         }
         if ((uint32_t)rc != n) {
-            fs_file_close(fs, &f);
-            return FS_ERR_IO;
+            cfs_file_close(fs, &f);
+            return CFS_ERR_IO;
         }
         done += n;
     }
-    return fs_file_close(fs, &f);
+    return cfs_file_close(fs, &f);
 }

@@ -1,5 +1,5 @@
 /*
- * fs_types.h - the caller-owned objects of the filesystem. Their fields are
+ * cfs_types.h - the caller-owned objects of the filesystem. Their fields are
  * private to fs/: treat them as opaque and only take their size. Included by
  * fs.h; do not include it directly.
  */
@@ -10,28 +10,28 @@
 
 /* Journal index: key -> record address for objects committed since the last
  * checkpoint. A checkpoint is written when it is half full. */
-#define FS_JOURNAL_MAX 128
+#define CFS_JOURNAL_MAX 128
 /* Records written since the last checkpoint before one is forced; bounds the
  * work (and the flash read) of a mount. */
-#define FS_JOURNAL_RECORDS 512
+#define CFS_JOURNAL_RECORDS 512
 /* Blocks retired as worn out that the checkpoint can list. */
-#define FS_BAD_MAX 64
+#define CFS_BAD_MAX 64
 /* Size of the map page buffers: a bucket page (42 entries of 12 bytes) and
  * a directory page (64 addresses). */
-#define FS_PAGE 512
-#define FS_DIRPAGE 256
+#define CFS_PAGE 512
+#define CFS_DIRPAGE 256
 
-typedef struct fs_key {
+typedef struct cfs_key {
     uint32_t ino;
     uint32_t idx; /* kind << 28 | index */
-} fs_key_t;
+} cfs_key_t;
 
-typedef struct fs_jent {
-    fs_key_t key;
-    uint32_t addr; /* FS_ADDR_DELETED for a removed key */
-} fs_jent_t;
+typedef struct cfs_jent {
+    cfs_key_t key;
+    uint32_t addr; /* CFS_ADDR_DELETED for a removed key */
+} cfs_jent_t;
 
-typedef struct fs_file fs_file_t;
+typedef struct cfs_file cfs_file_t;
 
 typedef struct fs {
     const struct flash_dev *dev;
@@ -57,7 +57,7 @@ typedef struct fs {
     uint8_t in_ckpt;        /* a checkpoint is being written */
     uint8_t in_op;          /* inside a public operation: no GC */
     uint8_t op_frees;       /* the operation under way frees space */
-    uint8_t hold;           /* fs_hold depth: no GC, no automatic sync */
+    uint8_t hold;           /* cfs_hold depth: no GC, no automatic sync */
     uint8_t pad2[2];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
@@ -76,8 +76,8 @@ typedef struct fs {
     /* journal index */
     uint32_t njournal;
     uint32_t commit_gen;
-    fs_jent_t journal[FS_JOURNAL_MAX];
-    uint8_t jgen[FS_JOURNAL_MAX];
+    cfs_jent_t journal[CFS_JOURNAL_MAX];
+    uint8_t jgen[CFS_JOURNAL_MAX];
 
     /* counters (persisted in checkpoints, kept current in RAM) */
     uint32_t next_ino;
@@ -87,24 +87,24 @@ typedef struct fs {
 
     /* retired blocks */
     uint32_t nbad;
-    uint16_t bad[FS_BAD_MAX];
+    uint16_t bad[CFS_BAD_MAX];
     uint32_t failing_block; /* block that failed a prog, retired at GC */
 
-    fs_file_t *open_files;  /* list of open handles */
+    cfs_file_t *open_files;  /* list of open handles */
 
     /* page buffers */
-    uint8_t buf[FS_PAGE];
-    uint8_t buf2[FS_DIRPAGE];
-} fs_t;
+    uint8_t buf[CFS_PAGE];
+    uint8_t buf2[CFS_DIRPAGE];
+} cfs_t;
 
-struct fs_file {
-    fs_file_t *next;        /* list of open handles of the fs */
+struct cfs_file {
+    cfs_file_t *next;        /* list of open handles of the fs */
     uint32_t ino;
     uint32_t flags;
     uint32_t pos;
     uint32_t size;          /* current size including pending writes */
     uint32_t ctime;
-    uint32_t pending_tail;  /* newest uncommitted record, or FS_ADDR_NONE */
+    uint32_t pending_tail;  /* newest uncommitted record, or CFS_ADDR_NONE */
     uint32_t pending_segs;  /* segments touched since the last commit */
     uint32_t csize;         /* size as last committed */
     uint32_t pend_hi;       /* 1 + highest segment with pending records */
@@ -118,11 +118,11 @@ struct fs_file {
     uint8_t pad[2];
 };
 
-typedef struct fs_dir {
+typedef struct cfs_dir {
     uint32_t ino;
     uint32_t chunk;         /* next chunk to read */
     uint32_t off;           /* byte offset in it */
     uint32_t nchunks;
-} fs_dir_t;
+} cfs_dir_t;
 
 #endif /* CELLAR_FS_TYPES_H */

@@ -1,10 +1,10 @@
 /*
- * fs_file.c - the file layer of cfs: inodes, directories and paths, file
+ * cfs_file.c - the file layer of cfs: inodes, directories and paths, file
  * handles, segment data (patch chains and extent maps), the namespace
  * operations, fsck, and the hooks the log layer's GC calls.
  * See docs/FS.md for the format and the rules.
  */
-#include "fs_internal.h"
+#include "cfs_internal.h"
 
 #define CHUNK_ENT_MAX (DIRCHUNK_MAX - 4u) /* entry bytes in one chunk */
 #define CHAIN_GUARD 8192u
@@ -19,55 +19,55 @@ void inode_encode(const inode_t *in, uint8_t *p)
 {
     p[0] = in->type;
     p[1] = 0;
-    put16(p + 2, in->nchunks);
-    put32(p + 4, in->parent);
-    put32(p + 8, in->size);
-    put32(p + 12, in->ctime);
-    put32(p + 16, in->mtime);
+    le_put16(p + 2, in->nchunks);
+    le_put32(p + 4, in->parent);
+    le_put32(p + 8, in->size);
+    le_put32(p + 12, in->ctime);
+    le_put32(p + 16, in->mtime);
 }
 
 void inode_decode(inode_t *in, const uint8_t *p)
 {
     in->type = p[0];
     in->pad = 0;
-    in->nchunks = get16(p + 2);
-    in->parent = get32(p + 4);
-    in->size = get32(p + 8);
-    in->ctime = get32(p + 12);
-    in->mtime = get32(p + 16);
+    in->nchunks = le_get16(p + 2);
+    in->parent = le_get32(p + 4);
+    in->size = le_get32(p + 8);
+    in->ctime = le_get32(p + 12);
+    in->mtime = le_get32(p + 16);
 }
 
-static int inode_load(fs_t *fs, uint32_t a, uint32_t ino, inode_t *in)
+static int inode_load(cfs_t *fs, uint32_t a, uint32_t ino, inode_t *in)
 {
     rec_hdr_t h;
     uint8_t p[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
-    int err = fs_rec_read_hdr(fs, a, &h);
+    int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     if (h.type != R_INODE || h.ino != ino || h.idx != 0 || h.len < INODE_SIZE)
         return CORRUPT_HERE;
-    err = fs_rec_load(fs, a, &h, p, sizeof(p));
+    err = cfs_rec_load(fs, a, &h, p, sizeof(p));
     if (err)
         return err;
     inode_decode(in, p);
-    if (in->type != FS_TYPE_FILE && in->type != FS_TYPE_DIR)
+    if (in->type != CFS_TYPE_FILE && in->type != CFS_TYPE_DIR)
         return CORRUPT_HERE;
     return 0;
 }
 
-int fs_inode_at(fs_t *fs, uint32_t addr, uint32_t ino, inode_t *in)
+int cfs_inode_at(cfs_t *fs, uint32_t addr, uint32_t ino, inode_t *in)
 {
     return inode_load(fs, addr, ino, in);
 }
 
-int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr)
+int cfs_inode_get(cfs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr)
 {
     uint32_t a;
-    int err = fs_map_lookup(fs, ino, 0, &a);
+    int err = cfs_map_lookup(fs, ino, 0, &a);
     if (err)
         return err;
-    if (a == FS_ADDR_NONE)
-        return FS_ERR_NOENT;
+    if (a == CFS_ADDR_NONE)
+        return CFS_ERR_NOENT;
     if (addr)
         *addr = a;
     return inode_load(fs, a, ino, in);
@@ -76,33 +76,33 @@ int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr)
 /* ---- operations: a pending chain of records plus explicit entries --------------
  * Every namespace change writes its records linked through their prev field;
  * lookups made during the operation look at that chain before the map, so
- * the steps of one operation (or of fs_rename_many) build on each other. The
+ * the steps of one operation (or of cfs_rename_many) build on each other. The
  * commit makes them all visible at once. */
 typedef commit_t op_t;
 
 static void op_init(op_t *op)
 {
-    op->chain_tail = FS_ADDR_NONE;
+    op->chain_tail = CFS_ADDR_NONE;
     op->n = 0;
 }
 
 /* Newest version of a key in a chain; *found 0 when the chain lacks it. */
-static int chain_find(fs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx,
+static int chain_find(cfs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx,
                       uint32_t *addr, int *found)
 {
     *found = 0;
-    for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+    for (uint32_t g = 0; chain != CFS_ADDR_NONE; g++) {
         rec_hdr_t h;
         uint32_t prev;
         if (g > CHAIN_GUARD)
             return CORRUPT_HERE;
-        int err = fs_rec_read_hdr(fs, chain, &h);
+        int err = cfs_rec_read_hdr(fs, chain, &h);
         if (!err)
-            err = fs_chain_prev(fs, chain, &h, &prev);
+            err = cfs_chain_prev(fs, chain, &h, &prev);
         if (err)
             return err;
         if (h.ino == ino && h.idx == idx) {
-            *addr = h.type == R_TOMB ? FS_ADDR_NONE : chain;
+            *addr = h.type == R_TOMB ? CFS_ADDR_NONE : chain;
             *found = 1;
             return 0;
         }
@@ -111,46 +111,46 @@ static int chain_find(fs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx,
     return 0;
 }
 
-static int obj_find(fs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx, uint32_t *addr)
+static int obj_find(cfs_t *fs, uint32_t chain, uint32_t ino, uint32_t idx, uint32_t *addr)
 {
     int found;
     int err = chain_find(fs, chain, ino, idx, addr, &found);
     if (err || found)
         return err;
-    return fs_map_lookup(fs, ino, idx, addr);
+    return cfs_map_lookup(fs, ino, idx, addr);
 }
 
-static int op_inode(fs_t *fs, const op_t *op, uint32_t ino, inode_t *in)
+static int op_inode(cfs_t *fs, const op_t *op, uint32_t ino, inode_t *in)
 {
     uint32_t a;
     int err = obj_find(fs, op->chain_tail, ino, 0, &a);
     if (err)
         return err;
-    if (a == FS_ADDR_NONE)
-        return FS_ERR_NOENT;
+    if (a == CFS_ADDR_NONE)
+        return CFS_ERR_NOENT;
     return inode_load(fs, a, ino, in);
 }
 
-static int op_put_inode(fs_t *fs, op_t *op, uint32_t ino, const inode_t *in)
+static int op_put_inode(cfs_t *fs, op_t *op, uint32_t ino, const inode_t *in)
 {
     uint8_t p[INODE_SIZE + 4];
     inode_encode(in, p);
-    put32(p + INODE_SIZE, op->chain_tail);
-    return fs_rec_write(fs, R_INODE, F_CHAIN, ino, 0, p, sizeof(p), NULL, 0, &op->chain_tail);
+    le_put32(p + INODE_SIZE, op->chain_tail);
+    return cfs_rec_write(fs, R_INODE, F_CHAIN, ino, 0, p, sizeof(p), NULL, 0, &op->chain_tail);
 }
 
-static int op_tomb(fs_t *fs, op_t *op, uint32_t ino, uint32_t idx)
+static int op_tomb(cfs_t *fs, op_t *op, uint32_t ino, uint32_t idx)
 {
     uint8_t p[4];
-    put32(p, op->chain_tail);
-    return fs_rec_write(fs, R_TOMB, 0, ino, idx, p, 4, NULL, 0, &op->chain_tail);
+    le_put32(p, op->chain_tail);
+    return cfs_rec_write(fs, R_TOMB, 0, ino, idx, p, 4, NULL, 0, &op->chain_tail);
 }
 
-static int op_commit(fs_t *fs, op_t *op)
+static int op_commit(cfs_t *fs, op_t *op)
 {
-    if (op->chain_tail == FS_ADDR_NONE && op->n == 0)
+    if (op->chain_tail == CFS_ADDR_NONE && op->n == 0)
         return 0;
-    return fs_commit(fs, op, 0, NULL, NULL);
+    return cfs_commit(fs, op, 0, NULL, NULL);
 }
 
 /* Add seg-key deletions [*from, to) to an operation's entries while room is
@@ -160,7 +160,7 @@ static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t 
     for (; *from < to && op->n < COMMIT_MAX_ENT; (*from)++) {
         op->ent[op->n].key.ino = ino;
         op->ent[op->n].key.idx = MKIDX(KIND_SEG, (uint32_t)*from);
-        op->ent[op->n].addr = FS_ADDR_DELETED;
+        op->ent[op->n].addr = CFS_ADDR_DELETED;
         op->n++;
     }
 }
@@ -169,13 +169,13 @@ static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t 
  * after a remove or a truncation has been committed; keys left behind by a
  * power cut are harmless (data beyond a file's size is never read) and GC
  * drops them when it passes their records. */
-static int seg_cleanup(fs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
+static int seg_cleanup(cfs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
 {
     while (from < to) {
         op_t c;
         op_init(&c);
         op_add_seg_deletes(&c, ino, &from, to);
-        int err = fs_commit(fs, &c, 0, NULL, NULL);
+        int err = cfs_commit(fs, &c, 0, NULL, NULL);
         if (err)
             return err;
     }
@@ -199,27 +199,27 @@ static int chunk_parse_ok(const uint8_t *e, uint32_t len)
         uint32_t nl = e[off + 5];
         if (nl == 0 || off + DIRENT_FIXED + nl > len)
             return 0;
-        if (e[off + 4] != FS_TYPE_FILE && e[off + 4] != FS_TYPE_DIR)
+        if (e[off + 4] != CFS_TYPE_FILE && e[off + 4] != CFS_TYPE_DIR)
             return 0;
         off += DIRENT_FIXED + nl;
     }
     return 1;
 }
 
-static int chunk_load_once(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
+static int chunk_load_once(cfs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
 {
     rec_hdr_t h;
     uint8_t tmp[DIRCHUNK_MAX];
     ck->len = 0;
-    if (a == FS_ADDR_NONE)
+    if (a == CFS_ADDR_NONE)
         return 0;
-    int err = fs_rec_read_hdr(fs, a, &h);
+    int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     if (h.type != R_DIRCHUNK || h.ino != dino || h.idx != MKIDX(KIND_DIR, i) ||
         h.len < 4 || h.len > DIRCHUNK_MAX)
         return CORRUPT_HERE;
-    err = fs_rec_read(fs, a, 0, tmp, h.len);
+    err = cfs_rec_read(fs, a, 0, tmp, h.len);
     if (err)
         return err;
     if (crc32_update(0, tmp, h.len) != h.dcrc || !chunk_parse_ok(tmp + 4, h.len - 4u))
@@ -229,15 +229,15 @@ static int chunk_load_once(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chun
     return 0;
 }
 
-static int chunk_load_at(fs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
+static int chunk_load_at(cfs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
         err = chunk_load_once(fs, a, dino, i, ck);
     return err;
 }
 
-static int chunk_load(fs_t *fs, uint32_t chain, uint32_t dino, uint32_t i, chunk_t *ck)
+static int chunk_load(cfs_t *fs, uint32_t chain, uint32_t dino, uint32_t i, chunk_t *ck)
 {
     uint32_t a;
     int err = obj_find(fs, chain, dino, MKIDX(KIND_DIR, i), &a);
@@ -246,13 +246,13 @@ static int chunk_load(fs_t *fs, uint32_t chain, uint32_t dino, uint32_t i, chunk
     return chunk_load_at(fs, a, dino, i, ck);
 }
 
-static int op_put_chunk(fs_t *fs, op_t *op, uint32_t dino, uint32_t i, const chunk_t *ck)
+static int op_put_chunk(cfs_t *fs, op_t *op, uint32_t dino, uint32_t i, const chunk_t *ck)
 {
     if (ck->len == 0)
         return op_tomb(fs, op, dino, MKIDX(KIND_DIR, i));
     uint8_t p[4];
-    put32(p, op->chain_tail);
-    return fs_rec_write(fs, R_DIRCHUNK, 0, dino, MKIDX(KIND_DIR, i), p, 4, ck->p, ck->len,
+    le_put32(p, op->chain_tail);
+    return cfs_rec_write(fs, R_DIRCHUNK, 0, dino, MKIDX(KIND_DIR, i), p, 4, ck->p, ck->len,
                         &op->chain_tail);
 }
 
@@ -263,7 +263,7 @@ typedef struct dirpos {
     uint8_t type;
 } dirpos_t;
 
-static int dir_find(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din,
+static int dir_find(cfs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din,
                     const char *name, uint32_t nl, dirpos_t *pos, chunk_t *ck)
 {
     for (uint32_t i = 0; i < din->nchunks; i++) {
@@ -274,16 +274,16 @@ static int dir_find(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din,
             if (ck->p[off + 5] == nl && memcmp(ck->p + off + DIRENT_FIXED, name, nl) == 0) {
                 pos->chunk = i;
                 pos->off = off;
-                pos->ino = get32(ck->p + off);
+                pos->ino = le_get32(ck->p + off);
                 pos->type = ck->p[off + 4];
                 return 0;
             }
         }
     }
-    return FS_ERR_NOENT;
+    return CFS_ERR_NOENT;
 }
 
-static int dir_is_empty(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din)
+static int dir_is_empty(cfs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din)
 {
     chunk_t ck;
     for (uint32_t i = 0; i < din->nchunks; i++) {
@@ -298,7 +298,7 @@ static int dir_is_empty(fs_t *fs, uint32_t chain, uint32_t dino, const inode_t *
 
 /* Add an entry to directory dino (whose inode *din is updated and rewritten
  * when a chunk is added). */
-static int dir_add(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
+static int dir_add(cfs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
                    uint8_t type, const char *name, uint32_t nl)
 {
     chunk_t ck;
@@ -314,14 +314,14 @@ static int dir_add(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t chi
             goto add;
     }
     if (din->nchunks >= 0xffffu)
-        return FS_ERR_NOSPC;
+        return CFS_ERR_NOSPC;
     i = din->nchunks++;
     ck.len = 0;
     err = op_put_inode(fs, op, dino, din);
     if (err)
         return err;
 add:
-    put32(ck.p + ck.len, child);
+    le_put32(ck.p + ck.len, child);
     ck.p[ck.len + 4] = type;
     ck.p[ck.len + 5] = (uint8_t)nl;
     memcpy(ck.p + ck.len + DIRENT_FIXED, name, nl);
@@ -330,7 +330,7 @@ add:
 }
 
 /* Remove the entry at pos (ck holds that chunk). */
-static int dir_del(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, const dirpos_t *pos,
+static int dir_del(cfs_t *fs, op_t *op, uint32_t dino, inode_t *din, const dirpos_t *pos,
                    chunk_t *ck)
 {
     uint32_t elen = DIRENT_FIXED + ck->p[pos->off + 5];
@@ -352,18 +352,18 @@ static int dir_del(fs_t *fs, op_t *op, uint32_t dino, inode_t *din, const dirpos
 static int path_check(const char *path)
 {
     if (!path)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     size_t n = 0;
-    while (n <= FS_PATH_MAX && path[n])
+    while (n <= CFS_PATH_MAX && path[n])
         n++;
-    if (n > FS_PATH_MAX)
-        return FS_ERR_NAMETOOLONG;
+    if (n > CFS_PATH_MAX)
+        return CFS_ERR_NAMETOOLONG;
     if (n == 0 || path[0] != '/')
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (n == 1)
         return 0;
     if (path[n - 1] == '/')
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     const char *p = path + 1;
     while (*p) {
         const char *e = p;
@@ -371,9 +371,9 @@ static int path_check(const char *path)
             e++;
         size_t cl = (size_t)(e - p);
         if (cl == 0 || (cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.'))
-            return FS_ERR_INVAL;
-        if (cl > FS_NAME_MAX)
-            return FS_ERR_NAMETOOLONG;
+            return CFS_ERR_INVAL;
+        if (cl > CFS_NAME_MAX)
+            return CFS_ERR_NAMETOOLONG;
         p = *e ? e + 1 : e;
     }
     return 0;
@@ -390,7 +390,7 @@ typedef struct lookup {
     dirpos_t pos;      /* where the entry is (when exists) */
 } lookup_t;
 
-static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
+static int resolve(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L)
 {
     int err = path_check(path);
     if (err)
@@ -401,7 +401,7 @@ static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
     memset(L, 0, sizeof(*L));
     err = op_inode(fs, &view, ROOT_INO, &L->in);
     if (err)
-        return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+        return err == CFS_ERR_NOENT ? CFS_ERR_CORRUPT : err;
     L->ino = ROOT_INO;
     L->exists = 1;
     if (path[1] == 0)
@@ -413,23 +413,23 @@ static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
         while (*e && *e != '/')
             e++;
         uint32_t nl = (uint32_t)(e - p);
-        if (L->in.type != FS_TYPE_DIR || depth > PATH_DEPTH_MAX)
-            return FS_ERR_NOTDIR;
+        if (L->in.type != CFS_TYPE_DIR || depth > PATH_DEPTH_MAX)
+            return CFS_ERR_NOTDIR;
         L->parent = L->ino;
         L->pin = L->in;
         L->name = p;
         L->nlen = nl;
         err = dir_find(fs, chain, L->parent, &L->pin, p, nl, &L->pos, &ck);
-        if (err == FS_ERR_NOENT) {
+        if (err == CFS_ERR_NOENT) {
             L->exists = 0;
-            return *e ? FS_ERR_NOENT : 0;
+            return *e ? CFS_ERR_NOENT : 0;
         }
         if (err)
             return err;
         L->ino = L->pos.ino;
         err = op_inode(fs, &view, L->ino, &L->in);
         if (err)
-            return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+            return err == CFS_ERR_NOENT ? CFS_ERR_CORRUPT : err;
         if (L->in.type != L->pos.type)
             return CORRUPT_HERE;
         p = *e ? e + 1 : e;
@@ -439,35 +439,35 @@ static int resolve(fs_t *fs, uint32_t chain, const char *path, lookup_t *L)
 
 /* ---- handles ---------------------------------------------------------------------- */
 
-static int handle_open(const fs_t *fs, const fs_file_t *f)
+static int handle_open(const cfs_t *fs, const cfs_file_t *f)
 {
-    for (const fs_file_t *h = fs->open_files; h; h = h->next)
+    for (const cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h == f)
             return 1;
     return 0;
 }
 
-static int ino_open(const fs_t *fs, uint32_t ino)
+static int ino_open(const cfs_t *fs, uint32_t ino)
 {
-    for (const fs_file_t *h = fs->open_files; h; h = h->next)
+    for (const cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h->ino == ino)
             return 1;
     return 0;
 }
 
-int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx)
+int cfs_seg_conflict(cfs_t *fs, uint32_t ino, uint32_t idx)
 {
-    for (fs_file_t *h = fs->open_files; h; h = h->next) {
-        if (h->ino != ino || h->pending_tail == FS_ADDR_NONE)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next) {
+        if (h->ino != ino || h->pending_tail == CFS_ADDR_NONE)
             continue;
         uint32_t chain = h->pending_tail;
-        for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+        for (uint32_t g = 0; chain != CFS_ADDR_NONE; g++) {
             rec_hdr_t rh;
             if (g > CHAIN_GUARD)
                 return CORRUPT_HERE;
-            int err = fs_rec_read_hdr(fs, chain, &rh);
+            int err = cfs_rec_read_hdr(fs, chain, &rh);
             if (!err)
-                err = fs_chain_prev(fs, chain, &rh, &chain);
+                err = cfs_chain_prev(fs, chain, &rh, &chain);
             if (err)
                 return err;
             if (rh.type == R_EXTMAP && rh.ino == ino && rh.idx == idx)
@@ -477,10 +477,10 @@ int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx)
     return 0;
 }
 
-int fs_pending_in_block(fs_t *fs, uint32_t b)
+int cfs_pending_in_block(cfs_t *fs, uint32_t b)
 {
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
-        if (h->dirty && h->pending_tail != FS_ADDR_NONE && h->sync_head / fs->bsize == b)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->dirty && h->pending_tail != CFS_ADDR_NONE && h->sync_head / fs->bsize == b)
             return 1;
     return 0;
 }
@@ -493,21 +493,21 @@ int fs_pending_in_block(fs_t *fs, uint32_t b)
 
 static void seg_fixed(uint8_t *p, uint32_t base, uint32_t prev, uint32_t off)
 {
-    put32(p, base);
-    put32(p + 4, prev);
-    put16(p + 8, (uint16_t)off);
-    put16(p + 10, (uint16_t)crc32_update(0, p, 10));
+    le_put32(p, base);
+    le_put32(p + 4, prev);
+    le_put16(p + 8, (uint16_t)off);
+    le_put16(p + 10, (uint16_t)crc32_update(0, p, 10));
 }
 
-static int seg_fixed_read(fs_t *fs, uint32_t a, uint8_t *p)
+static int seg_fixed_read(cfs_t *fs, uint32_t a, uint8_t *p)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_rec_read(fs, a, 0, p, SEG_FIXED);
-        if (!err && get16(p + 10) != (uint16_t)crc32_update(0, p, 10))
-            err = FS_ERR_CORRUPT;
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_rec_read(fs, a, 0, p, SEG_FIXED);
+        if (!err && le_get16(p + 10) != (uint16_t)crc32_update(0, p, 10))
+            err = CFS_ERR_CORRUPT;
     }
-    return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
+    return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
 }
 
 /* A segment version, loaded: its patches newest first over an EXTMAP. */
@@ -528,19 +528,19 @@ typedef struct segv {
 /* Load version v of segment s. With a handle f, v may be one of its
  * uncommitted records: where their base links leave them, the committed
  * version is taken from the map (GC may have moved it since). */
-static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+static int segv_load(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
                      segv_t *r)
 {
     r->n = 0;
-    r->ext = FS_ADDR_NONE;
+    r->ext = CFS_ADDR_NONE;
     r->next = 0;
     r->cur = 0;
     r->stale = 0;
     r->addr_only = 0;
-    while (v != FS_ADDR_NONE) {
+    while (v != CFS_ADDR_NONE) {
         rec_hdr_t h;
         uint8_t fx[SEG_FIXED + 2];
-        int err = fs_rec_read_hdr(fs, v, &h);
+        int err = cfs_rec_read_hdr(fs, v, &h);
         if (err)
             return err;
         if (h.ino != ino || h.idx != MKIDX(KIND_SEG, s) || h.len < SEG_FIXED)
@@ -551,7 +551,7 @@ static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uin
         if (h.type == R_EXTMAP) {
             if ((h.len - SEG_FIXED) % EXT_SIZE || (h.len - SEG_FIXED) / EXT_SIZE > EXT_MAX)
                 return CORRUPT_HERE;
-            err = fs_rec_verify(fs, v, &h);
+            err = cfs_rec_verify(fs, v, &h);
             if (err)
                 return err;
             r->ext = v;
@@ -564,14 +564,14 @@ static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uin
         if (h.flags & F_ZERO) {
             if (h.len != SEG_FIXED + 2)
                 return CORRUPT_HERE;
-            err = fs_rec_load(fs, v, &h, fx, sizeof(fx));
+            err = cfs_rec_load(fs, v, &h, fx, sizeof(fx));
             if (err)
                 return err;
-            len = get16(fx + SEG_FIXED);
+            len = le_get16(fx + SEG_FIXED);
         } else {
             len = h.len - SEG_FIXED;
         }
-        uint32_t off = get16(fx + 8) & SEG_OFF_MASK;
+        uint32_t off = le_get16(fx + 8) & SEG_OFF_MASK;
         if (off + len > SEG_SPAN)
             return CORRUPT_HERE;
         r->addr[r->n] = v;
@@ -579,13 +579,13 @@ static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uin
         r->len[r->n] = (uint16_t)len;
         r->zero[r->n] = (h.flags & F_ZERO) != 0;
         r->n++;
-        v = get32(fx);
-        if (f && (get16(fx + 8) & SEG_BASE_MAPPED)) {
+        v = le_get32(fx);
+        if (f && (le_get16(fx + 8) & SEG_BASE_MAPPED)) {
             /* an uncommitted patch laid over the committed version: that
              * version is whatever the map holds now (GC may have moved it
              * since; the commit rebases on it) */
             uint32_t m;
-            err = fs_map_lookup(fs, ino, MKIDX(KIND_SEG, s), &m);
+            err = cfs_map_lookup(fs, ino, MKIDX(KIND_SEG, s), &m);
             if (err)
                 return err;
             r->stale = m != v;
@@ -597,7 +597,7 @@ static int segv_load(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uin
 }
 
 /* One run of segment bytes [p, end): zeros (rec 0), lost data
- * (rec FS_ADDR_LOST) or bytes of PATCH record rec starting at data offset
+ * (rec CFS_ADDR_LOST) or bytes of PATCH record rec starting at data offset
  * doff in it. */
 typedef struct run {
     uint32_t end;
@@ -605,29 +605,29 @@ typedef struct run {
     uint32_t doff;
 } run_t;
 
-static int ext_read(fs_t *fs, const segv_t *r, uint32_t i, uint32_t *off, uint32_t *len,
+static int ext_read(cfs_t *fs, const segv_t *r, uint32_t i, uint32_t *off, uint32_t *len,
                     uint32_t *rec)
 {
     /* the map's checksum was checked when it was loaded; the entry is read
      * twice so that noise on this read cannot go unseen */
     uint8_t e[EXT_SIZE], e2[EXT_SIZE];
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e, EXT_SIZE);
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e, EXT_SIZE);
         if (!err)
-            err = fs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e2, EXT_SIZE);
+            err = cfs_rec_read(fs, r->ext, SEG_FIXED + i * EXT_SIZE, e2, EXT_SIZE);
         if (!err && memcmp(e, e2, EXT_SIZE) != 0)
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
     }
     if (err)
         return err;
-    *off = get16(e);
-    *len = get16(e + 2);
-    *rec = get32(e + 4);
+    *off = le_get16(e);
+    *len = le_get16(e + 2);
+    *rec = le_get32(e + 4);
     return *off + *len > SEG_SPAN ? CORRUPT_HERE : 0;
 }
 
-static int seg_run(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, uint32_t limit,
+static int seg_run(cfs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, uint32_t limit,
                    run_t *out)
 {
     uint32_t end = limit;
@@ -645,7 +645,7 @@ static int seg_run(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, ui
     out->rec = 0;
     out->doff = 0;
     out->end = end;
-    while (r->ext != FS_ADDR_NONE && r->cur < r->next) {
+    while (r->ext != CFS_ADDR_NONE && r->cur < r->next) {
         uint32_t eo, el, rec;
         int err = ext_read(fs, r, r->cur, &eo, &el, &rec);
         if (err)
@@ -660,16 +660,16 @@ static int seg_run(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, ui
         }
         out->end = min32(end, eo + el);
         out->rec = rec;
-        if (rec != 0 && rec != FS_ADDR_LOST && !r->addr_only) {
+        if (rec != 0 && rec != CFS_ADDR_LOST && !r->addr_only) {
             /* the record's own segment offset tells where p is in its data */
             rec_hdr_t h;
             uint8_t fx[SEG_FIXED];
-            err = fs_rec_read_hdr(fs, rec, &h);
+            err = cfs_rec_read_hdr(fs, rec, &h);
             if (!err)
                 err = seg_fixed_read(fs, rec, fx);
             if (err)
                 return err;
-            uint32_t ro = get16(fx + 8) & SEG_OFF_MASK;
+            uint32_t ro = le_get16(fx + 8) & SEG_OFF_MASK;
             if (h.type != R_PATCH || (h.flags & F_ZERO) || h.ino != ino ||
                 h.idx != MKIDX(KIND_SEG, s) || ro > p || p - ro >= h.len - SEG_FIXED)
                 return CORRUPT_HERE;
@@ -682,11 +682,11 @@ static int seg_run(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, ui
 
 /* Read n data bytes at data offset doff of PATCH rec, verifying the whole
  * record's checksum (buf may be NULL to verify only). */
-static int patch_read_once(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
+static int patch_read_once(cfs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
 {
     rec_hdr_t h;
     uint8_t tmp[256];
-    int err = fs_rec_read_hdr(fs, rec, &h);
+    int err = cfs_rec_read_hdr(fs, rec, &h);
     if (err)
         return err;
     if (h.type != R_PATCH || h.len < SEG_FIXED + doff + n)
@@ -694,7 +694,7 @@ static int patch_read_once(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, 
     uint32_t crc = 0, want_lo = SEG_FIXED + doff, want_hi = want_lo + n;
     for (uint32_t off = 0; off < h.len;) {
         uint32_t k = min32(h.len - off, sizeof(tmp));
-        err = fs_rec_read(fs, rec, off, tmp, k);
+        err = cfs_rec_read(fs, rec, off, tmp, k);
         if (err)
             return err;
         crc = crc32_update(crc, tmp, k);
@@ -708,19 +708,19 @@ static int patch_read_once(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, 
     return crc == h.dcrc ? 0 : CORRUPT_HERE;
 }
 
-static int patch_read(fs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
+static int patch_read(cfs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
         err = patch_read_once(fs, rec, doff, buf, n);
     return err;
 }
 
 /* Read segment bytes [o, o+n) of version v into buf (NULL: verify only). */
-static int seg_read(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+static int seg_read(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
                     uint32_t o, uint8_t *buf, uint32_t n)
 {
-    if (v == FS_ADDR_NONE) {
+    if (v == CFS_ADDR_NONE) {
         if (buf)
             memset(buf, 0, n);
         return 0;
@@ -738,7 +738,7 @@ static int seg_read(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint
         if (run.end <= p)
             return CORRUPT_HERE;
         uint32_t k = run.end - p;
-        if (run.rec == FS_ADDR_LOST)
+        if (run.rec == CFS_ADDR_LOST)
             return CORRUPT_HERE;
         if (run.rec == 0) {
             if (buf)
@@ -765,7 +765,7 @@ typedef struct reloc {
     uint32_t old[RELOC_MAX], copy[RELOC_MAX];
 } reloc_t;
 
-static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out);
+static int patch_copy(cfs_t *fs, uint32_t a, uint32_t *out);
 
 static uint32_t reloc_map(const reloc_t *rl, uint32_t rec)
 {
@@ -777,7 +777,7 @@ static uint32_t reloc_map(const reloc_t *rl, uint32_t rec)
 
 /* Copy the PATCH records in [rl->lo, rl->hi) that version v reads from
  * (at most RELOC_MAX; rl->more says some are left). */
-static int reloc_collect(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
+static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
                          reloc_t *rl)
 {
     segv_t r;
@@ -815,7 +815,7 @@ static int reloc_collect(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_
  * their copies). When the extents would not fit, the data is copied into
  * fresh PATCH records. The EXTMAP's chain link is prev; its address goes to
  * *out. */
-static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
                        uint32_t seglen, reloc_t *rl, uint32_t prev, uint32_t *out)
 {
     uint32_t idx = MKIDX(KIND_SEG, s);
@@ -825,23 +825,23 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
     segv_t r;
     int err;
     uint32_t count = 0;
-    uint32_t open_a = FS_ADDR_NONE, open_len = 0; /* a record begun, not ended */
+    uint32_t open_a = CFS_ADDR_NONE, open_len = 0; /* a record begun, not ended */
     if (rl) {
         err = reloc_collect(fs, ino, s, v, seglen, rl);
         if (err)
             return err;
     }
     for (int pass = 0; pass < 2; pass++) {
-        uint32_t a = FS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0;
+        uint32_t a = CFS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0;
         if (pass == 1) {
             uint8_t fx[SEG_FIXED];
-            seg_fixed(fx, FS_ADDR_NONE, prev, 0);
-            err = fs_rec_begin(fs, SEG_FIXED + count * EXT_SIZE, &a);
+            seg_fixed(fx, CFS_ADDR_NONE, prev, 0);
+            err = cfs_rec_begin(fs, SEG_FIXED + count * EXT_SIZE, &a);
             if (err)
                 return err;
             open_a = a;
             open_len = SEG_FIXED + count * EXT_SIZE;
-            err = fs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
+            err = cfs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
             if (err)
                 goto fail;
         }
@@ -874,11 +874,11 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
                 } else {
                     if (hi > lo) {
                         if (pass == 1) {
-                            put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
-                            put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
-                            put32(ebuf + nb * EXT_SIZE + 4, lrec);
+                            le_put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
+                            le_put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
+                            le_put32(ebuf + nb * EXT_SIZE + 4, lrec);
                             if (++nb == 64) {
-                                err = fs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
+                                err = cfs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
                                 if (err)
                                     goto fail;
                                 written += nb * EXT_SIZE;
@@ -897,9 +897,9 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
         }
         if (hi > lo) {
             if (pass == 1) {
-                put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
-                put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
-                put32(ebuf + nb * EXT_SIZE + 4, lrec);
+                le_put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
+                le_put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
+                le_put32(ebuf + nb * EXT_SIZE + 4, lrec);
                 nb++;
             }
             n++;
@@ -912,25 +912,25 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
                     uint32_t len = min32(PATCH_MAX, seglen - o), ca, ccrc = 0;
                     uint8_t fx[SEG_FIXED];
                     uint8_t tmp[256];
-                    seg_fixed(fx, FS_ADDR_NONE, FS_ADDR_NONE, o);
-                    err = fs_rec_begin(fs, SEG_FIXED + len, &ca);
+                    seg_fixed(fx, CFS_ADDR_NONE, CFS_ADDR_NONE, o);
+                    err = cfs_rec_begin(fs, SEG_FIXED + len, &ca);
                     if (err)
                         goto fail;
                     open_a = ca;
                     open_len = SEG_FIXED + len;
-                    err = fs_rec_append(fs, ca, 0, fx, SEG_FIXED, &ccrc);
+                    err = cfs_rec_append(fs, ca, 0, fx, SEG_FIXED, &ccrc);
                     for (uint32_t k = 0; !err && k < len; k += sizeof(tmp)) {
                         uint32_t m = min32(sizeof(tmp), len - k);
                         err = seg_read(fs, f, ino, s, v, o + k, tmp, m);
                         if (!err)
-                            err = fs_rec_append(fs, ca, SEG_FIXED + k, tmp, m, &ccrc);
+                            err = cfs_rec_append(fs, ca, SEG_FIXED + k, tmp, m, &ccrc);
                     }
                     if (!err)
-                        err = fs_rec_end(fs, ca, R_PATCH, SEG_DEPTH_FLAGS(1), ino, idx,
+                        err = cfs_rec_end(fs, ca, R_PATCH, SEG_DEPTH_FLAGS(1), ino, idx,
                                          SEG_FIXED + len, ccrc);
                     if (err)
                         goto fail;
-                    open_a = FS_ADDR_NONE;
+                    open_a = CFS_ADDR_NONE;
                     copies[ncopies++] = ca;
                 }
                 pass = -1; /* count again over the copies */
@@ -942,11 +942,11 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
                 goto fail;
             }
             if (nb) {
-                err = fs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
+                err = cfs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
                 if (err)
                     goto fail;
             }
-            err = fs_rec_end(fs, a, R_EXTMAP, 0, ino, idx, SEG_FIXED + count * EXT_SIZE, crc);
+            err = cfs_rec_end(fs, a, R_EXTMAP, 0, ino, idx, SEG_FIXED + count * EXT_SIZE, crc);
             if (err)
                 goto fail;
             *out = a;
@@ -954,8 +954,8 @@ static int seg_rebuild(fs_t *fs, const fs_file_t *f, uint32_t ino, uint32_t s, u
     }
     return 0;
 fail:
-    if (open_a != FS_ADDR_NONE)
-        fs_rec_abandon(fs, open_a, open_len);
+    if (open_a != CFS_ADDR_NONE)
+        cfs_rec_abandon(fs, open_a, open_len);
     return err;
 }
 
@@ -970,11 +970,11 @@ static uint32_t seg_len(uint32_t size, uint32_t s)
 
 /* Current version of segment s as handle f sees it: its own pending chain
  * first, then the map. */
-static int seg_version_from(fs_t *fs, fs_file_t *f, uint32_t s, uint32_t *addr, int *mapped)
+static int seg_version_from(cfs_t *fs, cfs_file_t *f, uint32_t s, uint32_t *addr, int *mapped)
 {
     uint32_t idx = MKIDX(KIND_SEG, s);
     *mapped = 0;
-    if (f->pending_tail != FS_ADDR_NONE) {
+    if (f->pending_tail != CFS_ADDR_NONE) {
         if (f->cache_idx == s) {
             *addr = f->cache_addr;
             return 0;
@@ -985,16 +985,16 @@ static int seg_version_from(fs_t *fs, fs_file_t *f, uint32_t s, uint32_t *addr, 
             return err;
     }
     *mapped = 1;
-    return fs_map_lookup(fs, f->ino, idx, addr);
+    return cfs_map_lookup(fs, f->ino, idx, addr);
 }
 
-static int seg_version(fs_t *fs, fs_file_t *f, uint32_t s, uint32_t *addr)
+static int seg_version(cfs_t *fs, cfs_file_t *f, uint32_t s, uint32_t *addr)
 {
     int mapped;
     return seg_version_from(fs, f, s, addr, &mapped);
 }
 
-static void handle_pending(fs_file_t *f, uint32_t s, uint32_t a)
+static void handle_pending(cfs_file_t *f, uint32_t s, uint32_t a)
 {
     if (f->cache_idx != s)
         f->pending_segs++;
@@ -1007,12 +1007,12 @@ static void handle_pending(fs_file_t *f, uint32_t s, uint32_t a)
 
 /* Write one piece (inside one segment, at most PATCH_MAX bytes) to the
  * handle's pending chain: data, or zeros when data is NULL. */
-static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data, uint32_t n)
+static int write_piece(cfs_t *fs, cfs_file_t *f, uint32_t off, const uint8_t *data, uint32_t n)
 {
     uint32_t s = off / SEG_SPAN, o = off % SEG_SPAN, idx = MKIDX(KIND_SEG, s);
-    uint32_t base = FS_ADDR_NONE, depth = 0;
+    uint32_t base = CFS_ADDR_NONE, depth = 0;
     int err, mapped = 0;
-    if (f->pending_tail == FS_ADDR_NONE)
+    if (f->pending_tail == CFS_ADDR_NONE)
         f->sync_head = fs->head; /* the first pending record goes after this */
     if ((uint64_t)s * SEG_SPAN < f->size) {
         /* the segment holds file data: patch over its current version.
@@ -1021,9 +1021,9 @@ static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data
         err = seg_version_from(fs, f, s, &base, &mapped);
         if (err)
             return err;
-        if (base != FS_ADDR_NONE) {
+        if (base != CFS_ADDR_NONE) {
             rec_hdr_t h;
-            err = fs_rec_read_hdr(fs, base, &h);
+            err = cfs_rec_read_hdr(fs, base, &h);
             if (err)
                 return err;
             if ((h.type != R_PATCH && h.type != R_EXTMAP) || h.ino != f->ino || h.idx != idx)
@@ -1046,13 +1046,13 @@ static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data
     }
     uint8_t fx[SEG_FIXED + 2];
     uint32_t a;
-    seg_fixed(fx, base, f->pending_tail, o | (mapped && base != FS_ADDR_NONE ? SEG_BASE_MAPPED : 0));
+    seg_fixed(fx, base, f->pending_tail, o | (mapped && base != CFS_ADDR_NONE ? SEG_BASE_MAPPED : 0));
     if (data) {
-        err = fs_rec_write(fs, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), f->ino, idx, fx, SEG_FIXED,
+        err = cfs_rec_write(fs, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), f->ino, idx, fx, SEG_FIXED,
                            data, n, &a);
     } else {
-        put16(fx + SEG_FIXED, (uint16_t)n);
-        err = fs_rec_write(fs, R_PATCH, (uint8_t)(F_ZERO | SEG_DEPTH_FLAGS(depth + 1)), f->ino,
+        le_put16(fx + SEG_FIXED, (uint16_t)n);
+        err = cfs_rec_write(fs, R_PATCH, (uint8_t)(F_ZERO | SEG_DEPTH_FLAGS(depth + 1)), f->ino,
                            idx, fx, SEG_FIXED + 2, NULL, 0, &a);
     }
     if (err)
@@ -1065,7 +1065,7 @@ static int write_piece(fs_t *fs, fs_file_t *f, uint32_t off, const uint8_t *data
 /* Make the file bytes [f->size, to) read as zeros: segments wholly in that
  * range may still hold stale records (left by a truncation); tombstone
  * them. The segment holding f->size reads zeros past it already. */
-static int expose(fs_t *fs, fs_file_t *f, uint64_t to)
+static int expose(cfs_t *fs, cfs_file_t *f, uint64_t to)
 {
     uint64_t first = NSEGS(f->size), last = NSEGS(to);
     for (uint64_t s = first; s < last; s++) {
@@ -1073,17 +1073,17 @@ static int expose(fs_t *fs, fs_file_t *f, uint64_t to)
         int err = seg_version(fs, f, (uint32_t)s, &a);
         if (err)
             return err;
-        if (a == FS_ADDR_NONE)
+        if (a == CFS_ADDR_NONE)
             continue;
         uint8_t p[4];
-        if (f->pending_tail == FS_ADDR_NONE)
+        if (f->pending_tail == CFS_ADDR_NONE)
             f->sync_head = fs->head;
-        put32(p, f->pending_tail);
-        err = fs_rec_write(fs, R_TOMB, 0, f->ino, MKIDX(KIND_SEG, (uint32_t)s), p, 4, NULL, 0,
+        le_put32(p, f->pending_tail);
+        err = cfs_rec_write(fs, R_TOMB, 0, f->ino, MKIDX(KIND_SEG, (uint32_t)s), p, 4, NULL, 0,
                            &a);
         if (err)
             return err;
-        handle_pending(f, (uint32_t)s, FS_ADDR_NONE);
+        handle_pending(f, (uint32_t)s, CFS_ADDR_NONE);
         f->pending_tail = a;
         f->dirty = 1;
     }
@@ -1093,18 +1093,18 @@ static int expose(fs_t *fs, fs_file_t *f, uint64_t to)
 /* GC moved committed segment data while f had writes pending on it: give
  * every such segment a pending extent map over the moved version, so the
  * commit never links to records GC has freed. */
-static int handle_rebase(fs_t *fs, fs_file_t *f)
+static int handle_rebase(cfs_t *fs, cfs_file_t *f)
 {
-    uint32_t keys[FS_AUTOSYNC_SEGS + 16], addrs[FS_AUTOSYNC_SEGS + 16], nk = 0;
+    uint32_t keys[CFS_AUTOSYNC_SEGS + 16], addrs[CFS_AUTOSYNC_SEGS + 16], nk = 0;
     uint32_t chain = f->pending_tail;
-    for (uint32_t g = 0; chain != FS_ADDR_NONE; g++) {
+    for (uint32_t g = 0; chain != CFS_ADDR_NONE; g++) {
         rec_hdr_t h;
         uint32_t a = chain, k;
         if (g > CHAIN_GUARD)
             return CORRUPT_HERE;
-        int err = fs_rec_read_hdr(fs, a, &h);
+        int err = cfs_rec_read_hdr(fs, a, &h);
         if (!err)
-            err = fs_chain_prev(fs, a, &h, &chain);
+            err = cfs_chain_prev(fs, a, &h, &chain);
         if (err)
             return err;
         if (KEY_KIND(h.idx) != KIND_SEG)
@@ -1116,12 +1116,12 @@ static int handle_rebase(fs_t *fs, fs_file_t *f)
         if (nk == sizeof(keys) / sizeof(keys[0]))
             return CORRUPT_HERE; /* more segments than autosync allows */
         keys[nk] = h.idx;
-        addrs[nk++] = h.type == R_TOMB ? FS_ADDR_NONE : a;
+        addrs[nk++] = h.type == R_TOMB ? CFS_ADDR_NONE : a;
     }
     for (uint32_t k = 0; k < nk; k++) {
         uint32_t s = KEY_INDEX(keys[k]), e, len = seg_len(f->size, s);
         segv_t r;
-        if (addrs[k] == FS_ADDR_NONE || len == 0)
+        if (addrs[k] == CFS_ADDR_NONE || len == 0)
             continue;
         int err = segv_load(fs, f, f->ino, s, addrs[k], &r);
         if (err)
@@ -1137,32 +1137,32 @@ static int handle_rebase(fs_t *fs, fs_file_t *f)
     return 0;
 }
 
-static int handle_committed(fs_t *fs, fs_file_t *f, uint64_t from, uint64_t to);
+static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to);
 
 /* Commit a handle's pending records and its size. */
-static int handle_sync(fs_t *fs, fs_file_t *f)
+static int handle_sync(cfs_t *fs, cfs_file_t *f)
 {
     if (!f->dirty)
         return 0;
     inode_t in;
     int err;
-    if (f->rebase && f->pending_tail != FS_ADDR_NONE) {
+    if (f->rebase && f->pending_tail != CFS_ADDR_NONE) {
         err = handle_rebase(fs, f);
         if (err)
             return err;
     }
-    err = fs_inode_get(fs, f->ino, &in, NULL);
+    err = cfs_inode_get(fs, f->ino, &in, NULL);
     if (err)
-        return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+        return err == CFS_ERR_NOENT ? CFS_ERR_CORRUPT : err;
     in.size = f->size;
-    in.mtime = fs_now(fs);
+    in.mtime = cfs_now(fs);
     op_t c;
     op_init(&c);
     c.chain_tail = f->pending_tail;
     uint64_t from = NSEGS(f->size);
     uint64_t to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
     op_add_seg_deletes(&c, f->ino, &from, to);
-    err = fs_commit(fs, &c, f->ino, &in, NULL);
+    err = cfs_commit(fs, &c, f->ino, &in, NULL);
     if (err)
         return err;
     return handle_committed(fs, f, from, to);
@@ -1171,10 +1171,10 @@ static int handle_sync(fs_t *fs, fs_file_t *f)
 /* After a commit of f's pending records: reset its pending state, let the
  * other handles of the file see the new size, drop the segment keys [from,
  * to) past it that did not fit in the commit. */
-static int handle_committed(fs_t *fs, fs_file_t *f, uint64_t from, uint64_t to)
+static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to)
 {
-    f->pending_tail = FS_ADDR_NONE;
-    f->cache_idx = FS_ADDR_NONE;
+    f->pending_tail = CFS_ADDR_NONE;
+    f->cache_idx = CFS_ADDR_NONE;
     f->pending_segs = 0;
     f->pend_hi = 0;
     f->commits++;
@@ -1182,16 +1182,16 @@ static int handle_committed(fs_t *fs, fs_file_t *f, uint64_t from, uint64_t to)
     f->rebase = 0;
     f->csize = f->size;
     f->sync_head = fs->head;
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h != f && h->ino == f->ino && !h->dirty)
             h->size = h->csize = f->size;
     return seg_cleanup(fs, f->ino, from, to);
 }
 
-int fs_sync_block(fs_t *fs, uint32_t b)
+int cfs_sync_block(cfs_t *fs, uint32_t b)
 {
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
-        if (h->dirty && h->pending_tail != FS_ADDR_NONE && h->sync_head / fs->bsize == b) {
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->dirty && h->pending_tail != CFS_ADDR_NONE && h->sync_head / fs->bsize == b) {
             int err = handle_sync(fs, h);
             if (err)
                 return err;
@@ -1199,9 +1199,9 @@ int fs_sync_block(fs_t *fs, uint32_t b)
     return 0;
 }
 
-int fs_sync_ino(fs_t *fs, uint32_t ino)
+int cfs_sync_ino(cfs_t *fs, uint32_t ino)
 {
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h->ino == ino && h->dirty) {
             int err = handle_sync(fs, h);
             if (err)
@@ -1214,23 +1214,23 @@ int fs_sync_ino(fs_t *fs, uint32_t ino)
 
 /* The current version of segment (ino, idx) for GC: the one the pass's
  * commit c holds (its slot through *slot, else c->n), else the map's. */
-static int gc_seg_version(fs_t *fs, uint32_t ino, uint32_t idx, const commit_t *c, uint32_t *v,
+static int gc_seg_version(cfs_t *fs, uint32_t ino, uint32_t idx, const commit_t *c, uint32_t *v,
                           uint32_t *slot)
 {
     *slot = c ? c->n : 0;
     for (uint32_t i = 0; c && i < c->n; i++)
         if (c->ent[i].key.ino == ino && c->ent[i].key.idx == idx) {
-            *v = c->ent[i].addr == FS_ADDR_DELETED ? FS_ADDR_NONE : c->ent[i].addr;
+            *v = c->ent[i].addr == CFS_ADDR_DELETED ? CFS_ADDR_NONE : c->ent[i].addr;
             *slot = i;
         }
     if (c && *slot != c->n)
         return 0;
-    return fs_map_lookup(fs, ino, idx, v);
+    return cfs_map_lookup(fs, ino, idx, v);
 }
 
 /* The span [*first, *last) of segment bytes version r (loaded) reads from
  * record addr; *whole: all of it from addr. *last is 0 when none. */
-static int seg_span_of(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t seglen,
+static int seg_span_of(cfs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t seglen,
                        uint32_t addr, uint32_t *first, uint32_t *last, int *whole)
 {
     *first = SEG_SPAN;
@@ -1263,7 +1263,7 @@ static int seg_span_of(fs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t s
  * at). The extent entries are read twice over (two walks): noise that
  * flips an entry the same way on both reads of one walk must not make a
  * needed record look free. */
-static int seg_needs(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
+static int seg_needs(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
                      uint32_t addr)
 {
     segv_t r;
@@ -1273,7 +1273,7 @@ static int seg_needs(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
     for (uint32_t i = 0; i < r.n; i++)
         if (r.addr[i] == addr)
             return 1;
-    if (r.ext == FS_ADDR_NONE)
+    if (r.ext == CFS_ADDR_NONE)
         return 0;
     if (r.ext == addr)
         return 1;
@@ -1289,20 +1289,20 @@ static int seg_needs(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
     return 0;
 }
 
-int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c)
+int cfs_seg_live(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c)
 {
     inode_t in;
     uint32_t v, slot;
     int err = gc_seg_version(fs, ino, idx, c, &v, &slot);
     if (err)
         return err;
-    if (v == FS_ADDR_NONE)
+    if (v == CFS_ADDR_NONE)
         return 0;
-    err = fs_inode_get(fs, ino, &in, NULL);
-    if (err && err != FS_ERR_NOENT)
+    err = cfs_inode_get(fs, ino, &in, NULL);
+    if (err && err != CFS_ERR_NOENT)
         return err;
     uint32_t s = KEY_INDEX(idx), seglen = err ? 0 : seg_len(in.size, s);
-    if (err == FS_ERR_NOENT || in.type != FS_TYPE_FILE || seglen == 0)
+    if (err == CFS_ERR_NOENT || in.type != CFS_TYPE_FILE || seglen == 0)
         return v == addr ? 2 : 0; /* a key left behind: drop it */
     return seg_needs(fs, ino, s, v, seglen, addr);
 }
@@ -1312,41 +1312,41 @@ int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commi
  * read noise, copies made from single reads nearly all came out with a
  * wrong checksum and were wasted, and a near-full device ran out of room
  * (test_fs_gcfail). */
-static int read_agreed(fs_t *fs, uint32_t a, uint32_t off, uint8_t *buf, uint32_t k)
+static int read_agreed(cfs_t *fs, uint32_t a, uint32_t off, uint8_t *buf, uint32_t k)
 {
     uint8_t again[256];
-    int err = fs_rec_read(fs, a, off, buf, k);
+    int err = cfs_rec_read(fs, a, off, buf, k);
     for (int r = 0; !err; r++) {
-        err = fs_rec_read(fs, a, off, again, k);
+        err = cfs_rec_read(fs, a, off, again, k);
         if (err || memcmp(buf, again, k) == 0)
             break;
         if (r == 2 * READ_TRIES)
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
         memcpy(buf, again, k);
     }
     return err;
 }
 
-/* Copy a PATCH record verbatim. *out is FS_ADDR_LOST when the record is
+/* Copy a PATCH record verbatim. *out is CFS_ADDR_LOST when the record is
  * damaged on flash: several reads in a row give the same wrong checksum
- * (fs_rec_check_sure). Reads that disagree are noise: FS_ERR_IO, and the
+ * (cfs_rec_check_sure). Reads that disagree are noise: CFS_ERR_IO, and the
  * GC pass is tried again later. */
-static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
+static int patch_copy(cfs_t *fs, uint32_t a, uint32_t *out)
 {
     rec_hdr_t h;
     uint8_t tmp[256];
-    int err = fs_rec_read_hdr(fs, a, &h);
+    int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
-    *out = FS_ADDR_LOST;
+    *out = CFS_ADDR_LOST;
     for (int t = 0; t < 8; t++) {
-        err = fs_rec_check_sure(fs, a, &h);
-        if (err == FS_ERR_CORRUPT)
+        err = cfs_rec_check_sure(fs, a, &h);
+        if (err == CFS_ERR_CORRUPT)
             return 0; /* damaged on flash: the data is lost */
         if (err)
             return err;
         uint32_t na, crc = 0;
-        err = fs_rec_begin(fs, h.len, &na);
+        err = cfs_rec_begin(fs, h.len, &na);
         if (err)
             return err;
         for (uint32_t off = 0; !err && off < h.len; off += sizeof(tmp)) {
@@ -1356,42 +1356,42 @@ static int patch_copy(fs_t *fs, uint32_t a, uint32_t *out)
             uint32_t k = min32(sizeof(tmp), h.len - off);
             err = read_agreed(fs, a, off, tmp, k);
             if (!err)
-                err = fs_rec_append(fs, na, off, tmp, k, &crc);
+                err = cfs_rec_append(fs, na, off, tmp, k, &crc);
         }
         if (!err && crc == h.dcrc) {
-            err = fs_rec_end(fs, na, h.type, h.flags, h.ino, h.idx, h.len, crc);
+            err = cfs_rec_end(fs, na, h.type, h.flags, h.ino, h.idx, h.len, crc);
             if (!err)
                 *out = na;
             return err;
         }
-        fs_rec_abandon(fs, na, h.len);
+        cfs_rec_abandon(fs, na, h.len);
         if (err)
             return err;
     }
-    return FS_ERR_IO;
+    return CFS_ERR_IO;
 }
 
 /* seg_cover when the span is read from addr alone: copy segment bytes
  * [first, first + n) out of addr into a patch over v, checking addr's
  * checksum in the same reads. A mismatch is noise (addr read well just
- * before): the copy is given up, FS_ERR_IO. */
-static int cover_from(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, uint32_t first,
+ * before): the copy is given up, CFS_ERR_IO. */
+static int cover_from(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, uint32_t first,
                       uint32_t n, uint32_t depth, uint32_t *out)
 {
     uint8_t fx[SEG_FIXED], tmp[256];
     int err = seg_fixed_read(fs, addr, fx);
     if (err)
         return err;
-    uint32_t poff = get16(fx + 8) & SEG_OFF_MASK;
+    uint32_t poff = le_get16(fx + 8) & SEG_OFF_MASK;
     if (first < poff || first - poff + n > h->len - SEG_FIXED)
         return CORRUPT_HERE;
     /* payload bytes [lo, hi) of addr are the span */
     uint32_t lo = SEG_FIXED + (first - poff), hi = lo + n, a, crc = 0, pcrc = 0;
-    seg_fixed(fx, v, FS_ADDR_NONE, first);
-    err = fs_rec_begin(fs, SEG_FIXED + n, &a);
+    seg_fixed(fx, v, CFS_ADDR_NONE, first);
+    err = cfs_rec_begin(fs, SEG_FIXED + n, &a);
     if (err)
         return err;
-    err = fs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
+    err = cfs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
     for (uint32_t off = 0; !err && off < h->len;) {
         /* pieces end where the span starts and ends */
         uint32_t k = min32(sizeof(tmp), h->len - off);
@@ -1404,16 +1404,16 @@ static int cover_from(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, u
             break;
         pcrc = crc32_update(pcrc, tmp, k);
         if (off >= lo && off < hi)
-            err = fs_rec_append(fs, a, SEG_FIXED + (off - lo), tmp, k, &crc);
+            err = cfs_rec_append(fs, a, SEG_FIXED + (off - lo), tmp, k, &crc);
         off += k;
     }
     if (!err && pcrc != h->dcrc)
-        err = FS_ERR_IO;
+        err = CFS_ERR_IO;
     if (!err)
-        err = fs_rec_end(fs, a, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), h->ino, h->idx,
+        err = cfs_rec_end(fs, a, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), h->ino, h->idx,
                          SEG_FIXED + n, crc);
     if (err) {
-        fs_rec_abandon(fs, a, SEG_FIXED + n);
+        cfs_rec_abandon(fs, a, SEG_FIXED + n);
         return err;
     }
     *out = a;
@@ -1429,18 +1429,18 @@ static int cover_from(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, u
  * as deep as it may be, the file has uncommitted writes whose chains the
  * extra patch could deepen past the limit, the record is damaged): the
  * caller rebuilds the extent map instead. */
-static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
+static int seg_cover(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
                      uint32_t addr, uint32_t *out)
 {
     uint32_t idx = MKIDX(KIND_SEG, s);
-    for (const fs_file_t *f = fs->open_files; f; f = f->next)
-        if (f->ino == ino && (f->dirty || f->pending_tail != FS_ADDR_NONE))
+    for (const cfs_file_t *f = fs->open_files; f; f = f->next)
+        if (f->ino == ino && (f->dirty || f->pending_tail != CFS_ADDR_NONE))
             return 1;
     segv_t r;
     int err = segv_load(fs, NULL, ino, s, v, &r);
     if (err)
         return err;
-    if (r.ext == addr || r.ext == FS_ADDR_NONE)
+    if (r.ext == addr || r.ext == CFS_ADDR_NONE)
         return 1;
     uint32_t depth = 0;
     for (uint32_t i = 0; i < r.n; i++)
@@ -1448,7 +1448,7 @@ static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
             return 1;
     if (r.n) {
         rec_hdr_t h;
-        err = fs_rec_read_hdr(fs, r.addr[0], &h);
+        err = cfs_rec_read_hdr(fs, r.addr[0], &h);
         if (err)
             return err;
         depth = SEG_DEPTH(h.flags);
@@ -1465,16 +1465,16 @@ static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
     if (err)
         return err;
     if (first != first2 || last != last2 || whole != whole2)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     rec_hdr_t h;
-    err = fs_rec_read_hdr(fs, addr, &h);
+    err = cfs_rec_read_hdr(fs, addr, &h);
     if (err)
         return err;
     if (first >= last || h.type != R_PATCH || (h.flags & F_ZERO) ||
         last - first > h.len - SEG_FIXED)
         return 1;
-    err = fs_rec_check_sure(fs, addr, &h);
-    if (err == FS_ERR_CORRUPT)
+    err = cfs_rec_check_sure(fs, addr, &h);
+    if (err == CFS_ERR_CORRUPT)
         return 1; /* damaged: the rebuild marks its bytes lost */
     if (err)
         return err;
@@ -1488,39 +1488,39 @@ static int seg_cover(fs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t se
     for (uint32_t k = 0; k < n; k += sizeof(tmp)) {
         err = seg_read(fs, NULL, ino, s, v, first + k, NULL, min32(sizeof(tmp), n - k));
         if (err)
-            return err == FS_ERR_CORRUPT ? 1 : err;
+            return err == CFS_ERR_CORRUPT ? 1 : err;
     }
-    seg_fixed(fx, v, FS_ADDR_NONE, first);
-    err = fs_rec_begin(fs, SEG_FIXED + n, &a);
+    seg_fixed(fx, v, CFS_ADDR_NONE, first);
+    err = cfs_rec_begin(fs, SEG_FIXED + n, &a);
     if (err)
         return err;
-    err = fs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
+    err = cfs_rec_append(fs, a, 0, fx, SEG_FIXED, &crc);
     for (uint32_t k = 0; !err && k < n; k += sizeof(tmp)) {
         uint32_t m = min32(sizeof(tmp), n - k);
         err = seg_read(fs, NULL, ino, s, v, first + k, tmp, m);
         if (!err)
-            err = fs_rec_append(fs, a, SEG_FIXED + k, tmp, m, &crc);
+            err = cfs_rec_append(fs, a, SEG_FIXED + k, tmp, m, &crc);
     }
     if (!err)
-        err = fs_rec_end(fs, a, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), ino, idx, SEG_FIXED + n, crc);
+        err = cfs_rec_end(fs, a, R_PATCH, SEG_DEPTH_FLAGS(depth + 1), ino, idx, SEG_FIXED + n, crc);
     if (err) {
-        fs_rec_abandon(fs, a, SEG_FIXED + n);
+        cfs_rec_abandon(fs, a, SEG_FIXED + n);
         /* it read well just before: noise, tried again by a later pass */
-        return err == FS_ERR_CORRUPT ? FS_ERR_IO : err;
+        return err == CFS_ERR_CORRUPT ? CFS_ERR_IO : err;
     }
     *out = a;
     return 0;
 }
 
-int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_t lo,
+int cfs_seg_relocate(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_t lo,
                     uint32_t hi, commit_t *c)
 {
-    uint32_t v, slot, s = KEY_INDEX(idx), nv = FS_ADDR_NONE;
+    uint32_t v, slot, s = KEY_INDEX(idx), nv = CFS_ADDR_NONE;
     int err = gc_seg_version(fs, ino, idx, c, &v, &slot);
     if (err)
         return err;
     inode_t in;
-    err = fs_inode_get(fs, ino, &in, NULL);
+    err = cfs_inode_get(fs, ino, &in, NULL);
     if (err)
         return err;
     uint32_t seglen = seg_len(in.size, s);
@@ -1533,7 +1533,7 @@ int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_
         rl.lo = lo;
         rl.hi = hi;
         do {
-            err = seg_rebuild(fs, NULL, ino, s, v, seglen, &rl, FS_ADDR_NONE, &nv);
+            err = seg_rebuild(fs, NULL, ino, s, v, seglen, &rl, CFS_ADDR_NONE, &nv);
             if (err)
                 return err;
             v = nv;
@@ -1543,10 +1543,10 @@ int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_
      * it (a check against noise in the reads that built the version) */
     err = seg_needs(fs, ino, s, nv, seglen, addr);
     if (err)
-        return err < 0 ? err : FS_ERR_IO;
+        return err < 0 ? err : CFS_ERR_IO;
     /* open handles with uncommitted writes on this file must rebase them
      * on the moved version when they commit */
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h->ino == ino && h->dirty)
             h->rebase = 1;
     c->ent[slot].key.ino = ino;
@@ -1559,24 +1559,24 @@ int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint32_
 
 /* ---- files: public API -------------------------------------------------------------- */
 
-#define O_KNOWN (FS_O_RDWR | FS_O_CREAT | FS_O_EXCL | FS_O_TRUNC | FS_O_APPEND)
+#define O_KNOWN (CFS_O_RDWR | CFS_O_CREAT | CFS_O_EXCL | CFS_O_TRUNC | CFS_O_APPEND)
 
-static int file_check(fs_t *fs, fs_file_t *f)
+static int file_check(cfs_t *fs, cfs_file_t *f)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     if (!f || !handle_open(fs, f))
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     return 0;
 }
 
 /* Create a file or directory at L (which does not exist) in one commit. */
-static int create_obj(fs_t *fs, lookup_t *L, uint8_t type, uint32_t *ino_out)
+static int create_obj(cfs_t *fs, lookup_t *L, uint8_t type, uint32_t *ino_out)
 {
     op_t op;
     op_init(&op);
     uint32_t ino = fs->next_ino;
-    uint32_t now = fs_now(fs);
+    uint32_t now = cfs_now(fs);
     inode_t in = {type, 0, 0, L->parent, 0, now, now};
     int err = op_put_inode(fs, &op, ino, &in);
     if (!err)
@@ -1588,66 +1588,66 @@ static int create_obj(fs_t *fs, lookup_t *L, uint8_t type, uint32_t *ino_out)
     return err;
 }
 
-int fs_file_open(fs_t *fs, fs_file_t *f, const char *path, int flags)
+int cfs_file_open(cfs_t *fs, cfs_file_t *f, const char *path, int flags)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
-    int acc = flags & FS_O_RDWR;
-    if (!f || acc == 0 || (flags & ~O_KNOWN) || ((flags & FS_O_TRUNC) && !(acc & FS_O_WRONLY)) ||
-        ((flags & FS_O_EXCL) && !(flags & FS_O_CREAT)))
-        return FS_ERR_INVAL;
+        return CFS_ERR_NOTMOUNTED;
+    int acc = flags & CFS_O_RDWR;
+    if (!f || acc == 0 || (flags & ~O_KNOWN) || ((flags & CFS_O_TRUNC) && !(acc & CFS_O_WRONLY)) ||
+        ((flags & CFS_O_EXCL) && !(flags & CFS_O_CREAT)))
+        return CFS_ERR_INVAL;
     if (handle_open(fs, f))
-        return FS_ERR_BUSY;
+        return CFS_ERR_BUSY;
     uint32_t nopen = 0;
-    for (fs_file_t *h = fs->open_files; h; h = h->next)
+    for (cfs_file_t *h = fs->open_files; h; h = h->next)
         nopen++;
-    if (nopen >= FS_MAX_OPEN)
-        return FS_ERR_NOMEM;
+    if (nopen >= CFS_MAX_OPEN)
+        return CFS_ERR_NOMEM;
     int err = path_check(path);
     if (err)
         return err;
-    int writer = (acc & FS_O_WRONLY) != 0;
-    int creating = (flags & FS_O_CREAT) != 0;
+    int writer = (acc & CFS_O_WRONLY) != 0;
+    int creating = (flags & CFS_O_CREAT) != 0;
     if (writer || creating) {
-        err = fs_op_begin(fs, 4096);
+        err = cfs_op_begin(fs, 4096);
         if (err)
             return err;
     }
     lookup_t L;
-    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    err = resolve(fs, CFS_ADDR_NONE, path, &L);
     if (err)
         goto out;
     if (L.ino == ROOT_INO && L.exists) {
-        err = FS_ERR_ISDIR;
+        err = CFS_ERR_ISDIR;
         goto out;
     }
     if (!L.exists) {
         if (!creating) {
-            err = FS_ERR_NOENT;
+            err = CFS_ERR_NOENT;
             goto out;
         }
         if (fs->rofs) {
-            err = FS_ERR_ROFS;
+            err = CFS_ERR_ROFS;
             goto out;
         }
-        err = create_obj(fs, &L, FS_TYPE_FILE, &L.ino);
+        err = create_obj(fs, &L, CFS_TYPE_FILE, &L.ino);
         if (err)
             goto out;
-        err = fs_inode_get(fs, L.ino, &L.in, NULL);
+        err = cfs_inode_get(fs, L.ino, &L.in, NULL);
         if (err)
             goto out;
-    } else if (creating && (flags & FS_O_EXCL)) {
-        err = FS_ERR_EXIST;
+    } else if (creating && (flags & CFS_O_EXCL)) {
+        err = CFS_ERR_EXIST;
         goto out;
     }
-    if (L.in.type == FS_TYPE_DIR) {
-        err = FS_ERR_ISDIR;
+    if (L.in.type == CFS_TYPE_DIR) {
+        err = CFS_ERR_ISDIR;
         goto out;
     }
     if (writer) {
-        for (fs_file_t *h = fs->open_files; h; h = h->next)
-            if (h->ino == L.ino && (h->flags & FS_O_WRONLY)) {
-                err = FS_ERR_BUSY; /* one writer per file at a time */
+        for (cfs_file_t *h = fs->open_files; h; h = h->next)
+            if (h->ino == L.ino && (h->flags & CFS_O_WRONLY)) {
+                err = CFS_ERR_BUSY; /* one writer per file at a time */
                 goto out;
             }
     }
@@ -1656,11 +1656,11 @@ int fs_file_open(fs_t *fs, fs_file_t *f, const char *path, int flags)
     f->flags = (uint32_t)flags;
     f->size = f->csize = L.in.size;
     f->ctime = L.in.ctime;
-    f->pending_tail = FS_ADDR_NONE;
-    f->cache_idx = FS_ADDR_NONE;
-    f->cache_addr = FS_ADDR_NONE;
+    f->pending_tail = CFS_ADDR_NONE;
+    f->cache_idx = CFS_ADDR_NONE;
+    f->cache_addr = CFS_ADDR_NONE;
     f->sync_head = fs->head;
-    if ((flags & FS_O_TRUNC) && f->size) {
+    if ((flags & CFS_O_TRUNC) && f->size) {
         f->size = 0; /* takes effect at sync/close */
         f->dirty = 1;
     }
@@ -1668,31 +1668,31 @@ int fs_file_open(fs_t *fs, fs_file_t *f, const char *path, int flags)
     fs->open_files = f;
 out:
     if (writer || creating)
-        fs_op_end(fs);
+        cfs_op_end(fs);
     return err;
 }
 
-int fs_file_sync(fs_t *fs, fs_file_t *f)
+int cfs_file_sync(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     if (err || !f->dirty)
         return err;
-    err = fs_op_begin(fs, 0);
+    err = cfs_op_begin(fs, 0);
     if (err)
         return err;
     err = handle_sync(fs, f);
-    fs_op_end(fs);
+    cfs_op_end(fs);
     return err;
 }
 
-int fs_file_close(fs_t *fs, fs_file_t *f)
+int cfs_file_close(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
     if (f->dirty)
-        err = fs_file_sync(fs, f);
-    for (fs_file_t **pp = &fs->open_files; *pp; pp = &(*pp)->next)
+        err = cfs_file_sync(fs, f);
+    for (cfs_file_t **pp = &fs->open_files; *pp; pp = &(*pp)->next)
         if (*pp == f) {
             *pp = f->next;
             break;
@@ -1701,14 +1701,14 @@ int fs_file_close(fs_t *fs, fs_file_t *f)
     return err;
 }
 
-int fs_file_revert(fs_t *fs, fs_file_t *f)
+int cfs_file_revert(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     if (err || !f->dirty)
         return err;
     /* The pending records were never committed: they are garbage now. */
-    f->pending_tail = FS_ADDR_NONE;
-    f->cache_idx = FS_ADDR_NONE;
+    f->pending_tail = CFS_ADDR_NONE;
+    f->cache_idx = CFS_ADDR_NONE;
     f->pending_segs = 0;
     f->pend_hi = 0;
     f->dirty = 0;
@@ -1720,15 +1720,15 @@ int fs_file_revert(fs_t *fs, fs_file_t *f)
     return 0;
 }
 
-int fs_file_pread(fs_t *fs, fs_file_t *f, void *buf, uint32_t len, uint32_t off)
+int cfs_file_pread(cfs_t *fs, cfs_file_t *f, void *buf, uint32_t len, uint32_t off)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
-    if (!(f->flags & FS_O_RDONLY))
-        return FS_ERR_BADF;
+    if (!(f->flags & CFS_O_RDONLY))
+        return CFS_ERR_BADF;
     if (!buf && len)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (off >= f->size || len == 0)
         return 0;
     if (len > f->size - off)
@@ -1751,9 +1751,9 @@ int fs_file_pread(fs_t *fs, fs_file_t *f, void *buf, uint32_t len, uint32_t off)
     return (int)done;
 }
 
-int fs_file_read(fs_t *fs, fs_file_t *f, void *buf, uint32_t len)
+int cfs_file_read(cfs_t *fs, cfs_file_t *f, void *buf, uint32_t len)
 {
-    int r = fs_file_pread(fs, f, buf, len, f && fs && handle_open(fs, f) ? f->pos : 0);
+    int r = cfs_file_pread(fs, f, buf, len, f && fs && handle_open(fs, f) ? f->pos : 0);
     if (r > 0)
         f->pos += (uint32_t)r;
     return r;
@@ -1761,11 +1761,11 @@ int fs_file_read(fs_t *fs, fs_file_t *f, void *buf, uint32_t len)
 
 /* Put a handle back in the state *before (its records since become
  * garbage), unless a commit happened since. Returns 1 if it did. */
-static int handle_restore(fs_file_t *f, const fs_file_t *before)
+static int handle_restore(cfs_file_t *f, const cfs_file_t *before)
 {
     if (f->commits != before->commits)
         return 0;
-    fs_file_t *next = f->next;  /* the list may have changed since */
+    cfs_file_t *next = f->next;  /* the list may have changed since */
     uint8_t rebase = f->rebase; /* GC may have moved data meanwhile */
     *f = *before;
     f->next = next;
@@ -1773,31 +1773,31 @@ static int handle_restore(fs_file_t *f, const fs_file_t *before)
     return 1;
 }
 
-int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32_t off)
+int cfs_file_pwrite(cfs_t *fs, cfs_file_t *f, const void *buf, uint32_t len, uint32_t off)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
-    if (!(f->flags & FS_O_WRONLY))
-        return FS_ERR_BADF;
+    if (!(f->flags & CFS_O_WRONLY))
+        return CFS_ERR_BADF;
     if (!buf && len)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (len == 0)
         return 0;
-    if (len > 0x7fffffffu || (uint64_t)off + len > FS_FILE_MAX)
-        return FS_ERR_FBIG;
+    if (len > 0x7fffffffu || (uint64_t)off + len > CFS_FILE_MAX)
+        return CFS_ERR_FBIG;
     const uint8_t *p = buf;
     uint32_t done = 0;
     /* A write that fails changes nothing: unless a commit happened in the
      * middle (an automatic sync), the handle goes back to this state and
      * the records written become garbage. */
-    fs_file_t before = *f;
+    cfs_file_t before = *f;
     if (off > f->size) {
-        err = fs_op_begin(fs, 1024);
+        err = cfs_op_begin(fs, 1024);
         if (err)
             return err;
         err = expose(fs, f, (uint64_t)off / SEG_SPAN * SEG_SPAN);
-        fs_op_end(fs);
+        cfs_op_end(fs);
         if (err) {
             handle_restore(f, &before);
             return err;
@@ -1808,7 +1808,7 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
      * tail reaches them), and a write that then failed for room would leave
      * part of itself committed (the service publishes a file it wrote on
      * close, and test_svc_core found a failed write's first 4 KiB in it) */
-    err = fs_op_begin(fs, len + 256 * (len / PATCH_MAX + 2));
+    err = cfs_op_begin(fs, len + 256 * (len / PATCH_MAX + 2));
     if (err) {
         handle_restore(f, &before);
         return err;
@@ -1816,7 +1816,7 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
     while (done < len) {
         uint32_t pos = off + done, o = pos % SEG_SPAN;
         uint32_t n = min32(min32(len - done, SEG_SPAN - o), PATCH_MAX);
-        err = fs_op_begin(fs, n + 256);
+        err = cfs_op_begin(fs, n + 256);
         if (err)
             break;
         err = write_piece(fs, f, pos, p + done, n);
@@ -1824,15 +1824,15 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
             done += n;
             if (pos + n > f->size)
                 f->size = pos + n;
-            if (f->pending_segs >= FS_AUTOSYNC_SEGS)
-                /* under fs_hold nothing may be committed early */
-                err = fs->hold ? FS_ERR_FBIG : handle_sync(fs, f);
+            if (f->pending_segs >= CFS_AUTOSYNC_SEGS)
+                /* under cfs_hold nothing may be committed early */
+                err = fs->hold ? CFS_ERR_FBIG : handle_sync(fs, f);
         }
-        fs_op_end(fs);
+        cfs_op_end(fs);
         if (err)
             break;
     }
-    fs_op_end(fs);
+    cfs_op_end(fs);
     if (err) {
         /* (if an automatic sync committed part of it, that part stays: the
          * error is still reported, so the caller knows the write failed) */
@@ -1842,67 +1842,67 @@ int fs_file_pwrite(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len, uint32
     return (int)done;
 }
 
-int fs_file_write(fs_t *fs, fs_file_t *f, const void *buf, uint32_t len)
+int cfs_file_write(cfs_t *fs, cfs_file_t *f, const void *buf, uint32_t len)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
-    uint32_t off = (f->flags & FS_O_APPEND) ? f->size : f->pos;
-    int r = fs_file_pwrite(fs, f, buf, len, off);
+    uint32_t off = (f->flags & CFS_O_APPEND) ? f->size : f->pos;
+    int r = cfs_file_pwrite(fs, f, buf, len, off);
     if (r > 0)
         f->pos = off + (uint32_t)r;
     return r;
 }
 
-int32_t fs_file_seek(fs_t *fs, fs_file_t *f, int32_t off, int whence)
+int32_t cfs_file_seek(cfs_t *fs, cfs_file_t *f, int32_t off, int whence)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
     int64_t base;
     switch (whence) {
-    case FS_SEEK_SET: base = 0; break;
-    case FS_SEEK_CUR: base = f->pos; break;
-    case FS_SEEK_END: base = f->size; break;
-    default: return FS_ERR_INVAL;
+    case CFS_SEEK_SET: base = 0; break;
+    case CFS_SEEK_CUR: base = f->pos; break;
+    case CFS_SEEK_END: base = f->size; break;
+    default: return CFS_ERR_INVAL;
     }
     int64_t np = base + off;
-    if (np < 0 || np > FS_FILE_MAX)
-        return FS_ERR_INVAL;
+    if (np < 0 || np > CFS_FILE_MAX)
+        return CFS_ERR_INVAL;
     f->pos = (uint32_t)np;
     return (int32_t)np;
 }
 
-int32_t fs_file_tell(fs_t *fs, fs_file_t *f)
+int32_t cfs_file_tell(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     return err ? err : (int32_t)f->pos;
 }
 
-int32_t fs_file_size(fs_t *fs, fs_file_t *f)
+int32_t cfs_file_size(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     return err ? err : (int32_t)f->size;
 }
 
-int32_t fs_file_committed_size(fs_t *fs, fs_file_t *f)
+int32_t cfs_file_committed_size(cfs_t *fs, cfs_file_t *f)
 {
     int err = file_check(fs, f);
     return err ? err : (int32_t)f->csize;
 }
 
-int fs_file_truncate(fs_t *fs, fs_file_t *f, uint32_t size)
+int cfs_file_truncate(cfs_t *fs, cfs_file_t *f, uint32_t size)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
-    if (!(f->flags & FS_O_WRONLY))
-        return FS_ERR_BADF;
-    if (size > FS_FILE_MAX)
-        return FS_ERR_FBIG;
+    if (!(f->flags & CFS_O_WRONLY))
+        return CFS_ERR_BADF;
+    if (size > CFS_FILE_MAX)
+        return CFS_ERR_FBIG;
     if (size == f->size)
         return 0;
-    err = fs_op_begin(fs, size < f->size ? 0 : 1024);
+    err = cfs_op_begin(fs, size < f->size ? 0 : 1024);
     if (err)
         return err;
     if (size < f->size) {
@@ -1922,37 +1922,37 @@ int fs_file_truncate(fs_t *fs, fs_file_t *f, uint32_t size)
     }
     if (!err)
         f->dirty = 1;
-    fs_op_end(fs);
+    cfs_op_end(fs);
     return err;
 }
 
 /* ---- namespace: public API ------------------------------------------------------------ */
 
-static void stat_fill(fs_stat_t *st, uint32_t ino, const inode_t *in)
+static void stat_fill(cfs_stat_t *st, uint32_t ino, const inode_t *in)
 {
-    st->type = (fs_type_t)in->type;
-    st->size = in->type == FS_TYPE_FILE ? in->size : 0;
+    st->type = (cfs_type_t)in->type;
+    st->size = in->type == CFS_TYPE_FILE ? in->size : 0;
     st->ctime = in->ctime;
     st->mtime = in->mtime;
     st->ino = ino;
 }
 
 /* Resolve a path that must exist (committed state). */
-static int lookup_existing(fs_t *fs, const char *path, lookup_t *L)
+static int lookup_existing(cfs_t *fs, const char *path, lookup_t *L)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
-    int err = resolve(fs, FS_ADDR_NONE, path, L);
+        return CFS_ERR_NOTMOUNTED;
+    int err = resolve(fs, CFS_ADDR_NONE, path, L);
     if (!err && !L->exists)
-        err = FS_ERR_NOENT;
+        err = CFS_ERR_NOENT;
     return err;
 }
 
-int fs_stat(fs_t *fs, const char *path, fs_stat_t *st)
+int cfs_stat(cfs_t *fs, const char *path, cfs_stat_t *st)
 {
     lookup_t L;
     if (!st)
-        return fs && fs->mounted ? FS_ERR_INVAL : FS_ERR_NOTMOUNTED;
+        return fs && fs->mounted ? CFS_ERR_INVAL : CFS_ERR_NOTMOUNTED;
     int err = lookup_existing(fs, path, &L);
     if (!err)
         stat_fill(st, L.ino, &L.in);
@@ -1960,49 +1960,49 @@ int fs_stat(fs_t *fs, const char *path, fs_stat_t *st)
 }
 
 /* Start a namespace operation on path: mounted, a valid path, room for
- * bytes of records (fs_op_begin). */
-static int ns_begin(fs_t *fs, const char *path, uint32_t bytes)
+ * bytes of records (cfs_op_begin). */
+static int ns_begin(cfs_t *fs, const char *path, uint32_t bytes)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     int err = path_check(path);
-    return err ? err : fs_op_begin(fs, bytes);
+    return err ? err : cfs_op_begin(fs, bytes);
 }
 
-int fs_mkdir(fs_t *fs, const char *path)
+int cfs_mkdir(cfs_t *fs, const char *path)
 {
     int err = ns_begin(fs, path, 2048);
     if (err)
         return err;
     lookup_t L;
-    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    err = resolve(fs, CFS_ADDR_NONE, path, &L);
     if (!err && L.exists)
-        err = FS_ERR_EXIST;
+        err = CFS_ERR_EXIST;
     if (!err)
-        err = create_obj(fs, &L, FS_TYPE_DIR, NULL);
-    fs_op_end(fs);
+        err = create_obj(fs, &L, CFS_TYPE_DIR, NULL);
+    cfs_op_end(fs);
     return err;
 }
 
 /* Remove the object found by L within op: its entry, its inode, and as many
  * of its segment keys as fit in the commit (*seg_from.. the rest after). */
-static int remove_in_op(fs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uint64_t *seg_to)
+static int remove_in_op(cfs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uint64_t *seg_to)
 {
     chunk_t ck;
     int err;
-    if (L->in.type == FS_TYPE_DIR) {
+    if (L->in.type == CFS_TYPE_DIR) {
         err = dir_is_empty(fs, op->chain_tail, L->ino, &L->in);
         if (err < 0)
             return err;
         if (err == 0)
-            return FS_ERR_NOTEMPTY;
+            return CFS_ERR_NOTEMPTY;
         for (uint32_t i = 0; i < L->in.nchunks; i++) {
             err = op_tomb(fs, op, L->ino, MKIDX(KIND_DIR, i));
             if (err)
                 return err;
         }
     } else if (ino_open(fs, L->ino)) {
-        return FS_ERR_BUSY;
+        return CFS_ERR_BUSY;
     }
     /* reload the entry's chunk through the op (earlier steps may have
      * changed it) */
@@ -2014,12 +2014,12 @@ static int remove_in_op(fs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uin
     if (err)
         return err;
     *seg_from = 0;
-    *seg_to = L->in.type == FS_TYPE_FILE ? NSEGS(L->in.size) : 0;
+    *seg_to = L->in.type == CFS_TYPE_FILE ? NSEGS(L->in.size) : 0;
     op_add_seg_deletes(op, L->ino, seg_from, *seg_to);
     return 0;
 }
 
-static int remove_common(fs_t *fs, const char *path, int want_dir)
+static int remove_common(cfs_t *fs, const char *path, int want_dir)
 {
     int err = ns_begin(fs, path, 0);
     if (err)
@@ -2029,13 +2029,13 @@ static int remove_common(fs_t *fs, const char *path, int want_dir)
     op_init(&op);
     uint64_t from = 0, to = 0;
     uint32_t ino = 0;
-    err = resolve(fs, FS_ADDR_NONE, path, &L);
+    err = resolve(fs, CFS_ADDR_NONE, path, &L);
     if (!err && !L.exists)
-        err = FS_ERR_NOENT;
+        err = CFS_ERR_NOENT;
     if (!err && L.ino == ROOT_INO)
-        err = FS_ERR_PERM;
-    if (!err && want_dir && L.in.type != FS_TYPE_DIR)
-        err = FS_ERR_NOTDIR;
+        err = CFS_ERR_PERM;
+    if (!err && want_dir && L.in.type != CFS_TYPE_DIR)
+        err = CFS_ERR_NOTDIR;
     if (!err) {
         ino = L.ino;
         err = remove_in_op(fs, &op, &L, &from, &to);
@@ -2044,15 +2044,15 @@ static int remove_common(fs_t *fs, const char *path, int want_dir)
         err = op_commit(fs, &op);
     if (!err)
         err = seg_cleanup(fs, ino, from, to);
-    fs_op_end(fs);
+    cfs_op_end(fs);
     return err;
 }
 
-int fs_remove(fs_t *fs, const char *path) { return remove_common(fs, path, 0); }
-int fs_rmdir(fs_t *fs, const char *path) { return remove_common(fs, path, 1); }
+int cfs_remove(cfs_t *fs, const char *path) { return remove_common(fs, path, 0); }
+int cfs_rmdir(cfs_t *fs, const char *path) { return remove_common(fs, path, 1); }
 
 /* Is directory dino `anc` or inside it? Walks the parent links. */
-static int is_within(fs_t *fs, const op_t *op, uint32_t dino, uint32_t anc)
+static int is_within(cfs_t *fs, const op_t *op, uint32_t dino, uint32_t anc)
 {
     for (uint32_t depth = 0; depth <= PATH_DEPTH_MAX + 1; depth++) {
         if (dino == anc)
@@ -2070,7 +2070,7 @@ static int is_within(fs_t *fs, const op_t *op, uint32_t dino, uint32_t anc)
 
 /* One rename (dst NULL: remove) inside op. Deferred segment cleanups of a
  * replaced target are returned through cl_ino/cl_from/cl_to. */
-static int rename_in_op(fs_t *fs, op_t *op, const char *src, const char *dst, uint32_t *cl_ino,
+static int rename_in_op(cfs_t *fs, op_t *op, const char *src, const char *dst, uint32_t *cl_ino,
                         uint64_t *cl_from, uint64_t *cl_to)
 {
     lookup_t S, D;
@@ -2078,9 +2078,9 @@ static int rename_in_op(fs_t *fs, op_t *op, const char *src, const char *dst, ui
     if (err)
         return err;
     if (!S.exists)
-        return FS_ERR_NOENT;
+        return CFS_ERR_NOENT;
     if (S.ino == ROOT_INO)
-        return FS_ERR_PERM;
+        return CFS_ERR_PERM;
     *cl_ino = 0;
     *cl_from = *cl_to = 0;
     if (!dst) {
@@ -2091,21 +2091,21 @@ static int rename_in_op(fs_t *fs, op_t *op, const char *src, const char *dst, ui
     if (err)
         return err;
     if (D.exists && D.ino == ROOT_INO)
-        return FS_ERR_PERM;
+        return CFS_ERR_PERM;
     if (D.exists && D.ino == S.ino)
         return 0; /* same object */
-    if (S.in.type == FS_TYPE_DIR) {
+    if (S.in.type == CFS_TYPE_DIR) {
         err = is_within(fs, op, D.parent, S.ino);
         if (err < 0)
             return err;
         if (err)
-            return FS_ERR_INVAL; /* a directory into itself */
+            return CFS_ERR_INVAL; /* a directory into itself */
     }
     if (D.exists) {
-        if (S.in.type == FS_TYPE_FILE && D.in.type == FS_TYPE_DIR)
-            return FS_ERR_ISDIR;
-        if (S.in.type == FS_TYPE_DIR && D.in.type == FS_TYPE_FILE)
-            return FS_ERR_NOTDIR;
+        if (S.in.type == CFS_TYPE_FILE && D.in.type == CFS_TYPE_DIR)
+            return CFS_ERR_ISDIR;
+        if (S.in.type == CFS_TYPE_DIR && D.in.type == CFS_TYPE_FILE)
+            return CFS_ERR_NOTDIR;
         *cl_ino = D.ino;
         err = remove_in_op(fs, op, &D, cl_from, cl_to);
         if (err)
@@ -2137,12 +2137,12 @@ static int rename_in_op(fs_t *fs, op_t *op, const char *src, const char *dst, ui
     return err;
 }
 
-int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst, uint32_t n)
+int cfs_rename_many(cfs_t *fs, const char *const *src, const char *const *dst, uint32_t n)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
-    if (n > FS_RENAME_MANY_MAX || (n && !src))
-        return FS_ERR_INVAL;
+        return CFS_ERR_NOTMOUNTED;
+    if (n > CFS_RENAME_MANY_MAX || (n && !src))
+        return CFS_ERR_INVAL;
     if (n == 0)
         return 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -2152,13 +2152,13 @@ int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst, uin
         if (err)
             return err;
     }
-    int err = fs_op_begin(fs, 4096 + n * 2048);
+    int err = cfs_op_begin(fs, 4096 + n * 2048);
     if (err)
         return err;
     op_t op;
     op_init(&op);
-    uint32_t cl_ino[FS_RENAME_MANY_MAX];
-    uint64_t cl_from[FS_RENAME_MANY_MAX], cl_to[FS_RENAME_MANY_MAX];
+    uint32_t cl_ino[CFS_RENAME_MANY_MAX];
+    uint64_t cl_from[CFS_RENAME_MANY_MAX], cl_to[CFS_RENAME_MANY_MAX];
     for (uint32_t i = 0; i < n && !err; i++)
         err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
                            &cl_to[i]);
@@ -2167,20 +2167,20 @@ int fs_rename_many(fs_t *fs, const char *const *src, const char *const *dst, uin
     for (uint32_t i = 0; i < n && !err; i++)
         if (cl_ino[i])
             err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
-    fs_op_end(fs);
+    cfs_op_end(fs);
     return err;
 }
 
-int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src, const char *const *dst,
+int cfs_file_commit_with(cfs_t *fs, cfs_file_t *f, const char *const *src, const char *const *dst,
                         uint32_t n)
 {
     int err = file_check(fs, f);
     if (err)
         return err;
-    if (n > FS_RENAME_MANY_MAX || (n && !src))
-        return FS_ERR_INVAL;
-    if (!(f->flags & FS_O_WRONLY))
-        return FS_ERR_BADF;
+    if (n > CFS_RENAME_MANY_MAX || (n && !src))
+        return CFS_ERR_INVAL;
+    if (!(f->flags & CFS_O_WRONLY))
+        return CFS_ERR_BADF;
     for (uint32_t i = 0; i < n; i++) {
         err = path_check(src[i]);
         if (!err && dst && dst[i])
@@ -2188,16 +2188,16 @@ int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src, const ch
         if (err)
             return err;
     }
-    err = fs_op_begin(fs, 4096 + n * 2048);
+    err = cfs_op_begin(fs, 4096 + n * 2048);
     if (err)
         return err;
-    if (f->rebase && f->pending_tail != FS_ADDR_NONE)
+    if (f->rebase && f->pending_tail != CFS_ADDR_NONE)
         err = handle_rebase(fs, f);
     inode_t in;
     if (!err)
-        err = fs_inode_get(fs, f->ino, &in, NULL);
-    if (err == FS_ERR_NOENT)
-        err = FS_ERR_CORRUPT;
+        err = cfs_inode_get(fs, f->ino, &in, NULL);
+    if (err == CFS_ERR_NOENT)
+        err = CFS_ERR_CORRUPT;
     /* One chain: f's pending records, its inode, then the renames. */
     op_t op;
     op_init(&op);
@@ -2206,11 +2206,11 @@ int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src, const ch
     uint64_t to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
     if (!err && f->dirty) {
         in.size = f->size;
-        in.mtime = fs_now(fs);
+        in.mtime = cfs_now(fs);
         err = op_put_inode(fs, &op, f->ino, &in);
     }
-    uint32_t cl_ino[FS_RENAME_MANY_MAX];
-    uint64_t cl_from[FS_RENAME_MANY_MAX], cl_to[FS_RENAME_MANY_MAX];
+    uint32_t cl_ino[CFS_RENAME_MANY_MAX];
+    uint64_t cl_from[CFS_RENAME_MANY_MAX], cl_to[CFS_RENAME_MANY_MAX];
     for (uint32_t i = 0; i < n && !err; i++)
         err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
                            &cl_to[i]);
@@ -2223,30 +2223,30 @@ int fs_file_commit_with(fs_t *fs, fs_file_t *f, const char *const *src, const ch
     for (uint32_t i = 0; i < n && !err; i++)
         if (cl_ino[i])
             err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
-    fs_op_end(fs);
+    cfs_op_end(fs);
     return err;
 }
 
-int fs_rename(fs_t *fs, const char *src, const char *dst)
+int cfs_rename(cfs_t *fs, const char *src, const char *dst)
 {
     if (!dst)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     const char *s[1] = {src}, *d[1] = {dst};
-    return fs_rename_many(fs, s, d, 1);
+    return cfs_rename_many(fs, s, d, 1);
 }
 
 /* ---- directories ------------------------------------------------------------------------ */
 
-int fs_dir_open(fs_t *fs, fs_dir_t *dir, const char *path)
+int cfs_dir_open(cfs_t *fs, cfs_dir_t *dir, const char *path)
 {
     lookup_t L;
     if (!dir)
-        return fs && fs->mounted ? FS_ERR_INVAL : FS_ERR_NOTMOUNTED;
+        return fs && fs->mounted ? CFS_ERR_INVAL : CFS_ERR_NOTMOUNTED;
     int err = lookup_existing(fs, path, &L);
     if (err)
         return err;
-    if (L.in.type != FS_TYPE_DIR)
-        return FS_ERR_NOTDIR;
+    if (L.in.type != CFS_TYPE_DIR)
+        return CFS_ERR_NOTDIR;
     dir->ino = L.ino;
     dir->chunk = 0;
     dir->off = 0;
@@ -2254,17 +2254,17 @@ int fs_dir_open(fs_t *fs, fs_dir_t *dir, const char *path)
     return 0;
 }
 
-int fs_dir_read(fs_t *fs, fs_dir_t *dir, char *name, uint32_t name_size, fs_stat_t *st)
+int cfs_dir_read(cfs_t *fs, cfs_dir_t *dir, char *name, uint32_t name_size, cfs_stat_t *st)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     if (!dir || !name || name_size == 0)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (dir->ino == 0)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     chunk_t ck;
     while (dir->chunk < dir->nchunks) {
-        int err = chunk_load(fs, FS_ADDR_NONE, dir->ino, dir->chunk, &ck);
+        int err = chunk_load(fs, CFS_ADDR_NONE, dir->ino, dir->chunk, &ck);
         if (err)
             return err;
         if (dir->off >= ck.len) {
@@ -2273,17 +2273,17 @@ int fs_dir_read(fs_t *fs, fs_dir_t *dir, char *name, uint32_t name_size, fs_stat
             continue;
         }
         const uint8_t *e = ck.p + dir->off;
-        uint32_t nl = e[5], child = get32(e);
+        uint32_t nl = e[5], child = le_get32(e);
         if (nl + 1 > name_size)
-            return FS_ERR_NAMETOOLONG;
+            return CFS_ERR_NAMETOOLONG;
         memcpy(name, e + DIRENT_FIXED, nl);
         name[nl] = 0;
         dir->off += DIRENT_FIXED + nl;
         if (st) {
             inode_t in;
-            err = fs_inode_get(fs, child, &in, NULL);
+            err = cfs_inode_get(fs, child, &in, NULL);
             if (err)
-                return err == FS_ERR_NOENT ? FS_ERR_CORRUPT : err;
+                return err == CFS_ERR_NOENT ? CFS_ERR_CORRUPT : err;
             stat_fill(st, child, &in);
         }
         return 1;
@@ -2291,30 +2291,30 @@ int fs_dir_read(fs_t *fs, fs_dir_t *dir, char *name, uint32_t name_size, fs_stat
     return 0;
 }
 
-int fs_dir_close(fs_t *fs, fs_dir_t *dir)
+int cfs_dir_close(cfs_t *fs, cfs_dir_t *dir)
 {
     if (!fs || !dir)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     if (dir->ino == 0)
-        return FS_ERR_BADF;
+        return CFS_ERR_BADF;
     dir->ino = 0;
     return 0;
 }
 
 /* ---- unmount ---------------------------------------------------------------------------- */
 
-int fs_unmount(fs_t *fs)
+int cfs_unmount(cfs_t *fs)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     int err = 0;
     while (fs->open_files) {
-        int e = fs_file_close(fs, fs->open_files);
+        int e = cfs_file_close(fs, fs->open_files);
         if (e && !err)
             err = e;
     }
     if (!fs->rofs) {
-        int e = fs_checkpoint(fs);
+        int e = cfs_checkpoint(fs);
         if (e && !err)
             err = e;
     }
@@ -2325,8 +2325,8 @@ int fs_unmount(fs_t *fs)
 /* ---- fsck ---------------------------------------------------------------------------------- */
 
 typedef struct fsck {
-    fs_t *fs;
-    fs_report_fn report;
+    cfs_t *fs;
+    cfs_report_fn report;
     void *ctx;
     uint32_t problems;
     uint32_t files, dirs;
@@ -2368,7 +2368,7 @@ static void fsck_say(fsck_t *k, const char *what, uint32_t ino, uint32_t n, int 
     if (err) {
         line[o++] = ':';
         line[o++] = ' ';
-        for (const char *p = fs_strerror(err); *p && o < sizeof(line) - 1; p++)
+        for (const char *p = cfs_strerror(err); *p && o < sizeof(line) - 1; p++)
             line[o++] = *p;
     }
     line[o] = 0;
@@ -2380,7 +2380,7 @@ static void fsck_file(fsck_t *k, uint32_t ino, const inode_t *in)
     uint8_t tmp[256];
     for (uint64_t s = 0; s < NSEGS(in->size); s++) {
         uint32_t v, len = seg_len(in->size, (uint32_t)s);
-        int err = fs_map_lookup(k->fs, ino, MKIDX(KIND_SEG, (uint32_t)s), &v);
+        int err = cfs_map_lookup(k->fs, ino, MKIDX(KIND_SEG, (uint32_t)s), &v);
         for (uint32_t o = 0; !err && o < len; o += sizeof(tmp))
             err = seg_read(k->fs, NULL, ino, (uint32_t)s, v, o, tmp, min32(sizeof(tmp), len - o));
         if (err)
@@ -2388,19 +2388,19 @@ static void fsck_file(fsck_t *k, uint32_t ino, const inode_t *in)
     }
 }
 
-int fs_fsck(fs_t *fs, fs_report_fn report, void *report_ctx)
+int cfs_fsck(cfs_t *fs, cfs_report_fn report, void *report_ctx)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     fsck_t k = {fs, report, report_ctx, 0, 0, 0};
     struct frame {
         uint32_t ino, nchunks, chunk;
     } stack[PATH_DEPTH_MAX + 1];
     uint32_t sp = 0;
     inode_t in;
-    int err = fs_inode_get(fs, ROOT_INO, &in, NULL);
-    if (err || in.type != FS_TYPE_DIR) {
-        fsck_say(&k, "root directory unreadable", ROOT_INO, 0, err ? err : FS_ERR_CORRUPT);
+    int err = cfs_inode_get(fs, ROOT_INO, &in, NULL);
+    if (err || in.type != CFS_TYPE_DIR) {
+        fsck_say(&k, "root directory unreadable", ROOT_INO, 0, err ? err : CFS_ERR_CORRUPT);
         return CORRUPT_HERE;
     }
     k.dirs = 1;
@@ -2413,16 +2413,16 @@ int fs_fsck(fs_t *fs, fs_report_fn report, void *report_ctx)
             continue;
         }
         uint32_t dino = fr->ino, ci = fr->chunk++;
-        err = chunk_load(fs, FS_ADDR_NONE, dino, ci, &ck);
+        err = chunk_load(fs, CFS_ADDR_NONE, dino, ci, &ck);
         if (err) {
             fsck_say(&k, "directory chunk unreadable", dino, ci, err);
             continue;
         }
         for (uint32_t off = 0; off < ck.len; off += DIRENT_FIXED + ck.p[off + 5]) {
-            uint32_t child = get32(ck.p + off);
+            uint32_t child = le_get32(ck.p + off);
             uint8_t type = ck.p[off + 4];
             inode_t ci_in;
-            err = fs_inode_get(fs, child, &ci_in, NULL);
+            err = cfs_inode_get(fs, child, &ci_in, NULL);
             if (err) {
                 fsck_say(&k, "directory entry without a readable inode", child, dino, err);
                 continue;
@@ -2431,7 +2431,7 @@ int fs_fsck(fs_t *fs, fs_report_fn report, void *report_ctx)
                 fsck_say(&k, "directory entry type differs from the inode", child, dino, 0);
             if (ci_in.parent != dino)
                 fsck_say(&k, "inode parent link differs from its directory", child, dino, 0);
-            if (ci_in.type == FS_TYPE_FILE) {
+            if (ci_in.type == CFS_TYPE_FILE) {
                 k.files++;
                 fsck_file(&k, child, &ci_in);
             } else {

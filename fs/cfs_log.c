@@ -1,21 +1,21 @@
 /*
- * fs_log.c - the log layer of cfs: record I/O on a circular log, anchors,
+ * cfs_log.c - the log layer of cfs: record I/O on a circular log, anchors,
  * the object map (journal index + bucket pages), commits, checkpoints,
  * mount-time replay and garbage collection. See docs/FS.md.
  */
-#include "fs_internal.h"
+#include "cfs_internal.h"
 
 /* ---- geometry ------------------------------------------------------------- */
 
 #define FIRST_DATA 2u /* blocks 0 and 1 are the anchors */
 
-_Static_assert(FS_PAGE >= BUCKET_MAX * 12, "bucket page buffer");
-_Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
+_Static_assert(CFS_PAGE >= BUCKET_MAX * 12, "bucket page buffer");
+_Static_assert(CFS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
 
 /* Space tiers (K = ckpt_blocks, what a checkpoint of a full journal needs):
  *   GC moves one more block only with K + 3 free (the block's relocations,
  *   their commit, the checkpoint that ends the pass);
- *   an operation that frees space (fs_op_begin with 0) starts with K + 4
+ *   an operation that frees space (cfs_op_begin with 0) starts with K + 4
  *   free and its records never go below K + 3: GC can run after it;
  *   an ordinary operation starts with its size + reserve (2K + 6) free,
  *   its records never go below K + 4, and with a checkpoint it may need
@@ -34,11 +34,11 @@ _Static_assert(FS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
 #define BADANCHOR_MAGIC 0x42414431u /* "BAD1": a retired-block note */
 
-static inline uint32_t blk_of(const fs_t *fs, uint32_t a) { return a / fs->bsize; }
-static inline uint32_t off_of(const fs_t *fs, uint32_t a) { return a % fs->bsize; }
-static inline uint32_t ndata(const fs_t *fs) { return fs->nblocks - FIRST_DATA; }
+static inline uint32_t blk_of(const cfs_t *fs, uint32_t a) { return a / fs->bsize; }
+static inline uint32_t off_of(const cfs_t *fs, uint32_t a) { return a % fs->bsize; }
+static inline uint32_t ndata(const cfs_t *fs) { return fs->nblocks - FIRST_DATA; }
 
-static int is_bad(const fs_t *fs, uint32_t b)
+static int is_bad(const cfs_t *fs, uint32_t b)
 {
     for (uint32_t i = 0; i < fs->nbad; i++)
         if (fs->bad[i] == b)
@@ -47,7 +47,7 @@ static int is_bad(const fs_t *fs, uint32_t b)
 }
 
 /* Next good data block after b, wrapping; *wrapped set when it wrapped. */
-static uint32_t next_good(const fs_t *fs, uint32_t b, int *wrapped)
+static uint32_t next_good(const cfs_t *fs, uint32_t b, int *wrapped)
 {
     for (uint32_t i = 0; i < fs->nblocks; i++) {
         b++;
@@ -63,7 +63,7 @@ static uint32_t next_good(const fs_t *fs, uint32_t b, int *wrapped)
 }
 
 /* Address n bytes after a in log order; bumps *lap on wrap. */
-static uint32_t addr_add(const fs_t *fs, uint32_t a, uint32_t n, uint32_t *lap)
+static uint32_t addr_add(const cfs_t *fs, uint32_t a, uint32_t n, uint32_t *lap)
 {
     uint32_t b = blk_of(fs, a), o = off_of(fs, a);
     while (o + n >= fs->bsize) {
@@ -80,14 +80,14 @@ static uint32_t addr_add(const fs_t *fs, uint32_t a, uint32_t n, uint32_t *lap)
 }
 
 /* Distance in data blocks from block a forward to block b. */
-static uint32_t blk_dist(const fs_t *fs, uint32_t a, uint32_t b)
+static uint32_t blk_dist(const cfs_t *fs, uint32_t a, uint32_t b)
 {
     return (b + ndata(fs) - a) % ndata(fs);
 }
 
 /* Lap in which the record at addr was written, judged against the head:
  * everything behind the head in its lap, the rest in the lap before. */
-static uint32_t lap_of(const fs_t *fs, uint32_t a)
+static uint32_t lap_of(const cfs_t *fs, uint32_t a)
 {
     uint32_t hb = blk_of(fs, fs->head), b = blk_of(fs, a);
     if (b < hb || (b == hb && a < fs->head))
@@ -95,7 +95,7 @@ static uint32_t lap_of(const fs_t *fs, uint32_t a)
     return fs->laps - 1;
 }
 
-uint32_t fs_free_blocks(const fs_t *fs)
+uint32_t cfs_free_blocks(const cfs_t *fs)
 {
     uint32_t hb = blk_of(fs, fs->head), tb = blk_of(fs, fs->tail);
     uint32_t n;
@@ -120,7 +120,7 @@ uint32_t fs_free_blocks(const fs_t *fs)
     return n;
 }
 
-uint32_t fs_now(fs_t *fs)
+uint32_t cfs_now(cfs_t *fs)
 {
     return fs->clock ? fs->clock(fs->clock_ctx) : 0;
 }
@@ -131,10 +131,10 @@ static int dev_err(int err)
 {
     if (err == 0)
         return 0;
-    return err == FLASH_ERR_CORRUPT ? FS_ERR_IO : (err < 0 ? FS_ERR_IO : err);
+    return err == FLASH_ERR_CORRUPT ? CFS_ERR_IO : (err < 0 ? CFS_ERR_IO : err);
 }
 
-int fs_flash_read(fs_t *fs, uint32_t a, void *buf, uint32_t len)
+int cfs_flash_read(cfs_t *fs, uint32_t a, void *buf, uint32_t len)
 {
     uint8_t *p = buf;
     while (len) {
@@ -152,7 +152,7 @@ int fs_flash_read(fs_t *fs, uint32_t a, void *buf, uint32_t len)
 
 /* Program bytes at a (spanning blocks that were entered already). On a
  * failed program the block is remembered as failing (retired by GC). */
-static int flash_prog(fs_t *fs, uint32_t a, const void *buf, uint32_t len)
+static int flash_prog(cfs_t *fs, uint32_t a, const void *buf, uint32_t len)
 {
     const uint8_t *p = buf;
     while (len) {
@@ -162,7 +162,7 @@ static int flash_prog(fs_t *fs, uint32_t a, const void *buf, uint32_t len)
         if (err) {
             if (err != FLASH_ERR_POWER)
                 fs->failing_block = b;
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
         }
         p += n;
         len -= n;
@@ -171,15 +171,15 @@ static int flash_prog(fs_t *fs, uint32_t a, const void *buf, uint32_t len)
     return 0;
 }
 
-static void anchor_note_bad(fs_t *fs, uint32_t b);
+static void anchor_note_bad(cfs_t *fs, uint32_t b);
 
-static int retire_block(fs_t *fs, uint32_t b)
+static int retire_block(cfs_t *fs, uint32_t b)
 {
     if (is_bad(fs, b))
         return 0;
-    if (fs->nbad >= FS_BAD_MAX) {
+    if (fs->nbad >= CFS_BAD_MAX) {
         fs->rofs = 1;
-        return FS_ERR_ROFS;
+        return CFS_ERR_ROFS;
     }
     fs->bad[fs->nbad++] = (uint16_t)b;
     fs->ckpt_wanted = 1; /* make the list durable soon */
@@ -190,24 +190,24 @@ static int retire_block(fs_t *fs, uint32_t b)
 
 /* Erase the head block if this lap has not erased it yet. A block that fails
  * to erase is retired on the spot (it holds nothing live: it is free). */
-static int enter_head(fs_t *fs)
+static int enter_head(cfs_t *fs)
 {
     while (!fs->head_erased) {
         uint32_t b = blk_of(fs, fs->head);
         if (b == blk_of(fs, fs->tail) && fs->tail > fs->head)
-            return FS_ERR_NOSPC; /* never erase the block the log starts in */
+            return CFS_ERR_NOSPC; /* never erase the block the log starts in */
         int err = fs->dev->erase(fs->dev, fs->first_block + b);
         if (err == 0) {
             fs->head_erased = 1;
             break;
         }
         if (err == FLASH_ERR_POWER)
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
         err = retire_block(fs, b);
         if (err)
             return err;
-        if (fs_free_blocks(fs) == 0)
-            return FS_ERR_NOSPC;
+        if (cfs_free_blocks(fs) == 0)
+            return CFS_ERR_NOSPC;
         int w = 0;
         uint32_t nb = next_good(fs, b, &w);
         if (w)
@@ -219,7 +219,7 @@ static int enter_head(fs_t *fs)
 
 /* Move the head to the start of the next block (abandoning the rest of the
  * current one). */
-static void head_next_block(fs_t *fs)
+static void head_next_block(cfs_t *fs)
 {
     int w = 0;
     uint32_t nb = next_good(fs, blk_of(fs, fs->head), &w);
@@ -235,11 +235,11 @@ static void hdr_encode(const rec_hdr_t *h, uint8_t *p, uint32_t lap)
 {
     p[0] = h->type;
     p[1] = h->flags;
-    put16(p + 2, h->len);
-    put32(p + 4, h->ino);
-    put32(p + 8, h->idx);
-    put32(p + 12, h->dcrc);
-    put32(p + 16, crc32_update(lap, p, 16));
+    le_put16(p + 2, h->len);
+    le_put32(p + 4, h->ino);
+    le_put32(p + 8, h->idx);
+    le_put32(p + 12, h->dcrc);
+    le_put32(p + 16, crc32_update(lap, p, 16));
 }
 
 static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
@@ -251,27 +251,27 @@ static int hdr_decode(rec_hdr_t *h, const uint8_t *p, uint32_t lap)
             break;
         }
     if (erased)
-        return FS_ERR_NOENT;
-    if (crc32_update(lap, p, 16) != get32(p + 16))
+        return CFS_ERR_NOENT;
+    if (crc32_update(lap, p, 16) != le_get32(p + 16))
         return CORRUPT_HERE;
     h->type = p[0];
     h->flags = p[1];
-    h->len = get16(p + 2);
-    h->ino = get32(p + 4);
-    h->idx = get32(p + 8);
-    h->dcrc = get32(p + 12);
-    h->hcrc = get32(p + 16);
+    h->len = le_get16(p + 2);
+    h->ino = le_get32(p + 4);
+    h->idx = le_get32(p + 8);
+    h->dcrc = le_get32(p + 12);
+    h->hcrc = le_get32(p + 16);
     if (h->type < R_INODE || h->type > R_PAD || h->len > REC_MAX_PAYLOAD)
         return CORRUPT_HERE;
     return 0;
 }
 
-static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
+static int read_hdr_lap(cfs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 {
     uint8_t p[REC_HDR];
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_flash_read(fs, a, p, REC_HDR);
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_flash_read(fs, a, p, REC_HDR);
         if (!err)
             err = hdr_decode(h, p, lap);
     }
@@ -279,55 +279,55 @@ static int read_hdr_lap(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 }
 
 /* A header read by a scan (GC, replay) that must tell the end of the
- * records in a block from noise: FS_ERR_NOENT (erased) or FS_ERR_CORRUPT
+ * records in a block from noise: CFS_ERR_NOENT (erased) or CFS_ERR_CORRUPT
  * (damaged or torn) only when several reads agree byte for byte; a clean
  * read among them is used (it was noise); reads that disagree give
- * FS_ERR_IO (noise: the caller changes nothing). */
-static int read_hdr_sure(fs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
+ * CFS_ERR_IO (noise: the caller changes nothing). */
+static int read_hdr_sure(cfs_t *fs, uint32_t a, rec_hdr_t *h, uint32_t lap)
 {
     int err = read_hdr_lap(fs, a, h, lap);
-    if (err != FS_ERR_CORRUPT)
+    if (err != CFS_ERR_CORRUPT)
         return err;
     uint8_t p[REC_HDR], q[REC_HDR];
-    if (fs_flash_read(fs, a, p, REC_HDR))
-        return FS_ERR_IO;
+    if (cfs_flash_read(fs, a, p, REC_HDR))
+        return CFS_ERR_IO;
     for (int t = 0; t < 4; t++) {
-        if (fs_flash_read(fs, a, q, REC_HDR))
-            return FS_ERR_IO;
+        if (cfs_flash_read(fs, a, q, REC_HDR))
+            return CFS_ERR_IO;
         if (memcmp(p, q, REC_HDR) != 0)
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
     }
     /* the same bytes every time: decode them once more */
     return hdr_decode(h, p, lap);
 }
 
-int fs_rec_read_hdr(fs_t *fs, uint32_t a, rec_hdr_t *h)
+int cfs_rec_read_hdr(cfs_t *fs, uint32_t a, rec_hdr_t *h)
 {
-    if (a == FS_ADDR_NONE || a == FS_ADDR_DELETED ||
+    if (a == CFS_ADDR_NONE || a == CFS_ADDR_DELETED ||
         blk_of(fs, a) < FIRST_DATA || blk_of(fs, a) >= fs->nblocks)
         return CORRUPT_HERE;
     int err = read_hdr_lap(fs, a, h, lap_of(fs, a));
-#ifdef FS_DEBUG
+#ifdef CFS_DEBUG
     if (err)
         fprintf(stderr, "bad header at %u (block %u): head %u tail %u laps %u lap_of %u\n", a,
                 blk_of(fs, a), fs->head, fs->tail, fs->laps, lap_of(fs, a));
 #endif
-    return err == FS_ERR_NOENT ? CORRUPT_HERE : err;
+    return err == CFS_ERR_NOENT ? CORRUPT_HERE : err;
 }
 
-int fs_rec_read(fs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
+int cfs_rec_read(cfs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
 {
-    return fs_flash_read(fs, addr_add(fs, a, REC_HDR + off, NULL), buf, len);
+    return cfs_flash_read(fs, addr_add(fs, a, REC_HDR + off, NULL), buf, len);
 }
 
-int fs_rec_crc(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
+int cfs_rec_crc(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
 {
     uint8_t tmp[256];
     uint32_t p = addr_add(fs, a, REC_HDR, NULL);
     *crc = 0;
     for (uint32_t off = 0; off < h->len;) {
         uint32_t n = h->len - off < sizeof(tmp) ? h->len - off : sizeof(tmp);
-        int err = fs_flash_read(fs, p, tmp, n);
+        int err = cfs_flash_read(fs, p, tmp, n);
         if (err)
             return err;
         *crc = crc32_update(*crc, tmp, n);
@@ -337,29 +337,29 @@ int fs_rec_crc(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
     return 0;
 }
 
-static int verify_payload(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+static int verify_payload(cfs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
         uint32_t crc;
-        err = fs_rec_crc(fs, a, h, &crc);
+        err = cfs_rec_crc(fs, a, h, &crc);
         if (!err && crc != h->dcrc)
             err = CORRUPT_HERE;
     }
     return err;
 }
 
-int fs_rec_verify(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+int cfs_rec_verify(cfs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
     return verify_payload(fs, a, h);
 }
 
-int fs_rec_check_sure(fs_t *fs, uint32_t a, const rec_hdr_t *h)
+int cfs_rec_check_sure(cfs_t *fs, uint32_t a, const rec_hdr_t *h)
 {
     uint32_t last = 0, same = 0;
     for (uint32_t t = 0; t < 4 * DAMAGE_READS; t++) {
         uint32_t c;
-        int err = fs_rec_crc(fs, a, h, &c);
+        int err = cfs_rec_crc(fs, a, h, &c);
         if (err)
             return err;
         if (c == h->dcrc)
@@ -369,59 +369,59 @@ int fs_rec_check_sure(fs_t *fs, uint32_t a, const rec_hdr_t *h)
         if (same >= DAMAGE_READS)
             return CORRUPT_HERE;
     }
-    return FS_ERR_IO; /* the reads do not settle: noise */
+    return CFS_ERR_IO; /* the reads do not settle: noise */
 }
 
-int fs_rec_load(fs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t max)
+int cfs_rec_load(cfs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t max)
 {
     if (h->len > max)
         return CORRUPT_HERE;
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_rec_read(fs, a, 0, buf, h->len);
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_rec_read(fs, a, 0, buf, h->len);
         if (!err && crc32_update(0, buf, h->len) != h->dcrc)
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
     }
-    return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
+    return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
 }
 
 /* Blocks a record of total bytes starting at the head would newly enter. */
-static uint32_t blocks_needed(const fs_t *fs, uint32_t total)
+static uint32_t blocks_needed(const cfs_t *fs, uint32_t total)
 {
     uint32_t o = off_of(fs, fs->head);
     uint32_t n = (o + total + fs->bsize - 1) / fs->bsize; /* blocks touched */
     return fs->head_erased ? n - 1 : n;
 }
 
-static int checkpoint_space(const fs_t *fs);
-static int checkpoint_space_for(const fs_t *fs, uint32_t more);
+static int checkpoint_space(const cfs_t *fs);
+static int checkpoint_space_for(const cfs_t *fs, uint32_t more);
 
-static int ensure_space(fs_t *fs, uint32_t total)
+static int ensure_space(cfs_t *fs, uint32_t total)
 {
     if (fs->rofs)
-        return FS_ERR_ROFS;
+        return CFS_ERR_ROFS;
     uint32_t need = blocks_needed(fs, total);
     if (fs->in_ckpt || fs->in_gc == GC_COMMITTING)
-        return fs_free_blocks(fs) >= need ? 0 : FS_ERR_NOSPC;
+        return cfs_free_blocks(fs) >= need ? 0 : CFS_ERR_NOSPC;
     if (fs->in_gc) {
         /* a relocation never eats the room of the commit and the
          * checkpoint that end the pass: it fails with NOSPC first, and
          * the pass ends before that record, keeping what it moved */
         uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
         keep = keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
-        return fs_free_blocks(fs) >= need + keep ? 0 : FS_ERR_NOSPC;
+        return cfs_free_blocks(fs) >= need + keep ? 0 : CFS_ERR_NOSPC;
     }
     /* inside an operation: no GC (it would move records the operation holds
      * addresses of); keep room for a checkpoint */
-    return fs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : FS_ERR_NOSPC;
+    return cfs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : CFS_ERR_NOSPC;
 }
 
-int fs_op_begin(fs_t *fs, uint32_t bytes)
+int cfs_op_begin(cfs_t *fs, uint32_t bytes)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     if (fs->rofs)
-        return FS_ERR_ROFS;
+        return CFS_ERR_ROFS;
     uint32_t need = (bytes + fs->bsize - 1) / fs->bsize + 1;
     /* bytes 0: an operation that frees space or only commits what is
      * written already (remove, sync): it may use the reserve down to the GC
@@ -433,7 +433,7 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
         reserve = GC_FLOOR(fs);
     /* GC only when it can gain: the log holds more than a couple of blocks
      * of stale records */
-    uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
+    uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - cfs_free_blocks(fs)) * fs->bsize;
     /* (fs->live counts file sizes: when it claims all the log holds or
      * more, sparse files make it an upper bound that says nothing about
      * the stale data; try, rather than refuse with the log full of it) */
@@ -441,33 +441,33 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     /* Passes go on while the tail advances (up to a lap), even when a pass
      * gains nothing: stale records may lie behind a stretch of live ones. */
     /* A pass that fails (read noise) leaves the state as durable as it
-     * was, keeping what it committed (fs_gc_run): the operation goes on if
+     * was, keeping what it committed (cfs_gc_run): the operation goes on if
      * the space it needs is there, and otherwise fails with the pass's
      * error rather than NOSPC. No second pass is tried in the same
      * operation: each failed pass may waste the copies of one block. */
     int gc_err = 0;
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
-                             fs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
-        int r = fs_gc_run(fs, 0, fs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
-        if (r < 0 && r != FS_ERR_NOSPC)
+                             cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
+        int r = cfs_gc_run(fs, 0, cfs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
+        if (r < 0 && r != CFS_ERR_NOSPC)
             gc_err = r;
         if (r <= 0)
             break;
         swept += (uint32_t)r;
-        if (fs_free_blocks(fs) >= need + reserve + 1 && swept >= 4)
+        if (cfs_free_blocks(fs) >= need + reserve + 1 && swept >= 4)
             break; /* enough for this operation: leave the rest for later */
     }
-    if (fs_free_blocks(fs) < need + reserve)
-        return gc_err ? gc_err : FS_ERR_NOSPC;
+    if (cfs_free_blocks(fs) < need + reserve)
+        return gc_err ? gc_err : CFS_ERR_NOSPC;
     /* A checkpoint when the journal is half full, here at the start of an
      * operation and out of the reserve, so the operation's own commits
-     * rarely need one (fs_journal_room insists only when it is full). One
+     * rarely need one (cfs_journal_room insists only when it is full). One
      * that fails changes nothing durable: the operation goes on. */
-    if (fs->in_op == 0 && (fs->njournal >= FS_JOURNAL_MAX / 2 ||
-                           fs->journal_records >= FS_JOURNAL_RECORDS) &&
-        fs_free_blocks(fs) >= need + reserve + (uint32_t)checkpoint_space(fs)) {
-        int e = fs_checkpoint(fs);
-        if (e == FS_ERR_ROFS)
+    if (fs->in_op == 0 && (fs->njournal >= CFS_JOURNAL_MAX / 2 ||
+                           fs->journal_records >= CFS_JOURNAL_RECORDS) &&
+        cfs_free_blocks(fs) >= need + reserve + (uint32_t)checkpoint_space(fs)) {
+        int e = cfs_checkpoint(fs);
+        if (e == CFS_ERR_ROFS)
             return e;
     }
     if (fs->in_op == 0)
@@ -476,26 +476,26 @@ int fs_op_begin(fs_t *fs, uint32_t bytes)
     return 0;
 }
 
-int fs_hold(fs_t *fs, uint32_t bytes)
+int cfs_hold(cfs_t *fs, uint32_t bytes)
 {
     if (fs && fs->mounted && fs->hold == 255)
-        return FS_ERR_BUSY;
+        return CFS_ERR_BUSY;
     /* an operation that stays open: the GC it may run is run here, first */
-    int err = fs_op_begin(fs, bytes);
+    int err = cfs_op_begin(fs, bytes);
     if (!err)
         fs->hold++;
     return err;
 }
 
-void fs_release(fs_t *fs)
+void cfs_release(cfs_t *fs)
 {
     if (!fs || !fs->hold)
         return;
     fs->hold--;
-    fs_op_end(fs);
+    cfs_op_end(fs);
 }
 
-void fs_op_end(fs_t *fs)
+void cfs_op_end(cfs_t *fs)
 {
     if (fs->in_op)
         fs->in_op--;
@@ -504,12 +504,12 @@ void fs_op_end(fs_t *fs)
     if (fs->in_op == 0 && fs->ckpt_wanted && !fs->rofs) {
         /* blocks were retired: a checkpoint records them (best effort; the
          * next operation tries again) */
-        if (fs_checkpoint(fs) == 0)
+        if (cfs_checkpoint(fs) == 0)
             fs->ckpt_wanted = 0;
     }
 }
 
-int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
+int cfs_rec_begin(cfs_t *fs, uint32_t len, uint32_t *addr)
 {
     uint32_t total = REC_HDR + len;
     int err = ensure_space(fs, total);
@@ -536,27 +536,27 @@ int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
          * (a record longer than a block) checkpoint the retirement first. */
         if (o != 0)
             head_next_block(fs);
-        else if (!fs->in_ckpt && fs_checkpoint(fs) == 0)
+        else if (!fs->in_ckpt && cfs_checkpoint(fs) == 0)
             fs->ckpt_wanted = 0;
         else
-            return FS_ERR_IO;
-        return fs_rec_begin(fs, len, addr);
+            return CFS_ERR_IO;
+        return cfs_rec_begin(fs, len, addr);
     }
     for (uint32_t i = 0; i < span; i++) {
         int w = 0;
         b = next_good(fs, b, &w);
         if (b == blk_of(fs, fs->tail))
-            return FS_ERR_NOSPC; /* never erase the block the log starts in */
+            return CFS_ERR_NOSPC; /* never erase the block the log starts in */
         int e = fs->dev->erase(fs->dev, fs->first_block + b);
         if (e) {
             if (e == FLASH_ERR_POWER)
-                return FS_ERR_IO;
+                return CFS_ERR_IO;
             /* retire it and restart the record in a fresh block */
             err = retire_block(fs, b);
             if (err)
                 return err;
             head_next_block(fs);
-            return fs_rec_begin(fs, len, addr);
+            return cfs_rec_begin(fs, len, addr);
         }
     }
     *addr = a;
@@ -570,7 +570,7 @@ int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr)
     return 0;
 }
 
-int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
+int cfs_rec_append(cfs_t *fs, uint32_t addr, uint32_t off, const void *buf,
                   uint32_t len, uint32_t *crc)
 {
     if (crc)
@@ -578,7 +578,7 @@ int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
     return flash_prog(fs, addr_add(fs, addr, REC_HDR + off, NULL), buf, len);
 }
 
-int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
+int cfs_rec_end(cfs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
                uint32_t ino, uint32_t idx, uint32_t len, uint32_t crc)
 {
     rec_hdr_t h = {type, flags, (uint16_t)len, ino, idx, crc, 0};
@@ -587,42 +587,42 @@ int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
     return flash_prog(fs, addr, p, REC_HDR);
 }
 
-void fs_rec_abandon(fs_t *fs, uint32_t addr, uint32_t len)
+void cfs_rec_abandon(cfs_t *fs, uint32_t addr, uint32_t len)
 {
     /* a header over whatever payload got written, so scans step over it */
-    (void)fs_rec_end(fs, addr, R_PAD, 0, 0, 0, len, 0);
+    (void)cfs_rec_end(fs, addr, R_PAD, 0, 0, 0, len, 0);
 }
 
-int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
+int cfs_rec_write(cfs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
                  uint32_t idx, const void *p1, uint32_t n1, const void *p2,
                  uint32_t n2, uint32_t *addr)
 {
-    int err = FS_ERR_IO;
+    int err = CFS_ERR_IO;
     for (int attempt = 0; attempt < 4; attempt++) {
         uint32_t a, crc = 0;
-        err = fs_rec_begin(fs, n1 + n2, &a);
+        err = cfs_rec_begin(fs, n1 + n2, &a);
         if (err)
             return err;
-        err = fs_rec_append(fs, a, 0, p1, n1, &crc);
+        err = cfs_rec_append(fs, a, 0, p1, n1, &crc);
         if (!err && n2)
-            err = fs_rec_append(fs, a, n1, p2, n2, &crc);
+            err = cfs_rec_append(fs, a, n1, p2, n2, &crc);
         if (!err)
-            err = fs_rec_end(fs, a, type, flags, ino, idx, n1 + n2, crc);
+            err = cfs_rec_end(fs, a, type, flags, ino, idx, n1 + n2, crc);
         if (!err) {
             *addr = a;
             return 0;
         }
-        if (fs->failing_block == FS_ADDR_NONE)
+        if (fs->failing_block == CFS_ADDR_NONE)
             return err; /* power loss or a device that is gone */
         /* a worn block refused the program: carry on in the next block */
         head_next_block(fs);
     }
-    return FS_ERR_NOSPC; /* no block took the record: worn out */
+    return CFS_ERR_NOSPC; /* no block took the record: worn out */
 }
 
 /* ---- object map --------------------------------------------------------------- */
 
-static uint32_t key_bucket(const fs_t *fs, uint32_t ino, uint32_t idx)
+static uint32_t key_bucket(const cfs_t *fs, uint32_t ino, uint32_t idx)
 {
     if (ino == MAP_INO && (idx >> 28) == 4)
         return idx & 0x0fffffffu; /* GC marker: rewrite this bucket */
@@ -634,7 +634,7 @@ static uint32_t key_bucket(const fs_t *fs, uint32_t ino, uint32_t idx)
     return h % fs->nbuckets;
 }
 
-static int jfind(const fs_t *fs, uint32_t ino, uint32_t idx)
+static int jfind(const cfs_t *fs, uint32_t ino, uint32_t idx)
 {
     for (uint32_t i = 0; i < fs->njournal; i++)
         if (fs->journal[i].key.ino == ino && fs->journal[i].key.idx == idx)
@@ -643,16 +643,16 @@ static int jfind(const fs_t *fs, uint32_t ino, uint32_t idx)
 }
 
 /* Read and verify a map page (bucket or dir page) into buf. */
-static int read_page_once(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
+static int read_page_once(cfs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
 {
     rec_hdr_t h;
-    int err = fs_rec_read_hdr(fs, a, &h);
+    int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
     if (h.type != type || h.len > max)
         return CORRUPT_HERE;
-    err = fs_rec_read(fs, a, 0, buf, h.len);
+    err = cfs_rec_read(fs, a, 0, buf, h.len);
     if (err)
         return err;
     if (crc32_update(0, buf, h.len) != h.dcrc)
@@ -661,62 +661,62 @@ static int read_page_once(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint
     return 0;
 }
 
-static int read_page(fs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
+static int read_page(cfs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
         err = read_page_once(fs, a, type, buf, len);
     return err;
 }
 
 /* Address of bucket b's page from the checkpointed map, or NONE. */
-static int bucket_addr(fs_t *fs, uint32_t b, uint32_t *out)
+static int bucket_addr(cfs_t *fs, uint32_t b, uint32_t *out)
 {
     uint32_t d = b / DIRPAGE_FAN;
     uint32_t da = fs->dirpage_addr[d];
-    *out = FS_ADDR_NONE;
-    if (da == FS_ADDR_NONE)
+    *out = CFS_ADDR_NONE;
+    if (da == CFS_ADDR_NONE)
         return 0;
-    uint8_t page[FS_PAGE];
+    uint8_t page[CFS_PAGE];
     uint32_t len;
     int err = read_page(fs, da, R_DIRPAGE, page, &len);
     if (err)
         return err;
     if (len != DIRPAGE_FAN * 4)
         return CORRUPT_HERE;
-    *out = get32(page + (b % DIRPAGE_FAN) * 4);
+    *out = le_get32(page + (b % DIRPAGE_FAN) * 4);
     return 0;
 }
 
 /* Look a key up in the checkpointed map only. */
-static int map_lookup_ckpt(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr, uint32_t *count)
+static int map_lookup_ckpt(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr, uint32_t *count)
 {
     uint32_t b = key_bucket(fs, ino, idx), ba, len = 0;
-    *addr = FS_ADDR_NONE;
+    *addr = CFS_ADDR_NONE;
     if (count)
         *count = 0;
     int err = bucket_addr(fs, b, &ba);
-    if (err || ba == FS_ADDR_NONE)
+    if (err || ba == CFS_ADDR_NONE)
         return err;
-    uint8_t page[FS_PAGE];
+    uint8_t page[CFS_PAGE];
     err = read_page(fs, ba, R_BUCKET, page, &len);
     if (err)
         return err;
     if (count)
         *count = len / 12;
     for (uint32_t i = 0; i + 12 <= len; i += 12)
-        if (get32(page + i) == ino && get32(page + i + 4) == idx) {
-            *addr = get32(page + i + 8);
+        if (le_get32(page + i) == ino && le_get32(page + i + 4) == idx) {
+            *addr = le_get32(page + i + 8);
             break;
         }
     return 0;
 }
 
-int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr)
+int cfs_map_lookup(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr)
 {
     int j = jfind(fs, ino, idx);
-    if (j >= 0 && fs->journal[j].addr != FS_ADDR_NONE) {
-        *addr = fs->journal[j].addr == FS_ADDR_DELETED ? FS_ADDR_NONE : fs->journal[j].addr;
+    if (j >= 0 && fs->journal[j].addr != CFS_ADDR_NONE) {
+        *addr = fs->journal[j].addr == CFS_ADDR_DELETED ? CFS_ADDR_NONE : fs->journal[j].addr;
         return 0;
     }
     return map_lookup_ckpt(fs, ino, idx, addr, NULL);
@@ -724,16 +724,16 @@ int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr)
 
 /* Set key -> addr in the journal index (room was checked by the caller).
  * addr NONE only marks the key's bucket for rewriting. */
-static int jset(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
+static int jset(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
 {
     int j = jfind(fs, ino, idx);
     if (j < 0) {
-        if (fs->njournal >= FS_JOURNAL_MAX)
-            return FS_ERR_NOMEM;
+        if (fs->njournal >= CFS_JOURNAL_MAX)
+            return CFS_ERR_NOMEM;
         j = (int)fs->njournal++;
         fs->journal[j].key.ino = ino;
         fs->journal[j].key.idx = idx;
-    } else if (addr == FS_ADDR_NONE) {
+    } else if (addr == CFS_ADDR_NONE) {
         return 0; /* a real update already dirties the bucket */
     }
     fs->journal[j].addr = addr;
@@ -743,22 +743,22 @@ static int jset(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
 
 /* Keys of bucket b in the map and in the journal (*count), and whether
  * (ino, idx) itself is in neither (*fresh). */
-static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, int *fresh)
+static int bucket_count(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, int *fresh)
 {
     uint32_t a;
     int err = map_lookup_ckpt(fs, ino, idx, &a, count);
     if (err)
         return err;
-    *fresh = a == FS_ADDR_NONE;
+    *fresh = a == CFS_ADDR_NONE;
     uint32_t b = key_bucket(fs, ino, idx);
     for (uint32_t i = 0; i < fs->njournal; i++)
-        if (fs->journal[i].addr != FS_ADDR_NONE && fs->journal[i].addr != FS_ADDR_DELETED &&
+        if (fs->journal[i].addr != CFS_ADDR_NONE && fs->journal[i].addr != CFS_ADDR_DELETED &&
             key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx) == b) {
             uint32_t a2;
             err = map_lookup_ckpt(fs, fs->journal[i].key.ino, fs->journal[i].key.idx, &a2, NULL);
             if (err)
                 return err;
-            if (a2 == FS_ADDR_NONE)
+            if (a2 == CFS_ADDR_NONE)
                 (*count)++;
             if (fs->journal[i].key.ino == ino && fs->journal[i].key.idx == idx)
                 *fresh = 0;
@@ -774,18 +774,18 @@ static int bucket_count(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *count, i
  * commit, nor misses a commit the flash holds (a replay after a power cut
  * would apply it, and a checkpoint of a RAM map that missed it would drop
  * it for good). */
-#define PLAN_MAX FS_JOURNAL_MAX
+#define PLAN_MAX CFS_JOURNAL_MAX
 typedef struct plan {
     uint32_t n;
     uint32_t self;           /* 1: e[0] is the commit's own INODE record,
                                 whose address is known once it is written */
-    fs_jent_t e[PLAN_MAX];   /* key -> address, first setter wins */
+    cfs_jent_t e[PLAN_MAX];   /* key -> address, first setter wins */
     int32_t files, dirs;     /* counter changes */
     int64_t live;
     uint32_t next_ino;
 } plan_t; /* 1.6 KiB of stack */
 
-static void plan_init(plan_t *p, const fs_t *fs)
+static void plan_init(plan_t *p, const cfs_t *fs)
 {
     p->n = 0;
     p->self = 0;
@@ -803,7 +803,7 @@ static int plan_add(plan_t *p, uint32_t ino, uint32_t idx, uint32_t addr)
         if (p->e[i].key.ino == ino && p->e[i].key.idx == idx)
             return 0;
     if (p->n >= PLAN_MAX)
-        return FS_ERR_NOMEM; /* more keys than the journal index holds */
+        return CFS_ERR_NOMEM; /* more keys than the journal index holds */
     p->e[p->n].key.ino = ino;
     p->e[p->n].key.idx = idx;
     p->e[p->n].addr = addr;
@@ -812,18 +812,18 @@ static int plan_add(plan_t *p, uint32_t ino, uint32_t idx, uint32_t addr)
 }
 
 /* The keys of a pending chain, newest first. */
-static int plan_chain(fs_t *fs, plan_t *p, uint32_t chain)
+static int plan_chain(cfs_t *fs, plan_t *p, uint32_t chain)
 {
-    for (uint32_t guard = 0; chain != FS_ADDR_NONE; guard++) {
+    for (uint32_t guard = 0; chain != CFS_ADDR_NONE; guard++) {
         rec_hdr_t ch;
         uint32_t prev;
         if (guard > 4096)
             return CORRUPT_HERE;
-        int err = fs_rec_read_hdr(fs, chain, &ch);
+        int err = cfs_rec_read_hdr(fs, chain, &ch);
         if (!err)
-            err = fs_chain_prev(fs, chain, &ch, &prev);
+            err = cfs_chain_prev(fs, chain, &ch, &prev);
         if (!err)
-            err = plan_add(p, ch.ino, ch.idx, ch.type == R_TOMB ? FS_ADDR_DELETED : chain);
+            err = plan_add(p, ch.ino, ch.idx, ch.type == R_TOMB ? CFS_ADDR_DELETED : chain);
         if (err)
             return err;
         chain = prev;
@@ -835,7 +835,7 @@ static int plan_chain(fs_t *fs, plan_t *p, uint32_t chain)
  * the map holds now (self: the commit's own inode, not written yet). A
  * replay (replay 1) counts an old inode it cannot read as absent, as a
  * mount always did; a commit being made fails instead, before it writes. */
-static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
+static int plan_counters(cfs_t *fs, plan_t *p, const inode_t *self, int replay)
 {
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t ino = p->e[i].key.ino, addr = p->e[i].addr;
@@ -843,12 +843,12 @@ static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
             continue;
         inode_t old, nw = {0};
         uint32_t oa;
-        int err = fs_inode_get(fs, ino, &old, &oa);
+        int err = cfs_inode_get(fs, ino, &old, &oa);
         /* read noise must not pass for an absent inode: the counters
          * would drift for good (test_fs_corrupt's read-flip rounds) */
-        for (int t = 1; replay && err == FS_ERR_CORRUPT && t < DAMAGE_READS; t++)
-            err = fs_inode_get(fs, ino, &old, &oa);
-        if (err && err != FS_ERR_NOENT && !(replay && err == FS_ERR_CORRUPT))
+        for (int t = 1; replay && err == CFS_ERR_CORRUPT && t < DAMAGE_READS; t++)
+            err = cfs_inode_get(fs, ino, &old, &oa);
+        if (err && err != CFS_ERR_NOENT && !(replay && err == CFS_ERR_CORRUPT))
             return err;
         int had = err == 0, has = 0;
         if (i == 0 && p->self) {
@@ -856,21 +856,21 @@ static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
                 return CORRUPT_HERE;
             nw = *self;
             has = 1;
-        } else if (addr != FS_ADDR_DELETED) {
-            err = fs_inode_at(fs, addr, ino, &nw);
+        } else if (addr != CFS_ADDR_DELETED) {
+            err = cfs_inode_at(fs, addr, ino, &nw);
             if (err)
                 return err;
             has = 1;
         }
         if (had) {
-            if (old.type == FS_TYPE_DIR)
+            if (old.type == CFS_TYPE_DIR)
                 p->dirs--;
             else
                 p->files--;
             p->live -= (int64_t)old.size + 64;
         }
         if (has) {
-            if (nw.type == FS_TYPE_DIR)
+            if (nw.type == CFS_TYPE_DIR)
                 p->dirs++;
             else
                 p->files++;
@@ -884,14 +884,14 @@ static int plan_counters(fs_t *fs, plan_t *p, const inode_t *self, int replay)
 
 /* Would the keys the plan adds overflow a bucket at the next checkpoint?
  * NOSPC before anything is written. */
-static int plan_room_check(fs_t *fs, const plan_t *p)
+static int plan_room_check(cfs_t *fs, const plan_t *p)
 {
     uint8_t fresh[PLAN_MAX];
     for (uint32_t k = 0; k < p->n; k++) {
         uint32_t ino = p->e[k].key.ino, idx = p->e[k].key.idx, count;
         int f;
         fresh[k] = 0;
-        if (p->e[k].addr == FS_ADDR_DELETED || ino == MAP_INO)
+        if (p->e[k].addr == CFS_ADDR_DELETED || ino == MAP_INO)
             continue;
         int err = bucket_count(fs, ino, idx, &count, &f);
         if (err)
@@ -904,15 +904,15 @@ static int plan_room_check(fs_t *fs, const plan_t *p)
             if (fresh[i] && key_bucket(fs, p->e[i].key.ino, p->e[i].key.idx) == b)
                 count++;
         if (count + 1 + 2 > BUCKET_MAX)
-            return FS_ERR_NOSPC; /* that bucket is full */
+            return CFS_ERR_NOSPC; /* that bucket is full */
     }
     return 0;
 }
 
-static void next_gen(fs_t *fs);
+static void next_gen(cfs_t *fs);
 
 /* Keys of the plan the journal index does not hold yet. */
-static uint32_t plan_new_keys(const fs_t *fs, const plan_t *p)
+static uint32_t plan_new_keys(const cfs_t *fs, const plan_t *p)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < p->n; i++)
@@ -922,16 +922,16 @@ static uint32_t plan_new_keys(const fs_t *fs, const plan_t *p)
 }
 
 /* Apply a plan: reads nothing, cannot fail (the journal index has room:
- * fs_journal_room(p->n) before the record was written, or the same commit
+ * cfs_journal_room(p->n) before the record was written, or the same commit
  * fitted it when it was written, for a replay). self: the address of the
  * commit's own inode record. */
-static void plan_apply(fs_t *fs, const plan_t *p, uint32_t self)
+static void plan_apply(cfs_t *fs, const plan_t *p, uint32_t self)
 {
     next_gen(fs);
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t a = i == 0 && p->self ? self : p->e[i].addr;
         int err = jset(fs, p->e[i].key.ino, p->e[i].key.idx, a);
-        FS_ASSERT(err == 0);
+        CFS_ASSERT(err == 0);
         (void)err;
     }
     fs->files = (uint32_t)((int64_t)fs->files + p->files);
@@ -940,19 +940,19 @@ static void plan_apply(fs_t *fs, const plan_t *p, uint32_t self)
     fs->next_ino = p->next_ino;
 }
 
-int fs_journal_room(fs_t *fs, uint32_t n)
+int cfs_journal_room(cfs_t *fs, uint32_t n)
 {
-    if (fs->njournal + n <= FS_JOURNAL_MAX)
+    if (fs->njournal + n <= CFS_JOURNAL_MAX)
         return 0;
-    int err = fs_checkpoint(fs);
+    int err = cfs_checkpoint(fs);
     if (err)
         return err;
-    return fs->njournal + n <= FS_JOURNAL_MAX ? 0 : FS_ERR_NOMEM;
+    return fs->njournal + n <= CFS_JOURNAL_MAX ? 0 : CFS_ERR_NOMEM;
 }
 
 /* ---- commits ---------------------------------------------------------------------- */
 
-static void next_gen(fs_t *fs)
+static void next_gen(cfs_t *fs)
 {
     fs->commit_gen = (fs->commit_gen + 1) & 0xff;
     if (fs->commit_gen == 0) {
@@ -962,18 +962,18 @@ static void next_gen(fs_t *fs)
 }
 
 /* Apply a commit record found by a replay at mount. */
-int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
+int cfs_apply_commit(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
 {
     uint8_t pay[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
     if (h->len < COMMIT_TAIL)
         return CORRUPT_HERE;
-    int err = fs_rec_load(fs, rec_addr, h, pay, sizeof(pay));
+    int err = cfs_rec_load(fs, rec_addr, h, pay, sizeof(pay));
     if (err)
         return err;
     const uint8_t *t = pay + h->len - COMMIT_TAIL;
-    uint32_t chain = get32(t);
-    uint32_t n = get16(t + 4);
-    if (get16(t + 6) != COMMIT_MAGIC || n > COMMIT_MAX_ENT ||
+    uint32_t chain = le_get32(t);
+    uint32_t n = le_get16(t + 4);
+    if (le_get16(t + 6) != COMMIT_MAGIC || n > COMMIT_MAX_ENT ||
         COMMIT_TAIL + n * COMMIT_ENT > h->len)
         return CORRUPT_HERE;
     plan_t p; /* 1.6 KiB of stack */
@@ -985,28 +985,28 @@ int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
         if (ent_off < INODE_SIZE)
             return CORRUPT_HERE;
         inode_decode(&self, pay);
-        if (self.type != FS_TYPE_FILE && self.type != FS_TYPE_DIR)
+        if (self.type != CFS_TYPE_FILE && self.type != CFS_TYPE_DIR)
             return CORRUPT_HERE;
         err = plan_add(&p, h->ino, 0, rec_addr);
         p.self = 1;
     }
     for (uint32_t i = n; i-- > 0 && !err;) {
         const uint8_t *e = pay + ent_off + i * COMMIT_ENT;
-        err = plan_add(&p, get32(e), get32(e + 4), get32(e + 8));
+        err = plan_add(&p, le_get32(e), le_get32(e + 4), le_get32(e + 8));
     }
     if (!err)
         err = plan_chain(fs, &p, chain);
     if (!err)
         err = plan_counters(fs, &p, h->type == R_INODE ? &self : NULL, 1);
-    if (!err && fs->njournal + plan_new_keys(fs, &p) > FS_JOURNAL_MAX)
-        err = FS_ERR_NOMEM; /* it fitted when it was written: damage */
+    if (!err && fs->njournal + plan_new_keys(fs, &p) > CFS_JOURNAL_MAX)
+        err = CFS_ERR_NOMEM; /* it fitted when it was written: damage */
     if (err)
         return err;
     plan_apply(fs, &p, rec_addr);
     return 0;
 }
 
-int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
+int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
 {
     uint32_t off;
     switch (h->type) {
@@ -1026,21 +1026,21 @@ int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
     /* covered by the payload checksum, which is not read here: read twice
      * so that noise on one read cannot send a chain walk astray */
     uint8_t p[4], q[4];
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_rec_read(fs, a, off, p, 4);
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_rec_read(fs, a, off, p, 4);
         if (!err)
-            err = fs_rec_read(fs, a, off, q, 4);
+            err = cfs_rec_read(fs, a, off, q, 4);
         if (!err && memcmp(p, q, 4) != 0)
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
     }
     if (err)
         return err;
-    *prev = get32(p);
+    *prev = le_get32(p);
     return 0;
 }
 
-int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_t *inode_addr)
+int cfs_commit(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_t *inode_addr)
 {
     uint8_t buf[INODE_SIZE + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
     uint32_t n = 0;
@@ -1052,7 +1052,7 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     plan_init(&p, fs);
     int e = 0;
     if (inode) {
-        e = plan_add(&p, ino, 0, FS_ADDR_NONE);
+        e = plan_add(&p, ino, 0, CFS_ADDR_NONE);
         p.self = 1;
     }
     for (uint32_t i = c->n; i-- > 0 && !e;)
@@ -1060,7 +1060,7 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     if (!e)
         e = plan_chain(fs, &p, c->chain_tail);
     if (!e)
-        e = fs_journal_room(fs, p.n);
+        e = cfs_journal_room(fs, p.n);
     if (!e)
         e = plan_room_check(fs, &p);
     if (!e)
@@ -1072,17 +1072,17 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
         n = INODE_SIZE;
     }
     for (uint32_t i = 0; i < c->n; i++) {
-        put32(buf + n, c->ent[i].key.ino);
-        put32(buf + n + 4, c->ent[i].key.idx);
-        put32(buf + n + 8, c->ent[i].addr);
+        le_put32(buf + n, c->ent[i].key.ino);
+        le_put32(buf + n + 4, c->ent[i].key.idx);
+        le_put32(buf + n + 8, c->ent[i].addr);
         n += COMMIT_ENT;
     }
-    put32(buf + n, c->chain_tail);
-    put16(buf + n + 4, (uint16_t)c->n);
-    put16(buf + n + 6, COMMIT_MAGIC);
+    le_put32(buf + n, c->chain_tail);
+    le_put16(buf + n + 4, (uint16_t)c->n);
+    le_put16(buf + n + 6, COMMIT_MAGIC);
     n += COMMIT_TAIL;
     uint32_t a;
-    e = fs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
+    e = cfs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
                      buf, n, NULL, 0, &a);
     if (e)
         return e; /* no header: the commit is not there */
@@ -1092,40 +1092,40 @@ int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_
     if (inode_addr)
         *inode_addr = a;
     if (fs->dev->sync && fs->dev->sync(fs->dev))
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     return 0;
 }
 
 /* ---- anchors ------------------------------------------------------------------------ */
 
-static int anchor_read_once(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
+static int anchor_read_once(cfs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
                             uint32_t *ckpt, uint32_t *lap)
 {
     uint8_t p[ANCHOR_SIZE];
     int err = fs->dev->read(fs->dev, fs->first_block + blk, slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
     if (err)
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     int erased = 1;
     for (uint32_t i = 0; i < ANCHOR_SIZE; i++)
         if (p[i] != 0xff)
             erased = 0;
     if (erased)
-        return FS_ERR_NOENT;
-    *seq = get32(p);
-    *ckpt = get32(p + 4);
-    *lap = get32(p + 8);
-    if (crc32_update(ANCHOR_MAGIC, p, 12) == get32(p + 12))
+        return CFS_ERR_NOENT;
+    *seq = le_get32(p);
+    *ckpt = le_get32(p + 4);
+    *lap = le_get32(p + 8);
+    if (crc32_update(ANCHOR_MAGIC, p, 12) == le_get32(p + 12))
         return 0;
-    if (crc32_update(BADANCHOR_MAGIC, p, 12) == get32(p + 12))
+    if (crc32_update(BADANCHOR_MAGIC, p, 12) == le_get32(p + 12))
         return 1; /* a retired-block note: *ckpt is the block */
-    return FS_ERR_CORRUPT;
+    return CFS_ERR_CORRUPT;
 }
 
-static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
+static int anchor_read(cfs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
                        uint32_t *ckpt, uint32_t *lap)
 {
-    int err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++)
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
         err = anchor_read_once(fs, blk, slot, seq, ckpt, lap);
     return err;
 }
@@ -1133,7 +1133,7 @@ static int anchor_read(fs_t *fs, uint32_t blk, uint32_t slot, uint32_t *seq,
 /* Move anchor_slot to the next slot that is really erased (damage may have
  * left bits cleared in slots the binary search took for free). 0 when one
  * is found in the current anchor block. */
-static int anchor_find_free(fs_t *fs)
+static int anchor_find_free(cfs_t *fs)
 {
     uint32_t slots = fs->bsize / ANCHOR_SIZE;
     uint8_t p[ANCHOR_SIZE];
@@ -1144,7 +1144,7 @@ static int anchor_find_free(fs_t *fs)
         for (int t = 0; t < 2 * READ_TRIES + 2 && !erased; t++) {
             if (fs->dev->read(fs->dev, fs->first_block + fs->anchor_block,
                               fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE))
-                return FS_ERR_IO;
+                return CFS_ERR_IO;
             uint32_t i = 0;
             while (i < ANCHOR_SIZE && p[i] == 0xff)
                 i++;
@@ -1153,54 +1153,54 @@ static int anchor_find_free(fs_t *fs)
         if (erased)
             return 0;
     }
-    return FS_ERR_NOSPC;
+    return CFS_ERR_NOSPC;
 }
 
 /* Note a retired block in the anchor block, so a mount knows of it before
  * the next checkpoint lists it (best effort: the checkpoint does it too). */
-static void anchor_note_bad(fs_t *fs, uint32_t b)
+static void anchor_note_bad(cfs_t *fs, uint32_t b)
 {
     if (anchor_find_free(fs))
         return;
     uint8_t p[ANCHOR_SIZE];
-    put32(p, fs->ckpt_seq);
-    put32(p + 4, b);
-    put32(p + 8, 0);
-    put32(p + 12, crc32_update(BADANCHOR_MAGIC, p, 12));
+    le_put32(p, fs->ckpt_seq);
+    le_put32(p + 4, b);
+    le_put32(p + 8, 0);
+    le_put32(p + 12, crc32_update(BADANCHOR_MAGIC, p, 12));
     (void)fs->dev->prog(fs->dev, fs->first_block + fs->anchor_block,
                         fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
     fs->anchor_slot++;
 }
 
-static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
+static int anchor_write(cfs_t *fs, uint32_t ckpt, uint32_t lap)
 {
     int found = anchor_find_free(fs);
-    if (found == FS_ERR_IO)
+    if (found == CFS_ERR_IO)
         return found;
     if (found) {
         uint32_t other = 1 - fs->anchor_block;
         int err = fs->dev->erase(fs->dev, fs->first_block + other);
         if (err == FLASH_ERR_POWER)
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
         if (err) {
             /* the anchors are worn out: no new state can be made durable */
             fs->rofs = 1;
-            return FS_ERR_ROFS;
+            return CFS_ERR_ROFS;
         }
         fs->anchor_block = other;
         fs->anchor_slot = 0;
     }
     uint8_t p[ANCHOR_SIZE];
-    put32(p, fs->ckpt_seq);
-    put32(p + 4, ckpt);
-    put32(p + 8, lap);
-    put32(p + 12, crc32_update(ANCHOR_MAGIC, p, 12));
+    le_put32(p, fs->ckpt_seq);
+    le_put32(p + 4, ckpt);
+    le_put32(p + 8, lap);
+    le_put32(p + 12, crc32_update(ANCHOR_MAGIC, p, 12));
     int err = fs->dev->prog(fs->dev, fs->first_block + fs->anchor_block,
                             fs->anchor_slot * ANCHOR_SIZE, p, ANCHOR_SIZE);
     fs->anchor_slot++;
     if (!err && fs->dev->sync)
         err = fs->dev->sync(fs->dev);
-    return err ? FS_ERR_IO : 0;
+    return err ? CFS_ERR_IO : 0;
 }
 
 /* Newest valid anchor in one block: binary search for the first erased slot
@@ -1208,16 +1208,16 @@ static int anchor_write(fs_t *fs, uint32_t ckpt, uint32_t lap)
 /* Newest checkpoint anchor in one block: binary search for the first erased
  * slot (slots are written in order), then step back over retired-block notes
  * (collected into bad[], *nbad) and torn slots. */
-static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
+static int anchor_scan(cfs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
                        uint32_t *lap, uint32_t *next_slot, uint16_t *bad, uint32_t *nbad)
 {
     uint32_t slots = fs->bsize / ANCHOR_SIZE, lo = 0, hi = slots;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2, s, c, l;
         int err = anchor_read(fs, blk, mid, &s, &c, &l);
-        if (err == FS_ERR_IO)
+        if (err == CFS_ERR_IO)
             return err;
-        if (err == FS_ERR_NOENT)
+        if (err == CFS_ERR_NOENT)
             hi = mid;
         else
             lo = mid + 1;
@@ -1229,25 +1229,25 @@ static int anchor_scan(fs_t *fs, uint32_t blk, uint32_t *seq, uint32_t *ckpt,
         if (r == 0)
             return 0;
         if (r == 1) {
-            if (*nbad < FS_BAD_MAX)
+            if (*nbad < CFS_BAD_MAX)
                 bad[(*nbad)++] = (uint16_t)*ckpt;
             continue;
         }
-        if (r == FS_ERR_IO)
+        if (r == CFS_ERR_IO)
             return r;
         /* a torn slot: a cut during an anchor write (a cut during the
          * recovery from that cut leaves the next one torn too); those were
          * never durable, the newest valid anchor before them is */
     }
-    return FS_ERR_NOENT;
+    return CFS_ERR_NOENT;
 }
 
 /* ---- checkpoints ---------------------------------------------------------------------- */
 
-static void jsort_by_bucket(fs_t *fs)
+static void jsort_by_bucket(cfs_t *fs)
 {
     for (uint32_t i = 1; i < fs->njournal; i++) {
-        fs_jent_t e = fs->journal[i];
+        cfs_jent_t e = fs->journal[i];
         uint32_t be = key_bucket(fs, e.key.ino, e.key.idx);
         uint32_t j = i;
         while (j > 0 && key_bucket(fs, fs->journal[j - 1].key.ino, fs->journal[j - 1].key.idx) > be) {
@@ -1258,33 +1258,33 @@ static void jsort_by_bucket(fs_t *fs)
     }
 }
 
-static int write_checkpoint_record(fs_t *fs, uint32_t tail)
+static int write_checkpoint_record(cfs_t *fs, uint32_t tail)
 {
     uint8_t *p = fs->buf2; /* reuse: dir page buffer is free now */
-    uint8_t big[48 + 64 * 4 + FS_BAD_MAX * 2];
+    uint8_t big[48 + 64 * 4 + CFS_BAD_MAX * 2];
     uint32_t n = 0;
     (void)p;
-    put32(big + n, fs->ckpt_seq + 1); n += 4;
-    put32(big + n, tail); n += 4;
-    put32(big + n, fs->next_ino); n += 4;
-    put32(big + n, fs->files); n += 4;
-    put32(big + n, fs->dirs); n += 4;
-    put32(big + n, (uint32_t)fs->live); n += 4;
-    put32(big + n, (uint32_t)(fs->live >> 32)); n += 4;
-    put32(big + n, fs->nbuckets); n += 4;
-    put32(big + n, fs->failing_block); n += 4;
-    put16(big + n, (uint16_t)fs->ndirpages); n += 2;
-    put16(big + n, (uint16_t)fs->nbad); n += 2;
+    le_put32(big + n, fs->ckpt_seq + 1); n += 4;
+    le_put32(big + n, tail); n += 4;
+    le_put32(big + n, fs->next_ino); n += 4;
+    le_put32(big + n, fs->files); n += 4;
+    le_put32(big + n, fs->dirs); n += 4;
+    le_put32(big + n, (uint32_t)fs->live); n += 4;
+    le_put32(big + n, (uint32_t)(fs->live >> 32)); n += 4;
+    le_put32(big + n, fs->nbuckets); n += 4;
+    le_put32(big + n, fs->failing_block); n += 4;
+    le_put16(big + n, (uint16_t)fs->ndirpages); n += 2;
+    le_put16(big + n, (uint16_t)fs->nbad); n += 2;
     for (uint32_t i = 0; i < fs->ndirpages; i++, n += 4)
-        put32(big + n, fs->dirpage_addr[i]);
+        le_put32(big + n, fs->dirpage_addr[i]);
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
-        put16(big + n, fs->bad[i]);
+        le_put16(big + n, fs->bad[i]);
     uint32_t a;
-    int err = fs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, NULL, 0, &a);
+    int err = cfs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, NULL, 0, &a);
     if (err)
         return err;
     if (fs->dev->sync && fs->dev->sync(fs->dev))
-        return FS_ERR_IO;
+        return CFS_ERR_IO;
     fs->ckpt_seq++;
     uint32_t lap = lap_of(fs, a);
     err = anchor_write(fs, a, lap);
@@ -1296,7 +1296,7 @@ static int write_checkpoint_record(fs_t *fs, uint32_t tail)
 }
 
 /* Blocks a checkpoint needs once `more` keys have joined the journal. */
-static int checkpoint_space_for(const fs_t *fs, uint32_t more)
+static int checkpoint_space_for(const cfs_t *fs, uint32_t more)
 {
     uint32_t keys = fs->njournal + more;
     uint32_t buckets = keys < fs->nbuckets ? keys : fs->nbuckets;
@@ -1306,14 +1306,14 @@ static int checkpoint_space_for(const fs_t *fs, uint32_t more)
     return (int)((bytes + fs->bsize - 1) / fs->bsize + 1);
 }
 
-static int checkpoint_space(const fs_t *fs)
+static int checkpoint_space(const cfs_t *fs)
 {
     return checkpoint_space_for(fs, 0);
 }
 
-static int checkpoint_with_tail(fs_t *fs, uint32_t tail);
+static int checkpoint_with_tail(cfs_t *fs, uint32_t tail);
 
-int fs_checkpoint(fs_t *fs)
+int cfs_checkpoint(cfs_t *fs)
 {
     return checkpoint_with_tail(fs, fs->tail);
 }
@@ -1322,13 +1322,13 @@ int fs_checkpoint(fs_t *fs)
  * written while fs->tail still holds the durable tail, so they never go
  * into blocks the new tail frees: until the anchor names this checkpoint,
  * the old one (and every record after its tail) must stay readable. */
-static int checkpoint_with_tail(fs_t *fs, uint32_t tail)
+static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
 {
     if (fs->in_ckpt)
         return 0;
-    if (!fs->in_gc && !fs->in_op && fs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 1) {
-        int e = fs_gc_run(fs, 0, GC_FORCED);
-        if (e < 0 && e != FS_ERR_NOSPC)
+    if (!fs->in_gc && !fs->in_op && cfs_free_blocks(fs) < (uint32_t)checkpoint_space(fs) + 1) {
+        int e = cfs_gc_run(fs, 0, GC_FORCED);
+        if (e < 0 && e != CFS_ERR_NOSPC)
             return e;
     }
     fs->in_ckpt = 1;
@@ -1340,29 +1340,29 @@ static int checkpoint_with_tail(fs_t *fs, uint32_t tail)
     uint64_t saved_dirty = fs->dirty_dirpages;
     jsort_by_bucket(fs);
     uint32_t i = 0;
-    uint32_t cur_dp = FS_ADDR_NONE;
+    uint32_t cur_dp = CFS_ADDR_NONE;
     uint8_t *dp = fs->buf2; /* current dir page contents */
     uint8_t *bp = fs->buf;  /* current bucket page contents */
-    while (i < fs->njournal || cur_dp != FS_ADDR_NONE) {
+    while (i < fs->njournal || cur_dp != CFS_ADDR_NONE) {
         uint32_t b = i < fs->njournal ? key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx)
-                                      : FS_ADDR_NONE;
-        uint32_t d = b == FS_ADDR_NONE ? FS_ADDR_NONE : b / DIRPAGE_FAN;
-        if (cur_dp != FS_ADDR_NONE && d != cur_dp) {
+                                      : CFS_ADDR_NONE;
+        uint32_t d = b == CFS_ADDR_NONE ? CFS_ADDR_NONE : b / DIRPAGE_FAN;
+        if (cur_dp != CFS_ADDR_NONE && d != cur_dp) {
             /* flush the dir page */
             uint32_t a;
-            err = fs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | cur_dp, dp,
+            err = cfs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | cur_dp, dp,
                                DIRPAGE_FAN * 4, NULL, 0, &a);
             if (err)
                 goto out;
             fs->dirpage_addr[cur_dp] = a;
             fs->dirty_dirpages &= ~(1ull << cur_dp);
-            cur_dp = FS_ADDR_NONE;
+            cur_dp = CFS_ADDR_NONE;
         }
-        if (b == FS_ADDR_NONE)
+        if (b == CFS_ADDR_NONE)
             break;
-        if (cur_dp == FS_ADDR_NONE) {
+        if (cur_dp == CFS_ADDR_NONE) {
             cur_dp = d;
-            if (fs->dirpage_addr[d] == FS_ADDR_NONE) {
+            if (fs->dirpage_addr[d] == CFS_ADDR_NONE) {
                 memset(dp, 0xff, DIRPAGE_FAN * 4);
             } else {
                 uint32_t len;
@@ -1370,14 +1370,14 @@ static int checkpoint_with_tail(fs_t *fs, uint32_t tail)
                 if (err)
                     goto out;
                 if (len != DIRPAGE_FAN * 4) {
-                    err = FS_ERR_CORRUPT;
+                    err = CFS_ERR_CORRUPT;
                     goto out;
                 }
             }
         }
         /* load the bucket page */
-        uint32_t ba = get32(dp + (b % DIRPAGE_FAN) * 4), blen = 0;
-        if (ba != FS_ADDR_NONE) {
+        uint32_t ba = le_get32(dp + (b % DIRPAGE_FAN) * 4), blen = 0;
+        if (ba != CFS_ADDR_NONE) {
             err = read_page(fs, ba, R_BUCKET, bp, &blen);
             if (err)
                 goto out;
@@ -1385,47 +1385,47 @@ static int checkpoint_with_tail(fs_t *fs, uint32_t tail)
         /* apply every journal entry of this bucket */
         for (; i < fs->njournal &&
                key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx) == b; i++) {
-            fs_jent_t *e = &fs->journal[i];
-            if (e->addr == FS_ADDR_NONE)
+            cfs_jent_t *e = &fs->journal[i];
+            if (e->addr == CFS_ADDR_NONE)
                 continue; /* bucket only marked for rewrite */
             uint32_t k;
             for (k = 0; k + 12 <= blen; k += 12)
-                if (get32(bp + k) == e->key.ino && get32(bp + k + 4) == e->key.idx)
+                if (le_get32(bp + k) == e->key.ino && le_get32(bp + k + 4) == e->key.idx)
                     break;
-            if (e->addr == FS_ADDR_DELETED) {
+            if (e->addr == CFS_ADDR_DELETED) {
                 if (k + 12 <= blen) {
                     memmove(bp + k, bp + k + 12, blen - k - 12);
                     blen -= 12;
                 }
             } else if (k + 12 <= blen) {
-                put32(bp + k + 8, e->addr);
+                le_put32(bp + k + 8, e->addr);
             } else {
                 if (blen + 12 > BUCKET_MAX * 12) {
-                    err = FS_ERR_NOSPC; /* prevented by bucket_room */
+                    err = CFS_ERR_NOSPC; /* prevented by bucket_room */
                     goto out;
                 }
-                put32(bp + blen, e->key.ino);
-                put32(bp + blen + 4, e->key.idx);
-                put32(bp + blen + 8, e->addr);
+                le_put32(bp + blen, e->key.ino);
+                le_put32(bp + blen + 4, e->key.idx);
+                le_put32(bp + blen + 8, e->addr);
                 blen += 12;
             }
         }
-        uint32_t na = FS_ADDR_NONE;
+        uint32_t na = CFS_ADDR_NONE;
         if (blen) {
-            err = fs_rec_write(fs, R_BUCKET, 0, MAP_INO, b, bp, blen, NULL, 0, &na);
+            err = cfs_rec_write(fs, R_BUCKET, 0, MAP_INO, b, bp, blen, NULL, 0, &na);
             if (err)
                 goto out;
         }
-        put32(dp + (b % DIRPAGE_FAN) * 4, na);
+        le_put32(dp + (b % DIRPAGE_FAN) * 4, na);
     }
     /* dir pages marked by GC that no bucket change rewrote */
     for (uint32_t d = 0; d < fs->ndirpages; d++) {
-        if (!(fs->dirty_dirpages & (1ull << d)) || fs->dirpage_addr[d] == FS_ADDR_NONE)
+        if (!(fs->dirty_dirpages & (1ull << d)) || fs->dirpage_addr[d] == CFS_ADDR_NONE)
             continue;
         uint32_t len, a;
         err = read_page(fs, fs->dirpage_addr[d], R_DIRPAGE, dp, &len);
         if (!err)
-            err = fs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | d, dp, len, NULL, 0, &a);
+            err = cfs_rec_write(fs, R_DIRPAGE, 0, MAP_INO, DIRPAGE_IDX | d, dp, len, NULL, 0, &a);
         if (err)
             goto out;
         fs->dirpage_addr[d] = a;
@@ -1458,20 +1458,20 @@ typedef struct gc_state {
 /* Commit the relocations built so far. On success every record before the
  * one being scanned is safe to leave behind; on failure the relocations
  * are dropped (their copies are garbage) and safe stays where it was. */
-static int gc_flush(fs_t *fs, gc_state_t *g)
+static int gc_flush(cfs_t *fs, gc_state_t *g)
 {
     int err = 0;
-    if (g->c.n != 0 || g->c.chain_tail != FS_ADDR_NONE) {
-        /* a commit that fails has written nothing (fs_commit): noise in
+    if (g->c.n != 0 || g->c.chain_tail != CFS_ADDR_NONE) {
+        /* a commit that fails has written nothing (cfs_commit): noise in
          * its reads is tried again, since giving up wastes the copies */
         fs->in_gc = GC_COMMITTING;
-        err = fs_commit(fs, &g->c, 0, NULL, NULL);
-        for (int t = 1; t < GC_TRIES && (err == FS_ERR_IO || err == FS_ERR_CORRUPT); t++)
-            err = fs_commit(fs, &g->c, 0, NULL, NULL);
+        err = cfs_commit(fs, &g->c, 0, NULL, NULL);
+        for (int t = 1; t < GC_TRIES && (err == CFS_ERR_IO || err == CFS_ERR_CORRUPT); t++)
+            err = cfs_commit(fs, &g->c, 0, NULL, NULL);
         fs->in_gc = 1;
     }
     g->c.n = 0;
-    g->c.chain_tail = FS_ADDR_NONE;
+    g->c.chain_tail = CFS_ADDR_NONE;
     if (err)
         g->dropped = 1;
     else if (!g->dropped)
@@ -1479,14 +1479,14 @@ static int gc_flush(fs_t *fs, gc_state_t *g)
     return err;
 }
 
-static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
+static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
 {
     uint32_t cur;
     int err;
     switch (h->type) {
     case R_INODE:
     case R_DIRCHUNK:
-        err = fs_map_lookup(fs, h->ino, h->idx, &cur);
+        err = cfs_map_lookup(fs, h->ino, h->idx, &cur);
         if (err)
             return err;
         if (cur != a)
@@ -1495,13 +1495,13 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
             /* copy the object (without any commit trailer) */
             uint8_t obj[DIRCHUNK_MAX];
             uint32_t len = h->type == R_INODE ? INODE_SIZE : h->len;
-            err = fs_rec_load(fs, a, h, obj, sizeof(obj));
+            err = cfs_rec_load(fs, a, h, obj, sizeof(obj));
             if (err)
                 return err;
             if (h->type == R_DIRCHUNK)
                 memset(obj, 0xff, 4); /* the copy is in no chain */
             uint32_t na;
-            err = fs_rec_write(fs, h->type, 0, h->ino, h->idx, obj, len, NULL, 0, &na);
+            err = cfs_rec_write(fs, h->type, 0, h->ino, h->idx, obj, len, NULL, 0, &na);
             if (err)
                 return err;
             if (g->c.n >= COMMIT_MAX_ENT) {
@@ -1517,7 +1517,7 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
         return 0;
     case R_PATCH:
     case R_EXTMAP:
-        err = fs_seg_conflict(fs, h->ino, h->idx);
+        err = cfs_seg_conflict(fs, h->ino, h->idx);
         if (err < 0)
             return err;
         if (err) {
@@ -1526,11 +1526,11 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
              * automatic sync), so the move starts from its version. */
             err = gc_flush(fs, g);
             if (!err)
-                err = fs_sync_ino(fs, h->ino);
+                err = cfs_sync_ino(fs, h->ino);
             if (err)
                 return err;
         }
-        err = fs_seg_live(fs, h->ino, h->idx, a, &g->c);
+        err = cfs_seg_live(fs, h->ino, h->idx, a, &g->c);
         if (err < 0)
             return err;
         if (err == 0)
@@ -1545,13 +1545,13 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
              * drop it from the map */
             g->c.ent[g->c.n].key.ino = h->ino;
             g->c.ent[g->c.n].key.idx = h->idx;
-            g->c.ent[g->c.n].addr = FS_ADDR_DELETED;
+            g->c.ent[g->c.n].addr = CFS_ADDR_DELETED;
             g->c.n++;
             return 0;
         }
         {
             uint32_t lo = blk_of(fs, a) * fs->bsize;
-            return fs_seg_relocate(fs, h->ino, h->idx, a, lo, lo + fs->bsize, &g->c);
+            return cfs_seg_relocate(fs, h->ino, h->idx, a, lo, lo + fs->bsize, &g->c);
         }
     case R_DIRPAGE: {
         uint32_t d = h->idx & ~DIRPAGE_IDX;
@@ -1570,23 +1570,23 @@ static int gc_record(fs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
  * tiers promise is always enough; the estimate lets GC make progress with
  * less after power cuts wasted space (a worst-case checkpoint per moved block
  * would never get past a stretch of live data). */
-static uint32_t gc_floor_now(const fs_t *fs)
+static uint32_t gc_floor_now(const cfs_t *fs)
 {
     uint32_t f = (uint32_t)checkpoint_space_for(fs, 16) + 2;
     return f < GC_FLOOR(fs) ? f : GC_FLOOR(fs);
 }
 
-int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
+int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
 {
     if (fs->in_gc || fs->in_ckpt || fs->rofs)
         return 0;
     fs->in_gc = 1;
     gc_state_t g;
     g.c.n = 0;
-    g.c.chain_tail = FS_ADDR_NONE;
+    g.c.chain_tail = CFS_ADDR_NONE;
     g.at = g.safe = fs->tail;
     g.dropped = 0;
-    uint32_t freed = 0, scanned = 0, start_free = fs_free_blocks(fs);
+    uint32_t freed = 0, scanned = 0, start_free = cfs_free_blocks(fs);
     uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
     uint32_t new_tail = fs->tail;
     /* Records from this block on are this pass's own copies (not committed
@@ -1597,17 +1597,17 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
         uint32_t tb = blk_of(fs, new_tail);
         if (tb == blk_of(fs, fs->head) || tb == stop_block)
             break; /* the log is down to the head block */
-        if (blocks ? freed >= blocks : fs_free_blocks(fs) + freed >= want)
+        if (blocks ? freed >= blocks : cfs_free_blocks(fs) + freed >= want)
             break;
         if (scanned >= ndata(fs))
             break; /* a whole lap: nothing more to gain */
         /* never let relocation eat the last blocks: keep what a checkpoint
          * of the journal as it is needs, and a block for relocations. An
-         * operation that frees space (fs_op_begin with bytes 0) stops one
+         * operation that frees space (cfs_op_begin with bytes 0) stops one
          * block above this, so GC can always run after it */
-        if (fs_free_blocks(fs) < gc_floor_now(fs))
+        if (cfs_free_blocks(fs) < gc_floor_now(fs))
             break;
-        if (fs_pending_in_block(fs, tb)) {
+        if (cfs_pending_in_block(fs, tb)) {
             /* Uncommitted records of an open file start here. Unless space
              * is short, stop: they stay uncommitted until their sync. When
              * it is, commit them (an automatic sync) before the tail passes
@@ -1617,7 +1617,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
             g.at = new_tail;
             err = gc_flush(fs, &g);
             if (!err)
-                err = fs_sync_block(fs, tb);
+                err = cfs_sync_block(fs, tb);
             if (err)
                 goto stop;
         }
@@ -1626,7 +1626,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
             rec_hdr_t h;
             g.at = a;
             int e = read_hdr_sure(fs, a, &h, lap_of(fs, a));
-            if (e == FS_ERR_IO) {
+            if (e == CFS_ERR_IO) {
                 err = e; /* noise: stop before this record */
                 goto stop;
             }
@@ -1642,7 +1642,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
                 uint32_t ba;
                 e = bucket_addr(fs, h.idx, &ba);
                 if (!e && ba == a)
-                    e = jset(fs, MAP_INO, 0x40000000u | h.idx, FS_ADDR_NONE);
+                    e = jset(fs, MAP_INO, 0x40000000u | h.idx, CFS_ADDR_NONE);
             } else {
                 e = gc_record(fs, &g, a, &h);
             }
@@ -1651,11 +1651,11 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
                 goto stop;
             }
             a = addr_add(fs, a, REC_HDR + h.len, NULL);
-            if (fs->njournal >= FS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
+            if (fs->njournal >= CFS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
                 g.at = a;
                 err = gc_flush(fs, &g);
                 if (!err)
-                    err = fs_checkpoint(fs);
+                    err = cfs_checkpoint(fs);
                 if (err)
                     goto stop;
             }
@@ -1673,7 +1673,7 @@ int fs_gc_run(fs_t *fs, uint32_t blocks, int flags)
         scanned += blk_dist(fs, tb, blk_of(fs, a));
         if (fs->failing_block == tb) {
             err = retire_block(fs, tb);
-            fs->failing_block = FS_ADDR_NONE;
+            fs->failing_block = CFS_ADDR_NONE;
             if (err)
                 goto stop;
         }
@@ -1684,7 +1684,7 @@ stop:
     /* A pass that fails keeps what it did: the relocations built so far
      * are committed, and the tail moves up to the first record whose copy
      * is not (g.safe). Nothing else changes in RAM that the flash does not
-     * hold: commits are applied whole or not at all (fs_commit), and the
+     * hold: commits are applied whole or not at all (cfs_commit), and the
      * tail moves only with a durable checkpoint. */
     {
         int e = gc_flush(fs, &g);
@@ -1697,7 +1697,7 @@ stop:
         uint32_t old = fs->tail;
         int e = checkpoint_with_tail(fs, g.safe);
         /* a checkpoint that fails changes nothing durable: try again */
-        for (int t = 1; t < GC_TRIES && (e == FS_ERR_IO || e == FS_ERR_CORRUPT); t++)
+        for (int t = 1; t < GC_TRIES && (e == CFS_ERR_IO || e == CFS_ERR_CORRUPT); t++)
             e = checkpoint_with_tail(fs, g.safe);
         if (e) {
             if (!err)
@@ -1714,23 +1714,23 @@ stop:
     fs->in_gc = 0;
     if (err)
         return err;
-    if (!(flags & GC_FORCED) && fs_free_blocks(fs) <= start_free && freed == 0)
-        return FS_ERR_NOSPC;
+    if (!(flags & GC_FORCED) && cfs_free_blocks(fs) <= start_free && freed == 0)
+        return CFS_ERR_NOSPC;
     return (int)freed;
 }
 
 /* ---- format / mount / unmount ---------------------------------------------------------------- */
 
-static int setup(fs_t *fs, const fs_config_t *cfg)
+static int setup(cfs_t *fs, const cfs_config_t *cfg)
 {
     if (!fs || !cfg || !cfg->dev)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     const flash_dev_t *dev = cfg->dev;
     uint32_t count = cfg->block_count ? cfg->block_count : dev->block_count - cfg->first_block;
     if (cfg->first_block >= dev->block_count || count < 16 ||
         cfg->first_block + count > dev->block_count || dev->block_size < 1024 ||
         dev->block_size > 65536 || dev->prog_size != 1 || count > 65535)
-        return FS_ERR_INVAL;
+        return CFS_ERR_INVAL;
     memset(fs, 0, sizeof(*fs));
     fs->dev = dev;
     fs->first_block = cfg->first_block;
@@ -1738,7 +1738,7 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
     fs->bsize = dev->block_size;
     fs->clock = cfg->clock;
     fs->clock_ctx = cfg->clock_ctx;
-    fs->failing_block = FS_ADDR_NONE;
+    fs->failing_block = CFS_ADDR_NONE;
     fs->nbuckets = (count - FIRST_DATA) / 2;
     if (fs->nbuckets < 8)
         fs->nbuckets = 8;
@@ -1746,12 +1746,12 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
         fs->nbuckets = DIRPAGE_FAN * 64;
     fs->ndirpages = (fs->nbuckets + DIRPAGE_FAN - 1) / DIRPAGE_FAN;
     for (uint32_t i = 0; i < 64; i++)
-        fs->dirpage_addr[i] = FS_ADDR_NONE;
+        fs->dirpage_addr[i] = CFS_ADDR_NONE;
     fs->commit_gen = 1;
     /* room kept for a checkpoint of a full journal index, and on top of it
      * for one GC pass */
     {
-        uint32_t buckets = FS_JOURNAL_MAX < fs->nbuckets ? FS_JOURNAL_MAX : fs->nbuckets;
+        uint32_t buckets = CFS_JOURNAL_MAX < fs->nbuckets ? CFS_JOURNAL_MAX : fs->nbuckets;
         uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
                          fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + 600;
         fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
@@ -1761,7 +1761,7 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
         fs->reserve = 2 * fs->ckpt_blocks + 6;
     }
     if (cfg->gc_free_blocks && cfg->gc_free_blocks < 6)
-        return FS_ERR_INVAL; /* below the documented minimum */
+        return CFS_ERR_INVAL; /* below the documented minimum */
     /* default: 1/16 of the partition, at least 8 blocks: the headroom lets
      * one GC pass move many blocks of live (static) data per checkpoint */
     fs->gc_trigger = cfg->gc_free_blocks ? cfg->gc_free_blocks
@@ -1771,11 +1771,11 @@ static int setup(fs_t *fs, const fs_config_t *cfg)
            fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
         fs->gc_trigger--;
     if (fs->reserve + fs->gc_trigger + 4 > count - FIRST_DATA)
-        return FS_ERR_INVAL; /* too small for its metadata reserve */
+        return CFS_ERR_INVAL; /* too small for its metadata reserve */
     return 0;
 }
 
-int fs_format(fs_t *fs, const fs_config_t *cfg)
+int cfs_format(cfs_t *fs, const cfs_config_t *cfg)
 {
     int err = setup(fs, cfg);
     if (err)
@@ -1783,9 +1783,9 @@ int fs_format(fs_t *fs, const fs_config_t *cfg)
     for (uint32_t b = 0; b < fs->nblocks; b++) {
         int e = fs->dev->erase(fs->dev, fs->first_block + b);
         if (e && b < FIRST_DATA)
-            return FS_ERR_IO; /* the anchors must work */
+            return CFS_ERR_IO; /* the anchors must work */
         if (e && retire_block(fs, b))
-            return FS_ERR_IO;
+            return CFS_ERR_IO;
     }
     fs->laps = 1;
     fs->head = next_good(fs, FIRST_DATA - 1, NULL) * fs->bsize;
@@ -1796,19 +1796,19 @@ int fs_format(fs_t *fs, const fs_config_t *cfg)
     fs->next_ino = ROOT_INO + 1;
     fs->mounted = 1;
     /* the root directory */
-    inode_t root = {FS_TYPE_DIR, 0, 0, 0, 0, fs_now(fs), fs_now(fs)};
+    inode_t root = {CFS_TYPE_DIR, 0, 0, 0, 0, cfs_now(fs), cfs_now(fs)};
     commit_t c;
     c.n = 0;
-    c.chain_tail = FS_ADDR_NONE;
-    err = fs_commit(fs, &c, ROOT_INO, &root, NULL);
+    c.chain_tail = CFS_ADDR_NONE;
+    err = cfs_commit(fs, &c, ROOT_INO, &root, NULL);
     if (!err)
-        err = fs_checkpoint(fs);
+        err = cfs_checkpoint(fs);
     fs->mounted = 0;
     return err;
 }
 
 /* Replay the journal after the checkpoint: apply every commit record. */
-static int replay(fs_t *fs, uint32_t start, uint32_t lap)
+static int replay(cfs_t *fs, uint32_t start, uint32_t lap)
 {
     uint32_t a = start;
     uint32_t n = 0;
@@ -1821,7 +1821,7 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
     while (n < bound) {
         rec_hdr_t h;
         int err = read_hdr_sure(fs, a, &h, lap);
-        if (err == FS_ERR_IO)
+        if (err == CFS_ERR_IO)
             return err; /* or noise: the end of the log is not known */
         if (err) {
             /* The head may have left the rest of this block (after a mount,
@@ -1836,7 +1836,7 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
                 if (w)
                     jl++;
                 int e = read_hdr_lap(fs, b * fs->bsize, &h, jl);
-                if (e == FS_ERR_IO)
+                if (e == CFS_ERR_IO)
                     return e;
                 if (e == 0)
                     found = 1;
@@ -1854,14 +1854,14 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
         if (h.flags & F_COMMIT) {
             /* a torn commit ends the log; noise must not (the commits
              * after it would be dropped for good by the next checkpoint) */
-            err = fs_rec_check_sure(fs, a, &h);
-            if (err == FS_ERR_CORRUPT)
+            err = cfs_rec_check_sure(fs, a, &h);
+            if (err == CFS_ERR_CORRUPT)
                 break;
             if (err)
                 return err;
             /* the same commits fitted the journal index when they were
-             * written (fs_journal_room), so they fit it now */
-            err = fs_apply_commit(fs, a, &h);
+             * written (cfs_journal_room), so they fit it now */
+            err = cfs_apply_commit(fs, a, &h);
             if (err)
                 return err;
         }
@@ -1881,22 +1881,22 @@ static int replay(fs_t *fs, uint32_t start, uint32_t lap)
     return 0;
 }
 
-int fs_mount(fs_t *fs, const fs_config_t *cfg)
+int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
 {
     int err = setup(fs, cfg);
     if (err)
         return err;
     uint32_t seq[2] = {0, 0}, ck[2], lp[2], next[2], nb_notes[2];
-    uint16_t notes[2][FS_BAD_MAX];
+    uint16_t notes[2][CFS_BAD_MAX];
     int ok[2];
     for (uint32_t b = 0; b < 2; b++) {
         err = anchor_scan(fs, b, &seq[b], &ck[b], &lp[b], &next[b], notes[b], &nb_notes[b]);
-        if (err == FS_ERR_IO)
+        if (err == CFS_ERR_IO)
             return err;
         ok[b] = err == 0;
     }
     if (!ok[0] && !ok[1])
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     uint32_t pick = (!ok[0] || (ok[1] && seq[1] > seq[0])) ? 1 : 0;
     fs->anchor_block = pick;
     fs->anchor_slot = next[pick];
@@ -1908,41 +1908,41 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     rec_hdr_t h;
     err = read_hdr_lap(fs, ca, &h, cl);
     if (err)
-        return err == FS_ERR_IO ? err : FS_ERR_CORRUPT;
-    uint8_t big[48 + 64 * 4 + FS_BAD_MAX * 2];
+        return err == CFS_ERR_IO ? err : CFS_ERR_CORRUPT;
+    uint8_t big[48 + 64 * 4 + CFS_BAD_MAX * 2];
     if (h.type != R_CKPT || h.len < 40 || h.len > sizeof(big))
         return CORRUPT_HERE;
-    err = FS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == FS_ERR_CORRUPT; t++) {
-        err = fs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+    err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
         if (!err && crc32_update(0, big, h.len) != h.dcrc)
-            err = FS_ERR_CORRUPT;
+            err = CFS_ERR_CORRUPT;
     }
     if (err)
-        return err == FS_ERR_CORRUPT ? CORRUPT_HERE : err;
+        return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
     uint32_t n = 0;
-    uint32_t cseq = get32(big + n); n += 4;
-    fs->tail = get32(big + n); n += 4;
-    fs->next_ino = get32(big + n); n += 4;
-    fs->files = get32(big + n); n += 4;
-    fs->dirs = get32(big + n); n += 4;
-    fs->live = get32(big + n); n += 4;
-    fs->live |= (uint64_t)get32(big + n) << 32; n += 4;
-    uint32_t nb = get32(big + n); n += 4;
-    fs->failing_block = get32(big + n); n += 4;
-    uint32_t ndp = get16(big + n); n += 2;
-    fs->nbad = get16(big + n); n += 2;
+    uint32_t cseq = le_get32(big + n); n += 4;
+    fs->tail = le_get32(big + n); n += 4;
+    fs->next_ino = le_get32(big + n); n += 4;
+    fs->files = le_get32(big + n); n += 4;
+    fs->dirs = le_get32(big + n); n += 4;
+    fs->live = le_get32(big + n); n += 4;
+    fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
+    uint32_t nb = le_get32(big + n); n += 4;
+    fs->failing_block = le_get32(big + n); n += 4;
+    uint32_t ndp = le_get16(big + n); n += 2;
+    fs->nbad = le_get16(big + n); n += 2;
     if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
-        fs->nbad > FS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
+        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
         return CORRUPT_HERE;
     for (uint32_t i = 0; i < ndp; i++, n += 4)
-        fs->dirpage_addr[i] = get32(big + n);
+        fs->dirpage_addr[i] = le_get32(big + n);
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
-        fs->bad[i] = get16(big + n);
+        fs->bad[i] = le_get16(big + n);
     /* blocks retired after that checkpoint, noted in the anchor block */
     for (uint32_t i = 0; i < nb_notes[pick]; i++) {
         uint32_t b = notes[pick][i];
-        if (b >= FIRST_DATA && b < fs->nblocks && !is_bad(fs, b) && fs->nbad < FS_BAD_MAX)
+        if (b >= FIRST_DATA && b < fs->nblocks && !is_bad(fs, b) && fs->nbad < CFS_BAD_MAX)
             fs->bad[fs->nbad++] = (uint16_t)b;
     }
     if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks)
@@ -1959,24 +1959,24 @@ int fs_mount(fs_t *fs, const fs_config_t *cfg)
     /* the root must exist */
     inode_t root;
     uint32_t ra;
-    err = fs_inode_get(fs, ROOT_INO, &root, &ra);
-    if (err || root.type != FS_TYPE_DIR) {
+    err = cfs_inode_get(fs, ROOT_INO, &root, &ra);
+    if (err || root.type != CFS_TYPE_DIR) {
         fs->mounted = 0;
-        return err ? err : FS_ERR_CORRUPT;
+        return err ? err : CFS_ERR_CORRUPT;
     }
     return 0;
 }
 
-int fs_statvfs(fs_t *fs, fs_statvfs_t *out)
+int cfs_statvfs(cfs_t *fs, cfs_statvfs_t *out)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     memset(out, 0, sizeof(*out));
     uint32_t good = ndata(fs) - fs->nbad;
     out->block_size = fs->bsize;
     out->block_count = fs->nblocks;
     out->total = (uint64_t)good * fs->bsize;
-    out->free = (uint64_t)fs_free_blocks(fs) * fs->bsize;
+    out->free = (uint64_t)cfs_free_blocks(fs) * fs->bsize;
     out->used = out->total - out->free;
     /* live is counted from file sizes: a sparse file can claim more than
      * the log holds */
@@ -2002,53 +2002,53 @@ int fs_statvfs(fs_t *fs, fs_statvfs_t *out)
     return 0;
 }
 
-int fs_gc(fs_t *fs, uint32_t blocks)
+int cfs_gc(cfs_t *fs, uint32_t blocks)
 {
     if (!fs || !fs->mounted)
-        return FS_ERR_NOTMOUNTED;
+        return CFS_ERR_NOTMOUNTED;
     if (fs->rofs)
-        return FS_ERR_ROFS;
+        return CFS_ERR_ROFS;
     if (blocks)
-        return fs_gc_run(fs, blocks, GC_FORCED);
+        return cfs_gc_run(fs, blocks, GC_FORCED);
     /* everything there is to gain: passes while stale records remain and
      * the tail advances, up to one lap of the log */
-    uint32_t start = fs_free_blocks(fs), swept = 0;
+    uint32_t start = cfs_free_blocks(fs), swept = 0;
     while (swept < ndata(fs)) {
-        uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - fs_free_blocks(fs)) * fs->bsize;
+        uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - cfs_free_blocks(fs)) * fs->bsize;
         if (used <= fs->live + fs->bsize && fs->live < used)
             break;
-        int r = fs_gc_run(fs, 4, GC_FORCED);
+        int r = cfs_gc_run(fs, 4, GC_FORCED);
         if (r < 0)
             return r;
         if (r == 0)
             break;
         swept += (uint32_t)r;
     }
-    uint32_t end = fs_free_blocks(fs);
+    uint32_t end = cfs_free_blocks(fs);
     return end > start ? (int)(end - start) : 0;
 }
 
-const char *fs_strerror(int err)
+const char *cfs_strerror(int err)
 {
     switch (err) {
-    case FS_OK: return "success";
-    case FS_ERR_PERM: return "operation not permitted";
-    case FS_ERR_NOENT: return "no such file or directory";
-    case FS_ERR_IO: return "flash I/O error";
-    case FS_ERR_BADF: return "bad file handle";
-    case FS_ERR_NOMEM: return "too many open files or table full";
-    case FS_ERR_BUSY: return "resource busy";
-    case FS_ERR_EXIST: return "file exists";
-    case FS_ERR_NOTDIR: return "not a directory";
-    case FS_ERR_ISDIR: return "is a directory";
-    case FS_ERR_INVAL: return "invalid argument";
-    case FS_ERR_FBIG: return "file too large";
-    case FS_ERR_NOSPC: return "no space left on device";
-    case FS_ERR_ROFS: return "read-only filesystem (flash worn out)";
-    case FS_ERR_NAMETOOLONG: return "path too long";
-    case FS_ERR_NOTEMPTY: return "directory not empty";
-    case FS_ERR_NOTMOUNTED: return "no filesystem (not formatted or not mounted)";
-    case FS_ERR_CORRUPT: return "data corrupt (checksum mismatch)";
+    case CFS_OK: return "success";
+    case CFS_ERR_PERM: return "operation not permitted";
+    case CFS_ERR_NOENT: return "no such file or directory";
+    case CFS_ERR_IO: return "flash I/O error";
+    case CFS_ERR_BADF: return "bad file handle";
+    case CFS_ERR_NOMEM: return "too many open files or table full";
+    case CFS_ERR_BUSY: return "resource busy";
+    case CFS_ERR_EXIST: return "file exists";
+    case CFS_ERR_NOTDIR: return "not a directory";
+    case CFS_ERR_ISDIR: return "is a directory";
+    case CFS_ERR_INVAL: return "invalid argument";
+    case CFS_ERR_FBIG: return "file too large";
+    case CFS_ERR_NOSPC: return "no space left on device";
+    case CFS_ERR_ROFS: return "read-only filesystem (flash worn out)";
+    case CFS_ERR_NAMETOOLONG: return "path too long";
+    case CFS_ERR_NOTEMPTY: return "directory not empty";
+    case CFS_ERR_NOTMOUNTED: return "no filesystem (not formatted or not mounted)";
+    case CFS_ERR_CORRUPT: return "data corrupt (checksum mismatch)";
     default: return "unknown error";
     }
 }

@@ -1,5 +1,5 @@
 /*
- * fs_model.h - an in-memory model of the filesystem namespace and file
+ * cfs_model.h - an in-memory model of the filesystem namespace and file
  * contents, used as the oracle of the fs tests (test_fs_diff, test_powerloss,
  * test_fs_corrupt, test_fs_wear).
  *
@@ -8,12 +8,12 @@
  * for files, the bytes. It allocates with malloc (tests only) and is bounded
  * by FSM_MAX_NODES nodes over its life (slots are never reused).
  *
- * Namespace operations return the fs_err_t the real filesystem is expected
- * to return for the same call (POSIX semantics, see fs/fs.h); on error the
+ * Namespace operations return the cfs_err_t the real filesystem is expected
+ * to return for the same call (POSIX semantics, see fs/cfs.h); on error the
  * model is unchanged. Paths are absolute: "/", "/a", "/a/b" (no trailing
- * slash, no empty, "." or ".." components, at most FS_PATH_MAX bytes).
+ * slash, no empty, "." or ".." components, at most CFS_PATH_MAX bytes).
  *
- * fsm_compare() walks a mounted fs_t and checks that its whole tree (every
+ * fsm_compare() walks a mounted cfs_t and checks that its whole tree (every
  * directory listing, every type, size and every file's bytes) equals the
  * model; an optional accept callback lets a test accept other contents for a
  * file (the old-or-new rule of the power-loss sweep).
@@ -24,14 +24,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "fs.h"
+#include "cfs.h"
 
 #define FSM_MAX_NODES (1u << 20) /* node slots over the model's life */
 #define FSM_NONE UINT32_MAX
 
 typedef struct fsm_node {
     uint8_t used;
-    uint8_t type;       /* FS_TYPE_FILE / FS_TYPE_DIR */
+    uint8_t type;       /* CFS_TYPE_FILE / CFS_TYPE_DIR */
     uint32_t parent;    /* node index of the parent directory */
     char *name;         /* component name (malloc'd); "" for the root */
     uint8_t *data;      /* file bytes (malloc'd, may be NULL when len 0) */
@@ -53,12 +53,12 @@ fsm_t *fsm_clone(const fsm_t *m);
 void fsm_copy(fsm_t *dst, const fsm_t *src); /* dst becomes equal to src */
 bool fsm_equal(const fsm_t *a, const fsm_t *b); /* same tree and bytes */
 
-/* Path syntax check only: 0, FS_ERR_INVAL or FS_ERR_NAMETOOLONG. */
+/* Path syntax check only: 0, CFS_ERR_INVAL or CFS_ERR_NAMETOOLONG. */
 int fsm_check_path(const char *path);
-/* Resolve path: node index (>= 0) or a negative fs_err_t (NOENT, NOTDIR,
+/* Resolve path: node index (>= 0) or a negative cfs_err_t (NOENT, NOTDIR,
  * INVAL, NAMETOOLONG). */
 int32_t fsm_lookup(const fsm_t *m, const char *path);
-/* Full path of a node into buf (size >= FS_PATH_MAX + 1). */
+/* Full path of a node into buf (size >= CFS_PATH_MAX + 1). */
 void fsm_path(const fsm_t *m, uint32_t id, char *buf);
 
 /* Namespace operations, mirroring fs.h (return 0 or the expected error). */
@@ -69,9 +69,9 @@ int fsm_rename(fsm_t *m, const char *src, const char *dst);
 /* Sequential semantics: pairs applied in order; all or nothing. */
 int fsm_rename_many(fsm_t *m, const char *const *src, const char *const *dst,
                     uint32_t n);
-/* fs_file_open's namespace effect: returns the node of the file (creating an
- * empty one with FS_O_CREAT), or the expected error (NOENT, EXIST with
- * CREAT|EXCL, ISDIR, NOTDIR, INVAL, ...). Does not apply FS_O_TRUNC. */
+/* cfs_file_open's namespace effect: returns the node of the file (creating an
+ * empty one with CFS_O_CREAT), or the expected error (NOENT, EXIST with
+ * CREAT|EXCL, ISDIR, NOTDIR, INVAL, ...). Does not apply CFS_O_TRUNC. */
 int32_t fsm_open(fsm_t *m, const char *path, int flags);
 
 /* File contents (node must be a file). */
@@ -92,7 +92,7 @@ uint32_t fsm_children(const fsm_t *m, uint32_t dir, uint32_t *out,
 /* Is `id` (or any ancestor) equal to `anc`? */
 bool fsm_is_under(const fsm_t *m, uint32_t id, uint32_t anc);
 
-/* Pick a random existing node (type 0 = any, else FS_TYPE_FILE/DIR); returns
+/* Pick a random existing node (type 0 = any, else CFS_TYPE_FILE/DIR); returns
  * FSM_NONE if there is none. r is any random number. */
 uint32_t fsm_pick(const fsm_t *m, int type, uint64_t r);
 
@@ -106,14 +106,14 @@ typedef struct fsm_cmp_opts {
     fsm_accept_fn accept;   /* NULL: contents must equal the model */
     void *accept_ctx;
     bool quiet;             /* do not print mismatches */
-    bool check_fs_counts;   /* compare fs_statvfs files/dirs too */
+    bool check_fs_counts;   /* compare cfs_statvfs files/dirs too */
     const char *tag;        /* prefix of printed lines */
 } fsm_cmp_opts_t;
 
 /* Compare the whole tree. Returns the number of mismatches found (0 =
  * equal); every mismatch is printed to stderr unless opts->quiet. Read
  * errors count as mismatches and are reported with their code. */
-int fsm_compare(const fsm_t *m, fs_t *fs, const fsm_cmp_opts_t *opts);
+int fsm_compare(const fsm_t *m, cfs_t *fs, const fsm_cmp_opts_t *opts);
 
 /* Dump the model tree to stderr (debugging). */
 void fsm_dump(const fsm_t *m, const char *tag);
@@ -131,10 +131,10 @@ void fsm_fill(uint8_t *buf, uint32_t len, uint32_t tag, uint32_t off);
 
 /* Read a whole file through the fs into a malloc'd buffer. Returns the size
  * (>= 0, *out set, free it) or a negative fs error. */
-int fsm_read_file(fs_t *fs, const char *path, uint8_t **out);
+int fsm_read_file(cfs_t *fs, const char *path, uint8_t **out);
 /* Create/replace a file with the given bytes (open CREAT|TRUNC, write,
  * close). Returns 0 or a negative fs error. */
-int fsm_write_file(fs_t *fs, const char *path, const uint8_t *buf,
+int fsm_write_file(cfs_t *fs, const char *path, const uint8_t *buf,
                    uint32_t len);
 
 #endif /* CELLAR_FS_MODEL_H */

@@ -1,6 +1,6 @@
 /*
- * fs_internal.h - private to fs/: on-flash record format, keys, and the
- * functions the log layer (fs_log.c) and the file layer (fs_file.c) share.
+ * cfs_internal.h - private to fs/: on-flash record format, keys, and the
+ * functions the log layer (cfs_log.c) and the file layer (cfs_file.c) share.
  * The format is described in docs/FS.md.
  */
 #ifndef CELLAR_FS_INTERNAL_H
@@ -9,23 +9,24 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cellar_config.h" /* FS_ASSERT */
+#include "cellar_config.h" /* CFS_ASSERT */
+#include "le.h"
 #include "crc32.h"
-#include "fs.h"
+#include "cfs.h"
 
-/* CORRUPT_HERE: FS_ERR_CORRUPT, and with -DFS_DEBUG where it was found. */
-#ifdef FS_DEBUG
+/* CORRUPT_HERE: CFS_ERR_CORRUPT, and with -DFS_DEBUG where it was found. */
+#ifdef CFS_DEBUG
 #include <stdio.h>
-#define CORRUPT_HERE (fprintf(stderr, "corrupt: %s:%d\n", __FILE__, __LINE__), FS_ERR_CORRUPT)
+#define CORRUPT_HERE (fprintf(stderr, "corrupt: %s:%d\n", __FILE__, __LINE__), CFS_ERR_CORRUPT)
 #else
-#define CORRUPT_HERE FS_ERR_CORRUPT
+#define CORRUPT_HERE CFS_ERR_CORRUPT
 #endif
 
 /* ---- addresses -------------------------------------------------------------
  * A record address is a byte offset inside the partition. Blocks 0 and 1 are
  * the anchor blocks and never hold records, so 0 can mean "deleted". */
-#define FS_ADDR_NONE 0xffffffffu
-#define FS_ADDR_DELETED 0u
+#define CFS_ADDR_NONE 0xffffffffu
+#define CFS_ADDR_DELETED 0u
 
 /* ---- record header (20 bytes, little-endian) --------------------------------
  *   u8 type, u8 flags, u16 len (payload bytes), u32 ino, u32 idx,
@@ -93,12 +94,12 @@ typedef struct rec_hdr {
 #define EXT_SIZE 8u        /* u16 off, u16 len, u32 record */
 #define EXT_MAX 256u
 /* Pending (unsynced) segments a handle may hold before an automatic sync. */
-#define FS_AUTOSYNC_SEGS 48u
+#define CFS_AUTOSYNC_SEGS 48u
 
 /* ---- inode payload (20 bytes) ---------------------------------------------- */
 #define INODE_SIZE 20u
 typedef struct inode {
-    uint8_t type;      /* FS_TYPE_FILE / FS_TYPE_DIR */
+    uint8_t type;      /* CFS_TYPE_FILE / CFS_TYPE_DIR */
     uint8_t pad;
     uint16_t nchunks;  /* directories: chunks in use */
     uint32_t parent;
@@ -121,126 +122,116 @@ typedef struct inode {
 #define BUCKET_MAX 42u
 #define DIRPAGE_FAN 64u
 
-/* ---- little-endian helpers ------------------------------------------------ */
-static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static inline void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static inline uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
+/* ---- little-endian helpers: le_put16/32, le_get16/32 (le.h) ------------ */
 
 /* ---- a commit being built (caller-owned, on the stack) -------------------- */
 typedef struct commit {
     uint32_t chain_tail;              /* pending chain to apply, or NONE */
     uint32_t n;
-    fs_jent_t ent[COMMIT_MAX_ENT];
+    cfs_jent_t ent[COMMIT_MAX_ENT];
 } commit_t;
 
-/* ---- log layer (fs_log.c) -------------------------------------------------- */
-uint32_t fs_now(fs_t *fs);
-int fs_flash_read(fs_t *fs, uint32_t addr, void *buf, uint32_t len);
-int fs_rec_read_hdr(fs_t *fs, uint32_t addr, rec_hdr_t *h);
+/* ---- log layer (cfs_log.c) -------------------------------------------------- */
+uint32_t cfs_now(cfs_t *fs);
+int cfs_flash_read(cfs_t *fs, uint32_t addr, void *buf, uint32_t len);
+int cfs_rec_read_hdr(cfs_t *fs, uint32_t addr, rec_hdr_t *h);
 /* Read len payload bytes at payload offset off (no checksum check). */
-int fs_rec_read(fs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
+int cfs_rec_read(cfs_t *fs, uint32_t addr, uint32_t off, void *buf, uint32_t len);
 /* A checksum mismatch is read again this many times before it is believed:
  * a bit that flips on one read (noise) must not pass for damage. */
 #define READ_TRIES 3
 /* CRC-32 of the payload of the record at addr, as read now. */
-int fs_rec_crc(fs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t *crc);
+int cfs_rec_crc(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t *crc);
 /* A payload checksum is judged damaged only when this many reads in a row
  * give the same wrong value: damage reads the same every time, while noise
  * that flips the same bit on two reads in a row does happen (it once made
  * GC drop live data as "lost"). */
 #define DAMAGE_READS 4
 /* The payload checksum of the record at addr over several reads: 0 when a
- * read matches, FS_ERR_CORRUPT when DAMAGE_READS reads in a row agree on a
- * wrong one (damage, or a torn write), FS_ERR_IO when they do not settle. */
-int fs_rec_check_sure(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
+ * read matches, CFS_ERR_CORRUPT when DAMAGE_READS reads in a row agree on a
+ * wrong one (damage, or a torn write), CFS_ERR_IO when they do not settle. */
+int cfs_rec_check_sure(cfs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Check the payload checksum of the record at addr (reads it all). */
-int fs_rec_verify(fs_t *fs, uint32_t addr, const rec_hdr_t *h);
+int cfs_rec_verify(cfs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Read a whole payload (at most max bytes) into buf and check it: the bytes
  * used are the bytes checked. */
-int fs_rec_load(fs_t *fs, uint32_t addr, const rec_hdr_t *h, void *buf, uint32_t max);
+int cfs_rec_load(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, void *buf, uint32_t max);
 /* Write a record: payload given as up to two pieces (p2 may be NULL).
  * Returns the record address through *addr. May run garbage collection
  * first (never inside GC/checkpoint). */
-int fs_rec_write(fs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
+int cfs_rec_write(cfs_t *fs, uint8_t type, uint8_t flags, uint32_t ino,
                  uint32_t idx, const void *p1, uint32_t n1, const void *p2,
                  uint32_t n2, uint32_t *addr);
 /* Streaming record write: begin reserves room for len payload bytes, append
  * programs payload bytes, end writes the header. */
-int fs_rec_begin(fs_t *fs, uint32_t len, uint32_t *addr);
-int fs_rec_append(fs_t *fs, uint32_t addr, uint32_t off, const void *buf,
+int cfs_rec_begin(cfs_t *fs, uint32_t len, uint32_t *addr);
+int cfs_rec_append(cfs_t *fs, uint32_t addr, uint32_t off, const void *buf,
                   uint32_t len, uint32_t *crc);
-int fs_rec_end(fs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
+int cfs_rec_end(cfs_t *fs, uint32_t addr, uint8_t type, uint8_t flags,
                uint32_t ino, uint32_t idx, uint32_t len, uint32_t crc);
-/* Close a record begun with fs_rec_begin whose content is given up: every
+/* Close a record begun with cfs_rec_begin whose content is given up: every
  * begun record gets a header, so scans of the log can step over it. */
-void fs_rec_abandon(fs_t *fs, uint32_t addr, uint32_t len);
+void cfs_rec_abandon(cfs_t *fs, uint32_t addr, uint32_t len);
 
 /* Object map. */
-int fs_map_lookup(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr);
+int cfs_map_lookup(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr);
 /* Make sure a commit adding up to n keys fits in the journal index
  * (checkpointing first if needed). */
-int fs_journal_room(fs_t *fs, uint32_t n);
+int cfs_journal_room(cfs_t *fs, uint32_t n);
 /* Write the commit (as an R_COMMIT record, or as the trailer of the inode
  * record given by ino/inode when inode != NULL) and apply it. */
-int fs_commit(fs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode,
+int cfs_commit(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode,
               uint32_t *inode_addr);
-int fs_checkpoint(fs_t *fs);
+int cfs_checkpoint(cfs_t *fs);
 /* Bracket every public mutating operation: begin runs garbage collection if
  * free space is short (GC never runs inside an operation, so record
  * addresses an operation holds stay valid) and refuses with NOSPC when the
  * operation's bytes would not fit above the reserve. */
-int fs_op_begin(fs_t *fs, uint32_t bytes);
-void fs_op_end(fs_t *fs);
+int cfs_op_begin(cfs_t *fs, uint32_t bytes);
+void cfs_op_end(cfs_t *fs);
 /* flags: GC_FORCED (run even when it will not gain; no NOSPC for that),
  * GC_URGENT (space is short: commit open files' pending writes the tail
  * reaches instead of stopping there). */
 #define GC_FORCED 1
 #define GC_URGENT 2
-int fs_gc_run(fs_t *fs, uint32_t blocks, int flags);
-uint32_t fs_free_blocks(const fs_t *fs);
+int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags);
+uint32_t cfs_free_blocks(const cfs_t *fs);
 
-/* ---- file layer (fs_file.c), used by the log layer ------------------------ */
+/* ---- file layer (cfs_file.c), used by the log layer ------------------------ */
 void inode_encode(const inode_t *in, uint8_t *p);
 void inode_decode(inode_t *in, const uint8_t *p);
-int fs_inode_get(fs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr);
+int cfs_inode_get(cfs_t *fs, uint32_t ino, inode_t *in, uint32_t *addr);
 /* The inode record of ino at addr, checked. */
-int fs_inode_at(fs_t *fs, uint32_t addr, uint32_t ino, inode_t *in);
+int cfs_inode_at(cfs_t *fs, uint32_t addr, uint32_t ino, inode_t *in);
 /* GC: is the segment record at addr (key ino/idx) still needed by the
  * segment's current version (the one GC's pending commit c holds, else the
  * map's)? 1: part of its chain, its extent map, or read through it; 2: an
  * orphan key to drop; 0: stale. */
-int fs_seg_live(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c);
+int cfs_seg_live(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const commit_t *c);
 /* GC: move live record addr of segment (ino, idx), which lies in the block
  * being collected ([lo, hi)), and put the new version in c. A patch read
  * through the extent map gets one patch over the version with the bytes it
  * shows (no new extent map); otherwise one new extent map covers every
  * record of the segment in [lo, hi) at once (docs/FS.md section 6). */
-int fs_seg_relocate(fs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr,
+int cfs_seg_relocate(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr,
                     uint32_t lo, uint32_t hi, commit_t *c);
 /* GC: commit every open handle that has uncommitted records of ino. */
-int fs_sync_ino(fs_t *fs, uint32_t ino);
+int cfs_sync_ino(cfs_t *fs, uint32_t ino);
 /* GC: would moving the committed records of segment (ino, idx) break an
  * open handle's uncommitted version of it (one holding an extent map that
  * points at committed records)? 1 yes, 0 no, or a negative error. */
-int fs_seg_conflict(fs_t *fs, uint32_t ino, uint32_t idx);
+int cfs_seg_conflict(cfs_t *fs, uint32_t ino, uint32_t idx);
 /* GC: is the tail about to pass uncommitted records of an open handle (its
- * pending records start in block b)? Then fs_sync_block commits them. */
-int fs_pending_in_block(fs_t *fs, uint32_t b);
-int fs_sync_block(fs_t *fs, uint32_t b);
+ * pending records start in block b)? Then cfs_sync_block commits them. */
+int cfs_pending_in_block(cfs_t *fs, uint32_t b);
+int cfs_sync_block(cfs_t *fs, uint32_t b);
 
 /* An extent record value meaning "data lost: read as a corruption error"
  * (GC found the record it had to move damaged). */
-#define FS_ADDR_LOST 1u
-/* The chain link of the record at a (FS_ADDR_NONE at the end). */
-int fs_chain_prev(fs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev);
-/* Apply a commit: used by fs_commit and by replay at mount. */
-int fs_apply_commit(fs_t *fs, uint32_t rec_addr, const rec_hdr_t *h);
+#define CFS_ADDR_LOST 1u
+/* The chain link of the record at a (CFS_ADDR_NONE at the end). */
+int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev);
+/* Apply a commit: used by cfs_commit and by replay at mount. */
+int cfs_apply_commit(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h);
 
 #endif /* CELLAR_FS_INTERNAL_H */
