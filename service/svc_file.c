@@ -566,16 +566,7 @@ static int mkdir_own_answer(svc_t *s, cfs_t *fs, const svc_path_t *p,
                                     ? CFS_ERR_EXIST : CFS_ERR_NOTDIR,
                              p->show, NULL);
     if (e2 == CFS_ERR_NOENT && !parents) {
-        char *up = (char *)s->scratch;
-        size_t n = strlen(p->fs);
-        while (n > 1 && p->fs[n - 1] != '/')
-            n--;
-        n = n > 1 ? n - 1 : 1;
-        memcpy(up, p->fs, n);
-        up[n] = 0;
-        e2 = cfs_stat(fs, up, &st);
-        if (e2 == 0 && st.type != CFS_TYPE_DIR)
-            e2 = CFS_ERR_NOTDIR;
+        e2 = svc_parent_dir(fs, p->fs, (char *)s->scratch);
     }
     if (e2 == CFS_ERR_NOTDIR || (e2 == CFS_ERR_NOENT && !parents))
         return svc_fail_path(s, e2, p->show, NULL);

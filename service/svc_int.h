@@ -79,6 +79,10 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
 bool svc_is_part_root(const svc_path_t *p);
 cfs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
+/* Is the parent of path (inside a partition: "/a/b") a directory? 0 when it
+ * is, CFS_ERR_NOTDIR when it is a file, or cfs_stat's error. buf (at least
+ * strlen(path) + 1 bytes) receives the parent's path. */
+int svc_parent_dir(cfs_t *fs, const char *path, char *buf);
 
 /* ---- svc_conn.c ------------------------------------------------------------------ */
 uint32_t svc_out_free(const svc_conn_t *c);

@@ -129,3 +129,18 @@ void svc_copy_str(char *dst, size_t cap, const char *src)
     memcpy(dst, src, n);
     dst[n] = 0;
 }
+
+int svc_parent_dir(cfs_t *fs, const char *path, char *buf)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] != '/')
+        n--;
+    n = n > 1 ? n - 1 : 1;
+    memcpy(buf, path, n);
+    buf[n] = 0;
+    cfs_stat_t st;
+    int err = cfs_stat(fs, buf, &st);
+    if (!err && st.type != CFS_TYPE_DIR)
+        err = CFS_ERR_NOTDIR;
+    return err;
+}

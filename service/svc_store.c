@@ -493,19 +493,9 @@ int svc_shadow_open(svc_t *s, svc_handle_t *h, const svc_path_t *p, int ff)
     if (!err && (ff & CFS_O_CREAT) && (ff & CFS_O_EXCL))
         return svc_fail_path(s, CFS_ERR_EXIST, p->show, NULL);
     if (err) { /* the parent must be a directory */
-        char *par = (char *)s->scratch;
-        strcpy(par, p->fs);
-        char *slash = strrchr(par, '/');
-        if (slash == par)
-            slash[1] = 0;
-        else
-            *slash = 0;
-        cfs_stat_t pst;
-        int e2 = cfs_stat(fs, par, &pst);
+        int e2 = svc_parent_dir(fs, p->fs, (char *)s->scratch);
         if (e2)
             return svc_fail_path(s, e2, p->show, NULL);
-        if (pst.type != CFS_TYPE_DIR)
-            return svc_fail_path(s, CFS_ERR_NOTDIR, p->show, NULL);
     }
     if (writer_open(s, (uint32_t)p->part, p->show, h))
         return svc_fail_path(s, CFS_ERR_BUSY, p->show,
@@ -654,13 +644,7 @@ static int rename_check(cfs_t *fs, const char *a, const char *b)
     err = cfs_stat(fs, b, &sb);
     if (err == CFS_ERR_NOENT) {
         char parent[MAN_PATH_MAX + 1];
-        size_t n = strlen(b);
-        while (n > 1 && b[n - 1] != '/')
-            n--;
-        n = n > 1 ? n - 1 : 1;
-        memcpy(parent, b, n);
-        parent[n] = 0;
-        return cfs_stat(fs, parent, &sb);
+        return svc_parent_dir(fs, b, parent);
     }
     if (err)
         return err;
