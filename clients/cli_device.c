@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ static cJSON *entry_json(const cellar_stat_t *st, const char *name,
     cli_json_num(e, "size", (double)st->size);
     cli_json_num(e, "mtime", st->mtime);
     cli_json_num(e, "ctime", st->ctime);
+    if (st->id)
+        cli_json_num(e, "id", st->id);
     return e;
 }
 
@@ -54,8 +57,40 @@ static int by_name(const void *a, const void *b)
     return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
 }
 
-/* Sorted listing; returns count or error (reported). */
-static int list_sorted(cli_t *cli, const char *path, cellar_stat_t **out)
+/* ls --sort (SPIFlashFileSystem's file list "ordered by date"): newest
+ * first for the times, largest first for size, then by name. */
+typedef enum { SORT_NAME = 0, SORT_TIME, SORT_CTIME, SORT_SIZE, SORT_ID, SORT_NONE } sort_key_t;
+static const char *const sort_words[] = {"name", "time", "ctime", "size", "id", "none", NULL};
+
+static int cmp_u64_desc(uint64_t a, uint64_t b) { return a > b ? -1 : a < b ? 1 : 0; }
+static int by_time(const void *a, const void *b)
+{
+    const cellar_stat_t *x = a, *y = b;
+    int r = cmp_u64_desc(x->mtime, y->mtime);
+    return r ? r : by_name(a, b);
+}
+static int by_ctime(const void *a, const void *b)
+{
+    const cellar_stat_t *x = a, *y = b;
+    int r = cmp_u64_desc(x->ctime, y->ctime);
+    return r ? r : by_name(a, b);
+}
+static int by_size(const void *a, const void *b)
+{
+    const cellar_stat_t *x = a, *y = b;
+    int r = cmp_u64_desc(x->size, y->size);
+    return r ? r : by_name(a, b);
+}
+static int by_id(const void *a, const void *b)
+{
+    const cellar_stat_t *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id ? 1 : by_name(a, b);
+}
+
+/* Listing in the order asked (name when no ls options say otherwise);
+ * returns count or error (reported). */
+static int list_in_order(cli_t *cli, const char *path, cellar_stat_t **out,
+                         sort_key_t key, bool reverse)
 {
     int n = cellar_list_alloc(&cli->dev, path, out);
     if (n < 0) {
@@ -63,13 +98,26 @@ static int list_sorted(cli_t *cli, const char *path, cellar_stat_t **out)
         cli_lib_error(cli, cli_show(path, show, sizeof(show)), n);
         return n;
     }
-    qsort(*out, (size_t)n, sizeof(**out), by_name);
+    int (*cmp[])(const void *, const void *) = {by_name, by_time, by_ctime, by_size, by_id};
+    if (key != SORT_NONE)
+        qsort(*out, (size_t)n, sizeof(**out), cmp[key]);
+    for (int i = 0; reverse && i < n / 2; i++) {
+        cellar_stat_t t = (*out)[i];
+        (*out)[i] = (*out)[n - 1 - i];
+        (*out)[n - 1 - i] = t;
+    }
     return n;
+}
+
+static int list_sorted(cli_t *cli, const char *path, cellar_stat_t **out)
+{
+    return list_in_order(cli, path, out, SORT_NAME, false);
 }
 
 /* ---- ls ------------------------------------------------------------------------ */
 typedef struct ls_opts {
-    bool lng, rec, all;
+    bool lng, rec, all, ids, reverse;
+    sort_key_t sort;
 } ls_opts_t;
 
 static void ls_print(cli_t *cli, const ls_opts_t *lo, const cellar_stat_t *st,
@@ -78,10 +126,14 @@ static void ls_print(cli_t *cli, const ls_opts_t *lo, const cellar_stat_t *st,
     if (cli->json)
         return;
     const char *slash = st->type == CELLAR_TYPE_DIR ? "/" : "";
+    if (lo->ids)
+        printf("%8u ", st->id);
     if (lo->lng) {
+        /* the time sorted by: creation time with --sort=ctime */
         char t[32];
+        uint32_t when = lo->sort == SORT_CTIME ? st->ctime : st->mtime;
         printf("%c %10llu  %s  %s%s\n", st->type == CELLAR_TYPE_DIR ? 'd' : '-',
-               (unsigned long long)st->size, cli_time(st->mtime, t, sizeof(t)),
+               (unsigned long long)st->size, cli_time(when, t, sizeof(t)),
                rel, slash);
     } else {
         printf("%s%s\n", rel, slash);
@@ -92,7 +144,7 @@ static void ls_dir(cli_t *cli, const ls_opts_t *lo, const char *path,
                    const char *rel, cJSON *arr)
 {
     cellar_stat_t *ents = NULL;
-    int n = list_sorted(cli, path, &ents);
+    int n = list_in_order(cli, path, &ents, lo->sort, lo->reverse);
     if (n < 0)
         return;
     for (int i = 0; i < n; i++) {
@@ -115,16 +167,30 @@ static void ls_dir(cli_t *cli, const ls_opts_t *lo, const char *path,
 
 static int cmd_ls(cli_t *cli, int argc, char **argv)
 {
-    cli_opts_t o = {.shorts = "lra"};
+    static const char *const longs[] = {"reverse", NULL};
+    static const char *const vlongs[] = {"sort", NULL};
+    cli_opts_t o = {.shorts = "lraitS", .longs = longs, .value_longs = vlongs};
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n > 1)
         return cli_usage(cli, cmd_of("ls"), "too many paths");
+    sort_key_t key = o.flag['t'] ? SORT_TIME : o.flag['S'] ? SORT_SIZE : SORT_NAME;
+    if (o.value[0]) {
+        int k = 0;
+        while (sort_words[k] && strcmp(sort_words[k], o.value[0]))
+            k++;
+        if (!sort_words[k])
+            return cli_usage(cli, cmd_of("ls"),
+                             "--sort is name, time, ctime, size, id or none, not '%s'",
+                             o.value[0]);
+        key = (sort_key_t)k;
+    }
     char path[CELLAR_PATH_MAX + 1];
     if (!cli_devpath_arg(cli, n ? argv[0] : ":", path))
         return CLI_FAILED;
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
-    ls_opts_t lo = {.lng = o.flag['l'], .rec = o.flag['r'], .all = o.flag['a']};
+    ls_opts_t lo = {.lng = o.flag['l'], .rec = o.flag['r'], .all = o.flag['a'],
+                    .ids = o.flag['i'], .reverse = o.long_set[0], .sort = key};
     char show[SHOW_MAX];
     cli_show(path, show, sizeof(show));
     cellar_stat_t st;
@@ -451,7 +517,37 @@ static bool is_part_root(const char *p)
     return s == NULL;
 }
 
-/* Run op on each operand; collect the paths done under `key`. */
+/* A device path whose last name has a wildcard (* ? [...], as fnmatch; a
+ * leading '.' only matched by a '.', as in the shell): the matching entries
+ * of its directory, sorted, in *out (malloc'ed). Returns their number; 0 when
+ * the path has no wildcard or nothing matches (the path is then used as
+ * given, as the shell does), or an error (reported). So rm -r of ":/usr/"
+ * and a star empties /usr and keeps its manifest (.cellar). */
+static int glob_last(cli_t *cli, const char *path, char ***out)
+{
+    const char *slash = strrchr(path, '/');
+    const char *pat = slash ? slash + 1 : path;
+    if (!strpbrk(pat, "*?["))
+        return 0;
+    char dir[CELLAR_PATH_MAX + 1];
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    snprintf(dir, sizeof(dir), "%.*s", (int)(dl ? dl : 1), dl ? path : "/");
+    cellar_stat_t *ents = NULL;
+    int n = list_sorted(cli, dir, &ents);
+    if (n < 0)
+        return n;
+    char **names = calloc((size_t)n + 1, sizeof(*names));
+    int k = 0;
+    for (int i = 0; names && i < n; i++)
+        if (fnmatch(pat, ents[i].name, FNM_PERIOD) == 0)
+            names[k++] = join(dir, ents[i].name);
+    free(ents);
+    *out = names;
+    return k;
+}
+
+/* Run op on each operand (wildcards expanded: glob_last); collect the
+ * paths done under `key`. */
 static int each_path(cli_t *cli, int n, char **argv, const char *key,
                      int (*op)(cli_t *cli, const char *path, const char *show,
                                const cli_opts_t *o),
@@ -464,10 +560,20 @@ static int each_path(cli_t *cli, int n, char **argv, const char *key,
         char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
         if (!cli_devpath_arg(cli, argv[i], path))
             continue;
-        cli_show(path, show, sizeof(show));
-        int err = op(cli, path, show, o);
-        if (err == 0 && arr)
-            cJSON_AddItemToArray(arr, cJSON_CreateString(show));
+        char **names = NULL;
+        int k = glob_last(cli, path, &names);
+        if (k < 0)
+            continue;
+        for (int j = 0; j < (k > 0 ? k : 1) && cellar_connected(&cli->dev); j++) {
+            const char *one = k > 0 ? names[j] : path;
+            cli_show(one, show, sizeof(show));
+            int err = op(cli, one, show, o);
+            if (err == 0 && arr)
+                cJSON_AddItemToArray(arr, cJSON_CreateString(show));
+        }
+        for (int j = 0; j < k; j++)
+            free(names[j]);
+        free(names);
     }
     return cli->failed ? CLI_FAILED : CLI_OK;
 }
@@ -779,11 +885,13 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
     }
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "partitions") : NULL;
     if (!cli->json)
-        printf("%-8s %10s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size",
-               "used", "free", "avail", "use%", "files", "dirs", "erase max", "mean",
-               "bad");
+        printf("%-8s %10s %10s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size",
+               "used", "free", "freeable", "avail", "use%", "files", "dirs", "erase max",
+               "mean", "bad");
+    cellar_statfs_t fs[CELLAR_MAX_PARTITIONS + 8];
     for (int i = 0; i < np; i++) {
         cellar_statfs_t f;
+        memset(&fs[i], 0, sizeof(fs[i]));
         char show[SHOW_MAX];
         int err = cellar_statfs(&cli->dev, paths[i], &f);
         if (err < 0) {
@@ -800,11 +908,25 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "block_count", f.block_count);
             cJSON_AddItemToArray(arr, e);
         } else {
-            char a[32], b[32], c[32], d[32];
-            printf("%-8s %10s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
+            char a[32], b[32], c[32], d[32], e[32];
+            printf("%-8s %10s %10s %10s %10s %10s %4.0f%% %7u %6u  %9u %9u %4u\n", paths[i],
                    cli_human(f.total, a, sizeof(a)), cli_human(f.used, b, sizeof(b)),
-                   cli_human(f.free, c, sizeof(c)), cli_human(f.available, d, sizeof(d)),
+                   cli_human(f.free, c, sizeof(c)), cli_human(f.reclaimable, e, sizeof(e)),
+                   cli_human(f.available, d, sizeof(d)),
                    pct, f.files, f.dirs, f.erase_max, f.erase_mean, f.bad_blocks);
+            fs[i] = f;
+        }
+    }
+    /* SPIFlashFileSystem's page statistics, and the GC threshold */
+    if (!cli->json && np > 0) {
+        printf("\n%-8s %6s %9s %9s %9s %9s  %s\n", "path", "page", "free", "used",
+               "erased", "bad", "gc below (blocks)");
+        for (int i = 0; i < np; i++) {
+            if (!fs[i].page_size)
+                continue;
+            printf("%-8s %6u %9u %9u %9u %9u  %u\n", paths[i], fs[i].page_size,
+                   fs[i].pages_free, fs[i].pages_used, fs[i].pages_erased,
+                   fs[i].pages_bad, fs[i].gc_threshold);
         }
     }
     return cli->failed ? CLI_FAILED : CLI_OK;
@@ -892,6 +1014,79 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
 }
 
 /* ---- format ------------------------------------------------------------------------------ */
+/* ---- gc (SPIFlashFileSystem's gc() and setAutoGc()) ----------------------------------- */
+static bool parse_u32(const char *v, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(v, &end, 10);
+    if (!*v || *end || errno || x > UINT32_MAX || v[0] == '-')
+        return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+static int cmd_gc(cli_t *cli, int argc, char **argv)
+{
+    static const char *const vlongs[] = {"blocks", "threshold", NULL};
+    cli_opts_t o = {.value_longs = vlongs};
+    const cli_cmd_t *me = cmd_of("gc");
+    PARSE_OR_RETURN(n, cli, argc, argv, &o);
+    if (n > 1)
+        return cli_usage(cli, me, "give one partition");
+    if (o.value[0] && o.value[1])
+        return cli_usage(cli, me, "--blocks and --threshold do not go together");
+    uint32_t blocks = 0, threshold = 0;
+    if (o.value[0] && !parse_u32(o.value[0], &blocks))
+        return cli_usage(cli, me, "--blocks takes a number of blocks, not '%s'", o.value[0]);
+    if (o.value[1] && !parse_u32(o.value[1], &threshold))
+        return cli_usage(cli, me, "--threshold takes a number of blocks, not '%s'",
+                         o.value[1]);
+    char part[CELLAR_PATH_MAX + 1] = "/usr";
+    if (n == 1 && !cli_devpath_arg(cli, argv[0], part))
+        return CLI_FAILED;
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    char show[SHOW_MAX];
+    cli_show(part, show, sizeof(show));
+    if (o.value[1]) {
+        uint32_t prev = 0;
+        int err = cellar_gc_threshold(&cli->dev, part, threshold, &prev);
+        if (err < 0) {
+            cli_lib_error(cli, show, err);
+            return CLI_FAILED;
+        }
+        if (cli->json) {
+            cli_json_num(cli->out, "threshold", threshold);
+            cli_json_num(cli->out, "previous", prev);
+        } else {
+            printf("%s: automatic gc below %u free blocks (was %u), until restart\n",
+                   show, threshold, prev);
+        }
+        return CLI_OK;
+    }
+    cellar_gc_result_t r;
+    int err = cellar_gc(&cli->dev, part, blocks, &r);
+    if (err < 0) {
+        cli_lib_error(cli, show, err);
+        return CLI_FAILED;
+    }
+    if (cli->json) {
+        cli_json_num(cli->out, "blocks_swept", r.blocks_swept);
+        cli_json_num(cli->out, "reclaimed", (double)r.reclaimed);
+        cli_json_num(cli->out, "free_before", (double)r.free_before);
+        cli_json_num(cli->out, "free_after", (double)r.free_after);
+        cli_json_num(cli->out, "reclaimable_after", (double)r.reclaimable_after);
+    } else {
+        char a[32], b[32], c[32], d[32];
+        printf("%s: reclaimed %s in %u blocks; free %s -> %s; %s still freeable\n", show,
+               cli_human(r.reclaimed, a, sizeof(a)), r.blocks_swept,
+               cli_human(r.free_before, b, sizeof(b)), cli_human(r.free_after, c, sizeof(c)),
+               cli_human(r.reclaimable_after, d, sizeof(d)));
+    }
+    return CLI_OK;
+}
+
 static int cmd_format(cli_t *cli, int argc, char **argv)
 {
     static const char *const longs[] = {"yes", "all", NULL};
@@ -925,11 +1120,16 @@ static int cmd_format(cli_t *cli, int argc, char **argv)
 }
 
 const cli_cmd_t cli_device_cmds[] = {
-    {"ls", cmd_ls, "ls [-l] [-r] [-a] [:PATH]",
+    {"ls", cmd_ls, "ls [-l] [-r] [-a] [-i] [-t | -S | --sort=KEY] [--reverse] [:PATH]",
      "List a device directory (default \":\" = /usr; \":/\" lists the partitions).",
      "  -l  long listing: type, size, modification time (UTC)\n"
      "  -r  recursive\n"
-     "  -a  show hidden entries (names starting with '.')\n"},
+     "  -a  show hidden entries (names starting with '.')\n"
+     "  -i  show each file's id (unique on its partition)\n"
+     "  -t  newest first (modification time); -S largest first\n"
+     "  --sort=KEY  name (default), time, ctime (creation time, newest first;\n"
+     "              -l then shows it), size, id, none (the device's order)\n"
+     "  --reverse   the other way round\n"},
     {"cat", cmd_cat, "cat :PATH...", "Print device files (SHA-256 verified).", NULL},
     {"cp", cmd_cp, "cp [-r] [-f] SRC... DST",
      "Copy files between the host and the device (device paths start with ':').",
@@ -939,7 +1139,10 @@ const cli_cmd_t cli_device_cmds[] = {
      "Uploads go to a hidden temporary name, are verified by SHA-256 on the\n"
      "device and renamed into place, so a broken transfer never leaves a\n"
      "truncated file. Example: cellar cp -r app :/usr/app\n"},
-    {"rm", cmd_rm, "rm [-r] :PATH...", "Remove device files (-r: directories too).", NULL},
+    {"rm", cmd_rm, "rm [-r] :PATH...", "Remove device files (-r: directories too).",
+     "  The last name of a PATH may hold wildcards (* ? [...], quoted so the\n"
+     "  local shell leaves them): rm -r ':/usr/*' erases every file and\n"
+     "  directory of /usr and keeps its manifest (.cellar).\n"},
     {"mkdir", cmd_mkdir, "mkdir [-p] :PATH...",
      "Create device directories (-p: with parents, no error if it exists).", NULL},
     {"rmdir", cmd_rmdir, "rmdir :PATH...", "Remove empty device directories.", NULL},
@@ -950,8 +1153,16 @@ const cli_cmd_t cli_device_cmds[] = {
      "SHA-256 of device files (:PATH, computed on the device) or local files.", NULL},
     {"tree", cmd_tree, "tree [-a] [:PATH]", "Show a device directory as a tree.", NULL},
     {"df", cmd_df, "df [:PATH...]",
-     "Space and wear of the partitions: size, used, free, files, erase counts, "
-     "bad blocks.", NULL},
+     "Space and wear of the partitions: size, used, free, freeable (stale data "
+     "GC reclaims), files, erase counts, bad blocks; then flash pages by state "
+     "(free, used, erased = stale, bad) and the GC threshold.", NULL},
+    {"gc", cmd_gc, "gc [--blocks N | --threshold N] [:/usr | :/bak]",
+     "Collect garbage now and report what was reclaimed, or set the automatic "
+     "GC threshold.",
+     "  --blocks N     stop once N blocks were gained (default: all that can be)\n"
+     "  --threshold N  collect automatically when fewer than N blocks (at least\n"
+     "                 6) are free above the reserve, until the device restarts\n"
+     "                 (cellard --gc-threshold sets it at start)\n"},
     {"info", cmd_info, "info", "Show the device's Hello data and partitions.", NULL},
     {"format", cmd_format, "format --yes [:/usr | :/bak | --all]",
      "Erase and re-create a partition's filesystem (default /usr).",

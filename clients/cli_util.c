@@ -435,6 +435,12 @@ void cli_json_space(cJSON *o, const cellar_statfs_t *f)
     cli_json_num(o, "erase_mean", f->erase_mean);
     cli_json_num(o, "erase_min", f->erase_min);
     cli_json_num(o, "bad_blocks", f->bad_blocks);
+    cli_json_num(o, "page_size", f->page_size);
+    cli_json_num(o, "pages_free", f->pages_free);
+    cli_json_num(o, "pages_used", f->pages_used);
+    cli_json_num(o, "pages_erased", f->pages_erased);
+    cli_json_num(o, "pages_bad", f->pages_bad);
+    cli_json_num(o, "gc_threshold", f->gc_threshold);
 }
 
 bool cli_devpath_arg(cli_t *cli, const char *arg, char *out)

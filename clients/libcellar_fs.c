@@ -51,6 +51,7 @@ static void copy_info(cellar_stat_t *st, const cellar_FileInfo *fi)
     st->size = fi->size;
     st->ctime = fi->ctime;
     st->mtime = fi->mtime;
+    st->id = fi->id;
 }
 
 int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st)
@@ -334,6 +335,12 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
     out->bad_blocks = r->bad_blocks;
     out->block_size = r->block_size;
     out->block_count = r->block_count;
+    out->page_size = r->page_size;
+    out->pages_free = r->pages_free;
+    out->pages_used = r->pages_used;
+    out->pages_erased = r->pages_erased;
+    out->pages_bad = r->pages_bad;
+    out->gc_threshold = r->gc_threshold;
     return 0;
 }
 

@@ -117,6 +117,8 @@ typedef struct cfs_statvfs {
     uint64_t reserve;        /* bytes the filesystem keeps for itself
                                 (checkpoints, GC): ordinary operations
                                 fail with CFS_ERR_NOSPC below it */
+    uint32_t gc_threshold;   /* automatic GC starts when fewer blocks than
+                                this are free above the reserve */
 } cfs_statvfs_t;
 
 /* ---- opaque-by-convention objects (caller-owned, fields private) -------- */
@@ -226,6 +228,14 @@ int cfs_statvfs(cfs_t *fs, cfs_statvfs_t *out);
 /* Garbage-collect up to `blocks` blocks now (0: until the reclaimable space
  * in the tail is gone or nothing more can be freed). Returns blocks freed. */
 int cfs_gc(cfs_t *fs, uint32_t blocks);
+/* Set the automatic GC threshold of a mounted fs, in blocks, until the next
+ * mount (cfs_config_t.gc_free_blocks sets it at mount): garbage collection
+ * starts when fewer blocks than this are free above the reserve
+ * (SPIFlashFileSystem's setAutoGc). At least 6 - the latest a pass may
+ * start and still have free blocks to move live data into - and at most
+ * what the partition leaves above its reserve; else CFS_ERR_INVAL.
+ * *previous (may be NULL) gets the old value. */
+int cfs_set_gc_threshold(cfs_t *fs, uint32_t blocks, uint32_t *previous);
 
 /* Consistency check of a mounted fs: every record checksum, every reference,
  * directory tree and counters. Returns 0 if clean, CFS_ERR_CORRUPT otherwise;

@@ -1999,6 +1999,21 @@ int cfs_statvfs(cfs_t *fs, cfs_statvfs_t *out)
     out->bad_blocks = fs->nbad;
     out->claimed = fs->live;
     out->reserve = (uint64_t)fs->reserve * fs->bsize;
+    out->gc_threshold = fs->gc_trigger;
+    return 0;
+}
+
+int cfs_set_gc_threshold(cfs_t *fs, uint32_t blocks, uint32_t *previous)
+{
+    if (!fs || !fs->mounted)
+        return CFS_ERR_NOTMOUNTED;
+    /* the bounds of setup(): the documented minimum, and room for the
+     * reserve and an operation above it */
+    if (blocks < 6 || fs->reserve + blocks + 4 > ndata(fs) - fs->nbad)
+        return CFS_ERR_INVAL;
+    if (previous)
+        *previous = fs->gc_trigger;
+    fs->gc_trigger = blocks;
     return 0;
 }
 

@@ -273,6 +273,7 @@ typedef struct cellar_stat {
     uint64_t size;      /* bytes (0 for directories) */
     uint32_t ctime;     /* created, seconds since 1970 */
     uint32_t mtime;     /* last modified, seconds since 1970 */
+    uint32_t id;        /* the file's id on its partition (0: not told) */
 } cellar_stat_t;
 
 /* Round trip with an echoed payload of at most 64 bytes (payload may be
@@ -380,8 +381,30 @@ typedef struct cellar_statfs {
     uint32_t bad_blocks;  /* blocks retired as worn out */
     uint32_t block_size;
     uint32_t block_count;
+    /* flash pages (program units of page_size bytes) by state: free
+     * (erased), used (live), erased (stale, GC reclaims them), bad */
+    uint32_t page_size;
+    uint32_t pages_free, pages_used, pages_erased, pages_bad;
+    uint32_t gc_threshold; /* GC starts below this many free blocks */
 } cellar_statfs_t;
 int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out);
+
+/* Garbage collection now on a partition ("/usr" when NULL): until blocks
+ * blocks were gained (0: everything stale that can be reached). A long
+ * request on the device, in steps. */
+typedef struct cellar_gc_result {
+    uint32_t blocks_swept;      /* blocks the collector went through */
+    uint64_t reclaimed;         /* stale bytes reclaimed */
+    uint64_t free_before, free_after; /* erased bytes */
+    uint64_t reclaimable_after; /* stale bytes left */
+} cellar_gc_result_t;
+int cellar_gc(cellar_t *c, const char *partition, uint32_t blocks,
+              cellar_gc_result_t *out);
+/* Set the automatic GC threshold (blocks, at least 6) of a partition
+ * until the device restarts; *previous (may be NULL) gets the
+ * old one. Needs the admin role. */
+int cellar_gc_threshold(cellar_t *c, const char *partition, uint32_t blocks,
+                        uint32_t *previous);
 
 /* SHA-256 of length bytes of a file from offset, computed on the device
  * (length 0 = to the end). *hashed (may be NULL) gets the bytes hashed. */

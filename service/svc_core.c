@@ -118,6 +118,7 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         }
         p->mounted = 1;
         svc_log_part(s, "mounted", p, 0);
+        svc_part_gc_tune(s, i);
     }
     err = svc_store_setup(s);
     if (err)

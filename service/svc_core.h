@@ -112,6 +112,13 @@ typedef struct svc_config {
     /* A staged update whose client went away is dropped after this long
      * (milliseconds; 0 = SVC_TX_ABANDON_MS). */
     uint32_t tx_timeout_ms;
+    /* The automatic GC threshold of the writable partitions, in blocks (at
+     * least 6: cfs_set_gc_threshold), when gc_threshold_set; else cfs's
+     * default. A value
+     * a partition cannot take is logged and that partition keeps its
+     * default. A GcConfig request changes it until restart. */
+    uint32_t gc_threshold;
+    bool gc_threshold_set;
 } svc_config_t;
 
 #define SVC_TX_ABANDON_MS (3600u * 1000u) /* one hour */
@@ -201,8 +208,11 @@ typedef struct svc_part {
  * long requests, wait. A cut (power, cancel) between steps leaves the old
  * state: what a copy staged is dropped. */
 #define SVC_JOB_STEP_BYTES (32u * 1024u)
+/* A GcRequest's step: the collector goes through at most this many blocks
+ * (moving at most their live data, 16 KiB with 4 KiB blocks). */
+#define SVC_GC_STEP_BLOCKS 4u
 enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK,
-       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE };
+       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE, SVC_JOB_GC };
 
 /* A copy between partitions in steps (Backup, Restore, one restore of a
  * repair): the state of copy_tree in svc_update.c. */
@@ -260,6 +270,10 @@ typedef struct svc_job {
     uint64_t dhave;
     cellar_UpdateDeclareRequest decl;
     cellar_UpdateDeclareReply drep;
+    /* gc: blocks gained wanted (0 = all), swept so far and at most, the
+     * start's free and stale bytes */
+    uint32_t gc_want, gc_swept, gc_limit;
+    uint64_t gc_free0, gc_stale0;
 } svc_job_t;
 
 struct svc {

@@ -60,6 +60,8 @@ H(update_commit) { return svc_do_update_commit(s, c, &q->body.update_commit); }
 H(update_abort) { return svc_do_update_abort(s, c, &q->body.update_abort); }
 H(backup) { return svc_do_backup(s, c, &q->body.backup); }
 H(restore) { return svc_do_restore(s, c, &q->body.restore); }
+H(gc) { return svc_do_gc(s, c, &q->body.gc); }
+H(gc_config) { return svc_do_gc_config(s, &q->body.gc_config); }
 #undef H
 
 #define R_ SVC_PERM_READ
@@ -97,6 +99,8 @@ static const svc_req_row_t requests[] = {
     ROW(update_abort,    "update abort",    W_, false, false),
     ROW(backup,          "backup",          W_, false, true),
     ROW(restore,         "restore",         W_, false, true),
+    ROW(gc,              "gc",              W_, false, true),
+    ROW(gc_config,       "gc config",       A_, false, false),
 };
 #undef ROW
 #undef R_

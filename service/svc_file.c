@@ -67,6 +67,7 @@ static void fill_info(cellar_FileInfo *fi, const char *name,
     fi->size = st->type == CFS_TYPE_DIR ? 0 : st->size;
     fi->ctime = st->ctime;
     fi->mtime = st->mtime;
+    fi->id = st->ino;
 }
 
 int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
@@ -736,6 +737,28 @@ static void statfs_add(cellar_StatFsReply *o, const cfs_statvfs_t *v,
     o->erase_mean = o->block_count ? (uint32_t)(sum / o->block_count) : 0;
 }
 
+/* Flash pages by state (SPIFlashFileSystem's page statistics): bad pages
+ * from retired blocks, free from erased space, erased (stale) from what GC
+ * can reclaim, used the rest of the good pages. */
+static void statfs_pages(cellar_StatFsReply *o, const cfs_statvfs_t *v,
+                         uint32_t page)
+{
+    if (!page)
+        return;
+    uint32_t per_block = v->block_size / page;
+    uint32_t good = (uint32_t)(v->total / page);
+    uint32_t fre = (uint32_t)(v->free / page);
+    uint32_t stale = (uint32_t)(v->reclaimable / page);
+    if (stale > good - fre)
+        stale = good - fre;
+    o->page_size = page;
+    o->pages_free += fre;
+    o->pages_erased += stale;
+    o->pages_used += good - fre - stale;
+    o->pages_bad += v->bad_blocks * per_block;
+    o->gc_threshold = v->gc_threshold;
+}
+
 int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
 {
     svc_path_t *p = &s->pa;
@@ -764,10 +787,79 @@ int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
         if (err < 0)
             return svc_fail_path(s, err, p->show, NULL);
         statfs_add(o, &v, o->block_count == 0);
+        statfs_pages(o, &v, s->cfg.dev->page_size);
         if (!s->part[i].read_only && s->part[i].state == SVC_PART_OK)
             o->available += svc_room_bytes(s, i);
     }
     s->resp.which_body = cellar_Response_statfs_tag;
+    return 0;
+}
+
+/* ---- garbage collection on request (GcRequest, GcConfigRequest) ------------------ */
+
+/* The mounted, writable partition a Gc or GcConfig request names ("" is
+ * /usr), or an error reply. */
+static int gc_part(svc_t *s, const char *name, uint32_t *out)
+{
+    const char *w = name[0] == '/' ? name + 1 : name;
+    if (!w[0])
+        w = "usr";
+    for (uint32_t i = 0; i < s->nparts; i++)
+        if (strcmp(s->part[i].name, w) == 0) {
+            if (!s->part[i].mounted)
+                return svc_fail_path(s, CFS_ERR_NOTMOUNTED,
+                                     name[0] ? name : "/usr",
+                                     "partition is not mounted");
+            *out = i;
+            return 0;
+        }
+    return svc_fail_path(s, CFS_ERR_NOENT, name,
+                         "no such partition (use \"/usr\" or \"/bak\")");
+}
+
+int svc_do_gc(svc_t *s, svc_conn_t *c, const cellar_GcRequest *r)
+{
+    uint32_t i;
+    int err = gc_part(s, r->partition, &i);
+    if (err)
+        return err;
+    cfs_statvfs_t v;
+    err = cfs_statvfs(&s->part[i].fs, &v);
+    if (err < 0)
+        return svc_fail_path(s, err, r->partition, NULL);
+    svc_job_t *j = &s->job;
+    j->kind = SVC_JOB_GC;
+    j->part = (uint8_t)i;
+    j->gc_want = r->blocks;
+    j->gc_swept = 0;
+    j->gc_free0 = v.free;
+    j->gc_stale0 = v.reclaimable;
+    /* one pass over the log as it is now reaches every stale record there
+     * is: never more (each block swept costs an erase) */
+    j->gc_limit = (uint32_t)(v.used / v.block_size) + 1;
+    int rr = svc_job_gc_step(s);
+    if (rr != 0)
+        return svc_gc_done(s, rr);
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
+    return 0;
+}
+
+int svc_do_gc_config(svc_t *s, const cellar_GcConfigRequest *r)
+{
+    uint32_t i, prev = 0;
+    int err = gc_part(s, r->partition, &i);
+    if (err)
+        return err;
+    err = cfs_set_gc_threshold(&s->part[i].fs, r->threshold, &prev);
+    if (err == CFS_ERR_INVAL)
+        return svc_fail(s, err, "the threshold is from 6 blocks (the latest "
+                                "a GC pass may start) to what the partition "
+                                "leaves above its reserve");
+    if (err < 0)
+        return svc_fail_path(s, err, r->partition, NULL);
+    s->resp.which_body = cellar_Response_gc_config_tag;
+    s->resp.body.gc_config.threshold = r->threshold;
+    s->resp.body.gc_config.previous = prev;
     return 0;
 }
 
@@ -844,6 +936,7 @@ static int format_part(svc_t *s, uint32_t i)
         return err;
     }
     p->mounted = 1;
+    svc_part_gc_tune(s, i);
     return svc_store_attach(s, i);
 }
 

@@ -58,6 +58,8 @@ void svc_reply_done(svc_t *s);
 /* ---- svc_part.c ---------------------------------------------------------------- */
 extern const char *const svc_part_names[SVC_MAX_PARTS];
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);
+/* Apply cfg.gc_threshold to a freshly mounted partition (svc_config_t). */
+void svc_part_gc_tune(svc_t *s, uint32_t i);
 int svc_part_index(const svc_t *s, const char *name, size_t n);
 
 /* A problem found at start-up (or a later attach) on partition part:
@@ -114,6 +116,11 @@ typedef struct svc_job_kinds {
 } svc_job_kinds_t;
 /* The end of a Hash: the reply in s->resp. */
 int svc_hash_done(svc_t *s, int r);
+/* Garbage collection on request (GcRequest) in steps of at most
+ * SVC_GC_STEP_BLOCKS blocks: 1 done, 0 more to do, or an error; then
+ * svc_gc_done puts the reply (or the error) in s->resp. */
+int svc_job_gc_step(svc_t *s);
+int svc_gc_done(svc_t *s, int r);
 /* One step of the job; sends its reply when it is done. */
 void svc_job_step(svc_t *s);
 /* Drop the long request (its connection went, a handle or the partition
@@ -184,6 +191,8 @@ int svc_do_rename(svc_t *s, const cellar_RenameRequest *r);
 int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r);
 int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r);
 int svc_do_format(svc_t *s, const cellar_FormatRequest *r);
+int svc_do_gc(svc_t *s, svc_conn_t *c, const cellar_GcRequest *r);
+int svc_do_gc_config(svc_t *s, const cellar_GcConfigRequest *r);
 
 /* ---- svc_copy.c ------------------------------------------------------------------ */
 int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,

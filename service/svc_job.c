@@ -82,6 +82,57 @@ int svc_hash_done(svc_t *s, int r)
     return 0;
 }
 
+int svc_job_gc_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    cfs_t *fs = &s->part[j->part].fs;
+    cfs_statvfs_t v;
+    int err = cfs_statvfs(fs, &v);
+    if (err < 0)
+        return err;
+    /* done: the blocks asked for were gained; or (gc of all) what is
+     * stale is at most a block or an eighth of the log - collecting it
+     * would move seven times as much live data, and moving data makes
+     * stale metadata of its own; or the log as it was at the start was
+     * swept once (every stale record then was reached) */
+    if (j->gc_want ? v.free >= j->gc_free0 + (uint64_t)j->gc_want * v.block_size
+                   : v.reclaimable <= v.block_size || v.reclaimable <= v.used / 8)
+        return 1;
+    if (j->gc_swept >= j->gc_limit)
+        return 1;
+    int r = cfs_gc(fs, SVC_GC_STEP_BLOCKS);
+    if (r < 0)
+        return r;
+    if (r == 0) /* nothing more can be freed (the log is down to its head) */
+        return 1;
+    j->gc_swept += (uint32_t)r;
+    return 0;
+}
+
+int svc_gc_done(svc_t *s, int r)
+{
+    svc_job_t *j = &s->job;
+    j->kind = SVC_JOB_NONE;
+    const char *name = s->part[j->part].name;
+    cfs_statvfs_t v;
+    if (r >= 0)
+        r = cfs_statvfs(&s->part[j->part].fs, &v);
+    if (r < 0) {
+        char show[24];
+        show[0] = '/';
+        svc_copy_str(show + 1, sizeof(show) - 1, name);
+        return svc_fail_path(s, r, show, NULL);
+    }
+    cellar_GcReply *o = &s->resp.body.gc;
+    s->resp.which_body = cellar_Response_gc_tag;
+    o->blocks_swept = j->gc_swept;
+    o->reclaimed = j->gc_stale0 > v.reclaimable ? j->gc_stale0 - v.reclaimable : 0;
+    o->free_before = j->gc_free0;
+    o->free_after = v.free;
+    o->reclaimable_after = v.reclaimable;
+    return 0;
+}
+
 void svc_job_step(svc_t *s)
 {
     svc_job_t *j = &s->job;
@@ -101,6 +152,11 @@ void svc_job_step(svc_t *s)
         done = r != 0;
         if (done)
             (void)svc_hash_done(s, r);
+    } else if (j->kind == SVC_JOB_GC) {
+        int r = svc_job_gc_step(s);
+        done = r != 0;
+        if (done)
+            (void)svc_gc_done(s, r);
     } else {
         done = s->job_kinds->step(s);
     }

@@ -145,3 +145,13 @@ int svc_part_index(const svc_t *s, const char *name, size_t n)
             return (int)i;
     return -1;
 }
+
+void svc_part_gc_tune(svc_t *s, uint32_t i)
+{
+    svc_part_t *p = &s->part[i];
+    if (!s->cfg.gc_threshold_set || p->read_only || !p->mounted)
+        return;
+    int err = cfs_set_gc_threshold(&p->fs, s->cfg.gc_threshold, NULL);
+    if (err)
+        svc_log_part(s, "the gc threshold does not fit (default kept):", p, err);
+}

@@ -1658,6 +1658,8 @@ static void test_dispatch_table(void)
         { cellar_Request_update_abort_tag, SVC_PERM_WRITE, false },
         { cellar_Request_backup_tag, SVC_PERM_WRITE, true },
         { cellar_Request_restore_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_gc_tag, SVC_PERM_WRITE, true },
+        { cellar_Request_gc_config_tag, SVC_PERM_ADMIN, false },
     };
     const size_t nwant = sizeof(want) / sizeof(want[0]);
     /* every oneof member of Request (the proto's request types) */

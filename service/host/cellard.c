@@ -79,6 +79,9 @@ static void usage(FILE *f)
         "                        are restored from /bak, each one logged)\n"
         "  --update-timeout SECS drop a staged update whose client went away\n"
         "                        after this long (default 3600)\n"
+        "  --gc-threshold N      collect garbage on /usr when fewer than N\n"
+        "                        blocks are free above the reserve (at least\n"
+        "                        6; default 1/16 of the partition)\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -140,6 +143,7 @@ int main(int argc, char **argv)
     unsigned long idle_s = 300, update_s = 3600;
     bool check = true;
     bool have_size = false;
+    long gc_threshold = -1; /* --gc-threshold (issue 15); -1 = the default */
     int status = 1;
     flash_sim_t *sim = NULL;
     loop_t *lp = NULL;
@@ -147,7 +151,7 @@ int main(int argc, char **argv)
     bool svc_up = false;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK };
+           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK, OPT_GC };
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -157,6 +161,7 @@ int main(int argc, char **argv)
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
         { "update-timeout", required_argument, NULL, OPT_UPDATE },
         { "no-check", no_argument, NULL, OPT_NOCHECK },
+        { "gc-threshold", required_argument, NULL, OPT_GC },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -220,6 +225,16 @@ int main(int argc, char **argv)
         case OPT_NOCHECK:
             check = false;
             break;
+        case OPT_GC: {
+            unsigned long v;
+            if (parse_uint(optarg, 1000000ul, &v) || v < 6) {
+                fprintf(stderr, "cellard: --gc-threshold %s: expected blocks, "
+                        "at least 6\n", optarg);
+                return 2;
+            }
+            gc_threshold = (long)v;
+            break;
+        }
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -228,7 +243,7 @@ int main(int argc, char **argv)
             printf("cellard %s\n", CELLAR_VERSION);
             return 0;
         default:
-            if (optopt >= OPT_FLASH && optopt <= OPT_UPDATE)
+            if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) || optopt == OPT_GC)
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -324,6 +339,8 @@ int main(int argc, char **argv)
         .check_at_start = check,
         .tx_timeout_ms = (uint32_t)(update_s * 1000u),
         .bak_blocks = (uint32_t)(bak_size / BLOCK_SIZE),
+        .gc_threshold = gc_threshold < 0 ? 0 : (uint32_t)gc_threshold,
+        .gc_threshold_set = gc_threshold >= 0,
     };
     svc_init(&svc);
     int err = svc_setup(&svc, &scfg);
