@@ -162,6 +162,7 @@ static int flash_prog(cfs_t *fs, uint32_t a, const void *buf, uint32_t len)
         if (err) {
             if (err != FLASH_ERR_POWER)
                 fs->failing_block = b;
+            fs->prog_failed = 1;
             return CFS_ERR_IO;
         }
         p += n;
@@ -512,6 +513,16 @@ void cfs_op_end(cfs_t *fs)
 int cfs_rec_begin(cfs_t *fs, uint32_t len, uint32_t *addr)
 {
     uint32_t total = REC_HDR + len;
+    /* A failed prog may have left a record without a valid header (its
+     * PAD header could not be written, or landed on torn bytes): readers
+     * (GC, mount) take an erased or torn header as the end of its block, so
+     * nothing may follow it there. When the flash comes back without a
+     * remount (a transient failure), go on in the next block. */
+    if (fs->prog_failed) {
+        fs->prog_failed = 0;
+        if (off_of(fs, fs->head) != 0)
+            head_next_block(fs);
+    }
     int err = ensure_space(fs, total);
     if (err)
         return err;

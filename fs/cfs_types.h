@@ -89,6 +89,8 @@ typedef struct fs {
     uint32_t nbad;
     uint16_t bad[CFS_BAD_MAX];
     uint32_t failing_block; /* block that failed a prog, retired at GC */
+    uint8_t prog_failed;    /* a prog failed since the last record began:
+                               the rest of the head block is not used */
 
     cfs_file_t *open_files;  /* list of open handles */
 
