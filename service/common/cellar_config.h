@@ -90,7 +90,7 @@
 #endif
 
 /* Bytes for every identity and prefix of an ACL together, NULs included
- * (the rules point into this pool: a 32-rule ACL costs about 2.6 KB).
+ * (the rules point into this pool: svc_acl_t is 2,504 bytes by default).
  *                                                         host and device */
 #ifndef SVC_ACL_POOL_BYTES
 #define SVC_ACL_POOL_BYTES 2048u
