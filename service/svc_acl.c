@@ -331,12 +331,15 @@ static void sb_who(sb_t *b, const svc_t *s, const svc_conn_t *c)
 void svc_acl_conn_init(svc_t *s, svc_conn_t *c, const char *identity)
 {
     bool anon = is_anonymous(identity);
+    /* an identity too long to keep is cut for messages, and never matches
+     * a rule of its own (its cut form might name someone else): "*" */
+    bool cut = !anon && strlen(identity) > SVC_ACL_NAME_MAX;
     svc_copy_str(c->identity, sizeof(c->identity), anon ? "" : identity);
     if (!s->cfg.acl) {
         c->rule = NULL;
         c->role = SVC_ROLE_ADMIN;
     } else {
-        c->rule = svc_acl_find(s->cfg.acl, c->identity, !anon);
+        c->rule = svc_acl_find(s->cfg.acl, cut ? "" : c->identity, !anon);
         c->role = c->rule ? c->rule->role : SVC_ROLE_NONE;
     }
 }

@@ -625,6 +625,23 @@ static void test_anonymous(void)
     denied(open_w(&rig.a, "/usr/app/x", NULL), "anonymous (no ACL rule) "
            "may not write", NULL);
     CHECK(unchanged());
+    /* an identity over 63 bytes never takes the rule of its first 63 */
+    char longid[80];
+    memset(longid, 'w', 70);
+    longid[70] = 0;
+    static svc_acl_t acl2;
+    char err[100];
+    char rules[100];
+    snprintf(rules, sizeof(rules), "%.63s admin\n", longid);
+    CHECK_EQ(svc_acl_parse(&acl2, rules, strlen(rules), err, sizeof(err)), 0);
+    const svc_acl_t *keep = rig.svc.cfg.acl;
+    rig.svc.cfg.acl = &acl2;
+    as(&rig.a, longid);
+    CHECK_EQ(rig.a.role, SVC_ROLE_NONE);
+    longid[63] = 0;
+    as(&rig.a, longid);
+    CHECK_EQ(rig.a.role, SVC_ROLE_ADMIN);
+    rig.svc.cfg.acl = keep;
     as(&rig.a, "mallory \"x\"");
     ok(hello(&rig.a));
     CHECK(strcmp(rig.rs.body.hello.role, "reader") == 0);
