@@ -37,6 +37,7 @@ NSTART=0
 start() {
   NSTART=$((NSTART + 1))
   LOG="$T/cellard.$NSTART.log"
+  : >"$LOG"        # exists before cellard_url reads it
   "$CELLARD" --flash "$T/flash.img" --flash-size 4M --listen tcp://127.0.0.1:0 \
     --idle-timeout 0 "$@" >"$LOG" 2>&1 &
   PID=$!
