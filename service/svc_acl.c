@@ -45,6 +45,18 @@ static int parse_fail(acl_parser_t *p, const char *what, const char *word,
     return ACL_EINVAL;
 }
 
+/* The same with a limit of cellar_config.h after it: "<...> <n><unit>". */
+static int parse_fail_n(acl_parser_t *p, const char *what, const char *word,
+                        size_t n, const char *tail, uint64_t limit,
+                        const char *unit)
+{
+    (void)parse_fail(p, what, word, n, tail);
+    svc_sb_str(&p->err, " ");
+    svc_sb_u64(&p->err, limit);
+    svc_sb_str(&p->err, unit);
+    return ACL_EINVAL;
+}
+
 /* Copy a word into the pool; returns its offset or -1 (full). */
 static int pool_add(svc_acl_t *acl, const char *w, size_t n)
 {
@@ -81,8 +93,6 @@ static const char *prefix_problem(const char *w, size_t n)
 {
     if (n == 0 || w[0] != '/')
         return ": a prefix is an absolute path (\"/usr/app\")";
-    if (n > SVC_ACL_NAME_MAX)
-        return ": a prefix is at most 63 bytes";
     if (!printable(w, n))
         return ": not printable UTF-8";
     if (n == 1)
@@ -169,9 +179,10 @@ static int parse_rule(acl_parser_t *p, const acl_words_t *ws)
     svc_acl_t *acl = p->acl;
     const char *id = ws->w[0];
     size_t idn = ws->n[0];
-    if (idn > SVC_ACL_NAME_MAX)
-        return parse_fail(p, "identity", id, idn > 40 ? 40 : idn,
-                          " is longer than 63 bytes");
+    if (idn > SVC_ACL_NAME_MAX) {
+        return parse_fail_n(p, "identity", id, 40, " is longer than",
+                            SVC_ACL_NAME_MAX, " bytes");
+    }
     if (!printable(id, idn))
         return parse_fail(p, "identity", id, idn, " is not printable UTF-8");
     if (ws->count < 2)
@@ -196,8 +207,8 @@ static int parse_rule(acl_parser_t *p, const acl_words_t *ws)
                               : "n admin rule takes none (admins do "
                                 "everything)");
     if (ws->extra)
-        return parse_fail(p, "more than 4 prefixes in one rule", NULL, 0,
-                          NULL);
+        return parse_fail_n(p, "more than", NULL, 0, NULL,
+                            SVC_ACL_MAX_PREFIXES, " prefixes in one rule");
     for (uint32_t i = 0; i < acl->nrules; i++) {
         const svc_acl_rule_t *o = &acl->rule[i];
         if (word_eq(id, idn, svc_acl_ident(acl, o))) {
@@ -209,7 +220,8 @@ static int parse_rule(acl_parser_t *p, const acl_words_t *ws)
         }
     }
     if (acl->nrules == SVC_ACL_MAX_RULES)
-        return parse_fail(p, "more than 32 rules", NULL, 0, NULL);
+        return parse_fail_n(p, "more than", NULL, 0, NULL,
+                            SVC_ACL_MAX_RULES, " rules");
     svc_acl_rule_t *r = &acl->rule[acl->nrules];
     memset(r, 0, sizeof(*r));
     r->line = (uint16_t)(p->line > UINT16_MAX ? UINT16_MAX : p->line);
@@ -217,6 +229,11 @@ static int parse_rule(acl_parser_t *p, const acl_words_t *ws)
     int off = pool_add(acl, id, idn);
     r->ident = (uint16_t)(off < 0 ? 0 : off);
     for (uint32_t i = 0; i < np && off >= 0; i++) {
+        if (ws->n[2 + i] > SVC_ACL_NAME_MAX) {
+            return parse_fail_n(p, "prefix", ws->w[2 + i], 40,
+                                ": a prefix is at most", SVC_ACL_NAME_MAX,
+                                " bytes");
+        }
         const char *why = prefix_problem(ws->w[2 + i], ws->n[2 + i]);
         if (why)
             return parse_fail(p, "prefix", ws->w[2 + i],
@@ -226,8 +243,9 @@ static int parse_rule(acl_parser_t *p, const acl_words_t *ws)
             r->prefix[r->nprefix++] = (uint16_t)off;
     }
     if (off < 0)
-        return parse_fail(p, "the identities and prefixes take more than "
-                          "2048 bytes (SVC_ACL_POOL_BYTES)", NULL, 0, NULL);
+        return parse_fail_n(p, "the identities and prefixes take more than",
+                            NULL, 0, NULL, SVC_ACL_POOL_BYTES,
+                            " bytes (SVC_ACL_POOL_BYTES)");
     acl->nrules++;
     return 0;
 }
