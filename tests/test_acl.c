@@ -1,7 +1,8 @@
 /* test_acl.c - access control (issue 13, docs/SECURITY.md): the ACL
  * parser and its errors; a reader trying every write request of the
  * dispatch table (every Request.body member of the proto, so a new request
- * type cannot be forgotten); a writer outside its prefixes (Rename across
+ * type cannot be forgotten); a writer with prefixes sending every writing
+ * request of the proto outside them; a writer outside its prefixes (Rename across
  * prefixes, bundles, a bundle resumed from another rule, Backup and
  * Restore paths, repair); a writer trying Format; connections with
  * different roles at once; anonymous, "*" and no ACL. Every denial is
@@ -278,6 +279,15 @@ static void fill(cellar_Request *q, uint32_t tag, const char *path)
         q->body.format.confirm = true;
         break;
     case cellar_Request_verify_tag: q->body.verify.repair = true; break;
+    case cellar_Request_manifest_import_tag:
+        strcpy(q->body.manifest_import.entries[0].path, path);
+        q->body.manifest_import.entries_count = 1;
+        break;
+    case cellar_Request_update_declare_tag:
+        strcpy(q->body.update_declare.entries[0].path, path);
+        q->body.update_declare.entries[0].remove = true;
+        q->body.update_declare.entries_count = 1;
+        break;
     case cellar_Request_backup_tag: break; /* all */
     case cellar_Request_restore_tag: break; /* all */
     default: break;
@@ -364,6 +374,64 @@ static void test_reader_every_write(void)
     ok(rig_get(&rig, &rig.a, "/usr/etc/conf", &data, &n));
     CHECK(n == 4 && memcmp(data, "conf", 4) == 0);
     free(data);
+}
+
+/* A writer limited to /usr/app and /usr/www sends every writing request
+ * of the proto aimed at /usr/etc/conf: each is refused and changes
+ * nothing, except the ones that name no live path (they write nothing
+ * outside: staging, a handle it does not have). A new request type falls
+ * to the check's default (a writer allowed everywhere) and is refused
+ * here too. */
+static void test_writer_every_write(void)
+{
+    static const uint32_t pathless[] = {
+        cellar_Request_write_tag,        /* handle 0: none */
+        cellar_Request_sync_tag,
+        cellar_Request_update_begin_tag,
+        cellar_Request_update_write_tag,
+        cellar_Request_update_commit_tag, /* nothing staged by it */
+        cellar_Request_update_abort_tag,
+    };
+    cellar_Request q;
+    pb_field_iter_t it;
+    long refused = 0, let = 0;
+    memset(&q, 0, sizeof(q));
+    CHECK(pb_field_iter_begin(&it, cellar_Request_fields, &q));
+    do {
+        if (PB_HTYPE(it.type) != PB_HTYPE_ONEOF)
+            continue;
+        uint32_t tag = it.tag;
+        as(&rig.a, "w1");
+        fill(&rig.rq, tag, "/usr/etc/conf");
+        svc_perm_t perm = svc_request_perm(tag, &rig.rq);
+        if (perm < SVC_PERM_WRITE)
+            continue;
+        bool free_ = false;
+        for (size_t k = 0; k < sizeof(pathless) / sizeof(pathless[0]); k++)
+            free_ |= pathless[k] == tag;
+        snapshot();
+        uint32_t before = svc_acl_denials(&rig.svc);
+        int rc = rig_call(&rig, &rig.a);
+        if (free_) {
+            let++;
+            CHECK(rc != EACCES_);
+            CHECK_EQ(svc_acl_denials(&rig.svc), before);
+            continue;
+        }
+        refused++;
+        denied(rc, "w1 (writer, ACL line 4) may not ", NULL);
+        CHECK_EQ(svc_acl_denials(&rig.svc) - before, 1);
+        CHECK(unchanged());
+        if (perm == SVC_PERM_WRITE)
+            CHECK(strstr(rig.rs.error.message,
+                         "(writes only under /usr/app, /usr/www)") != NULL);
+    } while (pb_field_iter_next(&it));
+    CHECK_EQ(let, 6);
+    CHECK(refused >= 12);
+    as(&rig.b, "admin1");
+    rig_req(&rig, cellar_Request_update_abort_tag);
+    ok(rig_call(&rig, &rig.b));
+    CHECK(exists("/usr/etc/conf"));
 }
 
 static void test_writer_prefixes(void)
@@ -724,6 +792,7 @@ int main(void)
     setup_files();
     uint32_t d0 = svc_acl_denials(&rig.svc);
     test_reader_every_write();
+    test_writer_every_write();
     test_writer_prefixes();
     test_bundles();
     test_two_roles();
