@@ -2,11 +2,12 @@
  * parser and its errors; a reader trying every write request of the
  * dispatch table (every Request.body member of the proto, so a new request
  * type cannot be forgotten); a writer with prefixes sending every writing
- * request of the proto outside them; a writer outside its prefixes (Rename across
- * prefixes, bundles, a bundle resumed from another rule, Backup and
- * Restore paths, repair); a writer trying Format; connections with
- * different roles at once; anonymous, "*" and no ACL. Every denial is
- * counted and changes nothing on the flash (its bytes compared). */
+ * request of the proto outside them; a writer outside its prefixes
+ * (Rename across prefixes, bundles, a bundle resumed from another rule,
+ * Backup and Restore paths, repair); a writer trying Format; connections
+ * with different roles at once; the loop handing a transport's identity
+ * over; anonymous, "*" and no ACL. Every denial is counted and changes
+ * nothing on the flash (its bytes compared). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
