@@ -983,6 +983,13 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
         cJSON *pr = cJSON_AddArrayToObject(j, "problems");
         for (uint32_t i = 0; i < in->nproblems; i++)
             cJSON_AddItemToArray(pr, cJSON_CreateString(in->problems[i]));
+        if (in->identity[0]) { /* issue 13 */
+            cJSON_AddStringToObject(j, "identity", in->identity);
+            cJSON_AddStringToObject(j, "role", in->role);
+            cJSON *px = cJSON_AddArrayToObject(j, "prefixes");
+            for (uint32_t i = 0; i < in->nprefixes; i++)
+                cJSON_AddItemToArray(px, cJSON_CreateString(in->prefixes[i]));
+        }
         return CLI_OK;
     }
     char h[32];
@@ -990,6 +997,12 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     printf("device:        %s\n", in->device);
     printf("firmware:      %s\n", in->firmware);
     printf("protocol:      %u\n", in->version);
+    if (in->identity[0]) { /* issue 13 */
+        printf("access:        identity: %s, role: %s", in->identity, in->role);
+        for (uint32_t i = 0; i < in->nprefixes; i++)
+            printf("%s%s", i ? " " : " (writes only under ", in->prefixes[i]);
+        printf("%s\n", in->nprefixes ? ")" : "");
+    }
     printf("flash:         %s (%u blocks of %u bytes, %u-byte pages)\n",
            cli_human((uint64_t)in->block_size * in->block_count, h, sizeof(h)),
            in->block_count, in->block_size, in->page_size);

@@ -354,6 +354,13 @@ static int hello(cellar_t *c)
     for (uint32_t i = 0; i < in->nproblems; i++)
         snprintf(in->problems[i], sizeof(in->problems[i]), "%s",
                  h->problems[i]);
+    /* issue 13: identity and role */
+    snprintf(in->identity, sizeof(in->identity), "%s", h->identity);
+    snprintf(in->role, sizeof(in->role), "%s", h->role);
+    in->nprefixes = h->prefixes_count < 4 ? h->prefixes_count : 4;
+    for (uint32_t i = 0; i < in->nprefixes; i++)
+        snprintf(in->prefixes[i], sizeof(in->prefixes[i]), "%s",
+                 h->prefixes[i]);
     c->errmsg[0] = 0;
     return 0;
 }

@@ -196,6 +196,12 @@ typedef struct cellar_info {
     cellar_partition_t partitions[CELLAR_MAX_PARTITIONS];
     uint32_t nproblems;    /* what start-up found wrong and did about it */
     char problems[CELLAR_MAX_PROBLEMS][160];
+    /* access control (issue 13, docs/SECURITY.md); "" from a device that
+     * does not report them */
+    char identity[64];     /* who the device takes us for: "anonymous", a CN */
+    char role[8];          /* "admin", "writer", "reader", "none" */
+    uint32_t nprefixes;    /* a writer's write prefixes (0 = everywhere) */
+    char prefixes[4][64];
 } cellar_info_t;
 
 /* ---- the handle ---------------------------------------------------------------- */

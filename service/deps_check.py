@@ -21,6 +21,7 @@ LAYERS = [
     "svc_msg",           # message builder, codes, logging, error replies
     "svc_part",          # partitions, problems, the room rule
     "svc_path",          # path rules
+    "svc_acl",           # access control: ACL, identities, roles (issue 13)
     "svc_conn",          # connection queues, queueing a reply
     "svc_job",           # long requests: hashing in steps, run, cancel
     "svc_store",         # mount-time store work, shadows, handles

@@ -153,6 +153,7 @@ void svc_conn_open(svc_t *s, svc_conn_t *c, const char *peer)
     c->next = s->conns;
     s->conns = c;
     s->nconns++;
+    svc_acl_conn_init(s, c, NULL); /* anonymous until the transport says */
     svc_log_msg(s, c, "open");
 }
 

@@ -48,6 +48,7 @@
 #include "cfs.h"
 #include "layout.h"
 #include "manifest.h"
+#include "svc_acl.h"
 #include "txn.h"
 
 /* ---- limits (advertised in HelloReply) ----------------------------------- */
@@ -119,6 +120,11 @@ typedef struct svc_config {
      * default. A GcConfig request changes it until restart. */
     uint32_t gc_threshold;
     bool gc_threshold_set;
+    /* Access control (issue 13, svc_acl.h): the ACL every connection's
+     * identity is looked up in; must outlive the service. NULL = no ACL:
+     * every connection is admin (the daemon allows that only on loopback
+     * or with --insecure). */
+    const svc_acl_t *acl;
 } svc_config_t;
 
 #define SVC_TX_ABANDON_MS (3600u * 1000u) /* one hour */
@@ -156,6 +162,10 @@ struct svc_conn {
     uint8_t eof;          /* the peer sent everything it will send */
     uint8_t pad;
     const char *close_reason;
+    /* access control (issue 13): svc_conn_set_identity */
+    char identity[SVC_ACL_NAME_MAX + 1]; /* "" = anonymous */
+    uint8_t role;         /* SVC_ROLE_* */
+    const svc_acl_rule_t *rule; /* the ACL rule that gave it, or NULL */
     svc_handle_t h[SVC_MAX_HANDLES];
     uint8_t inbuf[CODEC_BUF_MIN];
     uint8_t out[SVC_OUT_BYTES];
@@ -319,6 +329,9 @@ struct svc {
     uint8_t deferred;     /* the request being served started the job */
     uint8_t job_turn;     /* svc_process made a job step in this turn */
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
+    /* ---- access control (issue 13) */
+    uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */
+    svc_path_t acl_path;  /* scratch for the paths a request writes */
 };
 
 /* ---- requests and the permission each needs (svc_dispatch.c) ---------------- */
@@ -327,7 +340,8 @@ struct svc {
  * Hello, Ping, Stat, List, Open for reading, Read, Seek, Close, Hash,
  * StatFs, Manifest and Verify without repair; a writer also writes,
  * changes the namespace, updates, backs up, restores and repairs; an admin
- * also formats. Nothing enforces them yet. */
+ * also formats. The connection's role (svc_acl.h) is checked before every
+ * request is served. */
 typedef enum svc_perm {
     SVC_PERM_NONE = 0, /* not a request type this service knows */
     SVC_PERM_READ,
@@ -376,6 +390,14 @@ void svc_tick(svc_t *svc, uint64_t now_ms);
 /* Attach a caller-owned connection (logs "open"). peer names it in logs
  * (copied, may be NULL). */
 void svc_conn_open(svc_t *svc, svc_conn_t *conn, const char *peer);
+
+/* The connection's identity, from its transport once the handshake is done
+ * (a certificate's CN, a PSK identity; NULL, "" or "anonymous" =
+ * anonymous): looks up its role in cfg.acl and logs it. svc_conn_open
+ * starts every connection anonymous. (Issue 13.) */
+void svc_conn_set_identity(svc_t *svc, svc_conn_t *conn, const char *identity);
+/* Requests the ACL refused since svc_setup. */
+uint32_t svc_acl_denials(const svc_t *svc);
 
 /* Detach it: close its handles and log "close" with the reason (NULL = the
  * one the core recorded, or "closed"). The struct may then be reused. */

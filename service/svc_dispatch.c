@@ -14,7 +14,8 @@
  * theirs from their arguments: perm_of), and whether it may run as a long
  * request (a job: one at a time, in steps). tests/test_svc_core.c checks
  * that every Request.body of the proto has a row, with the permission
- * below. Nothing enforces the permissions yet (roles come with issue 13). */
+ * below. dispatch() checks them against the connection's role (svc_acl.c,
+ * issue 13) before running the handler. */
 typedef int (*handler_fn)(svc_t *s, svc_conn_t *c, const cellar_Request *q);
 typedef struct svc_req_row {
     uint32_t tag;       /* cellar_Request_*_tag */
@@ -247,8 +248,10 @@ static int dispatch(svc_t *s, svc_conn_t *c)
 {
     cellar_Request *q = &s->req;
     const svc_req_row_t *row = row_of(q->which_body);
-    if (row)
-        return row->run(s, c, q);
+    if (row) { /* the ACL first: a denied request changes nothing (issue 13) */
+        int err = svc_acl_check(s, c, q, perm_of(row, q));
+        return err ? err : row->run(s, c, q);
+    }
     sb_t b;
     s->op = "request";
     b = svc_err_begin(s, -(int)cellar_Code_EPROTO);

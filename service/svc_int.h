@@ -2,7 +2,7 @@
  * svc_int.h - private to the service core: what its files (svc_*.c) share.
  * The files form layers, each calling only the ones below it (the graph is
  * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
- *   svc_msg  < svc_part < svc_path < svc_conn < svc_job < svc_store
+ *   svc_msg  < svc_part < svc_path < svc_acl < svc_conn < svc_job < svc_store
  *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_core
  *   < svc_dispatch
  * The declarations below are grouped by the file that defines them.
@@ -85,6 +85,20 @@ void svc_copy_str(char *dst, size_t cap, const char *src);
  * is, CFS_ERR_NOTDIR when it is a file, or cfs_stat's error. buf (at least
  * strlen(path) + 1 bytes) receives the parent's path. */
 int svc_parent_dir(cfs_t *fs, const char *path, char *buf);
+
+/* ---- svc_acl.c (issue 13) ------------------------------------------------------ */
+/* May connection c run request q, which needs perm (svc_request_perm)?
+ * 0, or -EACCES with the error reply set ("remove \"/usr/x\": alice
+ * (reader, ACL line 3) may not write"), counted in s->acl_denied; or the
+ * error of a path that does not resolve (the request would fail the
+ * same way). Checks every path the request writes against a writer's
+ * prefixes. Changes nothing. */
+int svc_acl_check(svc_t *s, svc_conn_t *c, const cellar_Request *q,
+                  svc_perm_t perm);
+/* Set c's identity and role without logging (svc_conn_open: anonymous). */
+void svc_acl_conn_init(svc_t *s, svc_conn_t *c, const char *identity);
+/* Fill HelloReply's identity, role and prefixes for c. */
+void svc_acl_hello(const svc_t *s, const svc_conn_t *c, cellar_HelloReply *o);
 
 /* ---- svc_conn.c ------------------------------------------------------------------ */
 uint32_t svc_out_free(const svc_conn_t *c);

@@ -71,6 +71,31 @@
 #define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
 #endif
 
+/* ---- access control (service/svc_acl.c, issue 13) ------------------------------ */
+
+/* Rules in an ACL (lines IDENTITY ROLE [PREFIX...]).       host and device */
+#ifndef SVC_ACL_MAX_RULES
+#define SVC_ACL_MAX_RULES 32u
+#endif
+
+/* Write prefixes of one rule (HelloReply.prefixes holds 4).  host and device */
+#ifndef SVC_ACL_MAX_PREFIXES
+#define SVC_ACL_MAX_PREFIXES 4u
+#endif
+
+/* Bytes of an identity (the transport's tp_conn.identity is 64 with its NUL)
+ * and of a prefix (HelloReply.prefixes: 64 with the NUL).  host and device */
+#ifndef SVC_ACL_NAME_MAX
+#define SVC_ACL_NAME_MAX 63u
+#endif
+
+/* Bytes for every identity and prefix of an ACL together, NULs included
+ * (the rules point into this pool: svc_acl_t is 2,504 bytes by default).
+ *                                                         host and device */
+#ifndef SVC_ACL_POOL_BYTES
+#define SVC_ACL_POOL_BYTES 2048u
+#endif
+
 /* ---- host daemon (service/host/loop.c) ---------------------------------------- */
 
 /* Connections at once when --max-conns is not given (at most 1024); each

@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -82,6 +84,12 @@ static void usage(FILE *f)
         "  --gc-threshold N      collect garbage on /usr when fewer than N\n"
         "                        blocks are free above the reserve (at least\n"
         "                        6; default 1/16 of the partition)\n"
+        "  --acl FILE            access control: lines IDENTITY ROLE [PREFIX...]\n"
+        "                        (docs/SECURITY.md); plain tcp:// clients are\n"
+        "                        \"anonymous\" and get only its rule\n"
+        "  --insecure            without --acl, allow plain tcp:// on a\n"
+        "                        non-loopback address (every client there is\n"
+        "                        admin: it can read, write and format)\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -120,6 +128,65 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* ---- access control (issue 13, docs/SECURITY.md) ---------------------------- */
+
+#define ACL_FILE_MAX (64u * 1024u)
+
+/* Read and parse the ACL file. Returns 0, or 2 (usage error) after saying
+ * why. */
+static int load_acl(const char *path, svc_acl_t *acl)
+{
+    static char text[ACL_FILE_MAX + 1];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cellard: --acl %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    size_t n = fread(text, 1, sizeof(text), f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        fprintf(stderr, "cellard: --acl %s: read error\n", path);
+        return 2;
+    }
+    if (n > ACL_FILE_MAX) {
+        fprintf(stderr, "cellard: --acl %s: larger than %u bytes\n", path,
+                ACL_FILE_MAX);
+        return 2;
+    }
+    char err[200];
+    if (svc_acl_parse(acl, text, n, err, sizeof(err))) {
+        fprintf(stderr, "cellard: --acl %s: %s; not starting\n", path, err);
+        return 2;
+    }
+    return 0;
+}
+
+/* Does host name only loopback addresses (127.0.0.0/8, ::1)? A name must
+ * resolve, and every address it resolves to must be loopback. */
+static bool loopback_host(const char *host)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return false;
+    bool all = true;
+    for (struct addrinfo *a = res; a && all; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            const struct sockaddr_in *v4 = (const void *)a->ai_addr;
+            all = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+        } else if (a->ai_family == AF_INET6) {
+            const struct sockaddr_in6 *v6 = (const void *)a->ai_addr;
+            all = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+        } else {
+            all = false;
+        }
+    }
+    freeaddrinfo(res);
+    return all;
+}
+
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
     char *end;
@@ -144,6 +211,9 @@ int main(int argc, char **argv)
     bool check = true;
     bool have_size = false;
     long gc_threshold = -1; /* --gc-threshold (issue 15); -1 = the default */
+    const char *acl_path = NULL; /* issue 13 */
+    bool insecure = false;
+    static svc_acl_t acl;
     int status = 1;
     flash_sim_t *sim = NULL;
     loop_t *lp = NULL;
@@ -151,7 +221,8 @@ int main(int argc, char **argv)
     bool svc_up = false;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK, OPT_GC };
+           OPT_UPDATE, OPT_ACL, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
+           OPT_INSECURE, OPT_GC };
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -162,6 +233,8 @@ int main(int argc, char **argv)
         { "update-timeout", required_argument, NULL, OPT_UPDATE },
         { "no-check", no_argument, NULL, OPT_NOCHECK },
         { "gc-threshold", required_argument, NULL, OPT_GC },
+        { "acl", required_argument, NULL, OPT_ACL },
+        { "insecure", no_argument, NULL, OPT_INSECURE },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -235,6 +308,12 @@ int main(int argc, char **argv)
             gc_threshold = (long)v;
             break;
         }
+        case OPT_ACL:
+            acl_path = optarg;
+            break;
+        case OPT_INSECURE:
+            insecure = true;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -243,7 +322,8 @@ int main(int argc, char **argv)
             printf("cellard %s\n", CELLAR_VERSION);
             return 0;
         default:
-            if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) || optopt == OPT_GC)
+            if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
+                optopt == OPT_ACL || optopt == OPT_GC)
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -275,6 +355,32 @@ int main(int argc, char **argv)
                     listen_urls[i]);
             return 2;
         }
+    }
+
+    /* Access control (issue 13): a bad ACL stops the start; without one,
+     * plain TCP is served (with full access) only on loopback, unless
+     * --insecure. */
+    if (acl_path && load_acl(acl_path, &acl))
+        return 2;
+    for (int i = 0; i < nlisten; i++) {
+        if (strcmp(urls[i].scheme, "tcp") != 0 || loopback_host(urls[i].host))
+            continue;
+        if (!acl_path && !insecure) {
+            fprintf(stderr, "cellard: --listen %s: plain tcp:// on a "
+                    "non-loopback address would give every client there "
+                    "full access (read, write, format); give an --acl FILE "
+                    "(docs/SECURITY.md), listen on 127.0.0.1, or add "
+                    "--insecure\n", listen_urls[i]);
+            return 2;
+        }
+        const svc_acl_rule_t *anon = acl_path
+            ? svc_acl_find(&acl, SVC_ANONYMOUS, 0) : NULL;
+        fprintf(stderr, "cellard: note: --listen %s is plain TCP: its "
+                "clients are anonymous, role %s%s\n", listen_urls[i],
+                acl_path ? svc_role_name(anon ? anon->role : SVC_ROLE_NONE)
+                         : "admin",
+                acl_path ? " (the ACL's rule for anonymous)"
+                         : " (--insecure)");
     }
 
     /* The image: an existing one keeps its size. */
@@ -341,6 +447,7 @@ int main(int argc, char **argv)
         .bak_blocks = (uint32_t)(bak_size / BLOCK_SIZE),
         .gc_threshold = gc_threshold < 0 ? 0 : (uint32_t)gc_threshold,
         .gc_threshold_set = gc_threshold >= 0,
+        .acl = acl_path ? &acl : NULL, /* issue 13 */
     };
     svc_init(&svc);
     int err = svc_setup(&svc, &scfg);

@@ -56,6 +56,7 @@ static void handshake(loop_t *lp, loop_conn_t *lc)
     if (rc == 0) {
         lc->open = true;
         svc_conn_open(lp->svc, &lc->sc, lc->tp->peer);
+        svc_conn_set_identity(lp->svc, &lc->sc, lc->tp->identity); /* #13 */
     } else if (rc != TP_WANT_READ && rc != TP_WANT_WRITE) {
         lc->dead = true;
         lc->why = "handshake failed";
