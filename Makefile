@@ -79,13 +79,15 @@ LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
 SUP_SRCS     := $(wildcard tests/support/*.c)
+# issue 13 (tls): TLS over any transport, portable; host side in transport/host/tls_files.c
+TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
 # The device set: what runs on a module (make size builds exactly this).
-DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
+DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS) $(TP_TLS_SRCS)
 # The daemon: the device set on a simulated flash, the POSIX loop and TCP.
 DAEMON_SET    := $(DEVICE_SET) $(SIM_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) $(HOST_SRCS)
 # libcellar: the shared transport layer and codec; no service core, no fs.
-LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/codec.c
+LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/codec.c $(TP_TLS_SRCS)
 # The CLI: libcellar and the offline image tool (fs, flash_sim, layout,
 # manifest); no service core, no loop.
 CLI_SET       := $(CLI_SRCS) $(LIBCELLAR_SET) $(IMAGE_SRCS)

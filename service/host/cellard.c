@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "svc_core.h"
 #include "tp.h"
+#include "tls/tp_tls.h" /* issue 13: tls:// listeners */
 
 #define DEFAULT_FLASH "cellar-flash.img"
 #define DEFAULT_LISTEN "tcp://127.0.0.1:7070"
@@ -79,6 +80,11 @@ static void usage(FILE *f)
         "                        are restored from /bak, each one logged)\n"
         "  --update-timeout SECS drop a staged update whose client went away\n"
         "                        after this long (default 3600)\n"
+        "  --tls-cert FILE       device certificate for tls:// listeners (PEM/DER)\n"
+        "  --tls-key FILE        its private key\n"
+        "  --tls-ca FILE         CA of the client certificates: with it, tls://\n"
+        "                        clients must present a certificate it signed\n"
+        "  --psk-file FILE       ECDHE-PSK identities, lines \"IDENTITY HEXKEY\"\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -147,7 +153,11 @@ int main(int argc, char **argv)
     bool svc_up = false;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK };
+           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
+           OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */ };
+    tp_tls_files_t tls_files = {0};
+    static tp_tls_config_t tls_cfg; /* shared by every tls:// connection */
+    bool tls_up = false;
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -157,6 +167,10 @@ int main(int argc, char **argv)
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
         { "update-timeout", required_argument, NULL, OPT_UPDATE },
         { "no-check", no_argument, NULL, OPT_NOCHECK },
+        { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+        { "tls-ca", required_argument, NULL, OPT_TLS_CA },
+        { "psk-file", required_argument, NULL, OPT_PSK_FILE },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -220,6 +234,10 @@ int main(int argc, char **argv)
         case OPT_NOCHECK:
             check = false;
             break;
+        case OPT_TLS_CERT: tls_files.cert = optarg; break; /* issue 13 */
+        case OPT_TLS_KEY: tls_files.key = optarg; break;
+        case OPT_TLS_CA: tls_files.ca = optarg; break;
+        case OPT_PSK_FILE: tls_files.psk_file = optarg; break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -228,7 +246,8 @@ int main(int argc, char **argv)
             printf("cellard %s\n", CELLAR_VERSION);
             return 0;
         default:
-            if (optopt >= OPT_FLASH && optopt <= OPT_UPDATE)
+            if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
+                (optopt >= OPT_TLS_CERT && optopt <= OPT_PSK_FILE))
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -254,12 +273,31 @@ int main(int argc, char **argv)
             fprintf(stderr, "cellard: --listen: %s\n", err);
             return 2;
         }
-        if (strcmp(urls[i].scheme, "tcp") != 0) {
-            fprintf(stderr, "cellard: --listen %s: only tcp:// is supported "
-                    "by this build (tls:// and uart: come later)\n",
+        if (strcmp(urls[i].scheme, "tcp") != 0 &&
+            strcmp(urls[i].scheme, "tls") != 0) {
+            fprintf(stderr, "cellard: --listen %s: only tcp:// and tls:// "
+                    "are supported by this build (uart: comes later)\n",
                     listen_urls[i]);
             return 2;
         }
+        /* issue 13: a tls:// listener needs its certificate or PSKs; load
+         * them (once) before touching the flash */
+        if (strcmp(urls[i].scheme, "tls") == 0 && !tls_up) {
+            char terr[400];
+            if (tp_tls_host_config(&tls_cfg, true, &tls_files, terr,
+                                   sizeof(terr))) {
+                fprintf(stderr, "cellard: --listen %s: %s\n",
+                        listen_urls[i], terr);
+                return 2;
+            }
+            tls_up = true;
+        }
+    }
+    if (!tls_up && (tls_files.cert || tls_files.key || tls_files.ca ||
+                    tls_files.psk_file)) {
+        fprintf(stderr, "cellard: --tls-cert, --tls-key, --tls-ca and "
+                "--psk-file need a --listen tls://HOST:PORT\n");
+        return 2;
     }
 
     /* The image: an existing one keeps its size. */
@@ -356,7 +394,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nlisten; i++) {
         tp_listener_t *l;
         char errbuf[300];
-        int rc = tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        int rc = strcmp(urls[i].scheme, "tls") == 0
+                 ? tp_tls_listen(&urls[i], &tls_cfg, &l, errbuf, sizeof(errbuf))
+                 : tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
         if (rc) {
             fprintf(stderr, "cellard: --listen %s: %s\n", listen_urls[i],
                     errbuf);
@@ -384,5 +424,7 @@ cleanup:
         status = 1;
     }
     flash_sim_free(sim); /* msync + close */
+    if (tls_up)
+        tp_tls_config_free(&tls_cfg);
     return status;
 }
