@@ -231,6 +231,16 @@ bench-net: $(PROGRAMS) $(BENCH_BINS)
 bench-push: $(PROGRAMS)
 	BUILD=$(BUILD) bash tests/bench_push.sh
 
+# issue 13: TLS beside scp (installs Debian's OpenSSH for a private sshd)
+BENCH_TLS_PKGS := openssh-server openssh-client
+bench-tls: $(DEPS_STAMP) $(PROGRAMS) $(BUILD)/rel/tests/bench_tls
+	@missing=""; for p in $(BENCH_TLS_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	BUILD=$(BUILD) bash tests/bench_tls.sh
+
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -269,7 +279,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.
