@@ -264,6 +264,8 @@ fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
 $(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
 
 # ---- size on a Cortex-M4 --------------------------------------------------------
+# issue 13: the module's mbedTLS has no threads, sockets or files
+SIZE_TLS_FLAGS := -DMBEDTLS_USER_CONFIG_FILE='"tls/tp_tls_device_config.h"'
 size: $(GEN_C)
 	@command -v arm-none-eabi-gcc >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
@@ -272,7 +274,7 @@ size: $(GEN_C)
 	for f in $(DEVICE_SET) $(GEN_C); do \
 	  o=$(BUILD)/arm/$$(basename $$f .c).o; \
 	  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) -idirafter /usr/include -c $$f -o $$o || exit 1; \
+	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) $(SIZE_TLS_FLAGS) -idirafter /usr/include -c $$f -o $$o || exit 1; \
 	  arm-none-eabi-size $$o | awk -v m=$$f 'NR==2{printf "%-28s %8d %8d %8d\n", m, $$1, $$2, $$3}'; \
 	done
 

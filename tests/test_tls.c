@@ -326,6 +326,21 @@ static void test_mem(void)
 }
 
 /* ---- over TCP: the daemon's loop in a thread, libcellar in this one -------------- */
+/* The server's TLS log lines (from the loop's thread; read after join). */
+static char tls_log[8192];
+static size_t tls_log_len;
+static void log_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    size_t l = strlen(line);
+    if (tls_log_len + l + 2 < sizeof(tls_log)) {
+        memcpy(tls_log + tls_log_len, line, l);
+        tls_log_len += l;
+        tls_log[tls_log_len++] = '\n';
+        tls_log[tls_log_len] = 0;
+    }
+}
+
 typedef struct srv {
     flash_sim_t *sim;
     svc_t svc;
@@ -350,6 +365,7 @@ static void srv_up(srv_t *s)
     CHECK_EQ(svc_setup(&s->svc, &cfg), 0);
     CHECK_EQ(loop_new(&s->lp, &s->svc, NULL), 0);
     CHECK_EQ(server_cfg(&s->tls, true, 300), 0);
+    s->tls.log = log_line;
     tp_url_t u;
     tp_listener_t *l;
     char err[300];
@@ -508,6 +524,18 @@ static void test_tcp(void)
     CHECK(ti.psk);
     cellar_close(&c);
     srv_down(&s);
+    /* every handshake counted and logged: 4 good ones (alice full and
+     * resumed, served()'s new handle, bob's PSK), the staller timed out,
+     * junk, the bad record and the wrong PSK failed */
+    CHECK_EQ(s.tls.handshakes_ok, 4);
+    CHECK_EQ(s.tls.handshakes_resumed, 1);
+    CHECK_EQ(s.tls.handshakes_timed_out, 1);
+    CHECK_EQ(s.tls.handshakes_failed, 3);
+    CHECK(strstr(tls_log, "TLS as alice (resumed)") != NULL);
+    CHECK(strstr(tls_log, "TLS as bob") != NULL);
+    CHECK(strstr(tls_log, "TLS handshake timed out") != NULL);
+    CHECK(strstr(tls_log, "TLS handshake failed") != NULL);
+    printf("%s", tls_log);
 }
 
 int main(void)

@@ -290,6 +290,7 @@ int main(int argc, char **argv)
                         listen_urls[i], terr);
                 return 2;
             }
+            tls_cfg.log = log_line; /* each handshake and refusal logged */
             tls_up = true;
         }
     }

@@ -359,9 +359,10 @@ static int map_err(tls_conn_t *t, int rc)
         return rc;
     if (rc >= -200 && rc < 0) { /* an errno from the inner transport */
         if (!t->done)
-            set_err(t->err, sizeof(t->err), "the peer closed the connection "
-                    "in the handshake (did it refuse our certificate or "
-                    "PSK?)", NULL);
+            set_err(t->err, sizeof(t->err), t->cfg->server
+                    ? "the client went away in the handshake"
+                    : "the device closed the connection in the handshake "
+                      "(did it refuse our certificate or PSK?)", NULL);
         return rc;
     }
     uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
@@ -377,6 +378,13 @@ static int map_err(tls_conn_t *t, int rc)
     case MBEDTLS_ERR_SSL_UNKNOWN_IDENTITY:
         set_err(t->err, sizeof(t->err), "unknown PSK identity", NULL);
         return -EACCES;
+    case MBEDTLS_ERR_SSL_INVALID_MAC:
+        if (t->done)
+            goto other; /* a damaged or forged record */
+        /* in the handshake the first encrypted record is the Finished */
+        set_err(t->err, sizeof(t->err), "handshake check failed (wrong PSK?)",
+                NULL);
+        return -EACCES;
     case MBEDTLS_ERR_SSL_BAD_HS_FINISHED:
         set_err(t->err, sizeof(t->err), "handshake check failed (wrong PSK?)",
                 NULL);
@@ -387,10 +395,12 @@ static int map_err(tls_conn_t *t, int rc)
         return -EACCES;
     case MBEDTLS_ERR_SSL_CONN_EOF:
         set_err(t->err, sizeof(t->err), t->done ? "the peer closed the "
-                "connection" : "the peer closed the connection in the "
+                "connection" : t->cfg->server ? "the client went away in the "
+                "handshake" : "the device closed the connection in the "
                 "handshake (did it refuse our certificate or PSK?)", NULL);
         return -ECONNRESET;
     default:
+    other:
         mbedtls_strerror(rc, m, sizeof(m));
         set_err(t->err, sizeof(t->err), "TLS: ", m);
         return -EPROTO;
@@ -398,6 +408,21 @@ static int map_err(tls_conn_t *t, int rc)
 }
 
 /* ---- the connection type ------------------------------------------------------ */
+/* cfg->log(peer + the strings), without stdio. */
+static void say(tls_conn_t *t, const char *a, const char *b, const char *c)
+{
+    if (!t->cfg->log)
+        return;
+    char line[200];
+    size_t n = 0;
+    const char *parts[] = { t->conn.peer, ": ", a, b, c };
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *s = parts[i]; s && *s && n + 1 < sizeof(line); s++)
+            line[n++] = *s;
+    line[n] = 0;
+    t->cfg->log(t->cfg->log_ctx, line);
+}
+
 static void cn_of(const mbedtls_x509_crt *crt, char *out, size_t cap)
 {
     out[0] = 0;
@@ -449,6 +474,10 @@ static int tls_handshake(tp_conn_t *c)
                 cn_of(peer, c->identity, sizeof(c->identity));
             else
                 c->identity[0] = 0;
+            t->cfg->handshakes_ok++;
+            if (t->resumed)
+                t->cfg->handshakes_resumed++;
+            say(t, "TLS as ", tp_identity(c), t->resumed ? " (resumed)" : "");
         } else if (!t->st.psk && !t->cfg->no_resume) {
             mbedtls_ssl_session_free(&t->cfg->session);
             mbedtls_ssl_session_init(&t->cfg->session);
@@ -457,6 +486,10 @@ static int tls_handshake(tp_conn_t *c)
         }
     } else {
         rc = map_err(t, rc);
+        if (rc != TP_WANT_READ && rc != TP_WANT_WRITE) {
+            t->cfg->handshakes_failed++;
+            say(t, "TLS handshake failed: ", t->err, "");
+        }
     }
     sync_deadline(t);
     return rc;
@@ -520,6 +553,8 @@ static int tls_on_timer(tp_conn_t *c, uint64_t now_ms)
     }
     if (!t->done && t->hs_deadline && now_ms >= t->hs_deadline) {
         set_err(t->err, sizeof(t->err), "handshake timed out", NULL);
+        t->cfg->handshakes_timed_out++;
+        say(t, "TLS handshake timed out", "", "");
         return -ETIMEDOUT;
     }
     sync_deadline(t);

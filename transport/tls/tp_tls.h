@@ -94,6 +94,13 @@ typedef struct tp_tls_config {
     bool have_session;
     bool no_resume;          /* client: never offer a saved session */
     int suites[12];
+    /* optional: one line per finished or failed handshake ("tls
+     * 127.0.0.1:5000: handshake failed: certificate verify failed:
+     * expired"), and the counts */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+    uint32_t handshakes_ok, handshakes_resumed, handshakes_failed,
+             handshakes_timed_out;
     /* host code may keep its randomness here (tls_files.c does) */
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
