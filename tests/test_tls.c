@@ -2,7 +2,8 @@
  * pair (client certificate checked against the CA, none, another CA's,
  * expired, PSK right / wrong / unknown, device certificate against the wrong
  * CA, host name check, a resumed session in one round trip, data both
- * ways), and over TCP with the daemon's loop and libcellar (files up and
+ * ways), the daemon's loop serving libcellar over TLS on an in-memory
+ * pair (no descriptor: tls_ready), and over TCP with the loop and libcellar (files up and
  * down, resumption, bad TLS records and a client stalled mid-handshake
  * leave another client served; the staller is dropped after the handshake
  * timeout). Certificates are made with cellar pki's writer (cli_pki.c). */
@@ -545,11 +546,106 @@ static void test_tcp(void)
     printf("%s", tls_log);
 }
 
+/* ---- the loop over an in-memory pair (fd -1: tls_ready) ---------------------------- */
+typedef struct inproc {
+    tp_conn_t *c;
+    loop_t *lp;
+} inproc_t;
+
+static int inproc_send(void *ctx, const void *buf, size_t len, uint32_t tmo)
+{
+    inproc_t *ip = ctx;
+    for (int i = 0; i < 100000; i++) {
+        int n = tp_send(ip->c, buf, len);
+        if (n != TP_WANT_WRITE && n != TP_WANT_READ)
+            return n;
+        if (loop_turn(ip->lp, 0) < 0)
+            return CELLAR_ERR_IO;
+    }
+    return CELLAR_ERR_TIMEDOUT;
+}
+
+static int inproc_recv(void *ctx, void *buf, size_t len, uint32_t tmo)
+{
+    inproc_t *ip = ctx;
+    for (int i = 0; i < 100000; i++) {
+        int n = tp_recv(ip->c, buf, len);
+        if (n != TP_WANT_WRITE && n != TP_WANT_READ)
+            return n;
+        if (tmo == 0 && i > 0)
+            return CELLAR_ERR_TIMEDOUT;
+        if (loop_turn(ip->lp, 0) < 0)
+            return CELLAR_ERR_IO;
+    }
+    return CELLAR_ERR_TIMEDOUT;
+}
+
+static void inproc_close(void *ctx)
+{
+    inproc_t *ip = ctx;
+    tp_close(ip->c);
+    ip->c = NULL;
+}
+
+static void test_loop_mem(void)
+{
+    static const cellar_transport_t inproc_tp = {
+        .name = "tls-mem", .send = inproc_send, .recv = inproc_recv,
+        .close = inproc_close,
+    };
+    static tp_tls_config_t sc, cc;
+    CHECK_EQ(server_cfg(&sc, true, 0), 0);
+    CHECK_EQ(client_cfg(&cc, dir, "alice", dir, NULL), 0);
+    flash_sim_t *sim = flash_sim_new(&(flash_sim_config_t){ .block_count = 128 });
+    static svc_t svc;
+    svc_config_t scfg = { .dev = flash_sim_dev(sim), .provision = true };
+    CHECK_EQ(svc_setup(&svc, &scfg), 0);
+    loop_t *lp;
+    CHECK_EQ(loop_new(&lp, &svc, NULL), 0);
+    tp_conn_t *a, *b, *srv, *cl;
+    CHECK_EQ(tp_mem_pair(3000, &a, &b), 0); /* small: partial records */
+    CHECK_EQ(tp_tls_wrap(&sc, b, NULL, &srv), 0);
+    CHECK_EQ(srv->fd, -1);
+    CHECK_EQ(loop_add_conn(lp, srv), 0);
+    CHECK_EQ(tp_tls_wrap(&cc, a, NULL, &cl), 0);
+    int rc = TP_WANT_READ;
+    for (int i = 0; i < 1000 && (rc == TP_WANT_READ || rc == TP_WANT_WRITE); i++) {
+        rc = tp_handshake(cl);
+        CHECK_EQ(loop_turn(lp, 0), 0);
+    }
+    CHECK_EQ(rc, 0);
+    inproc_t ip = { .c = cl, .lp = lp };
+    cellar_t c;
+    cellar_init(&c, NULL);
+    CHECK_EQ(cellar_connect_transport(&c, &inproc_tp, &ip), 0);
+    size_t n = 150000;
+    uint8_t *data = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (uint8_t)(i * 29 + (i >> 11));
+    CHECK_EQ(cellar_put_mem(&c, data, n, "/usr/mem.bin", NULL), 0);
+    void *back = NULL;
+    size_t bl = 0;
+    CHECK_EQ(cellar_get_mem(&c, "/usr/mem.bin", n, &back, &bl), 0);
+    CHECK(back && bl == n && memcmp(back, data, n) == 0);
+    free(back);
+    free(data);
+    cellar_close(&c);
+    for (int i = 0; i < 20 && loop_conns(lp) > 0; i++)
+        CHECK_EQ(loop_turn(lp, 0), 0);
+    CHECK_EQ(loop_conns(lp), 0);
+    loop_free(lp);
+    CHECK_EQ(svc_free(&svc), 0);
+    flash_sim_free(sim);
+    tp_tls_config_free(&cc);
+    tp_tls_config_free(&sc);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     make_pki();
     test_mem();
+    test_loop_mem();
     test_tcp();
     cleanup_pki();
     return check_summary("test_tls");
