@@ -79,13 +79,15 @@ LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
 SUP_SRCS     := $(wildcard tests/support/*.c)
+# issue 13 (tls): TLS over any transport, portable; host side in transport/host/tls_files.c
+TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
 # The device set: what runs on a module (make size builds exactly this).
-DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
+DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS) $(TP_TLS_SRCS)
 # The daemon: the device set on a simulated flash, the POSIX loop and TCP.
 DAEMON_SET    := $(DEVICE_SET) $(SIM_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) $(HOST_SRCS)
 # libcellar: the shared transport layer and codec; no service core, no fs.
-LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/codec.c
+LIBCELLAR_SET := $(LIB_SRCS) $(TP_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) service/codec.c $(TP_TLS_SRCS)
 # The CLI: libcellar and the offline image tool (fs, flash_sim, layout,
 # manifest); no service core, no loop.
 CLI_SET       := $(CLI_SRCS) $(LIBCELLAR_SET) $(IMAGE_SRCS)
@@ -229,6 +231,16 @@ bench-net: $(PROGRAMS) $(BENCH_BINS)
 bench-push: $(PROGRAMS)
 	BUILD=$(BUILD) bash tests/bench_push.sh
 
+# issue 13: TLS beside scp (installs Debian's OpenSSH for a private sshd)
+BENCH_TLS_PKGS := openssh-server openssh-client
+bench-tls: $(DEPS_STAMP) $(PROGRAMS) $(BUILD)/rel/tests/bench_tls
+	@missing=""; for p in $(BENCH_TLS_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	BUILD=$(BUILD) bash tests/bench_tls.sh
+
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -252,6 +264,8 @@ fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
 $(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
 
 # ---- size on a Cortex-M4 --------------------------------------------------------
+# issue 13: the module's mbedTLS has no threads, sockets or files
+SIZE_TLS_FLAGS := -DMBEDTLS_USER_CONFIG_FILE='"tls/tp_tls_device_config.h"'
 size: $(GEN_C)
 	@command -v arm-none-eabi-gcc >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
@@ -260,14 +274,14 @@ size: $(GEN_C)
 	for f in $(DEVICE_SET) $(GEN_C); do \
 	  o=$(BUILD)/arm/$$(basename $$f .c).o; \
 	  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) -idirafter /usr/include -c $$f -o $$o || exit 1; \
+	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) $(SIZE_TLS_FLAGS) -idirafter /usr/include -c $$f -o $$o || exit 1; \
 	  arm-none-eabi-size $$o | awk -v m=$$f 'NR==2{printf "%-28s %8d %8d %8d\n", m, $$1, $$2, $$3}'; \
 	done
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.

@@ -35,6 +35,8 @@ typedef struct cli {
     bool failed;       /* an operation failed: exit status 1 */
     bool connected;
     cellar_t dev;
+    /* tls:// (issue 13): --cert --key --ca --psk; NULL = CELLAR_CERT... */
+    const char *tls_cert, *tls_key, *tls_ca, *tls_psk;
     /* progress bar state */
     double bar_start;  /* when the current file started (seconds) */
     double bar_last;   /* last redraw */
@@ -107,6 +109,9 @@ void cli_error(cli_t *cli, const char *path, int code, const char *fmt, ...)
 void cli_lib_error(cli_t *cli, const char *fallback, int err);
 
 /* ---- device ------------------------------------------------------------------- */
+/* `cellar pki ...` (issue 13, cli_pki.c): argv[0] is "pki". */
+int cli_pki(cli_t *cli, int argc, char **argv);
+
 /* Connect to cli->url once; on failure report and return the error. */
 int cli_connect(cli_t *cli);
 

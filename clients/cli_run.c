@@ -25,14 +25,21 @@ static void main_help(void)
     printf("\nUpdates, manifest and backup:\n");
     for (const cli_cmd_t *c = cli_update_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
+    printf("\nKeys and certificates for tls:// (no device needed):\n"
+           "  %-38s %s\n", "pki init|device|client|psk ...",
+           "a CA, device/client certificates, PSK lines (pki --help)");
     printf("\nOffline flash images (no device needed):\n");
     for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
     printf("\nGlobal options:\n"
            "  -d URL, --device URL  device: tcp://HOST[:PORT] (default port %d; IPv6\n"
-           "                        as tcp://[::1]:PORT); tls:// and uart: URLs are\n"
-           "                        reserved for transports not built yet;\n"
+           "                        as tcp://[::1]:PORT), tls://HOST[:PORT] (7443;\n"
+           "                        docs/TLS.md); uart: is not built yet;\n"
            "                        default $CELLAR_DEVICE or %s\n"
+           "  --cert FILE --key FILE  tls:// client certificate and key\n"
+           "                        (default $CELLAR_CERT, $CELLAR_KEY)\n"
+           "  --ca FILE             CA of the device certificate ($CELLAR_CA)\n"
+           "  --psk IDENTITY:HEXKEY tls:// with a pre-shared key ($CELLAR_PSK)\n"
            "  --json                machine-readable output (one JSON object)\n"
            "  -h, --help            this help; `cellar COMMAND --help` for one command\n"
            "  --version             print the version\n\n"
@@ -112,6 +119,15 @@ int cli_main(int argc, char **argv)
             cli.url = a + 9;
         } else if (strncmp(a, "-d", 2) == 0 && a[2] && n == 0) {
             cli.url = a + 2;
+        } else if (n == 0 && (!strcmp(a, "--cert") || !strcmp(a, "--key") ||
+                              !strcmp(a, "--ca") || !strcmp(a, "--psk"))) {
+            /* issue 13: tls:// credentials (before the command) */
+            const char **dst = a[2] == 'c' ? (a[3] == 'e' ? &cli.tls_cert : &cli.tls_ca)
+                             : a[2] == 'k' ? &cli.tls_key : &cli.tls_psk;
+            if (i + 1 >= argc)
+                bad = "options --cert, --key, --ca and --psk need a value";
+            else
+                *dst = argv[++i];
         } else if (n == 0 && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             help = true;
         } else if (n == 0 && strcmp(a, "--version") == 0) {
@@ -154,6 +170,8 @@ int cli_main(int argc, char **argv)
         else
             main_help();
         status = CLI_OK;
+    } else if (strcmp(args[0], "pki") == 0) { /* issue 13 */
+        status = cli_pki(&cli, n, args);
     } else if (strcmp(args[0], "image") == 0) {
         if (n < 2 || !strcmp(args[1], "--help") || !strcmp(args[1], "-h")) {
             if (n < 2) {

@@ -22,6 +22,7 @@
 
 #include "codec.h"
 #include "tp.h"
+#include "tls/tp_tls.h" /* issue 13 */
 
 /* ---- buffer layout --------------------------------------------------------- */
 #define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
@@ -287,6 +288,12 @@ void cellar_close(cellar_t *c)
     c->tp = NULL;
     c->tp_ctx = NULL;
     c->fd = -1;
+    if (c->tls) { /* issue 13: after the connection that used it */
+        tp_tls_config_free(c->tls);
+        free(c->tls);
+        c->tls = NULL;
+    }
+    c->tls_conn = NULL;
     if (c->own_buf)
         free(c->buf);
     c->buf = NULL;
@@ -396,6 +403,65 @@ int cellar_connect_transport(cellar_t *c, const cellar_transport_t *tp,
     return attach(c, tp, tp_ctx);
 }
 
+/* ---- tls:// (issue 13) ------------------------------------------------------------ */
+static const char *tls_opt(const char *v, const char *env)
+{
+    if (!v)
+        v = getenv(env);
+    return v && *v ? v : NULL;
+}
+
+static int tls_connect(cellar_t *c, const tp_url_t *url, tp_conn_t **conn,
+                       char *why, size_t whylen)
+{
+    tp_tls_files_t f = {
+        .cert = tls_opt(c->cfg.tls_cert, "CELLAR_CERT"),
+        .key = tls_opt(c->cfg.tls_key, "CELLAR_KEY"),
+        .ca = tls_opt(c->cfg.tls_ca, "CELLAR_CA"),
+        .psk = tls_opt(c->cfg.tls_psk, "CELLAR_PSK"),
+    };
+    tp_tls_config_t *cfg = malloc(sizeof(*cfg));
+    if (!cfg)
+        return CELLAR_ERR_NOMEM;
+    int err = tp_tls_host_config(cfg, false, &f, why, whylen);
+    if (err < 0) {
+        free(cfg);
+        return err == -ENOENT || err == -EACCES || err == -EINVAL
+               ? CELLAR_ERR_INVAL : err;
+    }
+    c->tls = cfg;
+    if (c->tls_session_len && !f.psk)
+        (void)tp_tls_session_load(cfg, c->tls_session, c->tls_session_len);
+    uint32_t tmo = c->cfg.connect_timeout_ms;
+    cfg->handshake_ms = tmo;
+    err = tp_tls_connect(url, tmo > 600000 ? 600000 : (int)tmo, cfg, conn,
+                         why, whylen);
+    if (err < 0) {
+        tp_tls_config_free(cfg);
+        free(cfg);
+        c->tls = NULL;
+    }
+    return err;
+}
+
+int cellar_tls_info(const cellar_t *c, cellar_tls_info_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!cellar_connected(c))
+        return CELLAR_ERR_NOTCONN;
+    if (!c->tls_conn)
+        return 0;
+    tp_tls_stats_t st = tp_tls_stats(c->tls_conn);
+    out->tls = true;
+    out->resumed = st.resumed;
+    out->psk = st.psk;
+    out->round_trips = st.round_trips;
+    out->hs_bytes_out = st.hs_bytes_out;
+    out->hs_bytes_in = st.hs_bytes_in;
+    snprintf(out->suite, sizeof(out->suite), "%s", st.suite ? st.suite : "");
+    return 0;
+}
+
 int cellar_connect(cellar_t *c, const char *url)
 {
     cellar_close(c);
@@ -407,9 +473,6 @@ int cellar_connect(cellar_t *c, const char *url)
                             "%s: invalid device URL (expected tcp://HOST:PORT, "
                             "tls://HOST:PORT or uart:/dev/ttyX?baud=N)",
                             url ? url : "(null)");
-    if (u.kind == CELLAR_URL_TLS)
-        return cellar__fail(c, CELLAR_ERR_NOTSUP,
-                            "%s: the TLS transport is not supported yet", url);
     if (u.kind == CELLAR_URL_UART)
         return cellar__fail(c, CELLAR_ERR_NOTSUP,
                             "%s: the UART transport is not supported yet", url);
@@ -417,15 +480,26 @@ int cellar_connect(cellar_t *c, const char *url)
     tp_conn_t *conn = NULL;
     char why[300];
     uint32_t tmo = c->cfg.connect_timeout_ms;
-    int err = tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
+    int err = u.kind == CELLAR_URL_TLS ? tls_connect(c, &t, &conn, why, sizeof(why))
+            : tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
                              sizeof(why));
     if (err < 0)
         return cellar__fail(c, err, "%s: %s", url, why);
     err = tpa_handshake(conn, tmo);
     if (err < 0) {
+        char tw[100];
+        snprintf(tw, sizeof(tw), "%s", tp_tls_error(conn));
         tp_close(conn);
+        cellar_close(c);
         return cellar__fail(c, err, "%s: handshake: %s", url,
-                            cellar_strerror(err));
+                            tw[0] ? tw : cellar_strerror(err));
+    }
+    if (u.kind == CELLAR_URL_TLS) { /* keep the session for the next connect */
+        int n = tp_tls_session_save(c->tls, c->tls_session,
+                                    sizeof(c->tls_session));
+        if (n > 0)
+            c->tls_session_len = (uint32_t)n;
+        c->tls_conn = conn;
     }
     c->fd = conn->fd;
     err = attach(c, &tp_adapter, conn);

@@ -157,6 +157,13 @@ typedef struct cellar_config {
     uint32_t connect_timeout_ms; /* CELLAR_CONNECT_TIMEOUT_MS */
     void *buffer;                /* CELLAR_BUFFER_SIZE bytes, 16-byte aligned,
                                   * owned by the caller; NULL = allocate */
+    /* tls:// (issue 13; docs/TLS.md). NULL = the environment variable in
+     * brackets, "" = none. */
+    const char *tls_cert;        /* own certificate file [CELLAR_CERT] */
+    const char *tls_key;         /* its private key file [CELLAR_KEY] */
+    const char *tls_ca;          /* CA of the device certificate [CELLAR_CA] */
+    const char *tls_psk;         /* "IDENTITY:HEXKEY" [CELLAR_PSK]; with it
+                                  * the handshake is ECDHE-PSK */
 } cellar_config_t;
 
 /* ---- device information (from Hello) ----------------------------------------- */
@@ -219,6 +226,12 @@ typedef struct cellar {
     cellar_info_t info;
     char errmsg[256];
     char errpath[512];
+    /* tls:// (issue 13): the connection's TLS config and the session kept
+     * for the next connect (resumption in one round trip) */
+    void *tls;
+    void *tls_conn;
+    uint32_t tls_session_len;
+    uint8_t tls_session[2048];
 } cellar_t;
 
 /* Initialise a handle (cannot fail). cfg may be NULL (all defaults); it is
@@ -227,7 +240,11 @@ void cellar_init(cellar_t *c, const cellar_config_t *cfg);
 
 /* Connect to url (see cellar_url_parse) and exchange Hello; the device's
  * limits are then in cellar_info(). TCP resolves HOST with getaddrinfo and
- * tries every IPv4/IPv6 address; TCP_NODELAY is set. tls:// and uart: are
+ * tries every IPv4/IPv6 address; TCP_NODELAY is set. tls:// runs a TLS 1.2
+ * handshake first (cellar_config_t.tls_*; the device certificate is checked
+ * against tls_ca; a handle that connects again offers its last session and
+ * resumes in one round trip); a failed handshake is CELLAR_ERR_ACCES (a
+ * certificate or PSK refused) with the reason in cellar_errmsg. uart: is
  * parsed and refused with CELLAR_ERR_NOTSUP for now. Returns 0 or an error
  * (CELLAR_ERR_CONNREFUSED, _HOSTUNREACH, _TIMEDOUT, _INVAL for a bad URL,
  * _PROTO for a device that does not speak the protocol, _NOMEM). On failure
@@ -240,6 +257,21 @@ int cellar_connect(cellar_t *c, const char *url);
  * cellar_close (and on a failed Hello). Returns as cellar_connect. */
 int cellar_connect_transport(cellar_t *c, const cellar_transport_t *tp,
                              void *tp_ctx);
+
+/* TLS facts of a tls:// connection (issue 13). */
+typedef struct cellar_tls_info {
+    bool tls;               /* the connection is TLS */
+    bool resumed;           /* the handshake resumed the last session */
+    bool psk;               /* ECDHE-PSK rather than certificates */
+    uint32_t round_trips;   /* handshake round trips (2 full, 1 resumed) */
+    uint32_t hs_bytes_out;  /* handshake bytes sent */
+    uint32_t hs_bytes_in;   /* handshake bytes received */
+    char suite[64];         /* cipher suite */
+} cellar_tls_info_t;
+
+/* Fill *out for the current connection (zeros when not TLS). Returns 0 or
+ * CELLAR_ERR_NOTCONN. */
+int cellar_tls_info(const cellar_t *c, cellar_tls_info_t *out);
 
 /* Close the connection and free the buffer the library allocated. The
  * device closes every file handle of the connection. NULL-safe; the handle

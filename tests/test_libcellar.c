@@ -240,8 +240,11 @@ static void test_urls(void)
     CHECK_EQ(cellar_ping(&c, NULL, 0), CELLAR_ERR_NOTCONN);
     cellar_stat_t st;
     CHECK_EQ(cellar_stat(&c, "/usr", &st), CELLAR_ERR_NOTCONN);
-    CHECK_EQ(cellar_connect(&c, "tls://127.0.0.1:7443"), CELLAR_ERR_NOTSUP);
-    CHECK(strstr(cellar_errmsg(&c), "TLS") != NULL);
+    /* issue 13: tls:// without a CA or PSK is refused before connecting */
+    unsetenv("CELLAR_CA");
+    unsetenv("CELLAR_PSK");
+    CHECK_EQ(cellar_connect(&c, "tls://127.0.0.1:7443"), CELLAR_ERR_INVAL);
+    CHECK(strstr(cellar_errmsg(&c), "CA") != NULL);
     CHECK_EQ(cellar_connect(&c, "uart:/dev/ttyS0?baud=115200"), CELLAR_ERR_NOTSUP);
     CHECK(strstr(cellar_errmsg(&c), "UART") != NULL);
     CHECK_EQ(cellar_connect(&c, "ftp://x"), CELLAR_ERR_INVAL);

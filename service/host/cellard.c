@@ -26,6 +26,7 @@
 #include "loop.h"
 #include "svc_core.h"
 #include "tp.h"
+#include "tls/tp_tls.h" /* issue 13: tls:// listeners */
 
 #define DEFAULT_FLASH "cellar-flash.img"
 #define DEFAULT_LISTEN "tcp://127.0.0.1:7070"
@@ -69,7 +70,8 @@ static void usage(FILE *f)
         "                        (default 4M; an existing image keeps its size)\n"
         "  --bak-size SIZE       size of the /bak partition of a new layout\n"
         "                        (default a quarter of the flash)\n"
-        "  --listen URL          tcp://HOST:PORT to listen on, repeatable\n"
+        "  --listen URL          tcp://HOST:PORT or tls://HOST:PORT to listen\n"
+        "                        on, repeatable\n"
         "                        (default " DEFAULT_LISTEN "; port 0 picks a\n"
         "                        free port; IPv6 as tcp://[::1]:7070)\n"
         "  --device-id NAME      device identity reported by Hello\n"
@@ -90,6 +92,11 @@ static void usage(FILE *f)
         "  --insecure            without --acl, allow plain tcp:// on a\n"
         "                        non-loopback address (every client there is\n"
         "                        admin: it can read, write and format)\n"
+        "  --tls-cert FILE       device certificate for tls:// listeners (PEM/DER)\n"
+        "  --tls-key FILE        its private key\n"
+        "  --tls-ca FILE         CA of the client certificates: with it, tls://\n"
+        "                        clients must present a certificate it signed\n"
+        "  --psk-file FILE       ECDHE-PSK identities, lines \"IDENTITY HEXKEY\"\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -222,7 +229,11 @@ int main(int argc, char **argv)
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
            OPT_UPDATE, OPT_ACL, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
-           OPT_INSECURE, OPT_GC };
+           OPT_INSECURE, OPT_GC,
+           OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */ };
+    tp_tls_files_t tls_files = {0};
+    static tp_tls_config_t tls_cfg; /* shared by every tls:// connection */
+    bool tls_up = false;
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -235,6 +246,10 @@ int main(int argc, char **argv)
         { "gc-threshold", required_argument, NULL, OPT_GC },
         { "acl", required_argument, NULL, OPT_ACL },
         { "insecure", no_argument, NULL, OPT_INSECURE },
+        { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+        { "tls-ca", required_argument, NULL, OPT_TLS_CA },
+        { "psk-file", required_argument, NULL, OPT_PSK_FILE },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -314,6 +329,10 @@ int main(int argc, char **argv)
         case OPT_INSECURE:
             insecure = true;
             break;
+        case OPT_TLS_CERT: tls_files.cert = optarg; break; /* issue 13 */
+        case OPT_TLS_KEY: tls_files.key = optarg; break;
+        case OPT_TLS_CA: tls_files.ca = optarg; break;
+        case OPT_PSK_FILE: tls_files.psk_file = optarg; break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -323,7 +342,8 @@ int main(int argc, char **argv)
             return 0;
         default:
             if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
-                optopt == OPT_ACL || optopt == OPT_GC)
+                optopt == OPT_ACL || optopt == OPT_GC ||
+                (optopt >= OPT_TLS_CERT && optopt <= OPT_PSK_FILE))
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -349,12 +369,32 @@ int main(int argc, char **argv)
             fprintf(stderr, "cellard: --listen: %s\n", err);
             return 2;
         }
-        if (strcmp(urls[i].scheme, "tcp") != 0) {
-            fprintf(stderr, "cellard: --listen %s: only tcp:// is supported "
-                    "by this build (tls:// and uart: come later)\n",
+        if (strcmp(urls[i].scheme, "tcp") != 0 &&
+            strcmp(urls[i].scheme, "tls") != 0) {
+            fprintf(stderr, "cellard: --listen %s: only tcp:// and tls:// "
+                    "are supported by this build (uart: comes later)\n",
                     listen_urls[i]);
             return 2;
         }
+        /* issue 13: a tls:// listener needs its certificate or PSKs; load
+         * them (once) before touching the flash */
+        if (strcmp(urls[i].scheme, "tls") == 0 && !tls_up) {
+            char terr[400];
+            if (tp_tls_host_config(&tls_cfg, true, &tls_files, terr,
+                                   sizeof(terr))) {
+                fprintf(stderr, "cellard: --listen %s: %s\n",
+                        listen_urls[i], terr);
+                return 2;
+            }
+            tls_cfg.log = log_line; /* each handshake and refusal logged */
+            tls_up = true;
+        }
+    }
+    if (!tls_up && (tls_files.cert || tls_files.key || tls_files.ca ||
+                    tls_files.psk_file)) {
+        fprintf(stderr, "cellard: --tls-cert, --tls-key, --tls-ca and "
+                "--psk-file need a --listen tls://HOST:PORT\n");
+        return 2;
     }
 
     /* Access control (issue 13): a bad ACL stops the start; without one,
@@ -363,20 +403,29 @@ int main(int argc, char **argv)
     if (acl_path && load_acl(acl_path, &acl))
         return 2;
     for (int i = 0; i < nlisten; i++) {
-        if (strcmp(urls[i].scheme, "tcp") != 0 || loopback_host(urls[i].host))
+        /* plain TCP, and TLS that authenticates no client (no --tls-ca,
+         * no --psk-file): every client is anonymous */
+        bool plain = strcmp(urls[i].scheme, "tcp") == 0;
+        bool anon_tls = strcmp(urls[i].scheme, "tls") == 0 && !tls_files.ca &&
+                        !tls_files.psk_file;
+        if ((!plain && !anon_tls) || loopback_host(urls[i].host))
             continue;
         if (!acl_path && !insecure) {
-            fprintf(stderr, "cellard: --listen %s: plain tcp:// on a "
-                    "non-loopback address would give every client there "
-                    "full access (read, write, format); give an --acl FILE "
-                    "(docs/SECURITY.md), listen on 127.0.0.1, or add "
-                    "--insecure\n", listen_urls[i]);
+            fprintf(stderr, "cellard: --listen %s: %s on a non-loopback "
+                    "address would give every client there full access "
+                    "(read, write, format); give an --acl FILE "
+                    "(docs/SECURITY.md)%s, listen on 127.0.0.1, or add "
+                    "--insecure\n", listen_urls[i],
+                    plain ? "plain tcp://" : "tls:// without client "
+                    "authentication",
+                    plain ? "" : ", --tls-ca FILE or --psk-file FILE");
             return 2;
         }
         const svc_acl_rule_t *anon = acl_path
             ? svc_acl_find(&acl, SVC_ANONYMOUS, 0) : NULL;
-        fprintf(stderr, "cellard: note: --listen %s is plain TCP: its "
+        fprintf(stderr, "cellard: note: --listen %s %s: its "
                 "clients are anonymous, role %s%s\n", listen_urls[i],
+                plain ? "is plain TCP" : "authenticates no client",
                 acl_path ? svc_role_name(anon ? anon->role : SVC_ROLE_NONE)
                          : "admin",
                 acl_path ? " (the ACL's rule for anonymous)"
@@ -480,7 +529,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nlisten; i++) {
         tp_listener_t *l;
         char errbuf[300];
-        int rc = tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        int rc = strcmp(urls[i].scheme, "tls") == 0
+                 ? tp_tls_listen(&urls[i], &tls_cfg, &l, errbuf, sizeof(errbuf))
+                 : tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
         if (rc) {
             fprintf(stderr, "cellard: --listen %s: %s\n", listen_urls[i],
                     errbuf);
@@ -508,5 +559,7 @@ cleanup:
         status = 1;
     }
     flash_sim_free(sim); /* msync + close */
+    if (tls_up)
+        tp_tls_config_free(&tls_cfg);
     return status;
 }
