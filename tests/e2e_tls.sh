@@ -3,7 +3,9 @@
 # device and a client; cellard serves tls:// with mutual authentication; the
 # CLI copies, lists, hashes, removes over it (options and CELLAR_* env); no
 # certificate, a foreign CA and a wrong PSK are refused; the same with a PSK
-# file; certificates made with the openssl command line work as well.
+# file; identities mapped to roles by an ACL (reader, a writer inside its
+# prefix, admin); certificates made with the openssl command line work as
+# well.
 #
 # Env (set by `make test`): CELLARD, CELLAR (ASan builds), BUILD.
 set -u
@@ -99,6 +101,41 @@ run 2 -d "$URL" --psk; has "need a value" "$T/err"
 run 0 -d "$URL" --psk "$(echo "$PSKLINE" | tr ' ' ':')" cat :boot.py; has "hello" "$T/out"
 # the device is still serving everyone
 run 0 "${C[@]}" ls
+grep -q "Sanitizer\|runtime error" "$LOG" && bad "cellard sanitizer report" || ok
+
+# ---- roles over tls:// (issue 13 item 2): certificate CN / PSK identity -> ACL ----
+run 0 pki client "$P" ops; run 0 pki client "$P" deployer
+cat > "$T/acl" <<ACL
+# identity  role    prefixes
+ops         admin
+deployer    writer  /usr/app
+alice       reader
+bob         reader
+ACL
+tls_start --tls-cert "$P/dev1.crt" --tls-key "$P/dev1.key" --tls-ca "$P/ca.crt" \
+  --psk-file "$T/psk.txt" --acl "$T/acl"
+A=(-d "$URL" --ca "$P/ca.crt" --cert "$P/alice.crt" --key "$P/alice.key")
+W=(-d "$URL" --ca "$P/ca.crt" --cert "$P/deployer.crt" --key "$P/deployer.key")
+O2=(-d "$URL" --ca "$P/ca.crt" --cert "$P/ops.crt" --key "$P/ops.key")
+run 0 "${A[@]}" info; has "identity: alice" "$T/out"; has "role: reader" "$T/out"
+run 0 "${W[@]}" info; has "identity: deployer" "$T/out"; has "writer" "$T/out"
+run 0 "${A[@]}" cat :boot.py; has "hello" "$T/out"                  # readers read
+run 1 "${A[@]}" cp "$T/app/main.py" :x.py; has "alice (reader" "$T/err"
+run 1 "${A[@]}" rm :boot.py
+run 0 "${W[@]}" mkdir -p :/usr/app
+run 0 "${W[@]}" cp "$T/app/main.py" :/usr/app/main.py             # inside its prefix
+run 1 "${W[@]}" cp "$T/app/main.py" :/usr/elsewhere.py; has "deployer (writer" "$T/err"
+run 1 "${W[@]}" mv :/usr/app/main.py :/usr/out.py                  # a rename out of it
+run 1 "${W[@]}" format --yes; has "EACCES\|permission\|may not" "$T/err"
+run 0 "${W[@]}" push "$T/app" :/usr/app                            # a bundle inside it
+run 1 "${W[@]}" push "$T/app" :/usr/other
+run 0 -d "$URL" --psk "$(echo "$PSKLINE" | tr ' ' ':')" info; has "identity: bob" "$T/out"
+run 1 -d "$URL" --psk "$(echo "$PSKLINE" | tr ' ' ':')" rm :boot.py
+run 0 "${O2[@]}" ls :/usr/app; has "main.py" "$T/out"
+run 0 "${O2[@]}" cp "$T/app/main.py" :/usr/ops.py                 # admin does anything
+run 0 "${O2[@]}" rm :/usr/ops.py
+run 1 "${A[@]}" cat :ops.py                                        # (gone)
+has "alice" "$LOG"                                                 # denials name who
 grep -q "Sanitizer\|runtime error" "$LOG" && bad "cellard sanitizer report" || ok
 
 # ---- certificates made with the openssl command line -----------------------------
