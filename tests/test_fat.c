@@ -12,6 +12,7 @@
  *
  *   test_fat            everything (a few seconds)
  *   test_fat --keep     leave the images in $TMPDIR/cellar-fat-<pid>
+ *   test_fat --verbose  also print what fsck.fat -n found after each cut
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@ static int card_write(const fat_blk_t *bd, uint32_t lba, const void *buf,
 }
 
 static char dir_[256];
+static int verbose_;
 static uint32_t now_ = 1796601600u; /* 2026-12-07 */
 static uint32_t clock_(void *ctx) { (void)ctx; return now_; }
 
@@ -583,6 +585,17 @@ static void powercut(void)
                 clean++;
             else
                 errs++;
+            if (fr != 0 && verbose_) { /* what fsck.fat found, for docs/FAT.md */
+                char fp[600], line[300];
+                snprintf(fp, sizeof(fp), "%s.fsck", work);
+                FILE *ff = fopen(fp, "r");
+                while (ff && fgets(line, sizeof(line), ff))
+                    if (strncmp(line, "fsck.fat", 8) && !strstr(line, " files, "))
+                        printf("  %s, cut at write %llu: %s", op_names[op],
+                               (unsigned long long)k, line);
+                if (ff)
+                    fclose(ff);
+            }
             int ok = fat_mount(&fs, &bd, clock_, NULL) == 0;
             CHECK(ok);
             if (!ok)
@@ -622,7 +635,11 @@ static void powercut(void)
 
 int main(int argc, char **argv)
 {
-    int keep = argc > 1 && strcmp(argv[1], "--keep") == 0;
+    int keep = 0;
+    for (int i = 1; i < argc; i++) {
+        keep |= strcmp(argv[i], "--keep") == 0;
+        verbose_ |= strcmp(argv[i], "--verbose") == 0;
+    }
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(dir_, sizeof(dir_), "%s/cellar-fat-%d", tmp, (int)getpid());
     mkdir(dir_, 0700);

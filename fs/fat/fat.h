@@ -175,9 +175,11 @@ int fat_dir_read(fat_t *fs, fat_dir_t *d, fat_stat_t *st);
 int fat_mkdir(fat_t *fs, const char *path);
 /* Remove a file, or (dir = true) an empty directory. */
 int fat_remove(fat_t *fs, const char *path, bool dir);
-/* Rename or move. An existing file at `to` is replaced: its directory
- * entry takes the new chain in one sector write, then the old name goes
- * and the old chain is freed. A directory is never replaced. */
+/* Rename or move. An existing file at `to` is replaced: the old name goes,
+ * then `to`'s directory entry takes the new chain in one sector write, then
+ * its old chain is freed (a cut leaves `to` wholly old or wholly new). A
+ * directory is never replaced; an open file is not renamed or replaced
+ * (FAT_ERR_BUSY). */
 int fat_rename(fat_t *fs, const char *from, const char *to);
 
 #define FAT_O_READ 1u

@@ -835,8 +835,12 @@ int fat_rename(fat_t *fs, const char *from, const char *to)
             return FAT_ERR_NOTDIR;
         if (fat_find_open(fs, b.lba, b.idx % ENT_PER_SEC))
             return FAT_ERR_BUSY;
-        /* replace: b's entry takes a's chain in one sector write */
-        if ((r = fat_flush(fs)) != 0 || (r = fat_dload(fs, b.lba)) != 0)
+        /* replace: a's name goes first (a cut here leaves b old and a's
+         * chain lost, never two names on one chain), then b's entry takes
+         * a's chain in one sector write, then b's old chain is freed */
+        if ((r = fat_flush(fs)) != 0 || (r = dir_del(fs, &a)) != 0)
+            return r;
+        if ((r = fat_dload(fs, b.lba)) != 0)
             return r;
         uint8_t *d = fs->dbuf + b.idx % ENT_PER_SEC * 32u;
         memcpy(d + 20, a.raw + 20, 2);
@@ -844,8 +848,6 @@ int fat_rename(fat_t *fs, const char *from, const char *to)
         memcpy(d + 26, a.raw + 26, 6);
         fs->dbuf_dirty = 1;
         if ((r = fat_dflush(fs)) != 0)
-            return r;
-        if ((r = dir_del(fs, &a)) != 0)
             return r;
         if (b.st.cluster && fat_valid_cluster(fs, b.st.cluster) &&
             b.st.cluster != a.st.cluster &&
