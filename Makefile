@@ -75,6 +75,7 @@ TP_SRCS      := transport/tp.c                  # portable transport: URL parser
 TP_MEM_SRCS  := transport/tp_mem.c              # in-memory pair (tests, in-process links; mallocs)
 TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP) and clock
 HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
+HOST_SRCS    += service/host/sd_file.c          # issue 15 (sd): an image file as the SD card
 MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))

@@ -169,6 +169,7 @@ void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
     for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++)
         if (c->h[i].id)
             svc_handle_release(s, &c->h[i]);
+    svc_sd_conn_gone(s, c); /* issue 15 (sd): its /sd handles */
     svc_store_conn_gone(s, c);
     if (s->cfg.log) {
         sb_t b = svc_log_begin(s, c);

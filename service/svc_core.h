@@ -305,6 +305,8 @@ struct svc {
     uint8_t deferred;     /* the request being served started the job */
     uint8_t job_turn;     /* svc_process made a job step in this turn */
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
+    struct svc_sd *sd;     /* issue 15 (sd): the SD card at /sd, or NULL
+                              (svc_sd.h: svc_sd_attach) */
 };
 
 /* ---- requests and the permission each needs (svc_dispatch.c) ---------------- */

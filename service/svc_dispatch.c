@@ -243,6 +243,8 @@ static int dispatch(svc_t *s, svc_conn_t *c)
 {
     cellar_Request *q = &s->req;
     const svc_req_row_t *row = row_of(q->which_body);
+    if (row && svc_sd_claims(s, q)) /* issue 15 (sd): /sd paths and handles */
+        return svc_sd_dispatch(s, c, q);
     if (row)
         return row->run(s, c, q);
     sb_t b;

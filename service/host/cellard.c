@@ -23,6 +23,8 @@
 #include "layout.h"
 #include "loop.h"
 #include "svc_core.h"
+#include "svc_sd.h"   /* issue 15 (sd) */
+#include "sd_file.h"
 #include "tp.h"
 
 #define DEFAULT_FLASH "cellar-flash.img"
@@ -79,6 +81,7 @@ static void usage(FILE *f)
         "                        are restored from /bak, each one logged)\n"
         "  --update-timeout SECS drop a staged update whose client went away\n"
         "                        after this long (default 3600)\n"
+        "  --sd FILE             an SD card image (FAT16/FAT32) served at /sd\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -145,9 +148,14 @@ int main(int argc, char **argv)
     loop_t *lp = NULL;
     static svc_t svc; /* ~40 KiB: not on the stack */
     bool svc_up = false;
+    /* issue 15 (sd): the SD card image served at /sd */
+    const char *sd_path = NULL;
+    static sd_file_t sd_file = { .fd = -1 };
+    static svc_sd_t sd;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK };
+           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
+           OPT_SD /* issue 15 (sd) */ };
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -157,6 +165,7 @@ int main(int argc, char **argv)
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
         { "update-timeout", required_argument, NULL, OPT_UPDATE },
         { "no-check", no_argument, NULL, OPT_NOCHECK },
+        { "sd", required_argument, NULL, OPT_SD },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -167,6 +176,9 @@ int main(int argc, char **argv)
         switch (c) {
         case OPT_FLASH:
             flash_path = optarg;
+            break;
+        case OPT_SD:
+            sd_path = optarg;
             break;
         case OPT_SIZE:
             if (parse_size(optarg, &flash_size) || flash_size % BLOCK_SIZE ||
@@ -341,6 +353,13 @@ int main(int argc, char **argv)
     }
 
     svc_up = true;
+    if (sd_path) { /* issue 15 (sd): a card that will not mount leaves /sd unmounted */
+        char why[128];
+        int se = sd_file_open(&sd_file, sd_path, why, sizeof(why));
+        if (se)
+            fprintf(stderr, "cellard: --sd %s: %s: /sd is not mounted\n", sd_path, why);
+        (void)svc_sd_attach(&svc, &sd, se ? NULL : &sd_file.bd);
+    }
     if (bak_size) {
         const layout_part_t *bp = layout_find(svc_layout(&svc), "bak");
         if (bp && (uint64_t)bp->block_count * BLOCK_SIZE != bak_size)
@@ -383,6 +402,11 @@ cleanup:
         fprintf(stderr, "cellard: unmount failed\n");
         status = 1;
     }
+    if (sd_path && svc_sd_detach(&sd) != 0) { /* issue 15 (sd) */
+        fprintf(stderr, "cellard: /sd: unmount failed\n");
+        status = 1;
+    }
+    sd_file_close(&sd_file);
     flash_sim_free(sim); /* msync + close */
     return status;
 }
