@@ -410,8 +410,11 @@ static int do_write(svc_t *s, svc_conn_t *c, const cellar_WriteRequest *r)
     if (off + r->data.size > 0xFFFFFFFFu)
         return hfail(s, CFS_ERR_FBIG, h, "a FAT file ends before 4 GiB");
     int32_t n = fat_write(fs, h->f, (uint32_t)off, r->data.bytes, r->data.size);
+    if (n < 0 || (uint32_t)n < r->data.size)
+        h->failed = 1; /* a half-written copy never takes the name */
     if (n < 0)
-        return hfail(s, n, h, NULL);
+        return hfail(s, n == FAT_ERR_NOSPC ? CFS_ERR_NOSPC : n, h,
+                     n == FAT_ERR_NOSPC ? "the card is full" : NULL);
     if ((uint32_t)n < r->data.size)
         return hfail(s, CFS_ERR_NOSPC, h, "the card is full");
     s->resp.which_body = cellar_Response_write_tag;
@@ -453,8 +456,10 @@ static int do_truncate(svc_t *s, svc_conn_t *c, const cellar_TruncateRequest *r)
             return hfail(s, CFS_ERR_BADF, h, "not open for writing");
         if (!(fs = card(s, h->show)))
             return CFS_ERR_IO;
-        if ((err = fat_truncate(fs, h->f, (uint32_t)r->size)) != 0)
+        if ((err = fat_truncate(fs, h->f, (uint32_t)r->size)) != 0) {
+            h->failed = 1;
             return hfail(s, err, h, NULL);
+        }
         svc_reply_done(s);
         return 0;
     }
@@ -505,6 +510,13 @@ static int do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
     }
     int err = fat_close(fs, h->f);
     h->f = NULL;
+    if (!err && h->shadow && h->failed) {
+        (void)fat_remove(fs, h->shadow_path, false);
+        (void)hfail(s, CFS_ERR_IO, h, "not written: a write to it failed (the "
+                                      "file keeps its old content)");
+        memset(h, 0, sizeof(*h));
+        return CFS_ERR_IO;
+    }
     if (!err && h->shadow) /* publish: the shadow takes the name */
         err = fat_rename(fs, h->shadow_path, h->fs);
     if (!err && h->shadow)

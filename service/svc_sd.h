@@ -34,6 +34,7 @@ typedef struct svc_sd_handle {
     struct svc_conn *conn;
     fat_file_t *f;             /* the file, or its shadow */
     uint8_t readable, writable, append, shadow;
+    uint8_t failed;            /* a write or truncate failed: Close drops the shadow */
     uint32_t pos;              /* Seek's position */
     char shadow_path[24];      /* "/.cellar/w17" */
     char fs[FAT_PATH_MAX + 2]; /* the path on the card */
