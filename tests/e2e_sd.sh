@@ -101,6 +101,12 @@ for bits in 16 32; do
   run 0 rmdir ":/sd/logs"
   run 0 cp "$L/hello.txt" ":/sd/gone.txt"
   run 0 rm ":/sd/gone.txt"
+  run 0 touch ":/sd/empty.txt"
+  run 0 ls -l :/sd; has "empty.txt" "$T/out"
+  run 0 tree :/sd; has "Mixed Case Name.DAT" "$T/out"
+  run 0 cp -r "$L/tree" ":/sd/scratch"
+  run 0 rm -r ":/sd/scratch"
+  run 1 ls ":/sd/scratch"
   run 0 df :/sd; has "/sd" "$T/out"
   json 0 df :/sd
   # bad input: each a clear error, nothing changed
@@ -133,6 +139,8 @@ for bits in 16 32; do
   check_m "/tree/moved.log" "$L/hello.txt"
   if mdir -i "$CARD" ::/logs >/dev/null 2>&1; then bad "::/logs still there"; else ok; fi
   if mdir -i "$CARD" ::/gone.txt >/dev/null 2>&1; then bad "::/gone.txt still there"; else ok; fi
+  if mdir -i "$CARD" ::/scratch >/dev/null 2>&1; then bad "::/scratch still there"; else ok; fi
+  check_m "/empty.txt" /dev/null
 done
 
 # a card that is not FAT, and no card: /sd unmounted, the rest served

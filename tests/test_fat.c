@@ -7,8 +7,10 @@
  * long names (Unicode, spaces, case, ~N tails past 9), deep directories,
  * big files across many clusters, holes, truncate, rename (move, replace),
  * remove, rmdir, a full card, a corrupt FAT chain, non-FAT images (zeros,
- * garbage, FAT12, a broken boot sector), files written by mcopy read here,
- * and the power-cut sweep whose results docs/FAT.md reports.
+ * garbage, FAT12, a broken boot sector), a card with an MBR partition
+ * table, 300 cards with random damage in their FAT and directories, files
+ * written by mcopy read here, and the power-cut sweep whose results
+ * docs/FAT.md reports.
  *
  *   test_fat            everything (a few seconds)
  *   test_fat --keep     leave the images in $TMPDIR/cellar-fat-<pid>
@@ -496,6 +498,117 @@ static void corrupt(void)
     free(c.mem);
 }
 
+/* ---- a card with an MBR partition table ------------------------------------------- */
+static void partitioned(void)
+{
+    const char *part = img("part.img");
+    mkfs(part, 32, 70 * 1024, 1);
+    card_t p, c;
+    fat_blk_t pbd, bd;
+    fat_t fs;
+    card_load(&p, part, &pbd);
+    const uint32_t start = 2048;
+    memset(&c, 0, sizeof(c));
+    c.sectors = start + p.sectors;
+    c.mem = calloc(c.sectors, 512);
+    memcpy(c.mem + (size_t)start * 512, p.mem, (size_t)p.sectors * 512);
+    uint8_t *e = c.mem + 446; /* one primary partition, FAT32 LBA */
+    e[4] = 0x0C;
+    e[8] = (uint8_t)start;
+    e[9] = (uint8_t)(start >> 8);
+    e[12] = (uint8_t)p.sectors;
+    e[13] = (uint8_t)(p.sectors >> 8);
+    e[14] = (uint8_t)(p.sectors >> 16);
+    c.mem[510] = 0x55;
+    c.mem[511] = 0xAA;
+    bd = (fat_blk_t){ &c, card_read, card_write, NULL, c.sectors };
+    CHECK_EQ(fat_mount(&fs, &bd, clock_, NULL), 0);
+    CHECK_EQ(fs.base, start);
+    uint8_t data[5000];
+    fill(data, sizeof(data), 21);
+    CHECK_EQ(fat_mkdir(&fs, "/in a partition"), 0);
+    CHECK_EQ(put(&fs, "/in a partition/data.bin", data, sizeof(data), 999), 0);
+    CHECK_EQ(fat_unmount(&fs), 0);
+    /* the partition alone, as fsck.fat and mtools see it */
+    memcpy(p.mem, c.mem + (size_t)start * 512, (size_t)p.sectors * 512);
+    card_save(&p, part);
+    CHECK_EQ(fsck(part), 0);
+    CHECK(mtools_same(part, "/in a partition/data.bin", data, sizeof(data)));
+    e[4] = 0x83; /* a Linux partition: not ours */
+    CHECK_EQ(fat_mount(&fs, &bd, clock_, NULL), FAT_ERR_NOTFAT);
+    free(p.mem);
+    free(c.mem);
+}
+
+/* ---- damaged cards: random bytes in the FAT and directories ---------------------------- */
+/* Bounded: 300 cards. Whatever the damage, every call returns (no crash, no
+ * sanitizer report, no endless loop) and reports an error or a result. */
+static void damaged(void)
+{
+    const char *image = img("damage.img");
+    mkfs(image, 16, 8192, 2);
+    card_t c;
+    fat_blk_t bd;
+    fat_t fs;
+    card_load(&c, image, &bd);
+    CHECK_EQ(fat_mount(&fs, &bd, clock_, NULL), 0);
+    uint8_t data[9000];
+    fill(data, sizeof(data), 31);
+    CHECK_EQ(fat_mkdir(&fs, "/d"), 0);
+    CHECK_EQ(fat_mkdir(&fs, "/d/e"), 0);
+    for (int i = 0; i < 40; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/d/%s file %d.bin", i % 2 ? "long" : "x", i);
+        CHECK_EQ(put(&fs, p, data, 100 + (size_t)i * 200, 1000), 0);
+    }
+    uint32_t meta_end = fs.data_lba + 64; /* FATs, root, the first clusters */
+    CHECK_EQ(fat_unmount(&fs), 0);
+    uint8_t *good = malloc((size_t)c.sectors * 512);
+    memcpy(good, c.mem, (size_t)c.sectors * 512);
+    uint32_t x = 12345;
+    int mounted = 0;
+    for (int round = 0; round < 300; round++) {
+        memcpy(c.mem, good, (size_t)c.sectors * 512);
+        for (int k = 0; k < 1 + round % 40; k++) {
+            x = x * 1103515245u + 12345u;
+            uint32_t off = 512 + x % ((meta_end - 1) * 512);
+            x = x * 1103515245u + 12345u;
+            c.mem[off] = (uint8_t)(x >> 16);
+        }
+        if (fat_mount(&fs, &bd, clock_, NULL) != 0)
+            continue;
+        mounted++;
+        const char *dirs[] = { "/", "/d", "/d/e" };
+        fat_stat_t st;
+        for (int di = 0; di < 3; di++) {
+            fat_dir_t d;
+            if (fat_dir_open(&fs, dirs[di], &d) != 0)
+                continue;
+            for (int n = 0; n < 200 && fat_dir_read(&fs, &d, &st) == 1; n++) {
+                char p[600];
+                snprintf(p, sizeof(p), "%s/%s", di ? dirs[di] : "", st.name);
+                fat_file_t *f;
+                uint8_t b[4096];
+                if (st.type == FAT_T_FILE && fat_open(&fs, p, FAT_O_READ, &f) == 0) {
+                    for (uint32_t o = 0; o < st.size && o < 20000; o += sizeof(b))
+                        if (fat_read(&fs, f, o, b, sizeof(b)) < 0)
+                            break;
+                    fat_close(&fs, f);
+                }
+            }
+        }
+        (void)put(&fs, "/d/new after damage.bin", data, 3000, 1000);
+        (void)fat_rename(&fs, "/d/x file 0.bin", "/d/e/renamed.bin");
+        (void)fat_remove(&fs, "/d/long file 1.bin", false);
+        (void)fat_mkdir(&fs, "/d/e/f");
+        (void)fat_unmount(&fs);
+    }
+    CHECK(mounted > 100); /* most damage leaves a mountable card */
+    printf("damaged cards: 300 made, %d mounted and walked\n", mounted);
+    free(good);
+    free(c.mem);
+}
+
 /* ---- power cuts --------------------------------------------------------------------- */
 /* Cut the power at every sector write of one operation. After each cut:
  * fsck.fat -n's verdict is counted (not asserted: a cut may leave lost
@@ -652,6 +765,8 @@ int main(int argc, char **argv)
     scenario(32);
     full_card();
     corrupt();
+    partitioned();
+    damaged();
     powercut();
     if (!keep) {
         char cmd[600];
