@@ -518,7 +518,7 @@ static int do_close(svc_t *s, svc_conn_t *c, const cellar_CloseRequest *r)
         return CFS_ERR_IO;
     }
     if (!err && h->shadow) /* publish: the shadow takes the name */
-        err = fat_rename(fs, h->shadow_path, h->fs);
+        err = fat_publish(fs, h->shadow_path, h->fs);
     if (!err && h->shadow)
         err = fat_sync(fs);
     if (err) {

@@ -321,6 +321,8 @@ static void scenario(int bits)
     fill(small, sizeof(small), 3);
     CHECK(same(&fs, "/readme.txt", small, 100 + 3 * 400));
     CHECK_EQ(fat_rename(&fs, "/level 0 dir", "/level 0 dir/level 1 dir/x"), FAT_ERR_INVAL);
+    CHECK_EQ(fat_rename(&fs, "/level 0 dir", "/LEVEL0~1/LEVEL 1 DIR/x"), FAT_ERR_INVAL); /* an alias */
+    CHECK_EQ(fat_rename(&fs, "/level 0 dir", "/level 0 dir/y"), FAT_ERR_INVAL);
     CHECK_EQ(fat_rename(&fs, "/level 0 dir/level 1 dir", "/moved dir"), 0);
     CHECK_EQ(fat_stat(&fs, "/moved dir/level 2 dir/level 3 dir", &st), 0);
     CHECK_EQ(fat_rename(&fs, "/readme.txt", "/moved dir"), FAT_ERR_ISDIR);
@@ -616,8 +618,10 @@ static void damaged(void)
  * table is what docs/FAT.md reports); the card must mount; files the
  * operation did not touch must be intact; a replaced file must be wholly
  * old or wholly new. */
-enum { OP_CREATE, OP_REPLACE, OP_MKDIR, OP_REMOVE, OP_APPEND, OP_N };
-static const char *op_names[OP_N] = { "create 20 KB file", "replace by rename",
+enum { OP_CREATE, OP_REPLACE, OP_PUBLISH, OP_MOVE, OP_MKDIR, OP_REMOVE,
+       OP_APPEND, OP_N };
+static const char *op_names[OP_N] = { "create 20 KB file", "replace (shadow)",
+                                      "new file (shadow)", "move to other dir",
                                       "mkdir", "remove file", "append 5 KB" };
 
 static uint8_t old_[9000], new_[20000], keep_[3000];
@@ -629,9 +633,14 @@ static int do_op(fat_t *fs, int op)
     switch (op) {
     case OP_CREATE:
         return put(fs, "/new file with a long name.bin", new_, sizeof(new_), 4096);
-    case OP_REPLACE:
-        r = put(fs, "/shadow.tmp", new_, sizeof(new_), 4096);
-        return r ? r : fat_rename(fs, "/shadow.tmp", "/target file.bin");
+    case OP_REPLACE: /* what svc_sd does: a shadow, published over the name */
+        r = put(fs, "/.cellar/w1", new_, sizeof(new_), 4096);
+        return r ? r : fat_publish(fs, "/.cellar/w1", "/target file.bin");
+    case OP_PUBLISH:
+        r = put(fs, "/.cellar/w2", new_, sizeof(new_), 4096);
+        return r ? r : fat_publish(fs, "/.cellar/w2", "/keep/published new.bin");
+    case OP_MOVE:
+        return fat_rename(fs, "/target file.bin", "/keep/moved target.bin");
     case OP_MKDIR:
         return fat_mkdir(fs, "/a new directory");
     case OP_REMOVE:
@@ -659,6 +668,7 @@ static void powercut(void)
     card_load(&c, base, &bd);
     CHECK_EQ(fat_mount(&fs, &bd, clock_, NULL), 0);
     CHECK_EQ(fat_mkdir(&fs, "/keep"), 0);
+    CHECK_EQ(fat_mkdir(&fs, "/.cellar"), 0);
     CHECK_EQ(put(&fs, "/keep/committed file.txt", keep_, sizeof(keep_), 512), 0);
     CHECK_EQ(put(&fs, "/target file.bin", old_, sizeof(old_), 4096), 0);
     CHECK_EQ(fat_unmount(&fs), 0);
@@ -713,6 +723,9 @@ static void powercut(void)
             CHECK(ok);
             if (!ok)
                 continue;
+            /* svc_sd's mount: shadows left behind are removed */
+            (void)fat_remove(&fs, "/.cellar/w1", false);
+            (void)fat_remove(&fs, "/.cellar/w2", false);
             int good = same(&fs, "/keep/committed file.txt", keep_, sizeof(keep_));
             CHECK(good);
             if (op == OP_REPLACE) {
@@ -720,6 +733,30 @@ static void powercut(void)
                              same(&fs, "/target file.bin", new_, sizeof(new_));
                 CHECK(either);
                 good &= either;
+            }
+            if (op == OP_PUBLISH) {
+                fat_stat_t st;
+                int either = fat_stat(&fs, "/keep/published new.bin", &st) == FAT_ERR_NOENT ||
+                             same(&fs, "/keep/published new.bin", new_, sizeof(new_));
+                CHECK(either);
+                good &= either;
+            }
+            if (op == OP_MOVE) { /* under one name or the other, whole */
+                int either = same(&fs, "/target file.bin", old_, sizeof(old_)) ||
+                             same(&fs, "/keep/moved target.bin", old_, sizeof(old_));
+                CHECK(either);
+                good &= either;
+            }
+            if (op != OP_MOVE) { /* shadows never share clusters with a name */
+                (void)fat_unmount(&fs);
+                card_save(&c, work);
+                (void)fsck(work);
+                char fp[600], cmd[700];
+                snprintf(fp, sizeof(fp), "%s.fsck", work);
+                snprintf(cmd, sizeof(cmd), "grep -q 'share clusters' '%s'", fp);
+                int shared = run(cmd) == 0;
+                CHECK(!shared);
+                CHECK_EQ(fat_mount(&fs, &bd, clock_, NULL), 0);
             }
             if (op == OP_APPEND) {
                 fat_stat_t st;

@@ -182,6 +182,12 @@ int fat_remove(fat_t *fs, const char *path, bool dir);
  * (FAT_ERR_BUSY). */
 int fat_rename(fat_t *fs, const char *from, const char *to);
 
+/* Publish a finished shadow file under `to` (new or replaced): like
+ * fat_rename, but the shadow's name always goes before `to` takes its
+ * chain, so a power cut leaves `to` old (or absent) or new, and never two
+ * names on one chain: a shadow left behind can be removed safely. */
+int fat_publish(fat_t *fs, const char *shadow, const char *to);
+
 #define FAT_O_READ 1u
 #define FAT_O_WRITE 2u
 #define FAT_O_CREATE 4u

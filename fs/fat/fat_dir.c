@@ -788,16 +788,50 @@ int fat_remove(fat_t *fs, const char *path, bool dir)
     return fat_flush(fs);
 }
 
-/* Is `to` inside the tree of `from` (ASCII case folded)? */
-static bool inside(const char *from, const char *to)
+/* Is directory `dir` (a first cluster) the directory `top` or inside it?
+ * Walks up the ".." entries (whatever name or alias the path used). */
+static int inside(fat_t *fs, uint32_t dir, uint32_t top)
 {
-    size_t n = strlen(from);
-    while (n > 1 && from[n - 1] == '/')
-        n--;
-    return strlen(to) > n && to[n] == '/' && ieq(from, to, n);
+    for (uint32_t n = 0; n < 4096; n++) {
+        if (dir == top)
+            return 1;
+        if (dir == 0 || dir == root_start(fs) || !fat_valid_cluster(fs, dir))
+            return 0;
+        int r = fat_dload(fs, fat_clus_lba(fs, dir));
+        if (r)
+            return r;
+        const uint8_t *d = fs->dbuf + 32; /* ".." */
+        if (d[0] != '.' || d[1] != '.')
+            return FAT_ERR_CORRUPT;
+        dir = fat_rd16(d + 26) |
+              (fs->bits == 32 ? (uint32_t)fat_rd16(d + 20) << 16 : 0);
+    }
+    return FAT_ERR_CORRUPT; /* a loop of directories */
 }
 
+static int rename_as(fat_t *fs, const char *from, const char *to,
+                     bool drop_first);
+
 int fat_rename(fat_t *fs, const char *from, const char *to)
+{
+    return rename_as(fs, from, to, false);
+}
+
+int fat_publish(fat_t *fs, const char *shadow, const char *to)
+{
+    fat_ent_t *e = &fs->ent;
+    int r = fat_lookup(fs, shadow, e);
+    if (r)
+        return r;
+    if (e->root || e->st.type != FAT_T_FILE)
+        return FAT_ERR_INVAL;
+    return rename_as(fs, shadow, to, true);
+}
+
+/* drop_first: a new name is added only after the old one is gone (a cut in
+ * between loses the file's clusters to fsck, never two names on a chain). */
+static int rename_as(fat_t *fs, const char *from, const char *to,
+                     bool drop_first)
 {
     fat_ent_t a, b;
     int r = fat_lookup(fs, from, &a);
@@ -813,8 +847,8 @@ int fat_rename(fat_t *fs, const char *from, const char *to)
     if ((r = parent_of(fs, to, &dir, &name, &n)) != 0)
         return r;
     bool isdir = a.st.type == FAT_T_DIR;
-    if (isdir && inside(from, to))
-        return FAT_ERR_INVAL;
+    if (isdir && (r = inside(fs, dir, a.st.cluster)) != 0)
+        return r < 0 ? r : FAT_ERR_INVAL;
     if ((r = name_to_utf16(name, n, fs->lfn_w)) < 0)
         return r;
     r = dir_find(fs, dir, name, n, &b);
@@ -855,7 +889,19 @@ int fat_rename(fat_t *fs, const char *from, const char *to)
             return r;
         return fat_flush(fs);
     }
-    /* a new name: add it, then drop the old one */
+    /* a new name: add it, then drop the old one (a cut in between leaves
+     * both on one chain: fsck.fat repairs it); or the other way round */
+    if (drop_first) {
+        if ((r = dir_del(fs, &a)) != 0)
+            return r;
+        if ((r = dir_add(fs, dir, name, n, a.raw, NULL)) != 0) {
+            /* the shadow's name is gone: give its chain back */
+            (void)fat_free_chain(fs, a.st.cluster);
+            (void)fat_flush(fs);
+            return r;
+        }
+        return fat_flush(fs);
+    }
     if ((r = dir_add(fs, dir, name, n, a.raw, NULL)) != 0)
         return r;
     if ((r = dir_del(fs, &a)) != 0)
