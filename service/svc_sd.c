@@ -231,7 +231,7 @@ static int do_list(svc_t *s, const cellar_ListRequest *r)
         }
         if (n == 0)
             break;
-        if (is_root(p) && strcmp(st->name, SVC_SD_DIR + 1) == 0)
+        if (is_root(p) && strcmp(st->name, &SVC_SD_DIR[1]) == 0)
             continue; /* the service's own directory is not listed */
         if (o->entries_count == max) {
             o->next_cursor = at ? at : 1;
