@@ -71,9 +71,9 @@ for bits in 16 32; do
   sd_start "$CARD"
   has "mounted /sd (FAT$bits" "$LOG"
 
-  run 0 info; has "/sd" "$T/out"
+  run 0 info; has "/sd *SD card, FAT" "$T/out"
   json 0 info
-  eq "$(jget '[p["path"] for p in d["partitions"]]' 2>/dev/null | grep -c /sd)" 1 "info lists /sd"
+  eq "$(jget '[p["path"] for p in d["partitions"] if p.get("kind") == "fat"]')" "['/sd']" "info lists /sd as FAT"
   run 0 ls :/; has "sd/" "$T/out"
   run 0 ls :/sd; has "Made By Mtools/" "$T/out"; hasnt ".cellar" "$T/out"
 
@@ -148,7 +148,7 @@ head -c 4194304 /dev/zero >"$T/zeros.img"
 for card in "$T/zeros.img" "$T/missing.img"; do
   rm -f "$T/flash.img"
   sd_start "$card"
-  run 0 info; has "/sd" "$T/out"; has "not mounted" "$T/out"
+  run 0 info; has "/sd *SD card, FAT.*not mounted" "$T/out"
   json 0 info
   eq "$(jget 'len([p for p in d["problems"] if p.startswith("/sd")])')" 1 "one /sd problem line"
   run 1 ls :/sd; has "not mounted" "$T/err"

@@ -402,9 +402,13 @@ cleanup:
         fprintf(stderr, "cellard: unmount failed\n");
         status = 1;
     }
-    if (sd_path && svc_sd_detach(&sd) != 0) { /* issue 15 (sd) */
-        fprintf(stderr, "cellard: /sd: unmount failed\n");
-        status = 1;
+    if (sd_path && sd.mounted) { /* issue 15 (sd) */
+        if (svc_sd_detach(&sd) != 0) {
+            fprintf(stderr, "cellard: /sd: unmount failed\n");
+            status = 1;
+        } else {
+            fprintf(stderr, "cellard: svc: unmounted /sd\n");
+        }
     }
     sd_file_close(&sd_file);
     flash_sim_free(sim); /* msync + close */
