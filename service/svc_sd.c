@@ -331,7 +331,7 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             return sd_fail(s, err, p->show, NULL);
         uint32_t no = ++s->sd->shadow_seq;
         char *sp = h->shadow_path;
-        memcpy(sp, SVC_SD_DIR "/w", sizeof(SVC_SD_DIR) + 1);
+        memcpy(sp, SVC_SD_DIR "/w", sizeof(SVC_SD_DIR "/w"));
         size_t l = strlen(sp), k = 0;
         char dig[12];
         do {

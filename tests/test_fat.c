@@ -405,6 +405,7 @@ static void full_card(void)
     uint8_t *data = malloc(n);
     fill(data, n, 5);
     fat_file_t *f;
+    fat_stat_t st0;
     CHECK_EQ(fat_open(&fs, "/fill.bin", FAT_O_WRITE | FAT_O_CREATE, &f), 0);
     int32_t w = fat_write(&fs, f, 0, data, (uint32_t)n);
     CHECK(w > 0 && (size_t)w < n); /* a short write: the card is full */
@@ -415,6 +416,21 @@ static void full_card(void)
     CHECK_EQ(sf.free_clusters, 0);
     CHECK_EQ(fat_mkdir(&fs, "/d"), FAT_ERR_NOSPC);
     CHECK(same(&fs, "/fill.bin", data, (size_t)w));
+    /* FAT16's fixed root (512 entries) fills up with names, not clusters */
+    int made = 0, r = 0;
+    for (int i = 0; i < 600 && !r; i++) {
+        char p[48];
+        snprintf(p, sizeof(p), "/empty file %03d.txt", i); /* 3 entries each */
+        fat_file_t *g;
+        r = fat_open(&fs, p, FAT_O_WRITE | FAT_O_CREATE, &g);
+        if (!r) {
+            CHECK_EQ(fat_close(&fs, g), 0);
+            made++;
+        }
+    }
+    CHECK_EQ(r, FAT_ERR_NOSPC);
+    CHECK_EQ(made, (512 - 1 - 2) / 3); /* the label, fill.bin (long + 8.3) */
+    CHECK_EQ(fat_stat(&fs, "/empty file 000.txt", &st0), 0);
     CHECK_EQ(fat_unmount(&fs), 0);
     card_save(&c, image);
     CHECK_EQ(fsck(image), 0);
