@@ -3,7 +3,7 @@
  * The files form layers, each calling only the ones below it (the graph is
  * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
  *   svc_msg  < svc_part < svc_path < svc_conn < svc_job < svc_store
- *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_core
+ *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_sd < svc_core
  *   < svc_dispatch
  * The declarations below are grouped by the file that defines them.
  */
