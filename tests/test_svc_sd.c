@@ -302,6 +302,29 @@ static void served(void)
     CHECK_EQ(statfs_sd(), 0);
     CHECK(r.rs.body.statfs.free > 4000000); /* the shadow's clusters came back */
 
+    /* a corrupt chain: EILSEQ with the reason, the service goes on */
+    static uint8_t big[40000];
+    memset(big, 'z', sizeof(big));
+    CHECK_EQ(rig_put(&r, &r.a, "/sd/chain.bin", big, sizeof(big)), 0);
+    fat_stat_t cs;
+    CHECK_EQ(fat_stat(&sd.fat, "/chain.bin", &cs), 0);
+    for (uint32_t k = 0; k < 2; k++) { /* both FATs: the 3rd link is "free" */
+        uint8_t *e = card_ + (size_t)(sd.fat.fat_lba + k * sd.fat.fat_sectors) * 512 +
+                     (cs.cluster + 2) * 2;
+        e[0] = e[1] = 0;
+    }
+    sd.fat.fbuf_valid = 0; /* drop the module's copy of the FAT sector */
+    uint32_t hc = open_h(&r.a, "/sd/chain.bin", R, &rc);
+    CHECK_EQ(rc, 0);
+    rig_req(&r, cellar_Request_read_tag);
+    r.rq.body.read.handle = hc;
+    r.rq.body.read.offset = 30000;
+    r.rq.body.read.length = 100;
+    CHECK_EQ(rig_call(&r, &r.a), cellar_Code_EILSEQ);
+    CHECK(strstr(r.rs.error.message, "corrupt") != NULL);
+    CHECK_EQ(close_h(&r.a, hc), 0);
+    CHECK(content_is("/sd/same.txt", "card"));
+
     rig_free(&r);
     CHECK_EQ(svc_sd_detach(&sd), 0);
 }
