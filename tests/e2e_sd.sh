@@ -60,6 +60,8 @@ echo one >"$L/tree/a.txt"
 printf 'unicode\n' >"$L/$(printf 'd\xc3\xa9j\xc3\xa0 vu \xe2\x9c\x93.txt')"
 UNI=$(printf 'd\xc3\xa9j\xc3\xa0 vu \xe2\x9c\x93.txt')
 head -c 300000 /dev/urandom >"$L/from-mtools.bin"
+mkdir -p "$T/many"
+for i in $(seq 1 40); do head -c $((i * 300)) /dev/urandom >"$T/many/file number $i.bin"; done
 
 for bits in 16 32; do
   CARD=$T/card$bits.img
@@ -101,6 +103,11 @@ for bits in 16 32; do
   run 0 rmdir ":/sd/logs"
   run 0 cp "$L/hello.txt" ":/sd/gone.txt"
   run 0 rm ":/sd/gone.txt"
+  # forty files both ways (handles are taken and given back in turn)
+  run 0 cp -r "$T/many" ":/sd/"
+  mkdir -p "$T/back$bits"
+  run 0 cp -r ":/sd/many" "$T/back$bits/"
+  if diff -r "$T/many" "$T/back$bits/many" >/dev/null; then ok; else bad "cp -r :/sd/many back differs"; fi
   run 0 touch ":/sd/empty.txt"
   run 0 ls -l :/sd; has "empty.txt" "$T/out"
   run 0 tree :/sd; has "Mixed Case Name.DAT" "$T/out"
@@ -141,6 +148,7 @@ for bits in 16 32; do
   if mdir -i "$CARD" ::/gone.txt >/dev/null 2>&1; then bad "::/gone.txt still there"; else ok; fi
   if mdir -i "$CARD" ::/scratch >/dev/null 2>&1; then bad "::/scratch still there"; else ok; fi
   check_m "/empty.txt" /dev/null
+  check_m "/many/file number 40.bin" "$T/many/file number 40.bin"
 done
 
 # a card that is not FAT, and no card: /sd unmounted, the rest served
