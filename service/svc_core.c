@@ -223,6 +223,7 @@ void svc_tick(svc_t *s, uint64_t now_ms)
     svc_store_tick(s);
     if (s->idle_ms == SVC_IDLE_NEVER)
         return;
+    svc_sd_tick(s); /* issue 15 (sd): idle /sd handles */
     for (svc_conn_t *c = s->conns; c; c = c->next) {
         if (c->closing || c->abort)
             continue;

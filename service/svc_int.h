@@ -234,5 +234,8 @@ bool svc_sd_claims(svc_t *s, const cellar_Request *q);
 int svc_sd_dispatch(svc_t *s, svc_conn_t *c, const cellar_Request *q);
 /* The connection went away: its /sd handles are closed (shadows dropped). */
 void svc_sd_conn_gone(svc_t *s, svc_conn_t *c);
+/* /sd handles unused for the idle timeout are closed, as on the flash (a
+ * shadow dropped without publishing). */
+void svc_sd_tick(svc_t *s);
 
 #endif /* CELLAR_SVC_INT_H */

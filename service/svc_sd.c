@@ -115,8 +115,10 @@ static fat_t *card(svc_t *s, const char *show)
 static svc_sd_handle_t *hget(svc_t *s, svc_conn_t *c, uint32_t id)
 {
     for (uint32_t i = 0; i < SVC_SD_HANDLES; i++)
-        if (s->sd->h[i].id == id && s->sd->h[i].conn == c)
+        if (s->sd->h[i].id == id && s->sd->h[i].conn == c) {
+            s->sd->h[i].last_ms = s->now_ms;
             return &s->sd->h[i];
+        }
     sb_t b = svc_err_begin(s, CFS_ERR_BADF);
     svc_sb_str(&b, " handle ");
     svc_sb_u64(&b, id);
@@ -146,6 +148,29 @@ static void hrelease(svc_t *s, svc_sd_handle_t *h)
             (void)fat_remove(fs, h->shadow_path, false);
     }
     memset(h, 0, sizeof(*h));
+}
+
+void svc_sd_tick(svc_t *s)
+{
+    if (!s->sd)
+        return;
+    for (uint32_t i = 0; i < SVC_SD_HANDLES; i++) {
+        svc_sd_handle_t *h = &s->sd->h[i];
+        if (!h->id || s->now_ms - h->last_ms < s->idle_ms)
+            continue;
+        if (s->cfg.log) {
+            sb_t b = svc_log_begin(s, h->conn);
+            svc_sb_str(&b, "handle ");
+            svc_sb_u64(&b, h->id);
+            svc_sb_str(&b, " ");
+            svc_sb_qstr(&b, h->show);
+            svc_sb_str(&b, " closed: idle for ");
+            svc_sb_u64(&b, (s->now_ms - h->last_ms) / 1000);
+            svc_sb_str(&b, " s");
+            svc_log_end(s);
+        }
+        hrelease(s, h);
+    }
 }
 
 void svc_sd_conn_gone(svc_t *s, svc_conn_t *c)
@@ -359,6 +384,7 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
         c->handle_seq = 1;
     h->id = c->handle_seq << 4 | SD_ID_TAG;
     h->conn = c;
+    h->last_ms = s->now_ms;
     h->readable = (fl & cellar_OpenFlags_O_READ) != 0;
     h->writable = (fl & cellar_OpenFlags_O_WRITE) != 0;
     h->append = (fl & cellar_OpenFlags_O_APPEND) != 0;

@@ -36,6 +36,7 @@ typedef struct svc_sd_handle {
     uint8_t readable, writable, append, shadow;
     uint8_t failed;            /* a write or truncate failed: Close drops the shadow */
     uint32_t pos;              /* Seek's position */
+    uint64_t last_ms;          /* last use, for the idle timeout */
     char shadow_path[24];      /* "/.cellar/w17" */
     char fs[FAT_PATH_MAX + 2]; /* the path on the card */
     char show[FAT_PATH_MAX + 8]; /* "/sd/..." for messages */

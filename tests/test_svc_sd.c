@@ -198,6 +198,18 @@ static void served(void)
     CHECK_EQ(fat_dir_open(&sd.fat, "/.cellar", &d), 0);
     CHECK_EQ(fat_dir_read(&sd.fat, &d, &st), 0); /* no shadow left */
 
+    /* an idle write handle is closed without publishing */
+    hs = open_h(&r.a, "/sd/same.txt", W, &rc);
+    CHECK_EQ(write_h(&r.a, hs, 0, "idle"), 0);
+    r.svc.idle_ms = 60000; /* the rig runs without idle timeouts */
+    rig_tick(&r, 40000); /* the handle and the connection idle */
+    CHECK_EQ(rig_path_op(&r, &r.a, cellar_Request_stat_tag, "/sd"), 0); /* the connection not */
+    rig_tick(&r, 40000);
+    r.svc.idle_ms = SVC_IDLE_NEVER;
+    CHECK(rig_log_has(&r, "closed: idle for 80 s"));
+    CHECK_EQ(close_h(&r.a, hs), cellar_Code_EBADF);
+    CHECK(content_is("/sd/same.txt", "card DATA+more"));
+
     /* namespace requests */
     rig_req(&r, cellar_Request_mkdir_tag);
     strcpy(r.rq.body.mkdir.path, "/sd/a/b c/d");
