@@ -342,7 +342,18 @@ static void scenario(int bits)
     CHECK_EQ(fat_remove(&fs, "/big file.bin", true), FAT_ERR_NOTDIR);
     CHECK_EQ(fat_mkdir(&fs, "/empty"), 0);
     CHECK_EQ(fat_remove(&fs, "/empty", true), 0);
+    CHECK_EQ(fat_statfs(&fs, &sf), 0);
+    uint32_t fat1 = fs.fat_lba, fatn = fs.fat_sectors, fsi = fs.fsinfo_lba;
     CHECK_EQ(fat_unmount(&fs), 0);
+    /* both FAT copies alike; FAT32's FSInfo holds the free count */
+    CHECK(memcmp(c.mem + (size_t)fat1 * 512, c.mem + (size_t)(fat1 + fatn) * 512,
+                 (size_t)fatn * 512) == 0);
+    if (bits == 32) {
+        CHECK(fsi != 0);
+        const uint8_t *fi = c.mem + (size_t)fsi * 512 + 488;
+        CHECK_EQ((uint32_t)fi[0] | (uint32_t)fi[1] << 8 | (uint32_t)fi[2] << 16 |
+                     (uint32_t)fi[3] << 24, sf.free_clusters);
+    }
 
     /* what fsck.fat and mtools make of it */
     card_save(&c, image);
