@@ -22,6 +22,7 @@ VERSION := 0.1.0
 # ---- Debian packages ---------------------------------------------------
 DEB_PKGS := liblwip-dev libmbedtls-dev libnanopb-dev nanopb protobuf-compiler \
             libcjson-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev pkg-config iproute2 python3
+DEB_PKGS += dosfstools mtools # issue 15 (sd): mkfs.fat, fsck.fat, mdir, mcopy for the FAT tests
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 $(DEPS_STAMP):
@@ -74,6 +75,7 @@ TP_SRCS      := transport/tp.c                  # portable transport: URL parser
 TP_MEM_SRCS  := transport/tp_mem.c              # in-memory pair (tests, in-process links; mallocs)
 TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP) and clock
 HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
+HOST_SRCS    += service/host/sd_file.c          # issue 15 (sd): an image file as the SD card
 MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
@@ -82,8 +84,10 @@ SUP_SRCS     := $(wildcard tests/support/*.c)
 # issue 13 (tls): TLS over any transport, portable; host side in transport/host/tls_files.c
 TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
+FAT_SRCS     := $(wildcard fs/fat/*.c)          # issue 15 (sd): FAT16/32 for the SD card, portable
+
 # The device set: what runs on a module (make size builds exactly this).
-DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS) $(TP_TLS_SRCS)
+DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS) $(TP_TLS_SRCS) $(FAT_SRCS)
 # The daemon: the device set on a simulated flash, the POSIX loop and TCP.
 DAEMON_SET    := $(DEVICE_SET) $(SIM_SRCS) $(TP_MEM_SRCS) $(TP_HOST_SRCS) $(HOST_SRCS)
 # libcellar: the shared transport layer and codec; no service core, no fs.
@@ -98,7 +102,8 @@ ALL_SET       := $(sort $(DAEMON_SET) $(CLI_SET) $(SUP_SRCS))
 CORE_SRCS     := $(ALL_SET)
 CFS_TESTS      := test_flash_sim test_fs_corrupt test_fs_diff test_fs_gcfail test_fs_unit \
                  test_fs_wear test_powerloss bench_fs
-set_for = $(if $(filter $(CFS_TESTS),$1),$(CFS_TEST_SET),$(ALL_SET))
+FAT_TESTS     := test_fat # issue 15 (sd): the FAT module alone
+set_for = $(if $(filter $(FAT_TESTS),$1),$(FAT_SRCS),$(if $(filter $(CFS_TESTS),$1),$(CFS_TEST_SET),$(ALL_SET)))
 
 TEST_SRCS  := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard tests/bench_*.c)

@@ -978,6 +978,8 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "bytes", (double)p->block_count * in->block_size);
             cJSON_AddBoolToObject(e, "read_only", p->read_only);
             cJSON_AddStringToObject(e, "state", part_state(p->state));
+            if (p->kind == CELLAR_KIND_FAT) /* issue 15 (sd) */
+                cJSON_AddStringToObject(e, "kind", "fat");
             cJSON_AddItemToArray(arr, e);
         }
         cJSON *pr = cJSON_AddArrayToObject(j, "problems");
@@ -1012,6 +1014,12 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     printf("partitions:\n");
     for (uint32_t i = 0; i < in->npartitions; i++) {
         const cellar_partition_t *p = &in->partitions[i];
+        if (p->kind == CELLAR_KIND_FAT) { /* issue 15 (sd): the SD card */
+            printf("  %-6s SD card, FAT (%s)%s\n", p->path,
+                   cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),
+                   p->state == CELLAR_PART_UNMOUNTED ? ", not mounted (see problems)" : "");
+            continue;
+        }
         printf("  %-6s blocks %u-%u (%s)%s%s%s\n", p->path, p->first_block,
                p->first_block + p->block_count - 1,
                cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),

@@ -173,7 +173,13 @@ typedef struct cellar_partition {
     uint32_t block_count; /* erase blocks */
     bool read_only;       /* not writable through file RPCs */
     uint32_t state;       /* CELLAR_PART_OK, _FULL, _NO_MANIFEST, _UNMOUNTED */
+    uint32_t kind;        /* issue 15: CELLAR_KIND_CFS, _RAW, _FAT (proto PartKind);
+                             for _FAT (the SD card at /sd) block_count is the
+                             card's size in block_size units */
 } cellar_partition_t;
+
+/* cellar_partition_t.kind (proto PartKind), issue 15. */
+enum { CELLAR_KIND_CFS = 0, CELLAR_KIND_RAW = 1, CELLAR_KIND_FAT = 2 };
 
 /* cellar_partition_t.state (proto PartState; docs/UPDATE.md, "Start-up
  * states"). */

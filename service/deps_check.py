@@ -29,6 +29,7 @@ LAYERS = [
     "svc_copy",          # Backup, Restore (copies in steps)
     "svc_update",        # the update RPCs
     "svc_manifest_rpc",  # Manifest, ManifestImport, Verify; job kinds
+    "svc_sd",            # issue 15: the file requests on /sd (FAT card)
     "svc_core",          # setup/free, connections opened and closed, tick
     "svc_dispatch",      # the dispatch table, svc_process
 ]

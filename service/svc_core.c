@@ -171,6 +171,7 @@ void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
     for (uint32_t i = 0; i < SVC_MAX_HANDLES; i++)
         if (c->h[i].id)
             svc_handle_release(s, &c->h[i]);
+    svc_sd_conn_gone(s, c); /* issue 15 (sd): its /sd handles */
     svc_store_conn_gone(s, c);
     if (s->cfg.log) {
         sb_t b = svc_log_begin(s, c);
@@ -224,6 +225,7 @@ void svc_tick(svc_t *s, uint64_t now_ms)
     svc_store_tick(s);
     if (s->idle_ms == SVC_IDLE_NEVER)
         return;
+    svc_sd_tick(s); /* issue 15 (sd): idle /sd handles */
     for (svc_conn_t *c = s->conns; c; c = c->next) {
         if (c->closing || c->abort)
             continue;

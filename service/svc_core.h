@@ -332,6 +332,8 @@ struct svc {
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */
     svc_path_t acl_path;  /* scratch for the paths a request writes */
+    struct svc_sd *sd;     /* issue 15 (sd): the SD card at /sd, or NULL
+                              (svc_sd.h: svc_sd_attach) */
 };
 
 /* ---- requests and the permission each needs (svc_dispatch.c) ---------------- */

@@ -250,7 +250,11 @@ static int dispatch(svc_t *s, svc_conn_t *c)
     const svc_req_row_t *row = row_of(q->which_body);
     if (row) { /* the ACL first: a denied request changes nothing (issue 13) */
         int err = svc_acl_check(s, c, q, perm_of(row, q));
-        return err ? err : row->run(s, c, q);
+        if (err)
+            return err;
+        if (svc_sd_claims(s, q)) /* issue 15 (sd): /sd paths and handles */
+            return svc_sd_dispatch(s, c, q);
+        return row->run(s, c, q);
     }
     sb_t b;
     s->op = "request";

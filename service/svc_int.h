@@ -3,7 +3,7 @@
  * The files form layers, each calling only the ones below it (the graph is
  * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
  *   svc_msg  < svc_part < svc_path < svc_acl < svc_conn < svc_job < svc_store
- *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_core
+ *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_sd < svc_core
  *   < svc_dispatch
  * The declarations below are grouped by the file that defines them.
  */
@@ -11,6 +11,7 @@
 #define CELLAR_SVC_INT_H
 
 #include "svc_core.h"
+#include "svc_sd.h"
 
 /* The partitions the service knows, by index. */
 #define USR 0u
@@ -248,5 +249,16 @@ int svc_do_update_abort(svc_t *s, svc_conn_t *c,
                         const cellar_UpdateAbortRequest *r);
 int svc_do_backup(svc_t *s, svc_conn_t *c, const cellar_BackupRequest *r);
 int svc_do_restore(svc_t *s, svc_conn_t *c, const cellar_RestoreRequest *r);
+
+/* ---- svc_sd.c: the SD card at /sd (issue 15) ------------------------------------- */
+/* Is q for /sd (an /sd path or handle; Hello and List of "/" too, to show
+ * /sd)? Then svc_sd_dispatch serves it instead of the table's handler. */
+bool svc_sd_claims(svc_t *s, const cellar_Request *q);
+int svc_sd_dispatch(svc_t *s, svc_conn_t *c, const cellar_Request *q);
+/* The connection went away: its /sd handles are closed (shadows dropped). */
+void svc_sd_conn_gone(svc_t *s, svc_conn_t *c);
+/* /sd handles unused for the idle timeout are closed, as on the flash (a
+ * shadow dropped without publishing). */
+void svc_sd_tick(svc_t *s);
 
 #endif /* CELLAR_SVC_INT_H */

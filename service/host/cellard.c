@@ -25,6 +25,8 @@
 #include "layout.h"
 #include "loop.h"
 #include "svc_core.h"
+#include "svc_sd.h"   /* issue 15 (sd) */
+#include "sd_file.h"
 #include "tp.h"
 #include "tls/tp_tls.h" /* issue 13: tls:// listeners */
 
@@ -97,6 +99,7 @@ static void usage(FILE *f)
         "  --tls-ca FILE         CA of the client certificates: with it, tls://\n"
         "                        clients must present a certificate it signed\n"
         "  --psk-file FILE       ECDHE-PSK identities, lines \"IDENTITY HEXKEY\"\n"
+        "  --sd FILE             an SD card image (FAT16/FAT32) served at /sd\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -226,11 +229,16 @@ int main(int argc, char **argv)
     loop_t *lp = NULL;
     static svc_t svc; /* ~40 KiB: not on the stack */
     bool svc_up = false;
+    /* issue 15 (sd): the SD card image served at /sd */
+    const char *sd_path = NULL;
+    static sd_file_t sd_file = { .fd = -1 };
+    static svc_sd_t sd;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
            OPT_UPDATE, OPT_ACL, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
            OPT_INSECURE, OPT_GC,
-           OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */ };
+           OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */,
+           OPT_SD /* issue 15 (sd) */ };
     tp_tls_files_t tls_files = {0};
     static tp_tls_config_t tls_cfg; /* shared by every tls:// connection */
     bool tls_up = false;
@@ -250,6 +258,7 @@ int main(int argc, char **argv)
         { "tls-key", required_argument, NULL, OPT_TLS_KEY },
         { "tls-ca", required_argument, NULL, OPT_TLS_CA },
         { "psk-file", required_argument, NULL, OPT_PSK_FILE },
+        { "sd", required_argument, NULL, OPT_SD },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -260,6 +269,9 @@ int main(int argc, char **argv)
         switch (c) {
         case OPT_FLASH:
             flash_path = optarg;
+            break;
+        case OPT_SD:
+            sd_path = optarg;
             break;
         case OPT_SIZE:
             if (parse_size(optarg, &flash_size) || flash_size % BLOCK_SIZE ||
@@ -514,6 +526,13 @@ int main(int argc, char **argv)
     }
 
     svc_up = true;
+    if (sd_path) { /* issue 15 (sd): a card that will not mount leaves /sd unmounted */
+        char why[128];
+        int se = sd_file_open(&sd_file, sd_path, why, sizeof(why));
+        if (se)
+            fprintf(stderr, "cellard: --sd %s: %s: /sd is not mounted\n", sd_path, why);
+        (void)svc_sd_attach(&svc, &sd, se ? NULL : &sd_file.bd);
+    }
     if (bak_size) {
         const layout_part_t *bp = layout_find(svc_layout(&svc), "bak");
         if (bp && (uint64_t)bp->block_count * BLOCK_SIZE != bak_size)
@@ -558,6 +577,15 @@ cleanup:
         fprintf(stderr, "cellard: unmount failed\n");
         status = 1;
     }
+    if (sd_path && sd.mounted) { /* issue 15 (sd) */
+        if (svc_sd_detach(&sd) != 0) {
+            fprintf(stderr, "cellard: /sd: unmount failed\n");
+            status = 1;
+        } else {
+            fprintf(stderr, "cellard: svc: unmounted /sd\n");
+        }
+    }
+    sd_file_close(&sd_file);
     flash_sim_free(sim); /* msync + close */
     if (tls_up)
         tp_tls_config_free(&tls_cfg);
