@@ -222,7 +222,9 @@ typedef struct svc_part {
  * (moving at most their live data, 16 KiB with 4 KiB blocks). */
 #define SVC_GC_STEP_BLOCKS 4u
 enum { SVC_JOB_NONE = 0, SVC_JOB_HASH, SVC_JOB_VERIFY, SVC_JOB_CHECK,
-       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE, SVC_JOB_GC };
+       SVC_JOB_COPY, SVC_JOB_COMMIT, SVC_JOB_DECLARE, SVC_JOB_GC,
+       SVC_JOB_EXT /* a long request of a module above the job layer
+                      (the /sd Hash): run through ext_step / ext_cancel */ };
 
 /* A copy between partitions in steps (Backup, Restore, one restore of a
  * repair): the state of copy_tree in svc_update.c. */
@@ -284,6 +286,10 @@ typedef struct svc_job {
      * start's free and stale bytes */
     uint32_t gc_want, gc_swept, gc_limit;
     uint64_t gc_free0, gc_stale0;
+    /* SVC_JOB_EXT: one step (1 done, the reply in s->resp; 0 more to do)
+     * and the clean-up of a job dropped before its end */
+    int (*ext_step)(struct svc *s);
+    void (*ext_cancel)(struct svc *s);
 } svc_job_t;
 
 struct svc {

@@ -152,6 +152,8 @@ void svc_job_step(svc_t *s)
         done = r != 0;
         if (done)
             (void)svc_hash_done(s, r);
+    } else if (j->kind == SVC_JOB_EXT) {
+        done = j->ext_step(s) != 0;
     } else if (j->kind == SVC_JOB_GC) {
         int r = svc_job_gc_step(s);
         done = r != 0;
@@ -175,6 +177,8 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
     svc_job_t *j = &s->job;
     if (!j->kind)
         return;
+    if (j->kind == SVC_JOB_EXT && j->ext_cancel)
+        j->ext_cancel(s);
     s->job_kinds->cancel(s); /* a copy's staging is dropped */
     svc_job_hash_end(s);
     svc_conn_t *c = j->conn;

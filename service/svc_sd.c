@@ -673,8 +673,65 @@ static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
     return 0;
 }
 
-/* Hash in one request (the card is read at its own pace; no job). A file
- * this connection has open for writing is hashed as its shadow holds it. */
+/* Hash as a long request (svc_job.c, SVC_JOB_EXT): at most
+ * SVC_JOB_STEP_BYTES of the card read per step, other connections served
+ * in between. A file this connection has open for writing is hashed as its
+ * shadow holds it. The job's hashing state is s->job's (sha, off, left,
+ * total, show); the file is s->sd->hf (closed at the end when hown). */
+static void hash_end(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    csha_free(&j->sha);
+    if (s->sd->hf && s->sd->hown)
+        (void)fat_close(&s->sd->fat, s->sd->hf);
+    s->sd->hf = NULL;
+    j->kind = SVC_JOB_NONE;
+}
+
+static void hash_cancel(svc_t *s)
+{
+    hash_end(s);
+}
+
+/* One step: 1 done (the reply or the error in s->resp), 0 more to do. */
+static int hash_step(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    uint32_t budget = SVC_JOB_STEP_BYTES;
+    int err = 0;
+    for (uint32_t i = 0; i < SVC_SD_HANDLES; i++) /* its shadow is in use */
+        if (s->sd->h[i].id && s->sd->h[i].f == s->sd->hf)
+            s->sd->h[i].last_ms = s->now_ms;
+    while (!err && j->left && budget) {
+        uint32_t k = j->left < sizeof(s->scratch) ? j->left : (uint32_t)sizeof(s->scratch);
+        if (k > budget)
+            k = budget;
+        int32_t n = fat_read(&s->sd->fat, s->sd->hf, j->off, s->scratch, k);
+        if (n <= 0)
+            err = n < 0 ? n : FAT_ERR_CORRUPT;
+        else if (csha_update(&j->sha, s->scratch, (size_t)n))
+            err = CFS_ERR_IO;
+        else {
+            j->off += (uint32_t)n;
+            j->left -= (uint32_t)n;
+            budget -= (uint32_t)n;
+        }
+    }
+    if (!err && j->left)
+        return 0;
+    cellar_HashReply *o = &s->resp.body.hash;
+    if (!err && csha_finish(&j->sha, o->sha256))
+        err = CFS_ERR_IO;
+    uint32_t total = j->total;
+    hash_end(s);
+    s->sd->hrc = err ? sd_fail(s, err, j->show, NULL) : 0;
+    if (!err) {
+        s->resp.which_body = cellar_Response_hash_tag;
+        o->length = total;
+    }
+    return 1;
+}
+
 static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
 {
     svc_path_t *p = &s->pa;
@@ -703,33 +760,26 @@ static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
             (void)fat_close(fs, f);
         return svc_fail_path(s, CFS_ERR_INVAL, p->show, "offset is past the end of the file");
     }
-    uint32_t off = (uint32_t)r->offset, left = size - off;
-    if (r->length && r->length < left)
-        left = (uint32_t)r->length;
-    csha_t sha;
-    csha_init(&sha);
-    err = csha_start(&sha) ? CFS_ERR_IO : 0;
-    uint32_t done = 0;
-    while (!err && done < left) {
-        uint32_t k = left - done < sizeof(s->scratch) ? left - done : sizeof(s->scratch);
-        int32_t n = fat_read(fs, f, off + done, s->scratch, k);
-        if (n <= 0)
-            err = n < 0 ? n : FAT_ERR_CORRUPT;
-        else if (csha_update(&sha, s->scratch, (size_t)n))
-            err = CFS_ERR_IO;
-        else
-            done += (uint32_t)n;
+    svc_job_t *j = &s->job;
+    j->off = (uint32_t)r->offset;
+    j->left = size - j->off;
+    if (r->length && r->length < j->left)
+        j->left = (uint32_t)r->length;
+    j->total = j->left;
+    svc_copy_str(j->show, sizeof(j->show), p->show);
+    s->sd->hf = f;
+    s->sd->hown = own;
+    j->kind = SVC_JOB_EXT;
+    j->ext_step = hash_step;
+    j->ext_cancel = hash_cancel;
+    csha_init(&j->sha);
+    if (csha_start(&j->sha)) {
+        hash_end(s);
+        return sd_fail(s, CFS_ERR_IO, p->show, NULL);
     }
-    cellar_HashReply *o = &s->resp.body.hash;
-    if (!err && csha_finish(&sha, o->sha256))
-        err = CFS_ERR_IO;
-    csha_free(&sha);
-    if (own)
-        (void)fat_close(fs, f);
-    if (err)
-        return sd_fail(s, err, p->show, NULL);
-    s->resp.which_body = cellar_Response_hash_tag;
-    o->length = done;
+    if (hash_step(s))
+        return s->sd->hrc;
+    svc_job_defer(s, c); /* the rest in steps: svc_process */
     return 0;
 }
 

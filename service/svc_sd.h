@@ -49,6 +49,10 @@ typedef struct svc_sd {
     uint32_t sectors;
     uint32_t seq, shadow_seq;
     svc_sd_handle_t h[SVC_SD_HANDLES];
+    fat_file_t *hf;            /* the file a Hash job reads (svc_sd.c) */
+    uint8_t hown;              /* hf was opened by the job (closed at its end) */
+    int hrc;                   /* the Hash's result when it ended in its
+                                  first step */
 } svc_sd_t;
 
 /* Mount the card (bd may be NULL: no card) and serve it at /sd. Returns 0

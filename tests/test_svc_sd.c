@@ -269,6 +269,50 @@ static void served(void)
     csha_free(&sha);
     CHECK(memcmp(r.rs.body.hash.sha256, want, 32) == 0);
     CHECK_EQ(r.rs.body.hash.length, 14);
+
+    /* A Hash of a large file runs in steps (a long request): a Ping on
+     * the other connection is answered while it runs; then the digest. */
+    {
+        static uint8_t big[200000], w[1024];
+        svc_conn_close(&r.svc, &r.b, "test"); /* b went idle above: anew */
+        svc_conn_open(&r.svc, &r.b, "b 3");
+        for (uint32_t i = 0; i < sizeof(big); i++)
+            big[i] = (uint8_t)(i * 7 + (i >> 9));
+        CHECK_EQ(rig_put(&r, &r.a, "/sd/big.bin", big, sizeof(big)), 0);
+        rig_req(&r, cellar_Request_hash_tag);
+        strcpy(r.rq.body.hash.path, "/sd/big.bin");
+        r.rq.id = ++r.next_id;
+        int n = codec_encode_request(&r.rq, w, sizeof(w));
+        CHECK(n > 0);
+        CHECK_EQ(svc_conn_input(&r.a, w, (size_t)n), (size_t)n);
+        CHECK(svc_process(&r.svc));
+        CHECK(r.svc.job.kind == SVC_JOB_EXT); /* still hashing */
+        rig_req(&r, cellar_Request_ping_tag);
+        CHECK_EQ(rig_call(&r, &r.b), 0);
+        while (svc_process(&r.svc))
+            ;
+        const uint8_t *p;
+        size_t len, have = 0;
+        static uint8_t acc[4096];
+        while (svc_conn_output(&r.a, &p, &len)) {
+            if (have + len <= sizeof(acc))
+                memcpy(acc + have, p, len);
+            have += len;
+            svc_conn_consumed(&r.a, len);
+        }
+        cellar_Response rs;
+        memset(&rs, 0, sizeof(rs));
+        CHECK(have > CODEC_HDR && have <= sizeof(acc) &&
+              codec_decode_response(&rs, acc + CODEC_HDR, have - CODEC_HDR, NULL) == 0);
+        csha_init(&sha);
+        csha_start(&sha);
+        csha_update(&sha, big, sizeof(big));
+        csha_finish(&sha, want);
+        csha_free(&sha);
+        CHECK(!rs.has_error && memcmp(rs.body.hash.sha256, want, 32) == 0);
+        CHECK_EQ(rs.body.hash.length, sizeof(big));
+        CHECK(r.svc.job.kind == SVC_JOB_NONE);
+    }
     rig_req(&r, cellar_Request_truncate_tag);
     strcpy(r.rq.body.truncate.path, "/sd/same.txt");
     r.rq.body.truncate.size = 4;
