@@ -53,6 +53,7 @@ typedef struct cli_cmd {
 extern const cli_cmd_t cli_device_cmds[];  /* NULL-terminated */
 extern const cli_cmd_t cli_image_cmds[];   /* NULL-terminated */
 extern const cli_cmd_t cli_update_cmds[];  /* NULL-terminated (cli_update.c) */
+extern const cli_cmd_t cli_raw_cmds[];     /* issue 15: `cellar raw` (cli_raw.c) */
 
 /* Entry point of the tool: parse global options, dispatch, print the JSON
  * result. Returns the exit status. */

@@ -347,6 +347,7 @@ static int hello(cellar_t *c)
         p->block_count = h->partitions[i].block_count;
         p->read_only = h->partitions[i].read_only;
         p->state = (uint32_t)h->partitions[i].state;
+        p->kind = (uint32_t)h->partitions[i].kind; /* issue 15 */
     }
     in->nproblems = h->problems_count;
     if (in->nproblems > CELLAR_MAX_PROBLEMS)

@@ -112,6 +112,13 @@ typedef struct svc_config {
     /* A staged update whose client went away is dropped after this long
      * (milliseconds; 0 = SVC_TX_ABANDON_MS). */
     uint32_t tx_timeout_ms;
+    /* Issue 15 (docs/RAW.md): raw partitions for provisioning a blank
+     * device (layout_default_raw). On a device that has a layout they must
+     * match it exactly (names and sizes), or svc_setup fails with
+     * CFS_ERR_INVAL and changes nothing: a layout is never rewritten over
+     * data. nraw == 0: take whatever the layout has. */
+    const layout_raw_t *raw;
+    uint32_t nraw;
 } svc_config_t;
 
 #define SVC_TX_ABANDON_MS (3600u * 1000u) /* one hour */
@@ -234,7 +241,10 @@ typedef struct svc_job {
     uint8_t hashing;       /* a file is being hashed (fp, sha, off, left) */
     uint8_t repair;        /* verify: restore problems from /bak */
     uint8_t hpart;         /* partition of the file being hashed */
-    uint8_t pad[3];
+    uint8_t hraw;          /* issue 15: hashing a raw partition's bytes
+                              (fp NULL): hfirst its first block */
+    uint8_t pad[2];
+    uint32_t hfirst;
     svc_conn_t *conn;      /* whose request; NULL = the start-up check */
     uint32_t req_id;
     const char *op;
@@ -348,6 +358,8 @@ int svc_free(svc_t *svc);
 
 /* The partition table in use (valid after svc_setup). */
 const layout_t *svc_layout(const svc_t *svc);
+/* The raw partition called name (issue 15), or NULL. */
+const layout_part_t *svc_raw_part(const svc_t *svc, const char *name);
 /* The mounted filesystem of a partition ("usr", "bak"), or NULL. */
 cfs_t *svc_fs(svc_t *svc, const char *name);
 

@@ -2,7 +2,7 @@
  * svc_int.h - private to the service core: what its files (svc_*.c) share.
  * The files form layers, each calling only the ones below it (the graph is
  * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
- *   svc_msg  < svc_part < svc_path < svc_conn < svc_job < svc_store
+ *   svc_msg  < svc_part < svc_path < svc_conn < svc_job < svc_raw < svc_store
  *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_core
  *   < svc_dispatch
  * The declarations below are grouped by the file that defines them.
@@ -119,6 +119,30 @@ void svc_job_step(svc_t *s);
 /* Drop the long request (its connection went, a handle or the partition
  * it reads went away). With why, its connection gets an error reply. */
 void svc_job_cancel(svc_t *s, int err, const char *why);
+
+/* ---- svc_raw.c: raw partitions (issue 15, docs/RAW.md) ------------------------ */
+/* A committed raw image waits in /usr as RAW_DIR/NAME until it is written. */
+#define RAW_DIR "/.cellar/raw"
+int svc_do_raw_read(svc_t *s, const cellar_RawReadRequest *r);
+int svc_do_raw_write(svc_t *s, const cellar_RawWriteRequest *r);
+int svc_do_raw_erase(svc_t *s, const cellar_RawEraseRequest *r);
+int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const cellar_RawHashRequest *r);
+/* The raw partition's name when rel (a /usr path) is RAW_DIR/NAME. */
+const char *svc_raw_rel_name(const char *rel);
+/* A bundle entry "raw:NAME": its /usr staging target (rel, at least
+ * MAN_PATH_MAX + 1 bytes), or the error set (unknown name, too large, a
+ * removal). */
+int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove,
+                        char *rel);
+/* Make RAW_DIR on /usr when the layout has raw partitions. */
+int svc_raw_prepare(svc_t *s);
+/* Write every committed raw image still staged (after a commit, and at
+ * start-up after a power cut), check it, drop the staged copy. 0 or the
+ * first error (each is also a problem; the copy stays for the next try). */
+int svc_raw_finish(svc_t *s);
+/* Verify of a raw entry (RAW_DIR/NAME): as svc_check_begin. */
+int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
+                        cellar_ProblemKind *kind);
 
 /* ---- svc_store.c ------------------------------------------------------------------ */
 /* Mount-time work on every partition: open the manifest, drop shadow

@@ -283,7 +283,13 @@ int svc_declare_run(svc_t *s)
         const cellar_BundleEntry *in = &r->entries[j->di];
         idx = r->first + j->di;
         memset(e, 0, sizeof(*e));
-        if ((err = svc_usr_path(s, in->path, e->path)))
+        bool raw = strncmp(in->path, "raw:", 4) == 0; /* issue 15 */
+        if (raw)
+            err = svc_raw_bundle_path(s, in->path, in->size, in->remove,
+                                      e->path);
+        else
+            err = svc_usr_path(s, in->path, e->path);
+        if (err)
             return refuse(s, err), 1;
         se = cfs_stat(&p->fs, e->path, &st);
         if (se == CFS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
@@ -311,6 +317,12 @@ int svc_declare_run(svc_t *s)
                                  other);
             if (k < 0)
                 return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
+            if (raw && k == 1 && se == CFS_ERR_NOENT) {
+                /* written to the raw partition: the entry is its content */
+                se = 0;
+                st.type = CFS_TYPE_FILE;
+                st.size = m->size;
+            }
             if (k == 1 && !se && st.type == CFS_TYPE_FILE &&
                 (m->flags & MAN_F_SIZE) && m->size == e->size &&
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
@@ -616,6 +628,8 @@ int svc_commit_step(svc_t *s)
     t->now = svc_now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          svc_path_busy, s);
+    if (!err)
+        (void)svc_raw_finish(s); /* issue 15: committed raw images */
     (void)commit_result(s, j->conn, t, err, bad, &st);
     j->kind = SVC_JOB_NONE;
     return 1;

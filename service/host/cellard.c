@@ -77,6 +77,11 @@ static void usage(FILE *f)
         "  --no-check            do not check /usr against its manifest at\n"
         "                        startup (by default missing or corrupt files\n"
         "                        are restored from /bak, each one logged)\n"
+        "  --raw NAME:SIZE       a raw partition (issue 15, docs/RAW.md) of a\n"
+        "                        new layout: SIZE a multiple of 4K, NAME 1-7\n"
+        "                        of [a-z0-9_-]; repeatable, in address order\n"
+        "                        from block 1. On a flash with a layout they\n"
+        "                        must match it, or cellard refuses to start\n"
         "  --update-timeout SECS drop a staged update whose client went away\n"
         "                        after this long (default 3600)\n"
         "  --help                this text\n"
@@ -147,7 +152,11 @@ int main(int argc, char **argv)
     bool svc_up = false;
 
     enum { OPT_FLASH = 256, OPT_SIZE, OPT_BAK, OPT_LISTEN, OPT_ID, OPT_IDLE,
-           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK };
+           OPT_UPDATE, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
+           OPT_RAW /* issue 15 */ };
+    layout_raw_t raws[LAYOUT_MAX_RAW];
+    char raw_names[LAYOUT_MAX_RAW][LAYOUT_NAME_MAX];
+    uint32_t nraw = 0;
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -157,6 +166,7 @@ int main(int argc, char **argv)
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
         { "update-timeout", required_argument, NULL, OPT_UPDATE },
         { "no-check", no_argument, NULL, OPT_NOCHECK },
+        { "raw", required_argument, NULL, OPT_RAW },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -220,6 +230,46 @@ int main(int argc, char **argv)
         case OPT_NOCHECK:
             check = false;
             break;
+        case OPT_RAW: { /* issue 15: NAME:SIZE */
+            const char *colon = strchr(optarg, ':');
+            uint64_t rsize = 0;
+            size_t nl = colon ? (size_t)(colon - optarg) : 0;
+            if (nraw >= LAYOUT_MAX_RAW) {
+                fprintf(stderr, "cellard: at most %d --raw options\n",
+                        LAYOUT_MAX_RAW);
+                return 2;
+            }
+            if (!colon || nl == 0 || nl >= LAYOUT_NAME_MAX) {
+                fprintf(stderr, "cellard: --raw %s: expected NAME:SIZE "
+                        "(NAME 1-7 characters)\n", optarg);
+                return 2;
+            }
+            memcpy(raw_names[nraw], optarg, nl);
+            raw_names[nraw][nl] = 0;
+            if (!layout_raw_name_ok(raw_names[nraw])) {
+                fprintf(stderr, "cellard: --raw %s: NAME must be [a-z0-9_-], "
+                        "start with a letter, and not be usr, bak or sd\n",
+                        optarg);
+                return 2;
+            }
+            if (parse_size(colon + 1, &rsize) || rsize == 0 ||
+                rsize % BLOCK_SIZE || rsize / BLOCK_SIZE > UINT32_MAX) {
+                fprintf(stderr, "cellard: --raw %s: SIZE must be a non-zero "
+                        "multiple of the block size (%u bytes)\n", optarg,
+                        BLOCK_SIZE);
+                return 2;
+            }
+            for (uint32_t k = 0; k < nraw; k++)
+                if (strcmp(raws[k].name, raw_names[nraw]) == 0) {
+                    fprintf(stderr, "cellard: --raw %s: the name is given "
+                            "twice\n", optarg);
+                    return 2;
+                }
+            raws[nraw].name = raw_names[nraw];
+            raws[nraw].blocks = (uint32_t)(rsize / BLOCK_SIZE);
+            nraw++;
+            break;
+        }
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -228,7 +278,8 @@ int main(int argc, char **argv)
             printf("cellard %s\n", CELLAR_VERSION);
             return 0;
         default:
-            if (optopt >= OPT_FLASH && optopt <= OPT_UPDATE)
+            if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
+                optopt == OPT_RAW)
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -324,6 +375,8 @@ int main(int argc, char **argv)
         .check_at_start = check,
         .tx_timeout_ms = (uint32_t)(update_s * 1000u),
         .bak_blocks = (uint32_t)(bak_size / BLOCK_SIZE),
+        .raw = raws, /* issue 15 */
+        .nraw = nraw,
     };
     svc_init(&svc);
     int err = svc_setup(&svc, &scfg);
@@ -332,6 +385,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "cellard: %s: block 0 holds no cellar partition "
                 "table: not a cellar flash image (left as it is)\n",
                 flash_path);
+        goto cleanup;
+    }
+    if (err == CFS_ERR_INVAL && nraw) { /* issue 15 */
+        const layout_t *have = svc_layout(&svc);
+        fprintf(stderr, "cellard: %s: --raw does not match this flash's "
+                "layout, which is only written on a blank flash (nothing "
+                "changed). Its raw partitions:", flash_path);
+        int any = 0;
+        for (uint32_t k = 0; k < have->nparts; k++)
+            if (have->part[k].kind == LAYOUT_KIND_RAW) {
+                fprintf(stderr, " %s:%lluK", have->part[k].name,
+                        (unsigned long long)have->part[k].block_count *
+                            (BLOCK_SIZE / 1024));
+                any = 1;
+            }
+        fprintf(stderr, "%s\n", any ? "" : " none");
         goto cleanup;
     }
     if (err) {
