@@ -317,13 +317,9 @@ int svc_declare_run(svc_t *s)
                                  other);
             if (k < 0)
                 return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
-            if (raw && k == 1 && se == CFS_ERR_NOENT) {
-                /* written to the raw partition: the entry is its content */
-                se = 0;
-                st.type = CFS_TYPE_FILE;
-                st.size = m->size;
-            }
-            if (k == 1 && !se && st.type == CFS_TYPE_FILE &&
+            /* issue 15: a raw image is always sent and written: its
+             * entry alone cannot vouch for the partition's bytes */
+            if (k == 1 && !raw && !se && st.type == CFS_TYPE_FILE &&
                 (m->flags & MAN_F_SIZE) && m->size == e->size &&
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
                 j->dstatus = cellar_EntryStatus_UNCHANGED;

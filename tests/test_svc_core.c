@@ -1658,6 +1658,11 @@ static void test_dispatch_table(void)
         { cellar_Request_update_abort_tag, SVC_PERM_WRITE, false },
         { cellar_Request_backup_tag, SVC_PERM_WRITE, true },
         { cellar_Request_restore_tag, SVC_PERM_WRITE, true },
+        /* issue 15: raw partitions */
+        { cellar_Request_raw_read_tag, SVC_PERM_READ, false },
+        { cellar_Request_raw_write_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_raw_erase_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_raw_hash_tag, SVC_PERM_READ, true },
     };
     const size_t nwant = sizeof(want) / sizeof(want[0]);
     /* every oneof member of Request (the proto's request types) */
