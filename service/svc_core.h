@@ -226,6 +226,8 @@ typedef struct svc_copy {
                               target) manifest */
     uint32_t idx;          /* entries declared in the copy transaction */
     uint32_t off, size;    /* the file being copied */
+    const layout_part_t *rsrc; /* issue 15: the source is this raw
+                              partition's bytes (a backup of a raw entry) */
     int err;               /* the result, once done */
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */

@@ -134,7 +134,14 @@ const char *svc_raw_rel_name(const char *rel);
  * removal). */
 int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove,
                         char *rel);
-/* Make RAW_DIR on /usr when the layout has raw partitions. */
+/* The raw partition of a /usr path RAW_DIR/NAME, or NULL. */
+const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel);
+/* Read len bytes at off of raw partition p (the range checked by the
+ * caller). 0 or a flash error. */
+int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
+                  uint32_t len);
+/* Make RAW_DIR on /usr (and /bak, for backups) when the layout has raw
+ * partitions. */
 int svc_raw_prepare(svc_t *s);
 /* Write every committed raw image still staged (after a commit, and at
  * start-up after a power cut), check it, drop the staged copy. 0 or the

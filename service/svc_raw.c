@@ -67,7 +67,7 @@ static int raw_range(svc_t *s, const char *name, uint64_t off, uint64_t len,
 }
 
 /* Read len bytes at off of raw partition p (any range inside it). */
-static int raw_pread(svc_t *s, const layout_part_t *p, uint32_t off,
+int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off,
                      uint8_t *buf, uint32_t len)
 {
     const flash_dev_t *dev = s->cfg.dev;
@@ -117,7 +117,7 @@ static int64_t first_programmed(svc_t *s, const layout_part_t *p,
 {
     while (len) {
         uint32_t n = len < sizeof(s->scratch) ? len : (uint32_t)sizeof(s->scratch);
-        int err = raw_pread(s, p, off, s->scratch, n);
+        int err = svc_raw_pread(s, p, off, s->scratch, n);
         if (err)
             return err < -1 ? err : -5;
         for (uint32_t i = 0; i < n; i++)
@@ -147,7 +147,7 @@ int svc_do_raw_read(svc_t *s, const cellar_RawReadRequest *r)
     if (err)
         return err;
     cellar_ReadReply *o = &s->resp.body.read;
-    err = raw_pread(s, p, (uint32_t)r->offset, o->data.bytes, len);
+    err = svc_raw_pread(s, p, (uint32_t)r->offset, o->data.bytes, len);
     if (err)
         return dev_fail(s, r->name, err);
     s->resp.which_body = cellar_Response_read_tag;
@@ -252,6 +252,12 @@ int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const cellar_RawHashRequest *r)
 
 /* ---- verified raw updates --------------------------------------------------------- */
 
+const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel)
+{
+    const char *name = svc_raw_rel_name(rel);
+    return name ? svc_raw_part(s, name) : NULL;
+}
+
 const char *svc_raw_rel_name(const char *rel)
 {
     size_t n = strlen(RAW_DIR);
@@ -290,7 +296,7 @@ static int raw_sha(svc_t *s, const layout_part_t *p, uint32_t size,
     for (uint32_t off = 0; !err && off < size;) {
         uint32_t n = size - off < sizeof(s->scratch) ? size - off
                                                      : (uint32_t)sizeof(s->scratch);
-        err = raw_pread(s, p, off, s->scratch, n);
+        err = svc_raw_pread(s, p, off, s->scratch, n);
         if (!err && csha_update(&h, s->scratch, n))
             err = CFS_ERR_IO;
         off += n;
@@ -391,14 +397,19 @@ int svc_raw_finish(svc_t *s)
 
 int svc_raw_prepare(svc_t *s)
 {
-    svc_part_t *u = &s->part[USR];
     bool any = false;
+    int first = 0;
     for (uint32_t i = 0; i < s->layout.nparts; i++)
         any |= s->layout.part[i].kind == LAYOUT_KIND_RAW;
-    if (!any || !u->mounted || u->state != SVC_PART_OK)
-        return 0;
-    int err = cfs_mkdir(&u->fs, RAW_DIR);
-    return err == CFS_ERR_EXIST ? 0 : err;
+    for (uint32_t i = 0; any && i < s->nparts; i++) {
+        svc_part_t *p = &s->part[i];
+        if (!p->mounted || p->state != SVC_PART_OK)
+            continue;
+        int err = cfs_mkdir(&p->fs, RAW_DIR);
+        if (err && err != CFS_ERR_EXIST && !first)
+            first = err;
+    }
+    return first;
 }
 
 int svc_raw_check_begin(svc_t *s, const man_entry_t *e,

@@ -215,6 +215,7 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
     }
     cp->dst_open = 1;
     cp->off = 0;
+    cp->rsrc = NULL; /* issue 15: a file, not a raw partition */
     cp->size = (uint32_t)size;
     err = svc_job_hash_begin(s, USR, &j->f, 0, (uint32_t)size);
     j->lcopy = 1;

@@ -448,6 +448,63 @@ static void test_updates(void)
     CHECK(!staged_left("model"));
 }
 
+/* ---- backup, restore, repair ------------------------------------------------------ */
+static void test_backup_restore(void)
+{
+    static uint8_t img[30000];
+    gen(img, sizeof(img), 31);
+    CHECK_EQ(raw_update("model", img, sizeof(img)), 0);
+    rig_req(&R, cellar_Request_backup_tag); /* all of /usr, raw entries too */
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(R.rs.body.copy.files >= 1);
+    CHECK_EQ(R.rs.body.copy.skipped_count, 0);
+    /* /bak holds the image as a file, with its entry */
+    cfs_t *bak = svc_fs(&R.svc, "bak");
+    cfs_stat_t st;
+    CHECK_EQ(cfs_stat(bak, "/.cellar/raw/model", &st), 0);
+    CHECK_EQ(st.size, sizeof(img));
+    man_entry_t e;
+    uint32_t slot;
+    CHECK_EQ(man_find(&R.svc.part[1].man, "/.cellar/raw/model", &e, &slot), 1);
+    uint8_t want[32];
+    sha(img, sizeof(img), want);
+    CHECK(memcmp(e.sha, want, 32) == 0);
+    /* a backup again: unchanged (the partition's bytes were checked) */
+    rig_req(&R, cellar_Request_backup_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(R.rs.body.copy.unchanged >= 1);
+    CHECK_EQ(R.rs.body.copy.files, 0);
+
+    /* a corrupt partition: verify --repair writes it back from /bak */
+    const layout_part_t *p = svc_raw_part(&R.svc, "model");
+    flash_sim_data(R.sim)[(size_t)p->first_block * BS + 100] ^= 0x10;
+    rig_req(&R, cellar_Request_verify_tag);
+    R.rq.body.verify.repair = true;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK_EQ(R.rs.body.verify.problems_count, 1);
+    CHECK(R.rs.body.verify.problems[0].repaired);
+    CHECK(memcmp(area("model"), img, sizeof(img)) == 0);
+    CHECK(!staged_left("model"));
+
+    /* an erased partition: Restore (all) writes it back */
+    CHECK_EQ(raw_erase("model", 0, 0), 0);
+    rig_req(&R, cellar_Request_restore_tag);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    CHECK(R.rs.body.copy.files >= 1);
+    CHECK(memcmp(area("model"), img, sizeof(img)) == 0);
+    CHECK(!staged_left("model"));
+    /* and the start-up check restores it too */
+    CHECK_EQ(raw_erase("model", 0, 0), 0);
+    rig_stop(&R);
+    R.cfg.check_at_start = true;
+    CHECK_EQ(rig_start(&R), 0);
+    while (R.svc.job.kind)
+        (void)svc_process(&R.svc);
+    R.cfg.check_at_start = false;
+    CHECK(memcmp(area("model"), img, sizeof(img)) == 0);
+    CHECK(cfs_fsck(bak, NULL, NULL) == 0);
+}
+
 /* ---- power cuts during a raw update ------------------------------------------- */
 static uint8_t PA[9000], PB[7000];
 
@@ -527,6 +584,7 @@ int main(void)
     test_setup();
     test_requests();
     test_updates();
+    test_backup_restore();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 160, &base), 0);
     test_power_cuts();
