@@ -1249,7 +1249,8 @@ static void check_manifest(cfs_t *fs, chk_t *c)
             }
             continue;
         }
-        entries++;
+        if (!rawname) /* a raw image /bak holds as a file is in /.cellar */
+            entries++;
         cfs_file_t t;
         int r = man_check(fs, &t, &e, buf, 65536);
         const char *why = r == MAN_OK ? NULL
