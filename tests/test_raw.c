@@ -294,6 +294,22 @@ static void test_requests(void)
     CHECK_EQ(raw_erase("nope", 0, 0), cellar_Code_ENOENT);
     CHECK_EQ(raw_hash("", 0, 0), cellar_Code_ENOENT);
 
+    /* a name over 7 bytes: refused before decoding */
+    uint8_t body[32];
+    size_t bn = 0;
+    uint32_t id = rig_raw_id(&R);
+    body[bn++] = 0x08; /* id */
+    body[bn++] = (uint8_t)id;
+    body[bn++] = 0xc2; /* field 120 (raw_read), length-delimited */
+    body[bn++] = 0x07;
+    body[bn++] = 11;
+    body[bn++] = 0x0a; /* name */
+    body[bn++] = 9;
+    memcpy(body + bn, "longnames", 9);
+    bn += 9;
+    CHECK_EQ(rig_call_raw(&R, &R.a, body, bn), cellar_Code_ENAMETOOLONG);
+    CHECK(strstr(R.rs.error.message, "partition name") != NULL);
+
     /* writes: across a block boundary, then read back */
     CHECK_EQ(raw_write("model", BS - 100, d, 9000), 0);
     CHECK_EQ(R.rs.body.write.written, 9000);
