@@ -308,7 +308,7 @@ static void test_requests(void)
     memcpy(body + bn, "longnames", 9);
     bn += 9;
     CHECK_EQ(rig_call_raw(&R, &R.a, body, bn), cellar_Code_ENAMETOOLONG);
-    CHECK(strstr(R.rs.error.message, "partition name") != NULL);
+    CHECK(strstr(R.rs.error.message, "partition name is 9 bytes, the limit is 7") != NULL);
 
     /* writes: across a block boundary, then read back */
     CHECK_EQ(raw_write("model", BS - 100, d, 9000), 0);
