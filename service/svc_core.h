@@ -272,6 +272,13 @@ typedef struct svc_job {
     uint64_t dhave;
     cellar_UpdateDeclareRequest decl;
     cellar_UpdateDeclareReply drep;
+    /* issue 15: after an UpdateCommit, the committed raw images are
+     * written in steps (svc_raw_install_step) before the reply */
+    uint8_t rawing;        /* writing them */
+    uint8_t rphase;        /* RAW_* of svc_raw.c */
+    uint8_t ridx;          /* layout index of the partition at hand */
+    uint32_t roff, rsize;
+    txn_stats_t cst;       /* the commit's figures, for its reply */
 } svc_job_t;
 
 struct svc {

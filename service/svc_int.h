@@ -147,6 +147,16 @@ int svc_raw_prepare(svc_t *s);
  * start-up after a power cut), check it, drop the staged copy. 0 or the
  * first error (each is also a problem; the copy stays for the next try). */
 int svc_raw_finish(svc_t *s);
+/* The committed raw images written in steps of *budget bytes (erased,
+ * programmed or read back), after an UpdateCommit (s->job.rawing set by
+ * the caller, ridx 0): 1 = all done, 0 = more to do. An image that fails
+ * is a problem; its staged copy stays for the next start. */
+int svc_raw_install_step(svc_t *s, uint32_t *budget);
+/* Is any committed raw image staged (waiting to be written)? */
+bool svc_raw_pending(svc_t *s);
+/* The job is cancelled while writing them: finish at once (bounded by the
+ * partitions' sizes), so no partition is left half written while served. */
+void svc_raw_install_cancel(svc_t *s);
 /* Verify of a raw entry (RAW_DIR/NAME): as svc_check_begin. */
 int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
                         cellar_ProblemKind *kind);

@@ -40,6 +40,24 @@ static int no_such(svc_t *s, const char *name)
     return CFS_ERR_NOENT;
 }
 
+/* RAW_DIR/NAME of p into rel. */
+static void staged_path(const layout_part_t *p, char *rel)
+{
+    strcpy(rel, RAW_DIR "/");
+    strcat(rel, p->name);
+}
+
+/* Is a committed image of p waiting to be written (or being written)? */
+static bool staged(svc_t *s, const layout_part_t *p)
+{
+    char rel[sizeof(RAW_DIR) + LAYOUT_NAME_MAX + 1];
+    cfs_stat_t st;
+    if (!s->part[USR].mounted)
+        return false;
+    staged_path(p, rel);
+    return cfs_stat(&s->part[USR].fs, rel, &st) == 0;
+}
+
 /* The partition of a request and the range [off, off + len) checked
  * against it: 0, or the error set. */
 static int raw_range(svc_t *s, const char *name, uint64_t off, uint64_t len,
@@ -48,6 +66,9 @@ static int raw_range(svc_t *s, const char *name, uint64_t off, uint64_t len,
     const layout_part_t *p = svc_raw_part(s, name);
     if (!p)
         return no_such(s, name);
+    if (staged(s, p))
+        return svc_fail_path(s, CFS_ERR_BUSY, name, "a committed update is "
+                             "being written to it; try again");
     uint64_t size = part_bytes(s, p);
     if (off > size || len > size - off) {
         sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
@@ -86,7 +107,7 @@ int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off,
 }
 
 /* Program len bytes at off (erased bytes only: the caller checked). */
-static int raw_pwrite(svc_t *s, const layout_part_t *p, uint32_t off,
+static int raw_prog(svc_t *s, const layout_part_t *p, uint32_t off,
                       const uint8_t *buf, uint32_t len)
 {
     const flash_dev_t *dev = s->cfg.dev;
@@ -177,7 +198,7 @@ int svc_do_raw_write(svc_t *s, const cellar_RawWriteRequest *r)
                    "first (nothing was written)");
         return CFS_ERR_EXIST;
     }
-    err = raw_pwrite(s, p, (uint32_t)r->offset, r->data.bytes, len);
+    err = raw_prog(s, p, (uint32_t)r->offset, r->data.bytes, len);
     if (!err)
         err = raw_sync(s);
     if (err)
@@ -358,7 +379,7 @@ static int install_one(svc_t *s, const layout_part_t *p)
         if (got != (int)n)
             err = got < 0 ? got : CFS_ERR_CORRUPT;
         else
-            err = raw_pwrite(s, p, off, s->scratch, n);
+            err = raw_prog(s, p, off, s->scratch, n);
         off += n;
     }
     (void)cfs_file_close(&u->fs, &s->tmpfile);
@@ -372,6 +393,171 @@ static int install_one(svc_t *s, const layout_part_t *p)
     if (err)
         return err;
     return cfs_remove(&u->fs, rel); /* done: nothing left to finish */
+}
+
+/* ---- the install in steps (after an UpdateCommit) ----------------------------- */
+enum { RAW_FIND = 0, RAW_ERASE, RAW_PROG, RAW_CHECK };
+
+/* Drop the image at hand as failed (a problem; its copy stays). */
+static void inst_fail(svc_t *s, const layout_part_t *p)
+{
+    svc_problem(s, USR, "cannot write the committed raw image", p->name,
+                "kept; tried again at the next start");
+    s->job.rphase = RAW_FIND;
+    s->job.ridx++;
+}
+
+int svc_raw_install_step(svc_t *s, uint32_t *budget)
+{
+    svc_job_t *j = &s->job;
+    svc_part_t *u = &s->part[USR];
+    const flash_dev_t *dev = s->cfg.dev;
+    char rel[sizeof(RAW_DIR) + LAYOUT_NAME_MAX + 1];
+    cfs_stat_t st;
+    int err;
+    while (j->ridx < s->layout.nparts) {
+        const layout_part_t *p = &s->layout.part[j->ridx];
+        if (p->kind != LAYOUT_KIND_RAW) {
+            j->ridx++;
+            continue;
+        }
+        staged_path(p, rel);
+        if (!*budget)
+            return 0;
+        switch (j->rphase) {
+        case RAW_FIND: {
+            uint32_t slot;
+            if (!u->mounted || cfs_stat(&u->fs, rel, &st) != 0) {
+                j->ridx++; /* nothing staged for it */
+                continue;
+            }
+            int k = man_find(&u->man, rel, &s->me, &slot);
+            if (k != 1 || st.type != CFS_TYPE_FILE || st.size != s->me.size ||
+                (uint64_t)st.size > part_bytes(s, p)) {
+                (void)install_one(s, p); /* drops what is not an image */
+                j->ridx++;
+                continue;
+            }
+            if (s->cfg.log) {
+                sb_t b = svc_log_begin(s, NULL);
+                svc_sb_str(&b, "raw ");
+                svc_sb_qstr(&b, p->name);
+                svc_sb_str(&b, ": writing the committed image (");
+                svc_sb_u64(&b, st.size);
+                svc_sb_str(&b, " bytes)");
+                svc_log_end(s);
+            }
+            j->rsize = st.size;
+            j->roff = 0;
+            j->rphase = RAW_ERASE;
+            break;
+        }
+        case RAW_ERASE: /* a block counts as its size */
+            err = 0;
+            while (j->roff < p->block_count && *budget && !err) {
+                err = dev->erase(dev, p->first_block + j->roff);
+                j->roff++;
+                *budget -= *budget < dev->block_size ? *budget
+                                                     : dev->block_size;
+            }
+            if (err) {
+                inst_fail(s, p);
+            } else if (j->roff == p->block_count) {
+                j->rphase = RAW_PROG;
+                j->roff = 0;
+            }
+            break;
+        case RAW_PROG:
+            err = cfs_file_open(&u->fs, &j->f, rel, CFS_O_RDONLY);
+            if (err) {
+                inst_fail(s, p);
+                break;
+            }
+            while (!err && j->roff < j->rsize && *budget) {
+                uint32_t n = j->rsize - j->roff;
+                if (n > sizeof(s->scratch))
+                    n = (uint32_t)sizeof(s->scratch);
+                int got = cfs_file_pread(&u->fs, &j->f, s->scratch, n, j->roff);
+                if (got != (int)n)
+                    err = got < 0 ? got : CFS_ERR_CORRUPT;
+                else
+                    err = raw_prog(s, p, j->roff, s->scratch, n);
+                j->roff += n;
+                *budget -= *budget < n ? *budget : n;
+            }
+            (void)cfs_file_close(&u->fs, &j->f);
+            if (!err && j->roff >= j->rsize)
+                err = raw_sync(s);
+            if (err) {
+                inst_fail(s, p);
+            } else if (j->roff >= j->rsize) {
+                csha_init(&j->sha);
+                if (csha_start(&j->sha)) {
+                    csha_free(&j->sha);
+                    inst_fail(s, p);
+                    break;
+                }
+                j->rphase = RAW_CHECK;
+                j->roff = 0;
+            }
+            break;
+        default: { /* RAW_CHECK: read it back */
+            uint8_t sha[32];
+            uint32_t slot;
+            err = 0;
+            while (j->roff < j->rsize && *budget && !err) {
+                uint32_t n = j->rsize - j->roff;
+                if (n > sizeof(s->scratch))
+                    n = (uint32_t)sizeof(s->scratch);
+                err = svc_raw_pread(s, p, j->roff, s->scratch, n);
+                if (!err && csha_update(&j->sha, s->scratch, n))
+                    err = CFS_ERR_IO;
+                j->roff += n;
+                *budget -= *budget < n ? *budget : n;
+            }
+            if (!err && j->roff < j->rsize)
+                break; /* more in the next step */
+            if (!err && csha_finish(&j->sha, sha))
+                err = CFS_ERR_IO;
+            csha_free(&j->sha);
+            if (!err && (man_find(&u->man, rel, &s->me, &slot) != 1 ||
+                         memcmp(sha, s->me.sha, 32) != 0))
+                err = CFS_ERR_IO; /* the flash did not keep it */
+            if (!err)
+                err = cfs_remove(&u->fs, rel); /* done: nothing to finish */
+            if (err) {
+                inst_fail(s, p);
+                break;
+            }
+            j->rphase = RAW_FIND;
+            j->ridx++;
+            break;
+        }
+        }
+    }
+    j->rawing = 0;
+    return 1;
+}
+
+void svc_raw_install_cancel(svc_t *s)
+{
+    svc_job_t *j = &s->job;
+    if (!j->rawing)
+        return;
+    if (j->rphase == RAW_CHECK)
+        csha_free(&j->sha);
+    j->rawing = 0;
+    j->rphase = RAW_FIND;
+    (void)svc_raw_finish(s); /* at once: never left half written */
+}
+
+bool svc_raw_pending(svc_t *s)
+{
+    for (uint32_t i = 0; i < s->layout.nparts; i++)
+        if (s->layout.part[i].kind == LAYOUT_KIND_RAW &&
+            staged(s, &s->layout.part[i]))
+            return true;
+    return false;
 }
 
 int svc_raw_finish(svc_t *s)

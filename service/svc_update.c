@@ -573,6 +573,13 @@ int svc_commit_step(svc_t *s)
     txn_t *t = &s->tx;
     cfs_t *fs = &s->part[USR].fs;
     uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
+    if (j->rawing) { /* issue 15: committed; its raw images in steps */
+        if (!svc_raw_install_step(s, &budget))
+            return 0;
+        (void)commit_result(s, j->conn, t, 0, 0, &j->cst);
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
     for (;;) {
         if (j->hashing) {
             int r = svc_job_hash_step(s, &budget);
@@ -625,8 +632,15 @@ int svc_commit_step(svc_t *s)
     t->now = svc_now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          svc_path_busy, s);
-    if (!err)
-        (void)svc_raw_finish(s); /* issue 15: committed raw images */
+    if (!err && svc_raw_pending(s)) {
+        /* issue 15: committed; the raw images are written in the next
+         * steps, then the reply goes (a cut: start-up finishes them) */
+        j->rawing = 1;
+        j->rphase = 0;
+        j->ridx = 0;
+        j->cst = st;
+        return 0;
+    }
     (void)commit_result(s, j->conn, t, err, bad, &st);
     j->kind = SVC_JOB_NONE;
     return 1;

@@ -521,6 +521,74 @@ static void test_backup_restore(void)
     CHECK(cfs_fsck(bak, NULL, NULL) == 0);
 }
 
+/* ---- the install runs in job steps; the partition is busy meanwhile ------------ */
+static void test_install_steps(void)
+{
+    static uint8_t img[200000];
+    static uint8_t wire[CODEC_BUF_MIN];
+    gen(img, sizeof(img), 41);
+    uint8_t id[32], digest[32];
+    sha(img, sizeof(img), digest);
+    memcpy(id, digest, 32);
+    id[31] ^= 0x5a;
+    rig_req(&R, cellar_Request_update_begin_tag);
+    R.rq.body.update_begin.bundle.size = 32;
+    memcpy(R.rq.body.update_begin.bundle.bytes, id, 32);
+    R.rq.body.update_begin.entries = 1;
+    R.rq.body.update_begin.bytes = sizeof(img);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    rig_req(&R, cellar_Request_update_declare_tag);
+    cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
+    d->bundle.size = 32;
+    memcpy(d->bundle.bytes, id, 32);
+    d->entries_count = 1;
+    strcpy(d->entries[0].path, "raw:model");
+    d->entries[0].size = sizeof(img);
+    d->entries[0].sha256.size = 32;
+    memcpy(d->entries[0].sha256.bytes, digest, 32);
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    for (uint32_t off = 0; off < sizeof(img); off += 16384) {
+        uint32_t k = sizeof(img) - off < 16384 ? sizeof(img) - off : 16384;
+        rig_req(&R, cellar_Request_update_write_tag);
+        R.rq.body.update_write.offset = off;
+        R.rq.body.update_write.data.size = (pb_size_t)k;
+        memcpy(R.rq.body.update_write.data.bytes, img + off, k);
+        CHECK_EQ(rig_call(&R, &R.a), 0);
+    }
+    /* the commit, fed by hand: a few turns, then another client asks */
+    rig_req(&R, cellar_Request_update_commit_tag);
+    R.rq.body.update_commit.bundle.size = 32;
+    memcpy(R.rq.body.update_commit.bundle.bytes, id, 32);
+    R.rq.id = ++R.next_id;
+    int n = codec_encode_request(&R.rq, wire, sizeof(wire));
+    CHECK(n > 0);
+    CHECK_EQ(svc_conn_input(&R.a, wire, (size_t)n), (size_t)n);
+    uint64_t steps0 = R.svc.job.steps;
+    for (int i = 0; i < 12 && !R.svc.job.rawing; i++)
+        (void)svc_process(&R.svc);
+    CHECK(R.svc.job.rawing);
+    CHECK(staged_left("model"));
+    rig_req(&R, cellar_Request_raw_read_tag);
+    strcpy(R.rq.body.raw_read.name, "model");
+    R.rq.body.raw_read.length = 10;
+    int rc = rig_call(&R, &R.b);
+    /* b is served between two steps of the install (256 blocks to erase
+     * at 8 a step, then 200000 bytes to program and to read back) */
+    CHECK_EQ(rc, cellar_Code_EBUSY);
+    CHECK(strstr(R.rs.error.message, "being written") != NULL);
+    for (int i = 0; i < 1000 && R.svc.job.kind; i++)
+        (void)svc_process(&R.svc);
+    CHECK_EQ(R.svc.job.kind, 0);
+    CHECK(R.svc.job.steps - steps0 >= 3 * sizeof(img) / SVC_JOB_STEP_BYTES);
+    const uint8_t *out;
+    size_t len;
+    (void)svc_conn_output(&R.a, &out, &len); /* the commit's reply: drop */
+    svc_conn_consumed(&R.a, len);
+    CHECK(memcmp(area("model"), img, sizeof(img)) == 0);
+    CHECK(!staged_left("model"));
+    CHECK(rig_log_has(&R, "committed"));
+}
+
 /* ---- power cuts during a raw update ------------------------------------------- */
 static uint8_t PA[9000], PB[7000];
 
@@ -601,6 +669,7 @@ int main(void)
     test_requests();
     test_updates();
     test_backup_restore();
+    test_install_steps();
     rig_free(&R);
     CHECK_EQ(rig_init(&R, 160, &base), 0);
     test_power_cuts();
