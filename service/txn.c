@@ -624,13 +624,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             int r = man_find(t->man, e.path, &m, &slot);
             if (r < 0)
                 return r;
-            /* issue 15: a raw image (/.cellar/raw/NAME) was written to its
-             * partition and its staged file dropped: the entry stands for
-             * the partition's content (docs/RAW.md) */
-            bool raw = strncmp(e.path, MAN_DIR "/raw/", 13) == 0 &&
-                       se == CFS_ERR_NOENT;
-            if (r == 0 || (se != 0 && !raw) || m.size != e.size ||
-                (!raw && fst.size != e.size) ||
+            if (r == 0 || se != 0 || m.size != e.size || fst.size != e.size ||
                 !(m.flags & MAN_F_SIZE) || memcmp(m.sha, e.sha, 32) != 0)
                 return TXN_ERR_BADMSG;
             st->unchanged++;
