@@ -305,96 +305,6 @@ int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove,
     return 0;
 }
 
-/* Hash bytes [0, size) of raw partition p into sha. */
-static int raw_sha(svc_t *s, const layout_part_t *p, uint32_t size,
-                   uint8_t sha[32])
-{
-    csha_t h;
-    int err = 0;
-    csha_init(&h);
-    if (csha_start(&h))
-        err = CFS_ERR_IO;
-    for (uint32_t off = 0; !err && off < size;) {
-        uint32_t n = size - off < sizeof(s->scratch) ? size - off
-                                                     : (uint32_t)sizeof(s->scratch);
-        err = svc_raw_pread(s, p, off, s->scratch, n);
-        if (!err && csha_update(&h, s->scratch, n))
-            err = CFS_ERR_IO;
-        off += n;
-    }
-    if (!err && csha_finish(&h, sha))
-        err = CFS_ERR_IO;
-    csha_free(&h);
-    return err;
-}
-
-/* Write the staged image of p (RAW_DIR/NAME in /usr), check it against
- * its manifest entry, and drop the staged copy. 0 = nothing staged or
- * installed, or an error (the staged copy stays: the next start tries
- * again). */
-static int install_one(svc_t *s, const layout_part_t *p)
-{
-    svc_part_t *u = &s->part[USR];
-    const flash_dev_t *dev = s->cfg.dev;
-    char rel[sizeof(RAW_DIR) + LAYOUT_NAME_MAX + 1];
-    strcpy(rel, RAW_DIR "/");
-    strcat(rel, p->name);
-    cfs_stat_t st;
-    int err = cfs_stat(&u->fs, rel, &st);
-    if (err == CFS_ERR_NOENT)
-        return 0;
-    if (err)
-        return err;
-    uint32_t slot;
-    int k = man_find(&u->man, rel, &s->me, &slot);
-    if (k < 0)
-        return k;
-    if (k == 0 || st.type != CFS_TYPE_FILE || st.size != s->me.size ||
-        (uint64_t)st.size > part_bytes(s, p)) {
-        /* not a committed image: a leftover of nothing; dropped */
-        svc_problem(s, USR, "a staged raw image does not match its "
-                    "manifest entry", p->name, "dropped it");
-        return cfs_remove(&u->fs, rel);
-    }
-    if (s->cfg.log) {
-        sb_t b = svc_log_begin(s, NULL);
-        svc_sb_str(&b, "raw ");
-        svc_sb_qstr(&b, p->name);
-        svc_sb_str(&b, ": writing the committed image (");
-        svc_sb_u64(&b, st.size);
-        svc_sb_str(&b, " bytes)");
-        svc_log_end(s);
-    }
-    for (uint32_t i = 0; i < p->block_count && !err; i++)
-        err = dev->erase(dev, p->first_block + i);
-    if (err)
-        return err;
-    err = cfs_file_open(&u->fs, &s->tmpfile, rel, CFS_O_RDONLY);
-    if (err)
-        return err;
-    for (uint32_t off = 0; !err && off < st.size;) {
-        uint32_t n = st.size - off < sizeof(s->scratch)
-                         ? st.size - off : (uint32_t)sizeof(s->scratch);
-        int got = cfs_file_pread(&u->fs, &s->tmpfile, s->scratch, n, off);
-        if (got != (int)n)
-            err = got < 0 ? got : CFS_ERR_CORRUPT;
-        else
-            err = raw_prog(s, p, off, s->scratch, n);
-        off += n;
-    }
-    (void)cfs_file_close(&u->fs, &s->tmpfile);
-    if (!err)
-        err = raw_sync(s);
-    uint8_t sha[32];
-    if (!err)
-        err = raw_sha(s, p, st.size, sha);
-    if (!err && memcmp(sha, s->me.sha, 32) != 0)
-        err = CFS_ERR_IO; /* the flash did not keep it: try again later */
-    if (err)
-        return err;
-    return cfs_remove(&u->fs, rel); /* done: nothing left to finish */
-}
-
 /* ---- the install in steps (after an UpdateCommit) ----------------------------- */
 enum { RAW_FIND = 0, RAW_ERASE, RAW_PROG, RAW_CHECK };
 
@@ -432,9 +342,18 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 continue;
             }
             int k = man_find(&u->man, rel, &s->me, &slot);
-            if (k != 1 || st.type != CFS_TYPE_FILE || st.size != s->me.size ||
+            if (k < 0) {
+                inst_fail(s, p);
+                continue;
+            }
+            if (k == 0 || st.type != CFS_TYPE_FILE || st.size != s->me.size ||
                 (uint64_t)st.size > part_bytes(s, p)) {
-                (void)install_one(s, p); /* drops what is not an image */
+                /* not a committed image: a leftover of nothing; dropped */
+                svc_problem(s, USR, "a staged raw image does not match its "
+                            "manifest entry", p->name, "dropped it");
+                (void)(st.type == CFS_TYPE_FILE ? cfs_remove(&u->fs, rel)
+                                                : man_clear(&u->fs, rel,
+                                                            s->cp.tmp));
                 j->ridx++;
                 continue;
             }
@@ -562,23 +481,16 @@ bool svc_raw_pending(svc_t *s)
 
 int svc_raw_finish(svc_t *s)
 {
+    svc_job_t *j = &s->job;
     svc_part_t *u = &s->part[USR];
-    int first = 0;
     if (!u->mounted || !u->has_man)
         return 0;
-    for (uint32_t i = 0; i < s->layout.nparts; i++) {
-        const layout_part_t *p = &s->layout.part[i];
-        if (p->kind != LAYOUT_KIND_RAW)
-            continue;
-        int err = install_one(s, p);
-        if (err) {
-            svc_problem(s, USR, "cannot write the committed raw image",
-                        p->name, "kept; tried again at the next start");
-            if (!first)
-                first = err;
-        }
-    }
-    return first;
+    j->rphase = RAW_FIND;
+    j->ridx = 0;
+    uint32_t budget = UINT32_MAX;
+    while (!svc_raw_install_step(s, &budget))
+        budget = UINT32_MAX;
+    return svc_raw_pending(s) ? CFS_ERR_IO : 0;
 }
 
 int svc_raw_prepare(svc_t *s)
