@@ -265,6 +265,52 @@ static int cmd_update(cli_t *cli, int argc, char **argv)
     return CLI_OK;
 }
 
+int cli_raw_push_args(cli_t *cli, const cli_cmd_t *me, int *argc, char **argv,
+                      cli_raw_img_t *out, int max)
+{
+    int n = 0, k = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *v = NULL;
+        if (!strcmp(argv[i], "--raw") && i + 1 < *argc)
+            v = argv[++i];
+        else if (!strncmp(argv[i], "--raw=", 6))
+            v = argv[i] + 6;
+        else if (!strcmp(argv[i], "--raw"))
+            return cli_usage(cli, me, "option --raw needs NAME=FILE"), -1;
+        if (!v) {
+            argv[k++] = argv[i];
+            continue;
+        }
+        const char *eq = strchr(v, '=');
+        size_t nl = eq ? (size_t)(eq - v) : 0;
+        if (!eq || nl == 0 || nl >= sizeof(out[0].name) || !eq[1])
+            return cli_usage(cli, me, "--raw %s: expected NAME=FILE", v), -1;
+        if (n == max)
+            return cli_usage(cli, me, "at most %d --raw options", max), -1;
+        memcpy(out[n].name, v, nl);
+        out[n].name[nl] = 0;
+        out[n].file = eq + 1;
+        n++;
+    }
+    *argc = k;
+    return n;
+}
+
+int cli_raw_push(cli_t *cli, const char *local, const char *rdir,
+                 const cellar_push_opts_t *po, cellar_push_report_t *r,
+                 const cli_raw_img_t *imgs, int n)
+{
+    cellar_bundle_t *b = NULL;
+    memset(r, 0, sizeof(*r));
+    int err = cellar_bundle_build(&cli->dev, local, rdir, po->warn, po->warn_ctx, &b);
+    for (int i = 0; err == 0 && i < n; i++)
+        err = cellar_bundle_add_raw(&cli->dev, b, imgs[i].name, imgs[i].file);
+    if (err == 0)
+        err = cellar_bundle_push(&cli->dev, b, po, r);
+    cellar_bundle_free(b);
+    return err;
+}
+
 const cli_cmd_t cli_raw_cmds[] = {
     {"ls", cmd_ls, "raw ls", "List the raw partitions: name, size, address, blocks.",
      NULL},

@@ -137,6 +137,51 @@ int cellar_raw_sha256(cellar_t *c, const char *name, uint64_t offset, uint64_t l
     return 0;
 }
 
+/* ---- raw images in a bundle ------------------------------------------------------- */
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const cellar__item_t *)a)->e.path, ((const cellar__item_t *)b)->e.path);
+}
+
+int cellar_bundle_add_raw(cellar_t *c, cellar_bundle_t *b, const char *name,
+                          const char *localfile)
+{
+    char tmp[8], path[16];
+    int err = set_name(c, tmp, sizeof(tmp), name);
+    if (err < 0)
+        return err;
+    if (!b || !localfile)
+        return cellar__fail(c, CELLAR_ERR_INVAL, "no bundle or no file");
+    snprintf(path, sizeof(path), "raw:%s", name);
+    for (size_t i = 0; i < b->items.n; i++)
+        if (!strcmp(b->items.v[i].e.path, path))
+            return cellar__fail(c, CELLAR_ERR_INVAL, "raw:%s: twice in the bundle", name);
+    struct stat st;
+    if (stat(localfile, &st) < 0)
+        return cellar__local_fail(c, -errno, localfile, NULL);
+    if (!S_ISREG(st.st_mode))
+        return cellar__local_fail(c, -EINVAL, localfile, "not a regular file");
+    char *local = strdup(localfile);
+    if (!local)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    uint8_t sha[CELLAR_SHA256_SIZE];
+    err = cellar_sha256_file(localfile, sha);
+    if (err < 0) {
+        free(local);
+        return cellar__local_fail(c, err, localfile, "read");
+    }
+    if ((err = cellar__item_add(c, &b->items, path, local)) < 0) {
+        free(local);
+        return err;
+    }
+    cellar__item_t *it = &b->items.v[b->items.n - 1];
+    it->e.size = (uint64_t)st.st_size;
+    memcpy(it->e.sha256, sha, CELLAR_SHA256_SIZE);
+    b->bytes += it->e.size;
+    qsort(b->items.v, b->items.n, sizeof(*b->items.v), cmp_entry);
+    return 0;
+}
+
 /* ---- verified raw update ------------------------------------------------------------ */
 static void set_id(pb_size_t *size, uint8_t *bytes, const uint8_t id[CELLAR_SHA256_SIZE])
 {

@@ -852,6 +852,14 @@ int cellar_raw_erase(cellar_t *c, const char *name, uint64_t offset, uint64_t le
  * (may be NULL) the bytes hashed. */
 int cellar_raw_sha256(cellar_t *c, const char *name, uint64_t offset, uint64_t length,
                       uint8_t sha256[CELLAR_SHA256_SIZE], uint64_t *hashed);
+/* Add a raw image to a built bundle (cellar_bundle_build): the entry
+ * "raw:NAME" with localfile's size and SHA-256, so files and raw images
+ * land in one atomic update (the images are written after the commit; see
+ * docs/RAW.md). The file is read again when the bundle is pushed. Returns
+ * 0 or an error (CELLAR_ERR_INVAL: a bad name, the name twice; a negative
+ * errno for the file). */
+int cellar_bundle_add_raw(cellar_t *c, cellar_bundle_t *b, const char *name,
+                          const char *localfile);
 /* Verified update of a whole raw partition with image (len bytes, at most
  * the partition's size): an update bundle of one entry "raw:NAME"; the
  * device stages the image in /usr, checks its SHA-256, commits it with its

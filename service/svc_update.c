@@ -325,8 +325,9 @@ int svc_declare_run(svc_t *s)
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
                 j->dstatus = cellar_EntryStatus_UNCHANGED;
             } else {
-                j->dstatus = se ? cellar_EntryStatus_SEND_NEW
-                                : cellar_EntryStatus_SEND_CHANGED;
+                j->dstatus = se && !(raw && k == 1) /* issue 15: raw: */
+                                 ? cellar_EntryStatus_SEND_NEW /* by entry */
+                                 : cellar_EntryStatus_SEND_CHANGED;
                 e->flags |= MAN_F_SEND;
                 int64_t h = txn_staged(t, idx);
                 if (h > (int64_t)e->size) { /* not this content: drop it */

@@ -3,7 +3,8 @@
 # --raw on a new flash, `cellar info` and `cellar raw ls`, every `cellar raw`
 # command with its bad input (unknown names, ranges past the end, unaligned
 # erases, writes over programmed bytes, an image too large), verified raw
-# updates with verify, backup and repair, a --raw that disagrees with the
+# updates (alone, and with files: push --raw) with verify, backup and
+# repair, a --raw that disagrees with the
 # flash (refused, nothing changed), a factory image with `image build
 # --raw`, and cellard killed (SIGKILL) during raw updates (RAW_KILLS rounds,
 # default 12): after every restart the partition holds exactly the image its
@@ -111,6 +112,25 @@ run 0 verify --repair
 has "repaired from /bak" "$T/out"
 run 0 raw sha256sum -n 200000 :model
 eq "$(cut -d' ' -f1 "$T/out")" "$(sha "$T/model.a")" "model after repair"
+
+# ---- files and a raw image in one bundle: cellar push --raw
+mkdir -p "$T/app"; echo 'import kpu' >"$T/app/main.py"
+run 0 push "$T/app" :/usr/app --raw model="$T/model.b" --dry-run
+has "new raw:model" "$T/out"
+run 0 raw sha256sum -n 200000 :model
+eq "$(cut -d' ' -f1 "$T/out")" "$(sha "$T/model.a")" "dry run changed nothing"
+json 0 push "$T/app" :/usr/app --raw model="$T/model.b"
+eq "$(jget "sorted(d['new'] + d['changed'])")" "['/usr/app/main.py', 'raw:model']" "push --raw entries"
+run 0 raw sha256sum -n 150000 :model
+eq "$(cut -d' ' -f1 "$T/out")" "$(sha "$T/model.b")" "model after push --raw"
+run 0 cat :/usr/app/main.py
+has "import kpu" "$T/out"
+run 1 push "$T/app" :/usr/app --raw nope="$T/model.b"
+has "no raw partition" "$T/err"
+run 1 push "$T/app" :/usr/app --raw cfg="$T/huge"
+run 2 push "$T/app" :/usr/app --raw model
+run 0 verify
+run 0 raw update :model "$T/model.a"
 
 # ---- a --raw that disagrees with the flash: refused, nothing changed
 stop
