@@ -66,9 +66,13 @@ static int raw_range(svc_t *s, const char *name, uint64_t off, uint64_t len,
     const layout_part_t *p = svc_raw_part(s, name);
     if (!p)
         return no_such(s, name);
-    if (staged(s, p))
-        return svc_fail_path(s, CFS_ERR_BUSY, name, "a committed update is "
-                             "being written to it; try again");
+    if (staged(s, p)) /* its bytes are not the committed image yet */
+        return s->job.rawing
+                   ? svc_fail_path(s, CFS_ERR_BUSY, name, "a committed update "
+                                   "is being written to it; try again")
+                   : svc_fail_path(s, CFS_ERR_IO, name, "a committed update "
+                                   "could not be written to it yet (it is "
+                                   "written at the next start)");
     uint64_t size = part_bytes(s, p);
     if (off > size || len > size - off) {
         sb_t b = svc_err_begin(s, CFS_ERR_INVAL);

@@ -458,7 +458,11 @@ static void test_updates(void)
     CHECK_EQ(cfs_file_open(u, &f, "/.cellar/raw/model", CFS_O_WRONLY | CFS_O_CREAT), 0);
     CHECK_EQ(cfs_file_write(u, &f, img2, sizeof(img2)), (int)sizeof(img2));
     CHECK_EQ(cfs_file_close(u, &f), 0);
+    CHECK_EQ(raw_read("model", 0, 10), cellar_Code_EIO); /* not yet written */
+    CHECK(strstr(R.rs.error.message, "written at the next start") != NULL);
+    CHECK_EQ(raw_erase("model", 0, 0), cellar_Code_EIO);
     CHECK_EQ(rig_restart(&R), 0);
+    CHECK_EQ(raw_read("model", 0, 10), 0);
     CHECK(memcmp(area("model"), img2, sizeof(img2)) == 0);
     CHECK(!staged_left("model"));
 }
