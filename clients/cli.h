@@ -55,6 +55,20 @@ typedef struct cli_cmd {
 extern const cli_cmd_t cli_device_cmds[];  /* NULL-terminated */
 extern const cli_cmd_t cli_image_cmds[];   /* NULL-terminated */
 extern const cli_cmd_t cli_update_cmds[];  /* NULL-terminated (cli_update.c) */
+extern const cli_cmd_t cli_raw_cmds[];     /* issue 15: `cellar raw` (cli_raw.c) */
+/* issue 15: `cellar push ... --raw NAME=FILE` (cli_raw.c). The pairs are
+ * taken out of argv (repeatable); returns their count, or -1 after a usage
+ * error. */
+typedef struct cli_raw_img {
+    char name[8];
+    const char *file;
+} cli_raw_img_t;
+int cli_raw_push_args(cli_t *cli, const cli_cmd_t *me, int *argc, char **argv,
+                      cli_raw_img_t *out, int max);
+/* cellar_push of local -> rdir with the raw images in the same bundle. */
+int cli_raw_push(cli_t *cli, const char *local, const char *rdir,
+                 const cellar_push_opts_t *po, cellar_push_report_t *r,
+                 const cli_raw_img_t *imgs, int n);
 
 /* Entry point of the tool: parse global options, dispatch, print the JSON
  * result. Returns the exit status. */

@@ -879,7 +879,8 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
                 np++;
     } else {
         for (uint32_t i = 0; i < in->npartitions; i++)
-            snprintf(paths[np++], sizeof(paths[0]), "%s", in->partitions[i].path);
+            if (in->partitions[i].kind != CELLAR_KIND_RAW) /* issue 15 */
+                snprintf(paths[np++], sizeof(paths[0]), "%s", in->partitions[i].path);
         if (np == 0)
             snprintf(paths[np++], sizeof(paths[0]), "/usr");
     }
@@ -978,8 +979,8 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
             cli_json_num(e, "bytes", (double)p->block_count * in->block_size);
             cJSON_AddBoolToObject(e, "read_only", p->read_only);
             cJSON_AddStringToObject(e, "state", part_state(p->state));
-            if (p->kind == CELLAR_KIND_FAT) /* issue 15 (sd) */
-                cJSON_AddStringToObject(e, "kind", "fat");
+            cJSON_AddStringToObject(e, "kind", p->kind == CELLAR_KIND_RAW ? "raw" /* issue 15 */
+                                               : p->kind == CELLAR_KIND_FAT ? "fat" : "cfs");
             cJSON_AddItemToArray(arr, e);
         }
         cJSON *pr = cJSON_AddArrayToObject(j, "problems");
@@ -1025,6 +1026,9 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
                cli_human((uint64_t)p->block_count * in->block_size, h, sizeof(h)),
                p->read_only ? ", read-only" : "",
                p->state ? ", " : "", p->state ? part_state(p->state) : "");
+        if (p->kind == CELLAR_KIND_RAW) /* issue 15 */
+            printf("         raw partition at %#llx (cellar raw ls)\n",
+                   (unsigned long long)p->first_block * in->block_size);
     }
     if (in->nproblems) {
         printf("problems:\n");

@@ -24,6 +24,7 @@
 #include "cfs.h"
 #include "layout.h"
 #include "manifest.h"
+#include "common/csha.h"
 
 #define IMG_BLOCK 4096u
 #define IMG_PAGE 256u
@@ -248,6 +249,16 @@ static cJSON *part_json(cJSON *parts, const char *name)
 }
 
 /* ---- build ------------------------------------------------------------------------ */
+/* A raw partition of `image build --raw` (issue 15): its content. */
+typedef struct raw_src {
+    char name[LAYOUT_NAME_MAX];
+    const char *file;   /* NULL: the partition stays erased */
+    uint8_t *data;
+    uint32_t len;
+    uint32_t blocks;
+    uint8_t sha[32];
+} raw_src_t;
+
 typedef struct build {
     cli_t *cli;
     img_t *im;
@@ -257,6 +268,8 @@ typedef struct build {
     uint32_t files, dirs;
     uint64_t bytes;
     uint8_t *buf;
+    raw_src_t *raws;    /* issue 15: their entries go into /usr's manifest */
+    uint32_t nraw;
 } build_t;
 
 static int no_dots(const struct dirent *d)
@@ -472,6 +485,18 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
             err = build_dir(b, dir, "/");
         }
     }
+    /* issue 15: each raw image gets its /usr entry (docs/RAW.md) */
+    for (uint32_t r = 0; err == 0 && !strcmp(b->part, "usr") && r < b->nraw; r++) {
+        if (!b->raws[r].file)
+            continue;
+        man_entry_t e = {.kind = MAN_TRACK, .flags = MAN_F_SIZE,
+                         .size = b->raws[r].len, .mtime = im->now};
+        memcpy(e.sha, b->raws[r].sha, 32);
+        snprintf(e.path, sizeof(e.path), MAN_DIR "/raw/%s", b->raws[r].name);
+        err = man_set(man, &e);
+        if (err < 0)
+            cli_error(cli, NULL, err, "/usr: manifest: %s", cfs_strerror(err));
+    }
     if (err == 0) {
         err = man_commit(man, NULL, NULL, 0);
         if (err < 0)
@@ -511,11 +536,135 @@ static int build_part(cli_t *cli, img_t *im, int idx, const char *dir,
     return 0;
 }
 
+/* issue 15: "--raw NAME[:SIZE]=FILE" or "--raw NAME:SIZE" (repeatable):
+ * taken out of argv before the other options are parsed. Returns the
+ * count, or -1 after a usage error. */
+static int raw_args(cli_t *cli, const cli_cmd_t *me, int *argc, char **argv,
+                    raw_src_t *raws)
+{
+    int nraw = 0, k = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *v = NULL;
+        if (!strcmp(argv[i], "--raw") && i + 1 < *argc)
+            v = argv[++i];
+        else if (!strncmp(argv[i], "--raw=", 6))
+            v = argv[i] + 6;
+        else if (!strcmp(argv[i], "--raw"))
+            return cli_usage(cli, me, "option --raw needs a value"), -1;
+        if (!v) {
+            argv[k++] = argv[i];
+            continue;
+        }
+        if (nraw == LAYOUT_MAX_RAW)
+            return cli_usage(cli, me, "at most %d --raw options", LAYOUT_MAX_RAW), -1;
+        raw_src_t *r = &raws[nraw];
+        memset(r, 0, sizeof(*r));
+        size_t nl = strcspn(v, ":=");
+        if (nl == 0 || nl >= LAYOUT_NAME_MAX)
+            return cli_usage(cli, me, "--raw %s: expected NAME[:SIZE]=FILE", v), -1;
+        memcpy(r->name, v, nl);
+        if (!layout_raw_name_ok(r->name))
+            return cli_usage(cli, me, "--raw %s: NAME must be [a-z0-9_-], start with "
+                             "a letter, and not be usr, bak or sd", v), -1;
+        const char *eq = strchr(v, '=');
+        uint64_t size = 0;
+        if (v[nl] == ':') {
+            char sz[32];
+            size_t sl = eq ? (size_t)(eq - v - nl - 1) : strlen(v + nl + 1);
+            if (sl == 0 || sl >= sizeof(sz))
+                return cli_usage(cli, me, "--raw %s: bad SIZE", v), -1;
+            memcpy(sz, v + nl + 1, sl);
+            sz[sl] = 0;
+            if (cli_parse_size(sz, &size) < 0 || size == 0 || size % IMG_BLOCK ||
+                size / IMG_BLOCK > 0x7fffffffu)
+                return cli_usage(cli, me, "--raw %s: SIZE must be a non-zero multiple "
+                                 "of %u bytes", v, IMG_BLOCK), -1;
+        } else if (!eq) {
+            return cli_usage(cli, me, "--raw %s: expected NAME[:SIZE]=FILE", v), -1;
+        }
+        r->file = eq && eq[1] ? eq + 1 : NULL;
+        if (eq && !eq[1])
+            return cli_usage(cli, me, "--raw %s: missing FILE after '='", v), -1;
+        r->blocks = (uint32_t)(size / IMG_BLOCK);
+        for (int j = 0; j < nraw; j++)
+            if (!strcmp(raws[j].name, r->name))
+                return cli_usage(cli, me, "--raw %s: the name is given twice", v), -1;
+        nraw++;
+    }
+    *argc = k;
+    return nraw;
+}
+
+/* Read the files of the raw partitions and size them. 0 or an error. */
+static int raw_load(cli_t *cli, raw_src_t *raws, int nraw)
+{
+    for (int i = 0; i < nraw; i++) {
+        raw_src_t *r = &raws[i];
+        if (!r->file)
+            continue;
+        FILE *f = fopen(r->file, "rb");
+        struct stat st;
+        if (!f || fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) ||
+            st.st_size > 0x7fffffff) {
+            int e = f ? (S_ISREG(st.st_mode) ? -EFBIG : -EINVAL) : -errno;
+            if (f)
+                fclose(f);
+            cli_error(cli, r->file, e, "%s", strerror(-e));
+            return e;
+        }
+        r->len = (uint32_t)st.st_size;
+        r->data = malloc(r->len ? r->len : 1);
+        if (!r->data || fread(r->data, 1, r->len, f) != r->len) {
+            fclose(f);
+            cli_error(cli, r->file, CELLAR_ERR_IO, "read failed");
+            return CELLAR_ERR_IO;
+        }
+        fclose(f);
+        uint64_t need = ((uint64_t)r->len + IMG_BLOCK - 1) / IMG_BLOCK;
+        if (!r->blocks)
+            r->blocks = need ? (uint32_t)need : 1;
+        if (need > r->blocks) {
+            cli_error(cli, r->file, CELLAR_ERR_FBIG, "%u bytes do not fit the raw "
+                      "partition %s (%llu bytes)", r->len, r->name,
+                      (unsigned long long)r->blocks * IMG_BLOCK);
+            return CELLAR_ERR_FBIG;
+        }
+        csha_t h;
+        csha_init(&h);
+        int bad = csha_start(&h) || csha_update(&h, r->data, r->len) ||
+                  csha_finish(&h, r->sha);
+        csha_free(&h);
+        if (bad)
+            return cli_error(cli, r->file, CELLAR_ERR_IO, "SHA-256 failed"), CELLAR_ERR_IO;
+    }
+    return 0;
+}
+
+/* Program raw partition i with its content (the rest stays erased). */
+static int raw_fill(cli_t *cli, img_t *im, int i, const raw_src_t *r)
+{
+    const layout_part_t *lp = &im->layout.part[i];
+    for (uint32_t off = 0; r->file && off < r->len; off += IMG_BLOCK) {
+        uint32_t n = r->len - off < IMG_BLOCK ? r->len - off : IMG_BLOCK;
+        int err = im->dev->prog(im->dev, lp->first_block + off / IMG_BLOCK, 0,
+                                r->data + off, n);
+        if (err < 0) {
+            cli_error(cli, r->file, err, "raw %s: %s", r->name, cfs_strerror(err));
+            return err;
+        }
+    }
+    return 0;
+}
+
 static int cmd_build(cli_t *cli, int argc, char **argv)
 {
     static const char *const vlongs[] = {"size", "bak-dir", "bak-size", "output", NULL};
     const cli_cmd_t *me = cmd_of("build");
     cli_opts_t o = {.value_longs = vlongs, .value_shorts = "o"};
+    raw_src_t raws[LAYOUT_MAX_RAW];
+    int nraw = raw_args(cli, me, &argc, argv, raws);
+    if (nraw < 0)
+        return CLI_USAGE;
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     const char *out = o.svalue['o'] ? o.svalue['o'] : o.value[3];
     if (n != 1)
@@ -539,11 +688,16 @@ static int cmd_build(cli_t *cli, int argc, char **argv)
     if (img_new(cli, &im, blocks) < 0)
         return CLI_FAILED;
     int status = CLI_FAILED;
-    build_t b = {.cli = cli, .im = &im, .buf = malloc(65536)};
+    build_t b = {.cli = cli, .im = &im, .buf = malloc(65536), .raws = raws,
+                 .nraw = (uint32_t)nraw};
     cJSON *parts = NULL;
-    if (!b.buf)
+    layout_raw_t lraw[LAYOUT_MAX_RAW];
+    if (!b.buf || raw_load(cli, raws, nraw) < 0)
         goto done;
-    int err = layout_default(blocks, (uint32_t)(bak / IMG_BLOCK), &im.layout);
+    for (int i = 0; i < nraw; i++)
+        lraw[i] = (layout_raw_t){raws[i].name, raws[i].blocks};
+    int err = layout_default_raw(blocks, (uint32_t)(bak / IMG_BLOCK), lraw,
+                                 (uint32_t)nraw, &im.layout);
     if (err < 0) {
         cli_error(cli, out, CELLAR_ERR_INVAL,
                   "%llu bytes is too small for this layout (each partition needs "
@@ -565,6 +719,21 @@ static int cmd_build(cli_t *cli, int argc, char **argv)
     }
     for (uint32_t i = 0; i < im.layout.nparts; i++) {
         const char *name = im.layout.part[i].name;
+        if (im.layout.part[i].kind == LAYOUT_KIND_RAW) { /* issue 15 */
+            for (int r = 0; r < nraw; r++)
+                if (!strcmp(raws[r].name, name) && raw_fill(cli, &im, (int)i, &raws[r]) < 0)
+                    goto done;
+            if (parts) {
+                cJSON *p = part_json(parts, name);
+                cJSON_AddStringToObject(p, "kind", "raw");
+                cli_json_num(p, "bytes", (double)im.layout.part[i].block_count * IMG_BLOCK);
+            } else if (!cli->json) {
+                printf("%s: raw partition, %u blocks at %#llx\n", name,
+                       im.layout.part[i].block_count,
+                       (unsigned long long)im.layout.part[i].first_block * IMG_BLOCK);
+            }
+            continue;
+        }
         const char *dir = !strcmp(name, "usr") ? argv[0]
                           : !strcmp(name, "bak") ? o.value[1] : NULL;
         if (build_part(cli, &im, (int)i, dir, &b, parts) < 0)
@@ -579,6 +748,8 @@ static int cmd_build(cli_t *cli, int argc, char **argv)
     status = CLI_OK;
 done:
     free(b.buf);
+    for (int i = 0; i < nraw; i++)
+        free(raws[i].data);
     img_free(&im);
     return status;
 }
@@ -713,6 +884,8 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
     }
     if (part < 0) {
         for (uint32_t i = 0; i < im.layout.nparts; i++) {
+            if (im.layout.part[i].kind == LAYOUT_KIND_RAW)
+                continue; /* issue 15: not a directory (image info lists it) */
             cfs_stat_t st = {.type = CFS_TYPE_DIR};
             cfs_t *fs = img_mount(&im, (int)i);
             if (fs)
@@ -987,6 +1160,7 @@ typedef struct chk {
     const char *part;
     cJSON *problems;
     unsigned count;
+    img_t *im;          /* issue 15: raw entries are checked on its bytes */
 } chk_t;
 
 static void chk_report(void *ctx, const char *line)
@@ -1052,7 +1226,31 @@ static void check_manifest(cfs_t *fs, chk_t *c)
         }
         if (k == 0)
             continue;
-        entries++;
+        const char *rawname = !strncmp(e.path, MAN_DIR "/raw/", 13) ? e.path + 13 : NULL;
+        int pi = rawname && c->im ? part_index(c->im, rawname) : -1;
+        if (pi >= 0 && c->im->layout.part[pi].kind == LAYOUT_KIND_RAW &&
+            cfs_stat(fs, e.path, &st) == CFS_ERR_NOENT) {
+            /* issue 15: a raw partition's entry: its bytes */
+            const layout_part_t *lp = &c->im->layout.part[pi];
+            uint8_t sha[32];
+            csha_t h;
+            bool ok = (uint64_t)e.size <= (uint64_t)lp->block_count * IMG_BLOCK;
+            csha_init(&h);
+            if (ok)
+                ok = !csha_start(&h) &&
+                     !csha_update(&h, flash_sim_data(c->im->sim) +
+                                          (uint64_t)lp->first_block * IMG_BLOCK, e.size) &&
+                     !csha_finish(&h, sha) && !memcmp(sha, e.sha, 32);
+            csha_free(&h);
+            if (!ok) {
+                snprintf(line, sizeof(line), "manifest: raw partition %s: content "
+                         "differs from its entry", rawname);
+                chk_report(c, line);
+            }
+            continue;
+        }
+        if (!rawname) /* a raw image /bak holds as a file is in /.cellar */
+            entries++;
         cfs_file_t t;
         int r = man_check(fs, &t, &e, buf, 65536);
         const char *why = r == MAN_OK ? NULL
@@ -1087,11 +1285,21 @@ static int cmd_check(cli_t *cli, int argc, char **argv)
         return CLI_FAILED;
     bool clean = true;
     for (uint32_t i = 0; i < im.layout.nparts; i++) {
-        chk_t c = {.cli = cli, .part = im.layout.part[i].name};
+        chk_t c = {.cli = cli, .part = im.layout.part[i].name, .im = &im};
         cJSON *p = NULL;
         if (parts) {
             p = part_json(parts, c.part);
+            if (im.layout.part[i].kind == LAYOUT_KIND_RAW) /* issue 15 */
+                cJSON_AddStringToObject(p, "kind", "raw");
             c.problems = cJSON_AddArrayToObject(p, "problems");
+        }
+        if (im.layout.part[i].kind == LAYOUT_KIND_RAW) {
+            /* no filesystem to check: /usr's manifest checks its bytes */
+            if (p)
+                cJSON_AddBoolToObject(p, "clean", true);
+            else
+                printf("%s: raw partition (checked through /usr's manifest)\n", c.part);
+            continue;
         }
         cfs_t *fs = img_mount(&im, (int)i);
         int err;
@@ -1155,6 +1363,21 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
     }
     for (uint32_t i = 0; i < im.layout.nparts; i++) {
         const layout_part_t *lp = &im.layout.part[i];
+        if (lp->kind == LAYOUT_KIND_RAW) { /* issue 15 */
+            if (parts) {
+                cJSON *p = part_json(parts, lp->name);
+                cJSON_AddStringToObject(p, "kind", "raw");
+                cli_json_num(p, "first_block", lp->first_block);
+                cli_json_num(p, "block_count", lp->block_count);
+                cli_json_num(p, "bytes", (double)lp->block_count * IMG_BLOCK);
+            } else {
+                printf("  %-5s blocks %u-%u (%s), raw partition at %#llx\n", lp->name,
+                       lp->first_block, lp->first_block + lp->block_count - 1,
+                       cli_human((uint64_t)lp->block_count * IMG_BLOCK, h, sizeof(h)),
+                       (unsigned long long)lp->first_block * IMG_BLOCK);
+            }
+            continue;
+        }
         cfs_t *fs = img_mount(&im, (int)i);
         cfs_statvfs_t sv;
         int err = fs ? cfs_statvfs(fs, &sv) : im.mount_err[i];
@@ -1209,12 +1432,17 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
 
 const cli_cmd_t cli_image_cmds[] = {
     {"build", cmd_build,
-     "image build DIR -o IMG --size SIZE [--bak-dir DIR2] [--bak-size SIZE]",
+     "image build DIR -o IMG --size SIZE [--bak-dir DIR2] [--bak-size SIZE] "
+     "[--raw NAME[:SIZE]=FILE]...",
      "Build a flash image: partition table, /usr from DIR (and /bak).",
      "  -o IMG            output image (written atomically)\n"
      "  --size SIZE       flash size, a multiple of 4 KiB (4M, 64MiB, 1048576)\n"
      "  --bak-dir DIR2    content of the /bak partition (default empty)\n"
      "  --bak-size SIZE   size of /bak (default a quarter of the flash)\n"
+     "  --raw NAME[:SIZE]=FILE  a raw partition (docs/RAW.md) holding FILE\n"
+     "                    (SIZE default: FILE rounded up to 4 KiB; NAME:SIZE\n"
+     "                    alone: erased); repeatable, in address order from\n"
+     "                    block 1; /usr's manifest gets its SHA-256\n"
      "Files keep their modification times.\n"},
     {"ls", cmd_ls, "image ls [-l] [-r] [-a] IMG [PATH]",
      "List a directory of an image (\"/usr/lib\", \"lib\" = /usr/lib, \"/\").", NULL},

@@ -28,6 +28,9 @@ static void main_help(void)
     printf("\nKeys and certificates for tls:// (no device needed):\n"
            "  %-38s %s\n", "pki init|device|client|psk ...",
            "a CA, device/client certificates, PSK lines (pki --help)");
+    printf("\nRaw partitions (issue 15, docs/RAW.md):\n");
+    for (const cli_cmd_t *c = cli_raw_cmds; c->name; c++)
+        printf("  %-38s %s\n", c->usage, c->help);
     printf("\nOffline flash images (no device needed):\n");
     for (const cli_cmd_t *c = cli_image_cmds; c->name; c++)
         printf("  %-38s %s\n", c->usage, c->help);
@@ -172,6 +175,21 @@ int cli_main(int argc, char **argv)
         status = CLI_OK;
     } else if (strcmp(args[0], "pki") == 0) { /* issue 13 */
         status = cli_pki(&cli, n, args);
+    } else if (strcmp(args[0], "raw") == 0) { /* issue 15 */
+        const cli_cmd_t *c = n > 1 ? lookup(cli_raw_cmds, args[1]) : NULL;
+        static char name[64];
+        snprintf(name, sizeof(name), "raw %s", n > 1 ? args[1] : "");
+        cli.cmd = n > 1 ? name : "raw";
+        if (n > 1 && (!strcmp(args[1], "--help") || !strcmp(args[1], "-h"))) {
+            main_help();
+            status = CLI_OK;
+        } else if (!c) {
+            status = cli_usage(&cli, NULL, n < 2 ? "missing raw command (ls, read, "
+                               "write, erase, sha256sum, update)"
+                               : "unknown raw command '%s'", n > 1 ? args[1] : "");
+        } else {
+            status = c->run(&cli, n - 1, args + 1);
+        }
     } else if (strcmp(args[0], "image") == 0) {
         if (n < 2 || !strcmp(args[1], "--help") || !strcmp(args[1], "-h")) {
             if (n < 2) {

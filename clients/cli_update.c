@@ -101,6 +101,10 @@ static int cmd_push(cli_t *cli, int argc, char **argv)
     const cli_cmd_t *me = cmd_of("push");
     static const char *const longs[] = {"delete", "dry-run", NULL};
     cli_opts_t o = {.longs = longs};
+    cli_raw_img_t raws[6]; /* issue 15: --raw NAME=FILE, repeatable */
+    int nraw = cli_raw_push_args(cli, me, &argc, argv, raws, 6);
+    if (nraw < 0)
+        return CLI_USAGE;
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n < 1)
         return cli_usage(cli, me, "missing the local directory");
@@ -137,7 +141,8 @@ static int cmd_push(cli_t *cli, int argc, char **argv)
         .warn = push_warn, .warn_ctx = cli,
     };
     cellar_push_report_t r;
-    int err = cellar_push(&cli->dev, local, rdir, &po, &r);
+    int err = nraw ? cli_raw_push(cli, local, rdir, &po, &r, raws, nraw)
+                   : cellar_push(&cli->dev, local, rdir, &po, &r);
     cli_bar_clear(cli);
     if (cli->json)
         push_json(cli, &r, dry);
@@ -456,6 +461,8 @@ const cli_cmd_t cli_update_cmds[] = {
      "  --delete   also remove device files and directories under REMOTEDIR that\n"
      "             LOCALDIR does not have\n"
      "  --dry-run  show what would change; nothing is sent or staged\n"
+     "  --raw NAME=FILE  also a raw partition's image, in the same bundle\n"
+     "             (repeatable; written after the commit: docs/RAW.md)\n"
      "Only new and changed files are sent (SHA-256 against the device's\n"
      "manifest); the device checks every file and makes the whole update\n"
      "visible at once, or none of it. An interrupted push (dropped link, killed\n"

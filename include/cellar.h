@@ -61,7 +61,7 @@ extern "C" {
 #define CELLAR_CHUNK 16384             /* default and largest chunk, bytes */
 #define CELLAR_MAX_INFLIGHT 64         /* client cap on the request window */
 #define CELLAR_VERIFY_RANGE (256u * 1024) /* bytes per pipelined SHA-256 check */
-#define CELLAR_MAX_PARTITIONS 4        /* partitions reported by Hello */
+#define CELLAR_MAX_PARTITIONS 8        /* partitions reported by Hello */
 #define CELLAR_LIST_PAGE 32            /* largest page of a List reply */
 #define CELLAR_SHA256_SIZE 32          /* bytes in a SHA-256 digest */
 #define CELLAR_BUFFER_SIZE (160 * 1024) /* per-connection buffer, bytes */
@@ -889,6 +889,48 @@ void cellar_bundle_id(const cellar_bundle_t *b, uint8_t id[CELLAR_SHA256_SIZE]);
 
 /* Free a bundle (NULL-safe). */
 void cellar_bundle_free(cellar_bundle_t *b);
+
+/* ---- raw partitions (issue 15, docs/RAW.md) ------------------------------------
+ * Named, block-aligned areas of the flash outside any filesystem ("model",
+ * "cfg"), listed by cellar_info() with kind CELLAR_KIND_RAW. Every range
+ * must lie inside the partition (CELLAR_ERR_INVAL otherwise); an unknown
+ * name is CELLAR_ERR_NOENT. */
+
+/* The raw partition called name in cellar_info(c), or NULL. */
+const cellar_partition_t *cellar_raw_find(const cellar_t *c, const char *name);
+/* Read up to len bytes at offset (in max_chunk requests); stops at the end
+ * of the partition. Returns the bytes read or an error. */
+int64_t cellar_raw_read(cellar_t *c, const char *name, uint64_t offset, void *buf,
+                        uint32_t len);
+/* Program len bytes at offset: every byte written must be erased (0xff) on
+ * the device, or that request fails with CELLAR_ERR_EXIST and writes
+ * nothing (earlier max_chunk pieces stay written). Returns 0 or an error. */
+int cellar_raw_write(cellar_t *c, const char *name, uint64_t offset, const void *buf,
+                     uint32_t len);
+/* Erase [offset, offset + length) (multiples of the block size, else
+ * CELLAR_ERR_INVAL; length 0 = to the end). */
+int cellar_raw_erase(cellar_t *c, const char *name, uint64_t offset, uint64_t length);
+/* SHA-256 of [offset, offset + length) (length 0 = to the end); *hashed
+ * (may be NULL) the bytes hashed. */
+int cellar_raw_sha256(cellar_t *c, const char *name, uint64_t offset, uint64_t length,
+                      uint8_t sha256[CELLAR_SHA256_SIZE], uint64_t *hashed);
+/* Add a raw image to a built bundle (cellar_bundle_build): the entry
+ * "raw:NAME" with localfile's size and SHA-256, so files and raw images
+ * land in one atomic update (the images are written after the commit; see
+ * docs/RAW.md). The file is read again when the bundle is pushed. Returns
+ * 0 or an error (CELLAR_ERR_INVAL: a bad name, the name twice; a negative
+ * errno for the file). */
+int cellar_bundle_add_raw(cellar_t *c, cellar_bundle_t *b, const char *name,
+                          const char *localfile);
+/* Verified update of a whole raw partition with image (len bytes, at most
+ * the partition's size): an update bundle of one entry "raw:NAME"; the
+ * device stages the image in /usr, checks its SHA-256, commits it with its
+ * manifest entry and only then writes the partition (finishing the write
+ * at start-up after a power cut). *unchanged (may be NULL): the device had
+ * this image already (nothing sent). Returns 0 or an error (the staging is
+ * dropped). */
+int cellar_raw_update(cellar_t *c, const char *name, const void *image, uint32_t len,
+                      bool *unchanged);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,7 @@ LAYERS = [
     "svc_acl",           # access control: ACL, identities, roles (issue 13)
     "svc_conn",          # connection queues, queueing a reply
     "svc_job",           # long requests: hashing in steps, run, cancel
+    "svc_raw",           # raw partitions (issue 15): requests, installs
     "svc_store",         # mount-time store work, shadows, handles
     "svc_file",          # the file RPCs
     "svc_copy",          # Backup, Restore (copies in steps)

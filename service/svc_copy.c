@@ -49,6 +49,7 @@ int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
     cp->slot = 0;
     cp->idx = 0;
     cp->err = 0;
+    cp->rsrc = NULL;
     return 0;
 }
 
@@ -126,6 +127,31 @@ static int copy_file_begin(svc_t *s)
     cfs_t *fa = &s->part[cp->from].fs, *fb = &s->part[cp->to].fs;
     if (cp->idx == TXN_MAX_ENTRIES)
         return CFS_ERR_NOSPC;
+    cp->rsrc = NULL;
+    cfs_stat_t rst;
+    const layout_part_t *rp = cp->from == USR ? svc_raw_of_rel(s, cp->e.path)
+                                              : NULL;
+    if (rp && cfs_stat(fa, cp->e.path, &rst) == CFS_ERR_NOENT) {
+        /* issue 15: a raw entry: the copy reads the partition's bytes */
+        if ((uint64_t)cp->e.size >
+            (uint64_t)rp->block_count * s->cfg.dev->block_size)
+            return copy_file_error(s, CFS_ERR_NOENT);
+        int err = cfs_file_open(fb, &cp->dst, txn_data_path(&s->cp, cp->idx),
+                                CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
+        if (err)
+            return err;
+        cp->dst_open = 1;
+        cp->off = 0;
+        cp->size = cp->e.size;
+        err = svc_job_hash_begin(s, USR, NULL, 0, cp->e.size);
+        cp->rsrc = rp;
+        if (err) {
+            (void)copy_close(s, false);
+            return err;
+        }
+        cp->phase = CP_COPY;
+        return 0;
+    }
     int err = cfs_file_open(fa, &j->f, cp->e.path, CFS_O_RDONLY);
     if (err)
         return copy_file_error(s, err);
@@ -166,7 +192,13 @@ int svc_copy_chunk(svc_t *s, cfs_t *fa, cfs_t *fb, uint32_t *budget,
             want = (uint32_t)sizeof(s->scratch);
         if (want > *budget)
             want = *budget;
-        int n = cfs_file_pread(fa, &j->f, s->scratch, want, cp->off);
+        int n;
+        if (cp->rsrc) { /* issue 15: a raw partition's bytes */
+            n = svc_raw_pread(s, cp->rsrc, cp->off, s->scratch, want);
+            n = n ? n : (int)want;
+        } else {
+            n = cfs_file_pread(fa, &j->f, s->scratch, want, cp->off);
+        }
         if (n <= 0)
             return n < 0 ? n : CFS_ERR_CORRUPT;
         if (csha_update(&j->sha, s->scratch, (size_t)n))
@@ -264,6 +296,8 @@ static int copy_commit(svc_t *s)
                          NULL, NULL);
     if (err)
         return err;
+    if (cp->to == USR)
+        (void)svc_raw_finish(s); /* issue 15: restored raw images */
     cp->out.files += st.written;
     cp->out.removed += st.removed;
     cp->out.bytes += st.bytes;

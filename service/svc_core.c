@@ -45,9 +45,18 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
                                       : SVC_IDLE_DEFAULT_MS;
 
     err = layout_read(cfg->dev, &s->layout);
+    if (!err && cfg->nraw && !layout_raw_match(&s->layout, cfg->raw,
+                                               cfg->nraw)) {
+        /* issue 15: the layout is never rewritten over data */
+        svc_log_msg(s, NULL, "the raw partitions asked for differ from the "
+                             "ones in the flash's partition table; a table "
+                             "is only written on a blank flash (left alone)");
+        err = CFS_ERR_INVAL;
+        goto fail;
+    }
     if (err == -2 && cfg->provision) {
-        err = layout_default(cfg->dev->block_count, cfg->bak_blocks,
-                             &s->layout);
+        err = layout_default_raw(cfg->dev->block_count, cfg->bak_blocks,
+                                 cfg->raw, cfg->nraw, &s->layout);
         if (err) {
             svc_log_msg(s, NULL, "no partition table, and the device is too "
                              "small for the default layout");

@@ -125,6 +125,13 @@ typedef struct svc_config {
      * every connection is admin (the daemon allows that only on loopback
      * or with --insecure). */
     const svc_acl_t *acl;
+    /* Issue 15 (docs/RAW.md): raw partitions for provisioning a blank
+     * device (layout_default_raw). On a device that has a layout they must
+     * match it exactly (names and sizes), or svc_setup fails with
+     * CFS_ERR_INVAL and changes nothing: a layout is never rewritten over
+     * data. nraw == 0: take whatever the layout has. */
+    const layout_raw_t *raw;
+    uint32_t nraw;
 } svc_config_t;
 
 #define SVC_TX_ABANDON_MS (3600u * 1000u) /* one hour */
@@ -241,6 +248,8 @@ typedef struct svc_copy {
                               target) manifest */
     uint32_t idx;          /* entries declared in the copy transaction */
     uint32_t off, size;    /* the file being copied */
+    const layout_part_t *rsrc; /* issue 15: the source is this raw
+                              partition's bytes (a backup of a raw entry) */
     int err;               /* the result, once done */
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
@@ -256,7 +265,10 @@ typedef struct svc_job {
     uint8_t hashing;       /* a file is being hashed (fp, sha, off, left) */
     uint8_t repair;        /* verify: restore problems from /bak */
     uint8_t hpart;         /* partition of the file being hashed */
-    uint8_t pad[3];
+    uint8_t hraw;          /* issue 15: hashing a raw partition's bytes
+                              (fp NULL): hfirst its first block */
+    uint8_t pad[2];
+    uint32_t hfirst;
     svc_conn_t *conn;      /* whose request; NULL = the start-up check */
     uint32_t req_id;
     const char *op;
@@ -290,6 +302,13 @@ typedef struct svc_job {
      * and the clean-up of a job dropped before its end */
     int (*ext_step)(struct svc *s);
     void (*ext_cancel)(struct svc *s);
+    /* issue 15: after an UpdateCommit, the committed raw images are
+     * written in steps (svc_raw_install_step) before the reply */
+    uint8_t rawing;        /* writing them */
+    uint8_t rphase;        /* RAW_* of svc_raw.c */
+    uint8_t ridx;          /* layout index of the partition at hand */
+    uint32_t roff, rsize;
+    txn_stats_t cst;       /* the commit's figures, for its reply */
 } svc_job_t;
 
 struct svc {
@@ -384,6 +403,8 @@ int svc_free(svc_t *svc);
 
 /* The partition table in use (valid after svc_setup). */
 const layout_t *svc_layout(const svc_t *svc);
+/* The raw partition called name (issue 15), or NULL. */
+const layout_part_t *svc_raw_part(const svc_t *svc, const char *name);
 /* The mounted filesystem of a partition ("usr", "bak"), or NULL. */
 cfs_t *svc_fs(svc_t *svc, const char *name);
 

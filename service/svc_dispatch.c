@@ -63,6 +63,11 @@ H(backup) { return svc_do_backup(s, c, &q->body.backup); }
 H(restore) { return svc_do_restore(s, c, &q->body.restore); }
 H(gc) { return svc_do_gc(s, c, &q->body.gc); }
 H(gc_config) { return svc_do_gc_config(s, &q->body.gc_config); }
+/* issue 15: raw partitions (svc_raw.c) */
+H(raw_read) { (void)c; return svc_do_raw_read(s, &q->body.raw_read); }
+H(raw_write) { (void)c; return svc_do_raw_write(s, &q->body.raw_write); }
+H(raw_erase) { (void)c; return svc_do_raw_erase(s, &q->body.raw_erase); }
+H(raw_hash) { return svc_do_raw_hash(s, c, &q->body.raw_hash); }
 #undef H
 
 #define R_ SVC_PERM_READ
@@ -102,6 +107,11 @@ static const svc_req_row_t requests[] = {
     ROW(restore,         "restore",         W_, false, true),
     ROW(gc,              "gc",              W_, false, true),
     ROW(gc_config,       "gc config",       A_, false, false),
+    /* issue 15: raw partitions */
+    ROW(raw_read,        "raw read",        R_, false, false),
+    ROW(raw_write,       "raw write",       W_, false, false),
+    ROW(raw_erase,       "raw erase",       W_, false, false),
+    ROW(raw_hash,        "raw sha256",      R_, false, true),
 };
 #undef ROW
 #undef R_
@@ -181,7 +191,8 @@ static field_rule_t field_rule(const codec_scan_t *sc)
         return (field_rule_t){ "client name", msgsize, NULL, true };
     if (m == &cellar_PingRequest_msg)
         return (field_rule_t){ "payload", msgsize, NULL, false };
-    if (m == &cellar_WriteRequest_msg || m == &cellar_UpdateWriteRequest_msg)
+    if (m == &cellar_WriteRequest_msg || m == &cellar_UpdateWriteRequest_msg ||
+        (m == &cellar_RawWriteRequest_msg && t == 3))
         return (field_rule_t){ "data", msgsize, "the limit is max_chunk (16384)",
                                false };
     if ((m == &cellar_UpdateBeginRequest_msg ||
@@ -195,7 +206,9 @@ static field_rule_t field_rule(const codec_scan_t *sc)
         return (field_rule_t){ "sha256", CFS_ERR_INVAL, "it must be 32 bytes",
                                false };
     if (m == &cellar_FormatRequest_msg || m == &cellar_ManifestRequest_msg ||
-        m == &cellar_VerifyRequest_msg)
+        m == &cellar_VerifyRequest_msg || m == &cellar_RawReadRequest_msg ||
+        m == &cellar_RawWriteRequest_msg || m == &cellar_RawEraseRequest_msg ||
+        m == &cellar_RawHashRequest_msg)
         return (field_rule_t){ "partition name", CFS_ERR_NAMETOOLONG, NULL,
                                true };
     return (field_rule_t){ "path", CFS_ERR_NAMETOOLONG, NULL, true };

@@ -96,6 +96,17 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->read_only = s->part[i].read_only;
         p->state = (cellar_PartState)s->part[i].state;
     }
+    for (uint32_t i = 0; i < s->layout.nparts && o->partitions_count < 8;
+         i++) { /* issue 15: raw partitions, by name */
+        const layout_part_t *lp = &s->layout.part[i];
+        if (lp->kind != LAYOUT_KIND_RAW)
+            continue;
+        cellar_Partition *p = &o->partitions[o->partitions_count++];
+        svc_copy_str(p->path, sizeof(p->path), lp->name);
+        p->first_block = lp->first_block;
+        p->block_count = lp->block_count;
+        p->kind = cellar_PartKind_PART_RAW;
+    }
     for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
         svc_copy_str(o->problems[o->problems_count++],
                      sizeof(o->problems[0]), s->problems[i]);

@@ -2,8 +2,9 @@
  * svc_int.h - private to the service core: what its files (svc_*.c) share.
  * The files form layers, each calling only the ones below it (the graph is
  * in docs/ARCHITECTURE.md, "Service core"; `make deps-check` checks it):
- *   svc_msg  < svc_part < svc_path < svc_acl < svc_conn < svc_job < svc_store
- *   < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_sd < svc_core
+ *   svc_msg  < svc_part < svc_path < svc_acl < svc_conn < svc_job < svc_raw
+ *   < svc_store < svc_file < svc_copy < svc_update < svc_manifest_rpc < svc_sd
+ *   < svc_core
  *   < svc_dispatch
  * The declarations below are grouped by the file that defines them.
  */
@@ -141,6 +142,47 @@ void svc_job_step(svc_t *s);
 /* Drop the long request (its connection went, a handle or the partition
  * it reads went away). With why, its connection gets an error reply. */
 void svc_job_cancel(svc_t *s, int err, const char *why);
+
+/* ---- svc_raw.c: raw partitions (issue 15, docs/RAW.md) ------------------------ */
+/* A committed raw image waits in /usr as RAW_DIR/NAME until it is written. */
+#define RAW_DIR "/.cellar/raw"
+int svc_do_raw_read(svc_t *s, const cellar_RawReadRequest *r);
+int svc_do_raw_write(svc_t *s, const cellar_RawWriteRequest *r);
+int svc_do_raw_erase(svc_t *s, const cellar_RawEraseRequest *r);
+int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const cellar_RawHashRequest *r);
+/* The raw partition's name when rel (a /usr path) is RAW_DIR/NAME. */
+const char *svc_raw_rel_name(const char *rel);
+/* A bundle entry "raw:NAME": its /usr staging target (rel, at least
+ * MAN_PATH_MAX + 1 bytes), or the error set (unknown name, too large, a
+ * removal). */
+int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove,
+                        char *rel);
+/* The raw partition of a /usr path RAW_DIR/NAME, or NULL. */
+const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel);
+/* Read len bytes at off of raw partition p (the range checked by the
+ * caller). 0 or a flash error. */
+int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
+                  uint32_t len);
+/* Make RAW_DIR on /usr (and /bak, for backups) when the layout has raw
+ * partitions. */
+int svc_raw_prepare(svc_t *s);
+/* Write every committed raw image still staged (after a commit, and at
+ * start-up after a power cut), check it, drop the staged copy. 0 or the
+ * first error (each is also a problem; the copy stays for the next try). */
+int svc_raw_finish(svc_t *s);
+/* The committed raw images written in steps of *budget bytes (erased,
+ * programmed or read back), after an UpdateCommit (s->job.rawing set by
+ * the caller, ridx 0): 1 = all done, 0 = more to do. An image that fails
+ * is a problem; its staged copy stays for the next start. */
+int svc_raw_install_step(svc_t *s, uint32_t *budget);
+/* Is any committed raw image staged (waiting to be written)? */
+bool svc_raw_pending(svc_t *s);
+/* The job is cancelled while writing them: finish at once (bounded by the
+ * partitions' sizes), so no partition is left half written while served. */
+void svc_raw_install_cancel(svc_t *s);
+/* Verify of a raw entry (RAW_DIR/NAME): as svc_check_begin. */
+int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
+                        cellar_ProblemKind *kind);
 
 /* ---- svc_store.c ------------------------------------------------------------------ */
 /* Mount-time work on every partition: open the manifest, drop shadow

@@ -13,6 +13,7 @@ int svc_job_hash_begin(svc_t *s, uint32_t part, cfs_file_t *fp, uint32_t off,
 {
     svc_job_t *j = &s->job;
     j->hpart = (uint8_t)part;
+    j->hraw = 0;
     j->fp = fp;
     j->off = off;
     j->left = len;
@@ -31,7 +32,19 @@ int svc_job_hash_step(svc_t *s, uint32_t *budget)
                                                      : (uint32_t)sizeof(s->scratch);
         if (want > *budget)
             want = *budget;
-        int n = cfs_file_pread(fs, j->fp, s->scratch, want, j->off);
+        int n;
+        if (j->hraw) { /* issue 15: a raw partition, within one block */
+            const flash_dev_t *dev = s->cfg.dev;
+            uint32_t in = j->off % dev->block_size;
+            if (want > dev->block_size - in)
+                want = dev->block_size - in;
+            n = dev->read(dev, j->hfirst + j->off / dev->block_size, in,
+                          s->scratch, want);
+            if (n == 0)
+                n = (int)want;
+        } else {
+            n = cfs_file_pread(fs, j->fp, s->scratch, want, j->off);
+        }
         if (n < 0)
             return n;
         if (n == 0) /* shorter than its size said: corrupt */
@@ -52,11 +65,12 @@ void svc_job_hash_end(svc_t *s)
     svc_job_t *j = &s->job;
     if (!j->hashing)
         return;
-    if (j->fp == &j->f)
+    if (j->fp == &j->f && !j->hraw)
         (void)cfs_file_close(&s->part[j->hpart].fs, &j->f);
     csha_free(&j->sha);
     j->fp = NULL;
     j->hashing = 0;
+    j->hraw = 0;
 }
 
 void svc_job_defer(svc_t *s, svc_conn_t *c)

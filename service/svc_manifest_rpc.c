@@ -306,6 +306,7 @@ int svc_update_job_step(svc_t *s)
 
 void svc_update_job_cancel(svc_t *s)
 {
+    svc_raw_install_cancel(s); /* issue 15: finished at once */
     svc_copy_cancel(s);
     svc_lcopy_end(s, false);
 }

@@ -246,6 +246,12 @@ int svc_attach(svc_t *s, uint32_t i)
         }
         s->tx_owner = NULL;
         s->tx_idle_since = 0;
+        /* issue 15: a raw image committed before a cut is written now */
+        r = svc_raw_prepare(s);
+        if (r < 0)
+            svc_problem(s, i, "cannot make " RAW_DIR, svc_reason(r),
+                        "raw updates are refused");
+        (void)svc_raw_finish(s);
     }
     return 0;
 }
@@ -707,6 +713,8 @@ int svc_check_begin(svc_t *s, uint32_t part, const man_entry_t *e,
     svc_job_t *j = &s->job;
     cfs_t *fs = &s->part[part].fs;
     cfs_stat_t st;
+    if (part == USR && svc_raw_rel_name(e->path)) /* issue 15 */
+        return svc_raw_check_begin(s, e, kind);
     int err = cfs_stat(fs, e->path, &st);
     if (!err && st.type != CFS_TYPE_FILE) {
         *kind = cellar_ProblemKind_MISMATCH;

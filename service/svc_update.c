@@ -215,6 +215,7 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
     }
     cp->dst_open = 1;
     cp->off = 0;
+    cp->rsrc = NULL; /* issue 15: a file, not a raw partition */
     cp->size = (uint32_t)size;
     err = svc_job_hash_begin(s, USR, &j->f, 0, (uint32_t)size);
     j->lcopy = 1;
@@ -283,7 +284,13 @@ int svc_declare_run(svc_t *s)
         const cellar_BundleEntry *in = &r->entries[j->di];
         idx = r->first + j->di;
         memset(e, 0, sizeof(*e));
-        if ((err = svc_usr_path(s, in->path, e->path)))
+        bool raw = strncmp(in->path, "raw:", 4) == 0; /* issue 15 */
+        if (raw)
+            err = svc_raw_bundle_path(s, in->path, in->size, in->remove,
+                                      e->path);
+        else
+            err = svc_usr_path(s, in->path, e->path);
+        if (err)
             return refuse(s, err), 1;
         se = cfs_stat(&p->fs, e->path, &st);
         if (se == CFS_ERR_NOTDIR) /* under a file (the bundle may remove it) */
@@ -311,13 +318,16 @@ int svc_declare_run(svc_t *s)
                                  other);
             if (k < 0)
                 return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
-            if (k == 1 && !se && st.type == CFS_TYPE_FILE &&
+            /* issue 15: a raw image is always sent and written: its
+             * entry alone cannot vouch for the partition's bytes */
+            if (k == 1 && !raw && !se && st.type == CFS_TYPE_FILE &&
                 (m->flags & MAN_F_SIZE) && m->size == e->size &&
                 st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
                 j->dstatus = cellar_EntryStatus_UNCHANGED;
             } else {
-                j->dstatus = se ? cellar_EntryStatus_SEND_NEW
-                                : cellar_EntryStatus_SEND_CHANGED;
+                j->dstatus = se && !(raw && k == 1) /* issue 15: raw: */
+                                 ? cellar_EntryStatus_SEND_NEW /* by entry */
+                                 : cellar_EntryStatus_SEND_CHANGED;
                 e->flags |= MAN_F_SEND;
                 int64_t h = txn_staged(t, idx);
                 if (h > (int64_t)e->size) { /* not this content: drop it */
@@ -564,6 +574,13 @@ int svc_commit_step(svc_t *s)
     txn_t *t = &s->tx;
     cfs_t *fs = &s->part[USR].fs;
     uint32_t budget = SVC_JOB_STEP_BYTES, looked = 0;
+    if (j->rawing) { /* issue 15: committed; its raw images in steps */
+        if (!svc_raw_install_step(s, &budget))
+            return 0;
+        (void)commit_result(s, j->conn, t, 0, 0, &j->cst);
+        j->kind = SVC_JOB_NONE;
+        return 1;
+    }
     for (;;) {
         if (j->hashing) {
             int r = svc_job_hash_step(s, &budget);
@@ -616,6 +633,15 @@ int svc_commit_step(svc_t *s)
     t->now = svc_now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          svc_path_busy, s);
+    if (!err && svc_raw_pending(s)) {
+        /* issue 15: committed; the raw images are written in the next
+         * steps, then the reply goes (a cut: start-up finishes them) */
+        j->rawing = 1;
+        j->rphase = 0;
+        j->ridx = 0;
+        j->cst = st;
+        return 0;
+    }
     (void)commit_result(s, j->conn, t, err, bad, &st);
     j->kind = SVC_JOB_NONE;
     return 1;

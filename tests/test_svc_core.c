@@ -1660,6 +1660,11 @@ static void test_dispatch_table(void)
         { cellar_Request_restore_tag, SVC_PERM_WRITE, true },
         { cellar_Request_gc_tag, SVC_PERM_WRITE, true },
         { cellar_Request_gc_config_tag, SVC_PERM_ADMIN, false },
+        /* issue 15: raw partitions */
+        { cellar_Request_raw_read_tag, SVC_PERM_READ, false },
+        { cellar_Request_raw_write_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_raw_erase_tag, SVC_PERM_WRITE, false },
+        { cellar_Request_raw_hash_tag, SVC_PERM_READ, true },
     };
     const size_t nwant = sizeof(want) / sizeof(want[0]);
     /* every oneof member of Request (the proto's request types) */

@@ -83,6 +83,11 @@ static void usage(FILE *f)
         "  --no-check            do not check /usr against its manifest at\n"
         "                        startup (by default missing or corrupt files\n"
         "                        are restored from /bak, each one logged)\n"
+        "  --raw NAME:SIZE       a raw partition (issue 15, docs/RAW.md) of a\n"
+        "                        new layout: SIZE a multiple of 4K, NAME 1-7\n"
+        "                        of [a-z0-9_-]; repeatable, in address order\n"
+        "                        from block 1. On a flash with a layout they\n"
+        "                        must match it, or cellard refuses to start\n"
         "  --update-timeout SECS drop a staged update whose client went away\n"
         "                        after this long (default 3600)\n"
         "  --gc-threshold N      collect garbage on /usr when fewer than N\n"
@@ -238,10 +243,13 @@ int main(int argc, char **argv)
            OPT_UPDATE, OPT_ACL, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
            OPT_INSECURE, OPT_GC,
            OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */,
-           OPT_SD /* issue 15 (sd) */ };
+           OPT_SD /* issue 15 (sd) */, OPT_RAW /* issue 15 (raw) */ };
     tp_tls_files_t tls_files = {0};
     static tp_tls_config_t tls_cfg; /* shared by every tls:// connection */
     bool tls_up = false;
+    layout_raw_t raws[LAYOUT_MAX_RAW];
+    char raw_names[LAYOUT_MAX_RAW][LAYOUT_NAME_MAX];
+    uint32_t nraw = 0;
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -259,6 +267,7 @@ int main(int argc, char **argv)
         { "tls-ca", required_argument, NULL, OPT_TLS_CA },
         { "psk-file", required_argument, NULL, OPT_PSK_FILE },
         { "sd", required_argument, NULL, OPT_SD },
+        { "raw", required_argument, NULL, OPT_RAW },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -345,6 +354,46 @@ int main(int argc, char **argv)
         case OPT_TLS_KEY: tls_files.key = optarg; break;
         case OPT_TLS_CA: tls_files.ca = optarg; break;
         case OPT_PSK_FILE: tls_files.psk_file = optarg; break;
+        case OPT_RAW: { /* issue 15: NAME:SIZE */
+            const char *colon = strchr(optarg, ':');
+            uint64_t rsize = 0;
+            size_t nl = colon ? (size_t)(colon - optarg) : 0;
+            if (nraw >= LAYOUT_MAX_RAW) {
+                fprintf(stderr, "cellard: at most %d --raw options\n",
+                        LAYOUT_MAX_RAW);
+                return 2;
+            }
+            if (!colon || nl == 0 || nl >= LAYOUT_NAME_MAX) {
+                fprintf(stderr, "cellard: --raw %s: expected NAME:SIZE "
+                        "(NAME 1-7 characters)\n", optarg);
+                return 2;
+            }
+            memcpy(raw_names[nraw], optarg, nl);
+            raw_names[nraw][nl] = 0;
+            if (!layout_raw_name_ok(raw_names[nraw])) {
+                fprintf(stderr, "cellard: --raw %s: NAME must be [a-z0-9_-], "
+                        "start with a letter, and not be usr, bak or sd\n",
+                        optarg);
+                return 2;
+            }
+            if (parse_size(colon + 1, &rsize) || rsize == 0 ||
+                rsize % BLOCK_SIZE || rsize / BLOCK_SIZE > UINT32_MAX) {
+                fprintf(stderr, "cellard: --raw %s: SIZE must be a non-zero "
+                        "multiple of the block size (%u bytes)\n", optarg,
+                        BLOCK_SIZE);
+                return 2;
+            }
+            for (uint32_t k = 0; k < nraw; k++)
+                if (strcmp(raws[k].name, raw_names[nraw]) == 0) {
+                    fprintf(stderr, "cellard: --raw %s: the name is given "
+                            "twice\n", optarg);
+                    return 2;
+                }
+            raws[nraw].name = raw_names[nraw];
+            raws[nraw].blocks = (uint32_t)(rsize / BLOCK_SIZE);
+            nraw++;
+            break;
+        }
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -355,7 +404,8 @@ int main(int argc, char **argv)
         default:
             if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
                 optopt == OPT_ACL || optopt == OPT_GC ||
-                (optopt >= OPT_TLS_CERT && optopt <= OPT_PSK_FILE))
+                (optopt >= OPT_TLS_CERT && optopt <= OPT_PSK_FILE) ||
+                optopt == OPT_SD || optopt == OPT_RAW)
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -509,6 +559,8 @@ int main(int argc, char **argv)
         .gc_threshold = gc_threshold < 0 ? 0 : (uint32_t)gc_threshold,
         .gc_threshold_set = gc_threshold >= 0,
         .acl = acl_path ? &acl : NULL, /* issue 13 */
+        .raw = raws, /* issue 15 */
+        .nraw = nraw,
     };
     svc_init(&svc);
     int err = svc_setup(&svc, &scfg);
@@ -517,6 +569,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "cellard: %s: block 0 holds no cellar partition "
                 "table: not a cellar flash image (left as it is)\n",
                 flash_path);
+        goto cleanup;
+    }
+    if (err == CFS_ERR_INVAL && nraw) { /* issue 15 */
+        const layout_t *have = svc_layout(&svc);
+        fprintf(stderr, "cellard: %s: --raw does not match this flash's "
+                "layout, which is only written on a blank flash (nothing "
+                "changed). Its raw partitions:", flash_path);
+        int any = 0;
+        for (uint32_t k = 0; k < have->nparts; k++)
+            if (have->part[k].kind == LAYOUT_KIND_RAW) {
+                fprintf(stderr, " %s:%lluK", have->part[k].name,
+                        (unsigned long long)have->part[k].block_count *
+                            (BLOCK_SIZE / 1024));
+                any = 1;
+            }
+        fprintf(stderr, "%s\n", any ? "" : " none");
         goto cleanup;
     }
     if (err) {
