@@ -79,6 +79,12 @@ LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
 SUP_SRCS     := $(wildcard tests/support/*.c)
+# issue 14 (lwip): the lwIP transport (portable) and cellard's lwIP host side
+# (Debian's liblwip + its tapif). Only cellard links them (-llwip).
+LWIP_SRCS    := $(wildcard transport/lwip/*.c) service/host/lwip_host.c
+LWIP_INC     := -isystem /usr/include/lwip -Itransport/lwip
+LWIP_LDLIBS  := -llwip
+lwip_inc = $(if $(filter transport/lwip/% service/host/lwip_host.c tests/%lwip%,$1),$(LWIP_INC))
 
 # The device set: what runs on a module (make size builds exactly this).
 DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
@@ -125,18 +131,18 @@ $(BUILD)/san/gen/cellar.pb.o: $(GEN_C)
 # ---- objects ----------------------------------------------------------------
 $(BUILD)/rel/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) $(call inc_for,$<) -c $< -o $@
+	$(CC) $(REL_CFLAGS) $(call inc_for,$<) $(call lwip_inc,$<) -c $< -o $@
 $(BUILD)/san/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) $(call inc_for,$<) -c $< -o $@
+	$(CC) $(SAN_CFLAGS) $(call inc_for,$<) $(call lwip_inc,$<) -c $< -o $@
 
 # ---- programs ---------------------------------------------------------------
-$(BUILD)/cellard: $(call rel_objs,$(DAEMON_SET) service/host/cellard.c)
-	$(CC) -o $@ $^ $(LDLIBS)
+$(BUILD)/cellard: $(call rel_objs,$(DAEMON_SET) $(LWIP_SRCS) service/host/cellard.c)
+	$(CC) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
 $(BUILD)/cellar: $(call rel_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) -o $@ $^ $(LDLIBS)
-$(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) service/host/cellard.c)
-	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) $(LWIP_SRCS) service/host/cellard.c)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
 $(BUILD)/san/cellar: $(call san_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
