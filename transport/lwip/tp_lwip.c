@@ -87,8 +87,8 @@ static void format_hostport(const ip_addr_t *a, uint16_t port, char *out,
 #define PUT(ch) do { if (o + 1 < cap) out[o++] = (ch); } while (0)
     if (v6 || !IP_IS_V4(a))
         PUT('[');
-    while (ip[i])
-        PUT(ip[i++]);
+    for (; ip[i]; i++) /* lwIP prints IPv6 hex digits in capitals */
+        PUT(ip[i] >= 'A' && ip[i] <= 'F' ? (char)(ip[i] - 'A' + 'a') : ip[i]);
     if (v6 || !IP_IS_V4(a))
         PUT(']');
     PUT(':');
