@@ -235,6 +235,13 @@ bench-net: $(PROGRAMS) $(BENCH_BINS)
 bench-push: $(PROGRAMS)
 	BUILD=$(BUILD) bash tests/bench_push.sh
 
+# issue 14 (lwip): cellard on lwIP beside the host stack over a TAP path,
+# and lwIP's RAM per connection (as root: netns, TAP; socat relays frames).
+bench-lwip: $(PROGRAMS)
+	@command -v socat >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q socat; }
+	BUILD=$(BUILD) bash tests/bench_lwip.sh
+
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -274,6 +281,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: bench-lwip
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.
