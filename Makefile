@@ -84,7 +84,7 @@ SUP_SRCS     := $(wildcard tests/support/*.c)
 LWIP_SRCS    := $(wildcard transport/lwip/*.c) service/host/lwip_host.c
 LWIP_INC     := -isystem /usr/include/lwip -Itransport/lwip
 LWIP_LDLIBS  := -llwip
-lwip_inc = $(if $(filter transport/lwip/% service/host/lwip_host.c tests/%lwip%,$1),$(LWIP_INC))
+lwip_inc = $(if $(filter transport/lwip/% service/host/lwip_host.c tests/test_tp_lwip.c,$1),$(LWIP_INC))
 
 # The device set: what runs on a module (make size builds exactly this).
 DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
@@ -145,6 +145,9 @@ $(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) $(LWIP_SRCS) service/host/ce
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
 $(BUILD)/san/cellar: $(call san_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+# issue 14 (lwip): the lwIP transport's test links it and liblwip only.
+$(BUILD)/san/tests/test_tp_lwip: $(BUILD)/san/tests/test_tp_lwip.o $(call san_objs,transport/lwip/tp_lwip.c)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
 
 # A test links its set (set_for): $$* is the test's name.
 .SECONDEXPANSION:
