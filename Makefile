@@ -245,6 +245,21 @@ bench-lwip: $(PROGRAMS)
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q socat; }
 	BUILD=$(BUILD) bash tests/bench_lwip.sh
 
+# issue 14 (lwip): tp_lwip.c for a Cortex-M4 against the example firmware
+# lwipopts.h (NO_SYS, transport/lwip/fw/), and what one connection costs in
+# that configuration's lwIP pools (symbol sizes of fw/lwip_ram.c).
+LWIP_FW_FLAGS := -mcpu=cortex-m4 -mthumb -Os -std=c11 -Wall -Wextra -Werror -ffunction-sections \
+  -fdata-sections -DCELLAR_PROFILE_DEVICE -DNDEBUG -Itransport/lwip/fw -Itransport -Iservice/common \
+  -idirafter /usr/include/lwip $(LWIP_FW_CFLAGS)
+size-lwip: | $(DEPS_STAMP)
+	@command -v arm-none-eabi-gcc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
+	@mkdir -p $(BUILD)/arm
+	@arm-none-eabi-gcc $(LWIP_FW_FLAGS) -c transport/lwip/tp_lwip.c -o $(BUILD)/arm/tp_lwip.o
+	@arm-none-eabi-gcc $(LWIP_FW_FLAGS) -c transport/lwip/fw/lwip_ram.c -o $(BUILD)/arm/lwip_ram.o
+	@arm-none-eabi-size $(BUILD)/arm/tp_lwip.o | awk 'NR==2{printf "tp_lwip.c (Cortex-M4 -Os): .text %d .data %d .bss %d\n", $$1, $$2, $$3}'
+	@echo "lwIP RAM per connection, example fw/lwipopts.h (Cortex-M4):"; arm-none-eabi-nm -S --radix=d $(BUILD)/arm/lwip_ram.o | awk '{printf "  %-22s %6d B\n", $$4, $$2}'
+
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -284,7 +299,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
-.PHONY: bench-lwip
+.PHONY: bench-lwip size-lwip
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.
