@@ -19,10 +19,17 @@
 #define LWIP_UDP                1
 #define MEM_ALIGNMENT           4
 
-/* TCP: a 4-segment window is the backpressure of each connection */
+/* TCP: a 4-segment window is the backpressure of each connection
+ * (each may be given with -D: make size-lwip LWIP_FW_CFLAGS=...) */
+#ifndef TCP_MSS
 #define TCP_MSS                 1460
+#endif
+#ifndef TCP_WND
 #define TCP_WND                 (4 * TCP_MSS)
+#endif
+#ifndef TCP_SND_BUF
 #define TCP_SND_BUF             (4 * TCP_MSS)
+#endif
 #define TCP_SND_QUEUELEN        (2 * TCP_SND_BUF / TCP_MSS + 2)
 
 /* pools: 2 service connections + 1 refused + a listener, 1 in TIME_WAIT */
