@@ -183,6 +183,21 @@ done
 BG=
 grep -q "Sanitizer\|runtime error" "$T"/c*.out && bad "sanitizer report in a client" || ok
 
+# ---- over the limit: 9 connections held, the 10th gets the ENOMEM reply ---------
+ip netns exec "$NS" bash -c 'for fd in 3 4 5 6 7 8 9 10 11; do
+    eval "exec $fd<>/dev/tcp/'$V4'/7070" || exit 1; done
+  touch "'"$T"'/held"
+  for _ in $(seq 1 300); do [ -e "'"$T"'/release" ] && break; sleep 0.02; done' &
+BG=$!
+for _ in $(seq 1 300); do [ -e "$T/held" ] && break; sleep 0.02; done
+sleep 0.2 # the loop has taken all nine
+run 1 info
+has "too many connections" "$T/err"
+touch "$T/release"; wait "$BG"; BG=
+served=0 # served again once they are gone (their FINs reach lwIP)
+for _ in $(seq 1 50); do "$CELLAR" info >/dev/null 2>&1 && { served=1; break; }; sleep 0.1; done
+[ "$served" = 1 ] && ok || bad "not served after the nine connections closed"
+
 # ---- shutdown: the transport's figures ------------------------------------------
 stop
 nosan "$LOG"
