@@ -32,6 +32,11 @@ typedef struct tp_lwip_listener {
     bool used;
 } tp_lwip_listener_t;
 
+_Static_assert(TP_LWIP_MAX_CONNS >= 1 && TP_LWIP_MAX_CONNS <= 255,
+               "TP_LWIP_MAX_CONNS: 1..255 (uint8_t queue indexes)");
+_Static_assert(TP_LWIP_RX_RING >= 2 && TP_LWIP_RX_RING <= 255,
+               "TP_LWIP_RX_RING: 2..255");
+
 static tp_lwip_conn_t g_conns[TP_LWIP_MAX_CONNS];
 static tp_lwip_listener_t g_lis[TP_LWIP_MAX_LISTENERS];
 static tp_lwip_stats_t g_st;
@@ -136,10 +141,7 @@ static err_t on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err)
         c->eof = true;
         return ERR_OK;
     }
-    if (err != ERR_OK) {
-        pbuf_free(p);
-        return err;
-    }
+    (void)err; /* always ERR_OK for data in lwIP 2.x */
     if (c->rx_n) {
         struct pbuf *last = c->rx[(c->rx_head + c->rx_n - 1) % TP_LWIP_RX_RING];
         if ((uint32_t)last->tot_len + p->tot_len <= 0xFFFFu) {
