@@ -12,7 +12,7 @@
 # In both TAP runs every Ethernet frame leaves the client's kernel through a
 # TAP device and is read by one user-space process (lwIP's tapif thread in
 # cellard, or socat, which writes it into a second TAP on the host stack's
-# side). Each figure is the median of BENCH_LWIP_RUNS (default 3) `cellar
+# side). Each figure is the median of BENCH_LWIP_RUNS (default 5) `cellar
 # cp` of a BENCH_LWIP_MB MiB random file (default 16), SHA-256 verified;
 # the three daemons run side by side and the runs alternate between them,
 # so a busy machine slows them alike. Flash images of 128 MiB: the runs
@@ -23,7 +23,7 @@ set -euo pipefail
 BUILD=${BUILD:-build}
 CELLARD=$(realpath "${CELLARD:-$BUILD/cellard}")
 CELLAR=$(realpath "${CELLAR:-$BUILD/cellar}")
-RUNS=${BENCH_LWIP_RUNS:-3}
+RUNS=${BENCH_LWIP_RUNS:-5}
 MB=${BENCH_LWIP_MB:-16}
 [ "$(id -u)" = 0 ] || { echo "bench_lwip.sh: needs root (network namespaces, TAP devices)" >&2; exit 1; }
 command -v socat >/dev/null || { echo "bench_lwip.sh: socat is missing (make bench-lwip installs it)" >&2; exit 1; }
