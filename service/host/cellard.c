@@ -425,7 +425,8 @@ int main(int argc, char **argv)
             goto cleanup;
         }
         printf("cellard: listening on %s\n", l->url);
-        for (int k = 0; use_lwip && k < lcfg.nips; k++) { /* issue 14 */
+        bool any = !strcmp(urls[i].host, "0.0.0.0") || !strcmp(urls[i].host, "::");
+        for (int k = 0; use_lwip && any && k < lcfg.nips; k++) { /* issue 14 */
             char hp[80], a[64];
             snprintf(a, sizeof(a), "%.*s", (int)strcspn(lcfg.ips[k], "/"),
                      lcfg.ips[k]);

@@ -249,6 +249,15 @@ int lwip_host_listen(const char *host, uint16_t port, tp_listener_t **out,
             snprintf(err, errlen, "lwip: %s: not an IP address", host);
             return -EINVAL;
         }
+        /* lwIP binds any address: it must be one of the netif's */
+        bool ours = IP_IS_V4(&a)
+            ? ip4_addr_cmp(ip_2_ip4(&a), netif_ip4_addr(&g_netif))
+            : netif_get_ip6_addr_match(&g_netif, ip_2_ip6(&a)) >= 0;
+        if (!ours) {
+            snprintf(err, errlen, "lwip: %s is not one of the --ip addresses",
+                     host);
+            return -EADDRNOTAVAIL;
+        }
         ap = &a;
     }
     int rc = tp_lwip_listen(ap, port, out, err, errlen);
