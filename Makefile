@@ -84,7 +84,6 @@ SUP_SRCS     := $(wildcard tests/support/*.c)
 LWIP_SRCS    := $(wildcard transport/lwip/*.c) service/host/lwip_host.c
 LWIP_INC     := -isystem /usr/include/lwip -Itransport/lwip
 LWIP_LDLIBS  := -llwip
-lwip_inc = $(if $(filter transport/lwip/% service/host/lwip_host.c tests/test_tp_lwip.c,$1),$(LWIP_INC))
 
 # The device set: what runs on a module (make size builds exactly this).
 DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
@@ -131,23 +130,29 @@ $(BUILD)/san/gen/cellar.pb.o: $(GEN_C)
 # ---- objects ----------------------------------------------------------------
 $(BUILD)/rel/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) $(call inc_for,$<) $(call lwip_inc,$<) -c $< -o $@
+	$(CC) $(REL_CFLAGS) $(call inc_for,$<) -c $< -o $@
 $(BUILD)/san/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) $(call inc_for,$<) $(call lwip_inc,$<) -c $< -o $@
+	$(CC) $(SAN_CFLAGS) $(call inc_for,$<) -c $< -o $@
 
 # ---- programs ---------------------------------------------------------------
-$(BUILD)/cellard: $(call rel_objs,$(DAEMON_SET) $(LWIP_SRCS) service/host/cellard.c)
-	$(CC) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
+$(BUILD)/cellard: $(call rel_objs,$(DAEMON_SET) service/host/cellard.c)
+	$(CC) -o $@ $^ $(LDLIBS)
 $(BUILD)/cellar: $(call rel_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) -o $@ $^ $(LDLIBS)
-$(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) $(LWIP_SRCS) service/host/cellard.c)
-	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
+$(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) service/host/cellard.c)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/san/cellar: $(call san_objs,$(CLI_SET) clients/cli_main.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
-# issue 14 (lwip): the lwIP transport's test links it and liblwip only.
+# issue 14 (lwip): cellard also links the lwIP files and liblwip; only those
+# files (and their test) see lwIP's headers; the test links tp_lwip only.
+$(BUILD)/cellard: $(call objs,rel,$(LWIP_SRCS))
+$(BUILD)/san/cellard: $(call objs,san,$(LWIP_SRCS))
+$(BUILD)/cellard $(BUILD)/san/cellard $(BUILD)/san/tests/test_tp_lwip: LDLIBS += $(LWIP_LDLIBS)
+$(call objs,rel,$(LWIP_SRCS) tests/test_tp_lwip.c): REL_CFLAGS += $(LWIP_INC)
+$(call objs,san,$(LWIP_SRCS) tests/test_tp_lwip.c): SAN_CFLAGS += $(LWIP_INC)
 $(BUILD)/san/tests/test_tp_lwip: $(BUILD)/san/tests/test_tp_lwip.o $(call san_objs,transport/lwip/tp_lwip.c)
-	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # A test links its set (set_for): $$* is the test's name.
 .SECONDEXPANSION:
