@@ -85,6 +85,11 @@ SUP_SRCS     := $(wildcard tests/support/*.c)
 TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
 FAT_SRCS     := $(wildcard fs/fat/*.c)          # issue 15 (sd): FAT16/32 for the SD card, portable
+# issue 14 (lwip): the lwIP transport (portable) and cellard's lwIP host side
+# (Debian's liblwip + its tapif). Only cellard links them (-llwip).
+LWIP_SRCS    := $(wildcard transport/lwip/*.c) service/host/lwip_host.c
+LWIP_INC     := -isystem /usr/include/lwip -Itransport/lwip
+LWIP_LDLIBS  := -llwip
 
 # The device set: what runs on a module (make size builds exactly this).
 DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS) $(TP_TLS_SRCS) $(FAT_SRCS)
@@ -145,6 +150,15 @@ $(BUILD)/cellar: $(call rel_objs,$(CLI_SET) clients/cli_main.c)
 $(BUILD)/san/cellard: $(call san_objs,$(DAEMON_SET) service/host/cellard.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/san/cellar: $(call san_objs,$(CLI_SET) clients/cli_main.c)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+# issue 14 (lwip): cellard also links the lwIP files and liblwip; only those
+# files (and their test) see lwIP's headers; the test links tp_lwip only.
+$(BUILD)/cellard: $(call objs,rel,$(LWIP_SRCS))
+$(BUILD)/san/cellard: $(call objs,san,$(LWIP_SRCS))
+$(BUILD)/cellard $(BUILD)/san/cellard $(BUILD)/san/tests/test_tp_lwip: LDLIBS += $(LWIP_LDLIBS)
+$(call objs,rel,$(LWIP_SRCS) tests/test_tp_lwip.c): REL_CFLAGS += $(LWIP_INC)
+$(call objs,san,$(LWIP_SRCS) tests/test_tp_lwip.c): SAN_CFLAGS += $(LWIP_INC)
+$(BUILD)/san/tests/test_tp_lwip: $(BUILD)/san/tests/test_tp_lwip.o $(call san_objs,transport/lwip/tp_lwip.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # A test links its set (set_for): $$* is the test's name.
@@ -245,6 +259,27 @@ bench-tls: $(DEPS_STAMP) $(PROGRAMS) $(BUILD)/rel/tests/bench_tls
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	BUILD=$(BUILD) bash tests/bench_tls.sh
+# issue 14 (lwip): cellard on lwIP beside the host stack over a TAP path,
+# and lwIP's RAM per connection (as root: netns, TAP; socat relays frames).
+bench-lwip: $(PROGRAMS)
+	@command -v socat >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q socat; }
+	BUILD=$(BUILD) bash tests/bench_lwip.sh
+
+# issue 14 (lwip): tp_lwip.c for a Cortex-M4 against the example firmware
+# lwipopts.h (NO_SYS, transport/lwip/fw/), and what one connection costs in
+# that configuration's lwIP pools (symbol sizes of fw/lwip_ram.c).
+LWIP_FW_FLAGS := -mcpu=cortex-m4 -mthumb -Os -std=c11 -Wall -Wextra -Werror -ffunction-sections \
+  -fdata-sections -DCELLAR_PROFILE_DEVICE -DNDEBUG -Itransport/lwip/fw -Itransport -Iservice/common \
+  -idirafter /usr/include/lwip $(LWIP_FW_CFLAGS)
+size-lwip: | $(DEPS_STAMP)
+	@command -v arm-none-eabi-gcc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
+	@mkdir -p $(BUILD)/arm
+	@arm-none-eabi-gcc $(LWIP_FW_FLAGS) -c transport/lwip/tp_lwip.c -o $(BUILD)/arm/tp_lwip.o
+	@arm-none-eabi-gcc $(LWIP_FW_FLAGS) -c transport/lwip/fw/lwip_ram.c -o $(BUILD)/arm/lwip_ram.o
+	@arm-none-eabi-size $(BUILD)/arm/tp_lwip.o | awk 'NR==2{printf "tp_lwip.c (Cortex-M4 -Os): .text %d .data %d .bss %d\n", $$1, $$2, $$3}'
+	@echo "lwIP RAM per connection, example fw/lwipopts.h (Cortex-M4):"; arm-none-eabi-nm -S --radix=d $(BUILD)/arm/lwip_ram.o | awk '{printf "  %-22s %6d B\n", $$4, $$2}'
 
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
@@ -286,7 +321,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls bench-lwip size-lwip fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.

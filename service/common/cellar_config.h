@@ -109,4 +109,30 @@
 #define LOOP_MAX_LISTENERS 8
 #endif
 
+/* ---- lwIP transport (transport/lwip/tp_lwip.c; issue 14) -------------------
+ * Static pools, no malloc: a connection slot is 216 bytes on a Cortex-M4
+ * (272 on x86-64: tp_conn_t, the pcb pointer, the received-pbuf ring), a
+ * listener about 330 (its URL); `make size-lwip`. lwIP's own RAM per
+ * connection (a tcp_pcb, the pbufs of the receive window, the send buffer)
+ * is set by the firmware's lwipopts.h (TCP_WND, TCP_SND_BUF): docs/LWIP.md. */
+
+/* Connections at once, accepted ones waiting for tp_accept included; lwIP
+ * aborts a connection it accepts beyond this. cellard --stack lwip serves
+ * TP_LWIP_MAX_CONNS - 1, so the last slot still gets the ENOMEM reply.
+ *                                                     host 10, device 2 */
+#ifndef TP_LWIP_MAX_CONNS
+#define TP_LWIP_MAX_CONNS 10u
+#endif
+
+/* Listeners (one dual-stack pcb serves IPv4 and IPv6).  host 2, device 1 */
+#ifndef TP_LWIP_MAX_LISTENERS
+#define TP_LWIP_MAX_LISTENERS 2u
+#endif
+
+/* Received pbuf chains queued per connection before they are merged
+ * (each holds at most 65,535 bytes, lwIP's tot_len). host 8, device 8 */
+#ifndef TP_LWIP_RX_RING
+#define TP_LWIP_RX_RING 8u
+#endif
+
 #endif /* CELLAR_CONFIG_H */

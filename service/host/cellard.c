@@ -24,6 +24,7 @@
 #include "flash_sim.h"
 #include "layout.h"
 #include "loop.h"
+#include "lwip_host.h" /* issue 14: --stack lwip */
 #include "svc_core.h"
 #include "svc_sd.h"   /* issue 15 (sd) */
 #include "sd_file.h"
@@ -105,6 +106,12 @@ static void usage(FILE *f)
         "                        clients must present a certificate it signed\n"
         "  --psk-file FILE       ECDHE-PSK identities, lines \"IDENTITY HEXKEY\"\n"
         "  --sd FILE             an SD card image (FAT16/FAT32) served at /sd\n"
+        "  --stack host|lwip     host: the host's sockets (default); lwip:\n"
+        "                        lwIP on a TAP device (--tap, --ip; --listen\n"
+        "                        then gives the port, default 7070)\n"
+        "  --tap NAME            the TAP device lwIP uses (created if missing)\n"
+        "  --ip ADDR/PREFIX      lwIP's address, repeatable: one IPv4\n"
+        "                        (10.0.0.2/24) and/or IPv6 (fd00::2/64)\n"
         "  --help                this text\n"
         "  --version             print the version\n"
         "\n"
@@ -243,13 +250,16 @@ int main(int argc, char **argv)
            OPT_UPDATE, OPT_ACL, OPT_HELP, OPT_VERSION, OPT_NOCHECK,
            OPT_INSECURE, OPT_GC,
            OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_PSK_FILE /* issue 13 */,
-           OPT_SD /* issue 15 (sd) */, OPT_RAW /* issue 15 (raw) */ };
+           OPT_SD /* issue 15 (sd) */, OPT_RAW /* issue 15 (raw) */,
+           OPT_STACK, OPT_TAP, OPT_IP /* issue 14 */ };
     tp_tls_files_t tls_files = {0};
     static tp_tls_config_t tls_cfg; /* shared by every tls:// connection */
     bool tls_up = false;
     layout_raw_t raws[LAYOUT_MAX_RAW];
     char raw_names[LAYOUT_MAX_RAW][LAYOUT_NAME_MAX];
     uint32_t nraw = 0;
+    bool use_lwip = false, lwip_up = false; /* issue 14: --stack lwip */
+    lwip_host_config_t lcfg = { 0 };
     static const struct option opts[] = {
         { "flash", required_argument, NULL, OPT_FLASH },
         { "flash-size", required_argument, NULL, OPT_SIZE },
@@ -268,6 +278,9 @@ int main(int argc, char **argv)
         { "psk-file", required_argument, NULL, OPT_PSK_FILE },
         { "sd", required_argument, NULL, OPT_SD },
         { "raw", required_argument, NULL, OPT_RAW },
+        { "stack", required_argument, NULL, OPT_STACK },
+        { "tap", required_argument, NULL, OPT_TAP },
+        { "ip", required_argument, NULL, OPT_IP },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -394,6 +407,29 @@ int main(int argc, char **argv)
             nraw++;
             break;
         }
+        case OPT_STACK: /* issue 14 */
+            if (strcmp(optarg, "host") && strcmp(optarg, "lwip")) {
+                fprintf(stderr, "cellard: --stack %s: host or lwip\n", optarg);
+                return 2;
+            }
+            use_lwip = strcmp(optarg, "lwip") == 0;
+            break;
+        case OPT_TAP:
+            lcfg.tap = optarg;
+            break;
+        case OPT_IP: {
+            char e[200];
+            if (lcfg.nips == LWIP_HOST_MAX_IPS ||
+                lwip_host_check_ip(optarg, e, sizeof(e))) {
+                if (lcfg.nips == LWIP_HOST_MAX_IPS)
+                    snprintf(e, sizeof(e), "at most %d --ip options",
+                             LWIP_HOST_MAX_IPS);
+                fprintf(stderr, "cellard: %s\n", e);
+                return 2;
+            }
+            lcfg.ips[lcfg.nips++] = optarg;
+            break;
+        }
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -405,7 +441,8 @@ int main(int argc, char **argv)
             if ((optopt >= OPT_FLASH && optopt <= OPT_UPDATE) ||
                 optopt == OPT_ACL || optopt == OPT_GC ||
                 (optopt >= OPT_TLS_CERT && optopt <= OPT_PSK_FILE) ||
-                optopt == OPT_SD || optopt == OPT_RAW)
+                optopt == OPT_SD || optopt == OPT_RAW ||
+                (optopt >= OPT_STACK && optopt <= OPT_IP))
                 fprintf(stderr, "cellard: %s needs a value\n",
                         argv[optind - 1]);
             else
@@ -420,8 +457,18 @@ int main(int argc, char **argv)
                         "try 'cellard --help'\n", argv[optind]);
         return 2;
     }
+    if (use_lwip && (!lcfg.tap || lcfg.nips == 0 || nlisten > 1)) {
+        fprintf(stderr, "cellard: --stack lwip needs --tap NAME and --ip "
+                "ADDR/PREFIX (and at most one --listen, for the port)\n");
+        return 2;
+    }
+    if (!use_lwip && (lcfg.tap || lcfg.nips)) {
+        fprintf(stderr, "cellard: --tap and --ip go with --stack lwip\n");
+        return 2;
+    }
     if (nlisten == 0)
-        listen_urls[nlisten++] = DEFAULT_LISTEN;
+        listen_urls[nlisten++] = use_lwip ? "tcp://0.0.0.0:7070"
+                                          : DEFAULT_LISTEN;
 
     /* Check every URL before touching the flash. */
     tp_url_t urls[MAX_LISTEN];
@@ -609,16 +656,39 @@ int main(int argc, char **argv)
                     "images)\n", flash_path, (unsigned)bp->block_count);
     }
 
-    if (loop_new(&lp, &svc, NULL)) {
+    loop_config_t lpc = { .max_conns = use_lwip ? TP_LWIP_MAX_CONNS - 1 : 0 };
+    if (use_lwip) { /* issue 14: lwIP on a TAP device */
+        char errbuf[300];
+        if (lwip_host_start(&lcfg, errbuf, sizeof(errbuf))) {
+            fprintf(stderr, "cellard: %s\n", errbuf);
+            goto cleanup;
+        }
+        lwip_up = true;
+    }
+    if (loop_new(&lp, &svc, &lpc)) {
         fprintf(stderr, "cellard: out of memory\n");
         goto cleanup;
     }
     for (int i = 0; i < nlisten; i++) {
         tp_listener_t *l;
         char errbuf[300];
-        int rc = strcmp(urls[i].scheme, "tls") == 0
-                 ? tp_tls_listen(&urls[i], &tls_cfg, &l, errbuf, sizeof(errbuf))
-                 : tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        /* issue 14: on --stack lwip the listeners are lwIP's; tls://
+         * wraps whichever TCP listener it gets (issue 13) */
+        bool tls = strcmp(urls[i].scheme, "tls") == 0;
+        int rc;
+        if (use_lwip) {
+            rc = lwip_host_listen(urls[i].host, urls[i].port, &l, errbuf,
+                                  sizeof(errbuf));
+            if (rc == 0 && tls) {
+                tp_listener_t *inner = l;
+                rc = tp_tls_listener(&tls_cfg, inner, &l);
+                if (rc)
+                    snprintf(errbuf, sizeof(errbuf), "out of memory");
+            }
+        } else {
+            rc = tls ? tp_tls_listen(&urls[i], &tls_cfg, &l, errbuf, sizeof(errbuf))
+                     : tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        }
         if (rc) {
             fprintf(stderr, "cellard: --listen %s: %s\n", listen_urls[i],
                     errbuf);
@@ -629,10 +699,19 @@ int main(int argc, char **argv)
             goto cleanup;
         }
         printf("cellard: listening on %s\n", l->url);
+        bool any = !strcmp(urls[i].host, "0.0.0.0") || !strcmp(urls[i].host, "::");
+        for (int k = 0; use_lwip && any && k < lcfg.nips; k++) { /* issue 14 */
+            char hp[80], a[64];
+            snprintf(a, sizeof(a), "%.*s", (int)strcspn(lcfg.ips[k], "/"),
+                     lcfg.ips[k]);
+            printf("cellard: listening on tcp://%s (lwip on %s)\n",
+                   tp_format_hostport(a, urls[i].port, hp, sizeof(hp)),
+                   lcfg.tap);
+        }
     }
     fflush(stdout);
 
-    err = loop_run(lp, &g_stop);
+    err = use_lwip ? lwip_host_run(lp, &g_stop) : loop_run(lp, &g_stop);
     if (err)
         fprintf(stderr, "cellard: event loop failed: %s\n", strerror(-err));
     else
@@ -641,6 +720,8 @@ int main(int argc, char **argv)
 
 cleanup:
     loop_free(lp); /* stop accepting, close connections and their handles */
+    if (lwip_up)
+        lwip_host_report(log_line, NULL); /* issue 14: RAM figures */
     if (svc_up && svc_free(&svc) != 0) {
         fprintf(stderr, "cellard: unmount failed\n");
         status = 1;
