@@ -196,6 +196,10 @@ typedef struct cellar_info {
     cellar_partition_t partitions[CELLAR_MAX_PARTITIONS];
     uint32_t nproblems;    /* what start-up found wrong and did about it */
     char problems[CELLAR_MAX_PROBLEMS][160];
+    /* issue 14: items one request may carry in a list (update declare and
+     * manifest import entries, backup and restore paths): 16, or what a
+     * small-RAM device says (3 with 1 KiB frames) */
+    uint32_t max_items;
 } cellar_info_t;
 
 /* ---- the handle ---------------------------------------------------------------- */

@@ -67,7 +67,18 @@ _Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= CFS_MAX_OPEN,
                "service's own files");
 #define SVC_MAX_PATH CFS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
-#define SVC_LIST_MAX 32u         /* entries per List page (proto max_count) */
+/* Entries per List page (the generated max_count: host 32, device 3). */
+#define SVC_LIST_MAX ((uint32_t)pb_arraysize(cellar_ListReply, entries))
+/* Items of a request list (issue 14; HelloReply.max_items): Declare and
+ * ManifestImport entries, Backup and Restore paths (host 16, device 3). */
+#define SVC_MAX_ITEMS ((uint32_t)pb_arraysize(cellar_BackupRequest, paths))
+_Static_assert(pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_RestoreRequest, paths) &&
+               pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_UpdateDeclareRequest, entries) &&
+               pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_ManifestImportRequest, entries),
+               "one max_items for every request list");
 #define SVC_MAX_PARTS 2u         /* usr and bak */
 #define SVC_IDLE_DEFAULT_MS 300000u /* idle timeout when the config says 0 */
 #define SVC_IDLE_NEVER UINT32_MAX   /* no idle timeout */
@@ -168,7 +179,7 @@ enum {
     SVC_PART_NO_MANIFEST = 2, /* the manifest is unusable: read-only */
     SVC_PART_UNMOUNTED = 3,   /* no usable filesystem */
 };
-#define SVC_MAX_PROBLEMS 8u   /* HelloReply.problems */
+#define SVC_MAX_PROBLEMS ((uint32_t)pb_arraysize(cellar_HelloReply, problems))
 #define SVC_PROBLEM_LEN 160u
 /* Bytes of a partition the service keeps for its own bookkeeping (manifest
  * slots, staging plans, the commits of a remove, an abort or a rollback),
@@ -223,8 +234,8 @@ typedef struct svc_copy {
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
     cfs_file_t dst;
-    char rel[16][SVC_MAX_PATH + 2];
-    bool found[16];
+    char rel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+    bool found[SVC_MAX_ITEMS];
     cellar_CopyReply out;
 } svc_copy_t;
 
@@ -297,7 +308,7 @@ struct svc {
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
     char logline[256];
-    uint8_t scratch[4096];
+    uint8_t scratch[SVC_SCRATCH_BYTES]; /* cellar_config.h */
     /* ---- update bundles: the index of the staged bundle's paths */
     txn_index_t txix;
     /* ---- the long request in progress */

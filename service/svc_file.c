@@ -82,11 +82,12 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
     o->max_path = SVC_MAX_PATH;
     o->max_chunk = SVC_MAX_CHUNK;
     o->max_handles = SVC_MAX_HANDLES;
+    o->max_items = SVC_MAX_ITEMS; /* issue 14: the profile's list caps */
     o->block_size = dev->block_size;
     o->block_count = dev->block_count;
     o->page_size = dev->page_size;
     o->partitions_count = 0;
-    for (uint32_t i = 0; i < s->nparts && i < 4; i++) {
+    for (uint32_t i = 0; i < s->nparts && i < pb_arraysize(cellar_HelloReply, partitions); i++) {
         cellar_Partition *p = &o->partitions[o->partitions_count++];
         p->path[0] = '/';
         svc_copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
@@ -95,7 +96,7 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->read_only = s->part[i].read_only;
         p->state = (cellar_PartState)s->part[i].state;
     }
-    for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
+    for (uint32_t i = 0; i < s->nproblems && i < pb_arraysize(cellar_HelloReply, problems); i++)
         svc_copy_str(o->problems[o->problems_count++],
                      sizeof(o->problems[0]), s->problems[i]);
     if (s->cfg.log) {
