@@ -288,7 +288,7 @@ $(BUILD)/dev/cellard: $(call dev_objs,$(DAEMON_SET) service/host/cellard.c)
 # with the device's structs and take max_chunk from the profile).
 DEV_TESTS := test_svc_core test_update test_svc_model
 $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/dev/tests/%.o \
-    $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS))
+    $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS) clients/libcellar_util.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 DEV_MODEL_STEPS ?= 3000

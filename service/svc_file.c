@@ -253,10 +253,15 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             h = &c->h[slot];
             break;
         }
-    if (!h)
-        return svc_fail_path(s, CFS_ERR_NOMEM, p->show,
-                         "too many open handles on this connection "
-                         "(max 8)");
+    if (!h) { /* "(max N)": SVC_MAX_HANDLES of the profile (issue 14) */
+        sb_t b = svc_err_begin(s, CFS_ERR_NOMEM);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": too many open handles on this connection (max ");
+        svc_sb_u64(&b, SVC_MAX_HANDLES);
+        svc_sb_str(&b, ")");
+        return CFS_ERR_NOMEM;
+    }
 
     int ff = 0;
     if ((fl & rw) == rw)
