@@ -286,7 +286,7 @@ $(BUILD)/dev/cellard: $(call dev_objs,$(DAEMON_SET) service/host/cellard.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 # The in-process tests on the device profile (they build their requests
 # with the device's structs and take max_chunk from the profile).
-DEV_TESTS := test_svc_core test_update test_svc_model
+DEV_TESTS := test_svc_core test_update test_svc_model test_device_ram
 $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/dev/tests/%.o \
     $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS) clients/libcellar_util.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -294,7 +294,7 @@ $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/de
 DEV_MODEL_STEPS ?= 3000
 test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS))
 	@pass=0; fail=0; failed=""; \
-	for t in test_svc_core test_update; do \
+	for t in test_device_ram test_svc_core test_update; do \
 	  echo "=== $(BUILD)/dev/tests/$$t (device profile)"; \
 	  if $(BUILD)/dev/tests/$$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \
