@@ -291,7 +291,7 @@ $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/de
     $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS) clients/libcellar_util.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-DEV_MODEL_STEPS ?= 3000
+DEV_MODEL_STEPS ?= 5000
 test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS))
 	@pass=0; fail=0; failed=""; \
 	for t in test_device_ram test_svc_core test_update; do \
