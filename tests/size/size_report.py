@@ -271,6 +271,11 @@ def cmd_ram(args):
     print("target: request paths (svc_process, svc_tick, svc_conn_close) "
           "<= %d: %s (%d)" % (STACK_TARGET, "met" if ok_stack else "NOT met",
                               worst_req))
+    rec = sorted({x[len("recursion: "):] for v in stacks.values()
+                  for x in v["recursion"]})
+    if rec:
+        print("call cycles (each function counted once per path; their depth "
+              "is bounded by the code, not by this sum): " + ", ".join(rec))
     ext_all = sorted({x for v in stacks.values() for x in v["external"]})
     print("counted as 0 (firmware callbacks, libc, nanopb runtime, mbedTLS): "
           + ", ".join(ext_all[:30]) + (" ..." if len(ext_all) > 30 else ""))
