@@ -318,7 +318,7 @@ test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix 
 # frame and calls: tests/size/size_report.py sums the worst path.
 ARM_CC    := arm-none-eabi-gcc
 ARM_FLAGS := -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-             -DCELLAR_PROFILE_DEVICE -DNDEBUG -fstack-usage -fcallgraph-info=su
+             -DCELLAR_PROFILE_DEVICE -DNDEBUG -fstack-usage -fcallgraph-info=su -MMD -MP
 ARM_INC    = $(subst -I$(BUILD)/gen,-I$(DEV_GEN),$(DEV_INC)) -idirafter /usr/include
 ARM_SRCS  := $(DEVICE_SET) $(DEV_GEN_C)
 ARM_OBJS  := $(patsubst %.c,$(BUILD)/arm/%.o,$(subst $(DEV_GEN)/,gen/,$(ARM_SRCS)))
@@ -328,10 +328,10 @@ $(BUILD)/.arm-ok:
 	@mkdir -p $(BUILD) && touch $@
 $(BUILD)/arm/gen/cellar.pb.o: $(DEV_GEN_C) | $(BUILD)/.arm-ok
 	@mkdir -p $(dir $@)
-	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
+	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) -MT $@ -MF $(CURDIR)/$(@:.o=.d) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
 $(BUILD)/arm/%.o: %.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
 	@mkdir -p $(dir $@)
-	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
+	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) -MT $@ -MF $(CURDIR)/$(@:.o=.d) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
 $(BUILD)/arm/ram_probe.o: tests/size/ram_probe.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
 	@mkdir -p $(dir $@)
 	$(ARM_CC) $(ARM_FLAGS) $(ARM_INC) -c $< -o $@

@@ -260,7 +260,6 @@ typedef struct svc_job {
     uint32_t cursor, nslots, max, bad, fixed;
     uint8_t kprob;         /* the problem a repair's copy is fixing */
     uint64_t steps;        /* steps made (statistics, tests) */
-    cellar_VerifyReply vr;
     svc_copy_t cp;         /* a copy in steps (backup, restore, repair) */
     uint32_t centry;       /* commit: the next staged entry to hash */
     /* declare: the request, the entry it is at, the reply so far; a local
@@ -269,8 +268,16 @@ typedef struct svc_job {
     uint8_t dstatus;       /* the entry's cellar_EntryStatus */
     uint32_t di;
     uint64_t dhave;
-    cellar_UpdateDeclareRequest decl;
-    cellar_UpdateDeclareReply drep;
+    /* One job kind at a time, and every job starts from a zeroed svc_job_t:
+     * verify's reply and declare's request/reply share their bytes
+     * (issue 14: 800 bytes on the device profile, 4 KiB on the host). */
+    union {
+        cellar_VerifyReply vr;             /* VERIFY, CHECK */
+        struct {
+            cellar_UpdateDeclareRequest decl; /* DECLARE */
+            cellar_UpdateDeclareReply drep;
+        };
+    };
 } svc_job_t;
 
 struct svc {
