@@ -6,6 +6,8 @@
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make fuzz-svc   the model-based protocol test on new seeds (FUZZ_SECONDS, default 600)
 #   make size       device-side code cross-compiled for Cortex-M4 (-Os)
+#   make ram        RAM of svc_t / a connection, worst-case stack (issue 14)
+#   make test-device  the tests against the device profile (1 KiB frames)
 #   make install PREFIX=/usr/local
 #
 # Layout of build/: rel/ optimised objects and programs (cellard, cellar,
@@ -303,25 +305,104 @@ fuzz-svc: $(DEPS_STAMP) $(BUILD)/san/tests/test_svc_model
 	$(BUILD)/san/tests/test_svc_model --seconds $(FUZZ_SVC_SECONDS) --seed $$(date +%s) $(SVC_MODEL_ARGS)
 $(BUILD)/fuzz/fuzz_svc_seq: tests/test_svc_model.c
 
-# ---- size on a Cortex-M4 --------------------------------------------------------
 # issue 13: the module's mbedTLS has no threads, sockets or files
 SIZE_TLS_FLAGS := -DMBEDTLS_USER_CONFIG_FILE='"tls/tp_tls_device_config.h"'
-size: $(GEN_C)
-	@command -v arm-none-eabi-gcc >/dev/null || { \
+# ---- the device profile (issue 14: docs/DEVICE.md) -------------------------------
+# CELLAR_PROFILE_DEVICE with its own generated codec: build/gen-device/ is
+# protoc's output for proto/cellar.options followed by
+# proto/cellar-device.options (small data fields and lists: the decoded
+# structs fit 1 KiB frames). Objects in build/dev/ (ASan+UBSan, so they do
+# not clash with build/san/), cross-compiled ones in build/arm/.
+#   make size         .text/.data/.bss per module for Cortex-M4 (-Os) + sums
+#   make ram          RAM of svc_t and a connection, worst-case stack of the
+#                     request paths; both write build/size.json
+#   make test-device  a device-profile daemon and service core under the
+#                     service, update, e2e and model tests
+DEV_GEN   := $(BUILD)/gen-device
+DEV_GEN_C := $(DEV_GEN)/cellar.pb.c
+DEV_GEN_H := $(DEV_GEN)/cellar.pb.h
+DEV_CFLAGS := $(SAN_CFLAGS) -DCELLAR_PROFILE_DEVICE
+dev_inc = $(subst -I$(BUILD)/gen,-I$(DEV_GEN),$(call inc_for,$1))
+dev_objs = $(call objs,dev,$(sort $(1))) $(BUILD)/dev/gen/cellar.pb.o
+
+$(DEV_GEN_C) $(DEV_GEN_H): proto/cellar.proto proto/cellar.options proto/cellar-device.options | $(DEPS_STAMP)
+	@mkdir -p $(DEV_GEN)/opts
+	cat proto/cellar.options proto/cellar-device.options > $(DEV_GEN)/opts/cellar.options
+	cp proto/cellar.proto $(DEV_GEN)/opts/cellar.proto
+	protoc --nanopb_opt=-I$(DEV_GEN)/opts --nanopb_out=$(DEV_GEN) -I$(DEV_GEN)/opts $(DEV_GEN)/opts/cellar.proto
+$(BUILD)/dev/gen/cellar.pb.o: $(DEV_GEN_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(DEV_CFLAGS) -I$(DEV_GEN) -c $< -o $@
+$(BUILD)/dev/%.o: %.c $(DEV_GEN_H) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(DEV_CFLAGS) $(call dev_inc,$<) -c $< -o $@
+$(BUILD)/dev/cellard: $(call dev_objs,$(DAEMON_SET) service/host/cellard.c) $(call objs,dev,$(LWIP_SRCS))
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
+$(call objs,dev,$(LWIP_SRCS)): DEV_CFLAGS += $(LWIP_INC)
+# The in-process tests on the device profile (they build their requests
+# with the device's structs and take max_chunk from the profile).
+DEV_TESTS := test_svc_core test_update test_svc_model test_device_ram
+$(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/dev/tests/%.o \
+    $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS) clients/libcellar_util.c)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+DEV_MODEL_STEPS ?= 5000
+# every e2e script that starts $(CELLARD); the fuzz smoke test builds its own
+DEV_SCRIPTS := $(filter-out tests/e2e_fuzz_smoke.sh,$(TEST_SCRIPTS))
+test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS))
+	@pass=0; fail=0; failed=""; \
+	for t in test_device_ram test_svc_core test_update; do \
+	  echo "=== $(BUILD)/dev/tests/$$t (device profile)"; \
+	  if $(BUILD)/dev/tests/$$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
+	done; \
+	echo "=== $(BUILD)/dev/tests/test_svc_model --steps $(DEV_MODEL_STEPS) (device profile)"; \
+	if $(BUILD)/dev/tests/test_svc_model --steps $(DEV_MODEL_STEPS); then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed test_svc_model"; fi; \
+	for s in $(DEV_SCRIPTS); do \
+	  echo "=== $$s (device-profile cellard)"; \
+	  if BUILD=$(BUILD) CELLARD=$(BUILD)/dev/cellard CELLAR=$(BUILD)/san/cellar bash $$s; then \
+	    pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$s"; fi; \
+	done; \
+	[ -z "$$failed" ] || echo "failed:$$failed"; \
+	echo "test-device suites: $$pass passed, $$fail failed"; \
+	[ $$fail -eq 0 ]
+
+# Cortex-M4, -Os, the device profile. Modules: fs (cfs), service core
+# (svc_*.c but the update ones), updates (txn, manifest, svc_update,
+# svc_copy, svc_manifest_rpc), codec, generated protobuf, transport (tp.c,
+# the URL parser). -fstack-usage and -fcallgraph-info give each function's
+# frame and calls: tests/size/size_report.py sums the worst path.
+ARM_CC    := arm-none-eabi-gcc
+ARM_FLAGS := -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
+             -DCELLAR_PROFILE_DEVICE -DNDEBUG -fstack-usage -fcallgraph-info=su -MMD -MP \
+             $(SIZE_TLS_FLAGS)
+ARM_INC    = $(subst -I$(BUILD)/gen,-I$(DEV_GEN),$(DEV_INC)) -idirafter /usr/include
+ARM_SRCS  := $(DEVICE_SET) $(DEV_GEN_C)
+ARM_OBJS  := $(patsubst %.c,$(BUILD)/arm/%.o,$(subst $(DEV_GEN)/,gen/,$(ARM_SRCS)))
+$(BUILD)/.arm-ok:
+	@command -v $(ARM_CC) >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-arm-none-eabi libnewlib-arm-none-eabi; }
-	@mkdir -p $(BUILD)/arm
-	@printf '%-28s %8s %8s %8s\n' module .text .data .bss; \
-	for f in $(DEVICE_SET) $(GEN_C); do \
-	  o=$(BUILD)/arm/$$(basename $$f .c).o; \
-	  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -std=c11 -ffunction-sections -fdata-sections \
-	    -DCELLAR_PROFILE_DEVICE -DNDEBUG $(DEV_INC) $(SIZE_TLS_FLAGS) -idirafter /usr/include -c $$f -o $$o || exit 1; \
-	  arm-none-eabi-size $$o | awk -v m=$$f 'NR==2{printf "%-28s %8d %8d %8d\n", m, $$1, $$2, $$3}'; \
-	done
+	@mkdir -p $(BUILD) && touch $@
+$(BUILD)/arm/gen/cellar.pb.o: $(DEV_GEN_C) | $(BUILD)/.arm-ok
+	@mkdir -p $(dir $@)
+	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) -MT $@ -MF $(CURDIR)/$(@:.o=.d) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
+$(BUILD)/arm/%.o: %.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
+	@mkdir -p $(dir $@)
+	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) -MT $@ -MF $(CURDIR)/$(@:.o=.d) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
+$(BUILD)/arm/ram_probe.o: tests/size/ram_probe.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
+	@mkdir -p $(dir $@)
+	$(ARM_CC) $(ARM_FLAGS) $(ARM_INC) -c $< -o $@
+
+SIZE_REPORT = python3 tests/size/size_report.py --build $(BUILD) --json $(BUILD)/size.json
+size: $(ARM_OBJS)
+	@$(SIZE_REPORT) size $(ARM_OBJS)
+ram: $(ARM_OBJS) $(BUILD)/arm/ram_probe.o
+	@$(SIZE_REPORT) ram --probe $(BUILD)/arm/ram_probe.o $(ARM_OBJS)
 
 clean:
 	rm -rf $(BUILD)
 
 .PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls bench-lwip size-lwip fuzz fuzz-svc size install clean FORCE
+.PHONY: ram test-device # issue 14
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pb_encode.h>
+
 #include "codec.h"
 #include "tp.h"
 #include "tls/tp_tls.h" /* issue 13 */
@@ -341,6 +343,7 @@ static int hello(cellar_t *c)
     in->max_path = h->max_path ? h->max_path : CELLAR_PATH_MAX;
     in->max_chunk = h->max_chunk ? h->max_chunk : 4096;
     in->max_handles = h->max_handles;
+    in->max_items = h->max_items ? h->max_items : 16; /* issue 14 */
     in->block_size = h->block_size;
     in->block_count = h->block_count;
     in->page_size = h->page_size;
@@ -568,6 +571,10 @@ int64_t cellar__send(cellar_t *c)
     if (n < 0)
         return cellar__fail(c, CELLAR_ERR_MSGSIZE,
                             "encoding request: does not fit a frame");
+    if (c->info.max_frame && (uint32_t)n - CODEC_HDR > c->info.max_frame)
+        return cellar__fail(c, CELLAR_ERR_MSGSIZE, /* issue 14 */
+                            "request of %d bytes is above the device's max_frame (%u)",
+                            n - (int)CODEC_HDR, (unsigned)c->info.max_frame);
     size_t off = 0, len = (size_t)n;
     while (off < len) {
         int w = c->tp->send(c->tp_ctx, tx + off, len - off, c->cfg.timeout_ms);
@@ -806,6 +813,24 @@ uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x)
     if (c->info.max_chunk && chunk > c->info.max_chunk)
         chunk = c->info.max_chunk;
     return chunk ? chunk : 1;
+}
+
+size_t cellar__items(const cellar_t *c, size_t page)
+{
+    if (c->info.max_items && page > c->info.max_items)
+        page = c->info.max_items;
+    return page ? page : 1;
+}
+
+size_t cellar__fit(cellar_t *c, pb_size_t *count)
+{
+    const cellar_Request *req = cellar__req(c);
+    size_t size;
+    while (c->info.max_frame && *count > 1 &&
+           pb_get_encoded_size(&size, cellar_Request_fields, req) &&
+           size > c->info.max_frame)
+        (*count)--;
+    return *count;
 }
 
 uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x)

@@ -123,6 +123,12 @@ CELLAR_INTERNAL int cellar__handle_req(cellar_t *c, pb_size_t which, cellar_fh_t
 /* Effective chunk and window of a transfer. */
 CELLAR_INTERNAL uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x);
 CELLAR_INTERNAL uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x);
+/* issue 14: list requests sized from Hello. cellar__items: at most `page`,
+ * at most the device's max_items. cellar__fit: drop items from the end of
+ * the list in the current request (*count, at least 1 kept) until it
+ * encodes within the device's max_frame; returns the count kept. */
+CELLAR_INTERNAL size_t cellar__items(const cellar_t *c, size_t page);
+CELLAR_INTERNAL size_t cellar__fit(cellar_t *c, pb_size_t *count);
 
 /* ==== libcellar_pipe.c: pipelined transfers through a handle ================ */
 /* One pipelined transfer through an open handle: up to `window` requests

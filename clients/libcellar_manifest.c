@@ -193,11 +193,12 @@ int cellar_manifest_digest(const cellar_mentry_t *e, size_t n,
 
 int cellar_manifest_import(cellar_t *c, const cellar_mentry_t *e, size_t n)
 {
-    for (size_t i = 0; i < n; i += CELLAR_IMPORT_PAGE) {
+    size_t page = cellar__items(c, CELLAR_IMPORT_PAGE); /* issue 14 */
+    for (size_t i = 0; i < n;) {
         cellar_Request *req = cellar__new_req(c, cellar_Request_manifest_import_tag);
         if (!req)
             return CELLAR_ERR_NOTCONN;
-        size_t k = n - i < CELLAR_IMPORT_PAGE ? n - i : CELLAR_IMPORT_PAGE;
+        size_t k = n - i < page ? n - i : page;
         cellar_ManifestImportRequest *mi = &req->body.manifest_import;
         for (size_t j = 0; j < k; j++) {
             const cellar_mentry_t *s = &e[i + j];
@@ -214,9 +215,11 @@ int cellar_manifest_import(cellar_t *c, const cellar_mentry_t *e, size_t n)
             d->mtime = s->mtime;
         }
         mi->entries_count = (pb_size_t)k;
+        k = cellar__fit(c, &mi->entries_count); /* within max_frame */
         int err = cellar__rpc(c, cellar_Response_done_tag);
         if (err < 0)
             return k == 1 ? cellar__at_path(c, err, e[i].path) : err;
+        i += k;
     }
     return 0;
 }

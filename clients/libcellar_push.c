@@ -231,8 +231,9 @@ static int declare(push_t *p)
 {
     cellar_t *c = p->c;
     cellar_push_report_t *r = p->rep;
-    for (size_t first = 0; first < p->v.n; first += CELLAR_DECLARE_PAGE) {
-        size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
+    size_t page = cellar__items(c, CELLAR_DECLARE_PAGE); /* issue 14 */
+    for (size_t first = 0, k = 0; first < p->v.n; first += k) {
+        k = p->v.n - first < page ? p->v.n - first : page;
         cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
         if (!req)
             return CELLAR_ERR_NOTCONN;
@@ -251,6 +252,7 @@ static int declare(push_t *p)
             }
         }
         d->entries_count = (pb_size_t)k;
+        k = cellar__fit(c, &d->entries_count); /* within max_frame */
         int err = cellar__rpc(c, cellar_Response_update_declare_tag);
         if (err < 0)
             return k == 1 ? cellar__at_path(c, err, p->v.v[first].e.path) : err;

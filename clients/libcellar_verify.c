@@ -193,6 +193,10 @@ static int copy_rpc(cellar_t *c, pb_size_t which, const char *what,
         return cellar__fail(c, CELLAR_ERR_INVAL,
                             "%s: at most %d paths at once (one atomic step)", what,
                             CELLAR_COPY_PATHS);
+    if (n > cellar__items(c, CELLAR_COPY_PATHS)) /* issue 14 */
+        return cellar__fail(c, CELLAR_ERR_INVAL,
+                            "%s: at most %zu paths at once on this device (one atomic step)",
+                            what, cellar__items(c, CELLAR_COPY_PATHS));
     cellar_Request *req = cellar__new_req(c, which);
     if (!req)
         return CELLAR_ERR_NOTCONN;

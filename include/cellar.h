@@ -215,6 +215,10 @@ typedef struct cellar_info {
     char role[8];          /* "admin", "writer", "reader", "none" */
     uint32_t nprefixes;    /* a writer's write prefixes (0 = everywhere) */
     char prefixes[4][64];
+    /* issue 14: items one request may carry in a list (update declare and
+     * manifest import entries, backup and restore paths): 16, or what a
+     * small-RAM device says (3 with 1 KiB frames) */
+    uint32_t max_items;
 } cellar_info_t;
 
 /* ---- the handle ---------------------------------------------------------------- */

@@ -38,17 +38,28 @@
 #include <pb.h>
 
 #include "cellar.pb.h"
+#include "cellar_config.h"
 
 /* ---- limits --------------------------------------------------------------- */
+/* The frame and chunk come from cellar_config.h (CELLAR_MAX_FRAME,
+ * CELLAR_MAX_CHUNK: host 16896 / 16384, device profile 1024 / 768). */
 #define CODEC_HDR 4u                        /* bytes of the length prefix */
-#define CODEC_MAX_CHUNK 16384u              /* Read length / Write data, bytes */
-#define CODEC_MAX_FRAME (16384u + 512u)     /* largest N in a frame, bytes */
+#define CODEC_MAX_CHUNK CELLAR_MAX_CHUNK    /* Read length / Write data, bytes */
+#define CODEC_MAX_FRAME CELLAR_MAX_FRAME    /* largest N in a frame, bytes */
 #define CODEC_BUF_MIN (CODEC_HDR + CODEC_MAX_FRAME) /* parser buffer, bytes */
 #define CODEC_PROTOCOL_VERSION 1u
 
-#if cellar_Request_size > CODEC_MAX_FRAME || cellar_Response_size > CODEC_MAX_FRAME
-#error "a cellar message can exceed CODEC_MAX_FRAME: check proto/cellar.options"
+/* A Response carries an error or a body, never both (svc_resp_finish
+ * drops the body of a failed reply): its largest is the generated size
+ * less the error field (tag, length, Error). */
+#if cellar_Request_size > CODEC_MAX_FRAME || \
+    cellar_Response_size - (cellar_Error_size + 3) > CODEC_MAX_FRAME
+#error "a cellar message can exceed CODEC_MAX_FRAME: check proto/cellar.options (device: proto/cellar-device.options)"
 #endif
+_Static_assert(sizeof(((cellar_WriteRequest *)0)->data.bytes) == CODEC_MAX_CHUNK &&
+               sizeof(((cellar_ReadReply *)0)->data.bytes) == CODEC_MAX_CHUNK &&
+               sizeof(((cellar_UpdateWriteRequest *)0)->data.bytes) == CODEC_MAX_CHUNK,
+               "the generated data fields hold CELLAR_MAX_CHUNK bytes (cellar.options)");
 
 /* ---- errors (negative errno numbers, as in the proto Code enum) ----------- */
 typedef enum {

@@ -11,7 +11,7 @@
 static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
                      const char *path, cellar_ProblemKind k)
 {
-    if (out->skipped_count >= 16)
+    if (out->skipped_count >= pb_arraysize(cellar_CopyReply, skipped))
         return;
     cellar_Problem *pr = &out->skipped[out->skipped_count++];
     svc_show_path(s, part, path, pr->path, sizeof(pr->path));
@@ -284,7 +284,7 @@ static int copy_commit(svc_t *s)
     if (cp->idx == 0)
         return txn_abort(&s->cp);
     if (cp->to == USR) {
-        bool found[16];
+        bool found[SVC_MAX_ITEMS];
         memcpy(found, cp->found, sizeof(found));
         release_readers(s);
         memcpy(cp->found, found, sizeof(found));
@@ -493,8 +493,8 @@ static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
     svc_job_t *j = &s->job;
     if (s->nparts <= BAK || !s->part[USR].has_man || !s->part[BAK].has_man)
         return svc_fail_path(s, CFS_ERR_IO, "/bak", "partition is not mounted");
-    if (n > 16)
-        n = 16;
+    if (n > SVC_MAX_ITEMS)
+        n = SVC_MAX_ITEMS;
     memset(j, 0, sizeof(*j));
     int err = copy_args(s, paths, n, j->cp.rel, !backup);
     if (err)

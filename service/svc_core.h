@@ -68,7 +68,18 @@ _Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= CFS_MAX_OPEN,
                "service's own files");
 #define SVC_MAX_PATH CFS_PATH_MAX /* bytes in a path (255) */
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
-#define SVC_LIST_MAX 32u         /* entries per List page (proto max_count) */
+/* Entries per List page (the generated max_count: host 32, device 3). */
+#define SVC_LIST_MAX ((uint32_t)pb_arraysize(cellar_ListReply, entries))
+/* Items of a request list (issue 14; HelloReply.max_items): Declare and
+ * ManifestImport entries, Backup and Restore paths (host 16, device 3). */
+#define SVC_MAX_ITEMS ((uint32_t)pb_arraysize(cellar_BackupRequest, paths))
+_Static_assert(pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_RestoreRequest, paths) &&
+               pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_UpdateDeclareRequest, entries) &&
+               pb_arraysize(cellar_BackupRequest, paths) ==
+                   pb_arraysize(cellar_ManifestImportRequest, entries),
+               "one max_items for every request list");
 #define SVC_MAX_PARTS 2u         /* usr and bak */
 #define SVC_IDLE_DEFAULT_MS 300000u /* idle timeout when the config says 0 */
 #define SVC_IDLE_NEVER UINT32_MAX   /* no idle timeout */
@@ -192,7 +203,7 @@ enum {
     SVC_PART_NO_MANIFEST = 2, /* the manifest is unusable: read-only */
     SVC_PART_UNMOUNTED = 3,   /* no usable filesystem */
 };
-#define SVC_MAX_PROBLEMS 8u   /* HelloReply.problems */
+#define SVC_MAX_PROBLEMS ((uint32_t)pb_arraysize(cellar_HelloReply, problems))
 #define SVC_PROBLEM_LEN 160u
 /* Bytes of a partition the service keeps for its own bookkeeping (manifest
  * slots, staging plans, the commits of a remove, an abort or a rollback),
@@ -254,8 +265,8 @@ typedef struct svc_copy {
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
     cfs_file_t dst;
-    char rel[16][SVC_MAX_PATH + 2];
-    bool found[16];
+    char rel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+    bool found[SVC_MAX_ITEMS];
     cellar_CopyReply out;
 } svc_copy_t;
 
@@ -283,7 +294,6 @@ typedef struct svc_job {
     uint32_t cursor, nslots, max, bad, fixed;
     uint8_t kprob;         /* the problem a repair's copy is fixing */
     uint64_t steps;        /* steps made (statistics, tests) */
-    cellar_VerifyReply vr;
     svc_copy_t cp;         /* a copy in steps (backup, restore, repair) */
     uint32_t centry;       /* commit: the next staged entry to hash */
     /* declare: the request, the entry it is at, the reply so far; a local
@@ -292,8 +302,16 @@ typedef struct svc_job {
     uint8_t dstatus;       /* the entry's cellar_EntryStatus */
     uint32_t di;
     uint64_t dhave;
-    cellar_UpdateDeclareRequest decl;
-    cellar_UpdateDeclareReply drep;
+    /* One job kind at a time, and every job starts from a zeroed svc_job_t:
+     * verify's reply and declare's request/reply share their bytes
+     * (issue 14: 800 bytes on the device profile, 4 KiB on the host). */
+    union {
+        cellar_VerifyReply vr;             /* VERIFY, CHECK */
+        struct {
+            cellar_UpdateDeclareRequest decl; /* DECLARE */
+            cellar_UpdateDeclareReply drep;
+        };
+    };
     /* gc: blocks gained wanted (0 = all), swept so far and at most, the
      * start's free and stale bytes */
     uint32_t gc_want, gc_swept, gc_limit;
@@ -346,7 +364,7 @@ struct svc {
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
     char logline[256];
-    uint8_t scratch[4096];
+    uint8_t scratch[SVC_SCRATCH_BYTES]; /* cellar_config.h */
     /* ---- update bundles: the index of the staged bundle's paths */
     txn_index_t txix;
     /* ---- the long request in progress */

@@ -176,6 +176,9 @@ typedef struct field_rule {
     bool text;          /* show the start of the value */
 } field_rule_t;
 
+/* issue 14: the chunk limit is the profile's (16384, device 768) */
+static const char limit_chunk[] = "max_chunk";
+
 static field_rule_t field_rule(const codec_scan_t *sc)
 {
     const pb_msgdesc_t *m = sc->problem_msg;
@@ -193,8 +196,7 @@ static field_rule_t field_rule(const codec_scan_t *sc)
         return (field_rule_t){ "payload", msgsize, NULL, false };
     if (m == &cellar_WriteRequest_msg || m == &cellar_UpdateWriteRequest_msg ||
         (m == &cellar_RawWriteRequest_msg && t == 3))
-        return (field_rule_t){ "data", msgsize, "the limit is max_chunk (16384)",
-                               false };
+        return (field_rule_t){ "data", msgsize, limit_chunk, false };
     if ((m == &cellar_UpdateBeginRequest_msg ||
          m == &cellar_UpdateDeclareRequest_msg ||
          m == &cellar_UpdateCommitRequest_msg ||
@@ -248,7 +250,11 @@ static int scan_problem(svc_t *s)
     svc_sb_u64(&b, sc->problem_len);
     svc_sb_str(&b, sc->problem == CODEC_SCAN_COUNT ? " in one request, "
                                                    : " bytes, ");
-    if (r.limit) {
+    if (r.limit == limit_chunk) {
+        svc_sb_str(&b, "the limit is max_chunk (");
+        svc_sb_u64(&b, SVC_MAX_CHUNK);
+        svc_sb_str(&b, ")");
+    } else if (r.limit) {
         svc_sb_str(&b, r.limit);
     } else {
         svc_sb_str(&b, "the limit is ");
@@ -319,10 +325,15 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
     sb_t b = svc_err_begin(s, err);
     svc_sb_str(&b, ": length ");
     svc_sb_u64(&b, len);
-    if (err == CODEC_ERR_MSGSIZE)
-        svc_sb_str(&b, " is above the limit of 16896 bytes; closing");
-    else
-        svc_sb_str(&b, " is not allowed (1..16896); closing");
+    if (err == CODEC_ERR_MSGSIZE) {
+        svc_sb_str(&b, " is above the limit of ");
+        svc_sb_u64(&b, CODEC_MAX_FRAME);
+        svc_sb_str(&b, " bytes; closing");
+    } else {
+        svc_sb_str(&b, " is not allowed (1..");
+        svc_sb_u64(&b, CODEC_MAX_FRAME);
+        svc_sb_str(&b, "); closing");
+    }
     c->errors++;
     svc_log_failure(s, c);
     c->closing = 1;

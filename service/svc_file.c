@@ -83,11 +83,12 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
     o->max_path = SVC_MAX_PATH;
     o->max_chunk = SVC_MAX_CHUNK;
     o->max_handles = SVC_MAX_HANDLES;
+    o->max_items = SVC_MAX_ITEMS; /* issue 14: the profile's list caps */
     o->block_size = dev->block_size;
     o->block_count = dev->block_count;
     o->page_size = dev->page_size;
     o->partitions_count = 0;
-    for (uint32_t i = 0; i < s->nparts && i < 4; i++) {
+    for (uint32_t i = 0; i < s->nparts && i < pb_arraysize(cellar_HelloReply, partitions); i++) {
         cellar_Partition *p = &o->partitions[o->partitions_count++];
         p->path[0] = '/';
         svc_copy_str(p->path + 1, sizeof(p->path) - 1, s->part[i].name);
@@ -96,7 +97,8 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->read_only = s->part[i].read_only;
         p->state = (cellar_PartState)s->part[i].state;
     }
-    for (uint32_t i = 0; i < s->layout.nparts && o->partitions_count < 8;
+    for (uint32_t i = 0; i < s->layout.nparts && 
+         o->partitions_count < pb_arraysize(cellar_HelloReply, partitions);
          i++) { /* issue 15: raw partitions, by name */
         const layout_part_t *lp = &s->layout.part[i];
         if (lp->kind != LAYOUT_KIND_RAW)
@@ -107,7 +109,7 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->block_count = lp->block_count;
         p->kind = cellar_PartKind_PART_RAW;
     }
-    for (uint32_t i = 0; i < s->nproblems && i < 8; i++)
+    for (uint32_t i = 0; i < s->nproblems && i < pb_arraysize(cellar_HelloReply, problems); i++)
         svc_copy_str(o->problems[o->problems_count++],
                      sizeof(o->problems[0]), s->problems[i]);
     svc_acl_hello(s, c, o); /* identity and role (issue 13) */
@@ -265,10 +267,15 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
             h = &c->h[slot];
             break;
         }
-    if (!h)
-        return svc_fail_path(s, CFS_ERR_NOMEM, p->show,
-                         "too many open handles on this connection "
-                         "(max 8)");
+    if (!h) { /* "(max N)": SVC_MAX_HANDLES of the profile (issue 14) */
+        sb_t b = svc_err_begin(s, CFS_ERR_NOMEM);
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, p->show);
+        svc_sb_str(&b, ": too many open handles on this connection (max ");
+        svc_sb_u64(&b, SVC_MAX_HANDLES);
+        svc_sb_str(&b, ")");
+        return CFS_ERR_NOMEM;
+    }
 
     int ff = 0;
     if ((fl & rw) == rw)

@@ -28,7 +28,8 @@ int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
         return -1 == part ? CFS_ERR_NOENT : part;
     man_t *m = &s->part[part].man;
     cellar_ManifestReply *o = &s->resp.body.manifest;
-    uint32_t max = r->max_entries && r->max_entries < 32 ? r->max_entries : 32;
+    uint32_t cap = pb_arraysize(cellar_ManifestReply, entries); /* 32, device 3 */
+    uint32_t max = r->max_entries && r->max_entries < cap ? r->max_entries : cap;
     uint32_t n = man_slots(m);
     man_entry_t *e = &s->me;
     s->resp.which_body = cellar_Response_manifest_tag;
@@ -105,7 +106,8 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
     j->part = (uint8_t)part;
     j->repair = r->repair;
     j->cursor = r->cursor;
-    j->max = r->max_entries && r->max_entries < 16 ? r->max_entries : 16;
+    uint32_t cap = pb_arraysize(cellar_VerifyReply, problems); /* 16, device 3 */
+    j->max = r->max_entries && r->max_entries < cap ? r->max_entries : cap;
     j->nslots = man_slots(&s->part[part].man);
     if (svc_update_job_step(s))
         return s->resp.has_error ? CFS_ERR_INVAL : 0; /* done at once */
@@ -145,7 +147,7 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
                      : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
                                                     : "unreadable");
     } else {
-        if (j->vr.problems_count >= 16)
+        if (j->vr.problems_count >= pb_arraysize(cellar_VerifyReply, problems))
             return;
         cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
         svc_show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));

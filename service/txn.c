@@ -716,10 +716,10 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
 
     /* 3. Commit: the whole bundle in one step when it is small, else the
      * decision (plan -> commit) and a roll forward. */
-    if (nact + 1 <= CFS_RENAME_MANY_MAX && parents && !dir_removals) {
+    if (nact + 1 <= TXN_BATCH && parents && !dir_removals) {
         char (*names)[64] = t->bsrc;
         char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
-        const char *src[CFS_RENAME_MANY_MAX], *dst[CFS_RENAME_MANY_MAX];
+        const char *src[TXN_BATCH], *dst[TXN_BATCH];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
             cfs_stat_t fst;
@@ -874,7 +874,7 @@ int txn_finish(txn_t *t)
     {
         char (*names)[64] = t->bsrc;
         char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
-        const char *src[CFS_RENAME_MANY_MAX], *dst[CFS_RENAME_MANY_MAX];
+        const char *src[TXN_BATCH], *dst[TXN_BATCH];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
             if ((err = txn_entry(t, i, &e)))
@@ -900,7 +900,7 @@ int txn_finish(txn_t *t)
             strcpy(targets[n], e.path);
             src[n] = names[n];
             dst[n] = targets[n];
-            if (++n == CFS_RENAME_MANY_MAX && (err = flush(t, src, dst, &n)))
+            if (++n == TXN_BATCH && (err = flush(t, src, dst, &n)))
                 goto out;
         }
         if ((err = flush(t, src, dst, &n)))

@@ -24,14 +24,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cellar_config.h" /* TXN_MAX_ENTRIES, TXN_BLOOM_BITS, TXN_BATCH */
 #include "cfs.h"
 #include "manifest.h"
 
-#define TXN_MAX_ENTRIES 1024u
 #define TXN_ERR_BADMSG (-74) /* a staged size or SHA-256 differs */
 #define TXN_HDR 64u
 #define TXN_SYNC_BYTES (64u * 1024u) /* staged data is committed this often */
-#define TXN_BLOOM_BITS 16384u /* the index's filter of directories (2 KiB) */
 
 /* Conflicts between two entries of one bundle (docs/PROTOCOL.md). */
 enum {
@@ -45,7 +44,7 @@ enum {
  * against all earlier ones without reading the plan n times: a 32-bit hash
  * per entry (bit 0 = a removal) and a Bloom filter of the directories
  * above every file entry. Candidates are confirmed against the plan.
- * Fixed size: 4 KiB + 2 KiB. */
+ * Fixed size: 4 KiB + 2 KiB (host; cellar_config.h). */
 typedef struct txn_index {
     uint32_t n;                /* entries indexed (0..n-1) */
     uint32_t ca, cb;           /* the first conflict found: entry cb with ca */
@@ -82,9 +81,11 @@ typedef struct txn {
     char path[64];             /* scratch for names in dir */
     char tmp[512];             /* scratch for man_* helpers */
     /* a batch of moves (commit, roll forward): here, not on the stack */
-    char bsrc[CFS_RENAME_MANY_MAX][64];
-    char bdst[CFS_RENAME_MANY_MAX][MAN_PATH_MAX + 1];
+    char bsrc[TXN_BATCH][64];
+    char bdst[TXN_BATCH][MAN_PATH_MAX + 1];
 } txn_t;
+_Static_assert(TXN_BATCH >= 2 && TXN_BATCH <= CFS_RENAME_MANY_MAX,
+               "TXN_BATCH: 2 .. CFS_RENAME_MANY_MAX renames per fs commit");
 
 typedef struct txn_stats {
     uint32_t written, removed, unchanged;

@@ -499,6 +499,10 @@ typedef struct mh {
 } mh_t;
 
 #define NH 16
+/* The profile's sizes (issue 14): host 16384 / 8 / 16, device 768 / 4 / 3. */
+#define MCHUNK SVC_MAX_CHUNK
+#define MHANDLES SVC_MAX_HANDLES
+#define MITEMS SVC_MAX_ITEMS
 static mh_t H[NH];
 static svc_conn_t *CONN[2];
 
@@ -1143,7 +1147,7 @@ static void op_open(int conn)
         EXPECT(rc, C(EISDIR));
         return;
     }
-    if (nhandles(conn) >= 8) {
+    if (nhandles(conn) >= (int)MHANDLES) {
         EXPECT(rc, C(ENOMEM));
         return;
     }
@@ -1210,7 +1214,7 @@ static void op_write(int conn)
         EXPECT(call(conn, "write bad handle %u", w->handle), C(EBADF));
         return;
     }
-    uint32_t size = h->b->size, len = one_in(8) ? rnd(16385) : rnd(3000);
+    uint32_t size = h->b->size, len = one_in(8) ? rnd(MCHUNK + 1) : rnd(MCHUNK < 3000 ? MCHUNK + 1 : 3000);
     uint64_t off;
     uint32_t k = rnd(40);
     if (k < 20)
@@ -1287,7 +1291,7 @@ static void op_read(int conn)
     uint32_t size = h->b->size;
     q->handle = h->id;
     q->offset = one_in(10) ? size + rnd(100) : rnd(size + 1);
-    q->length = one_in(4) ? 16384 + rnd(100) : rnd(5000);
+    q->length = one_in(4) ? MCHUNK + rnd(100) : rnd(5000);
     int rc = call(conn, "read h%x off %llu len %u", h->id, (unsigned long long)q->offset,
                   q->length);
     if (!h->rd) {
@@ -1302,7 +1306,7 @@ static void op_read(int conn)
         blob_t *b = pass ? alt : h->b;
         if (!b)
             continue;
-        uint32_t want = q->length > 16384 ? 16384 : q->length;
+        uint32_t want = q->length > MCHUNK ? MCHUNK : q->length;
         uint32_t n = q->offset >= b->size ? 0
                      : (b->size - (uint32_t)q->offset < want ? b->size - (uint32_t)q->offset : want);
         cellar_ReadReply *o = &R.rs.body.read;
@@ -1537,10 +1541,10 @@ static void op_fill(int conn)
     gen_path(p);
     int ty = t_type(&M.usr, p);
     if ((ty != T_FILE && (ty != T_NONE || t_anc(&M.usr, p))) || writer_on(p, -1) ||
-        reader_on(p) || nhandles(conn) >= 8)
+        reader_on(p) || nhandles(conn) >= (int)MHANDLES)
         return;
     uint32_t chunks = 2 + rnd(one_in(3) ? 30 : 8);
-    while (chunks && !room(16384ull * chunks + (ty == T_FILE ? 0 : 0), false))
+    while (chunks && !room((uint64_t)MCHUNK * chunks + (ty == T_FILE ? 0 : 0), false))
         chunks--;
     if (!chunks)
         return;
@@ -1557,17 +1561,17 @@ static void op_fill(int conn)
         rig_req(&R, cellar_Request_write_tag);
         R.rq.body.write.handle = h;
         R.rq.body.write.offset = b->size;
-        R.rq.body.write.data.size = 16384;
-        fill(R.rq.body.write.data.bytes, 16384);
-        rc = call(conn, "write h%x off %u len 16384", h, b->size);
-        if (!EXPECT(rc, C_OK, spc_plausible(b->size + 16384, false) ? C(ENOSPC) : C_OK))
+        R.rq.body.write.data.size = MCHUNK;
+        fill(R.rq.body.write.data.bytes, MCHUNK);
+        rc = call(conn, "write h%x off %u len %u", h, b->size, (unsigned)MCHUNK);
+        if (!EXPECT(rc, C_OK, spc_plausible(b->size + MCHUNK, false) ? C(ENOSPC) : C_OK))
             break;
         if (rc) {
             tainted = true;
             break;
         }
-        blob_resize(&b, b->size + 16384);
-        memcpy(b->d + b->size - 16384, R.rq.body.write.data.bytes, 16384);
+        blob_resize(&b, b->size + MCHUNK);
+        memcpy(b->d + b->size - MCHUNK, R.rq.body.write.data.bytes, MCHUNK);
     }
     bool sp = spc_plausible(b->size, false);
     rig_req(&R, cellar_Request_close_tag);
@@ -1963,8 +1967,8 @@ static void op_hello_ping(int conn)
         if (!EXPECT(call(conn, "hello"), C_OK))
             return;
         cellar_HelloReply *o = &R.rs.body.hello;
-        if (o->version != 1 || o->max_frame != 16896 || o->max_chunk != 16384 ||
-            o->max_path != 255 || o->max_handles != 8 || o->partitions_count != 2 ||
+        if (o->version != 1 || o->max_frame != CODEC_MAX_FRAME || o->max_chunk != MCHUNK ||
+            o->max_path != 255 || o->max_handles != MHANDLES || o->partitions_count != 2 ||
             o->block_count != opt.blocks)
             fail("hello: limits are not the documented ones");
         return;
@@ -2069,7 +2073,7 @@ static void op_manifest(int conn)
 
 static void op_import(int conn)
 {
-    int n = (int)rnd(5), bad = one_in(8) ? (int)rnd((uint32_t)n + 1) : -1;
+    int n = (int)rnd(MITEMS >= 5 ? 5 : MITEMS), bad = one_in(8) ? (int)rnd((uint32_t)n + 1) : -1;
     rig_req(&R, cellar_Request_manifest_import_tag);
     cellar_ManifestImportRequest *q = &R.rq.body.manifest_import;
     state_copy(&NW, &M);
@@ -2346,7 +2350,8 @@ static void op_copy(int conn, bool backup)
     }
     cellar_CopyReply *o = &R.rs.body.copy;
     if (o->files != r.files || o->unchanged != r.unchanged || o->removed != r.removed ||
-        o->skipped_count != r.skipped)
+        o->skipped_count != (r.skipped < pb_arraysize(cellar_CopyReply, skipped)
+                             ? r.skipped : pb_arraysize(cellar_CopyReply, skipped)))
         fail("%s: files %u unchanged %u removed %u skipped %u (%s %s); the model says "
              "%u %u %u %u", backup ? "backup" : "restore", o->files, o->unchanged, o->removed,
              o->skipped_count, o->skipped_count ? o->skipped[0].path : "",
@@ -2706,7 +2711,7 @@ static void bundle_begin(void)
 
 static void bundle_declare(void)
 {
-    int first = B.declared, k = 1 + (int)rnd(16);
+    int first = B.declared, k = 1 + (int)rnd(MITEMS);
     if (first + k > B.n)
         k = B.n - first;
     rig_req(&R, cellar_Request_update_declare_tag);
@@ -2836,7 +2841,7 @@ static void bundle_write(void)
         q->index = (uint32_t)i;
         q->offset = B.sent[i];
         q->data.size = (pb_size_t)(B.e[i].b->size - B.sent[i] + 1);
-        if (q->data.size > 16384)
+        if (q->data.size > MCHUNK)
             return;
         EXPECT(call(B.conn, "update write %d past its size", i), C(EMSGSIZE));
         return;
@@ -2863,7 +2868,7 @@ static void bundle_write(void)
     uint32_t off = B.sent[i];
     if (off && one_in(8)) /* a resend of staged bytes is fine */
         off -= rnd(off + 1);
-    uint32_t len = 1 + rnd(16384);
+    uint32_t len = 1 + rnd(MCHUNK);
     if (len > B.e[i].b->size - off)
         len = B.e[i].b->size - off;
     q->index = (uint32_t)i;
@@ -3203,9 +3208,9 @@ static void op_oversize(int conn)
     if (k == 0) { /* UpdateWrite data over max_chunk */
         m += pb_key(inner + m, 1, 0);
         m += pb_varint(inner + m, 0);
-        m += pb_bytes(inner + m, 3, NULL, 16385);
+        m += pb_bytes(inner + m, 3, NULL, MCHUNK + 1); /* 16385, device 769 */
         field = 45;
-        what = "update write with 16385 bytes";
+        what = "update write with max_chunk + 1 bytes";
     } else if (k == 1) { /* a bundle id of 33 bytes */
         m += pb_bytes(inner + m, 1, NULL, 33);
         m += pb_key(inner + m, 2, 0);

@@ -90,13 +90,13 @@ static int push(svc_conn_t *c, const bfile_t *f, uint32_t n,
     res->resumed = R.rs.body.update_begin.resumed;
     res->staged = R.rs.body.update_begin.staged;
     uint64_t have[128];
-    for (uint32_t first = 0; first < n; first += 16) {
+    for (uint32_t first = 0; first < n; first += SVC_MAX_ITEMS) {
         rig_req(&R, cellar_Request_update_declare_tag);
         cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
         d->bundle.size = 32;
         memcpy(d->bundle.bytes, id, 32);
         d->first = first;
-        for (uint32_t i = first; i < n && i < first + 16; i++) {
+        for (uint32_t i = first; i < n && i < first + SVC_MAX_ITEMS; i++) {
             cellar_BundleEntry *e = &d->entries[d->entries_count++];
             strcpy(e->path, f[i].path);
             e->remove = f[i].remove;
@@ -124,7 +124,7 @@ static int push(svc_conn_t *c, const bfile_t *f, uint32_t n,
                 free(b);
                 return 1;
             }
-            uint32_t k = f[i].size - off < 16384 ? (uint32_t)(f[i].size - off) : 16384;
+            uint32_t k = f[i].size - off < SVC_MAX_CHUNK ? (uint32_t)(f[i].size - off) : SVC_MAX_CHUNK;
             rig_req(&R, cellar_Request_update_write_tag);
             R.rq.body.update_write.index = i;
             R.rq.body.update_write.offset = off;
@@ -595,14 +595,25 @@ static void test_bad_bundles(void)
     rig_req(&R, cellar_Request_update_write_tag);
     R.rq.body.update_write.index = 0;
     R.rq.body.update_write.offset = 0;
-    R.rq.body.update_write.data.size = 16384;
-    CHECK_EQ(rig_call(&R, &R.a), 0);
+    uint32_t at = 0; /* up to 16384 in chunks of the profile's max_chunk */
+    while (at < 16384) {
+        R.rq.body.update_write.offset = at;
+        R.rq.body.update_write.data.size = 16384 - at < SVC_MAX_CHUNK ? 16384 - at : SVC_MAX_CHUNK;
+        CHECK_EQ(rig_call(&R, &R.a), 0);
+        at += R.rq.body.update_write.data.size;
+    }
     R.rq.body.update_write.offset = 16384;
-    R.rq.body.update_write.data.size = 20000 - 16384 + 1;
+    R.rq.body.update_write.data.size = (20000 - 16384 + 1) < SVC_MAX_CHUNK ? 20000 - 16384 + 1 : SVC_MAX_CHUNK;
+    if (R.rq.body.update_write.data.size < 20000 - 16384 + 1) { /* device: reach 20000 first */
+        while (R.rq.body.update_write.offset + SVC_MAX_CHUNK <= 20000) {
+            CHECK_EQ(rig_call(&R, &R.a), 0);
+            R.rq.body.update_write.offset += SVC_MAX_CHUNK;
+        }
+    }
     CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EMSGSIZE);
     CHECK(strstr(R.rs.error.message, "more data than declared") != NULL);
-    /* a gap */
-    R.rq.body.update_write.offset = 17000;
+    /* a gap (beyond what is staged: 16384 here, 19456 on the device profile) */
+    R.rq.body.update_write.offset = 19999;
     R.rq.body.update_write.data.size = 10;
     CHECK_EQ(rig_call(&R, &R.a), cellar_Code_EINVAL);
 
@@ -1240,7 +1251,8 @@ static int raw_req(uint32_t which, const uint8_t *body, size_t n)
 
 static void test_field_limits(void)
 {
-    static uint8_t b[CODEC_BUF_MIN], e[512], big[16385];
+    static uint8_t b[CODEC_BUF_MIN], e[512], big[SVC_MAX_CHUNK + 1];
+    char want[128];
     uint8_t id33[33], sha33[33];
     size_t n, m;
     char before[32768], after[32768];
@@ -1253,8 +1265,9 @@ static void test_field_limits(void)
     n += put_varint(b + n, 0);
     n += put_ld(b + n, 3, big, sizeof(big));
     CHECK_EQ(raw_req(cellar_Request_update_write_tag, b, n), cellar_Code_EMSGSIZE);
-    CHECK(strstr(R.rs.error.message, "update write: data is 16385 bytes, the "
-                                     "limit is max_chunk (16384)") != NULL);
+    snprintf(want, sizeof(want), "update write: data is %u bytes, the limit is max_chunk (%u)",
+             (unsigned)SVC_MAX_CHUNK + 1, (unsigned)SVC_MAX_CHUNK);
+    CHECK(strstr(R.rs.error.message, want) != NULL);
     /* bundle ids over 32 bytes, in each update message */
     const uint32_t ids[] = { cellar_Request_update_begin_tag,
                              cellar_Request_update_declare_tag,
@@ -1293,19 +1306,21 @@ static void test_field_limits(void)
                                      "is 255") != NULL);
     /* more items than a repeated field holds */
     n = put_ld(b, 1, id33, 32);
-    for (int i = 0; i < 17; i++) {
+    for (int i = 0; i < (int)SVC_MAX_ITEMS + 1; i++) {
         m = put_ld(e, 1, "/usr/x.py", 9);
         n += put_ld(b + n, 3, e, m);
     }
     CHECK_EQ(raw_req(cellar_Request_update_declare_tag, b, n), cellar_Code_EINVAL);
-    CHECK(strstr(R.rs.error.message, "entries: 17 in one request, the limit "
-                                     "is 16") != NULL);
+    snprintf(want, sizeof(want), "entries: %u in one request, the limit is %u",
+             (unsigned)SVC_MAX_ITEMS + 1, (unsigned)SVC_MAX_ITEMS);
+    CHECK(strstr(R.rs.error.message, want) != NULL);
     n = 0;
-    for (int i = 0; i < 20; i++)
+    for (int i = 0; i < (int)SVC_MAX_ITEMS + 4; i++)
         n += put_ld(b + n, 1, "/usr/app", 8);
     CHECK_EQ(raw_req(cellar_Request_backup_tag, b, n), cellar_Code_EINVAL);
-    CHECK(strstr(R.rs.error.message, "paths: 20 in one request, the limit "
-                                     "is 16") != NULL);
+    snprintf(want, sizeof(want), "paths: %u in one request, the limit is %u",
+             (unsigned)SVC_MAX_ITEMS + 4, (unsigned)SVC_MAX_ITEMS);
+    CHECK(strstr(R.rs.error.message, want) != NULL);
     /* a partition name */
     n = put_ld(b, 1, lp, 20);
     CHECK_EQ(raw_req(cellar_Request_verify_tag, b, n), cellar_Code_ENAMETOOLONG);

@@ -13,12 +13,14 @@
  *   host   (default): the daemon on Linux, libcellar, the CLI, the tests.
  *   device (CELLAR_PROFILE_DEVICE defined; `make size` builds with it): a
  *          module's firmware: CRC-32 from a 64-byte nibble table instead of
- *          zlib, SHA-256 from mbedTLS instead of OpenSSL.
+ *          zlib, SHA-256 from mbedTLS instead of OpenSSL; 1 KiB frames,
+ *          few handles and small tables (make size / make ram /
+ *          make test-device build with it).
  * (CELLAR_PROFILE_DEVICE is a compile-time switch; CELLAR_DEVICE is the
  * CLI's environment variable for the device URL.)
  *
- * Values are the same on both profiles today; the device column says what
- * a module with little RAM may set instead.
+ * Where the profiles differ the comment says "host X, device Y"; the
+ * device values are the small-RAM build (docs/DEVICE.md, `make ram`).
  */
 #ifndef CELLAR_CONFIG_H
 #define CELLAR_CONFIG_H
@@ -37,6 +39,91 @@
 #define CFS_ASSERT(x) assert(x)
 #endif
 
+/* ---- frames and the device profile (issue 14) --------------------------------
+ * The largest frame (the length N after the 4-byte prefix) and the largest
+ * Read length / Write data; HelloReply advertises both (max_frame,
+ * max_chunk) and libcellar and the CLI size every request from them. The
+ * device profile builds the service with build/gen-device/cellar.pb.h,
+ * generated with proto/cellar-device.options after proto/cellar.options:
+ * its data fields hold CELLAR_MAX_CHUNK bytes and its lists a few items,
+ * so every request and reply struct fits one 1 KiB frame (codec.h checks
+ * both at compile time, and CELLAR_MAX_CHUNK against the data fields).
+ * A frame of another size needs its own options file (data max_size =
+ * CELLAR_MAX_CHUNK, counts until codec.h's checks pass).
+ *   RAM: each connection holds an input buffer of CELLAR_MAX_FRAME + 4
+ *   bytes; the output queue is SVC_OUT_BYTES; svc_t holds one decoded
+ *   request and one reply (about CELLAR_MAX_FRAME + its lists each).
+ *                                      host 16896 / 16384, device 1024 / 768 */
+#ifndef CELLAR_MAX_FRAME
+#ifdef CELLAR_PROFILE_DEVICE
+#define CELLAR_MAX_FRAME 1024u
+#else
+#define CELLAR_MAX_FRAME (16384u + 512u)
+#endif
+#endif
+#ifndef CELLAR_MAX_CHUNK
+#ifdef CELLAR_PROFILE_DEVICE
+#define CELLAR_MAX_CHUNK 768u
+#else
+#define CELLAR_MAX_CHUNK 16384u
+#endif
+#endif
+
+/* Connections a device serves at once (the lwIP port and firmware loops
+ * size their tables by it; the host daemon's is LOOP_DEFAULT_MAX_CONNS).
+ * Each costs one svc_conn_t (make ram).                    host 64, device 2 */
+#ifndef SVC_MAX_CONNS
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_MAX_CONNS 2u
+#else
+#define SVC_MAX_CONNS 64u
+#endif
+#endif
+
+/* Bytes of the service's scratch buffer (copies, hashes and checks read
+ * through it; a directory entry's name is read into it, so >= 512).
+ * Smaller means more fs reads per step, not less function.
+ *                                                   host 4096, device 512 */
+#ifndef SVC_SCRATCH_BYTES
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_SCRATCH_BYTES 512u
+#else
+#define SVC_SCRATCH_BYTES 4096u
+#endif
+#endif
+
+/* Entries of one update bundle (UpdateBegin.entries above it: EINVAL) and
+ * the bits of the filter of its directories: the bundle index costs
+ * 4 bytes per entry + bits / 8 (txn_index_t, in svc_t).
+ *                                      host 1024 / 16384, device 256 / 2048 */
+#ifndef TXN_MAX_ENTRIES
+#ifdef CELLAR_PROFILE_DEVICE
+#define TXN_MAX_ENTRIES 256u
+#else
+#define TXN_MAX_ENTRIES 1024u
+#endif
+#endif
+#ifndef TXN_BLOOM_BITS
+#ifdef CELLAR_PROFILE_DEVICE
+#define TXN_BLOOM_BITS 2048u
+#else
+#define TXN_BLOOM_BITS 16384u
+#endif
+#endif
+
+/* Renames a transaction batches into one fs commit (<= CFS_RENAME_MANY_MAX,
+ * 16). A commit of fewer actions moves the files in place in one step;
+ * a larger one goes through the "commit" marker and rolls forward in
+ * batches (docs/UPDATE.md): both are atomic. Each costs 320 bytes in each
+ * of the two txn_t of svc_t.                            host 16, device 4 */
+#ifndef TXN_BATCH
+#ifdef CELLAR_PROFILE_DEVICE
+#define TXN_BATCH 4u
+#else
+#define TXN_BATCH 16u
+#endif
+#endif
+
 /* ---- service (service/svc_*.c) ------------------------------------------------
  * RAM: each connection (svc_conn_t) holds one input buffer of one maximal
  * frame (CODEC_BUF_MIN, 16,900 bytes), SVC_OUT_BYTES of output queue and
@@ -44,31 +131,50 @@
  * at most LOOP_DEFAULT_MAX_CONNS of them (its --max-conns); a module with
  * one link needs one. */
 
-/* Open handles per connection.                       host 8, device 8 */
+/* Open handles per connection (about 350 bytes each).  host 8, device 4 */
 #ifndef SVC_MAX_HANDLES
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_MAX_HANDLES 4u
+#else
 #define SVC_MAX_HANDLES 8u
+#endif
 #endif
 
 /* Client handles per partition, all connections together; the filesystem
  * allows CFS_MAX_OPEN (72) open files, the rest (SVC_OWN_FILES) is the
  * service's own. Each open fs file costs the fs's handle size.
- *                                                     host 64, device 64 */
+ *                                                     host 64, device 8 */
 #ifndef SVC_DEVICE_HANDLES
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_DEVICE_HANDLES 8u
+#else
 #define SVC_DEVICE_HANDLES 64u
+#endif
 #endif
 
 /* Requests a client should keep in flight (HelloReply advertises it; the
- * service itself takes one request at a time). host 16, device 16 */
+ * service itself takes one request at a time; what a client pipelines
+ * waits in the transport's window, not in svc RAM). host 16, device 4 */
 #ifndef SVC_MAX_INFLIGHT
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_MAX_INFLIGHT 4u
+#else
 #define SVC_MAX_INFLIGHT 16u
+#endif
 #endif
 
 /* Output queue per connection, bytes: room for two maximal frames, so one
  * reply is taken while the previous one is still being sent (>= CODEC_BUF_MIN,
- * which is defined in codec.h: this macro expands where it is used).
- *                                   host 2 * CODEC_BUF_MIN (33,800), device the same */
+ * which is defined in codec.h: this macro expands where it is used). The
+ * device keeps one frame: the next request is served once the transport
+ * took the previous reply (lwIP copies it into its send buffer at once).
+ *               host 2 * CODEC_BUF_MIN (33,800), device CODEC_BUF_MIN (1,028) */
 #ifndef SVC_OUT_BYTES
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_OUT_BYTES CODEC_BUF_MIN
+#else
 #define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
+#endif
 #endif
 
 /* ---- access control (service/svc_acl.c, issue 13) ------------------------------ */

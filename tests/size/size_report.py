@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""size_report.py - `make size` and `make ram` (issue 14, docs/DEVICE.md).
+
+  size_report.py --build B --json B/size.json size OBJ...
+      .text/.data/.bss of each cross-compiled object (arm-none-eabi-size),
+      the sums per module and the code target.
+  size_report.py --build B --json B/size.json ram --probe PROBE.o OBJ...
+      sizeof of the service's objects (tests/size/ram_probe.c, read with
+      arm-none-eabi-nm), and the worst-case stack of the request paths: each
+      function's frame from -fstack-usage, its calls from -fcallgraph-info
+      (the .ci file beside each object), summed along the deepest path.
+
+Both merge their part into the JSON file (keys "size" and "ram").
+Indirect calls are resolved from the table INDIRECT below (the dispatch
+table, the job kinds); the firmware's callbacks (flash device, clock, log)
+and the nanopb runtime (a library) count 0 bytes and are listed.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+CODE_TARGET = 48 * 1024          # fs, service core, updates, codec, pb
+RAM_ONE_TARGET = 16 * 1024       # svc_t + both partitions + one connection
+RAM_CONN_TARGET = 4 * 1024       # each further connection
+STACK_TARGET = 4 * 1024          # any request path
+
+UPDATES = {"txn.c", "manifest.c", "svc_update.c", "svc_copy.c",
+           "svc_manifest_rpc.c"}
+
+
+def module_of(obj):
+    p = obj.replace(os.sep, "/")
+    base = os.path.basename(p)[:-2] + ".c"
+    if "/arm/fs/" in p:
+        return "fs"
+    if "/arm/gen/" in p:
+        return "generated pb"
+    if "/arm/transport/" in p:
+        return "transport"
+    if base == "codec.c":
+        return "codec"
+    if base in UPDATES:
+        return "updates"
+    return "service core"
+
+
+def merge_json(path, key, value):
+    data = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            data = {}
+    data[key] = value
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def run(cmd):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def cmd_size(args):
+    rows = []
+    for obj in args.objs:
+        out = run(["arm-none-eabi-size", obj]).splitlines()
+        text, data, bss = (int(x) for x in out[1].split()[:3])
+        rows.append((obj, module_of(obj), text, data, bss))
+    print("%-40s %-13s %7s %6s %6s" % ("object (Cortex-M4, -Os, device)",
+                                       "module", ".text", ".data", ".bss"))
+    for obj, mod, t, d, b in rows:
+        name = os.path.relpath(obj, os.path.join(args.build, "arm"))
+        print("%-40s %-13s %7d %6d %6d" % (name, mod, t, d, b))
+    mods = {}
+    for _, mod, t, d, b in rows:
+        m = mods.setdefault(mod, [0, 0, 0])
+        m[0] += t
+        m[1] += d
+        m[2] += b
+    print()
+    order = ["fs", "service core", "updates", "codec", "generated pb",
+             "transport"]
+    for mod in order:
+        if mod in mods:
+            t, d, b = mods[mod]
+            print("%-54s %7d %6d %6d" % ("sum " + mod, t, d, b))
+    code = sum(mods[m][0] for m in order[:5] if m in mods)
+    total = sum(v[0] for v in mods.values())
+    print("%-54s %7d" % ("code (fs, service core, updates, codec, pb)", code))
+    print("%-54s %7d" % ("device set (+ transport/tp.c)", total))
+    ok = code <= CODE_TARGET
+    print("target: code <= %d bytes: %s (%d)" % (CODE_TARGET,
+          "met" if ok else "NOT met", code))
+    print("not included: the nanopb runtime (libprotobuf-nanopb), libc, "
+          "mbedTLS SHA-256")
+    merge_json(args.json, "size", {
+        "profile": "device (CELLAR_PROFILE_DEVICE, -Os, cortex-m4)",
+        "objects": [{"object": os.path.relpath(o, os.path.join(args.build, "arm")),
+                     "module": m, "text": t, "data": d, "bss": b}
+                    for o, m, t, d, b in rows],
+        "modules": {m: {"text": v[0], "data": v[1], "bss": v[2]}
+                    for m, v in mods.items()},
+        "code_text": code, "device_set_text": total,
+        "code_target": CODE_TARGET, "code_target_met": ok,
+    })
+    return 0
+
+
+# ---- RAM -------------------------------------------------------------------
+
+def probe_sizes(probe):
+    sizes = {}
+    for line in run(["arm-none-eabi-nm", "-S", probe]).splitlines():
+        f = line.split()
+        if len(f) == 4 and f[3].startswith("ram_"):
+            sizes[f[3][4:]] = int(f[1], 16)
+    return sizes
+
+
+NODE = re.compile(r'node: \{ title: "([^"]*)" label: "([^"]*)"')
+EDGE = re.compile(r'edge: \{ sourcename: "([^"]*)" targetname: "([^"]*)"')
+FRAME = re.compile(r'\\n(\d+) bytes \(([a-z,]+)\)')
+
+# Indirect calls of the device set: caller (short name) -> callees.
+INDIRECT = {
+    "dispatch": "h_*",                       # the request table
+    "svc_job_step": ["svc_update_job_step"],  # s->job_kinds (svc_int.h)
+    "svc_job_cancel": ["svc_update_job_cancel"],
+}
+# Recursion with a bound in the code: function -> levels.
+RECURSION = {"scan_msg": 9}                  # codec.c: depth < 8, + the top
+ENTRIES = ["svc_process", "svc_tick", "svc_conn_close", "svc_setup",
+           "svc_free"]
+
+
+def short(title):
+    return title.rsplit(":", 1)[-1]
+
+
+def load_graph(objs, root):
+    frames, kinds, calls, defined = {}, {}, {}, {}
+    for obj in objs:
+        ci = obj[:-2] + ".ci"
+        if not os.path.exists(ci):
+            continue
+        with open(ci) as f:
+            text = f.read()
+        for title, label in NODE.findall(text):
+            m = FRAME.search(label)
+            if m:
+                frames[title] = int(m.group(1))
+                kinds[title] = m.group(2)
+                defined.setdefault(short(title), []).append(title)
+        for a, b in EDGE.findall(text):
+            calls.setdefault(a, [])
+            if b not in calls[a]:
+                calls[a].append(b)
+    return frames, kinds, calls, defined
+
+
+def resolve(name, frames, defined, src):
+    """A call target: a static function of the same file, else the global."""
+    if name in frames:
+        return [name]
+    if name == "__indirect_call":
+        callee = INDIRECT.get(short(src))
+        if callee == "h_*":
+            return [t for s, ts in defined.items() if s.startswith("h_")
+                    for t in ts if t.split(":")[0] == src.split(":")[0]]
+        out = []
+        for c in callee or []:
+            out += defined.get(c, [])
+        return out if out else None
+    got = defined.get(name)
+    return got if got else None
+
+
+def worst(entry, frames, kinds, calls, defined, ext):
+    memo = {}
+
+    def go(fn, stack):
+        if fn in memo:
+            return memo[fn]
+        if fn in stack:  # recursion not in RECURSION: report, count once
+            ext.add("recursion: " + short(fn))
+            return (0, [])
+        own = frames.get(fn, 0)
+        if short(fn) in RECURSION:
+            own *= RECURSION[short(fn)]
+        best = (0, [])
+        for callee in calls.get(fn, []):
+            targets = resolve(callee, frames, defined, fn)
+            if targets is None:
+                ext.add(short(callee))
+                continue
+            for t in targets:
+                if t == fn:
+                    continue  # bounded self-recursion: counted above
+                d = go(t, stack | {fn})
+                if d[0] > best[0]:
+                    best = d
+        res = (own + best[0], [(short(fn), frames.get(fn, 0))] + best[1])
+        memo[fn] = res
+        return res
+
+    roots = defined.get(entry, [])
+    if not roots:
+        return None
+    return go(roots[0], frozenset())
+
+
+def cmd_ram(args):
+    sz = probe_sizes(args.probe)
+    svc, conn = sz["svc_t"], sz["svc_conn_t"]
+    # static data of the device set (tables in .data/.bss)
+    statics = 0
+    for obj in args.objs:
+        out = run(["arm-none-eabi-size", obj]).splitlines()
+        _, d, b = (int(x) for x in out[1].split()[:3])
+        statics += d + b
+    one = svc + conn + statics
+    print("RAM (device profile, Cortex-M4)                 bytes")
+    print("  svc_t (both partitions mounted: all inside)  %6d" % svc)
+    for k in ["svc_part_t", "cfs_t", "man_t", "txn_t", "txn_index_t",
+              "svc_job_t", "svc_copy_t", "cellar_Request", "cellar_Response",
+              "svc_path_t", "svc_scratch", "svc_problems", "codec_scan_t",
+              "csha_t"]:
+        if k in sz:
+            print("    %-40s %6d" % (k, sz[k]))
+    print("  svc_conn_t (each connection)                 %6d" % conn)
+    for k in ["conn_inbuf", "conn_out", "conn_handles", "svc_handle_t"]:
+        if k in sz:
+            print("    %-40s %6d" % (k, sz[k]))
+    print("  .data + .bss of the device set               %6d" % statics)
+    print("  svc_t + one connection + statics             %6d" % one)
+    ok_one = one <= RAM_ONE_TARGET
+    ok_conn = conn <= RAM_CONN_TARGET
+    print("target: svc_t + partitions + one connection <= %d: %s" %
+          (RAM_ONE_TARGET, "met" if ok_one else "NOT met (%d over)" %
+           (one - RAM_ONE_TARGET)))
+    print("target: each further connection <= %d: %s" %
+          (RAM_CONN_TARGET, "met" if ok_conn else "NOT met"))
+
+    frames, kinds, calls, defined = load_graph(args.objs, args.build)
+    print()
+    print("worst-case stack (-fstack-usage frames along the deepest call path)")
+    stacks = {}
+    worst_req = 0
+    for e in ENTRIES:
+        ext = set()
+        r = worst(e, frames, kinds, calls, defined, ext)
+        if r is None:
+            continue
+        depth, path = r
+        dyn = [p for p, _ in path
+               if any("dynamic" in kinds.get(t, "") for t in defined.get(p, []))]
+        stacks[e] = {"bytes": depth, "path": [{"fn": p, "frame": f} for p, f in path],
+                     "dynamic": dyn,
+                     "external": sorted(x for x in ext if not x.startswith("recursion"))[:40],
+                     "recursion": sorted(x for x in ext if x.startswith("recursion"))}
+        print("  %-16s %6d bytes, %d calls deep" % (e, depth, len(path)))
+        print("      " + " > ".join("%s(%d)" % p for p in path))
+        if e != "svc_setup" and e != "svc_free":
+            worst_req = max(worst_req, depth)
+    ok_stack = worst_req <= STACK_TARGET
+    print("target: request paths (svc_process, svc_tick, svc_conn_close) "
+          "<= %d: %s (%d)" % (STACK_TARGET, "met" if ok_stack else "NOT met",
+                              worst_req))
+    rec = sorted({x[len("recursion: "):] for v in stacks.values()
+                  for x in v["recursion"]})
+    if rec:
+        print("call cycles (each function counted once per path; their depth "
+              "is bounded by the code, not by this sum): " + ", ".join(rec))
+    ext_all = sorted({x for v in stacks.values() for x in v["external"]})
+    print("counted as 0 (firmware callbacks, libc, nanopb runtime, mbedTLS): "
+          + ", ".join(ext_all[:30]) + (" ..." if len(ext_all) > 30 else ""))
+    merge_json(args.json, "ram", {
+        "profile": "device (CELLAR_PROFILE_DEVICE, cortex-m4)",
+        "sizeof": sz, "statics": statics,
+        "svc_plus_one_conn": one, "per_conn": conn,
+        "target_one": RAM_ONE_TARGET, "target_one_met": ok_one,
+        "target_conn": RAM_CONN_TARGET, "target_conn_met": ok_conn,
+        "stack": stacks, "stack_request_worst": worst_req,
+        "stack_target": STACK_TARGET, "stack_target_met": ok_stack,
+    })
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--json", default="build/size.json")
+    ap.add_argument("--probe")
+    ap.add_argument("what", choices=["size", "ram"])
+    ap.add_argument("objs", nargs="+")
+    args = ap.parse_args()
+    return cmd_size(args) if args.what == "size" else cmd_ram(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
