@@ -78,7 +78,7 @@ MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
-SUP_SRCS     := $(wildcard tests/support/*.c)
+SUP_SRCS     := $(filter-out tests/support/linkrelay.c,$(wildcard tests/support/*.c)) # linkrelay: a program (issue 11)
 
 # The device set: what runs on a module (make size builds exactly this).
 DEVICE_SET    := $(CFS_DEV_SRCS) $(SVC_SRCS) $(TP_SRCS)
@@ -229,6 +229,13 @@ bench-net: $(PROGRAMS) $(BENCH_BINS)
 bench-push: $(PROGRAMS)
 	BUILD=$(BUILD) bash tests/bench_push.sh
 
+# ---- issue 11: the link emulator (a host program) and bench-link ------------------
+$(BUILD)/linkrelay: tests/support/linkrelay.c | $(DEPS_STAMP)
+	$(CC) $(REL_CFLAGS) -o $@ $<
+test: $(BUILD)/linkrelay
+bench-link: $(PROGRAMS) $(BUILD)/linkrelay
+	BUILD=$(BUILD) bash tests/bench_link.sh
+
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := $(BASEFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -267,7 +274,7 @@ size: $(GEN_C)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push fuzz fuzz-svc size install clean FORCE
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-link fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.

@@ -226,7 +226,8 @@ int cli_connect(cli_t *cli)
 {
     if (cli->connected)
         return 0;
-    cellar_config_t cfg = {.client_name = "cellar-cli/" CELLAR_LIB_VERSION};
+    cellar_config_t cfg = {.client_name = "cellar-cli/" CELLAR_LIB_VERSION,
+                           .hello_pipelined = true}; /* issue 11 */
     cellar_init(&cli->dev, &cfg);
     int err = cellar_connect(&cli->dev, cli->url);
     if (err < 0) {

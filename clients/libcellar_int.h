@@ -61,7 +61,19 @@ CELLAR_INTERNAL void cellar__sv_sort(cellar__strvec_t *s);
 /* Is str in the sorted list? */
 CELLAR_INTERNAL bool cellar__sv_has(const cellar__strvec_t *s, const char *str);
 
+/* Monotonic clock, microseconds (issue 11: the link estimate). */
+CELLAR_INTERNAL uint64_t cellar__now_us(void);
+
 /* ==== libcellar.c: errors, connection, framing, RPC plumbing ================= */
+/* issue 11 (docs/PIPELINING.md): take a pipelined Hello's answer (no-op
+ * when none is pending); a request -> answer time seen (the RTT estimate
+ * keeps the smallest); the bytes a transfer may keep in flight from the
+ * bandwidth-delay product seen and the device's limits. */
+CELLAR_INTERNAL int cellar__hello_wait(cellar_t *c);
+CELLAR_INTERNAL void cellar__rtt_sample(cellar_t *c, uint64_t us);
+CELLAR_INTERNAL void cellar__rate_sample(cellar_t *c, uint64_t bytes, uint64_t us);
+CELLAR_INTERNAL uint64_t cellar__window_bytes(cellar_t *c, uint32_t chunk);
+
 /* Scratch structs in the connection buffer. */
 CELLAR_INTERNAL cellar_Request *cellar__req(cellar_t *c);
 CELLAR_INTERNAL cellar_Response *cellar__resp(cellar_t *c);
@@ -160,11 +172,33 @@ CELLAR_INTERNAL int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p,
                                       cellar__sink_fn sink, void *sink_ctx,
                                       uint64_t *got);
 
+/* A batch of independent small requests (issue 11, docs/PIPELINING.md):
+ * fill(ctx, i) builds request i in the request struct (cellar__new_req...)
+ * and returns 0 or an error (the batch stops sending); done(ctx, i, err)
+ * sees its answer in the response struct, err = the device's error for it
+ * (cellar__check), and returns 0 or an error that stops the batch (the
+ * answers in flight are still read). Requests are sent back to back, at
+ * most CELLAR_BATCH_INFLIGHT unanswered, answers read as they come. slow:
+ * wait CELLAR_SLOW_TIMEOUT_MS for an answer (Hash). Returns 0, the first
+ * error of fill/done, or a connection error. */
+typedef int (*cellar__fill_fn)(void *ctx, size_t i);
+typedef int (*cellar__done_fn)(void *ctx, size_t i, int err);
+CELLAR_INTERNAL int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill,
+                                      cellar__done_fn done, void *ctx, bool slow);
+
 /* ==== libcellar_fs.c: file and namespace RPCs ================================ */
+/* Reply structs into the API's (issue 11: shared with the batches). */
+CELLAR_INTERNAL void cellar__copy_info(cellar_stat_t *st, const cellar_FileInfo *fi);
+CELLAR_INTERNAL void cellar__copy_statfs(cellar_statfs_t *out, const cellar_StatFsReply *r);
+
+
+/* ==== libcellar_batch.c: requests about many paths (issue 11) ================= */
 /* Walk the device tree under dir: every file into files, every directory
  * into dirs (either may be NULL), as full paths; at most
- * CELLAR__MAX_DEPTH levels. A partition root's reserved ".cellar" is never
- * followed. Returns 0 or an error (errpath names the directory). */
+ * CELLAR__MAX_DEPTH levels (depth: unused, kept for the callers). A
+ * partition root's reserved ".cellar" is never followed. One round trip
+ * per level (cellar_tree_list). Returns 0 or an error (errpath names the
+ * directory). */
 CELLAR_INTERNAL int cellar__walk(cellar_t *c, const char *dir, unsigned depth,
                                  cellar__strvec_t *files, cellar__strvec_t *dirs);
 

@@ -207,96 +207,117 @@ static void set_bundle(pb_size_t *size, uint8_t *bytes, const uint8_t id[32])
     memcpy(bytes, id, CELLAR_SHA256_SIZE);
 }
 
-static int begin(push_t *p)
+/* UpdateBegin and every UpdateDeclare page in one batch (issue 11): the
+ * declaration does not depend on Begin's answer, and the device answers in
+ * order, so Begin's failure is the first error. Request 0 is Begin, request
+ * k >= 1 the page of entries from (k - 1) * CELLAR_DECLARE_PAGE. */
+static int bd_fill(void *ctx, size_t i)
 {
+    push_t *p = ctx;
     cellar_t *c = p->c;
     cellar_push_report_t *r = p->rep;
-    cellar_Request *req = cellar__new_req(c, cellar_Request_update_begin_tag);
+    if (i == 0) {
+        cellar_Request *req = cellar__new_req(c, cellar_Request_update_begin_tag);
+        if (!req)
+            return CELLAR_ERR_NOTCONN;
+        set_bundle(&req->body.update_begin.bundle.size, req->body.update_begin.bundle.bytes,
+                   r->bundle);
+        req->body.update_begin.entries = (uint32_t)p->v.n;
+        req->body.update_begin.bytes = r->bundle_bytes;
+        return 0;
+    }
+    size_t first = (i - 1) * CELLAR_DECLARE_PAGE;
+    size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
+    cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
-    set_bundle(&req->body.update_begin.bundle.size, req->body.update_begin.bundle.bytes,
-               r->bundle);
-    req->body.update_begin.entries = (uint32_t)p->v.n;
-    req->body.update_begin.bytes = r->bundle_bytes;
-    int err = cellar__slow_rpc(c, cellar_Response_update_begin_tag);
-    if (err < 0)
-        return err;
-    const cellar_UpdateBeginReply *b = &cellar__resp(c)->body.update_begin;
-    r->resumed = b->resumed;
-    r->staged = b->staged;
+    cellar_UpdateDeclareRequest *d = &req->body.update_declare;
+    set_bundle(&d->bundle.size, d->bundle.bytes, r->bundle);
+    d->first = (uint32_t)first;
+    for (size_t j = 0; j < k; j++) {
+        const cellar_push_entry_t *e = &p->v.v[first + j].e;
+        cellar_BundleEntry *be = &d->entries[j];
+        snprintf(be->path, sizeof(be->path), "%s", e->path);
+        be->remove = e->remove;
+        if (!e->remove) {
+            be->size = e->size;
+            be->sha256.size = CELLAR_SHA256_SIZE;
+            memcpy(be->sha256.bytes, e->sha256, CELLAR_SHA256_SIZE);
+        }
+    }
+    d->entries_count = (pb_size_t)k;
     return 0;
 }
 
-static int declare(push_t *p)
+static int bd_done(void *ctx, size_t i, int err)
 {
+    push_t *p = ctx;
     cellar_t *c = p->c;
     cellar_push_report_t *r = p->rep;
-    for (size_t first = 0; first < p->v.n; first += CELLAR_DECLARE_PAGE) {
-        size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
-        cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
-        if (!req)
-            return CELLAR_ERR_NOTCONN;
-        cellar_UpdateDeclareRequest *d = &req->body.update_declare;
-        set_bundle(&d->bundle.size, d->bundle.bytes, r->bundle);
-        d->first = (uint32_t)first;
-        for (size_t j = 0; j < k; j++) {
-            const cellar_push_entry_t *e = &p->v.v[first + j].e;
-            cellar_BundleEntry *be = &d->entries[j];
-            snprintf(be->path, sizeof(be->path), "%s", e->path);
-            be->remove = e->remove;
-            if (!e->remove) {
-                be->size = e->size;
-                be->sha256.size = CELLAR_SHA256_SIZE;
-                memcpy(be->sha256.bytes, e->sha256, CELLAR_SHA256_SIZE);
-            }
-        }
-        d->entries_count = (pb_size_t)k;
-        int err = cellar__rpc(c, cellar_Response_update_declare_tag);
+    if (i == 0) {
+        if (err == 0)
+            err = cellar__check(c, cellar_Response_update_begin_tag);
         if (err < 0)
-            return k == 1 ? cellar__at_path(c, err, p->v.v[first].e.path) : err;
-        const cellar_UpdateDeclareReply *dr = &cellar__resp(c)->body.update_declare;
-        if (dr->status_count != k || (dr->have_count != k && dr->have_count != 0))
-            return cellar__fail(c, CELLAR_ERR_PROTO,
-                                "declare reply has %u statuses for %zu entries",
-                                (unsigned)dr->status_count, k);
-        for (size_t j = 0; j < k; j++) {
-            cellar_push_entry_t *e = &p->v.v[first + j].e;
-            uint64_t have = dr->have_count ? dr->have[j] : 0;
-            cellar_EntryStatus s = dr->status[j];
-            bool ok = true;
-            switch (s) {
-            case cellar_EntryStatus_SEND_NEW:
-            case cellar_EntryStatus_SEND_CHANGED:
-                ok = !e->remove && have <= e->size;
-                e->action = s == cellar_EntryStatus_SEND_NEW ? CELLAR_PUSH_NEW
-                                                             : CELLAR_PUSH_CHANGED;
-                e->have = have;
-                r->to_send += e->size - (have <= e->size ? have : e->size);
-                break;
-            case cellar_EntryStatus_UNCHANGED:
-                ok = !e->remove;
-                e->action = CELLAR_PUSH_UNCHANGED;
-                break;
-            case cellar_EntryStatus_REMOVE:
-                ok = e->remove;
-                e->action = CELLAR_PUSH_DELETED;
-                break;
-            case cellar_EntryStatus_ABSENT:
-                ok = e->remove;
-                e->action = CELLAR_PUSH_ABSENT;
-                break;
-            default:
-                ok = false;
-            }
-            if (!ok)
-                return cellar__at_path(c, cellar__fail(c, CELLAR_ERR_PROTO,
-                                               "%s: bad declare status %d (have %llu)",
-                                               e->path, (int)s,
-                                               (unsigned long long)have),
-                               e->path);
+            return err;
+        const cellar_UpdateBeginReply *b = &cellar__resp(c)->body.update_begin;
+        r->resumed = b->resumed;
+        r->staged = b->staged;
+        return 0;
+    }
+    size_t first = (i - 1) * CELLAR_DECLARE_PAGE;
+    size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_update_declare_tag);
+    if (err < 0)
+        return k == 1 ? cellar__at_path(c, err, p->v.v[first].e.path) : err;
+    const cellar_UpdateDeclareReply *dr = &cellar__resp(c)->body.update_declare;
+    if (dr->status_count != k || (dr->have_count != k && dr->have_count != 0))
+        return cellar__fail(c, CELLAR_ERR_PROTO,
+                            "declare reply has %u statuses for %zu entries",
+                            (unsigned)dr->status_count, k);
+    for (size_t j = 0; j < k; j++) {
+        cellar_push_entry_t *e = &p->v.v[first + j].e;
+        uint64_t have = dr->have_count ? dr->have[j] : 0;
+        cellar_EntryStatus s = dr->status[j];
+        bool ok = true;
+        switch (s) {
+        case cellar_EntryStatus_SEND_NEW:
+        case cellar_EntryStatus_SEND_CHANGED:
+            ok = !e->remove && have <= e->size;
+            e->action = s == cellar_EntryStatus_SEND_NEW ? CELLAR_PUSH_NEW
+                                                         : CELLAR_PUSH_CHANGED;
+            e->have = have;
+            r->to_send += e->size - (have <= e->size ? have : e->size);
+            break;
+        case cellar_EntryStatus_UNCHANGED:
+            ok = !e->remove;
+            e->action = CELLAR_PUSH_UNCHANGED;
+            break;
+        case cellar_EntryStatus_REMOVE:
+            ok = e->remove;
+            e->action = CELLAR_PUSH_DELETED;
+            break;
+        case cellar_EntryStatus_ABSENT:
+            ok = e->remove;
+            e->action = CELLAR_PUSH_ABSENT;
+            break;
+        default:
+            ok = false;
         }
+        if (!ok)
+            return cellar__at_path(c, cellar__fail(c, CELLAR_ERR_PROTO,
+                                           "%s: bad declare status %d (have %llu)",
+                                           e->path, (int)s,
+                                           (unsigned long long)have),
+                           e->path);
     }
     return 0;
+}
+
+static int begin_declare(push_t *p)
+{
+    size_t pages = (p->v.n + CELLAR_DECLARE_PAGE - 1) / CELLAR_DECLARE_PAGE;
+    return cellar__batch_run(p->c, 1 + pages, bd_fill, bd_done, p, true);
 }
 
 /* The next entry at or after i whose data must be sent. */
@@ -626,9 +647,7 @@ static int push_run(push_t *p, const cellar_bundle_t *b)
 
     /* 4. the transaction */
     if (p->v.n > 0) {
-        err = begin(p);
-        if (err == 0)
-            err = declare(p);
+        err = begin_declare(p);
         if (err == 0)
             err = send_data(p);
         count_actions(p);

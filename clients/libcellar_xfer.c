@@ -545,32 +545,4 @@ int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
     return first;
 }
 
-int cellar_remove_tree(cellar_t *c, const char *path)
-{
-    cellar_stat_t st;
-    int err = cellar_stat(c, path, &st);
-    if (err < 0)
-        return err;
-    if (st.type != CELLAR_TYPE_DIR)
-        return cellar_remove(c, path);
-    cellar_stat_t *ents = NULL;
-    int n = cellar_list_alloc(c, path, &ents);
-    if (n < 0)
-        return n;
-    for (int i = 0; i < n && err == 0; i++) {
-        if (!cellar__plain_name(ents[i].name))
-            continue;
-        char *p = cellar__join(path, ents[i].name);
-        if (!p) {
-            err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-            break;
-        }
-        err = ents[i].type == CELLAR_TYPE_DIR ? cellar_remove_tree(c, p)
-                                              : cellar_remove(c, p);
-        free(p);
-    }
-    free(ents);
-    if (err < 0)
-        return err;
-    return cellar_rmdir(c, path);
-}
+/* cellar_remove_tree: libcellar_batch.c (one batch, issue 11). */

@@ -157,6 +157,11 @@ typedef struct cellar_config {
     uint32_t connect_timeout_ms; /* CELLAR_CONNECT_TIMEOUT_MS */
     void *buffer;                /* CELLAR_BUFFER_SIZE bytes, 16-byte aligned,
                                   * owned by the caller; NULL = allocate */
+    /* issue 11: connect sends Hello and returns without waiting for its
+     * answer, so the first requests travel with it (docs/PIPELINING.md).
+     * The answer is taken before the first reply, or by cellar_info(); a
+     * refused Hello then fails that call. false = wait in connect. */
+    bool hello_pipelined;
 } cellar_config_t;
 
 /* ---- device information (from Hello) ----------------------------------------- */
@@ -213,6 +218,12 @@ typedef struct cellar {
     cellar_info_t info;
     char errmsg[256];
     char errpath[512];
+    /* issue 11: pipelined Hello and the link estimate (docs/PIPELINING.md) */
+    bool hello_pending;           /* Hello sent, its answer not yet taken */
+    uint32_t hello_id;
+    uint64_t hello_sent_us;
+    uint32_t rtt_us;              /* smallest request -> answer time seen */
+    uint64_t rate_bps;            /* receive rate seen in transfers (0 = unknown) */
 } cellar_t;
 
 /* Initialise a handle (cannot fail). cfg may be NULL (all defaults); it is
@@ -487,6 +498,49 @@ int cellar_get_tree(cellar_t *c, const char *remotedir, const char *localdir,
 
 /* Remove a file, or a directory and everything under it. */
 int cellar_remove_tree(cellar_t *c, const char *path);
+
+/* ---- issue 11: batched requests (docs/PIPELINING.md) ----------------------------
+ * Each call sends all of its requests back to back (up to
+ * CELLAR_BATCH_INFLIGHT small requests in flight) and reads the answers as
+ * they come, so it costs about one round trip however many paths it has;
+ * a tree listing costs one per directory level. */
+#define CELLAR_BATCH_INFLIGHT 128   /* small requests (paths) in flight */
+#define CELLAR_LIST_AHEAD 4         /* List pages asked at once for a directory */
+
+/* One entry of a tree listing. */
+typedef struct cellar_tree_entry {
+    char *path;         /* full device path (st.name is the last component) */
+    cellar_stat_t st;
+    unsigned depth;     /* 1 = a child of the listed directory */
+} cellar_tree_entry_t;
+
+typedef struct cellar_tree {
+    cellar_stat_t root;       /* Stat of the listed path (name = the path) */
+    cellar_tree_entry_t *v;   /* entries in pre-order: a directory, then
+                               * what is under it; names sorted bytewise */
+    size_t n;
+} cellar_tree_t;
+
+/* Everything under path, max_depth levels down (0 = no limit, 1 = the
+ * directory itself, as ls): one round trip per level (Stat and the first
+ * CELLAR_LIST_AHEAD List pages of every directory of a level are sent at
+ * once; a longer directory costs one more round per CELLAR_LIST_AHEAD
+ * pages). A file path gives n = 0 and its Stat in root. The partition
+ * root's ".cellar" is never listed. Returns 0 (free with cellar_tree_free)
+ * or the first error (errpath names the directory). */
+int cellar_tree_list(cellar_t *c, const char *path, unsigned max_depth,
+                     cellar_tree_t *out);
+void cellar_tree_free(cellar_tree_t *t);
+
+/* Device SHA-256 of n whole files, pipelined: sha[i], sizes[i] (may be
+ * NULL) and errs[i] (0 or the file's error). Returns 0 when every file was
+ * hashed, the first file error, or a connection error. */
+int cellar_hash_many(cellar_t *c, size_t n, const char *const *paths,
+                     uint8_t (*sha)[CELLAR_SHA256_SIZE], uint64_t *sizes, int *errs);
+
+/* StatFs of n paths, pipelined; errs[i] as cellar_hash_many. */
+int cellar_statfs_many(cellar_t *c, size_t n, const char *const *paths,
+                       cellar_statfs_t *out, int *errs);
 
 /* ---- SHA-256 helpers -------------------------------------------------------------- */
 /* SHA-256 of a local file. Returns 0 or a negative errno. */
