@@ -252,4 +252,11 @@ CELLAR_INTERNAL int cellar__bundle_walk(cellar_t *c, cellar_bundle_t *b, const c
 /* Free what b holds and zero it. */
 CELLAR_INTERNAL void cellar__bundle_clear(cellar_bundle_t *b);
 
+/* ==== libcellar_push.c: pushing a bundle ====================================== */
+/* cellar_bundle_push without the manifest digest at the end (issue 11: the
+ * changed files of a tree copy, libcellar_tree.c). */
+CELLAR_INTERNAL int cellar__bundle_send(cellar_t *c, const cellar_bundle_t *b,
+                                        const cellar_push_opts_t *o,
+                                        cellar_push_report_t *rep);
+
 #endif /* CELLAR_LIBCELLAR_INT_H */

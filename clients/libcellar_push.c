@@ -54,6 +54,7 @@ typedef struct push {
     cellar_push_report_t *rep;
     cellar__items_t v;
     const cellar__strvec_t *ldirs; /* device paths of the local directories */
+    bool no_digest;                /* issue 11: a tree copy needs no digest */
 } push_t;
 
 static unsigned depth_of(const char *path)
@@ -658,7 +659,8 @@ static int push_run(push_t *p, const cellar_bundle_t *b)
     }
 
     /* 5. the manifest digest */
-    err = manifest_digest(c, rep);
+    if (!p->no_digest)
+        err = manifest_digest(c, rep);
 out:
     cellar__sv_free(&rfiles);
     cellar__sv_free(&rdirs);
@@ -668,9 +670,9 @@ out:
 /* Push b and fill rep; after a failed build (err < 0) nothing is sent and
  * the report shows what was built. */
 static int push_bundle(cellar_t *c, const cellar_bundle_t *b, const cellar_push_opts_t *o,
-                       cellar_push_report_t *rep, int err)
+                       cellar_push_report_t *rep, int err, bool digest)
 {
-    push_t p = {.c = c, .o = o, .rep = rep, .ldirs = &b->dirs};
+    push_t p = {.c = c, .o = o, .rep = rep, .ldirs = &b->dirs, .no_digest = !digest};
     rep->nskipped_local = b->nskipped;
     rep->bundle_bytes = b->bytes;
     size_t n = b->items.n;
@@ -704,7 +706,7 @@ int cellar_bundle_push(cellar_t *c, const cellar_bundle_t *b, const cellar_push_
         return cellar__fail(c, CELLAR_ERR_INVAL, "no bundle given");
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
-    return push_bundle(c, b, opts ? opts : &defaults, rep, 0);
+    return push_bundle(c, b, opts ? opts : &defaults, rep, 0, true);
 }
 
 int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
@@ -722,9 +724,18 @@ int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
     err = cellar__bundle_walk(c, &b, localdir, o->warn, o->warn_ctx);
-    err = push_bundle(c, &b, o, rep, err);
+    err = push_bundle(c, &b, o, rep, err, true);
     cellar__bundle_clear(&b);
     return err;
+}
+
+/* issue 11: a tree copy's changed files as one bundle, without the
+ * manifest digest (cellar_put_tree, libcellar_tree.c). */
+int cellar__bundle_send(cellar_t *c, const cellar_bundle_t *b, const cellar_push_opts_t *o,
+                        cellar_push_report_t *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    return push_bundle(c, b, o, rep, 0, false);
 }
 
 /* ---- abort ------------------------------------------------------------------------- */
