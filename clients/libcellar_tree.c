@@ -316,8 +316,8 @@ int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
 
     /* 3. the changed files: one bundle (pipelined across files); file by
      * file when the device runs another update, or outside /usr */
-    int berr = nsend && all_usr ? up_bundle(&u, send, nsend) : CELLAR_ERR_BUSY;
-    if (nsend && berr == CELLAR_ERR_BUSY) {
+    int berr = nsend == 0 ? 0 : all_usr ? up_bundle(&u, send, nsend) : CELLAR_ERR_BUSY;
+    if (berr == CELLAR_ERR_BUSY) {
         for (size_t i = 0; i < u.nf && cellar_connected(c); i++)
             if (send[i])
                 up_keep(&u, cellar_put_file(c, u.f[i].local, u.f[i].remote, x));

@@ -128,6 +128,44 @@ static int verify_whole(cellar_t *c, const char *hash_path, const char *path,
     return err;
 }
 
+/* Stat and Hash of one path in one batch (issue 11). */
+typedef struct sh {
+    cellar_t *c;
+    const char *path;
+    cellar_stat_t st;
+    int serr, herr;
+    uint8_t sha[CELLAR_SHA256_SIZE];
+    uint64_t hashed;
+} sh_t;
+
+static int sh_fill(void *ctx, size_t i)
+{
+    sh_t *q = ctx;
+    int err;
+    if (i == 1)
+        return cellar__hash_req(q->c, q->path, 0, 0);
+    return cellar__path_req(q->c, cellar_Request_stat_tag, q->path, &err) ? 0 : err;
+}
+
+static int sh_done(void *ctx, size_t i, int err)
+{
+    sh_t *q = ctx;
+    if (err == 0)
+        err = cellar__check(q->c, i ? cellar_Response_hash_tag : cellar_Response_stat_tag);
+    if (i == 0) {
+        q->serr = err;
+        if (err == 0)
+            cellar__copy_info(&q->st, &cellar__resp(q->c)->body.stat.info);
+    } else {
+        q->herr = err;
+        if (err == 0) {
+            memcpy(q->sha, cellar__resp(q->c)->body.hash.sha256, CELLAR_SHA256_SIZE);
+            q->hashed = cellar__resp(q->c)->body.hash.length;
+        }
+    }
+    return 0;
+}
+
 static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
                       const cellar_xfer_t *x)
 {
@@ -148,19 +186,23 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
     int err;
 
     if (x && x->skip_unchanged) {
-        cellar_stat_t st;
-        err = cellar_stat(c, remote, &st);
-        if (err == 0 && st.type == CELLAR_TYPE_DIR) {
+        /* issue 11: Stat and Hash in one batch (one round trip) */
+        sh_t q = {.c = c, .path = remote};
+        err = cellar__batch_run(c, 2, sh_fill, sh_done, &q, true);
+        if (err == 0)
+            err = q.serr;
+        if (err == 0 && q.st.type == CELLAR_TYPE_DIR) {
             cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
             return cellar__at_path(c, CELLAR_ERR_ISDIR, remote);
         }
-        if (err == 0 && st.size == size) {
+        if (err == 0 && q.st.size == size && q.herr == 0) {
             err = src_sha(s, size, lsha);
             if (err < 0)
                 return err;
             have_lsha = true;
-            err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
-            if (err == 0 && hashed == size && !memcmp(lsha, rsha, sizeof(lsha)))
+            memcpy(rsha, q.sha, sizeof(rsha));
+            hashed = q.hashed;
+            if (hashed == size && !memcmp(lsha, rsha, sizeof(lsha)))
                 return CELLAR_SKIPPED;
         }
         if (err < 0 && !cellar_connected(c))
