@@ -10,10 +10,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void report(const cellar_xfer_t *x, const char *src, const char *dst,
                    bool is_dir, int result)
@@ -341,54 +343,421 @@ out:
 }
 
 /* ---- download ---------------------------------------------------------------------- */
-static int by_name(const void *a, const void *b)
+/* The files of a download, pipelined across files (issue 11): up to
+ * DL_OPEN files open on the device at once; the Open of the next files
+ * travels while the Reads of the current ones stream; after a file's last
+ * Read come its Close and a Hash of the whole file, checked against the
+ * bytes received before the local temporary is renamed into place. */
+#define DL_OPEN 6u
+#define DL_RING 256u
+
+enum { DL_QUEUED, DL_OPENING, DL_ACTIVE, DL_CLOSING, DL_DONE };
+enum { RQ_OPEN, RQ_READ, RQ_CLOSE, RQ_HASH };
+
+typedef struct dl_file {
+    const char *remote, *local;
+    char *tmp;
+    uint32_t mtime;
+    uint64_t size, sent, got;
+    uint32_t handle;
+    int fd;
+    int err;
+    uint8_t state;
+    csha_t sha;
+} dl_file_t;
+
+typedef struct dl_req {
+    uint32_t id, file, len;
+    uint8_t kind;
+    uint64_t off;
+} dl_req_t;
+
+typedef struct dl {
+    cellar_t *c;
+    const cellar_xfer_t *x;
+    dl_file_t *f;
+    size_t nf;
+    dl_req_t ring[DL_RING];
+    uint32_t head, count;
+    uint64_t inflight_bytes;
+    int first;
+} dl_t;
+
+static int64_t dl_send(dl_t *d, uint8_t kind, uint32_t fi, uint64_t off, uint32_t len)
 {
-    return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
+    cellar_t *c = d->c;
+    dl_file_t *f = &d->f[fi];
+    int err = 0;
+    cellar_Request *req;
+    switch (kind) {
+    case RQ_OPEN:
+        req = cellar__path_req(c, cellar_Request_open_tag, f->remote, &err);
+        if (req)
+            req->body.open.flags = CELLAR_O_READ;
+        break;
+    case RQ_READ:
+        req = cellar__new_req(c, cellar_Request_read_tag);
+        if (req) {
+            req->body.read.handle = f->handle;
+            req->body.read.offset = off;
+            req->body.read.length = len;
+        } else {
+            err = CELLAR_ERR_NOTCONN;
+        }
+        break;
+    case RQ_CLOSE:
+        err = cellar__handle_req(c, cellar_Request_close_tag, f->handle);
+        break;
+    default:
+        err = cellar__hash_req(c, f->remote, 0, 0);
+        break;
+    }
+    int64_t id = err < 0 ? err : cellar__send(c);
+    if (id < 0)
+        return id;
+    dl_req_t *r = &d->ring[(d->head + d->count++) % DL_RING];
+    *r = (dl_req_t){.id = (uint32_t)id, .file = fi, .len = len, .kind = kind, .off = off};
+    d->inflight_bytes += len;
+    return id;
+}
+
+static void dl_fail(dl_t *d, dl_file_t *f, int err)
+{
+    if (f->err == 0) {
+        f->err = cellar__at_path(d->c, err, f->remote);
+        if (d->first == 0)
+            d->first = f->err;
+    }
+}
+
+/* The answer of the oldest request. */
+static int dl_take(dl_t *d)
+{
+    cellar_t *c = d->c;
+    int err = cellar__recv(c);
+    if (err < 0)
+        return err;
+    dl_req_t r = d->ring[d->head];
+    cellar_Response *resp = cellar__resp(c);
+    if (resp->id != r.id) {
+        c->broken = true;
+        err = resp->id == 0 && resp->has_error ? cellar__check(c, 0) : 0;
+        return err < 0 ? err : cellar__fail(c, CELLAR_ERR_PROTO, "reply id %u, expected %u",
+                                            (unsigned)resp->id, (unsigned)r.id);
+    }
+    d->head = (d->head + 1) % DL_RING;
+    d->count--;
+    d->inflight_bytes -= r.len;
+    dl_file_t *f = &d->f[r.file];
+    switch (r.kind) {
+    case RQ_OPEN:
+        err = cellar__check(c, cellar_Response_open_tag);
+        if (err < 0) {
+            dl_fail(d, f, err);
+            f->state = DL_DONE; /* nothing open on the device */
+            report(d->x, f->remote, f->local, false, f->err);
+            return 0;
+        }
+        f->handle = resp->body.open.handle;
+        f->size = resp->body.open.size;
+        f->state = DL_ACTIVE;
+        f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (f->fd < 0) {
+            int e = cellar__local_fail(c, -errno, f->local, "create");
+            if (f->err == 0 && d->first == 0)
+                d->first = e;
+            f->err = f->err ? f->err : e;
+            f->size = 0; /* only its Close and Hash are sent */
+        }
+        return 0;
+    case RQ_READ: {
+        err = cellar__check(c, cellar_Response_read_tag);
+        const cellar_ReadReply *rr = &resp->body.read;
+        if (err == 0 && (rr->offset != r.off || rr->data.size > r.len ||
+                         (rr->data.size < r.len && !rr->eof)))
+            err = cellar__fail(c, CELLAR_ERR_PROTO, "read reply of %u bytes for %u",
+                               (unsigned)rr->data.size, (unsigned)r.len);
+        if (err < 0) {
+            dl_fail(d, f, err);
+            return 0;
+        }
+        if (f->err || f->fd < 0)
+            return 0;
+        const uint8_t *p = rr->data.bytes;
+        size_t n = rr->data.size, done = 0;
+        while (done < n) {
+            ssize_t w = pwrite(f->fd, p + done, n - done, (off_t)(r.off + done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                int e = cellar__local_fail(c, -errno, f->local, "write");
+                f->err = e;
+                if (d->first == 0)
+                    d->first = e;
+                return 0;
+            }
+            done += (size_t)w;
+        }
+        (void)csha_update(&f->sha, p, n);
+        f->got += n;
+        if (d->x && d->x->progress)
+            d->x->progress(d->x->progress_ctx, f->remote, f->got, f->size);
+        return 0;
+    }
+    case RQ_CLOSE:
+        err = cellar__check(c, cellar_Response_done_tag);
+        if (err < 0)
+            dl_fail(d, f, err);
+        return 0;
+    default:
+        break;
+    }
+    /* RQ_HASH: the end of the file */
+    err = cellar__check(c, cellar_Response_hash_tag);
+    uint8_t lsha[CELLAR_SHA256_SIZE];
+    (void)csha_finish(&f->sha, lsha);
+    if (err < 0) {
+        dl_fail(d, f, err);
+    } else if (f->err == 0 && (resp->body.hash.length != f->got || f->got != f->size ||
+                               memcmp(lsha, resp->body.hash.sha256, CELLAR_SHA256_SIZE))) {
+        cellar__fail(c, CELLAR_ERR_BADMSG,
+                     "%s: SHA-256 mismatch after download (%llu of %llu bytes; the file "
+                     "changed?)", f->remote, (unsigned long long)f->got,
+                     (unsigned long long)f->size);
+        dl_fail(d, f, CELLAR_ERR_BADMSG);
+    }
+    if (f->fd >= 0) {
+        if (f->err == 0 && !(d->x && d->x->no_mtime) && f->mtime) {
+            struct timespec ts[2] = {{.tv_sec = f->mtime}, {.tv_sec = f->mtime}};
+            (void)futimens(f->fd, ts);
+        }
+        if (close(f->fd) < 0 && f->err == 0) {
+            f->err = cellar__local_fail(c, -errno, f->local, "write");
+            if (d->first == 0)
+                d->first = f->err;
+        }
+        f->fd = -1;
+    }
+    if (f->err == 0 && rename(f->tmp, f->local) < 0) {
+        f->err = cellar__local_fail(c, -errno, f->local, "rename");
+        if (d->first == 0)
+            d->first = f->err;
+    }
+    if (f->err < 0)
+        unlink(f->tmp);
+    f->state = DL_DONE;
+    report(d->x, f->remote, f->local, false, f->err);
+    return 0;
+}
+
+static int dl_run(dl_t *d)
+{
+    cellar_t *c = d->c;
+    uint32_t chunk = cellar__chunk(c, d->x);
+    uint64_t wbytes = cellar__window_bytes(c, chunk);
+    uint32_t nopen_max = c->info.max_handles > 1 ? c->info.max_handles - 1 : 1;
+    if (nopen_max > DL_OPEN)
+        nopen_max = DL_OPEN;
+    size_t next = 0, scan = 0;
+    uint32_t nopen = 0;
+    int err = 0;
+    uint32_t saved = c->cfg.timeout_ms;
+    if (c->cfg.timeout_ms < CELLAR_SLOW_TIMEOUT_MS)
+        c->cfg.timeout_ms = CELLAR_SLOW_TIMEOUT_MS;
+    uint64_t t0 = cellar__now_us(), bytes = 0;
+    for (;;) {
+        while (err == 0 && d->count + 2 <= DL_RING && d->count < CELLAR_BATCH_INFLIGHT &&
+               d->inflight_bytes < wbytes) {
+            if (nopen < nopen_max && next < d->nf) {
+                if (dl_send(d, RQ_OPEN, (uint32_t)next, 0, 0) < 0) {
+                    err = -1;
+                    break;
+                }
+                d->f[next++].state = DL_OPENING;
+                nopen++;
+                continue;
+            }
+            while (scan < d->nf && d->f[scan].state != DL_ACTIVE &&
+                   d->f[scan].state != DL_OPENING && d->f[scan].state != DL_QUEUED)
+                scan++;
+            size_t a = scan;
+            while (a < next && d->f[a].state != DL_ACTIVE)
+                a++;
+            if (a >= next)
+                break; /* waiting for an Open's answer */
+            dl_file_t *f = &d->f[a];
+            if (f->sent < f->size && f->err == 0) {
+                uint64_t left = f->size - f->sent;
+                uint32_t n = left < chunk ? (uint32_t)left : chunk;
+                if (dl_send(d, RQ_READ, (uint32_t)a, f->sent, n) < 0) {
+                    err = -1;
+                    break;
+                }
+                f->sent += n;
+                bytes += n;
+                continue;
+            }
+            if (dl_send(d, RQ_CLOSE, (uint32_t)a, 0, 0) < 0 ||
+                dl_send(d, RQ_HASH, (uint32_t)a, 0, 0) < 0) {
+                err = -1;
+                break;
+            }
+            f->state = DL_CLOSING;
+            nopen--;
+        }
+        if (d->count == 0 || !cellar_connected(c))
+            break;
+        int e = dl_take(d);
+        if (e < 0) {
+            err = e;
+            break;
+        }
+    }
+    cellar__rate_sample(c, bytes, cellar__now_us() - t0);
+    c->cfg.timeout_ms = saved;
+    if (!cellar_connected(c) && d->first == 0)
+        d->first = CELLAR_ERR_NOTCONN;
+    return d->first;
 }
 
 int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
                     const cellar_xfer_t *x)
 {
-    cellar_stat_t *ents = NULL;
-    int n = cellar_list_alloc(c, rdir, &ents);
-    if (n < 0) {
-        cellar__at_path(c, n, rdir);
-        report(x, rdir, ldir, true, n);
-        return n;
+    cellar_tree_t t;
+    int err = cellar_tree_list(c, rdir, 0, &t);
+    if (err == 0 && t.root.type != CELLAR_TYPE_DIR) {
+        cellar_tree_free(&t);
+        cellar__fail(c, CELLAR_ERR_NOTDIR, "%s: not a directory", rdir);
+        err = cellar__at_path(c, CELLAR_ERR_NOTDIR, rdir);
     }
-    int err = 0;
+    if (err < 0) {
+        report(x, rdir, ldir, true, err);
+        return err;
+    }
+    size_t n = t.n;
+    char **lp = calloc(n + 1, sizeof(*lp));
+    bool *skip = calloc(n + 1, sizeof(*skip));
+    dl_t d = {.c = c, .x = x};
+    d.f = calloc(n + 1, sizeof(*d.f));
+    const char **hp = calloc(n + 1, sizeof(*hp));
+    size_t *hi = calloc(n + 1, sizeof(*hi));
+    uint8_t (*hsha)[CELLAR_SHA256_SIZE] = calloc(n + 1, sizeof(*hsha));
+    uint64_t *hsz = calloc(n + 1, sizeof(*hsz));
+    int *herr = calloc(n + 1, sizeof(*herr));
+    int first = 0;
+    if (!lp || !skip || !d.f || !hp || !hi || !hsha || !hsz || !herr) {
+        first = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* local paths; directories in pre-order (parents first) */
+    size_t rl = strlen(rdir);
     if (mkdir(ldir, 0777) < 0) {
         struct stat st;
         if (errno != EEXIST || stat(ldir, &st) < 0 || !S_ISDIR(st.st_mode))
-            err = cellar__local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
+            first = cellar__local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
     }
-    report(x, rdir, ldir, true, err);
-    if (err < 0) {
-        free(ents);
-        return err;
+    report(x, rdir, ldir, true, first);
+    if (first < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const char *rel = t.v[i].path + rl + (rl && rdir[rl - 1] == '/' ? 0 : 1);
+        /* never follow a hostile name out of ldir; no temporaries */
+        bool hostile = cellar__is_tmp_name(t.v[i].st.name) || strstr(rel, "..");
+        lp[i] = hostile ? NULL : cellar__join(ldir, rel);
+        if (!lp[i]) {
+            skip[i] = true;
+            continue;
+        }
+        if (t.v[i].st.type == CELLAR_TYPE_DIR) {
+            int e = 0;
+            if (mkdir(lp[i], 0777) < 0) {
+                struct stat st;
+                if (errno != EEXIST || stat(lp[i], &st) < 0 || !S_ISDIR(st.st_mode))
+                    e = cellar__local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, lp[i], NULL);
+            }
+            report(x, t.v[i].path, lp[i], true, e);
+            if (e < 0 && first == 0)
+                first = e;
+            skip[i] = true;
+        }
     }
-    qsort(ents, (size_t)n, sizeof(*ents), by_name);
-    int first = 0;
-    for (int i = 0; i < n; i++) {
-        if (cellar__is_tmp_name(ents[i].name) || !cellar__plain_name(ents[i].name))
-            continue; /* never follow a hostile name out of ldir */
-        char *rp = cellar__join(rdir, ents[i].name);
-        char *lp = cellar__join(ldir, ents[i].name);
-        int r = 0;
-        if (!lp || !rp)
-            r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-        else if (ents[i].type == CELLAR_TYPE_DIR)
-            r = cellar_get_tree(c, rp, lp, x);
-        else
-            r = cellar_get_file(c, rp, lp, x);
-        if (r < 0 && first == 0)
-            first = r;
-        free(lp);
-        free(rp);
-        if (!cellar_connected(c))
-            break;
+    /* skip unchanged: the device's hashes of same-size files, one batch */
+    size_t nh = 0;
+    if (x && x->skip_unchanged) {
+        for (size_t i = 0; i < n; i++) {
+            struct stat st;
+            if (skip[i] || stat(lp[i], &st) < 0 || !S_ISREG(st.st_mode) ||
+                (uint64_t)st.st_size != t.v[i].st.size)
+                continue;
+            hp[nh] = t.v[i].path;
+            hi[nh++] = i;
+        }
+        err = nh ? cellar_hash_many(c, nh, hp, hsha, hsz, herr) : 0;
+        if (err < 0 && !cellar_connected(c)) {
+            first = first ? first : err;
+            goto out;
+        }
+        for (size_t k = 0; k < nh; k++) {
+            uint8_t lsha[CELLAR_SHA256_SIZE];
+            size_t i = hi[k];
+            if (herr[k] == 0 && hsz[k] == t.v[i].st.size &&
+                cellar_sha256_file(lp[i], lsha) == 0 &&
+                !memcmp(lsha, hsha[k], CELLAR_SHA256_SIZE)) {
+                skip[i] = true;
+                report(x, t.v[i].path, lp[i], false, CELLAR_SKIPPED);
+            }
+        }
     }
-    free(ents);
+    /* the rest, pipelined across files */
+    for (size_t i = 0; i < n; i++) {
+        if (skip[i])
+            continue;
+        dl_file_t *f = &d.f[d.nf];
+        size_t tl = strlen(lp[i]) + 32;
+        f->tmp = malloc(tl);
+        if (!f->tmp || cellar__tmp_name(lp[i], f->tmp, tl, tl - 1) < 0) {
+            free(f->tmp);
+            f->tmp = NULL;
+            int e = cellar__local_fail(c, -EINVAL, lp[i], "bad file name");
+            report(x, t.v[i].path, lp[i], false, e);
+            first = first ? first : e;
+            continue;
+        }
+        f->remote = t.v[i].path;
+        f->local = lp[i];
+        f->mtime = t.v[i].st.mtime;
+        f->fd = -1;
+        csha_init(&f->sha);
+        (void)csha_start(&f->sha);
+        d.nf++;
+    }
+    err = d.nf ? dl_run(&d) : 0;
+    if (err < 0 && first == 0)
+        first = err;
+    for (size_t i = 0; i < d.nf; i++) {
+        dl_file_t *f = &d.f[i];
+        if (f->state != DL_DONE) { /* the connection broke */
+            if (f->fd >= 0)
+                close(f->fd);
+            if (f->tmp)
+                unlink(f->tmp);
+            report(x, f->remote, f->local, false, first ? first : CELLAR_ERR_NOTCONN);
+        }
+        csha_free(&f->sha);
+        free(f->tmp);
+    }
+out:
+    if (lp)
+        for (size_t i = 0; i < n; i++)
+            free(lp[i]);
+    free(lp);
+    free(skip);
+    free(d.f);
+    free(hp);
+    free(hi);
+    free(hsha);
+    free(hsz);
+    free(herr);
+    cellar_tree_free(&t);
     return first;
 }
-
