@@ -336,6 +336,32 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
         char rdst[CELLAR_PATH_MAX + 1];
         if (!cli_devpath_arg(cli, dst, rdst))
             return CLI_FAILED;
+        struct stat ls1;
+        if (!multi && !dst_slash && !o.flag['f'] && stat(argv[0], &ls1) == 0 &&
+            S_ISREG(ls1.st_mode)) {
+            /* issue 11: one file to a path: its skip check (Stat + Hash of
+             * rdst) also says whether rdst is a directory, so no Stat of
+             * its own first; into the directory when it is one */
+            cellar_xfer_t x1 = x;
+            x1.on_file = NULL;
+            int r = cellar_put_file(&cli->dev, argv[0], rdst, &x1);
+            char em[sizeof(cli->dev.errpath)];
+            snprintf(em, sizeof(em), ":%s", rdst);
+            if (r == CELLAR_ERR_ISDIR && !strcmp(cellar_errpath(&cli->dev), em)) {
+                char base[4096], target[4096 + CELLAR_PATH_MAX + 8];
+                base_of(argv[0], base, sizeof(base));
+                snprintf(target, sizeof(target), "%s%s%s", rdst, strcmp(rdst, "/") ? "/" : "",
+                         base);
+                if (strlen(target) > CELLAR_PATH_MAX) {
+                    cli_error(cli, target, CELLAR_ERR_NAMETOOLONG, "path too long");
+                    return CLI_FAILED;
+                }
+                (void)cellar_put_file(&cli->dev, argv[0], target, &x);
+            } else {
+                cp_on_file(&cp, argv[0], rdst, false, r);
+            }
+            goto done;
+        }
         cellar_stat_t st;
         int serr = cellar_stat(&cli->dev, rdst, &st);
         bool dst_dir = serr == 0 && st.type == CELLAR_TYPE_DIR;
@@ -416,6 +442,7 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
             free(target);
         }
     }
+done:
     if (!cellar_connected(&cli->dev) && !cli->failed)
         cli_lib_error(cli, NULL, CELLAR_ERR_NOTCONN);
     if (!cli->json && (cp.ncopied + cp.nskipped + cp.nfailed) > 1)

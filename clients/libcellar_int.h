@@ -208,6 +208,23 @@ CELLAR_INTERNAL const char *cellar__partition_of(const char *partition);
 /* Copy a partition name into a request field of cap bytes. */
 CELLAR_INTERNAL int cellar__set_partition(cellar_t *c, char *dst, size_t cap,
                                           const char *part);
+/* A manifest listing asked ahead (issue 11): pages at start + k * stride
+ * (k < CELLAR_LIST_AHEAD) through cellar__ml_fill / cellar__ml_done (a
+ * batch, or another stream: push sends them after its UpdateCommit);
+ * cellar__ml_finish asks the rest, then sorts and drops the duplicates the
+ * overlapping pages brought. Start with {.c, .part, .stride =
+ * CELLAR_MANIFEST_PAGE}; v (malloc'd) is the caller's. */
+typedef struct cellar__mlist {
+    cellar_t *c;
+    const char *part;
+    cellar_mentry_t *v;
+    size_t len, cap;
+    uint32_t start, stride;
+    uint64_t cov;      /* slots covered from 0; UINT64_MAX = to the end */
+} cellar__mlist_t;
+CELLAR_INTERNAL int cellar__ml_fill(void *ctx, size_t i);
+CELLAR_INTERNAL int cellar__ml_done(void *ctx, size_t i, int err);
+CELLAR_INTERNAL int cellar__ml_finish(cellar__mlist_t *m);
 /* Index of path in v (n entries sorted by path), or -1. */
 CELLAR_INTERNAL int cellar__mentry_find(const cellar_mentry_t *v, size_t n, const char *path);
 

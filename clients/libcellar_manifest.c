@@ -67,18 +67,9 @@ static int cmp_mentry(const void *a, const void *b)
  * the true next page or start exactly at it. Pages are taken in order
  * while they start inside what is covered so far; the duplicates an
  * overlap brings are dropped after sorting. */
-typedef struct mlist {
-    cellar_t *c;
-    const char *part;
-    cellar_mentry_t *v;
-    size_t len, cap;
-    uint32_t start, stride;
-    uint64_t cov;      /* slots covered from 0; UINT64_MAX = to the end */
-} mlist_t;
-
-static int ml_fill(void *ctx, size_t i)
+int cellar__ml_fill(void *ctx, size_t i)
 {
-    mlist_t *m = ctx;
+    cellar__mlist_t *m = ctx;
     cellar_Request *req = cellar__new_req(m->c, cellar_Request_manifest_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
@@ -91,9 +82,9 @@ static int ml_fill(void *ctx, size_t i)
     return 0;
 }
 
-static int ml_done(void *ctx, size_t i, int err)
+int cellar__ml_done(void *ctx, size_t i, int err)
 {
-    mlist_t *m = ctx;
+    cellar__mlist_t *m = ctx;
     cellar_t *c = m->c;
     uint32_t cursor = m->start + (uint32_t)i * m->stride;
     if (err == 0)
@@ -143,36 +134,48 @@ static int ml_done(void *ctx, size_t i, int err)
     return 0;
 }
 
+int cellar__ml_finish(cellar__mlist_t *m)
+{
+    cellar_t *c = m->c;
+    int err = 0;
+    for (uint32_t round = 0; m->cov != UINT64_MAX; round++) {
+        if (round >= CELLAR__MAX_PAGES) {
+            err = cellar__fail(c, CELLAR_ERR_PROTO, "manifest listing does not end");
+            break;
+        }
+        m->start = (uint32_t)m->cov;
+        err = cellar__batch_run(c, CELLAR_LIST_AHEAD, cellar__ml_fill, cellar__ml_done, m,
+                                false);
+        if (err < 0)
+            break;
+    }
+    if (err < 0) {
+        free(m->v);
+        m->v = NULL;
+        m->len = 0;
+        return err;
+    }
+    if (m->len > 1) {
+        qsort(m->v, m->len, sizeof(*m->v), cmp_mentry);
+        size_t k = 1;
+        for (size_t i = 1; i < m->len; i++)
+            if (strcmp(m->v[i].path, m->v[k - 1].path))
+                m->v[k++] = m->v[i];
+        m->len = k;
+    }
+    return 0;
+}
+
 int cellar_manifest_list(cellar_t *c, const char *partition, cellar_mentry_t **out,
                          size_t *n)
 {
     *out = NULL;
     *n = 0;
-    mlist_t m = {.c = c, .part = cellar__partition_of(partition),
-                 .stride = CELLAR_MANIFEST_PAGE};
-    int err = 0;
-    for (uint32_t round = 0; m.cov != UINT64_MAX; round++) {
-        if (round >= CELLAR__MAX_PAGES) {
-            err = cellar__fail(c, CELLAR_ERR_PROTO, "manifest listing does not end");
-            break;
-        }
-        m.start = (uint32_t)m.cov;
-        err = cellar__batch_run(c, CELLAR_LIST_AHEAD, ml_fill, ml_done, &m, false);
-        if (err < 0)
-            break;
-    }
-    if (err < 0) {
-        free(m.v);
+    cellar__mlist_t m = {.c = c, .part = cellar__partition_of(partition),
+                         .stride = CELLAR_MANIFEST_PAGE};
+    int err = cellar__ml_finish(&m);
+    if (err < 0)
         return err;
-    }
-    if (m.len > 1) {
-        qsort(m.v, m.len, sizeof(*m.v), cmp_mentry);
-        size_t k = 1;
-        for (size_t i = 1; i < m.len; i++)
-            if (strcmp(m.v[i].path, m.v[k - 1].path))
-                m.v[k++] = m.v[i];
-        m.len = k;
-    }
     *out = m.v;
     *n = m.len;
     return 0;

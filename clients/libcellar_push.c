@@ -55,6 +55,8 @@ typedef struct push {
     cellar__items_t v;
     const cellar__strvec_t *ldirs; /* device paths of the local directories */
     bool no_digest;                /* issue 11: a tree copy needs no digest */
+    cellar__mlist_t ml;            /* issue 11: the manifest asked after the commit */
+    bool ml_sent;
 } push_t;
 
 static unsigned depth_of(const char *path)
@@ -417,6 +419,9 @@ static int first_restore(cellar_t *c, const first_t *f)
     return f->err;
 }
 
+static int commit_req(push_t *p);
+static int commit_reply(push_t *p, int err);
+
 /* Read len bytes of the local file of `it` at pos into data. */
 static int read_chunk(cellar_t *c, const cellar__item_t *it, int fd, uint64_t pos,
                       uint8_t *data, uint32_t len)
@@ -459,6 +464,8 @@ static int send_data(push_t *p)
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
 
+    bool commit_sent = false;
+    uint32_t saved_timeout = c->cfg.timeout_ms;
     for (;;) {
         /* 1. fill the window */
         while (first.err == 0 && count < window && cur < p->v.n) {
@@ -509,6 +516,42 @@ static int send_data(push_t *p)
             f->done = false;
             pos += n;
         }
+        /* issue 11: UpdateCommit right after the last UpdateWrite, in the
+         * same stream (a failed write makes the commit fail: nothing is
+         * published); its answer is the last one */
+        uint32_t extra = p->no_digest ? 0 : CELLAR_LIST_AHEAD;
+        if (first.err == 0 && cur >= p->v.n && fd < 0 && !commit_sent && count < window &&
+            count + 1 + extra <= CELLAR_MAX_INFLIGHT) {
+            int64_t id = commit_req(p) < 0 ? CELLAR_ERR_NOTCONN : cellar__send(c);
+            if (id < 0) {
+                first_set(c, &first, (int)id);
+                break;
+            }
+            flight_t *f = &ring[(head + count++) % CELLAR_MAX_INFLIGHT];
+            f->id = (uint32_t)id;
+            f->idx = UINT32_MAX;
+            f->len = 0;
+            f->done = false;
+            commit_sent = true;
+            if (c->cfg.timeout_ms < CELLAR_SLOW_TIMEOUT_MS)
+                c->cfg.timeout_ms = CELLAR_SLOW_TIMEOUT_MS;
+            /* and the first pages of the manifest, for the digest: the
+             * device answers them after the commit */
+            p->ml = (cellar__mlist_t){.c = c, .part = "/usr", .stride = CELLAR_MANIFEST_PAGE};
+            for (uint32_t k = 0; k < extra; k++) {
+                id = cellar__ml_fill(&p->ml, k) < 0 ? CELLAR_ERR_NOTCONN : cellar__send(c);
+                if (id < 0) {
+                    first_set(c, &first, (int)id);
+                    break;
+                }
+                f = &ring[(head + count++) % CELLAR_MAX_INFLIGHT];
+                f->id = (uint32_t)id;
+                f->idx = UINT32_MAX - 1 - k;
+                f->len = 0;
+                f->done = false;
+            }
+            p->ml_sent = first.err == 0 && extra > 0;
+        }
         if (count == 0 || !cellar_connected(c))
             break;
 
@@ -535,7 +578,18 @@ static int send_data(push_t *p)
             break;
         }
         f->done = true;
-        if (first.err == 0) {
+        if (f->idx >= UINT32_MAX - CELLAR_LIST_AHEAD && f->idx < UINT32_MAX) {
+            /* a manifest page: only after a good commit */
+            if (first.err == 0) {
+                int merr = cellar__ml_done(&p->ml, UINT32_MAX - 1 - f->idx,
+                                           resp->has_error ? cellar__check(c, 0) : 0);
+                first_set(c, &first, merr);
+            }
+        } else if (f->idx == UINT32_MAX) {
+            int cerr = commit_reply(p, resp->has_error ? cellar__check(c, 0) : 0);
+            if (first.err == 0)
+                first_set(c, &first, cerr);
+        } else if (first.err == 0) {
             cellar_push_entry_t *e = &p->v.v[f->idx].e;
             err = cellar__check(c, cellar_Response_write_tag);
             if (err == 0 && resp->body.write.written != f->len)
@@ -564,19 +618,30 @@ static int send_data(push_t *p)
     if (fd >= 0)
         close(fd);
     csha_free(&sha);
+    c->cfg.timeout_ms = saved_timeout;
+    if (first.err == 0 && !commit_sent)
+        first_set(c, &first, cellar__fail(c, CELLAR_ERR_PROTO, "commit not sent"));
     return first_restore(c, &first);
 }
 
-static int commit(push_t *p)
+/* Build the UpdateCommit request. */
+static int commit_req(push_t *p)
 {
-    cellar_t *c = p->c;
-    cellar_push_report_t *r = p->rep;
-    cellar_Request *req = cellar__new_req(c, cellar_Request_update_commit_tag);
+    cellar_Request *req = cellar__new_req(p->c, cellar_Request_update_commit_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
     set_bundle(&req->body.update_commit.bundle.size, req->body.update_commit.bundle.bytes,
-               r->bundle);
-    int err = cellar__slow_rpc(c, cellar_Response_update_commit_tag);
+               p->rep->bundle);
+    return 0;
+}
+
+/* Its answer, in the response struct (err: cellar__check's result). */
+static int commit_reply(push_t *p, int err)
+{
+    cellar_t *c = p->c;
+    cellar_push_report_t *r = p->rep;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_update_commit_tag);
     if (err < 0) {
         /* The device names the path in its message: the longest entry path
          * found in it is the one (for errpath). */
@@ -650,18 +715,27 @@ static int push_run(push_t *p, const cellar_bundle_t *b)
     if (p->v.n > 0) {
         err = begin_declare(p);
         if (err == 0)
-            err = send_data(p);
+            err = send_data(p); /* and UpdateCommit, in the same stream */
         count_actions(p);
-        if (err == 0)
-            err = commit(p);
         if (err < 0)
             goto out;
     }
 
-    /* 5. the manifest digest */
-    if (!p->no_digest)
+    /* 5. the manifest digest (its first pages came with the commit) */
+    if (p->ml_sent) {
+        err = cellar__ml_finish(&p->ml);
+        if (err == 0) {
+            err = cellar_manifest_digest(p->ml.v, p->ml.len, rep->digest);
+            if (err < 0)
+                cellar__fail(c, err, "out of memory");
+            rep->have_digest = err == 0;
+        }
+    } else if (!p->no_digest) {
         err = manifest_digest(c, rep);
+    }
 out:
+    free(p->ml.v);
+    p->ml.v = NULL;
     cellar__sv_free(&rfiles);
     cellar__sv_free(&rdirs);
     return err;

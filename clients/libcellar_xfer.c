@@ -166,6 +166,50 @@ static int sh_done(void *ctx, size_t i, int err)
     return 0;
 }
 
+/* The end of an upload (issue 11): Close, then Hash of the temporary
+ * (small files) or Rename into place (ranged files), in one batch. */
+typedef struct fin {
+    cellar_t *c;
+    cellar_fh_t h;
+    const char *tmp, *remote;
+    bool ranged;
+    int cerr, err2;
+    uint8_t sha[CELLAR_SHA256_SIZE];
+    uint64_t hashed;
+} fin_t;
+
+static int fin_fill(void *ctx, size_t i)
+{
+    fin_t *f = ctx;
+    if (i == 0)
+        return cellar__handle_req(f->c, cellar_Request_close_tag, f->h);
+    if (!f->ranged)
+        return cellar__hash_req(f->c, f->tmp, 0, 0);
+    int err;
+    cellar_Request *req = cellar__path_req(f->c, cellar_Request_rename_tag, f->tmp, &err);
+    if (!req)
+        return err;
+    return cellar__path(f->c, req->body.rename.to, sizeof(req->body.rename.to), f->remote);
+}
+
+static int fin_done(void *ctx, size_t i, int err)
+{
+    fin_t *f = ctx;
+    pb_size_t want = i == 0 || f->ranged ? cellar_Response_done_tag : cellar_Response_hash_tag;
+    if (err == 0)
+        err = cellar__check(f->c, want);
+    if (i == 0) {
+        f->cerr = err;
+    } else {
+        f->err2 = err;
+        if (err == 0 && !f->ranged) {
+            memcpy(f->sha, cellar__resp(f->c)->body.hash.sha256, CELLAR_SHA256_SIZE);
+            f->hashed = cellar__resp(f->c)->body.hash.length;
+        }
+    }
+    return 0;
+}
+
 static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
                       const cellar_xfer_t *x)
 {
@@ -224,11 +268,29 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
         (void)csha_finish(&sha, lsha);
     csha_free(&sha);
 
-    err = close_after(c, h, err);
-    if (err == 0 && !p.range)
-        err = verify_whole(c, tmp, remote, "upload", lsha, size);
-    if (err == 0)
-        err = cellar_rename(c, tmp, remote);
+    if (err == 0) {
+        /* issue 11: Close with the whole-file Hash (small files), or with
+         * the Rename (ranged: every range, the last one to the end of the
+         * file, is verified already), in one batch */
+        fin_t fin = {.c = c, .h = h, .tmp = tmp, .remote = remote, .ranged = p.range != 0};
+        err = cellar__batch_run(c, 2, fin_fill, fin_done, &fin, true);
+        if (err == 0)
+            err = fin.cerr ? fin.cerr : fin.err2;
+        if (err == 0 && !p.range) {
+            if (fin.hashed != size || memcmp(lsha, fin.sha, CELLAR_SHA256_SIZE)) {
+                char a[65], b[65];
+                err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                                   "%s: SHA-256 mismatch after upload (local %s, device %s, "
+                                   "%llu of %llu bytes)", remote, cellar_sha256_hex(lsha, a),
+                                   cellar_sha256_hex(fin.sha, b),
+                                   (unsigned long long)fin.hashed, (unsigned long long)size);
+            }
+            if (err == 0)
+                err = cellar_rename(c, tmp, remote);
+        }
+    } else {
+        err = close_after(c, h, err);
+    }
     if (err < 0) {
         if (cellar_connected(c)) {
             char msg[sizeof(c->errmsg)];
