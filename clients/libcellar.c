@@ -808,6 +808,12 @@ uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x)
     uint32_t w = c->info.max_inflight ? c->info.max_inflight : 1;
     if (x && x->inflight && x->inflight < w)
         w = x->inflight;
+    /* issue 11: no more chunks than the bytes the link holds */
+    uint32_t chunk = cellar__chunk(c, x);
+    uint64_t wb = cellar__window_bytes((cellar_t *)(uintptr_t)c, chunk);
+    uint64_t wr = (wb + chunk - 1) / chunk;
+    if (wr < w)
+        w = (uint32_t)wr;
     if (w > CELLAR_MAX_INFLIGHT)
         w = CELLAR_MAX_INFLIGHT;
     return w ? w : 1;
@@ -834,7 +840,7 @@ void cellar__rate_sample(cellar_t *c, uint64_t bytes, uint64_t us)
 }
 
 /* Bytes in flight: twice the bandwidth-delay product (so the link stays
- * full while answers travel back), at least 4 chunks, at most what the
+ * full while answers travel back), at least 8 chunks, at most what the
  * device accepts (max_inflight frames of max_frame bytes). Before a
  * transfer has measured the rate: the device's limit. */
 uint64_t cellar__window_bytes(cellar_t *c, uint32_t chunk)
@@ -847,7 +853,7 @@ uint64_t cellar__window_bytes(cellar_t *c, uint32_t chunk)
         return dev;
     uint64_t bdp = c->rate_bps / 8u * c->rtt_us / 1000000u;
     uint64_t w = 2 * bdp + 2 * (uint64_t)chunk;
-    if (w < 4 * (uint64_t)chunk)
-        w = 4 * (uint64_t)chunk;
+    if (w < 8 * (uint64_t)chunk)
+        w = 8 * (uint64_t)chunk;
     return w < dev ? w : dev;
 }

@@ -267,6 +267,7 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
     first_msg_t fm = { .set = false };
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
+    uint64_t t0 = cellar__now_us();
 
     for (;;) {
         /* 1. fill the window from the read-ahead queue */
@@ -337,6 +338,8 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
         }
     }
 out:
+    if (first_err == 0)
+        cellar__rate_sample(c, acked, cellar__now_us() - t0);
     first_keep(c, first_err, &fm);
     first_restore(c, &fm);
     csha_free(&q->rsha);
@@ -375,6 +378,7 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
     *got = 0;
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
+    uint64_t t0r = cellar__now_us();
 
     while ((first_err == 0 && ((asked < p->total && !eof) || need_hash)) ||
            r.count > 0) {
@@ -505,6 +509,8 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
         }
         first_keep(c, first_err, &fm);
     }
+    if (first_err == 0)
+        cellar__rate_sample(c, delivered, cellar__now_us() - t0r);
     first_keep(c, first_err, &fm);
     first_restore(c, &fm);
     free(stash);
