@@ -26,6 +26,10 @@
 #define CELLAR__FIELD_COUNT(type, field) \
     (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
 
+/* The smallest max_frame a device may advertise (issue 11): what a request
+ * sent before HelloReply is in is sized for (docs/PIPELINING.md). */
+#define CELLAR__MIN_FRAME 1024u
+
 /* Bounds of every loop over a device's answers. */
 #define CELLAR__MAX_PAGES (CELLAR_MANIFEST_MAX + 16u) /* pages of one listing */
 #define CELLAR__MAX_DEPTH 128u                        /* directory levels walked */

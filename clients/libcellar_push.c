@@ -57,6 +57,8 @@ typedef struct push {
     bool no_digest;                /* issue 11: a tree copy needs no digest */
     cellar__mlist_t ml;            /* issue 11: the manifest asked after the commit */
     bool ml_sent;
+    size_t *page_first;            /* issue 11: Declare pages sized to max_frame; */
+    size_t npages;                 /* page k = entries page_first[k].. [k+1] */
 } push_t;
 
 static unsigned depth_of(const char *path)
@@ -229,8 +231,7 @@ static int bd_fill(void *ctx, size_t i)
         req->body.update_begin.bytes = r->bundle_bytes;
         return 0;
     }
-    size_t first = (i - 1) * CELLAR_DECLARE_PAGE;
-    size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
+    size_t first = p->page_first[i - 1], k = p->page_first[i] - first;
     cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
@@ -267,8 +268,7 @@ static int bd_done(void *ctx, size_t i, int err)
         r->staged = b->staged;
         return 0;
     }
-    size_t first = (i - 1) * CELLAR_DECLARE_PAGE;
-    size_t k = p->v.n - first < CELLAR_DECLARE_PAGE ? p->v.n - first : CELLAR_DECLARE_PAGE;
+    size_t first = p->page_first[i - 1], k = p->page_first[i] - first;
     if (err == 0)
         err = cellar__check(c, cellar_Response_update_declare_tag);
     if (err < 0)
@@ -317,10 +317,50 @@ static int bd_done(void *ctx, size_t i, int err)
     return 0;
 }
 
+/* Declare pages: at most CELLAR_DECLARE_PAGE entries, and no more bytes
+ * than the device's max_frame takes (a device with small frames gets
+ * short pages; each entry is about its path + 45 bytes encoded). */
+static int declare_pages(push_t *p)
+{
+    cellar_t *c = p->c;
+    /* HelloReply's max_frame when its answer is here; a pipelined Hello
+     * still on its way is not waited for (that would cost the round the
+     * batch saves): pages are then sized for the smallest frame
+     * (CELLAR__MIN_FRAME) */
+    if (c->hello_pending && cellar__reply_ready(c) < 0)
+        return CELLAR_ERR_NOTCONN;
+    uint32_t frame = c->hello_pending ? CELLAR__MIN_FRAME : c->info.max_frame;
+    size_t room = frame > 160 ? frame - 96 : 64;
+    p->page_first = malloc((p->v.n + 2) * sizeof(*p->page_first));
+    if (!p->page_first)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    p->npages = 0;
+    size_t i = 0;
+    while (i < p->v.n) {
+        p->page_first[p->npages++] = i;
+        size_t used = 0, k = 0;
+        while (i < p->v.n && k < CELLAR_DECLARE_PAGE) {
+            size_t e = strlen(p->v.v[i].e.path) + 48;
+            if (k > 0 && frame && used + e > room)
+                break;
+            used += e;
+            k++;
+            i++;
+        }
+    }
+    p->page_first[p->npages] = p->v.n;
+    return 0;
+}
+
 static int begin_declare(push_t *p)
 {
-    size_t pages = (p->v.n + CELLAR_DECLARE_PAGE - 1) / CELLAR_DECLARE_PAGE;
-    return cellar__batch_run(p->c, 1 + pages, bd_fill, bd_done, p, true);
+    int err = declare_pages(p);
+    if (err < 0)
+        return err;
+    err = cellar__batch_run(p->c, 1 + p->npages, bd_fill, bd_done, p, true);
+    free(p->page_first);
+    p->page_first = NULL;
+    return err;
 }
 
 /* The next entry at or after i whose data must be sent. */
