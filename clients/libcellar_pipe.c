@@ -533,19 +533,29 @@ int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill, cellar__done_
     uint32_t saved = c->cfg.timeout_ms;
     if (slow && c->cfg.timeout_ms < CELLAR_SLOW_TIMEOUT_MS)
         c->cfg.timeout_ms = CELLAR_SLOW_TIMEOUT_MS;
-    size_t sent = 0, got = 0;
+    size_t sent = 0, got = 0, inflight = 0;
     int first = 0;
     first_msg_t fm = { .set = false };
     uint64_t t0 = cellar__now_us();
     while (got < n) {
-        while (first == 0 && sent < n && sent - got < CELLAR_BATCH_INFLIGHT) {
+        while (first == 0 && sent < n && inflight < CELLAR_BATCH_INFLIGHT) {
             int e = fill(ctx, sent);
+            if (e < 0 && e != CELLAR_ERR_NOTCONN && cellar_connected(c)) {
+                /* this request cannot be made (a path too long...): its
+                 * error is its answer; the others go on */
+                ids[sent] = 0;
+                int de = done(ctx, sent++, e);
+                if (de < 0)
+                    first = de;
+                continue;
+            }
             int64_t id = e < 0 ? e : cellar__send(c);
             if (id < 0) {
                 first = (int)id;
                 break;
             }
             ids[sent++] = (uint32_t)id;
+            inflight++;
             /* take answers that are already here: never block on a full
              * socket while the device waits for us to read */
             int r = cellar__reply_ready(c);
@@ -554,7 +564,13 @@ int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill, cellar__done_
             break;
         }
         first_keep(c, first, &fm);
-        if (got == sent || !cellar_connected(c))
+        while (got < sent && ids[got] == 0)
+            got++; /* answered locally */
+        if (got == sent && (first != 0 || sent == n))
+            break;
+        if (got == sent)
+            continue;
+        if (!cellar_connected(c))
             break;
         int e = cellar__recv(c);
         if (e < 0) {
@@ -573,6 +589,7 @@ int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill, cellar__done_
         }
         if (got == 0)
             cellar__rtt_sample(c, cellar__now_us() - t0);
+        inflight--;
         e = done(ctx, got++, cellar__check(c, 0));
         if (e < 0 && first == 0)
             first = e;
