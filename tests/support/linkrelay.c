@@ -220,7 +220,7 @@ static void serve(int cfd, const struct sockaddr *to, socklen_t tolen)
         fprintf(stderr, "linkrelay: out of memory\n");
         exit(1);
     }
-    uint64_t rounds = 0, in_up = 0;
+    uint64_t rounds = 0;
     bool answered = false, stalled = false, done_up = false, done_down = false;
     while (!(done_up && done_down)) {
         struct pollfd pf[2] = {{.fd = cfd}, {.fd = dfd}};
@@ -263,7 +263,6 @@ static void serve(int cfd, const struct sockaddr *to, socklen_t tolen)
                     rounds++;
                     answered = false;
                 }
-                in_up += (uint64_t)n;
             } else if (n == 0 || n == -1) {
                 up.eof = true;
             }
@@ -295,7 +294,6 @@ static void serve(int cfd, const struct sockaddr *to, socklen_t tolen)
             done_down = true;
         }
     }
-    (void)in_up;
     close(cfd);
     close(dfd);
     g.conns++;
