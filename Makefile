@@ -82,7 +82,7 @@ MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
-SUP_SRCS     := $(wildcard tests/support/*.c)
+SUP_SRCS     := $(filter-out tests/support/linkrelay.c,$(wildcard tests/support/*.c)) # linkrelay: a program (issue 11)
 # issue 13 (tls): TLS over any transport, portable; host side in transport/host/tls_files.c
 TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
@@ -282,6 +282,12 @@ size-lwip: | $(DEPS_STAMP)
 	@arm-none-eabi-gcc $(LWIP_FW_FLAGS) -c transport/lwip/fw/lwip_ram.c -o $(BUILD)/arm/lwip_ram.o
 	@arm-none-eabi-size $(BUILD)/arm/tp_lwip.o | awk 'NR==2{printf "tp_lwip.c (Cortex-M4 -Os): .text %d .data %d .bss %d\n", $$1, $$2, $$3}'
 	@echo "lwIP RAM per connection, example fw/lwipopts.h (Cortex-M4):"; arm-none-eabi-nm -S --radix=d $(BUILD)/arm/lwip_ram.o | awk '{printf "  %-22s %6d B\n", $$4, $$2}'
+# ---- issue 11: the link emulator (a host program) and bench-link ------------------
+$(BUILD)/linkrelay: tests/support/linkrelay.c | $(DEPS_STAMP)
+	$(CC) $(REL_CFLAGS) -o $@ $<
+test: $(BUILD)/linkrelay
+bench-link: $(PROGRAMS) $(BUILD)/linkrelay
+	BUILD=$(BUILD) bash tests/bench_link.sh
 
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60
@@ -403,6 +409,7 @@ clean:
 
 .PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-tls bench-lwip size-lwip fuzz fuzz-svc size install clean FORCE
 .PHONY: ram test-device # issue 14
+.PHONY: all deps run test deps-check layers-check powerloss bench bench-fs bench-net bench-push bench-link fuzz fuzz-svc size install clean FORCE
 FORCE:
 .PRECIOUS: $(BUILD)/san/tests/%.o $(BUILD)/rel/tests/%.o
 # Objects reached only through a link set (test support, secondary expansion) are kept too.

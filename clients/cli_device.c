@@ -140,29 +140,67 @@ static void ls_print(cli_t *cli, const ls_opts_t *lo, const cellar_stat_t *st,
     }
 }
 
-static void ls_dir(cli_t *cli, const ls_opts_t *lo, const char *path,
-                   const char *rel, cJSON *arr)
+/* A hidden component (a name starting with '.') in rel? */
+static bool hidden_rel(const char *rel)
 {
-    cellar_stat_t *ents = NULL;
-    int n = list_in_order(cli, path, &ents, lo->sort, lo->reverse);
-    if (n < 0)
+    for (const char *p = rel; *p; p++)
+        if (*p == '.' && (p == rel || p[-1] == '/'))
+            return true;
+    return false;
+}
+
+/* The part of a tree entry's path below the listed root. */
+static const char *rel_of(const char *root, const char *full)
+{
+    size_t n = strlen(root);
+    return full + n + (n && root[n - 1] == '/' ? 0 : 1);
+}
+
+/* Print the entries of t in [lo_i, hi_i) at depth d, siblings in the
+ * order asked (--sort), each directory's subtree under it (the tree comes in
+ * pre-order by name). */
+static void ls_level(cli_t *cli, const ls_opts_t *lo, const cellar_tree_t *t,
+                     const char *path, size_t lo_i, size_t hi_i, unsigned d,
+                     cJSON *arr)
+{
+    size_t ns = 0;
+    for (size_t i = lo_i; i < hi_i; i++)
+        ns += t->v[i].depth == d;
+    if (!ns)
         return;
-    for (int i = 0; i < n; i++) {
-        if (!lo->all && ents[i].name[0] == '.')
-            continue;
-        char *full = join(path, ents[i].name);
-        char *r = *rel ? join(rel, ents[i].name) : strdup(ents[i].name);
-        char show[SHOW_MAX + 256];
-        snprintf(show, sizeof(show), ":%s", full);
-        ls_print(cli, lo, &ents[i], r);
-        if (arr)
-            cJSON_AddItemToArray(arr, entry_json(&ents[i], r, show));
-        if (lo->rec && ents[i].type == CELLAR_TYPE_DIR)
-            ls_dir(cli, lo, full, r, arr);
-        free(full);
-        free(r);
+    /* each sibling with the end of its subtree, sorted by its stat */
+    typedef struct { cellar_stat_t st; size_t at, end; } sib_t;
+    sib_t *s = calloc(ns, sizeof(*s));
+    if (!s) {
+        perror("cellar");
+        exit(CLI_FAILED);
     }
-    free(ents);
+    size_t k = 0;
+    for (size_t i = lo_i; i < hi_i; i++)
+        if (t->v[i].depth == d) {
+            if (k)
+                s[k - 1].end = i;
+            s[k].st = t->v[i].st;
+            s[k++].at = i;
+        }
+    s[k - 1].end = hi_i;
+    int (*cmp[])(const void *, const void *) = {by_name, by_time, by_ctime, by_size, by_id};
+    if (lo->sort != SORT_NONE) /* (st is the first member: the comparators fit) */
+        qsort(s, ns, sizeof(*s), cmp[lo->sort]);
+    for (size_t j = 0; j < ns; j++) {
+        const sib_t *e = &s[lo->reverse ? ns - 1 - j : j];
+        const cellar_tree_entry_t *te = &t->v[e->at];
+        const char *r = rel_of(path, te->path);
+        if (!lo->all && hidden_rel(r))
+            continue;
+        char eshow[SHOW_MAX + 256];
+        snprintf(eshow, sizeof(eshow), ":%s", te->path);
+        ls_print(cli, lo, &te->st, r);
+        if (arr)
+            cJSON_AddItemToArray(arr, entry_json(&te->st, r, eshow));
+        ls_level(cli, lo, t, path, e->at + 1, e->end, d + 1, arr);
+    }
+    free(s);
 }
 
 static int cmd_ls(cli_t *cli, int argc, char **argv)
@@ -193,8 +231,10 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
                     .ids = o.flag['i'], .reverse = o.long_set[0], .sort = key};
     char show[SHOW_MAX];
     cli_show(path, show, sizeof(show));
-    cellar_stat_t st;
-    int err = cellar_stat(&cli->dev, path, &st);
+    /* issue 11: Stat and the listing (every level with -r) in one batch
+     * per level */
+    cellar_tree_t t;
+    int err = cellar_tree_list(&cli->dev, path, lo.rec ? 0 : 1, &t);
     if (err < 0) {
         cli_lib_error(cli, show, err);
         return CLI_FAILED;
@@ -204,14 +244,16 @@ static int cmd_ls(cli_t *cli, int argc, char **argv)
         cJSON_AddStringToObject(cli->out, "path", show);
         arr = cJSON_AddArrayToObject(cli->out, "entries");
     }
-    if (st.type != CELLAR_TYPE_DIR) {
+    if (t.root.type != CELLAR_TYPE_DIR) {
         const char *base = strrchr(path, '/') + 1;
-        ls_print(cli, &lo, &st, base);
+        ls_print(cli, &lo, &t.root, base);
         if (arr)
-            cJSON_AddItemToArray(arr, entry_json(&st, base, show));
+            cJSON_AddItemToArray(arr, entry_json(&t.root, base, show));
+        cellar_tree_free(&t);
         return CLI_OK;
     }
-    ls_dir(cli, &lo, path, "", arr);
+    ls_level(cli, &lo, &t, path, 0, t.n, 1, arr);
+    cellar_tree_free(&t);
     return cli->failed ? CLI_FAILED : CLI_OK;
 }
 
@@ -415,6 +457,32 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
         char rdst[CELLAR_PATH_MAX + 1];
         if (!cli_devpath_arg(cli, dst, rdst))
             return CLI_FAILED;
+        struct stat ls1;
+        if (!multi && !dst_slash && !o.flag['f'] && stat(argv[0], &ls1) == 0 &&
+            S_ISREG(ls1.st_mode)) {
+            /* issue 11: one file to a path: its skip check (Stat + Hash of
+             * rdst) also says whether rdst is a directory, so no Stat of
+             * its own first; into the directory when it is one */
+            cellar_xfer_t x1 = x;
+            x1.on_file = NULL;
+            int r = cellar_put_file(&cli->dev, argv[0], rdst, &x1);
+            char em[sizeof(cli->dev.errpath)];
+            snprintf(em, sizeof(em), ":%s", rdst);
+            if (r == CELLAR_ERR_ISDIR && !strcmp(cellar_errpath(&cli->dev), em)) {
+                char base[4096], target[4096 + CELLAR_PATH_MAX + 8];
+                base_of(argv[0], base, sizeof(base));
+                snprintf(target, sizeof(target), "%s%s%s", rdst, strcmp(rdst, "/") ? "/" : "",
+                         base);
+                if (strlen(target) > CELLAR_PATH_MAX) {
+                    cli_error(cli, target, CELLAR_ERR_NAMETOOLONG, "path too long");
+                    return CLI_FAILED;
+                }
+                (void)cellar_put_file(&cli->dev, argv[0], target, &x);
+            } else {
+                cp_on_file(&cp, argv[0], rdst, false, r);
+            }
+            goto done;
+        }
         cellar_stat_t st;
         int serr = cellar_stat(&cli->dev, rdst, &st);
         bool dst_dir = serr == 0 && st.type == CELLAR_TYPE_DIR;
@@ -495,6 +563,7 @@ static int cmd_cp(cli_t *cli, int argc, char **argv)
             free(target);
         }
     }
+done:
     if (!cellar_connected(&cli->dev) && !cli->failed)
         cli_lib_error(cli, NULL, CELLAR_ERR_NOTCONN);
     if (!cli->json && (cp.ncopied + cp.nskipped + cp.nfailed) > 1)
@@ -580,6 +649,14 @@ static int each_path(cli_t *cli, int n, char **argv, const char *key,
 
 static int op_rm(cli_t *cli, const char *path, const char *show, const cli_opts_t *o)
 {
+    if (o->flag['r'] && !is_part_root(path)) {
+        /* issue 11: the listing and the removals in two batches, whatever
+         * path is (cellar_remove_tree takes a file too) */
+        int rerr = cellar_remove_tree(&cli->dev, path);
+        if (rerr < 0)
+            cli_lib_error(cli, show, rerr);
+        return rerr;
+    }
     cellar_stat_t st;
     int err = cellar_stat(&cli->dev, path, &st);
     if (err == 0 && st.type == CELLAR_TYPE_DIR) {
@@ -722,6 +799,36 @@ static int cmd_sha256sum(cli_t *cli, int argc, char **argv)
     if (n < 1)
         return cli_usage(cli, cmd_of("sha256sum"), "missing path");
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, "files") : NULL;
+    /* issue 11: every device path hashed in one batch, printed in order */
+    char (*rpath)[CELLAR_PATH_MAX + 1] = calloc((size_t)n, sizeof(*rpath));
+    const char **rp = calloc((size_t)n, sizeof(*rp));
+    uint8_t (*rsha)[CELLAR_SHA256_SIZE] = calloc((size_t)n, sizeof(*rsha));
+    uint64_t *rsize = calloc((size_t)n, sizeof(*rsize));
+    int *rerr = calloc((size_t)n, sizeof(*rerr)), *rk = calloc((size_t)n, sizeof(*rk));
+    if (!rpath || !rp || !rsha || !rsize || !rerr || !rk) {
+        perror("cellar");
+        exit(CLI_FAILED);
+    }
+    size_t nr = 0;
+    for (int i = 0; i < n; i++) {
+        rk[i] = -1;
+        if (cli_is_remote(argv[i]) && cli_devpath_arg(cli, argv[i], rpath[nr])) {
+            rp[nr] = rpath[nr];
+            rk[i] = (int)nr++;
+        }
+    }
+    if (nr > 0) {
+        if (cli_connect(cli) < 0) {
+            free(rpath);
+            free(rp);
+            free(rsha);
+            free(rsize);
+            free(rerr);
+            free(rk);
+            return CLI_FAILED;
+        }
+        (void)cellar_hash_many(&cli->dev, nr, rp, rsha, rsize, rerr);
+    }
     for (int i = 0; i < n; i++) {
         uint8_t sha[CELLAR_SHA256_SIZE];
         char hex[65], show[SHOW_MAX];
@@ -729,17 +836,16 @@ static int cmd_sha256sum(cli_t *cli, int argc, char **argv)
         uint64_t size = 0;
         int err;
         if (cli_is_remote(argv[i])) {
-            char path[CELLAR_PATH_MAX + 1];
-            if (!cli_devpath_arg(cli, argv[i], path))
+            if (rk[i] < 0)
                 continue;
-            name = cli_show(path, show, sizeof(show));
-            if (cli_connect(cli) < 0)
-                return CLI_FAILED;
-            err = cellar_hash(&cli->dev, path, 0, 0, sha, &size);
+            name = cli_show(rpath[rk[i]], show, sizeof(show));
+            err = rerr[rk[i]];
             if (err < 0) {
                 cli_lib_error(cli, name, err);
                 continue;
             }
+            memcpy(sha, rsha[rk[i]], sizeof(sha));
+            size = rsize[rk[i]];
         } else {
             err = cellar_sha256_file(argv[i], sha);
             if (err < 0) {
@@ -761,6 +867,12 @@ static int cmd_sha256sum(cli_t *cli, int argc, char **argv)
             printf("%s  %s\n", hex, name);
         }
     }
+    free(rpath);
+    free(rp);
+    free(rsha);
+    free(rsize);
+    free(rerr);
+    free(rk);
     return cli->failed ? CLI_FAILED : CLI_OK;
 }
 
@@ -771,52 +883,6 @@ typedef struct tree_ctx {
     unsigned dirs, files;
     uint64_t bytes;
 } tree_ctx_t;
-
-static void tree_dir(tree_ctx_t *t, const char *path, const char *prefix, cJSON *node)
-{
-    cellar_stat_t *ents = NULL;
-    int n = list_sorted(t->cli, path, &ents);
-    if (n < 0)
-        return;
-    int last = -1;
-    for (int i = 0; i < n; i++)
-        if (t->all || ents[i].name[0] != '.')
-            last = i;
-    cJSON *kids = node ? cJSON_AddArrayToObject(node, "children") : NULL;
-    for (int i = 0; i <= last; i++) {
-        if (!t->all && ents[i].name[0] == '.')
-            continue;
-        bool is_dir = ents[i].type == CELLAR_TYPE_DIR;
-        if (!t->cli->json)
-            printf("%s%s%s%s\n", prefix, i == last ? "\u2514\u2500\u2500 " : "\u251c\u2500\u2500 ",
-                   ents[i].name, is_dir ? "/" : "");
-        cJSON *k = NULL;
-        if (kids) {
-            k = cJSON_CreateObject();
-            cJSON_AddStringToObject(k, "name", ents[i].name);
-            cJSON_AddStringToObject(k, "type", type_name(ents[i].type));
-            cli_json_num(k, "size", (double)ents[i].size);
-            cli_json_num(k, "mtime", ents[i].mtime);
-            cJSON_AddItemToArray(kids, k);
-        }
-        if (is_dir) {
-            t->dirs++;
-            char *sub = join(path, ents[i].name);
-            size_t pl = strlen(prefix) + 8;
-            char *np = malloc(pl);
-            if (np) {
-                snprintf(np, pl, "%s%s", prefix, i == last ? "    " : "\u2502   ");
-                tree_dir(t, sub, np, k);
-                free(np);
-            }
-            free(sub);
-        } else {
-            t->files++;
-            t->bytes += ents[i].size;
-        }
-    }
-    free(ents);
-}
 
 static int cmd_tree(cli_t *cli, int argc, char **argv)
 {
@@ -830,10 +896,13 @@ static int cmd_tree(cli_t *cli, int argc, char **argv)
     cli_show(path, show, sizeof(show));
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
-    cellar_stat_t st;
-    int err = cellar_stat(&cli->dev, path, &st);
-    if (err == 0 && st.type != CELLAR_TYPE_DIR)
+    /* issue 11: the whole tree, one batch per level */
+    cellar_tree_t tr;
+    int err = cellar_tree_list(&cli->dev, path, 0, &tr);
+    if (err == 0 && tr.root.type != CELLAR_TYPE_DIR) {
+        cellar_tree_free(&tr);
         err = CELLAR_ERR_NOTDIR;
+    }
     if (err < 0) {
         if (err == CELLAR_ERR_NOTDIR)
             cli_error(cli, show, err, "not a directory");
@@ -850,7 +919,59 @@ static int cmd_tree(cli_t *cli, int argc, char **argv)
     } else {
         printf("%s\n", show);
     }
-    tree_dir(&t, path, "", root);
+    /* the entries shown (pre-order), and which is the last of its siblings */
+    size_t *idx = malloc((tr.n + 1) * sizeof(*idx)), ns = 0;
+    bool *last = malloc((tr.n + 1) * sizeof(*last));
+    if (!idx || !last) {
+        perror("cellar");
+        exit(CLI_FAILED);
+    }
+    for (size_t i = 0; i < tr.n; i++)
+        if (t.all || !hidden_rel(rel_of(path, tr.v[i].path)))
+            idx[ns++] = i;
+    enum { DMAX = 130 };
+    bool after[DMAX + 1] = {false}, anc_last[DMAX + 1] = {false};
+    cJSON *kids[DMAX + 1] = {NULL};
+    for (size_t k = ns; k-- > 0;) {
+        unsigned d = tr.v[idx[k]].depth > DMAX ? DMAX : tr.v[idx[k]].depth;
+        last[k] = !after[d];
+        after[d] = true;
+        for (unsigned j = d + 1; j <= DMAX; j++)
+            after[j] = false;
+    }
+    if (root)
+        kids[1] = cJSON_AddArrayToObject(root, "children");
+    for (size_t k = 0; k < ns; k++) {
+        const cellar_tree_entry_t *e = &tr.v[idx[k]];
+        unsigned d = e->depth > DMAX ? DMAX : e->depth;
+        bool is_dir = e->st.type == CELLAR_TYPE_DIR;
+        anc_last[d] = last[k];
+        if (!cli->json) {
+            for (unsigned j = 1; j < d; j++)
+                fputs(anc_last[j] ? "    " : "\u2502   ", stdout);
+            printf("%s%s%s\n", last[k] ? "\u2514\u2500\u2500 " : "\u251c\u2500\u2500 ",
+                   e->st.name, is_dir ? "/" : "");
+        }
+        if (kids[d]) {
+            cJSON *node = cJSON_CreateObject();
+            cJSON_AddStringToObject(node, "name", e->st.name);
+            cJSON_AddStringToObject(node, "type", type_name(e->st.type));
+            cli_json_num(node, "size", (double)e->st.size);
+            cli_json_num(node, "mtime", e->st.mtime);
+            cJSON_AddItemToArray(kids[d], node);
+            if (is_dir && d < DMAX)
+                kids[d + 1] = cJSON_AddArrayToObject(node, "children");
+        }
+        if (is_dir) {
+            t.dirs++;
+        } else {
+            t.files++;
+            t.bytes += e->st.size;
+        }
+    }
+    free(idx);
+    free(last);
+    cellar_tree_free(&tr);
     if (cli->json) {
         cli_json_num(cli->out, "dirs", t.dirs);
         cli_json_num(cli->out, "files", t.files);
@@ -889,14 +1010,20 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
         printf("%-8s %10s %10s %10s %10s %10s %5s %7s %6s  %9s %9s %4s\n", "path", "size",
                "used", "free", "freeable", "avail", "use%", "files", "dirs", "erase max",
                "mean", "bad");
+    /* issue 11: every partition's StatFs in one batch */
     cellar_statfs_t fs[CELLAR_MAX_PARTITIONS + 8];
+    int errs[CELLAR_MAX_PARTITIONS + 8];
+    const char *pp[CELLAR_MAX_PARTITIONS + 8];
+    for (int i = 0; i < np; i++)
+        pp[i] = paths[i];
+    (void)cellar_statfs_many(&cli->dev, (size_t)np, pp, fs, errs);
     for (int i = 0; i < np; i++) {
-        cellar_statfs_t f;
-        memset(&fs[i], 0, sizeof(fs[i]));
+        cellar_statfs_t f = fs[i];
         char show[SHOW_MAX];
-        int err = cellar_statfs(&cli->dev, paths[i], &f);
+        int err = errs[i];
         if (err < 0) {
             cli_lib_error(cli, cli_show(paths[i], show, sizeof(show)), err);
+            fs[i].page_size = 0; /* not in the pages table */
             continue;
         }
         double pct = f.total ? 100.0 * (double)f.used / (double)f.total : 0;
@@ -915,7 +1042,6 @@ static int cmd_df(cli_t *cli, int argc, char **argv)
                    cli_human(f.free, c, sizeof(c)), cli_human(f.reclaimable, e, sizeof(e)),
                    cli_human(f.available, d, sizeof(d)),
                    pct, f.files, f.dirs, f.erase_max, f.erase_mean, f.bad_blocks);
-            fs[i] = f;
         }
     }
     /* SPIFlashFileSystem's page statistics, and the GC threshold */
@@ -953,6 +1079,11 @@ static int cmd_info(cli_t *cli, int argc, char **argv)
         return cli_usage(cli, cmd_of("info"), "no operands expected");
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
+    int herr = cellar_hello_status(&cli->dev); /* a pipelined Hello refused */
+    if (herr < 0) {
+        cli_lib_error(cli, NULL, herr);
+        return CLI_FAILED;
+    }
     const cellar_info_t *in = cellar_info(&cli->dev);
     if (cli->json) {
         cJSON *j = cli->out;

@@ -228,7 +228,8 @@ int cli_connect(cli_t *cli)
         return 0;
     cellar_config_t cfg = {.client_name = "cellar-cli/" CELLAR_LIB_VERSION,
                            .tls_cert = cli->tls_cert, .tls_key = cli->tls_key,
-                           .tls_ca = cli->tls_ca, .tls_psk = cli->tls_psk};
+                           .tls_ca = cli->tls_ca, .tls_psk = cli->tls_psk,
+                           .hello_pipelined = true}; /* issue 11 */
     cellar_init(&cli->dev, &cfg);
     int err = cellar_connect(&cli->dev, cli->url);
     if (err < 0) {

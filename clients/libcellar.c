@@ -276,8 +276,18 @@ bool cellar_connected(const cellar_t *c)
     return c && c->tp && !c->broken;
 }
 
+int cellar_hello_status(cellar_t *c)
+{
+    if (c->hello_pending)
+        (void)cellar__hello_wait(c);
+    return c->hello_err;
+}
+
 const cellar_info_t *cellar_info(const cellar_t *c)
 {
+    /* a pipelined Hello: its answer first (issue 11) */
+    if (c && c->hello_pending)
+        (void)cellar__hello_wait((cellar_t *)(uintptr_t)c);
     return &c->info;
 }
 
@@ -302,6 +312,7 @@ void cellar_close(cellar_t *c)
     c->own_buf = false;
     c->broken = false;
     c->rx_start = c->rx_end = 0;
+    c->hello_pending = false;
 }
 
 static int get_buffer(cellar_t *c)
@@ -320,6 +331,8 @@ static int get_buffer(cellar_t *c)
     return 0;
 }
 
+static void hello_info(cellar_t *c);
+
 static int hello(cellar_t *c)
 {
     cellar_Request *req = cellar__new_req(c, cellar_Request_hello_tag);
@@ -329,9 +342,51 @@ static int hello(cellar_t *c)
     const char *name = c->cfg.client_name ? c->cfg.client_name
                                           : "libcellar/" CELLAR_LIB_VERSION;
     snprintf(req->body.hello.client, sizeof(req->body.hello.client), "%s", name);
+    c->hello_sent_us = cellar__now_us();
+    if (c->cfg.hello_pipelined) {
+        /* issue 11: do not wait; the answer is taken before the first
+         * reply (cellar__recv) or by cellar_info */
+        int64_t id = cellar__send(c);
+        if (id < 0)
+            return (int)id;
+        c->hello_id = (uint32_t)id;
+        c->hello_pending = true;
+        return 0;
+    }
     int err = cellar__rpc(c, cellar_Response_hello_tag);
     if (err < 0)
         return err;
+    cellar__rtt_sample(c, cellar__now_us() - c->hello_sent_us);
+    hello_info(c);
+    return 0;
+}
+
+/* The answer of a pipelined Hello (issue 11): taken before any other. */
+int cellar__hello_wait(cellar_t *c)
+{
+    if (!c->hello_pending)
+        return 0;
+    c->hello_pending = false;
+    int err = cellar__recv(c);
+    if (err == 0 && cellar__resp(c)->id != c->hello_id) {
+        c->broken = true;
+        err = cellar__fail(c, CELLAR_ERR_PROTO, "the first reply is not Hello's");
+    }
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_hello_tag);
+    if (err < 0) {
+        char msg[sizeof(c->errmsg)];
+        snprintf(msg, sizeof(msg), "%s", c->errmsg);
+        c->broken = true;
+        return c->hello_err = cellar__fail(c, err, "hello: %s", msg);
+    }
+    cellar__rtt_sample(c, cellar__now_us() - c->hello_sent_us);
+    hello_info(c);
+    return 0;
+}
+
+static void hello_info(cellar_t *c)
+{
     const cellar_HelloReply *h = &cellar__resp(c)->body.hello;
     cellar_info_t *in = &c->info;
     memset(in, 0, sizeof(*in));
@@ -373,7 +428,6 @@ static int hello(cellar_t *c)
         snprintf(in->prefixes[i], sizeof(in->prefixes[i]), "%s",
                  h->prefixes[i]);
     c->errmsg[0] = 0;
-    return 0;
 }
 
 /* Attach a transport to a closed handle and say Hello. */
@@ -625,6 +679,27 @@ int cellar__reply_ready(cellar_t *c)
     if (err < 0)
         return err;
     uint32_t need = next_frame_bytes(c);
+    if (c->hello_pending) {
+        /* a pipelined Hello (issue 11): take its answer only once it is
+         * here; never wait for it in a call that must not block */
+        if (c->rx_end - c->rx_start < need) {
+            int r0 = c->tp->recv(c->tp_ctx, c->buf + RX_OFF + c->rx_end,
+                                 RX_SIZE - c->rx_end, 0);
+            if (r0 == CELLAR_ERR_TIMEDOUT)
+                return 0;
+            if (r0 == 0)
+                return broken(c, CELLAR_ERR_PIPE, "closed by the device");
+            if (r0 < 0)
+                return broken(c, r0, "receive");
+            c->rx_end += (uint32_t)r0;
+            need = next_frame_bytes(c);
+            if (c->rx_end - c->rx_start < need)
+                return 0;
+        }
+        if ((err = cellar__hello_wait(c)) < 0)
+            return err;
+        need = next_frame_bytes(c);
+    }
     if (c->rx_end - c->rx_start >= need)
         return 1;
     uint8_t *rx = c->buf + RX_OFF;
@@ -650,6 +725,11 @@ int cellar__recv(cellar_t *c)
     int err = ready(c);
     if (err < 0)
         return err;
+    if (c->hello_pending) { /* issue 11: a pipelined Hello's answer first */
+        err = cellar__hello_wait(c);
+        if (err < 0)
+            return err;
+    }
     err = fill(c, 4);
     if (err < 0)
         return err;
@@ -807,6 +887,8 @@ int cellar__slow_rpc(cellar_t *c, pb_size_t which)
 /* ---- transfer parameters ------------------------------------------------------ */
 uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x)
 {
+    if (c->hello_pending) /* sized from HelloReply (issue 11) */
+        (void)cellar__hello_wait((cellar_t *)(uintptr_t)c);
     uint32_t chunk = (x && x->chunk) ? x->chunk : CELLAR_CHUNK;
     if (chunk > CELLAR_CHUNK)
         chunk = CELLAR_CHUNK;
@@ -835,10 +917,57 @@ size_t cellar__fit(cellar_t *c, pb_size_t *count)
 
 uint32_t cellar__window(const cellar_t *c, const cellar_xfer_t *x)
 {
+    if (c->hello_pending)
+        (void)cellar__hello_wait((cellar_t *)(uintptr_t)c);
     uint32_t w = c->info.max_inflight ? c->info.max_inflight : 1;
     if (x && x->inflight && x->inflight < w)
         w = x->inflight;
+    /* issue 11: no more chunks than the bytes the link holds */
+    uint32_t chunk = cellar__chunk(c, x);
+    uint64_t wb = cellar__window_bytes((cellar_t *)(uintptr_t)c, chunk);
+    uint64_t wr = (wb + chunk - 1) / chunk;
+    if (wr < w)
+        w = (uint32_t)wr;
     if (w > CELLAR_MAX_INFLIGHT)
         w = CELLAR_MAX_INFLIGHT;
     return w ? w : 1;
+}
+
+/* ---- the link estimate (issue 11, docs/PIPELINING.md "The window") ------------------ */
+void cellar__rtt_sample(cellar_t *c, uint64_t us)
+{
+    if (us == 0)
+        us = 1;
+    if (us > UINT32_MAX)
+        us = UINT32_MAX;
+    if (c->rtt_us == 0 || us < c->rtt_us)
+        c->rtt_us = (uint32_t)us;
+}
+
+void cellar__rate_sample(cellar_t *c, uint64_t bytes, uint64_t us)
+{
+    /* only transfers long enough to say something about the link */
+    if (bytes < 65536 || us < 1000)
+        return;
+    uint64_t bps = bytes * 8u * 1000000u / us;
+    c->rate_bps = c->rate_bps ? (c->rate_bps + bps) / 2 : bps;
+}
+
+/* Bytes in flight: twice the bandwidth-delay product (so the link stays
+ * full while answers travel back), at least 8 chunks, at most what the
+ * device accepts (max_inflight frames of max_frame bytes). Before a
+ * transfer has measured the rate: the device's limit. */
+uint64_t cellar__window_bytes(cellar_t *c, uint32_t chunk)
+{
+    if (c->hello_pending)
+        (void)cellar__hello_wait(c);
+    uint64_t frame = c->info.max_frame ? c->info.max_frame : (uint64_t)chunk + 64;
+    uint64_t dev = (uint64_t)(c->info.max_inflight ? c->info.max_inflight : 1) * frame;
+    if (!c->rate_bps || !c->rtt_us)
+        return dev;
+    uint64_t bdp = c->rate_bps / 8u * c->rtt_us / 1000000u;
+    uint64_t w = 2 * bdp + 2 * (uint64_t)chunk;
+    if (w < 8 * (uint64_t)chunk)
+        w = 8 * (uint64_t)chunk;
+    return w < dev ? w : dev;
 }

@@ -41,7 +41,7 @@ int cellar_ping(cellar_t *c, const void *payload, uint32_t len)
     return 0;
 }
 
-static void copy_info(cellar_stat_t *st, const cellar_FileInfo *fi)
+void cellar__copy_info(cellar_stat_t *st, const cellar_FileInfo *fi)
 {
     memset(st, 0, sizeof(*st));
     snprintf(st->name, sizeof(st->name), "%s", fi->name);
@@ -63,7 +63,7 @@ int cellar_stat(cellar_t *c, const char *path, cellar_stat_t *st)
     if (err < 0)
         return with_path(c, err, path);
     const cellar_StatReply *r = &cellar__resp(c)->body.stat;
-    copy_info(st, &r->info);
+    cellar__copy_info(st, &r->info);
     if (!r->info.name[0])
         snprintf(st->name, sizeof(st->name), "%s", path);
     return 0;
@@ -90,7 +90,7 @@ int cellar_list(cellar_t *c, const char *path, uint32_t *cursor,
     if (n > cap)
         n = cap;
     for (uint32_t i = 0; i < n; i++)
-        copy_info(&out[i], &r->entries[i]);
+        cellar__copy_info(&out[i], &r->entries[i]);
     if (r->next_cursor && r->next_cursor == *cursor)
         return cellar__fail(c, CELLAR_ERR_PROTO, "list cursor does not advance");
     *cursor = r->next_cursor;
@@ -319,7 +319,12 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
     err = cellar__rpc(c, cellar_Response_statfs_tag);
     if (err < 0)
         return with_path(c, err, path ? path : "/usr");
-    const cellar_StatFsReply *r = &cellar__resp(c)->body.statfs;
+    cellar__copy_statfs(out, &cellar__resp(c)->body.statfs);
+    return 0;
+}
+
+void cellar__copy_statfs(cellar_statfs_t *out, const cellar_StatFsReply *r)
+{
     memset(out, 0, sizeof(*out));
     out->total = r->total;
     out->used = r->used;
@@ -341,7 +346,6 @@ int cellar_statfs(cellar_t *c, const char *path, cellar_statfs_t *out)
     out->pages_erased = r->pages_erased;
     out->pages_bad = r->pages_bad;
     out->gc_threshold = r->gc_threshold;
-    return 0;
 }
 
 int cellar_hash(cellar_t *c, const char *path, uint64_t offset, uint64_t length,
@@ -373,39 +377,5 @@ int cellar_format(cellar_t *c, const char *partition)
     return done_rpc(c, *p ? p : "/");
 }
 
-/* ---- walking a device tree -------------------------------------------------------- */
-int cellar__walk(cellar_t *c, const char *dir, unsigned depth, cellar__strvec_t *files,
-                       cellar__strvec_t *dirs)
-{
-    if (depth > CELLAR__MAX_DEPTH)
-        return cellar__at_path(c, cellar__fail(c, CELLAR_ERR_NAMETOOLONG,
-                                       "%s: more than %u directory levels", dir,
-                                       CELLAR__MAX_DEPTH), dir);
-    cellar_stat_t *ents = NULL;
-    int n = cellar_list_alloc(c, dir, &ents);
-    if (n < 0)
-        return cellar__at_path(c, n, dir);
-    bool root = strchr(dir + 1, '/') == NULL;
-    int err = 0;
-    for (int i = 0; i < n && err == 0; i++) {
-        if (!cellar__plain_name(ents[i].name) || (root && !strcmp(ents[i].name, ".cellar")))
-            continue;
-        char *full = cellar__join(dir, ents[i].name);
-        if (!full) {
-            err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-            break;
-        }
-        if (strlen(full) <= CELLAR_PATH_MAX) {
-            cellar__strvec_t *into = ents[i].type == CELLAR_TYPE_DIR ? dirs : files;
-            if (into && cellar__sv_add(into, full, CELLAR_MANIFEST_MAX) < 0)
-                err = cellar__fail(c, CELLAR_ERR_NOMEM,
-                                   "out of memory (or over %d entries)",
-                                   CELLAR_MANIFEST_MAX);
-            if (err == 0 && ents[i].type == CELLAR_TYPE_DIR)
-                err = cellar__walk(c, full, depth + 1, files, dirs);
-        }
-        free(full);
-    }
-    free(ents);
-    return err;
-}
+/* The walk of a device tree (cellar__walk) is in libcellar_batch.c: one
+ * round trip per level (issue 11). */

@@ -26,6 +26,13 @@
 #define CELLAR__FIELD_COUNT(type, field) \
     (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
 
+/* The smallest max_frame a device may advertise (issue 11): what a request
+ * sent before HelloReply is in is sized for (docs/PIPELINING.md). */
+#define CELLAR__MIN_FRAME 1024u
+/* ...and the fewest list items one request may carry (HelloReply.max_items
+ * of a 1 KiB-frame device, issue 14) */
+#define CELLAR__MIN_ITEMS 3u
+
 /* Bounds of every loop over a device's answers. */
 #define CELLAR__MAX_PAGES (CELLAR_MANIFEST_MAX + 16u) /* pages of one listing */
 #define CELLAR__MAX_DEPTH 128u                        /* directory levels walked */
@@ -61,7 +68,19 @@ CELLAR_INTERNAL void cellar__sv_sort(cellar__strvec_t *s);
 /* Is str in the sorted list? */
 CELLAR_INTERNAL bool cellar__sv_has(const cellar__strvec_t *s, const char *str);
 
+/* Monotonic clock, microseconds (issue 11: the link estimate). */
+CELLAR_INTERNAL uint64_t cellar__now_us(void);
+
 /* ==== libcellar.c: errors, connection, framing, RPC plumbing ================= */
+/* issue 11 (docs/PIPELINING.md): take a pipelined Hello's answer (no-op
+ * when none is pending); a request -> answer time seen (the RTT estimate
+ * keeps the smallest); the bytes a transfer may keep in flight from the
+ * bandwidth-delay product seen and the device's limits. */
+CELLAR_INTERNAL int cellar__hello_wait(cellar_t *c);
+CELLAR_INTERNAL void cellar__rtt_sample(cellar_t *c, uint64_t us);
+CELLAR_INTERNAL void cellar__rate_sample(cellar_t *c, uint64_t bytes, uint64_t us);
+CELLAR_INTERNAL uint64_t cellar__window_bytes(cellar_t *c, uint32_t chunk);
+
 /* Scratch structs in the connection buffer. */
 CELLAR_INTERNAL cellar_Request *cellar__req(cellar_t *c);
 CELLAR_INTERNAL cellar_Response *cellar__resp(cellar_t *c);
@@ -166,11 +185,33 @@ CELLAR_INTERNAL int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p,
                                       cellar__sink_fn sink, void *sink_ctx,
                                       uint64_t *got);
 
+/* A batch of independent small requests (issue 11, docs/PIPELINING.md):
+ * fill(ctx, i) builds request i in the request struct (cellar__new_req...)
+ * and returns 0 or an error (the batch stops sending); done(ctx, i, err)
+ * sees its answer in the response struct, err = the device's error for it
+ * (cellar__check), and returns 0 or an error that stops the batch (the
+ * answers in flight are still read). Requests are sent back to back, at
+ * most CELLAR_BATCH_INFLIGHT unanswered, answers read as they come. slow:
+ * wait CELLAR_SLOW_TIMEOUT_MS for an answer (Hash). Returns 0, the first
+ * error of fill/done, or a connection error. */
+typedef int (*cellar__fill_fn)(void *ctx, size_t i);
+typedef int (*cellar__done_fn)(void *ctx, size_t i, int err);
+CELLAR_INTERNAL int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill,
+                                      cellar__done_fn done, void *ctx, bool slow);
+
 /* ==== libcellar_fs.c: file and namespace RPCs ================================ */
+/* Reply structs into the API's (issue 11: shared with the batches). */
+CELLAR_INTERNAL void cellar__copy_info(cellar_stat_t *st, const cellar_FileInfo *fi);
+CELLAR_INTERNAL void cellar__copy_statfs(cellar_statfs_t *out, const cellar_StatFsReply *r);
+
+
+/* ==== libcellar_batch.c: requests about many paths (issue 11) ================= */
 /* Walk the device tree under dir: every file into files, every directory
  * into dirs (either may be NULL), as full paths; at most
- * CELLAR__MAX_DEPTH levels. A partition root's reserved ".cellar" is never
- * followed. Returns 0 or an error (errpath names the directory). */
+ * CELLAR__MAX_DEPTH levels (depth: unused, kept for the callers). A
+ * partition root's reserved ".cellar" is never followed. One round trip
+ * per level (cellar_tree_list). Returns 0 or an error (errpath names the
+ * directory). */
 CELLAR_INTERNAL int cellar__walk(cellar_t *c, const char *dir, unsigned depth,
                                  cellar__strvec_t *files, cellar__strvec_t *dirs);
 
@@ -180,6 +221,23 @@ CELLAR_INTERNAL const char *cellar__partition_of(const char *partition);
 /* Copy a partition name into a request field of cap bytes. */
 CELLAR_INTERNAL int cellar__set_partition(cellar_t *c, char *dst, size_t cap,
                                           const char *part);
+/* A manifest listing asked ahead (issue 11): pages at start + k * stride
+ * (k < CELLAR_LIST_AHEAD) through cellar__ml_fill / cellar__ml_done (a
+ * batch, or another stream: push sends them after its UpdateCommit);
+ * cellar__ml_finish asks the rest, then sorts and drops the duplicates the
+ * overlapping pages brought. Start with {.c, .part, .stride =
+ * CELLAR_MANIFEST_PAGE}; v (malloc'd) is the caller's. */
+typedef struct cellar__mlist {
+    cellar_t *c;
+    const char *part;
+    cellar_mentry_t *v;
+    size_t len, cap;
+    uint32_t start, stride;
+    uint64_t cov;      /* slots covered from 0; UINT64_MAX = to the end */
+} cellar__mlist_t;
+CELLAR_INTERNAL int cellar__ml_fill(void *ctx, size_t i);
+CELLAR_INTERNAL int cellar__ml_done(void *ctx, size_t i, int err);
+CELLAR_INTERNAL int cellar__ml_finish(cellar__mlist_t *m);
 /* Index of path in v (n entries sorted by path), or -1. */
 CELLAR_INTERNAL int cellar__mentry_find(const cellar_mentry_t *v, size_t n, const char *path);
 
@@ -223,5 +281,12 @@ CELLAR_INTERNAL int cellar__bundle_walk(cellar_t *c, cellar_bundle_t *b, const c
                                         cellar_warn_fn warn, void *warn_ctx);
 /* Free what b holds and zero it. */
 CELLAR_INTERNAL void cellar__bundle_clear(cellar_bundle_t *b);
+
+/* ==== libcellar_push.c: pushing a bundle ====================================== */
+/* cellar_bundle_push without the manifest digest at the end (issue 11: the
+ * changed files of a tree copy, libcellar_tree.c). */
+CELLAR_INTERNAL int cellar__bundle_send(cellar_t *c, const cellar_bundle_t *b,
+                                        const cellar_push_opts_t *o,
+                                        cellar_push_report_t *rep);
 
 #endif /* CELLAR_LIBCELLAR_INT_H */

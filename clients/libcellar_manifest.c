@@ -61,89 +61,123 @@ static int cmp_mentry(const void *a, const void *b)
     return strcmp(((const cellar_mentry_t *)a)->path, ((const cellar_mentry_t *)b)->path);
 }
 
+/* The listing asks CELLAR_LIST_AHEAD pages at once (issue 11,
+ * docs/PIPELINING.md): the cursor is a slot index and a page of n entries
+ * covers at least n slots, so pages asked at cursor + k * stride overlap
+ * the true next page or start exactly at it. Pages are taken in order
+ * while they start inside what is covered so far; the duplicates an
+ * overlap brings are dropped after sorting. */
+int cellar__ml_fill(void *ctx, size_t i)
+{
+    cellar__mlist_t *m = ctx;
+    cellar_Request *req = cellar__new_req(m->c, cellar_Request_manifest_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__set_partition(m->c, req->body.manifest.partition,
+                                    sizeof(req->body.manifest.partition), m->part);
+    if (err < 0)
+        return err;
+    req->body.manifest.cursor = m->start + (uint32_t)i * m->stride;
+    req->body.manifest.max_entries = CELLAR_MANIFEST_PAGE;
+    return 0;
+}
+
+int cellar__ml_done(void *ctx, size_t i, int err)
+{
+    cellar__mlist_t *m = ctx;
+    cellar_t *c = m->c;
+    uint32_t cursor = m->start + (uint32_t)i * m->stride;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_manifest_tag);
+    if (err < 0)
+        return cellar__at_path(c, err, m->part);
+    if (m->cov == UINT64_MAX || cursor > m->cov)
+        return 0; /* past the end, or a gap: asked again next round */
+    const cellar_ManifestReply *r = &cellar__resp(c)->body.manifest;
+    size_t got = r->entries_count;
+    if (m->len + got > CELLAR_MANIFEST_MAX)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "%s: manifest over %d entries", m->part,
+                            CELLAR_MANIFEST_MAX);
+    if (r->next_cursor && r->next_cursor <= cursor) {
+        c->broken = true;
+        return cellar__fail(c, CELLAR_ERR_PROTO, "manifest cursor does not advance");
+    }
+    if (m->cap - m->len < got) {
+        size_t ncap = m->cap ? m->cap * 2 : 64;
+        while (ncap - m->len < got)
+            ncap *= 2;
+        cellar_mentry_t *nv = realloc(m->v, ncap * sizeof(*nv));
+        if (!nv)
+            return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+        m->v = nv;
+        m->cap = ncap;
+    }
+    for (size_t k = 0; k < got; k++) {
+        const cellar_ManifestEntry *me = &r->entries[k];
+        cellar_mentry_t *e = &m->v[m->len];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->path, sizeof(e->path), "%s", me->path);
+        if (me->sha256.size != CELLAR_SHA256_SIZE || me->size < -1)
+            return cellar__fail(c, CELLAR_ERR_PROTO,
+                                "manifest entry %s: bad size or SHA-256", e->path);
+        e->size = me->size;
+        memcpy(e->sha256, me->sha256.bytes, CELLAR_SHA256_SIZE);
+        e->mtime = me->mtime;
+        m->len++;
+    }
+    if (r->next_cursor == 0)
+        m->cov = UINT64_MAX;
+    else if (r->next_cursor > m->cov)
+        m->cov = r->next_cursor;
+    if (r->next_cursor && got == CELLAR_MANIFEST_PAGE && r->next_cursor - cursor < m->stride)
+        m->stride = r->next_cursor - cursor;
+    return 0;
+}
+
+int cellar__ml_finish(cellar__mlist_t *m)
+{
+    cellar_t *c = m->c;
+    int err = 0;
+    for (uint32_t round = 0; m->cov != UINT64_MAX; round++) {
+        if (round >= CELLAR__MAX_PAGES) {
+            err = cellar__fail(c, CELLAR_ERR_PROTO, "manifest listing does not end");
+            break;
+        }
+        m->start = (uint32_t)m->cov;
+        err = cellar__batch_run(c, CELLAR_LIST_AHEAD, cellar__ml_fill, cellar__ml_done, m,
+                                false);
+        if (err < 0)
+            break;
+    }
+    if (err < 0) {
+        free(m->v);
+        m->v = NULL;
+        m->len = 0;
+        return err;
+    }
+    if (m->len > 1) {
+        qsort(m->v, m->len, sizeof(*m->v), cmp_mentry);
+        size_t k = 1;
+        for (size_t i = 1; i < m->len; i++)
+            if (strcmp(m->v[i].path, m->v[k - 1].path))
+                m->v[k++] = m->v[i];
+        m->len = k;
+    }
+    return 0;
+}
+
 int cellar_manifest_list(cellar_t *c, const char *partition, cellar_mentry_t **out,
                          size_t *n)
 {
     *out = NULL;
     *n = 0;
-    const char *part = cellar__partition_of(partition);
-    cellar_mentry_t *v = NULL;
-    size_t len = 0, cap = 0;
-    uint32_t cursor = 0;
-    int err = 0;
-    for (uint32_t page = 0;; page++) {
-        if (page >= CELLAR__MAX_PAGES) {
-            err = cellar__fail(c, CELLAR_ERR_PROTO, "manifest listing does not end");
-            break;
-        }
-        cellar_Request *req = cellar__new_req(c, cellar_Request_manifest_tag);
-        if (!req) {
-            err = CELLAR_ERR_NOTCONN;
-            break;
-        }
-        err = cellar__set_partition(c, req->body.manifest.partition,
-                            sizeof(req->body.manifest.partition), part);
-        if (err < 0)
-            break;
-        req->body.manifest.cursor = cursor;
-        req->body.manifest.max_entries = CELLAR_MANIFEST_PAGE;
-        err = cellar__rpc(c, cellar_Response_manifest_tag);
-        if (err < 0) {
-            cellar__at_path(c, err, part);
-            break;
-        }
-        const cellar_ManifestReply *r = &cellar__resp(c)->body.manifest;
-        size_t got = r->entries_count;
-        if (len + got > CELLAR_MANIFEST_MAX) {
-            err = cellar__fail(c, CELLAR_ERR_NOMEM, "%s: manifest over %d entries",
-                               part, CELLAR_MANIFEST_MAX);
-            break;
-        }
-        if (cap - len < got) {
-            size_t ncap = cap ? cap * 2 : 64;
-            while (ncap - len < got)
-                ncap *= 2;
-            cellar_mentry_t *nv = realloc(v, ncap * sizeof(*v));
-            if (!nv) {
-                err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        for (size_t i = 0; i < got && err == 0; i++) {
-            const cellar_ManifestEntry *m = &r->entries[i];
-            cellar_mentry_t *e = &v[len];
-            memset(e, 0, sizeof(*e));
-            snprintf(e->path, sizeof(e->path), "%s", m->path);
-            if (m->sha256.size != CELLAR_SHA256_SIZE || m->size < -1) {
-                err = cellar__fail(c, CELLAR_ERR_PROTO,
-                                   "manifest entry %s: bad size or SHA-256", e->path);
-                break;
-            }
-            e->size = m->size;
-            memcpy(e->sha256, m->sha256.bytes, CELLAR_SHA256_SIZE);
-            e->mtime = m->mtime;
-            len++;
-        }
-        if (err < 0)
-            break;
-        if (r->next_cursor == 0)
-            break;
-        if (r->next_cursor == cursor) {
-            err = cellar__fail(c, CELLAR_ERR_PROTO, "manifest cursor does not advance");
-            break;
-        }
-        cursor = r->next_cursor;
-    }
-    if (err < 0) {
-        free(v);
+    cellar__mlist_t m = {.c = c, .part = cellar__partition_of(partition),
+                         .stride = CELLAR_MANIFEST_PAGE};
+    int err = cellar__ml_finish(&m);
+    if (err < 0)
         return err;
-    }
-    if (len > 1)
-        qsort(v, len, sizeof(*v), cmp_mentry);
-    *out = v;
-    *n = len;
+    *out = m.v;
+    *n = m.len;
     return 0;
 }
 

@@ -267,6 +267,7 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
     first_msg_t fm = { .set = false };
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
+    uint64_t t0 = cellar__now_us();
 
     for (;;) {
         /* 1. fill the window from the read-ahead queue */
@@ -337,6 +338,8 @@ int cellar__pipe_write(cellar_t *c, const cellar__pipe_t *p, cellar__src_fn src,
         }
     }
 out:
+    if (first_err == 0)
+        cellar__rate_sample(c, acked, cellar__now_us() - t0);
     first_keep(c, first_err, &fm);
     first_restore(c, &fm);
     csha_free(&q->rsha);
@@ -375,6 +378,7 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
     *got = 0;
     if (p->progress)
         p->progress(p->progress_ctx, p->path, 0, p->total);
+    uint64_t t0r = cellar__now_us();
 
     while ((first_err == 0 && ((asked < p->total && !eof) || need_hash)) ||
            r.count > 0) {
@@ -505,10 +509,95 @@ int cellar__pipe_read(cellar_t *c, const cellar__pipe_t *p, cellar__sink_fn sink
         }
         first_keep(c, first_err, &fm);
     }
+    if (first_err == 0)
+        cellar__rate_sample(c, delivered, cellar__now_us() - t0r);
     first_keep(c, first_err, &fm);
     first_restore(c, &fm);
     free(stash);
     csha_free(&rsha);
     *got = delivered;
     return first_err;
+}
+
+/* ---- batches of small requests (issue 11) ------------------------------------------ */
+int cellar__batch_run(cellar_t *c, size_t n, cellar__fill_fn fill, cellar__done_fn done,
+                      void *ctx, bool slow)
+{
+    if (n == 0)
+        return 0;
+    if (!cellar_connected(c))
+        return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
+    uint32_t *ids = malloc(n * sizeof(*ids));
+    if (!ids)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    uint32_t saved = c->cfg.timeout_ms;
+    if (slow && c->cfg.timeout_ms < CELLAR_SLOW_TIMEOUT_MS)
+        c->cfg.timeout_ms = CELLAR_SLOW_TIMEOUT_MS;
+    size_t sent = 0, got = 0, inflight = 0;
+    int first = 0;
+    first_msg_t fm = { .set = false };
+    uint64_t t0 = cellar__now_us();
+    while (got < n) {
+        while (first == 0 && sent < n && inflight < CELLAR_BATCH_INFLIGHT) {
+            int e = fill(ctx, sent);
+            if (e < 0 && e != CELLAR_ERR_NOTCONN && cellar_connected(c)) {
+                /* this request cannot be made (a path too long...): its
+                 * error is its answer; the others go on */
+                ids[sent] = 0;
+                int de = done(ctx, sent++, e);
+                if (de < 0)
+                    first = de;
+                continue;
+            }
+            int64_t id = e < 0 ? e : cellar__send(c);
+            if (id < 0) {
+                first = (int)id;
+                break;
+            }
+            ids[sent++] = (uint32_t)id;
+            inflight++;
+            /* take answers that are already here: never block on a full
+             * socket while the device waits for us to read */
+            int r = cellar__reply_ready(c);
+            if (r <= 0)
+                continue;
+            break;
+        }
+        first_keep(c, first, &fm);
+        while (got < sent && ids[got] == 0)
+            got++; /* answered locally */
+        if (got == sent && (first != 0 || sent == n))
+            break;
+        if (got == sent)
+            continue;
+        if (!cellar_connected(c))
+            break;
+        int e = cellar__recv(c);
+        if (e < 0) {
+            first = first ? first : e;
+            break;
+        }
+        cellar_Response *resp = cellar__resp(c);
+        if (resp->id != ids[got]) {
+            c->broken = true;
+            e = resp->id == 0 && resp->has_error ? cellar__check(c, 0) : 0;
+            if (e == 0)
+                e = cellar__fail(c, CELLAR_ERR_PROTO, "reply id %u, expected %u",
+                                 (unsigned)resp->id, (unsigned)ids[got]);
+            first = first ? first : e;
+            break;
+        }
+        if (got == 0)
+            cellar__rtt_sample(c, cellar__now_us() - t0);
+        inflight--;
+        e = done(ctx, got++, cellar__check(c, 0));
+        if (e < 0 && first == 0)
+            first = e;
+        first_keep(c, first, &fm);
+    }
+    first_keep(c, first, &fm);
+    first_restore(c, &fm);
+    c->cfg.timeout_ms = saved;
+    free(ids);
+    return first;
 }

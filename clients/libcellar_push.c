@@ -54,6 +54,11 @@ typedef struct push {
     cellar_push_report_t *rep;
     cellar__items_t v;
     const cellar__strvec_t *ldirs; /* device paths of the local directories */
+    bool no_digest;                /* issue 11: a tree copy needs no digest */
+    cellar__mlist_t ml;            /* issue 11: the manifest asked after the commit */
+    bool ml_sent;
+    size_t *page_first;            /* issue 11: Declare pages sized to max_frame; */
+    size_t npages;                 /* page k = entries page_first[k].. [k+1] */
 } push_t;
 
 static unsigned depth_of(const char *path)
@@ -207,98 +212,158 @@ static void set_bundle(pb_size_t *size, uint8_t *bytes, const uint8_t id[32])
     memcpy(bytes, id, CELLAR_SHA256_SIZE);
 }
 
-static int begin(push_t *p)
+/* UpdateBegin and every UpdateDeclare page in one batch (issue 11): the
+ * declaration does not depend on Begin's answer, and the device answers in
+ * order, so Begin's failure is the first error. Request 0 is Begin, request
+ * k >= 1 the page of entries from (k - 1) * CELLAR_DECLARE_PAGE. */
+static int bd_fill(void *ctx, size_t i)
 {
+    push_t *p = ctx;
     cellar_t *c = p->c;
     cellar_push_report_t *r = p->rep;
-    cellar_Request *req = cellar__new_req(c, cellar_Request_update_begin_tag);
+    if (i == 0) {
+        cellar_Request *req = cellar__new_req(c, cellar_Request_update_begin_tag);
+        if (!req)
+            return CELLAR_ERR_NOTCONN;
+        set_bundle(&req->body.update_begin.bundle.size, req->body.update_begin.bundle.bytes,
+                   r->bundle);
+        req->body.update_begin.entries = (uint32_t)p->v.n;
+        req->body.update_begin.bytes = r->bundle_bytes;
+        return 0;
+    }
+    size_t first = p->page_first[i - 1], k = p->page_first[i] - first;
+    cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
-    set_bundle(&req->body.update_begin.bundle.size, req->body.update_begin.bundle.bytes,
-               r->bundle);
-    req->body.update_begin.entries = (uint32_t)p->v.n;
-    req->body.update_begin.bytes = r->bundle_bytes;
-    int err = cellar__slow_rpc(c, cellar_Response_update_begin_tag);
-    if (err < 0)
-        return err;
-    const cellar_UpdateBeginReply *b = &cellar__resp(c)->body.update_begin;
-    r->resumed = b->resumed;
-    r->staged = b->staged;
+    cellar_UpdateDeclareRequest *d = &req->body.update_declare;
+    set_bundle(&d->bundle.size, d->bundle.bytes, r->bundle);
+    d->first = (uint32_t)first;
+    for (size_t j = 0; j < k; j++) {
+        const cellar_push_entry_t *e = &p->v.v[first + j].e;
+        cellar_BundleEntry *be = &d->entries[j];
+        snprintf(be->path, sizeof(be->path), "%s", e->path);
+        be->remove = e->remove;
+        if (!e->remove) {
+            be->size = e->size;
+            be->sha256.size = CELLAR_SHA256_SIZE;
+            memcpy(be->sha256.bytes, e->sha256, CELLAR_SHA256_SIZE);
+        }
+    }
+    d->entries_count = (pb_size_t)k;
     return 0;
 }
 
-static int declare(push_t *p)
+static int bd_done(void *ctx, size_t i, int err)
 {
+    push_t *p = ctx;
     cellar_t *c = p->c;
     cellar_push_report_t *r = p->rep;
-    size_t page = cellar__items(c, CELLAR_DECLARE_PAGE); /* issue 14 */
-    for (size_t first = 0, k = 0; first < p->v.n; first += k) {
-        k = p->v.n - first < page ? p->v.n - first : page;
-        cellar_Request *req = cellar__new_req(c, cellar_Request_update_declare_tag);
-        if (!req)
-            return CELLAR_ERR_NOTCONN;
-        cellar_UpdateDeclareRequest *d = &req->body.update_declare;
-        set_bundle(&d->bundle.size, d->bundle.bytes, r->bundle);
-        d->first = (uint32_t)first;
-        for (size_t j = 0; j < k; j++) {
-            const cellar_push_entry_t *e = &p->v.v[first + j].e;
-            cellar_BundleEntry *be = &d->entries[j];
-            snprintf(be->path, sizeof(be->path), "%s", e->path);
-            be->remove = e->remove;
-            if (!e->remove) {
-                be->size = e->size;
-                be->sha256.size = CELLAR_SHA256_SIZE;
-                memcpy(be->sha256.bytes, e->sha256, CELLAR_SHA256_SIZE);
-            }
-        }
-        d->entries_count = (pb_size_t)k;
-        k = cellar__fit(c, &d->entries_count); /* within max_frame */
-        int err = cellar__rpc(c, cellar_Response_update_declare_tag);
+    if (i == 0) {
+        if (err == 0)
+            err = cellar__check(c, cellar_Response_update_begin_tag);
         if (err < 0)
-            return k == 1 ? cellar__at_path(c, err, p->v.v[first].e.path) : err;
-        const cellar_UpdateDeclareReply *dr = &cellar__resp(c)->body.update_declare;
-        if (dr->status_count != k || (dr->have_count != k && dr->have_count != 0))
-            return cellar__fail(c, CELLAR_ERR_PROTO,
-                                "declare reply has %u statuses for %zu entries",
-                                (unsigned)dr->status_count, k);
-        for (size_t j = 0; j < k; j++) {
-            cellar_push_entry_t *e = &p->v.v[first + j].e;
-            uint64_t have = dr->have_count ? dr->have[j] : 0;
-            cellar_EntryStatus s = dr->status[j];
-            bool ok = true;
-            switch (s) {
-            case cellar_EntryStatus_SEND_NEW:
-            case cellar_EntryStatus_SEND_CHANGED:
-                ok = !e->remove && have <= e->size;
-                e->action = s == cellar_EntryStatus_SEND_NEW ? CELLAR_PUSH_NEW
-                                                             : CELLAR_PUSH_CHANGED;
-                e->have = have;
-                r->to_send += e->size - (have <= e->size ? have : e->size);
-                break;
-            case cellar_EntryStatus_UNCHANGED:
-                ok = !e->remove;
-                e->action = CELLAR_PUSH_UNCHANGED;
-                break;
-            case cellar_EntryStatus_REMOVE:
-                ok = e->remove;
-                e->action = CELLAR_PUSH_DELETED;
-                break;
-            case cellar_EntryStatus_ABSENT:
-                ok = e->remove;
-                e->action = CELLAR_PUSH_ABSENT;
-                break;
-            default:
-                ok = false;
-            }
-            if (!ok)
-                return cellar__at_path(c, cellar__fail(c, CELLAR_ERR_PROTO,
-                                               "%s: bad declare status %d (have %llu)",
-                                               e->path, (int)s,
-                                               (unsigned long long)have),
-                               e->path);
+            return err;
+        const cellar_UpdateBeginReply *b = &cellar__resp(c)->body.update_begin;
+        r->resumed = b->resumed;
+        r->staged = b->staged;
+        return 0;
+    }
+    size_t first = p->page_first[i - 1], k = p->page_first[i] - first;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_update_declare_tag);
+    if (err < 0)
+        return k == 1 ? cellar__at_path(c, err, p->v.v[first].e.path) : err;
+    const cellar_UpdateDeclareReply *dr = &cellar__resp(c)->body.update_declare;
+    if (dr->status_count != k || (dr->have_count != k && dr->have_count != 0))
+        return cellar__fail(c, CELLAR_ERR_PROTO,
+                            "declare reply has %u statuses for %zu entries",
+                            (unsigned)dr->status_count, k);
+    for (size_t j = 0; j < k; j++) {
+        cellar_push_entry_t *e = &p->v.v[first + j].e;
+        uint64_t have = dr->have_count ? dr->have[j] : 0;
+        cellar_EntryStatus s = dr->status[j];
+        bool ok = true;
+        switch (s) {
+        case cellar_EntryStatus_SEND_NEW:
+        case cellar_EntryStatus_SEND_CHANGED:
+            ok = !e->remove && have <= e->size;
+            e->action = s == cellar_EntryStatus_SEND_NEW ? CELLAR_PUSH_NEW
+                                                         : CELLAR_PUSH_CHANGED;
+            e->have = have;
+            r->to_send += e->size - (have <= e->size ? have : e->size);
+            break;
+        case cellar_EntryStatus_UNCHANGED:
+            ok = !e->remove;
+            e->action = CELLAR_PUSH_UNCHANGED;
+            break;
+        case cellar_EntryStatus_REMOVE:
+            ok = e->remove;
+            e->action = CELLAR_PUSH_DELETED;
+            break;
+        case cellar_EntryStatus_ABSENT:
+            ok = e->remove;
+            e->action = CELLAR_PUSH_ABSENT;
+            break;
+        default:
+            ok = false;
         }
+        if (!ok)
+            return cellar__at_path(c, cellar__fail(c, CELLAR_ERR_PROTO,
+                                           "%s: bad declare status %d (have %llu)",
+                                           e->path, (int)s,
+                                           (unsigned long long)have),
+                           e->path);
     }
     return 0;
+}
+
+/* Declare pages: at most CELLAR_DECLARE_PAGE entries, and no more bytes
+ * than the device's max_frame takes (a device with small frames gets
+ * short pages; each entry is about its path + 45 bytes encoded). */
+static int declare_pages(push_t *p)
+{
+    cellar_t *c = p->c;
+    /* HelloReply's max_frame when its answer is here; a pipelined Hello
+     * still on its way is not waited for (that would cost the round the
+     * batch saves): pages are then sized for the smallest frame
+     * (CELLAR__MIN_FRAME) */
+    if (c->hello_pending && cellar__reply_ready(c) < 0)
+        return CELLAR_ERR_NOTCONN;
+    uint32_t frame = c->hello_pending ? CELLAR__MIN_FRAME : c->info.max_frame;
+    /* and entries: HelloReply's max_items (issue 14), the smallest
+     * device's while its answer is on the way */
+    size_t items = c->hello_pending ? CELLAR__MIN_ITEMS : cellar__items(c, CELLAR_DECLARE_PAGE);
+    size_t room = frame > 160 ? frame - 96 : 64;
+    p->page_first = malloc((p->v.n + 2) * sizeof(*p->page_first));
+    if (!p->page_first)
+        return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    p->npages = 0;
+    size_t i = 0;
+    while (i < p->v.n) {
+        p->page_first[p->npages++] = i;
+        size_t used = 0, k = 0;
+        while (i < p->v.n && k < items) {
+            size_t e = strlen(p->v.v[i].e.path) + 48;
+            if (k > 0 && frame && used + e > room)
+                break;
+            used += e;
+            k++;
+            i++;
+        }
+    }
+    p->page_first[p->npages] = p->v.n;
+    return 0;
+}
+
+static int begin_declare(push_t *p)
+{
+    int err = declare_pages(p);
+    if (err < 0)
+        return err;
+    err = cellar__batch_run(p->c, 1 + p->npages, bd_fill, bd_done, p, true);
+    free(p->page_first);
+    p->page_first = NULL;
+    return err;
 }
 
 /* The next entry at or after i whose data must be sent. */
@@ -397,6 +462,9 @@ static int first_restore(cellar_t *c, const first_t *f)
     return f->err;
 }
 
+static int commit_req(push_t *p);
+static int commit_reply(push_t *p, int err);
+
 /* Read len bytes of the local file of `it` at pos into data. */
 static int read_chunk(cellar_t *c, const cellar__item_t *it, int fd, uint64_t pos,
                       uint8_t *data, uint32_t len)
@@ -439,6 +507,8 @@ static int send_data(push_t *p)
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
 
+    bool commit_sent = false;
+    uint32_t saved_timeout = c->cfg.timeout_ms;
     for (;;) {
         /* 1. fill the window */
         while (first.err == 0 && count < window && cur < p->v.n) {
@@ -489,6 +559,42 @@ static int send_data(push_t *p)
             f->done = false;
             pos += n;
         }
+        /* issue 11: UpdateCommit right after the last UpdateWrite, in the
+         * same stream (a failed write makes the commit fail: nothing is
+         * published); its answer is the last one */
+        uint32_t extra = p->no_digest ? 0 : CELLAR_LIST_AHEAD;
+        if (first.err == 0 && cur >= p->v.n && fd < 0 && !commit_sent && count < window &&
+            count + 1 + extra <= CELLAR_MAX_INFLIGHT) {
+            int64_t id = commit_req(p) < 0 ? CELLAR_ERR_NOTCONN : cellar__send(c);
+            if (id < 0) {
+                first_set(c, &first, (int)id);
+                break;
+            }
+            flight_t *f = &ring[(head + count++) % CELLAR_MAX_INFLIGHT];
+            f->id = (uint32_t)id;
+            f->idx = UINT32_MAX;
+            f->len = 0;
+            f->done = false;
+            commit_sent = true;
+            if (c->cfg.timeout_ms < CELLAR_SLOW_TIMEOUT_MS)
+                c->cfg.timeout_ms = CELLAR_SLOW_TIMEOUT_MS;
+            /* and the first pages of the manifest, for the digest: the
+             * device answers them after the commit */
+            p->ml = (cellar__mlist_t){.c = c, .part = "/usr", .stride = CELLAR_MANIFEST_PAGE};
+            for (uint32_t k = 0; k < extra; k++) {
+                id = cellar__ml_fill(&p->ml, k) < 0 ? CELLAR_ERR_NOTCONN : cellar__send(c);
+                if (id < 0) {
+                    first_set(c, &first, (int)id);
+                    break;
+                }
+                f = &ring[(head + count++) % CELLAR_MAX_INFLIGHT];
+                f->id = (uint32_t)id;
+                f->idx = UINT32_MAX - 1 - k;
+                f->len = 0;
+                f->done = false;
+            }
+            p->ml_sent = first.err == 0 && extra > 0;
+        }
         if (count == 0 || !cellar_connected(c))
             break;
 
@@ -515,7 +621,18 @@ static int send_data(push_t *p)
             break;
         }
         f->done = true;
-        if (first.err == 0) {
+        if (f->idx >= UINT32_MAX - CELLAR_LIST_AHEAD && f->idx < UINT32_MAX) {
+            /* a manifest page: only after a good commit */
+            if (first.err == 0) {
+                int merr = cellar__ml_done(&p->ml, UINT32_MAX - 1 - f->idx,
+                                           resp->has_error ? cellar__check(c, 0) : 0);
+                first_set(c, &first, merr);
+            }
+        } else if (f->idx == UINT32_MAX) {
+            int cerr = commit_reply(p, resp->has_error ? cellar__check(c, 0) : 0);
+            if (first.err == 0)
+                first_set(c, &first, cerr);
+        } else if (first.err == 0) {
             cellar_push_entry_t *e = &p->v.v[f->idx].e;
             err = cellar__check(c, cellar_Response_write_tag);
             if (err == 0 && resp->body.write.written != f->len)
@@ -544,19 +661,30 @@ static int send_data(push_t *p)
     if (fd >= 0)
         close(fd);
     csha_free(&sha);
+    c->cfg.timeout_ms = saved_timeout;
+    if (first.err == 0 && !commit_sent)
+        first_set(c, &first, cellar__fail(c, CELLAR_ERR_PROTO, "commit not sent"));
     return first_restore(c, &first);
 }
 
-static int commit(push_t *p)
+/* Build the UpdateCommit request. */
+static int commit_req(push_t *p)
 {
-    cellar_t *c = p->c;
-    cellar_push_report_t *r = p->rep;
-    cellar_Request *req = cellar__new_req(c, cellar_Request_update_commit_tag);
+    cellar_Request *req = cellar__new_req(p->c, cellar_Request_update_commit_tag);
     if (!req)
         return CELLAR_ERR_NOTCONN;
     set_bundle(&req->body.update_commit.bundle.size, req->body.update_commit.bundle.bytes,
-               r->bundle);
-    int err = cellar__slow_rpc(c, cellar_Response_update_commit_tag);
+               p->rep->bundle);
+    return 0;
+}
+
+/* Its answer, in the response struct (err: cellar__check's result). */
+static int commit_reply(push_t *p, int err)
+{
+    cellar_t *c = p->c;
+    cellar_push_report_t *r = p->rep;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_update_commit_tag);
     if (err < 0) {
         /* The device names the path in its message: the longest entry path
          * found in it is the one (for errpath). */
@@ -628,21 +756,29 @@ static int push_run(push_t *p, const cellar_bundle_t *b)
 
     /* 4. the transaction */
     if (p->v.n > 0) {
-        err = begin(p);
+        err = begin_declare(p);
         if (err == 0)
-            err = declare(p);
-        if (err == 0)
-            err = send_data(p);
+            err = send_data(p); /* and UpdateCommit, in the same stream */
         count_actions(p);
-        if (err == 0)
-            err = commit(p);
         if (err < 0)
             goto out;
     }
 
-    /* 5. the manifest digest */
-    err = manifest_digest(c, rep);
+    /* 5. the manifest digest (its first pages came with the commit) */
+    if (p->ml_sent) {
+        err = cellar__ml_finish(&p->ml);
+        if (err == 0) {
+            err = cellar_manifest_digest(p->ml.v, p->ml.len, rep->digest);
+            if (err < 0)
+                cellar__fail(c, err, "out of memory");
+            rep->have_digest = err == 0;
+        }
+    } else if (!p->no_digest) {
+        err = manifest_digest(c, rep);
+    }
 out:
+    free(p->ml.v);
+    p->ml.v = NULL;
     cellar__sv_free(&rfiles);
     cellar__sv_free(&rdirs);
     return err;
@@ -651,9 +787,9 @@ out:
 /* Push b and fill rep; after a failed build (err < 0) nothing is sent and
  * the report shows what was built. */
 static int push_bundle(cellar_t *c, const cellar_bundle_t *b, const cellar_push_opts_t *o,
-                       cellar_push_report_t *rep, int err)
+                       cellar_push_report_t *rep, int err, bool digest)
 {
-    push_t p = {.c = c, .o = o, .rep = rep, .ldirs = &b->dirs};
+    push_t p = {.c = c, .o = o, .rep = rep, .ldirs = &b->dirs, .no_digest = !digest};
     rep->nskipped_local = b->nskipped;
     rep->bundle_bytes = b->bytes;
     size_t n = b->items.n;
@@ -687,7 +823,7 @@ int cellar_bundle_push(cellar_t *c, const cellar_bundle_t *b, const cellar_push_
         return cellar__fail(c, CELLAR_ERR_INVAL, "no bundle given");
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
-    return push_bundle(c, b, opts ? opts : &defaults, rep, 0);
+    return push_bundle(c, b, opts ? opts : &defaults, rep, 0, true);
 }
 
 int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
@@ -705,9 +841,18 @@ int cellar_push(cellar_t *c, const char *localdir, const char *remotedir,
     if (!cellar_connected(c))
         return cellar__fail(c, CELLAR_ERR_NOTCONN, "not connected");
     err = cellar__bundle_walk(c, &b, localdir, o->warn, o->warn_ctx);
-    err = push_bundle(c, &b, o, rep, err);
+    err = push_bundle(c, &b, o, rep, err, true);
     cellar__bundle_clear(&b);
     return err;
+}
+
+/* issue 11: a tree copy's changed files as one bundle, without the
+ * manifest digest (cellar_put_tree, libcellar_tree.c). */
+int cellar__bundle_send(cellar_t *c, const cellar_bundle_t *b, const cellar_push_opts_t *o,
+                        cellar_push_report_t *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    return push_bundle(c, b, o, rep, 0, false);
 }
 
 /* ---- abort ------------------------------------------------------------------------- */

@@ -6,6 +6,8 @@
  */
 #include "libcellar_int.h"
 
+#include <time.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -202,4 +204,12 @@ void cellar__sv_sort(cellar__strvec_t *s)
 bool cellar__sv_has(const cellar__strvec_t *s, const char *str)
 {
     return s->n && bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
+}
+
+/* ---- clock (issue 11) ------------------------------------------------------------- */
+uint64_t cellar__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }

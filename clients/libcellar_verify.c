@@ -75,6 +75,66 @@ static int cmp_problem(const void *a, const void *b)
 }
 
 
+/* Verify pages asked ahead (issue 11). */
+typedef struct vpages {
+    cellar_t *c;
+    const char *part;
+    bool repair, done;
+    probvec_t *probs;
+    cellar_verify_report_t *r;
+    uint32_t start, stride, cursor;
+} vpages_t;
+
+static int vp_fill(void *ctx, size_t i)
+{
+    vpages_t *v = ctx;
+    cellar_Request *req = cellar__new_req(v->c, cellar_Request_verify_tag);
+    if (!req)
+        return CELLAR_ERR_NOTCONN;
+    int err = cellar__set_partition(v->c, req->body.verify.partition,
+                                    sizeof(req->body.verify.partition), v->part);
+    if (err < 0)
+        return err;
+    req->body.verify.cursor = v->start + (uint32_t)i * v->stride;
+    req->body.verify.max_entries = CELLAR_VERIFY_PAGE;
+    req->body.verify.repair = v->repair;
+    return 0;
+}
+
+static int vp_done(void *ctx, size_t i, int err)
+{
+    vpages_t *v = ctx;
+    cellar_t *c = v->c;
+    uint32_t cursor = v->start + (uint32_t)i * v->stride;
+    if (err == 0)
+        err = cellar__check(c, cellar_Response_verify_tag);
+    if (err < 0)
+        return cellar__at_path(c, err, v->part);
+    if (v->done || cursor != v->cursor)
+        return 0; /* past the end, or not where the last page ended */
+    const cellar_VerifyReply *vr = &cellar__resp(c)->body.verify;
+    v->r->checked += vr->checked;
+    for (pb_size_t k = 0; k < vr->problems_count; k++) {
+        const cellar_Problem *pr = &vr->problems[k];
+        cellar_problem_kind_t kind = kind_of(pr->kind);
+        if (kind == 0)
+            return cellar__fail(c, CELLAR_ERR_PROTO, "%s: unknown problem kind %d",
+                                pr->path, (int)pr->kind);
+        if (pv_add(v->probs, pr->path, kind, pr->repaired) < 0)
+            return cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    }
+    if (vr->next_cursor == 0) {
+        v->done = true;
+        return 0;
+    }
+    if (vr->next_cursor <= cursor) {
+        c->broken = true;
+        return cellar__fail(c, CELLAR_ERR_PROTO, "verify cursor does not advance");
+    }
+    v->cursor = vr->next_cursor;
+    return 0;
+}
+
 int cellar_verify(cellar_t *c, const char *partition, bool repair, cellar_problem_fn fn,
                   void *ctx, cellar_verify_report_t *rep)
 {
@@ -87,54 +147,23 @@ int cellar_verify(cellar_t *c, const char *partition, bool repair, cellar_proble
     cellar_mentry_t *man = NULL;
     size_t nman = 0;
     cellar__strvec_t files = {0};
-    uint32_t cursor = 0;
     int err = 0;
 
-    /* 1. the device checks the manifest, page by page */
-    for (uint32_t page = 0;; page++) {
-        if (page >= CELLAR__MAX_PAGES) {
+    /* 1. the device checks the manifest, page by page; without repair,
+     *    CELLAR_LIST_AHEAD pages at once (issue 11): a page is taken only
+     *    if it starts exactly where the pages before it ended (so nothing
+     *    is counted twice), the rest asked again in the next round */
+    vpages_t vp = {.c = c, .part = part, .repair = repair, .probs = &probs, .r = &r,
+                   .stride = CELLAR_VERIFY_PAGE};
+    for (uint32_t round = 0; !vp.done; round++) {
+        if (round >= CELLAR__MAX_PAGES) {
             err = cellar__fail(c, CELLAR_ERR_PROTO, "verify does not end");
             goto out;
         }
-        cellar_Request *req = cellar__new_req(c, cellar_Request_verify_tag);
-        if (!req) {
-            err = CELLAR_ERR_NOTCONN;
-            goto out;
-        }
-        err = cellar__set_partition(c, req->body.verify.partition,
-                            sizeof(req->body.verify.partition), part);
+        vp.start = vp.cursor;
+        err = cellar__batch_run(c, repair ? 1 : CELLAR_LIST_AHEAD, vp_fill, vp_done, &vp, true);
         if (err < 0)
             goto out;
-        req->body.verify.cursor = cursor;
-        req->body.verify.max_entries = CELLAR_VERIFY_PAGE;
-        req->body.verify.repair = repair;
-        err = cellar__slow_rpc(c, cellar_Response_verify_tag);
-        if (err < 0) {
-            cellar__at_path(c, err, part);
-            goto out;
-        }
-        const cellar_VerifyReply *vr = &cellar__resp(c)->body.verify;
-        r.checked += vr->checked;
-        for (pb_size_t i = 0; i < vr->problems_count; i++) {
-            const cellar_Problem *pr = &vr->problems[i];
-            cellar_problem_kind_t k = kind_of(pr->kind);
-            if (k == 0) {
-                err = cellar__fail(c, CELLAR_ERR_PROTO, "%s: unknown problem kind %d",
-                                   pr->path, (int)pr->kind);
-                goto out;
-            }
-            if (pv_add(&probs, pr->path, k, pr->repaired) < 0) {
-                err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-        }
-        if (vr->next_cursor == 0)
-            break;
-        if (vr->next_cursor == cursor) {
-            err = cellar__fail(c, CELLAR_ERR_PROTO, "verify cursor does not advance");
-            goto out;
-        }
-        cursor = vr->next_cursor;
     }
 
     /* 2. untracked files: the tree against the manifest (after a repair,

@@ -6,7 +6,6 @@
  */
 #include "libcellar_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -129,6 +128,88 @@ static int verify_whole(cellar_t *c, const char *hash_path, const char *path,
     return err;
 }
 
+/* Stat and Hash of one path in one batch (issue 11). */
+typedef struct sh {
+    cellar_t *c;
+    const char *path;
+    cellar_stat_t st;
+    int serr, herr;
+    uint8_t sha[CELLAR_SHA256_SIZE];
+    uint64_t hashed;
+} sh_t;
+
+static int sh_fill(void *ctx, size_t i)
+{
+    sh_t *q = ctx;
+    int err;
+    if (i == 1)
+        return cellar__hash_req(q->c, q->path, 0, 0);
+    return cellar__path_req(q->c, cellar_Request_stat_tag, q->path, &err) ? 0 : err;
+}
+
+static int sh_done(void *ctx, size_t i, int err)
+{
+    sh_t *q = ctx;
+    if (err == 0)
+        err = cellar__check(q->c, i ? cellar_Response_hash_tag : cellar_Response_stat_tag);
+    if (i == 0) {
+        q->serr = err;
+        if (err == 0)
+            cellar__copy_info(&q->st, &cellar__resp(q->c)->body.stat.info);
+    } else {
+        q->herr = err;
+        if (err == 0) {
+            memcpy(q->sha, cellar__resp(q->c)->body.hash.sha256, CELLAR_SHA256_SIZE);
+            q->hashed = cellar__resp(q->c)->body.hash.length;
+        }
+    }
+    return 0;
+}
+
+/* The end of an upload (issue 11): Close, then Hash of the temporary
+ * (small files) or Rename into place (ranged files), in one batch. */
+typedef struct fin {
+    cellar_t *c;
+    cellar_fh_t h;
+    const char *tmp, *remote;
+    bool ranged;
+    int cerr, err2;
+    uint8_t sha[CELLAR_SHA256_SIZE];
+    uint64_t hashed;
+} fin_t;
+
+static int fin_fill(void *ctx, size_t i)
+{
+    fin_t *f = ctx;
+    if (i == 0)
+        return cellar__handle_req(f->c, cellar_Request_close_tag, f->h);
+    if (!f->ranged)
+        return cellar__hash_req(f->c, f->tmp, 0, 0);
+    int err;
+    cellar_Request *req = cellar__path_req(f->c, cellar_Request_rename_tag, f->tmp, &err);
+    if (!req)
+        return err;
+    return cellar__path(f->c, req->body.rename.to, sizeof(req->body.rename.to), f->remote);
+}
+
+static int fin_done(void *ctx, size_t i, int err)
+{
+    fin_t *f = ctx;
+    pb_size_t want = i == 0 || f->ranged ? cellar_Response_done_tag : cellar_Response_hash_tag;
+    if (err == 0)
+        err = cellar__check(f->c, want);
+    if (i == 0) {
+        f->cerr = err;
+    } else {
+        f->err2 = err;
+        if (err == 0 && !f->ranged) {
+            memcpy(f->sha, cellar__resp(f->c)->body.hash.sha256, CELLAR_SHA256_SIZE);
+            f->hashed = cellar__resp(f->c)->body.hash.length;
+        }
+    }
+    return 0;
+}
+
 static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
                       const cellar_xfer_t *x)
 {
@@ -149,19 +230,23 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
     int err;
 
     if (x && x->skip_unchanged) {
-        cellar_stat_t st;
-        err = cellar_stat(c, remote, &st);
-        if (err == 0 && st.type == CELLAR_TYPE_DIR) {
+        /* issue 11: Stat and Hash in one batch (one round trip) */
+        sh_t q = {.c = c, .path = remote};
+        err = cellar__batch_run(c, 2, sh_fill, sh_done, &q, true);
+        if (err == 0)
+            err = q.serr;
+        if (err == 0 && q.st.type == CELLAR_TYPE_DIR) {
             cellar__fail(c, CELLAR_ERR_ISDIR, "%s: is a directory", remote);
             return cellar__at_path(c, CELLAR_ERR_ISDIR, remote);
         }
-        if (err == 0 && st.size == size) {
+        if (err == 0 && q.st.size == size && q.herr == 0) {
             err = src_sha(s, size, lsha);
             if (err < 0)
                 return err;
             have_lsha = true;
-            err = cellar_hash(c, remote, 0, 0, rsha, &hashed);
-            if (err == 0 && hashed == size && !memcmp(lsha, rsha, sizeof(lsha)))
+            memcpy(rsha, q.sha, sizeof(rsha));
+            hashed = q.hashed;
+            if (hashed == size && !memcmp(lsha, rsha, sizeof(lsha)))
                 return CELLAR_SKIPPED;
         }
         if (err < 0 && !cellar_connected(c))
@@ -183,11 +268,29 @@ static int put_common(cellar_t *c, src_t *s, uint64_t size, const char *remote,
         (void)csha_finish(&sha, lsha);
     csha_free(&sha);
 
-    err = close_after(c, h, err);
-    if (err == 0 && !p.range)
-        err = verify_whole(c, tmp, remote, "upload", lsha, size);
-    if (err == 0)
-        err = cellar_rename(c, tmp, remote);
+    if (err == 0) {
+        /* issue 11: Close with the whole-file Hash (small files), or with
+         * the Rename (ranged: every range, the last one to the end of the
+         * file, is verified already), in one batch */
+        fin_t fin = {.c = c, .h = h, .tmp = tmp, .remote = remote, .ranged = p.range != 0};
+        err = cellar__batch_run(c, 2, fin_fill, fin_done, &fin, true);
+        if (err == 0)
+            err = fin.cerr ? fin.cerr : fin.err2;
+        if (err == 0 && !p.range) {
+            if (fin.hashed != size || memcmp(lsha, fin.sha, CELLAR_SHA256_SIZE)) {
+                char a[65], b[65];
+                err = cellar__fail(c, CELLAR_ERR_BADMSG,
+                                   "%s: SHA-256 mismatch after upload (local %s, device %s, "
+                                   "%llu of %llu bytes)", remote, cellar_sha256_hex(lsha, a),
+                                   cellar_sha256_hex(fin.sha, b),
+                                   (unsigned long long)fin.hashed, (unsigned long long)size);
+            }
+            if (err == 0)
+                err = cellar_rename(c, tmp, remote);
+        }
+    } else {
+        err = close_after(c, h, err);
+    }
     if (err < 0) {
         if (cellar_connected(c)) {
             char msg[sizeof(c->errmsg)];
@@ -428,149 +531,5 @@ int cellar_get_file(cellar_t *c, const char *remote, const char *local,
     return ret;
 }
 
-/* ---- trees ---------------------------------------------------------------------- */
-static int not_dots(const struct dirent *d)
-{
-    return strcmp(d->d_name, ".") && strcmp(d->d_name, "..") &&
-           !cellar__is_tmp_name(d->d_name);
-}
-
-int cellar_put_tree(cellar_t *c, const char *ldir, const char *rdir,
-                    const cellar_xfer_t *x)
-{
-    struct stat st;
-    if (stat(ldir, &st) < 0) {
-        int err = cellar__local_fail(c, -errno, ldir, NULL);
-        report(x, ldir, rdir, true, err);
-        return err;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        int err = cellar__local_fail(c, -ENOTDIR, ldir, NULL);
-        report(x, ldir, rdir, true, err);
-        return err;
-    }
-    int err = cellar_mkdir(c, rdir, true);
-    if (err == CELLAR_ERR_EXIST) {
-        cellar_stat_t rs;
-        err = cellar_stat(c, rdir, &rs);
-        if (err == 0 && rs.type != CELLAR_TYPE_DIR) {
-            cellar__fail(c, CELLAR_ERR_NOTDIR, "%s: not a directory", rdir);
-            err = cellar__at_path(c, CELLAR_ERR_NOTDIR, rdir);
-        }
-    }
-    report(x, ldir, rdir, true, err);
-    if (err < 0)
-        return err;
-
-    struct dirent **names = NULL;
-    int n = scandir(ldir, &names, not_dots, alphasort);
-    if (n < 0)
-        return cellar__local_fail(c, -errno, ldir, NULL);
-    int first = 0;
-    for (int i = 0; i < n; i++) {
-        char *lp = cellar__join(ldir, names[i]->d_name);
-        char *rp = cellar__join(rdir, names[i]->d_name);
-        int r = 0;
-        if (!lp || !rp) {
-            r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-        } else if (stat(lp, &st) < 0) {
-            r = cellar__local_fail(c, -errno, lp, NULL);
-            report(x, lp, rp, false, r);
-        } else if (S_ISDIR(st.st_mode)) {
-            r = cellar_put_tree(c, lp, rp, x);
-        } else if (S_ISREG(st.st_mode)) {
-            r = cellar_put_file(c, lp, rp, x);
-        }
-        if (r < 0 && first == 0)
-            first = r;
-        free(lp);
-        free(rp);
-        if (!cellar_connected(c))
-            break;
-    }
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    return first;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(((const cellar_stat_t *)a)->name, ((const cellar_stat_t *)b)->name);
-}
-
-int cellar_get_tree(cellar_t *c, const char *rdir, const char *ldir,
-                    const cellar_xfer_t *x)
-{
-    cellar_stat_t *ents = NULL;
-    int n = cellar_list_alloc(c, rdir, &ents);
-    if (n < 0) {
-        cellar__at_path(c, n, rdir);
-        report(x, rdir, ldir, true, n);
-        return n;
-    }
-    int err = 0;
-    if (mkdir(ldir, 0777) < 0) {
-        struct stat st;
-        if (errno != EEXIST || stat(ldir, &st) < 0 || !S_ISDIR(st.st_mode))
-            err = cellar__local_fail(c, errno == EEXIST ? -ENOTDIR : -errno, ldir, NULL);
-    }
-    report(x, rdir, ldir, true, err);
-    if (err < 0) {
-        free(ents);
-        return err;
-    }
-    qsort(ents, (size_t)n, sizeof(*ents), by_name);
-    int first = 0;
-    for (int i = 0; i < n; i++) {
-        if (cellar__is_tmp_name(ents[i].name) || !cellar__plain_name(ents[i].name))
-            continue; /* never follow a hostile name out of ldir */
-        char *rp = cellar__join(rdir, ents[i].name);
-        char *lp = cellar__join(ldir, ents[i].name);
-        int r = 0;
-        if (!lp || !rp)
-            r = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-        else if (ents[i].type == CELLAR_TYPE_DIR)
-            r = cellar_get_tree(c, rp, lp, x);
-        else
-            r = cellar_get_file(c, rp, lp, x);
-        if (r < 0 && first == 0)
-            first = r;
-        free(lp);
-        free(rp);
-        if (!cellar_connected(c))
-            break;
-    }
-    free(ents);
-    return first;
-}
-
-int cellar_remove_tree(cellar_t *c, const char *path)
-{
-    cellar_stat_t st;
-    int err = cellar_stat(c, path, &st);
-    if (err < 0)
-        return err;
-    if (st.type != CELLAR_TYPE_DIR)
-        return cellar_remove(c, path);
-    cellar_stat_t *ents = NULL;
-    int n = cellar_list_alloc(c, path, &ents);
-    if (n < 0)
-        return n;
-    for (int i = 0; i < n && err == 0; i++) {
-        if (!cellar__plain_name(ents[i].name))
-            continue;
-        char *p = cellar__join(path, ents[i].name);
-        if (!p) {
-            err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
-            break;
-        }
-        err = ents[i].type == CELLAR_TYPE_DIR ? cellar_remove_tree(c, p)
-                                              : cellar_remove(c, p);
-        free(p);
-    }
-    free(ents);
-    if (err < 0)
-        return err;
-    return cellar_rmdir(c, path);
-}
+/* cellar_put_tree and cellar_get_tree: libcellar_tree.c (issue 11). */
+/* cellar_remove_tree: libcellar_batch.c (one batch, issue 11). */

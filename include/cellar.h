@@ -164,6 +164,11 @@ typedef struct cellar_config {
     const char *tls_ca;          /* CA of the device certificate [CELLAR_CA] */
     const char *tls_psk;         /* "IDENTITY:HEXKEY" [CELLAR_PSK]; with it
                                   * the handshake is ECDHE-PSK */
+    /* issue 11: connect sends Hello and returns without waiting for its
+     * answer, so the first requests travel with it (docs/PIPELINING.md).
+     * The answer is taken before the first reply, or by cellar_info(); a
+     * refused Hello then fails that call. false = wait in connect. */
+    bool hello_pipelined;
 } cellar_config_t;
 
 /* ---- device information (from Hello) ----------------------------------------- */
@@ -242,6 +247,13 @@ typedef struct cellar {
     void *tls_conn;
     uint32_t tls_session_len;
     uint8_t tls_session[2048];
+    /* issue 11: pipelined Hello and the link estimate (docs/PIPELINING.md) */
+    bool hello_pending;           /* Hello sent, its answer not yet taken */
+    int hello_err;                /* how it ended: 0 or the error */
+    uint32_t hello_id;
+    uint64_t hello_sent_us;
+    uint32_t rtt_us;              /* smallest request -> answer time seen */
+    uint64_t rate_bps;            /* receive rate seen in transfers (0 = unknown) */
 } cellar_t;
 
 /* Initialise a handle (cannot fail). cfg may be NULL (all defaults); it is
@@ -293,8 +305,13 @@ void cellar_close(cellar_t *c);
  * with CELLAR_ERR_NOTCONN; close it and connect again. */
 bool cellar_connected(const cellar_t *c);
 
-/* The device's Hello data (valid while connected). */
+/* The device's Hello data (valid while connected; zero when a pipelined
+ * Hello was refused: cellar_hello_status). */
 const cellar_info_t *cellar_info(const cellar_t *c);
+/* How a pipelined Hello ended (issue 11): waits for its answer if still
+ * due; 0, or the error that refused it (cellar_errmsg tells why, e.g. the
+ * ACL gives this client no role). */
+int cellar_hello_status(cellar_t *c);
 
 /* Message of the last failure on this handle ("" if none). Valid until the
  * next call on the handle. */
@@ -558,6 +575,49 @@ int cellar_get_tree(cellar_t *c, const char *remotedir, const char *localdir,
 
 /* Remove a file, or a directory and everything under it. */
 int cellar_remove_tree(cellar_t *c, const char *path);
+
+/* ---- issue 11: batched requests (docs/PIPELINING.md) ----------------------------
+ * Each call sends all of its requests back to back (up to
+ * CELLAR_BATCH_INFLIGHT small requests in flight) and reads the answers as
+ * they come, so it costs about one round trip however many paths it has;
+ * a tree listing costs one per directory level. */
+#define CELLAR_BATCH_INFLIGHT 128   /* small requests (paths) in flight */
+#define CELLAR_LIST_AHEAD 4         /* List pages asked at once for a directory */
+
+/* One entry of a tree listing. */
+typedef struct cellar_tree_entry {
+    char *path;         /* full device path (st.name is the last component) */
+    cellar_stat_t st;
+    unsigned depth;     /* 1 = a child of the listed directory */
+} cellar_tree_entry_t;
+
+typedef struct cellar_tree {
+    cellar_stat_t root;       /* Stat of the listed path (name = the path) */
+    cellar_tree_entry_t *v;   /* entries in pre-order: a directory, then
+                               * what is under it; names sorted bytewise */
+    size_t n;
+} cellar_tree_t;
+
+/* Everything under path, max_depth levels down (0 = no limit, 1 = the
+ * directory itself, as ls): one round trip per level (Stat and the first
+ * CELLAR_LIST_AHEAD List pages of every directory of a level are sent at
+ * once; a longer directory costs one more round per CELLAR_LIST_AHEAD
+ * pages). A file path gives n = 0 and its Stat in root. The partition
+ * root's ".cellar" is never listed. Returns 0 (free with cellar_tree_free)
+ * or the first error (errpath names the directory). */
+int cellar_tree_list(cellar_t *c, const char *path, unsigned max_depth,
+                     cellar_tree_t *out);
+void cellar_tree_free(cellar_tree_t *t);
+
+/* Device SHA-256 of n whole files, pipelined: sha[i], sizes[i] (may be
+ * NULL) and errs[i] (0 or the file's error). Returns 0 when every file was
+ * hashed, the first file error, or a connection error. */
+int cellar_hash_many(cellar_t *c, size_t n, const char *const *paths,
+                     uint8_t (*sha)[CELLAR_SHA256_SIZE], uint64_t *sizes, int *errs);
+
+/* StatFs of n paths, pipelined; errs[i] as cellar_hash_many. */
+int cellar_statfs_many(cellar_t *c, size_t n, const char *const *paths,
+                       cellar_statfs_t *out, int *errs);
 
 /* ---- SHA-256 helpers -------------------------------------------------------------- */
 /* SHA-256 of a local file. Returns 0 or a negative errno. */
