@@ -24,7 +24,7 @@ CELLAR=${CELLAR:-$BUILD/san/cellar}
 # Debian's python3 (python3-protobuf lives there, not in a pyenv one)
 PY=$(command -v /usr/bin/python3 || command -v python3)
 HERE=$(cd "$(dirname "$0")" && pwd)
-export MTOOLS_SKIP_CHECK=1
+export MTOOLS_SKIP_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/e2e_pyclient.XXXXXX")
 PID=
@@ -92,7 +92,7 @@ stop plain
 # ---- ACL and TLS -----------------------------------------------------------
 P=$T/pki
 { "$CELLAR" pki init "$P" && "$CELLAR" pki device "$P" dev1 &&
-  for n in ops alice field wide mallory; do "$CELLAR" pki client "$P" "$n" || exit 1; done &&
+  for n in ops alice field wide rootw mallory; do "$CELLAR" pki client "$P" "$n" || exit 1; done &&
   "$CELLAR" pki init "$P/other" && "$CELLAR" pki client "$P/other" eve &&
   "$CELLAR" pki psk bob >"$T/psk.txt"; } >"$T/pki.log" 2>&1 ||
   { bad "cellar pki"; cat "$T/pki.log" >&2; }
@@ -104,6 +104,7 @@ anonymous  reader
 field      writer
 wide       writer  /usr
 bob        writer  /usr/psk
+rootw      writer  /
 EOF
 start acl --listen tcp://127.0.0.1:0 --listen tls://127.0.0.1:0 --acl "$T/acl.txt" \
   --tls-cert "$P/dev1.crt" --tls-key "$P/dev1.key" --tls-ca "$P/ca.crt" --psk-file "$T/psk.txt"

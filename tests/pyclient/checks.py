@@ -199,6 +199,25 @@ def sec_gc(url):
     c.ok("rename", **{"from": "/usr/d1/d2/m.bin.tmp", "to": "/usr/d1/d2/m.bin"})
     eq(c.ok("stat", path="/usr/d1/d2/m.bin").info.id, tmp_id, "rename over a file: the new file's id")
     check(tmp_id != keep_id, "the copy has a new id")
+    # every Close of a write handle publishes a new file (a new id); a
+    # reader's does not; Truncate by path is a new file too
+    ids = [tmp_id]
+    h = c.ok("open", path="/usr/d1/d2/m.bin", flags=O_READ).handle
+    c.ok("close", handle=h)
+    eq(c.ok("stat", path="/usr/d1/d2/m.bin").info.id, tmp_id, "open/close for reading keeps the id")
+    h = c.ok("open", path="/usr/d1/d2/m.bin", flags=O_WRITE).handle
+    c.ok("write", handle=h, offset=0, data=b"N")
+    c.ok("close", handle=h)
+    ids.append(c.ok("stat", path="/usr/d1/d2/m.bin").info.id)
+    h = c.ok("open", path="/usr/d1/d2/m.bin", flags=O_WRITE).handle
+    c.ok("close", handle=h)
+    ids.append(c.ok("stat", path="/usr/d1/d2/m.bin").info.id)
+    c.ok("truncate", path="/usr/d1/d2/m.bin", size=3)
+    ids.append(c.ok("stat", path="/usr/d1/d2/m.bin").info.id)
+    eq(len(set(ids)), 4, "write, empty write handle, truncate by path: a new id each (%r)" % ids)
+    eq(c.read_file("/usr/d1/d2/m.bin"), b"New", "content after those")
+    eq((c.ok("stat", path="/usr").info.id, c.ok("stat", path="/bak").info.id,
+        c.ok("stat", path="/").info.id), (1, 1, 0), "ids of /usr, /bak, /")
     c.close()
 
 
@@ -430,6 +449,10 @@ def sec_acl(tcp_url, tls_url, pki, psk_file=None):
     fails(wd, E.EACCES, "gc", "writer under /usr: gc", has=("wide", "ACL line 6", "all of /"),
           partition="/usr")
     wd.close()
+    rw = tls_connect(tls_url, pki, "rootw")
+    eq(list(rw.hello().prefixes), ["/"], "hello: rootw's prefixes")
+    rw.ok("gc", partition="/bak")
+    rw.close()
 
     # PSK: Python's ssl has it from 3.13 only; openssl s_client is another
     # independent TLS stack that has it
@@ -506,6 +529,11 @@ def sec_sd(url, card):
           "statfs /sd: block_size is a cluster size (%d)" % s.block_size)
     eq(s.block_size * s.block_count, s.total, "statfs /sd: clusters * cluster size = total")
     eq(s.total - s.free, s.used, "statfs /sd: used = total - free")
+    eq((s.page_size, s.pages_free, s.pages_used, s.gc_threshold, s.files), (0, 0, 0, 0, 0),
+       "statfs /sd: no page statistics, threshold or file counts")
+    eq(c.ok("stat", path="/sd/logs/2026/a.log").info.id, 0, "files on /sd have no id")
+    fails(c, E.ENOENT, "gc", "gc of /sd", partition="/sd")
+    fails(c, E.ENOENT, "gc_config", "gc_config of /sd", partition="/sd", threshold=8)
     c.close()
     # the card as another FAT implementation (mtools) sees it
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
