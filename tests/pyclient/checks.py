@@ -182,6 +182,33 @@ def sec_gc(url):
     eq(rb.threshold, 6, "gc_config /bak")
     eq(c.ok("statfs", path="/bak").gc_threshold, 6, "statfs /bak gc_threshold")
     fails(c, E.ENOENT, "gc_config", "gc_config /nope", partition="/nope", threshold=8)
+    # the most: what the partition leaves above its reserve (found by
+    # bisection; the refusals change nothing)
+    lo, hi = 6, s2.block_count
+    while lo < hi:
+        m = (lo + hi + 1) // 2
+        r = c.call("gc_config", partition="/usr", threshold=m)
+        if r.HasField("error"):
+            eq(r.error.code, E.EINVAL, "gc_config %d: EINVAL" % m)
+            hi = m - 1
+        else:
+            lo = m
+    tmax = lo
+    check(6 < tmax < s2.total // bs, "gc_config: the most (%d) is below the partition's %d blocks"
+          % (tmax, s2.total // bs))
+    fails(c, E.EINVAL, "gc_config", "gc_config the most + 1", partition="/usr", threshold=tmax + 1)
+    eq(c.ok("statfs", path="/usr").gc_threshold, tmax, "the most + 1 refused: threshold unchanged")
+    # automatic GC at half the most: free stays above the threshold (plus
+    # the reserve, which covers one write) while files are rewritten;
+    # without GC, 120 x 20 KB would eat ~600 of the ~740 free blocks
+    thr = tmax // 2
+    c.ok("gc_config", partition="/usr", threshold=thr)
+    least = s2.total
+    for i in range(120):
+        c.write_file("/usr/churn%d" % (i % 4), os.urandom(20000))
+        least = min(least, c.ok("statfs", path="/usr").free // bs)
+    check(least >= thr, "automatic gc at threshold %d: free never below it (least %d blocks)"
+          % (thr, least))
     c.ok("gc_config", partition="/usr", threshold=t0)
 
     # FileInfo.id (field 80): kept by Rename, in List too
