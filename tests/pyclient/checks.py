@@ -249,8 +249,34 @@ def sec_gc(url):
 
 
 # ---- pipelining and framing -----------------------------------------------
+def doc_bytes(text):
+    return bytes.fromhex(text.replace(" ", ""))
+
+
 def sec_pipeline(url):
     c = cc.Client.connect(url)
+    # the byte examples of PROTOCOL.md section 11, as written there
+    ping = doc_bytes("08 00 00 00  08 01  5a 04  0a 02 68 69")
+    eq(struct.pack("<I", 8) + c.build("ping", rid=1, payload=b"hi").SerializeToString(), ping,
+       "section 11: Ping encodes as documented")
+    c.sock.sendall(ping)
+    c._fill(len(ping))
+    eq(bytes(c.buf[:len(ping)]), ping, "section 11: the Ping reply is the same bytes")
+    del c.buf[:len(ping)]
+    hello = doc_bytes("0a 00 00 00  08 02  52 06  08 01  12 02 70 79")
+    eq(struct.pack("<I", 10) + c.build("hello", rid=2, version=1, client="py").SerializeToString(),
+       hello, "section 11: Hello encodes as documented")
+    stat = doc_bytes("0f 00 00 00  08 07  62 0b  0a 09 2f 75 73 72 2f 6e 6f 70 65")
+    c.sock.sendall(stat)
+    msg = b'stat "/usr/nope": no such file or directory'
+    want = doc_bytes("33 00 00 00  08 07  12 2f  08 02  12 2b") + msg
+    c._fill(len(want))
+    eq(bytes(c.buf[:len(want)]), want, "section 11: the Stat error reply is the same bytes")
+    del c.buf[:len(want)]
+    read = doc_bytes("0e 00 00 00  08 03  7a 0a  08 11  10 80 80 01  18 80 80 01")
+    eq(struct.pack("<I", 14) + c.build("read", rid=3, handle=17, offset=16384,
+                                       length=16384).SerializeToString(),
+       read, "section 11: Read encodes as documented")
     c.hello()
     h = c.ok("open", path="/usr/pipe.bin", flags=O_WRITE | O_CREATE | O_TRUNC).handle
     chunks = [os.urandom(1000 + i) for i in range(6)]
@@ -329,8 +355,12 @@ def sec_pipeline(url):
     for length, code in ((0, E.EPROTO), (16897, E.EMSGSIZE), (0xFFFFFFFF, E.EMSGSIZE)):
         c = cc.Client.connect(url)
         c.sock.sendall(struct.pack("<I", length))
+        body = c.recv_frame()
+        if length == 0xFFFFFFFF:
+            doc = b"frame: length 4294967295 is above the limit of 16896 bytes; closing"
+            eq(body, doc_bytes("12 47 08 5a 12 43") + doc, "section 11: the bad frame reply")
         resp = pb.Response()
-        resp.ParseFromString(c.recv_frame())
+        resp.ParseFromString(body)
         eq((resp.id, resp.error.code), (0, code), "frame length %d" % length)
         closed = False
         try:
