@@ -86,7 +86,8 @@ class Client:
         return host, int(port or default_port)
 
     @classmethod
-    def connect(cls, url, ca=None, cert=None, key=None, timeout=20.0):
+    def connect(cls, url, ca=None, cert=None, key=None, timeout=20.0,
+                session=None, context=None):
         """tcp://HOST:PORT, or tls://HOST:PORT with the CA the device's
         certificate must chain to and, for mutual authentication, a client
         certificate and key. The TLS stack is Python's ssl (OpenSSL), not
@@ -98,10 +99,11 @@ class Client:
             return cls(s)
         if url.startswith("tls://"):
             host, port = cls._hostport(url, "tls://", 7443)
-            ctx = tls_context(ca, cert, key)
+            ctx = context or tls_context(ca, cert, key)
             raw = socket.create_connection((host, port), timeout=timeout)
-            # an IP address URL: only the chain is checked (TLS.md)
-            s = ctx.wrap_socket(raw, server_hostname=None)
+            # an IP address URL: only the chain is checked (TLS.md);
+            # session: an ssl.SSLSession to resume (a ticket, TLS.md)
+            s = ctx.wrap_socket(raw, server_hostname=None, session=session)
             return cls(s)
         raise ValueError("unsupported URL %r" % url)
 

@@ -461,6 +461,13 @@ def sec_acl(tcp_url, tls_url, pki, psk_file=None):
     fails(w, E.EACCES, "gc", "writer with prefixes: gc (needs a writer allowed everywhere)", has=who,
           partition="/usr")
     eq(ops.ok("statfs", path="/usr").gc_threshold, 8, "gc_config refused: threshold unchanged")
+    sess, ctx = w.sock.session, w.sock.context
+    w.close()
+    # a resumed session (the device's ticket) keeps the certificate's identity
+    w = cc.Client.connect(tls_url, context=ctx, session=sess)
+    check(w.sock.session_reused, "tls: the session resumes with the device's ticket")
+    h = w.hello()
+    eq((h.identity, h.role), ("alice", "writer"), "tls: a resumed session keeps its identity")
     w.close()
 
     # a writer without prefixes (field-tool) may Gc, not GcConfig
