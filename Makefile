@@ -25,6 +25,7 @@ VERSION := 0.1.0
 DEB_PKGS := liblwip-dev libmbedtls-dev libnanopb-dev nanopb protobuf-compiler \
             libcjson-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev pkg-config iproute2 python3
 DEB_PKGS += dosfstools mtools # issue 15 (sd): mkfs.fat, fsck.fat, mdir, mcopy for the FAT tests
+DEB_PKGS += python3-protobuf openssl # pyc: tests/pyclient (protoc --python_out; openssl s_client for PSK)
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 $(DEPS_STAMP):

@@ -435,9 +435,9 @@ static const char *req_path(const cellar_Request *q)
 }
 
 /* Refuse: EACCES naming the path (NULL: none), the identity, its role and
- * rule, and what it may not do. */
-static int deny(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
-                bool all)
+ * rule, and what it may not do (q: the request, for an admin-only one). */
+static int deny_q(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
+                  bool all, const cellar_Request *q)
 {
     sb_t b = svc_err_begin(s, ACL_EACCES);
     if (path && !all) {
@@ -449,7 +449,9 @@ static int deny(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
     svc_sb_str(&b, " may not ");
     svc_sb_str(&b, perm == SVC_PERM_READ    ? "read"
                    : perm == SVC_PERM_WRITE ? "write"
-                                            : "format (admin only)");
+                   : !q || q->which_body == cellar_Request_format_tag
+                       ? "format (admin only)"
+                       : "change the device's settings (admin only)");
     if (all) {
         svc_sb_str(&b, " all of ");
         svc_sb_str(&b, path);
@@ -466,6 +468,12 @@ static int deny(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
     }
     s->acl_denied++;
     return ACL_EACCES;
+}
+
+static int deny(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
+                bool all)
+{
+    return deny_q(s, c, perm, path, all, NULL);
 }
 
 /* A path the request writes, as the client gave it. */
@@ -616,7 +624,7 @@ int svc_acl_check(svc_t *s, svc_conn_t *c, const cellar_Request *q,
     if (perm == SVC_PERM_NONE)
         return 0; /* not a request: the handler answers */
     if (c->role < (uint8_t)perm)
-        return deny(s, c, perm, req_path(q), false);
+        return deny_q(s, c, perm, req_path(q), false, q);
     if (perm != SVC_PERM_WRITE || !c->rule || !c->rule->nprefix)
         return 0;
     return check_paths(s, c, q);

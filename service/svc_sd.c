@@ -349,6 +349,14 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
                 return sd_fail(s, err, p->show, NULL);
             if (ps->type != FAT_T_DIR)
                 return svc_fail_path(s, CFS_ERR_NOTDIR, p->show, NULL);
+            /* the name is checked before the shadow is written, not at
+             * Close (found by tests/e2e_pyclient.sh) */
+            if ((err = fat_name_check(fs, p->fs)) != 0)
+                return sd_fail(s, err, p->show,
+                               err == FAT_ERR_INVAL
+                                   ? "not a FAT name (no \" * : < > ? \\ | or "
+                                     "control characters, no trailing dot or space)"
+                                   : NULL);
         }
         /* the shadow: written here, renamed over the name at Close */
         err = fat_mkdir(fs, SVC_SD_DIR);

@@ -319,7 +319,10 @@ static void test_reader_every_write(void)
         int rc = rig_call(&rig, &rig.a);
         if (perm >= SVC_PERM_WRITE) {
             denied(rc, "alice (reader, ACL line 3) may not ",
-                   perm == SVC_PERM_ADMIN ? "format (admin only)" : "write");
+                   perm != SVC_PERM_ADMIN ? "write"
+                   : tag == cellar_Request_format_tag
+                       ? "format (admin only)"
+                       : "change the device's settings (admin only)");
             mine++;
             if (tag == cellar_Request_remove_tag)
                 CHECK(strstr(rig.rs.error.message,

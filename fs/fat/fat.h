@@ -173,6 +173,11 @@ int fat_dir_open(fat_t *fs, const char *path, fat_dir_t *d);
 int fat_dir_read(fat_t *fs, fat_dir_t *d, fat_stat_t *st);
 
 int fat_mkdir(fat_t *fs, const char *path);
+/* 0 if the last component of path is a name FAT can hold (the check of
+ * fat_mkdir and fat_rename, for a name about to be created elsewhere:
+ * svc_sd's Open writes a shadow first), else FAT_ERR_INVAL or
+ * FAT_ERR_NAMETOOLONG. */
+int fat_name_check(fat_t *fs, const char *path);
 /* Remove a file, or (dir = true) an empty directory. */
 int fat_remove(fat_t *fs, const char *path, bool dir);
 /* Rename or move. An existing file at `to` is replaced: the old name goes,

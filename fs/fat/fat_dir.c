@@ -709,6 +709,22 @@ int fat_dir_read(fat_t *fs, fat_dir_t *d, fat_stat_t *st)
     return r;
 }
 
+int fat_name_check(fat_t *fs, const char *path)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    size_t st = len;
+    while (st > 0 && path[st - 1] != '/')
+        st--;
+    if (st == len)
+        return FAT_ERR_INVAL;
+    if (len - st > FAT_NAME_MAX)
+        return FAT_ERR_NAMETOOLONG;
+    int r = name_to_utf16(path + st, len - st, fs->lfn_w);
+    return r < 0 ? r : 0;
+}
+
 int fat_mkdir(fat_t *fs, const char *path)
 {
     uint32_t dir, c;
