@@ -368,7 +368,10 @@ int cellar__hello_wait(cellar_t *c)
         return 0;
     c->hello_pending = false;
     int err = cellar__recv(c);
-    if (err == 0 && cellar__resp(c)->id != c->hello_id) {
+    /* an error with id 0 before Hello's answer: the device refused the
+     * connection (too many connections, an idle timeout): its message */
+    if (err == 0 && cellar__resp(c)->id != c->hello_id &&
+        !(cellar__resp(c)->id == 0 && cellar__resp(c)->has_error)) {
         c->broken = true;
         err = cellar__fail(c, CELLAR_ERR_PROTO, "the first reply is not Hello's");
     }
