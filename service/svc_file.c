@@ -775,7 +775,8 @@ static void statfs_pages(cellar_StatFsReply *o, const cfs_statvfs_t *v,
     o->pages_erased += stale;
     o->pages_used += good - fre - stale;
     o->pages_bad += v->bad_blocks * per_block;
-    o->gc_threshold = v->gc_threshold;
+    if (!o->gc_threshold) /* "/": the first partition's, /usr's */
+        o->gc_threshold = v->gc_threshold;
 }
 
 int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
@@ -870,10 +871,20 @@ int svc_do_gc_config(svc_t *s, const cellar_GcConfigRequest *r)
     if (err)
         return err;
     err = cfs_set_gc_threshold(&s->part[i].fs, r->threshold, &prev);
-    if (err == CFS_ERR_INVAL)
-        return svc_fail(s, err, "the threshold is from 6 blocks (the latest "
-                                "a GC pass may start) to what the partition "
-                                "leaves above its reserve");
+    if (err == CFS_ERR_INVAL) {
+        /* the highest: the good blocks less the reserve and an operation */
+        cfs_statvfs_t v;
+        uint64_t most = 0;
+        if (cfs_statvfs(&s->part[i].fs, &v) == 0 && v.block_size &&
+            v.total / v.block_size > v.reserve / v.block_size + 4)
+            most = v.total / v.block_size - v.reserve / v.block_size - 4;
+        sb_t m = svc_err_begin(s, err);
+        svc_sb_str(&m, ": the threshold is from 6 blocks (the latest a GC "
+                       "pass may start) to ");
+        svc_sb_u64(&m, most);
+        svc_sb_str(&m, " (what the partition leaves above its reserve)");
+        return err;
+    }
     if (err < 0)
         return svc_fail_path(s, err, r->partition, NULL);
     s->resp.which_body = cellar_Response_gc_config_tag;
