@@ -902,6 +902,10 @@ uint32_t cellar__chunk(const cellar_t *c, const cellar_xfer_t *x)
 
 size_t cellar__items(const cellar_t *c, size_t page)
 {
+    /* the device's limits: a pipelined Hello's answer first (a caller
+     * that must not wait sizes for CELLAR__MIN_ITEMS itself) */
+    if (c->hello_pending)
+        (void)cellar__hello_wait((cellar_t *)(uintptr_t)c);
     if (c->info.max_items && page > c->info.max_items)
         page = c->info.max_items;
     return page ? page : 1;
@@ -909,6 +913,8 @@ size_t cellar__items(const cellar_t *c, size_t page)
 
 size_t cellar__fit(cellar_t *c, pb_size_t *count)
 {
+    if (c->hello_pending)
+        (void)cellar__hello_wait(c);
     const cellar_Request *req = cellar__req(c);
     size_t size;
     while (c->info.max_frame && *count > 1 &&
