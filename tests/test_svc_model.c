@@ -19,6 +19,19 @@
  * expects, and the staged update resumes. Every few hundred steps
  * everything is removed over the protocol and the space must come back.
  *
+ * Since issue 15/13 the rig also has two raw partitions, an SD card at /sd
+ * (a FAT16 image made by mkfs.fat) and an ACL, and 8 % of the steps are
+ * their requests: RawRead/RawWrite/RawErase/RawHash against a model of
+ * every raw byte (ranges inside, at and past the end, writes over
+ * programmed bytes, unaligned erases, power cuts in writes and erases:
+ * the cut range may hold anything, the rest must not change), Gc and
+ * GcConfig (no file changes), /sd files and directories against a small
+ * model of the card's tree (checked after every restart: a cut of the
+ * flash leaves the card as it was), and connections that are a reader, a
+ * writer under /usr/a and /bak/a, or an identity without a rule, asking
+ * what that role may not do (EACCES, nothing changes). Not generated yet:
+ * raw images in update bundles.
+ *
  *   test_svc_model [--seed N] [--steps N] [--runs N] [--seconds N]
  *                  [--blocks N] [--verbose] [--no-cuts] [--no-torn]
  *                  [--io-errors] [--skip-known LIST]
