@@ -3962,6 +3962,27 @@ static void extra_reset(void)
     sd_clear();
 }
 
+/* Regression (fuzzx): a writer limited to prefixes asking to write on /sd
+ * got ENOENT "no such partition" from the ACL's path check. */
+static int acl_sd_regression(void)
+{
+    rig_identity(&R, &R.a, "wr");
+    rig_req(&R, cellar_Request_open_tag);
+    strcpy(R.rq.body.open.path, "/sd/x");
+    R.rq.body.open.flags = 2 | 4;
+    int rc = rig_call(&R, &R.a);
+    rig_req(&R, cellar_Request_mkdir_tag);
+    strcpy(R.rq.body.mkdir.path, "//sd/d");
+    int rc2 = rig_call(&R, &R.a);
+    rig_identity(&R, &R.a, "anonymous");
+    if (rc != C(EACCES) || rc2 != C(EACCES)) {
+        fprintf(stderr, "test_svc_model: a writer under /usr/a opening /sd/x for writing: %s, "
+                "mkdir //sd/d: %s (EACCES expected)\n", cname(rc), cname(rc2));
+        return -1;
+    }
+    return 0;
+}
+
 static int model_setup(void)
 {
     static const char acl_text[] = "anonymous admin\nrd reader\nwr writer /usr/a /bak/a\n"
@@ -3980,6 +4001,8 @@ static int model_setup(void)
         return -1;
     }
     extra_reset();
+    if (acl_sd_regression())
+        return -1;
     CONN[0] = &R.a;
     CONN[1] = &R.b;
     state_clear(&M);
