@@ -1293,6 +1293,8 @@ static void op_write(int conn)
         fail("write: offset %llu written %u, expected %llu %u",
              (unsigned long long)R.rs.body.write.offset, R.rs.body.write.written,
              (unsigned long long)off, len);
+    if (len == 0)
+        return; /* no data: no other effect (as pwrite), even past the end */
     if (off + len > size)
         blob_resize(&h->b, (uint32_t)(off + len));
     else
@@ -1994,7 +1996,8 @@ static void op_hello_ping(int conn)
             return;
         cellar_HelloReply *o = &R.rs.body.hello;
         if (o->version != 1 || o->max_frame != CODEC_MAX_FRAME || o->max_chunk != MCHUNK ||
-            o->max_path != 255 || o->max_handles != MHANDLES || o->partitions_count != 2 + NRAW + 1 ||
+            o->max_path != 255 || o->max_handles != MHANDLES || o->partitions_count != (2 + NRAW + 1 < pb_arraysize(cellar_HelloReply, partitions)
+                                ? 2 + NRAW + 1 : pb_arraysize(cellar_HelloReply, partitions)) ||
             o->block_count != opt.blocks)
             fail("hello: limits are not the documented ones");
         return;
