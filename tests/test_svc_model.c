@@ -2373,7 +2373,10 @@ static void op_copy(int conn, bool backup)
     if (failed)
         return;
     if (rc) {
-        if (!backup && r.files)
+        /* (a Restore that fails closes the readers of what it would copy,
+         * a conflicting path included: copy_commit releases them before
+         * txn_commit finds the conflict) */
+        if (!backup && (r.files || r.conflict))
             close_readers(paths, np, false);
         return;
     }
