@@ -479,6 +479,15 @@ static int deny(svc_t *s, svc_conn_t *c, svc_perm_t perm, const char *path,
 /* A path the request writes, as the client gave it. */
 static int check_path(svc_t *s, svc_conn_t *c, const char *in)
 {
+    /* /sd (issue 15) is not svc_resolve's: it answered ENOENT "no such
+     * partition" to a writer with prefixes. Prefixes lie in /usr or /bak,
+     * so only "/" covers the card. */
+    const char *w = in;
+    while (*w == '/')
+        w++;
+    if (s->sd && in[0] == '/' && w[0] == 's' && w[1] == 'd' && (w[2] == 0 || w[2] == '/'))
+        return covered(s->cfg.acl, c->rule, "/sd")
+                   ? 0 : deny(s, c, SVC_PERM_WRITE, in, false);
     int err = svc_resolve(s, in, &s->acl_path);
     if (err)
         return err; /* the handler would refuse it the same way */

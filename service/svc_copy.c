@@ -262,16 +262,18 @@ bool svc_path_busy(void *ctx, const char *path)
     return false;
 }
 
-/* Before a restore commits: close the client handles (readers) of /usr
- * files it replaces. */
+/* Before a copy commits: close the client handles (readers) of the files
+ * it may replace or remove on its target partition (a Restore's /usr, a
+ * Backup's /bak): the copy wins. A file replaced under an open reader must
+ * not stay open across the commit (a Backup over /bak files two clients
+ * were reading left one empty after a restart: make fuzz-svc, issue 9). */
 static void release_readers(svc_t *s)
 {
     svc_copy_t *cp = &s->job.cp;
-    /* close readers of the files that will be replaced: a restore wins */
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++) {
             svc_handle_t *h = &c->h[k];
-            if (h->id && h->part == USR && !h->shadow &&
+            if (h->id && h->part == cp->to && !h->shadow &&
                 &h->file != s->job.fp && copy_wanted(cp, svc_handle_rel(s, h)))
                 svc_handle_release(s, h);
         }
@@ -283,7 +285,7 @@ static int copy_commit(svc_t *s)
     svc_copy_t *cp = &s->job.cp;
     if (cp->idx == 0)
         return txn_abort(&s->cp);
-    if (cp->to == USR) {
+    {
         bool found[SVC_MAX_ITEMS];
         memcpy(found, cp->found, sizeof(found));
         release_readers(s);

@@ -6,7 +6,8 @@
  * is checked against its model. After each restart: the service starts,
  * fsck passes on both partitions, the trees and manifests match the model
  * and Verify names what the model expects. Any difference aborts (with
- * the last requests on stderr).
+ * the last requests on stderr). The rig has the raw partitions, the /sd
+ * card and the ACL of test_svc_model, whose steps include their requests.
  *
  * SVC_MODEL_SKIP=sparse,conflict,... keeps known, unfixed bugs out of the
  * way (the --skip-known list of test_svc_model); unset (or "none"), it

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void rig_log(void *ctx, const char *line)
 {
@@ -33,6 +35,8 @@ static int setup(rig_t *r)
     if (err)
         return err;
     svc_tick(&r->svc, r->now_ms);
+    if (r->card)
+        r->card_err = svc_sd_attach(&r->svc, &r->sd, &r->card_bd);
     svc_conn_open(&r->svc, &r->a, "rig a");
     svc_conn_open(&r->svc, &r->b, "rig b");
     return 0;
@@ -67,6 +71,8 @@ void rig_stop(rig_t *r)
     if (r->b.svc)
         svc_conn_close(&r->svc, &r->b, "rig stop");
     (void)svc_free(&r->svc); /* may fail after a power cut */
+    if (r->card)
+        (void)svc_sd_detach(&r->sd);
 }
 
 int rig_start(rig_t *r)
@@ -87,6 +93,11 @@ void rig_free(rig_t *r)
     if (r->b.svc)
         svc_conn_close(&r->svc, &r->b, "rig done");
     (void)svc_free(&r->svc);
+    if (r->card)
+        (void)svc_sd_detach(&r->sd);
+    free(r->card);
+    free(r->card_fresh);
+    r->card = r->card_fresh = NULL;
     flash_sim_free(r->sim);
     r->sim = NULL;
 }
@@ -261,4 +272,76 @@ int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
     *out = buf;
     *n = size;
     return 0;
+}
+
+/* ---- the card (issue 15) ---------------------------------------------------- */
+
+static int card_rd(const fat_blk_t *bd, uint32_t lba, void *buf, uint32_t n)
+{
+    rig_t *r = bd->context;
+    if ((uint64_t)lba + n > r->card_sectors)
+        return -5;
+    memcpy(buf, r->card + (size_t)lba * 512, (size_t)n * 512);
+    return 0;
+}
+
+static int card_wr(const fat_blk_t *bd, uint32_t lba, const void *buf, uint32_t n)
+{
+    rig_t *r = bd->context;
+    if ((uint64_t)lba + n > r->card_sectors)
+        return -5;
+    memcpy(r->card + (size_t)lba * 512, buf, (size_t)n * 512);
+    if (lba < r->dirty_lo)
+        r->dirty_lo = lba;
+    if (lba + n > r->dirty_hi)
+        r->dirty_hi = lba + n;
+    return 0;
+}
+
+int rig_card(rig_t *r, unsigned kb)
+{
+    char path[256], cmd[600];
+    snprintf(path, sizeof(path), "%s/svc_rig_card.%d.img",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    unlink(path);
+    snprintf(cmd, sizeof(cmd), "mkfs.fat -F 16 -s 1 -C '%s' %u >/dev/null 2>&1", path, kb);
+    int st = system(cmd);
+    FILE *f = fopen(path, "rb");
+    uint32_t sectors = kb * 2u;
+    uint8_t *img = calloc(sectors, 512);
+    bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && f && img &&
+              fread(img, 512, sectors, f) == sectors;
+    if (f)
+        fclose(f);
+    unlink(path);
+    if (!ok) {
+        free(img);
+        return -1;
+    }
+    free(r->card);
+    free(r->card_fresh);
+    r->card_fresh = img;
+    r->card = malloc((size_t)sectors * 512);
+    memcpy(r->card, img, (size_t)sectors * 512);
+    r->card_sectors = sectors;
+    r->dirty_lo = sectors;
+    r->dirty_hi = 0;
+    r->card_bd = (fat_blk_t){ r, card_rd, card_wr, NULL, sectors };
+    r->card_err = svc_sd_attach(&r->svc, &r->sd, &r->card_bd);
+    return r->card_err;
+}
+
+void rig_card_reset(rig_t *r)
+{
+    if (!r->card || r->dirty_lo >= r->dirty_hi)
+        return;
+    memcpy(r->card + (size_t)r->dirty_lo * 512, r->card_fresh + (size_t)r->dirty_lo * 512,
+           (size_t)(r->dirty_hi - r->dirty_lo) * 512);
+    r->dirty_lo = r->card_sectors;
+    r->dirty_hi = 0;
+}
+
+void rig_identity(rig_t *r, svc_conn_t *c, const char *identity)
+{
+    svc_conn_set_identity(&r->svc, c, identity);
 }

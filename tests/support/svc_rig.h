@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "flash_sim.h"
 #include "svc_core.h"
+#include "svc_sd.h"
 
 typedef struct rig {
     flash_sim_t *sim;
@@ -30,6 +31,14 @@ typedef struct rig {
     char log[1 << 16];
     size_t loglen;
     uint8_t wire[2 * CODEC_BUF_MIN];
+    /* rig_card: an in-RAM FAT card at /sd (issue 15), attached at every
+     * start. Raw partitions (cfg.raw/nraw) and an ACL (cfg.acl) come in
+     * through rig_init's base config. */
+    svc_sd_t sd;
+    fat_blk_t card_bd;
+    uint8_t *card, *card_fresh;
+    uint32_t card_sectors, dirty_lo, dirty_hi;
+    int card_err; /* svc_sd_attach's result at the last start */
 } rig_t;
 
 /* blocks: device size in 4 KiB blocks; base: config fields to use (dev,
@@ -62,6 +71,18 @@ int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path);
  * caps, which the nanopb structs cannot hold. body must start with field 1
  * (id) = r->next_id + 1 (rig_raw_id gives it). Returns as rig_call. */
 uint32_t rig_raw_id(const rig_t *r);
+
+/* Give the rig a card at /sd: kb KiB formatted FAT16 by mkfs.fat
+ * (dosfstools), attached now (after svc_setup) and at every later start,
+ * detached at every stop. Returns 0, -1 when mkfs.fat fails, or the
+ * attach error. rig_card_reset puts the freshly formatted content back
+ * (call it between rig_stop and rig_start; it copies only the sectors
+ * written since). */
+int rig_card(rig_t *r, unsigned kb);
+void rig_card_reset(rig_t *r);
+/* The identity of connection c (svc_conn_set_identity): "anonymous" or an
+ * authenticated name looked up in cfg.acl. */
+void rig_identity(rig_t *r, svc_conn_t *c, const char *identity);
 int rig_call_raw(rig_t *r, svc_conn_t *c, const uint8_t *body, size_t n);
 
 #endif /* CELLAR_SVC_RIG_H */
