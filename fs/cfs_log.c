@@ -33,6 +33,12 @@ _Static_assert(CFS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
 /* Checkpoint payload: 40 bytes of counters, the directory pages, the
  * retired blocks and the cold runs (u16 count, 10 bytes each). */
 #define CKPT_MAX (40u + 64u * 4u + CFS_BAD_MAX * 2u + 2u + CFS_RUN_MAX * 10u)
+/* Smallest partition (data blocks) with cold runs (run_room). */
+#define RUN_PART_MIN 500u
+/* Bytes the space estimates count for the checkpoint record: with its runs
+ * where there may be runs, the 600 of before elsewhere (the reserve of a
+ * small partition is what it was). */
+#define CKPT_REC(fs) ((fs)->nblocks - FIRST_DATA >= RUN_PART_MIN ? REC_HDR + CKPT_MAX : 600u)
 
 
 #define ANCHOR_SIZE 16u
@@ -62,10 +68,13 @@ static int run_of(const cfs_t *fs, uint32_t b)
 
 /* Next good data block after b, wrapping; *wrapped set when it wrapped.
  * Cold runs are stepped over, except from a block of the same run (records
- * inside a run go on in its next block). Runs never wrap. */
+ * inside a run go on in its next block), and except the run the tail is
+ * in (being collected): its first block is the tail's, where the head must
+ * stop rather than step past the tail. Runs never wrap. */
 static uint32_t next_good(const cfs_t *fs, uint32_t b, int *wrapped)
 {
     int run = fs->nruns ? run_of(fs, b) : -1;
+    uint32_t tb = fs->tail / fs->bsize;
     for (uint32_t i = 0; i < fs->nblocks; i++) {
         b++;
         if (b >= fs->nblocks) {
@@ -76,7 +85,7 @@ static uint32_t next_good(const cfs_t *fs, uint32_t b, int *wrapped)
         if (is_bad(fs, b))
             continue;
         int r = fs->nruns ? run_of(fs, b) : -1;
-        if (r >= 0 && r != run) {
+        if (r >= 0 && r != run && fs->runs[r].first != tb) {
             b = fs->runs[r].last; /* step over the run */
             continue;
         }
@@ -492,15 +501,16 @@ int cfs_op_begin(cfs_t *fs, uint32_t bytes)
     int gc_err = 0, runs = 0;
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
-        uint32_t before = cfs_free_blocks(fs);
-        int urgent = before < need + reserve + 1;
-        int r = cfs_gc_run(fs, 0, urgent ? GC_URGENT | runs : 0);
+        int urgent = cfs_free_blocks(fs) < need + reserve + 1;
+        int r = cfs_gc_run(fs, 0, (urgent ? GC_URGENT : 0) | runs);
         if (r < 0 && r != CFS_ERR_NOSPC)
             gc_err = r;
-        if (urgent && !runs && fs->nruns && r >= 0 && cfs_free_blocks(fs) <= before) {
-            /* short of space and nothing gained outside the cold runs:
-             * the stale data is in them (files removed since they were
-             * pinned), or the device is too full for runs: collect them */
+        if (!runs && fs->nruns && (r >= 0 || r == CFS_ERR_NOSPC) &&
+            cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger) {
+            /* a pass that stepped over the cold runs could not bring the
+             * free space back over the threshold: the stale data is in
+             * them (files removed since they were pinned), or the device
+             * is too full for runs. Collect them too. */
             runs = GC_RUNS;
             continue;
         }
@@ -1378,7 +1388,7 @@ static int checkpoint_space_for(const cfs_t *fs, uint32_t more)
     uint32_t buckets = keys < fs->nbuckets ? keys : fs->nbuckets;
     uint32_t dps = fs->ndirpages;
     uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
-                     dps * (REC_HDR + DIRPAGE_FAN * 4) + REC_HDR + CKPT_MAX;
+                     dps * (REC_HDR + DIRPAGE_FAN * 4) + CKPT_REC(fs);
     return (int)((bytes + fs->bsize - 1) / fs->bsize + 1);
 }
 
@@ -1813,6 +1823,12 @@ static int run_scan(cfs_t *fs, gc_state_t *g, uint32_t a, uint32_t stop, uint32_
  * 4 MiB) keeps the plain log, where every block is erased once per lap. */
 static int run_room(const cfs_t *fs)
 {
+    /* Partitions under RUN_PART_MIN data blocks keep the plain log: there
+     * the reserve and the GC headroom are a large share, and the stale
+     * bytes runs hold made operations the service had room for fail with
+     * NOSPC (test_svc_model, 141-block partitions). */
+    if (ndata(fs) - fs->nbad < RUN_PART_MIN)
+        return 0;
     uint64_t pinned = 0;
     for (uint32_t i = 0; i < fs->nruns; i++)
         pinned += fs->runs[i].last - fs->runs[i].first + 1u;
@@ -1887,7 +1903,8 @@ static int run_walk(cfs_t *fs, gc_state_t *g, uint32_t i, int copy, uint32_t *li
     while (1) {
         uint32_t b = blk_of(fs, a);
         rec_hdr_t h;
-        g->at = a;
+        /* (g->at stays where the tail is: the run is not in the log, and
+         * the commits of its copies must not move the tail into it) */
         int e = read_hdr_sure(fs, a, &h, lap);
         if (e == CFS_ERR_IO)
             return e;
@@ -1938,17 +1955,13 @@ static int run_collect_free(cfs_t *fs, gc_state_t *g, uint32_t *dropped)
         int e = run_walk(fs, g, i, 0, &live);
         if (e)
             return e;
-        /* The head must not reach the run before the checkpoint that
-         * drops it is durable: it would step over it, and a replay (not
-         * knowing the run any more) would look for the records after the
-         * checkpoint in the run's blocks. The copies and that checkpoint
-         * must end well before it. */
+        /* Room for the copies and the checkpoint. The head may step over
+         * the run meanwhile: once it is dropped its blocks lie in the log,
+         * where the tail takes them for garbage (their records are of an
+         * older lap), and the head goes on after the checkpoint, where a
+         * replay looks (the end of cfs_gc_run). */
         uint32_t need = (live + fs->bsize - 1) / fs->bsize * 2 + (uint32_t)checkpoint_space(fs) + 3;
-        uint32_t hb = blk_of(fs, fs->head), room = blk_dist(fs, hb, r->first);
-        for (uint32_t j = 0; j < fs->nruns; j++)
-            if (j != i && blk_dist(fs, hb, fs->runs[j].first) < blk_dist(fs, hb, r->first))
-                room -= fs->runs[j].last - fs->runs[j].first + 1u;
-        if (room < need || cfs_free_blocks(fs) < need + gc_floor_now(fs))
+        if (cfs_free_blocks(fs) < need + gc_floor_now(fs))
             continue;
         e = run_walk(fs, g, i, 1, NULL);
         if (!e)
@@ -2056,6 +2069,7 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
             /* a short stretch only as the continuation of one: live data
              * here and there in the log is not worth a run */
             if (e && (extends || last - tb + 1u >= RUN_MIN)) {
+                uint16_t was = extends ? q->last : 0;
                 if (!extends) {
                     q = &pend.r[pend.n++];
                     q->start = new_tail;
@@ -2067,13 +2081,19 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
                     /* the record leaving the stretch moves as usual */
                     g.at = x;
                     err = gc_one(fs, &g, x, &xh);
-                    if (err)
-                        goto stop;
                 }
-                g.at = next;
-                err = gc_flush(fs, &g);
-                if (err)
+                if (!err) {
+                    g.at = next;
+                    err = gc_flush(fs, &g);
+                }
+                if (err) {
+                    /* the tail stays before the stretch: so does the run */
+                    if (extends)
+                        q->last = was;
+                    else
+                        pend.n--;
                     goto stop;
+                }
                 pend.ok = pend.n;
                 uint32_t skipped = 0;
                 uint32_t nt = tail_step(fs, last, next, flags, &collect, &skipped);
@@ -2214,6 +2234,23 @@ stop:
             fs->tail = g.safe;
             memcpy(fs->runs, nr, nn * sizeof(nr[0]));
             fs->nruns = nn;
+            {
+                /* The head goes on where a replay from this checkpoint
+                 * looks for the next record: right after it, with the new
+                 * runs. They differ from the old where the head waited at
+                 * the start of the old tail's block (not entered: the log
+                 * was full up to it) and a stretch pinned now begins
+                 * there, or before a run collected where it lay. */
+                uint32_t len = REC_HDR + 40 + fs->ndirpages * 4 + fs->nbad * 2 +
+                               (nn ? 2 + 10 * nn : 0);
+                uint32_t lap = lap_of(fs, fs->ckpt_addr);
+                uint32_t end = addr_add(fs, fs->ckpt_addr, len, &lap);
+                if (end != fs->head) {
+                    fs->head = end;
+                    fs->laps = lap;
+                    fs->head_erased = off_of(fs, end) != 0;
+                }
+            }
         }
         if (!e && err) {
             /* progress despite the error: the next pass goes on from here */
@@ -2265,7 +2302,7 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
     {
         uint32_t buckets = CFS_JOURNAL_MAX < fs->nbuckets ? CFS_JOURNAL_MAX : fs->nbuckets;
         uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
-                         fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + REC_HDR + CKPT_MAX;
+                         fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + CKPT_REC(fs);
         fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
         /* The tiers at the top of this file: an ordinary operation may use
          * its size and a checkpoint, and must still leave what a remove

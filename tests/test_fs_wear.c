@@ -392,8 +392,8 @@ static void test_static_levelling(void)
 static void test_cold_runs(void)
 {
     wr_t w;
-    wr_init(&w, 256, 31);
-    for (uint32_t i = 0; i < 4; i++) {
+    wr_init(&w, 512, 31);
+    for (uint32_t i = 0; i < 8; i++) {
         char name[32];
         snprintf(name, sizeof(name), "/s%u", i);
         CHECK_EQ(wr_put(&w, name, 64u * 1024u, 70 + i), 0);
@@ -402,7 +402,7 @@ static void test_cold_runs(void)
      * erase count then, and the lap it was written in */
     uint32_t wb = 0, we = 0, wlap = 0, max_runs = 0, checks = 0;
     int watching = 0, held = 1, released = 0;
-    for (uint32_t r = 0; r < 6000 && !released; r++) {
+    for (uint32_t r = 0; r < 12000 && !released; r++) {
         char name[32];
         snprintf(name, sizeof(name), "/h%u", r % 3);
         CHECK_EQ(wr_put(&w, name, 6000, 100 + r), 0);
@@ -423,7 +423,7 @@ static void test_cold_runs(void)
             held = 0; /* erased while pinned */
         if (watching && !found)
             released = 1;
-        if (r % 500 == 499) {
+        if (r % 1000 == 999) {
             /* the runs survive a remount */
             uint32_t n = w.fs.nruns;
             char when[48];
@@ -450,7 +450,7 @@ static void test_cold_runs(void)
     printf("test_fs_wear: cold runs: after removing a static file and cfs_gc(0): "
            "used %llu live %llu runs %u\n", (unsigned long long)v.used,
            (unsigned long long)v.live, w.fs.nruns);
-    CHECK(v.used <= v.live + 6u * 4096u);
+    CHECK(v.used <= v.live + 8u * 4096u); /* the removed file was 16 blocks */
     wr_check(&w, "cold runs, after gc");
     wr_fini(&w);
 }

@@ -651,13 +651,13 @@ static void wl_large(pl_t *p)
  * runs). */
 static void base_cold(pl_t *p)
 {
-    for (uint32_t i = 0; i < 4; i++) {
+    for (uint32_t i = 0; i < 8; i++) {
         char name[32];
         snprintf(name, sizeof(name), "/s%u", i);
         W(w_put(p, name, 64u * 1024u, 170 + i, 4096));
     }
     uint32_t oldest = UINT32_MAX;
-    for (uint32_t r = 0; r < 5000; r++) {
+    for (uint32_t r = 0; r < 20000; r++) {
         oldest = UINT32_MAX;
         for (uint32_t k = 0; k < p->fs.nruns; k++)
             oldest = p->fs.runs[k].lap < oldest ? p->fs.runs[k].lap : oldest;
@@ -697,7 +697,7 @@ static const workload_t workloads[] = {
     { "gc_full",     64, base_full,  wl_gc_full,     600 },
     { "churn",       40, base_churn, wl_churn,       600 },
     { "large",      512, base_large, wl_large,       250 },
-    { "cold",       256, base_cold,  wl_cold,        150 },
+    { "cold",       512, base_cold,  wl_cold,        150 },
 };
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
