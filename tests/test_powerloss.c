@@ -644,7 +644,7 @@ static void wl_large(pl_t *p)
 }
 
 /* Cold runs (static wear levelling, docs/FS.md section 6): the base leaves
- * static data pinned in runs, the oldest a lap from being due; the workload
+ * static data pinned in runs, one due and just ahead of the tail; the workload
  * churns until GC collects runs (copies, run changes in the checkpoint that
  * moves the tail, blocks back in circulation) and pins the copies again,
  * then removes a static file and collects everything (cfs_gc compacts the
@@ -656,12 +656,17 @@ static void base_cold(pl_t *p)
         snprintf(name, sizeof(name), "/s%u", i);
         W(w_put(p, name, 64u * 1024u, 170 + i, 4096));
     }
-    uint32_t oldest = UINT32_MAX;
+    /* churn until a run is due (it lags CFS_RUN_LAPS laps) and the tail
+     * is a few blocks before it: the workload then collects it */
     for (uint32_t r = 0; r < 20000; r++) {
-        oldest = UINT32_MAX;
-        for (uint32_t k = 0; k < p->fs.nruns; k++)
-            oldest = p->fs.runs[k].lap < oldest ? p->fs.runs[k].lap : oldest;
-        if (oldest != UINT32_MAX && p->fs.laps + 1 >= oldest + CFS_RUN_LAPS)
+        uint32_t tb = p->fs.tail / 4096, nd = p->fs.nblocks - 2;
+        bool near = false;
+        for (uint32_t k = 0; k < p->fs.nruns; k++) {
+            const cfs_run_t *q = &p->fs.runs[k];
+            if (p->fs.laps - q->lap >= CFS_RUN_LAPS && (q->first + nd - tb) % nd < 12)
+                near = true;
+        }
+        if (near)
             break;
         char name[32];
         snprintf(name, sizeof(name), "/h%u", r % 3);
