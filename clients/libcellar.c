@@ -403,15 +403,13 @@ int cellar_connect(cellar_t *c, const char *url)
     if (u.kind == CELLAR_URL_TLS)
         return cellar__fail(c, CELLAR_ERR_NOTSUP,
                             "%s: the TLS transport is not supported yet", url);
-    if (u.kind == CELLAR_URL_UART)
-        return cellar__fail(c, CELLAR_ERR_NOTSUP,
-                            "%s: the UART transport is not supported yet", url);
-
     tp_conn_t *conn = NULL;
     char why[300];
     uint32_t tmo = c->cfg.connect_timeout_ms;
-    int err = tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
-                             sizeof(why));
+    int err = u.kind == CELLAR_URL_UART /* issue 12: the serial link */
+                  ? tp_uart_connect(&t, &conn, why, sizeof(why))
+                  : tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo,
+                                   &conn, why, sizeof(why));
     if (err < 0)
         return cellar__fail(c, err, "%s: %s", url, why);
     err = tpa_handshake(conn, tmo);

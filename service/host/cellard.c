@@ -70,6 +70,8 @@ static void usage(FILE *f)
         "  --listen URL          tcp://HOST:PORT to listen on, repeatable\n"
         "                        (default " DEFAULT_LISTEN "; port 0 picks a\n"
         "                        free port; IPv6 as tcp://[::1]:7070)\n"
+        "                        or uart:/dev/ttyX?baud=N[&rtscts=1] (a\n"
+        "                        serial port; docs/UART.md)\n"
         "  --device-id NAME      device identity reported by Hello\n"
         "                        (default cellar-sim)\n"
         "  --idle-timeout SECS   close connections and handles idle this long\n"
@@ -254,9 +256,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "cellard: --listen: %s\n", err);
             return 2;
         }
-        if (strcmp(urls[i].scheme, "tcp") != 0) {
+        if (strcmp(urls[i].scheme, "tcp") != 0 &&
+            strcmp(urls[i].scheme, "uart") != 0) { /* uart: issue 12 */
             fprintf(stderr, "cellard: --listen %s: only tcp:// is supported "
-                    "by this build (tls:// and uart: come later)\n",
+                    "by this build (tls:// comes later)\n",
                     listen_urls[i]);
             return 2;
         }
@@ -356,7 +359,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nlisten; i++) {
         tp_listener_t *l;
         char errbuf[300];
-        int rc = tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        int rc = strcmp(urls[i].scheme, "uart") == 0 /* issue 12 */
+                     ? tp_uart_listen(&urls[i], &l, errbuf, sizeof(errbuf))
+                     : tp_tcp_listen(&urls[i], &l, errbuf, sizeof(errbuf));
         if (rc) {
             fprintf(stderr, "cellard: --listen %s: %s\n", listen_urls[i],
                     errbuf);
