@@ -274,6 +274,11 @@ static void transfer(const char *name, uint32_t baud, const fault_t *f,
     sim_init(&S, baud, 42, a, b);
     if (f)
         S.f = *f;
+    /* Set-up first (its filler and SYNs are not the transfer's). */
+    for (int k = 0; k < 2000000 && !(link_is_open(&S.e[0].l) &&
+                                     link_is_open(&S.e[1].l)); k++)
+        step(&S);
+    S.c[0].wire_bytes = S.c[1].wire_bytes = 0;
     S.e[0].to_send = a2b;
     S.e[1].to_send = b2a;
     bool ok = run(&S, max_ms);

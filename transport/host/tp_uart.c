@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,8 +104,14 @@ static int port_recv(tp_conn_t *c, uint8_t *buf, size_t len)
         ssize_t n = read(c->fd, buf, len > 65536 ? 65536 : len);
         if (n > 0)
             return (int)n;
-        if (n == 0) /* VMIN 0: nothing there (a serial line never ends) */
+        if (n == 0) {
+            /* VMIN 0: nothing there - or the port hung up (a USB adapter
+             * unplugged, a pty's other side gone): then poll says so. */
+            struct pollfd p = { .fd = c->fd, .events = POLLIN };
+            if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+                return -ENXIO;
             return TP_WANT_READ;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN)
@@ -115,20 +122,45 @@ static int port_recv(tp_conn_t *c, uint8_t *buf, size_t len)
 
 static void port_close(tp_conn_t *c);
 
+static int port_recv_checked(tp_conn_t *c, uint8_t *buf, size_t len);
+static int port_send_checked(tp_conn_t *c, const uint8_t *buf, size_t len);
+
 static const tp_conn_type_t port_type = {
-    .name = "tty", .send = port_send, .recv = port_recv, .close = port_close,
+    .name = "tty", .send = port_send_checked, .recv = port_recv_checked,
+    .close = port_close,
 };
 
 /* ---- the listener ------------------------------------------------------------ */
 
 typedef struct uart_listener {
     tp_listener_t lis;
-    int tty;           /* the port */
+    int tty;           /* the port, -1 after it failed */
     int busy;          /* a link is out */
+    int failed;        /* the last link ended with the port failing */
     int closed;        /* the listener is gone (the link frees us) */
     tp_url_t url;
     uint32_t starts;
 } uart_listener_t;
+
+/* A failure of a listener's port is remembered: the next accept reopens
+ * the device (a USB adapter plugged back in). */
+static int port_failed(tp_conn_t *c, int rc)
+{
+    uart_port_t *p = (uart_port_t *)c;
+    if (rc < 0 && rc != TP_WANT_READ && rc != TP_WANT_WRITE && p->owner)
+        p->owner->failed = 1;
+    return rc;
+}
+
+static int port_recv_checked(tp_conn_t *c, uint8_t *buf, size_t len)
+{
+    return port_failed(c, port_recv(c, buf, len));
+}
+
+static int port_send_checked(tp_conn_t *c, const uint8_t *buf, size_t len)
+{
+    return port_failed(c, port_send(c, buf, len));
+}
 
 static void port_close(tp_conn_t *c)
 {
@@ -139,7 +171,8 @@ static void port_close(tp_conn_t *c)
     } else {
         ul->busy = 0;
         if (ul->closed) {
-            close(ul->tty);
+            if (ul->tty >= 0)
+                close(ul->tty);
             free(ul);
         } else {
             uint64_t one = 1;
@@ -257,8 +290,16 @@ static int uart_accept(tp_listener_t *l, tp_conn_t **out)
         (void)!read(l->fd, &v, sizeof(v));
         return TP_WANT_READ;
     }
-    (void)!read(l->fd, &v, sizeof(v));
     char err[200];
+    if (ul->failed) { /* reopen the port; until it is back, try again */
+        if (ul->tty >= 0)
+            close(ul->tty);
+        ul->tty = uart_open(&ul->url, err, sizeof(err));
+        if (ul->tty < 0)
+            return -EAGAIN; /* the loop looks again a bit later */
+        ul->failed = 0;
+    }
+    (void)!read(l->fd, &v, sizeof(v));
     int rc = make_link(&ul->url, ul->tty, ul, out, err, sizeof(err));
     if (rc)
         return rc;
@@ -275,7 +316,8 @@ static void uart_listener_close(tp_listener_t *l)
         ul->closed = 1; /* the link's port frees us */
         return;
     }
-    close(ul->tty);
+    if (ul->tty >= 0)
+        close(ul->tty);
     free(ul);
 }
 

@@ -117,10 +117,9 @@ int link_init(link_t *l, const link_config_t *cfg, void *mem, size_t memlen,
         c->syn_interval_ms = 200;
     if (!c->min_rto_ms)
         c->min_rto_ms = 20;
-    if (!c->ack_delay_ms)
-        c->ack_delay_ms = 2;
-    if (!c->rx_gap_ms)
-        c->rx_gap_ms = 50u + 32u * c->byte_time_us / 1000u;
+    if (!c->ack_delay_ms) /* time for the next frame to come: one ack for both */
+        c->ack_delay_ms = 2u + (uint32_t)((c->max_payload + LINK_OVERHEAD) *
+                                          (uint64_t)c->byte_time_us * 3 / 2000u);
     if (c->max_payload < LINK_MIN_PAYLOAD || c->max_payload > LINK_MAX_PAYLOAD ||
         c->window > LINK_MAX_WINDOW || !mem ||
         memlen < LINK_MEM_SIZE(c->max_payload, c->window))
@@ -134,6 +133,7 @@ int link_init(link_t *l, const link_config_t *cfg, void *mem, size_t memlen,
     l->rto_base = l->rto_ms = initial_rto(l);
     l->tx_slot = -1;
     l->loss_bytes = 128u * 1024; /* a clean prior: one early loss is noise */
+
     return 0;
 }
 
@@ -199,7 +199,8 @@ static void rtt_sample(link_t *l, uint32_t ms)
     /* A frame's ack may wait behind one full frame each way. */
     uint32_t frame = (uint32_t)((l->payload + LINK_OVERHEAD) *
                                 (uint64_t)l->cfg.byte_time_us / 1000u);
-    uint32_t rto = l->srtt_ms + 4 * l->rttvar_ms + 2 * frame + 10;
+    uint32_t rto = l->srtt_ms + 4 * l->rttvar_ms + 2 * frame +
+                   l->cfg.ack_delay_ms + 10;
     if (rto < l->cfg.min_rto_ms)
         rto = l->cfg.min_rto_ms;
     l->rto_base = l->rto_ms = rto > MAX_RTO_MS ? MAX_RTO_MS : rto;
@@ -352,7 +353,7 @@ static void frame_done(link_t *l, uint64_t now)
     while (seqd(l->rcv_nxt, l->rcv_read) < l->cfg.window &&
            l->rx[rx_idx(l, l->rcv_nxt)].state == 1)
         l->rcv_nxt++;
-    unsigned every = l->win / 4 ? l->win / 4 : 1;
+    unsigned every = l->win / 2 ? l->win / 2 : 1;
     if (++l->unacked >= every)
         l->ack_now = true;
     else if (!l->ack_due)
@@ -450,7 +451,8 @@ static void rx_byte(link_t *l, uint8_t b, uint64_t now)
 void link_input(link_t *l, const uint8_t *buf, size_t len, uint64_t now)
 {
     l->st.wire_rx += len;
-    if (len && l->rx_phase && now > l->rx_last + l->cfg.rx_gap_ms) {
+    if (len && l->rx_phase && l->cfg.rx_gap_ms &&
+        now > l->rx_last + l->cfg.rx_gap_ms) {
         l->st.bad_hdr++; /* a frame cut short: its sender went away */
         l->rx_phase = 0;
         l->rx_pos = 0;
@@ -571,8 +573,24 @@ static bool start_frame(link_t *l, uint64_t now)
     return false;
 }
 
+static const uint8_t zeros[64];
+
 size_t link_tx_peek(link_t *l, const uint8_t **p, uint64_t now)
 {
+    /* Keep at most about one frame queued ahead of the wire (a port's
+     * buffer would otherwise hold many): acks leave fresh, round trips
+     * stay short. */
+    uint64_t hold_us = (uint64_t)(l->payload + LINK_OVERHEAD) *
+                           l->cfg.byte_time_us + 2000u;
+    if (!l->tx_phase && l->wire_free_us > now * 1000u + hold_us) {
+        l->hold_until = (l->wire_free_us - hold_us) / 1000u + 1;
+        return 0;
+    }
+    l->hold_until = 0;
+    if (l->pad_left && !l->tx_phase) {
+        *p = zeros;
+        return l->pad_left < sizeof(zeros) ? l->pad_left : sizeof(zeros);
+    }
     for (;;) {
         switch (l->tx_phase) {
         case 0:
@@ -600,6 +618,10 @@ size_t link_tx_peek(link_t *l, const uint8_t **p, uint64_t now)
 void link_tx_consume(link_t *l, size_t n, uint64_t now)
 {
     l->st.wire_tx += n;
+    if (l->pad_left && !l->tx_phase) {
+        l->pad_left = (uint16_t)(n < l->pad_left ? l->pad_left - n : 0);
+        n = 0;
+    }
     /* The bytes queue in the port's buffer and leave at the baud rate: a
      * frame counts as sent when its last byte is on the wire. */
     if (l->wire_free_us < now * 1000u)
@@ -742,6 +764,7 @@ uint64_t link_deadline(const link_t *l)
 {
     uint64_t d = 0;
 #define TAKE(t) do { uint64_t t_ = (t); if (t_ && (!d || t_ < d)) d = t_; } while (0)
+    TAKE(l->hold_until);
     if (l->state == LINK_SETUP)
         TAKE(l->syn_due);
     if (l->state != LINK_OPEN)
@@ -757,6 +780,14 @@ uint64_t link_deadline(const link_t *l)
 void link_poll(link_t *l, uint64_t now)
 {
     if (l->state == LINK_SETUP && now >= l->syn_due) {
+        /* The first SYN went unanswered: perhaps the peer is still inside
+         * a frame from our previous life (we restarted mid-frame). Filler
+         * (once) ends that frame for it; it fails its CRC and the peer
+         * hunts for our next SYN. */
+        if (!l->padded) {
+            l->padded = true;
+            l->pad_left = (uint16_t)(l->cfg.max_payload + LINK_OVERHEAD);
+        }
         l->ctl_pending |= CTL_SYN;
         l->syn_due = now + l->cfg.syn_interval_ms;
     }

@@ -69,9 +69,12 @@ typedef struct link_config {
                                replaced by 1 */
     uint32_t syn_interval_ms; /* SYN repetition while setting up; 0 = 200 */
     uint32_t min_rto_ms;    /* floor of the retransmission timeout; 0 = 20 */
-    uint32_t ack_delay_ms;  /* longest wait before a standalone ACK; 0 = 2 */
-    uint32_t rx_gap_ms;     /* a frame whose bytes stop for longer is dropped
-                               (the sender restarted); 0 = 50 + 32 byte times */
+    uint32_t ack_delay_ms;  /* longest wait before a standalone ACK; 0 = 1.5
+                               full frame times + 2 ms */
+    uint32_t rx_gap_ms;     /* a frame whose bytes stop for longer than this
+                               is dropped (its sender restarted); 0 = off.
+                               Only for a driver that feeds bytes as they
+                               arrive (an ISR), not one that may read late */
 } link_config_t;
 
 typedef enum link_state {
@@ -151,6 +154,9 @@ typedef struct link {
     uint64_t rx_last;           /* time of the last byte in */
     uint8_t rx_ctl[16];         /* a control frame's payload */
     /* output: the frame being put on the wire */
+    uint16_t pad_left;          /* filler bytes still to send */
+    bool padded;                /* the set-up filler went out */
+    uint64_t hold_until;        /* output held (port buffer full) until */
     uint8_t tx_phase;           /* 0 idle, 1 header, 2 payload, 3 crc */
     uint8_t tx_hdr[LINK_HDR_SIZE];
     uint8_t tx_ctl[16];

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#define TP_LINK_HOUSEKEEPING_MS 20
+
 static tp_link_t *tlink(tp_conn_t *c)
 {
     return (tp_link_t *)c; /* conn is the first member */
@@ -53,6 +55,11 @@ static void pump(tp_link_t *tl)
     d = link_deadline(l);
     if (tl->tx_blocked && (!d || d > now + 2))
         d = now + 2; /* come back to push the rest out */
+    /* An event loop reads only while its application wants input; the
+     * link must still take acks and frames in and answer them (else the
+     * peer times out): look at the port at least every 20 ms. */
+    if (link_is_open(l) && (!d || d > now + TP_LINK_HOUSEKEEPING_MS))
+        d = now + TP_LINK_HOUSEKEEPING_MS;
     tl->conn.deadline_ms = d;
 }
 
