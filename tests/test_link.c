@@ -13,6 +13,8 @@
 
 #include "check.h"
 #include "link.h"
+#include "tp.h"
+#include "tp_link.h"
 
 /* ---- the emulated wire ------------------------------------------------------- */
 
@@ -445,8 +447,104 @@ static void test_round_trip(void)
     }
 }
 
+/* uart: URL options (tp.c, issue 12). */
+static void test_urls(void)
+{
+    tp_url_t u;
+    char err[200];
+    CHECK_EQ(tp_url_parse("uart:/dev/ttyUSB0?baud=921600&rtscts=1&frame=512&window=2",
+                          &u, err, sizeof(err)), 0);
+    CHECK_EQ(u.baud, 921600);
+    CHECK_EQ(u.rtscts, 1);
+    CHECK_EQ(u.frame, 512);
+    CHECK_EQ(u.window, 2);
+    CHECK_EQ(tp_url_parse("uart:/dev/ttyS0", &u, err, sizeof(err)), 0);
+    CHECK(u.baud == 115200 && u.rtscts == 0 && u.frame == 0 && u.window == 0);
+    CHECK_EQ(tp_url_parse("uart:/dev/ttyS0?rtscts=1", &u, err, sizeof(err)), 0);
+    CHECK(u.baud == 115200 && u.rtscts == 1);
+    static const char *bad[] = { "uart:/dev/x?rtscts=2", "uart:/dev/x?frame=32",
+                                 "uart:/dev/x?window=9", "uart:/dev/x?baud=9600&",
+                                 "uart:/dev/x?baud=9600&x=1", "uart:/dev/x?rtscts",
+                                 "uart:/dev/x?baud=12x" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_EQ(tp_url_parse(bad[i], &u, err, sizeof(err)), -22);
+}
+
+/* tp_link over an in-memory pair (real time, no faults): the handshake is
+ * the set-up, bytes go both ways, a restart of one end is -ECONNRESET on
+ * the other. */
+static tp_link_t TL[2];
+static uint8_t TLM[2][LINK_MEM_SIZE(512, 2)];
+
+static int hs_both(void)
+{
+    int rc[2] = { TP_WANT_READ, TP_WANT_READ };
+    for (int k = 0; k < 200000 && (rc[0] || rc[1]); k++)
+        for (int i = 0; i < 2; i++)
+            if (rc[i])
+                rc[i] = tp_handshake(&TL[i].conn);
+    return rc[0] ? rc[0] : rc[1];
+}
+
+static void test_tp_link(void)
+{
+    tp_conn_t *a, *b;
+    CHECK_EQ(tp_mem_pair(4096, &a, &b), 0);
+    /* A fast line (1 us a byte), so the link's pacing does not wait. */
+    link_config_t c0 = { .max_payload = 512, .window = 2, .nonce = 11,
+                         .byte_time_us = 1 };
+    link_config_t c1 = { .max_payload = 512, .window = 2, .nonce = 22,
+                         .byte_time_us = 1 };
+    CHECK_EQ(tp_link_init(&TL[0], a, &c0, TLM[0], sizeof(TLM[0]), "link a", NULL), 0);
+    CHECK_EQ(tp_link_init(&TL[1], b, &c1, TLM[1], sizeof(TLM[1]), "link b", NULL), 0);
+    CHECK_EQ(hs_both(), 0);
+    static uint8_t out[20000], in[20000];
+    for (size_t i = 0; i < sizeof(out); i++)
+        out[i] = (uint8_t)(i * 7 + 3);
+    size_t sent = 0, got = 0;
+    int odd = 0;
+    for (int k = 0; k < 2000000 && got < sizeof(out) && !odd; k++) {
+        if (sent < sizeof(out)) {
+            int n = tp_send(&TL[0].conn, out + sent, sizeof(out) - sent);
+            if (n > 0)
+                sent += (size_t)n;
+            else if (n != TP_WANT_READ && n != TP_WANT_WRITE)
+                odd = n;
+        }
+        int r = tp_recv(&TL[1].conn, in + got, sizeof(in) - got);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r != TP_WANT_READ)
+            odd = r;
+        for (int i = 0; i < 2; i++)
+            if (TL[i].conn.deadline_ms && tp_now_ms() >= TL[i].conn.deadline_ms &&
+                tp_on_timer(&TL[i].conn, tp_now_ms()) < 0)
+                odd = -1;
+    }
+    CHECK_EQ(odd, 0);
+    CHECK_EQ(got, sizeof(out));
+    CHECK(memcmp(in, out, sizeof(out)) == 0);
+    CHECK(tp_link_stats(&TL[1].conn)->stream_rx == sizeof(out));
+    /* b restarts on the same inner stream: a sees the reset. */
+    tp_conn_t *inner_b = TL[1].conn.inner;
+    link_config_t c2 = { .max_payload = 512, .window = 2, .nonce = 33,
+                         .byte_time_us = 1 };
+    CHECK_EQ(tp_link_init(&TL[1], inner_b, &c2, TLM[1], sizeof(TLM[1]), "link b2", NULL), 0);
+    int r = TP_WANT_READ;
+    for (int k = 0; k < 200000 && r == TP_WANT_READ; k++) {
+        (void)tp_handshake(&TL[1].conn);
+        uint8_t x;
+        r = tp_recv(&TL[0].conn, &x, 1);
+    }
+    CHECK_EQ(r, -104); /* -ECONNRESET */
+    tp_close(&TL[0].conn);
+    tp_close(&TL[1].conn);
+}
+
 int main(void)
 {
+    test_urls();
+    test_tp_link();
     test_crc();
     test_ram();
     test_clean();

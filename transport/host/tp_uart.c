@@ -199,11 +199,12 @@ static void stats_out(const tp_link_t *tl)
                "\"retransmits\": %u, \"acks_tx\": %u, \"timeouts\": %u, "
                "\"bad_hdr\": %u, \"bad_crc\": %u, \"dup_rx\": %u, "
                "\"wire_tx\": %llu, \"wire_rx\": %llu, \"payload\": %u, "
-               "\"window\": %u}\n",
+               "\"window\": %u, \"stream_tx\": %llu, \"stream_rx\": %llu}\n",
             (int)getpid(), st->frames_tx, st->data_tx, st->retransmits,
             st->acks_tx, st->timeouts, st->bad_hdr, st->bad_crc, st->dup_rx,
             (unsigned long long)st->wire_tx, (unsigned long long)st->wire_rx,
-            (unsigned)tl->link.payload, (unsigned)tl->link.win);
+            (unsigned)tl->link.payload, (unsigned)tl->link.win,
+            (unsigned long long)st->stream_tx, (unsigned long long)st->stream_rx);
     fclose(f);
 }
 

@@ -689,6 +689,7 @@ int link_write(link_t *l, const uint8_t *buf, size_t len, uint64_t now)
         s->len = (uint16_t)(s->len + k);
         done += k;
     }
+    l->st.stream_tx += done;
     return (int)done;
 }
 
@@ -723,6 +724,7 @@ int link_read(link_t *l, uint8_t *buf, size_t len, uint64_t now)
             l->rcv_read++;
         }
     }
+    l->st.stream_rx += done;
     return (int)done;
 }
 

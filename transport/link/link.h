@@ -92,6 +92,7 @@ typedef struct link_stats {
     uint32_t dup_rx;                  /* data frames received twice */
     uint32_t timeouts;                /* retransmission timer expiries */
     uint64_t wire_tx, wire_rx;        /* bytes to / from the wire */
+    uint64_t stream_tx, stream_rx;    /* stream bytes written / read */
 } link_stats_t;
 
 typedef struct link_slot {
