@@ -15,7 +15,8 @@
 # verify` after the push); writes $BUILD/bench-uart.json.
 # Targets: payload/wire >= 0.95 clean at both rates, >= 0.85 at 1e-5,
 # everything completes and verifies at 1e-4 and with dropped bursts.
-# BENCH_UART_QUICK=1: 921600 only (a quick look).
+# BENCH_UART_QUICK=1: 921600 only (a quick look). At 115200 the 1e-6 line
+# is skipped unless BENCH_UART_ALL=1 (time budget).
 set -uo pipefail
 BUILD=${BUILD:-build}
 CELLARD=${CELLARD:-$BUILD/cellard}
@@ -101,6 +102,9 @@ for BAUD in $RATES; do
   cellard_uart_start bench_uart 8M "$BAUD"
   IFS='|' read -ra LS <<<"$LINES"
   for L in "${LS[@]}"; do
+    # 115200: no 1e-6 run (as clean within noise at 1024-byte frames: about
+    # one flipped bit per 256 KiB), to keep the bench near 8 minutes.
+    [ "$BAUD" = 115200 ] && [ "${L%%:*}" = ber1e-6 ] && [ -z "${BENCH_UART_ALL:-}" ] && continue
     name=${L%%:*}; opts=${L#*:}
     k=$((k + 1))
     relay_stop

@@ -29,13 +29,16 @@
 #include <unistd.h>
 
 #define QCAP (1u << 17)
+/* The line takes up to this much wire time from a writer ahead of time
+ * (a UART's FIFO and driver buffer; slack for a late wake-up here). */
+#define READ_AHEAD_NS 8000000u
 
 typedef struct dir {
     int from, to;        /* master fds */
     uint8_t b[QCAP];
-    uint64_t at[QCAP];   /* delivery time, us */
+    uint64_t at[QCAP];   /* delivery time, ns */
     uint32_t head, len;
-    uint64_t wire_free;  /* the line is busy until then, us */
+    uint64_t wire_free;  /* the line is busy until then, ns */
     uint64_t paced;      /* bytes carried (wire bytes) */
     uint64_t flipped, dropped, duped, lost;
     uint64_t pos;        /* stream position (for bursts) */
@@ -55,11 +58,11 @@ static void on_sig(int s)
         g_stop = 1;
 }
 
-static uint64_t now_us(void)
+static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t rnd(void)
@@ -196,24 +199,25 @@ int main(int argc, char **argv)
     D[1].from = mb;
     D[1].to = ma;
     D[0].burst_until = D[1].burst_until = -1;
-    const uint64_t byte_us = 10000000ull / baud;
-    const uint64_t delay_us = (uint64_t)(delay_ms * 1000.0);
-    const uint64_t t_end = now_us() + (uint64_t)seconds * 1000000u;
+    const uint64_t byte_ns = 10000000000ull / baud;
+    const uint64_t delay_ns = (uint64_t)(delay_ms * 1e6);
+    const uint64_t t_end = now_ns() + (uint64_t)seconds * 1000000000u;
     printf("uart_relay: ready\n");
     fflush(stdout);
 
     while (!g_stop) {
-        uint64_t now = now_us();
+        uint64_t now = now_ns();
         if (now >= t_end)
             break;
         if (g_dump) {
             g_dump = 0;
             dump();
         }
-        int stalled = stall_every && (now / 1000) % stall_every < stall_ms &&
-                      now / 1000 >= stall_every;
+        uint64_t ms = now / 1000000u;
+        int stalled = stall_every && ms % stall_every < stall_ms &&
+                      ms >= stall_every;
         struct pollfd p[2];
-        uint64_t wait = 20000;
+        uint64_t wait = 20000000; /* ns */
         for (int i = 0; i < 2; i++) {
             dir_t *d = &D[i];
             /* Deliver what is due. */
@@ -240,34 +244,34 @@ int main(int argc, char **argv)
             p[i].fd = d->from;
             p[i].events = 0;
             p[i].revents = 0;
-            if (d->wire_free <= now + 1000) {
+            if (d->wire_free <= now + READ_AHEAD_NS / 2) {
                 p[i].events = POLLIN;
-            } else if (d->wire_free - now - 1000 < wait) {
-                wait = d->wire_free - now - 1000;
+            } else if (d->wire_free - now - READ_AHEAD_NS / 2 < wait) {
+                wait = d->wire_free - now - READ_AHEAD_NS / 2;
             }
         }
-        struct timespec ts = { (time_t)(wait / 1000000u),
-                               (long)(wait % 1000000u) * 1000 };
-        if (stalled && wait > 1000)
+        struct timespec ts = { (time_t)(wait / 1000000000u),
+                               (long)(wait % 1000000000u) };
+        if (stalled && wait > 1000000)
             ts.tv_sec = 0, ts.tv_nsec = 1000000;
         int pr = ppoll(p, 2, &ts, NULL);
         if (pr < 0 && errno != EINTR)
             break;
-        now = now_us();
+        now = now_ns();
         for (int i = 0; i < 2; i++) {
             dir_t *d = &D[i];
             if (!(p[i].revents & POLLIN))
                 continue;
             if (d->wire_free < now)
                 d->wire_free = now;
-            size_t room = (size_t)((now + 2000 - d->wire_free) / byte_us) + 1;
+            size_t room = (size_t)((now + READ_AHEAD_NS - d->wire_free) / byte_ns) + 1;
             uint8_t in[4096];
             if (room > sizeof(in))
                 room = sizeof(in);
             ssize_t n = read(d->from, in, room);
             for (ssize_t k = 0; k < n; k++) {
                 uint8_t b = in[k];
-                d->wire_free += byte_us;
+                d->wire_free += byte_ns;
                 d->paced++;
                 int64_t pos = (int64_t)d->pos++;
                 if (burst > 0 && pos % burst_len == 0 && rndf() < burst)
@@ -282,9 +286,9 @@ int main(int argc, char **argv)
                             b ^= (uint8_t)(1u << bit);
                             d->flipped++;
                         }
-                q_push(d, b, d->wire_free + delay_us);
+                q_push(d, b, d->wire_free + delay_ns);
                 if (dup > 0 && rndf() < dup) {
-                    q_push(d, b, d->wire_free + delay_us);
+                    q_push(d, b, d->wire_free + delay_ns);
                     d->duped++;
                 }
             }

@@ -230,7 +230,7 @@ static int make_link(const tp_url_t *url, int fd, uart_listener_t *owner,
     memset(&cfg, 0, sizeof(cfg));
     cfg.max_payload = url->frame ? url->frame : UART_HOST_PAYLOAD;
     cfg.window = url->window ? url->window : UART_HOST_WINDOW;
-    cfg.byte_time_us = (uint32_t)(10000000ull / url->baud);
+    cfg.byte_time_us = (uint32_t)((10000000ull + url->baud / 2) / url->baud);
     if (!cfg.byte_time_us)
         cfg.byte_time_us = 1;
     cfg.nonce = new_nonce();

@@ -354,7 +354,9 @@ static void frame_done(link_t *l, uint64_t now)
            l->rx[rx_idx(l, l->rcv_nxt)].state == 1)
         l->rcv_nxt++;
     unsigned every = l->win / 2 ? l->win / 2 : 1;
-    if (++l->unacked >= every)
+    /* A short frame ends a message (a request, an answer): its sender
+     * probably waits for more than a full frame; ack it now. */
+    if (++l->unacked >= every || len < l->payload / 2u)
         l->ack_now = true;
     else if (!l->ack_due)
         l->ack_due = now + l->cfg.ack_delay_ms;
