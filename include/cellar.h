@@ -221,8 +221,10 @@ void cellar_init(cellar_t *c, const cellar_config_t *cfg);
 
 /* Connect to url (see cellar_url_parse) and exchange Hello; the device's
  * limits are then in cellar_info(). TCP resolves HOST with getaddrinfo and
- * tries every IPv4/IPv6 address; TCP_NODELAY is set. tls:// and uart: are
- * parsed and refused with CELLAR_ERR_NOTSUP for now. Returns 0 or an error
+ * tries every IPv4/IPv6 address; TCP_NODELAY is set. uart: opens the
+ * serial port and sets the link up (issue 12, docs/UART.md); a link reset
+ * by the device later fails calls with -ECONNRESET. tls:// is parsed and
+ * refused with CELLAR_ERR_NOTSUP for now. Returns 0 or an error
  * (CELLAR_ERR_CONNREFUSED, _HOSTUNREACH, _TIMEDOUT, _INVAL for a bad URL,
  * _PROTO for a device that does not speak the protocol, _NOMEM). On failure
  * the handle is left unconnected; cellar_close() is still safe. Calling it

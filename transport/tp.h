@@ -244,9 +244,9 @@ static inline void tp_listener_close(tp_listener_t *l)
  *   HOST[:PORT]               the same (no scheme = tcp)
  *   tls://HOST[:PORT]         port 7443 by default
  *   uart:/dev/ttyX[?baud=N]   baud 115200 by default (also uart:///dev/ttyX);
- *                             more options after '&': rtscts=1, frame=N,
- *                             window=N (issue 12, docs/UART.md)
- *                             the device is an absolute path
+ *                             the device is an absolute path; more options
+ *                             after '&': rtscts=1, frame=N, window=N
+ *                             (issue 12, docs/UART.md)
  * HOST is a name, an IPv4 address or a bracketed IPv6 address ([::1]); an
  * unbracketed IPv6 address is refused (is "::1:80" port 80 or an address?).
  * A trailing "/" is ignored. PORT is 0..65535; 0 means "any free port" and

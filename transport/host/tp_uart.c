@@ -19,6 +19,7 @@
 /* The link's sizes on the host (both ends negotiate down to the smaller). */
 #define UART_HOST_PAYLOAD 1024
 #define UART_HOST_WINDOW 8
+#define UART_HOST_SENDBUF (64u * 1024)
 
 static speed_t baud_const(uint32_t b)
 {
@@ -199,18 +200,31 @@ static void stats_out(const tp_link_t *tl)
                "\"retransmits\": %u, \"acks_tx\": %u, \"timeouts\": %u, "
                "\"bad_hdr\": %u, \"bad_crc\": %u, \"dup_rx\": %u, "
                "\"wire_tx\": %llu, \"wire_rx\": %llu, \"payload\": %u, "
-               "\"window\": %u, \"stream_tx\": %llu, \"stream_rx\": %llu}\n",
+               "\"window\": %u, \"stream_tx\": %llu, \"stream_rx\": %llu, "
+               "\"state\": [%d, %u, %u, %u, %u, %u, %d, %u, %u, %u, %u], "
+               "\"tx\": \"%u%u%u%u%u%u%u%u\", \"rx\": \"%u%u%u%u%u%u%u%u\"}\n",
             (int)getpid(), st->frames_tx, st->data_tx, st->retransmits,
             st->acks_tx, st->timeouts, st->bad_hdr, st->bad_crc, st->dup_rx,
             (unsigned long long)st->wire_tx, (unsigned long long)st->wire_rx,
             (unsigned)tl->link.payload, (unsigned)tl->link.win,
-            (unsigned long long)st->stream_tx, (unsigned long long)st->stream_rx);
+            (unsigned long long)st->stream_tx, (unsigned long long)st->stream_rx,
+            (int)tl->link.state, tl->link.snd_una, tl->link.snd_nxt,
+            tl->link.snd_fill, tl->link.peer_ack, tl->link.peer_credit,
+            (int)tl->link.probe, tl->link.rto_ms, tl->link.cur_payload,
+            tl->link.rcv_nxt, tl->link.rcv_read,
+            tl->link.tx[0].state, tl->link.tx[1].state, tl->link.tx[2].state,
+            tl->link.tx[3].state, tl->link.tx[4].state, tl->link.tx[5].state,
+            tl->link.tx[6].state, tl->link.tx[7].state,
+            tl->link.rx[0].state, tl->link.rx[1].state, tl->link.rx[2].state,
+            tl->link.rx[3].state, tl->link.rx[4].state, tl->link.rx[5].state,
+            tl->link.rx[6].state, tl->link.rx[7].state);
     fclose(f);
 }
 
 static void link_release(tp_link_t *tl)
 {
     stats_out(tl);
+    free(tl->sbuf);
     free(tl->owner); /* the frame buffer */
     free(tl);
 }
@@ -261,6 +275,12 @@ static int make_link(const tp_url_t *url, int fd, uart_listener_t *owner,
         return rc;
     }
     tl->owner = mem;
+    /* Host ends buffer what the window cannot take yet (as a socket
+     * would): a client writing 16 small requests before it reads must not
+     * wait on a peer that waits for it to read. */
+    void *sb = malloc(UART_HOST_SENDBUF);
+    if (sb)
+        tp_link_set_sendbuf(tl, sb, UART_HOST_SENDBUF);
     *out = &tl->conn;
     return 0;
 }

@@ -224,6 +224,16 @@ static void on_ack(link_t *l, uint8_t ack, uint8_t sack, uint8_t credit,
         l->tx_head = (uint8_t)((l->tx_head + 1) % l->cfg.window);
         l->snd_una++;
     }
+    /* The frame at ack is by definition missing at the receiver: if an
+     * older header had it selectively acked, that no longer holds (safety
+     * net: resend it rather than wait for ever). */
+    if (l->snd_una == ack && l->snd_una != l->snd_nxt) {
+        link_slot_t *u = &l->tx[l->tx_head];
+        if (u->state == 3) {
+            u->state = 2;
+            mark_resend(l, u);
+        }
+    }
     l->peer_ack = ack;
     l->peer_credit = credit;
     if (credit)
@@ -778,6 +788,9 @@ uint64_t link_deadline(const link_t *l)
         TAKE(l->probe_due ? l->probe_due : 1);
     TAKE(rto_due(l));
 #undef TAKE
+    /* Output held for the wire: nothing to send before then. */
+    if (l->hold_until && d && d < l->hold_until)
+        d = l->hold_until;
     return d;
 }
 

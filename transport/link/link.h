@@ -17,10 +17,10 @@
  * to LINK_MAX_WINDOW frames with selective retransmission; SYN / SYNACK to
  * set up or reset the link, FIN to close it.
  *
- * RAM: sizeof(link_t) (about 300 bytes) + LINK_MEM_SIZE(p, w) = 2 * w * p
- * bytes of frame slots; the smallest configuration (p = 256, w = 2) takes
- * about 2.3 KiB in all, the device default (p = 512, w = 2) about 2.3 +
- * 1 KiB (tests/test_link.c asserts both <= 4 KiB).
+ * RAM: sizeof(link_t) (760 bytes on x86-64, 736 on a Cortex-M4) +
+ * LINK_MEM_SIZE(p, w) = 2 * w * p bytes of frame slots: 1.3 KiB for the
+ * smallest configuration (p = 256, w = 1), 2.8 KiB for the device default
+ * (p = 512, w = 2); tests/test_link.c asserts both <= 4 KiB.
  */
 #ifndef CELLAR_LINK_H
 #define CELLAR_LINK_H

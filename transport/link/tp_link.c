@@ -35,6 +35,13 @@ static void pump(tp_link_t *tl)
     uint64_t d = link_deadline(l);
     if (d && d <= now)
         link_poll(l, now);
+    while (tl->sbuf_len) { /* the send buffer into the window */
+        int k = link_write(l, tl->sbuf, tl->sbuf_len, now);
+        if (k <= 0)
+            break;
+        memmove(tl->sbuf, tl->sbuf + k, tl->sbuf_len - (size_t)k);
+        tl->sbuf_len -= (size_t)k;
+    }
     tl->tx_blocked = false;
     for (int i = 0; i < 256 && !tl->inner_err; i++) {
         const uint8_t *p;
@@ -112,13 +119,21 @@ static int tl_send(tp_conn_t *c, const uint8_t *buf, size_t len)
     pump(tl);
     if (len > 0x7fffffff)
         len = 0x7fffffff;
-    int n = link_write(&tl->link, buf, len, tp_now_ms());
-    if (n == LINK_ERR_RESET)
+    int n = tl->sbuf_len ? 0 : link_write(&tl->link, buf, len, tp_now_ms());
+    if (n == LINK_ERR_RESET || tl->link.state == LINK_RESET)
         return -ECONNRESET;
-    if (n < 0)
+    if (n < 0 || tl->link.state != LINK_OPEN)
         return -EPIPE;
     if (tl->inner_err)
         return tl->inner_err;
+    if ((size_t)n < len && tl->sbuf_len < tl->sbuf_cap) { /* the rest waits */
+        size_t k = len - (size_t)n, room = tl->sbuf_cap - tl->sbuf_len;
+        if (k > room)
+            k = room;
+        memcpy(tl->sbuf + tl->sbuf_len, buf + n, k);
+        tl->sbuf_len += k;
+        n += (int)k;
+    }
     pump(tl);
     /* A full window frees up with acks, which come in by reading. */
     return n > 0 ? n : TP_WANT_READ;

@@ -31,7 +31,21 @@ struct tp_link {
     bool tx_blocked;              /* the inner stream took no more bytes */
     void (*release)(tp_link_t *tl); /* called last by close, or NULL */
     void *owner;                  /* for release */
+    /* Optional send buffer beyond the window (tp_link_set_sendbuf): a
+     * client that writes many small requests before it reads (as over
+     * TCP's big socket buffers) must not block on a full window while the
+     * peer waits for it to read. NULL on a device. */
+    uint8_t *sbuf;
+    size_t sbuf_cap, sbuf_len;
 };
+
+/* Give tl a send buffer of cap bytes (kept by the caller until close). */
+static inline void tp_link_set_sendbuf(tp_link_t *tl, void *buf, size_t cap)
+{
+    tl->sbuf = (uint8_t *)buf;
+    tl->sbuf_cap = cap;
+    tl->sbuf_len = 0;
+}
 
 /* Set tl up over inner (taken over: closed by tl's close) with a link of
  * cfg on mem (memlen >= LINK_MEM_SIZE(cfg->max_payload, cfg->window)).
