@@ -179,6 +179,10 @@ static int tpa_wait(tp_conn_t *t, unsigned ev, uint32_t timeout_ms)
         }
         if (t->fd < 0 && (tp_ready(t) & ev))
             return 0;
+        /* issue 12: a timer (a UART link's) may have taken the bytes off
+         * the descriptor already: they are buffered, the fd stays quiet. */
+        if ((ev & TP_EV_READ) && tp_pending(t))
+            return 0;
         uint64_t left = now < end ? end - now : 0, wait = left;
         if (t->deadline_ms && t->deadline_ms - now < wait)
             wait = t->deadline_ms - now;

@@ -202,7 +202,8 @@ static void stats_out(const tp_link_t *tl)
                "\"wire_tx\": %llu, \"wire_rx\": %llu, \"payload\": %u, "
                "\"window\": %u, \"stream_tx\": %llu, \"stream_rx\": %llu, "
                "\"state\": [%d, %u, %u, %u, %u, %u, %d, %u, %u, %u, %u], "
-               "\"tx\": \"%u%u%u%u%u%u%u%u\", \"rx\": \"%u%u%u%u%u%u%u%u\"}\n",
+               "\"tx\": \"%u%u%u%u%u%u%u%u\", \"rx\": \"%u%u%u%u%u%u%u%u\", "
+               "\"phase\": [%u, %d, %lld, %lld, %llu]}\n",
             (int)getpid(), st->frames_tx, st->data_tx, st->retransmits,
             st->acks_tx, st->timeouts, st->bad_hdr, st->bad_crc, st->dup_rx,
             (unsigned long long)st->wire_tx, (unsigned long long)st->wire_rx,
@@ -217,7 +218,11 @@ static void stats_out(const tp_link_t *tl)
             tl->link.tx[6].state, tl->link.tx[7].state,
             tl->link.rx[0].state, tl->link.rx[1].state, tl->link.rx[2].state,
             tl->link.rx[3].state, tl->link.rx[4].state, tl->link.rx[5].state,
-            tl->link.rx[6].state, tl->link.rx[7].state);
+            tl->link.rx[6].state, tl->link.rx[7].state,
+            tl->link.tx_phase, (int)tl->tx_blocked,
+            (long long)tl->link.wire_free_us / 1000 - (long long)tp_now_ms(),
+            (long long)tl->link.hold_until - (long long)tp_now_ms(),
+            (unsigned long long)link_deadline(&tl->link));
     fclose(f);
 }
 

@@ -784,6 +784,11 @@ uint64_t link_deadline(const link_t *l)
     if (l->state != LINK_OPEN)
         return d;
     TAKE(l->ack_due);
+    /* Zero credit with data waiting and nothing in flight: link_poll arms
+     * the probe (the peer's window update may have been lost). */
+    if (!l->probe && l->snd_nxt != l->snd_fill && l->snd_una == l->snd_nxt &&
+        seqd(l->snd_nxt, l->peer_ack) >= l->peer_credit)
+        TAKE(1);
     if (l->probe)
         TAKE(l->probe_due ? l->probe_due : 1);
     TAKE(rto_due(l));
@@ -820,7 +825,10 @@ void link_poll(link_t *l, uint64_t now)
                 (uint64_t)s->sent_ms + l->rto_ms <= now)
                 mark_resend(l, s);
         }
-        l->rto_ms = l->rto_ms * 2 > MAX_RTO_MS ? MAX_RTO_MS : l->rto_ms * 2;
+        /* Back off at most to twice the base: a serial line has no
+         * congestion to wait out, only noise (and a peer that is away). */
+        uint32_t cap = l->rto_base * 2 < MAX_RTO_MS ? l->rto_base * 2 : MAX_RTO_MS;
+        l->rto_ms = l->rto_ms * 2 > cap ? cap : l->rto_ms * 2;
     }
     /* Zero credit with data waiting and nothing in flight: probe. */
     bool blocked = l->snd_nxt != l->snd_fill && l->snd_una == l->snd_nxt &&
