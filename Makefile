@@ -57,11 +57,11 @@ LDLIBS := -lprotobuf-nanopb -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lz -lcryp
 # (a file of your own with CFLAGS+=-DCELLAR_CONFIG_FILE='"my_config.h"').
 GEN_INC    := -I$(BUILD)/gen
 COMMON_INC := -Iservice/common
-DEV_INC    := -Ifs -Iservice -Itransport $(COMMON_INC) $(GEN_INC)   # the device set
+DEV_INC    := -Ifs -Iservice -Itransport -Itransport/link $(COMMON_INC) $(GEN_INC)   # the device set
 HOST_INC   := $(DEV_INC) -Iservice/host                             # the daemon
-LIB_INC    := -Iinclude -Iclients -Itransport -Iservice $(COMMON_INC) $(GEN_INC) # libcellar (codec.h)
+LIB_INC    := -Iinclude -Iclients -Itransport -Itransport/link -Iservice $(COMMON_INC) $(GEN_INC) # libcellar (codec.h)
 CLI_INC    := $(LIB_INC) -Ifs                                       # CLI + image tool
-TEST_INC   := -Iinclude -Ifs -Iservice -Iservice/host -Itransport -Iclients \
+TEST_INC   := -Iinclude -Ifs -Iservice -Iservice/host -Itransport -Itransport/link -Iclients \
               $(COMMON_INC) -Itests/support $(GEN_INC)
 inc_for = $(if $(filter tests/%,$1),$(TEST_INC),$(if $(filter clients/libcellar%,$1),$(LIB_INC),$(if \
   $(filter clients/%,$1),$(CLI_INC),$(if $(filter service/host/% transport/host/%,$1),$(HOST_INC),$(DEV_INC)))))
@@ -75,6 +75,7 @@ CFS_DEV_SRCS  := $(filter-out fs/flash_sim.c,$(wildcard fs/*.c))   # cfs, portab
 SIM_SRCS     := fs/flash_sim.c                                    # NOR simulator (host)
 SVC_SRCS     := $(wildcard service/*.c)         # service core, codec, manifest, txn, layout
 TP_SRCS      := transport/tp.c                  # portable transport: URL parser
+TP_SRCS      += $(wildcard transport/link/*.c)  # issue 12: serial link layer + tp_link (portable)
 TP_MEM_SRCS  := transport/tp_mem.c              # in-memory pair (tests, in-process links; mallocs)
 TP_HOST_SRCS := $(wildcard transport/host/*.c)  # POSIX transports (TCP) and clock
 HOST_SRCS    := service/host/loop.c             # the daemon's poll loop
@@ -83,7 +84,7 @@ MAIN_SRCS    := service/host/cellard.c clients/cli_main.c
 LIB_SRCS     := $(wildcard clients/libcellar*.c)
 CLI_SRCS     := $(filter-out $(MAIN_SRCS) $(LIB_SRCS),$(wildcard clients/*.c))
 IMAGE_SRCS   := $(CFS_DEV_SRCS) $(SIM_SRCS) service/layout.c service/manifest.c
-SUP_SRCS     := $(filter-out tests/support/linkrelay.c,$(wildcard tests/support/*.c)) # linkrelay: a program (issue 11)
+SUP_SRCS     := $(filter-out tests/support/linkrelay.c tests/support/uart_relay.c,$(wildcard tests/support/*.c)) # linkrelay, uart_relay: programs (issues 11, 12)
 # issue 13 (tls): TLS over any transport, portable; host side in transport/host/tls_files.c
 TP_TLS_SRCS  := $(wildcard transport/tls/*.c)
 
@@ -289,6 +290,16 @@ $(BUILD)/linkrelay: tests/support/linkrelay.c | $(DEPS_STAMP)
 test: $(BUILD)/linkrelay
 bench-link: $(PROGRAMS) $(BUILD)/linkrelay
 	BUILD=$(BUILD) bash tests/bench_link.sh
+# ---- UART link (issue 12) ---------------------------------------------------------
+# uart_relay: the serial line emulator (two pty pairs, paced, with faults);
+# e2e_uart.sh needs it; bench-uart runs transfers across it.
+$(BUILD)/uart_relay: tests/support/uart_relay.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -o $@ $<
+test: $(BUILD)/uart_relay
+bench-uart: $(PROGRAMS) $(BUILD)/uart_relay
+	BUILD=$(BUILD) bash tests/bench_uart.sh
+.PHONY: bench-uart
 
 # ---- fuzzing (clang + libFuzzer) ------------------------------------------------
 FUZZ_SECONDS ?= 60

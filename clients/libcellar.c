@@ -182,6 +182,10 @@ static int tpa_wait(tp_conn_t *t, unsigned ev, uint32_t timeout_ms)
         }
         if (t->fd < 0 && (tp_ready(t) & ev))
             return 0;
+        /* issue 12: a timer (a UART link's) may have taken the bytes off
+         * the descriptor already: they are buffered, the fd stays quiet. */
+        if ((ev & TP_EV_READ) && tp_pending(t))
+            return 0;
         uint64_t left = now < end ? end - now : 0, wait = left;
         if (t->deadline_ms && t->deadline_ms - now < wait)
             wait = t->deadline_ms - now;
@@ -534,16 +538,14 @@ int cellar_connect(cellar_t *c, const char *url)
                             "%s: invalid device URL (expected tcp://HOST:PORT, "
                             "tls://HOST:PORT or uart:/dev/ttyX?baud=N)",
                             url ? url : "(null)");
-    if (u.kind == CELLAR_URL_UART)
-        return cellar__fail(c, CELLAR_ERR_NOTSUP,
-                            "%s: the UART transport is not supported yet", url);
-
     tp_conn_t *conn = NULL;
     char why[300];
     uint32_t tmo = c->cfg.connect_timeout_ms;
     int err = u.kind == CELLAR_URL_TLS ? tls_connect(c, &t, &conn, why, sizeof(why))
-            : tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
-                             sizeof(why));
+            : u.kind == CELLAR_URL_UART /* issue 12: the serial link */
+                ? tp_uart_connect(&t, &conn, why, sizeof(why))
+                : tp_tcp_connect(&t, tmo > 600000 ? 600000 : (int)tmo, &conn, why,
+                                 sizeof(why));
     if (err < 0)
         return cellar__fail(c, err, "%s: %s", url, why);
     err = tpa_handshake(conn, tmo);

@@ -266,8 +266,9 @@ void cellar_init(cellar_t *c, const cellar_config_t *cfg);
  * handshake first (cellar_config_t.tls_*; the device certificate is checked
  * against tls_ca; a handle that connects again offers its last session and
  * resumes in one round trip); a failed handshake is CELLAR_ERR_ACCES (a
- * certificate or PSK refused) with the reason in cellar_errmsg. uart: is
- * parsed and refused with CELLAR_ERR_NOTSUP for now. Returns 0 or an error
+ * certificate or PSK refused) with the reason in cellar_errmsg. uart: opens
+ * the serial port and sets the link up (issue 12, docs/UART.md); a link
+ * reset by the device later fails calls with -ECONNRESET. Returns 0 or an error
  * (CELLAR_ERR_CONNREFUSED, _HOSTUNREACH, _TIMEDOUT, _INVAL for a bad URL,
  * _PROTO for a device that does not speak the protocol, _NOMEM). On failure
  * the handle is left unconnected; cellar_close() is still safe. Calling it

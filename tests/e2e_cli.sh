@@ -50,7 +50,7 @@ run 2 -d
 run 1 -d tcp://127.0.0.1:1 ls; has "cannot connect" "$T/err"
 json 1 -d tcp://127.0.0.1:1 info
 CELLAR_CA= CELLAR_PSK= run 1 -d tls://127.0.0.1:7443 ls; has "needs the device CA" "$T/err"   # issue 13: no --ca/--psk
-run 1 -d "uart:/dev/ttyS0?baud=115200" info; has "not supported" "$T/err"
+run 1 -d "uart:/dev/cellar-no-such-tty?baud=115200" info; has "cannot connect" "$T/err"   # issue 12
 run 1 -d nonsense://x ls; has "invalid device URL" "$T/err"
 
 # ---- start cellard ------------------------------------------------------------------------

@@ -47,16 +47,38 @@ int tp_url_parse(const char *url, tp_url_t *out, char *err, size_t errlen)
         strcpy(out->scheme, "uart");
         memcpy(out->path, p, n);
         out->baud = 115200;
-        if (q) {
+        /* issue 12: options baud, rtscts, frame, window joined by '&' */
+        while (q && *q) {
             q++;
-            if (strncmp(q, "baud=", 5) != 0)
+            const char *v = strchr(q, '=');
+            const char *amp = strchr(q, '&');
+            if (!v || (amp && amp < v))
                 return url_err(err, errlen, url,
-                               "the only option is ?baud=N");
+                               "options are baud=N, rtscts=0|1, frame=N, "
+                               "window=N");
             char *end;
-            unsigned long b = strtoul(q + 5, &end, 10);
-            if (*end || b == 0 || b > 100000000ul || q[5] == 0)
-                return url_err(err, errlen, url, "bad baud rate");
-            out->baud = (uint32_t)b;
+            unsigned long ov = strtoul(v + 1, &end, 10);
+            if (end == v + 1 || (*end && *end != '&'))
+                return url_err(err, errlen, url, "bad option value");
+            size_t kl = (size_t)(v - q);
+            if (kl == 4 && strncmp(q, "baud", 4) == 0) {
+                if (ov == 0 || ov > 100000000ul)
+                    return url_err(err, errlen, url, "bad baud rate");
+                out->baud = (uint32_t)ov;
+            } else if (kl == 6 && strncmp(q, "rtscts", 6) == 0 && ov <= 1) {
+                out->rtscts = (uint8_t)ov;
+            } else if (kl == 5 && strncmp(q, "frame", 5) == 0 &&
+                       ov >= 64 && ov <= 4096) {
+                out->frame = (uint16_t)ov;
+            } else if (kl == 6 && strncmp(q, "window", 6) == 0 && ov >= 1 &&
+                       ov <= 8) {
+                out->window = (uint8_t)ov;
+            } else {
+                return url_err(err, errlen, url,
+                               "options are baud=N, rtscts=0|1, "
+                               "frame=64..4096, window=1..8");
+            }
+            q = *end ? end : NULL;
         }
         return 0;
     }

@@ -244,7 +244,9 @@ static inline void tp_listener_close(tp_listener_t *l)
  *   HOST[:PORT]               the same (no scheme = tcp)
  *   tls://HOST[:PORT]         port 7443 by default
  *   uart:/dev/ttyX[?baud=N]   baud 115200 by default (also uart:///dev/ttyX);
- *                             the device is an absolute path
+ *                             the device is an absolute path; more options
+ *                             after '&': rtscts=1, frame=N, window=N
+ *                             (issue 12, docs/UART.md)
  * HOST is a name, an IPv4 address or a bracketed IPv6 address ([::1]); an
  * unbracketed IPv6 address is refused (is "::1:80" port 80 or an address?).
  * A trailing "/" is ignored. PORT is 0..65535; 0 means "any free port" and
@@ -255,6 +257,11 @@ typedef struct tp_url {
     uint16_t port;
     char path[256];  /* uart: the device */
     uint32_t baud;   /* uart */
+    /* issue 12 (uart): &rtscts=1, &frame=N (link payload 64..4096, 0 =
+     * default), &window=N (1..8, 0 = default) */
+    uint8_t rtscts;
+    uint16_t frame;
+    uint8_t window;
 } tp_url_t;
 
 /* Parse url. Returns 0, or -EINVAL with a reason in err (if not NULL). */
@@ -296,5 +303,19 @@ int tp_tcp_connect(const tp_url_t *url, int timeout_ms, tp_conn_t **out,
  * Close each with tp_close (the shared buffers go with the second close).
  * Returns 0 or -ENOMEM. For tests and for in-process links. */
 int tp_mem_pair(size_t cap, tp_conn_t **a, tp_conn_t **b);
+
+/* ---- UART (issue 12: transport/host/tp_uart.c, docs/UART.md) -----------------
+ * A serial port (raw termios, 8N1, url->baud, RTS/CTS if url->rtscts)
+ * carrying the link layer (transport/link/). tp_uart_connect opens the
+ * port and returns a connection in its handshake (the link set-up; run it
+ * with tp_handshake). tp_uart_listen opens the port for the daemon: its
+ * listener "accepts" one link at a time; when that link ends (the peer
+ * restarted it, closed it, or the port failed) the next accept gives a
+ * fresh link, i.e. a fresh service connection. Both return 0 or a negative
+ * errno with a reason in err. */
+int tp_uart_connect(const tp_url_t *url, tp_conn_t **out, char *err,
+                    size_t errlen);
+int tp_uart_listen(const tp_url_t *url, tp_listener_t **out, char *err,
+                   size_t errlen);
 
 #endif /* CELLAR_TP_H */

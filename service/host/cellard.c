@@ -77,6 +77,8 @@ static void usage(FILE *f)
         "                        on, repeatable\n"
         "                        (default " DEFAULT_LISTEN "; port 0 picks a\n"
         "                        free port; IPv6 as tcp://[::1]:7070)\n"
+        "                        or uart:/dev/ttyX?baud=N[&rtscts=1] (a\n"
+        "                        serial port; docs/UART.md)\n"
         "  --device-id NAME      device identity reported by Hello\n"
         "                        (default cellar-sim)\n"
         "  --idle-timeout SECS   close connections and handles idle this long\n"
@@ -479,9 +481,10 @@ int main(int argc, char **argv)
             return 2;
         }
         if (strcmp(urls[i].scheme, "tcp") != 0 &&
-            strcmp(urls[i].scheme, "tls") != 0) {
-            fprintf(stderr, "cellard: --listen %s: only tcp:// and tls:// "
-                    "are supported by this build (uart: comes later)\n",
+            strcmp(urls[i].scheme, "tls") != 0 &&
+            strcmp(urls[i].scheme, "uart") != 0) { /* uart: issue 12 */
+            fprintf(stderr, "cellard: --listen %s: tcp://, tls:// and uart: "
+                    "are served by this build\n",
                     listen_urls[i]);
             return 2;
         }
@@ -673,10 +676,13 @@ int main(int argc, char **argv)
         tp_listener_t *l;
         char errbuf[300];
         /* issue 14: on --stack lwip the listeners are lwIP's; tls://
-         * wraps whichever TCP listener it gets (issue 13) */
+         * wraps whichever TCP listener it gets (issue 13); uart: a serial
+         * port through the link layer (issue 12) */
         bool tls = strcmp(urls[i].scheme, "tls") == 0;
         int rc;
-        if (use_lwip) {
+        if (strcmp(urls[i].scheme, "uart") == 0) {
+            rc = tp_uart_listen(&urls[i], &l, errbuf, sizeof(errbuf));
+        } else if (use_lwip) {
             rc = lwip_host_listen(urls[i].host, urls[i].port, &l, errbuf,
                                   sizeof(errbuf));
             if (rc == 0 && tls) {
