@@ -194,13 +194,6 @@ void cfs_op_end(cfs_t *fs);
  * reaches instead of stopping there). */
 #define GC_FORCED 1
 #define GC_URGENT 2
-/* GC_RUNS: collect every cold run the tail meets, due or not (explicit
- * collections, and space short with nothing to gain outside the runs). */
-#define GC_RUNS 4
-/* Static wear levelling: a cold run is collected once the log has lapped
- * this many times since its records were written (the erases its blocks
- * lag behind the blocks in circulation). docs/FS.md section 6. */
-#define CFS_RUN_LAPS 8u
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags);
 uint32_t cfs_free_blocks(const cfs_t *fs);
 

@@ -16,9 +16,6 @@
 #define CFS_JOURNAL_RECORDS 512
 /* Blocks retired as worn out that the checkpoint can list. */
 #define CFS_BAD_MAX 64
-/* Cold runs (static wear levelling, docs/FS.md section 6): stretches of
- * live data GC leaves in place, listed in the checkpoint. */
-#define CFS_RUN_MAX 32
 /* Size of the map page buffers: a bucket page (42 entries of 12 bytes) and
  * a directory page (64 addresses). */
 #define CFS_PAGE 512
@@ -35,16 +32,6 @@ typedef struct cfs_jent {
 } cfs_jent_t;
 
 typedef struct cfs_file cfs_file_t;
-
-/* A cold run: blocks [first, last] that the head and the tail step over.
- * Its records from `start` on (in block `first`) were written in lap `lap`
- * and stay where they are until the tail collects them. */
-typedef struct cfs_run {
-    uint32_t start;
-    uint32_t lap;
-    uint16_t first;
-    uint16_t last;
-} cfs_run_t;
 
 typedef struct fs {
     const struct flash_dev *dev;
@@ -104,10 +91,6 @@ typedef struct fs {
     uint32_t failing_block; /* block that failed a prog, retired at GC */
     uint8_t prog_failed;    /* a prog failed since the last record began:
                                the rest of the head block is not used */
-
-    /* cold runs (persisted in checkpoints; change only with the tail) */
-    uint32_t nruns;
-    cfs_run_t runs[CFS_RUN_MAX];
 
     cfs_file_t *open_files;  /* list of open handles */
 
