@@ -87,7 +87,9 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
             return svc_fail_in(s, err, USR, e->path, NULL);
         }
     }
-    int err = man_commit(&p->man, NULL, NULL, 0);
+    /* (enospc: no entries, nothing written: nothing to commit, and the
+     * manifest may be open read-only) */
+    int err = p->man.held ? man_commit(&p->man, NULL, NULL, 0) : 0;
     if (err)
         return svc_fail_in(s, err, USR, MAN_FILE, NULL);
     svc_reply_done(s);

@@ -672,12 +672,17 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
      * cfs_rename; a batch short of room goes one rename at a time, flush)
      * and the records the roll forward writes: for each file moved its
      * parent directories and its rename, and the commit -> commit2
-     * rename. */
+     * rename. It is checked right before the decision (below). */
     bool one_step = nact + 1 <= TXN_BATCH && parents && !dir_removals;
-    uint32_t rf = one_step ? 0 : 4096 + 2048 + st->written * 512 + 1024;
-    /* room for every slot write and the commit (and the roll forward),
-     * made before the hold */
-    if ((err = man_hold(t->man, (t->declared + 4) * 2 * MAN_SLOT + 8192 + rf)))
+    uint32_t rf = one_step ? 0 : 4096 + 2048 + 2048 + st->written * 256;
+    /* room for every slot write and the commit, made before the hold (and
+     * the GC asked for the roll forward's too; when it cannot make that
+     * much, the check before the decision is what counts) */
+    uint32_t hold = (t->declared + 4) * 2 * MAN_SLOT + 8192;
+    err = man_hold(t->man, hold + rf);
+    if (err == CFS_ERR_NOSPC && rf)
+        err = man_hold(t->man, hold);
+    if (err)
         return err;
 
     /* 2. The manifest: removals first, then the files written. A removal
