@@ -75,6 +75,8 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
                                      ? "sha256 must be 32 bytes"
                                      : "size must be -1 (unknown) or a file size");
         }
+        if (pass == 0)
+            continue; /* (enospc: the first pass only checks) */
         e->kind = MAN_TRACK;
         e->flags = in->size >= 0 ? MAN_F_SIZE : 0;
         e->size = in->size >= 0 ? (uint32_t)in->size : 0;
@@ -85,7 +87,9 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
             return svc_fail_in(s, err, USR, e->path, NULL);
         }
     }
-    int err = man_commit(&p->man, NULL, NULL, 0);
+    /* (enospc: no entries, nothing written: nothing to commit, and the
+     * manifest may be open read-only) */
+    int err = p->man.held ? man_commit(&p->man, NULL, NULL, 0) : 0;
     if (err)
         return svc_fail_in(s, err, USR, MAN_FILE, NULL);
     svc_reply_done(s);

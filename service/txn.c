@@ -665,8 +665,24 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
     }
 
     *bad = UINT32_MAX; /* later failures are not about one entry */
-    /* room for every slot write and the commit, made before the hold */
-    if ((err = man_hold(t->man, (t->declared + 4) * 2 * MAN_SLOT + 8192)))
+    /* The roll forward (step 3 when the bundle is not committed in one
+     * step) runs after the decision: it must not stop for room there, or
+     * the request fails with the commit decided and the directories it
+     * made left behind. Its room: what one rename asks for (4096 + 2048,
+     * cfs_rename; a batch short of room goes one rename at a time, flush)
+     * and the records the roll forward writes: for each file moved its
+     * parent directories and its rename, and the commit -> commit2
+     * rename. It is checked right before the decision (below). */
+    bool one_step = nact + 1 <= TXN_BATCH && parents && !dir_removals;
+    uint32_t rf = one_step ? 0 : 4096 + 2048 + 2048 + st->written * 256;
+    /* room for every slot write and the commit, made before the hold (and
+     * the GC asked for the roll forward's too; when it cannot make that
+     * much, the check before the decision is what counts) */
+    uint32_t hold = (t->declared + 4) * 2 * MAN_SLOT + 8192;
+    err = man_hold(t->man, hold + rf);
+    if (err == CFS_ERR_NOSPC && rf)
+        err = man_hold(t->man, hold);
+    if (err)
         return err;
 
     /* 2. The manifest: removals first, then the files written. A removal
@@ -716,7 +732,7 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
 
     /* 3. Commit: the whole bundle in one step when it is small, else the
      * decision (plan -> commit) and a roll forward. */
-    if (nact + 1 <= TXN_BATCH && parents && !dir_removals) {
+    if (one_step) {
         char (*names)[64] = t->bsrc;
         char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
         const char *src[TXN_BATCH], *dst[TXN_BATCH];
@@ -760,6 +776,11 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         t->active = 0;
         return wipe_dir(t);
     }
+    /* the roll forward's room is still there now that the slot writes
+     * are made (a hold inside the manifest's: no GC, only the check) */
+    if ((err = cfs_hold(t->fs, rf)))
+        goto revert;
+    cfs_release(t->fs);
     close_plan(t);
     {
         char from[64], to[64];
@@ -789,13 +810,15 @@ static bool in_the_way(int err)
 }
 
 /* Move a batch of staged files into place. If something is in the way,
- * one by one, skipping (and counting) what cannot be moved. */
+ * one by one, skipping (and counting) what cannot be moved; one by one as
+ * well when the batch finds no room (a batch asks for room for all its
+ * renames at once, txn_commit keeps room for one). */
 static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
 {
     if (*n == 0)
         return 0;
     int err = cfs_rename_many(t->fs, src, dst, *n);
-    if (in_the_way(err)) {
+    if (in_the_way(err) || (err == CFS_ERR_NOSPC && *n > 1)) {
         err = 0;
         for (uint32_t k = 0; !err && k < *n; k++) {
             int e2 = cfs_rename(t->fs, src[k], dst[k]);
