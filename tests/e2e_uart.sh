@@ -86,7 +86,14 @@ same "$T/f.bin" "$T/back.bin"
 up=$($PY -c "print('%.3f' % ($N / ($w1 - $w0)))")
 down=$($PY -c "print('%.3f' % ($N / ($w2 - $w1)))")
 echo "e2e_uart: clean $BAUD: upload payload/wire $up, download $down"
-eq "$($PY -c "print($up >= 0.95 and $down >= 0.95)")" True "payload/wire >= 0.95 (up $up, down $down)"
+# 0.95 is the target with the host profile's 16 KiB chunks; a small-RAM
+# device (make test-device: 768-byte chunks, docs/DEVICE.md) pays each
+# chunk's request header on the wire too: there the link's own share is
+# what holds, and 0.85 of the wire is file data
+want=0.95
+run 0 --json info
+[ "$($PY -c "import json; print(json.load(open('$T/out')).get('max_chunk', 16384))")" -ge 16384 ] || want=0.85
+eq "$($PY -c "print($up >= $want and $down >= $want)")" True "payload/wire >= $want (up $up, down $down)"
 
 # ---- 3. the client killed part-way; the push resumes ------------------------------------
 BIGD="$T/big"; mkdir -p "$BIGD"
