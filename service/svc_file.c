@@ -824,17 +824,15 @@ static int gc_part(svc_t *s, const char *name, uint32_t *out)
     const char *w = name[0] == '/' ? name + 1 : name;
     if (!w[0])
         w = "usr";
-    for (uint32_t i = 0; i < s->nparts; i++)
-        if (strcmp(s->part[i].name, w) == 0) {
-            if (!s->part[i].mounted)
-                return svc_fail_path(s, CFS_ERR_NOTMOUNTED,
-                                     name[0] ? name : "/usr",
-                                     "partition is not mounted");
-            *out = i;
-            return 0;
-        }
-    return svc_fail_path(s, CFS_ERR_NOENT, name,
-                         "no such partition (use \"/usr\" or \"/bak\")");
+    int i = svc_part_index(s, w, strlen(w));
+    if (i < 0)
+        return svc_fail_path(s, CFS_ERR_NOENT, name,
+                             "no such partition (use \"/usr\" or \"/bak\")");
+    if (!s->part[i].mounted)
+        return svc_fail_path(s, CFS_ERR_NOTMOUNTED, name[0] ? name : "/usr",
+                             "partition is not mounted");
+    *out = (uint32_t)i;
+    return 0;
 }
 
 int svc_do_gc(svc_t *s, svc_conn_t *c, const cellar_GcRequest *r)
