@@ -615,6 +615,139 @@ static int glob_last(cli_t *cli, const char *path, char ***out)
     return k;
 }
 
+/* The operands (wildcards expanded) in one batch of requests, one round
+ * trip for all (issue 11): each path's result is reported as each_path's
+ * ops report it, in order. */
+enum { NS_MKDIR, NS_RMDIR, NS_REMOVE, NS_TOUCH, NS_RENAME };
+typedef struct ns_batch {
+    cli_t *cli;
+    char **paths;
+    char **to;       /* NS_RENAME: where paths[i] goes (malloc'ed) */
+    size_t n, cap;
+    int kind;
+    cJSON *arr;
+} ns_batch_t;
+
+static void ns_each(void *ctx, size_t i, int err)
+{
+    ns_batch_t *b = ctx;
+    char show[SHOW_MAX];
+    cli_show(b->paths[i], show, sizeof(show));
+    if (err == CELLAR_ERR_ISDIR && b->kind == NS_REMOVE)
+        cli_error(b->cli, show, err, "is a directory (use -r)");
+    else if (err < 0)
+        cli_lib_error(b->cli, show, err);
+    else if (b->arr && b->kind == NS_RENAME) {
+        char to[SHOW_MAX];
+        cli_show(b->to[i], to, sizeof(to));
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "from", show);
+        cJSON_AddStringToObject(m, "to", to);
+        cJSON_AddItemToArray(b->arr, m);
+    } else if (b->arr)
+        cJSON_AddItemToArray(b->arr, cJSON_CreateString(show));
+}
+
+static bool ns_add(ns_batch_t *b, const char *path)
+{
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? 2 * b->cap : 16;
+        char **nv = realloc(b->paths, nc * sizeof(*nv));
+        if (!nv)
+            return false;
+        b->paths = nv;
+        b->cap = nc;
+    }
+    return (b->paths[b->n] = strdup(path)) != NULL && ++b->n;
+}
+
+/* rm without -r: the Stats in one batch, then the Removes of what is not
+ * a directory in another (the device's Remove would take an empty one). */
+typedef struct rm_stat {
+    ns_batch_t *b;
+    bool *known;
+} rm_stat_t;
+
+static void stat_each(void *ctx, size_t i, int err)
+{
+    rm_stat_t *r = ctx;
+    if (err < 0)
+        ns_each(r->b, i, err);
+    else
+        r->known[i] = true;
+}
+
+static int remove_files(ns_batch_t *b)
+{
+    cellar_t *c = &b->cli->dev;
+    cellar_stat_t *st = calloc(b->n, sizeof(*st));
+    char **files = calloc(b->n, sizeof(*files));
+    rm_stat_t r = {.b = b, .known = calloc(b->n, sizeof(bool))};
+    int err = CELLAR_ERR_NOMEM;
+    if (st && files && r.known)
+        err = cellar_stat_many(c, b->n, (const char *const *)b->paths, st, stat_each, &r);
+    else
+        cli_error(b->cli, NULL, err, "out of memory");
+    if (!st || !files || !r.known || !cellar_connected(c)) {
+        free(st);
+        free(files);
+        free(r.known);
+        return err;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (r.known[i] && st[i].type == CELLAR_TYPE_DIR)
+            ns_each(b, i, CELLAR_ERR_ISDIR);
+        else if (r.known[i])
+            files[k++] = b->paths[i];
+    }
+    if (k > 0) {
+        ns_batch_t fb = *b;
+        fb.paths = files;
+        fb.n = k;
+        err = cellar_remove_many(c, k, (const char *const *)files, ns_each, &fb);
+    }
+    free(st);
+    free(files);
+    free(r.known);
+    return err;
+}
+
+/* The operands, wildcards expanded, into b->paths; false when out of memory
+ * (reported). An operand that is not a device path is reported and left out. */
+static bool collect_paths(cli_t *cli, int n, char **argv, ns_batch_t *b)
+{
+    bool oom = false;
+    for (int i = 0; i < n && !oom && cellar_connected(&cli->dev); i++) {
+        char path[CELLAR_PATH_MAX + 1];
+        if (!cli_devpath_arg(cli, argv[i], path))
+            continue;
+        char **names = NULL;
+        int k = glob_last(cli, path, &names);
+        if (k < 0)
+            continue;
+        for (int j = 0; j < (k > 0 ? k : 1) && !oom; j++)
+            oom = !ns_add(b, k > 0 ? names[j] : path);
+        for (int j = 0; j < k; j++)
+            free(names[j]);
+        free(names);
+    }
+    if (oom)
+        cli_error(cli, NULL, CELLAR_ERR_NOMEM, "out of memory");
+    return !oom;
+}
+
+static void ns_free(ns_batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->paths[i]);
+        if (b->to)
+            free(b->to[i]);
+    }
+    free(b->paths);
+    free(b->to);
+}
+
 /* Run op on each operand (wildcards expanded: glob_last); collect the
  * paths done under `key`. */
 static int each_path(cli_t *cli, int n, char **argv, const char *key,
@@ -625,25 +758,37 @@ static int each_path(cli_t *cli, int n, char **argv, const char *key,
     if (cli_connect(cli) < 0)
         return CLI_FAILED;
     cJSON *arr = cli->json ? cJSON_AddArrayToObject(cli->out, key) : NULL;
-    for (int i = 0; i < n && cellar_connected(&cli->dev); i++) {
-        char path[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
-        if (!cli_devpath_arg(cli, argv[i], path))
-            continue;
-        char **names = NULL;
-        int k = glob_last(cli, path, &names);
-        if (k < 0)
-            continue;
-        for (int j = 0; j < (k > 0 ? k : 1) && cellar_connected(&cli->dev); j++) {
-            const char *one = k > 0 ? names[j] : path;
-            cli_show(one, show, sizeof(show));
-            int err = op(cli, one, show, o);
-            if (err == 0 && arr)
-                cJSON_AddItemToArray(arr, cJSON_CreateString(show));
-        }
-        for (int j = 0; j < k; j++)
-            free(names[j]);
-        free(names);
+    ns_batch_t b = {.cli = cli};
+    bool ok = collect_paths(cli, n, argv, &b);
+    for (size_t i = 0; ok && i < b.n && cellar_connected(&cli->dev); i++) {
+        char show[SHOW_MAX];
+        cli_show(b.paths[i], show, sizeof(show));
+        if (op(cli, b.paths[i], show, o) == 0 && arr)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(show));
     }
+    ns_free(&b);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
+static int batch_paths(cli_t *cli, int n, char **argv, const char *key, int kind,
+                       const cli_opts_t *o)
+{
+    if (cli_connect(cli) < 0)
+        return CLI_FAILED;
+    ns_batch_t b = {.cli = cli, .kind = kind};
+    b.arr = cli->json ? cJSON_AddArrayToObject(cli->out, key) : NULL;
+    bool oom = !collect_paths(cli, n, argv, &b);
+    if (!oom && b.n > 0 && cellar_connected(&cli->dev)) {
+        const char *const *v = (const char *const *)b.paths;
+        cellar_t *c = &cli->dev;
+        int err = kind == NS_MKDIR   ? cellar_mkdir_many(c, b.n, v, o->flag['p'], ns_each, &b)
+                  : kind == NS_RMDIR ? cellar_rmdir_many(c, b.n, v, ns_each, &b)
+                  : kind == NS_TOUCH ? cellar_touch_many(c, b.n, v, ns_each, &b)
+                                     : remove_files(&b);
+        if (err < 0 && !cli->failed) /* a connection error before any answer */
+            cli_lib_error(cli, NULL, err);
+    }
+    ns_free(&b);
     return cli->failed ? CLI_FAILED : CLI_OK;
 }
 
@@ -684,16 +829,9 @@ static int cmd_rm(cli_t *cli, int argc, char **argv)
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n < 1)
         return cli_usage(cli, cmd_of("rm"), "missing device path");
+    if (!o.flag['r'])
+        return batch_paths(cli, n, argv, "removed", NS_REMOVE, &o);
     return each_path(cli, n, argv, "removed", op_rm, &o);
-}
-
-static int op_mkdir(cli_t *cli, const char *path, const char *show,
-                    const cli_opts_t *o)
-{
-    int err = cellar_mkdir(&cli->dev, path, o->flag['p']);
-    if (err < 0)
-        cli_lib_error(cli, show, err);
-    return err;
 }
 
 static int cmd_mkdir(cli_t *cli, int argc, char **argv)
@@ -702,16 +840,7 @@ static int cmd_mkdir(cli_t *cli, int argc, char **argv)
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n < 1)
         return cli_usage(cli, cmd_of("mkdir"), "missing device path");
-    return each_path(cli, n, argv, "created", op_mkdir, &o);
-}
-
-static int op_rmdir(cli_t *cli, const char *path, const char *show,
-                    const cli_opts_t *o)
-{
-    int err = cellar_rmdir(&cli->dev, path);
-    if (err < 0)
-        cli_lib_error(cli, show, err);
-    return err;
+    return batch_paths(cli, n, argv, "created", NS_MKDIR, &o);
 }
 
 static int cmd_rmdir(cli_t *cli, int argc, char **argv)
@@ -720,26 +849,7 @@ static int cmd_rmdir(cli_t *cli, int argc, char **argv)
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n < 1)
         return cli_usage(cli, cmd_of("rmdir"), "missing device path");
-    return each_path(cli, n, argv, "removed", op_rmdir, &o);
-}
-
-static int op_touch(cli_t *cli, const char *path, const char *show,
-                    const cli_opts_t *o)
-{
-    cellar_stat_t st;
-    int err = cellar_stat(&cli->dev, path, &st);
-    if (err == 0 && st.type == CELLAR_TYPE_DIR)
-        return 0;
-    cellar_fh_t fh;
-    if (err == 0 || err == CELLAR_ERR_NOENT)
-        err = cellar_file_open(&cli->dev, path,
-                               CELLAR_O_WRITE | CELLAR_O_CREATE | CELLAR_O_APPEND,
-                               &fh, NULL);
-    if (err == 0)
-        err = cellar_file_close(&cli->dev, fh);
-    if (err < 0)
-        cli_lib_error(cli, show, err);
-    return err;
+    return batch_paths(cli, n, argv, "removed", NS_RMDIR, &o);
 }
 
 static int cmd_touch(cli_t *cli, int argc, char **argv)
@@ -748,16 +858,70 @@ static int cmd_touch(cli_t *cli, int argc, char **argv)
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
     if (n < 1)
         return cli_usage(cli, cmd_of("touch"), "missing device path");
-    return each_path(cli, n, argv, "touched", op_touch, &o);
+    return batch_paths(cli, n, argv, "touched", NS_TOUCH, &o);
 }
 
 /* ---- mv ------------------------------------------------------------------------------- */
+/* mv SRC... DIR: the Stat of DIR, then every rename in one batch. */
+static int mv_into(cli_t *cli, int n, char **argv, const char *dir_arg)
+{
+    char dir[CELLAR_PATH_MAX + 1], show[SHOW_MAX];
+    if (!cli_devpath_arg(cli, dir_arg, dir) || cli_connect(cli) < 0)
+        return CLI_FAILED;
+    cli_show(dir, show, sizeof(show));
+    cellar_stat_t st;
+    int err = cellar_stat(&cli->dev, dir, &st);
+    if (err < 0) {
+        cli_lib_error(cli, show, err);
+        return CLI_FAILED;
+    }
+    if (st.type != CELLAR_TYPE_DIR) {
+        cli_error(cli, show, CELLAR_ERR_NOTDIR,
+                  "not a directory (the target of several sources)");
+        return CLI_FAILED;
+    }
+    ns_batch_t b = {.cli = cli, .kind = NS_RENAME};
+    b.arr = cli->json ? cJSON_AddArrayToObject(cli->out, "moved") : NULL;
+    bool ok = collect_paths(cli, n, argv, &b);
+    if (ok && b.n > 0)
+        ok = (b.to = calloc(b.n, sizeof(*b.to))) != NULL;
+    size_t dl = strlen(dir);
+    for (size_t i = 0; ok && i < b.n; i++) {
+        char base[CELLAR_PATH_MAX + 1];
+        base_of(b.paths[i], base, sizeof(base));
+        if (dl + 1 + strlen(base) > CELLAR_PATH_MAX) {
+            cli_error(cli, show, CELLAR_ERR_NAMETOOLONG, "path too long");
+            ok = false;
+        } else if (!(b.to[i] = malloc(dl + 2 + strlen(base)))) {
+            ok = false;
+        } else {
+            size_t k = dl;
+            memcpy(b.to[i], dir, dl);
+            if (strcmp(dir, "/"))
+                b.to[i][k++] = '/';
+            memcpy(b.to[i] + k, base, strlen(base) + 1);
+        }
+    }
+    if (ok && b.n > 0 && cellar_connected(&cli->dev)) {
+        err = cellar_rename_many(&cli->dev, b.n, (const char *const *)b.paths,
+                                 (const char *const *)b.to, ns_each, &b);
+        if (err < 0 && !cli->failed)
+            cli_lib_error(cli, NULL, err);
+    } else if (!ok && !cli->failed) {
+        cli_error(cli, NULL, CELLAR_ERR_NOMEM, "out of memory");
+    }
+    ns_free(&b);
+    return cli->failed ? CLI_FAILED : CLI_OK;
+}
+
 static int cmd_mv(cli_t *cli, int argc, char **argv)
 {
     cli_opts_t o = {0};
     PARSE_OR_RETURN(n, cli, argc, argv, &o);
-    if (n != 2)
-        return cli_usage(cli, cmd_of("mv"), "need exactly a source and a destination");
+    if (n < 2)
+        return cli_usage(cli, cmd_of("mv"), "need a source and a destination");
+    if (n > 2)
+        return mv_into(cli, n - 1, argv, argv[n - 1]);
     char from[CELLAR_PATH_MAX + 1], to[CELLAR_PATH_MAX + 1];
     char sf[SHOW_MAX], st_[SHOW_MAX];
     if (!cli_devpath_arg(cli, argv[0], from) || !cli_devpath_arg(cli, argv[1], to))
@@ -1302,8 +1466,9 @@ const cli_cmd_t cli_device_cmds[] = {
     {"mkdir", cmd_mkdir, "mkdir [-p] :PATH...",
      "Create device directories (-p: with parents, no error if it exists).", NULL},
     {"rmdir", cmd_rmdir, "rmdir :PATH...", "Remove empty device directories.", NULL},
-    {"mv", cmd_mv, "mv :SRC :DST",
-     "Rename atomically on the device (into DST if it is a directory).", NULL},
+    {"mv", cmd_mv, "mv :SRC :DST | mv :SRC... :DIR",
+     "Rename atomically on the device (into DST if it is a directory; several\n"
+     "sources all go into DIR, in one batch).", NULL},
     {"touch", cmd_touch, "touch :PATH...", "Create empty device files if missing.", NULL},
     {"sha256sum", cmd_sha256sum, "sha256sum PATH...",
      "SHA-256 of device files (:PATH, computed on the device) or local files.", NULL},

@@ -396,6 +396,173 @@ out:
     return err;
 }
 
+/* ---- namespace requests about many paths ---------------------------------------------
+ * One request per path in one batch; each answer goes to `each` as it comes
+ * (errmsg/errpath are that answer's while it runs). */
+typedef struct ns {
+    cellar_t *c;
+    pb_size_t which;          /* Stat, Mkdir, Rmdir, Remove, Rename, Open or Close */
+    bool parents;             /* Mkdir -p */
+    const char *const *paths;
+    const char *const *to;    /* Rename */
+    size_t base;              /* touch: the chunk's first path */
+    cellar_fh_t *fh;          /* touch: the chunk's handles (0 = none) */
+    const size_t *map;        /* touch's closes: the path of each handle */
+    cellar_stat_t *st;        /* Stat: the answers */
+    cellar_each_fn each;
+    void *ctx;
+    int first;
+} ns_t;
+
+static int ns_fill(void *ctx, size_t i)
+{
+    ns_t *m = ctx;
+    int err = 0;
+    if (m->which == cellar_Request_close_tag)
+        return cellar__handle_req(m->c, m->which, m->fh[i]);
+    cellar_Request *q = cellar__path_req(m->c, m->which, m->paths[m->base + i], &err);
+    if (!q)
+        return err;
+    if (m->which == cellar_Request_mkdir_tag)
+        q->body.mkdir.parents = m->parents;
+    else if (m->which == cellar_Request_open_tag)
+        q->body.open.flags = CELLAR_O_WRITE | CELLAR_O_CREATE | CELLAR_O_APPEND;
+    else if (m->which == cellar_Request_rename_tag)
+        err = cellar__path(m->c, q->body.rename.to, sizeof(q->body.rename.to), m->to[i]);
+    return err;
+}
+
+static void ns_result(ns_t *m, size_t i, int err)
+{
+    if (err < 0) {
+        cellar__at_path(m->c, err, m->paths[i]);
+        if (m->first == 0)
+            m->first = err;
+    }
+    if (m->each)
+        m->each(m->ctx, i, err);
+}
+
+static int ns_done(void *ctx, size_t i, int err)
+{
+    ns_t *m = ctx;
+    if (m->which == cellar_Request_stat_tag) {
+        if (err == 0)
+            err = cellar__check(m->c, cellar_Response_stat_tag);
+        if (err == 0) {
+            const cellar_StatReply *r = &cellar__resp(m->c)->body.stat;
+            cellar__copy_info(&m->st[i], &r->info);
+            if (!r->info.name[0])
+                snprintf(m->st[i].name, sizeof(m->st[i].name), "%s", m->paths[i]);
+        }
+        ns_result(m, i, err);
+        return 0;
+    }
+    if (m->which == cellar_Request_open_tag) {
+        /* touch: a directory is left as it is; a file's handle is closed
+         * in the next batch, which reports the path */
+        if (err == 0)
+            err = cellar__check(m->c, cellar_Response_open_tag);
+        if (err == 0)
+            m->fh[i] = cellar__resp(m->c)->body.open.handle;
+        else if (err == CELLAR_ERR_ISDIR)
+            err = 0;
+        if (err < 0 || m->fh[i] == 0)
+            ns_result(m, m->base + i, err);
+        return 0;
+    }
+    if (err == 0)
+        err = cellar__check(m->c, cellar_Response_done_tag);
+    ns_result(m, m->map ? m->map[i] : m->base + i, err);
+    return 0;
+}
+
+static int ns_run(ns_t *m, size_t n)
+{
+    int err = cellar__batch_run(m->c, n, ns_fill, ns_done, m, false);
+    return err < 0 ? err : m->first;
+}
+
+int cellar_stat_many(cellar_t *c, size_t n, const char *const *paths, cellar_stat_t *st,
+                     cellar_each_fn each, void *ctx)
+{
+    ns_t m = {.c = c, .which = cellar_Request_stat_tag, .paths = paths, .st = st,
+              .each = each, .ctx = ctx};
+    return ns_run(&m, n);
+}
+
+int cellar_mkdir_many(cellar_t *c, size_t n, const char *const *paths, bool parents,
+                      cellar_each_fn each, void *ctx)
+{
+    ns_t m = {.c = c, .which = cellar_Request_mkdir_tag, .parents = parents,
+              .paths = paths, .each = each, .ctx = ctx};
+    return ns_run(&m, n);
+}
+
+int cellar_rmdir_many(cellar_t *c, size_t n, const char *const *paths,
+                      cellar_each_fn each, void *ctx)
+{
+    ns_t m = {.c = c, .which = cellar_Request_rmdir_tag, .paths = paths,
+              .each = each, .ctx = ctx};
+    return ns_run(&m, n);
+}
+
+int cellar_remove_many(cellar_t *c, size_t n, const char *const *paths,
+                       cellar_each_fn each, void *ctx)
+{
+    ns_t m = {.c = c, .which = cellar_Request_remove_tag, .paths = paths,
+              .each = each, .ctx = ctx};
+    return ns_run(&m, n);
+}
+
+int cellar_rename_many(cellar_t *c, size_t n, const char *const *from,
+                       const char *const *to, cellar_each_fn each, void *ctx)
+{
+    ns_t m = {.c = c, .which = cellar_Request_rename_tag, .paths = from, .to = to,
+              .each = each, .ctx = ctx};
+    return ns_run(&m, n);
+}
+
+/* Opens, then the closes, in chunks of the handles the device allows
+ * (HelloReply.max_handles, one kept free): two round trips per chunk. */
+int cellar_touch_many(cellar_t *c, size_t n, const char *const *paths,
+                      cellar_each_fn each, void *ctx)
+{
+    uint32_t mh = cellar_info(c)->max_handles; /* a pipelined Hello's answer first */
+    size_t chunk = mh > 1 ? mh - 1 : 1;
+    cellar_fh_t *fh = calloc(chunk, sizeof(*fh)), *open_fh = calloc(chunk, sizeof(*fh));
+    size_t *map = calloc(chunk, sizeof(*map));
+    int first = 0, err = 0;
+    if (!fh || !open_fh || !map)
+        err = cellar__fail(c, CELLAR_ERR_NOMEM, "out of memory");
+    for (size_t base = 0; base < n && err >= 0 && cellar_connected(c); base += chunk) {
+        size_t k = n - base < chunk ? n - base : chunk, nh = 0;
+        ns_t m = {.c = c, .which = cellar_Request_open_tag, .paths = paths, .base = base,
+                  .fh = fh, .each = each, .ctx = ctx};
+        memset(fh, 0, chunk * sizeof(*fh));
+        err = cellar__batch_run(c, k, ns_fill, ns_done, &m, false);
+        first = first ? first : m.first;
+        /* close what was opened, whatever happened to the others */
+        for (size_t i = 0; i < k; i++) {
+            if (fh[i] != 0) {
+                map[nh] = base + i;
+                open_fh[nh++] = fh[i];
+            }
+        }
+        if (nh == 0 || !cellar_connected(c))
+            continue;
+        ns_t z = {.c = c, .which = cellar_Request_close_tag, .paths = paths,
+                  .fh = open_fh, .map = map, .each = each, .ctx = ctx};
+        int e = cellar__batch_run(c, nh, ns_fill, ns_done, &z, false);
+        err = err < 0 ? err : e;
+        first = first ? first : z.first;
+    }
+    free(fh);
+    free(open_fh);
+    free(map);
+    return err < 0 ? err : first;
+}
+
 /* ---- the walk other files use ------------------------------------------------------ */
 int cellar__walk(cellar_t *c, const char *dir, unsigned depth, cellar__strvec_t *files,
                  cellar__strvec_t *dirs)

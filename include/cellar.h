@@ -620,6 +620,30 @@ int cellar_hash_many(cellar_t *c, size_t n, const char *const *paths,
 int cellar_statfs_many(cellar_t *c, size_t n, const char *const *paths,
                        cellar_statfs_t *out, int *errs);
 
+/* Namespace requests about n paths, pipelined: one round trip for all of
+ * them (touch: two per max_handles - 1 paths). The device serves them in
+ * order, so `mkdir a a/b` works. each(ctx, i, err), if given, is called
+ * once per path with its result, while cellar_errmsg / cellar_errpath are
+ * that answer's. Return 0, the first path's error, or a connection error.
+ * touch: open for appending with O_CREATE, then close; a directory is left
+ * alone (no error). remove: the device's Remove, which takes a file or an
+ * empty directory (the CLI's rm Stats first and refuses directories). */
+typedef void (*cellar_each_fn)(void *ctx, size_t i, int err);
+/* Stat of each path into st[i] (left as it was for a path that failed). */
+int cellar_stat_many(cellar_t *c, size_t n, const char *const *paths, cellar_stat_t *st,
+                     cellar_each_fn each, void *ctx);
+int cellar_mkdir_many(cellar_t *c, size_t n, const char *const *paths, bool parents,
+                      cellar_each_fn each, void *ctx);
+int cellar_rmdir_many(cellar_t *c, size_t n, const char *const *paths,
+                      cellar_each_fn each, void *ctx);
+int cellar_remove_many(cellar_t *c, size_t n, const char *const *paths,
+                       cellar_each_fn each, void *ctx);
+int cellar_touch_many(cellar_t *c, size_t n, const char *const *paths,
+                      cellar_each_fn each, void *ctx);
+/* from[i] renamed to to[i], in order. */
+int cellar_rename_many(cellar_t *c, size_t n, const char *const *from,
+                       const char *const *to, cellar_each_fn each, void *ctx);
+
 /* ---- SHA-256 helpers -------------------------------------------------------------- */
 /* SHA-256 of a local file. Returns 0 or a negative errno. */
 int cellar_sha256_file(const char *path, uint8_t sha256[CELLAR_SHA256_SIZE]);

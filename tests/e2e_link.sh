@@ -138,6 +138,18 @@ rounds 1 3 ls :d50
 rounds 0 8 push d50 :/usr/p50
 rounds 0 3 push d50 :/usr/p50; has "50 unchanged" "$T/out"
 rounds 0 3 df
+# several operands: one batch each (mv: the Stat of DIR, then the renames;
+# rm: the Stats, then the removals; touch: two per max_handles - 1 paths)
+M20=""; G20=""; R19=""
+for i in $(seq -w 1 20); do M20="$M20 :m/d$i"; G20="$G20 :m/g$i"; done
+for i in $(seq -w 2 20); do R19="$R19 :m/d$i"; done
+rounds 0 2 mkdir -p $M20
+rounds 0 8 touch $G20
+rounds 0 3 mv $G20 :m/d01
+rounds 0 2 ls -r :m; has "d01/g07" "$T/out"
+rounds 1 3 rm :m/d01/g05 :m/d02; has "is a directory" "$T/err"
+rounds 0 2 rmdir $R19
+rounds 0 2 ls -r :m; has "d01/g20" "$T/out"; hasnt "d01/g05" "$T/out"; hasnt "d02" "$T/out"
 
 # ---- faults: the link closes or stalls in the middle ---------------------------------------
 relay_stop

@@ -157,6 +157,18 @@ static void write_file(const char *path, size_t n, unsigned seed)
     fclose(f);
 }
 
+static void count_each(void *ctx, size_t i, int err)
+{
+    (void)i;
+    (void)err;
+    (*(unsigned *)ctx)++;
+}
+
+static void record_each(void *ctx, size_t i, int err)
+{
+    ((int *)ctx)[i] = err;
+}
+
 static void test_rounds(void)
 {
     char src[PATH_MAX + 8], sub[PATH_MAX + 16], back[PATH_MAX + 8], p[PATH_MAX + 64];
@@ -258,6 +270,52 @@ static void test_rounds(void)
     CHECK(t.rounds <= 3 && rep.nunchanged == 55 && rep.have_digest);
     printf("  unchanged push of 55 files: %u round(s)\n", t.rounds);
     cellar_push_report_free(&rep);
+    cellar_close(&c);
+
+    /* several paths at once: one round per batch (mkdir, stat, rename,
+     * remove, rmdir); touch two per max_handles - 1 paths */
+    CHECK_EQ(conn(&c, &t), 0);
+    enum { NM = 20 };
+    char dn[NM][32], fn[NM][40], gn[NM][40];
+    const char *dv[NM], *fv[NM], *gv[NM];
+    for (unsigned i = 0; i < NM; i++) {
+        snprintf(dn[i], sizeof(dn[i]), "/usr/m/d%02u", i);
+        snprintf(fn[i], sizeof(fn[i]), "/usr/m/d%02u/f", i);
+        snprintf(gn[i], sizeof(gn[i]), "/usr/m/g%02u", i);
+        dv[i] = dn[i];
+        fv[i] = fn[i];
+        gv[i] = gn[i];
+    }
+    unsigned calls = 0;
+    CHECK_EQ(cellar_mkdir_many(&c, NM, dv, true, count_each, &calls), 0);
+    CHECK(t.rounds <= 1 && calls == NM);
+    before = t.rounds;
+    CHECK_EQ(cellar_touch_many(&c, NM, fv, NULL, NULL), 0);
+    uint32_t mh = cellar_info(&c)->max_handles;
+    unsigned chunks = (NM + (mh - 1) - 1) / (mh - 1);
+    CHECK(mh > 1 && t.rounds - before <= 2 * chunks + 1);
+    printf("  touch of %u files: %u round(s), %u handles\n", NM, t.rounds - before, mh);
+    before = t.rounds;
+    cellar_stat_t sv[NM];
+    CHECK_EQ(cellar_stat_many(&c, NM, fv, sv, NULL, NULL), 0);
+    CHECK(t.rounds - before <= 1 && sv[7].type == CELLAR_TYPE_FILE && sv[7].size == 0);
+    before = t.rounds;
+    CHECK_EQ(cellar_rename_many(&c, NM, fv, gv, NULL, NULL), 0);
+    CHECK(t.rounds - before <= 1);
+    /* a path that fails does not stop the others: every answer reported */
+    calls = 0;
+    gv[3] = "/usr/m/missing";
+    CHECK_EQ(cellar_remove_many(&c, NM, gv, count_each, &calls), CELLAR_ERR_NOENT);
+    CHECK(calls == NM && !strcmp(cellar_errpath(&c), ":/usr/m/missing"));
+    gv[3] = gn[3];
+    CHECK_EQ(cellar_remove(&c, gn[3]), 0);
+    before = t.rounds;
+    CHECK_EQ(cellar_rmdir_many(&c, NM, dv, NULL, NULL), 0);
+    CHECK(t.rounds - before <= 1);
+    int serr[NM];
+    calls = 0;
+    CHECK_EQ(cellar_stat_many(&c, NM, gv, sv, record_each, serr), CELLAR_ERR_NOENT);
+    CHECK(serr[0] == CELLAR_ERR_NOENT && serr[NM - 1] == CELLAR_ERR_NOENT);
     cellar_close(&c);
 
     /* removing the tree: two levels + the removals */
