@@ -33,7 +33,8 @@ int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
 {
     svc_copy_t *cp = &s->job.cp;
     static const uint8_t zero[32];
-    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR);
+    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR,
+             &s->txw);
     int err = txn_begin(&s->cp, zero, 0, 0);
     if (err)
         return err;

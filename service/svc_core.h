@@ -347,6 +347,7 @@ struct svc {
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
     char tx_other[MAN_PATH_MAX + 1]; /* declare: a path with the same content */
     txn_t cp;
+    txn_work_t txw;        /* issue 14: the scratch tx and cp share */
     /* what start-up found wrong, one line each (HelloReply.problems) */
     uint32_t nproblems;
     uint8_t problem_part[SVC_MAX_PROBLEMS];

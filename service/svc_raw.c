@@ -356,8 +356,7 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 svc_problem(s, USR, "a staged raw image does not match its "
                             "manifest entry", p->name, "dropped it");
                 (void)(st.type == CFS_TYPE_FILE ? cfs_remove(&u->fs, rel)
-                                                : man_clear(&u->fs, rel,
-                                                            s->cp.tmp));
+                                                : txn_clear(&s->txw, &u->fs, rel));
                 j->ridx++;
                 continue;
             }

@@ -133,7 +133,7 @@ INDIRECT = {
     "svc_job_cancel": ["svc_update_job_cancel"],
 }
 # Recursion with a bound in the code: function -> levels.
-RECURSION = {"scan_msg": 9}                  # codec.c: depth < 8, + the top
+RECURSION = {"scan_msg": 4}                  # codec.c: SCAN_LEVELS
 ENTRIES = ["svc_process", "svc_tick", "svc_conn_close", "svc_setup",
            "svc_free"]
 
