@@ -265,9 +265,13 @@ typedef struct svc_copy {
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
     cfs_file_t dst;
-    char rel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+    /* issue 14: the paths and the reply live in the job's union (a
+     * Backup's or Restore's), or are the job's entry (a repair: out NULL,
+     * only `files` counted) */
+    const char *rel[SVC_MAX_ITEMS];
     bool found[SVC_MAX_ITEMS];
-    cellar_CopyReply out;
+    uint32_t files;        /* files copied */
+    cellar_CopyReply *out; /* the reply so far, or NULL */
 } svc_copy_t;
 
 typedef struct svc_job {
@@ -303,13 +307,18 @@ typedef struct svc_job {
     uint32_t di;
     uint64_t dhave;
     /* One job kind at a time, and every job starts from a zeroed svc_job_t:
-     * verify's reply and declare's request/reply share their bytes
-     * (issue 14: 800 bytes on the device profile, 4 KiB on the host). */
+     * verify's reply, declare's request/reply and a copy's reply and paths
+     * share their bytes (issue 14). */
     union {
         cellar_VerifyReply vr;             /* VERIFY, CHECK */
         struct {
             cellar_UpdateDeclareRequest decl; /* DECLARE */
             cellar_UpdateDeclareReply drep;
+            char dother[MAN_PATH_MAX + 1]; /* a path with the same content */
+        };
+        struct {                           /* COPY: Backup, Restore */
+            cellar_CopyReply cout;
+            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
         };
     };
     /* gc: blocks gained wanted (0 = all), swept so far and at most, the
@@ -345,7 +354,6 @@ struct svc {
     svc_conn_t *tx_owner;  /* connection driving the staged update */
     uint64_t tx_idle_since; /* when it lost its owner */
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
-    char tx_other[MAN_PATH_MAX + 1]; /* declare: a path with the same content */
     txn_t cp;
     txn_work_t txw;        /* issue 14: the scratch tx and cp share */
     /* what start-up found wrong, one line each (HelloReply.problems) */

@@ -313,7 +313,8 @@ int svc_declare_run(svc_t *s)
             e->flags = MAN_F_SIZE;
             e->size = (uint32_t)in->size;
             memcpy(e->sha, in->sha256.bytes, 32);
-            char *other = s->tx_other;
+            char *other = j->dother;
+            CFS_ASSERT(j->kind == SVC_JOB_DECLARE); /* the union's member */
             k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
                                  other);
             if (k < 0)
