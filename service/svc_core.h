@@ -189,10 +189,12 @@ struct svc_conn {
     uint8_t out[SVC_OUT_BYTES];
 };
 
-/* A request path after validation. */
+/* A request path after validation. Issue 14: the path inside the
+ * partition is the tail of show (or "/"), not a copy: do not copy an
+ * svc_path_t by value. */
 typedef struct svc_path {
     int part;                    /* partition index, or -1 for "/" itself */
-    char fs[SVC_MAX_PATH + 2];   /* path inside the partition: "/" or "/a/b" */
+    const char *fs;              /* path inside the partition: "/" or "/a/b" */
     char show[SVC_MAX_PATH + 8]; /* normalised full path: "/usr/a/b", "/" */
 } svc_path_t;
 
@@ -368,7 +370,12 @@ struct svc {
     cellar_Request req;
     cellar_Response resp;
     codec_scan_t scan;
-    svc_path_t pa, pb;    /* resolved paths of the request */
+    svc_path_t pa;        /* resolved paths of the request */
+    /* issue 14: the ACL check (svc_acl_check: acl_path, the paths a
+     * request writes) runs before the handler, which resolves pb itself:
+     * one place for both; while acl_in is set only the ACL resolves */
+    union { svc_path_t pb; svc_path_t acl_path; };
+    uint8_t acl_in;
     cfs_file_t tmpfile;    /* for path-based truncate and hash */
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
@@ -383,7 +390,6 @@ struct svc {
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */
-    svc_path_t acl_path;  /* scratch for the paths a request writes */
     struct svc_sd *sd;     /* issue 15 (sd): the SD card at /sd, or NULL
                               (svc_sd.h: svc_sd_attach) */
 };

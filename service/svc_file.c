@@ -790,11 +790,9 @@ int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
     for (uint32_t i = 0; i < s->nparts; i++) {
         if (p->part >= 0 && (uint32_t)p->part != i)
             continue;
-        svc_path_t q = *p;
-        q.part = (int)i;
         if (p->part < 0 && !s->part[i].mounted)
             continue; /* "/": what is served (Hello says what is not) */
-        cfs_t *fs = svc_path_fs(s, &q);
+        cfs_t *fs = p->part >= 0 ? svc_path_fs(s, p) : &s->part[i].fs;
         if (!fs)
             return CFS_ERR_IO;
         err = cfs_statvfs(fs, &v);
