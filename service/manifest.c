@@ -54,6 +54,22 @@ int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
     return 0;
 }
 
+/* The slot buffer taken / given back (issue 14: shared on the device). */
+#ifdef MAN_SHARED_SLOT
+static void slot_take(man_t *m)
+{
+    CFS_ASSERT(m->slot && !(*m->busy & m->bit));
+    *m->busy |= m->bit;
+}
+static void slot_give(man_t *m)
+{
+    *m->busy &= ~m->bit;
+}
+#else
+static void slot_take(man_t *m) { (void)m; }
+static void slot_give(man_t *m) { (void)m; }
+#endif
+
 #if SLOT_FIXED + MAN_PATH_MAX > MAN_SLOT
 #error "a manifest slot must hold the longest path"
 #endif
@@ -91,6 +107,8 @@ int man_open_ro(man_t *m, cfs_t *fs)
     return 0;
 }
 
+static int man_get_in(man_t *m, uint32_t i, man_entry_t *e);
+
 int man_scrub(man_t *m, uint32_t *dropped)
 {
     *dropped = 0;
@@ -99,7 +117,8 @@ int man_scrub(man_t *m, uint32_t *dropped)
         return size;
     uint32_t n = (uint32_t)size / MAN_SLOT;
     for (uint32_t i = 0; i < n; i++) {
-        int r = man_get(m, i, NULL);
+        slot_take(m);
+        int r = man_get_in(m, i, NULL);
         if (r == CFS_ERR_CORRUPT && m->slot[0] != MAN_FREE) {
             int err = man_hold(m, 4 * MAN_SLOT + 4096);
             if (!err) {
@@ -108,12 +127,16 @@ int man_scrub(man_t *m, uint32_t *dropped)
                                        i * MAN_SLOT);
                 err = k < 0 ? k : 0;
             }
+            slot_give(m);
             if (err) {
                 man_revert(m);
                 return err;
             }
             (*dropped)++;
-        } else if (r < 0 && r != CFS_ERR_CORRUPT) {
+            continue;
+        }
+        slot_give(m);
+        if (r < 0 && r != CFS_ERR_CORRUPT) {
             man_revert(m);
             return r;
         }
@@ -210,7 +233,8 @@ uint32_t man_slots(man_t *m)
     return size > 0 ? (uint32_t)size / MAN_SLOT : 0;
 }
 
-int man_get(man_t *m, uint32_t i, man_entry_t *e)
+/* man_get with the slot buffer taken. */
+static int man_get_in(man_t *m, uint32_t i, man_entry_t *e)
 {
     int n = cfs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
     if (n < 0)
@@ -223,9 +247,31 @@ int man_get(man_t *m, uint32_t i, man_entry_t *e)
     return m->slot[0] == MAN_FREE ? 0 : 1;
 }
 
+int man_get(man_t *m, uint32_t i, man_entry_t *e)
+{
+    slot_take(m);
+    int r = man_get_in(m, i, e);
+    slot_give(m);
+    return r;
+}
+
+static int find_content_in(man_t *m, const char *path, const uint8_t *sha,
+                           uint32_t size, man_entry_t *e, uint32_t *slot,
+                           char *other);
+
 int man_find_content(man_t *m, const char *path, const uint8_t *sha,
                      uint32_t size, man_entry_t *e, uint32_t *slot,
                      char *other)
+{
+    slot_take(m);
+    int r = find_content_in(m, path, sha, size, e, slot, other);
+    slot_give(m);
+    return r;
+}
+
+static int find_content_in(man_t *m, const char *path, const uint8_t *sha,
+                           uint32_t size, man_entry_t *e, uint32_t *slot,
+                           char *other)
 {
     uint32_t n = man_slots(m);
     size_t len = strlen(path);
@@ -266,16 +312,24 @@ int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
     return man_find_content(m, path, NULL, 0, e, slot, NULL);
 }
 
-/* Write slot i: e encoded, or (e NULL) what m->slot holds. */
-static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
+/* Write slot i: what m->slot holds (the caller took it). */
+static int slot_write_in(man_t *m, uint32_t i)
 {
     int err = man_hold(m, 4 * MAN_SLOT + 4096);
     if (err)
         return err;
-    if (e)
-        man_encode(e, m->slot);
     int n = cfs_file_pwrite(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
     return n < 0 ? n : 0;
+}
+
+/* Write slot i: e encoded. */
+static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
+{
+    slot_take(m);
+    man_encode(e, m->slot);
+    int err = slot_write_in(m, i);
+    slot_give(m);
+    return err;
 }
 
 int man_set(man_t *m, const man_entry_t *e)
@@ -284,11 +338,14 @@ int man_set(man_t *m, const man_entry_t *e)
     int r = man_find(m, e->path, NULL, &slot);
     if (r < 0)
         return r;
+    slot_take(m);
     if (r == 0) {
         for (uint32_t i = 0; i < n; i++) {
             int k = cfs_file_pread(m->fs, &m->f, m->slot, 1, i * MAN_SLOT);
-            if (k < 0)
+            if (k < 0) {
+                slot_give(m);
                 return k;
+            }
             if (k == 1 && m->slot[0] == MAN_FREE) {
                 free_slot = i;
                 break;
@@ -298,7 +355,9 @@ int man_set(man_t *m, const man_entry_t *e)
     }
     /* as a tracked file, only its size flag */
     encode_as(e, MAN_TRACK, e->flags & MAN_F_SIZE, m->slot);
-    return slot_write(m, slot, NULL);
+    int err = slot_write_in(m, slot);
+    slot_give(m);
+    return err;
 }
 
 int man_del(man_t *m, const char *path)
@@ -307,8 +366,11 @@ int man_del(man_t *m, const char *path)
     int r = man_find(m, path, NULL, &slot);
     if (r <= 0)
         return r;
+    slot_take(m);
     memset(m->slot, 0, MAN_SLOT);
-    return slot_write(m, slot, NULL);
+    int err = slot_write_in(m, slot);
+    slot_give(m);
+    return err;
 }
 
 bool man_under(const char *path, const char *prefix)

@@ -118,14 +118,25 @@ bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b)
  * manifest that is not a file is set aside (cleared), damaged slots are
  * freed, and a partition too full for a writable manifest gets a
  * read-only one (PART_FULL) or none (PART_NO_MANIFEST). */
+/* man_open / man_open_ro, and (issue 14, the device profile) the slot
+ * buffer shared with the txn scratch (TXN_W_SLOT marks it taken). */
+static int man_open_s(svc_t *s, man_t *m, cfs_t *fs, bool ro)
+{
+    int err = ro ? man_open_ro(m, fs) : man_open(m, fs);
+#ifdef MAN_SHARED_SLOT
+    man_share_slot(m, s->txw.slot, &s->txw.busy, TXN_W_SLOT);
+#endif
+    return err;
+}
+
 static void attach_manifest(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
     cfs_stat_t st;
-    int err = man_open(&p->man, &p->fs);
+    int err = man_open_s(s, &p->man, &p->fs, false);
     if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
         (void)cfs_gc(&p->fs, 0); /* stale data a failed operation left */
-        err = man_open(&p->man, &p->fs);
+        err = man_open_s(s, &p->man, &p->fs, false);
     }
     if (err == CFS_ERR_ISDIR || err == CFS_ERR_NOTDIR ||
         (err == CFS_ERR_CORRUPT &&
@@ -137,10 +148,10 @@ static void attach_manifest(svc_t *s, uint32_t i)
         svc_problem(s, i, "the manifest is not a file", svc_reason(err),
                     e2 ? "it could not be cleared" :
                     "cleared: every file is untracked (import or rewrite)");
-        err = e2 ? e2 : man_open(&p->man, &p->fs);
+        err = e2 ? e2 : man_open_s(s, &p->man, &p->fs, false);
     }
     if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
-        if (man_open_ro(&p->man, &p->fs) == 0) {
+        if (man_open_s(s, &p->man, &p->fs, true) == 0) {
             cfs_statvfs_t v;
             p->has_man = 1;
             p->state = SVC_PART_FULL;
