@@ -294,9 +294,9 @@ typedef struct svc_job {
     csha_t sha;
     uint32_t off, left, total;
     uint8_t digest[32];
-    char show[SVC_MAX_PATH + 8];
-    /* verify and the check: the entry being checked, the slot cursor */
-    man_entry_t e;
+    /* (show: the file hashed; e: the entry being checked, declared or
+     * committed: in the union below, issue 14) */
+    /* verify and the check: the slot cursor */
     uint32_t cursor, nslots, max, bad, fixed;
     uint8_t kprob;         /* the problem a repair's copy is fixing */
     uint64_t steps;        /* steps made (statistics, tests) */
@@ -310,13 +310,20 @@ typedef struct svc_job {
     uint64_t dhave;
     /* One job kind at a time, and every job starts from a zeroed svc_job_t:
      * verify's reply, declare's request/reply and a copy's reply and paths
-     * share their bytes (issue 14). */
+     * share their bytes (issue 14); a COPY uses neither e nor show
+     * (SVC_JOB_NOT_COPY asserts it where they are set). */
     union {
-        cellar_VerifyReply vr;             /* VERIFY, CHECK */
-        struct {
-            cellar_UpdateDeclareRequest decl; /* DECLARE */
-            cellar_UpdateDeclareReply drep;
-            char dother[MAN_PATH_MAX + 1]; /* a path with the same content */
+        struct {                           /* every kind but COPY */
+            man_entry_t e;
+            char show[SVC_MAX_PATH + 8];
+            union {
+                cellar_VerifyReply vr;     /* VERIFY, CHECK */
+                struct {                   /* DECLARE */
+                    cellar_UpdateDeclareRequest decl;
+                    cellar_UpdateDeclareReply drep;
+                    char dother[MAN_PATH_MAX + 1]; /* same content */
+                };
+            };
         };
         struct {                           /* COPY: Backup, Restore */
             cellar_CopyReply cout;

@@ -925,6 +925,7 @@ int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
     uint32_t left = (uint32_t)size - off;
     if (r->length && r->length < left)
         left = (uint32_t)r->length;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), p->show);
     j->kind = SVC_JOB_HASH;
     err = svc_job_hash_begin(s, (uint32_t)p->part, f, off, left);

@@ -281,6 +281,7 @@ int svc_update_job_step(svc_t *s)
             return job_end(s);
         if (looked++ == 16)
             return 0; /* slots read in this step */
+        SVC_JOB_NOT_COPY(s); /* issue 14: the union */
         int r = man_get(m, j->cursor, &j->e);
         if (r < 0) {
             if (j->kind == SVC_JOB_CHECK) {

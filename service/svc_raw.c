@@ -261,6 +261,7 @@ int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const cellar_RawHashRequest *r)
     int err = raw_range(s, r->name, r->offset, len, &p);
     if (err)
         return err;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), r->name);
     j->kind = SVC_JOB_HASH;
     err = svc_job_hash_begin(s, USR, NULL, (uint32_t)r->offset,

@@ -770,6 +770,7 @@ static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
     if (r->length && r->length < j->left)
         j->left = (uint32_t)r->length;
     j->total = j->left;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), p->show);
     s->sd->hf = f;
     s->sd->hown = own;

@@ -206,6 +206,7 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
         (void)cfs_file_close(fs, &j->f);
         return CFS_ERR_INVAL; /* not the content its entry says */
     }
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), txn_data_path(t, idx));
     err = cfs_file_open(fs, &cp->dst, j->show,
                        CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
@@ -606,6 +607,7 @@ int svc_commit_step(svc_t *s)
             break;
         if (!budget || looked++ == 16)
             return 0; /* more in the next step */
+        SVC_JOB_NOT_COPY(s); /* issue 14: the union */
         if (txn_entry(t, j->centry, &j->e))
             break; /* the commit reports it */
         if (j->e.kind != MAN_TRACK || !(j->e.flags & MAN_F_SEND) ||
