@@ -386,7 +386,7 @@ struct svc {
     cfs_file_t tmpfile;    /* for path-based truncate and hash */
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
-    char logline[256];
+    /* (the log line is built in txw.tmp: svc_log_begin, issue 14) */
     uint8_t scratch[SVC_SCRATCH_BYTES]; /* cellar_config.h */
     /* ---- update bundles: the index of the staged bundle's paths */
     txn_index_t txix;
