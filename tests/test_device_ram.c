@@ -65,6 +65,13 @@ int main(void)
     CHECK(sizeof(svc_t) <= 20 * 1024);
     CHECK(sizeof(svc_t) + sizeof(svc_conn_t) <= 24 * 1024);
     CHECK(sizeof(svc_t) - 2 * sizeof(cfs_t) <= 15 * 1024);
+    /* what the service shares (docs/DEVICE.md): one txn scratch for both
+     * txn_t, no path copied twice, the manifests' slot buffer shared */
+    CHECK(sizeof(txn_t) <= 512);
+    CHECK(sizeof(txn_work_t) <= 2800);
+    CHECK(sizeof(svc_path_t) <= SVC_MAX_PATH + 32);
+    CHECK(sizeof(man_t) <= 128);
+    CHECK(sizeof(svc_job_t) <= 3 * 1024);
 #endif
     return check_summary("device_ram");
 }
