@@ -187,8 +187,13 @@ static void scan_note(codec_scan_t *out, int problem, const pb_msgdesc_t *msg,
 
 #define SCAN_COUNTED 32u /* fields per message whose items are counted */
 
-/* Walk one message. depth bounds the recursion (cellar messages nest two
- * levels; 8 is plenty and keeps the stack small on a device). item: the
+/* Levels of messages scan_msg walks: a Request or Response, its body, an
+ * item of the body (an entry, a problem): cellar messages nest three
+ * levels. A deeper one is not walked (nanopb's decode still bounds it).
+ * Issue 14: each level is a frame of scan_msg on the stack (make ram). */
+#define SCAN_LEVELS 4
+
+/* Walk one message. depth bounds the recursion (SCAN_LEVELS). item: the
  * index of this message in a repeated field of its parent, or -1. */
 static void scan_msg(const pb_msgdesc_t *desc, pb_istream_t *is,
                      codec_scan_t *out, int depth, int32_t item)
@@ -264,7 +269,7 @@ static void scan_msg(const pb_msgdesc_t *desc, pb_istream_t *is,
                 scan_note(out, CODEC_SCAN_NUL, desc, tag, s, n, cap, at);
         } else if ((lt == PB_LTYPE_SUBMESSAGE ||
                     lt == PB_LTYPE_SUBMSG_W_CB) && it.submsg_desc &&
-                   depth < 8) {
+                   depth + 1 < SCAN_LEVELS) {
             scan_msg(it.submsg_desc, &sub, out, depth + 1,
                      sub_item >= 0 ? sub_item : item);
         }

@@ -9,12 +9,13 @@
  * u32 size, u32 mtime, u8 sha256[32], path bytes (zero padded). */
 #define SLOT_FIXED 44u
 
-void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
+static void encode_as(const man_entry_t *e, uint8_t kind, uint8_t flags,
+                      uint8_t p[MAN_SLOT])
 {
-    size_t n = e->kind == MAN_FREE ? 0 : strlen(e->path);
+    size_t n = kind == MAN_FREE ? 0 : strlen(e->path);
     memset(p, 0, MAN_SLOT);
-    p[0] = e->kind;
-    p[1] = e->flags;
+    p[0] = kind;
+    p[1] = flags;
     le_put16(p + 2, (uint16_t)n);
     le_put32(p + 4, e->size);
     le_put32(p + 8, e->mtime);
@@ -22,9 +23,19 @@ void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
     memcpy(p + SLOT_FIXED, e->path, n);
 }
 
+void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT])
+{
+    encode_as(e, e->kind, e->flags, p);
+}
+
 int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
 {
     uint32_t n = le_get16(p + 2);
+    if (!e) /* only check it (issue 14: no entry on the caller's stack) */
+        return p[0] == MAN_FREE ? 0 :
+               p[0] > MAN_REMOVE || n == 0 || n > MAN_PATH_MAX ||
+               n > MAN_SLOT - SLOT_FIXED || p[SLOT_FIXED] != '/' ||
+               memchr(p + SLOT_FIXED, 0, n) ? CFS_ERR_CORRUPT : 0;
     memset(e, 0, sizeof(*e));
     e->kind = p[0];
     if (e->kind == MAN_FREE)
@@ -42,6 +53,22 @@ int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT])
         return CFS_ERR_CORRUPT;
     return 0;
 }
+
+/* The slot buffer taken / given back (issue 14: shared on the device). */
+#ifdef MAN_SHARED_SLOT
+static void slot_take(man_t *m)
+{
+    CFS_ASSERT(m->slot && !(*m->busy & m->bit));
+    *m->busy |= m->bit;
+}
+static void slot_give(man_t *m)
+{
+    *m->busy &= ~m->bit;
+}
+#else
+static void slot_take(man_t *m) { (void)m; }
+static void slot_give(man_t *m) { (void)m; }
+#endif
 
 #if SLOT_FIXED + MAN_PATH_MAX > MAN_SLOT
 #error "a manifest slot must hold the longest path"
@@ -80,31 +107,36 @@ int man_open_ro(man_t *m, cfs_t *fs)
     return 0;
 }
 
+static int man_get_in(man_t *m, uint32_t i, man_entry_t *e);
+
 int man_scrub(man_t *m, uint32_t *dropped)
 {
-    uint8_t zero[MAN_SLOT];
-    man_entry_t e;
     *dropped = 0;
     int32_t size = cfs_file_size(m->fs, &m->f);
     if (size < 0)
         return size;
-    memset(zero, 0, sizeof(zero));
     uint32_t n = (uint32_t)size / MAN_SLOT;
     for (uint32_t i = 0; i < n; i++) {
-        int r = man_get(m, i, &e);
+        slot_take(m);
+        int r = man_get_in(m, i, NULL);
         if (r == CFS_ERR_CORRUPT && m->slot[0] != MAN_FREE) {
             int err = man_hold(m, 4 * MAN_SLOT + 4096);
             if (!err) {
-                int k = cfs_file_pwrite(m->fs, &m->f, zero, MAN_SLOT,
+                memset(m->slot, 0, MAN_SLOT);
+                int k = cfs_file_pwrite(m->fs, &m->f, m->slot, MAN_SLOT,
                                        i * MAN_SLOT);
                 err = k < 0 ? k : 0;
             }
+            slot_give(m);
             if (err) {
                 man_revert(m);
                 return err;
             }
             (*dropped)++;
-        } else if (r < 0 && r != CFS_ERR_CORRUPT) {
+            continue;
+        }
+        slot_give(m);
+        if (r < 0 && r != CFS_ERR_CORRUPT) {
             man_revert(m);
             return r;
         }
@@ -201,22 +233,45 @@ uint32_t man_slots(man_t *m)
     return size > 0 ? (uint32_t)size / MAN_SLOT : 0;
 }
 
-int man_get(man_t *m, uint32_t i, man_entry_t *e)
+/* man_get with the slot buffer taken. */
+static int man_get_in(man_t *m, uint32_t i, man_entry_t *e)
 {
     int n = cfs_file_pread(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
     if (n < 0)
         return n;
     if (n != (int)MAN_SLOT)
         return CFS_ERR_CORRUPT;
-    int err = man_decode(e, m->slot);
+    int err = man_decode(e, m->slot); /* e NULL: only checked */
     if (err)
         return err;
-    return e->kind == MAN_FREE ? 0 : 1;
+    return m->slot[0] == MAN_FREE ? 0 : 1;
 }
+
+int man_get(man_t *m, uint32_t i, man_entry_t *e)
+{
+    slot_take(m);
+    int r = man_get_in(m, i, e);
+    slot_give(m);
+    return r;
+}
+
+static int find_content_in(man_t *m, const char *path, const uint8_t *sha,
+                           uint32_t size, man_entry_t *e, uint32_t *slot,
+                           char *other);
 
 int man_find_content(man_t *m, const char *path, const uint8_t *sha,
                      uint32_t size, man_entry_t *e, uint32_t *slot,
                      char *other)
+{
+    slot_take(m);
+    int r = find_content_in(m, path, sha, size, e, slot, other);
+    slot_give(m);
+    return r;
+}
+
+static int find_content_in(man_t *m, const char *path, const uint8_t *sha,
+                           uint32_t size, man_entry_t *e, uint32_t *slot,
+                           char *other)
 {
     uint32_t n = man_slots(m);
     size_t len = strlen(path);
@@ -235,7 +290,7 @@ int man_find_content(man_t *m, const char *path, const uint8_t *sha,
         uint32_t pl = le_get16(m->slot + 2);
         bool same_path = pl == len && memcmp(m->slot + SLOT_FIXED, path, len) == 0;
         if (same_path && !found) {
-            int err = man_decode(e, m->slot);
+            int err = man_decode(e, m->slot); /* e NULL: only checked */
             if (err)
                 return err;
             *slot = i;
@@ -257,29 +312,40 @@ int man_find(man_t *m, const char *path, man_entry_t *e, uint32_t *slot)
     return man_find_content(m, path, NULL, 0, e, slot, NULL);
 }
 
-static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
+/* Write slot i: what m->slot holds (the caller took it). */
+static int slot_write_in(man_t *m, uint32_t i)
 {
-    uint8_t p[MAN_SLOT];
     int err = man_hold(m, 4 * MAN_SLOT + 4096);
     if (err)
         return err;
-    man_encode(e, p);
-    int n = cfs_file_pwrite(m->fs, &m->f, p, MAN_SLOT, i * MAN_SLOT);
+    int n = cfs_file_pwrite(m->fs, &m->f, m->slot, MAN_SLOT, i * MAN_SLOT);
     return n < 0 ? n : 0;
+}
+
+/* Write slot i: e encoded. */
+static int slot_write(man_t *m, uint32_t i, const man_entry_t *e)
+{
+    slot_take(m);
+    man_encode(e, m->slot);
+    int err = slot_write_in(m, i);
+    slot_give(m);
+    return err;
 }
 
 int man_set(man_t *m, const man_entry_t *e)
 {
-    man_entry_t old;
     uint32_t slot, n = man_slots(m), free_slot = n;
-    int r = man_find(m, e->path, &old, &slot);
+    int r = man_find(m, e->path, NULL, &slot);
     if (r < 0)
         return r;
+    slot_take(m);
     if (r == 0) {
         for (uint32_t i = 0; i < n; i++) {
             int k = cfs_file_pread(m->fs, &m->f, m->slot, 1, i * MAN_SLOT);
-            if (k < 0)
+            if (k < 0) {
+                slot_give(m);
                 return k;
+            }
             if (k == 1 && m->slot[0] == MAN_FREE) {
                 free_slot = i;
                 break;
@@ -287,21 +353,24 @@ int man_set(man_t *m, const man_entry_t *e)
         }
         slot = free_slot;
     }
-    man_entry_t w = *e;
-    w.kind = MAN_TRACK;
-    w.flags &= MAN_F_SIZE;
-    return slot_write(m, slot, &w);
+    /* as a tracked file, only its size flag */
+    encode_as(e, MAN_TRACK, e->flags & MAN_F_SIZE, m->slot);
+    int err = slot_write_in(m, slot);
+    slot_give(m);
+    return err;
 }
 
 int man_del(man_t *m, const char *path)
 {
-    man_entry_t e;
     uint32_t slot;
-    int r = man_find(m, path, &e, &slot);
+    int r = man_find(m, path, NULL, &slot);
     if (r <= 0)
         return r;
-    memset(&e, 0, sizeof(e));
-    return slot_write(m, slot, &e);
+    slot_take(m);
+    memset(m->slot, 0, MAN_SLOT);
+    int err = slot_write_in(m, slot);
+    slot_give(m);
+    return err;
 }
 
 bool man_under(const char *path, const char *prefix)
@@ -504,34 +573,38 @@ int man_wipe(cfs_t *fs, const char *dir, char *tmp)
     if (dl + 2 > 256)
         return CFS_ERR_NAMETOOLONG;
     /* A flat directory: files only. Remove a batch of names at a time,
-     * reading the listing again from the start after each batch. */
+     * reading the listing again from the start after each batch. The
+     * names ("dir/name", under 40 bytes each) are packed into tmp, not
+     * kept on the stack (issue 14). */
+    enum { NAME_MAX40 = 40 };
     for (uint32_t guard = 0; guard < 100000; guard++) {
-        char names[CFS_RENAME_MANY_MAX][40];
         const char *src[CFS_RENAME_MANY_MAX];
-        uint32_t k = 0;
+        uint32_t k = 0, pos = 0;
         int err = cfs_dir_open(fs, &d, dir);
         if (err == CFS_ERR_NOENT)
             return 0;
         if (err)
             return err;
-        while (k < CFS_RENAME_MANY_MAX) {
-            int r = cfs_dir_read(fs, &d, tmp + 256, 256, &st);
+        while (k < CFS_RENAME_MANY_MAX && pos + NAME_MAX40 <= 512) {
+            char *name = tmp + pos;
+            int r = cfs_dir_read(fs, &d, name + dl + 1,
+                                 dl + 2 < NAME_MAX40
+                                     ? (uint32_t)(NAME_MAX40 - dl - 1) : 1u,
+                                 &st);
+            if (r == CFS_ERR_NAMETOOLONG)
+                r = CFS_ERR_NOTEMPTY; /* not a name of ours */
+            if (r == 1 && st.type != CFS_TYPE_FILE)
+                r = CFS_ERR_NOTEMPTY;
             if (r < 0) {
                 (void)cfs_dir_close(fs, &d);
                 return r;
             }
             if (r == 0)
                 break;
-            size_t nl = strlen(tmp + 256);
-            if (st.type != CFS_TYPE_FILE || dl + 1 + nl >= sizeof(names[0])) {
-                (void)cfs_dir_close(fs, &d);
-                return CFS_ERR_NOTEMPTY;
-            }
-            memcpy(names[k], dir, dl);
-            names[k][dl] = '/';
-            memcpy(names[k] + dl + 1, tmp + 256, nl + 1);
-            src[k] = names[k];
-            k++;
+            memcpy(name, dir, dl);
+            name[dl] = '/';
+            src[k++] = name;
+            pos += (uint32_t)(dl + 2 + strlen(name + dl + 1));
         }
         (void)cfs_dir_close(fs, &d);
         if (k == 0)

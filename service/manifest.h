@@ -51,14 +51,35 @@ typedef struct man_entry {
 void man_encode(const man_entry_t *e, uint8_t p[MAN_SLOT]);
 int man_decode(man_entry_t *e, const uint8_t p[MAN_SLOT]); /* 0 / CORRUPT */
 
+/* The slot buffer a man_* call reads and writes through. Issue 14: on the
+ * device profile the service's manifests share one (man_share_slot, after
+ * man_open: the txn scratch's slot); a call marks it taken in *busy (bit)
+ * and CFS_ASSERTs that nobody else holds it. */
+#ifdef CELLAR_PROFILE_DEVICE
+#define MAN_SHARED_SLOT 1
+#endif
 typedef struct man {
     cfs_t *fs;
     cfs_file_t f;               /* MAN_FILE, open read-write */
     uint8_t open;
     uint8_t held;              /* cfs_hold taken for pending slot writes */
     uint8_t ro;                /* opened read-only (man_open_ro) */
+#ifdef MAN_SHARED_SLOT
+    uint8_t *slot;             /* MAN_SLOT bytes, shared */
+    uint32_t *busy, bit;
+#else
     uint8_t slot[MAN_SLOT];
+#endif
 } man_t;
+#ifdef MAN_SHARED_SLOT
+static inline void man_share_slot(man_t *m, uint8_t *slot, uint32_t *busy,
+                                  uint32_t bit)
+{
+    m->slot = slot;
+    m->busy = busy;
+    m->bit = bit;
+}
+#endif
 
 /* Open (creating /.cellar and an empty manifest if missing) and close. */
 int man_open(man_t *m, cfs_t *fs);

@@ -636,5 +636,9 @@ int svc_acl_check(svc_t *s, svc_conn_t *c, const cellar_Request *q,
         return deny_q(s, c, perm, req_path(q), false, q);
     if (perm != SVC_PERM_WRITE || !c->rule || !c->rule->nprefix)
         return 0;
-    return check_paths(s, c, q);
+    CFS_ASSERT(!s->acl_in); /* issue 14: acl_path is pb (svc_core.h) */
+    s->acl_in = 1;
+    int err = check_paths(s, c, q);
+    s->acl_in = 0;
+    return err;
 }

@@ -11,7 +11,7 @@
 static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
                      const char *path, cellar_ProblemKind k)
 {
-    if (out->skipped_count >= pb_arraysize(cellar_CopyReply, skipped))
+    if (!out || out->skipped_count >= pb_arraysize(cellar_CopyReply, skipped))
         return;
     cellar_Problem *pr = &out->skipped[out->skipped_count++];
     svc_show_path(s, part, path, pr->path, sizeof(pr->path));
@@ -33,11 +33,14 @@ int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
 {
     svc_copy_t *cp = &s->job.cp;
     static const uint8_t zero[32];
-    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR);
+    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR,
+             &s->txw);
     int err = txn_begin(&s->cp, zero, 0, 0);
     if (err)
         return err;
-    memset(&cp->out, 0, sizeof(cp->out));
+    if (cp->out) /* issue 14: in the job's union, a COPY job's */
+        memset(cp->out, 0, sizeof(*cp->out));
+    cp->files = 0;
     memset(cp->found, 0, sizeof(cp->found));
     cp->active = 1;
     cp->phase = CP_SCAN;
@@ -100,7 +103,7 @@ void svc_copy_cancel(svc_t *s)
 static void copy_skip(svc_t *s, cellar_ProblemKind k)
 {
     svc_copy_t *cp = &s->job.cp;
-    add_skip(&cp->out, s, cp->from, cp->e.path, k);
+    add_skip(cp->out, s, cp->from, cp->e.path, k);
 }
 
 /* An error while copying cp->e: a problem of that file (skipped: 0), or
@@ -300,9 +303,12 @@ static int copy_commit(svc_t *s)
         return err;
     if (cp->to == USR)
         (void)svc_raw_finish(s); /* issue 15: restored raw images */
-    cp->out.files += st.written;
-    cp->out.removed += st.removed;
-    cp->out.bytes += st.bytes;
+    cp->files += st.written;
+    if (cp->out) {
+        cp->out->files += st.written;
+        cp->out->removed += st.removed;
+        cp->out->bytes += st.bytes;
+    }
     return 0;
 }
 
@@ -387,7 +393,8 @@ int svc_copy_step(svc_t *s, uint32_t *budget)
             if (k != cellar_ProblemKind_P_NONE)
                 copy_skip(s, k);
             else
-                cp->out.unchanged++;
+                if (cp->out)
+                    cp->out->unchanged++;
             continue;
         case CP_COPY:
             r = copy_file_step(s, budget);
@@ -469,7 +476,8 @@ void svc_copy_reply(svc_t *s)
                                    : "restore failed, /usr is unchanged");
         return;
     }
-    *o = cp->out;
+    CFS_ASSERT(cp->out == &s->job.cout); /* a Backup's or Restore's */
+    *o = *cp->out;
     for (uint32_t j = 0; j < cp->n; j++)
         if (!cp->found[j])
             add_skip(o, s, USR, cp->rel[j],
@@ -498,10 +506,13 @@ static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
     if (n > SVC_MAX_ITEMS)
         n = SVC_MAX_ITEMS;
     memset(j, 0, sizeof(*j));
-    int err = copy_args(s, paths, n, j->cp.rel, !backup);
+    int err = copy_args(s, paths, n, j->crel, !backup);
     if (err)
         return err;
     j->cp.n = n;
+    for (uint32_t i = 0; i < n; i++)
+        j->cp.rel[i] = j->crel[i];
+    j->cp.out = &j->cout; /* issue 14: the union's COPY member */
     err = backup ? svc_copy_begin(s, USR, BAK, n == 0, true)
                  : svc_copy_begin(s, BAK, USR, false, false);
     if (err) {

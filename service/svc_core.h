@@ -189,10 +189,12 @@ struct svc_conn {
     uint8_t out[SVC_OUT_BYTES];
 };
 
-/* A request path after validation. */
+/* A request path after validation. Issue 14: the path inside the
+ * partition is the tail of show (or "/"), not a copy: do not copy an
+ * svc_path_t by value. */
 typedef struct svc_path {
     int part;                    /* partition index, or -1 for "/" itself */
-    char fs[SVC_MAX_PATH + 2];   /* path inside the partition: "/" or "/a/b" */
+    const char *fs;              /* path inside the partition: "/" or "/a/b" */
     char show[SVC_MAX_PATH + 8]; /* normalised full path: "/usr/a/b", "/" */
 } svc_path_t;
 
@@ -265,9 +267,13 @@ typedef struct svc_copy {
     man_entry_t e;         /* the source entry being handled */
     man_entry_t cur;       /* the target's entry / the copy's result */
     cfs_file_t dst;
-    char rel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+    /* issue 14: the paths and the reply live in the job's union (a
+     * Backup's or Restore's), or are the job's entry (a repair: out NULL,
+     * only `files` counted) */
+    const char *rel[SVC_MAX_ITEMS];
     bool found[SVC_MAX_ITEMS];
-    cellar_CopyReply out;
+    uint32_t files;        /* files copied */
+    cellar_CopyReply *out; /* the reply so far, or NULL */
 } svc_copy_t;
 
 typedef struct svc_job {
@@ -288,9 +294,9 @@ typedef struct svc_job {
     csha_t sha;
     uint32_t off, left, total;
     uint8_t digest[32];
-    char show[SVC_MAX_PATH + 8];
-    /* verify and the check: the entry being checked, the slot cursor */
-    man_entry_t e;
+    /* (show: the file hashed; e: the entry being checked, declared or
+     * committed: in the union below, issue 14) */
+    /* verify and the check: the slot cursor */
     uint32_t cursor, nslots, max, bad, fixed;
     uint8_t kprob;         /* the problem a repair's copy is fixing */
     uint64_t steps;        /* steps made (statistics, tests) */
@@ -303,13 +309,25 @@ typedef struct svc_job {
     uint32_t di;
     uint64_t dhave;
     /* One job kind at a time, and every job starts from a zeroed svc_job_t:
-     * verify's reply and declare's request/reply share their bytes
-     * (issue 14: 800 bytes on the device profile, 4 KiB on the host). */
+     * verify's reply, declare's request/reply and a copy's reply and paths
+     * share their bytes (issue 14); a COPY uses neither e nor show
+     * (SVC_JOB_NOT_COPY asserts it where they are set). */
     union {
-        cellar_VerifyReply vr;             /* VERIFY, CHECK */
-        struct {
-            cellar_UpdateDeclareRequest decl; /* DECLARE */
-            cellar_UpdateDeclareReply drep;
+        struct {                           /* every kind but COPY */
+            man_entry_t e;
+            char show[SVC_MAX_PATH + 8];
+            union {
+                cellar_VerifyReply vr;     /* VERIFY, CHECK */
+                struct {                   /* DECLARE */
+                    cellar_UpdateDeclareRequest decl;
+                    cellar_UpdateDeclareReply drep;
+                    char dother[MAN_PATH_MAX + 1]; /* same content */
+                };
+            };
+        };
+        struct {                           /* COPY: Backup, Restore */
+            cellar_CopyReply cout;
+            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
         };
     };
     /* gc: blocks gained wanted (0 = all), swept so far and at most, the
@@ -345,8 +363,8 @@ struct svc {
     svc_conn_t *tx_owner;  /* connection driving the staged update */
     uint64_t tx_idle_since; /* when it lost its owner */
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
-    char tx_other[MAN_PATH_MAX + 1]; /* declare: a path with the same content */
     txn_t cp;
+    txn_work_t txw;        /* issue 14: the scratch tx and cp share */
     /* what start-up found wrong, one line each (HelloReply.problems) */
     uint32_t nproblems;
     uint8_t problem_part[SVC_MAX_PROBLEMS];
@@ -359,11 +377,16 @@ struct svc {
     cellar_Request req;
     cellar_Response resp;
     codec_scan_t scan;
-    svc_path_t pa, pb;    /* resolved paths of the request */
+    svc_path_t pa;        /* resolved paths of the request */
+    /* issue 14: the ACL check (svc_acl_check: acl_path, the paths a
+     * request writes) runs before the handler, which resolves pb itself:
+     * one place for both; while acl_in is set only the ACL resolves */
+    union { svc_path_t pb; svc_path_t acl_path; };
+    uint8_t acl_in;
     cfs_file_t tmpfile;    /* for path-based truncate and hash */
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
-    char logline[256];
+    /* (the log line is built in txw.tmp: svc_log_begin, issue 14) */
     uint8_t scratch[SVC_SCRATCH_BYTES]; /* cellar_config.h */
     /* ---- update bundles: the index of the staged bundle's paths */
     txn_index_t txix;
@@ -374,7 +397,6 @@ struct svc {
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */
-    svc_path_t acl_path;  /* scratch for the paths a request writes */
     struct svc_sd *sd;     /* issue 15 (sd): the SD card at /sd, or NULL
                               (svc_sd.h: svc_sd_attach) */
 };

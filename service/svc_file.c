@@ -790,11 +790,9 @@ int svc_do_statfs(svc_t *s, const cellar_StatFsRequest *r)
     for (uint32_t i = 0; i < s->nparts; i++) {
         if (p->part >= 0 && (uint32_t)p->part != i)
             continue;
-        svc_path_t q = *p;
-        q.part = (int)i;
         if (p->part < 0 && !s->part[i].mounted)
             continue; /* "/": what is served (Hello says what is not) */
-        cfs_t *fs = svc_path_fs(s, &q);
+        cfs_t *fs = p->part >= 0 ? svc_path_fs(s, p) : &s->part[i].fs;
         if (!fs)
             return CFS_ERR_IO;
         err = cfs_statvfs(fs, &v);
@@ -927,6 +925,7 @@ int svc_do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
     uint32_t left = (uint32_t)size - off;
     if (r->length && r->length < left)
         left = (uint32_t)r->length;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), p->show);
     j->kind = SVC_JOB_HASH;
     err = svc_job_hash_begin(s, (uint32_t)p->part, f, off, left);

@@ -303,4 +303,7 @@ void svc_sd_conn_gone(svc_t *s, svc_conn_t *c);
  * shadow dropped without publishing). */
 void svc_sd_tick(svc_t *s);
 
+/* Issue 14: job.e and job.show share the union with a COPY's state. */
+#define SVC_JOB_NOT_COPY(s) CFS_ASSERT((s)->job.kind != SVC_JOB_COPY)
+
 #endif /* CELLAR_SVC_INT_H */

@@ -161,7 +161,8 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
     }
     /* the restore of this one file: a copy in steps (repair_done) */
     svc_copy_t *cp = &j->cp;
-    svc_copy_str(cp->rel[0], sizeof(cp->rel[0]), j->e.path);
+    cp->rel[0] = j->e.path; /* stays while the repair goes on */
+    cp->out = NULL;         /* (the union holds vr): files only */
     cp->n = 1;
     j->kprob = (uint8_t)k;
     int err = s->nparts > BAK && s->part[BAK].has_man
@@ -178,7 +179,7 @@ static void repair_done(svc_t *s)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    bool ok = !cp->err && cp->out.files == 1;
+    bool ok = !cp->err && cp->files == 1;
     if (j->kind == SVC_JOB_CHECK) {
         if (ok) {
             j->fixed++;
@@ -280,6 +281,7 @@ int svc_update_job_step(svc_t *s)
             return job_end(s);
         if (looked++ == 16)
             return 0; /* slots read in this step */
+        SVC_JOB_NOT_COPY(s); /* issue 14: the union */
         int r = man_get(m, j->cursor, &j->e);
         if (r < 0) {
             if (j->kind == SVC_JOB_CHECK) {

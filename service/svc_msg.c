@@ -175,10 +175,17 @@ const char *svc_reason(int err)
 
 /* ---- logging ------------------------------------------------------------------ */
 
+/* Issue 14: the line is built in the txn scratch's tmp (no txn or man_*
+ * call runs between svc_log_begin and svc_log_end; TXN_W_TMP asserts it). */
+#define SVC_LOG_LINE 256u
+_Static_assert(SVC_LOG_LINE <= sizeof(((txn_work_t *)0)->tmp),
+               "the log line fits the txn scratch's tmp");
+
 sb_t svc_log_begin(svc_t *s, const svc_conn_t *c)
 {
     sb_t b;
-    svc_sb_init(&b, s->logline, sizeof(s->logline));
+    txn_work_take(&s->txw, TXN_W_TMP);
+    svc_sb_init(&b, s->txw.tmp, SVC_LOG_LINE);
     if (c) {
         svc_sb_str(&b, "conn ");
         svc_sb_u64(&b, c->num);
@@ -196,7 +203,8 @@ sb_t svc_log_begin(svc_t *s, const svc_conn_t *c)
 void svc_log_end(svc_t *s)
 {
     if (s->cfg.log)
-        s->cfg.log(s->cfg.log_ctx, s->logline);
+        s->cfg.log(s->cfg.log_ctx, s->txw.tmp);
+    txn_work_give(&s->txw, TXN_W_TMP);
 }
 
 void svc_log_msg(svc_t *s, const svc_conn_t *c, const char *msg)

@@ -26,6 +26,7 @@ cfs_t *svc_fs(svc_t *svc, const char *name)
 void svc_init(svc_t *svc)
 {
     memset(svc, 0, sizeof(*svc));
+    svc->tx.w = svc->cp.w = &svc->txw; /* issue 14 */
 }
 
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)

@@ -12,8 +12,12 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
 {
     size_t len = strlen(in);
     const uint8_t *u = (const uint8_t *)in;
+    /* issue 14: during the ACL check only its path (pb) is resolved */
+    CFS_ASSERT(!s->acl_in || out == &s->acl_path);
 
     memset(out, 0, sizeof(*out));
+    out->fs = out->show; /* "" until resolved */
+    char *fb = NULL;     /* the path inside the partition: in show */
     if (len > SVC_MAX_PATH) {
         sb_t b = svc_err_begin(s, CFS_ERR_NAMETOOLONG);
         svc_sb_str(&b, " ");
@@ -75,31 +79,30 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
                            "partition");
             return CFS_ERR_NAMETOOLONG;
         }
-        out->fs[fn++] = '/';
-        memcpy(out->fs + fn, comp, cl);
+        if (!fb) /* after "/" + the partition's name */
+            fb = out->show + 1 + strlen(s->part[part].name);
+        fb[fn++] = '/';
+        memcpy(fb + fn, comp, cl);
         fn += cl;
     }
-    if (fn == 0)
-        out->fs[fn++] = '/';
-    out->fs[fn] = 0;
+    if (fb)
+        fb[fn] = 0;
     out->part = part;
-    if (part >= 0 && strncmp(out->fs, MAN_DIR, sizeof(MAN_DIR) - 1) == 0 &&
-        (out->fs[sizeof(MAN_DIR) - 1] == 0 ||
-         out->fs[sizeof(MAN_DIR) - 1] == '/'))
+    if (fb && strncmp(fb, MAN_DIR, sizeof(MAN_DIR) - 1) == 0 &&
+        (fb[sizeof(MAN_DIR) - 1] == 0 || fb[sizeof(MAN_DIR) - 1] == '/'))
         return svc_fail_path(s, -(int)cellar_Code_EACCES, in,
                              "\"" MAN_DIR "\" is reserved for the service "
                              "(manifest, staging)");
     if (part < 0) {
         strcpy(out->show, "/");
+        out->fs = "/";
     } else {
         size_t pn = strlen(s->part[part].name);
         out->show[0] = '/';
         memcpy(out->show + 1, s->part[part].name, pn);
-        if (fn == 1) {
+        if (!fb)
             out->show[1 + pn] = 0;
-        } else {
-            memcpy(out->show + 1 + pn, out->fs, fn + 1);
-        }
+        out->fs = fb ? fb : "/";
     }
     return 0;
 }

@@ -261,6 +261,7 @@ int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const cellar_RawHashRequest *r)
     int err = raw_range(s, r->name, r->offset, len, &p);
     if (err)
         return err;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), r->name);
     j->kind = SVC_JOB_HASH;
     err = svc_job_hash_begin(s, USR, NULL, (uint32_t)r->offset,
@@ -356,8 +357,7 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 svc_problem(s, USR, "a staged raw image does not match its "
                             "manifest entry", p->name, "dropped it");
                 (void)(st.type == CFS_TYPE_FILE ? cfs_remove(&u->fs, rel)
-                                                : man_clear(&u->fs, rel,
-                                                            s->cp.tmp));
+                                                : txn_clear(&s->txw, &u->fs, rel));
                 j->ridx++;
                 continue;
             }

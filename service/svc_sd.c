@@ -49,6 +49,7 @@ static int sd_resolve(svc_t *s, const char *in, svc_path_t *p)
 {
     size_t len = strlen(in), fn = 0;
     memset(p, 0, sizeof(*p));
+    p->fs = p->show; /* "" until resolved */
     p->part = -1;
     for (size_t i = 0; i < len;) {
         size_t k = svc_utf8_seq((const uint8_t *)in + i, len - i);
@@ -75,18 +76,13 @@ static int sd_resolve(svc_t *s, const char *in, svc_path_t *p)
         if (fn + 1 + cl > FAT_PATH_MAX)
             return svc_fail_path(s, CFS_ERR_NAMETOOLONG, "/sd/...",
                                  "path is longer than 255 bytes inside /sd");
-        p->fs[fn++] = '/';
-        memcpy(p->fs + fn, in + st, cl);
+        p->show[3 + fn++] = '/'; /* issue 14: fs is show's tail */
+        memcpy(p->show + 3 + fn, in + st, cl);
         fn += cl;
     }
-    if (!fn)
-        p->fs[fn++] = '/';
-    p->fs[fn] = 0;
     memcpy(p->show, "/sd", 3);
-    if (fn > 1)
-        memcpy(p->show + 3, p->fs, fn + 1);
-    else
-        p->show[3] = 0;
+    p->show[3 + fn] = 0;
+    p->fs = fn ? p->show + 3 : "/";
     size_t dl = sizeof(SVC_SD_DIR) - 1;
     if (strncmp(p->fs, SVC_SD_DIR, dl) == 0 && (p->fs[dl] == 0 || p->fs[dl] == '/'))
         return svc_fail_path(s, -(int)cellar_Code_EACCES, p->show,
@@ -396,7 +392,7 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
     h->readable = (fl & cellar_OpenFlags_O_READ) != 0;
     h->writable = (fl & cellar_OpenFlags_O_WRITE) != 0;
     h->append = (fl & cellar_OpenFlags_O_APPEND) != 0;
-    memcpy(h->fs, p->fs, sizeof(h->fs));
+    svc_copy_str(h->fs, sizeof(h->fs), p->fs);
     memcpy(h->show, p->show, sizeof(h->show));
     s->resp.which_body = cellar_Response_open_tag;
     s->resp.body.open.handle = h->id;
@@ -774,6 +770,7 @@ static int do_hash(svc_t *s, svc_conn_t *c, const cellar_HashRequest *r)
     if (r->length && r->length < j->left)
         j->left = (uint32_t)r->length;
     j->total = j->left;
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), p->show);
     s->sd->hf = f;
     s->sd->hown = own;

@@ -118,30 +118,40 @@ bool svc_sha_eq(const man_entry_t *a, const man_entry_t *b)
  * manifest that is not a file is set aside (cleared), damaged slots are
  * freed, and a partition too full for a writable manifest gets a
  * read-only one (PART_FULL) or none (PART_NO_MANIFEST). */
+/* man_open / man_open_ro, and (issue 14, the device profile) the slot
+ * buffer shared with the txn scratch (TXN_W_SLOT marks it taken). */
+static int man_open_s(svc_t *s, man_t *m, cfs_t *fs, bool ro)
+{
+    int err = ro ? man_open_ro(m, fs) : man_open(m, fs);
+#ifdef MAN_SHARED_SLOT
+    man_share_slot(m, s->txw.slot, &s->txw.busy, TXN_W_SLOT);
+#endif
+    return err;
+}
+
 static void attach_manifest(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
     cfs_stat_t st;
-    int err = man_open(&p->man, &p->fs);
+    int err = man_open_s(s, &p->man, &p->fs, false);
     if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
         (void)cfs_gc(&p->fs, 0); /* stale data a failed operation left */
-        err = man_open(&p->man, &p->fs);
+        err = man_open_s(s, &p->man, &p->fs, false);
     }
     if (err == CFS_ERR_ISDIR || err == CFS_ERR_NOTDIR ||
         (err == CFS_ERR_CORRUPT &&
          cfs_stat(&p->fs, MAN_FILE, &st) == 0)) {
         /* not a manifest at all: the files stay, their entries are lost */
-        int e2 = man_clear(&p->fs, cfs_stat(&p->fs, MAN_DIR, &st) == 0 &&
+        int e2 = txn_clear(&s->txw, &p->fs, cfs_stat(&p->fs, MAN_DIR, &st) == 0 &&
                                            st.type == CFS_TYPE_DIR
-                                       ? MAN_FILE : MAN_DIR,
-                           s->cp.tmp);
+                                       ? MAN_FILE : MAN_DIR);
         svc_problem(s, i, "the manifest is not a file", svc_reason(err),
                     e2 ? "it could not be cleared" :
                     "cleared: every file is untracked (import or rewrite)");
-        err = e2 ? e2 : man_open(&p->man, &p->fs);
+        err = e2 ? e2 : man_open_s(s, &p->man, &p->fs, false);
     }
     if (err == CFS_ERR_NOSPC || err == CFS_ERR_ROFS) {
-        if (man_open_ro(&p->man, &p->fs) == 0) {
+        if (man_open_s(s, &p->man, &p->fs, true) == 0) {
             cfs_statvfs_t v;
             p->has_man = 1;
             p->state = SVC_PART_FULL;
@@ -176,7 +186,7 @@ static void attach_manifest(svc_t *s, uint32_t i)
 static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
 {
     svc_part_t *p = &s->part[i];
-    int err = man_clear(&p->fs, dir, s->cp.tmp);
+    int err = txn_clear(&s->txw, &p->fs, dir);
     char what[64] = "cannot recover ";
     strcat(what, dir);
     svc_problem(s, i, what, svc_reason(why),
@@ -191,7 +201,7 @@ int svc_attach(svc_t *s, uint32_t i)
     /* shadows of writers a power cut or a stop interrupted: removed first,
      * one at a time (a removal needs no room), so what they held is free
      * for the manifest */
-    int err = man_clear(&p->fs, MAN_SHADOW_DIR, s->cp.tmp);
+    int err = txn_clear(&s->txw, &p->fs, MAN_SHADOW_DIR);
     if (err)
         svc_problem(s, i, "cannot remove the shadow copies in "
                     MAN_SHADOW_DIR, svc_reason(err), "left as they are");
@@ -203,12 +213,12 @@ int svc_attach(svc_t *s, uint32_t i)
                     "are removed or truncated");
     if (!p->has_man || p->state != SVC_PART_OK) {
         if (i == USR)
-            memset(&s->tx, 0, sizeof(s->tx));
+            txn_bind(&s->tx, NULL, NULL, NULL, &s->txw);
         return 0;
     }
     /* a copy (backup / restore) committed before a cut is finished; one
      * not committed is dropped */
-    txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+    txn_bind(&s->cp, &p->fs, &p->man, CP_DIR, &s->txw);
     int r = txn_load(&s->cp);
     if (r == 1)
         svc_log_path(s, "finished the interrupted copy into", i, "/", NULL);
@@ -220,11 +230,11 @@ int svc_attach(svc_t *s, uint32_t i)
     if (r < 0) {
         if (s->cp.plan_open)
             (void)cfs_file_close(&p->fs, &s->cp.plan);
-        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR);
+        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR, &s->txw);
         clear_staging(s, i, CP_DIR, r);
     }
     if (i == USR) {
-        txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+        txn_bind(&s->tx, &p->fs, &p->man, TX_DIR, &s->txw);
         r = txn_load(&s->tx);
         if (r == 1)
             svc_log_path(s, "finished the committed update of", i, "/", NULL);
@@ -241,7 +251,7 @@ int svc_attach(svc_t *s, uint32_t i)
         if (r < 0) {
             if (s->tx.plan_open)
                 (void)cfs_file_close(&p->fs, &s->tx.plan);
-            txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+            txn_bind(&s->tx, &p->fs, &p->man, TX_DIR, &s->txw);
             clear_staging(s, i, TX_DIR, r);
         }
         s->tx_owner = NULL;
@@ -286,7 +296,7 @@ static void detach(svc_t *s, uint32_t i)
         (void)txn_park(&s->tx);
         if (s->tx.plan_open)
             (void)cfs_file_close(&p->fs, &s->tx.plan);
-        memset(&s->tx, 0, sizeof(s->tx));
+        txn_bind(&s->tx, NULL, NULL, NULL, &s->txw);
         s->tx_owner = NULL;
     }
     if (p->has_man)
@@ -629,7 +639,7 @@ int svc_store_drop_staging(svc_t *s)
     svc_part_t *p = &s->part[USR];
     if (!p->mounted)
         return CFS_ERR_IO;
-    int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
+    int err = txn_clear(&s->txw, &p->fs, TX_DIR);
     (void)svc_store_retry(s, USR);
     return err;
 }

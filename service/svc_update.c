@@ -206,6 +206,7 @@ static int lcopy_begin(svc_t *s, txn_t *t, uint32_t idx, const man_entry_t *e,
         (void)cfs_file_close(fs, &j->f);
         return CFS_ERR_INVAL; /* not the content its entry says */
     }
+    SVC_JOB_NOT_COPY(s); /* issue 14: the union */
     svc_copy_str(j->show, sizeof(j->show), txn_data_path(t, idx));
     err = cfs_file_open(fs, &cp->dst, j->show,
                        CFS_O_WRONLY | CFS_O_CREAT | CFS_O_TRUNC);
@@ -313,7 +314,8 @@ int svc_declare_run(svc_t *s)
             e->flags = MAN_F_SIZE;
             e->size = (uint32_t)in->size;
             memcpy(e->sha, in->sha256.bytes, 32);
-            char *other = s->tx_other;
+            char *other = j->dother;
+            CFS_ASSERT(j->kind == SVC_JOB_DECLARE); /* the union's member */
             k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
                                  other);
             if (k < 0)
@@ -605,6 +607,7 @@ int svc_commit_step(svc_t *s)
             break;
         if (!budget || looked++ == 16)
             return 0; /* more in the next step */
+        SVC_JOB_NOT_COPY(s); /* issue 14: the union */
         if (txn_entry(t, j->centry, &j->e))
             break; /* the commit reports it */
         if (j->e.kind != MAN_TRACK || !(j->e.flags & MAN_F_SEND) ||

@@ -33,12 +33,22 @@ const char *txn_data_path(txn_t *t, uint32_t idx)
     return tpath(t, "d", idx);
 }
 
-void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir)
+void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir,
+              txn_work_t *w)
 {
     memset(t, 0, sizeof(*t));
     t->fs = fs;
     t->man = man;
     t->dir = dir;
+    t->w = w;
+}
+
+int txn_clear(txn_work_t *w, cfs_t *fs, const char *path)
+{
+    txn_work_take(w, TXN_W_TMP);
+    int err = man_clear(fs, path, w->tmp);
+    txn_work_give(w, TXN_W_TMP);
+    return err;
 }
 
 /* ---- the bundle index ------------------------------------------------------ */
@@ -96,11 +106,11 @@ static bool is_dir(txn_t *t, const char *path)
  * *other, *why) or an error. The rules (docs/PROTOCOL.md): a path at most
  * once; nothing below a file entry but removals (they empty the directory
  * the file replaces); no file below a removal of a directory. */
-static int ix_check(txn_t *t, const man_entry_t *e, uint32_t *other,
-                    int *why)
+static int ix_check_q(txn_t *t, const man_entry_t *e, uint32_t *other,
+                      int *why, man_entry_t *qp)
 {
     txn_index_t *ix = t->ix;
-    man_entry_t q;
+#define q (*qp)
     size_t len = strlen(e->path);
     bool file = e->kind == MAN_TRACK;
     /* an earlier entry of the same path or of a directory above it */
@@ -154,6 +164,16 @@ static int ix_check(txn_t *t, const man_entry_t *e, uint32_t *other,
         }
     }
     return 0;
+#undef q
+}
+
+static int ix_check(txn_t *t, const man_entry_t *e, uint32_t *other,
+                    int *why)
+{
+    txn_work_take(t->w, TXN_W_EB);
+    int r = ix_check_q(t, e, other, why, &t->w->eb);
+    txn_work_give(t->w, TXN_W_EB);
+    return r;
 }
 
 /* Index the declared entries not indexed yet (a plan loaded after a
@@ -161,28 +181,32 @@ static int ix_check(txn_t *t, const man_entry_t *e, uint32_t *other,
 static int ix_sync(txn_t *t)
 {
     txn_index_t *ix = t->ix;
-    man_entry_t e;
+    man_entry_t *e = &t->w->ea;
+    int err = 0;
     if (ix->n > t->declared)
         ix_clear(t);
-    while (ix->n < t->declared) {
-        int err = txn_entry(t, ix->n, &e);
+    txn_work_take(t->w, TXN_W_EA);
+    while (!err && ix->n < t->declared) {
+        err = txn_entry(t, ix->n, e);
         if (err)
-            return err;
+            break;
         uint32_t other;
         int why;
         if (!ix->cwhy) {
-            int r = ix_check(t, &e, &other, &why);
+            int r = ix_check(t, e, &other, &why);
             if (r < 0)
-                return r;
-            if (r == 1) {
+                err = r;
+            else if (r == 1) {
                 ix->ca = other;
                 ix->cb = ix->n;
                 ix->cwhy = (uint8_t)why;
             }
         }
-        ix_add(ix, &e);
+        if (!err)
+            ix_add(ix, e);
     }
-    return 0;
+    txn_work_give(t->w, TXN_W_EA);
+    return err;
 }
 
 int txn_check_entry(txn_t *t, const man_entry_t *e, uint32_t *other,
@@ -235,9 +259,11 @@ static void reset(txn_t *t)
  * reserve), so dropping the staging always works. */
 static int wipe_dir(txn_t *t)
 {
-    int err = man_wipe(t->fs, t->dir, t->tmp);
+    txn_work_take(t->w, TXN_W_TMP);
+    int err = man_wipe(t->fs, t->dir, t->w->tmp);
     if (err == CFS_ERR_NOSPC)
-        err = man_clear(t->fs, t->dir, t->tmp);
+        err = man_clear(t->fs, t->dir, t->w->tmp);
+    txn_work_give(t->w, TXN_W_TMP);
     return err;
 }
 
@@ -298,7 +324,9 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
     int err = txn_abort(t);
     if (err)
         return err;
-    err = man_mkdir_parents(t->fs, tpath(t, "plan", -1), t->tmp);
+    txn_work_take(t->w, TXN_W_TMP);
+    err = man_mkdir_parents(t->fs, tpath(t, "plan", -1), t->w->tmp);
+    txn_work_give(t->w, TXN_W_TMP);
     if (err)
         return err;
     err = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
@@ -329,15 +357,14 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
 
 int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e)
 {
-    uint8_t p[MAN_SLOT];
+    uint8_t *p = t->w->slot;
     if (idx >= t->declared)
         return CFS_ERR_INVAL;
+    txn_work_take(t->w, TXN_W_SLOT);
     int n = cfs_file_pread(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
-    if (n < 0)
-        return n;
-    if (n != (int)MAN_SLOT)
-        return CFS_ERR_CORRUPT;
-    int err = man_decode(e, p);
+    int err = n < 0 ? n : n != (int)MAN_SLOT ? CFS_ERR_CORRUPT
+                                             : man_decode(e, p);
+    txn_work_give(t->w, TXN_W_SLOT);
     if (!err && e->kind == MAN_FREE)
         err = CFS_ERR_CORRUPT;
     return err;
@@ -345,25 +372,29 @@ int txn_entry(txn_t *t, uint32_t idx, man_entry_t *e)
 
 int txn_declare(txn_t *t, uint32_t idx, const man_entry_t *e)
 {
-    uint8_t p[MAN_SLOT];
     if (!t->active || idx > t->declared || idx >= TXN_MAX_ENTRIES)
         return CFS_ERR_INVAL;
     if (idx < t->declared) {
-        man_entry_t old;
-        int err = txn_entry(t, idx, &old);
-        if (err)
+        man_entry_t *old = &t->w->eb;
+        txn_work_take(t->w, TXN_W_EB);
+        int err = txn_entry(t, idx, old);
+        if (!err && (old->kind != e->kind || strcmp(old->path, e->path) != 0 ||
+                     (e->kind == MAN_TRACK &&
+                      (old->size != e->size ||
+                       memcmp(old->sha, e->sha, 32) != 0))))
+            err = CFS_ERR_INVAL;
+        bool same = !err && old->flags == e->flags;
+        txn_work_give(t->w, TXN_W_EB);
+        if (err || same)
             return err;
-        if (old.kind != e->kind || strcmp(old.path, e->path) != 0 ||
-            (e->kind == MAN_TRACK &&
-             (old.size != e->size || memcmp(old.sha, e->sha, 32) != 0)))
-            return CFS_ERR_INVAL;
-        if (old.flags == e->flags)
-            return 0;
         if (idx < t->verified)
             t->verified = idx;
     }
-    man_encode(e, p);
-    int n = cfs_file_pwrite(t->fs, &t->plan, p, MAN_SLOT, TXN_HDR + idx * MAN_SLOT);
+    txn_work_take(t->w, TXN_W_SLOT);
+    man_encode(e, t->w->slot);
+    int n = cfs_file_pwrite(t->fs, &t->plan, t->w->slot, MAN_SLOT,
+                            TXN_HDR + idx * MAN_SLOT);
+    txn_work_give(t->w, TXN_W_SLOT);
     if (n < 0)
         return n;
     if (idx == t->declared) {
@@ -442,20 +473,21 @@ int txn_park(txn_t *t)
  * error. With the index only the entries of the same hash are read. */
 static int plan_removes_at(txn_t *t, const char *path, uint32_t *idx)
 {
-    man_entry_t e;
+    man_entry_t *e = &t->w->ec;
     uint32_t h = path_hash(path, strlen(path)) | 1u;
-    for (uint32_t i = 0; i < t->declared; i++) {
+    int r = 0;
+    txn_work_take(t->w, TXN_W_EC);
+    for (uint32_t i = 0; !r && i < t->declared; i++) {
         if (t->ix && i < t->ix->n && t->ix->h[i] != h)
             continue;
-        int err = txn_entry(t, i, &e);
-        if (err)
-            return err;
-        if (e.kind == MAN_REMOVE && strcmp(e.path, path) == 0) {
+        r = txn_entry(t, i, e);
+        if (!r && e->kind == MAN_REMOVE && strcmp(e->path, path) == 0) {
             *idx = i;
-            return 1;
+            r = 1;
         }
     }
-    return 0;
+    txn_work_give(t->w, TXN_W_EC);
+    return r;
 }
 
 static int plan_removes(txn_t *t, const char *path)
@@ -464,35 +496,49 @@ static int plan_removes(txn_t *t, const char *path)
     return plan_removes_at(t, path, &idx);
 }
 
-/* Does the plan remove everything under directory dir (so that its own
- * removal will find it empty)? 1 yes, 0 no, or an error. Depth-bounded:
- * deeper trees count as "no". */
-static int plan_empties(txn_t *t, const char *dir, int depth)
+/* plan_empties below path (a buffer of MAN_PATH_MAX + 1 bytes). */
+static int empties_at(txn_t *t, char *path, int depth)
 {
     cfs_dir_t d;
     cfs_stat_t st;
-    char name[CFS_NAME_MAX + 1], path[MAN_PATH_MAX + 1];
     if (depth > 8)
         return 0;
-    int err = cfs_dir_open(t->fs, &d, dir);
+    int err = cfs_dir_open(t->fs, &d, path);
     if (err)
         return err == CFS_ERR_NOENT ? 1 : err;
     int all = 1;
-    while (all == 1 && (err = cfs_dir_read(t->fs, &d, name, sizeof(name), &st)) == 1) {
-        size_t dl = strlen(dir), nl = strlen(name);
-        if (dl + 1 + nl > MAN_PATH_MAX) {
-            all = 0;
-            break;
-        }
-        memcpy(path, dir, dl);
+    size_t dl = strlen(path);
+    /* each name is read into place after path + "/" (a name that does not
+     * fit, as before, counts as "no") */
+    while (all == 1 && dl + 1 < MAN_PATH_MAX &&
+           (err = cfs_dir_read(t->fs, &d, path + dl + 1,
+                               (uint32_t)(MAN_PATH_MAX - dl), &st)) == 1) {
         path[dl] = '/';
-        memcpy(path + dl + 1, name, nl + 1);
         all = plan_removes(t, path);
         if (all == 1 && st.type == CFS_TYPE_DIR)
-            all = plan_empties(t, path, depth + 1);
+            all = empties_at(t, path, depth + 1);
+        path[dl] = 0;
     }
+    if (err == CFS_ERR_NAMETOOLONG || dl + 1 >= MAN_PATH_MAX)
+        all = 0, err = 0;
     (void)cfs_dir_close(t->fs, &d);
     return err < 0 ? err : all;
+}
+
+/* Does the plan remove everything under directory dir (so that its own
+ * removal will find it empty)? 1 yes, 0 no, or an error. Depth-bounded:
+ * deeper trees count as "no". The path is built in the scratch's path. */
+static int plan_empties(txn_t *t, const char *dir, int depth)
+{
+    txn_work_take(t->w, TXN_W_PATH);
+    size_t n = strlen(dir);
+    int r = CFS_ERR_NAMETOOLONG;
+    if (n <= MAN_PATH_MAX) {
+        memcpy(t->w->path, dir, n + 1);
+        r = empties_at(t, t->w->path, depth);
+    }
+    txn_work_give(t->w, TXN_W_PATH);
+    return r;
 }
 
 /* Check the directories above entry i's path: every existing one is a
@@ -500,11 +546,10 @@ static int plan_empties(txn_t *t, const char *dir, int depth)
  * the index), or a file the plan removes (the roll forward removes it
  * first: a file becomes a directory). *all_exist says whether every one
  * exists as a directory. */
-static int check_parents(txn_t *t, uint32_t i, const char *path,
-                         bool *all_exist)
+static int check_parents_in(txn_t *t, uint32_t i, const char *path,
+                            bool *all_exist, char *pre)
 {
     size_t n = strlen(path);
-    char pre[MAN_PATH_MAX + 1];
     for (size_t k = 1; k < n; k++) {
         if (path[k] != '/')
             continue;
@@ -542,6 +587,15 @@ static int check_parents(txn_t *t, uint32_t i, const char *path,
     return 0;
 }
 
+static int check_parents(txn_t *t, uint32_t i, const char *path,
+                         bool *all_exist)
+{
+    txn_work_take(t->w, TXN_W_PATH);
+    int err = check_parents_in(t, i, path, all_exist, t->w->path);
+    txn_work_give(t->w, TXN_W_PATH);
+    return err;
+}
+
 int txn_commit_prepare(txn_t *t, uint32_t *bad)
 {
     int err;
@@ -561,18 +615,95 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad)
     return 0;
 }
 
+/* The moves of a bundle committed in one step (txn_commit, step 3). */
+static int commit_one_step(txn_t *t, man_entry_t *ep)
+{
+#define e (*ep)
+    int err = 0;
+    char (*names)[64] = t->w->bsrc;
+    char (*targets)[MAN_PATH_MAX + 1] = t->w->bdst;
+    const char *src[TXN_BATCH], *dst[TXN_BATCH];
+    uint32_t n = 0;
+    txn_work_take(t->w, TXN_W_BATCH);
+    for (uint32_t i = 0; i < t->declared; i++) {
+        cfs_stat_t fst;
+        if ((err = txn_entry(t, i, &e)))
+            goto out;
+        if (e.kind == MAN_REMOVE) {
+            if (cfs_stat(t->fs, e.path, &fst) != 0)
+                continue;
+            strcpy(targets[n], e.path);
+            src[n] = targets[n];
+            dst[n++] = NULL;
+        } else if (e.flags & MAN_F_SEND) {
+            strcpy(names[n], txn_data_path(t, i));
+            strcpy(targets[n], e.path);
+            src[n] = names[n];
+            dst[n] = targets[n];
+            n++;
+        }
+    }
+    /* removals first, as in the roll forward */
+    for (uint32_t a = 0, b = 0; b < n; b++)
+        if (!dst[b]) {
+            const char *ts = src[a], *td = dst[a];
+            src[a] = src[b], dst[a] = dst[b];
+            src[b] = ts, dst[b] = td;
+            a++;
+        }
+    strcpy(names[n], tpath(t, "plan", -1));
+    src[n] = names[n];
+    dst[n++] = NULL;
+    close_plan(t);
+    err = man_commit(t->man, src, dst, n);
+    if (err) {
+        t->plan_open = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
+                                    CFS_O_RDWR) == 0;
+        txn_work_give(t->w, TXN_W_BATCH);
+        return err;
+    }
+    txn_work_give(t->w, TXN_W_BATCH);
+    t->active = 0;
+    return wipe_dir(t);
+out:
+    txn_work_give(t->w, TXN_W_BATCH);
+    man_revert(t->man);
+    return err;
+#undef e
+}
+
+static int commit_in(txn_t *t, uint8_t *buf, uint32_t buflen,
+                     txn_stats_t *st, uint32_t *bad,
+                     bool (*busy)(void *ctx, const char *path),
+                     void *busy_ctx, man_entry_t *ep, man_entry_t *mp);
+
 int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                uint32_t *bad, bool (*busy)(void *ctx, const char *path),
                void *busy_ctx)
 {
-    man_entry_t e, m;
-    uint32_t slot, nact = 0;
-    bool parents = true, dir_removals = false;
     int err;
-
     memset(st, 0, sizeof(*st));
     if ((err = txn_commit_prepare(t, bad)))
         return err;
+    /* the entries live in the shared scratch, not on the stack */
+    txn_work_take(t->w, TXN_W_EA | TXN_W_EB);
+    err = commit_in(t, buf, buflen, st, bad, busy, busy_ctx, &t->w->ea,
+                    &t->w->eb);
+    txn_work_give(t->w, TXN_W_EA | TXN_W_EB);
+    /* 1: decided (plan -> commit): roll it forward */
+    return err == 1 ? txn_finish(t) : err;
+}
+
+static int commit_in(txn_t *t, uint8_t *buf, uint32_t buflen,
+                     txn_stats_t *st, uint32_t *bad,
+                     bool (*busy)(void *ctx, const char *path),
+                     void *busy_ctx, man_entry_t *ep, man_entry_t *mp)
+{
+#define e (*ep)
+#define m (*mp)
+    uint32_t slot, nact = 0;
+    bool parents = true, dir_removals = false;
+    int err;
 
     /* 1. Check everything against the device; nothing is changed until
      * all is well, and what is checked here is what the roll forward
@@ -732,50 +863,8 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
 
     /* 3. Commit: the whole bundle in one step when it is small, else the
      * decision (plan -> commit) and a roll forward. */
-    if (one_step) {
-        char (*names)[64] = t->bsrc;
-        char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
-        const char *src[TXN_BATCH], *dst[TXN_BATCH];
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < t->declared; i++) {
-            cfs_stat_t fst;
-            if ((err = txn_entry(t, i, &e)))
-                goto revert;
-            if (e.kind == MAN_REMOVE) {
-                if (cfs_stat(t->fs, e.path, &fst) != 0)
-                    continue;
-                strcpy(targets[n], e.path);
-                src[n] = targets[n];
-                dst[n++] = NULL;
-            } else if (e.flags & MAN_F_SEND) {
-                strcpy(names[n], txn_data_path(t, i));
-                strcpy(targets[n], e.path);
-                src[n] = names[n];
-                dst[n] = targets[n];
-                n++;
-            }
-        }
-        /* removals first, as in the roll forward */
-        for (uint32_t a = 0, b = 0; b < n; b++)
-            if (!dst[b]) {
-                const char *ts = src[a], *td = dst[a];
-                src[a] = src[b], dst[a] = dst[b];
-                src[b] = ts, dst[b] = td;
-                a++;
-            }
-        strcpy(names[n], tpath(t, "plan", -1));
-        src[n] = names[n];
-        dst[n++] = NULL;
-        close_plan(t);
-        err = man_commit(t->man, src, dst, n);
-        if (err) {
-            t->plan_open = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
-                                        CFS_O_RDWR) == 0;
-            return err;
-        }
-        t->active = 0;
-        return wipe_dir(t);
-    }
+    if (one_step)
+        return commit_one_step(t, &e);
     /* the roll forward's room is still there now that the slot writes
      * are made (a hold inside the manifest's: no GC, only the check) */
     if ((err = cfs_hold(t->fs, rf)))
@@ -794,11 +883,13 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         }
     }
     t->active = 0;
-    return txn_finish(t);
+    return 1; /* txn_commit rolls it forward */
 
 revert:
     man_revert(t->man);
     return err;
+#undef e
+#undef m
 }
 
 /* Something in the way of a move: not the device's fault. */
@@ -832,11 +923,22 @@ static int flush(txn_t *t, const char **src, const char **dst, uint32_t *n)
     return err;
 }
 
+static int finish_in(txn_t *t, man_entry_t *ep);
+
 int txn_finish(txn_t *t)
 {
+    /* the entry and the batch live in the shared scratch */
+    txn_work_take(t->w, TXN_W_EA | TXN_W_BATCH);
+    int err = finish_in(t, &t->w->ea);
+    txn_work_give(t->w, TXN_W_EA | TXN_W_BATCH);
+    return err;
+}
+
+static int finish_in(txn_t *t, man_entry_t *ep)
+{
+#define e (*ep)
     cfs_file_t *pf = &t->plan;
     cfs_stat_t st;
-    man_entry_t e;
     char cname[64];
     int err;
 
@@ -895,8 +997,8 @@ int txn_finish(txn_t *t)
     /* Phase 2: move the staged files into place (a staged file that is gone
      * was moved before a power cut). */
     {
-        char (*names)[64] = t->bsrc;
-        char (*targets)[MAN_PATH_MAX + 1] = t->bdst;
+        char (*names)[64] = t->w->bsrc;
+        char (*targets)[MAN_PATH_MAX + 1] = t->w->bdst;
         const char *src[TXN_BATCH], *dst[TXN_BATCH];
         uint32_t n = 0;
         for (uint32_t i = 0; i < t->declared; i++) {
@@ -912,7 +1014,9 @@ int txn_finish(txn_t *t)
                 if (strcmp(targets[k], e.path) == 0 && (err = flush(t, src, dst, &n)))
                     goto out;
             strcpy(names[n], dp);
-            err = man_mkdir_parents(t->fs, e.path, t->tmp);
+            txn_work_take(t->w, TXN_W_TMP);
+            err = man_mkdir_parents(t->fs, e.path, t->w->tmp);
+            txn_work_give(t->w, TXN_W_TMP);
             if (in_the_way(err)) {
                 t->skipped++;
                 err = 0;
@@ -938,4 +1042,5 @@ int txn_finish(txn_t *t)
 out:
     close_plan(t);
     return err;
+#undef e
 }

@@ -76,14 +76,53 @@ typedef struct txn {
                                   any write or re-declaration below it
                                   lowers it, begin/abort/load zero it */
     txn_index_t *ix;           /* NULL = no conflict checks (copies) */
+    struct txn_work *w;        /* the scratch (txn_bind), shared */
     cfs_file_t plan;
     cfs_file_t stage;
     char path[64];             /* scratch for names in dir */
-    char tmp[512];             /* scratch for man_* helpers */
-    /* a batch of moves (commit, roll forward): here, not on the stack */
-    char bsrc[TXN_BATCH][64];
-    char bdst[TXN_BATCH][MAN_PATH_MAX + 1];
 } txn_t;
+
+/* Issue 14: the scratch of the txn functions (entries, a plan slot, a
+ * path, a batch of moves: here, not on the stack), one for every txn_t of
+ * a service (the update's and the copy's: one txn call runs at a time, a
+ * commit inside one step). `busy` marks the parts taken; txn_work_take
+ * asserts (CFS_ASSERT) that no part is taken twice at once, nor the batch
+ * together with eb/ec/path, which share its bytes. */
+enum { TXN_W_TMP = 1u, TXN_W_SLOT = 2u, TXN_W_EA = 4u, TXN_W_EB = 8u,
+       TXN_W_EC = 16u, TXN_W_PATH = 32u, TXN_W_BATCH = 64u };
+typedef struct txn_work {
+    uint32_t busy;             /* TXN_W_* taken */
+    char tmp[512];             /* TMP: scratch for man_* helpers */
+    uint8_t slot[MAN_SLOT];    /* SLOT: a plan slot read or written */
+    man_entry_t ea, eb;        /* EA, EB: entries at hand */
+    union {
+        struct {
+            man_entry_t ec;              /* EC: plan_removes_at */
+            char path[MAN_PATH_MAX + 1]; /* PATH: a path being built */
+        };
+        struct { /* BATCH: a batch of moves (commit, roll forward) */
+            char bsrc[TXN_BATCH][64];
+            char bdst[TXN_BATCH][MAN_PATH_MAX + 1];
+        };
+    };
+} txn_work_t;
+static inline void txn_work_take(txn_work_t *w, uint32_t parts)
+{
+    uint32_t clash = parts;
+    if (parts & (TXN_W_EC | TXN_W_PATH))
+        clash |= TXN_W_BATCH;
+    if (parts & TXN_W_BATCH)
+        clash |= TXN_W_EC | TXN_W_PATH;
+    CFS_ASSERT((w->busy & clash) == 0);
+    w->busy |= parts;
+}
+static inline void txn_work_give(txn_work_t *w, uint32_t parts)
+{
+    CFS_ASSERT((w->busy & parts) == parts);
+    w->busy &= ~parts;
+}
+/* man_clear with w's tmp. */
+int txn_clear(txn_work_t *w, cfs_t *fs, const char *path);
 _Static_assert(TXN_BATCH >= 2 && TXN_BATCH <= CFS_RENAME_MANY_MAX,
                "TXN_BATCH: 2 .. CFS_RENAME_MANY_MAX renames per fs commit");
 
@@ -92,8 +131,9 @@ typedef struct txn_stats {
     uint64_t bytes;
 } txn_stats_t;
 
-/* Attach to a partition (no I/O). */
-void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir);
+/* Attach to a partition (no I/O); w: the scratch (txn_work_t). */
+void txn_bind(txn_t *t, cfs_t *fs, man_t *man, const char *dir,
+              txn_work_t *w);
 /* After mount: finish a committed transaction (rolling it forward), pick
  * up a staged one (t->active), or wipe leftovers. 1 = a committed
  * transaction was finished, 0 = nothing to finish, or an error. */

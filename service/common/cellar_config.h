@@ -94,8 +94,10 @@
 
 /* Entries of one update bundle (UpdateBegin.entries above it: EINVAL) and
  * the bits of the filter of its directories: the bundle index costs
- * 4 bytes per entry + bits / 8 (txn_index_t, in svc_t).
- *                                      host 1024 / 16384, device 256 / 2048 */
+ * 4 bytes per entry + bits / 8 (txn_index_t, in svc_t). Fewer bits cost
+ * no function: a false hit of the filter only reads the plan's entries
+ * again while a bundle is declared (issue 14: the device's 1024 bits are
+ * 4 per entry of a full bundle).       host 1024 / 16384, device 256 / 1024 */
 #ifndef TXN_MAX_ENTRIES
 #ifdef CELLAR_PROFILE_DEVICE
 #define TXN_MAX_ENTRIES 256u
@@ -105,7 +107,7 @@
 #endif
 #ifndef TXN_BLOOM_BITS
 #ifdef CELLAR_PROFILE_DEVICE
-#define TXN_BLOOM_BITS 2048u
+#define TXN_BLOOM_BITS 1024u
 #else
 #define TXN_BLOOM_BITS 16384u
 #endif

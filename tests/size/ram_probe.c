@@ -25,3 +25,5 @@ PROBE(conn_out, ((svc_conn_t *)0)->out);
 PROBE(conn_handles, ((svc_conn_t *)0)->h);
 PROBE(svc_scratch, ((svc_t *)0)->scratch);
 PROBE(svc_problems, ((svc_t *)0)->problems);
+PROBE(txn_work_t, txn_work_t);   /* issue 14: the scratch tx and cp share */
+PROBE(man_entry_t, man_entry_t);
