@@ -43,6 +43,13 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         s->cfg.firmware = "cellard " CELLAR_VERSION;
     s->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
                                       : SVC_IDLE_DEFAULT_MS;
+    /* issue 14: a feature built out is refused, never ignored */
+    if ((!CELLAR_WITH_RAW && cfg->nraw) || (!CELLAR_WITH_ACL && cfg->acl)) {
+        svc_log_msg(s, NULL, !CELLAR_WITH_RAW && cfg->nraw
+                                 ? "raw partitions are not built into this device"
+                                 : "access control (ACL) is not built into this device");
+        return SVC_ENOTSUP;
+    }
 
     err = layout_read(cfg->dev, &s->layout);
     if (!err && cfg->nraw && !layout_raw_match(&s->layout, cfg->raw,

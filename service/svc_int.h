@@ -20,6 +20,9 @@
 /* Staging directories: copies between partitions, update transactions. */
 #define CP_DIR "/.cellar/cp"
 #define TX_DIR "/.cellar/tx"
+/* issue 14: a feature built out (cellar_config.h CELLAR_WITH_*) answers
+ * this: "<op>: <feature> is not built into this device" */
+#define SVC_ENOTSUP (-(int)cellar_Code_ENOTSUP)
 
 /* ---- svc_msg.c ----------------------------------------------------------------- */
 
@@ -146,6 +149,7 @@ void svc_job_cancel(svc_t *s, int err, const char *why);
 /* ---- svc_raw.c: raw partitions (issue 15, docs/RAW.md) ------------------------ */
 /* A committed raw image waits in /usr as RAW_DIR/NAME until it is written. */
 #define RAW_DIR "/.cellar/raw"
+#if CELLAR_WITH_RAW /* issue 14: else the stubs below */
 int svc_do_raw_read(svc_t *s, const cellar_RawReadRequest *r);
 int svc_do_raw_write(svc_t *s, const cellar_RawWriteRequest *r);
 int svc_do_raw_erase(svc_t *s, const cellar_RawEraseRequest *r);
@@ -183,6 +187,29 @@ void svc_raw_install_cancel(svc_t *s);
 /* Verify of a raw entry (RAW_DIR/NAME): as svc_check_begin. */
 int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
                         cellar_ProblemKind *kind);
+#else /* issue 14: built without raw partitions: no raw name is ever
+       * staged, the requests and "raw:NAME" bundle entries get ENOTSUP */
+#define SVC_NO_RAW "raw partitions are not built into this device"
+static inline int svc_do_raw_read(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_write(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_erase(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline const char *svc_raw_rel_name(const char *rel) { return NULL; }
+static inline int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove, char *rel)
+{
+    return svc_fail_path(s, SVC_ENOTSUP, in, SVC_NO_RAW);
+}
+static inline const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel) { return NULL; }
+static inline int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
+                                uint32_t len) { return SVC_ENOTSUP; }
+static inline int svc_raw_prepare(svc_t *s) { return 0; }
+static inline int svc_raw_finish(svc_t *s) { return 0; }
+static inline int svc_raw_install_step(svc_t *s, uint32_t *budget) { return 1; }
+static inline bool svc_raw_pending(svc_t *s) { return false; }
+static inline void svc_raw_install_cancel(svc_t *s) { }
+static inline int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
+                                      cellar_ProblemKind *kind) { return SVC_ENOTSUP; }
+#endif
 
 /* ---- svc_store.c ------------------------------------------------------------------ */
 /* Mount-time work on every partition: open the manifest, drop shadow
