@@ -418,11 +418,11 @@ $(BUILD)/arm/ram_probe.o: tests/size/ram_probe.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
 	$(ARM_CC) $(ARM_FLAGS) $(ARM_INC) -c $< -o $@
 
 # issue 14 (code size): the "minimal" device build, every feature switch of
-# cellar_config.h off (CELLAR_WITH_SD/RAW/ACL 0) and without fs/fat/:
+# cellar_config.h off (CELLAR_WITH_SD/RAW/ACL/LOG 0) and without fs/fat/:
 # build/arm-min/ for make size, build/min/ (ASan+UBSan, device profile) for
 # make test-device (tests/min_tour.sh). make size also links each set with
 # --gc-sections (roots: the public svc_* functions) as a firmware would.
-MIN_FLAGS    := -DCELLAR_WITH_SD=0 -DCELLAR_WITH_RAW=0 -DCELLAR_WITH_ACL=0
+MIN_FLAGS    := -DCELLAR_WITH_SD=0 -DCELLAR_WITH_RAW=0 -DCELLAR_WITH_ACL=0 -DCELLAR_WITH_LOG=0
 ARM_MIN_OBJS := $(patsubst %.c,$(BUILD)/arm-min/%.o,$(filter-out $(FAT_SRCS),$(DEVICE_SET))) \
                 $(BUILD)/arm/gen/cellar.pb.o
 $(BUILD)/arm-min/%.o: %.c $(DEV_GEN_H) | $(BUILD)/.arm-ok

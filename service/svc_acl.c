@@ -379,7 +379,7 @@ void svc_acl_conn_init(svc_t *s, svc_conn_t *c, const char *identity)
 void svc_conn_set_identity(svc_t *s, svc_conn_t *c, const char *identity)
 {
     svc_acl_conn_init(s, c, identity);
-    if (s->cfg.log && (s->cfg.acl || c->identity[0])) { /* else: as before */
+    if (SVC_LOGS(s) && (s->cfg.acl || c->identity[0])) { /* else: as before */
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "identity ");
         sb_who(&b, s, c);

@@ -113,7 +113,7 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         svc_copy_str(o->problems[o->problems_count++],
                      sizeof(o->problems[0]), s->problems[i]);
     svc_acl_hello(s, c, o); /* identity and role (issue 13) */
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "hello from ");
         svc_sb_qstr(&b, r->client);

@@ -23,6 +23,10 @@
 /* issue 14: a feature built out (cellar_config.h CELLAR_WITH_*) answers
  * this: "<op>: <feature> is not built into this device" */
 #define SVC_ENOTSUP (-(int)cellar_Code_ENOTSUP)
+/* issue 14: is there a log to write to? Never without CELLAR_WITH_LOG
+ * (then svc_log_msg, svc_log_part and svc_log_path are no-ops: the end of
+ * this file), so the lines and their words are not built. */
+#define SVC_LOGS(s) (CELLAR_WITH_LOG && (s)->cfg.log)
 
 /* ---- svc_msg.c ----------------------------------------------------------------- */
 
@@ -329,5 +333,11 @@ void svc_sd_conn_gone(svc_t *s, svc_conn_t *c);
 /* /sd handles unused for the idle timeout are closed, as on the flash (a
  * shadow dropped without publishing). */
 void svc_sd_tick(svc_t *s);
+
+#if !CELLAR_WITH_LOG /* issue 14: the log lines are not built */
+#define svc_log_msg(s, c, m) ((void)(s))
+#define svc_log_part(s, w, p, e) ((void)(s))
+#define svc_log_path(s, w, p, a, t) ((void)(s))
+#endif
 
 #endif /* CELLAR_SVC_INT_H */

@@ -195,18 +195,20 @@ sb_t svc_log_begin(svc_t *s, const svc_conn_t *c)
 
 void svc_log_end(svc_t *s)
 {
-    if (s->cfg.log)
+    if (SVC_LOGS(s))
         s->cfg.log(s->cfg.log_ctx, s->logline);
 }
 
+#if CELLAR_WITH_LOG /* issue 14: else a macro of svc_int.h */
 void svc_log_msg(svc_t *s, const svc_conn_t *c, const char *msg)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, c);
     svc_sb_str(&b, msg);
     svc_log_end(s);
 }
+#endif
 
 /* ---- replies ------------------------------------------------------------------ */
 
@@ -279,7 +281,7 @@ void svc_reply_done(svc_t *s)
 
 void svc_log_failure(svc_t *s, svc_conn_t *c)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, c);
     svc_sb_str(&b, "id ");

@@ -28,9 +28,10 @@ void svc_init(svc_t *svc)
     memset(svc, 0, sizeof(*svc));
 }
 
+#if CELLAR_WITH_LOG /* issue 14: else a macro of svc_int.h */
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, NULL);
     svc_sb_str(&b, what);
@@ -47,6 +48,7 @@ void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
     }
     svc_log_end(s);
 }
+#endif
 
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done)

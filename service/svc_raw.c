@@ -362,7 +362,7 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 j->ridx++;
                 continue;
             }
-            if (s->cfg.log) {
+            if (SVC_LOGS(s)) {
                 sb_t b = svc_log_begin(s, NULL);
                 svc_sb_str(&b, "raw ");
                 svc_sb_qstr(&b, p->name);

@@ -161,7 +161,7 @@ void svc_sd_tick(svc_t *s)
         svc_sd_handle_t *h = &s->sd->h[i];
         if (!h->id || s->now_ms - h->last_ms < s->idle_ms)
             continue;
-        if (s->cfg.log) {
+        if (SVC_LOGS(s)) {
             sb_t b = svc_log_begin(s, h->conn);
             svc_sb_str(&b, "handle ");
             svc_sb_u64(&b, h->id);
@@ -937,7 +937,7 @@ int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)
         if (dropped)
             (void)fat_sync(&sd->fat);
     }
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         fat_statfs_t sf;
         (void)fat_statfs(&sd->fat, &sf);
         sb_t b = svc_log_begin(s, NULL);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # min_tour.sh - issue 14 (code size): the minimal device build works.
 # CELLARD is a daemon built with every feature switch of cellar_config.h
-# off (CELLAR_WITH_SD/RAW/ACL 0: `make test-device` builds build/min/cellard,
+# off (CELLAR_WITH_SD/RAW/ACL/LOG 0: `make test-device` builds build/min/cellard,
 # device profile, ASan+UBSan). It runs the README tour, answers what it is
 # built without with ENOTSUP "... is not built into this device" (an /sd
 # path, the raw requests and a "raw:NAME" bundle entry on a flash whose

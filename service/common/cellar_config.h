@@ -46,6 +46,10 @@
  *   CELLAR_WITH_ACL  access control (the ACL parser and the check of
  *                    svc_acl.c): without it every connection is admin and
  *                    svc_config_t.acl / --acl are refused (never ignored).
+ *   CELLAR_WITH_LOG  the service's log lines (svc_config_t.log: connections,
+ *                    failed requests, mounts, repairs): without it the
+ *                    callback is called once at svc_setup to say so, then
+ *                    never; error replies are unchanged.
  *                                                      host 1, device 1 */
 #ifndef CELLAR_WITH_SD
 #define CELLAR_WITH_SD 1
@@ -55,6 +59,9 @@
 #endif
 #ifndef CELLAR_WITH_ACL
 #define CELLAR_WITH_ACL 1
+#endif
+#ifndef CELLAR_WITH_LOG
+#define CELLAR_WITH_LOG 1
 #endif
 
 /* ---- filesystem (fs/) ------------------------------------------------------ */

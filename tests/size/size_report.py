@@ -194,7 +194,7 @@ def compare(args, rows, code):
             ("minimal,gc", min_gc, min_gc_total)]
     print()
     print("code .text per module: the full device set, the minimal build "
-          "(CELLAR_WITH_SD/RAW/ACL 0, no fs/fat),")
+          "(CELLAR_WITH_SD/RAW/ACL/LOG 0, no fs/fat),")
     print("and each linked with --gc-sections (roots: %d public svc_* "
           "functions of %s)" % (len(roots), args.roots))
     print("%-22s" % "module" + "".join("%12s" % c[0] for c in cols))
@@ -208,7 +208,7 @@ def compare(args, rows, code):
             t, max(0, t - CODE_TARGET)))
     return {
         "minimal": {
-            "flags": "CELLAR_WITH_SD=0 CELLAR_WITH_RAW=0 CELLAR_WITH_ACL=0, no fs/fat",
+            "flags": "CELLAR_WITH_SD=0 CELLAR_WITH_RAW=0 CELLAR_WITH_ACL=0 CELLAR_WITH_LOG=0, no fs/fat",
             "objects": [{"object": os.path.relpath(o, args.build), "module": m,
                          "text": t, "data": d, "bss": b}
                         for o, m, t, d, b in mrows],
