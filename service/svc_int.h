@@ -61,6 +61,9 @@ int svc_fail_path(svc_t *s, int err, const char *path, const char *why);
 int svc_fail(svc_t *s, int err, const char *why);
 int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
                     const char *why);
+int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
+                 const char *why);
+#define SVC_NO_HANDLE "no such open handle on this connection"
 int svc_fail_open(svc_t *s, int err, const char *show);
 void svc_reply_done(svc_t *s);
 
@@ -88,6 +91,10 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 /* ---- svc_path.c ------------------------------------------------------------------ */
 int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
 bool svc_is_part_root(const svc_path_t *p);
+/* Open's flags (known ones): O_READ and/or O_WRITE, and the rest only with
+ * O_WRITE. 0, or EINVAL with the error set naming show (svc_file.c and
+ * svc_sd.c: issue 14). */
+int svc_open_flags(svc_t *s, const char *show, uint32_t fl);
 cfs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 /* Is the parent of path (inside a partition: "/a/b") a directory? 0 when it

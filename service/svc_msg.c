@@ -250,18 +250,27 @@ int svc_fail(svc_t *s, int err, const char *why)
     return err;
 }
 
-/* "<op> handle N "<path>": <why>" */
-int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
-                       const char *why)
+/* "<op> handle N "<path>": <why>" ("<op> handle N: <why>" without path;
+ * issue 14: one builder for the flash's handles and /sd's) */
+int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
+                 const char *why)
 {
     sb_t b = svc_err_begin(s, err);
     svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, h->id);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, h->path);
+    svc_sb_u64(&b, id);
+    if (path) {
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, path);
+    }
     svc_sb_str(&b, ": ");
     svc_sb_str(&b, why ? why : svc_reason(err));
     return err;
+}
+
+int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
+                       const char *why)
+{
+    return svc_fail_hid(s, err, h->id, h->path, why);
 }
 
 /* An cfs_file_open failure: the device-wide table of open files (CFS_MAX_OPEN

@@ -122,23 +122,13 @@ static svc_sd_handle_t *hget(svc_t *s, svc_conn_t *c, uint32_t id)
             s->sd->h[i].last_ms = s->now_ms;
             return &s->sd->h[i];
         }
-    sb_t b = svc_err_begin(s, CFS_ERR_BADF);
-    svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, id);
-    svc_sb_str(&b, ": no such open handle on this connection");
+    (void)svc_fail_hid(s, CFS_ERR_BADF, id, NULL, SVC_NO_HANDLE);
     return NULL;
 }
 
 static int hfail(svc_t *s, int err, const svc_sd_handle_t *h, const char *why)
 {
-    sb_t b = svc_err_begin(s, err);
-    svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, h->id);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, h->show);
-    svc_sb_str(&b, ": ");
-    svc_sb_str(&b, why ? why : fat_why(err) ? fat_why(err) : svc_reason(err));
-    return err;
+    return svc_fail_hid(s, err, h->id, h->show, why ? why : fat_why(err));
 }
 
 /* Close a handle; a shadow not published is dropped. */
@@ -307,12 +297,8 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
         return err;
     if (fl & ~known)
         return svc_fail_path(s, CFS_ERR_INVAL, p->show, "unknown open flags");
-    if (!(fl & rw))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                             "open flags need O_READ and/or O_WRITE");
-    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                             "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need O_WRITE");
+    if ((err = svc_open_flags(s, p->show, fl)) != 0)
+        return err;
     if (is_root(p))
         return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
     fat_t *fs = card(s, p->show);
