@@ -384,6 +384,9 @@ test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix 
 	  if BUILD=$(BUILD) CELLARD=$(BUILD)/dev/cellard CELLAR=$(BUILD)/san/cellar bash $$s; then \
 	    pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$s"; fi; \
 	done; \
+	echo "=== tests/min_tour.sh (minimal build: every CELLAR_WITH_* off)"; \
+	if BUILD=$(BUILD) CELLARD=$(BUILD)/min/cellard CELLAR=$(BUILD)/san/cellar bash tests/min_tour.sh; then \
+	  pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed tests/min_tour.sh"; fi; \
 	[ -z "$$failed" ] || echo "failed:$$failed"; \
 	echo "test-device suites: $$pass passed, $$fail failed"; \
 	[ $$fail -eq 0 ]
@@ -414,9 +417,28 @@ $(BUILD)/arm/ram_probe.o: tests/size/ram_probe.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
 	@mkdir -p $(dir $@)
 	$(ARM_CC) $(ARM_FLAGS) $(ARM_INC) -c $< -o $@
 
+# issue 14 (code size): the "minimal" device build, every feature switch of
+# cellar_config.h off (CELLAR_WITH_SD/RAW/ACL/LOG 0) and without fs/fat/:
+# build/arm-min/ for make size, build/min/ (ASan+UBSan, device profile) for
+# make test-device (tests/min_tour.sh). make size also links each set with
+# --gc-sections (roots: the public svc_* functions) as a firmware would.
+MIN_FLAGS    := -DCELLAR_WITH_SD=0 -DCELLAR_WITH_RAW=0 -DCELLAR_WITH_ACL=0 -DCELLAR_WITH_LOG=0
+ARM_MIN_OBJS := $(patsubst %.c,$(BUILD)/arm-min/%.o,$(filter-out $(FAT_SRCS),$(DEVICE_SET))) \
+                $(BUILD)/arm/gen/cellar.pb.o
+$(BUILD)/arm-min/%.o: %.c $(DEV_GEN_H) | $(BUILD)/.arm-ok
+	@mkdir -p $(dir $@)
+	cd $(dir $@) && $(ARM_CC) $(ARM_FLAGS) $(MIN_FLAGS) -MT $@ -MF $(CURDIR)/$(@:.o=.d) $(patsubst -I%,-I$(CURDIR)/%,$(ARM_INC)) -c $(CURDIR)/$< -o $(notdir $@)
+$(BUILD)/min/%.o: %.c $(DEV_GEN_H) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(DEV_CFLAGS) $(MIN_FLAGS) $(call dev_inc,$<) -c $< -o $@
+$(call objs,min,$(LWIP_SRCS)): DEV_CFLAGS += $(LWIP_INC)
+$(BUILD)/min/cellard: $(call objs,min,$(sort $(filter-out $(FAT_SRCS),$(DAEMON_SET)) service/host/cellard.c) $(LWIP_SRCS)) \
+    $(BUILD)/dev/gen/cellar.pb.o
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) $(LWIP_LDLIBS)
+test-device: $(BUILD)/min/cellard
 SIZE_REPORT = python3 tests/size/size_report.py --build $(BUILD) --json $(BUILD)/size.json
-size: $(ARM_OBJS)
-	@$(SIZE_REPORT) size $(ARM_OBJS)
+size: $(ARM_OBJS) $(ARM_MIN_OBJS)
+	@$(SIZE_REPORT) --min "$(ARM_MIN_OBJS)" --roots "service/svc_core.h service/svc_sd.h service/svc_acl.h" size $(ARM_OBJS)
 ram: $(ARM_OBJS) $(BUILD)/arm/ram_probe.o
 	@$(SIZE_REPORT) ram --probe $(BUILD)/arm/ram_probe.o $(ARM_OBJS)
 

@@ -22,6 +22,7 @@ const char *svc_role_name(unsigned role)
 }
 
 /* ---- parsing ------------------------------------------------------------------ */
+#if CELLAR_WITH_ACL /* issue 14: else a parser that refuses */
 
 typedef struct acl_parser {
     svc_acl_t *acl;
@@ -285,6 +286,19 @@ int svc_acl_parse(svc_acl_t *acl, const char *text, size_t len, char *err,
     return 0;
 }
 
+#else
+int svc_acl_parse(svc_acl_t *acl, const char *text, size_t len, char *err,
+                  size_t errlen)
+{
+    (void)text;
+    (void)len;
+    memset(acl, 0, sizeof(*acl));
+    if (err && errlen)
+        svc_copy_str(err, errlen, "access control (ACL) is not built into this device");
+    return SVC_ENOTSUP;
+}
+#endif
+
 const svc_acl_rule_t *svc_acl_find(const svc_acl_t *acl, const char *identity,
                                    int authenticated)
 {
@@ -353,7 +367,7 @@ void svc_acl_conn_init(svc_t *s, svc_conn_t *c, const char *identity)
      * a rule of its own (its cut form might name someone else): "*" */
     bool cut = !anon && strlen(identity) > SVC_ACL_NAME_MAX;
     svc_copy_str(c->identity, sizeof(c->identity), anon ? "" : identity);
-    if (!s->cfg.acl) {
+    if (!CELLAR_WITH_ACL || !s->cfg.acl) { /* issue 14 */
         c->rule = NULL;
         c->role = SVC_ROLE_ADMIN;
     } else {
@@ -365,7 +379,7 @@ void svc_acl_conn_init(svc_t *s, svc_conn_t *c, const char *identity)
 void svc_conn_set_identity(svc_t *s, svc_conn_t *c, const char *identity)
 {
     svc_acl_conn_init(s, c, identity);
-    if (s->cfg.log && (s->cfg.acl || c->identity[0])) { /* else: as before */
+    if (SVC_LOGS(s) && (s->cfg.acl || c->identity[0])) { /* else: as before */
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "identity ");
         sb_who(&b, s, c);
@@ -392,6 +406,7 @@ void svc_acl_hello(const svc_t *s, const svc_conn_t *c, cellar_HelloReply *o)
 }
 
 /* ---- the check ----------------------------------------------------------------- */
+#if CELLAR_WITH_ACL /* issue 14: else everyone is admin (svc_setup refuses an ACL) */
 
 /* Is path (normalised, "/usr/a/b", "/usr", "/") inside one of the rule's
  * prefixes? */
@@ -642,3 +657,14 @@ int svc_acl_check(svc_t *s, svc_conn_t *c, const cellar_Request *q,
     s->acl_in = 0;
     return err;
 }
+#else
+int svc_acl_check(svc_t *s, svc_conn_t *c, const cellar_Request *q,
+                  svc_perm_t perm)
+{
+    (void)s;
+    (void)c;
+    (void)q;
+    (void)perm;
+    return 0;
+}
+#endif

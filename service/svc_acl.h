@@ -74,7 +74,8 @@ typedef struct svc_acl {
  * SVC_ACL_NAME_MAX bytes of printable UTF-8; PREFIX is an absolute path
  * inside /usr or /bak ("/" = everywhere) without ".", ".." or empty
  * components, at most SVC_ACL_NAME_MAX bytes; only writer rules take
- * prefixes. */
+ * prefixes. Built without CELLAR_WITH_ACL (issue 14): -ENOTSUP (-95) and
+ * "access control (ACL) is not built into this device", always. */
 int svc_acl_parse(svc_acl_t *acl, const char *text, size_t len, char *err,
                   size_t errlen);
 

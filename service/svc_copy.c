@@ -484,7 +484,7 @@ void svc_copy_reply(svc_t *s)
                      backup ? cellar_ProblemKind_MISSING
                             : cellar_ProblemKind_NOT_IN_BACKUP);
     s->resp.which_body = cellar_Response_copy_tag;
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, NULL);
         svc_sb_str(&b, backup ? "backup: " : "restore: ");
         svc_sb_u64(&b, o->files);

@@ -43,9 +43,19 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         s->cfg.firmware = "cellard " CELLAR_VERSION;
     s->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
                                       : SVC_IDLE_DEFAULT_MS;
+    /* issue 14: a feature built out is refused, never ignored */
+    if ((!CELLAR_WITH_RAW && cfg->nraw) || (!CELLAR_WITH_ACL && cfg->acl)) {
+        svc_log_msg(s, NULL, !CELLAR_WITH_RAW && cfg->nraw
+                                 ? "raw partitions are not built into this device"
+                                 : "access control (ACL) is not built into this device");
+        return SVC_ENOTSUP;
+    }
+    if (!CELLAR_WITH_LOG && cfg->log) /* said once; nothing else is logged */
+        cfg->log(cfg->log_ctx, "the service's log lines are not built into "
+                               "this device (CELLAR_WITH_LOG 0)");
 
     err = layout_read(cfg->dev, &s->layout);
-    if (!err && cfg->nraw && !layout_raw_match(&s->layout, cfg->raw,
+    if (!err && CELLAR_WITH_RAW && cfg->nraw && !layout_raw_match(&s->layout, cfg->raw,
                                                cfg->nraw)) {
         /* issue 15: the layout is never rewritten over data */
         svc_log_msg(s, NULL, "the raw partitions asked for differ from the "
@@ -55,8 +65,10 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         goto fail;
     }
     if (err == -2 && cfg->provision) {
-        err = layout_default_raw(cfg->dev->block_count, cfg->bak_blocks,
-                                 cfg->raw, cfg->nraw, &s->layout);
+        err = CELLAR_WITH_RAW /* issue 14: nraw is 0 without */
+            ? layout_default_raw(cfg->dev->block_count, cfg->bak_blocks,
+                                 cfg->raw, cfg->nraw, &s->layout)
+            : layout_default(cfg->dev->block_count, cfg->bak_blocks, &s->layout);
         if (err) {
             svc_log_msg(s, NULL, "no partition table, and the device is too "
                              "small for the default layout");
@@ -182,7 +194,7 @@ void svc_conn_close(svc_t *s, svc_conn_t *c, const char *why)
             svc_handle_release(s, &c->h[i]);
     svc_sd_conn_gone(s, c); /* issue 15 (sd): its /sd handles */
     svc_store_conn_gone(s, c);
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "close (");
         svc_sb_str(&b, why ? why : c->close_reason ? c->close_reason : "closed");
@@ -242,7 +254,7 @@ void svc_tick(svc_t *s, uint64_t now_ms)
             svc_handle_t *h = &c->h[i];
             if (!h->id || now_ms - h->last_ms < s->idle_ms)
                 continue;
-            if (s->cfg.log) {
+            if (SVC_LOGS(s)) {
                 sb_t b = svc_log_begin(s, c);
                 svc_sb_str(&b, "handle ");
                 svc_sb_u64(&b, h->id);

@@ -46,10 +46,7 @@ static svc_handle_t *handle_get(svc_t *s, svc_conn_t *c, uint32_t id)
         }
         return &c->h[slot];
     }
-    sb_t b = svc_err_begin(s, CFS_ERR_BADF);
-    svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, id);
-    svc_sb_str(&b, ": no such open handle on this connection");
+    (void)svc_fail_hid(s, CFS_ERR_BADF, id, NULL, SVC_NO_HANDLE);
     return NULL;
 }
 
@@ -113,7 +110,7 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         svc_copy_str(o->problems[o->problems_count++],
                      sizeof(o->problems[0]), s->problems[i]);
     svc_acl_hello(s, c, o); /* identity and role (issue 13) */
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "hello from ");
         svc_sb_qstr(&b, r->client);
@@ -245,13 +242,8 @@ int svc_do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
         svc_sb_hex32(&b, fl & ~known);
         return CFS_ERR_INVAL;
     }
-    if (!(fl & rw))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                         "open flags need O_READ and/or O_WRITE");
-    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                         "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need "
-                         "O_WRITE");
+    if ((err = svc_open_flags(s, p->show, fl)) != 0)
+        return err;
     if (p->part < 0 || svc_is_part_root(p))
         return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
     if ((fl & cellar_OpenFlags_O_WRITE) && (err = svc_check_writable(s, p)))

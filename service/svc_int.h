@@ -20,6 +20,13 @@
 /* Staging directories: copies between partitions, update transactions. */
 #define CP_DIR "/.cellar/cp"
 #define TX_DIR "/.cellar/tx"
+/* issue 14: a feature built out (cellar_config.h CELLAR_WITH_*) answers
+ * this: "<op>: <feature> is not built into this device" */
+#define SVC_ENOTSUP (-(int)cellar_Code_ENOTSUP)
+/* issue 14: is there a log to write to? Never without CELLAR_WITH_LOG
+ * (then svc_log_msg, svc_log_part and svc_log_path are no-ops: the end of
+ * this file), so the lines and their words are not built. */
+#define SVC_LOGS(s) (CELLAR_WITH_LOG && (s)->cfg.log)
 
 /* ---- svc_msg.c ----------------------------------------------------------------- */
 
@@ -54,6 +61,9 @@ int svc_fail_path(svc_t *s, int err, const char *path, const char *why);
 int svc_fail(svc_t *s, int err, const char *why);
 int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
                     const char *why);
+int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
+                 const char *why);
+#define SVC_NO_HANDLE "no such open handle on this connection"
 int svc_fail_open(svc_t *s, int err, const char *show);
 void svc_reply_done(svc_t *s);
 
@@ -81,6 +91,10 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part);
 /* ---- svc_path.c ------------------------------------------------------------------ */
 int svc_resolve(svc_t *s, const char *in, svc_path_t *out);
 bool svc_is_part_root(const svc_path_t *p);
+/* Open's flags (known ones): O_READ and/or O_WRITE, and the rest only with
+ * O_WRITE. 0, or EINVAL with the error set naming show (svc_file.c and
+ * svc_sd.c: issue 14). */
+int svc_open_flags(svc_t *s, const char *show, uint32_t fl);
 cfs_t *svc_path_fs(svc_t *s, const svc_path_t *p);
 void svc_copy_str(char *dst, size_t cap, const char *src);
 /* Is the parent of path (inside a partition: "/a/b") a directory? 0 when it
@@ -146,6 +160,7 @@ void svc_job_cancel(svc_t *s, int err, const char *why);
 /* ---- svc_raw.c: raw partitions (issue 15, docs/RAW.md) ------------------------ */
 /* A committed raw image waits in /usr as RAW_DIR/NAME until it is written. */
 #define RAW_DIR "/.cellar/raw"
+#if CELLAR_WITH_RAW /* issue 14: else the stubs below */
 int svc_do_raw_read(svc_t *s, const cellar_RawReadRequest *r);
 int svc_do_raw_write(svc_t *s, const cellar_RawWriteRequest *r);
 int svc_do_raw_erase(svc_t *s, const cellar_RawEraseRequest *r);
@@ -183,6 +198,29 @@ void svc_raw_install_cancel(svc_t *s);
 /* Verify of a raw entry (RAW_DIR/NAME): as svc_check_begin. */
 int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
                         cellar_ProblemKind *kind);
+#else /* issue 14: built without raw partitions: no raw name is ever
+       * staged, the requests and "raw:NAME" bundle entries get ENOTSUP */
+#define SVC_NO_RAW "raw partitions are not built into this device"
+static inline int svc_do_raw_read(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_write(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_erase(svc_t *s, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline int svc_do_raw_hash(svc_t *s, svc_conn_t *c, const void *r) { return svc_fail(s, SVC_ENOTSUP, SVC_NO_RAW); }
+static inline const char *svc_raw_rel_name(const char *rel) { return NULL; }
+static inline int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, bool remove, char *rel)
+{
+    return svc_fail_path(s, SVC_ENOTSUP, in, SVC_NO_RAW);
+}
+static inline const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel) { return NULL; }
+static inline int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
+                                uint32_t len) { return SVC_ENOTSUP; }
+static inline int svc_raw_prepare(svc_t *s) { return 0; }
+static inline int svc_raw_finish(svc_t *s) { return 0; }
+static inline int svc_raw_install_step(svc_t *s, uint32_t *budget) { return 1; }
+static inline bool svc_raw_pending(svc_t *s) { return false; }
+static inline void svc_raw_install_cancel(svc_t *s) { }
+static inline int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
+                                      cellar_ProblemKind *kind) { return SVC_ENOTSUP; }
+#endif
 
 /* ---- svc_store.c ------------------------------------------------------------------ */
 /* Mount-time work on every partition: open the manifest, drop shadow
@@ -305,5 +343,11 @@ void svc_sd_tick(svc_t *s);
 
 /* Issue 14: job.e and job.show share the union with a COPY's state. */
 #define SVC_JOB_NOT_COPY(s) CFS_ASSERT((s)->job.kind != SVC_JOB_COPY)
+
+#if !CELLAR_WITH_LOG /* issue 14: the log lines are not built */
+#define svc_log_msg(s, c, m) ((void)(s))
+#define svc_log_part(s, w, p, e) ((void)(s))
+#define svc_log_path(s, w, p, a, t) ((void)(s))
+#endif
 
 #endif /* CELLAR_SVC_INT_H */

@@ -33,7 +33,7 @@ int svc_job_hash_step(svc_t *s, uint32_t *budget)
         if (want > *budget)
             want = *budget;
         int n;
-        if (j->hraw) { /* issue 15: a raw partition, within one block */
+        if (CELLAR_WITH_RAW && j->hraw) { /* issue 15: a raw partition, within one block */
             const flash_dev_t *dev = s->cfg.dev;
             uint32_t in = j->off % dev->block_size;
             if (want > dev->block_size - in)

@@ -205,7 +205,7 @@ static int job_end(svc_t *s)
         j->kind = SVC_JOB_NONE;
         return 1;
     }
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, NULL);
         svc_sb_str(&b, "check of /usr: ");
         svc_sb_u64(&b, j->nslots);

@@ -202,19 +202,21 @@ sb_t svc_log_begin(svc_t *s, const svc_conn_t *c)
 
 void svc_log_end(svc_t *s)
 {
-    if (s->cfg.log)
+    if (SVC_LOGS(s))
         s->cfg.log(s->cfg.log_ctx, s->txw.tmp);
     txn_work_give(&s->txw, TXN_W_TMP);
 }
 
+#if CELLAR_WITH_LOG /* issue 14: else a macro of svc_int.h */
 void svc_log_msg(svc_t *s, const svc_conn_t *c, const char *msg)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, c);
     svc_sb_str(&b, msg);
     svc_log_end(s);
 }
+#endif
 
 /* ---- replies ------------------------------------------------------------------ */
 
@@ -256,18 +258,27 @@ int svc_fail(svc_t *s, int err, const char *why)
     return err;
 }
 
-/* "<op> handle N "<path>": <why>" */
-int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
-                       const char *why)
+/* "<op> handle N "<path>": <why>" ("<op> handle N: <why>" without path;
+ * issue 14: one builder for the flash's handles and /sd's) */
+int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
+                 const char *why)
 {
     sb_t b = svc_err_begin(s, err);
     svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, h->id);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, h->path);
+    svc_sb_u64(&b, id);
+    if (path) {
+        svc_sb_str(&b, " ");
+        svc_sb_qstr(&b, path);
+    }
     svc_sb_str(&b, ": ");
     svc_sb_str(&b, why ? why : svc_reason(err));
     return err;
+}
+
+int svc_fail_handle(svc_t *s, int err, const svc_handle_t *h,
+                       const char *why)
+{
+    return svc_fail_hid(s, err, h->id, h->path, why);
 }
 
 /* An cfs_file_open failure: the device-wide table of open files (CFS_MAX_OPEN
@@ -287,7 +298,7 @@ void svc_reply_done(svc_t *s)
 
 void svc_log_failure(svc_t *s, svc_conn_t *c)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, c);
     svc_sb_str(&b, "id ");

@@ -29,9 +29,10 @@ void svc_init(svc_t *svc)
     svc->tx.w = svc->cp.w = &svc->txw; /* issue 14 */
 }
 
+#if CELLAR_WITH_LOG /* issue 14: else a macro of svc_int.h */
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     sb_t b = svc_log_begin(s, NULL);
     svc_sb_str(&b, what);
@@ -48,6 +49,7 @@ void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
     }
     svc_log_end(s);
 }
+#endif
 
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done)

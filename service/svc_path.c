@@ -147,3 +147,15 @@ int svc_parent_dir(cfs_t *fs, const char *path, char *buf)
         err = CFS_ERR_NOTDIR;
     return err;
 }
+
+int svc_open_flags(svc_t *s, const char *show, uint32_t fl)
+{
+    const uint32_t rw = cellar_OpenFlags_O_READ | cellar_OpenFlags_O_WRITE;
+    if (!(fl & rw))
+        return svc_fail_path(s, CFS_ERR_INVAL, show,
+                             "open flags need O_READ and/or O_WRITE");
+    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
+        return svc_fail_path(s, CFS_ERR_INVAL, show,
+                             "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need O_WRITE");
+    return 0;
+}

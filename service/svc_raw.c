@@ -11,6 +11,7 @@
 
 #include "svc_int.h"
 
+#if CELLAR_WITH_RAW /* issue 14: else svc_int.h's stubs */
 const layout_part_t *svc_raw_part(const svc_t *s, const char *name)
 {
     const layout_part_t *p = layout_find(&s->layout, name);
@@ -361,7 +362,7 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 j->ridx++;
                 continue;
             }
-            if (s->cfg.log) {
+            if (SVC_LOGS(s)) {
                 sb_t b = svc_log_begin(s, NULL);
                 svc_sb_str(&b, "raw ");
                 svc_sb_qstr(&b, p->name);
@@ -538,3 +539,11 @@ int svc_raw_check_begin(svc_t *s, const man_entry_t *e,
     }
     return 1;
 }
+#else /* issue 14 */
+const layout_part_t *svc_raw_part(const svc_t *s, const char *name)
+{
+    (void)s;
+    (void)name;
+    return NULL;
+}
+#endif

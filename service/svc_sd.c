@@ -23,7 +23,10 @@ static bool sd_path(const char *p)
     return p[0] == 's' && p[1] == 'd' && (p[2] == 0 || p[2] == '/');
 }
 
-static bool sd_handle(uint32_t id) { return (id & 15u) == SD_ID_TAG; }
+/* issue 14: without CELLAR_WITH_SD no handle is the card's */
+static bool sd_handle(uint32_t id) { return CELLAR_WITH_SD && (id & 15u) == SD_ID_TAG; }
+
+#if CELLAR_WITH_SD /* issue 14: to svc_sd_claims */
 
 static const char *fat_why(int err)
 {
@@ -115,23 +118,13 @@ static svc_sd_handle_t *hget(svc_t *s, svc_conn_t *c, uint32_t id)
             s->sd->h[i].last_ms = s->now_ms;
             return &s->sd->h[i];
         }
-    sb_t b = svc_err_begin(s, CFS_ERR_BADF);
-    svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, id);
-    svc_sb_str(&b, ": no such open handle on this connection");
+    (void)svc_fail_hid(s, CFS_ERR_BADF, id, NULL, SVC_NO_HANDLE);
     return NULL;
 }
 
 static int hfail(svc_t *s, int err, const svc_sd_handle_t *h, const char *why)
 {
-    sb_t b = svc_err_begin(s, err);
-    svc_sb_str(&b, " handle ");
-    svc_sb_u64(&b, h->id);
-    svc_sb_str(&b, " ");
-    svc_sb_qstr(&b, h->show);
-    svc_sb_str(&b, ": ");
-    svc_sb_str(&b, why ? why : fat_why(err) ? fat_why(err) : svc_reason(err));
-    return err;
+    return svc_fail_hid(s, err, h->id, h->show, why ? why : fat_why(err));
 }
 
 /* Close a handle; a shadow not published is dropped. */
@@ -154,7 +147,7 @@ void svc_sd_tick(svc_t *s)
         svc_sd_handle_t *h = &s->sd->h[i];
         if (!h->id || s->now_ms - h->last_ms < s->idle_ms)
             continue;
-        if (s->cfg.log) {
+        if (SVC_LOGS(s)) {
             sb_t b = svc_log_begin(s, h->conn);
             svc_sb_str(&b, "handle ");
             svc_sb_u64(&b, h->id);
@@ -300,12 +293,8 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
         return err;
     if (fl & ~known)
         return svc_fail_path(s, CFS_ERR_INVAL, p->show, "unknown open flags");
-    if (!(fl & rw))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                             "open flags need O_READ and/or O_WRITE");
-    if ((fl & ~rw) && !(fl & cellar_OpenFlags_O_WRITE))
-        return svc_fail_path(s, CFS_ERR_INVAL, p->show,
-                             "O_CREATE, O_EXCL, O_TRUNC and O_APPEND need O_WRITE");
+    if ((err = svc_open_flags(s, p->show, fl)) != 0)
+        return err;
     if (is_root(p))
         return svc_fail_path(s, CFS_ERR_ISDIR, p->show, NULL);
     fat_t *fs = card(s, p->show);
@@ -807,17 +796,21 @@ static int do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
     return 0;
 }
 
+#endif /* CELLAR_WITH_SD */
+
 /* ---- routing (svc_dispatch.c) ------------------------------------------------------------ */
+/* issue 14: without CELLAR_WITH_SD, /sd paths are claimed and answered
+ * ENOTSUP (Hello and List of "/" stay the flash's) */
 bool svc_sd_claims(svc_t *s, const cellar_Request *q)
 {
-    if (!s->sd)
+    if (CELLAR_WITH_SD && !s->sd)
         return false;
     switch (q->which_body) {
-    case cellar_Request_hello_tag: return true;
+    case cellar_Request_hello_tag: return CELLAR_WITH_SD;
     case cellar_Request_stat_tag: return sd_path(q->body.stat.path);
     case cellar_Request_list_tag:
         return sd_path(q->body.list.path) ||
-               (q->body.list.path[0] == '/' &&
+               (CELLAR_WITH_SD && q->body.list.path[0] == '/' &&
                 q->body.list.path[strspn(q->body.list.path, "/")] == 0);
     case cellar_Request_open_tag: return sd_path(q->body.open.path);
     case cellar_Request_remove_tag: return sd_path(q->body.remove.path);
@@ -841,6 +834,11 @@ bool svc_sd_claims(svc_t *s, const cellar_Request *q)
 
 int svc_sd_dispatch(svc_t *s, svc_conn_t *c, const cellar_Request *q)
 {
+#if !CELLAR_WITH_SD /* issue 14 */
+    (void)c;
+    (void)q;
+    return svc_fail(s, SVC_ENOTSUP, "the SD card (/sd) is not built into this device");
+#else
     switch (q->which_body) {
     case cellar_Request_hello_tag: return do_hello(s, c, &q->body.hello);
     case cellar_Request_stat_tag: return do_stat(s, &q->body.stat);
@@ -862,7 +860,10 @@ int svc_sd_dispatch(svc_t *s, svc_conn_t *c, const cellar_Request *q)
     case cellar_Request_hash_tag: return do_hash(s, c, &q->body.hash);
     default: return svc_fail(s, -(int)cellar_Code_EPROTO, "not an /sd request");
     }
+#endif
 }
+
+#if CELLAR_WITH_SD /* issue 14: the rest */
 
 /* ---- attach / detach ------------------------------------------------------------------ */
 static void sd_problem(svc_t *s, const char *what)
@@ -919,7 +920,7 @@ int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)
         if (dropped)
             (void)fat_sync(&sd->fat);
     }
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         fat_statfs_t sf;
         (void)fat_statfs(&sd->fat, &sf);
         sb_t b = svc_log_begin(s, NULL);
@@ -949,3 +950,16 @@ int svc_sd_detach(svc_sd_t *sd)
     sd->mounted = 0;
     return fat_unmount(&sd->fat);
 }
+#else /* issue 14: built without the SD card */
+int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)
+{
+    (void)bd;
+    memset(sd, 0, sizeof(*sd));
+    sd->mount_err = SVC_ENOTSUP;
+    svc_log_msg(s, NULL, "/sd: the SD card (/sd) is not built into this device");
+    return SVC_ENOTSUP;
+}
+int svc_sd_detach(svc_sd_t *sd) { (void)sd; return 0; }
+void svc_sd_tick(svc_t *s) { (void)s; }
+void svc_sd_conn_gone(svc_t *s, svc_conn_t *c) { (void)s; (void)c; }
+#endif

@@ -22,7 +22,7 @@ void svc_handle_release(svc_t *s, svc_handle_t *h)
         svc_shadow_discard(s, h); /* never published: nothing changes */
     else if (p->mounted)
         err = cfs_file_close(&p->fs, &h->file);
-    if (err < 0 && s->cfg.log) {
+    if (err < 0 && SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, NULL);
         svc_sb_str(&b, "closing ");
         svc_sb_qstr(&b, h->path);
@@ -64,10 +64,11 @@ int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
     return svc_fail_path(s, err, show, why);
 }
 
+#if CELLAR_WITH_LOG /* issue 14: else a macro of svc_int.h */
 void svc_log_path(svc_t *s, const char *what, uint32_t part,
                   const char *path, const char *tail)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     char show[SVC_MAX_PATH + 8];
     svc_show_path(s, part, path, show, sizeof(show));
@@ -81,6 +82,7 @@ void svc_log_path(svc_t *s, const char *what, uint32_t part,
     }
     svc_log_end(s);
 }
+#endif
 
 /* Partition named by a request field: "" = usr. -1 with the error set. */
 int svc_part_arg(svc_t *s, const char *name)
@@ -238,7 +240,7 @@ int svc_attach(svc_t *s, uint32_t i)
         r = txn_load(&s->tx);
         if (r == 1)
             svc_log_path(s, "finished the committed update of", i, "/", NULL);
-        else if (r == 0 && s->tx.active && s->cfg.log) {
+        else if (r == 0 && s->tx.active && SVC_LOGS(s)) {
             sb_t b = svc_log_begin(s, NULL);
             svc_sb_str(&b, "a staged update is kept for a resume (");
             svc_sb_u64(&b, s->tx.declared);

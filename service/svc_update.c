@@ -88,7 +88,7 @@ static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
 
 static void update_log(svc_t *s, svc_conn_t *c, const char *what)
 {
-    if (!s->cfg.log)
+    if (!SVC_LOGS(s))
         return;
     char h[9];
     hex8(h, s->tx.id);
@@ -532,7 +532,7 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
         return have_e ? svc_fail_in(s, err, USR, e->path, why)
                       : svc_fail_path(s, err, "/usr", why);
     }
-    if (t->skipped && s->cfg.log) {
+    if (t->skipped && SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);
         svc_sb_str(&b, "update: ");
         svc_sb_u64(&b, t->skipped);
@@ -547,7 +547,7 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
     o->bytes = st->bytes;
     s->tx_owner = NULL;
     s->resp.which_body = cellar_Response_update_commit_tag;
-    if (s->cfg.log) {
+    if (SVC_LOGS(s)) {
         char h[9];
         hex8(h, t->id);
         sb_t b = svc_log_begin(s, c);

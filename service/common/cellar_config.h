@@ -29,6 +29,41 @@
 #include CELLAR_CONFIG_FILE
 #endif
 
+/* ---- features (issue 14: code size; docs/DEVICE.md "Feature switches") -------
+ * Each is 1 by default on both profiles; 0 leaves its code out of the
+ * device set (the way LFS_READONLY or mbedTLS's MBEDTLS_* options do).
+ * Built without one, its requests answer ENOTSUP "<op>: <feature> is not
+ * built into this device", a configuration that asks for it
+ * (svc_config_t, cellard's flag) is refused with ENOTSUP, and nothing else
+ * changes. `make size` shows the device set with all of them off
+ * ("minimal"); `make test-device` runs such a daemon (build/min/).
+ *   CELLAR_WITH_SD   the SD card at /sd: svc_sd.c and fs/fat/ (a firmware
+ *                    then links nothing of fs/fat/); cellard --sd.
+ *   CELLAR_WITH_RAW  raw partitions (svc_raw.c): RawRead/Write/Erase/Hash,
+ *                    "raw:NAME" bundle entries, svc_config_t.raw, --raw.
+ *                    A layout that has raw partitions still mounts; they
+ *                    are listed, not served.
+ *   CELLAR_WITH_ACL  access control (the ACL parser and the check of
+ *                    svc_acl.c): without it every connection is admin and
+ *                    svc_config_t.acl / --acl are refused (never ignored).
+ *   CELLAR_WITH_LOG  the service's log lines (svc_config_t.log: connections,
+ *                    failed requests, mounts, repairs): without it the
+ *                    callback is called once at svc_setup to say so, then
+ *                    never; error replies are unchanged.
+ *                                                      host 1, device 1 */
+#ifndef CELLAR_WITH_SD
+#define CELLAR_WITH_SD 1
+#endif
+#ifndef CELLAR_WITH_RAW
+#define CELLAR_WITH_RAW 1
+#endif
+#ifndef CELLAR_WITH_ACL
+#define CELLAR_WITH_ACL 1
+#endif
+#ifndef CELLAR_WITH_LOG
+#define CELLAR_WITH_LOG 1
+#endif
+
 /* ---- filesystem (fs/) ------------------------------------------------------ */
 
 /* CFS_ASSERT(x): the filesystem's internal invariant checks (cfs_internal.h).

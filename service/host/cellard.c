@@ -459,6 +459,17 @@ int main(int argc, char **argv)
                         "try 'cellard --help'\n", argv[optind]);
         return 2;
     }
+    /* issue 14: a feature this daemon is built without (cellar_config.h
+     * CELLAR_WITH_*) is refused before the flash is touched */
+    if ((sd_path && !CELLAR_WITH_SD) || (nraw && !CELLAR_WITH_RAW) ||
+        (acl_path && !CELLAR_WITH_ACL)) {
+        fprintf(stderr, "cellard: %s\n", sd_path && !CELLAR_WITH_SD
+                ? "--sd: the SD card (/sd) is not built into this daemon (CELLAR_WITH_SD 0)"
+                : nraw && !CELLAR_WITH_RAW
+                ? "--raw: raw partitions are not built into this daemon (CELLAR_WITH_RAW 0)"
+                : "--acl: access control (ACL) is not built into this daemon (CELLAR_WITH_ACL 0)");
+        return 2;
+    }
     if (use_lwip && (!lcfg.tap || lcfg.nips == 0 || nlisten > 1)) {
         fprintf(stderr, "cellard: --stack lwip needs --tap NAME and --ip "
                 "ADDR/PREFIX (and at most one --listen, for the port)\n");

@@ -37,11 +37,12 @@ UPDATES = {"txn.c", "manifest.c", "svc_update.c", "svc_copy.c",
 def module_of(obj):
     p = obj.replace(os.sep, "/")
     base = os.path.basename(p)[:-2] + ".c"
-    if "/arm/fs/" in p:
+    m = re.search(r"/arm(-min)?/(fs|gen|transport)/", p)
+    if m and m.group(2) == "fs":
         return "fs"
-    if "/arm/gen/" in p:
+    if m and m.group(2) == "gen":
         return "generated pb"
-    if "/arm/transport/" in p:
+    if m and m.group(2) == "transport":
         return "transport"
     if base == "codec.c":
         return "codec"
@@ -101,6 +102,7 @@ def cmd_size(args):
           "met" if ok else "NOT met", code))
     print("not included: the nanopb runtime (libprotobuf-nanopb), libc, "
           "mbedTLS SHA-256")
+    extra = compare(args, rows, code)
     merge_json(args.json, "size", {
         "profile": "device (CELLAR_PROFILE_DEVICE, -Os, cortex-m4)",
         "objects": [{"object": os.path.relpath(o, os.path.join(args.build, "arm")),
@@ -110,8 +112,118 @@ def cmd_size(args):
                     for m, v in mods.items()},
         "code_text": code, "device_set_text": total,
         "code_target": CODE_TARGET, "code_target_met": ok,
+        **extra,
     })
     return 0
+
+
+# ---- issue 14 (code size): the minimal build and a --gc-sections link ------
+
+CODE_MODS = ["fs", "service core", "updates", "codec", "generated pb"]
+
+
+def sizes_of(objs):
+    rows = []
+    for obj in objs:
+        out = run(["arm-none-eabi-size", obj]).splitlines()
+        text, data, bss = (int(x) for x in out[1].split()[:3])
+        rows.append((obj, module_of(obj), text, data, bss))
+    return rows
+
+
+def mod_text(rows):
+    mods = {m: 0 for m in CODE_MODS}
+    for _, mod, t, _, _ in rows:
+        if mod in mods:
+            mods[mod] += t
+    return mods
+
+
+def roots_of(headers):
+    """The public svc_* functions: every svc_NAME( in the headers given."""
+    names = set()
+    for h in headers:
+        with open(h) as f:
+            names |= set(re.findall(r"\b(svc_[a-z0-9_]+)\s*\(", f.read()))
+    return sorted(names)
+
+
+# an input section of the map: " .text.name  0xADDR  0xSIZE file.o" (a
+# long name wraps: the address goes on the next line)
+MAP_SEC = re.compile(r"^ (\.[^\s]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+\.o)$",
+                     re.M)
+
+
+def gc_link(args, objs, roots, tag):
+    """Link the code objects (no transport) as a firmware would, with
+    --gc-sections and the roots kept (-u); libc, nanopb and mbedTLS stay
+    unresolved (not counted). .text per module from the link map."""
+    objs = [o for o in objs if module_of(o) in CODE_MODS]
+    elf = os.path.join(args.build, "arm", "device-%s.elf" % tag)
+    mp = elf[:-4] + ".map"
+    cmd = ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-nostdlib",
+           "-Wl,--gc-sections", "-Wl,--unresolved-symbols=ignore-all",
+           "-Wl,-e,svc_process", "-Wl,-Map=" + mp, "-o", elf]
+    cmd += ["-Wl,-u," + r for r in roots] + objs
+    run(cmd)
+    with open(mp) as f:
+        text = f.read()
+    text = text[text.index("Linker script and memory map"):]
+    text = re.sub(r"^ (\.\S+)\n\s+0x", r" \1 0x", text, flags=re.M)  # unwrap
+    mods = {m: 0 for m in CODE_MODS}
+    for sec, _, size, obj in MAP_SEC.findall(text):
+        # string literals (.rodata.*.str1.1) are merged across objects: the
+        # map cannot attribute them; they are the "strings" row
+        if sec.startswith((".text", ".rodata", ".data")) and \
+                not re.search(r"\.str[0-9]", sec):
+            mods[module_of(obj)] += int(size, 16)
+    out = run(["arm-none-eabi-size", elf]).splitlines()
+    total = int(out[1].split()[0])
+    mods["strings"] = total - sum(mods.values())
+    return mods, total
+
+
+def compare(args, rows, code):
+    min_objs = args.min.split() if args.min else []
+    if not min_objs:
+        return {}
+    roots = roots_of(args.roots.split()) if args.roots else ["svc_process"]
+    mrows = sizes_of(min_objs)
+    full, mini = mod_text(rows), mod_text(mrows)
+    full_gc, full_gc_total = gc_link(args, [r[0] for r in rows], roots, "full")
+    min_gc, min_gc_total = gc_link(args, min_objs, roots, "min")
+    cols = [("full", full, code), ("minimal", mini, sum(mini.values())),
+            ("full,gc", full_gc, full_gc_total),
+            ("minimal,gc", min_gc, min_gc_total)]
+    print()
+    print("code .text per module: the full device set, the minimal build "
+          "(CELLAR_WITH_SD/RAW/ACL/LOG 0, no fs/fat),")
+    print("and each linked with --gc-sections (roots: %d public svc_* "
+          "functions of %s)" % (len(roots), args.roots))
+    print("%-22s" % "module" + "".join("%12s" % c[0] for c in cols))
+    for m in CODE_MODS + ["strings"]:
+        print("%-22s" % m + "".join("%12s" % c[1].get(m, "in modules")
+                                     for c in cols))
+    print("%-22s" % "code" + "".join("%12d" % c[2] for c in cols))
+    for name, _, t in cols:
+        print("target: code <= %d bytes, %s build: %s (%d, %d over)" % (
+            CODE_TARGET, name, "met" if t <= CODE_TARGET else "NOT met",
+            t, max(0, t - CODE_TARGET)))
+    return {
+        "minimal": {
+            "flags": "CELLAR_WITH_SD=0 CELLAR_WITH_RAW=0 CELLAR_WITH_ACL=0 CELLAR_WITH_LOG=0, no fs/fat",
+            "objects": [{"object": os.path.relpath(o, args.build), "module": m,
+                         "text": t, "data": d, "bss": b}
+                        for o, m, t, d, b in mrows],
+            "modules": mini, "code_text": sum(mini.values()),
+            "code_target_met": sum(mini.values()) <= CODE_TARGET},
+        "gc_sections": {
+            "roots": roots,
+            "full": {"modules": full_gc, "code_text": full_gc_total,
+                     "code_target_met": full_gc_total <= CODE_TARGET},
+            "minimal": {"modules": min_gc, "code_text": min_gc_total,
+                        "code_target_met": min_gc_total <= CODE_TARGET}},
+    }
 
 
 # ---- RAM -------------------------------------------------------------------
@@ -335,6 +447,9 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--json", default="build/size.json")
     ap.add_argument("--probe")
+    ap.add_argument("--min", help="objects of the minimal build (one string)")
+    ap.add_argument("--roots", help="headers whose svc_* functions are the "
+                    "roots of the --gc-sections link")
     ap.add_argument("what", choices=["size", "ram"])
     ap.add_argument("objs", nargs="+")
     args = ap.parse_args()
