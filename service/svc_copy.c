@@ -255,7 +255,7 @@ static int copy_file_step(svc_t *s, uint32_t *budget)
 bool svc_path_busy(void *ctx, const char *path)
 {
     svc_t *s = ctx;
-    char show[SVC_MAX_PATH + 8];
+    char show[SVC_SHOW_MAX];
     svc_show_path(s, USR, path, show, sizeof(show));
     for (svc_conn_t *c = s->conns; c; c = c->next)
         for (uint32_t k = 0; k < SVC_MAX_HANDLES; k++)

@@ -67,6 +67,9 @@ _Static_assert(SVC_DEVICE_HANDLES + SVC_OWN_FILES <= CFS_MAX_OPEN,
                "the fs's open-file table holds the client handles and the "
                "service's own files");
 #define SVC_MAX_PATH CFS_PATH_MAX /* bytes in a path (255) */
+/* A path as shown: "/" + a partition's name (< LAYOUT_NAME_MAX) + the path
+ * inside it (<= SVC_MAX_PATH: a relative path gains its "/") + NUL. */
+#define SVC_SHOW_MAX (SVC_MAX_PATH + LAYOUT_NAME_MAX + 1)
 #define SVC_MAX_CHUNK CODEC_MAX_CHUNK
 /* Entries per List page (the generated max_count: host 32, device 3). */
 #define SVC_LIST_MAX ((uint32_t)pb_arraysize(cellar_ListReply, entries))
@@ -161,7 +164,7 @@ typedef struct svc_handle {
     uint8_t shadow;       /* writes go to a shadow copy (/.cellar/w/N) */
     uint32_t shadow_no;
     cfs_file_t file;
-    char path[SVC_MAX_PATH + 8]; /* normalised full path, for messages */
+    char path[SVC_SHOW_MAX]; /* normalised full path, for messages */
 } svc_handle_t;
 
 struct svc_conn {
@@ -195,7 +198,7 @@ struct svc_conn {
 typedef struct svc_path {
     int part;                    /* partition index, or -1 for "/" itself */
     const char *fs;              /* path inside the partition: "/" or "/a/b" */
-    char show[SVC_MAX_PATH + 8]; /* normalised full path: "/usr/a/b", "/" */
+    char show[SVC_SHOW_MAX]; /* normalised full path: "/usr/a/b", "/" */
 } svc_path_t;
 
 /* What the service can do with a partition (proto PartState). */
@@ -315,7 +318,7 @@ typedef struct svc_job {
     union {
         struct {                           /* every kind but COPY */
             man_entry_t e;
-            char show[SVC_MAX_PATH + 8];
+            char show[SVC_SHOW_MAX];
             union {
                 cellar_VerifyReply vr;     /* VERIFY, CHECK */
                 struct {                   /* DECLARE */

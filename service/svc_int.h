@@ -178,9 +178,10 @@ const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel);
  * caller). 0 or a flash error. */
 int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
                   uint32_t len);
-/* Make RAW_DIR on /usr (and /bak, for backups) when the layout has raw
- * partitions. */
-int svc_raw_prepare(svc_t *s);
+/* Make RAW_DIR on partition i (/usr for staging, /bak for backups) when
+ * the layout has raw partitions; after its manifest is attached (which
+ * makes MAN_DIR). */
+int svc_raw_prepare(svc_t *s, uint32_t i);
 /* Write every committed raw image still staged (after a commit, and at
  * start-up after a power cut), check it, drop the staged copy. 0 or the
  * first error (each is also a problem; the copy stays for the next try). */
@@ -213,7 +214,7 @@ static inline int svc_raw_bundle_path(svc_t *s, const char *in, uint64_t size, b
 static inline const layout_part_t *svc_raw_of_rel(const svc_t *s, const char *rel) { return NULL; }
 static inline int svc_raw_pread(svc_t *s, const layout_part_t *p, uint32_t off, uint8_t *buf,
                                 uint32_t len) { return SVC_ENOTSUP; }
-static inline int svc_raw_prepare(svc_t *s) { return 0; }
+static inline int svc_raw_prepare(svc_t *s, uint32_t i) { return 0; }
 static inline int svc_raw_finish(svc_t *s) { return 0; }
 static inline int svc_raw_install_step(svc_t *s, uint32_t *budget) { return 1; }
 static inline bool svc_raw_pending(svc_t *s) { return false; }

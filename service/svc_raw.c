@@ -498,21 +498,16 @@ int svc_raw_finish(svc_t *s)
     return svc_raw_pending(s) ? CFS_ERR_IO : 0;
 }
 
-int svc_raw_prepare(svc_t *s)
+int svc_raw_prepare(svc_t *s, uint32_t i)
 {
     bool any = false;
-    int first = 0;
-    for (uint32_t i = 0; i < s->layout.nparts; i++)
-        any |= s->layout.part[i].kind == LAYOUT_KIND_RAW;
-    for (uint32_t i = 0; any && i < s->nparts; i++) {
-        svc_part_t *p = &s->part[i];
-        if (!p->mounted || p->state != SVC_PART_OK)
-            continue;
-        int err = cfs_mkdir(&p->fs, RAW_DIR);
-        if (err && err != CFS_ERR_EXIST && !first)
-            first = err;
-    }
-    return first;
+    for (uint32_t k = 0; k < s->layout.nparts; k++)
+        any |= s->layout.part[k].kind == LAYOUT_KIND_RAW;
+    svc_part_t *p = &s->part[i];
+    if (!any || !p->mounted || p->state != SVC_PART_OK)
+        return 0;
+    int err = cfs_mkdir(&p->fs, RAW_DIR);
+    return err == CFS_ERR_EXIST ? 0 : err;
 }
 
 int svc_raw_check_begin(svc_t *s, const man_entry_t *e,

@@ -59,7 +59,7 @@ void svc_show_path(svc_t *s, uint32_t part, const char *in, char *out,
 int svc_fail_in(svc_t *s, int err, uint32_t part, const char *path,
                 const char *why)
 {
-    char show[SVC_MAX_PATH + 8];
+    char show[SVC_SHOW_MAX];
     svc_show_path(s, part, path, show, sizeof(show));
     return svc_fail_path(s, err, show, why);
 }
@@ -70,7 +70,7 @@ void svc_log_path(svc_t *s, const char *what, uint32_t part,
 {
     if (!SVC_LOGS(s))
         return;
-    char show[SVC_MAX_PATH + 8];
+    char show[SVC_SHOW_MAX];
     svc_show_path(s, part, path, show, sizeof(show));
     sb_t b = svc_log_begin(s, NULL);
     svc_sb_str(&b, what);
@@ -259,12 +259,13 @@ int svc_attach(svc_t *s, uint32_t i)
         s->tx_owner = NULL;
         s->tx_idle_since = 0;
         /* issue 15: a raw image committed before a cut is written now */
-        r = svc_raw_prepare(s);
-        if (r < 0)
-            svc_problem(s, i, "cannot make " RAW_DIR, svc_reason(r),
-                        "raw updates are refused");
         (void)svc_raw_finish(s);
     }
+    r = svc_raw_prepare(s, i);
+    if (r < 0)
+        svc_problem(s, i, "cannot make " RAW_DIR, svc_reason(r),
+                    i == USR ? "raw updates are refused"
+                             : "backups of raw partitions are refused");
     return 0;
 }
 

@@ -43,7 +43,7 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
                     const char *tail)
 {
     man_entry_t *e = &s->me2;
-    char show[SVC_MAX_PATH + 8];
+    char show[SVC_SHOW_MAX];
     sb_t m = svc_err_begin(s, CFS_ERR_INVAL);
     svc_sb_str(&m, ": entries ");
     svc_sb_u64(&m, a);
@@ -462,7 +462,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
         return svc_fail_in(s, (int)have, USR, e->path, NULL);
     if (r->offset > (uint64_t)have) {
         sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
-        char show[SVC_MAX_PATH + 8];
+        char show[SVC_SHOW_MAX];
         svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, show);
@@ -475,7 +475,7 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     }
     if (r->offset + r->data.size > e->size) {
         sb_t b = svc_err_begin(s, -(int)cellar_Code_EMSGSIZE);
-        char show[SVC_MAX_PATH + 8];
+        char show[SVC_SHOW_MAX];
         svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&b, " ");
         svc_sb_qstr(&b, show);

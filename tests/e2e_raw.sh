@@ -60,6 +60,9 @@ has "model  blocks 1-64" "$T/out"
 has "cfg    blocks 65-65" "$T/out"
 json 0 info
 eq "$(jget "[p['kind'] for p in d['partitions'] if p['path']=='model'][0]")" raw "info kind"
+# a new flash starts clean: RAW_DIR is made on /usr and /bak once each has
+# its manifest (it was tried on /bak before its /.cellar existed)
+eq "$(jget "d.get('problems', [])")" "[]" "no start-up problems on a new flash with --raw"
 json 0 raw ls
 eq "$(jget "[(p['name'], p['bytes'], p['address']) for p in d['raw']]")" \
   "[('model', 262144, 4096), ('cfg', 4096, 266240)]" "raw ls"
