@@ -260,11 +260,15 @@ int svc_copy_chunk(svc_t *s, cfs_t *fa, cfs_t *fb, uint32_t *budget,
 bool svc_path_busy(void *ctx, const char *path);
 int svc_copy_step(svc_t *s, uint32_t *budget);
 void svc_copy_reply(svc_t *s);
+/* decided: finish the copies (and with_tx the update) whose decision is
+ * durable but whose roll forward stopped: 1 one was, 0 none, or an error. */
+int svc_finish_decided(svc_t *s, bool with_tx);
 
 /* ---- svc_update.c ---------------------------------------------------------------- */
 void svc_lcopy_end(svc_t *s, bool keep);
 int svc_declare_run(svc_t *s);
 int svc_commit_step(svc_t *s);
+void svc_commit_reply(svc_t *s, svc_conn_t *c); /* decided */
 
 /* ---- svc_manifest_rpc.c ---------------------------------------------------------- */
 /* One step of a VERIFY, CHECK, COPY, DECLARE or COMMIT job: 1 = done (a

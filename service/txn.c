@@ -241,9 +241,23 @@ static int wipe_dir(txn_t *t)
     return err;
 }
 
+int txn_decided(txn_t *t)
+{
+    cfs_stat_t st;
+    int err = cfs_stat(t->fs, tpath(t, "commit", -1), &st);
+    if (err == CFS_ERR_NOENT)
+        err = cfs_stat(t->fs, tpath(t, "commit2", -1), &st);
+    return err == 0 ? 1 : err == CFS_ERR_NOENT ? 0 : err;
+}
+
 int txn_abort(txn_t *t)
 {
     reset(t);
+    /* decided: a commit the decision made durable only goes forward (a
+     * marker that cannot be looked up may be there: nothing is dropped) */
+    int d = txn_decided(t);
+    if (d)
+        return d < 0 ? d : txn_finish(t);
     /* The plan goes first: without it what is left is only garbage. */
     int err = cfs_remove(t->fs, tpath(t, "plan", -1));
     if (err && err != CFS_ERR_NOENT)
@@ -324,6 +338,7 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
     t->bytes = bytes;
     t->declared = 0;
     t->active = 1;
+    t->decided = 0;
     return 0;
 }
 
@@ -561,6 +576,14 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad)
     return 0;
 }
 
+/* decided: a one-step commit that reported an error although its plan
+ * is gone from flash (so the commit is there). */
+static bool man_commit_durable(txn_t *t)
+{
+    cfs_stat_t st;
+    return cfs_stat(t->fs, tpath(t, "plan", -1), &st) == CFS_ERR_NOENT;
+}
+
 int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                uint32_t *bad, bool (*busy)(void *ctx, const char *path),
                void *busy_ctx)
@@ -771,9 +794,16 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         if (err) {
             t->plan_open = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
                                         CFS_O_RDWR) == 0;
-            return err;
+            if (t->plan_open || !man_commit_durable(t))
+                return err;
+            /* decided: the commit is on flash although it reported an
+             * error (the plan it removed is gone) */
+            t->active = 0;
+            t->decided = 1;
+            return wipe_dir(t);
         }
         t->active = 0;
+        t->decided = 1; /* committed: only the cleanup may still fail */
         return wipe_dir(t);
     }
     /* the roll forward's room is still there now that the slot writes
@@ -790,10 +820,14 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
         err = man_commit(t->man, src, dst, 1);
         if (err) {
             t->plan_open = cfs_file_open(t->fs, &t->plan, from, CFS_O_RDWR) == 0;
-            return err;
+            if (t->plan_open || txn_decided(t) != 1)
+                return err;
+            /* decided: the marker is on flash although the commit reported
+             * an error: go forward */
         }
     }
     t->active = 0;
+    t->decided = 1; /* decided: a failure from here on goes forward only */
     return txn_finish(t);
 
 revert:
