@@ -647,7 +647,15 @@ int svc_store_drop_staging(svc_t *s)
     svc_part_t *p = &s->part[USR];
     if (!p->mounted)
         return CFS_ERR_IO;
-    int err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
+    /* decided: a committed update there is finished, never dropped (on a
+     * full partition it may have to wait for removals to free space) */
+    txn_bind(&s->tx, &p->fs, &p->man, TX_DIR);
+    int err = txn_decided(&s->tx);
+    if (err == 1)
+        err = txn_finish(&s->tx);
+    memset(&s->tx, 0, sizeof(s->tx)); /* (not loaded, as before) */
+    if (!err)
+        err = man_clear(&p->fs, TX_DIR, s->cp.tmp);
     (void)svc_store_retry(s, USR);
     return err;
 }

@@ -717,8 +717,10 @@ int svc_do_update_abort(svc_t *s, svc_conn_t *c,
     txn_t *t = &s->tx;
     if (s->part[USR].state == SVC_PART_FULL) { /* staging never loaded */
         int err = svc_store_drop_staging(s);
-        if (err)
-            return svc_fail_path(s, err, "/usr", "dropping the staging failed");
+        if (err) /* decided: a committed update is kept, not dropped */
+            return svc_fail_path(s, err, "/usr", "dropping the staging failed "
+                                 "(a committed update in it, if any, is kept: "
+                                 "it is finished once removals free space)");
         svc_reply_done(s);
         return 0;
     }

@@ -500,6 +500,80 @@ static void test_start(int points)
     CHECK(kept > 0);
 }
 
+/* A decided update not rolled forward on a /usr filled behind the
+ * service's back (PART_FULL: the staging is not loaded at start): an
+ * UpdateAbort, which removes a full partition's staging outright, must
+ * not drop it; once removals free space the update is finished. */
+static void test_full_abort(void)
+{
+    size_t size = flash_sim_size(R.sim);
+    static char want[32768], got[32768];
+    static uint8_t blob[16384];
+    if (!PEND)
+        return;
+    rig_stop(&R);
+    memcpy(flash_sim_data(R.sim), PEND, size);
+    CHECK_EQ(rig_start(&R), 0);
+    part_state(0, want, sizeof(want)); /* the committed state */
+    rig_stop(&R);
+    memcpy(flash_sim_data(R.sim), PEND, size);
+    cfs_t *fs = malloc(sizeof(cfs_t));
+    cfs_config_t c;
+    layout_t l;
+    memset(&c, 0, sizeof(c));
+    CHECK_EQ(layout_read(flash_sim_dev(R.sim), &l), 0);
+    const layout_part_t *u = layout_find(&l, "usr");
+    c.dev = flash_sim_dev(R.sim);
+    c.first_block = u->first_block;
+    c.block_count = u->block_count;
+    CHECK_EQ(cfs_mount(fs, &c), 0);
+    memset(blob, 0x5a, sizeof(blob));
+    char p[64];
+    int n = 0, err = 0;
+    for (uint32_t len = sizeof(blob); len >= 100; len /= 4)
+        for (err = 0; !err && n < 2000; n++) {
+            cfs_file_t f;
+            snprintf(p, sizeof(p), "/fill%04d", n);
+            err = cfs_file_open(fs, &f, p, CFS_O_WRONLY | CFS_O_CREAT);
+            if (err)
+                break;
+            int k = cfs_file_write(fs, &f, blob, len);
+            err = cfs_file_close(fs, &f);
+            err = k < 0 ? k : err;
+            if (err)
+                (void)cfs_remove(fs, p);
+            if (err && cfs_gc(fs, 0) > 0)
+                err = 0;
+        }
+    (void)cfs_unmount(fs);
+    free(fs);
+    CHECK_EQ(rig_start(&R), 0);
+    bool full = R.svc.part[0].state == SVC_PART_FULL;
+    static char amsg[300] = "not sent";
+    if (full) {
+        rig_req(&R, cellar_Request_update_abort_tag);
+        int rc = rig_call(&R, &R.a);
+        snprintf(amsg, sizeof(amsg), "%s%s", rc ? "" : "done",
+                 rc ? R.rs.error.message : "");
+    }
+    for (int i = 0; i <= n; i++) {
+        snprintf(p, sizeof(p), "/usr/fill%04d", i);
+        (void)rig_path_op(&R, &R.a, cellar_Request_remove_tag, p);
+    }
+    rig_stop(&R);
+    CHECK_EQ(rig_start(&R), 0);
+    part_state(0, got, sizeof(got));
+    bool ok = strcmp(got, want) == 0 && manifest_matches(0) && fsck_both();
+    if (!ok)
+        fprintf(stderr, "full abort: %s\n%s", strcmp(got, want) ?
+                "not the committed state" : "manifest or fsck", got);
+    printf("  full     /usr filled with %d files: %s, UpdateAbort (%s): %s\n",
+           n, full ? "PART_FULL" : "not full", amsg,
+           ok ? "the commit was kept" : "LOST");
+    CHECK(full);
+    CHECK(ok);
+}
+
 /* ---- a Format cancels an UpdateCommit that writes its raw images ---------------- */
 static const layout_raw_t RAWS[] = { { "model", 64 } };
 
@@ -586,6 +660,7 @@ int main(int argc, char **argv)
     CHECK_EQ(rig_init(&R, 512, &base), 0);
     test_sweeps(points);
     test_start(points);
+    test_full_abort();
     rig_free(&R);
     free(PEND);
     svc_config_t raw = { .tx_timeout_ms = 60000, .raw = RAWS, .nraw = 1 };
