@@ -268,7 +268,6 @@ int svc_finish_decided(svc_t *s, bool with_tx);
 void svc_lcopy_end(svc_t *s, bool keep);
 int svc_declare_run(svc_t *s);
 int svc_commit_step(svc_t *s);
-void svc_commit_reply(svc_t *s, svc_conn_t *c); /* decided */
 
 /* ---- svc_manifest_rpc.c ---------------------------------------------------------- */
 /* One step of a VERIFY, CHECK, COPY, DECLARE or COMMIT job: 1 = done (a

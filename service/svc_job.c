@@ -210,8 +210,16 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
     const char *op = s->op;
     svc_resp_reset(s, j->req_id);
     s->op = j->op;
-    if (made) {
-        svc_commit_reply(s, c);
+    if (made) { /* the counts its commit made (svc_commit_step) */
+        cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
+        s->resp.which_body = cellar_Response_update_commit_tag;
+        o->written = j->cst.written;
+        o->removed = j->cst.removed;
+        o->unchanged = j->cst.unchanged;
+        o->bytes = j->cst.bytes;
+        s->tx_owner = NULL;
+        svc_log_msg(s, c, "update committed (its raw images were finished "
+                          "at once: the request was cancelled)");
         svc_resp_finish(s, c);
     } else {
         (void)svc_fail(s, err, why);

@@ -576,13 +576,6 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
     return 0;
 }
 
-/* decided: the reply of an UpdateCommit whose commit is made (its job
- * was cancelled while it wrote its raw images, which the cancel finished). */
-void svc_commit_reply(svc_t *s, svc_conn_t *c)
-{
-    (void)commit_result(s, c, &s->tx, 0, 0, &s->job.cst);
-}
-
 /* One step of an UpdateCommit job: the staged files are hashed in steps
  * (t->verified grows), then txn_commit makes the checks that read no file
  * data and commits, in one step. 1 = done (the reply is in s->resp). A
