@@ -253,11 +253,13 @@ int txn_decided(txn_t *t)
 int txn_abort(txn_t *t)
 {
     reset(t);
-    /* decided: a commit the decision made durable only goes forward (a
-     * marker that cannot be looked up may be there: nothing is dropped) */
+    /* decided: a commit the decision made durable only goes forward:
+     * nothing is dropped (nor when the marker cannot be looked up); the
+     * roll forward is txn_finish's (svc_finish_decided, txn_load), not
+     * done here, so a cancel's stack stays as it was */
     int d = txn_decided(t);
     if (d)
-        return d < 0 ? d : txn_finish(t);
+        return d < 0 ? d : CFS_ERR_BUSY;
     /* The plan goes first: without it what is left is only garbage. */
     int err = cfs_remove(t->fs, tpath(t, "plan", -1));
     if (err && err != CFS_ERR_NOENT)

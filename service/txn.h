@@ -158,8 +158,9 @@ int txn_decided(txn_t *t);
  * the manifest then names a file that verify reports, and repair fixes. */
 int txn_finish(txn_t *t);
 /* Drop everything staged. A decided transaction is never dropped (decided):
- * txn_abort rolls it forward instead, and on an error leaves the marker
- * and the staging for the next txn_abort/txn_begin/txn_load. */
+ * txn_abort leaves its marker and staging and returns CFS_ERR_BUSY (or the
+ * error that kept it from looking), so txn_begin fails too; txn_finish or
+ * txn_load finishes it. */
 int txn_abort(txn_t *t);
 
 #endif /* CELLAR_TXN_H */
