@@ -69,14 +69,14 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
     return CFS_ERR_INVAL;
 }
 
-/* The connection's transaction, checked against a bundle id (size 0 =
- * any). NULL with the error set. */
 /* decided: why an update cannot begin or commit now */
 #define DECIDED_LEFT "an earlier update or copy is decided but cannot be " \
                      "finished now (kept: tried again before the next " \
                      "update or copy, and at the next start); nothing " \
                      "changed"
 
+/* The connection's transaction, checked against a bundle id (size 0 =
+ * any). NULL with the error set. */
 static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
 {
     (void)tx_indexed(s);
