@@ -164,6 +164,7 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
     svc_copy_str(cp->rel[0], sizeof(cp->rel[0]), j->e.path);
     cp->n = 1;
     j->kprob = (uint8_t)k;
+    s->cp.decided = 0; /* decided: says this restore's only (repair_done) */
     int err = s->nparts > BAK && s->part[BAK].has_man
                   ? svc_copy_begin(s, BAK, USR, false, false)
                   : CFS_ERR_NOENT;
@@ -178,7 +179,8 @@ static void repair_done(svc_t *s)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    bool ok = !cp->err && cp->out.files == 1;
+    /* decided: a restore that is committed but not finished is repaired */
+    bool ok = (!cp->err || s->cp.decided) && cp->out.files == 1;
     if (j->kind == SVC_JOB_CHECK) {
         if (ok) {
             j->fixed++;

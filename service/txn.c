@@ -767,8 +767,13 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
             if ((err = txn_entry(t, i, &e)))
                 goto revert;
             if (e.kind == MAN_REMOVE) {
-                if (cfs_stat(t->fs, e.path, &fst) != 0)
+                int se = cfs_stat(t->fs, e.path, &fst);
+                if (se == CFS_ERR_NOENT || se == CFS_ERR_NOTDIR)
                     continue;
+                if (se) { /* decided: not "gone" when it cannot be looked up */
+                    err = se;
+                    goto revert;
+                }
                 strcpy(targets[n], e.path);
                 src[n] = targets[n];
                 dst[n++] = NULL;
@@ -901,9 +906,18 @@ int txn_finish(txn_t *t)
              * file of the bundle replaces */
             bool replaced = e.kind == MAN_TRACK && (e.flags & MAN_F_SEND) &&
                             dirs;
-            if ((e.kind != MAN_REMOVE && !replaced) ||
-                cfs_stat(t->fs, e.path, &st) != 0 ||
-                (st.type == CFS_TYPE_DIR) != dirs)
+            if (e.kind != MAN_REMOVE && !replaced)
+                continue;
+            /* decided: a path that cannot be looked up (I/O) is not "gone":
+             * stop, the marker stays */
+            int se = cfs_stat(t->fs, e.path, &st);
+            if (se == CFS_ERR_NOENT || se == CFS_ERR_NOTDIR)
+                continue;
+            if (se) {
+                err = se;
+                goto out;
+            }
+            if ((st.type == CFS_TYPE_DIR) != dirs)
                 continue;
             err = dirs ? cfs_rmdir(t->fs, e.path) : cfs_remove(t->fs, e.path);
             if (err == 0)
@@ -941,8 +955,15 @@ int txn_finish(txn_t *t)
             if (e.kind != MAN_TRACK || !(e.flags & MAN_F_SEND))
                 continue;
             const char *dp = txn_data_path(t, i);
-            if (cfs_stat(t->fs, dp, &st) != 0)
+            /* decided: only a staged file that is not there was moved; one
+             * that cannot be looked up (I/O) stops the roll forward */
+            int se = cfs_stat(t->fs, dp, &st);
+            if (se == CFS_ERR_NOENT)
                 continue;
+            if (se) {
+                err = se;
+                goto out;
+            }
             /* two entries of one path: the later wins */
             for (uint32_t k = 0; k < n; k++)
                 if (strcmp(targets[k], e.path) == 0 && (err = flush(t, src, dst, &n)))

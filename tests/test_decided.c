@@ -574,6 +574,109 @@ static void test_full_abort(void)
     CHECK(ok);
 }
 
+/* verify --repair of files whose directory is gone too (so a restore is
+ * decided, not one fs step), with reads k..k+2 failing (every other run:
+ * read k): a
+ * problem the reply calls repaired is there after a restart, one it calls
+ * not repaired is not (until a later repair). */
+static void test_repair(int points)
+{
+    size_t size = flash_sim_size(R.sim);
+    uint8_t *base = malloc(size);
+    /* /usr and /bak hold V2 now: remove /usr/d behind the service */
+    rig_stop(&R);
+    cfs_t *fs = malloc(sizeof(cfs_t));
+    cfs_config_t c;
+    layout_t l;
+    memset(&c, 0, sizeof(c));
+    CHECK_EQ(layout_read(flash_sim_dev(R.sim), &l), 0);
+    const layout_part_t *u = layout_find(&l, "usr");
+    c.dev = flash_sim_dev(R.sim);
+    c.first_block = u->first_block;
+    c.block_count = u->block_count;
+    CHECK_EQ(cfs_mount(fs, &c), 0);
+    for (uint32_t i = 0; i < NF; i++)
+        CHECK_EQ(cfs_remove(fs, V2[i].path + 4), 0);
+    CHECK_EQ(cfs_rmdir(fs, "/d"), 0);
+    (void)cfs_unmount(fs);
+    free(fs);
+    memcpy(base, flash_sim_data(R.sim), size);
+    CHECK_EQ(rig_start(&R), 0);
+    uint64_t r0 = flash_sim_reads(R.sim);
+    rig_req(&R, cellar_Request_verify_tag);
+    R.rq.body.verify.repair = true;
+    CHECK_EQ(rig_call(&R, &R.a), 0);
+    uint64_t nreads = flash_sim_reads(R.sim) - r0;
+    CHECK(R.rs.body.verify.problems_count > 0);
+    CHECK(R.rs.body.verify.problems[0].repaired);
+    int bad = 0, runs = 0, said = 0;
+    /* the first file's restore (the one that makes /usr/d: decided) is
+     * in the first eighth of the reads: 4 points there for each later */
+    uint64_t early = nreads / 8;
+    for (uint64_t k = 1; k <= nreads;
+         k += (k < early ? early / 4 : nreads) / (uint64_t)points + 1, runs++) {
+        rig_stop(&R);
+        memcpy(flash_sim_data(R.sim), base, size);
+        CHECK_EQ(rig_start(&R), 0);
+        if (getenv("DECIDED_K") && k != strtoull(getenv("DECIDED_K"), NULL, 10))
+            continue; /* (one run, to debug) */
+        R.loglen = 0;
+        flash_sim_read_fault(R.sim, k, k + (runs % 2 ? 0 : 2), true);
+        rig_req(&R, cellar_Request_verify_tag);
+        R.rq.body.verify.repair = true;
+        int rc = rig_call(&R, &R.a);
+        flash_sim_read_fault(R.sim, 0, 0, false);
+        static cellar_VerifyReply vr;
+        vr = R.rs.body.verify;
+        if (getenv("DECIDED_K"))
+            fprintf(stderr, "%s", R.log);
+        if (getenv("DECIDED_K")) {
+            cfs_stat_t st0;
+            man_entry_t me;
+            uint32_t sl;
+            fprintf(stderr, "-- before the restart: f00 %d, entry %d, fsck %d\n",
+                    cfs_stat(&R.svc.part[0].fs, "/d/f00", &st0),
+                    man_find(&R.svc.part[0].man, "/d/f00", &me, &sl),
+                    cfs_fsck(&R.svc.part[0].fs, NULL, NULL));
+        }
+        rig_stop(&R);
+        R.loglen = 0;
+        CHECK_EQ(rig_start(&R), 0);
+        if (getenv("DECIDED_K")) {
+            cfs_stat_t st0;
+            man_entry_t me;
+            uint32_t sl;
+            fprintf(stderr, "-- after: f00 %d, entry %d\n",
+                    cfs_stat(&R.svc.part[0].fs, "/d/f00", &st0),
+                    man_find(&R.svc.part[0].man, "/d/f00", &me, &sl));
+        }
+        if (getenv("DECIDED_K"))
+            fprintf(stderr, "-- restart:\n%s", R.log);
+        if (!fsck_both()) { /* (the files not repaired stay missing) */
+            fprintf(stderr, "repair: read %llu: fsck\n",
+                    (unsigned long long)k);
+            bad++;
+        }
+        for (pb_size_t i = 0; rc == 0 && i < vr.problems_count; i++) {
+            cfs_stat_t st;
+            bool there = cfs_stat(&R.svc.part[0].fs, vr.problems[i].path + 4,
+                                  &st) == 0;
+            said += vr.problems[i].repaired;
+            if (there != vr.problems[i].repaired) {
+                fprintf(stderr, "repair: read %llu: %s said %srepaired, "
+                        "%s after a restart\n", (unsigned long long)k,
+                        vr.problems[i].path, vr.problems[i].repaired ? "" : "not ",
+                        there ? "there" : "missing");
+                bad++;
+            }
+        }
+    }
+    printf("  repair   %5llu reads, %3d runs: %3d said repaired, %d bad\n",
+           (unsigned long long)nreads, runs, said, bad);
+    CHECK_EQ(bad, 0);
+    free(base);
+}
+
 /* ---- a Format cancels an UpdateCommit that writes its raw images ---------------- */
 static const layout_raw_t RAWS[] = { { "model", 64 } };
 
@@ -659,6 +762,7 @@ int main(int argc, char **argv)
     svc_config_t base = { .tx_timeout_ms = 60000 };
     CHECK_EQ(rig_init(&R, 512, &base), 0);
     test_sweeps(points);
+    test_repair(points);
     test_start(points);
     test_full_abort();
     rig_free(&R);
