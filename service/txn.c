@@ -740,9 +740,14 @@ int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                         goto revert;
                     }
                     cfs_stat_t mst;
+                    int se = r == 1 && man_under(m.path, e.path)
+                                 ? cfs_stat(t->fs, m.path, &mst) : 0;
+                    if (se && se != CFS_ERR_NOENT && se != CFS_ERR_NOTDIR) {
+                        err = se; /* decided: not "gone" on an I/O error */
+                        goto revert;
+                    }
                     if (r == 1 && man_under(m.path, e.path) &&
-                        (strcmp(m.path, e.path) == 0 ||
-                         cfs_stat(t->fs, m.path, &mst) != 0) &&
+                        (strcmp(m.path, e.path) == 0 || se != 0) &&
                         (err = man_del(t->man, m.path)))
                         goto revert;
                 }
