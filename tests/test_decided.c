@@ -9,10 +9,14 @@
  * clean; the reply must say what happened: success or an error saying
  * "committed" = the new state, any other error = the old state. Before the
  * fix a failed roll forward went through txn_abort, which dropped the
- * staging the decision pointed at. Also: a start-up whose roll forward
- * fails keeps the decided staging (and the check then restores nothing
- * over it), and an UpdateCommit cancelled by a Format while it writes its
- * raw images is answered with its result. */
+ * staging the decision pointed at. Also: a verify --repair under read
+ * faults reports exactly the files it restored (the roll forward took an
+ * I/O error for "already moved" and lost one); a start-up whose roll
+ * forward fails keeps the decided staging (and the check then restores
+ * nothing over it); an UpdateAbort on a full /usr keeps a committed
+ * update's staging; an UpdateCommit cancelled by a Format while it writes
+ * its raw images is answered with its result. `--points N`: values of k
+ * per sweep (60). DECIDED_K=k: one run of the repair sweep, with logs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
