@@ -28,13 +28,50 @@ static void add_skip(cellar_CopyReply *out, svc_t *s, uint32_t part,
  * staging is dropped (txn_abort, or txn_load at the next mount). */
 enum { CP_SCAN = 0, CP_CHECK_TO, CP_CHECK_FROM, CP_COPY, CP_MIRROR, CP_COMMIT };
 
+/* decided: roll forward every transaction whose decision is durable but
+ * whose roll forward stopped (an error after the decision): a copy into
+ * either partition, and (with_tx) the staged update of /usr. 1 = one was
+ * finished, 0 = none pending, or the error that stops one (left for the
+ * next try, or the next start). Copies and updates call it before they
+ * begin, so nothing is staged, restored or committed beside a commit that
+ * is not finished. */
+int svc_finish_decided(svc_t *s, bool with_tx)
+{
+    int done = 0, err;
+    /* (a copy in progress began with this, and s->cp is its own) */
+    for (uint32_t i = 0; !s->job.cp.active && i < s->nparts && i <= BAK; i++) {
+        svc_part_t *p = &s->part[i];
+        if (!p->mounted || !p->has_man || p->state != SVC_PART_OK)
+            continue;
+        txn_bind(&s->cp, &p->fs, &p->man, CP_DIR, &s->txw);
+        err = txn_decided(&s->cp);
+        if (err == 1) {
+            err = txn_finish(&s->cp);
+            done = 1;
+        }
+        if (err)
+            return err;
+    }
+    txn_t *t = &s->tx;
+    if (with_tx && t->fs && !t->active && (err = txn_decided(t)) != 0) {
+        if (err < 0 || (err = txn_finish(t)))
+            return err;
+        done = 1;
+    }
+    return done;
+}
+
 int svc_copy_begin(svc_t *s, uint32_t from, uint32_t to, bool mirror,
                    bool backup)
 {
     svc_copy_t *cp = &s->job.cp;
     static const uint8_t zero[32];
-    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR,
-             &s->txw);
+    int fin = svc_finish_decided(s, true);
+    if (fin < 0)
+        return fin;
+    if (fin && s->job.kind && s->job.kind != SVC_JOB_COPY)
+        return CFS_ERR_BUSY; /* a repair: what it saw was the commit unfinished */
+    txn_bind(&s->cp, &s->part[to].fs, &s->part[to].man, CP_DIR, &s->txw);
     int err = txn_begin(&s->cp, zero, 0, 0);
     if (err)
         return err;
@@ -299,7 +336,13 @@ static int copy_commit(svc_t *s)
     uint32_t bad = 0;
     int err = txn_commit(&s->cp, s->scratch, sizeof(s->scratch), &st, &bad,
                          NULL, NULL);
-    if (err)
+    if (err && s->cp.decided) {
+        /* decided: the commit is made; only forward: once more now, else
+         * at the next copy, update or start (svc_finish_decided) */
+        int d = txn_decided(&s->cp);
+        err = d == 0 ? 0 : d < 0 ? d : txn_finish(&s->cp);
+    }
+    if (err && !s->cp.decided)
         return err;
     if (cp->to == USR)
         (void)svc_raw_finish(s); /* issue 15: restored raw images */
@@ -309,7 +352,7 @@ static int copy_commit(svc_t *s)
         cp->out->removed += st.removed;
         cp->out->bytes += st.bytes;
     }
-    return 0;
+    return err;
 }
 
 /* One step of the copy: 1 = done (cp->err, cp->out), 0 = more to do. */
@@ -434,6 +477,11 @@ int svc_copy_step(svc_t *s, uint32_t *budget)
             continue;
         default: /* CP_COMMIT */
             err = copy_commit(s);
+            if (err && s->cp.decided) { /* committed, not finished: kept */
+                cp->active = 0;
+                cp->err = err;
+                return 1;
+            }
             if (err)
                 goto fail;
             cp->active = 0;
@@ -470,6 +518,17 @@ void svc_copy_reply(svc_t *s)
     svc_copy_t *cp = &s->job.cp;
     cellar_CopyReply *o = &s->resp.body.copy;
     bool backup = cp->backup;
+    if (cp->err && s->cp.decided) {
+        /* decided: not "unchanged" - the copy is committed */
+        (void)svc_fail_path(s, cp->err, backup ? "/bak" : "/usr",
+                            backup ? "backup committed, but not finished: "
+                                     "it is finished before the next copy or "
+                                     "update, or at the next start"
+                                   : "restore committed, but not finished: "
+                                     "it is finished before the next copy or "
+                                     "update, or at the next start");
+        return;
+    }
     if (cp->err) {
         (void)svc_fail_path(s, cp->err, backup ? "/bak" : "/usr",
                             backup ? "backup failed, /bak is unchanged"

@@ -299,6 +299,9 @@ int svc_copy_chunk(svc_t *s, cfs_t *fa, cfs_t *fb, uint32_t *budget,
 bool svc_path_busy(void *ctx, const char *path);
 int svc_copy_step(svc_t *s, uint32_t *budget);
 void svc_copy_reply(svc_t *s);
+/* decided: finish the copies (and with_tx the update) whose decision is
+ * durable but whose roll forward stopped: 1 one was, 0 none, or an error. */
+int svc_finish_decided(svc_t *s, bool with_tx);
 
 /* ---- svc_update.c ---------------------------------------------------------------- */
 void svc_lcopy_end(svc_t *s, bool keep);

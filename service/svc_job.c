@@ -191,6 +191,9 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
     svc_job_t *j = &s->job;
     if (!j->kind)
         return;
+    /* decided: an UpdateCommit writing its raw images is committed; the
+     * cancel finishes them at once and its reply is its result */
+    bool made = j->kind == SVC_JOB_COMMIT && j->rawing;
     if (j->kind == SVC_JOB_EXT && j->ext_cancel)
         j->ext_cancel(s);
     s->job_kinds->cancel(s); /* a copy's staging is dropped */
@@ -202,10 +205,28 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
     j->conn = NULL;
     if (!c || !why)
         return;
+    /* (the request that cancels, e.g. a Format, answers after this) */
+    uint32_t id = s->resp.id;
+    const char *op = s->op;
     svc_resp_reset(s, j->req_id);
     s->op = j->op;
-    (void)svc_fail(s, err, why);
-    c->errors++;
-    svc_log_failure(s, c);
-    svc_resp_send(s, c);
+    if (made) { /* the counts its commit made (svc_commit_step) */
+        cellar_UpdateCommitReply *o = &s->resp.body.update_commit;
+        s->resp.which_body = cellar_Response_update_commit_tag;
+        o->written = j->cst.written;
+        o->removed = j->cst.removed;
+        o->unchanged = j->cst.unchanged;
+        o->bytes = j->cst.bytes;
+        s->tx_owner = NULL;
+        svc_log_msg(s, c, "update committed (its raw images were finished "
+                          "at once: the request was cancelled)");
+        svc_resp_finish(s, c);
+    } else {
+        (void)svc_fail(s, err, why);
+        c->errors++;
+        svc_log_failure(s, c);
+        svc_resp_send(s, c);
+    }
+    svc_resp_reset(s, id);
+    s->op = op;
 }

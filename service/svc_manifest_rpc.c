@@ -165,6 +165,7 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
     cp->out = NULL;         /* (the union holds vr): files only */
     cp->n = 1;
     j->kprob = (uint8_t)k;
+    s->cp.decided = 0; /* decided: says this restore's only (repair_done) */
     int err = s->nparts > BAK && s->part[BAK].has_man
                   ? svc_copy_begin(s, BAK, USR, false, false)
                   : CFS_ERR_NOENT;
@@ -179,7 +180,8 @@ static void repair_done(svc_t *s)
 {
     svc_job_t *j = &s->job;
     svc_copy_t *cp = &j->cp;
-    bool ok = !cp->err && cp->files == 1;
+    /* decided: a restore that is committed but not finished is repaired */
+    bool ok = (!cp->err || s->cp.decided) && cp->files == 1;
     if (j->kind == SVC_JOB_CHECK) {
         if (ok) {
             j->fixed++;

@@ -196,6 +196,24 @@ static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
                     : "dropped it (an update or copy in it is lost)");
 }
 
+/* decided: a transaction whose decision is durable but whose roll forward
+ * failed for the device (I/O, space) is kept, never dropped as garbage:
+ * it is finished before the next update or copy, or at the next start.
+ * True when t is kept. */
+static bool keep_decided(svc_t *s, uint32_t i, txn_t *t, int why)
+{
+    if (why != CFS_ERR_IO && why != CFS_ERR_NOSPC && why != CFS_ERR_NOMEM &&
+        why != CFS_ERR_BUSY && why != CFS_ERR_ROFS)
+        return false;
+    if (txn_decided(t) == 0)
+        return false;
+    char what[64] = "cannot finish the committed ";
+    strcat(what, t->dir);
+    svc_problem(s, i, what, svc_reason(why), "kept: finished before the "
+                "next update or copy, or at the next start");
+    return true;
+}
+
 int svc_attach(svc_t *s, uint32_t i)
 {
     svc_part_t *p = &s->part[i];
@@ -229,7 +247,7 @@ int svc_attach(svc_t *s, uint32_t i)
     cfs_stat_t cst;
     if (r >= 0 && cfs_stat(&p->fs, CP_DIR, &cst) == 0)
         r = CFS_ERR_NOTEMPTY; /* what the abort could not remove */
-    if (r < 0) {
+    if (r < 0 && !keep_decided(s, i, &s->cp, r)) {
         if (s->cp.plan_open)
             (void)cfs_file_close(&p->fs, &s->cp.plan);
         txn_bind(&s->cp, &p->fs, &p->man, CP_DIR, &s->txw);
@@ -250,7 +268,7 @@ int svc_attach(svc_t *s, uint32_t i)
         cfs_stat_t st;
         if (r == 0 && !s->tx.active && cfs_stat(&p->fs, TX_DIR, &st) == 0)
             r = CFS_ERR_NOTEMPTY; /* what an abort could not remove */
-        if (r < 0) {
+        if (r < 0 && !keep_decided(s, i, &s->tx, r)) {
             if (s->tx.plan_open)
                 (void)cfs_file_close(&p->fs, &s->tx.plan);
             txn_bind(&s->tx, &p->fs, &p->man, TX_DIR, &s->txw);
@@ -642,7 +660,15 @@ int svc_store_drop_staging(svc_t *s)
     svc_part_t *p = &s->part[USR];
     if (!p->mounted)
         return CFS_ERR_IO;
-    int err = txn_clear(&s->txw, &p->fs, TX_DIR);
+    /* decided: a committed update there is finished, never dropped (on a
+     * full partition it may have to wait for removals to free space) */
+    txn_bind(&s->tx, &p->fs, &p->man, TX_DIR, &s->txw);
+    int err = txn_decided(&s->tx);
+    if (err == 1)
+        err = txn_finish(&s->tx);
+    memset(&s->tx, 0, sizeof(s->tx)); /* (not loaded, as before) */
+    if (!err)
+        err = txn_clear(&s->txw, &p->fs, TX_DIR);
     (void)svc_store_retry(s, USR);
     return err;
 }

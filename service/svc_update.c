@@ -69,6 +69,12 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
     return CFS_ERR_INVAL;
 }
 
+/* decided: why an update cannot begin or commit now */
+#define DECIDED_LEFT "an earlier update or copy is decided but cannot be " \
+                     "finished now (kept: tried again before the next " \
+                     "update or copy, and at the next start); nothing " \
+                     "changed"
+
 /* The connection's transaction, checked against a bundle id (size 0 =
  * any). NULL with the error set. */
 static txn_t *own_tx(svc_t *s, svc_conn_t *c, const uint8_t *id, pb_size_t n)
@@ -142,6 +148,10 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
         svc_sb_str(&b, ") is in progress; try again when it is done");
         return CFS_ERR_BUSY;
     }
+    /* decided: a commit that is not finished (an update's, a copy's) is
+     * finished first; what cannot be stays for the next try */
+    if ((err = svc_finish_decided(s, true)) < 0)
+        return svc_fail_path(s, err, "/usr", DECIDED_LEFT);
     cellar_UpdateBeginReply *o = &s->resp.body.update_begin;
     if (t->active && memcmp(t->id, r->bundle.bytes, 32) == 0 &&
         t->nentries == r->entries && t->bytes == r->bytes) {
@@ -525,9 +535,12 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
             why = "a component of the path is a file";
         else if (err == CFS_ERR_BUSY)
             why = "open by a client: close it and commit again";
-        if (!t->active) { /* decided, but the roll forward stopped */
+        if (t->decided) { /* decided, but the roll forward stopped */
             s->tx_owner = NULL;
-            (void)txn_load(t);
+            return svc_fail_path(s, err, "/usr", "update committed, but not "
+                                 "finished: it is finished before the next "
+                                 "update or copy, or at the next start (do "
+                                 "not send it again)");
         }
         return have_e ? svc_fail_in(s, err, USR, e->path, why)
                       : svc_fail_path(s, err, "/usr", why);
@@ -636,6 +649,12 @@ int svc_commit_step(svc_t *s)
     t->now = svc_now_s(s);
     int err = txn_commit(t, s->scratch, sizeof(s->scratch), &st, &bad,
                          svc_path_busy, s);
+    if (err && t->decided) {
+        /* decided: committed; only forward: once more now, else before the
+         * next update or copy (svc_finish_decided) or at the next start */
+        int d = txn_decided(t);
+        err = d == 0 ? 0 : d < 0 ? d : txn_finish(t);
+    }
     if (!err && svc_raw_pending(s)) {
         /* issue 15: committed; the raw images are written in the next
          * steps, then the reply goes (a cut: start-up finishes them) */
@@ -668,7 +687,11 @@ int svc_do_update_commit(svc_t *s, svc_conn_t *c,
     txn_stats_t st;
     uint32_t bad = 0;
     memset(&st, 0, sizeof(st));
-    int err = txn_commit_prepare(t, &bad);
+    /* decided: a copy into /usr that is not finished goes first */
+    int err = svc_finish_decided(s, false);
+    if (err < 0)
+        return svc_fail_path(s, err, "/usr", DECIDED_LEFT);
+    err = txn_commit_prepare(t, &bad);
     if (err)
         return commit_result(s, c, t, err, bad, &st);
     /* the staged files are hashed in steps: svc_process */
@@ -690,8 +713,10 @@ int svc_do_update_abort(svc_t *s, svc_conn_t *c,
     txn_t *t = &s->tx;
     if (s->part[USR].state == SVC_PART_FULL) { /* staging never loaded */
         int err = svc_store_drop_staging(s);
-        if (err)
-            return svc_fail_path(s, err, "/usr", "dropping the staging failed");
+        if (err) /* decided: a committed update is kept, not dropped */
+            return svc_fail_path(s, err, "/usr", "dropping the staging failed "
+                                 "(a committed update in it, if any, is kept: "
+                                 "it is finished once removals free space)");
         svc_reply_done(s);
         return 0;
     }

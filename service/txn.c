@@ -267,9 +267,25 @@ static int wipe_dir(txn_t *t)
     return err;
 }
 
+int txn_decided(txn_t *t)
+{
+    cfs_stat_t st;
+    int err = cfs_stat(t->fs, tpath(t, "commit", -1), &st);
+    if (err == CFS_ERR_NOENT)
+        err = cfs_stat(t->fs, tpath(t, "commit2", -1), &st);
+    return err == 0 ? 1 : err == CFS_ERR_NOENT ? 0 : err;
+}
+
 int txn_abort(txn_t *t)
 {
     reset(t);
+    /* decided: a commit the decision made durable only goes forward:
+     * nothing is dropped (nor when the marker cannot be looked up); the
+     * roll forward is txn_finish's (svc_finish_decided, txn_load), not
+     * done here, so a cancel's stack stays as it was */
+    int d = txn_decided(t);
+    if (d)
+        return d < 0 ? d : CFS_ERR_BUSY;
     /* The plan goes first: without it what is left is only garbage. */
     int err = cfs_remove(t->fs, tpath(t, "plan", -1));
     if (err && err != CFS_ERR_NOENT)
@@ -352,6 +368,7 @@ int txn_begin(txn_t *t, const uint8_t id[32], uint32_t nentries,
     t->bytes = bytes;
     t->declared = 0;
     t->active = 1;
+    t->decided = 0;
     return 0;
 }
 
@@ -615,6 +632,14 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad)
     return 0;
 }
 
+/* decided: a one-step commit that reported an error although its plan
+ * is gone from flash (so the commit is there). */
+static bool man_commit_durable(txn_t *t)
+{
+    cfs_stat_t st;
+    return cfs_stat(t->fs, tpath(t, "plan", -1), &st) == CFS_ERR_NOENT;
+}
+
 /* The moves of a bundle committed in one step (txn_commit, step 3). */
 static int commit_one_step(txn_t *t, man_entry_t *ep)
 {
@@ -630,8 +655,13 @@ static int commit_one_step(txn_t *t, man_entry_t *ep)
         if ((err = txn_entry(t, i, &e)))
             goto out;
         if (e.kind == MAN_REMOVE) {
-            if (cfs_stat(t->fs, e.path, &fst) != 0)
+            int se = cfs_stat(t->fs, e.path, &fst);
+            if (se == CFS_ERR_NOENT || se == CFS_ERR_NOTDIR)
                 continue;
+            if (se) { /* decided: not "gone" when it cannot be looked up */
+                err = se;
+                goto out;
+            }
             strcpy(targets[n], e.path);
             src[n] = targets[n];
             dst[n++] = NULL;
@@ -656,14 +686,17 @@ static int commit_one_step(txn_t *t, man_entry_t *ep)
     dst[n++] = NULL;
     close_plan(t);
     err = man_commit(t->man, src, dst, n);
+    txn_work_give(t->w, TXN_W_BATCH);
     if (err) {
         t->plan_open = cfs_file_open(t->fs, &t->plan, tpath(t, "plan", -1),
                                     CFS_O_RDWR) == 0;
-        txn_work_give(t->w, TXN_W_BATCH);
-        return err;
+        if (t->plan_open || !man_commit_durable(t))
+            return err;
+        /* decided: the commit is on flash although it reported an error
+         * (the plan it removed is gone) */
     }
-    txn_work_give(t->w, TXN_W_BATCH);
     t->active = 0;
+    t->decided = 1; /* committed: only the cleanup may still fail */
     return wipe_dir(t);
 out:
     txn_work_give(t->w, TXN_W_BATCH);
@@ -846,9 +879,14 @@ static int commit_in(txn_t *t, uint8_t *buf, uint32_t buflen,
                         goto revert;
                     }
                     cfs_stat_t mst;
+                    int se = r == 1 && man_under(m.path, e.path)
+                                 ? cfs_stat(t->fs, m.path, &mst) : 0;
+                    if (se && se != CFS_ERR_NOENT && se != CFS_ERR_NOTDIR) {
+                        err = se; /* decided: not "gone" on an I/O error */
+                        goto revert;
+                    }
                     if (r == 1 && man_under(m.path, e.path) &&
-                        (strcmp(m.path, e.path) == 0 ||
-                         cfs_stat(t->fs, m.path, &mst) != 0) &&
+                        (strcmp(m.path, e.path) == 0 || se != 0) &&
                         (err = man_del(t->man, m.path)))
                         goto revert;
                 }
@@ -879,11 +917,15 @@ static int commit_in(txn_t *t, uint8_t *buf, uint32_t buflen,
         err = man_commit(t->man, src, dst, 1);
         if (err) {
             t->plan_open = cfs_file_open(t->fs, &t->plan, from, CFS_O_RDWR) == 0;
-            return err;
+            if (t->plan_open || txn_decided(t) != 1)
+                return err;
+            /* decided: the marker is on flash although the commit reported
+             * an error: go forward */
         }
     }
     t->active = 0;
-    return 1; /* txn_commit rolls it forward */
+    t->decided = 1; /* decided: a failure from here on goes forward only */
+    return 1;       /* txn_commit rolls it forward */
 
 revert:
     man_revert(t->man);
@@ -967,9 +1009,18 @@ static int finish_in(txn_t *t, man_entry_t *ep)
              * file of the bundle replaces */
             bool replaced = e.kind == MAN_TRACK && (e.flags & MAN_F_SEND) &&
                             dirs;
-            if ((e.kind != MAN_REMOVE && !replaced) ||
-                cfs_stat(t->fs, e.path, &st) != 0 ||
-                (st.type == CFS_TYPE_DIR) != dirs)
+            if (e.kind != MAN_REMOVE && !replaced)
+                continue;
+            /* decided: a path that cannot be looked up (I/O) is not "gone":
+             * stop, the marker stays */
+            int se = cfs_stat(t->fs, e.path, &st);
+            if (se == CFS_ERR_NOENT || se == CFS_ERR_NOTDIR)
+                continue;
+            if (se) {
+                err = se;
+                goto out;
+            }
+            if ((st.type == CFS_TYPE_DIR) != dirs)
                 continue;
             err = dirs ? cfs_rmdir(t->fs, e.path) : cfs_remove(t->fs, e.path);
             if (err == 0)
@@ -1007,8 +1058,15 @@ static int finish_in(txn_t *t, man_entry_t *ep)
             if (e.kind != MAN_TRACK || !(e.flags & MAN_F_SEND))
                 continue;
             const char *dp = txn_data_path(t, i);
-            if (cfs_stat(t->fs, dp, &st) != 0)
+            /* decided: only a staged file that is not there was moved; one
+             * that cannot be looked up (I/O) stops the roll forward */
+            int se = cfs_stat(t->fs, dp, &st);
+            if (se == CFS_ERR_NOENT)
                 continue;
+            if (se) {
+                err = se;
+                goto out;
+            }
             /* two entries of one path: the later wins */
             for (uint32_t k = 0; k < n; k++)
                 if (strcmp(targets[k], e.path) == 0 && (err = flush(t, src, dst, &n)))

@@ -60,7 +60,9 @@ typedef struct txn {
     uint8_t active;            /* a plan exists (staged, not committed) */
     uint8_t plan_open;
     uint8_t stage_open;
-    uint8_t pad;
+    uint8_t decided;           /* txn_commit made the commit (one fs step, or
+                                  the decision): from then on only forward,
+                                  even when it returns an error (decided) */
     uint8_t id[32];
     uint32_t nentries;         /* declared in the header (0: up to max) */
     uint64_t bytes;
@@ -178,16 +180,27 @@ int txn_commit_prepare(txn_t *t, uint32_t *bad);
  * t->ix->ca). busy(ctx, path) says whether a client holds path open (then
  * the commit is refused with CFS_ERR_BUSY). The checks make sure the roll
  * forward can make every move; a failure after them (the device: I/O,
- * space) before the decision leaves everything as it was. */
+ * space) before the decision leaves everything as it was. A failure once
+ * the commit is made (t->decided set: the decision is durable, the roll
+ * forward stopped, or only the cleanup of a one-step commit failed) must
+ * not be reported as "nothing changed": the caller goes forward only
+ * (txn_finish again; txn_abort does the same) (decided). */
 int txn_commit(txn_t *t, uint8_t *buf, uint32_t buflen, txn_stats_t *st,
                uint32_t *bad, bool (*busy)(void *ctx, const char *path),
                void *busy_ctx);
+/* decided: is a decision (the "commit" or "commit2" marker) on flash? 1
+ * yes, 0 no, or an error (then it may be). After it only txn_finish (or
+ * txn_load at the next mount) may touch the staging. */
+int txn_decided(txn_t *t);
 /* Roll a decided transaction forward (idempotent). A move that cannot be
  * made (something in the way that the checks did not foresee) is skipped
  * and counted in t->skipped rather than blocking the partition for good:
  * the manifest then names a file that verify reports, and repair fixes. */
 int txn_finish(txn_t *t);
-/* Drop everything staged. */
+/* Drop everything staged. A decided transaction is never dropped (decided):
+ * txn_abort leaves its marker and staging and returns CFS_ERR_BUSY (or the
+ * error that kept it from looking), so txn_begin fails too; txn_finish or
+ * txn_load finishes it. */
 int txn_abort(txn_t *t);
 
 #endif /* CELLAR_TXN_H */
