@@ -44,13 +44,14 @@
  * cfs_t). A checkpoint is written when it is half full, so a smaller index
  * means more checkpoints (more flash programmed per small commit: bench-fs
  * on the device values). Every commit's keys must fit it: the device's
- * autosync and commit sizes below keep a commit to at most 49 keys. An
+ * autosync and commit sizes below keep a sync's commit to at most 33 keys
+ * and a 4-rename commit_with's (the service's TXN_BATCH) to about 57. An
  * image whose journal holds more keys than this (written by a build with a
  * bigger index and not unmounted) does not mount: CFS_ERR_NOMEM.
- *                                                    host 128, device 56 */
+ *                                                    host 128, device 60 */
 #ifndef CFS_JOURNAL_MAX
 #ifdef CELLAR_PROFILE_DEVICE
-#define CFS_JOURNAL_MAX 56
+#define CFS_JOURNAL_MAX 60
 #else
 #define CFS_JOURNAL_MAX 128
 #endif
@@ -93,10 +94,11 @@
 
 /* Segments (16 KiB of file offsets each) a handle's unsynced writes may
  * touch before an automatic sync: each is a key of that sync's commit.
- *                                                      host 48, device 8 */
+ * (Counted as switches between segments: a handle that alternates between
+ * two segments counts each switch.)                   host 48, device 16 */
 #ifndef CFS_AUTOSYNC_SEGS
 #ifdef CELLAR_PROFILE_DEVICE
-#define CFS_AUTOSYNC_SEGS 8
+#define CFS_AUTOSYNC_SEGS 16
 #else
 #define CFS_AUTOSYNC_SEGS 48
 #endif
