@@ -128,8 +128,13 @@ typedef struct inode {
  * It holds at most CFS_COMMIT_MAX explicit entries (an option; the format
  * and a replay allow COMMIT_MAX_ENT). */
 _Static_assert(CFS_COMMIT_MAX >= 8 && CFS_COMMIT_MAX <= COMMIT_MAX_ENT, "CFS_COMMIT_MAX");
-_Static_assert(CFS_JOURNAL_MAX >= CFS_COMMIT_MAX + 1 + CFS_AUTOSYNC_SEGS + 16,
+/* a sync's commit: its segment keys, its inode, the removals in it (an
+ * autosync's chain and a truncation's tombstones; the rest of the budget,
+ * renames, is cellar_config.h's arithmetic) */
+_Static_assert(CFS_JOURNAL_MAX >= CFS_COMMIT_MAX + 1 + CFS_AUTOSYNC_SEGS,
                "CFS_JOURNAL_MAX: a sync's commit must fit the journal index");
+_Static_assert(CFS_JOURNAL_MAX >= 2 * CFS_COMMIT_MAX + 16,
+               "CFS_JOURNAL_MAX: GC checkpoints before its journal use reaches JOURNAL_MAX - COMMIT_MAX - 8");
 _Static_assert(CFS_READ_CHUNK >= 16 && CFS_READ_CHUNK <= 256, "CFS_READ_CHUNK");
 _Static_assert(CFS_EXT_BATCH >= 1, "CFS_EXT_BATCH");
 typedef struct commit {

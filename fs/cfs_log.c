@@ -1376,9 +1376,11 @@ static void jsort_by_bucket(cfs_t *fs)
     }
 }
 
-static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail)
+/* big: the checkpoint's bucket page buffer (work area), free by now */
+#define CKPT_REC_MAX (48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2)
+_Static_assert(CKPT_REC_MAX <= CFS_PAGE, "a checkpoint record fits the work area's page");
+static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big)
 {
-    uint8_t big[48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2];
     uint32_t n = 0;
     le_put32(big + n, fs->ckpt_seq + 1); n += 4;
     le_put32(big + n, tail); n += 4;
@@ -1548,7 +1550,7 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
         fs->dirpage_addr[d] = a;
     }
     fs->dirty_dirpages = 0;
-    err = write_checkpoint_record(fs, tail);
+    err = write_checkpoint_record(fs, tail, w->page);
     if (err)
         goto out;
     fs->njournal = 0;
@@ -1865,6 +1867,7 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
         return CFS_ERR_INVAL; /* the device profile: the caller's */
 #endif
     }
+    fs->work->busy = 0; /* needs no initialisation; no call of this thread is under way */
     fs->dev = dev;
     fs->first_block = cfg->first_block;
     fs->nblocks = count;
@@ -2021,6 +2024,41 @@ static int replay(cfs_t *fs, uint32_t start, uint32_t lap)
     return 0;
 }
 
+/* Read and check the checkpoint record at ca (header *hp) into big, and
+ * take the state it holds. */
+static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big)
+{
+    rec_hdr_t h = *hp;
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+        if (!err && crc32_update(0, big, h.len) != h.dcrc)
+            err = CFS_ERR_CORRUPT;
+    }
+    if (err)
+        return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
+    uint32_t n = 0;
+    uint32_t cseq = le_get32(big + n); n += 4;
+    fs->tail = le_get32(big + n); n += 4;
+    fs->next_ino = le_get32(big + n); n += 4;
+    fs->files = le_get32(big + n); n += 4;
+    fs->dirs = le_get32(big + n); n += 4;
+    fs->live = le_get32(big + n); n += 4;
+    fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
+    uint32_t nb = le_get32(big + n); n += 4;
+    fs->failing_block = le_get32(big + n); n += 4;
+    uint32_t ndp = le_get16(big + n); n += 2;
+    fs->nbad = le_get16(big + n); n += 2;
+    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
+        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
+        return CORRUPT_HERE;
+    for (uint32_t i = 0; i < ndp; i++, n += 4)
+        fs->dirpage_addr[i] = le_get32(big + n);
+    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
+        fs->bad[i] = le_get16(big + n);
+    return 0;
+}
+
 int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
 {
     int err = setup(fs, cfg);
@@ -2049,36 +2087,15 @@ int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
     err = read_hdr_lap(fs, ca, &h, cl);
     if (err)
         return err == CFS_ERR_IO ? err : CFS_ERR_CORRUPT;
-    uint8_t big[48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2];
-    if (h.type != R_CKPT || h.len < 40 || h.len > sizeof(big))
+    if (h.type != R_CKPT || h.len < 40 || h.len > CKPT_REC_MAX)
         return CORRUPT_HERE;
-    err = CFS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
-        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
-        if (!err && crc32_update(0, big, h.len) != h.dcrc)
-            err = CFS_ERR_CORRUPT;
-    }
+    /* the record in the work area's page region (free: no checkpoint runs
+     * during a mount) */
+    uint8_t *big = cfs_work_take(fs, WORK_PAGES)->page;
+    err = ckpt_read(fs, ca, &h, big);
+    cfs_work_give(fs, WORK_PAGES);
     if (err)
-        return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
-    uint32_t n = 0;
-    uint32_t cseq = le_get32(big + n); n += 4;
-    fs->tail = le_get32(big + n); n += 4;
-    fs->next_ino = le_get32(big + n); n += 4;
-    fs->files = le_get32(big + n); n += 4;
-    fs->dirs = le_get32(big + n); n += 4;
-    fs->live = le_get32(big + n); n += 4;
-    fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
-    uint32_t nb = le_get32(big + n); n += 4;
-    fs->failing_block = le_get32(big + n); n += 4;
-    uint32_t ndp = le_get16(big + n); n += 2;
-    fs->nbad = le_get16(big + n); n += 2;
-    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
-        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
-        return CORRUPT_HERE;
-    for (uint32_t i = 0; i < ndp; i++, n += 4)
-        fs->dirpage_addr[i] = le_get32(big + n);
-    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
-        fs->bad[i] = le_get16(big + n);
+        return err;
     /* blocks retired after that checkpoint, noted in the anchor block */
     for (uint32_t i = 0; i < nb_notes[pick]; i++) {
         uint32_t b = notes[pick][i];

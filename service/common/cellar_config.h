@@ -43,30 +43,30 @@
  * Keys the journal index holds between checkpoints (12 bytes each in
  * cfs_t). A checkpoint is written when it is half full, so a smaller index
  * means more checkpoints (more flash programmed per small commit: bench-fs
- * on the device values). Every commit's keys must fit it: the device's
- * autosync and commit sizes below keep a sync's commit to at most 33 keys
- * and a 4-rename commit_with's (the service's TXN_BATCH) to about 57. An
- * image whose journal holds more keys than this (written by a build with a
+ * on the device values). Every commit's keys must fit it (else the commit
+ * fails, CFS_ERR_NOMEM, before it writes): the device's autosync and
+ * commit sizes below keep a sync's commit to at most 25 keys, a rename to
+ * about 6 keys + CFS_COMMIT_MAX, and the service's commit_with of 4
+ * renames (TXN_BATCH) with a manifest of up to 9 segments to 46. An image
+ * whose journal holds more keys than this (written by a build with a
  * bigger index and not unmounted) does not mount: CFS_ERR_NOMEM.
- *                                                    host 128, device 60 */
+ *                                                    host 128, device 46 */
 #ifndef CFS_JOURNAL_MAX
 #ifdef CELLAR_PROFILE_DEVICE
-#define CFS_JOURNAL_MAX 60
+#define CFS_JOURNAL_MAX 46
 #else
 #define CFS_JOURNAL_MAX 128
 #endif
 #endif
 
 /* Bucket directory pages a partition may have (4 bytes each in cfs_t):
- * 64 buckets each, a bucket per 2 blocks, so 16 pages serve partitions of
- * up to 2,050 blocks (8 MiB of 4 KiB blocks); a bigger one is refused
- * (CFS_ERR_INVAL at format and mount).                 host 64, device 16 */
+ * 64 buckets each, a bucket per 2 blocks (at most 4,096 buckets: 64 pages
+ * serve any partition), so 16 pages serve partitions of up to 2,050 blocks
+ * (8 MiB of 4 KiB blocks); a bigger one is refused (CFS_ERR_INVAL at
+ * format and mount). The device profile keeps 64: make test-device serves
+ * a 128 MiB image.                                    host 64, device 64 */
 #ifndef CFS_DIRPAGES_MAX
-#ifdef CELLAR_PROFILE_DEVICE
-#define CFS_DIRPAGES_MAX 16
-#else
 #define CFS_DIRPAGES_MAX 64
-#endif
 #endif
 
 /* Blocks retired as worn out that a partition can list (2 bytes each in
@@ -83,10 +83,10 @@
  * 40, and a replay reads 40): 12 bytes each in every commit being built on
  * the stack (a namespace operation's, a sync's, a GC pass's). Removals of
  * a big file's segment keys beyond it go in further commits, GC commits
- * its relocations in batches of this many.             host 40, device 16 */
+ * its relocations in batches of this many.             host 40, device 12 */
 #ifndef CFS_COMMIT_MAX
 #ifdef CELLAR_PROFILE_DEVICE
-#define CFS_COMMIT_MAX 16
+#define CFS_COMMIT_MAX 12
 #else
 #define CFS_COMMIT_MAX 40
 #endif
@@ -95,10 +95,10 @@
 /* Segments (16 KiB of file offsets each) a handle's unsynced writes may
  * touch before an automatic sync: each is a key of that sync's commit.
  * (Counted as switches between segments: a handle that alternates between
- * two segments counts each switch.)                   host 48, device 16 */
+ * two segments counts each switch.)                   host 48, device 12 */
 #ifndef CFS_AUTOSYNC_SEGS
 #ifdef CELLAR_PROFILE_DEVICE
-#define CFS_AUTOSYNC_SEGS 16
+#define CFS_AUTOSYNC_SEGS 12
 #else
 #define CFS_AUTOSYNC_SEGS 48
 #endif
