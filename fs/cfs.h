@@ -4,10 +4,12 @@
  * A log-structured, power-loss-safe filesystem for NOR flash. The design and
  * the on-flash format are written down in docs/FS.md.
  *
- * Memory: the caller owns every object (cfs_t, cfs_file_t, cfs_dir_t). The
- * filesystem allocates nothing; sizeof(cfs_t) + N * sizeof(cfs_file_t) is all
- * the RAM it needs for a mounted filesystem with N open files (the stack use
- * of the calls is bounded too and documented in docs/FS.md).
+ * Memory: the caller owns every object (cfs_t, cfs_file_t, cfs_dir_t, and
+ * the work area cfs_work_t). The filesystem allocates nothing;
+ * sizeof(cfs_t) + N * sizeof(cfs_file_t) + one sizeof(cfs_work_t) shared by
+ * every cfs_t of a thread is all the RAM it needs for a mounted filesystem
+ * with N open files (the stack use of the calls is bounded too and
+ * documented in docs/FS.md).
  *
  * Errors: every call returns a negative cfs_err_t on failure; calls that
  * produce a size return it as a non-negative int.
@@ -86,6 +88,12 @@ typedef struct cfs_config {
      * above the reserve are free (0 = default: 1/16 of the partition, at
      * least 8; otherwise at least 6). */
     uint32_t gc_free_blocks;
+    /* The work area (cfs_work_t, cfs_types.h): big buffers the calls use
+     * while they run, instead of the stack. One may serve every cfs_t the
+     * caller uses from one thread (the service holds one for both its
+     * partitions). NULL: the host profile uses one per thread of its own;
+     * the device profile refuses (CFS_ERR_INVAL). */
+    struct cfs_work *work;
 } cfs_config_t;
 
 /* ---- information -------------------------------------------------------- */
@@ -146,7 +154,8 @@ int cfs_unmount(cfs_t *fs);
  * handles of the same file, when cfs_file_sync or cfs_file_close returns. After
  * a power cut every file is in its last synced/closed state, never a mix. A
  * file written without sync is synced automatically when its pending writes
- * touch 48 segments (768 KiB of file offsets), or when the device is so full
+ * touch CFS_AUTOSYNC_SEGS segments (48 on the host: 768 KiB of file
+ * offsets; 16 on the device profile), or when the device is so full
  * that garbage collection reaches its pending records (docs/FS.md). One
  * handle at a time may have a file open for writing (others get
  * CFS_ERR_BUSY); any number may read it. */

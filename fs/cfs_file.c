@@ -40,13 +40,16 @@ void inode_decode(inode_t *in, const uint8_t *p)
 static int inode_load(cfs_t *fs, uint32_t a, uint32_t ino, inode_t *in)
 {
     rec_hdr_t h;
-    uint8_t p[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
+    uint8_t p[INODE_SIZE];
     int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
     if (h.type != R_INODE || h.ino != ino || h.idx != 0 || h.len < INODE_SIZE)
         return CORRUPT_HERE;
-    err = cfs_rec_load(fs, a, &h, p, sizeof(p));
+    if (h.len > INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL)
+        return CORRUPT_HERE;
+    /* the whole record is checked, the inode kept (no 512-byte buffer) */
+    err = cfs_rec_load_head(fs, a, &h, p, INODE_SIZE);
     if (err)
         return err;
     inode_decode(in, p);
@@ -157,7 +160,7 @@ static int op_commit(cfs_t *fs, op_t *op)
  * left; *from is advanced past what was added. */
 static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t to)
 {
-    for (; *from < to && op->n < COMMIT_MAX_ENT; (*from)++) {
+    for (; *from < to && op->n < CFS_COMMIT_MAX; (*from)++) {
         op->ent[op->n].key.ino = ino;
         op->ent[op->n].key.idx = MKIDX(KIND_SEG, (uint32_t)*from);
         op->ent[op->n].addr = CFS_ADDR_DELETED;
@@ -185,10 +188,7 @@ static int seg_cleanup(cfs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
 /* ---- directory chunks -------------------------------------------------------
  * Chunk i of directory d is the record (d, DIR|i): u32 prev, then entries
  * {u32 ino, u8 type, u8 namelen, name}. A chunk with no entries is deleted. */
-typedef struct chunk {
-    uint32_t len; /* entry bytes */
-    uint8_t p[DIRCHUNK_MAX];
-} chunk_t;
+typedef cfs_chunk_t chunk_t; /* {len, p[CHUNK_ENT_MAX]}: in the work area */
 
 static int chunk_parse_ok(const uint8_t *e, uint32_t len)
 {
@@ -209,7 +209,7 @@ static int chunk_parse_ok(const uint8_t *e, uint32_t len)
 static int chunk_load_once(cfs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chunk_t *ck)
 {
     rec_hdr_t h;
-    uint8_t tmp[DIRCHUNK_MAX];
+    uint8_t prev[4];
     ck->len = 0;
     if (a == CFS_ADDR_NONE)
         return 0;
@@ -219,13 +219,16 @@ static int chunk_load_once(cfs_t *fs, uint32_t a, uint32_t dino, uint32_t i, chu
     if (h.type != R_DIRCHUNK || h.ino != dino || h.idx != MKIDX(KIND_DIR, i) ||
         h.len < 4 || h.len > DIRCHUNK_MAX)
         return CORRUPT_HERE;
-    err = cfs_rec_read(fs, a, 0, tmp, h.len);
+    /* the chain link, then the entries straight into the chunk */
+    err = cfs_rec_read(fs, a, 0, prev, 4);
+    if (!err)
+        err = cfs_rec_read(fs, a, 4, ck->p, h.len - 4u);
     if (err)
         return err;
-    if (crc32_update(0, tmp, h.len) != h.dcrc || !chunk_parse_ok(tmp + 4, h.len - 4u))
+    if (crc32_update(crc32_update(0, prev, 4), ck->p, h.len - 4u) != h.dcrc ||
+        !chunk_parse_ok(ck->p, h.len - 4u))
         return CORRUPT_HERE;
     ck->len = h.len - 4u;
-    memcpy(ck->p, tmp + 4, ck->len);
     return 0;
 }
 
@@ -285,48 +288,58 @@ static int dir_find(cfs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din
 
 static int dir_is_empty(cfs_t *fs, uint32_t chain, uint32_t dino, const inode_t *din)
 {
-    chunk_t ck;
-    for (uint32_t i = 0; i < din->nchunks; i++) {
-        int err = chunk_load(fs, chain, dino, i, &ck);
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
+    int r = 1;
+    for (uint32_t i = 0; i < din->nchunks && r == 1; i++) {
+        int err = chunk_load(fs, chain, dino, i, ck);
         if (err)
-            return err;
-        if (ck.len)
-            return 0;
+            r = err;
+        else if (ck->len)
+            r = 0;
     }
-    return 1;
+    cfs_work_give(fs, WORK_CHUNK);
+    return r;
 }
 
 /* Add an entry to directory dino (whose inode *din is updated and rewritten
  * when a chunk is added). */
-static int dir_add(cfs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
-                   uint8_t type, const char *name, uint32_t nl)
+static int dir_add_in(cfs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
+                      uint8_t type, const char *name, uint32_t nl, chunk_t *ck)
 {
-    chunk_t ck;
     uint32_t need = DIRENT_FIXED + nl, i;
     int err;
     /* the last chunk first, then any other chunk with room */
     for (uint32_t k = 0; k < din->nchunks; k++) {
         i = din->nchunks - 1 - k;
-        err = chunk_load(fs, op->chain_tail, dino, i, &ck);
+        err = chunk_load(fs, op->chain_tail, dino, i, ck);
         if (err)
             return err;
-        if (ck.len + need <= CHUNK_ENT_MAX)
+        if (ck->len + need <= CHUNK_ENT_MAX)
             goto add;
     }
     if (din->nchunks >= 0xffffu)
         return CFS_ERR_NOSPC;
     i = din->nchunks++;
-    ck.len = 0;
+    ck->len = 0;
     err = op_put_inode(fs, op, dino, din);
     if (err)
         return err;
 add:
-    le_put32(ck.p + ck.len, child);
-    ck.p[ck.len + 4] = type;
-    ck.p[ck.len + 5] = (uint8_t)nl;
-    memcpy(ck.p + ck.len + DIRENT_FIXED, name, nl);
-    ck.len += need;
-    return op_put_chunk(fs, op, dino, i, &ck);
+    le_put32(ck->p + ck->len, child);
+    ck->p[ck->len + 4] = type;
+    ck->p[ck->len + 5] = (uint8_t)nl;
+    memcpy(ck->p + ck->len + DIRENT_FIXED, name, nl);
+    ck->len += need;
+    return op_put_chunk(fs, op, dino, i, ck);
+}
+
+static int dir_add(cfs_t *fs, op_t *op, uint32_t dino, inode_t *din, uint32_t child,
+                   uint8_t type, const char *name, uint32_t nl)
+{
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
+    int err = dir_add_in(fs, op, dino, din, child, type, name, nl, ck);
+    cfs_work_give(fs, WORK_CHUNK);
+    return err;
 }
 
 /* Remove the entry at pos (ck holds that chunk). */
@@ -390,7 +403,17 @@ typedef struct lookup {
     dirpos_t pos;      /* where the entry is (when exists) */
 } lookup_t;
 
+static int resolve_in(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L, chunk_t *ck);
+
 static int resolve(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L)
+{
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
+    int err = resolve_in(fs, chain, path, L, ck);
+    cfs_work_give(fs, WORK_CHUNK);
+    return err;
+}
+
+static int resolve_in(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L, chunk_t *ck)
 {
     int err = path_check(path);
     if (err)
@@ -406,7 +429,6 @@ static int resolve(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L)
     L->exists = 1;
     if (path[1] == 0)
         return 0;
-    chunk_t ck;
     const char *p = path + 1;
     for (uint32_t depth = 0; *p; depth++) {
         const char *e = p;
@@ -419,7 +441,7 @@ static int resolve(cfs_t *fs, uint32_t chain, const char *path, lookup_t *L)
         L->pin = L->in;
         L->name = p;
         L->nlen = nl;
-        err = dir_find(fs, chain, L->parent, &L->pin, p, nl, &L->pos, &ck);
+        err = dir_find(fs, chain, L->parent, &L->pin, p, nl, &L->pos, ck);
         if (err == CFS_ERR_NOENT) {
             L->exists = 0;
             return *e ? CFS_ERR_NOENT : 0;
@@ -685,7 +707,7 @@ static int seg_run(cfs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, u
 static int patch_read_once(cfs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint32_t n)
 {
     rec_hdr_t h;
-    uint8_t tmp[256];
+    uint8_t tmp[CFS_READ_CHUNK];
     int err = cfs_rec_read_hdr(fs, rec, &h);
     if (err)
         return err;
@@ -716,23 +738,16 @@ static int patch_read(cfs_t *fs, uint32_t rec, uint32_t doff, uint8_t *buf, uint
     return err;
 }
 
-/* Read segment bytes [o, o+n) of version v into buf (NULL: verify only). */
-static int seg_read(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
-                    uint32_t o, uint8_t *buf, uint32_t n)
+/* Read segment bytes [o, o+n) of the version loaded in r (segv_load, just
+ * before) into buf (NULL: verify only). */
+static CFS_NOINLINE int seg_read_v(cfs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t o,
+                                   uint8_t *buf, uint32_t n)
 {
-    if (v == CFS_ADDR_NONE) {
-        if (buf)
-            memset(buf, 0, n);
-        return 0;
-    }
-    segv_t r;
-    int err = segv_load(fs, f, ino, s, v, &r);
-    if (err)
-        return err;
+    int err;
     uint32_t p = o;
     while (p < o + n) {
         run_t run;
-        err = seg_run(fs, ino, s, &r, p, o + n, &run);
+        err = seg_run(fs, ino, s, r, p, o + n, &run);
         if (err)
             return err;
         if (run.end <= p)
@@ -752,6 +767,22 @@ static int seg_read(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, ui
         p = run.end;
     }
     return 0;
+}
+
+/* Read segment bytes [o, o+n) of version v into buf (NULL: verify only). */
+static int seg_read(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, uint32_t v,
+                    uint32_t o, uint8_t *buf, uint32_t n)
+{
+    if (v == CFS_ADDR_NONE) {
+        if (buf)
+            memset(buf, 0, n);
+        return 0;
+    }
+    segv_t r;
+    int err = segv_load(fs, f, ino, s, v, &r);
+    if (err)
+        return err;
+    return seg_read_v(fs, ino, s, &r, o, buf, n);
 }
 
 /* GC: the records of a segment that lie in the block being collected
@@ -819,7 +850,7 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                        uint32_t seglen, reloc_t *rl, uint32_t prev, uint32_t *out)
 {
     uint32_t idx = MKIDX(KIND_SEG, s);
-    uint8_t ebuf[64 * EXT_SIZE];
+    uint8_t ebuf[CFS_EXT_BATCH * EXT_SIZE];
     uint32_t copies[SEG_SPAN / PATCH_MAX];
     uint32_t ncopies = 0;
     segv_t r;
@@ -877,7 +908,7 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                             le_put16(ebuf + nb * EXT_SIZE, (uint16_t)lo);
                             le_put16(ebuf + nb * EXT_SIZE + 2, (uint16_t)(hi - lo));
                             le_put32(ebuf + nb * EXT_SIZE + 4, lrec);
-                            if (++nb == 64) {
+                            if (++nb == CFS_EXT_BATCH) {
                                 err = cfs_rec_append(fs, a, written, ebuf, nb * EXT_SIZE, &crc);
                                 if (err)
                                     goto fail;
@@ -911,7 +942,7 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                 for (uint32_t o = 0; o < seglen; o += PATCH_MAX) {
                     uint32_t len = min32(PATCH_MAX, seglen - o), ca, ccrc = 0;
                     uint8_t fx[SEG_FIXED];
-                    uint8_t tmp[256];
+                    uint8_t tmp[CFS_READ_CHUNK];
                     seg_fixed(fx, CFS_ADDR_NONE, CFS_ADDR_NONE, o);
                     err = cfs_rec_begin(fs, SEG_FIXED + len, &ca);
                     if (err)
@@ -921,7 +952,12 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                     err = cfs_rec_append(fs, ca, 0, fx, SEG_FIXED, &ccrc);
                     for (uint32_t k = 0; !err && k < len; k += sizeof(tmp)) {
                         uint32_t m = min32(sizeof(tmp), len - k);
-                        err = seg_read(fs, f, ino, s, v, o + k, tmp, m);
+                        /* seg_read through r (free until the next pass
+                         * loads it): one segv_t on the stack, not two */
+                        err = v == CFS_ADDR_NONE ? (memset(tmp, 0, m), 0)
+                                                 : segv_load(fs, f, ino, s, v, &r);
+                        if (!err && v != CFS_ADDR_NONE)
+                            err = seg_read_v(fs, ino, s, &r, o + k, tmp, m);
                         if (!err)
                             err = cfs_rec_append(fs, ca, SEG_FIXED + k, tmp, m, &ccrc);
                     }
@@ -1093,6 +1129,15 @@ static int expose(cfs_t *fs, cfs_file_t *f, uint64_t to)
 /* GC moved committed segment data while f had writes pending on it: give
  * every such segment a pending extent map over the moved version, so the
  * commit never links to records GC has freed. */
+/* Is f's pending version v of segment s laid over a committed version GC
+ * has moved since? 1 yes, 0 no (a frame of its own: issue 14). */
+static CFS_NOINLINE int seg_stale(cfs_t *fs, const cfs_file_t *f, uint32_t s, uint32_t v)
+{
+    segv_t r;
+    int err = segv_load(fs, f, f->ino, s, v, &r);
+    return err ? err : r.stale;
+}
+
 static int handle_rebase(cfs_t *fs, cfs_file_t *f)
 {
     uint32_t keys[CFS_AUTOSYNC_SEGS + 16], addrs[CFS_AUTOSYNC_SEGS + 16], nk = 0;
@@ -1120,13 +1165,12 @@ static int handle_rebase(cfs_t *fs, cfs_file_t *f)
     }
     for (uint32_t k = 0; k < nk; k++) {
         uint32_t s = KEY_INDEX(keys[k]), e, len = seg_len(f->size, s);
-        segv_t r;
         if (addrs[k] == CFS_ADDR_NONE || len == 0)
             continue;
-        int err = segv_load(fs, f, f->ino, s, addrs[k], &r);
-        if (err)
+        int err = seg_stale(fs, f, s, addrs[k]);
+        if (err < 0)
             return err;
-        if (!r.stale)
+        if (!err)
             continue;
         err = seg_rebuild(fs, f, f->ino, s, addrs[k], len, NULL, f->pending_tail, &e);
         if (err)
@@ -1139,11 +1183,24 @@ static int handle_rebase(cfs_t *fs, cfs_file_t *f)
 
 static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to);
 
+static int handle_sync_commit(cfs_t *fs, cfs_file_t *f, uint64_t *from, uint64_t *to);
+
 /* Commit a handle's pending records and its size. */
 static int handle_sync(cfs_t *fs, cfs_file_t *f)
 {
     if (!f->dirty)
         return 0;
+    uint64_t from, to;
+    int err = handle_sync_commit(fs, f, &from, &to);
+    if (err)
+        return err;
+    return handle_committed(fs, f, from, to);
+}
+
+/* handle_sync's commit (a frame of its own: the cleanup commits after it
+ * do not stack on its op_t). [*from, *to): the segment keys left to drop. */
+static CFS_NOINLINE int handle_sync_commit(cfs_t *fs, cfs_file_t *f, uint64_t *from, uint64_t *to)
+{
     inode_t in;
     int err;
     if (f->rebase && f->pending_tail != CFS_ADDR_NONE) {
@@ -1159,13 +1216,10 @@ static int handle_sync(cfs_t *fs, cfs_file_t *f)
     op_t c;
     op_init(&c);
     c.chain_tail = f->pending_tail;
-    uint64_t from = NSEGS(f->size);
-    uint64_t to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
-    op_add_seg_deletes(&c, f->ino, &from, to);
-    err = cfs_commit(fs, &c, f->ino, &in, NULL);
-    if (err)
-        return err;
-    return handle_committed(fs, f, from, to);
+    *from = NSEGS(f->size);
+    *to = NSEGS(f->csize) > f->pend_hi ? NSEGS(f->csize) : f->pend_hi;
+    op_add_seg_deletes(&c, f->ino, from, *to);
+    return cfs_commit(fs, &c, f->ino, &in, NULL);
 }
 
 /* After a commit of f's pending records: reset its pending state, let the
@@ -1307,14 +1361,14 @@ int cfs_seg_live(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, const com
     return seg_needs(fs, ino, s, v, seglen, addr);
 }
 
-/* Read payload bytes [off, off + k) of the record at a (k <= 256) until
+/* Read payload bytes [off, off + k) of the record at a (k <= CFS_READ_CHUNK) until
  * two reads in a row agree. GC programs its copies from such reads: under
  * read noise, copies made from single reads nearly all came out with a
  * wrong checksum and were wasted, and a near-full device ran out of room
  * (test_fs_gcfail). */
 static int read_agreed(cfs_t *fs, uint32_t a, uint32_t off, uint8_t *buf, uint32_t k)
 {
-    uint8_t again[256];
+    uint8_t again[CFS_READ_CHUNK];
     int err = cfs_rec_read(fs, a, off, buf, k);
     for (int r = 0; !err; r++) {
         err = cfs_rec_read(fs, a, off, again, k);
@@ -1334,7 +1388,7 @@ static int read_agreed(cfs_t *fs, uint32_t a, uint32_t off, uint8_t *buf, uint32
 static int patch_copy(cfs_t *fs, uint32_t a, uint32_t *out)
 {
     rec_hdr_t h;
-    uint8_t tmp[256];
+    uint8_t tmp[CFS_READ_CHUNK];
     int err = cfs_rec_read_hdr(fs, a, &h);
     if (err)
         return err;
@@ -1378,7 +1432,7 @@ static int patch_copy(cfs_t *fs, uint32_t a, uint32_t *out)
 static int cover_from(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, uint32_t first,
                       uint32_t n, uint32_t depth, uint32_t *out)
 {
-    uint8_t fx[SEG_FIXED], tmp[256];
+    uint8_t fx[SEG_FIXED], tmp[CFS_READ_CHUNK];
     int err = seg_fixed_read(fs, addr, fx);
     if (err)
         return err;
@@ -1479,7 +1533,7 @@ static int seg_cover(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t s
     if (err)
         return err;
     uint32_t n = last - first, a, crc = 0;
-    uint8_t fx[SEG_FIXED], tmp[256];
+    uint8_t fx[SEG_FIXED], tmp[CFS_READ_CHUNK];
     if (whole)
         return cover_from(fs, addr, &h, v, first, n, depth, out);
     /* read it all before writing anything: a read that fails wastes no
@@ -1988,7 +2042,7 @@ int cfs_mkdir(cfs_t *fs, const char *path)
  * of its segment keys as fit in the commit (*seg_from.. the rest after). */
 static int remove_in_op(cfs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, uint64_t *seg_to)
 {
-    chunk_t ck;
+    chunk_t *ck;
     int err;
     if (L->in.type == CFS_TYPE_DIR) {
         err = dir_is_empty(fs, op->chain_tail, L->ino, &L->in);
@@ -2006,9 +2060,11 @@ static int remove_in_op(cfs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, ui
     }
     /* reload the entry's chunk through the op (earlier steps may have
      * changed it) */
-    err = dir_find(fs, op->chain_tail, L->parent, &L->pin, L->name, L->nlen, &L->pos, &ck);
+    ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
+    err = dir_find(fs, op->chain_tail, L->parent, &L->pin, L->name, L->nlen, &L->pos, ck);
     if (!err)
-        err = dir_del(fs, op, L->parent, &L->pin, &L->pos, &ck);
+        err = dir_del(fs, op, L->parent, &L->pin, &L->pos, ck);
+    cfs_work_give(fs, WORK_CHUNK);
     if (!err)
         err = op_tomb(fs, op, L->ino, 0);
     if (err)
@@ -2019,11 +2075,22 @@ static int remove_in_op(cfs_t *fs, op_t *op, lookup_t *L, uint64_t *seg_from, ui
     return 0;
 }
 
+static int remove_in_op_common(cfs_t *fs, const char *path, int want_dir);
+
 static int remove_common(cfs_t *fs, const char *path, int want_dir)
 {
     int err = ns_begin(fs, path, 0);
     if (err)
         return err;
+    err = remove_in_op_common(fs, path, want_dir);
+    cfs_op_end(fs);
+    return err;
+}
+
+/* The body of remove_common, inside its operation (a frame of its own). */
+static CFS_NOINLINE int remove_in_op_common(cfs_t *fs, const char *path, int want_dir)
+{
+    int err;
     lookup_t L;
     op_t op;
     op_init(&op);
@@ -2044,7 +2111,6 @@ static int remove_common(cfs_t *fs, const char *path, int want_dir)
         err = op_commit(fs, &op);
     if (!err)
         err = seg_cleanup(fs, ino, from, to);
-    cfs_op_end(fs);
     return err;
 }
 
@@ -2112,12 +2178,13 @@ static int rename_in_op(cfs_t *fs, op_t *op, const char *src, const char *dst, u
             return err;
     }
     /* take the entry out of the source directory */
-    chunk_t ck;
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
     err = op_inode(fs, op, S.parent, &S.pin);
     if (!err)
-        err = dir_find(fs, op->chain_tail, S.parent, &S.pin, S.name, S.nlen, &S.pos, &ck);
+        err = dir_find(fs, op->chain_tail, S.parent, &S.pin, S.name, S.nlen, &S.pos, ck);
     if (!err)
-        err = dir_del(fs, op, S.parent, &S.pin, &S.pos, &ck);
+        err = dir_del(fs, op, S.parent, &S.pin, &S.pos, ck);
+    cfs_work_give(fs, WORK_CHUNK);
     if (err)
         return err;
     /* and put it into the target directory */
@@ -2135,6 +2202,47 @@ static int rename_in_op(cfs_t *fs, op_t *op, const char *src, const char *dst, u
         err = op_put_inode(fs, op, S.ino, &in);
     }
     return err;
+}
+
+/* The body of cfs_rename_many, inside its operation (a frame of its own:
+ * the GC that cfs_op_begin may run does not stack on its op). */
+/* Segment keys of replaced or removed files to drop after a commit. */
+typedef struct cleanups {
+    uint32_t ino[CFS_RENAME_MANY_MAX];
+    uint64_t from[CFS_RENAME_MANY_MAX], to[CFS_RENAME_MANY_MAX];
+} cleanups_t;
+
+static int cleanups_run(cfs_t *fs, const cleanups_t *cl, uint32_t n)
+{
+    int err = 0;
+    for (uint32_t i = 0; i < n && !err; i++)
+        if (cl->ino[i])
+            err = seg_cleanup(fs, cl->ino[i], cl->from[i], cl->to[i]);
+    return err;
+}
+
+/* The renames and their commit (a frame of its own: the cleanups after it
+ * do not stack on its op_t). */
+static CFS_NOINLINE int renames_commit(cfs_t *fs, const char *const *src,
+                                       const char *const *dst, uint32_t n, cleanups_t *cl)
+{
+    int err = 0;
+    op_t op;
+    op_init(&op);
+    for (uint32_t i = 0; i < n && !err; i++)
+        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl->ino[i], &cl->from[i],
+                           &cl->to[i]);
+    if (!err)
+        err = op_commit(fs, &op);
+    return err;
+}
+
+static CFS_NOINLINE int rename_many_in_op(cfs_t *fs, const char *const *src,
+                                          const char *const *dst, uint32_t n)
+{
+    cleanups_t cl;
+    int err = renames_commit(fs, src, dst, n, &cl);
+    return err ? err : cleanups_run(fs, &cl, n);
 }
 
 int cfs_rename_many(cfs_t *fs, const char *const *src, const char *const *dst, uint32_t n)
@@ -2155,21 +2263,13 @@ int cfs_rename_many(cfs_t *fs, const char *const *src, const char *const *dst, u
     int err = cfs_op_begin(fs, 4096 + n * 2048);
     if (err)
         return err;
-    op_t op;
-    op_init(&op);
-    uint32_t cl_ino[CFS_RENAME_MANY_MAX];
-    uint64_t cl_from[CFS_RENAME_MANY_MAX], cl_to[CFS_RENAME_MANY_MAX];
-    for (uint32_t i = 0; i < n && !err; i++)
-        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
-                           &cl_to[i]);
-    if (!err)
-        err = op_commit(fs, &op);
-    for (uint32_t i = 0; i < n && !err; i++)
-        if (cl_ino[i])
-            err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
+    err = rename_many_in_op(fs, src, dst, n);
     cfs_op_end(fs);
     return err;
 }
+
+static int commit_with_in_op(cfs_t *fs, cfs_file_t *f, const char *const *src,
+                             const char *const *dst, uint32_t n);
 
 int cfs_file_commit_with(cfs_t *fs, cfs_file_t *f, const char *const *src, const char *const *dst,
                         uint32_t n)
@@ -2191,6 +2291,35 @@ int cfs_file_commit_with(cfs_t *fs, cfs_file_t *f, const char *const *src, const
     err = cfs_op_begin(fs, 4096 + n * 2048);
     if (err)
         return err;
+    err = commit_with_in_op(fs, f, src, dst, n);
+    cfs_op_end(fs);
+    return err;
+}
+
+/* The body of cfs_file_commit_with, inside its operation (a frame of its
+ * own: the GC that cfs_op_begin may run does not stack on its op). */
+static CFS_NOINLINE int commit_with_commit(cfs_t *fs, cfs_file_t *f, const char *const *src,
+                                           const char *const *dst, uint32_t n, cleanups_t *cl,
+                                           uint64_t *from_out, uint64_t *to_out);
+
+static CFS_NOINLINE int commit_with_in_op(cfs_t *fs, cfs_file_t *f, const char *const *src,
+                                          const char *const *dst, uint32_t n)
+{
+    cleanups_t cl;
+    uint64_t from, to;
+    int err = commit_with_commit(fs, f, src, dst, n, &cl, &from, &to);
+    if (!err && f->dirty)
+        err = handle_committed(fs, f, from, to);
+    return err ? err : cleanups_run(fs, &cl, n);
+}
+
+/* The commit of cfs_file_commit_with (a frame of its own: the cleanups
+ * after it do not stack on its op_t). */
+static CFS_NOINLINE int commit_with_commit(cfs_t *fs, cfs_file_t *f, const char *const *src,
+                                           const char *const *dst, uint32_t n, cleanups_t *cl,
+                                           uint64_t *from_out, uint64_t *to_out)
+{
+    int err = 0;
     if (f->rebase && f->pending_tail != CFS_ADDR_NONE)
         err = handle_rebase(fs, f);
     inode_t in;
@@ -2209,21 +2338,15 @@ int cfs_file_commit_with(cfs_t *fs, cfs_file_t *f, const char *const *src, const
         in.mtime = cfs_now(fs);
         err = op_put_inode(fs, &op, f->ino, &in);
     }
-    uint32_t cl_ino[CFS_RENAME_MANY_MAX];
-    uint64_t cl_from[CFS_RENAME_MANY_MAX], cl_to[CFS_RENAME_MANY_MAX];
     for (uint32_t i = 0; i < n && !err; i++)
-        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl_ino[i], &cl_from[i],
-                           &cl_to[i]);
+        err = rename_in_op(fs, &op, src[i], dst ? dst[i] : NULL, &cl->ino[i], &cl->from[i],
+                           &cl->to[i]);
     if (!err && f->dirty)
         op_add_seg_deletes(&op, f->ino, &from, to);
     if (!err)
         err = op_commit(fs, &op);
-    if (!err && f->dirty)
-        err = handle_committed(fs, f, from, to);
-    for (uint32_t i = 0; i < n && !err; i++)
-        if (cl_ino[i])
-            err = seg_cleanup(fs, cl_ino[i], cl_from[i], cl_to[i]);
-    cfs_op_end(fs);
+    *from_out = from;
+    *to_out = to;
     return err;
 }
 
@@ -2262,23 +2385,28 @@ int cfs_dir_read(cfs_t *fs, cfs_dir_t *dir, char *name, uint32_t name_size, cfs_
         return CFS_ERR_INVAL;
     if (dir->ino == 0)
         return CFS_ERR_BADF;
-    chunk_t ck;
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
     while (dir->chunk < dir->nchunks) {
-        int err = chunk_load(fs, CFS_ADDR_NONE, dir->ino, dir->chunk, &ck);
-        if (err)
+        int err = chunk_load(fs, CFS_ADDR_NONE, dir->ino, dir->chunk, ck);
+        if (err) {
+            cfs_work_give(fs, WORK_CHUNK);
             return err;
-        if (dir->off >= ck.len) {
+        }
+        if (dir->off >= ck->len) {
             dir->chunk++;
             dir->off = 0;
             continue;
         }
-        const uint8_t *e = ck.p + dir->off;
+        const uint8_t *e = ck->p + dir->off;
         uint32_t nl = e[5], child = le_get32(e);
-        if (nl + 1 > name_size)
+        if (nl + 1 > name_size) {
+            cfs_work_give(fs, WORK_CHUNK);
             return CFS_ERR_NAMETOOLONG;
+        }
         memcpy(name, e + DIRENT_FIXED, nl);
         name[nl] = 0;
         dir->off += DIRENT_FIXED + nl;
+        cfs_work_give(fs, WORK_CHUNK);
         if (st) {
             inode_t in;
             err = cfs_inode_get(fs, child, &in, NULL);
@@ -2288,6 +2416,7 @@ int cfs_dir_read(cfs_t *fs, cfs_dir_t *dir, char *name, uint32_t name_size, cfs_
         }
         return 1;
     }
+    cfs_work_give(fs, WORK_CHUNK);
     return 0;
 }
 
@@ -2377,7 +2506,7 @@ static void fsck_say(fsck_t *k, const char *what, uint32_t ino, uint32_t n, int 
 
 static void fsck_file(fsck_t *k, uint32_t ino, const inode_t *in)
 {
-    uint8_t tmp[256];
+    uint8_t tmp[CFS_READ_CHUNK];
     for (uint64_t s = 0; s < NSEGS(in->size); s++) {
         uint32_t v, len = seg_len(in->size, (uint32_t)s);
         int err = cfs_map_lookup(k->fs, ino, MKIDX(KIND_SEG, (uint32_t)s), &v);
@@ -2394,7 +2523,8 @@ int cfs_fsck(cfs_t *fs, cfs_report_fn report, void *report_ctx)
         return CFS_ERR_NOTMOUNTED;
     fsck_t k = {fs, report, report_ctx, 0, 0, 0};
     struct frame {
-        uint32_t ino, nchunks, chunk;
+        uint32_t ino;
+        uint16_t nchunks, chunk; /* an inode's nchunks is 16 bits */
     } stack[PATH_DEPTH_MAX + 1];
     uint32_t sp = 0;
     inode_t in;
@@ -2405,7 +2535,7 @@ int cfs_fsck(cfs_t *fs, cfs_report_fn report, void *report_ctx)
     }
     k.dirs = 1;
     stack[sp++] = (struct frame){ROOT_INO, in.nchunks, 0};
-    chunk_t ck;
+    chunk_t *ck = &cfs_work_take(fs, WORK_CHUNK)->chunk;
     while (sp) {
         struct frame *fr = &stack[sp - 1];
         if (fr->chunk >= fr->nchunks) {
@@ -2413,14 +2543,14 @@ int cfs_fsck(cfs_t *fs, cfs_report_fn report, void *report_ctx)
             continue;
         }
         uint32_t dino = fr->ino, ci = fr->chunk++;
-        err = chunk_load(fs, CFS_ADDR_NONE, dino, ci, &ck);
+        err = chunk_load(fs, CFS_ADDR_NONE, dino, ci, ck);
         if (err) {
             fsck_say(&k, "directory chunk unreadable", dino, ci, err);
             continue;
         }
-        for (uint32_t off = 0; off < ck.len; off += DIRENT_FIXED + ck.p[off + 5]) {
-            uint32_t child = le_get32(ck.p + off);
-            uint8_t type = ck.p[off + 4];
+        for (uint32_t off = 0; off < ck->len; off += DIRENT_FIXED + ck->p[off + 5]) {
+            uint32_t child = le_get32(ck->p + off);
+            uint8_t type = ck->p[off + 4];
             inode_t ci_in;
             err = cfs_inode_get(fs, child, &ci_in, NULL);
             if (err) {
@@ -2440,12 +2570,13 @@ int cfs_fsck(cfs_t *fs, cfs_report_fn report, void *report_ctx)
                     fsck_say(&k, "directory tree too deep (a cycle?)", child, dino, 0);
                     continue;
                 }
-                stack[sp++] = (struct frame){child, ci_in.nchunks, 0};
+                stack[sp++] = (struct frame){child, (uint16_t)ci_in.nchunks, 0};
             }
             if (k.files + k.dirs > fs->files + fs->dirs + 1000000u)
                 break;
         }
     }
+    cfs_work_give(fs, WORK_CHUNK);
     if (k.files != fs->files)
         fsck_say(&k, "file count differs from the counters", 0, k.files, 0);
     if (k.dirs != fs->dirs)

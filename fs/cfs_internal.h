@@ -93,8 +93,8 @@ typedef struct rec_hdr {
 #define SEG_CHAIN_MAX 24u
 #define EXT_SIZE 8u        /* u16 off, u16 len, u32 record */
 #define EXT_MAX 256u
-/* Pending (unsynced) segments a handle may hold before an automatic sync. */
-#define CFS_AUTOSYNC_SEGS 48u
+/* Pending (unsynced) segments a handle may hold before an automatic sync:
+ * CFS_AUTOSYNC_SEGS (cellar_config.h). */
 
 /* ---- inode payload (20 bytes) ---------------------------------------------- */
 #define INODE_SIZE 20u
@@ -124,12 +124,53 @@ typedef struct inode {
 
 /* ---- little-endian helpers: le_put16/32, le_get16/32 (le.h) ------------ */
 
-/* ---- a commit being built (caller-owned, on the stack) -------------------- */
+/* ---- a commit being built (caller-owned, on the stack) --------------------
+ * It holds at most CFS_COMMIT_MAX explicit entries (an option; the format
+ * and a replay allow COMMIT_MAX_ENT). */
+_Static_assert(CFS_COMMIT_MAX >= 8 && CFS_COMMIT_MAX <= COMMIT_MAX_ENT, "CFS_COMMIT_MAX");
+/* a sync's commit: its segment keys, its inode, the removals in it (an
+ * autosync's chain and a truncation's tombstones; the rest of the budget,
+ * renames, is cellar_config.h's arithmetic) */
+_Static_assert(CFS_JOURNAL_MAX >= CFS_COMMIT_MAX + 1 + CFS_AUTOSYNC_SEGS,
+               "CFS_JOURNAL_MAX: a sync's commit must fit the journal index");
+_Static_assert(CFS_JOURNAL_MAX >= 2 * CFS_COMMIT_MAX + 16,
+               "CFS_JOURNAL_MAX: GC checkpoints before its journal use reaches JOURNAL_MAX - COMMIT_MAX - 8");
+_Static_assert(CFS_READ_CHUNK >= 16 && CFS_READ_CHUNK <= 256, "CFS_READ_CHUNK");
+_Static_assert(CFS_EXT_BATCH >= 1, "CFS_EXT_BATCH");
 typedef struct commit {
     uint32_t chain_tail;              /* pending chain to apply, or NONE */
     uint32_t n;
-    cfs_jent_t ent[COMMIT_MAX_ENT];
+    cfs_jent_t ent[CFS_COMMIT_MAX];
 } commit_t;
+
+/* ---- the work area (cfs_work_t, cfs_types.h) ------------------------------
+ * A region is taken for the span its bytes are live and given back after;
+ * taking one that is taken is a bug (two users at once: a nesting that was
+ * thought impossible), caught by CFS_ASSERT in debug builds. */
+#define WORK_CHUNK 1u /* work->chunk: a directory chunk or a record */
+#define WORK_PAGES 2u /* work->page, work->dirpage: a checkpoint's map pages */
+_Static_assert(sizeof(((cfs_work_t *)0)->chunk) >= DIRCHUNK_MAX, "work chunk holds a record");
+_Static_assert(CFS_CHUNK_BYTES == DIRCHUNK_MAX - 4, "chunk entry bytes");
+_Static_assert(CFS_DIRPAGES_MAX >= 1 && CFS_DIRPAGES_MAX <= 64, "CFS_DIRPAGES_MAX (dirty_dirpages is 64 bits)");
+static inline cfs_work_t *cfs_work_take(cfs_t *fs, uint32_t region)
+{
+    CFS_ASSERT(!(fs->work->busy & region));
+    fs->work->busy |= region;
+    return fs->work;
+}
+static inline void cfs_work_give(cfs_t *fs, uint32_t region)
+{
+    CFS_ASSERT(fs->work->busy & region);
+    fs->work->busy &= ~region;
+}
+
+/* Keep a helper's frame out of its caller's (the stack of the caller's
+ * other calls does not add it): for the big locals of a call's one step. */
+#if defined(__GNUC__)
+#define CFS_NOINLINE __attribute__((noinline))
+#else
+#define CFS_NOINLINE
+#endif
 
 /* ---- log layer (cfs_log.c) -------------------------------------------------- */
 uint32_t cfs_now(cfs_t *fs);
@@ -156,6 +197,10 @@ int cfs_rec_verify(cfs_t *fs, uint32_t addr, const rec_hdr_t *h);
 /* Read a whole payload (at most max bytes) into buf and check it: the bytes
  * used are the bytes checked. */
 int cfs_rec_load(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, void *buf, uint32_t max);
+/* The same for the first n payload bytes only: the whole payload is read
+ * and checked in CFS_READ_CHUNK pieces, the first n bytes kept from the
+ * reads that were checked. */
+int cfs_rec_load_head(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, void *buf, uint32_t n);
 /* Write a record: payload given as up to two pieces (p2 may be NULL).
  * Returns the record address through *addr. May run garbage collection
  * first (never inside GC/checkpoint). */

@@ -323,7 +323,7 @@ int cfs_rec_read(cfs_t *fs, uint32_t a, uint32_t off, void *buf, uint32_t len)
 
 int cfs_rec_crc(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *crc)
 {
-    uint8_t tmp[256];
+    uint8_t tmp[CFS_READ_CHUNK];
     uint32_t p = addr_add(fs, a, REC_HDR, NULL);
     *crc = 0;
     for (uint32_t off = 0; off < h->len;) {
@@ -383,6 +383,33 @@ int cfs_rec_load(cfs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t 
         if (!err && crc32_update(0, buf, h->len) != h->dcrc)
             err = CFS_ERR_CORRUPT;
     }
+    return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
+}
+
+static int load_head_once(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint8_t *buf, uint32_t n)
+{
+    uint8_t tmp[CFS_READ_CHUNK];
+    uint32_t crc = 0;
+    for (uint32_t off = 0; off < h->len;) {
+        uint32_t k = h->len - off < sizeof(tmp) ? h->len - off : sizeof(tmp);
+        int err = cfs_rec_read(fs, a, off, tmp, k);
+        if (err)
+            return err;
+        crc = crc32_update(crc, tmp, k);
+        if (off < n)
+            memcpy(buf + off, tmp, n - off < k ? n - off : k);
+        off += k;
+    }
+    return crc == h->dcrc ? 0 : CFS_ERR_CORRUPT;
+}
+
+int cfs_rec_load_head(cfs_t *fs, uint32_t a, const rec_hdr_t *h, void *buf, uint32_t n)
+{
+    if (h->len < n)
+        return CORRUPT_HERE;
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
+        err = load_head_once(fs, a, h, buf, n);
     return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
 }
 
@@ -680,6 +707,67 @@ static int read_page(cfs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t
     return err;
 }
 
+/* A map page looked into without holding it (issue 14: no page buffer on
+ * the stack): read and checked as read_page does, its payload in pieces of
+ * whole bucket entries, keeping only what is asked: the word at byte
+ * `word` (a dir page), or the address of key (ino, idx) (a bucket page;
+ * `hit` 0 when it is not there). */
+#define SCAN_PIECE ((CFS_READ_CHUNK < 48 ? 48 : CFS_READ_CHUNK) / 12 * 12)
+typedef struct page_scan {
+    uint32_t word;     /* dir page: byte offset of the word wanted */
+    uint32_t ino, idx; /* bucket page: the key wanted */
+    uint32_t found;    /* the word, or the key's address */
+    int hit;
+    uint32_t len;      /* payload bytes */
+} page_scan_t;
+
+static int page_scan_once(cfs_t *fs, uint32_t a, uint8_t type, page_scan_t *ps)
+{
+    rec_hdr_t h;
+    uint8_t tmp[SCAN_PIECE];
+    int err = cfs_rec_read_hdr(fs, a, &h);
+    if (err)
+        return err;
+    uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
+    if (h.type != type || h.len > max)
+        return CORRUPT_HERE;
+    uint32_t crc = 0;
+    ps->hit = 0;
+    ps->found = CFS_ADDR_NONE;
+    for (uint32_t off = 0; off < h.len;) {
+        uint32_t k = h.len - off < sizeof(tmp) ? h.len - off : sizeof(tmp);
+        err = cfs_rec_read(fs, a, off, tmp, k);
+        if (err)
+            return err;
+        crc = crc32_update(crc, tmp, k);
+        if (type == R_DIRPAGE) {
+            if (ps->word >= off && ps->word + 4 <= off + k) {
+                ps->found = le_get32(tmp + (ps->word - off));
+                ps->hit = 1;
+            }
+        } else {
+            for (uint32_t i = 0; i + 12 <= k && !ps->hit; i += 12)
+                if (le_get32(tmp + i) == ps->ino && le_get32(tmp + i + 4) == ps->idx) {
+                    ps->found = le_get32(tmp + i + 8);
+                    ps->hit = 1;
+                }
+        }
+        off += k;
+    }
+    if (crc != h.dcrc)
+        return CORRUPT_HERE;
+    ps->len = h.len;
+    return 0;
+}
+
+static int page_scan(cfs_t *fs, uint32_t a, uint8_t type, page_scan_t *ps)
+{
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++)
+        err = page_scan_once(fs, a, type, ps);
+    return err;
+}
+
 /* Address of bucket b's page from the checkpointed map, or NONE. */
 static int bucket_addr(cfs_t *fs, uint32_t b, uint32_t *out)
 {
@@ -688,14 +776,14 @@ static int bucket_addr(cfs_t *fs, uint32_t b, uint32_t *out)
     *out = CFS_ADDR_NONE;
     if (da == CFS_ADDR_NONE)
         return 0;
-    uint8_t page[CFS_PAGE];
-    uint32_t len;
-    int err = read_page(fs, da, R_DIRPAGE, page, &len);
+    page_scan_t ps;
+    ps.word = (b % DIRPAGE_FAN) * 4;
+    int err = page_scan(fs, da, R_DIRPAGE, &ps);
     if (err)
         return err;
-    if (len != DIRPAGE_FAN * 4)
+    if (ps.len != DIRPAGE_FAN * 4)
         return CORRUPT_HERE;
-    *out = le_get32(page + (b % DIRPAGE_FAN) * 4);
+    *out = ps.found;
     return 0;
 }
 
@@ -709,17 +797,17 @@ static int map_lookup_ckpt(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t *addr
     int err = bucket_addr(fs, b, &ba);
     if (err || ba == CFS_ADDR_NONE)
         return err;
-    uint8_t page[CFS_PAGE];
-    err = read_page(fs, ba, R_BUCKET, page, &len);
+    page_scan_t ps;
+    ps.ino = ino;
+    ps.idx = idx;
+    err = page_scan(fs, ba, R_BUCKET, &ps);
     if (err)
         return err;
+    len = ps.len;
     if (count)
         *count = len / 12;
-    for (uint32_t i = 0; i + 12 <= len; i += 12)
-        if (le_get32(page + i) == ino && le_get32(page + i + 4) == idx) {
-            *addr = le_get32(page + i + 8);
-            break;
-        }
+    if (ps.hit)
+        *addr = ps.found;
     return 0;
 }
 
@@ -748,7 +836,6 @@ static int jset(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr)
         return 0; /* a real update already dirties the bucket */
     }
     fs->journal[j].addr = addr;
-    fs->jgen[j] = (uint8_t)fs->commit_gen;
     return 0;
 }
 
@@ -895,32 +982,31 @@ static int plan_counters(cfs_t *fs, plan_t *p, const inode_t *self, int replay)
 
 /* Would the keys the plan adds overflow a bucket at the next checkpoint?
  * NOSPC before anything is written. */
+#define FRESH(k) ((fresh[(k) / 32] >> ((k) % 32)) & 1u)
 static int plan_room_check(cfs_t *fs, const plan_t *p)
 {
-    uint8_t fresh[PLAN_MAX];
+    uint32_t fresh[(PLAN_MAX + 31) / 32]; /* a bit per plan entry */
+    memset(fresh, 0, sizeof(fresh));
     for (uint32_t k = 0; k < p->n; k++) {
         uint32_t ino = p->e[k].key.ino, idx = p->e[k].key.idx, count;
         int f;
-        fresh[k] = 0;
         if (p->e[k].addr == CFS_ADDR_DELETED || ino == MAP_INO)
             continue;
         int err = bucket_count(fs, ino, idx, &count, &f);
         if (err)
             return err;
-        fresh[k] = (uint8_t)f;
         if (!f)
             continue;
+        fresh[k / 32] |= 1u << (k % 32);
         uint32_t b = key_bucket(fs, ino, idx);
         for (uint32_t i = 0; i < k; i++)
-            if (fresh[i] && key_bucket(fs, p->e[i].key.ino, p->e[i].key.idx) == b)
+            if (FRESH(i) && key_bucket(fs, p->e[i].key.ino, p->e[i].key.idx) == b)
                 count++;
         if (count + 1 + 2 > BUCKET_MAX)
             return CFS_ERR_NOSPC; /* that bucket is full */
     }
     return 0;
 }
-
-static void next_gen(cfs_t *fs);
 
 /* Keys of the plan the journal index does not hold yet. */
 static uint32_t plan_new_keys(const cfs_t *fs, const plan_t *p)
@@ -938,7 +1024,6 @@ static uint32_t plan_new_keys(const cfs_t *fs, const plan_t *p)
  * commit's own inode record. */
 static void plan_apply(cfs_t *fs, const plan_t *p, uint32_t self)
 {
-    next_gen(fs);
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t a = i == 0 && p->self ? self : p->e[i].addr;
         int err = jset(fs, p->e[i].key.ino, p->e[i].key.idx, a);
@@ -963,22 +1048,27 @@ int cfs_journal_room(cfs_t *fs, uint32_t n)
 
 /* ---- commits ---------------------------------------------------------------------- */
 
-static void next_gen(cfs_t *fs)
-{
-    fs->commit_gen = (fs->commit_gen + 1) & 0xff;
-    if (fs->commit_gen == 0) {
-        memset(fs->jgen, 0, sizeof(fs->jgen));
-        fs->commit_gen = 1;
-    }
-}
-
 /* Apply a commit record found by a replay at mount. */
+static int apply_commit_in(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h, uint8_t *pay);
+
 int cfs_apply_commit(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h)
 {
-    uint8_t pay[INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
+    /* the record in the work area's chunk region (512 bytes: the largest
+     * commit record, INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT +
+     * COMMIT_TAIL) */
+    _Static_assert(INODE_SIZE + 4 + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL <= DIRCHUNK_MAX,
+                   "a commit record fits the work area's chunk region");
+    uint8_t *pay = (uint8_t *)&cfs_work_take(fs, WORK_CHUNK)->chunk;
+    int err = apply_commit_in(fs, rec_addr, h, pay);
+    cfs_work_give(fs, WORK_CHUNK);
+    return err;
+}
+
+static int apply_commit_in(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h, uint8_t *pay)
+{
     if (h->len < COMMIT_TAIL)
         return CORRUPT_HERE;
-    int err = cfs_rec_load(fs, rec_addr, h, pay, sizeof(pay));
+    int err = cfs_rec_load(fs, rec_addr, h, pay, DIRCHUNK_MAX);
     if (err)
         return err;
     const uint8_t *t = pay + h->len - COMMIT_TAIL;
@@ -1051,10 +1141,25 @@ int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
     return 0;
 }
 
+static int commit_make(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode,
+                       uint32_t *inode_addr);
+
 int cfs_commit(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint32_t *inode_addr)
 {
-    uint8_t buf[INODE_SIZE + COMMIT_MAX_ENT * COMMIT_ENT + COMMIT_TAIL];
+    /* in_commit: cfs_gc_run asserts it is never reached below a commit
+     * (the stack budget of docs/FS.md section 8 counts on it) */
+    fs->in_commit++;
+    int err = commit_make(fs, c, ino, inode, inode_addr);
+    fs->in_commit--;
+    return err;
+}
+
+static int commit_make(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode,
+                       uint32_t *inode_addr)
+{
+    uint8_t *buf; /* the record: the work area's chunk region (free here) */
     uint32_t n = 0;
+    CFS_ASSERT(c->n <= CFS_COMMIT_MAX);
     /* The plan first (every read the commit needs), in the order a replay
      * applies the record: the inode, the explicit entries newest first, the
      * chain newest first. Its keys must fit the journal index and, counted
@@ -1078,6 +1183,7 @@ int cfs_commit(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint3
         e = plan_counters(fs, &p, inode, 0);
     if (e)
         return e;
+    buf = (uint8_t *)&cfs_work_take(fs, WORK_CHUNK)->chunk;
     if (inode) {
         inode_encode(inode, buf);
         n = INODE_SIZE;
@@ -1095,6 +1201,7 @@ int cfs_commit(cfs_t *fs, commit_t *c, uint32_t ino, const inode_t *inode, uint3
     uint32_t a;
     e = cfs_rec_write(fs, inode ? R_INODE : R_COMMIT, F_COMMIT, inode ? ino : 0, 0,
                      buf, n, NULL, 0, &a);
+    cfs_work_give(fs, WORK_CHUNK);
     if (e)
         return e; /* no header: the commit is not there */
     /* The record is complete: a mount would replay it, so RAM holds it
@@ -1269,12 +1376,12 @@ static void jsort_by_bucket(cfs_t *fs)
     }
 }
 
-static int write_checkpoint_record(cfs_t *fs, uint32_t tail)
+/* big: the checkpoint's bucket page buffer (work area), free by now */
+#define CKPT_REC_MAX (48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2)
+_Static_assert(CKPT_REC_MAX <= CFS_PAGE, "a checkpoint record fits the work area's page");
+static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big)
 {
-    uint8_t *p = fs->buf2; /* reuse: dir page buffer is free now */
-    uint8_t big[48 + 64 * 4 + CFS_BAD_MAX * 2];
     uint32_t n = 0;
-    (void)p;
     le_put32(big + n, fs->ckpt_seq + 1); n += 4;
     le_put32(big + n, tail); n += 4;
     le_put32(big + n, fs->next_ino); n += 4;
@@ -1343,17 +1450,18 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
             return e;
     }
     fs->in_ckpt = 1;
+    cfs_work_t *w = cfs_work_take(fs, WORK_PAGES);
     int err = 0;
     /* on failure the durable checkpoint stays the old one: so must the RAM
      * copy of its directory page addresses */
-    uint32_t saved_dp[64];
+    uint32_t saved_dp[CFS_DIRPAGES_MAX];
     memcpy(saved_dp, fs->dirpage_addr, sizeof(saved_dp));
     uint64_t saved_dirty = fs->dirty_dirpages;
     jsort_by_bucket(fs);
     uint32_t i = 0;
     uint32_t cur_dp = CFS_ADDR_NONE;
-    uint8_t *dp = fs->buf2; /* current dir page contents */
-    uint8_t *bp = fs->buf;  /* current bucket page contents */
+    uint8_t *dp = w->dirpage; /* current dir page contents */
+    uint8_t *bp = w->page;    /* current bucket page contents */
     while (i < fs->njournal || cur_dp != CFS_ADDR_NONE) {
         uint32_t b = i < fs->njournal ? key_bucket(fs, fs->journal[i].key.ino, fs->journal[i].key.idx)
                                       : CFS_ADDR_NONE;
@@ -1442,7 +1550,7 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
         fs->dirpage_addr[d] = a;
     }
     fs->dirty_dirpages = 0;
-    err = write_checkpoint_record(fs, tail);
+    err = write_checkpoint_record(fs, tail, w->page);
     if (err)
         goto out;
     fs->njournal = 0;
@@ -1451,6 +1559,7 @@ out:
         memcpy(fs->dirpage_addr, saved_dp, sizeof(saved_dp));
         fs->dirty_dirpages = saved_dirty;
     }
+    cfs_work_give(fs, WORK_PAGES);
     fs->in_ckpt = 0;
     return err;
 }
@@ -1503,19 +1612,20 @@ static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
         if (cur != a)
             return 0;
         {
-            /* copy the object (without any commit trailer) */
-            uint8_t obj[DIRCHUNK_MAX];
+            /* copy the object (without any commit trailer), through the
+             * work area's chunk region */
+            uint8_t *obj = (uint8_t *)&cfs_work_take(fs, WORK_CHUNK)->chunk;
             uint32_t len = h->type == R_INODE ? INODE_SIZE : h->len;
-            err = cfs_rec_load(fs, a, h, obj, sizeof(obj));
-            if (err)
-                return err;
-            if (h->type == R_DIRCHUNK)
+            err = cfs_rec_load(fs, a, h, obj, DIRCHUNK_MAX);
+            if (!err && h->type == R_DIRCHUNK)
                 memset(obj, 0xff, 4); /* the copy is in no chain */
             uint32_t na;
-            err = cfs_rec_write(fs, h->type, 0, h->ino, h->idx, obj, len, NULL, 0, &na);
+            if (!err)
+                err = cfs_rec_write(fs, h->type, 0, h->ino, h->idx, obj, len, NULL, 0, &na);
+            cfs_work_give(fs, WORK_CHUNK);
             if (err)
                 return err;
-            if (g->c.n >= COMMIT_MAX_ENT) {
+            if (g->c.n >= CFS_COMMIT_MAX) {
                 err = gc_flush(fs, g);
                 if (err)
                     return err;
@@ -1546,7 +1656,7 @@ static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
             return err;
         if (err == 0)
             return 0;
-        if (g->c.n >= COMMIT_MAX_ENT) {
+        if (g->c.n >= CFS_COMMIT_MAX) {
             err = gc_flush(fs, g);
             if (err)
                 return err;
@@ -1589,6 +1699,11 @@ static uint32_t gc_floor_now(const cfs_t *fs)
 
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
 {
+    /* Never below a commit being made: every commit is made inside an
+     * operation or a GC pass, or by a format (of an empty partition), so
+     * the checkpoint it may write never runs GC. The stack budget of the
+     * device profile (make ram, NOT_BELOW) counts on it. */
+    CFS_ASSERT(!fs->in_commit);
     if (fs->in_gc || fs->in_ckpt || fs->rofs)
         return 0;
     fs->in_gc = 1;
@@ -1662,7 +1777,7 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
                 goto stop;
             }
             a = addr_add(fs, a, REC_HDR + h.len, NULL);
-            if (fs->njournal >= CFS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
+            if (fs->njournal >= CFS_JOURNAL_MAX - CFS_COMMIT_MAX - 8) {
                 g.at = a;
                 err = gc_flush(fs, &g);
                 if (!err)
@@ -1743,6 +1858,16 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
         dev->block_size > 65536 || dev->prog_size != 1 || count > 65535)
         return CFS_ERR_INVAL;
     memset(fs, 0, sizeof(*fs));
+    fs->work = cfg->work;
+    if (!fs->work) {
+#if CFS_WORK_TLS
+        static _Thread_local cfs_work_t own_work; /* host: one per thread */
+        fs->work = &own_work;
+#else
+        return CFS_ERR_INVAL; /* the device profile: the caller's */
+#endif
+    }
+    fs->work->busy = 0; /* needs no initialisation; no call of this thread is under way */
     fs->dev = dev;
     fs->first_block = cfg->first_block;
     fs->nblocks = count;
@@ -1756,9 +1881,10 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
     if (fs->nbuckets > DIRPAGE_FAN * 64)
         fs->nbuckets = DIRPAGE_FAN * 64;
     fs->ndirpages = (fs->nbuckets + DIRPAGE_FAN - 1) / DIRPAGE_FAN;
-    for (uint32_t i = 0; i < 64; i++)
+    if (fs->ndirpages > CFS_DIRPAGES_MAX)
+        return CFS_ERR_INVAL; /* a partition bigger than the option serves */
+    for (uint32_t i = 0; i < CFS_DIRPAGES_MAX; i++)
         fs->dirpage_addr[i] = CFS_ADDR_NONE;
-    fs->commit_gen = 1;
     /* room kept for a checkpoint of a full journal index, and on top of it
      * for one GC pass */
     {
@@ -1786,6 +1912,17 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
     return 0;
 }
 
+/* The root directory's commit (a frame of its own: the checkpoint after it
+ * does not stack on its commit_t). */
+static CFS_NOINLINE int format_root(cfs_t *fs)
+{
+    inode_t root = {CFS_TYPE_DIR, 0, 0, 0, 0, cfs_now(fs), cfs_now(fs)};
+    commit_t c;
+    c.n = 0;
+    c.chain_tail = CFS_ADDR_NONE;
+    return cfs_commit(fs, &c, ROOT_INO, &root, NULL);
+}
+
 int cfs_format(cfs_t *fs, const cfs_config_t *cfg)
 {
     int err = setup(fs, cfg);
@@ -1806,12 +1943,7 @@ int cfs_format(cfs_t *fs, const cfs_config_t *cfg)
     fs->anchor_slot = 0;
     fs->next_ino = ROOT_INO + 1;
     fs->mounted = 1;
-    /* the root directory */
-    inode_t root = {CFS_TYPE_DIR, 0, 0, 0, 0, cfs_now(fs), cfs_now(fs)};
-    commit_t c;
-    c.n = 0;
-    c.chain_tail = CFS_ADDR_NONE;
-    err = cfs_commit(fs, &c, ROOT_INO, &root, NULL);
+    err = format_root(fs);
     if (!err)
         err = cfs_checkpoint(fs);
     fs->mounted = 0;
@@ -1892,6 +2024,41 @@ static int replay(cfs_t *fs, uint32_t start, uint32_t lap)
     return 0;
 }
 
+/* Read and check the checkpoint record at ca (header *hp) into big, and
+ * take the state it holds. */
+static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big)
+{
+    rec_hdr_t h = *hp;
+    int err = CFS_ERR_CORRUPT;
+    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
+        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+        if (!err && crc32_update(0, big, h.len) != h.dcrc)
+            err = CFS_ERR_CORRUPT;
+    }
+    if (err)
+        return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
+    uint32_t n = 0;
+    uint32_t cseq = le_get32(big + n); n += 4;
+    fs->tail = le_get32(big + n); n += 4;
+    fs->next_ino = le_get32(big + n); n += 4;
+    fs->files = le_get32(big + n); n += 4;
+    fs->dirs = le_get32(big + n); n += 4;
+    fs->live = le_get32(big + n); n += 4;
+    fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
+    uint32_t nb = le_get32(big + n); n += 4;
+    fs->failing_block = le_get32(big + n); n += 4;
+    uint32_t ndp = le_get16(big + n); n += 2;
+    fs->nbad = le_get16(big + n); n += 2;
+    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
+        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
+        return CORRUPT_HERE;
+    for (uint32_t i = 0; i < ndp; i++, n += 4)
+        fs->dirpage_addr[i] = le_get32(big + n);
+    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
+        fs->bad[i] = le_get16(big + n);
+    return 0;
+}
+
 int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
 {
     int err = setup(fs, cfg);
@@ -1920,36 +2087,15 @@ int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
     err = read_hdr_lap(fs, ca, &h, cl);
     if (err)
         return err == CFS_ERR_IO ? err : CFS_ERR_CORRUPT;
-    uint8_t big[48 + 64 * 4 + CFS_BAD_MAX * 2];
-    if (h.type != R_CKPT || h.len < 40 || h.len > sizeof(big))
+    if (h.type != R_CKPT || h.len < 40 || h.len > CKPT_REC_MAX)
         return CORRUPT_HERE;
-    err = CFS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
-        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
-        if (!err && crc32_update(0, big, h.len) != h.dcrc)
-            err = CFS_ERR_CORRUPT;
-    }
+    /* the record in the work area's page region (free: no checkpoint runs
+     * during a mount) */
+    uint8_t *big = cfs_work_take(fs, WORK_PAGES)->page;
+    err = ckpt_read(fs, ca, &h, big);
+    cfs_work_give(fs, WORK_PAGES);
     if (err)
-        return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
-    uint32_t n = 0;
-    uint32_t cseq = le_get32(big + n); n += 4;
-    fs->tail = le_get32(big + n); n += 4;
-    fs->next_ino = le_get32(big + n); n += 4;
-    fs->files = le_get32(big + n); n += 4;
-    fs->dirs = le_get32(big + n); n += 4;
-    fs->live = le_get32(big + n); n += 4;
-    fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
-    uint32_t nb = le_get32(big + n); n += 4;
-    fs->failing_block = le_get32(big + n); n += 4;
-    uint32_t ndp = le_get16(big + n); n += 2;
-    fs->nbad = le_get16(big + n); n += 2;
-    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
-        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
-        return CORRUPT_HERE;
-    for (uint32_t i = 0; i < ndp; i++, n += 4)
-        fs->dirpage_addr[i] = le_get32(big + n);
-    for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
-        fs->bad[i] = le_get16(big + n);
+        return err;
     /* blocks retired after that checkpoint, noted in the anchor block */
     for (uint32_t i = 0; i < nb_notes[pick]; i++) {
         uint32_t b = notes[pick][i];

@@ -8,18 +8,40 @@
 
 #include <stdint.h>
 
-/* Journal index: key -> record address for objects committed since the last
- * checkpoint. A checkpoint is written when it is half full. */
-#define CFS_JOURNAL_MAX 128
+/* CFS_JOURNAL_MAX (journal index: key -> record address for objects
+ * committed since the last checkpoint; a checkpoint is written when it is
+ * half full), CFS_DIRPAGES_MAX, CFS_BAD_MAX (blocks retired as worn out that
+ * the checkpoint can list): options, host and device values. */
+#include "cellar_config.h"
 /* Records written since the last checkpoint before one is forced; bounds the
  * work (and the flash read) of a mount. */
 #define CFS_JOURNAL_RECORDS 512
-/* Blocks retired as worn out that the checkpoint can list. */
-#define CFS_BAD_MAX 64
 /* Size of the map page buffers: a bucket page (42 entries of 12 bytes) and
  * a directory page (64 addresses). */
-#define CFS_PAGE 512
+#define CFS_PAGE 504
 #define CFS_DIRPAGE 256
+/* Entry bytes of a directory chunk (a chunk record is at most 512 bytes:
+ * its chain link and these). */
+#define CFS_CHUNK_BYTES 508
+
+/* The work area (issue 14): the buffers of the calls that are too big for
+ * the stack, in one object the caller gives (cfs_config_t.work) and may
+ * share between every cfs_t it uses from one thread: a call uses it only
+ * while it runs, and calls of one thread never nest into another cfs_t.
+ * Regions: the directory chunk (or record) a namespace operation, a GC
+ * copy, a replayed commit or a listing works on; the map pages a
+ * checkpoint rewrites. `busy` catches (CFS_ASSERT) a region used twice at
+ * once. Fields private to fs/. */
+typedef struct cfs_chunk {
+    uint32_t len;                   /* entry bytes */
+    uint8_t p[CFS_CHUNK_BYTES];
+} cfs_chunk_t;
+typedef struct cfs_work {
+    cfs_chunk_t chunk;              /* region 1: also a 512-byte record */
+    uint8_t page[CFS_PAGE];         /* region 2: bucket page ... */
+    uint8_t dirpage[CFS_DIRPAGE];   /* ... and its directory page */
+    uint32_t busy;                  /* regions in use (debug check) */
+} cfs_work_t;
 
 typedef struct cfs_key {
     uint32_t ino;
@@ -58,7 +80,8 @@ typedef struct fs {
     uint8_t in_op;          /* inside a public operation: no GC */
     uint8_t op_frees;       /* the operation under way frees space */
     uint8_t hold;           /* cfs_hold depth: no GC, no automatic sync */
-    uint8_t pad2[2];
+    uint8_t in_commit;      /* a commit is being made (no GC below it) */
+    uint8_t pad2[1];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */
@@ -71,13 +94,11 @@ typedef struct fs {
     /* object map: bucket pages under dir pages */
     uint32_t nbuckets;
     uint32_t ndirpages;
-    uint32_t dirpage_addr[64];
+    uint32_t dirpage_addr[CFS_DIRPAGES_MAX];
 
     /* journal index */
     uint32_t njournal;
-    uint32_t commit_gen;
     cfs_jent_t journal[CFS_JOURNAL_MAX];
-    uint8_t jgen[CFS_JOURNAL_MAX];
 
     /* counters (persisted in checkpoints, kept current in RAM) */
     uint32_t next_ino;
@@ -94,9 +115,7 @@ typedef struct fs {
 
     cfs_file_t *open_files;  /* list of open handles */
 
-    /* page buffers */
-    uint8_t buf[CFS_PAGE];
-    uint8_t buf2[CFS_DIRPAGE];
+    cfs_work_t *work;        /* the work area (cfs_config_t.work) */
 } cfs_t;
 
 struct cfs_file {

@@ -110,6 +110,7 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
         p->cfg.block_count = lp->block_count;
         p->cfg.clock = cfg->clock;
         p->cfg.clock_ctx = cfg->clock_ctx;
+        p->cfg.work = &s->fs_work; /* issue 14 (fsram): one for both partitions */
         s->nparts = i + 1;
         if (format_all) {
             svc_log_part(s, "formatting", p, 0);

@@ -356,6 +356,7 @@ struct svc {
     layout_t layout;
     uint32_t nparts;
     svc_part_t part[SVC_MAX_PARTS];
+    cfs_work_t fs_work; /* issue 14 (fsram): the fs work area of both partitions */
     svc_conn_t *conns;
     uint32_t nconns;
     uint32_t conn_seq;

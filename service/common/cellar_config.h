@@ -74,6 +74,107 @@
 #define CFS_ASSERT(x) assert(x)
 #endif
 
+/* ---- the filesystem's RAM and stack (issue 14, docs/FS.md section 8) -------
+ * Keys the journal index holds between checkpoints (12 bytes each in
+ * cfs_t). A checkpoint is written when it is half full, so a smaller index
+ * means more checkpoints (more flash programmed per small commit: bench-fs
+ * on the device values). Every commit's keys must fit it (else the commit
+ * fails, CFS_ERR_NOMEM, before it writes): the device's autosync and
+ * commit sizes below keep a sync's commit to at most 25 keys, a rename to
+ * about 6 keys + CFS_COMMIT_MAX, and the service's commit_with of 4
+ * renames (TXN_BATCH) with a manifest of up to 9 segments to 46. Below
+ * about 50 a full device no longer recovers room for a new file after a
+ * big file is removed (test_svc_core's full-device test on the device
+ * profile: ENOSPC with 46, passes with 52, 56, 60). An image whose
+ * journal holds more keys than this (written by a build with a bigger
+ * index and not unmounted) does not mount: CFS_ERR_NOMEM.
+ *                                                    host 128, device 56 */
+#ifndef CFS_JOURNAL_MAX
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_JOURNAL_MAX 56
+#else
+#define CFS_JOURNAL_MAX 128
+#endif
+#endif
+
+/* Bucket directory pages a partition may have (4 bytes each in cfs_t):
+ * 64 buckets each, a bucket per 2 blocks (at most 4,096 buckets: 64 pages
+ * serve any partition), so 16 pages serve partitions of up to 2,050 blocks
+ * (8 MiB of 4 KiB blocks); a bigger one is refused (CFS_ERR_INVAL at
+ * format and mount). The device profile keeps 64: make test-device serves
+ * a 128 MiB image.                                    host 64, device 64 */
+#ifndef CFS_DIRPAGES_MAX
+#define CFS_DIRPAGES_MAX 64
+#endif
+
+/* Blocks retired as worn out that a partition can list (2 bytes each in
+ * cfs_t); one more makes it read-only (CFS_ERR_ROFS). host 64, device 16 */
+#ifndef CFS_BAD_MAX
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_BAD_MAX 16
+#else
+#define CFS_BAD_MAX 64
+#endif
+#endif
+
+/* Explicit entries the fs puts in one commit it writes (the format allows
+ * 40, and a replay reads 40): 12 bytes each in every commit being built on
+ * the stack (a namespace operation's, a sync's, a GC pass's). Removals of
+ * a big file's segment keys beyond it go in further commits, GC commits
+ * its relocations in batches of this many.             host 40, device 12 */
+#ifndef CFS_COMMIT_MAX
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_COMMIT_MAX 12
+#else
+#define CFS_COMMIT_MAX 40
+#endif
+#endif
+
+/* Segments (16 KiB of file offsets each) a handle's unsynced writes may
+ * touch before an automatic sync: each is a key of that sync's commit.
+ * (Counted as switches between segments: a handle that alternates between
+ * two segments counts each switch.)                   host 48, device 12 */
+#ifndef CFS_AUTOSYNC_SEGS
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_AUTOSYNC_SEGS 12
+#else
+#define CFS_AUTOSYNC_SEGS 48
+#endif
+#endif
+
+/* Bytes of the stack buffers that checksums, copies and reads of record
+ * payloads go through (the same bytes are read, in more calls when it is
+ * smaller).                                          host 256, device 64 */
+#ifndef CFS_READ_CHUNK
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_READ_CHUNK 64
+#else
+#define CFS_READ_CHUNK 256
+#endif
+#endif
+
+/* Extent entries an extent-map rebuild programs at once (8 bytes each on
+ * the stack).                                          host 64, device 16 */
+#ifndef CFS_EXT_BATCH
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_EXT_BATCH 16
+#else
+#define CFS_EXT_BATCH 64
+#endif
+#endif
+
+/* cfs_config_t.work NULL: 1 = the fs uses a work area of its own thread
+ * (a _Thread_local one), 0 = refused (CFS_ERR_INVAL): the caller gives one
+ * (cfs_work_t, shared by every cfs_t it mounts in one thread).
+ *                                                        host 1, device 0 */
+#ifndef CFS_WORK_TLS
+#ifdef CELLAR_PROFILE_DEVICE
+#define CFS_WORK_TLS 0
+#else
+#define CFS_WORK_TLS 1
+#endif
+#endif
+
 /* ---- frames and the device profile (issue 14) --------------------------------
  * The largest frame (the length N after the 4-byte prefix) and the largest
  * Read length / Write data; HelloReply advertises both (max_frame,

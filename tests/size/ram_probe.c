@@ -9,6 +9,7 @@ PROBE(svc_t, svc_t);             /* the service: both partitions, tables */
 PROBE(svc_conn_t, svc_conn_t);   /* one connection */
 PROBE(svc_part_t, svc_part_t);   /* one partition (fs + manifest) */
 PROBE(cfs_t, cfs_t);
+PROBE(cfs_work_t, cfs_work_t);   /* one in svc_t, for both partitions */
 PROBE(man_t, man_t);
 PROBE(txn_t, txn_t);             /* two in svc_t: updates and copies */
 PROBE(txn_index_t, txn_index_t);

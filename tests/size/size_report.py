@@ -29,6 +29,7 @@ STACK_TARGET = 4 * 1024          # any request path
 # Issue 14's split of those targets between the service and the fs (cfs):
 SVC_RAM_TARGET = 9800            # svc_t without its two cfs_t
 SVC_STACK_TARGET = 1536          # service frames on a request path (fs: 0)
+FS_STACK_TARGET = 2560           # any path from a public cfs_* call (issue 14)
 
 UPDATES = {"txn.c", "manifest.c", "svc_update.c", "svc_copy.c",
            "svc_manifest_rpc.c"}
@@ -251,6 +252,18 @@ INDIRECT = {
 RECURSION = {"scan_msg": 4}                  # codec.c: SCAN_LEVELS
 ENTRIES = ["svc_process", "svc_tick", "svc_conn_close", "svc_setup",
            "svc_free"]
+# Nestings the code rules out (issue 14, docs/FS.md section 8), each checked
+# at run time by a CFS_ASSERT the fs tests run with: function -> callers
+# below which it is never reached. No GC pass starts below a commit being
+# made: every commit is made inside an operation or a GC pass (in_op /
+# in_gc), whose guards keep a checkpoint from running GC (cfs_gc_run
+# asserts !fs->in_commit).
+NOT_BELOW = {"cfs_gc_run": {"cfs_commit"}}
+GUARDS = set().union(*NOT_BELOW.values())
+
+
+def base(title):
+    return short(title).split(".")[0]
 
 
 def short(title):
@@ -298,9 +311,11 @@ def resolve(name, frames, defined, src):
 def worst(entry, frames, kinds, calls, defined, ext):
     memo = {}
 
-    def go(fn, stack):
-        if fn in memo:
-            return memo[fn]
+    def go(fn, stack, ctx=frozenset()):
+        if base(fn) in GUARDS:
+            ctx = ctx | {base(fn)}
+        if (fn, ctx) in memo:
+            return memo[(fn, ctx)]
         if fn in stack:  # recursion not in RECURSION: report, count once
             ext.add("recursion: " + short(fn))
             return (0, [])
@@ -316,11 +331,13 @@ def worst(entry, frames, kinds, calls, defined, ext):
             for t in targets:
                 if t == fn:
                     continue  # bounded self-recursion: counted above
-                d = go(t, stack | {fn})
+                if NOT_BELOW.get(base(t), set()) & ctx:
+                    continue  # ruled out (NOT_BELOW)
+                d = go(t, stack | {fn}, ctx)
                 if d[0] > best[0]:
                     best = d
         res = (own + best[0], [(short(fn), frames.get(fn, 0))] + best[1])
-        memo[fn] = res
+        memo[(fn, ctx)] = res
         return res
 
     roots = defined.get(entry, [])
@@ -341,7 +358,7 @@ def cmd_ram(args):
     one = svc + conn + statics
     print("RAM (device profile, Cortex-M4)                 bytes")
     print("  svc_t (both partitions mounted: all inside)  %6d" % svc)
-    for k in ["svc_part_t", "cfs_t", "man_t", "txn_t", "txn_work_t",
+    for k in ["svc_part_t", "cfs_t", "cfs_work_t", "man_t", "txn_t", "txn_work_t",
               "txn_index_t", "svc_job_t", "svc_copy_t", "cellar_Request",
               "cellar_Response", "svc_path_t", "man_entry_t", "svc_scratch",
               "svc_problems", "codec_scan_t", "csha_t"]:
@@ -417,6 +434,30 @@ def cmd_ram(args):
     ok_svc_stack = svc_req <= SVC_STACK_TARGET
     print("service's share: request paths <= %d: %s (%d)" %
           (SVC_STACK_TARGET, "met" if ok_svc_stack else "NOT met", svc_req))
+    # the filesystem's share: every public cfs_* call (fs/cfs.h)
+    fs_entries = sorted(set(re.findall(r"\b(cfs_[a-z_]+)\(",
+                                       open(os.path.join(os.path.dirname(
+                                           os.path.abspath(__file__)),
+                                           "..", "..", "fs", "cfs.h")).read())))
+    fs_stacks = []
+    for e in fs_entries:
+        ext = set()
+        r = worst(e, frames, kinds, calls, defined, ext)
+        if r is not None:
+            fs_stacks.append((r[0], e, r[1], ext))
+    fs_stacks.sort(key=lambda x: -x[0])
+    fs_worst = fs_stacks[0][0] if fs_stacks else 0
+    print()
+    print("worst-case stack of the filesystem's public calls (fs/cfs.h)")
+    for depth, e, path, _ in fs_stacks[:6]:
+        print("  %-22s %6d bytes, %d calls deep" % (e, depth, len(path)))
+        print("      " + " > ".join("%s(%d)" % p for p in path))
+    print("  others: " + ", ".join("%s %d" % (e, d) for d, e, _, _ in fs_stacks[6:]))
+    ok_fs = fs_worst <= FS_STACK_TARGET
+    print("target: every public cfs_* call <= %d: %s (%d)" % (
+        FS_STACK_TARGET, "met" if ok_fs else "NOT met", fs_worst))
+    print("ruled out (NOT_BELOW, asserted at run time): " + ", ".join(
+        "%s below %s" % (k, "/".join(sorted(v))) for k, v in NOT_BELOW.items()))
     rec = sorted({x[len("recursion: "):] for v in stacks.values()
                   for x in v["recursion"]})
     if rec:
@@ -438,6 +479,10 @@ def cmd_ram(args):
         "svc_stack_request_worst": svc_req,
         "svc_stack_target": SVC_STACK_TARGET,
         "svc_stack_target_met": ok_svc_stack,
+        "fs_stack": {e: {"bytes": d, "path": [{"fn": p, "frame": f} for p, f in path]}
+                     for d, e, path, _ in fs_stacks},
+        "fs_stack_worst": fs_worst, "fs_stack_target": FS_STACK_TARGET,
+        "fs_stack_target_met": ok_fs,
     })
     return 0
 
