@@ -680,16 +680,23 @@ static int jfind(const cfs_t *fs, uint32_t ino, uint32_t idx)
     return -1;
 }
 
+/* The header of the map page (bucket or dir page) at a, checked. */
+static int page_hdr(cfs_t *fs, uint32_t a, uint8_t type, rec_hdr_t *h)
+{
+    int err = cfs_rec_read_hdr(fs, a, h);
+    if (err)
+        return err;
+    uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
+    return h->type != type || h->len > max ? CORRUPT_HERE : 0;
+}
+
 /* Read and verify a map page (bucket or dir page) into buf. */
 static int read_page_once(cfs_t *fs, uint32_t a, uint8_t type, uint8_t *buf, uint32_t *len)
 {
     rec_hdr_t h;
-    int err = cfs_rec_read_hdr(fs, a, &h);
+    int err = page_hdr(fs, a, type, &h);
     if (err)
         return err;
-    uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
-    if (h.type != type || h.len > max)
-        return CORRUPT_HERE;
     err = cfs_rec_read(fs, a, 0, buf, h.len);
     if (err)
         return err;
@@ -725,12 +732,9 @@ static int page_scan_once(cfs_t *fs, uint32_t a, uint8_t type, page_scan_t *ps)
 {
     rec_hdr_t h;
     uint8_t tmp[SCAN_PIECE];
-    int err = cfs_rec_read_hdr(fs, a, &h);
+    int err = page_hdr(fs, a, type, &h);
     if (err)
         return err;
-    uint32_t max = type == R_DIRPAGE ? DIRPAGE_FAN * 4 : BUCKET_MAX * 12;
-    if (h.type != type || h.len > max)
-        return CORRUPT_HERE;
     uint32_t crc = 0;
     ps->hit = 0;
     ps->found = CFS_ADDR_NONE;

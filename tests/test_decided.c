@@ -693,30 +693,7 @@ static void test_format_while_raw(void)
     cellar_sha256(img, sizeof(img), digest);
     memcpy(id, digest, 32);
     id[0] ^= 1;
-    rig_req(&R, cellar_Request_update_begin_tag);
-    R.rq.body.update_begin.bundle.size = 32;
-    memcpy(R.rq.body.update_begin.bundle.bytes, id, 32);
-    R.rq.body.update_begin.entries = 1;
-    R.rq.body.update_begin.bytes = sizeof(img);
-    CHECK_EQ(rig_call(&R, &R.a), 0);
-    rig_req(&R, cellar_Request_update_declare_tag);
-    cellar_UpdateDeclareRequest *d = &R.rq.body.update_declare;
-    d->bundle.size = 32;
-    memcpy(d->bundle.bytes, id, 32);
-    d->entries_count = 1;
-    strcpy(d->entries[0].path, "raw:model");
-    d->entries[0].size = sizeof(img);
-    d->entries[0].sha256.size = 32;
-    memcpy(d->entries[0].sha256.bytes, digest, 32);
-    CHECK_EQ(rig_call(&R, &R.a), 0);
-    for (uint32_t off = 0; off < sizeof(img); off += 16384) {
-        uint32_t k = sizeof(img) - off < 16384 ? sizeof(img) - off : 16384;
-        rig_req(&R, cellar_Request_update_write_tag);
-        R.rq.body.update_write.offset = off;
-        R.rq.body.update_write.data.size = (pb_size_t)k;
-        memcpy(R.rq.body.update_write.data.bytes, img + off, k);
-        CHECK_EQ(rig_call(&R, &R.a), 0);
-    }
+    CHECK_EQ(rig_stage_one(&R, id, "raw:model", img, sizeof(img), digest), 0);
     rig_req(&R, cellar_Request_update_commit_tag);
     R.rq.body.update_commit.bundle.size = 32;
     memcpy(R.rq.body.update_commit.bundle.bytes, id, 32);

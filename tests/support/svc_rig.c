@@ -345,3 +345,37 @@ void rig_identity(rig_t *r, svc_conn_t *c, const char *identity)
 {
     svc_conn_set_identity(&r->svc, c, identity);
 }
+
+int rig_stage_one(rig_t *r, const uint8_t id[32], const char *path, const uint8_t *data,
+                  uint32_t n, const uint8_t digest[32])
+{
+    int rc;
+    rig_req(r, cellar_Request_update_begin_tag);
+    r->rq.body.update_begin.bundle.size = 32;
+    memcpy(r->rq.body.update_begin.bundle.bytes, id, 32);
+    r->rq.body.update_begin.entries = 1;
+    r->rq.body.update_begin.bytes = n;
+    if ((rc = rig_call(r, &r->a)) != 0)
+        return rc;
+    rig_req(r, cellar_Request_update_declare_tag);
+    cellar_UpdateDeclareRequest *d = &r->rq.body.update_declare;
+    d->bundle.size = 32;
+    memcpy(d->bundle.bytes, id, 32);
+    d->entries_count = 1;
+    snprintf(d->entries[0].path, sizeof(d->entries[0].path), "%s", path);
+    d->entries[0].size = n;
+    d->entries[0].sha256.size = 32;
+    memcpy(d->entries[0].sha256.bytes, digest, 32);
+    if ((rc = rig_call(r, &r->a)) != 0)
+        return rc;
+    for (uint32_t off = 0; off < n; off += 16384) {
+        uint32_t k = n - off < 16384 ? n - off : 16384;
+        rig_req(r, cellar_Request_update_write_tag);
+        r->rq.body.update_write.offset = off;
+        r->rq.body.update_write.data.size = (pb_size_t)k;
+        memcpy(r->rq.body.update_write.data.bytes, data + off, k);
+        if ((rc = rig_call(r, &r->a)) != 0)
+            return rc;
+    }
+    return 0;
+}

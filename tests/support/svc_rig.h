@@ -65,6 +65,12 @@ int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
 int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
             uint32_t *n);
 int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path);
+/* Stage a bundle of one entry on connection a: UpdateBegin with bundle id
+ * `id` (32 bytes), UpdateDeclare of path (size n, SHA-256 digest) and the
+ * data in 16 KiB UpdateWrites; the UpdateCommit is the caller's. Returns
+ * 0 or the first error Code (CHECKed too). */
+int rig_stage_one(rig_t *r, const uint8_t id[32], const char *path, const uint8_t *data,
+                  uint32_t n, const uint8_t digest[32]);
 
 /* Send one request whose body (the encoded Request message, without the
  * 4-byte length) the caller built byte by byte - for fields over their
