@@ -126,33 +126,8 @@ ip netns exec "$NS" ip link del "${TAP}x" 2>/dev/null
 
 # ---- the README tour, over IPv4 ---------------------------------------------
 W=$T/tour
-mkdir -p "$W/app/lib" && cd "$W" || exit 1
-echo 'print("hello")' >app/main.py
-echo 'X = 1' >app/lib/util.py
-run 0 cp -r app/main.py app/lib :
-run 0 ls -l;            has main.py "$T/out"
-run 0 tree;             has util.py "$T/out"
-run 0 sha256sum :main.py app/main.py
-eq "$(awk '{print $1}' "$T/out" | sort -u | wc -l)" 1 "sha256 device = local"
-run 0 cp -r app/main.py app/lib :
-run 0 cat :main.py;     has 'print("hello")' "$T/out"
-run 0 mv :main.py :boot.py
-run 0 rm :lib/util.py
-run 0 df;               has /usr "$T/out"
+readme_tour "$W"
 run 0 info
-json 0 ls
-run 0 push app :/usr/app
-echo 'X = 2' >app/lib/util.py
-run 0 push app :/usr/app --dry-run; has "1 changed" "$T/out"
-run 0 push app :/usr/app
-run 0 push app :/usr/app --delete
-run 0 manifest;         has /usr/app/lib/util.py "$T/out"
-run 0 verify
-run 0 backup
-run 0 rm :/usr/app/main.py
-run 0 restore :/usr/app/main.py
-run 0 cat :/usr/app/main.py; has 'print("hello")' "$T/out"
-run 0 verify --repair
 # ---- and over IPv6 -------------------------------------------------------------
 run 0 -d "tcp://[$V6]:7070" ls -r :/usr/app; has util.py "$T/out"
 run 0 -d "tcp://[$V6]:7070" cat :/usr/app/lib/util.py; has 'X = 2' "$T/out"

@@ -48,33 +48,8 @@ cellard_start min_tour 4M
 
 # ---- the README tour -------------------------------------------------------------
 W=$T/tour
-mkdir -p "$W/app/lib" && cd "$W" || exit 1
-echo 'print("hello")' >app/main.py
-echo 'X = 1' >app/lib/util.py
 run 0 info;             has "role: admin" "$T/out"; has "frame 1024 B" "$T/out"
-run 0 cp -r app/main.py app/lib :
-run 0 ls -l;            has main.py "$T/out"
-run 0 tree;             has util.py "$T/out"
-run 0 sha256sum :main.py app/main.py
-eq "$(awk '{print $1}' "$T/out" | sort -u | wc -l)" 1 "sha256 device = local"
-run 0 cp -r app/main.py app/lib :
-run 0 cat :main.py;     has 'print("hello")' "$T/out"
-run 0 mv :main.py :boot.py
-run 0 rm :lib/util.py
-run 0 df;               has /usr "$T/out"
-json 0 ls
-run 0 push app :/usr/app
-echo 'X = 2' >app/lib/util.py
-run 0 push app :/usr/app --dry-run; has "1 changed" "$T/out"
-run 0 push app :/usr/app
-run 0 push app :/usr/app --delete
-run 0 manifest;         has /usr/app/lib/util.py "$T/out"
-run 0 verify
-run 0 backup
-run 0 rm :/usr/app/main.py
-run 0 restore :/usr/app/main.py
-run 0 cat :/usr/app/main.py; has 'print("hello")' "$T/out"
-run 0 verify --repair
+readme_tour "$W"
 
 # ---- what this build is without: ENOTSUP, clearly named -----------------------------
 json 1 ls :/sd;         has ENOTSUP "$T/out"; notbuilt "the SD card (/sd)"

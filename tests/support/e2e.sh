@@ -38,3 +38,36 @@ has() { if grep -qi -- "$1" "$2"; then ok; else bad "'$1' not in $2: $(head -c 3
 hasnt() { if grep -qi -- "$1" "$2"; then bad "'$1' unexpectedly in $2"; else ok; fi; }
 same() { if cmp -s "$1" "$2"; then ok; else bad "$1 and $2 differ"; fi; }
 eq() { if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', want '$2'"; fi; }
+
+# readme_tour DIR: the README's tour in DIR (made), against $CELLAR_DEVICE:
+# a first copy, ls, tree, sha256sum, unchanged files skipped, cat, mv, rm,
+# df, ls --json, push with a change, --dry-run and --delete, manifest,
+# verify, backup, rm + restore, verify --repair. Leaves the shell in DIR.
+readme_tour() {
+  mkdir -p "$1/app/lib" && cd "$1" || { bad "readme_tour: cannot make $1"; return 1; }
+  echo 'print("hello")' >app/main.py
+  echo 'X = 1' >app/lib/util.py
+  run 0 cp -r app/main.py app/lib :
+  run 0 ls -l;            has main.py "$T/out"
+  run 0 tree;             has util.py "$T/out"
+  run 0 sha256sum :main.py app/main.py
+  eq "$(awk '{print $1}' "$T/out" | sort -u | wc -l)" 1 "sha256 device = local"
+  run 0 cp -r app/main.py app/lib :
+  run 0 cat :main.py;     has 'print("hello")' "$T/out"
+  run 0 mv :main.py :boot.py
+  run 0 rm :lib/util.py
+  run 0 df;               has /usr "$T/out"
+  json 0 ls
+  run 0 push app :/usr/app
+  echo 'X = 2' >app/lib/util.py
+  run 0 push app :/usr/app --dry-run; has "1 changed" "$T/out"
+  run 0 push app :/usr/app
+  run 0 push app :/usr/app --delete
+  run 0 manifest;         has /usr/app/lib/util.py "$T/out"
+  run 0 verify
+  run 0 backup
+  run 0 rm :/usr/app/main.py
+  run 0 restore :/usr/app/main.py
+  run 0 cat :/usr/app/main.py; has 'print("hello")' "$T/out"
+  run 0 verify --repair
+}
