@@ -146,6 +146,7 @@ int svc_setup(svc_t *s, const svc_config_t *cfg)
     if (err)
         goto fail;
     s->set_up = 1;
+    s->decided_check = 1; /* a roll forward the start kept (decided) */
     return 0;
 
 fail:

@@ -398,6 +398,10 @@ struct svc {
     svc_job_t job;
     uint8_t deferred;     /* the request being served started the job */
     uint8_t job_turn;     /* svc_process made a job step in this turn */
+    uint8_t decided_check; /* a commit decided but maybe not finished (a
+                              job ended or was cancelled, an abort, the
+                              start): the next write request rolls it
+                              forward first (svc_dispatch.c) */
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */

@@ -263,6 +263,19 @@ static int scan_problem(svc_t *s)
     return r.err;
 }
 
+/* decided: a commit whose roll forward stopped (an error after the
+ * decision) is finished before the next write request, so that no write
+ * lands under it and is then replaced by it. When it cannot be finished
+ * yet (the flash still fails, no room) the request goes on as before and
+ * the next write tries again; Format (an admin request) is never held. */
+static void finish_decided(svc_t *s)
+{
+    const char *op = s->op;
+    if (svc_finish_decided(s, true) >= 0)
+        s->decided_check = 0;
+    s->op = op;
+}
+
 static int dispatch(svc_t *s, svc_conn_t *c)
 {
     cellar_Request *q = &s->req;
@@ -273,6 +286,8 @@ static int dispatch(svc_t *s, svc_conn_t *c)
             return err;
         if (svc_sd_claims(s, q)) /* issue 15 (sd): /sd paths and handles */
             return svc_sd_dispatch(s, c, q);
+        if (s->decided_check && perm_of(row, q) == SVC_PERM_WRITE)
+            finish_decided(s);
         return row->run(s, c, q);
     }
     sb_t b;

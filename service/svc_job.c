@@ -181,6 +181,7 @@ void svc_job_step(svc_t *s)
     svc_conn_t *c = j->conn;
     j->kind = SVC_JOB_NONE;
     j->conn = NULL;
+    s->decided_check = 1; /* a commit, copy or repair may have left one */
     if (!c)
         return;
     svc_resp_finish(s, c);
@@ -203,6 +204,7 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
         svc_log_msg(s, NULL, "check of /usr: stopped before the end");
     j->kind = SVC_JOB_NONE;
     j->conn = NULL;
+    s->decided_check = 1; /* the cancel keeps a decided commit (decided) */
     if (!c || !why)
         return;
     /* (the request that cancels, e.g. a Format, answers after this) */

@@ -192,6 +192,7 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
 static int refuse(svc_t *s, int err)
 {
     (void)txn_abort(&s->tx);
+    s->decided_check = 1; /* an abort keeps a decided commit */
     s->tx_owner = NULL;
     return err;
 }
