@@ -110,6 +110,16 @@ static fat_t *card(svc_t *s, const char *show)
     return &s->sd->fat;
 }
 
+/* Path `in` resolved into p, and the card: NULL with *err (and the error
+ * reply) set when either fails. */
+static fat_t *sd_card_at(svc_t *s, const char *in, svc_path_t *p, int *err)
+{
+    fat_t *fs = NULL;
+    if ((*err = sd_resolve(s, in, p)) == 0 && !(fs = card(s, p->show)))
+        *err = CFS_ERR_IO;
+    return fs;
+}
+
 /* ---- handles ---------------------------------------------------------------------- */
 static svc_sd_handle_t *hget(svc_t *s, svc_conn_t *c, uint32_t id)
 {
@@ -184,12 +194,10 @@ static void info(cellar_FileInfo *fi, const char *name, const fat_stat_t *st)
 static int do_stat(svc_t *s, const cellar_StatRequest *r)
 {
     svc_path_t *p = &s->pa;
-    int err = sd_resolve(s, r->path, p);
-    if (err)
-        return err;
-    fat_t *fs = card(s, p->show);
+    int err;
+    fat_t *fs = sd_card_at(s, r->path, p, &err);
     if (!fs)
-        return CFS_ERR_IO;
+        return err;
     fat_stat_t *st = (fat_stat_t *)s->scratch;
     if ((err = fat_stat(fs, p->fs, st)) != 0)
         return sd_fail(s, err, p->show, NULL);
@@ -221,12 +229,10 @@ static int list_root(svc_t *s, const cellar_ListRequest *r)
 static int do_list(svc_t *s, const cellar_ListRequest *r)
 {
     svc_path_t *p = &s->pa;
-    int err = sd_resolve(s, r->path, p);
-    if (err)
-        return err;
-    fat_t *fs = card(s, p->show);
+    int err;
+    fat_t *fs = sd_card_at(s, r->path, p, &err);
     if (!fs)
-        return CFS_ERR_IO;
+        return err;
     uint32_t max = r->max_entries && r->max_entries < SVC_LIST_MAX
                        ? r->max_entries : SVC_LIST_MAX;
     fat_dir_t d;
@@ -575,12 +581,10 @@ static int do_remove(svc_t *s, const char *path, bool dir)
 static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
 {
     svc_path_t *p = &s->pa;
-    int err = sd_resolve(s, r->path, p);
-    if (err)
-        return err;
-    fat_t *fs = card(s, p->show);
+    int err;
+    fat_t *fs = sd_card_at(s, r->path, p, &err);
     if (!fs)
-        return CFS_ERR_IO;
+        return err;
     fat_stat_t *st = (fat_stat_t *)s->scratch;
     if (is_root(p) || (err = fat_stat(fs, p->fs, st)) == 0) {
         if (r->parents && (is_root(p) || st->type == FAT_T_DIR)) {
@@ -645,12 +649,10 @@ static int do_rename(svc_t *s, const cellar_RenameRequest *r)
 static int do_statfs(svc_t *s, const cellar_StatFsRequest *r)
 {
     svc_path_t *p = &s->pa;
-    int err = sd_resolve(s, r->path, p);
-    if (err)
-        return err;
-    fat_t *fs = card(s, p->show);
+    int err;
+    fat_t *fs = sd_card_at(s, r->path, p, &err);
     if (!fs)
-        return CFS_ERR_IO;
+        return err;
     fat_statfs_t sf;
     if ((err = fat_statfs(fs, &sf)) != 0)
         return sd_fail(s, err, p->show, NULL);
