@@ -13,6 +13,7 @@
 #include "check.h"
 #include "codec.h"
 #include "flash_sim.h"
+#include "inproc.h"
 #include "loop.h"
 #include "svc_core.h"
 #include "tp.h"
@@ -552,46 +553,6 @@ static void test_loop_mem(void)
 /* ---- libcellar over an in-memory pair ---------------------------------------------
  * A cellar_transport_t whose waits turn the daemon's loop: one thread is
  * both ends. */
-typedef struct inproc {
-    tp_conn_t *c;
-    loop_t *lp;
-} inproc_t;
-
-static int inproc_send(void *ctx, const void *buf, size_t len, uint32_t tmo)
-{
-    inproc_t *ip = ctx;
-    for (int i = 0; i < 100000; i++) {
-        int n = tp_send(ip->c, buf, len);
-        if (n != TP_WANT_WRITE && n != TP_WANT_READ)
-            return n;
-        if (loop_turn(ip->lp, 0) < 0)
-            return CELLAR_ERR_IO;
-    }
-    return CELLAR_ERR_TIMEDOUT;
-}
-
-static int inproc_recv(void *ctx, void *buf, size_t len, uint32_t tmo)
-{
-    inproc_t *ip = ctx;
-    for (int i = 0; i < 100000; i++) {
-        int n = tp_recv(ip->c, buf, len);
-        if (n != TP_WANT_WRITE && n != TP_WANT_READ)
-            return n;
-        if (tmo == 0 && i > 0)
-            return CELLAR_ERR_TIMEDOUT;
-        if (loop_turn(ip->lp, 0) < 0)
-            return CELLAR_ERR_IO;
-    }
-    return CELLAR_ERR_TIMEDOUT;
-}
-
-static void inproc_close(void *ctx)
-{
-    inproc_t *ip = ctx;
-    tp_close(ip->c);
-    ip->c = NULL;
-}
-
 static void test_libcellar_mem(void)
 {
     static rig_t r;
