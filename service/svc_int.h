@@ -46,6 +46,29 @@ void svc_sb_qstr(sb_t *b, const char *s);     /* quoted, escaped */
 const char *svc_reason(int err);
 void svc_sb_hex32(sb_t *b, uint32_t v);
 size_t svc_utf8_seq(const uint8_t *s, size_t n);
+/* Is in[0..len) valid UTF-8 (svc_utf8_seq all through)? */
+bool svc_utf8_valid(const char *in, size_t len);
+/* Paths (svc_path.c, svc_sd.c): the next component of in[0..len) from *i
+ * on, slashes skipped: true with in[*st..*st + *cl) and *i after it, false
+ * at the end. */
+static inline bool svc_path_comp(const char *in, size_t len, size_t *i, size_t *st,
+                                 size_t *cl)
+{
+    while (*i < len && in[*i] == '/')
+        (*i)++;
+    if (*i >= len)
+        return false;
+    *st = *i;
+    while (*i < len && in[*i] != '/')
+        (*i)++;
+    *cl = *i - *st;
+    return true;
+}
+/* A component "." (1) or ".." (2), else 0. */
+static inline int svc_dot_comp(const char *c, size_t cl)
+{
+    return c[0] != '.' || cl > 2 || (cl == 2 && c[1] != '.') ? 0 : (int)cl;
+}
 void svc_sb_quoted(sb_t *b, const char *str, size_t n);
 void svc_resp_reset(svc_t *s, uint32_t id);
 void svc_log_failure(svc_t *s, svc_conn_t *c);

@@ -63,6 +63,14 @@ void svc_sb_hex32(sb_t *b, uint32_t v)
     svc_sb_str(b, t);
 }
 
+bool svc_utf8_valid(const char *in, size_t len)
+{
+    for (size_t i = 0, k; i < len; i += k)
+        if (!(k = svc_utf8_seq((const uint8_t *)in + i, len - i)))
+            return false;
+    return true;
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one.
  * Rejects overlong forms, surrogates and code points above U+10FFFF. */
 size_t svc_utf8_seq(const uint8_t *s, size_t n)

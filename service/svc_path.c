@@ -11,7 +11,6 @@
 int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
 {
     size_t len = strlen(in);
-    const uint8_t *u = (const uint8_t *)in;
     /* issue 14: during the ACL check only its path (pb) is resolved */
     CFS_ASSERT(!s->acl_in || out == &s->acl_path);
 
@@ -27,12 +26,8 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
         svc_sb_str(&b, " bytes, the limit is 255");
         return CFS_ERR_NAMETOOLONG;
     }
-    for (size_t i = 0; i < len;) {
-        size_t k = svc_utf8_seq(u + i, len - i);
-        if (!k)
-            return svc_fail_path(s, CFS_ERR_INVAL, in, "path is not valid UTF-8");
-        i += k;
-    }
+    if (!svc_utf8_valid(in, len))
+        return svc_fail_path(s, CFS_ERR_INVAL, in, "path is not valid UTF-8");
 
     /* Walk the components. */
     size_t i = 0;
@@ -40,18 +35,10 @@ int svc_resolve(svc_t *s, const char *in, svc_path_t *out)
     int part = absolute ? -1 : 0; /* relative paths live in /usr */
     size_t fn = 0;
     bool first = true;
-    while (i < len) {
-        while (i < len && in[i] == '/')
-            i++;
-        if (i >= len)
-            break;
-        size_t st = i;
-        while (i < len && in[i] != '/')
-            i++;
-        size_t cl = i - st;
+    size_t st, cl;
+    while (svc_path_comp(in, len, &i, &st, &cl)) {
         const char *comp = in + st;
-        if ((cl == 1 && comp[0] == '.') ||
-            (cl == 2 && comp[0] == '.' && comp[1] == '.'))
+        if (svc_dot_comp(comp, cl))
             return svc_fail_path(s, CFS_ERR_INVAL, in,
                              cl == 1 ? "\".\" components are not allowed"
                                      : "\"..\" components are not allowed");

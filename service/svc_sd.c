@@ -54,26 +54,14 @@ static int sd_resolve(svc_t *s, const char *in, svc_path_t *p)
     memset(p, 0, sizeof(*p));
     p->fs = p->show; /* "" until resolved */
     p->part = -1;
-    for (size_t i = 0; i < len;) {
-        size_t k = svc_utf8_seq((const uint8_t *)in + i, len - i);
-        if (!k)
-            return svc_fail_path(s, CFS_ERR_INVAL, in, "path is not valid UTF-8");
-        i += k;
-    }
-    size_t i = 0;
+    if (!svc_utf8_valid(in, len))
+        return svc_fail_path(s, CFS_ERR_INVAL, in, "path is not valid UTF-8");
+    size_t i = 0, st, cl;
     while (i < len && in[i] == '/')
         i++;
     i += 2; /* "sd" */
-    while (i < len) {
-        while (i < len && in[i] == '/')
-            i++;
-        if (i >= len)
-            break;
-        size_t st = i;
-        while (i < len && in[i] != '/')
-            i++;
-        size_t cl = i - st;
-        if ((cl == 1 && in[st] == '.') || (cl == 2 && in[st] == '.' && in[st + 1] == '.'))
+    while (svc_path_comp(in, len, &i, &st, &cl)) {
+        if (svc_dot_comp(in + st, cl))
             return svc_fail_path(s, CFS_ERR_INVAL, in,
                                  "\".\" and \"..\" components are not allowed");
         if (fn + 1 + cl > FAT_PATH_MAX)
