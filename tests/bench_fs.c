@@ -20,7 +20,9 @@
  *       and static-data movement
  *   W4f the W4 workload on a device whose live data is 90% of its usable
  *       bytes, hot files rewritten in 4 KiB writes: the worst simulated
- *       flash time of one fs call (open, write or close) and which it was
+ *       flash time of one fs call (open, write or close) and which it was;
+ *       W4f80 and W4f85 the same at 80% and 85% (no target: how the cost
+ *       of a call grows with the fill)
  *   W5  a 256 KiB file, 1,000 random 16-byte pwrites each followed by sync
  *   RAM sizeof(cfs_t) + 4 * sizeof(cfs_file_t)
  *
@@ -701,10 +703,12 @@ static double flash_ms(flash_sim_t *sim)
     return st.time_us / 1000.0;
 }
 
-static void bench_w4f(void)
+/* pct: the live data's share of the usable bytes (W4f: 90, with the
+ * 250 ms target; the other fills are informative rows, "W4f80" ...) */
+static void bench_w4f(uint32_t pct)
 {
     static uint8_t sbuf[W4_STATIC_SIZE], hbuf[W4_HOT_SIZE];
-    static char desc[80];
+    static char descs[4][80];
     static const char *const call_name[] = {"?", "open", "write", "close"};
     bench_fs_t b;
     cfs_statvfs_t sv;
@@ -712,14 +716,23 @@ static void bench_w4f(void)
     double t0 = now_s(), worst = 0.0, total = 0.0;
     uint64_t user = 0, calls = 0, slow = 0;
     uint32_t i, nstatic, worst_call = 0, worst_rewrite = 0;
-    row_t *r = row_new("W4f", "");
+    static char ids[4][8];
+    static uint32_t nid;
+    char *id = ids[nid++ % 4];
+    row_t *r;
+    char *desc = descs[(nid - 1) % 4];
+    if (pct == 90)
+        snprintf(id, sizeof(ids[0]), "W4f");
+    else
+        snprintf(id, sizeof(ids[0]), "W4f%u", pct);
+    r = row_new(id, "");
 
     fresh(&b, BLOCKS_4M);
     TRY(cfs_mkdir(&b.fs, "/static"));
     TRY(cfs_mkdir(&b.fs, "/hot"));
     TRY(cfs_statvfs(&b.fs, &sv));
     /* static files until they and the hot files are 90% of the usable bytes */
-    nstatic = (uint32_t)((sv.total * 9 / 10 - (uint64_t)W4_HOT_FILES * W4_HOT_SIZE) /
+    nstatic = (uint32_t)((sv.total * pct / 100 - (uint64_t)W4_HOT_FILES * W4_HOT_SIZE) /
                          W4_STATIC_SIZE);
     for (i = 0; i < nstatic; i++) {
         cfs_file_t f;
@@ -771,10 +784,11 @@ static void bench_w4f(void)
     r->wall_s = now_s() - t0;
     check_illegal(b.sim, "W4f");
     TRY(cfs_statvfs(&b.fs, &sv));
-    snprintf(desc, sizeof(desc), "W4 at 90%% full, worst call (%s)",
+    snprintf(desc, sizeof(descs[0]), "W4 at %u%% full, worst call (%s)", pct,
              call_name[worst_call]);
     r->desc = desc;
-    row_target(r, "worst call ms", "<=", 250, worst, "seconds", 0);
+    if (pct == 90)
+        row_target(r, "worst call ms", "<=", 250, worst, "seconds", 0);
     row_extra(r, "static_files", nstatic);
     row_extra(r, "live_pct", 100.0 * (double)sv.claimed / (double)sv.total);
     row_extra(r, "worst_call_ms", worst);
@@ -1084,7 +1098,9 @@ int main(int argc, char **argv)
     bench_w2();
     bench_w3();
     bench_w4();
-    bench_w4f();
+    bench_w4f(80);
+    bench_w4f(85);
+    bench_w4f(90);
     bench_w5();
     bench_ram();
     print_table();
