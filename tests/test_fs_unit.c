@@ -1754,6 +1754,107 @@ static void test_shared_work(void)
     flash_sim_free(sim);
 }
 
+/* ---- a failed read leaves nothing behind ------------------------------------------ */
+
+/* One step of test_read_fault_retry: each undoes the previous one's
+ * effect, so a step retried after a failure has the same job to do. */
+static int rf_step(fx_t *x, int k)
+{
+    cfs_stat_t st;
+    cfs_file_t f;
+    int rc;
+    switch (k) {
+    case 0: /* a whole file rewritten */
+        return put_file(x, "/d/a", 3000, x->now++);
+    case 1: { /* a file read whole */
+        uint8_t b[3000];
+        rc = cfs_file_open(&x->fs, &f, "/d/f5", CFS_O_RDONLY);
+        if (rc)
+            return rc;
+        rc = cfs_file_read(&x->fs, &f, b, sizeof(b));
+        int rc2 = cfs_file_close(&x->fs, &f);
+        return rc < 0 ? rc : rc2;
+    }
+    case 2:
+        return cfs_stat(&x->fs, "/d/f7", &st);
+    case 3: /* rename there and back */
+        if (cfs_stat(&x->fs, "/d/b", &st) == 0)
+            return cfs_rename(&x->fs, "/d/b", "/d/c");
+        return cfs_rename(&x->fs, "/d/c", "/d/b");
+    case 4:
+        if (cfs_stat(&x->fs, "/d/x", &st) == 0)
+            return cfs_rmdir(&x->fs, "/d/x");
+        return cfs_mkdir(&x->fs, "/d/x");
+    default: { /* a patch in the middle of a file, synced */
+        uint8_t b[100];
+        memset(b, 'p', sizeof(b));
+        rc = cfs_file_open(&x->fs, &f, "/d/f9", CFS_O_WRONLY);
+        if (rc)
+            return rc;
+        rc = cfs_file_pwrite(&x->fs, &f, b, sizeof(b), 500);
+        if (rc >= 0)
+            rc = cfs_file_sync(&x->fs, &f);
+        int rc2 = cfs_file_close(&x->fs, &f);
+        return rc < 0 ? rc : rc2;
+    }
+    }
+}
+
+/* A read that fails (FLASH_ERR_IO) at every read of an operation in turn,
+ * once or from there on: the operation fails or not, but the next attempt
+ * without faults succeeds, the tree shows the old state or the new one,
+ * and fsck is clean (a fault must leave no state in RAM behind: a held
+ * work area, an operation left open, a half-applied map change). */
+static void test_read_fault_retry(void)
+{
+    fx_t *x = fx_new(128);
+    uint32_t failed = 0, points = 0;
+    CHECK_EQ(cfs_mkdir(&x->fs, "/d"), 0);
+    for (uint32_t i = 0; i < 40; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "/d/f%u", i);
+        CHECK_EQ(put_file(x, p, 3000, i), 0);
+    }
+    CHECK_EQ(put_file(x, "/d/a", 3000, 99), 0);
+    CHECK_EQ(put_file(x, "/d/b", 3000, 98), 0);
+    for (int k = 0; k < 6; k++) {
+        for (int from_on = 0; from_on < 2; from_on++) {
+            for (uint64_t n = 1; n < 2000; n++) {
+                uint64_t r0 = flash_sim_reads(x->sim);
+                flash_sim_read_fault(x->sim, n, from_on ? UINT64_MAX : n, true);
+                int rc = rf_step(x, k);
+                flash_sim_read_fault(x->sim, 0, 0, false);
+                if (rc == 0 && n > flash_sim_reads(x->sim) - r0)
+                    break; /* past the step's last read */
+                points++;
+                failed += rc != 0;
+                cfs_stat_t st;
+                int hb = cfs_stat(&x->fs, "/d/b", &st) == 0;
+                int hc = cfs_stat(&x->fs, "/d/c", &st) == 0;
+                CHECK_EQ(hb + hc, 1); /* a rename is old or new */
+                if (rc != 0) {
+                    rc = rf_step(x, k);
+                    if (rc != 0)
+                        fprintf(stderr, "read fault: step %d, read %llu%s: the retry "
+                                "failed: %s\n", k, (unsigned long long)n,
+                                from_on ? " on" : "", cfs_strerror(rc));
+                    CHECK_EQ(rc, 0);
+                }
+            }
+        }
+        FSCK(x);
+    }
+    /* the fault was met, and made operations fail */
+    CHECK(points > 200);
+    CHECK(failed > points / 2);
+    printf("test_fs_unit: read faults at %u points of 6 operations, %u of them failed; "
+           "every retry after a failure succeeded\n", points, failed);
+    fx_remount(x);
+    FSCK(x);
+    CHECK(file_is(x, "/d/f7", 3000, 7));
+    fx_free(x);
+}
+
 int main(void)
 {
     test_lifecycle();
@@ -1774,5 +1875,6 @@ int main(void)
     test_commit_with();
     test_big_files_replay();
     test_shared_work();
+    test_read_fault_retry();
     return check_summary("test_fs_unit");
 }
