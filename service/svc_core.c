@@ -271,6 +271,8 @@ void svc_tick(svc_t *s, uint64_t now_ms)
         }
         if (now_ms - c->last_ms < s->idle_ms)
             continue;
+        if (c->req_held) /* issue 14: its long request runs (busy, not */
+            continue;    /* idle), and its request holds the queue */
         svc_resp_reset(s, 0);
         s->op = "connection";
         sb_t b = svc_err_begin(s, -(int)cellar_Code_ETIMEDOUT);

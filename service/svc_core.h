@@ -181,7 +181,8 @@ struct svc_conn {
     uint8_t closing;      /* close once the output queue is drained */
     uint8_t abort;        /* close now, drop the output queue */
     uint8_t eof;          /* the peer sent everything it will send */
-    uint8_t pad;
+    uint8_t req_held;     /* issue 14: its decoded request is in `out`
+                             (SVC_REQ_IN_QUEUE; svc_req_take/_give) */
     const char *close_reason;
     /* access control (issue 13): svc_conn_set_identity */
     char identity[SVC_ACL_NAME_MAX + 1]; /* "" = anonymous */
@@ -189,8 +190,28 @@ struct svc_conn {
     const svc_acl_rule_t *rule; /* the ACL rule that gave it, or NULL */
     svc_handle_t h[SVC_MAX_HANDLES];
     uint8_t inbuf[CODEC_BUF_MIN];
+#if SVC_REQ_IN_QUEUE
+    /* issue 14: while req_held, the queue is empty and its bytes are the
+     * request being served (and, once a Verify read its arguments, the
+     * reply it builds in steps); the reply is encoded over them only after
+     * svc_req_give */
+    union {
+        uint8_t out[SVC_OUT_BYTES];
+        cellar_Request qreq;
+        cellar_VerifyReply qvr;
+    };
+#else
     uint8_t out[SVC_OUT_BYTES];
+#endif
 };
+#if SVC_REQ_IN_QUEUE
+_Static_assert(SVC_OUT_BYTES == CODEC_BUF_MIN,
+               "the request lives in the queue only when the queue holds one "
+               "frame: a request is served only when it is empty");
+_Static_assert(sizeof(cellar_Request) <= SVC_OUT_BYTES &&
+               sizeof(cellar_VerifyReply) <= SVC_OUT_BYTES,
+               "the decoded request (and a Verify's reply) fit the queue");
+#endif
 
 /* A request path after validation. Issue 14: the path inside the
  * partition is the tail of show (or "/"), not a copy: do not copy an
@@ -319,10 +340,21 @@ typedef struct svc_job {
         struct {                           /* every kind but COPY */
             man_entry_t e;
             char show[SVC_SHOW_MAX];
+            /* issue 14: VERIFY's reply so far and DECLARE's request:
+             * with SVC_REQ_IN_QUEUE in the connection's queue (its
+             * request's bytes: qvr, qreq), else in the union below */
             union {
-                cellar_VerifyReply vr;     /* VERIFY, CHECK */
+                cellar_VerifyReply *vr;    /* VERIFY (not CHECK) */
+                const cellar_UpdateDeclareRequest *decl; /* DECLARE */
+            };
+            union {
+#if !SVC_REQ_IN_QUEUE
+                cellar_VerifyReply vr_own;
+#endif
                 struct {                   /* DECLARE */
-                    cellar_UpdateDeclareRequest decl;
+#if !SVC_REQ_IN_QUEUE
+                    cellar_UpdateDeclareRequest decl_own;
+#endif
                     cellar_UpdateDeclareReply drep;
                     char dother[MAN_PATH_MAX + 1]; /* same content */
                 };
@@ -330,7 +362,9 @@ typedef struct svc_job {
         };
         struct {                           /* COPY: Backup, Restore */
             cellar_CopyReply cout;
-            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+#if !SVC_REQ_IN_QUEUE /* (else the request's own paths, normalised) */
+            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 1];
+#endif
         };
     };
     /* gc: blocks gained wanted (0 = all), swept so far and at most, the
@@ -377,8 +411,12 @@ struct svc {
     cfs_file_t t1, t2;      /* for copies and hashes */
     man_entry_t me;        /* scratch entries */
     man_entry_t me2;
-    /* scratch for the request being served (one at a time) */
+    /* scratch for the request being served (one at a time); issue 14:
+     * with SVC_REQ_IN_QUEUE the decoded request is in its connection's
+     * queue (svc_conn_t.qreq) */
+#if !SVC_REQ_IN_QUEUE
     cellar_Request req;
+#endif
     cellar_Response resp;
     codec_scan_t scan;
     svc_path_t pa;        /* resolved paths of the request */

@@ -276,9 +276,8 @@ static void finish_decided(svc_t *s)
     s->op = op;
 }
 
-static int dispatch(svc_t *s, svc_conn_t *c)
+static int dispatch(svc_t *s, svc_conn_t *c, cellar_Request *q)
 {
-    cellar_Request *q = &s->req;
     const svc_req_row_t *row = row_of(q->which_body);
     if (row) { /* the ACL first: a denied request changes nothing (issue 13) */
         int err = svc_acl_check(s, c, q, perm_of(row, q));
@@ -314,19 +313,25 @@ static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
     s->op = op_name(s->scan.body_tag);
     if (s->scan.problem) {
         (void)scan_problem(s);
-    } else if (codec_decode_request(&s->req, f, n, &why) < 0) {
-        sb_t b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
-        svc_sb_str(&b, ": malformed request (");
-        svc_sb_str(&b, why ? why : "does not decode");
-        svc_sb_str(&b, ")");
     } else {
-        s->resp.id = s->req.id;
-        s->op = op_name(s->req.which_body);
-        (void)dispatch(s, c);
-        if (s->deferred) { /* a long request: the job replies */
-            s->deferred = 0;
-            return;
+        /* issue 14: q may be c's empty output queue (SVC_REQ_IN_QUEUE),
+         * given back before the reply is encoded there */
+        cellar_Request *q = svc_req_take(s, c);
+        if (codec_decode_request(q, f, n, &why) < 0) {
+            sb_t b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
+            svc_sb_str(&b, ": malformed request (");
+            svc_sb_str(&b, why ? why : "does not decode");
+            svc_sb_str(&b, ")");
+        } else {
+            s->resp.id = q->id;
+            s->op = op_name(q->which_body);
+            (void)dispatch(s, c, q);
+            if (s->deferred) { /* a long request: the job replies (and */
+                s->deferred = 0; /* gives q back: svc_job.c) */
+                return;
+            }
         }
+        svc_req_give(c);
     }
     svc_resp_finish(s, c);
 }

@@ -145,6 +145,13 @@ bool svc_out_room(svc_conn_t *c, uint32_t need);
 void svc_resp_send(svc_t *s, svc_conn_t *c);
 /* Count and log a failed reply (which then carries no body), queue it. */
 void svc_resp_finish(svc_t *s, svc_conn_t *c);
+/* Issue 14: where c's request is decoded: svc_t.req, or with
+ * SVC_REQ_IN_QUEUE c's output queue (empty whenever a request is served).
+ * c holds it (req_held) from the take until svc_req_give: while its
+ * request, or the long request it started, still reads it; a second take,
+ * or a reply queued on c while it is held, fails CFS_ASSERT. */
+cellar_Request *svc_req_take(svc_t *s, svc_conn_t *c);
+void svc_req_give(svc_conn_t *c);
 
 /* ---- svc_job.c: long requests (see svc_job_t) --------------------------------- */
 /* Start hashing len bytes of fp (a file of partition part) from off. */

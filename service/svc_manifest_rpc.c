@@ -113,6 +113,15 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
     uint32_t cap = pb_arraysize(cellar_VerifyReply, problems); /* 16, device 3 */
     j->max = r->max_entries && r->max_entries < cap ? r->max_entries : cap;
     j->nslots = man_slots(&s->part[part].man);
+    /* issue 14: r is read; with SVC_REQ_IN_QUEUE its bytes (c's queue,
+     * held until the reply) take the reply so far */
+#if SVC_REQ_IN_QUEUE
+    CFS_ASSERT(c->req_held);
+    j->vr = &c->qvr;
+#else
+    j->vr = &j->vr_own;
+#endif
+    memset(j->vr, 0, sizeof(*j->vr));
     if (svc_update_job_step(s))
         return s->resp.has_error ? CFS_ERR_INVAL : 0; /* done at once */
     svc_job_defer(s, c); /* the rest in steps: svc_process */
@@ -151,9 +160,9 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
                      : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
                                                     : "unreadable");
     } else {
-        if (j->vr.problems_count >= pb_arraysize(cellar_VerifyReply, problems))
+        if (j->vr->problems_count >= pb_arraysize(cellar_VerifyReply, problems))
             return;
-        cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
+        cellar_Problem *pr = &j->vr->problems[j->vr->problems_count++];
         svc_show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
         pr->kind = k;
         if (!j->repair)
@@ -192,7 +201,7 @@ static void repair_done(svc_t *s)
         }
         return;
     }
-    j->vr.problems[j->vr.problems_count - 1].repaired = ok;
+    j->vr->problems[j->vr->problems_count - 1].repaired = ok;
     if (ok)
         svc_log_path(s, "verify: restored", USR, j->e.path, "from /bak");
 }
@@ -203,7 +212,7 @@ static int job_end(svc_t *s)
     svc_job_t *j = &s->job;
     if (j->kind == SVC_JOB_VERIFY) {
         s->resp.which_body = cellar_Response_verify_tag;
-        s->resp.body.verify = j->vr;
+        s->resp.body.verify = *j->vr;
         j->kind = SVC_JOB_NONE;
         return 1;
     }
@@ -299,13 +308,13 @@ int svc_update_job_step(svc_t *s)
             j->cursor++;
             continue;
         }
-        if (j->kind == SVC_JOB_VERIFY && j->vr.checked == j->max) {
-            j->vr.next_cursor = j->cursor;
+        if (j->kind == SVC_JOB_VERIFY && j->vr->checked == j->max) {
+            j->vr->next_cursor = j->cursor;
             return job_end(s);
         }
         j->cursor++;
         if (j->kind == SVC_JOB_VERIFY)
-            j->vr.checked++;
+            j->vr->checked++;
         int err = entry_begin(s, &k);
         if (err < 0 && entry_error(s, err, j->e.path))
             return 1;

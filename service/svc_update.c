@@ -276,7 +276,7 @@ static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
 int svc_declare_run(svc_t *s)
 {
     svc_job_t *j = &s->job;
-    const cellar_UpdateDeclareRequest *r = &j->decl;
+    const cellar_UpdateDeclareRequest *r = j->decl;
     txn_t *t = &s->tx;
     svc_part_t *p = &s->part[USR];
     cellar_UpdateDeclareReply *o = &j->drep;
@@ -439,7 +439,13 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     j->kind = SVC_JOB_DECLARE;
     j->part = USR;
     j->conn = c;
-    j->decl = *r;
+#if SVC_REQ_IN_QUEUE /* issue 14: r stays in c's queue until the reply */
+    CFS_ASSERT(c->req_held);
+    j->decl = r;
+#else
+    j->decl_own = *r;
+    j->decl = &j->decl_own;
+#endif
     if (svc_declare_run(s)) {
         j->kind = SVC_JOB_NONE;
         return s->resp.has_error ? CFS_ERR_INVAL : 0;

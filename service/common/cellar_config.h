@@ -315,6 +315,22 @@
 #endif
 #endif
 
+/* Issue 14 (svcram2): the decoded request lives in its connection's output
+ * queue rather than in svc_t. Only where the queue holds exactly one frame
+ * (SVC_OUT_BYTES == CODEC_BUF_MIN): a request is then served only when the
+ * queue is empty, and its reply is encoded there only after the handler (or
+ * the long request it started) is done with it. A long request keeps what
+ * it needs of its request there (UpdateDeclare's entries, Backup's and
+ * Restore's paths, Verify's reply so far): svc_core.h, svc_req_take.
+ *                                                      host 0, device 1 */
+#ifndef SVC_REQ_IN_QUEUE
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_REQ_IN_QUEUE 1
+#else
+#define SVC_REQ_IN_QUEUE 0
+#endif
+#endif
+
 /* ---- access control (service/svc_acl.c, issue 13) ------------------------------ */
 
 /* Rules in an ACL (lines IDENTITY ROLE [PREFIX...]).       host and device */
