@@ -403,10 +403,14 @@ struct svc {
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
     txn_t cp;
     txn_work_t txw;        /* issue 14: the scratch tx and cp share */
-    /* what start-up found wrong, one line each (HelloReply.problems) */
+    /* what start-up found wrong, one line each (HelloReply.problems);
+     * issue 14: kept as the words of the line (svc_problem: each a string
+     * that lives as long as svc_t), written out by svc_problem_line */
     uint32_t nproblems;
-    uint8_t problem_part[SVC_MAX_PROBLEMS];
-    char problems[SVC_MAX_PROBLEMS][SVC_PROBLEM_LEN];
+    uint8_t problem_part[SVC_MAX_PROBLEMS]; /* 0xFF: not a partition's */
+    struct svc_problem_words {
+        const char *what, *why, *done;
+    } problems[SVC_MAX_PROBLEMS];
     uint32_t shadow_seq;
     cfs_file_t t1, t2;      /* for copies and hashes */
     man_entry_t me;        /* scratch entries */

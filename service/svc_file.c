@@ -107,8 +107,8 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->kind = cellar_PartKind_PART_RAW;
     }
     for (uint32_t i = 0; i < s->nproblems && i < pb_arraysize(cellar_HelloReply, problems); i++)
-        svc_copy_str(o->problems[o->problems_count++],
-                     sizeof(o->problems[0]), s->problems[i]);
+        svc_problem_line(s, i, o->problems[o->problems_count++],
+                         sizeof(o->problems[0]));
     svc_acl_hello(s, c, o); /* identity and role (issue 13) */
     if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);

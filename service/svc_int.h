@@ -99,9 +99,13 @@ int svc_part_index(const svc_t *s, const char *name, size_t n);
 
 /* A problem found at start-up (or a later attach) on partition part:
  * logged once and listed in HelloReply.problems until the partition is
- * formatted. "/usr: what (why): done". */
+ * formatted. "/usr: what (why): done". Issue 14: what, why (may be NULL)
+ * and done are kept by pointer: each must live as long as svc_t (string
+ * literals, svc_reason, the layout's names). part 0xFF: what alone (/sd). */
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done);
+/* Problem i's line (at most SVC_PROBLEM_LEN bytes, cut with "..."). */
+void svc_problem_line(const svc_t *s, uint32_t i, char *out, size_t cap);
 /* Forget the problems of a partition (formatted, or recovered). */
 void svc_problems_forget(svc_t *s, uint32_t part);
 /* Room for growing the files of a partition by `grow` bytes, keeping the

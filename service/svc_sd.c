@@ -860,10 +860,10 @@ static void sd_problem(svc_t *s, const char *what)
 {
     if (s->nproblems >= SVC_MAX_PROBLEMS)
         return;
-    char *line = s->problems[s->nproblems];
-    svc_copy_str(line, SVC_PROBLEM_LEN, what);
+    /* issue 14: what is a literal (svc_problem keeps the pointer) */
+    s->problems[s->nproblems] = (struct svc_problem_words){ what, NULL, NULL };
     s->problem_part[s->nproblems++] = 0xFF; /* not a flash partition */
-    svc_log_msg(s, NULL, line);
+    svc_log_msg(s, NULL, what);
 }
 
 int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)

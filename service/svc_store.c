@@ -189,8 +189,10 @@ static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
 {
     svc_part_t *p = &s->part[i];
     int err = txn_clear(&s->txw, &p->fs, dir);
-    char what[64] = "cannot recover ";
-    strcat(what, dir);
+    /* issue 14: svc_problem keeps its words by pointer: literals */
+    CFS_ASSERT(strcmp(dir, CP_DIR) == 0 || strcmp(dir, TX_DIR) == 0);
+    const char *what = strcmp(dir, CP_DIR) == 0 ? "cannot recover " CP_DIR
+                                                : "cannot recover " TX_DIR;
     svc_problem(s, i, what, svc_reason(why),
                 err ? "it could not be removed either"
                     : "dropped it (an update or copy in it is lost)");
@@ -207,8 +209,11 @@ static bool keep_decided(svc_t *s, uint32_t i, txn_t *t, int why)
         return false;
     if (txn_decided(t) == 0)
         return false;
-    char what[64] = "cannot finish the committed ";
-    strcat(what, t->dir);
+    /* issue 14: svc_problem keeps its words by pointer: literals */
+    CFS_ASSERT(strcmp(t->dir, CP_DIR) == 0 || strcmp(t->dir, TX_DIR) == 0);
+    const char *what = strcmp(t->dir, CP_DIR) == 0
+                           ? "cannot finish the committed " CP_DIR
+                           : "cannot finish the committed " TX_DIR;
     svc_problem(s, i, what, svc_reason(why), "kept: finished before the "
                 "next update or copy, or at the next start");
     return true;
