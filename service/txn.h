@@ -41,15 +41,20 @@ enum {
 };
 
 /* An index of a bundle's declared paths, so each new entry is checked
- * against all earlier ones without reading the plan n times: a 32-bit hash
- * per entry (bit 0 = a removal) and a Bloom filter of the directories
+ * against all earlier ones without reading the plan n times: a hash of
+ * TXN_INDEX_HASH_BYTES per entry (bit 0 = a removal) and a Bloom filter of the directories
  * above every file entry. Candidates are confirmed against the plan.
  * Fixed size: 4 KiB + 2 KiB (host; cellar_config.h). */
+#if TXN_INDEX_HASH_BYTES == 2 /* issue 14 (cellar_config.h) */
+typedef uint16_t txn_ix_hash_t;
+#else
+typedef uint32_t txn_ix_hash_t;
+#endif
 typedef struct txn_index {
     uint32_t n;                /* entries indexed (0..n-1) */
     uint32_t ca, cb;           /* the first conflict found: entry cb with ca */
     uint8_t cwhy;              /* TXN_CONFLICT_*, or NONE */
-    uint32_t h[TXN_MAX_ENTRIES];
+    txn_ix_hash_t h[TXN_MAX_ENTRIES];
     uint8_t dirs[TXN_BLOOM_BITS / 8];
 } txn_index_t;
 
