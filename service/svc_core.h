@@ -413,8 +413,7 @@ struct svc {
     } problems[SVC_MAX_PROBLEMS];
     uint32_t shadow_seq;
     cfs_file_t t1, t2;      /* for copies and hashes */
-    man_entry_t me;        /* scratch entries */
-    man_entry_t me2;
+    /* (the scratch entries me, me2: in txw, issue 14: svc_me_take) */
     /* scratch for the request being served (one at a time); issue 14:
      * with SVC_REQ_IN_QUEUE the decoded request is in its connection's
      * queue (svc_conn_t.qreq) */

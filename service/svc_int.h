@@ -90,6 +90,29 @@ int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
 int svc_fail_open(svc_t *s, int err, const char *show);
 void svc_reply_done(svc_t *s);
 
+/* Issue 14: the service's two scratch entries are parts of the txn scratch
+ * (txn_work_t me, me2), where they share their bytes with a commit's batch
+ * of moves: each is taken for one use and given back before any
+ * txn_commit, txn_finish or txn_load (TXN_W_ME/ME2 asserts it). */
+static inline man_entry_t *svc_me_take(svc_t *s)
+{
+    txn_work_take(&s->txw, TXN_W_ME);
+    return &s->txw.me;
+}
+static inline void svc_me_give(svc_t *s)
+{
+    txn_work_give(&s->txw, TXN_W_ME);
+}
+static inline man_entry_t *svc_me2_take(svc_t *s)
+{
+    txn_work_take(&s->txw, TXN_W_ME2);
+    return &s->txw.me2;
+}
+static inline void svc_me2_give(svc_t *s)
+{
+    txn_work_give(&s->txw, TXN_W_ME2);
+}
+
 /* ---- svc_part.c ---------------------------------------------------------------- */
 extern const char *const svc_part_names[SVC_MAX_PARTS];
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);

@@ -488,7 +488,7 @@ static int publish(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t no,
                    const char *path)
 {
     svc_part_t *p = &s->part[part];
-    man_entry_t *e = &s->me;
+    man_entry_t *e = svc_me_take(s); /* issue 14 */
     char name[40];
     memset(e, 0, sizeof(*e));
     int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
@@ -510,6 +510,7 @@ static int publish(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t no,
         const char *src[1] = { name }, *dst[1] = { path };
         err = man_commit(&p->man, src, dst, 1);
     }
+    svc_me_give(s);
     if (err)
         (void)cfs_remove(&p->fs, name);
     return err;
@@ -617,7 +618,8 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
      * crash or a bug): the removal drops the entry */
     bool gone = cfs_stat(&pt->fs, p->fs, &st) == CFS_ERR_NOENT;
     uint32_t slot;
-    int k = man_find(&pt->man, p->fs, &s->me, &slot);
+    int k = man_find(&pt->man, p->fs, svc_me_take(s), &slot); /* issue 14 */
+    svc_me_give(s);
     if (k < 0)
         return k;
     if (gone && k == 0)
