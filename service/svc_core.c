@@ -162,6 +162,7 @@ void svc_conn_open(svc_t *s, svc_conn_t *c, const char *peer)
 {
     /* the two big buffers need no clearing */
     memset(c, 0, offsetof(svc_conn_t, inbuf));
+    memset(c->h, 0, sizeof(c->h));
     c->svc = s;
     (void)codec_parser_init(&c->in, c->inbuf, sizeof(c->inbuf));
     if (peer) {

@@ -188,7 +188,7 @@ struct svc_conn {
     char identity[SVC_ACL_NAME_MAX + 1]; /* "" = anonymous */
     uint8_t role;         /* SVC_ROLE_* */
     const svc_acl_rule_t *rule; /* the ACL rule that gave it, or NULL */
-    svc_handle_t h[SVC_MAX_HANDLES];
+    /* (issue 14: the handles after the buffers: no padding on Cortex-M4) */
     uint8_t inbuf[CODEC_BUF_MIN];
 #if SVC_REQ_IN_QUEUE
     /* issue 14: while req_held, the queue is empty and its bytes are the
@@ -203,6 +203,7 @@ struct svc_conn {
 #else
     uint8_t out[SVC_OUT_BYTES];
 #endif
+    svc_handle_t h[SVC_MAX_HANDLES];
 };
 #if SVC_REQ_IN_QUEUE
 _Static_assert(SVC_OUT_BYTES == CODEC_BUF_MIN,
@@ -412,7 +413,8 @@ struct svc {
         const char *what, *why, *done;
     } problems[SVC_MAX_PROBLEMS];
     uint32_t shadow_seq;
-    cfs_file_t t1, t2;      /* for copies and hashes */
+    cfs_file_t t1, t2;      /* for copies and hashes; issue 14: t2 also
+                               for a path truncate (svc_t2_take) */
     /* (the scratch entries me, me2: in txw, issue 14: svc_me_take) */
     /* scratch for the request being served (one at a time); issue 14:
      * with SVC_REQ_IN_QUEUE the decoded request is in its connection's
@@ -428,7 +430,6 @@ struct svc {
      * one place for both; while acl_in is set only the ACL resolves */
     union { svc_path_t pb; svc_path_t acl_path; };
     uint8_t acl_in;
-    cfs_file_t tmpfile;    /* for path-based truncate and hash */
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
     /* (the log line is built in txw.tmp: svc_log_begin, issue 14) */
@@ -443,6 +444,7 @@ struct svc {
                               job ended or was cancelled, an abort, the
                               start): the next write request rolls it
                               forward first (svc_dispatch.c) */
+    uint8_t t2_in;        /* issue 14: t2 is taken (svc_t2_take) */
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */

@@ -469,11 +469,15 @@ int svc_do_truncate(svc_t *s, svc_conn_t *c,
         svc_reply_done(s);
         return 0;
     }
-    err = cfs_file_open(fs, &s->tmpfile, p->fs, CFS_O_WRONLY);
-    if (err < 0)
+    cfs_file_t *f = svc_t2_take(s); /* issue 14: open only here */
+    err = cfs_file_open(fs, f, p->fs, CFS_O_WRONLY);
+    if (err < 0) {
+        svc_t2_give(s);
         return svc_fail_open(s, err, p->show);
-    err = cfs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
-    int err2 = cfs_file_close(fs, &s->tmpfile);
+    }
+    err = cfs_file_truncate(fs, f, (uint32_t)r->size);
+    int err2 = cfs_file_close(fs, f);
+    svc_t2_give(s);
     if (err >= 0)
         err = err2;
     if (err < 0)

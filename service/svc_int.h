@@ -113,6 +113,21 @@ static inline void svc_me2_give(svc_t *s)
     txn_work_give(&s->txw, TXN_W_ME2);
 }
 
+/* Issue 14: t2 is the shadow a truncate writes (svc_shadow_truncate) or
+ * the file a truncate without a manifest opens (svc_do_truncate): one
+ * holder at a time, open only within that call (CFS_ASSERT). */
+static inline cfs_file_t *svc_t2_take(svc_t *s)
+{
+    CFS_ASSERT(!s->t2_in);
+    s->t2_in = 1;
+    return &s->t2;
+}
+static inline void svc_t2_give(svc_t *s)
+{
+    CFS_ASSERT(s->t2_in);
+    s->t2_in = 0;
+}
+
 /* ---- svc_part.c ---------------------------------------------------------------- */
 extern const char *const svc_part_names[SVC_MAX_PARTS];
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);

@@ -577,7 +577,8 @@ void svc_shadow_discard(svc_t *s, svc_handle_t *h)
     h->shadow = 0;
 }
 
-int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+static int shadow_truncate_in(svc_t *s, const svc_path_t *p, uint32_t size,
+                              cfs_file_t *f)
 {
     cfs_t *fs = &s->part[p->part].fs;
     cfs_stat_t st;
@@ -592,22 +593,29 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
                              "file is open for writing");
     if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
         return err;
-    err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
+    err = shadow_create(s, (uint32_t)p->part, f, &no, p->fs,
                         size < st.size ? size : st.size);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
-    err = cfs_file_truncate(fs, &s->t2, size);
+    err = cfs_file_truncate(fs, f, size);
     if (err) {
         char name[40];
-        (void)cfs_file_revert(fs, &s->t2);
-        (void)cfs_file_close(fs, &s->t2);
+        (void)cfs_file_revert(fs, f);
+        (void)cfs_file_close(fs, f);
         (void)cfs_remove(fs, shadow_name(name, no));
         return svc_fail_path(s, err, p->show, NULL);
     }
-    err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
+    err = publish(s, (uint32_t)p->part, f, no, p->fs);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
     return 0;
+}
+
+int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+{
+    int err = shadow_truncate_in(s, p, size, svc_t2_take(s)); /* issue 14 */
+    svc_t2_give(s);
+    return err;
 }
 
 int svc_man_remove(svc_t *s, const svc_path_t *p)
