@@ -336,7 +336,9 @@ typedef struct svc_job {
     /* One job kind at a time, and every job starts from a zeroed svc_job_t:
      * verify's reply, declare's request/reply and a copy's reply and paths
      * share their bytes (issue 14); a COPY uses neither e nor show
-     * (SVC_JOB_NOT_COPY asserts it where they are set). */
+     * (SVC_JOB_NOT_COPY asserts it where they are set). With
+     * SVC_REQ_IN_QUEUE (svcram2) verify's reply, declare's request and a
+     * copy's paths are in the job's connection's queue instead. */
     union {
         struct {                           /* every kind but COPY */
             man_entry_t e;

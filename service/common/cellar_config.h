@@ -187,8 +187,9 @@
  * A frame of another size needs its own options file (data max_size =
  * CELLAR_MAX_CHUNK, counts until codec.h's checks pass).
  *   RAM: each connection holds an input buffer of CELLAR_MAX_FRAME + 4
- *   bytes; the output queue is SVC_OUT_BYTES; svc_t holds one decoded
- *   request and one reply (about CELLAR_MAX_FRAME + its lists each).
+ *   bytes; the output queue is SVC_OUT_BYTES; svc_t holds one reply and
+ *   (host) one decoded request, about CELLAR_MAX_FRAME + its lists each
+ *   (device: the request is in the queue, SVC_REQ_IN_QUEUE).
  *                                      host 16896 / 16384, device 1024 / 768 */
 #ifndef CELLAR_MAX_FRAME
 #ifdef CELLAR_PROFILE_DEVICE
