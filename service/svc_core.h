@@ -342,7 +342,14 @@ typedef struct svc_job {
     union {
         struct {                           /* every kind but COPY */
             man_entry_t e;
-            char show[SVC_SHOW_MAX];
+            union {
+                char show[SVC_SHOW_MAX];
+                /* DECLARE: the path of the same content found elsewhere,
+                 * read before a local copy (lcopy) names its staged file
+                 * in show; written only while no local copy runs (svcram2,
+                 * asserted in svc_declare_run) */
+                char dother[MAN_PATH_MAX + 1];
+            };
             /* issue 14: VERIFY's reply so far and DECLARE's request:
              * with SVC_REQ_IN_QUEUE in the connection's queue (its
              * request's bytes: qvr, qreq), else in the union below */
@@ -359,7 +366,6 @@ typedef struct svc_job {
                     cellar_UpdateDeclareRequest decl_own;
 #endif
                     cellar_UpdateDeclareReply drep;
-                    char dother[MAN_PATH_MAX + 1]; /* same content */
                 };
             };
         };

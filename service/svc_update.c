@@ -330,6 +330,7 @@ int svc_declare_run(svc_t *s)
             memcpy(e->sha, in->sha256.bytes, 32);
             char *other = j->dother;
             CFS_ASSERT(j->kind == SVC_JOB_DECLARE); /* the union's member */
+            CFS_ASSERT(!j->lcopy); /* svcram2: dother shares show's bytes */
             man_entry_t *m = svc_me2_take(s); /* issue 14 */
             k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
                                  other);
