@@ -431,7 +431,7 @@ struct svc {
     cellar_Request req;
 #endif
     cellar_Response resp;
-    codec_scan_t scan;
+    /* (the scan of a request frame: serve_frame's, issue 14) */
     svc_path_t pa;        /* resolved paths of the request */
     /* issue 14: the ACL check (svc_acl_check: acl_path, the paths a
      * request writes) runs before the handler, which resolves pb itself:

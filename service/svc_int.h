@@ -128,6 +128,14 @@ static inline void svc_t2_give(svc_t *s)
     s->t2_in = 0;
 }
 
+/* Keep a helper's frame out of its caller's (issue 14: serve_frame's scan
+ * is not on a job step's stack). */
+#if defined(__GNUC__)
+#define SVC_NOINLINE __attribute__((noinline))
+#else
+#define SVC_NOINLINE
+#endif
+
 /* ---- svc_part.c ---------------------------------------------------------------- */
 extern const char *const svc_part_names[SVC_MAX_PARTS];
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);

@@ -361,7 +361,7 @@ def cmd_ram(args):
     for k in ["svc_part_t", "cfs_t", "cfs_work_t", "man_t", "txn_t", "txn_work_t",
               "txn_index_t", "svc_job_t", "svc_copy_t",
               "cellar_Response", "svc_path_t", "man_entry_t", "svc_scratch",
-              "svc_problems", "codec_scan_t", "csha_t"]:
+              "svc_problems", "csha_t"]:
         if k in sz:
             print("    %-40s %6d" % (k, sz[k]))
     print("  svc_conn_t (each connection)                 %6d" % conn)
