@@ -577,17 +577,19 @@ static int check_staged(svc_t *s, svc_conn_t *c)
     txn_t *t = &s->tx;
     if (!t->active || s->tx_owner != c || !t->plan_open)
         return 0; /* the handler refuses it */
-    for (uint32_t i = 0; i < t->declared; i++) {
-        int err = txn_entry(t, i, &s->me2);
+    man_entry_t *e = svc_me2_take(s); /* issue 14 */
+    int err = 0;
+    for (uint32_t i = 0; !err && i < t->declared; i++) {
+        err = txn_entry(t, i, e);
         if (err)
-            return svc_fail_path(s, err, "/usr",
-                                 "cannot read the staged plan to check it "
-                                 "against the ACL");
-        err = check_usr_rel(s, c, s->me2.path);
-        if (err)
-            return err;
+            err = svc_fail_path(s, err, "/usr",
+                                "cannot read the staged plan to check it "
+                                "against the ACL");
+        else
+            err = check_usr_rel(s, c, e->path);
     }
-    return 0;
+    svc_me2_give(s);
+    return err;
 }
 
 /* Every path a writer's request writes, against its prefixes. */

@@ -40,6 +40,9 @@ uint32_t svc_out_free(const svc_conn_t *c)
 /* Make `need` contiguous bytes free at the end of the output queue. */
 bool svc_out_room(svc_conn_t *c, uint32_t need)
 {
+#if SVC_REQ_IN_QUEUE
+    CFS_ASSERT(!c->req_held); /* issue 14: the queue holds its request */
+#endif
     if (SVC_OUT_BYTES - c->out_end >= need)
         return true;
     if (c->out_start) {
@@ -101,9 +104,32 @@ void svc_conn_shutdown(svc_conn_t *c, const char *why)
     }
 }
 
+cellar_Request *svc_req_take(svc_t *s, svc_conn_t *c)
+{
+    CFS_ASSERT(!c->req_held);
+    c->req_held = 1;
+#if SVC_REQ_IN_QUEUE
+    (void)s;
+    CFS_ASSERT(c->out_start == c->out_end); /* one frame: served when empty */
+    c->out_start = c->out_end = 0;
+    return &c->qreq;
+#else
+    return &s->req;
+#endif
+}
+
+void svc_req_give(svc_conn_t *c)
+{
+    CFS_ASSERT(c->req_held);
+    c->req_held = 0;
+}
+
 /* Queue the reply in s->resp. The caller made sure there is room. */
 void svc_resp_send(svc_t *s, svc_conn_t *c)
 {
+#if SVC_REQ_IN_QUEUE
+    CFS_ASSERT(!c->req_held); /* issue 14: not over its request */
+#endif
     int n = codec_encode_response(&s->resp, c->out + c->out_end,
                                   SVC_OUT_BYTES - c->out_end);
     if (n < 0) {

@@ -496,8 +496,16 @@ fail:
 }
 
 /* Request paths (full device paths) into partition paths. */
-static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
-                     char rel[][SVC_MAX_PATH + 2], bool any_part)
+/* Issue 14: rel may be in itself (each in[i] is resolved into s->pb before
+ * rel[i] is written); a path inside a partition is at most SVC_MAX_PATH
+ * bytes (svc_resolve), like the request's. */
+_Static_assert(sizeof(((cellar_BackupRequest *)0)->paths[0]) ==
+                   SVC_MAX_PATH + 1 &&
+               sizeof(((cellar_RestoreRequest *)0)->paths[0]) ==
+                   SVC_MAX_PATH + 1,
+               "a request path holds a partition path");
+static int copy_args(svc_t *s, const char (*in)[SVC_MAX_PATH + 1], pb_size_t n,
+                     char rel[][SVC_MAX_PATH + 1], bool any_part)
 {
     for (pb_size_t i = 0; i < n; i++) {
         int err = svc_resolve(s, in[i], &s->pb);
@@ -507,7 +515,8 @@ static int copy_args(svc_t *s, const char (*in)[256], pb_size_t n,
             return svc_fail_path(s, CFS_ERR_INVAL, s->pb.show,
                                  any_part ? "name a path under /usr or /bak"
                                           : "name a path under /usr");
-        strcpy(rel[i], s->pb.fs);
+        CFS_ASSERT(strlen(s->pb.fs) <= SVC_MAX_PATH);
+        memmove(rel[i], s->pb.fs, strlen(s->pb.fs) + 1);
     }
     return 0;
 }
@@ -565,12 +574,22 @@ static int copy_rpc(svc_t *s, svc_conn_t *c, bool backup,
     if (n > SVC_MAX_ITEMS)
         n = SVC_MAX_ITEMS;
     memset(j, 0, sizeof(*j));
-    int err = copy_args(s, paths, n, j->crel, !backup);
+    /* issue 14: with SVC_REQ_IN_QUEUE the request stays in c's queue until
+     * the reply (svc_req_give): its paths become the partition paths */
+#if SVC_REQ_IN_QUEUE
+    CFS_ASSERT(c->req_held);
+    char (*rel)[SVC_MAX_PATH + 1] = backup ? c->qreq.body.backup.paths
+                                           : c->qreq.body.restore.paths;
+    CFS_ASSERT(rel == paths);
+#else
+    char (*rel)[SVC_MAX_PATH + 1] = j->crel;
+#endif
+    int err = copy_args(s, paths, n, rel, !backup);
     if (err)
         return err;
     j->cp.n = n;
     for (uint32_t i = 0; i < n; i++)
-        j->cp.rel[i] = j->crel[i];
+        j->cp.rel[i] = rel[i];
     j->cp.out = &j->cout; /* issue 14: the union's COPY member */
     err = backup ? svc_copy_begin(s, USR, BAK, n == 0, true)
                  : svc_copy_begin(s, BAK, USR, false, false);

@@ -162,6 +162,7 @@ void svc_conn_open(svc_t *s, svc_conn_t *c, const char *peer)
 {
     /* the two big buffers need no clearing */
     memset(c, 0, offsetof(svc_conn_t, inbuf));
+    memset(c->h, 0, sizeof(c->h));
     c->svc = s;
     (void)codec_parser_init(&c->in, c->inbuf, sizeof(c->inbuf));
     if (peer) {
@@ -271,6 +272,8 @@ void svc_tick(svc_t *s, uint64_t now_ms)
         }
         if (now_ms - c->last_ms < s->idle_ms)
             continue;
+        if (c->req_held) /* issue 14: its long request runs (busy, not */
+            continue;    /* idle), and its request holds the queue */
         svc_resp_reset(s, 0);
         s->op = "connection";
         sb_t b = svc_err_begin(s, -(int)cellar_Code_ETIMEDOUT);

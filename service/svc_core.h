@@ -181,16 +181,38 @@ struct svc_conn {
     uint8_t closing;      /* close once the output queue is drained */
     uint8_t abort;        /* close now, drop the output queue */
     uint8_t eof;          /* the peer sent everything it will send */
-    uint8_t pad;
+    uint8_t req_held;     /* issue 14: its decoded request is in `out`
+                             (SVC_REQ_IN_QUEUE; svc_req_take/_give) */
     const char *close_reason;
     /* access control (issue 13): svc_conn_set_identity */
     char identity[SVC_ACL_NAME_MAX + 1]; /* "" = anonymous */
     uint8_t role;         /* SVC_ROLE_* */
     const svc_acl_rule_t *rule; /* the ACL rule that gave it, or NULL */
-    svc_handle_t h[SVC_MAX_HANDLES];
+    /* (issue 14: the handles after the buffers: no padding on Cortex-M4) */
     uint8_t inbuf[CODEC_BUF_MIN];
+#if SVC_REQ_IN_QUEUE
+    /* issue 14: while req_held, the queue is empty and its bytes are the
+     * request being served (and, once a Verify read its arguments, the
+     * reply it builds in steps); the reply is encoded over them only after
+     * svc_req_give */
+    union {
+        uint8_t out[SVC_OUT_BYTES];
+        cellar_Request qreq;
+        cellar_VerifyReply qvr;
+    };
+#else
     uint8_t out[SVC_OUT_BYTES];
+#endif
+    svc_handle_t h[SVC_MAX_HANDLES];
 };
+#if SVC_REQ_IN_QUEUE
+_Static_assert(SVC_OUT_BYTES == CODEC_BUF_MIN,
+               "the request lives in the queue only when the queue holds one "
+               "frame: a request is served only when it is empty");
+_Static_assert(sizeof(cellar_Request) <= SVC_OUT_BYTES &&
+               sizeof(cellar_VerifyReply) <= SVC_OUT_BYTES,
+               "the decoded request (and a Verify's reply) fit the queue");
+#endif
 
 /* A request path after validation. Issue 14: the path inside the
  * partition is the tail of show (or "/"), not a copy: do not copy an
@@ -314,23 +336,44 @@ typedef struct svc_job {
     /* One job kind at a time, and every job starts from a zeroed svc_job_t:
      * verify's reply, declare's request/reply and a copy's reply and paths
      * share their bytes (issue 14); a COPY uses neither e nor show
-     * (SVC_JOB_NOT_COPY asserts it where they are set). */
+     * (SVC_JOB_NOT_COPY asserts it where they are set). With
+     * SVC_REQ_IN_QUEUE (svcram2) verify's reply, declare's request and a
+     * copy's paths are in the job's connection's queue instead. */
     union {
         struct {                           /* every kind but COPY */
             man_entry_t e;
-            char show[SVC_SHOW_MAX];
             union {
-                cellar_VerifyReply vr;     /* VERIFY, CHECK */
+                char show[SVC_SHOW_MAX];
+                /* DECLARE: the path of the same content found elsewhere,
+                 * read before a local copy (lcopy) names its staged file
+                 * in show; written only while no local copy runs (svcram2,
+                 * asserted in svc_declare_run) */
+                char dother[MAN_PATH_MAX + 1];
+            };
+            /* issue 14: VERIFY's reply so far and DECLARE's request:
+             * with SVC_REQ_IN_QUEUE in the connection's queue (its
+             * request's bytes: qvr, qreq), else in the union below */
+            union {
+                cellar_VerifyReply *vr;    /* VERIFY (not CHECK) */
+                const cellar_UpdateDeclareRequest *decl; /* DECLARE */
+            };
+            union {
+#if !SVC_REQ_IN_QUEUE
+                cellar_VerifyReply vr_own;
+#endif
                 struct {                   /* DECLARE */
-                    cellar_UpdateDeclareRequest decl;
+#if !SVC_REQ_IN_QUEUE
+                    cellar_UpdateDeclareRequest decl_own;
+#endif
                     cellar_UpdateDeclareReply drep;
-                    char dother[MAN_PATH_MAX + 1]; /* same content */
                 };
             };
         };
         struct {                           /* COPY: Backup, Restore */
             cellar_CopyReply cout;
-            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 2];
+#if !SVC_REQ_IN_QUEUE /* (else the request's own paths, normalised) */
+            char crel[SVC_MAX_ITEMS][SVC_MAX_PATH + 1];
+#endif
         };
     };
     /* gc: blocks gained wanted (0 = all), swept so far and at most, the
@@ -369,25 +412,32 @@ struct svc {
     uint64_t tx_need;      /* bytes of the files to send, declared so far */
     txn_t cp;
     txn_work_t txw;        /* issue 14: the scratch tx and cp share */
-    /* what start-up found wrong, one line each (HelloReply.problems) */
+    /* what start-up found wrong, one line each (HelloReply.problems);
+     * issue 14: kept as the words of the line (svc_problem: each a string
+     * that lives as long as svc_t), written out by svc_problem_line */
     uint32_t nproblems;
-    uint8_t problem_part[SVC_MAX_PROBLEMS];
-    char problems[SVC_MAX_PROBLEMS][SVC_PROBLEM_LEN];
+    uint8_t problem_part[SVC_MAX_PROBLEMS]; /* 0xFF: not a partition's */
+    struct svc_problem_words {
+        const char *what, *why, *done;
+    } problems[SVC_MAX_PROBLEMS];
     uint32_t shadow_seq;
-    cfs_file_t t1, t2;      /* for copies and hashes */
-    man_entry_t me;        /* scratch entries */
-    man_entry_t me2;
-    /* scratch for the request being served (one at a time) */
+    cfs_file_t t1, t2;      /* for copies and hashes; issue 14: t2 also
+                               for a path truncate (svc_t2_take) */
+    /* (the scratch entries me, me2: in txw, issue 14: svc_me_take) */
+    /* scratch for the request being served (one at a time); issue 14:
+     * with SVC_REQ_IN_QUEUE the decoded request is in its connection's
+     * queue (svc_conn_t.qreq) */
+#if !SVC_REQ_IN_QUEUE
     cellar_Request req;
+#endif
     cellar_Response resp;
-    codec_scan_t scan;
+    /* (the scan of a request frame: serve_frame's, issue 14) */
     svc_path_t pa;        /* resolved paths of the request */
     /* issue 14: the ACL check (svc_acl_check: acl_path, the paths a
      * request writes) runs before the handler, which resolves pb itself:
      * one place for both; while acl_in is set only the ACL resolves */
     union { svc_path_t pb; svc_path_t acl_path; };
     uint8_t acl_in;
-    cfs_file_t tmpfile;    /* for path-based truncate and hash */
     cfs_dir_t dir;
     const char *op;       /* name of the request being served */
     /* (the log line is built in txw.tmp: svc_log_begin, issue 14) */
@@ -402,6 +452,7 @@ struct svc {
                               job ended or was cancelled, an abort, the
                               start): the next write request rolls it
                               forward first (svc_dispatch.c) */
+    uint8_t t2_in;        /* issue 14: t2 is taken (svc_t2_take) */
     const struct svc_job_kinds *job_kinds; /* svc_int.h */
     /* ---- access control (issue 13) */
     uint32_t acl_denied;  /* requests refused by the ACL (svc_acl_denials) */

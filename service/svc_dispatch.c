@@ -217,9 +217,8 @@ static field_rule_t field_rule(const codec_scan_t *sc)
 }
 
 /* A field the scan found bad: answer before decoding. */
-static int scan_problem(svc_t *s)
+static int scan_problem(svc_t *s, const codec_scan_t *sc)
 {
-    const codec_scan_t *sc = &s->scan;
     uint32_t body = sc->body_tag;
     sb_t b;
     if (sc->problem == CODEC_SCAN_NUL) {
@@ -276,9 +275,9 @@ static void finish_decided(svc_t *s)
     s->op = op;
 }
 
-static int dispatch(svc_t *s, svc_conn_t *c)
+static int dispatch(svc_t *s, svc_conn_t *c, cellar_Request *q,
+                    uint32_t unknown_tag)
 {
-    cellar_Request *q = &s->req;
     const svc_req_row_t *row = row_of(q->which_body);
     if (row) { /* the ACL first: a denied request changes nothing (issue 13) */
         int err = svc_acl_check(s, c, q, perm_of(row, q));
@@ -293,9 +292,9 @@ static int dispatch(svc_t *s, svc_conn_t *c)
     sb_t b;
     s->op = "request";
     b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
-    if (s->scan.unknown_tag) {
+    if (unknown_tag) {
         svc_sb_str(&b, ": unknown request type (field ");
-        svc_sb_u64(&b, s->scan.unknown_tag);
+        svc_sb_u64(&b, unknown_tag);
         svc_sb_str(&b, "); this device speaks protocol version 1");
     } else {
         svc_sb_str(&b, ": no request body (set one of the Request.body "
@@ -304,29 +303,38 @@ static int dispatch(svc_t *s, svc_conn_t *c)
     return -(int)cellar_Code_EPROTO;
 }
 
-/* Serve one request frame; the reply goes to the output queue. */
-static void serve_frame(svc_t *s, svc_conn_t *c, const uint8_t *f,
-                        uint32_t n)
+/* Serve one request frame; the reply goes to the output queue. Issue 14
+ * (svcram2): the scan is this frame's (not svc_t's), off svc_process's
+ * frame (a job step's path does not add it). */
+static SVC_NOINLINE void serve_frame(svc_t *s, svc_conn_t *c,
+                                     const uint8_t *f, uint32_t n)
 {
     const char *why = NULL;
-    codec_scan(cellar_Request_fields, f, n, &s->scan);
-    svc_resp_reset(s, s->scan.has_id ? s->scan.id : 0);
-    s->op = op_name(s->scan.body_tag);
-    if (s->scan.problem) {
-        (void)scan_problem(s);
-    } else if (codec_decode_request(&s->req, f, n, &why) < 0) {
-        sb_t b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
-        svc_sb_str(&b, ": malformed request (");
-        svc_sb_str(&b, why ? why : "does not decode");
-        svc_sb_str(&b, ")");
+    codec_scan_t sc;
+    codec_scan(cellar_Request_fields, f, n, &sc);
+    svc_resp_reset(s, sc.has_id ? sc.id : 0);
+    s->op = op_name(sc.body_tag);
+    if (sc.problem) {
+        (void)scan_problem(s, &sc);
     } else {
-        s->resp.id = s->req.id;
-        s->op = op_name(s->req.which_body);
-        (void)dispatch(s, c);
-        if (s->deferred) { /* a long request: the job replies */
-            s->deferred = 0;
-            return;
+        /* issue 14: q may be c's empty output queue (SVC_REQ_IN_QUEUE),
+         * given back before the reply is encoded there */
+        cellar_Request *q = svc_req_take(s, c);
+        if (codec_decode_request(q, f, n, &why) < 0) {
+            sb_t b = svc_err_begin(s, -(int)cellar_Code_EPROTO);
+            svc_sb_str(&b, ": malformed request (");
+            svc_sb_str(&b, why ? why : "does not decode");
+            svc_sb_str(&b, ")");
+        } else {
+            s->resp.id = q->id;
+            s->op = op_name(q->which_body);
+            (void)dispatch(s, c, q, sc.unknown_tag);
+            if (s->deferred) { /* a long request: the job replies (and */
+                s->deferred = 0; /* gives q back: svc_job.c) */
+                return;
+            }
         }
+        svc_req_give(c);
     }
     svc_resp_finish(s, c);
 }
@@ -361,10 +369,11 @@ static void frame_error(svc_t *s, svc_conn_t *c, int err)
 
 /* Would this request run as a job (it may: Hash, Verify, Backup, Restore,
  * UpdateDeclare, UpdateCommit)? */
-static bool long_request(svc_t *s, const uint8_t *f, uint32_t n)
+static SVC_NOINLINE bool long_request(const uint8_t *f, uint32_t n)
 {
-    codec_scan(cellar_Request_fields, f, n, &s->scan);
-    return svc_request_long(s->scan.body_tag);
+    codec_scan_t sc;
+    codec_scan(cellar_Request_fields, f, n, &sc);
+    return svc_request_long(sc.body_tag);
 }
 
 /* Serve the next buffered request of c, if any and if there is room for
@@ -384,7 +393,7 @@ static int serve_one(svc_t *s, svc_conn_t *c)
     }
     if (r == 0 || !svc_out_room(c, CODEC_BUF_MIN))
         return 0;
-    if ((s->job.kind || s->job_turn) && long_request(s, f, n)) {
+    if ((s->job.kind || s->job_turn) && long_request(f, n)) {
         c->last_ms = s->now_ms; /* waiting, not idle */
         return 0; /* one long request at a time, one step of one per turn */
     }

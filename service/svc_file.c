@@ -107,8 +107,8 @@ int svc_do_hello(svc_t *s, svc_conn_t *c, const cellar_HelloRequest *r)
         p->kind = cellar_PartKind_PART_RAW;
     }
     for (uint32_t i = 0; i < s->nproblems && i < pb_arraysize(cellar_HelloReply, problems); i++)
-        svc_copy_str(o->problems[o->problems_count++],
-                     sizeof(o->problems[0]), s->problems[i]);
+        svc_problem_line(s, i, o->problems[o->problems_count++],
+                         sizeof(o->problems[0]));
     svc_acl_hello(s, c, o); /* identity and role (issue 13) */
     if (SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);
@@ -469,11 +469,15 @@ int svc_do_truncate(svc_t *s, svc_conn_t *c,
         svc_reply_done(s);
         return 0;
     }
-    err = cfs_file_open(fs, &s->tmpfile, p->fs, CFS_O_WRONLY);
-    if (err < 0)
+    cfs_file_t *f = svc_t2_take(s); /* issue 14: open only here */
+    err = cfs_file_open(fs, f, p->fs, CFS_O_WRONLY);
+    if (err < 0) {
+        svc_t2_give(s);
         return svc_fail_open(s, err, p->show);
-    err = cfs_file_truncate(fs, &s->tmpfile, (uint32_t)r->size);
-    int err2 = cfs_file_close(fs, &s->tmpfile);
+    }
+    err = cfs_file_truncate(fs, f, (uint32_t)r->size);
+    int err2 = cfs_file_close(fs, f);
+    svc_t2_give(s);
     if (err >= 0)
         err = err2;
     if (err < 0)

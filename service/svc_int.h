@@ -90,6 +90,52 @@ int svc_fail_hid(svc_t *s, int err, uint32_t id, const char *path,
 int svc_fail_open(svc_t *s, int err, const char *show);
 void svc_reply_done(svc_t *s);
 
+/* Issue 14: the service's two scratch entries are parts of the txn scratch
+ * (txn_work_t me, me2), where they share their bytes with a commit's batch
+ * of moves: each is taken for one use and given back before any
+ * txn_commit, txn_finish or txn_load (TXN_W_ME/ME2 asserts it). */
+static inline man_entry_t *svc_me_take(svc_t *s)
+{
+    txn_work_take(&s->txw, TXN_W_ME);
+    return &s->txw.me;
+}
+static inline void svc_me_give(svc_t *s)
+{
+    txn_work_give(&s->txw, TXN_W_ME);
+}
+static inline man_entry_t *svc_me2_take(svc_t *s)
+{
+    txn_work_take(&s->txw, TXN_W_ME2);
+    return &s->txw.me2;
+}
+static inline void svc_me2_give(svc_t *s)
+{
+    txn_work_give(&s->txw, TXN_W_ME2);
+}
+
+/* Issue 14: t2 is the shadow a truncate writes (svc_shadow_truncate) or
+ * the file a truncate without a manifest opens (svc_do_truncate): one
+ * holder at a time, open only within that call (CFS_ASSERT). */
+static inline cfs_file_t *svc_t2_take(svc_t *s)
+{
+    CFS_ASSERT(!s->t2_in);
+    s->t2_in = 1;
+    return &s->t2;
+}
+static inline void svc_t2_give(svc_t *s)
+{
+    CFS_ASSERT(s->t2_in);
+    s->t2_in = 0;
+}
+
+/* Keep a helper's frame out of its caller's (issue 14: serve_frame's scan
+ * is not on a job step's stack). */
+#if defined(__GNUC__)
+#define SVC_NOINLINE __attribute__((noinline))
+#else
+#define SVC_NOINLINE
+#endif
+
 /* ---- svc_part.c ---------------------------------------------------------------- */
 extern const char *const svc_part_names[SVC_MAX_PARTS];
 void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err);
@@ -99,9 +145,13 @@ int svc_part_index(const svc_t *s, const char *name, size_t n);
 
 /* A problem found at start-up (or a later attach) on partition part:
  * logged once and listed in HelloReply.problems until the partition is
- * formatted. "/usr: what (why): done". */
+ * formatted. "/usr: what (why): done". Issue 14: what, why (may be NULL)
+ * and done are kept by pointer: each must live as long as svc_t (string
+ * literals, svc_reason, the layout's names). part 0xFF: what alone (/sd). */
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done);
+/* Problem i's line (at most SVC_PROBLEM_LEN bytes, cut with "..."). */
+void svc_problem_line(const svc_t *s, uint32_t i, char *out, size_t cap);
 /* Forget the problems of a partition (formatted, or recovered). */
 void svc_problems_forget(svc_t *s, uint32_t part);
 /* Room for growing the files of a partition by `grow` bytes, keeping the
@@ -145,6 +195,13 @@ bool svc_out_room(svc_conn_t *c, uint32_t need);
 void svc_resp_send(svc_t *s, svc_conn_t *c);
 /* Count and log a failed reply (which then carries no body), queue it. */
 void svc_resp_finish(svc_t *s, svc_conn_t *c);
+/* Issue 14: where c's request is decoded: svc_t.req, or with
+ * SVC_REQ_IN_QUEUE c's output queue (empty whenever a request is served).
+ * c holds it (req_held) from the take until svc_req_give: while its
+ * request, or the long request it started, still reads it; a second take,
+ * or a reply queued on c while it is held, fails CFS_ASSERT. */
+cellar_Request *svc_req_take(svc_t *s, svc_conn_t *c);
+void svc_req_give(svc_conn_t *c);
 
 /* ---- svc_job.c: long requests (see svc_job_t) --------------------------------- */
 /* Start hashing len bytes of fp (a file of partition part) from off. */

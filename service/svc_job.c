@@ -184,6 +184,7 @@ void svc_job_step(svc_t *s)
     s->decided_check = 1; /* a commit, copy or repair may have left one */
     if (!c)
         return;
+    svc_req_give(c); /* issue 14: its request is done with */
     svc_resp_finish(s, c);
 }
 
@@ -205,6 +206,8 @@ void svc_job_cancel(svc_t *s, int err, const char *why)
     j->kind = SVC_JOB_NONE;
     j->conn = NULL;
     s->decided_check = 1; /* the cancel keeps a decided commit (decided) */
+    if (c)
+        svc_req_give(c); /* issue 14: its request is done with */
     if (!c || !why)
         return;
     /* (the request that cancels, e.g. a Format, answers after this) */

@@ -31,14 +31,13 @@ int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
     uint32_t cap = pb_arraysize(cellar_ManifestReply, entries); /* 32, device 3 */
     uint32_t max = r->max_entries && r->max_entries < cap ? r->max_entries : cap;
     uint32_t n = man_slots(m);
-    man_entry_t *e = &s->me;
+    man_entry_t *e = svc_me_take(s); /* issue 14 */
+    int k = 0;
     s->resp.which_body = cellar_Response_manifest_tag;
     for (uint32_t i = r->cursor; i < n; i++) {
-        int k = man_get(m, i, e);
-        if (k < 0) {
-            s->resp.which_body = 0;
-            return svc_fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
-        }
+        k = man_get(m, i, e);
+        if (k < 0)
+            break;
         if (k == 0)
             continue;
         if (o->entries_count == max) {
@@ -47,13 +46,18 @@ int svc_do_manifest(svc_t *s, const cellar_ManifestRequest *r)
         }
         entry_out(s, (uint32_t)part, e, &o->entries[o->entries_count++]);
     }
+    svc_me_give(s);
+    if (k < 0) {
+        s->resp.which_body = 0;
+        return svc_fail_in(s, k, (uint32_t)part, MAN_FILE, NULL);
+    }
     return 0;
 }
 
-int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
+static int import_in(svc_t *s, const cellar_ManifestImportRequest *r,
+                     man_entry_t *e)
 {
     svc_part_t *p = &s->part[USR];
-    man_entry_t *e = &s->me;
     if (!p->has_man)
         return svc_fail_path(s, CFS_ERR_IO, "/usr", "partition is not mounted");
     /* every entry is checked before any is written: a bad one is EINVAL
@@ -96,6 +100,13 @@ int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
     return 0;
 }
 
+int svc_do_manifest_import(svc_t *s, const cellar_ManifestImportRequest *r)
+{
+    int err = import_in(s, r, svc_me_take(s)); /* issue 14 */
+    svc_me_give(s);
+    return err;
+}
+
 int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
 {
     int part = svc_part_arg(s, r->partition);
@@ -113,6 +124,15 @@ int svc_do_verify(svc_t *s, svc_conn_t *c, const cellar_VerifyRequest *r)
     uint32_t cap = pb_arraysize(cellar_VerifyReply, problems); /* 16, device 3 */
     j->max = r->max_entries && r->max_entries < cap ? r->max_entries : cap;
     j->nslots = man_slots(&s->part[part].man);
+    /* issue 14: r is read; with SVC_REQ_IN_QUEUE its bytes (c's queue,
+     * held until the reply) take the reply so far */
+#if SVC_REQ_IN_QUEUE
+    CFS_ASSERT(c->req_held);
+    j->vr = &c->qvr;
+#else
+    j->vr = &j->vr_own;
+#endif
+    memset(j->vr, 0, sizeof(*j->vr));
     if (svc_update_job_step(s))
         return s->resp.has_error ? CFS_ERR_INVAL : 0; /* done at once */
     svc_job_defer(s, c); /* the rest in steps: svc_process */
@@ -135,14 +155,15 @@ static int entry_hashed(svc_t *s, int r, cellar_ProblemKind *kind)
 static void entry_problem(svc_t *s, cellar_ProblemKind k)
 {
     svc_job_t *j = &s->job;
-    man_entry_t *now = &s->me2;
+    man_entry_t *now = svc_me2_take(s); /* issue 14 */
     uint32_t slot;
     int r = man_find(&s->part[j->part].man, j->e.path, now, &slot);
-    if (r == 1 && (now->size != j->e.size || now->flags != j->e.flags ||
-                   now->mtime != j->e.mtime ||
-                   memcmp(now->sha, j->e.sha, 32) != 0))
-        return;
-    if (r == 0)
+    bool changed = r == 1 && (now->size != j->e.size ||
+                              now->flags != j->e.flags ||
+                              now->mtime != j->e.mtime ||
+                              memcmp(now->sha, j->e.sha, 32) != 0);
+    svc_me2_give(s);
+    if (changed || r == 0)
         return;
     if (j->kind == SVC_JOB_CHECK) {
         j->bad++;
@@ -151,9 +172,9 @@ static void entry_problem(svc_t *s, cellar_ProblemKind k)
                      : k == cellar_ProblemKind_MISMATCH ? "corrupt (SHA-256 differs)"
                                                     : "unreadable");
     } else {
-        if (j->vr.problems_count >= pb_arraysize(cellar_VerifyReply, problems))
+        if (j->vr->problems_count >= pb_arraysize(cellar_VerifyReply, problems))
             return;
-        cellar_Problem *pr = &j->vr.problems[j->vr.problems_count++];
+        cellar_Problem *pr = &j->vr->problems[j->vr->problems_count++];
         svc_show_path(s, j->part, j->e.path, pr->path, sizeof(pr->path));
         pr->kind = k;
         if (!j->repair)
@@ -192,7 +213,7 @@ static void repair_done(svc_t *s)
         }
         return;
     }
-    j->vr.problems[j->vr.problems_count - 1].repaired = ok;
+    j->vr->problems[j->vr->problems_count - 1].repaired = ok;
     if (ok)
         svc_log_path(s, "verify: restored", USR, j->e.path, "from /bak");
 }
@@ -203,7 +224,7 @@ static int job_end(svc_t *s)
     svc_job_t *j = &s->job;
     if (j->kind == SVC_JOB_VERIFY) {
         s->resp.which_body = cellar_Response_verify_tag;
-        s->resp.body.verify = j->vr;
+        s->resp.body.verify = *j->vr;
         j->kind = SVC_JOB_NONE;
         return 1;
     }
@@ -299,13 +320,13 @@ int svc_update_job_step(svc_t *s)
             j->cursor++;
             continue;
         }
-        if (j->kind == SVC_JOB_VERIFY && j->vr.checked == j->max) {
-            j->vr.next_cursor = j->cursor;
+        if (j->kind == SVC_JOB_VERIFY && j->vr->checked == j->max) {
+            j->vr->next_cursor = j->cursor;
             return job_end(s);
         }
         j->cursor++;
         if (j->kind == SVC_JOB_VERIFY)
-            j->vr.checked++;
+            j->vr->checked++;
         int err = entry_begin(s, &k);
         if (err < 0 && entry_error(s, err, j->e.path))
             return 1;

@@ -51,32 +51,56 @@ void svc_log_part(svc_t *s, const char *what, const svc_part_t *p, int err)
 }
 #endif
 
+static void problem_line(const svc_t *s, uint32_t part,
+                         const struct svc_problem_words *w, sb_t *b)
+{
+    if (part != 0xFF) {
+        svc_sb_str(b, "/");
+        svc_sb_str(b, s->part[part].name);
+        svc_sb_str(b, ": ");
+    }
+    svc_sb_str(b, w->what);
+    if (w->why) {
+        svc_sb_str(b, " (");
+        svc_sb_str(b, w->why);
+        svc_sb_str(b, ")");
+    }
+    if (w->done) {
+        svc_sb_str(b, ": ");
+        svc_sb_str(b, w->done);
+    }
+}
+
+void svc_problem_line(const svc_t *s, uint32_t i, char *out, size_t cap)
+{
+    sb_t b;
+    svc_sb_init(&b, out, cap < SVC_PROBLEM_LEN ? cap : SVC_PROBLEM_LEN);
+    problem_line(s, s->problem_part[i], &s->problems[i], &b);
+}
+
+static bool same_words(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 void svc_problem(svc_t *s, uint32_t part, const char *what, const char *why,
                  const char *done)
 {
-    char line[SVC_PROBLEM_LEN];
-    sb_t b;
-    svc_sb_init(&b, line, sizeof(line));
-    svc_sb_str(&b, "/");
-    svc_sb_str(&b, s->part[part].name);
-    svc_sb_str(&b, ": ");
-    svc_sb_str(&b, what);
-    if (why) {
-        svc_sb_str(&b, " (");
-        svc_sb_str(&b, why);
-        svc_sb_str(&b, ")");
-    }
-    if (done) {
-        svc_sb_str(&b, ": ");
-        svc_sb_str(&b, done);
-    }
+    struct svc_problem_words w = { what, why, done };
     for (uint32_t i = 0; i < s->nproblems; i++)
-        if (strcmp(s->problems[i], line) == 0)
+        if (s->problem_part[i] == (uint8_t)part &&
+            same_words(s->problems[i].what, what) &&
+            same_words(s->problems[i].why, why) &&
+            same_words(s->problems[i].done, done))
             return; /* once */
-    svc_log_msg(s, NULL, line);
+    if (SVC_LOGS(s)) { /* (the log line: not cut at SVC_PROBLEM_LEN) */
+        sb_t b = svc_log_begin(s, NULL);
+        problem_line(s, part, &w, &b);
+        svc_log_end(s);
+    }
     if (s->nproblems < SVC_MAX_PROBLEMS) {
         s->problem_part[s->nproblems] = (uint8_t)part;
-        memcpy(s->problems[s->nproblems++], line, sizeof(line));
+        s->problems[s->nproblems++] = w;
     }
 }
 
@@ -87,7 +111,7 @@ void svc_problems_forget(svc_t *s, uint32_t part)
         if (s->problem_part[i] != part) {
             if (k != i) {
                 s->problem_part[k] = s->problem_part[i];
-                memcpy(s->problems[k], s->problems[i], SVC_PROBLEM_LEN);
+                s->problems[k] = s->problems[i];
             }
             k++;
         }

@@ -347,12 +347,15 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
                 j->ridx++; /* nothing staged for it */
                 continue;
             }
-            int k = man_find(&u->man, rel, &s->me, &slot);
+            man_entry_t *me = svc_me_take(s); /* issue 14 */
+            int k = man_find(&u->man, rel, me, &slot);
+            bool size_ok = k == 1 && st.size == me->size;
+            svc_me_give(s);
             if (k < 0) {
                 inst_fail(s, p);
                 continue;
             }
-            if (k == 0 || st.type != CFS_TYPE_FILE || st.size != s->me.size ||
+            if (k == 0 || st.type != CFS_TYPE_FILE || !size_ok ||
                 (uint64_t)st.size > part_bytes(s, p)) {
                 /* not a committed image: a leftover of nothing; dropped */
                 svc_problem(s, USR, "a staged raw image does not match its "
@@ -444,9 +447,13 @@ int svc_raw_install_step(svc_t *s, uint32_t *budget)
             if (!err && csha_finish(&j->sha, sha))
                 err = CFS_ERR_IO;
             csha_free(&j->sha);
-            if (!err && (man_find(&u->man, rel, &s->me, &slot) != 1 ||
-                         memcmp(sha, s->me.sha, 32) != 0))
-                err = CFS_ERR_IO; /* the flash did not keep it */
+            if (!err) {
+                man_entry_t *me = svc_me_take(s); /* issue 14 */
+                if (man_find(&u->man, rel, me, &slot) != 1 ||
+                    memcmp(sha, me->sha, 32) != 0)
+                    err = CFS_ERR_IO; /* the flash did not keep it */
+                svc_me_give(s);
+            }
             if (!err)
                 err = cfs_remove(&u->fs, rel); /* done: nothing to finish */
             if (err) {

@@ -275,6 +275,17 @@ static int copy_into(svc_t *s, fat_t *fs, const char *src, fat_file_t *dst)
     return err ? err : e2;
 }
 
+/* Issue 14 (svcram2): a path beside a fat_stat_t does not fit the
+ * device's 512-byte scratch (a fat_stat_t is ~290 bytes): the paths go in
+ * s->pb's show, which an /sd request that resolves only pa leaves free
+ * (and svc_sd_attach runs outside any request). Before, they were written
+ * at scratch + 512 / + 1024: past its end on the device profile, over
+ * the bundle index and the job. */
+_Static_assert(sizeof(((svc_path_t *)0)->show) >= FAT_PATH_MAX + 1,
+               "an /sd path fits pb's show");
+_Static_assert(SVC_SCRATCH_BYTES >= sizeof(fat_stat_t),
+               "a fat_stat_t fits the scratch");
+
 static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
 {
     const uint32_t rw = cellar_OpenFlags_O_READ | cellar_OpenFlags_O_WRITE;
@@ -317,13 +328,13 @@ static int do_open(svc_t *s, svc_conn_t *c, const cellar_OpenRequest *r)
         if (!have && (fl & cellar_OpenFlags_O_CREATE) && (fl & cellar_OpenFlags_O_EXCL))
             return svc_fail_path(s, CFS_ERR_EXIST, p->show, NULL);
         if (have == FAT_ERR_NOENT) { /* its directory must be there now */
-            char *par = (char *)s->scratch;
+            char *par = s->pb.show; /* (svcram2: above) */
             size_t n = strlen(p->fs);
             while (n > 1 && p->fs[n - 1] != '/')
                 n--;
             memcpy(par, p->fs, n);
             par[n > 1 ? n - 1 : 1] = 0;
-            fat_stat_t *ps = (fat_stat_t *)(s->scratch + 512);
+            fat_stat_t *ps = (fat_stat_t *)s->scratch; /* (st is read) */
             if ((err = fat_stat(fs, par, ps)) != 0)
                 return sd_fail(s, err, p->show, NULL);
             if (ps->type != FAT_T_DIR)
@@ -582,7 +593,7 @@ static int do_mkdir(svc_t *s, const cellar_MkdirRequest *r)
         return svc_fail_path(s, CFS_ERR_EXIST, p->show, NULL);
     }
     if (r->parents) { /* each missing prefix, top down */
-        char *q = (char *)s->scratch + 1024;
+        char *q = s->pb.show; /* (svcram2: above do_open) */
         size_t n = strlen(p->fs);
         for (size_t i = 1; i <= n; i++) {
             if (i < n && p->fs[i] != '/')
@@ -860,10 +871,10 @@ static void sd_problem(svc_t *s, const char *what)
 {
     if (s->nproblems >= SVC_MAX_PROBLEMS)
         return;
-    char *line = s->problems[s->nproblems];
-    svc_copy_str(line, SVC_PROBLEM_LEN, what);
+    /* issue 14: what is a literal (svc_problem keeps the pointer) */
+    s->problems[s->nproblems] = (struct svc_problem_words){ what, NULL, NULL };
     s->problem_part[s->nproblems++] = 0xFF; /* not a flash partition */
-    svc_log_msg(s, NULL, line);
+    svc_log_msg(s, NULL, what);
 }
 
 int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)
@@ -893,7 +904,7 @@ int svc_sd_attach(svc_t *s, svc_sd_t *sd, const fat_blk_t *bd)
     /* shadows a power cut left behind are dropped */
     fat_dir_t d;
     fat_stat_t *st = (fat_stat_t *)s->scratch;
-    char *path = (char *)s->scratch + 1024;
+    char *path = s->pb.show; /* (svcram2: above do_open) */
     if (fat_dir_open(&sd->fat, SVC_SD_DIR, &d) == 0) {
         uint32_t dropped = 0;
         while (fat_dir_read(&sd->fat, &d, st) == 1) {

@@ -189,8 +189,10 @@ static void clear_staging(svc_t *s, uint32_t i, const char *dir, int why)
 {
     svc_part_t *p = &s->part[i];
     int err = txn_clear(&s->txw, &p->fs, dir);
-    char what[64] = "cannot recover ";
-    strcat(what, dir);
+    /* issue 14: svc_problem keeps its words by pointer: literals */
+    CFS_ASSERT(strcmp(dir, CP_DIR) == 0 || strcmp(dir, TX_DIR) == 0);
+    const char *what = strcmp(dir, CP_DIR) == 0 ? "cannot recover " CP_DIR
+                                                : "cannot recover " TX_DIR;
     svc_problem(s, i, what, svc_reason(why),
                 err ? "it could not be removed either"
                     : "dropped it (an update or copy in it is lost)");
@@ -207,8 +209,11 @@ static bool keep_decided(svc_t *s, uint32_t i, txn_t *t, int why)
         return false;
     if (txn_decided(t) == 0)
         return false;
-    char what[64] = "cannot finish the committed ";
-    strcat(what, t->dir);
+    /* issue 14: svc_problem keeps its words by pointer: literals */
+    CFS_ASSERT(strcmp(t->dir, CP_DIR) == 0 || strcmp(t->dir, TX_DIR) == 0);
+    const char *what = strcmp(t->dir, CP_DIR) == 0
+                           ? "cannot finish the committed " CP_DIR
+                           : "cannot finish the committed " TX_DIR;
     svc_problem(s, i, what, svc_reason(why), "kept: finished before the "
                 "next update or copy, or at the next start");
     return true;
@@ -483,7 +488,7 @@ static int publish(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t no,
                    const char *path)
 {
     svc_part_t *p = &s->part[part];
-    man_entry_t *e = &s->me;
+    man_entry_t *e = svc_me_take(s); /* issue 14 */
     char name[40];
     memset(e, 0, sizeof(*e));
     int err = man_hash_file(&p->fs, f, s->scratch, sizeof(s->scratch), e->sha,
@@ -505,6 +510,7 @@ static int publish(svc_t *s, uint32_t part, cfs_file_t *f, uint32_t no,
         const char *src[1] = { name }, *dst[1] = { path };
         err = man_commit(&p->man, src, dst, 1);
     }
+    svc_me_give(s);
     if (err)
         (void)cfs_remove(&p->fs, name);
     return err;
@@ -571,7 +577,8 @@ void svc_shadow_discard(svc_t *s, svc_handle_t *h)
     h->shadow = 0;
 }
 
-int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+static int shadow_truncate_in(svc_t *s, const svc_path_t *p, uint32_t size,
+                              cfs_file_t *f)
 {
     cfs_t *fs = &s->part[p->part].fs;
     cfs_stat_t st;
@@ -586,22 +593,29 @@ int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
                              "file is open for writing");
     if ((err = svc_room(s, (uint32_t)p->part, size, p->show)))
         return err;
-    err = shadow_create(s, (uint32_t)p->part, &s->t2, &no, p->fs,
+    err = shadow_create(s, (uint32_t)p->part, f, &no, p->fs,
                         size < st.size ? size : st.size);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
-    err = cfs_file_truncate(fs, &s->t2, size);
+    err = cfs_file_truncate(fs, f, size);
     if (err) {
         char name[40];
-        (void)cfs_file_revert(fs, &s->t2);
-        (void)cfs_file_close(fs, &s->t2);
+        (void)cfs_file_revert(fs, f);
+        (void)cfs_file_close(fs, f);
         (void)cfs_remove(fs, shadow_name(name, no));
         return svc_fail_path(s, err, p->show, NULL);
     }
-    err = publish(s, (uint32_t)p->part, &s->t2, no, p->fs);
+    err = publish(s, (uint32_t)p->part, f, no, p->fs);
     if (err)
         return svc_fail_path(s, err, p->show, NULL);
     return 0;
+}
+
+int svc_shadow_truncate(svc_t *s, const svc_path_t *p, uint32_t size)
+{
+    int err = shadow_truncate_in(s, p, size, svc_t2_take(s)); /* issue 14 */
+    svc_t2_give(s);
+    return err;
 }
 
 int svc_man_remove(svc_t *s, const svc_path_t *p)
@@ -612,7 +626,8 @@ int svc_man_remove(svc_t *s, const svc_path_t *p)
      * crash or a bug): the removal drops the entry */
     bool gone = cfs_stat(&pt->fs, p->fs, &st) == CFS_ERR_NOENT;
     uint32_t slot;
-    int k = man_find(&pt->man, p->fs, &s->me, &slot);
+    int k = man_find(&pt->man, p->fs, svc_me_take(s), &slot); /* issue 14 */
+    svc_me_give(s);
     if (k < 0)
         return k;
     if (gone && k == 0)

@@ -38,11 +38,12 @@ static txn_t *tx_indexed(svc_t *s)
     return &s->tx;
 }
 
-/* "entries 0 and 1 conflict (why; tail): "/usr/a", "/usr/a/b"" */
+/* "entries 0 and 1 conflict (why; tail): "/usr/a", "/usr/a/b"" (cur: the
+ * path of the entry being declared, entry s->tx.declared, or NULL) */
 static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
-                    const char *tail)
+                    const char *tail, const char *cur)
 {
-    man_entry_t *e = &s->me2;
+    man_entry_t *e = svc_me2_take(s); /* issue 14 */
     char show[SVC_SHOW_MAX];
     sb_t m = svc_err_begin(s, CFS_ERR_INVAL);
     svc_sb_str(&m, ": entries ");
@@ -58,14 +59,15 @@ static int conflict(svc_t *s, uint32_t a, uint32_t b, int why,
     svc_sb_str(&m, "):");
     for (int k = 0; k < 2; k++) {
         uint32_t i = k ? b : a;
-        if (i == s->tx.declared) /* the entry being declared */
-            svc_copy_str(e->path, sizeof(e->path), s->me.path);
+        if (i == s->tx.declared && cur) /* the entry being declared */
+            svc_copy_str(e->path, sizeof(e->path), cur);
         else if (txn_entry(&s->tx, i, e))
             continue;
         svc_show_path(s, USR, e->path, show, sizeof(show));
         svc_sb_str(&m, k ? ", " : " ");
         svc_sb_qstr(&m, show);
     }
+    svc_me2_give(s);
     return CFS_ERR_INVAL;
 }
 
@@ -157,8 +159,8 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
         t->nentries == r->entries && t->bytes == r->bytes) {
         o->resumed = true;
         o->declared = t->declared;
+        man_entry_t *e = svc_me_take(s); /* issue 14 */
         for (uint32_t i = 0; i < t->declared; i++) {
-            man_entry_t *e = &s->me;
             int64_t have;
             if ((err = txn_entry(t, i, e)))
                 break;
@@ -166,6 +168,7 @@ int svc_do_update_begin(svc_t *s, svc_conn_t *c,
                 (have = txn_staged(t, i)) > 0)
                 o->staged += (uint64_t)have;
         }
+        svc_me_give(s);
         if (err) { /* a damaged plan: start over */
             memset(o, 0, sizeof(*o));
             err = 0;
@@ -276,11 +279,11 @@ static int lcopy_step(svc_t *s, const man_entry_t *e, uint32_t *budget)
 int svc_declare_run(svc_t *s)
 {
     svc_job_t *j = &s->job;
-    const cellar_UpdateDeclareRequest *r = &j->decl;
+    const cellar_UpdateDeclareRequest *r = j->decl;
     txn_t *t = &s->tx;
     svc_part_t *p = &s->part[USR];
     cellar_UpdateDeclareReply *o = &j->drep;
-    man_entry_t *e = &j->e, *m = &s->me2;
+    man_entry_t *e = &j->e;
     uint32_t budget = SVC_JOB_STEP_BYTES, idx, slot;
     cfs_stat_t st;
     int err, se, k;
@@ -327,15 +330,19 @@ int svc_declare_run(svc_t *s)
             memcpy(e->sha, in->sha256.bytes, 32);
             char *other = j->dother;
             CFS_ASSERT(j->kind == SVC_JOB_DECLARE); /* the union's member */
+            CFS_ASSERT(!j->lcopy); /* svcram2: dother shares show's bytes */
+            man_entry_t *m = svc_me2_take(s); /* issue 14 */
             k = man_find_content(&p->man, e->path, e->sha, e->size, m, &slot,
                                  other);
-            if (k < 0)
-                return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
             /* issue 15: a raw image is always sent and written: its
              * entry alone cannot vouch for the partition's bytes */
-            if (k == 1 && !raw && !se && st.type == CFS_TYPE_FILE &&
-                (m->flags & MAN_F_SIZE) && m->size == e->size &&
-                st.size == e->size && memcmp(m->sha, e->sha, 32) == 0) {
+            bool same = k == 1 && !raw && !se && st.type == CFS_TYPE_FILE &&
+                        (m->flags & MAN_F_SIZE) && m->size == e->size &&
+                        st.size == e->size && memcmp(m->sha, e->sha, 32) == 0;
+            svc_me2_give(s);
+            if (k < 0)
+                return refuse(s, svc_fail_in(s, k, USR, MAN_FILE, NULL)), 1;
+            if (same) {
                 j->dstatus = cellar_EntryStatus_UNCHANGED;
             } else {
                 j->dstatus = se && !(raw && k == 1) /* issue 15: raw: */
@@ -372,9 +379,9 @@ int svc_declare_run(svc_t *s)
                 return refuse(s, svc_fail_in(s, k, USR, TX_DIR, NULL)), 1;
             if (k == 1) {
                 memset(o, 0, sizeof(*o));
-                s->me = *e; /* conflict() names it */
                 return refuse(s, conflict(s, other, idx, why,
-                                          "; the update is dropped")), 1;
+                                          "; the update is dropped",
+                                          e->path)), 1;
             }
         }
         err = txn_declare(t, idx, e);
@@ -439,7 +446,13 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     j->kind = SVC_JOB_DECLARE;
     j->part = USR;
     j->conn = c;
-    j->decl = *r;
+#if SVC_REQ_IN_QUEUE /* issue 14: r stays in c's queue until the reply */
+    CFS_ASSERT(c->req_held);
+    j->decl = r;
+#else
+    j->decl_own = *r;
+    j->decl = &j->decl_own;
+#endif
     if (svc_declare_run(s)) {
         j->kind = SVC_JOB_NONE;
         return s->resp.has_error ? CFS_ERR_INVAL : 0;
@@ -448,13 +461,9 @@ int svc_do_update_declare(svc_t *s, svc_conn_t *c,
     return 0;
 }
 
-int svc_do_update_write(svc_t *s, svc_conn_t *c,
-                        const cellar_UpdateWriteRequest *r)
+static int update_write_in(svc_t *s, txn_t *t,
+                           const cellar_UpdateWriteRequest *r, man_entry_t *e)
 {
-    txn_t *t = own_tx(s, c, NULL, 0);
-    if (!t)
-        return CFS_ERR_INVAL;
-    man_entry_t *e = &s->me;
     int err;
     if (r->index >= t->declared) {
         sb_t b = svc_err_begin(s, CFS_ERR_INVAL);
@@ -508,6 +517,17 @@ int svc_do_update_write(svc_t *s, svc_conn_t *c,
     return 0;
 }
 
+int svc_do_update_write(svc_t *s, svc_conn_t *c,
+                        const cellar_UpdateWriteRequest *r)
+{
+    txn_t *t = own_tx(s, c, NULL, 0);
+    if (!t)
+        return CFS_ERR_INVAL;
+    int err = update_write_in(s, t, r, svc_me_take(s)); /* issue 14 */
+    svc_me_give(s);
+    return err;
+}
+
 /* The reply of an UpdateCommit whose checks or commit ended with err. */
 static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
                          uint32_t bad, const txn_stats_t *st)
@@ -516,11 +536,11 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
         /* two entries conflict: nothing changed; the bundle cannot be
          * committed as it is */
         (void)conflict(s, t->ix->ca, t->ix->cb, t->ix->cwhy,
-                       "; abort and declare the bundle again");
+                       "; abort and declare the bundle again", NULL);
         return CFS_ERR_INVAL;
     }
     if (err) {
-        man_entry_t *e = &s->me;
+        man_entry_t *e = svc_me_take(s); /* issue 14: given back below */
         bool have_e = bad < t->declared && txn_entry(t, bad, e) == 0;
         const char *why = NULL;
         if (err == TXN_ERR_BADMSG)
@@ -538,13 +558,16 @@ static int commit_result(svc_t *s, svc_conn_t *c, txn_t *t, int err,
             why = "open by a client: close it and commit again";
         if (t->decided) { /* decided, but the roll forward stopped */
             s->tx_owner = NULL;
-            return svc_fail_path(s, err, "/usr", "update committed, but not "
-                                 "finished: it is finished before the next "
-                                 "update or copy, or at the next start (do "
-                                 "not send it again)");
+            err = svc_fail_path(s, err, "/usr", "update committed, but not "
+                                "finished: it is finished before the next "
+                                "update or copy, or at the next start (do "
+                                "not send it again)");
+        } else {
+            err = have_e ? svc_fail_in(s, err, USR, e->path, why)
+                         : svc_fail_path(s, err, "/usr", why);
         }
-        return have_e ? svc_fail_in(s, err, USR, e->path, why)
-                      : svc_fail_path(s, err, "/usr", why);
+        svc_me_give(s);
+        return err;
     }
     if (t->skipped && SVC_LOGS(s)) {
         sb_t b = svc_log_begin(s, c);

@@ -64,6 +64,16 @@ static uint32_t path_hash(const char *p, size_t n)
     return h;
 }
 
+/* The index's hash of a path (bit 0 is then the entry's removal flag):
+ * issue 14, with 2 bytes the halves folded together. */
+static txn_ix_hash_t ix_hash(const char *p, size_t n)
+{
+    uint32_t h = path_hash(p, n);
+    if (sizeof(txn_ix_hash_t) < sizeof(h))
+        h ^= h >> 16;
+    return (txn_ix_hash_t)h;
+}
+
 static void bloom_pos(uint32_t h, uint32_t pos[2])
 {
     pos[0] = h % TXN_BLOOM_BITS;
@@ -83,8 +93,8 @@ static void ix_clear(txn_t *t)
 static void ix_add(txn_index_t *ix, const man_entry_t *e)
 {
     size_t len = strlen(e->path);
-    ix->h[ix->n++] = (path_hash(e->path, len) & ~1u) |
-                     (e->kind == MAN_REMOVE ? 1u : 0u);
+    ix->h[ix->n++] = (txn_ix_hash_t)((ix_hash(e->path, len) & ~1u) |
+                                     (e->kind == MAN_REMOVE ? 1u : 0u));
     if (e->kind != MAN_TRACK)
         return;
     for (size_t k = 1; k < len; k++) /* every directory above a file */
@@ -119,9 +129,9 @@ static int ix_check_q(txn_t *t, const man_entry_t *e, uint32_t *other,
             continue;
         if (k < len && !file)
             continue; /* a removal may be below anything */
-        uint32_t hk = path_hash(e->path, k) >> 1;
+        uint32_t hk = (uint32_t)ix_hash(e->path, k) >> 1;
         for (uint32_t i = 0; i < ix->n; i++) {
-            if ((ix->h[i] >> 1) != hk)
+            if (((uint32_t)ix->h[i] >> 1) != hk)
                 continue;
             int err = txn_entry(t, i, &q);
             if (err)
@@ -491,7 +501,7 @@ int txn_park(txn_t *t)
 static int plan_removes_at(txn_t *t, const char *path, uint32_t *idx)
 {
     man_entry_t *e = &t->w->ec;
-    uint32_t h = path_hash(path, strlen(path)) | 1u;
+    txn_ix_hash_t h = (txn_ix_hash_t)(ix_hash(path, strlen(path)) | 1u);
     int r = 0;
     txn_work_take(t->w, TXN_W_EC);
     for (uint32_t i = 0; !r && i < t->declared; i++) {

@@ -41,15 +41,20 @@ enum {
 };
 
 /* An index of a bundle's declared paths, so each new entry is checked
- * against all earlier ones without reading the plan n times: a 32-bit hash
- * per entry (bit 0 = a removal) and a Bloom filter of the directories
+ * against all earlier ones without reading the plan n times: a hash of
+ * TXN_INDEX_HASH_BYTES per entry (bit 0 = a removal) and a Bloom filter of the directories
  * above every file entry. Candidates are confirmed against the plan.
  * Fixed size: 4 KiB + 2 KiB (host; cellar_config.h). */
+#if TXN_INDEX_HASH_BYTES == 2 /* issue 14 (cellar_config.h) */
+typedef uint16_t txn_ix_hash_t;
+#else
+typedef uint32_t txn_ix_hash_t;
+#endif
 typedef struct txn_index {
     uint32_t n;                /* entries indexed (0..n-1) */
     uint32_t ca, cb;           /* the first conflict found: entry cb with ca */
     uint8_t cwhy;              /* TXN_CONFLICT_*, or NONE */
-    uint32_t h[TXN_MAX_ENTRIES];
+    txn_ix_hash_t h[TXN_MAX_ENTRIES];
     uint8_t dirs[TXN_BLOOM_BITS / 8];
 } txn_index_t;
 
@@ -91,7 +96,10 @@ typedef struct txn {
  * asserts (CFS_ASSERT) that no part is taken twice at once, nor the batch
  * together with eb/ec/path, which share its bytes. */
 enum { TXN_W_TMP = 1u, TXN_W_SLOT = 2u, TXN_W_EA = 4u, TXN_W_EB = 8u,
-       TXN_W_EC = 16u, TXN_W_PATH = 32u, TXN_W_BATCH = 64u };
+       TXN_W_EC = 16u, TXN_W_PATH = 32u, TXN_W_BATCH = 64u,
+       TXN_W_ME = 128u, TXN_W_ME2 = 256u };
+/* The parts that share their bytes with the batch. */
+#define TXN_W_UNDER_BATCH (TXN_W_EC | TXN_W_PATH | TXN_W_ME | TXN_W_ME2)
 typedef struct txn_work {
     uint32_t busy;             /* TXN_W_* taken */
     char tmp[512];             /* TMP: scratch for man_* helpers */
@@ -101,6 +109,10 @@ typedef struct txn_work {
         struct {
             man_entry_t ec;              /* EC: plan_removes_at */
             char path[MAN_PATH_MAX + 1]; /* PATH: a path being built */
+            /* ME, ME2 (issue 14): the service's two scratch entries
+             * (svc_me_take), never held across a commit or a roll
+             * forward (the batch's users) */
+            man_entry_t me, me2;
         };
         struct { /* BATCH: a batch of moves (commit, roll forward) */
             char bsrc[TXN_BATCH][64];
@@ -111,10 +123,10 @@ typedef struct txn_work {
 static inline void txn_work_take(txn_work_t *w, uint32_t parts)
 {
     uint32_t clash = parts;
-    if (parts & (TXN_W_EC | TXN_W_PATH))
+    if (parts & TXN_W_UNDER_BATCH)
         clash |= TXN_W_BATCH;
     if (parts & TXN_W_BATCH)
-        clash |= TXN_W_EC | TXN_W_PATH;
+        clash |= TXN_W_UNDER_BATCH;
     CFS_ASSERT((w->busy & clash) == 0);
     w->busy |= parts;
 }

@@ -187,8 +187,9 @@
  * A frame of another size needs its own options file (data max_size =
  * CELLAR_MAX_CHUNK, counts until codec.h's checks pass).
  *   RAM: each connection holds an input buffer of CELLAR_MAX_FRAME + 4
- *   bytes; the output queue is SVC_OUT_BYTES; svc_t holds one decoded
- *   request and one reply (about CELLAR_MAX_FRAME + its lists each).
+ *   bytes; the output queue is SVC_OUT_BYTES; svc_t holds one reply and
+ *   (host) one decoded request, about CELLAR_MAX_FRAME + its lists each
+ *   (device: the request is in the queue, SVC_REQ_IN_QUEUE).
  *                                      host 16896 / 16384, device 1024 / 768 */
 #ifndef CELLAR_MAX_FRAME
 #ifdef CELLAR_PROFILE_DEVICE
@@ -239,6 +240,18 @@
 #define TXN_MAX_ENTRIES 256u
 #else
 #define TXN_MAX_ENTRIES 1024u
+#endif
+#endif
+/* Issue 14: bytes of the bundle index's hash of each entry's path (2 or
+ * 4). A hash only picks the entries read back from the plan to confirm a
+ * conflict: with 2 bytes a bundle of 256 entries reads a few more (about
+ * n * depth / 32768 per entry), and nothing else changes.
+ *                                                       host 4, device 2 */
+#ifndef TXN_INDEX_HASH_BYTES
+#ifdef CELLAR_PROFILE_DEVICE
+#define TXN_INDEX_HASH_BYTES 2u
+#else
+#define TXN_INDEX_HASH_BYTES 4u
 #endif
 #endif
 #ifndef TXN_BLOOM_BITS
@@ -312,6 +325,22 @@
 #define SVC_OUT_BYTES CODEC_BUF_MIN
 #else
 #define SVC_OUT_BYTES (2u * CODEC_BUF_MIN)
+#endif
+#endif
+
+/* Issue 14 (svcram2): the decoded request lives in its connection's output
+ * queue rather than in svc_t. Only where the queue holds exactly one frame
+ * (SVC_OUT_BYTES == CODEC_BUF_MIN): a request is then served only when the
+ * queue is empty, and its reply is encoded there only after the handler (or
+ * the long request it started) is done with it. A long request keeps what
+ * it needs of its request there (UpdateDeclare's entries, Backup's and
+ * Restore's paths, Verify's reply so far): svc_core.h, svc_req_take.
+ *                                                      host 0, device 1 */
+#ifndef SVC_REQ_IN_QUEUE
+#ifdef CELLAR_PROFILE_DEVICE
+#define SVC_REQ_IN_QUEUE 1
+#else
+#define SVC_REQ_IN_QUEUE 0
 #endif
 #endif
 

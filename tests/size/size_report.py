@@ -359,15 +359,20 @@ def cmd_ram(args):
     print("RAM (device profile, Cortex-M4)                 bytes")
     print("  svc_t (both partitions mounted: all inside)  %6d" % svc)
     for k in ["svc_part_t", "cfs_t", "cfs_work_t", "man_t", "txn_t", "txn_work_t",
-              "txn_index_t", "svc_job_t", "svc_copy_t", "cellar_Request",
+              "txn_index_t", "svc_job_t", "svc_copy_t",
               "cellar_Response", "svc_path_t", "man_entry_t", "svc_scratch",
-              "svc_problems", "codec_scan_t", "csha_t"]:
+              "svc_problems", "csha_t"]:
         if k in sz:
             print("    %-40s %6d" % (k, sz[k]))
     print("  svc_conn_t (each connection)                 %6d" % conn)
     for k in ["conn_inbuf", "conn_out", "conn_handles", "svc_handle_t"]:
         if k in sz:
             print("    %-40s %6d" % (k, sz[k]))
+    # issue 14 (svcram2): the decoded request is held in the output queue
+    # (SVC_REQ_IN_QUEUE), not in svc_t
+    if "cellar_Request" in sz:
+        print("    %-40s %6d" % ("cellar_Request (held in conn_out)",
+                                  sz["cellar_Request"]))
     print("  .data + .bss of the device set               %6d" % statics)
     print("  svc_t + one connection + statics             %6d" % one)
     svc_only = svc - 2 * sz.get("cfs_t", 0)
