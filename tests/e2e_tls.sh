@@ -26,7 +26,9 @@ trap cleanup EXIT INT TERM
 # tls_start ARGS...: cellard on tls://127.0.0.1:0 with ARGS; sets PID, URL.
 tls_start() {
   if [ -n "$PID" ]; then kill "$PID"; wait "$PID" 2>/dev/null; PID=; fi
-  LOG="$T/cellard.log"
+  # a log of its own per start: the old one could still show the last
+  # daemon's port before the shell truncated it for the new one
+  NSTART=$((${NSTART:-0} + 1)); LOG="$T/cellard.$NSTART.log"
   "$CELLARD" --flash "$T/flash.img" --flash-size 4M --listen tls://127.0.0.1:0 \
     --idle-timeout 0 "$@" >"$LOG" 2>&1 &
   PID=$!
