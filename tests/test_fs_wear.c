@@ -459,11 +459,87 @@ static void test_cold_runs(void)
     wr_fini(&w);
 }
 
+/* A power cut in the checkpoint that ends a pass collecting cold runs
+ * (issue 9: the first cold runs left 46 cut points of test_powerloss's
+ * cold workload after which nothing could be written). An explicit
+ * collection moves every run from a working level of free space; it is
+ * cut at each of its last flash operations (and every 7th before): after
+ * the recovery a new file must be written, and the files read back. */
+static void test_cold_cut(void)
+{
+    wr_t w;
+    wr_init(&w, 512, 41);
+    for (uint32_t i = 0; i < 8; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "/s%u", i);
+        CHECK_EQ(wr_put(&w, name, 64u * 1024u, 70 + i), 0);
+    }
+    /* churn until the tail is a few blocks before a run: the collection
+     * below then copies it, from the free space GC keeps in normal use */
+    int near = 0;
+    for (uint32_t r = 0; r < 4000 && !near; r++) {
+        uint32_t tb = w.fs.tail / 4096, nd = w.fs.nblocks - 2;
+        for (uint32_t k = 0; k < w.fs.nruns; k++)
+            near |= (w.fs.runs[k].first + nd - tb) % nd < 8;
+        if (near)
+            break;
+        char name[32];
+        snprintf(name, sizeof(name), "/h%u", r % 3);
+        CHECK_EQ(wr_put(&w, name, 6000, 100 + r), 0);
+    }
+    CHECK(near);
+    CHECK_EQ(cfs_unmount(&w.fs), 0);
+    size_t size = (size_t)flash_sim_size(w.sim);
+    uint8_t *img = malloc(size);
+    memcpy(img, flash_sim_data(w.sim), size);
+    /* the collection uncut: how many flash operations, how deep it goes */
+    CHECK_EQ(cfs_mount(&w.fs, &w.cfg), 0);
+    uint32_t free0 = cfs_free_blocks(&w.fs), runs0 = w.fs.nruns, least = free0;
+    uint64_t o0 = flash_sim_ops(w.sim);
+    CHECK(cfs_gc(&w.fs, 400) >= 0);
+    uint64_t nops = flash_sim_ops(w.sim) - o0;
+    CHECK_EQ(cfs_unmount(&w.fs), 0);
+    uint32_t cuts = 0, stuck = 0;
+    for (uint64_t k = 1; k <= nops; k += k + 80 > nops ? 1 : 7) {
+        memcpy(flash_sim_data(w.sim), img, size);
+        CHECK_EQ(cfs_mount(&w.fs, &w.cfg), 0);
+        flash_sim_cut_after(w.sim, k, false);
+        (void)cfs_gc(&w.fs, 400);
+        flash_sim_cut_after(w.sim, 0, false);
+        flash_sim_power_on(w.sim);
+        cuts++;
+        CHECK_EQ(cfs_mount(&w.fs, &w.cfg), 0);
+        if (!w.fs.mounted)
+            continue;
+        least = cfs_free_blocks(&w.fs) < least ? cfs_free_blocks(&w.fs) : least;
+        int rc = wr_put(&w, "/after-cut", 6000, 999);
+        if (rc != 0) {
+            stuck++;
+            printf("test_fs_wear: cold cut at op %llu of %llu: new file %d, free %u\n",
+                   (unsigned long long)k, (unsigned long long)nops, rc,
+                   cfs_free_blocks(&w.fs));
+        } else {
+            CHECK_EQ(wr_check(&w, "cold cut"), 0);
+            fsm_remove(w.m, "/after-cut");
+        }
+        cfs_unmount(&w.fs);
+    }
+    printf("test_fs_wear: cold cut: %u runs, %u free, collection of %llu flash ops cut at "
+           "%u points, least free after a cut %u, %u left unwritable\n", runs0, free0,
+           (unsigned long long)nops, cuts, least, stuck);
+    CHECK_EQ(stuck, 0);
+    memcpy(flash_sim_data(w.sim), img, size);
+    free(img);
+    CHECK_EQ(cfs_mount(&w.fs, &w.cfg), 0);
+    wr_fini(&w);
+}
+
 int main(void)
 {
     test_fail_block();
     test_static_levelling();
     test_cold_runs();
+    test_cold_cut();
     test_wear_out();
     return check_summary("test_fs_wear");
 }
