@@ -2230,7 +2230,14 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
                     err = gc_flush(fs, &g);
                 }
                 if (err) {
-                    /* the tail stays before the stretch: so does the run */
+                    /* the tail stays before the stretch: so does the run.
+                     * g.at goes back to the stretch's start: the flush at
+                     * stop commits what the failed move of x built, and
+                     * must not take the tail to x, past the stretch's live
+                     * records, which would then lie unpinned in the free
+                     * space and be erased (found with runs allowed at 91%
+                     * full, when x's move found no room: issue 9) */
+                    g.at = new_tail;
                     if (extends)
                         q->last = was;
                     else
