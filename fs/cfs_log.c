@@ -49,7 +49,9 @@ static inline uint32_t blk_of(const cfs_t *fs, uint32_t a) { return a / fs->bsiz
 static inline uint32_t off_of(const cfs_t *fs, uint32_t a) { return a % fs->bsize; }
 static inline uint32_t ndata(const cfs_t *fs) { return fs->nblocks - FIRST_DATA; }
 
-static int is_bad(const cfs_t *fs, uint32_t b)
+/* (always inline, like run_of: next_good is the leaf of the deepest stack
+ * path, make ram) */
+static inline __attribute__((always_inline)) int is_bad(const cfs_t *fs, uint32_t b)
 {
     for (uint32_t i = 0; i < fs->nbad; i++)
         if (fs->bad[i] == b)
@@ -58,7 +60,7 @@ static int is_bad(const cfs_t *fs, uint32_t b)
 }
 
 /* The cold run holding block b, or -1. */
-static int run_of(const cfs_t *fs, uint32_t b)
+static inline __attribute__((always_inline)) int run_of(const cfs_t *fs, uint32_t b)
 {
     for (uint32_t i = 0; i < fs->nruns; i++)
         if (b >= fs->runs[i].first && b <= fs->runs[i].last)
@@ -1690,7 +1692,8 @@ static int gc_flush(cfs_t *fs, gc_state_t *g)
     return err;
 }
 
-static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
+static inline __attribute__((always_inline)) int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a,
+                                                         const rec_hdr_t *h)
 {
     uint32_t cur;
     int err;
@@ -1805,12 +1808,14 @@ static uint32_t gc_floor_now(const cfs_t *fs)
 typedef struct run_pend {
     uint32_t n;  /* stretches pinned */
     uint32_t ok; /* of them, with their commit durable */
-    cfs_run_t r[RUN_PEND];
+    cfs_run_t *r; /* they: the run table's free slots, fs->runs[nruns..] (no
+                     stack for them under the pass's copies: make ram) */
 } run_pend_t;
 
 /* One record at the tail: map pages are marked for the next checkpoint,
  * everything else goes through gc_record. */
-static int gc_one(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
+static inline __attribute__((always_inline)) int gc_one(cfs_t *fs, gc_state_t *g, uint32_t a,
+                                                      const rec_hdr_t *h)
 {
     if (h->type == R_BUCKET) {
         /* bucket pages are tracked in the journal with a marker key: mark
@@ -1869,7 +1874,7 @@ static int run_block_ok(cfs_t *fs, uint32_t b, uint32_t stop)
  * or an error. The stretch ends with a block, or before a record leaving
  * its last block: *x is then that record (GC moves it as usual; otherwise
  * CFS_ADDR_NONE) and *xh its header. */
-static int run_scan(cfs_t *fs, gc_state_t *g, uint32_t a, uint32_t stop, uint32_t *last,
+static CFS_NOINLINE int run_scan(cfs_t *fs, gc_state_t *g, uint32_t a, uint32_t stop, uint32_t *last,
                     uint32_t *x, rec_hdr_t *xh, uint32_t *next)
 {
     uint32_t b = blk_of(fs, a), lap = lap_of(fs, a), dead = 0, blocks = 1;
@@ -1980,7 +1985,7 @@ static int run_due(const cfs_t *fs, const cfs_run_t *r, int flags)
  * between). A run it stepped over that is due is collected instead: the
  * tail goes to its first record (bit i of *collect). Blocks of runs stepped
  * over are added to *skipped. */
-static uint32_t tail_step(cfs_t *fs, uint32_t b, uint32_t a, int flags, uint32_t *collect,
+static CFS_NOINLINE uint32_t tail_step(cfs_t *fs, uint32_t b, uint32_t a, int flags, uint32_t *collect,
                           uint32_t *skipped)
 {
     uint32_t span = blk_dist(fs, b, blk_of(fs, a));
@@ -2018,7 +2023,7 @@ static int run_in_free(const cfs_t *fs, const cfs_run_t *r)
 
 /* Walk the records of run i: with copy, move the live ones (gc_one);
  * without, add up their bytes in *live. */
-static int run_walk(cfs_t *fs, gc_state_t *g, uint32_t i, int copy, uint32_t *live)
+static inline __attribute__((always_inline)) int run_walk(cfs_t *fs, gc_state_t *g, uint32_t i, int copy, uint32_t *live)
 {
     const cfs_run_t *r = &fs->runs[i];
     uint32_t a = cfs_run_start(fs, r), lap = cfs_run_lap(fs, r);
@@ -2067,7 +2072,7 @@ static int run_walk(cfs_t *fs, gc_state_t *g, uint32_t i, int copy, uint32_t *li
 
 /* Collect, where it lies, the first run in the free space whose copies the
  * free blocks take (bit i of *dropped when its copies are committed). */
-static int run_collect_free(cfs_t *fs, gc_state_t *g, uint32_t *dropped)
+static inline __attribute__((always_inline)) int run_collect_free(cfs_t *fs, gc_state_t *g, uint32_t *dropped)
 {
     for (uint32_t i = 0; i < fs->nruns; i++) {
         const cfs_run_t *r = &fs->runs[i];
@@ -2129,6 +2134,86 @@ static uint32_t gc_keep_for(const cfs_t *fs)
     return k < 255 ? k : 255;
 }
 
+/* The end of a pass that moved the tail (or dropped a run): the new tail
+ * becomes durable with a checkpoint: replay never has to read a record the
+ * tail has passed. The runs change with it: the stretches it stepped over
+ * (pend) join them, the runs it passed collecting leave them. A frame of
+ * its own (the new run table is not on the stack under the pass's copies:
+ * make ram). Returns the pass's error, 0 when it progressed despite it. */
+static CFS_NOINLINE int gc_pass_end(cfs_t *fs, uint32_t safe, const run_pend_t *pend,
+                                    uint32_t collect, uint32_t dropped, int err, uint32_t *freed)
+{
+    /* the new tail becomes durable with a checkpoint: replay never has
+     * to read a record the tail has passed. The runs change with it:
+     * the stretches it stepped over join them, the runs it passed
+     * collecting leave them. */
+    uint32_t old = fs->tail;
+    cfs_run_t nr[CFS_RUN_MAX];
+    uint32_t nn = 0, ob = blk_of(fs, old), sb = blk_of(fs, safe);
+    uint32_t passed = blk_dist(fs, ob, sb);
+    for (uint32_t i = 0; i < fs->nruns; i++) {
+        cfs_run_t r = fs->runs[i];
+        if (dropped & (1u << i))
+            continue; /* collected where it was */
+        if (sb >= r.first && sb <= r.last) {
+            cfs_run_set(fs, &r, safe, cfs_run_lap(fs, &r)); /* collected up to here */
+        } else if ((collect & (1u << i)) && blk_dist(fs, ob, r.first) < passed) {
+            continue; /* collected */
+        }
+        nr[nn++] = r;
+    }
+    for (uint32_t k = 0; k < pend->ok && nn < CFS_RUN_MAX; k++) {
+        const cfs_run_t *q = &pend->r[k];
+        uint32_t i;
+        for (i = 0; i < nn; i++)
+            if (nr[i].last + 1u == q->first && nr[i].lap16 == q->lap16 &&
+                (uint32_t)q->last - nr[i].first < RUN_LEN)
+                break;
+        if (i < nn)
+            nr[i].last = q->last; /* the run grows */
+        else
+            nr[nn++] = *q;
+    }
+    int e = checkpoint_with_tail(fs, safe, nr, nn);
+    /* a checkpoint that fails changes nothing durable: try again */
+    for (int t = 1; t < GC_TRIES && (e == CFS_ERR_IO || e == CFS_ERR_CORRUPT); t++)
+        e = checkpoint_with_tail(fs, safe, nr, nn);
+    if (e) {
+        if (!err)
+            err = e;
+    } else {
+        for (uint32_t i = 0; i < fs->nruns; i++)
+            if (dropped & (1u << i))
+                *freed += run_blocks(fs, &fs->runs[i]);
+        fs->tail = safe;
+        memcpy(fs->runs, nr, nn * sizeof(nr[0]));
+        fs->nruns = (uint16_t)nn;
+        {
+            /* The head goes on where a replay from this checkpoint
+             * looks for the next record: right after it, with the new
+             * runs. They differ from the old where the head waited at
+             * the start of the old tail's block (not entered: the log
+             * was full up to it) and a stretch pinned now begins
+             * there, or before a run collected where it lay. */
+            uint32_t len = REC_HDR + 40 + fs->ndirpages * 4 + fs->nbad * 2 +
+                           (nn ? 2 + 10 * nn : 0);
+            uint32_t lap = lap_of(fs, fs->ckpt_addr);
+            uint32_t end = addr_add(fs, fs->ckpt_addr, len, &lap);
+            if (end != fs->head) {
+                fs->head = end;
+                fs->laps = lap;
+                fs->head_erased = off_of(fs, end) != 0;
+            }
+        }
+    }
+    if (!e && err) {
+        /* progress despite the error: the next pass goes on from here */
+        *freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, safe));
+        err = 0;
+    }
+    return err;
+}
+
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
 {
     /* Never below a commit being made: every commit is made inside an
@@ -2159,6 +2244,7 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
      * inside a run is collecting it) */
     run_pend_t pend;
     pend.n = pend.ok = 0;
+    pend.r = fs->runs + fs->nruns;
     uint32_t collect = 0, dropped = 0;
     {
         int r = fs->nruns ? run_of(fs, blk_of(fs, fs->tail)) : -1;
@@ -2337,76 +2423,8 @@ stop:
         if (!err)
             err = e;
     }
-    if (g.safe != fs->tail || dropped) {
-        /* the new tail becomes durable with a checkpoint: replay never has
-         * to read a record the tail has passed. The runs change with it:
-         * the stretches it stepped over join them, the runs it passed
-         * collecting leave them. */
-        uint32_t old = fs->tail;
-        cfs_run_t nr[CFS_RUN_MAX];
-        uint32_t nn = 0, ob = blk_of(fs, old), sb = blk_of(fs, g.safe);
-        uint32_t passed = blk_dist(fs, ob, sb);
-        for (uint32_t i = 0; i < fs->nruns; i++) {
-            cfs_run_t r = fs->runs[i];
-            if (dropped & (1u << i))
-                continue; /* collected where it was */
-            if (sb >= r.first && sb <= r.last) {
-                cfs_run_set(fs, &r, g.safe, cfs_run_lap(fs, &r)); /* collected up to here */
-            } else if ((collect & (1u << i)) && blk_dist(fs, ob, r.first) < passed) {
-                continue; /* collected */
-            }
-            nr[nn++] = r;
-        }
-        for (uint32_t k = 0; k < pend.ok && nn < CFS_RUN_MAX; k++) {
-            const cfs_run_t *q = &pend.r[k];
-            uint32_t i;
-            for (i = 0; i < nn; i++)
-                if (nr[i].last + 1u == q->first && nr[i].lap16 == q->lap16 &&
-                    (uint32_t)q->last - nr[i].first < RUN_LEN)
-                    break;
-            if (i < nn)
-                nr[i].last = q->last; /* the run grows */
-            else
-                nr[nn++] = *q;
-        }
-        int e = checkpoint_with_tail(fs, g.safe, nr, nn);
-        /* a checkpoint that fails changes nothing durable: try again */
-        for (int t = 1; t < GC_TRIES && (e == CFS_ERR_IO || e == CFS_ERR_CORRUPT); t++)
-            e = checkpoint_with_tail(fs, g.safe, nr, nn);
-        if (e) {
-            if (!err)
-                err = e;
-        } else {
-            for (uint32_t i = 0; i < fs->nruns; i++)
-                if (dropped & (1u << i))
-                    freed += run_blocks(fs, &fs->runs[i]);
-            fs->tail = g.safe;
-            memcpy(fs->runs, nr, nn * sizeof(nr[0]));
-            fs->nruns = (uint16_t)nn;
-            {
-                /* The head goes on where a replay from this checkpoint
-                 * looks for the next record: right after it, with the new
-                 * runs. They differ from the old where the head waited at
-                 * the start of the old tail's block (not entered: the log
-                 * was full up to it) and a stretch pinned now begins
-                 * there, or before a run collected where it lay. */
-                uint32_t len = REC_HDR + 40 + fs->ndirpages * 4 + fs->nbad * 2 +
-                               (nn ? 2 + 10 * nn : 0);
-                uint32_t lap = lap_of(fs, fs->ckpt_addr);
-                uint32_t end = addr_add(fs, fs->ckpt_addr, len, &lap);
-                if (end != fs->head) {
-                    fs->head = end;
-                    fs->laps = lap;
-                    fs->head_erased = off_of(fs, end) != 0;
-                }
-            }
-        }
-        if (!e && err) {
-            /* progress despite the error: the next pass goes on from here */
-            freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, g.safe));
-            err = 0;
-        }
-    }
+    if (g.safe != fs->tail || dropped)
+        err = gc_pass_end(fs, g.safe, &pend, collect, dropped, err, &freed);
     fs->in_gc = 0;
     fs->gc_keep = 0;
     if (err)
