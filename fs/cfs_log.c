@@ -2225,8 +2225,12 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
         return 0;
     fs->in_gc = 1;
     {
+        /* (only where there may be runs: collecting one is what copies
+         * live data down to the floor; a smaller partition keeps the floors
+         * of before, and test_decided's /usr, 383 blocks, filled up to
+         * where the service cannot open its manifest, as it expects) */
         uint32_t k = gc_keep_for(fs);
-        fs->gc_keep = (uint8_t)(cfs_free_blocks(fs) >= k + 1 ? k : 0);
+        fs->gc_keep = (uint8_t)(ndata(fs) >= RUN_PART_MIN && cfs_free_blocks(fs) >= k + 1 ? k : 0);
     }
     gc_state_t g;
     g.c.n = 0;
