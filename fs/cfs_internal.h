@@ -239,29 +239,6 @@ void cfs_op_end(cfs_t *fs);
  * reaches instead of stopping there). */
 #define GC_FORCED 1
 #define GC_URGENT 2
-/* GC_RUNS: collect every cold run the tail meets, due or not (explicit
- * collections, and space short with nothing to gain outside the runs). */
-#define GC_RUNS 4
-/* Static wear levelling: a cold run is collected once the log has lapped
- * this many times since its records were written (the erases its blocks
- * lag behind the blocks in circulation). docs/FS.md section 6. */
-#define CFS_RUN_LAPS 8u
-/* Where run r's records start, and the lap they were written in (a run is
- * collected within CFS_RUN_LAPS laps, far less than 65,536). */
-static inline uint32_t cfs_run_start(const cfs_t *fs, const cfs_run_t *r)
-{
-    return (uint32_t)r->first * fs->bsize + r->off;
-}
-static inline uint32_t cfs_run_lap(const cfs_t *fs, const cfs_run_t *r)
-{
-    return fs->laps - (uint16_t)((uint16_t)fs->laps - r->lap16);
-}
-static inline void cfs_run_set(const cfs_t *fs, cfs_run_t *r, uint32_t start, uint32_t lap)
-{
-    r->first = (uint16_t)(start / fs->bsize);
-    r->off = (uint16_t)(start % fs->bsize);
-    r->lap16 = (uint16_t)lap;
-}
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags);
 uint32_t cfs_free_blocks(const cfs_t *fs);
 

@@ -30,17 +30,6 @@ _Static_assert(CFS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
  * this many times: it wrote nothing, and giving up wastes the copies. */
 #define GC_TRIES 3
 
-/* Checkpoint payload: 40 bytes of counters, the directory pages, the
- * retired blocks and the cold runs (u16 count, 10 bytes each). */
-#define CKPT_MAX (40u + 64u * 4u + CFS_BAD_MAX * 2u + 2u + CFS_RUN_MAX * 10u)
-/* Smallest partition (data blocks) with cold runs (run_room). */
-#define RUN_PART_MIN 500u
-/* Bytes the space estimates count for the checkpoint record: with its runs
- * where there may be runs, the 600 of before elsewhere (the reserve of a
- * small partition is what it was). */
-#define CKPT_REC(fs) ((fs)->nblocks - FIRST_DATA >= RUN_PART_MIN ? REC_HDR + CKPT_MAX : 600u)
-
-
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
 #define BADANCHOR_MAGIC 0x42414431u /* "BAD1": a retired-block note */
@@ -49,9 +38,7 @@ static inline uint32_t blk_of(const cfs_t *fs, uint32_t a) { return a / fs->bsiz
 static inline uint32_t off_of(const cfs_t *fs, uint32_t a) { return a % fs->bsize; }
 static inline uint32_t ndata(const cfs_t *fs) { return fs->nblocks - FIRST_DATA; }
 
-/* (always inline, like run_of: next_good is the leaf of the deepest stack
- * path, make ram) */
-static inline __attribute__((always_inline)) int is_bad(const cfs_t *fs, uint32_t b)
+static int is_bad(const cfs_t *fs, uint32_t b)
 {
     for (uint32_t i = 0; i < fs->nbad; i++)
         if (fs->bad[i] == b)
@@ -59,24 +46,9 @@ static inline __attribute__((always_inline)) int is_bad(const cfs_t *fs, uint32_
     return 0;
 }
 
-/* The cold run holding block b, or -1. */
-static inline __attribute__((always_inline)) int run_of(const cfs_t *fs, uint32_t b)
-{
-    for (uint32_t i = 0; i < fs->nruns; i++)
-        if (b >= fs->runs[i].first && b <= fs->runs[i].last)
-            return (int)i;
-    return -1;
-}
-
-/* Next good data block after b, wrapping; *wrapped set when it wrapped.
- * Cold runs are stepped over, except from a block of the same run (records
- * inside a run go on in its next block), and except the run the tail is
- * in (being collected): its first block is the tail's, where the head must
- * stop rather than step past the tail. Runs never wrap. */
+/* Next good data block after b, wrapping; *wrapped set when it wrapped. */
 static uint32_t next_good(const cfs_t *fs, uint32_t b, int *wrapped)
 {
-    int run = fs->nruns ? run_of(fs, b) : -1;
-    uint32_t tb = fs->tail / fs->bsize;
     for (uint32_t i = 0; i < fs->nblocks; i++) {
         b++;
         if (b >= fs->nblocks) {
@@ -84,14 +56,8 @@ static uint32_t next_good(const cfs_t *fs, uint32_t b, int *wrapped)
             if (wrapped)
                 *wrapped = 1;
         }
-        if (is_bad(fs, b))
-            continue;
-        int r = fs->nruns ? run_of(fs, b) : -1;
-        if (r >= 0 && r != run && fs->runs[r].first != tb) {
-            b = fs->runs[r].last; /* step over the run */
-            continue;
-        }
-        return b;
+        if (!is_bad(fs, b))
+            return b;
     }
     return FIRST_DATA; /* every block bad: callers see ROFS before this */
 }
@@ -120,16 +86,10 @@ static uint32_t blk_dist(const cfs_t *fs, uint32_t a, uint32_t b)
 }
 
 /* Lap in which the record at addr was written, judged against the head:
- * everything behind the head in its lap, the rest in the lap before; a
- * cold run keeps the lap it was written in. */
+ * everything behind the head in its lap, the rest in the lap before. */
 static uint32_t lap_of(const cfs_t *fs, uint32_t a)
 {
     uint32_t hb = blk_of(fs, fs->head), b = blk_of(fs, a);
-    if (fs->nruns) {
-        int r = run_of(fs, b);
-        if (r >= 0)
-            return cfs_run_lap(fs, &fs->runs[r]);
-    }
     if (b < hb || (b == hb && a < fs->head))
         return fs->laps;
     return fs->laps - 1;
@@ -156,20 +116,6 @@ uint32_t cfs_free_blocks(const cfs_t *fs)
             continue;
         if ((hb == tb || blk_dist(fs, hb, b) < blk_dist(fs, hb, tb)) && n > 0)
             n--;
-    }
-    /* nor do cold runs there (neither the head nor the tail is ever inside
-     * a run, except the tail in the first block of one it collects: a run
-     * lies wholly in the free range or wholly in the log) */
-    for (uint32_t i = 0; i < fs->nruns; i++) {
-        const cfs_run_t *r = &fs->runs[i];
-        if ((tb >= r->first && tb <= r->last) ||
-            !(hb == tb || blk_dist(fs, hb, r->first) < blk_dist(fs, hb, tb)))
-            continue;
-        uint32_t k = r->last - r->first + 1u;
-        for (uint32_t j = 0; j < fs->nbad; j++)
-            if (fs->bad[j] >= r->first && fs->bad[j] <= r->last)
-                k--;
-        n = n > k ? n - k : 0;
     }
     return n;
 }
@@ -491,8 +437,6 @@ static int ensure_space(cfs_t *fs, uint32_t total)
          * the pass ends before that record, keeping what it moved */
         uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
         keep = keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
-        if (keep < fs->gc_keep)
-            keep = fs->gc_keep; /* a pass that started with room: gc_keep_for */
         return cfs_free_blocks(fs) >= need + keep ? 0 : CFS_ERR_NOSPC;
     }
     /* inside an operation: no GC (it would move records the operation holds
@@ -529,22 +473,12 @@ int cfs_op_begin(cfs_t *fs, uint32_t bytes)
      * the space it needs is there, and otherwise fails with the pass's
      * error rather than NOSPC. No second pass is tried in the same
      * operation: each failed pass may waste the copies of one block. */
-    int gc_err = 0, runs = 0;
+    int gc_err = 0;
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
-        int urgent = cfs_free_blocks(fs) < need + reserve + 1;
-        int r = cfs_gc_run(fs, 0, (urgent ? GC_URGENT : 0) | runs);
+        int r = cfs_gc_run(fs, 0, cfs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
         if (r < 0 && r != CFS_ERR_NOSPC)
             gc_err = r;
-        if (!runs && fs->nruns && (r >= 0 || r == CFS_ERR_NOSPC) &&
-            cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger) {
-            /* a pass that stepped over the cold runs could not bring the
-             * free space back over the threshold: the stale data is in
-             * them (files removed since they were pinned), or the device
-             * is too full for runs. Collect them too. */
-            runs = GC_RUNS;
-            continue;
-        }
         if (r <= 0)
             break;
         swept += (uint32_t)r;
@@ -633,14 +567,12 @@ int cfs_rec_begin(cfs_t *fs, uint32_t len, uint32_t *addr)
         c = next_good(fs, c, NULL);
         gap = c != want;
     }
-    if (gap && (fs->ckpt_wanted || fs->nruns)) {
+    if (gap && fs->ckpt_wanted) {
         /* A record never spans over a block retired since the last
          * checkpoint: a mount, not knowing of it, would read the record's
-         * rest from that block. Nor over a cold run: once the run is
-         * collected, its blocks are in the log again. Start afresh in the
-         * next good block, or (a record longer than a block, a retirement)
-         * checkpoint the retirement first. */
-        if (o != 0 || !fs->ckpt_wanted)
+         * rest from that block. Start afresh in the next good block, or
+         * (a record longer than a block) checkpoint the retirement first. */
+        if (o != 0)
             head_next_block(fs);
         else if (!fs->in_ckpt && cfs_checkpoint(fs) == 0)
             fs->ckpt_wanted = 0;
@@ -1448,16 +1380,10 @@ static void jsort_by_bucket(cfs_t *fs)
     }
 }
 
-/* big: the checkpoint's bucket page buffer (work area), free by now; the
- * cold runs, when there are any, go in a second piece from its directory
- * page buffer (the record is over 504 bytes with 64 retired blocks). */
+/* big: the checkpoint's bucket page buffer (work area), free by now */
 #define CKPT_REC_MAX (48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2)
-#define CKPT_RUNS_MAX (2 + CFS_RUN_MAX * 10)
 _Static_assert(CKPT_REC_MAX <= CFS_PAGE, "a checkpoint record fits the work area's page");
-_Static_assert(CKPT_RUNS_MAX <= CFS_DIRPAGE, "the run table fits the work area's dir page");
-static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big,
-                                                uint8_t *rb, const cfs_run_t *runs,
-                                                uint32_t nruns)
+static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big)
 {
     uint32_t n = 0;
     le_put32(big + n, fs->ckpt_seq + 1); n += 4;
@@ -1475,19 +1401,8 @@ static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_
         le_put32(big + n, fs->dirpage_addr[i]);
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
         le_put16(big + n, fs->bad[i]);
-    /* cold runs, when there are any: u16 count, then {u32 start, u32 lap,
-     * u16 last} each (a checkpoint without runs is the format before them) */
-    uint32_t m = 0;
-    if (nruns) {
-        le_put16(rb + m, (uint16_t)nruns); m += 2;
-        for (uint32_t i = 0; i < nruns; i++, m += 10) {
-            le_put32(rb + m, cfs_run_start(fs, &runs[i]));
-            le_put32(rb + m + 4, cfs_run_lap(fs, &runs[i]));
-            le_put16(rb + m + 8, runs[i].last);
-        }
-    }
     uint32_t a;
-    int err = cfs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, m ? rb : NULL, m, &a);
+    int err = cfs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, NULL, 0, &a);
     if (err)
         return err;
     if (fs->dev->sync && fs->dev->sync(fs->dev))
@@ -1509,7 +1424,7 @@ static int checkpoint_space_for(const cfs_t *fs, uint32_t more)
     uint32_t buckets = keys < fs->nbuckets ? keys : fs->nbuckets;
     uint32_t dps = fs->ndirpages;
     uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
-                     dps * (REC_HDR + DIRPAGE_FAN * 4) + CKPT_REC(fs);
+                     dps * (REC_HDR + DIRPAGE_FAN * 4) + 600;
     return (int)((bytes + fs->bsize - 1) / fs->bsize + 1);
 }
 
@@ -1518,22 +1433,18 @@ static int checkpoint_space(const cfs_t *fs)
     return checkpoint_space_for(fs, 0);
 }
 
-static int checkpoint_with_tail(cfs_t *fs, uint32_t tail, const cfs_run_t *runs,
-                                uint32_t nruns);
+static int checkpoint_with_tail(cfs_t *fs, uint32_t tail);
 
 int cfs_checkpoint(cfs_t *fs)
 {
-    return checkpoint_with_tail(fs, fs->tail, fs->runs, fs->nruns);
+    return checkpoint_with_tail(fs, fs->tail);
 }
 
-/* A checkpoint that makes `tail` the start of the log and `runs` its cold
- * runs. Its records are written while fs->tail and fs->runs still hold the
- * durable state, so they never go into blocks the new tail frees: until the
- * anchor names this checkpoint, the old one (and every record after its
- * tail) must stay readable. The runs differ only behind the new tail,
- * where the head cannot be. */
-static int checkpoint_with_tail(cfs_t *fs, uint32_t tail, const cfs_run_t *runs,
-                                uint32_t nruns)
+/* A checkpoint that makes `tail` the start of the log. Its records are
+ * written while fs->tail still holds the durable tail, so they never go
+ * into blocks the new tail frees: until the anchor names this checkpoint,
+ * the old one (and every record after its tail) must stay readable. */
+static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
 {
     if (fs->in_ckpt)
         return 0;
@@ -1643,7 +1554,7 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail, const cfs_run_t *runs,
         fs->dirpage_addr[d] = a;
     }
     fs->dirty_dirpages = 0;
-    err = write_checkpoint_record(fs, tail, w->page, w->dirpage, runs, nruns);
+    err = write_checkpoint_record(fs, tail, w->page);
     if (err)
         goto out;
     fs->njournal = 0;
@@ -1692,8 +1603,7 @@ static int gc_flush(cfs_t *fs, gc_state_t *g)
     return err;
 }
 
-static inline __attribute__((always_inline)) int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a,
-                                                         const rec_hdr_t *h)
+static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
 {
     uint32_t cur;
     int err;
@@ -1791,429 +1701,6 @@ static uint32_t gc_floor_now(const cfs_t *fs)
     return f < GC_FLOOR(fs) ? f : GC_FLOOR(fs);
 }
 
-/* ---- cold runs (static wear levelling) ---------------------------------------------------
- * When the tail reaches a stretch of blocks whose records are all live
- * (the data survived a whole lap of the log), GC leaves it in place: the
- * stretch becomes a cold run, which the head and the tail step over. When
- * the tail next meets a run that lags RUN_LAPS laps behind the blocks in
- * circulation (its blocks were erased that many times less), it collects
- * it like any stretch of the log: the live records move to the head and
- * the blocks go back into circulation. Runs change only with the tail, in
- * the checkpoint that ends a GC pass. docs/FS.md section 6. */
-#define RUN_MIN 16u   /* shortest stretch pinned as a run of its own */
-#define RUN_LEN 256u  /* longest run */
-#define RUN_DEAD 32u /* a stretch holds at most 1/RUN_DEAD stale bytes */
-#define RUN_PEND 8u  /* stretches one pass may pin */
-
-typedef struct run_pend {
-    uint32_t n;  /* stretches pinned */
-    uint32_t ok; /* of them, with their commit durable */
-    cfs_run_t *r; /* they: the run table's free slots, fs->runs[nruns..] (no
-                     stack for them under the pass's copies: make ram) */
-} run_pend_t;
-
-/* One record at the tail: map pages are marked for the next checkpoint,
- * everything else goes through gc_record. */
-static inline __attribute__((always_inline)) int gc_one(cfs_t *fs, gc_state_t *g, uint32_t a,
-                                                      const rec_hdr_t *h)
-{
-    if (h->type == R_BUCKET) {
-        /* bucket pages are tracked in the journal with a marker key: mark
-         * the bucket itself dirty */
-        uint32_t ba;
-        int e = bucket_addr(fs, h->idx, &ba);
-        if (!e && ba == a)
-            e = jset(fs, MAP_INO, 0x40000000u | h->idx, CFS_ADDR_NONE);
-        return e;
-    }
-    return gc_record(fs, g, a, h);
-}
-
-/* Is the record at a live, for pinning: 1 live data, 0 stale, 2 a current
- * map page or checkpoint (a run must not hold one), or an error. */
-static int run_live(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
-{
-    uint32_t cur;
-    int err;
-    switch (h->type) {
-    case R_INODE:
-    case R_DIRCHUNK:
-        err = cfs_map_lookup(fs, h->ino, h->idx, &cur);
-        return err ? err : cur == a;
-    case R_PATCH:
-    case R_EXTMAP:
-        err = cfs_seg_live(fs, h->ino, h->idx, a, &g->c);
-        return err < 0 ? err : err == 1;
-    case R_BUCKET:
-        err = bucket_addr(fs, h->idx, &cur);
-        return err ? err : cur == a ? 2 : 0;
-    case R_DIRPAGE: {
-        uint32_t d = h->idx & ~DIRPAGE_IDX;
-        return d < fs->ndirpages && fs->dirpage_addr[d] == a ? 2 : 0;
-    }
-    case R_CKPT:
-        return a == fs->ckpt_addr ? 2 : 0;
-    default:
-        return 0; /* commits, tombs, pads */
-    }
-}
-
-/* May block b be part of a stretch pinned by the pass whose copies start
- * in block stop? */
-static int run_block_ok(cfs_t *fs, uint32_t b, uint32_t stop)
-{
-    return b != blk_of(fs, fs->head) && b != stop && b != blk_of(fs, fs->ckpt_addr) &&
-           b != fs->failing_block &&
-           !is_bad(fs, b) && run_of(fs, b) < 0 && !cfs_pending_in_block(fs, b);
-}
-
-/* Is the stretch of the log from the tail address a cold? Its records, over
- * at most RUN_LEN physically consecutive blocks, are live (stale bytes at
- * most 1/RUN_DEAD of it), with no current map page or checkpoint among
- * them. 1 with *last its last block and *next where the tail goes on, 0 no,
- * or an error. The stretch ends with a block, or before a record leaving
- * its last block: *x is then that record (GC moves it as usual; otherwise
- * CFS_ADDR_NONE) and *xh its header. */
-static CFS_NOINLINE int run_scan(cfs_t *fs, gc_state_t *g, uint32_t a, uint32_t stop, uint32_t *last,
-                    uint32_t *x, rec_hdr_t *xh, uint32_t *next)
-{
-    uint32_t b = blk_of(fs, a), lap = lap_of(fs, a), dead = 0, blocks = 1;
-    int found = 0;
-    if (!run_block_ok(fs, b, stop))
-        return 0;
-    for (uint32_t n = 0; n < RUN_LEN * (fs->bsize / REC_HDR + 1); n++) {
-        rec_hdr_t h;
-        int e = read_hdr_sure(fs, a, &h, lap);
-        if (e == CFS_ERR_IO)
-            return e;
-        if (e) {
-            /* the rest of block b is empty: the stretch may end with it */
-            if (dead * RUN_DEAD <= blocks * fs->bsize) {
-                *last = b;
-                *x = CFS_ADDR_NONE;
-                *next = next_good(fs, b, NULL) * fs->bsize;
-                found = 1;
-            }
-            break;
-        }
-        uint32_t end = addr_add(fs, a, REC_HDR + h.len, NULL);
-        uint32_t lb = blk_of(fs, addr_add(fs, a, REC_HDR + h.len - 1, NULL));
-        if (lb != b) {
-            /* a record leaving block b: the stretch may end before it */
-            if (dead * RUN_DEAD <= blocks * fs->bsize) {
-                *last = b;
-                *x = a;
-                *xh = h;
-                *next = end;
-                found = 1;
-            }
-            if (lb != b + 1 || blocks >= RUN_LEN || !run_block_ok(fs, lb, stop))
-                break;
-        }
-        e = run_live(fs, g, a, &h);
-        if (e < 0)
-            return e;
-        if (e == 2)
-            break;
-        if (e == 0) {
-            dead += REC_HDR + h.len;
-            if (dead * RUN_DEAD > RUN_LEN * fs->bsize)
-                break;
-        }
-        if (lb != b) {
-            b = lb;
-            blocks++;
-        }
-        a = end;
-        if (off_of(fs, a) == 0 || blk_of(fs, a) != b) {
-            /* the record ended with block b */
-            if (dead * RUN_DEAD <= blocks * fs->bsize) {
-                *last = b;
-                *x = CFS_ADDR_NONE;
-                *next = a;
-                found = 1;
-            }
-            uint32_t nb = blk_of(fs, a);
-            if (off_of(fs, a) != 0 || nb != b + 1 || blocks >= RUN_LEN || !run_block_ok(fs, nb, stop))
-                break;
-            b = nb;
-            blocks++;
-        }
-    }
-    return found;
-}
-
-/* Runs waste a little space (stale bytes, a record moved at each end) and
- * make a pass short of space collect them: pin only while the live data,
- * 1/16 of the pinned blocks, 16 blocks more, the reserve and twice the GC
- * headroom fit in the partition. A device fuller than that (about 75% on
- * 4 MiB) keeps the plain log, where every block is erased once per lap. */
-static int run_room(const cfs_t *fs)
-{
-    /* Partitions under RUN_PART_MIN data blocks keep the plain log: there
-     * the reserve and the GC headroom are a large share, and the stale
-     * bytes runs hold made operations the service had room for fail with
-     * NOSPC (test_svc_model, 141-block partitions). */
-    if (ndata(fs) - fs->nbad < RUN_PART_MIN)
-        return 0;
-    uint64_t pinned = 0;
-    for (uint32_t i = 0; i < fs->nruns; i++)
-        pinned += fs->runs[i].last - fs->runs[i].first + 1u;
-    uint64_t need = fs->live / fs->bsize + pinned / 16 + 16 + fs->reserve + 2ull * fs->gc_trigger;
-    return need <= ndata(fs) - fs->nbad;
-}
-
-/* Good blocks of run r. */
-static uint32_t run_blocks(const cfs_t *fs, const cfs_run_t *r)
-{
-    uint32_t k = r->last - r->first + 1u;
-    for (uint32_t j = 0; j < fs->nbad; j++)
-        if (fs->bad[j] >= r->first && fs->bad[j] <= r->last)
-            k--;
-    return k;
-}
-
-/* Does the pass collect run r (rather than step over it)? */
-static int run_due(const cfs_t *fs, const cfs_run_t *r, int flags)
-{
-    if (flags & GC_RUNS)
-        return 1;
-    return fs->laps - cfs_run_lap(fs, r) >= CFS_RUN_LAPS;
-}
-
-/* The tail leaves block b for address a (next_good stepped over any runs in
- * between). A run it stepped over that is due is collected instead: the
- * tail goes to its first record (bit i of *collect). Blocks of runs stepped
- * over are added to *skipped. */
-static CFS_NOINLINE uint32_t tail_step(cfs_t *fs, uint32_t b, uint32_t a, int flags, uint32_t *collect,
-                          uint32_t *skipped)
-{
-    uint32_t span = blk_dist(fs, b, blk_of(fs, a));
-    uint32_t done = 0; /* distance covered by runs handled */
-    while (1) {
-        int best = -1;
-        uint32_t bd = span;
-        for (uint32_t i = 0; i < fs->nruns; i++) {
-            uint32_t d = blk_dist(fs, b, fs->runs[i].first);
-            if (d > done && d < bd) {
-                bd = d;
-                best = (int)i;
-            }
-        }
-        if (best < 0)
-            return a;
-        const cfs_run_t *r = &fs->runs[best];
-        if (run_due(fs, r, flags)) {
-            *collect |= 1u << best;
-            return cfs_run_start(fs, r);
-        }
-        *skipped += run_blocks(fs, r);
-        done = bd;
-    }
-}
-
-/* Is run r in the free space (between the head and the tail)? */
-static int run_in_free(const cfs_t *fs, const cfs_run_t *r)
-{
-    uint32_t hb = blk_of(fs, fs->head), tb = blk_of(fs, fs->tail);
-    if (tb >= r->first && tb <= r->last)
-        return 0;
-    return hb == tb || blk_dist(fs, hb, r->first) < blk_dist(fs, hb, tb);
-}
-
-/* Walk the records of run i: with copy, move the live ones (gc_one);
- * without, add up their bytes in *live. */
-static inline __attribute__((always_inline)) int run_walk(cfs_t *fs, gc_state_t *g, uint32_t i, int copy, uint32_t *live)
-{
-    const cfs_run_t *r = &fs->runs[i];
-    uint32_t a = cfs_run_start(fs, r), lap = cfs_run_lap(fs, r);
-    while (1) {
-        uint32_t b = blk_of(fs, a);
-        rec_hdr_t h;
-        /* (g->at stays where the tail is: the run is not in the log, and
-         * the commits of its copies must not move the tail into it) */
-        int e = read_hdr_sure(fs, a, &h, lap);
-        if (e == CFS_ERR_IO)
-            return e;
-        uint32_t end = e ? 0 : blk_of(fs, addr_add(fs, a, REC_HDR + h.len - 1, NULL));
-        if (e || run_of(fs, end) != (int)i) {
-            /* the rest of block b is empty, or the record leaves the run
-             * (moved when the run was pinned): the next block */
-            if (b == r->last)
-                return 0;
-            a = next_good(fs, b, NULL) * fs->bsize;
-            if (run_of(fs, blk_of(fs, a)) != (int)i)
-                return 0;
-            continue;
-        }
-        if (copy) {
-            e = gc_one(fs, g, a, &h);
-            if (e)
-                return e;
-            if (fs->njournal >= CFS_JOURNAL_MAX - COMMIT_MAX_ENT - 8) {
-                e = gc_flush(fs, g);
-                if (!e)
-                    e = cfs_checkpoint(fs);
-                if (e)
-                    return e;
-            }
-        } else {
-            e = run_live(fs, g, a, &h);
-            if (e < 0)
-                return e;
-            if (e)
-                *live += REC_HDR + h.len;
-        }
-        a = addr_add(fs, a, REC_HDR + h.len, NULL);
-        if (run_of(fs, blk_of(fs, a)) != (int)i)
-            return 0;
-    }
-}
-
-/* Collect, where it lies, the first run in the free space whose copies the
- * free blocks take (bit i of *dropped when its copies are committed). */
-static inline __attribute__((always_inline)) int run_collect_free(cfs_t *fs, gc_state_t *g, uint32_t *dropped)
-{
-    for (uint32_t i = 0; i < fs->nruns; i++) {
-        const cfs_run_t *r = &fs->runs[i];
-        if (!run_in_free(fs, r))
-            continue;
-        uint32_t live = 0;
-        int e = run_walk(fs, g, i, 0, &live);
-        if (e)
-            return e;
-        /* Room for the copies and the checkpoint. The head may step over
-         * the run meanwhile: once it is dropped its blocks lie in the log,
-         * where the tail takes them for garbage (their records are of an
-         * older lap), and the head goes on after the checkpoint, where a
-         * replay looks (the end of cfs_gc_run). */
-        uint32_t need = (live + fs->bsize - 1) / fs->bsize * 2 + (uint32_t)checkpoint_space(fs) + 3;
-        if (cfs_free_blocks(fs) < need + gc_floor_now(fs))
-            continue;
-        e = run_walk(fs, g, i, 1, NULL);
-        if (!e)
-            e = gc_flush(fs, g);
-        if (e || g->dropped)
-            return e ? e : CFS_ERR_IO;
-        *dropped |= 1u << i;
-        return 0;
-    }
-    return 0;
-}
-
-/* Blocks an automatic pass frees beyond the GC threshold while cold runs
- * hold the static data: up to the threshold again, so that a pass (and the
- * checkpoint that ends it, a block or two of map pages) moves many blocks
- * rather than a few, but never more than half of what the live data leaves
- * free beyond that (a fuller device would sweep the whole log for it).
- * Without runs the log holds the static data too, and collecting ahead of
- * need moves live data that a later pass would find stale: a pass stops at
- * the threshold (tried: 10% fewer writes before test_fs_wear's device
- * wears out). */
-static uint32_t gc_extra(const cfs_t *fs)
-{
-    uint64_t live = fs->live / fs->bsize, base = fs->reserve + fs->gc_trigger + 4;
-    uint64_t good = ndata(fs) - fs->nbad;
-    if (!fs->nruns || live + base >= good)
-        return 0;
-    uint64_t half = (good - live - base) / 2;
-    return (uint32_t)(half < fs->gc_trigger ? half : fs->gc_trigger);
-}
-
-/* Free blocks the copies of a pass must leave (issue 9: a power cut
- * during the checkpoint that ends a pass leaves the recovered filesystem
- * with the old tail and the space the copies and that torn checkpoint
- * took): the room a relocation keeps anyway, plus a checkpoint and two
- * blocks more, so that after such a cut a pass can still start (its
- * floor, gc_floor_now), walk the blocks whose copies are committed and end
- * with its own checkpoint. A pass that starts below this (a device already
- * that full) keeps the floors of before: its copies are what rescues it. */
-static uint32_t gc_keep_for(const cfs_t *fs)
-{
-    uint32_t k = 2 * (uint32_t)checkpoint_space_for(fs, 16) + 3;
-    return k < 255 ? k : 255;
-}
-
-/* The end of a pass that moved the tail (or dropped a run): the new tail
- * becomes durable with a checkpoint: replay never has to read a record the
- * tail has passed. The runs change with it: the stretches it stepped over
- * (pend) join them, the runs it passed collecting leave them. A frame of
- * its own (the new run table is not on the stack under the pass's copies:
- * make ram). Returns the pass's error, 0 when it progressed despite it. */
-static CFS_NOINLINE int gc_pass_end(cfs_t *fs, uint32_t safe, const run_pend_t *pend,
-                                    uint32_t collect, uint32_t dropped, int err, uint32_t *freed)
-{
-    /* the new tail becomes durable with a checkpoint: replay never has
-     * to read a record the tail has passed. The runs change with it:
-     * the stretches it stepped over join them, the runs it passed
-     * collecting leave them. */
-    uint32_t old = fs->tail;
-    cfs_run_t nr[CFS_RUN_MAX];
-    uint32_t nn = 0, ob = blk_of(fs, old), sb = blk_of(fs, safe);
-    uint32_t passed = blk_dist(fs, ob, sb);
-    for (uint32_t i = 0; i < fs->nruns; i++) {
-        cfs_run_t r = fs->runs[i];
-        if (dropped & (1u << i))
-            continue; /* collected where it was */
-        if (sb >= r.first && sb <= r.last) {
-            cfs_run_set(fs, &r, safe, cfs_run_lap(fs, &r)); /* collected up to here */
-        } else if ((collect & (1u << i)) && blk_dist(fs, ob, r.first) < passed) {
-            continue; /* collected */
-        }
-        nr[nn++] = r;
-    }
-    for (uint32_t k = 0; k < pend->ok && nn < CFS_RUN_MAX; k++) {
-        const cfs_run_t *q = &pend->r[k];
-        uint32_t i;
-        for (i = 0; i < nn; i++)
-            if (nr[i].last + 1u == q->first && nr[i].lap16 == q->lap16 &&
-                (uint32_t)q->last - nr[i].first < RUN_LEN)
-                break;
-        if (i < nn)
-            nr[i].last = q->last; /* the run grows */
-        else
-            nr[nn++] = *q;
-    }
-    int e = checkpoint_with_tail(fs, safe, nr, nn);
-    /* a checkpoint that fails changes nothing durable: try again */
-    for (int t = 1; t < GC_TRIES && (e == CFS_ERR_IO || e == CFS_ERR_CORRUPT); t++)
-        e = checkpoint_with_tail(fs, safe, nr, nn);
-    if (e) {
-        if (!err)
-            err = e;
-    } else {
-        for (uint32_t i = 0; i < fs->nruns; i++)
-            if (dropped & (1u << i))
-                *freed += run_blocks(fs, &fs->runs[i]);
-        fs->tail = safe;
-        memcpy(fs->runs, nr, nn * sizeof(nr[0]));
-        fs->nruns = (uint16_t)nn;
-        {
-            /* The head goes on where a replay from this checkpoint
-             * looks for the next record: right after it, with the new
-             * runs. They differ from the old where the head waited at
-             * the start of the old tail's block (not entered: the log
-             * was full up to it) and a stretch pinned now begins
-             * there, or before a run collected where it lay. */
-            uint32_t len = REC_HDR + 40 + fs->ndirpages * 4 + fs->nbad * 2 +
-                           (nn ? 2 + 10 * nn : 0);
-            uint32_t lap = lap_of(fs, fs->ckpt_addr);
-            uint32_t end = addr_add(fs, fs->ckpt_addr, len, &lap);
-            if (end != fs->head) {
-                fs->head = end;
-                fs->laps = lap;
-                fs->head_erased = off_of(fs, end) != 0;
-            }
-        }
-    }
-    if (!e && err) {
-        /* progress despite the error: the next pass goes on from here */
-        *freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, safe));
-        err = 0;
-    }
-    return err;
-}
-
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
 {
     /* Never below a commit being made: every commit is made inside an
@@ -2224,38 +1711,18 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
     if (fs->in_gc || fs->in_ckpt || fs->rofs)
         return 0;
     fs->in_gc = 1;
-    {
-        /* (only where there may be runs: collecting one is what copies
-         * live data down to the floor; a smaller partition keeps the floors
-         * of before, and test_decided's /usr, 383 blocks, filled up to
-         * where the service cannot open its manifest, as it expects) */
-        uint32_t k = gc_keep_for(fs);
-        fs->gc_keep = (uint8_t)(ndata(fs) >= RUN_PART_MIN && cfs_free_blocks(fs) >= k + 1 ? k : 0);
-    }
     gc_state_t g;
     g.c.n = 0;
     g.c.chain_tail = CFS_ADDR_NONE;
     g.at = g.safe = fs->tail;
     g.dropped = 0;
     uint32_t freed = 0, scanned = 0, start_free = cfs_free_blocks(fs);
-    uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4 + gc_extra(fs);
+    uint32_t want = blocks ? blocks : fs->gc_trigger + fs->reserve + 4;
     uint32_t new_tail = fs->tail;
     /* Records from this block on are this pass's own copies (not committed
      * yet): the pass stops before them. */
     uint32_t stop_block = blk_of(fs, fs->head);
     int err = 0;
-    /* cold runs: stretches pinned by this pass, runs it collects (a tail
-     * inside a run is collecting it) */
-    run_pend_t pend;
-    pend.n = pend.ok = 0;
-    pend.r = fs->runs + fs->nruns;
-    uint32_t collect = 0, dropped = 0;
-    {
-        int r = fs->nruns ? run_of(fs, blk_of(fs, fs->tail)) : -1;
-        if (r >= 0)
-            collect |= 1u << r;
-    }
-    int may_pin = !(flags & (GC_FORCED | GC_RUNS)) && run_room(fs);
     while (1) {
         uint32_t tb = blk_of(fs, new_tail);
         if (tb == blk_of(fs, fs->head) || tb == stop_block)
@@ -2284,64 +1751,6 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
             if (err)
                 goto stop;
         }
-        if (may_pin && pend.n < RUN_PEND && fs->nruns + pend.n < CFS_RUN_MAX &&
-            run_of(fs, tb) < 0) {
-            /* a cold stretch stays where it is: the tail steps over it */
-            uint32_t last = 0, x = CFS_ADDR_NONE, next = 0;
-            rec_hdr_t xh;
-            g.at = new_tail;
-            err = gc_flush(fs, &g);
-            if (err)
-                goto stop;
-            int e = run_scan(fs, &g, new_tail, stop_block, &last, &x, &xh, &next);
-            if (e < 0) {
-                err = e;
-                goto stop;
-            }
-            uint32_t lap = lap_of(fs, new_tail);
-            cfs_run_t *q = pend.n ? &pend.r[pend.n - 1] : NULL;
-            int extends = q && q->last + 1u == tb && q->lap16 == (uint16_t)lap && last - q->first < RUN_LEN;
-            /* a short stretch only as the continuation of one: live data
-             * here and there in the log is not worth a run */
-            if (e && (extends || last - tb + 1u >= RUN_MIN)) {
-                uint16_t was = extends ? q->last : 0;
-                if (!extends) {
-                    q = &pend.r[pend.n++];
-                    cfs_run_set(fs, q, new_tail, lap);
-                }
-                q->last = (uint16_t)last;
-                if (x != CFS_ADDR_NONE) {
-                    /* the record leaving the stretch moves as usual */
-                    g.at = x;
-                    err = gc_one(fs, &g, x, &xh);
-                }
-                if (!err) {
-                    g.at = next;
-                    err = gc_flush(fs, &g);
-                }
-                if (err) {
-                    /* the tail stays before the stretch: so does the run.
-                     * g.at goes back to the stretch's start: the flush at
-                     * stop commits what the failed move of x built, and
-                     * must not take the tail to x, past the stretch's live
-                     * records, which would then lie unpinned in the free
-                     * space and be erased (found with runs allowed at 91%
-                     * full, when x's move found no room: issue 9) */
-                    g.at = new_tail;
-                    if (extends)
-                        q->last = was;
-                    else
-                        pend.n--;
-                    goto stop;
-                }
-                pend.ok = pend.n;
-                uint32_t skipped = 0;
-                uint32_t nt = tail_step(fs, last, next, flags, &collect, &skipped);
-                scanned += blk_dist(fs, tb, blk_of(fs, nt));
-                new_tail = nt;
-                continue;
-            }
-        }
         uint32_t a = new_tail;
         while (blk_of(fs, a) == tb && a != fs->head) {
             rec_hdr_t h;
@@ -2357,17 +1766,16 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
                 a = next_good(fs, tb, &w) * fs->bsize;
                 break;
             }
-            if (fs->nruns && run_of(fs, tb) >= 0 &&
-                run_of(fs, blk_of(fs, addr_add(fs, a, REC_HDR + h.len - 1, NULL))) != run_of(fs, tb)) {
-                /* A record leaving a run being collected: the one the
-                 * stretch ended before when it was pinned, moved then. The
-                 * head has rewritten the block after the run since (the
-                 * tail could not come round to the run otherwise): the log
-                 * goes on at its start. */
-                a = next_good(fs, tb, NULL) * fs->bsize;
-                break;
+            /* bucket pages are tracked in the journal with a marker key:
+             * mark the bucket itself dirty */
+            if (h.type == R_BUCKET) {
+                uint32_t ba;
+                e = bucket_addr(fs, h.idx, &ba);
+                if (!e && ba == a)
+                    e = jset(fs, MAP_INO, 0x40000000u | h.idx, CFS_ADDR_NONE);
+            } else {
+                e = gc_record(fs, &g, a, &h);
             }
-            e = gc_one(fs, &g, a, &h);
             if (e) {
                 err = e; /* stop before this record (noise, or no room) */
                 goto stop;
@@ -2391,31 +1799,17 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
         err = gc_flush(fs, &g);
         if (err)
             goto stop;
-        uint32_t skipped = 0;
-        uint32_t nt = tail_step(fs, tb, a, flags, &collect, &skipped);
-        freed += blk_dist(fs, tb, blk_of(fs, nt)) - skipped;
-        scanned += blk_dist(fs, tb, blk_of(fs, nt));
+        freed += blk_dist(fs, tb, blk_of(fs, a));
+        scanned += blk_dist(fs, tb, blk_of(fs, a));
         if (fs->failing_block == tb) {
             err = retire_block(fs, tb);
             fs->failing_block = CFS_ADDR_NONE;
             if (err)
                 goto stop;
         }
-        new_tail = nt;
+        new_tail = a;
     }
     g.at = new_tail;
-    if ((flags & GC_RUNS) && (blocks ? freed < blocks : 1)) {
-        /* A run the tail cannot reach (it lies in the free space, which
-         * the head has not come round to since the tail stepped over it) is
-         * collected where it is: its live records are copied, and it leaves
-         * the runs with the checkpoint that ends the pass. */
-        err = gc_flush(fs, &g);
-        if (err)
-            goto stop;
-        err = run_collect_free(fs, &g, &dropped);
-        if (err)
-            goto stop;
-    }
 stop:
     /* A pass that fails keeps what it did: the relocations built so far
      * are committed, and the tail moves up to the first record whose copy
@@ -2427,17 +1821,32 @@ stop:
         if (!err)
             err = e;
     }
-    if (g.safe != fs->tail || dropped)
-        err = gc_pass_end(fs, g.safe, &pend, collect, dropped, err, &freed);
+    if (g.safe != fs->tail) {
+        /* the new tail becomes durable with a checkpoint: replay never has
+         * to read a record the tail has passed */
+        uint32_t old = fs->tail;
+        int e = checkpoint_with_tail(fs, g.safe);
+        /* a checkpoint that fails changes nothing durable: try again */
+        for (int t = 1; t < GC_TRIES && (e == CFS_ERR_IO || e == CFS_ERR_CORRUPT); t++)
+            e = checkpoint_with_tail(fs, g.safe);
+        if (e) {
+            if (!err)
+                err = e;
+        } else {
+            fs->tail = g.safe;
+        }
+        if (!e && err) {
+            /* progress despite the error: the next pass goes on from here */
+            freed = blk_dist(fs, blk_of(fs, old), blk_of(fs, g.safe));
+            err = 0;
+        }
+    }
     fs->in_gc = 0;
-    fs->gc_keep = 0;
     if (err)
         return err;
-    /* (a pass that only stepped over cold runs made progress: the stale
-     * data lies beyond them) */
-    if (!(flags & GC_FORCED) && cfs_free_blocks(fs) <= start_free && freed == 0 && scanned == 0)
+    if (!(flags & GC_FORCED) && cfs_free_blocks(fs) <= start_free && freed == 0)
         return CFS_ERR_NOSPC;
-    return (int)(freed ? freed : scanned);
+    return (int)freed;
 }
 
 /* ---- format / mount / unmount ---------------------------------------------------------------- */
@@ -2485,7 +1894,7 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
     {
         uint32_t buckets = CFS_JOURNAL_MAX < fs->nbuckets ? CFS_JOURNAL_MAX : fs->nbuckets;
         uint32_t bytes = buckets * (REC_HDR + BUCKET_MAX * 12) +
-                         fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + CKPT_REC(fs);
+                         fs->ndirpages * (REC_HDR + DIRPAGE_FAN * 4) + 600;
         fs->ckpt_blocks = (bytes + fs->bsize - 1) / fs->bsize + 1;
         /* The tiers at the top of this file: an ordinary operation may use
          * its size and a checkpoint, and must still leave what a remove
@@ -2619,30 +2028,15 @@ static int replay(cfs_t *fs, uint32_t start, uint32_t lap)
     return 0;
 }
 
-/* Read and check the checkpoint record at ca (header *hp), its counters,
- * directory pages and retired blocks into big and its cold runs into rb,
- * and take the state it holds. */
-static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big, uint8_t *rb)
+/* Read and check the checkpoint record at ca (header *hp) into big, and
+ * take the state it holds. */
+static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big)
 {
     rec_hdr_t h = *hp;
-    uint32_t pa = addr_add(fs, ca, REC_HDR, NULL), n0 = 0, ndp = 0;
     int err = CFS_ERR_CORRUPT;
     for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
-        /* the counters say how long the part before the runs is */
-        err = cfs_flash_read(fs, pa, big, 40);
-        if (err)
-            break;
-        ndp = le_get16(big + 36);
-        n0 = 40 + ndp * 4 + le_get16(big + 38) * 2u;
-        if (ndp > CFS_DIRPAGES_MAX || le_get16(big + 38) > CFS_BAD_MAX || n0 > h.len ||
-            h.len - n0 > CKPT_RUNS_MAX) {
-            err = CFS_ERR_CORRUPT;
-            continue;
-        }
-        err = cfs_flash_read(fs, addr_add(fs, pa, 40, NULL), big + 40, n0 - 40);
-        if (!err && h.len > n0)
-            err = cfs_flash_read(fs, addr_add(fs, pa, n0, NULL), rb, h.len - n0);
-        if (!err && crc32_update(crc32_update(0, big, n0), rb, h.len - n0) != h.dcrc)
+        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
+        if (!err && crc32_update(0, big, h.len) != h.dcrc)
             err = CFS_ERR_CORRUPT;
     }
     if (err)
@@ -2657,34 +2051,15 @@ static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big, 
     fs->live |= (uint64_t)le_get32(big + n) << 32; n += 4;
     uint32_t nb = le_get32(big + n); n += 4;
     fs->failing_block = le_get32(big + n); n += 4;
-    n += 2;
+    uint32_t ndp = le_get16(big + n); n += 2;
     fs->nbad = le_get16(big + n); n += 2;
-    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages)
+    if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
+        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
         return CORRUPT_HERE;
     for (uint32_t i = 0; i < ndp; i++, n += 4)
         fs->dirpage_addr[i] = le_get32(big + n);
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
         fs->bad[i] = le_get16(big + n);
-    fs->nruns = 0;
-    if (h.len == n0)
-        return 0;
-    /* cold runs: each within the data blocks, not wrapping, and apart */
-    uint32_t m = h.len - n0;
-    uint32_t nr = m >= 2 ? le_get16(rb) : 0;
-    if (nr == 0 || nr > CFS_RUN_MAX || 2 + nr * 10 != m)
-        return CORRUPT_HERE;
-    for (uint32_t i = 0, k = 2; i < nr; i++, k += 10) {
-        cfs_run_t *r = &fs->runs[i];
-        uint32_t start = le_get32(rb + k);
-        if (start / fs->bsize >= fs->nblocks)
-            return CORRUPT_HERE;
-        cfs_run_set(fs, r, start, le_get32(rb + k + 4));
-        r->last = le_get16(rb + k + 8);
-        if (blk_of(fs, start) < FIRST_DATA || r->last >= fs->nblocks ||
-            r->first > r->last || run_of(fs, r->first) >= 0 || run_of(fs, r->last) >= 0)
-            return CORRUPT_HERE;
-        fs->nruns = (uint16_t)(i + 1);
-    }
     return 0;
 }
 
@@ -2716,12 +2091,12 @@ int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
     err = read_hdr_lap(fs, ca, &h, cl);
     if (err)
         return err == CFS_ERR_IO ? err : CFS_ERR_CORRUPT;
-    if (h.type != R_CKPT || h.len < 40 || h.len > CKPT_REC_MAX + CKPT_RUNS_MAX)
+    if (h.type != R_CKPT || h.len < 40 || h.len > CKPT_REC_MAX)
         return CORRUPT_HERE;
     /* the record in the work area's page region (free: no checkpoint runs
      * during a mount) */
-    cfs_work_t *w = cfs_work_take(fs, WORK_PAGES);
-    err = ckpt_read(fs, ca, &h, w->page, w->dirpage);
+    uint8_t *big = cfs_work_take(fs, WORK_PAGES)->page;
+    err = ckpt_read(fs, ca, &h, big);
     cfs_work_give(fs, WORK_PAGES);
     if (err)
         return err;
@@ -2731,16 +2106,8 @@ int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
         if (b >= FIRST_DATA && b < fs->nblocks && !is_bad(fs, b) && fs->nbad < CFS_BAD_MAX)
             fs->bad[fs->nbad++] = (uint16_t)b;
     }
-    if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks ||
-        run_of(fs, blk_of(fs, ca)) >= 0)
+    if (blk_of(fs, fs->tail) < FIRST_DATA || blk_of(fs, fs->tail) >= fs->nblocks)
         return CORRUPT_HERE;
-    {
-        /* the tail is inside a run only at the run's start (a run being
-         * collected) */
-        int r = run_of(fs, blk_of(fs, fs->tail));
-        if (r >= 0 && cfs_run_start(fs, &fs->runs[r]) != fs->tail)
-            return CORRUPT_HERE;
-    }
     fs->ckpt_addr = ca;
     uint32_t jl = cl;
     uint32_t js = addr_add(fs, ca, REC_HDR + h.len, &jl);
@@ -2817,20 +2184,16 @@ int cfs_gc(cfs_t *fs, uint32_t blocks)
         return CFS_ERR_NOTMOUNTED;
     if (fs->rofs)
         return CFS_ERR_ROFS;
-    /* an explicit collection compacts the cold runs too */
     if (blocks)
-        return cfs_gc_run(fs, blocks, GC_FORCED | GC_RUNS);
+        return cfs_gc_run(fs, blocks, GC_FORCED);
     /* everything there is to gain: passes while stale records remain and
      * the tail advances, up to one lap of the log */
     uint32_t start = cfs_free_blocks(fs), swept = 0;
-    /* (two laps when there are cold runs: collecting them counts their
-     * blocks, and a run in the free space is collected out of turn) */
-    uint32_t laps = fs->nruns ? 2 : 1;
-    while (swept < laps * ndata(fs)) {
+    while (swept < ndata(fs)) {
         uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - cfs_free_blocks(fs)) * fs->bsize;
         if (used <= fs->live + fs->bsize && fs->live < used)
             break;
-        int r = cfs_gc_run(fs, 4, GC_FORCED | GC_RUNS);
+        int r = cfs_gc_run(fs, 4, GC_FORCED);
         if (r < 0)
             return r;
         if (r == 0)

@@ -16,9 +16,6 @@
 /* Records written since the last checkpoint before one is forced; bounds the
  * work (and the flash read) of a mount. */
 #define CFS_JOURNAL_RECORDS 512
-/* Cold runs (static wear levelling, docs/FS.md section 6): stretches of
- * live data GC leaves in place, listed in the checkpoint. */
-#define CFS_RUN_MAX 8
 /* Size of the map page buffers: a bucket page (42 entries of 12 bytes) and
  * a directory page (64 addresses). */
 #define CFS_PAGE 504
@@ -58,18 +55,6 @@ typedef struct cfs_jent {
 
 typedef struct cfs_file cfs_file_t;
 
-/* A cold run: blocks [first, last] that the head and the tail step over.
- * Its records from offset `off` of block `first` on were written in the lap
- * whose low 16 bits are `lap16` and stay where they are until the tail
- * collects them (cfs_run_start/cfs_run_lap in cfs_internal.h). 8 bytes, so
- * that the table costs cfs_t 64 bytes (issue 14's RAM budget). */
-typedef struct cfs_run {
-    uint16_t first;
-    uint16_t last;
-    uint16_t off;
-    uint16_t lap16;
-} cfs_run_t;
-
 typedef struct fs {
     const struct flash_dev *dev;
     uint32_t first_block;   /* partition start on the device */
@@ -96,7 +81,7 @@ typedef struct fs {
     uint8_t op_frees;       /* the operation under way frees space */
     uint8_t hold;           /* cfs_hold depth: no GC, no automatic sync */
     uint8_t in_commit;      /* a commit is being made (no GC below it) */
-    uint8_t gc_keep;        /* free blocks a GC pass's copies leave (issue 9) */
+    uint8_t pad2[1];
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */
@@ -127,10 +112,6 @@ typedef struct fs {
     uint32_t failing_block; /* block that failed a prog, retired at GC */
     uint8_t prog_failed;    /* a prog failed since the last record began:
                                the rest of the head block is not used */
-
-    /* cold runs (persisted in checkpoints; change only with the tail) */
-    uint16_t nruns;
-    cfs_run_t runs[CFS_RUN_MAX];
 
     cfs_file_t *open_files;  /* list of open handles */
 

@@ -708,7 +708,7 @@ static double flash_ms(flash_sim_t *sim)
 static void bench_w4f(uint32_t pct)
 {
     static uint8_t sbuf[W4_STATIC_SIZE], hbuf[W4_HOT_SIZE];
-    static char descs[8][80];
+    static char descs[4][80];
     static const char *const call_name[] = {"?", "open", "write", "close"};
     bench_fs_t b;
     cfs_statvfs_t sv;
@@ -716,11 +716,11 @@ static void bench_w4f(uint32_t pct)
     double t0 = now_s(), worst = 0.0, total = 0.0;
     uint64_t user = 0, calls = 0, slow = 0;
     uint32_t i, nstatic, worst_call = 0, worst_rewrite = 0;
-    static char ids[8][8];
+    static char ids[4][8];
     static uint32_t nid;
-    char *id = ids[nid++ % 8];
+    char *id = ids[nid++ % 4];
     row_t *r;
-    char *desc = descs[(nid - 1) % 8];
+    char *desc = descs[(nid - 1) % 4];
     if (pct == 90)
         snprintf(id, sizeof(ids[0]), "W4f");
     else
@@ -1101,18 +1101,6 @@ int main(int argc, char **argv)
     bench_w4f(80);
     bench_w4f(85);
     bench_w4f(90);
-    {
-        /* W4F_FILLS=91,92: more fills (informative rows, issue 9) */
-        const char *e = getenv("W4F_FILLS");
-        for (int k = 0; e && *e && k < 4; k++) {
-            char *end;
-            unsigned long p = strtoul(e, &end, 10);
-            if (end == e || p < 50 || p > 95)
-                break;
-            bench_w4f((uint32_t)p);
-            e = *end == ',' ? end + 1 : end;
-        }
-    }
     bench_w5();
     bench_ram();
     print_table();

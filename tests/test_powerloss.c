@@ -43,7 +43,6 @@
 #include "flash_sim.h"
 #include "cfs.h"
 #include "cfs_model.h"
-#include "cfs_internal.h" /* CFS_RUN_LAPS; the cold runs in cfs_t */
 
 /* Tolerances of the leak check (bytes), after everything is removed and
  * cfs_gc(0) has run, over the larger of the empty-fs figure and the figure
@@ -643,53 +642,6 @@ static void wl_large(pl_t *p)
     W(w_unmount(p));
 }
 
-/* Cold runs (static wear levelling, docs/FS.md section 6): the base leaves
- * static data pinned in runs, one due and just ahead of the tail; the workload
- * churns until GC collects runs (copies, run changes in the checkpoint that
- * moves the tail, blocks back in circulation) and pins the copies again,
- * then removes a static file and collects everything (cfs_gc compacts the
- * runs). */
-static void base_cold(pl_t *p)
-{
-    for (uint32_t i = 0; i < 8; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "/s%u", i);
-        W(w_put(p, name, 64u * 1024u, 170 + i, 4096));
-    }
-    /* churn until a run is due (it lags CFS_RUN_LAPS laps) and the tail
-     * is a few blocks before it: the workload then collects it */
-    for (uint32_t r = 0; r < 20000; r++) {
-        uint32_t tb = p->fs.tail / 4096, nd = p->fs.nblocks - 2;
-        bool near = false;
-        for (uint32_t k = 0; k < p->fs.nruns; k++) {
-            const cfs_run_t *q = &p->fs.runs[k];
-            if (p->fs.laps - cfs_run_lap(&p->fs, q) >= CFS_RUN_LAPS && (q->first + nd - tb) % nd < 12)
-                near = true;
-        }
-        if (near)
-            break;
-        char name[32];
-        snprintf(name, sizeof(name), "/h%u", r % 3);
-        W(w_put(p, name, 6000, 180 + r, 6000));
-    }
-    /* the workload is about runs: there must be some */
-    CHECK(p->fs.nruns > 0);
-}
-
-static void wl_cold(pl_t *p)
-{
-    for (uint32_t r = 0; r < 100; r++) {
-        char name[32];
-        snprintf(name, sizeof(name), "/h%u", r % 3);
-        W(w_put(p, name, 6000, 400 + r, 6000));
-    }
-    W(w_verify(p, "/s1"));
-    W(w_remove(p, "/s2"));
-    W(w_gc(p, 0));
-    W(w_verify(p, "/s3"));
-    W(w_unmount(p));
-}
-
 static const workload_t workloads[] = {
     { "create",      48, base_files, wl_create,      250 },
     { "sync",        48, base_files, wl_sync,        250 },
@@ -702,7 +654,6 @@ static const workload_t workloads[] = {
     { "gc_full",     64, base_full,  wl_gc_full,     600 },
     { "churn",       40, base_churn, wl_churn,       600 },
     { "large",      512, base_large, wl_large,       250 },
-    { "cold",       512, base_cold,  wl_cold,        150 },
 };
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
