@@ -155,7 +155,8 @@ int cfs_unmount(cfs_t *fs);
  * a power cut every file is in its last synced/closed state, never a mix. A
  * file written without sync is synced automatically when its pending writes
  * touch CFS_AUTOSYNC_SEGS segments (48 on the host: 768 KiB of file
- * offsets; 12 on the device profile), or when the device is so full
+ * offsets; 12 on the device profile) or number 2,048 records (small
+ * writes), or when the device is so full
  * that garbage collection reaches its pending records (docs/FS.md). One
  * handle at a time may have a file open for writing (others get
  * CFS_ERR_BUSY); any number may read it. */

@@ -1034,6 +1034,8 @@ static void handle_pending(cfs_file_t *f, uint32_t s, uint32_t a)
 {
     if (f->cache_idx != s)
         f->pending_segs++;
+    if (f->pending_recs < UINT16_MAX)
+        f->pending_recs++;
     f->pending_tail = a;
     f->cache_idx = s;
     f->cache_addr = a;
@@ -1230,6 +1232,7 @@ static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to
     f->pending_tail = CFS_ADDR_NONE;
     f->cache_idx = CFS_ADDR_NONE;
     f->pending_segs = 0;
+    f->pending_recs = 0;
     f->pend_hi = 0;
     f->commits++;
     f->dirty = 0;
@@ -1764,6 +1767,7 @@ int cfs_file_revert(cfs_t *fs, cfs_file_t *f)
     f->pending_tail = CFS_ADDR_NONE;
     f->cache_idx = CFS_ADDR_NONE;
     f->pending_segs = 0;
+    f->pending_recs = 0;
     f->pend_hi = 0;
     f->dirty = 0;
     f->rebase = 0;
@@ -1878,7 +1882,7 @@ int cfs_file_pwrite(cfs_t *fs, cfs_file_t *f, const void *buf, uint32_t len, uin
             done += n;
             if (pos + n > f->size)
                 f->size = pos + n;
-            if (f->pending_segs >= CFS_AUTOSYNC_SEGS)
+            if (f->pending_segs >= CFS_AUTOSYNC_SEGS || f->pending_recs >= AUTOSYNC_RECS)
                 /* under cfs_hold nothing may be committed early */
                 err = fs->hold ? CFS_ERR_FBIG : handle_sync(fs, f);
         }

@@ -136,7 +136,7 @@ struct cfs_file {
                                its pending records all lie after it */
     uint8_t dirty;
     uint8_t rebase;         /* GC moved committed data under pending writes */
-    uint8_t pad[2];
+    uint16_t pending_recs;  /* records in the pending chain */
 };
 
 typedef struct cfs_dir {
