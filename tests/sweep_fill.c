@@ -19,6 +19,7 @@
 
 #include "flash_sim.h"
 #include "cfs.h"
+#include "cfs_model.h"
 
 typedef struct kase {
     uint32_t blocks;
@@ -32,17 +33,6 @@ typedef struct result {
     int after;        /* the new file's result */
     int fsck;
 } result_t;
-
-static int put(cfs_t *fs, const char *path, const uint8_t *b, uint32_t len)
-{
-    cfs_file_t f;
-    int rc = cfs_file_open(fs, &f, path, CFS_O_WRONLY | CFS_O_CREAT);
-    if (rc)
-        return rc;
-    int w = cfs_file_write(fs, &f, b, len);
-    int c = cfs_file_close(fs, &f);
-    return w != (int)len ? (w < 0 ? w : CFS_ERR_NOSPC) : c;
-}
 
 static int run(const kase_t *k, result_t *r)
 {
@@ -76,7 +66,7 @@ static int run(const kase_t *k, result_t *r)
     } else {
         for (; r->files < 100000; r->files++) {
             snprintf(p, sizeof(p), "/m%u", (unsigned)r->files);
-            if (put(&fs, p, buf, 2305) != 0)
+            if (fsm_write_file(&fs, p, buf, 2305) != 0)
                 break;
             r->bytes += 2305;
         }
@@ -86,7 +76,7 @@ static int run(const kase_t *k, result_t *r)
             r->refused += cfs_remove(&fs, p) != 0;
         }
     }
-    r->after = put(&fs, "/after", buf, 5000);
+    r->after = fsm_write_file(&fs, "/after", buf, 5000);
     r->fsck = cfs_fsck(&fs, NULL, NULL);
     cfs_unmount(&fs);
     flash_sim_free(sim);
