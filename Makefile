@@ -365,7 +365,7 @@ $(BUILD)/dev/cellard: $(call dev_objs,$(DAEMON_SET) service/host/cellard.c) $(ca
 $(call objs,dev,$(LWIP_SRCS)): DEV_CFLAGS += $(LWIP_INC)
 # The in-process tests on the device profile (they build their requests
 # with the device's structs and take max_chunk from the profile).
-DEV_TESTS := test_svc_core test_update test_svc_model test_device_ram
+DEV_TESTS := test_svc_core test_update test_svc_model test_device_ram test_svc_fill
 $(addprefix $(BUILD)/dev/tests/,$(DEV_TESTS)): $(BUILD)/dev/tests/%: $(BUILD)/dev/tests/%.o \
     $$(call dev_objs,$(DAEMON_SET) $(SUP_SRCS) clients/libcellar_util.c)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -400,7 +400,7 @@ test-device: $(DEPS_STAMP) $(BUILD)/dev/cellard $(BUILD)/san/cellar $(addprefix 
 	  echo "=== $(BUILD)/devfs/tests/$$t (the device profile's fs values)"; \
 	  if $(BUILD)/devfs/tests/$$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \
-	for t in test_device_ram test_svc_core test_update; do \
+	for t in test_device_ram test_svc_core test_update test_svc_fill; do \
 	  echo "=== $(BUILD)/dev/tests/$$t (device profile)"; \
 	  if $(BUILD)/dev/tests/$$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \

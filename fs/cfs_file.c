@@ -793,6 +793,8 @@ typedef struct reloc {
     uint32_t lo, hi;
     uint32_t n;
     int more; /* records in [lo, hi) left for another rebuild */
+    uint8_t defrag_ok; /* a fragmented segment may be copied whole */
+    uint8_t defragged; /* it was */
     uint32_t old[RELOC_MAX], copy[RELOC_MAX];
 } reloc_t;
 
@@ -841,6 +843,36 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
     return 0;
 }
 
+/* Extents an extent map of version v over [0, seglen) would hold. */
+static int seg_count_extents(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
+                             uint32_t *count)
+{
+    segv_t r;
+    int err = segv_load(fs, NULL, ino, s, v, &r);
+    if (err)
+        return err;
+    r.addr_only = 1;
+    uint32_t n = 0, hi = 0, lrec = 0, lend = 0;
+    for (uint32_t p = 0; p < seglen;) {
+        run_t run;
+        err = seg_run(fs, ino, s, &r, p, seglen, &run);
+        if (err)
+            return err;
+        if (run.end <= p)
+            return CORRUPT_HERE;
+        if (run.rec != 0 && !(hi == p && lrec == run.rec && lend == run.doff))
+            n++;
+        if (run.rec != 0) {
+            lrec = run.rec;
+            lend = run.doff + (run.end - p);
+            hi = run.end;
+        }
+        p = run.end;
+    }
+    *count = n;
+    return 0;
+}
+
 /* Write a new EXTMAP for the segment version v over [0, seglen): its data
  * runs become extents (with rl, runs of the records it relocates point at
  * their copies). When the extents would not fit, the data is copied into
@@ -857,10 +889,29 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
     int err;
     uint32_t count = 0;
     uint32_t open_a = CFS_ADDR_NONE, open_len = 0; /* a record begun, not ended */
+    int defrag = 0;
     if (rl) {
-        err = reloc_collect(fs, ino, s, v, seglen, rl);
-        if (err)
-            return err;
+        /* GC: a segment in more than GC_DEFRAG_EXTENTS pieces (small
+         * writes) is copied whole into fresh 4 KiB patches when the room
+         * is there, rather than given one more extent map over copies of
+         * its pieces in this block. Its pieces elsewhere are stale from
+         * then on: small-write data shrinks to its size when it is moved
+         * (a 100-byte write is a 132-byte record, and every 24 of them an
+         * extent map of up to 2 KiB) instead of growing. */
+        uint32_t ne;
+        rl->defragged = 0;
+        if (rl->defrag_ok && v != CFS_ADDR_NONE &&
+            seg_count_extents(fs, ino, s, v, seglen, &ne) == 0 && ne > GC_DEFRAG_EXTENTS &&
+            cfs_gc_fits(fs, seglen + (seglen / PATCH_MAX + 2) * (REC_HDR + SEG_FIXED))) {
+            defrag = 1;
+            rl->defragged = 1;
+            rl->n = 0;
+            rl->more = 0;
+        } else {
+            err = reloc_collect(fs, ino, s, v, seglen, rl);
+            if (err)
+                return err;
+        }
     }
     for (int pass = 0; pass < 2; pass++) {
         uint32_t a = CFS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0;
@@ -937,7 +988,7 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
         }
         if (pass == 0) {
             count = n;
-            if (count > EXT_MAX && ncopies == 0) {
+            if ((count > EXT_MAX || defrag) && ncopies == 0) {
                 /* too fragmented: copy the data into fresh records */
                 for (uint32_t o = 0; o < seglen; o += PATCH_MAX) {
                     uint32_t len = min32(PATCH_MAX, seglen - o), ca, ccrc = 0;
@@ -1589,8 +1640,16 @@ int cfs_seg_relocate(cfs_t *fs, uint32_t ino, uint32_t idx, uint32_t addr, uint3
         reloc_t rl;
         rl.lo = lo;
         rl.hi = hi;
+        rl.defrag_ok = 1;
+        uint32_t v0 = v;
         do {
             err = seg_rebuild(fs, NULL, ino, s, v, seglen, &rl, CFS_ADDR_NONE, &nv);
+            if (err && rl.defragged && v == v0 && err != CFS_ERR_NOSPC) {
+                /* a piece that does not read (damage, noise): the plain
+                 * rebuild, which marks damaged bytes lost */
+                rl.defrag_ok = 0;
+                err = seg_rebuild(fs, NULL, ino, s, v, seglen, &rl, CFS_ADDR_NONE, &nv);
+            }
             if (err)
                 return err;
             v = nv;
@@ -2447,6 +2506,9 @@ int cfs_unmount(cfs_t *fs)
             err = e;
     }
     if (!fs->rofs) {
+        /* a full checkpoint: the image then mounts with any journal size
+         * (a journal checkpoint's keys must fit the mounting build's) */
+        fs->ckpt_full = 1;
         int e = cfs_checkpoint(fs);
         if (e && !err)
             err = e;

@@ -52,6 +52,7 @@ enum {
 #define F_COMMIT 0x01 /* payload ends with a commit trailer */
 #define F_CHAIN 0x02  /* R_INODE: payload is inode + u32 prev (chained) */
 #define F_ZERO 0x04   /* R_PATCH: no data, u16 count of zero bytes instead */
+#define F_JOURNAL 0x08 /* R_CKPT: the journal index follows the fixed part */
 /* R_PATCH: depth of the patch chain under it (1..SEG_CHAIN_MAX+1). */
 #define SEG_DEPTH(flags) ((uint32_t)(flags) >> 3)
 #define SEG_DEPTH_FLAGS(d) ((uint8_t)((d) << 3))
@@ -245,6 +246,11 @@ void cfs_op_end(cfs_t *fs);
 #define GC_URGENT 2
 int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags);
 uint32_t cfs_free_blocks(const cfs_t *fs);
+/* In a GC pass: do records of `bytes` in all fit now, leaving the room of
+ * the pass's commit and checkpoint? */
+int cfs_gc_fits(const cfs_t *fs, uint32_t bytes);
+/* GC copies a segment whole when it is in more pieces than this */
+#define GC_DEFRAG_EXTENTS 64u
 
 /* ---- file layer (cfs_file.c), used by the log layer ------------------------ */
 void inode_encode(const inode_t *in, uint8_t *p);

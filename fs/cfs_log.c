@@ -29,6 +29,13 @@ _Static_assert(CFS_DIRPAGE >= DIRPAGE_FAN * 4, "directory page buffer");
 /* A pass's commit or closing checkpoint that fails on read noise is tried
  * this many times: it wrote nothing, and giving up wastes the copies. */
 #define GC_TRIES 3
+/* the most keys a journal checkpoint carries: under half the journal index
+ * (the early checkpoint at half full must empty it) */
+#define CKPT_JOURNAL_MAX (CFS_JOURNAL_MAX / 2 - 1)
+#define JENT_SIZE 12u
+#define CKPT_JOURNAL_ANY 127u /* the most any build writes */
+_Static_assert(CKPT_JOURNAL_MAX <= CKPT_JOURNAL_ANY, "CFS_JOURNAL_MAX: at most 256");
+_Static_assert(sizeof(cfs_jent_t) == JENT_SIZE, "journal entries are written as they are");
 
 #define ANCHOR_SIZE 16u
 #define ANCHOR_MAGIC 0x43414e31u /* "CAN1": seeds the anchor CRC */
@@ -444,6 +451,13 @@ static int ensure_space(cfs_t *fs, uint32_t total)
     return cfs_free_blocks(fs) >= need + GC_FLOOR(fs) + (fs->op_frees ? 0 : 1) ? 0 : CFS_ERR_NOSPC;
 }
 
+int cfs_gc_fits(const cfs_t *fs, uint32_t bytes)
+{
+    uint32_t ck = (uint32_t)checkpoint_space_for(fs, 16) + 1;
+    uint32_t keep = ck < GC_FLOOR(fs) - 1 ? ck : GC_FLOOR(fs) - 1;
+    return cfs_free_blocks(fs) >= blocks_needed(fs, bytes) + keep;
+}
+
 int cfs_op_begin(cfs_t *fs, uint32_t bytes)
 {
     if (!fs || !fs->mounted)
@@ -473,9 +487,18 @@ int cfs_op_begin(cfs_t *fs, uint32_t bytes)
      * the space it needs is there, and otherwise fails with the pass's
      * error rather than NOSPC. No second pass is tried in the same
      * operation: each failed pass may waste the copies of one block. */
+    /* The passes run for an ordinary operation stop once they have lost
+     * 2 blocks: over live data each pass loses its commits and checkpoint,
+     * and on a partition full of live data a lap of them found nothing and
+     * drained the reserve a remove needs (sweep_fill: one file written
+     * until NOSPC on 16 and 32 MiB). An operation that frees space keeps
+     * going: its passes are how stale data behind live data comes back. */
     int gc_err = 0;
+    uint32_t f0 = cfs_free_blocks(fs);
     for (uint32_t swept = 0; fs->in_op == 0 && worth && swept < ndata(fs) &&
                              cfs_free_blocks(fs) < need + fs->reserve + fs->gc_trigger;) {
+        if (bytes && cfs_free_blocks(fs) + 2 < f0)
+            break;
         int r = cfs_gc_run(fs, 0, cfs_free_blocks(fs) < need + reserve + 1 ? GC_URGENT : 0);
         if (r < 0 && r != CFS_ERR_NOSPC)
             gc_err = r;
@@ -1383,7 +1406,8 @@ static void jsort_by_bucket(cfs_t *fs)
 /* big: the checkpoint's bucket page buffer (work area), free by now */
 #define CKPT_REC_MAX (48 + CFS_DIRPAGES_MAX * 4 + CFS_BAD_MAX * 2)
 _Static_assert(CKPT_REC_MAX <= CFS_PAGE, "a checkpoint record fits the work area's page");
-static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big)
+static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_t *big,
+                                                int with_journal)
 {
     uint32_t n = 0;
     le_put32(big + n, fs->ckpt_seq + 1); n += 4;
@@ -1402,7 +1426,12 @@ static CFS_NOINLINE int write_checkpoint_record(cfs_t *fs, uint32_t tail, uint8_
     for (uint32_t i = 0; i < fs->nbad; i++, n += 2)
         le_put16(big + n, fs->bad[i]);
     uint32_t a;
-    int err = cfs_rec_write(fs, R_CKPT, 0, MAP_INO, CKPT_IDX, big, n, NULL, 0, &a);
+    /* a journal checkpoint carries the journal index as its second piece:
+     * {u32 ino, u32 idx, u32 addr} little-endian, the entries' layout in
+     * RAM on the little-endian hosts it is written on (journal_ckpt_ok) */
+    int err = cfs_rec_write(fs, R_CKPT, with_journal ? F_JOURNAL : 0, MAP_INO, CKPT_IDX, big, n,
+                            with_journal ? (const void *)fs->journal : NULL,
+                            with_journal ? fs->njournal * JENT_SIZE : 0, &a);
     if (err)
         return err;
     if (fs->dev->sync && fs->dev->sync(fs->dev))
@@ -1440,6 +1469,28 @@ int cfs_checkpoint(cfs_t *fs)
     return checkpoint_with_tail(fs, fs->tail);
 }
 
+/* A journal checkpoint: the checkpoint record alone, carrying the journal
+ * index (at most CKPT_JOURNAL_MAX keys) instead of rewriting the bucket
+ * and directory pages they touch. It makes the tail and the counters
+ * durable and ends the replay there for the cost of one record (about
+ * 0.1-1 KiB) where a full one writes a bucket page (524 bytes) per key and
+ * the directory pages: near full, each GC pass ended with a full
+ * checkpoint of 3-4 blocks and a pass over live data lost that much.
+ * The map pages stay those of the last full checkpoint, so it is taken
+ * only while no GC pass has passed one of them (ckpt_full), no directory
+ * page is marked (dirty_dirpages), and no key only marks its bucket. */
+static int journal_ckpt_ok(const cfs_t *fs)
+{
+    const uint16_t one = 1;
+    if (*(const uint8_t *)&one != 1 || fs->ckpt_full || fs->dirty_dirpages ||
+        fs->njournal > CKPT_JOURNAL_MAX)
+        return 0; /* (a big-endian host writes full checkpoints only) */
+    for (uint32_t i = 0; i < fs->njournal; i++)
+        if (fs->journal[i].addr == CFS_ADDR_NONE)
+            return 0;
+    return 1;
+}
+
 /* A checkpoint that makes `tail` the start of the log. Its records are
  * written while fs->tail still holds the durable tail, so they never go
  * into blocks the new tail frees: until the anchor names this checkpoint,
@@ -1456,6 +1507,12 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
     fs->in_ckpt = 1;
     cfs_work_t *w = cfs_work_take(fs, WORK_PAGES);
     int err = 0;
+    if (journal_ckpt_ok(fs)) {
+        err = write_checkpoint_record(fs, tail, w->page, 1);
+        cfs_work_give(fs, WORK_PAGES);
+        fs->in_ckpt = 0;
+        return err;
+    }
     /* on failure the durable checkpoint stays the old one: so must the RAM
      * copy of its directory page addresses */
     uint32_t saved_dp[CFS_DIRPAGES_MAX];
@@ -1554,10 +1611,11 @@ static int checkpoint_with_tail(cfs_t *fs, uint32_t tail)
         fs->dirpage_addr[d] = a;
     }
     fs->dirty_dirpages = 0;
-    err = write_checkpoint_record(fs, tail, w->page);
+    err = write_checkpoint_record(fs, tail, w->page, 0);
     if (err)
         goto out;
     fs->njournal = 0;
+    fs->ckpt_full = 0;
 out:
     if (err) {
         memcpy(fs->dirpage_addr, saved_dp, sizeof(saved_dp));
@@ -1680,8 +1738,10 @@ static int gc_record(cfs_t *fs, gc_state_t *g, uint32_t a, const rec_hdr_t *h)
         }
     case R_DIRPAGE: {
         uint32_t d = h->idx & ~DIRPAGE_IDX;
-        if (d < fs->ndirpages && fs->dirpage_addr[d] == a)
+        if (d < fs->ndirpages && fs->dirpage_addr[d] == a) {
             fs->dirty_dirpages |= 1ull << d;
+            fs->ckpt_full = 1;
+        }
         return 0;
     }
     default:
@@ -1771,8 +1831,10 @@ int cfs_gc_run(cfs_t *fs, uint32_t blocks, int flags)
             if (h.type == R_BUCKET) {
                 uint32_t ba;
                 e = bucket_addr(fs, h.idx, &ba);
-                if (!e && ba == a)
+                if (!e && ba == a) {
+                    fs->ckpt_full = 1;
                     e = jset(fs, MAP_INO, 0x40000000u | h.idx, CFS_ADDR_NONE);
+                }
             } else {
                 e = gc_record(fs, &g, a, &h);
             }
@@ -1821,7 +1883,10 @@ stop:
         if (!err)
             err = e;
     }
-    if (g.safe != fs->tail) {
+    /* (a tail moved inside its block frees nothing, and its checkpoint
+     * would cost a block or more: the copies made are committed, and the
+     * records they replace are stale for the next pass) */
+    if (blk_of(fs, g.safe) != blk_of(fs, fs->tail)) {
         /* the new tail becomes durable with a checkpoint: replay never has
          * to read a record the tail has passed */
         uint32_t old = fs->tail;
@@ -2034,13 +2099,34 @@ static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big)
 {
     rec_hdr_t h = *hp;
     int err = CFS_ERR_CORRUPT;
+    /* the fixed part (in big), then a journal checkpoint's entries (read
+     * straight into the journal index) */
+    uint32_t fixed = h.len, nj = 0;
     for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
-        err = cfs_flash_read(fs, addr_add(fs, ca, REC_HDR, NULL), big, h.len);
-        if (!err && crc32_update(0, big, h.len) != h.dcrc)
+        uint32_t pa = addr_add(fs, ca, REC_HDR, NULL);
+        fixed = h.len < CKPT_REC_MAX ? h.len : CKPT_REC_MAX;
+        err = cfs_flash_read(fs, pa, big, fixed);
+        nj = 0;
+        if (!err && (h.flags & F_JOURNAL)) {
+            fixed = 40 + (uint32_t)le_get16(big + 36) * 4 + (uint32_t)le_get16(big + 38) * 2;
+            uint32_t n = fixed <= h.len ? (h.len - fixed) / JENT_SIZE : 0;
+            if (fixed > h.len || fixed > CKPT_REC_MAX || fixed + n * JENT_SIZE != h.len) {
+                err = CFS_ERR_CORRUPT; /* (or a misread count: read again) */
+                continue;
+            }
+            if (n > CKPT_JOURNAL_MAX)
+                return CFS_ERR_NOMEM; /* a build with a bigger journal index wrote it */
+            nj = n;
+            err = cfs_flash_read(fs, addr_add(fs, pa, fixed, NULL), fs->journal,
+                                 nj * JENT_SIZE);
+        }
+        if (!err && crc32_update(crc32_update(0, big, fixed), fs->journal,
+                                 nj * JENT_SIZE) != h.dcrc)
             err = CFS_ERR_CORRUPT;
     }
     if (err)
         return err == CFS_ERR_CORRUPT ? CORRUPT_HERE : err;
+    fs->njournal = nj;
     uint32_t n = 0;
     uint32_t cseq = le_get32(big + n); n += 4;
     fs->tail = le_get32(big + n); n += 4;
@@ -2054,7 +2140,7 @@ static int ckpt_read(cfs_t *fs, uint32_t ca, const rec_hdr_t *hp, uint8_t *big)
     uint32_t ndp = le_get16(big + n); n += 2;
     fs->nbad = le_get16(big + n); n += 2;
     if (cseq != fs->ckpt_seq || nb != fs->nbuckets || ndp != fs->ndirpages ||
-        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != h.len)
+        fs->nbad > CFS_BAD_MAX || n + ndp * 4 + fs->nbad * 2 != fixed)
         return CORRUPT_HERE;
     for (uint32_t i = 0; i < ndp; i++, n += 4)
         fs->dirpage_addr[i] = le_get32(big + n);
@@ -2091,7 +2177,8 @@ int cfs_mount(cfs_t *fs, const cfs_config_t *cfg)
     err = read_hdr_lap(fs, ca, &h, cl);
     if (err)
         return err == CFS_ERR_IO ? err : CFS_ERR_CORRUPT;
-    if (h.type != R_CKPT || h.len < 40 || h.len > CKPT_REC_MAX)
+    if (h.type != R_CKPT || h.len < 40 ||
+        h.len > CKPT_REC_MAX + ((h.flags & F_JOURNAL) ? CKPT_JOURNAL_ANY * JENT_SIZE : 0))
         return CORRUPT_HERE;
     /* the record in the work area's page region (free: no checkpoint runs
      * during a mount) */
@@ -2187,11 +2274,16 @@ int cfs_gc(cfs_t *fs, uint32_t blocks)
     if (blocks)
         return cfs_gc_run(fs, blocks, GC_FORCED);
     /* everything there is to gain: passes while stale records remain and
-     * the tail advances, up to one lap of the log */
+     * the tail advances, up to one lap of the log; but not a lap of copies
+     * for nothing: passes over twice the free space (at least 8 blocks)
+     * that gained nothing end it (record headers count as stale in
+     * `used - live`, so a log of small records never looks clean) */
     uint32_t start = cfs_free_blocks(fs), swept = 0;
     while (swept < ndata(fs)) {
         uint64_t used = (uint64_t)(ndata(fs) - fs->nbad - cfs_free_blocks(fs)) * fs->bsize;
         if (used <= fs->live + fs->bsize && fs->live < used)
+            break;
+        if (swept >= 2 * start + 8 && cfs_free_blocks(fs) <= start)
             break;
         int r = cfs_gc_run(fs, 4, GC_FORCED);
         if (r < 0)

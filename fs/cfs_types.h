@@ -81,7 +81,8 @@ typedef struct fs {
     uint8_t op_frees;       /* the operation under way frees space */
     uint8_t hold;           /* cfs_hold depth: no GC, no automatic sync */
     uint8_t in_commit;      /* a commit is being made (no GC below it) */
-    uint8_t pad2[1];
+    uint8_t ckpt_full;      /* the next checkpoint is a full one (GC passed
+                               a current map page; unmount) */
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */

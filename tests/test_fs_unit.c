@@ -1425,6 +1425,97 @@ static void test_gc_between_fills(void)
     fx_free(x);
 }
 
+/* ---- journal checkpoints ------------------------------------------------------------ */
+/* A checkpoint with few keys in the journal is one record carrying them
+ * (docs/FS.md section 5): it costs under 1 KiB, and a mount after a power
+ * cut right after it finds every key again. A GC pass ends with one too. */
+int cfs_checkpoint(cfs_t *fs); /* fs/cfs_internal.h */
+
+static void test_journal_checkpoint(void)
+{
+    fx_t *x = fx_new(256);
+    cfs_t *fs = &x->fs;
+    for (uint32_t i = 0; i < 10; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "/j%u", (unsigned)i);
+        CHECK_EQ(put_file(x, p, 3000 + i * 100, i), 0);
+    }
+    uint64_t before = prog_bytes(x);
+    CHECK_EQ(cfs_checkpoint(fs), 0);
+    CHECK(prog_bytes(x) - before < 1024); /* one record, no map pages */
+    /* a power cut now: mount the flash as it is, no unmount */
+    memset(fs, 0xa5, sizeof(*fs));
+    CHECK_EQ(cfs_mount(fs, &x->cfg), 0);
+    for (uint32_t i = 0; i < 10; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "/j%u", (unsigned)i);
+        CHECK(file_is(x, p, 3000 + i * 100, i));
+    }
+    FSCK(x);
+    /* rewrite half of them, so GC has stale records to pass, then a pass
+     * and another cut */
+    for (uint32_t i = 0; i < 10; i += 2) {
+        char p[16];
+        snprintf(p, sizeof(p), "/j%u", (unsigned)i);
+        CHECK_EQ(put_file(x, p, 2000, 50 + i), 0);
+    }
+    CHECK(cfs_gc(fs, 2) >= 0);
+    memset(fs, 0xa5, sizeof(*fs));
+    CHECK_EQ(cfs_mount(fs, &x->cfg), 0);
+    for (uint32_t i = 0; i < 10; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "/j%u", (unsigned)i);
+        CHECK(i % 2 ? file_is(x, p, 3000 + i * 100, i) : file_is(x, p, 2000, 50 + i));
+    }
+    FSCK(x);
+    fx_remount(x); /* unmount writes a full one */
+    FSCK(x);
+    fx_free(x);
+}
+
+/* ---- a full partition can always be emptied ---------------------------------------- */
+/* Filled until NOSPC with one file in 100-byte writes, or with files of
+ * 2,305 bytes: every close and remove succeeds and a new file fits, with
+ * no explicit cfs_gc. Before GC copied a segment in many pieces whole,
+ * moving 100-byte-write data grew it and the partition was left with too
+ * little room to remove the file (docs/FS.md section 6). The bigger
+ * partitions are in make sweep-fill. */
+static void test_fill_then_empty(uint32_t blocks, uint32_t chunk)
+{
+    fx_t *x = fx_new(blocks);
+    cfs_t *fs = &x->fs;
+    static uint8_t buf[2305];
+    fsm_fill(buf, sizeof(buf), 7, 0);
+    int refused = 0;
+    uint32_t files = 0;
+    char p[24];
+    if (chunk) {
+        cfs_file_t f;
+        CHECK_EQ(cfs_file_open(fs, &f, "/fill", CFS_O_WRONLY | CFS_O_CREAT), 0);
+        int w;
+        while ((w = cfs_file_write(fs, &f, buf, chunk)) == (int)chunk)
+            ;
+        CHECK_EQ(w, CFS_ERR_NOSPC);
+        refused += cfs_file_close(fs, &f) != 0;
+        refused += cfs_remove(fs, "/fill") != 0;
+    } else {
+        for (; files < 20000; files++) {
+            snprintf(p, sizeof(p), "/m%u", (unsigned)files);
+            if (fsm_write_file(fs, p, buf, sizeof(buf)) != 0)
+                break;
+        }
+        (void)cfs_remove(fs, p); /* the refused one, if it was created */
+        for (uint32_t m = 0; m < files; m++) {
+            snprintf(p, sizeof(p), "/m%u", (unsigned)m);
+            refused += cfs_remove(fs, p) != 0;
+        }
+    }
+    CHECK_EQ(refused, 0);
+    CHECK_EQ(put_file(x, "/after", 5000, 3), 0);
+    FSCK(x);
+    fx_free(x);
+}
+
 /* ---- many small writes without a sync ---------------------------------------------- */
 /* A file written in 100-byte writes and never synced: every write lands,
  * an automatic sync commits it on the way (a commit walks the pending
@@ -1907,6 +1998,10 @@ int main(void)
     test_gc_fragmented();
     test_gc_between_fills();
     test_small_writes_unsynced();
+    test_journal_checkpoint();
+    test_fill_then_empty(256, 100);
+    test_fill_then_empty(1024, 100);
+    test_fill_then_empty(1024, 0);
     test_rename_many();
     test_commit_with();
     test_big_files_replay();

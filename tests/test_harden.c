@@ -111,21 +111,7 @@ static int truncate_path(rig_t *r, const char *path, uint64_t size)
 /* Problems verify finds in /usr (repair: restore what /bak has). */
 static int verify_problems(rig_t *r, bool repair)
 {
-    int n = 0;
-    uint32_t cursor = 0;
-    do {
-        rig_req(r, cellar_Request_verify_tag);
-        strcpy(r->rq.body.verify.partition, "/usr");
-        r->rq.body.verify.cursor = cursor;
-        r->rq.body.verify.repair = repair;
-        if (rig_call(r, &r->a))
-            return -1;
-        for (pb_size_t i = 0; i < r->rs.body.verify.problems_count; i++)
-            if (!r->rs.body.verify.problems[i].repaired)
-                n++;
-        cursor = r->rs.body.verify.next_cursor;
-    } while (cursor);
-    return n;
+    return rig_verify(r, &r->a, "/usr", repair);
 }
 
 /* Is there a manifest entry for full path p? */
@@ -495,6 +481,22 @@ static void full_partition(bool no_manifest)
         if (cfs_gc(&FS, 0) <= 0)
             break;
     }
+    /* and empty files until not even a create fits (what the manifest's
+     * open needs) */
+    int ne = 0;
+    for (; ne < 600; ne++) {
+        cfs_file_t f;
+        snprintf(p, sizeof(p), "/e%03d", ne);
+        if (cfs_file_open(&FS, &f, p, CFS_O_WRONLY | CFS_O_CREAT)) {
+            if (cfs_gc(&FS, 0) > 0 &&
+                cfs_file_open(&FS, &f, p, CFS_O_WRONLY | CFS_O_CREAT) == 0) {
+                (void)cfs_file_close(&FS, &f);
+                continue;
+            }
+            break;
+        }
+        (void)cfs_file_close(&FS, &f);
+    }
     cfs_statvfs_t v;
     CHECK_EQ(cfs_statvfs(&FS, &v), 0);
     if (getenv("RIG_LOG"))
@@ -530,6 +532,10 @@ static void full_partition(bool no_manifest)
         snprintf(p, sizeof(p), "/usr/z%03d", i);
         if (rig_path_op(r, &r->a, cellar_Request_remove_tag, p))
             break;
+    }
+    for (int i = 0; i < ne; i++) {
+        snprintf(p, sizeof(p), "/usr/e%03d", i);
+        CHECK_EQ(rig_path_op(r, &r->a, cellar_Request_remove_tag, p), 0);
     }
     CHECK_EQ(part_state(r, 0), cellar_PartState_PART_OK);
     if (no_manifest) { /* a new manifest: the files are untracked */

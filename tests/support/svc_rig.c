@@ -205,30 +205,66 @@ int rig_path_op(rig_t *r, svc_conn_t *c, pb_size_t which, const char *path)
     return rig_call(r, c);
 }
 
-int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
-            uint32_t n)
+int rig_open(rig_t *r, svc_conn_t *c, const char *path, uint32_t flags, uint32_t *h)
 {
     rig_req(r, cellar_Request_open_tag);
     strcpy(r->rq.body.open.path, path);
-    r->rq.body.open.flags = cellar_OpenFlags_O_WRITE | cellar_OpenFlags_O_CREATE |
-                            cellar_OpenFlags_O_TRUNC;
+    r->rq.body.open.flags = flags;
     int rc = rig_call(r, c);
-    if (rc)
-        return rc;
-    uint32_t h = r->rs.body.open.handle;
-    for (uint32_t off = 0; off < n && !rc;) {
-        uint32_t k = n - off < SVC_MAX_CHUNK ? n - off : SVC_MAX_CHUNK;
-        rig_req(r, cellar_Request_write_tag);
-        r->rq.body.write.handle = h;
-        r->rq.body.write.offset = off;
-        r->rq.body.write.data.size = (pb_size_t)k;
-        memcpy(r->rq.body.write.data.bytes, (const uint8_t *)data + off, k);
-        rc = rig_call(r, c);
-        off += k;
-    }
+    *h = rc ? 0 : r->rs.body.open.handle;
+    return rc;
+}
+
+int rig_write(rig_t *r, svc_conn_t *c, uint32_t h, uint64_t off, const void *data, uint32_t n)
+{
+    rig_req(r, cellar_Request_write_tag);
+    r->rq.body.write.handle = h;
+    r->rq.body.write.offset = off;
+    r->rq.body.write.data.size = (pb_size_t)n;
+    memcpy(r->rq.body.write.data.bytes, data, n);
+    return rig_call(r, c);
+}
+
+int rig_close(rig_t *r, svc_conn_t *c, uint32_t h)
+{
     rig_req(r, cellar_Request_close_tag);
     r->rq.body.close.handle = h;
-    int rc2 = rig_call(r, c);
+    return rig_call(r, c);
+}
+
+int rig_verify(rig_t *r, svc_conn_t *c, const char *part, bool repair)
+{
+    int n = 0;
+    uint32_t cursor = 0;
+    do {
+        rig_req(r, cellar_Request_verify_tag);
+        strcpy(r->rq.body.verify.partition, part);
+        r->rq.body.verify.cursor = cursor;
+        r->rq.body.verify.repair = repair;
+        if (rig_call(r, c))
+            return -1;
+        for (pb_size_t i = 0; i < r->rs.body.verify.problems_count; i++)
+            if (!r->rs.body.verify.problems[i].repaired)
+                n++;
+        cursor = r->rs.body.verify.next_cursor;
+    } while (cursor);
+    return n;
+}
+
+int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
+            uint32_t n)
+{
+    uint32_t h;
+    int rc = rig_open(r, c, path, cellar_OpenFlags_O_WRITE | cellar_OpenFlags_O_CREATE |
+                                      cellar_OpenFlags_O_TRUNC, &h);
+    if (rc)
+        return rc;
+    for (uint32_t off = 0; off < n && !rc;) {
+        uint32_t k = n - off < SVC_MAX_CHUNK ? n - off : SVC_MAX_CHUNK;
+        rc = rig_write(r, c, h, off, (const uint8_t *)data + off, k);
+        off += k;
+    }
+    int rc2 = rig_close(r, c, h);
     return rc ? rc : rc2;
 }
 

@@ -61,6 +61,13 @@ bool rig_log_has(const rig_t *r, const char *s);
 /* Convenience RPCs on connection c. */
 int rig_put(rig_t *r, svc_conn_t *c, const char *path, const void *data,
             uint32_t n);
+/* Open (handle in *h, 0 on error), one Write of n bytes at off, Close. */
+int rig_open(rig_t *r, svc_conn_t *c, const char *path, uint32_t flags, uint32_t *h);
+int rig_write(rig_t *r, svc_conn_t *c, uint32_t h, uint64_t off, const void *data, uint32_t n);
+int rig_close(rig_t *r, svc_conn_t *c, uint32_t h);
+/* Verify of partition part ("/usr"), every page: the problems not
+ * repaired, or -1 when a Verify fails. */
+int rig_verify(rig_t *r, svc_conn_t *c, const char *part, bool repair);
 /* Read a whole file (malloc'd into *out, size *n). */
 int rig_get(rig_t *r, svc_conn_t *c, const char *path, uint8_t **out,
             uint32_t *n);
