@@ -808,10 +808,11 @@ static uint32_t reloc_map(const reloc_t *rl, uint32_t rec)
     return rec;
 }
 
-/* Copy the PATCH records in [rl->lo, rl->hi) that version v reads from
- * (at most RELOC_MAX; rl->more says some are left). */
+/* Find the PATCH records in [rl->lo, rl->hi) that version v reads from
+ * (at most RELOC_MAX; rl->more says some are left), and count the extents
+ * an extent map of v would hold (*extents). reloc_copy copies them. */
 static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
-                         reloc_t *rl)
+                         reloc_t *rl, uint32_t *extents)
 {
     segv_t r;
     rl->n = 0;
@@ -820,6 +821,7 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
     if (err)
         return err;
     r.addr_only = 1;
+    uint32_t n = 0, hi = 0, lrec = 0, lend = 0; /* the extent being merged */
     for (uint32_t p = 0; p < seglen;) {
         run_t run;
         err = seg_run(fs, ino, s, &r, p, seglen, &run);
@@ -827,6 +829,13 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
             return err;
         if (run.end <= p)
             return CORRUPT_HERE;
+        if (run.rec != 0) {
+            if (!(hi == p && lrec == run.rec && lend == run.doff))
+                n++;
+            lrec = run.rec;
+            lend = run.doff + (run.end - p);
+            hi = run.end;
+        }
         if (run.rec >= rl->lo && run.rec < rl->hi && reloc_map(rl, run.rec) == run.rec) {
             if (rl->n < RELOC_MAX)
                 rl->old[rl->n++] = run.rec;
@@ -835,41 +844,17 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
         }
         p = run.end;
     }
-    for (uint32_t i = 0; i < rl->n; i++) {
-        err = patch_copy(fs, rl->old[i], &rl->copy[i]);
-        if (err)
-            return err;
-    }
+    *extents = n;
     return 0;
 }
 
-/* Extents an extent map of version v over [0, seglen) would hold. */
-static int seg_count_extents(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
-                             uint32_t *count)
+static int reloc_copy(cfs_t *fs, reloc_t *rl)
 {
-    segv_t r;
-    int err = segv_load(fs, NULL, ino, s, v, &r);
-    if (err)
-        return err;
-    r.addr_only = 1;
-    uint32_t n = 0, hi = 0, lrec = 0, lend = 0;
-    for (uint32_t p = 0; p < seglen;) {
-        run_t run;
-        err = seg_run(fs, ino, s, &r, p, seglen, &run);
+    for (uint32_t i = 0; i < rl->n; i++) {
+        int err = patch_copy(fs, rl->old[i], &rl->copy[i]);
         if (err)
             return err;
-        if (run.end <= p)
-            return CORRUPT_HERE;
-        if (run.rec != 0 && !(hi == p && lrec == run.rec && lend == run.doff))
-            n++;
-        if (run.rec != 0) {
-            lrec = run.rec;
-            lend = run.doff + (run.end - p);
-            hi = run.end;
-        }
-        p = run.end;
     }
-    *count = n;
     return 0;
 }
 
@@ -899,18 +884,18 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
          * (a 100-byte write is a 132-byte record, and every 24 of them an
          * extent map of up to 2 KiB) instead of growing. */
         uint32_t ne;
+        err = reloc_collect(fs, ino, s, v, seglen, rl, &ne);
+        if (err)
+            return err;
         rl->defragged = 0;
-        if (rl->defrag_ok && v != CFS_ADDR_NONE &&
-            seg_count_extents(fs, ino, s, v, seglen, &ne) == 0 && ne > GC_DEFRAG_EXTENTS &&
+        if (rl->defrag_ok && v != CFS_ADDR_NONE && ne > GC_DEFRAG_EXTENTS &&
             cfs_gc_fits(fs, seglen + (seglen / PATCH_MAX + 2) * (REC_HDR + SEG_FIXED))) {
             defrag = 1;
             rl->defragged = 1;
             rl->n = 0;
             rl->more = 0;
-        } else {
-            err = reloc_collect(fs, ino, s, v, seglen, rl);
-            if (err)
-                return err;
+        } else if ((err = reloc_copy(fs, rl))) {
+            return err;
         }
     }
     for (int pass = 0; pass < 2; pass++) {

@@ -431,6 +431,14 @@ static uint32_t blocks_needed(const cfs_t *fs, uint32_t total)
 static int checkpoint_space(const cfs_t *fs);
 static int checkpoint_space_for(const cfs_t *fs, uint32_t more);
 
+/* What a GC relocation leaves free: the room of the commit and the
+ * checkpoint that end the pass (at most GC_FLOOR - 1). */
+static uint32_t gc_keep_blocks(const cfs_t *fs)
+{
+    uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
+    return keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
+}
+
 static int ensure_space(cfs_t *fs, uint32_t total)
 {
     if (fs->rofs)
@@ -442,9 +450,7 @@ static int ensure_space(cfs_t *fs, uint32_t total)
         /* a relocation never eats the room of the commit and the
          * checkpoint that end the pass: it fails with NOSPC first, and
          * the pass ends before that record, keeping what it moved */
-        uint32_t keep = (uint32_t)checkpoint_space_for(fs, 16) + 1;
-        keep = keep < GC_FLOOR(fs) - 1 ? keep : GC_FLOOR(fs) - 1;
-        return cfs_free_blocks(fs) >= need + keep ? 0 : CFS_ERR_NOSPC;
+        return cfs_free_blocks(fs) >= need + gc_keep_blocks(fs) ? 0 : CFS_ERR_NOSPC;
     }
     /* inside an operation: no GC (it would move records the operation holds
      * addresses of); keep room for a checkpoint */
@@ -453,9 +459,7 @@ static int ensure_space(cfs_t *fs, uint32_t total)
 
 int cfs_gc_fits(const cfs_t *fs, uint32_t bytes)
 {
-    uint32_t ck = (uint32_t)checkpoint_space_for(fs, 16) + 1;
-    uint32_t keep = ck < GC_FLOOR(fs) - 1 ? ck : GC_FLOOR(fs) - 1;
-    return cfs_free_blocks(fs) >= blocks_needed(fs, bytes) + keep;
+    return cfs_free_blocks(fs) >= blocks_needed(fs, bytes) + gc_keep_blocks(fs);
 }
 
 int cfs_op_begin(cfs_t *fs, uint32_t bytes)
