@@ -168,21 +168,25 @@ static void op_add_seg_deletes(op_t *op, uint32_t ino, uint64_t *from, uint64_t 
     }
 }
 
-/* Delete the segment keys [from, to) of ino from the map, in batches. Used
- * after a remove or a truncation has been committed; keys left behind by a
- * power cut are harmless (data beyond a file's size is never read) and GC
- * drops them when it passes their records. */
-static int seg_cleanup(cfs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
+/* Delete the segment keys [from, to) of ino from the map, in batches,
+ * after a commit that removed a file, replaced it by a rename, or cut its
+ * size. The operation has happened, so what the cleanup meets is not its
+ * result: on a full partition its batches may find no room for their
+ * commits or checkpoints (sweep_fill: one 32 MiB file on the device values
+ * reported NOSPC with its name gone, and the service kept its manifest
+ * entry). The keys left, as after a power cut here, are never read: an
+ * inode number is not given out again, and a write into a segment wholly
+ * past the size starts it afresh (write_piece); GC drops them as it
+ * passes their records (cfs_seg_live). */
+static void seg_cleanup(cfs_t *fs, uint32_t ino, uint64_t from, uint64_t to)
 {
     while (from < to) {
         op_t c;
         op_init(&c);
         op_add_seg_deletes(&c, ino, &from, to);
-        int err = cfs_commit(fs, &c, 0, NULL, NULL);
-        if (err)
-            return err;
+        if (cfs_commit(fs, &c, 0, NULL, NULL))
+            return;
     }
-    return 0;
 }
 
 /* ---- directory chunks -------------------------------------------------------
@@ -1219,7 +1223,7 @@ static int handle_rebase(cfs_t *fs, cfs_file_t *f)
     return 0;
 }
 
-static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to);
+static void handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to);
 
 static int handle_sync_commit(cfs_t *fs, cfs_file_t *f, uint64_t *from, uint64_t *to);
 
@@ -1230,9 +1234,9 @@ static int handle_sync(cfs_t *fs, cfs_file_t *f)
         return 0;
     uint64_t from, to;
     int err = handle_sync_commit(fs, f, &from, &to);
-    if (err)
-        return err;
-    return handle_committed(fs, f, from, to);
+    if (!err)
+        handle_committed(fs, f, from, to);
+    return err;
 }
 
 /* handle_sync's commit (a frame of its own: the cleanup commits after it
@@ -1263,7 +1267,7 @@ static CFS_NOINLINE int handle_sync_commit(cfs_t *fs, cfs_file_t *f, uint64_t *f
 /* After a commit of f's pending records: reset its pending state, let the
  * other handles of the file see the new size, drop the segment keys [from,
  * to) past it that did not fit in the commit. */
-static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to)
+static void handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to)
 {
     f->pending_tail = CFS_ADDR_NONE;
     f->cache_idx = CFS_ADDR_NONE;
@@ -1278,7 +1282,7 @@ static int handle_committed(cfs_t *fs, cfs_file_t *f, uint64_t from, uint64_t to
     for (cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h != f && h->ino == f->ino && !h->dirty)
             h->size = h->csize = f->size;
-    return seg_cleanup(fs, f->ino, from, to);
+    seg_cleanup(fs, f->ino, from, to);
 }
 
 int cfs_sync_block(cfs_t *fs, uint32_t b)
@@ -2158,7 +2162,7 @@ static CFS_NOINLINE int remove_in_op_common(cfs_t *fs, const char *path, int wan
     if (!err)
         err = op_commit(fs, &op);
     if (!err)
-        err = seg_cleanup(fs, ino, from, to);
+        seg_cleanup(fs, ino, from, to);
     return err;
 }
 
@@ -2260,13 +2264,11 @@ typedef struct cleanups {
     uint64_t from[CFS_RENAME_MANY_MAX], to[CFS_RENAME_MANY_MAX];
 } cleanups_t;
 
-static int cleanups_run(cfs_t *fs, const cleanups_t *cl, uint32_t n)
+static void cleanups_run(cfs_t *fs, const cleanups_t *cl, uint32_t n)
 {
-    int err = 0;
-    for (uint32_t i = 0; i < n && !err; i++)
+    for (uint32_t i = 0; i < n; i++)
         if (cl->ino[i])
-            err = seg_cleanup(fs, cl->ino[i], cl->from[i], cl->to[i]);
-    return err;
+            seg_cleanup(fs, cl->ino[i], cl->from[i], cl->to[i]);
 }
 
 /* The renames and their commit (a frame of its own: the cleanups after it
@@ -2290,7 +2292,9 @@ static CFS_NOINLINE int rename_many_in_op(cfs_t *fs, const char *const *src,
 {
     cleanups_t cl;
     int err = renames_commit(fs, src, dst, n, &cl);
-    return err ? err : cleanups_run(fs, &cl, n);
+    if (!err)
+        cleanups_run(fs, &cl, n);
+    return err;
 }
 
 int cfs_rename_many(cfs_t *fs, const char *const *src, const char *const *dst, uint32_t n)
@@ -2356,9 +2360,12 @@ static CFS_NOINLINE int commit_with_in_op(cfs_t *fs, cfs_file_t *f, const char *
     cleanups_t cl;
     uint64_t from, to;
     int err = commit_with_commit(fs, f, src, dst, n, &cl, &from, &to);
-    if (!err && f->dirty)
-        err = handle_committed(fs, f, from, to);
-    return err ? err : cleanups_run(fs, &cl, n);
+    if (err)
+        return err;
+    if (f->dirty)
+        handle_committed(fs, f, from, to);
+    cleanups_run(fs, &cl, n);
+    return 0;
 }
 
 /* The commit of cfs_file_commit_with (a frame of its own: the cleanups

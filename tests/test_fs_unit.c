@@ -1478,13 +1478,16 @@ static void test_journal_checkpoint(void)
  * 2,305 bytes: every close and remove succeeds and a new file fits, with
  * no explicit cfs_gc. Before GC copied a segment in many pieces whole,
  * moving 100-byte-write data grew it and the partition was left with too
- * little room to remove the file (docs/FS.md section 6). The bigger
- * partitions are in make sweep-fill. */
+ * little room to remove the file (docs/FS.md section 6). On 24 MiB, one
+ * file of 4 KiB writes: its remove, with the device values, committed and
+ * then reported NOSPC from the cleanup of its 5,900 segment keys (the
+ * name was gone; the service would have kept its manifest entry). The
+ * bigger partitions are in make sweep-fill. */
 static void test_fill_then_empty(uint32_t blocks, uint32_t chunk)
 {
     fx_t *x = fx_new(blocks);
     cfs_t *fs = &x->fs;
-    static uint8_t buf[2305];
+    static uint8_t buf[4096]; /* the largest chunk; files of 2,305 bytes */
     fsm_fill(buf, sizeof(buf), 7, 0);
     int refused = 0;
     uint32_t files = 0;
@@ -1498,10 +1501,12 @@ static void test_fill_then_empty(uint32_t blocks, uint32_t chunk)
         CHECK_EQ(w, CFS_ERR_NOSPC);
         refused += cfs_file_close(fs, &f) != 0;
         refused += cfs_remove(fs, "/fill") != 0;
+        cfs_stat_t st;
+        CHECK_EQ(cfs_stat(fs, "/fill", &st), CFS_ERR_NOENT);
     } else {
         for (; files < 20000; files++) {
             snprintf(p, sizeof(p), "/m%u", (unsigned)files);
-            if (fsm_write_file(fs, p, buf, sizeof(buf)) != 0)
+            if (fsm_write_file(fs, p, buf, 2305) != 0)
                 break;
         }
         (void)cfs_remove(fs, p); /* the refused one, if it was created */
@@ -2002,6 +2007,7 @@ int main(void)
     test_fill_then_empty(256, 100);
     test_fill_then_empty(1024, 100);
     test_fill_then_empty(1024, 0);
+    test_fill_then_empty(6144, 4096);
     test_rename_many();
     test_commit_with();
     test_big_files_replay();
