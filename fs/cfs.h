@@ -94,6 +94,12 @@ typedef struct cfs_config {
      * partitions). NULL: the host profile uses one per thread of its own;
      * the device profile refuses (CFS_ERR_INVAL). */
     struct cfs_work *work;
+    /* 1: let files grow until GC can free no more, without the room kept
+     * for moving every map key once (statvfs `move_room`). A partition
+     * filled that way may be unable to free the space its removes make
+     * (docs/FS.md section 6, "Room to move"); for tools and tests that
+     * build such images. 0 (default): growth stops at that room. */
+    uint8_t no_move_room;
 } cfs_config_t;
 
 /* ---- information -------------------------------------------------------- */
@@ -127,6 +133,11 @@ typedef struct cfs_statvfs {
                                 fail with CFS_ERR_NOSPC below it */
     uint32_t gc_threshold;   /* automatic GC starts when fewer blocks than
                                 this are free above the reserve */
+    uint64_t move_room;      /* bytes kept so that GC can move every map
+                                key once (on top of `reserve`): a write,
+                                create or mkdir fails with CFS_ERR_NOSPC
+                                when `claimed` + it would go past `total` -
+                                `reserve` - this (docs/FS.md section 6) */
 } cfs_statvfs_t;
 
 /* ---- opaque-by-convention objects (caller-owned, fields private) -------- */

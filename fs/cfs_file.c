@@ -1678,12 +1678,15 @@ static int file_check(cfs_t *fs, cfs_file_t *f)
 /* Create a file or directory at L (which does not exist) in one commit. */
 static int create_obj(cfs_t *fs, lookup_t *L, uint8_t type, uint32_t *ino_out)
 {
+    int err = cfs_admit(fs, 0, type == CFS_TYPE_FILE, type == CFS_TYPE_DIR);
+    if (err)
+        return err;
     op_t op;
     op_init(&op);
     uint32_t ino = fs->next_ino;
     uint32_t now = cfs_now(fs);
     inode_t in = {type, 0, 0, L->parent, 0, now, now};
-    int err = op_put_inode(fs, &op, ino, &in);
+    err = op_put_inode(fs, &op, ino, &in);
     if (!err)
         err = dir_add(fs, &op, L->parent, &L->pin, ino, type, L->name, L->nlen);
     if (!err)
@@ -1898,6 +1901,11 @@ int cfs_file_pwrite(cfs_t *fs, cfs_file_t *f, const void *buf, uint32_t len, uin
      * middle (an automatic sync), the handle goes back to this state and
      * the records written become garbage. */
     cfs_file_t before = *f;
+    if ((uint64_t)off + len > f->size) {
+        err = cfs_admit(fs, (uint64_t)off + len - f->size, 0, 0);
+        if (err)
+            return err;
+    }
     if (off > f->size) {
         err = cfs_op_begin(fs, 1024);
         if (err)
@@ -2008,6 +2016,11 @@ int cfs_file_truncate(cfs_t *fs, cfs_file_t *f, uint32_t size)
         return CFS_ERR_FBIG;
     if (size == f->size)
         return 0;
+    if (size > f->size) {
+        err = cfs_admit(fs, size - f->size, 0, 0);
+        if (err)
+            return err;
+    }
     err = cfs_op_begin(fs, size < f->size ? 0 : 1024);
     if (err)
         return err;

@@ -462,6 +462,49 @@ int cfs_gc_fits(const cfs_t *fs, uint32_t bytes)
     return cfs_free_blocks(fs) >= blocks_needed(fs, bytes) + gc_keep_blocks(fs);
 }
 
+/* Room to move (docs/FS.md section 6). GC reaches stale data only by
+ * copying the live data in front of it, and every record it copies changes
+ * a map key, which the next full checkpoint writes out: the key's bucket
+ * page and a share of the directory pages. Keys are hashed over the
+ * buckets, so with a journal of J keys that costs about a bucket page per
+ * key (REC_HDR + 12 bytes per key the bucket holds) and a directory page
+ * for each of the ~ndirpages * (1 - (1 - 1/ndirpages)^J) it touches,
+ * divided among the J keys. A partition whose files leave less stale room
+ * than that for every key ends at the point where a pass gains nothing:
+ * files made in order and removed oldest first then free space that lies
+ * a lap of live data away from the tail, which no pass can reach
+ * (sweep_fill: every remove after the first 42 of 2,828 files refused on
+ * 8 MiB). Kept: half again that cost for every key the files have (an
+ * inode and a first segment key per file, an inode per directory, a key
+ * per 16 KiB of data). */
+uint64_t cfs_move_room(const cfs_t *fs, uint64_t live, uint64_t files, uint64_t dirs)
+{
+    uint64_t keys = 2 * files + dirs + live / SEG_SPAN;
+    uint32_t j = CFS_JOURNAL_MAX / 2, nd = fs->ndirpages;
+    uint64_t untouched = 1u << 16; /* (1 - 1/nd)^j, in 1/65536 */
+    for (uint32_t i = 0; i < j && nd > 1; i++)
+        untouched = untouched * (nd - 1) / nd;
+    uint64_t touched = nd > 1 ? (uint64_t)nd * ((1u << 16) - untouched) >> 16 : 1;
+    /* (keys x keys per bucket: not rounded to whole keys per bucket, so
+     * the room grows smoothly with every key) */
+    uint64_t cost = keys * REC_HDR + 12 * keys * keys / fs->nbuckets +
+                    keys * touched * (REC_HDR + 4 * DIRPAGE_FAN) / j;
+    return cost * 3 / 2;
+}
+
+int cfs_admit(const cfs_t *fs, uint64_t bytes, uint32_t files, uint32_t dirs)
+{
+    if (fs->no_move_room || fs->hold)
+        return 0;
+    uint64_t live = fs->live + bytes + 64ull * (files + dirs);
+    for (const cfs_file_t *h = fs->open_files; h; h = h->next)
+        if (h->size > h->csize)
+            live += h->size - h->csize; /* grown, not committed yet */
+    uint64_t usable = (uint64_t)(ndata(fs) - fs->nbad - fs->reserve) * fs->bsize;
+    uint64_t room = cfs_move_room(fs, live, (uint64_t)fs->files + files, (uint64_t)fs->dirs + dirs);
+    return live + room > usable ? CFS_ERR_NOSPC : 0;
+}
+
 int cfs_op_begin(cfs_t *fs, uint32_t bytes)
 {
     if (!fs || !fs->mounted)
@@ -1947,6 +1990,7 @@ static int setup(cfs_t *fs, const cfs_config_t *cfg)
     fs->bsize = dev->block_size;
     fs->clock = cfg->clock;
     fs->clock_ctx = cfg->clock_ctx;
+    fs->no_move_room = cfg->no_move_room ? 1 : 0;
     fs->failing_block = CFS_ADDR_NONE;
     fs->nbuckets = (count - FIRST_DATA) / 2;
     if (fs->nbuckets < 8)
@@ -2251,6 +2295,7 @@ int cfs_statvfs(cfs_t *fs, cfs_statvfs_t *out)
     out->bad_blocks = fs->nbad;
     out->claimed = fs->live;
     out->reserve = (uint64_t)fs->reserve * fs->bsize;
+    out->move_room = fs->no_move_room ? 0 : cfs_move_room(fs, fs->live, fs->files, fs->dirs);
     out->gc_threshold = fs->gc_trigger;
     return 0;
 }

@@ -83,6 +83,7 @@ typedef struct fs {
     uint8_t in_commit;      /* a commit is being made (no GC below it) */
     uint8_t ckpt_full;      /* the next checkpoint is a full one (GC passed
                                a current map page; unmount) */
+    uint8_t no_move_room;   /* cfs_config_t.no_move_room */
     uint32_t ckpt_blocks;   /* blocks a checkpoint of a full index needs */
     uint32_t gc_trigger;    /* run GC below this many free blocks */
     uint32_t reserve;       /* free blocks kept for GC and checkpoints */

@@ -142,8 +142,11 @@ uint64_t svc_room_bytes(svc_t *s, uint32_t part)
             if (sz > cs && cs >= 0)
                 claimed += (uint64_t)(sz - cs);
         }
-    return v.total > claimed + v.reserve + keep
-               ? v.total - claimed - v.reserve - keep : 0;
+    /* and the fs's room to move its keys (cfs_statvfs_t.move_room): the
+     * fs refuses growth into it, the service stops its clients `keep`
+     * before that */
+    uint64_t kept = v.reserve + v.move_room + keep;
+    return v.total > claimed + kept ? v.total - claimed - kept : 0;
 }
 
 int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
@@ -154,7 +157,7 @@ int svc_room(svc_t *s, uint32_t part, uint64_t grow, const char *show)
     sb_t b = svc_err_begin(s, CFS_ERR_NOSPC);
     svc_sb_str(&b, " ");
     svc_sb_qstr(&b, show);
-    svc_sb_str(&b, ": needs ");
+    svc_sb_str(&b, ": no space, needs ");
     svc_sb_u64(&b, grow);
     svc_sb_str(&b, " more bytes, /");
     svc_sb_str(&b, s->part[part].name);

@@ -1474,6 +1474,18 @@ static void test_journal_checkpoint(void)
 }
 
 /* ---- a full partition can always be emptied ---------------------------------------- */
+/* Remove prefix0 .. prefix(n-1), in that order: how many were refused. */
+static int remove_oldest_first(fx_t *x, const char *prefix, uint32_t n)
+{
+    char p[24];
+    int refused = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(p, sizeof(p), "%s%u", prefix, (unsigned)i);
+        refused += cfs_remove(&x->fs, p) != 0;
+    }
+    return refused;
+}
+
 /* Filled until NOSPC with one file in 100-byte writes, or with files of
  * 2,305 bytes: every close and remove succeeds and a new file fits, with
  * no explicit cfs_gc. Before GC copied a segment in many pieces whole,
@@ -1481,8 +1493,11 @@ static void test_journal_checkpoint(void)
  * little room to remove the file (docs/FS.md section 6). On 24 MiB, one
  * file of 4 KiB writes: its remove, with the device values, committed and
  * then reported NOSPC from the cleanup of its 5,900 segment keys (the
- * name was gone; the service would have kept its manifest entry). The
- * bigger partitions are in make sweep-fill. */
+ * name was gone; the service would have kept its manifest entry). On
+ * 8 MiB, files of 2,305 bytes removed oldest first: with the device
+ * values every remove after the 42nd of 2,828 failed, until files stopped
+ * growing at the room to move (docs/FS.md section 6). The bigger
+ * partitions are in make sweep-fill. */
 static void test_fill_then_empty(uint32_t blocks, uint32_t chunk)
 {
     fx_t *x = fx_new(blocks);
@@ -1510,15 +1525,91 @@ static void test_fill_then_empty(uint32_t blocks, uint32_t chunk)
                 break;
         }
         (void)cfs_remove(fs, p); /* the refused one, if it was created */
-        for (uint32_t m = 0; m < files; m++) {
-            snprintf(p, sizeof(p), "/m%u", (unsigned)m);
-            refused += cfs_remove(fs, p) != 0;
-        }
+        refused += remove_oldest_first(x, "/m", files);
     }
     CHECK_EQ(refused, 0);
     CHECK_EQ(put_file(x, "/after", 5000, 3), 0);
     FSCK(x);
     fx_free(x);
+}
+
+/* ---- room to move ------------------------------------------------------------------ */
+/* Growth stops where GC could no longer move every key once
+ * (cfs_statvfs().move_room, docs/FS.md section 6): a create, a growing
+ * write and a truncate up past `total - reserve - move_room` fail with
+ * NOSPC and change nothing; no_move_room turns it off (the fill then
+ * goes further). On 1 MiB the log ends a fill first (325 files, 326
+ * without the room): 4 MiB. */
+static uint32_t fill_small(fx_t *x, uint32_t *refused_by_room)
+{
+    static uint8_t buf[2305];
+    fsm_fill(buf, sizeof(buf), 5, 0);
+    char p[24];
+    uint32_t n = 0;
+    *refused_by_room = 0;
+    for (; n < 20000; n++) {
+        snprintf(p, sizeof(p), "/r%u", (unsigned)n);
+        cfs_statvfs_t v;
+        CHECK_EQ(cfs_statvfs(&x->fs, &v), 0);
+        int e = fsm_write_file(&x->fs, p, buf, sizeof(buf));
+        if (e != 0) {
+            /* the refused file is not there, or empty (its write refused) */
+            cfs_stat_t st;
+            int se = cfs_stat(&x->fs, p, &st);
+            CHECK(se == CFS_ERR_NOENT || (se == 0 && st.size == 0));
+            /* (the room after it counts its keys too: within two files) */
+            *refused_by_room =
+                v.claimed + 2 * (64 + sizeof(buf)) + v.move_room + v.reserve > v.total;
+            (void)cfs_remove(&x->fs, p);
+            break;
+        }
+    }
+    return n;
+}
+
+static void test_move_room(void)
+{
+    fx_t *x = fx_new(1024);
+    cfs_t *fs = &x->fs;
+    cfs_statvfs_t v;
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
+    uint64_t empty_room = v.move_room;
+    uint32_t by_room;
+    uint32_t n = fill_small(x, &by_room);
+    CHECK(by_room); /* the room refused it, not the log */
+    CHECK_EQ(cfs_statvfs(fs, &v), 0);
+    CHECK(v.move_room > empty_room + n * 100u); /* grows with the files */
+    CHECK(v.claimed + v.move_room + v.reserve <= v.total);
+    /* a growing write and a truncate up are refused, changing nothing */
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(fs, &f, "/r0", CFS_O_WRONLY), 0);
+    static uint8_t big[65536];
+    CHECK_EQ(cfs_file_pwrite(fs, &f, big, sizeof(big), 2305), CFS_ERR_NOSPC);
+    CHECK_EQ(cfs_file_truncate(fs, &f, 2305 + 65536), CFS_ERR_NOSPC);
+    CHECK_EQ(cfs_file_size(fs, &f), 2305);
+    /* an overwrite in place grows nothing: not refused */
+    CHECK_EQ(cfs_file_pwrite(fs, &f, big, 100, 0), 100);
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    FSCK(x);
+    /* every file removes, oldest first, and a new one fits */
+    CHECK_EQ(remove_oldest_first(x, "/r", n), 0);
+    CHECK_EQ(put_file(x, "/after", 5000, 3), 0);
+    FSCK(x);
+    fx_free(x);
+    /* without it the same partition takes more */
+    fx_t *y = fx_new(1024);
+    y->cfg.no_move_room = 1;
+    CHECK_EQ(cfs_unmount(&y->fs), 0);
+    CHECK_EQ(cfs_mount(&y->fs, &y->cfg), 0);
+    CHECK_EQ(cfs_statvfs(&y->fs, &v), 0);
+    CHECK_EQ(v.move_room, 0);
+    uint32_t m = fill_small(y, &by_room);
+    CHECK(!by_room);
+    CHECK(m > n);
+    fprintf(stderr, "test_fs_unit: room to move: 1,024 blocks take %u files of 2,305 bytes (%u "
+                    "without it)\n", (unsigned)n, (unsigned)m);
+    FSCK(y);
+    fx_free(y);
 }
 
 /* ---- many small writes without a sync ---------------------------------------------- */
@@ -2007,7 +2098,9 @@ int main(void)
     test_fill_then_empty(256, 100);
     test_fill_then_empty(1024, 100);
     test_fill_then_empty(1024, 0);
+    test_fill_then_empty(2048, 0);
     test_fill_then_empty(6144, 4096);
+    test_move_room();
     test_rename_many();
     test_commit_with();
     test_big_files_replay();
