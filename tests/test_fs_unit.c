@@ -1492,7 +1492,7 @@ static int remove_oldest_first(fx_t *x, const char *prefix, uint32_t n)
  * moving 100-byte-write data grew it and the partition was left with too
  * little room to remove the file (docs/FS.md section 6). On 24 MiB, one
  * file of 4 KiB writes: its remove, with the device values, committed and
- * then reported NOSPC from the cleanup of its 5,900 segment keys (the
+ * then reported NOSPC from the cleanup of its 1,470 segment keys (the
  * name was gone; the service would have kept its manifest entry). On
  * 8 MiB, files of 2,305 bytes removed oldest first: with the device
  * values every remove after the 42nd of 2,828 failed, until files stopped
