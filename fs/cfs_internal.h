@@ -252,7 +252,8 @@ int cfs_gc_fits(const cfs_t *fs, uint32_t bytes);
 /* May the files grow by `bytes`, with `files` new files and `dirs` new
  * directories? CFS_ERR_NOSPC when that would eat into the room kept for
  * moving every map key once (cfs_move_room, for files holding `live`
- * bytes); 0 under a hold (the caller accounts) or with no_move_room. */
+ * bytes); 0 under a hold (the caller accounts), with no_move_room, or on
+ * a read-only fs (the operation reports that). */
 int cfs_admit(const cfs_t *fs, uint64_t bytes, uint32_t files, uint32_t dirs);
 uint64_t cfs_move_room(const cfs_t *fs, uint64_t live, uint64_t files, uint64_t dirs);
 /* GC copies a segment whole when it is in more pieces than this */

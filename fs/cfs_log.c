@@ -494,8 +494,8 @@ uint64_t cfs_move_room(const cfs_t *fs, uint64_t live, uint64_t files, uint64_t 
 
 int cfs_admit(const cfs_t *fs, uint64_t bytes, uint32_t files, uint32_t dirs)
 {
-    if (fs->no_move_room || fs->hold)
-        return 0;
+    if (fs->no_move_room || fs->hold || fs->rofs)
+        return 0; /* (read-only: the operation says so itself) */
     uint64_t live = fs->live + bytes + 64ull * (files + dirs);
     for (const cfs_file_t *h = fs->open_files; h; h = h->next)
         if (h->size > h->csize)
