@@ -813,10 +813,13 @@ static uint32_t reloc_map(const reloc_t *rl, uint32_t rec)
 }
 
 /* Find the PATCH records in [rl->lo, rl->hi) that version v reads from
- * (at most RELOC_MAX; rl->more says some are left), and count the extents
- * an extent map of v would hold (*extents). reloc_copy copies them. */
+ * (at most RELOC_MAX; rl->more says some are left), count the extents an
+ * extent map of v would hold (*extents), the bytes they cover (*covered)
+ * and how often the block changes from one extent to the next (*spread:
+ * about the number of blocks the segment's data lies in). reloc_copy
+ * copies them. */
 static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32_t seglen,
-                         reloc_t *rl, uint32_t *extents)
+                         reloc_t *rl, uint32_t *extents, uint32_t *covered, uint32_t *spread)
 {
     segv_t r;
     rl->n = 0;
@@ -826,6 +829,9 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
         return err;
     r.addr_only = 1;
     uint32_t n = 0, hi = 0, lrec = 0, lend = 0; /* the extent being merged */
+    *covered = 0;
+    *spread = 0;
+    uint32_t lblk = UINT32_MAX;
     for (uint32_t p = 0; p < seglen;) {
         run_t run;
         err = seg_run(fs, ino, s, &r, p, seglen, &run);
@@ -834,6 +840,10 @@ static int reloc_collect(cfs_t *fs, uint32_t ino, uint32_t s, uint32_t v, uint32
         if (run.end <= p)
             return CORRUPT_HERE;
         if (run.rec != 0) {
+            *covered += run.end - p;
+            if (run.rec / fs->bsize != lblk)
+                (*spread)++;
+            lblk = run.rec / fs->bsize;
             if (!(hi == p && lrec == run.rec && lend == run.doff))
                 n++;
             lrec = run.rec;
@@ -872,7 +882,8 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
 {
     uint32_t idx = MKIDX(KIND_SEG, s);
     uint8_t ebuf[CFS_EXT_BATCH * EXT_SIZE];
-    uint32_t copies[SEG_SPAN / PATCH_MAX];
+    uint32_t copies[SEG_SPAN / GC_DEFRAG_REC];
+    uint32_t cs = PATCH_MAX; /* the size of the copies' records */
     uint32_t ncopies = 0;
     segv_t r;
     int err;
@@ -880,20 +891,39 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
     uint32_t open_a = CFS_ADDR_NONE, open_len = 0; /* a record begun, not ended */
     int defrag = 0;
     if (rl) {
-        /* GC: a segment in more than GC_DEFRAG_EXTENTS pieces (small
-         * writes) is copied whole into fresh 4 KiB patches when the room
-         * is there, rather than given one more extent map over copies of
-         * its pieces in this block. Its pieces elsewhere are stale from
-         * then on: small-write data shrinks to its size when it is moved
-         * (a 100-byte write is a 132-byte record, and every 24 of them an
-         * extent map of up to 2 KiB) instead of growing. */
-        uint32_t ne;
-        err = reloc_collect(fs, ino, s, v, seglen, rl, &ne);
+        /* GC: a segment in many pieces is copied whole into fresh patches
+         * when the room is there, rather than given one more extent map
+         * over copies of its pieces in this block. Its pieces elsewhere
+         * are stale from then on. Two cases:
+         * - more than GC_DEFRAG_EXTENTS pieces (small writes), into 4 KiB
+         *   patches: small-write data shrinks to its size when it is moved
+         *   instead of growing (a 100-byte write is a 132-byte record, and
+         *   every 24 of them an extent map of up to 2 KiB);
+         * - pieces spread over GC_DEFRAG_SPREAD blocks or more, in a
+         *   segment with no more than an eighth of holes (the copy writes
+         *   holes out as zeros), into GC_DEFRAG_REC-byte patches: a file
+         *   rewritten slot by slot, as the service's manifest is (300-byte
+         *   slots, ~54 to a segment, each somewhere else in the log).
+         *   Piece by piece, every pass that met one slot wrote a new
+         *   extent map of all ~54 extents and changed the segment's key,
+         *   about 1 KB of log per slot moved, and a 16 MiB /usr of 3,487
+         *   small files written in the device's 768-byte pieces ended
+         *   where no pass gained (test_svc_fill --big). The copies are
+         *   1 KiB so that reading one slot checks 1 KiB, not 4 (a read
+         *   verifies the whole record it reads from), and they lie in a
+         *   few blocks, so the copy is not copied whole again. */
+        uint32_t ne, covered, spread;
+        err = reloc_collect(fs, ino, s, v, seglen, rl, &ne, &covered, &spread);
         if (err)
             return err;
         rl->defragged = 0;
-        if (rl->defrag_ok && v != CFS_ADDR_NONE && ne > GC_DEFRAG_EXTENTS &&
-            cfs_gc_fits(fs, seglen + (seglen / PATCH_MAX + 2) * (REC_HDR + SEG_FIXED))) {
+        int small = ne > GC_DEFRAG_EXTENTS;
+        if (!small && spread >= GC_DEFRAG_SPREAD && covered >= seglen - seglen / 8) {
+            small = 1;
+            cs = GC_DEFRAG_REC;
+        }
+        if (rl->defrag_ok && v != CFS_ADDR_NONE && small &&
+            cfs_gc_fits(fs, seglen + (seglen / cs + 2) * (REC_HDR + SEG_FIXED))) {
             defrag = 1;
             rl->defragged = 1;
             rl->n = 0;
@@ -925,10 +955,10 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
             run_t run;
             if (ncopies) {
                 /* defragmented: the copies hold [0, seglen) in order */
-                uint32_t i = p / PATCH_MAX;
+                uint32_t i = p / cs;
                 run.rec = copies[i];
-                run.doff = p - i * PATCH_MAX;
-                run.end = min32(seglen, (i + 1) * PATCH_MAX);
+                run.doff = p - i * cs;
+                run.end = min32(seglen, (i + 1) * cs);
             } else {
                 err = seg_run(fs, ino, s, &r, p, seglen, &run);
                 if (err)
@@ -979,8 +1009,8 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
             count = n;
             if ((count > EXT_MAX || defrag) && ncopies == 0) {
                 /* too fragmented: copy the data into fresh records */
-                for (uint32_t o = 0; o < seglen; o += PATCH_MAX) {
-                    uint32_t len = min32(PATCH_MAX, seglen - o), ca, ccrc = 0;
+                for (uint32_t o = 0; o < seglen; o += cs) {
+                    uint32_t len = min32(cs, seglen - o), ca, ccrc = 0;
                     uint8_t fx[SEG_FIXED];
                     uint8_t tmp[CFS_READ_CHUNK];
                     seg_fixed(fx, CFS_ADDR_NONE, CFS_ADDR_NONE, o);

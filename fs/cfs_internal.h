@@ -256,8 +256,13 @@ int cfs_gc_fits(const cfs_t *fs, uint32_t bytes);
  * a read-only fs (the operation reports that). */
 int cfs_admit(const cfs_t *fs, uint64_t bytes, uint32_t files, uint32_t dirs);
 uint64_t cfs_move_room(const cfs_t *fs, uint64_t live, uint64_t files, uint64_t dirs);
-/* GC copies a segment whole when it is in more pieces than this */
+/* GC copies a segment whole when it is in more pieces than this (into
+ * PATCH_MAX-byte patches), or when its pieces lie in GC_DEFRAG_SPREAD
+ * blocks or more (into GC_DEFRAG_REC-byte patches; cfs_file.c,
+ * seg_rebuild) */
 #define GC_DEFRAG_EXTENTS 64u
+#define GC_DEFRAG_SPREAD 16u
+#define GC_DEFRAG_REC 1024u
 
 /* ---- file layer (cfs_file.c), used by the log layer ------------------------ */
 void inode_encode(const inode_t *in, uint8_t *p);
