@@ -1084,6 +1084,23 @@ static int write_json(const char *path, double total_wall)
     return 0;
 }
 
+/* BENCH_FS_ONLY=W4,W4f: run only the workloads named (ids as in the
+ * table, comma-separated), for a quick look at one figure; unset: all. */
+static bool wanted(const char *id)
+{
+    const char *only = getenv("BENCH_FS_ONLY");
+    size_t n = strlen(id);
+    if (!only || !*only)
+        return true;
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, id, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     double t0 = now_s();
@@ -1094,15 +1111,24 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    bench_w1();
-    bench_w2();
-    bench_w3();
-    bench_w4();
-    bench_w4f(80);
-    bench_w4f(85);
-    bench_w4f(90);
-    bench_w5();
-    bench_ram();
+    if (wanted("W1"))
+        bench_w1();
+    if (wanted("W2"))
+        bench_w2();
+    if (wanted("W3"))
+        bench_w3();
+    if (wanted("W4"))
+        bench_w4();
+    if (wanted("W4f80"))
+        bench_w4f(80);
+    if (wanted("W4f85"))
+        bench_w4f(85);
+    if (wanted("W4f"))
+        bench_w4f(90);
+    if (wanted("W5"))
+        bench_w5();
+    if (wanted("RAM"))
+        bench_ram();
     print_table();
     if (write_json(out, now_s() - t0) != 0) {
         return 1;
