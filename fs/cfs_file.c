@@ -932,8 +932,16 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
             return err;
         }
     }
+    /* The version is walked twice (counting, then writing): the runs of
+     * both walks are summed up (sig) and must agree. Each extent entry
+     * is read twice and compared (ext_read), but under heavy noise the
+     * same flip on both reads of one entry happens (test_fs_gcfail's
+     * noise runs: an extent's offset misread by 32, in a rebuild by GC,
+     * made a 32-byte hole of committed data); the same wrong entry on
+     * both walks does not. */
+    uint32_t sig0 = 0;
     for (int pass = 0; pass < 2; pass++) {
-        uint32_t a = CFS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0;
+        uint32_t a = CFS_ADDR_NONE, crc = 0, written = SEG_FIXED, nb = 0, sig = 0;
         if (pass == 1) {
             uint8_t fx[SEG_FIXED];
             seg_fixed(fx, CFS_ADDR_NONE, prev, 0);
@@ -967,6 +975,8 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                     err = CORRUPT_HERE;
                     goto fail;
                 }
+                uint32_t q[4] = {p, run.end, run.rec, run.doff};
+                sig = crc32_update(sig, q, sizeof(q));
                 run.rec = reloc_map(rl, run.rec);
             }
             if (run.rec != 0) {
@@ -1007,6 +1017,7 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
         }
         if (pass == 0) {
             count = n;
+            sig0 = sig;
             if ((count > EXT_MAX || defrag) && ncopies == 0) {
                 /* too fragmented: copy the data into fresh records */
                 for (uint32_t o = 0; o < seglen; o += cs) {
@@ -1021,13 +1032,23 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
                     open_len = SEG_FIXED + len;
                     err = cfs_rec_append(fs, ca, 0, fx, SEG_FIXED, &ccrc);
                     for (uint32_t k = 0; !err && k < len; k += sizeof(tmp)) {
-                        uint32_t m = min32(sizeof(tmp), len - k);
+                        uint32_t m = min32(sizeof(tmp), len - k), c1 = 0;
                         /* seg_read through r (free until the next pass
-                         * loads it): one segv_t on the stack, not two */
-                        err = v == CFS_ADDR_NONE ? (memset(tmp, 0, m), 0)
-                                                 : segv_load(fs, f, ino, s, v, &r);
-                        if (!err && v != CFS_ADDR_NONE)
-                            err = seg_read_v(fs, ino, s, &r, o + k, tmp, m);
+                         * loads it): one segv_t on the stack, not two.
+                         * Each piece is read on two walks of the version,
+                         * which must agree (the copy replaces the data:
+                         * the same flip on both reads of an extent entry
+                         * gave a copy with a hole in it) */
+                        for (int rd = 0; !err && rd < 2; rd++) {
+                            err = v == CFS_ADDR_NONE ? (memset(tmp, 0, m), 0)
+                                                     : segv_load(fs, f, ino, s, v, &r);
+                            if (!err && v != CFS_ADDR_NONE)
+                                err = seg_read_v(fs, ino, s, &r, o + k, tmp, m);
+                            if (!err && rd == 0)
+                                c1 = crc32_update(0, tmp, m);
+                            else if (!err && crc32_update(0, tmp, m) != c1)
+                                err = CFS_ERR_IO;
+                        }
                         if (!err)
                             err = cfs_rec_append(fs, ca, SEG_FIXED + k, tmp, m, &ccrc);
                     }
@@ -1045,6 +1066,10 @@ static int seg_rebuild(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s,
         } else {
             if (n != count) {
                 err = CORRUPT_HERE; /* the version changed under us */
+                goto fail;
+            }
+            if (sig != sig0) {
+                err = CFS_ERR_IO; /* noise on one of the walks: not written */
                 goto fail;
             }
             if (nb) {

@@ -57,6 +57,7 @@ struct flash_sim {
     uint64_t weak_addr;       /* a weak bit: byte address, bit, reads left */
     int weak_bit;
     uint32_t weak_reads;
+    uint32_t weak_skip;       /* reads of it that come back right first */
     uint32_t wear_limit;
     uint64_t rng;
 };
@@ -163,6 +164,10 @@ static int sim_read(const flash_dev_t *dev, uint32_t block, uint32_t off,
     }
     uint64_t at = (uint64_t)block * dev->block_size + off;
     if (sim->weak_reads != 0 && sim->weak_addr >= at && sim->weak_addr < at + len) {
+        if (sim->weak_skip != 0) {
+            sim->weak_skip--;
+            return FLASH_OK;
+        }
         ((uint8_t *)buf)[sim->weak_addr - at] ^= (uint8_t)(1u << sim->weak_bit);
         sim->weak_reads--;
     }
@@ -543,6 +548,13 @@ void flash_sim_read_fault(flash_sim_t *sim, uint64_t first, uint64_t last, bool 
 
 void flash_sim_read_weak(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t reads)
 {
+    flash_sim_read_weak_after(sim, byte_addr, bit, 0, reads);
+}
+
+void flash_sim_read_weak_after(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t skip,
+                               uint32_t reads)
+{
+    sim->weak_skip = skip;
     sim->weak_addr = byte_addr;
     sim->weak_bit = bit & 7;
     sim->weak_reads = byte_addr < sim->size ? reads : 0;

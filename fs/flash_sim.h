@@ -95,6 +95,10 @@ void flash_sim_read_fault(flash_sim_t *sim, uint64_t first, uint64_t last, bool 
  * bit `bit` flipped, every time the same way (noise that repeats, which
  * must not pass for damage unless it lasts). 0 reads disarms. */
 void flash_sim_read_weak(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t reads);
+/* The same after `skip` reads of it that come back right (to aim the flips
+ * at one step of a call: a sweep over skip). */
+void flash_sim_read_weak_after(flash_sim_t *sim, uint64_t byte_addr, int bit, uint32_t skip,
+                               uint32_t reads);
 /* Read calls made since creation (to size a sweep of read_fault). */
 uint64_t flash_sim_reads(const flash_sim_t *sim);
 /* Flip a bit in the stored data (bit rot), for corruption tests. */

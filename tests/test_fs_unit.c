@@ -16,6 +16,7 @@
 #include "check.h"
 #include "flash_sim.h"
 #include "cfs.h"
+#include "cfs_internal.h" /* record layout, for the noise tests below */
 #include "cfs_model.h"
 
 /* ---- fixture ------------------------------------------------------------------ */
@@ -2148,6 +2149,155 @@ static void test_read_fault_retry(void)
     fx_free(x);
 }
 
+/* ---- a chain link read under noise that repeats -------------------------------
+ * A commit finds the keys of a pending chain by following each record's
+ * link to the one before. The link was read twice and the reads compared;
+ * under heavy noise the same flip came on both reads, and a remove's commit
+ * followed a stale chain of an earlier operation (test_fs_gcfail's noise
+ * runs, seed 399). A weak bit that flips on the next two reads of the link
+ * (each bit of its first byte in turn): cfs_chain_prev gives the true link
+ * or an error, never the flipped one - for a segment record (link in its
+ * checked fixed part) and a directory chunk (link under its checksum). */
+static void chain_link_weak(fx_t *x, uint32_t rec, uint32_t link_off, int *flipped)
+{
+    rec_hdr_t h;
+    uint32_t want, got;
+    CHECK_EQ(cfs_rec_read_hdr(&x->fs, rec, &h), 0);
+    CHECK_EQ(cfs_chain_prev(&x->fs, rec, &h, &want), 0);
+    for (int bit = 0; bit < 8; bit++) {
+        /* (the partition is the whole device, in one piece: a record
+         * address is its byte address) */
+        flash_sim_read_weak(x->sim, rec + REC_HDR + link_off, bit, 2);
+        int rc = cfs_chain_prev(&x->fs, rec, &h, &got);
+        flash_sim_read_weak(x->sim, 0, 0, 0);
+        CHECK(rc == 0 || rc == CFS_ERR_CORRUPT || rc == CFS_ERR_IO);
+        if (rc == 0 && got != want) {
+            fprintf(stderr, "  link of record %u: %08x read as %08x\n", rec, want, got);
+            (*flipped)++;
+        }
+    }
+}
+
+static void test_chain_link_noise(void)
+{
+    fx_t *x = fx_new(64);
+    cfs_t *fs = &x->fs;
+    CHECK_EQ(put_file(x, "/f", 40000, 3), 0);
+    cfs_file_t f;
+    uint8_t b[100];
+    memset(b, 7, sizeof(b));
+    CHECK_EQ(cfs_file_open(fs, &f, "/f", CFS_O_RDWR), 0);
+    CHECK_EQ(cfs_file_pwrite(fs, &f, b, sizeof(b), 10), (int)sizeof(b));
+    CHECK_EQ(cfs_file_pwrite(fs, &f, b, sizeof(b), 20000), (int)sizeof(b));
+    int flipped = 0;
+    CHECK(f.pending_tail != CFS_ADDR_NONE);
+    chain_link_weak(x, f.pending_tail, 4, &flipped); /* PATCH: base, prev */
+    uint32_t chunk;
+    CHECK_EQ(cfs_map_lookup(fs, ROOT_INO, MKIDX(KIND_DIR, 0), &chunk), 0);
+    chain_link_weak(x, chunk, 0, &flipped); /* DIRCHUNK: prev, entries */
+    CHECK_EQ(flipped, 0);
+    /* and the commit still finds the chain */
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    uint8_t *got = NULL;
+    CHECK_EQ(fsm_read_file(fs, "/f", &got), 40000);
+    CHECK(got && memcmp(got + 10, b, sizeof(b)) == 0 && memcmp(got + 20000, b, sizeof(b)) == 0);
+    free(got);
+    FSCK(x);
+    fx_free(x);
+}
+
+/* ---- an extent map read under noise that repeats, while GC rebuilds it --------
+ * GC that moves a piece of a segment in many pieces writes a new extent
+ * map, built from the entries of the old one. Each entry is read twice
+ * and compared; under heavy noise the same flip came on both reads, and an
+ * extent's offset misread by 32 made a 32-byte hole in committed data
+ * (test_fs_gcfail's noise runs, seed 107). Swept from one image: a weak
+ * bit in an entry's offset that flips on two reads in a row after the
+ * first K reads of it come back right, K = 0..47, while cfs_seg_relocate
+ * moves the entry's piece (as a GC pass does) and its relocation is
+ * committed: the move fails, or the file reads back the same bytes. */
+static void test_extmap_noise(uint32_t piece)
+{
+    enum { LEN = 200 * 64 };
+    fx_t *x = fx_new(64);
+    cfs_t *fs = &x->fs;
+    uint8_t *want = malloc(LEN);
+    fsm_fill(want, LEN, 5, 0);
+    /* appended in pieces, each synced: the bottom of the version is an
+     * extent map whose every entry is read (64-byte pieces: 200 of them,
+     * which GC copies whole; 400-byte pieces: 32, which it maps anew) */
+    cfs_file_t f;
+    CHECK_EQ(cfs_file_open(fs, &f, "/g", CFS_O_RDWR | CFS_O_CREAT), 0);
+    for (uint32_t off = 0; off < LEN; off += piece) {
+        CHECK_EQ(cfs_file_write(fs, &f, want + off, piece), (int)piece);
+        CHECK_EQ(cfs_file_sync(fs, &f), 0);
+    }
+    CHECK_EQ(cfs_file_close(fs, &f), 0);
+    CHECK_EQ(cfs_unmount(fs), 0);
+    uint64_t size = flash_sim_size(x->sim);
+    uint8_t *image = malloc(size);
+    memcpy(image, flash_sim_data(x->sim), size);
+    int bad = 0, moved = 0;
+    for (uint32_t skip = 0; skip < 48; skip++) {
+        memcpy(flash_sim_data(x->sim), image, size);
+        CHECK_EQ(cfs_mount(fs, &x->cfg), 0);
+        cfs_stat_t st;
+        uint32_t ext, rec;
+        uint8_t ent[8];
+        CHECK_EQ(cfs_stat(fs, "/g", &st), 0);
+        CHECK_EQ(cfs_map_lookup(fs, st.ino, MKIDX(KIND_SEG, 0), &ext), 0);
+        /* the extent map under the version's patches (each PATCH's fixed
+         * part starts with the version it lies over) */
+        rec_hdr_t h;
+        for (int d = 0; d < 64 && cfs_rec_read_hdr(fs, ext, &h) == 0 && h.type == R_PATCH; d++)
+            CHECK_EQ(cfs_flash_read(fs, ext + REC_HDR, &ext, 4), 0); /* (little-endian host) */
+        CHECK(cfs_rec_read_hdr(fs, ext, &h) == 0 && h.type == R_EXTMAP &&
+              h.len >= SEG_FIXED + 8 * 8);
+        /* the third entry {u16 off, u16 len, u32 record}; the partition
+         * is the whole device, in one piece: addresses are byte addresses */
+        uint32_t at = ext + REC_HDR + SEG_FIXED + 2 * 8;
+        CHECK_EQ(cfs_flash_read(fs, at, ent, sizeof(ent)), 0);
+        rec = (uint32_t)ent[4] | (uint32_t)ent[5] << 8 | (uint32_t)ent[6] << 16 |
+              (uint32_t)ent[7] << 24;
+        /* a handle with a pending write on the file, as in the noise run:
+         * GC then rebuilds the map rather than covering the piece */
+        cfs_file_t h2;
+        CHECK_EQ(cfs_file_open(fs, &h2, "/g", CFS_O_RDWR), 0);
+        CHECK_EQ(cfs_file_pwrite(fs, &h2, "x", 1, LEN - 1), 1);
+        flash_sim_read_weak_after(x->sim, at, 5, skip, 2);
+        commit_t c;
+        c.chain_tail = CFS_ADDR_NONE;
+        c.n = 0;
+        uint32_t lo = rec / 4096 * 4096;
+        int rc = cfs_seg_relocate(fs, st.ino, MKIDX(KIND_SEG, 0), rec, lo, lo + 4096, &c);
+        if (rc == 0)
+            rc = cfs_commit(fs, &c, 0, NULL, NULL);
+        if (getenv("EXTDBG"))
+            fprintf(stderr, "skip %u: rec %u rc %d\n", skip, rec, rc);
+        flash_sim_read_weak(x->sim, 0, 0, 0);
+        CHECK_EQ(cfs_file_revert(fs, &h2), 0);
+        CHECK_EQ(cfs_file_close(fs, &h2), 0);
+        moved += rc == 0;
+        uint8_t *got = NULL;
+        if (fsm_read_file(fs, "/g", &got) != LEN || memcmp(got, want, LEN) != 0) {
+            fprintf(stderr, "  weak after %u reads: the moved segment reads back wrong (rc %d)\n",
+                    skip, rc);
+            bad++;
+        }
+        free(got);
+        CHECK_EQ(cfs_unmount(fs), 0);
+    }
+    printf("test_fs_unit: extent map of %u-byte pieces under repeating noise: %d of 48 moves "
+           "committed, %d read back wrong\n", piece, moved, bad);
+    CHECK_EQ(bad, 0);
+    CHECK(moved > 0);
+    CHECK_EQ(cfs_mount(fs, &x->cfg), 0);
+    FSCK(x);
+    free(image);
+    free(want);
+    fx_free(x);
+}
+
 int main(void)
 {
     test_lifecycle();
@@ -2178,5 +2328,8 @@ int main(void)
     test_big_files_replay();
     test_shared_work();
     test_read_fault_retry();
+    test_chain_link_noise();
+    test_extmap_noise(64);
+    test_extmap_noise(400);
     return check_summary("test_fs_unit");
 }
