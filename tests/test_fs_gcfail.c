@@ -929,6 +929,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* a line at a time, also into a file: the full run takes long, and
+     * its sweep lines are its progress */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     const char *env = getenv("GCFAIL_FULL");
     if (env && *env && strcmp(env, "0"))
         full = true;
@@ -954,9 +957,12 @@ int main(int argc, char **argv)
     }
     /* 1. noise */
     uint32_t runs = nruns ? nruns : full ? 400 : 12, bad = 0;
-    for (uint32_t s = 1; s <= runs && bad < 5; s++)
+    for (uint32_t s = 1; s <= runs && bad < 5; s++) {
         if (!noise_run(s, full ? 400 : steps, 0, false, &t))
             bad++;
+        if (runs >= 100 && s % 100 == 0)
+            printf("test_fs_gcfail: noise: %u of %u runs, %u failed so far\n", s, runs, bad);
+    }
     /* The runs of the --full set that found data loss under heavy noise
      * (the same flip on both reads of a value read twice: a remove's
      * commit that followed a stale chain, a GC rebuild that made a hole of
