@@ -1209,8 +1209,11 @@ int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
     for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
         err = 0;
         if (h->type == R_PATCH || h->type == R_EXTMAP) {
-            err = cfs_rec_read(fs, a, 0, tmp, 12);
-            if (!err && le_get16(tmp + 10) != (uint16_t)crc32_update(0, tmp, 10))
+            if (h->len < SEG_FIXED)
+                return CORRUPT_HERE;
+            err = cfs_rec_read(fs, a, 0, tmp, SEG_FIXED);
+            if (!err && le_get16(tmp + SEG_FIXED - 2) !=
+                            (uint16_t)crc32_update(0, tmp, SEG_FIXED - 2))
                 err = CFS_ERR_CORRUPT;
             if (!err)
                 memcpy(p, tmp + off, 4);
