@@ -525,7 +525,7 @@ static void seg_fixed(uint8_t *p, uint32_t base, uint32_t prev, uint32_t off)
     le_put16(p + 10, (uint16_t)crc32_update(0, p, 10));
 }
 
-static int seg_fixed_read(cfs_t *fs, uint32_t a, uint8_t *p)
+int cfs_seg_fixed_read(cfs_t *fs, uint32_t a, uint8_t *p)
 {
     int err = CFS_ERR_CORRUPT;
     for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
@@ -571,7 +571,7 @@ static int segv_load(cfs_t *fs, const cfs_file_t *f, uint32_t ino, uint32_t s, u
             return err;
         if (h.ino != ino || h.idx != MKIDX(KIND_SEG, s) || h.len < SEG_FIXED)
             return CORRUPT_HERE;
-        err = seg_fixed_read(fs, v, fx);
+        err = cfs_seg_fixed_read(fs, v, fx);
         if (err)
             return err;
         if (h.type == R_EXTMAP) {
@@ -692,7 +692,7 @@ static int seg_run(cfs_t *fs, uint32_t ino, uint32_t s, segv_t *r, uint32_t p, u
             uint8_t fx[SEG_FIXED];
             err = cfs_rec_read_hdr(fs, rec, &h);
             if (!err)
-                err = seg_fixed_read(fs, rec, fx);
+                err = cfs_seg_fixed_read(fs, rec, fx);
             if (err)
                 return err;
             uint32_t ro = le_get16(fx + 8) & SEG_OFF_MASK;
@@ -1531,7 +1531,7 @@ static int cover_from(cfs_t *fs, uint32_t addr, const rec_hdr_t *h, uint32_t v, 
                       uint32_t n, uint32_t depth, uint32_t *out)
 {
     uint8_t fx[SEG_FIXED], tmp[CFS_READ_CHUNK];
-    int err = seg_fixed_read(fs, addr, fx);
+    int err = cfs_seg_fixed_read(fs, addr, fx);
     if (err)
         return err;
     uint32_t poff = le_get16(fx + 8) & SEG_OFF_MASK;

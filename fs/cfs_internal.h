@@ -298,6 +298,9 @@ int cfs_sync_block(cfs_t *fs, uint32_t b);
 #define CFS_ADDR_LOST 1u
 /* The chain link of the record at a (CFS_ADDR_NONE at the end). */
 int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev);
+/* The fixed part of the PATCH or EXTMAP at a (SEG_FIXED bytes into p),
+ * read until its own check holds (READ_TRIES). */
+int cfs_seg_fixed_read(cfs_t *fs, uint32_t a, uint8_t *p);
 /* Apply a commit: used by cfs_commit and by replay at mount. */
 int cfs_apply_commit(cfs_t *fs, uint32_t rec_addr, const rec_hdr_t *h);
 

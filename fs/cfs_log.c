@@ -1204,39 +1204,15 @@ int cfs_chain_prev(cfs_t *fs, uint32_t a, const rec_hdr_t *h, uint32_t *prev)
      * was read twice and compared: under heavy noise the same flip came
      * on both reads, and a remove's commit took a stale chain of an
      * earlier operation for its own - test_fs_gcfail's noise runs.) */
-    uint8_t tmp[CFS_READ_CHUNK], p[4];
-    int err = CFS_ERR_CORRUPT;
-    for (int t = 0; t < READ_TRIES && err == CFS_ERR_CORRUPT; t++) {
-        err = 0;
-        if (h->type == R_PATCH || h->type == R_EXTMAP) {
-            if (h->len < SEG_FIXED)
-                return CORRUPT_HERE;
-            err = cfs_rec_read(fs, a, 0, tmp, SEG_FIXED);
-            if (!err && le_get16(tmp + SEG_FIXED - 2) !=
-                            (uint16_t)crc32_update(0, tmp, SEG_FIXED - 2))
-                err = CFS_ERR_CORRUPT;
-            if (!err)
-                memcpy(p, tmp + off, 4);
-            continue;
-        }
-        uint32_t crc = 0;
-        for (uint32_t o = 0; !err && o < h->len;) {
-            uint32_t n = h->len - o < sizeof(tmp) ? h->len - o : sizeof(tmp);
-            err = cfs_rec_read(fs, a, o, tmp, n);
-            if (err)
-                break;
-            crc = crc32_update(crc, tmp, n);
-            for (uint32_t k = 0; k < 4; k++)
-                if (off + k >= o && off + k < o + n)
-                    p[k] = tmp[off + k - o];
-            o += n;
-        }
-        if (err == CFS_ERR_CORRUPT || (!err && crc != h->dcrc))
-            err = CFS_ERR_CORRUPT;
-    }
+    uint8_t p[INODE_SIZE + 4]; /* (the longest head: a chained inode's) */
+    int err;
+    if (h->type == R_PATCH || h->type == R_EXTMAP)
+        err = h->len < SEG_FIXED ? CORRUPT_HERE : cfs_seg_fixed_read(fs, a, p);
+    else
+        err = cfs_rec_load_head(fs, a, h, p, off + 4);
     if (err)
         return err;
-    *prev = le_get32(p);
+    *prev = le_get32(p + off);
     return 0;
 }
 
